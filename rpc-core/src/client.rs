@@ -1,0 +1,616 @@
+//! The client core that generated clients wrap, and the client-side typed handles.
+//!
+//! | mode | call | handle |
+//! |---|---|---|
+//! | pingpong | [`Client::unary`] | — ([`Response`]) |
+//! | client streaming | [`Client::client_streaming`] | [`ClientStreamingCall`]: `send`, `close_and_recv` |
+//! | server streaming | [`Client::server_streaming`] | [`ServerStreamingCall`]: `recv` |
+//! | bidi | [`Client::bidi`] | [`BidiCall`]: `send`, `close_send`, `recv`, `into_split` |
+//!
+//! Dropping a handle before its stream ended, calling `cancel()`, or passing the deadline resets
+//! the stream; the server observes it within milliseconds. The deadline covers the whole stream.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::{Instant, Sleep};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt};
+
+use crate::codec::{Codec, Encodable, MsgCodec};
+use crate::context::{CallContext, CallOptions, MethodDesc};
+use crate::metadata::Metadata;
+use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
+use crate::status::{Error, Status};
+use crate::stream::{End, Receiver, Sender};
+use crate::transport::{BoxFuture, ClientStreamRaw, ClientTransport};
+
+/// A stream opened by the transport, as seen by client call middleware.
+#[derive(Clone)]
+pub struct OpenStream {
+    /// The context the stream was opened with (after call middleware changed it).
+    pub ctx: CallContext,
+    /// The raw stream.
+    pub stream: Arc<dyn ClientStreamRaw>,
+}
+
+impl std::fmt::Debug for OpenStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenStream").field("ctx", &self.ctx).finish()
+    }
+}
+
+/// The tower service client call middleware wrap: opens one stream per call.
+pub type OpenService = BoxCloneSyncService<CallContext, OpenStream, Status>;
+
+/// The innermost open service: asks the transport.
+#[derive(Clone)]
+struct TransportOpen(Arc<dyn ClientTransport>);
+
+impl tower::Service<CallContext> for TransportOpen {
+    type Response = OpenStream;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<OpenStream, Status>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ctx: CallContext) -> Self::Future {
+        let open = self.0.open(&ctx);
+        Box::pin(async move {
+            let stream = open.await?;
+            Ok(OpenStream { ctx, stream })
+        })
+    }
+}
+
+/// Builds a [`Client`].
+pub struct ClientBuilder {
+    transport: Arc<dyn ClientTransport>,
+    layers: Vec<Box<dyn FnOnce(OpenService) -> OpenService + Send>>,
+    middleware: MessageMiddleware,
+    timeout: Option<Duration>,
+    metadata: Metadata,
+}
+
+impl ClientBuilder {
+    /// Wraps stream opening in a tower layer (call middleware: auth, tracing, metrics, timeouts).
+    /// Layers run once per call or stream open; the first added is the outermost.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<OpenService> + Send + 'static,
+        L::Service: tower::Service<CallContext, Response = OpenStream, Error = Status>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<CallContext>>::Future: Send + 'static,
+    {
+        self.layers
+            .push(Box::new(move |inner| BoxCloneSyncService::new(layer.layer(inner))));
+        self
+    }
+
+    /// Adds a send middleware, run on every message this client sends (first added = outermost).
+    pub fn send_middleware(mut self, m: impl SendMiddleware) -> Self {
+        self.middleware.push_send(Arc::new(m));
+        self
+    }
+
+    /// Adds a recv middleware, run on every message this client receives (first added =
+    /// outermost).
+    pub fn recv_middleware(mut self, m: impl RecvMiddleware) -> Self {
+        self.middleware.push_recv(Arc::new(m));
+        self
+    }
+
+    /// Default timeout of every call (none by default: calls may run forever).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Metadata sent with every call, before the per-call metadata.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<crate::MetadataValue>) -> Self {
+        self.metadata.append(key, value);
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> Client {
+        let open = if self.layers.is_empty() {
+            None
+        } else {
+            let mut svc = BoxCloneSyncService::new(TransportOpen(self.transport.clone()));
+            for layer in self.layers.into_iter().rev() {
+                svc = layer(svc);
+            }
+            Some(svc)
+        };
+        Client {
+            inner: Arc::new(ClientInner {
+                transport: self.transport,
+                open,
+                middleware: self.middleware,
+                timeout: self.timeout,
+                metadata: self.metadata,
+            }),
+        }
+    }
+}
+
+struct ClientInner {
+    transport: Arc<dyn ClientTransport>,
+    open: Option<OpenService>,
+    middleware: MessageMiddleware,
+    timeout: Option<Duration>,
+    metadata: Metadata,
+}
+
+/// The transport-independent client core. Cheap to clone, `Send + Sync`; generated clients wrap
+/// it.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("middleware", &self.inner.middleware)
+            .field("timeout", &self.inner.timeout)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client over `transport` with default settings.
+    pub fn new(transport: impl ClientTransport) -> Client {
+        Client::builder(transport).build()
+    }
+
+    /// A builder over `transport`.
+    pub fn builder(transport: impl ClientTransport) -> ClientBuilder {
+        Self::builder_arc(Arc::new(transport))
+    }
+
+    /// A builder over a shared transport.
+    pub fn builder_arc(transport: Arc<dyn ClientTransport>) -> ClientBuilder {
+        ClientBuilder {
+            transport,
+            layers: Vec::new(),
+            middleware: MessageMiddleware::default(),
+            timeout: None,
+            metadata: Metadata::new(),
+        }
+    }
+
+    async fn open(
+        &self,
+        method: &'static MethodDesc,
+        opts: CallOptions,
+    ) -> Result<(Arc<ClientShared>, Option<Instant>), Status> {
+        let mut metadata = self.inner.metadata.clone();
+        metadata.extend(opts.metadata);
+        let deadline = opts
+            .timeout
+            .or(self.inner.timeout)
+            .map(|t| Instant::now() + t);
+        let ctx = CallContext::new(method)
+            .with_metadata(metadata)
+            .with_deadline(deadline);
+        let open = match &self.inner.open {
+            None => {
+                let stream = self.inner.transport.open(&ctx).await;
+                stream.map(|stream| OpenStream { ctx, stream })
+            }
+            Some(svc) => {
+                let fut = svc.clone().oneshot(ctx);
+                match deadline {
+                    None => fut.await,
+                    Some(d) => tokio::time::timeout_at(d, fut).await.unwrap_or_else(|_| {
+                        Err(Status::deadline_exceeded("deadline exceeded while opening the stream"))
+                    }),
+                }
+            }
+        }?;
+        let deadline = open.ctx.deadline();
+        Ok((
+            Arc::new(ClientShared {
+                raw: open.stream,
+                ctx: open.ctx,
+                middleware: self.inner.middleware.clone(),
+                ended: AtomicBool::new(false),
+            }),
+            deadline,
+        ))
+    }
+
+    fn halves<Req, Res, C>(
+        shared: Arc<ClientShared>,
+        deadline: Option<Instant>,
+    ) -> (Sender<Req, ClientEnd>, Receiver<Res, ClientEnd>)
+    where
+        Req: Send + Sync + 'static,
+        Res: Send + Sync + 'static,
+        C: Codec<Req> + Codec<Res>,
+    {
+        (
+            Sender::new(ClientEnd::new(shared.clone(), deadline), MsgCodec::of::<C>()),
+            Receiver::new(ClientEnd::new(shared, deadline), MsgCodec::of::<C>()),
+        )
+    }
+
+    /// A pingpong call: sends `req`, returns the response with header and trailer metadata.
+    pub async fn unary<C, Req, Res>(
+        &self,
+        method: &'static MethodDesc,
+        req: Req,
+        opts: CallOptions,
+    ) -> Result<Response<Res>, Status>
+    where
+        Req: Send + Sync + 'static,
+        Res: Send + Sync + 'static,
+        C: Codec<Req> + Codec<Res>,
+    {
+        let (shared, deadline) = self.open(method, opts).await?;
+        let (mut tx, mut rx) = Self::halves::<Req, Res, C>(shared, deadline);
+        tx.send(req).await?;
+        close_sender(&mut tx)?;
+        let message = close_and_recv_one(&mut rx).await?;
+        let header = header_of(&mut rx.end).await?;
+        let trailer = rx.end.shared.raw.trailer().unwrap_or_default();
+        Ok(Response {
+            header,
+            message,
+            trailer,
+        })
+    }
+
+    /// Opens a client-streaming call. Returns as soon as the stream is open; it never waits
+    /// for the server's header.
+    pub async fn client_streaming<C, Req, Res>(
+        &self,
+        method: &'static MethodDesc,
+        opts: CallOptions,
+    ) -> Result<ClientStreamingCall<Req, Res>, Status>
+    where
+        Req: Send + Sync + 'static,
+        Res: Send + Sync + 'static,
+        C: Codec<Req> + Codec<Res>,
+    {
+        let (shared, deadline) = self.open(method, opts).await?;
+        let (tx, rx) = Self::halves::<Req, Res, C>(shared, deadline);
+        Ok(ClientStreamingCall { tx, rx })
+    }
+
+    /// Opens a server-streaming call: sends `req` and half-closes before returning (StreamX
+    /// does the same: exactly one message then the half-close on the wire).
+    pub async fn server_streaming<C, Req, Res>(
+        &self,
+        method: &'static MethodDesc,
+        req: Req,
+        opts: CallOptions,
+    ) -> Result<ServerStreamingCall<Res>, Status>
+    where
+        Req: Send + Sync + 'static,
+        Res: Send + Sync + 'static,
+        C: Codec<Req> + Codec<Res>,
+    {
+        let (shared, deadline) = self.open(method, opts).await?;
+        let (mut tx, rx) = Self::halves::<Req, Res, C>(shared, deadline);
+        tx.send(req).await?;
+        close_sender(&mut tx)?;
+        Ok(ServerStreamingCall { rx })
+    }
+
+    /// Opens a bidirectional call.
+    pub async fn bidi<C, Req, Res>(
+        &self,
+        method: &'static MethodDesc,
+        opts: CallOptions,
+    ) -> Result<BidiCall<Req, Res>, Status>
+    where
+        Req: Send + Sync + 'static,
+        Res: Send + Sync + 'static,
+        C: Codec<Req> + Codec<Res>,
+    {
+        let (shared, deadline) = self.open(method, opts).await?;
+        let (tx, rx) = Self::halves::<Req, Res, C>(shared, deadline);
+        Ok(BidiCall {
+            tx: BidiSender { tx },
+            rx: BidiReceiver { rx },
+        })
+    }
+}
+
+fn close_sender<T: Send + Sync + 'static>(tx: &mut Sender<T, ClientEnd>) -> Result<(), Status> {
+    if tx.closed {
+        return Ok(());
+    }
+    tx.closed = true;
+    tx.end.shared.raw.close_send()
+}
+
+/// Receives the single response of a unary or client-streaming call and checks the stream
+/// then ends cleanly.
+async fn close_and_recv_one<T: Send + Sync + 'static>(
+    rx: &mut Receiver<T, ClientEnd>,
+) -> Result<T, Status> {
+    let message = rx.recv().await?.ok_or(Error::MissingResponse)?;
+    match rx.recv().await? {
+        None => Ok(message),
+        Some(_) => {
+            let status: Status = Error::UnaryTooManyResponses.into();
+            rx.end.shared.raw.cancel(&status);
+            Err(status)
+        }
+    }
+}
+
+async fn header_of(end: &mut ClientEnd) -> Result<Metadata, Status> {
+    poll_fn(|cx| end.poll_with_deadline(cx, |raw, cx| raw.poll_header(cx))).await
+}
+
+/// What both halves of a client stream share.
+struct ClientShared {
+    raw: Arc<dyn ClientStreamRaw>,
+    ctx: CallContext,
+    middleware: MessageMiddleware,
+    /// The receive direction ended (EOF or error): dropping handles no longer resets.
+    ended: AtomicBool,
+}
+
+/// One half's view of a client stream, with the deadline timer of that half.
+pub(crate) struct ClientEnd {
+    shared: Arc<ClientShared>,
+    deadline: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl ClientEnd {
+    fn new(shared: Arc<ClientShared>, deadline: Option<Instant>) -> Self {
+        ClientEnd {
+            shared,
+            deadline,
+            sleep: None,
+        }
+    }
+
+    /// Polls `op`; while it is pending, the deadline is watched: once it passes, the stream is
+    /// reset with `DEADLINE_EXCEEDED` and that is the outcome.
+    fn poll_with_deadline<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&dyn ClientStreamRaw, &mut Context<'_>) -> Poll<Result<R, Status>>,
+    ) -> Poll<Result<R, Status>> {
+        if let Poll::Ready(r) = op(&*self.shared.raw, cx) {
+            return Poll::Ready(r);
+        }
+        let Some(deadline) = self.deadline else {
+            return Poll::Pending;
+        };
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                let status = Status::deadline_exceeded("deadline exceeded");
+                self.shared.raw.cancel(&status);
+                Poll::Ready(Err(status))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn cancel(&self) {
+        if !self.shared.ended.swap(true, Ordering::AcqRel) {
+            self.shared
+                .raw
+                .cancel(&Status::cancelled("cancelled by the client"));
+        }
+    }
+}
+
+use std::future::Future as _;
+
+impl End for ClientEnd {
+    fn ctx(&self) -> &CallContext {
+        &self.shared.ctx
+    }
+    fn middleware(&self) -> &MessageMiddleware {
+        &self.shared.middleware
+    }
+    fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.poll_with_deadline(cx, |raw, cx| raw.poll_send_ready(cx))
+    }
+    fn start_send(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        self.shared.raw.send(msg)
+    }
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
+        self.poll_with_deadline(cx, |raw, cx| raw.poll_recv(cx))
+    }
+    fn recv_ended(&self) {
+        self.shared.ended.store(true, Ordering::Release);
+    }
+    fn fail(&self, status: &Status) {
+        self.shared.raw.cancel(status);
+    }
+    fn abandon(&self) {
+        self.cancel();
+    }
+}
+
+/// A unary response with its header and trailer metadata.
+#[derive(Debug, Clone)]
+pub struct Response<T> {
+    header: Metadata,
+    message: T,
+    trailer: Metadata,
+}
+
+impl<T> Response<T> {
+    /// The response message.
+    pub fn get_ref(&self) -> &T {
+        &self.message
+    }
+    /// Takes the response message.
+    pub fn into_inner(self) -> T {
+        self.message
+    }
+    /// Response header metadata.
+    pub fn header(&self) -> &Metadata {
+        &self.header
+    }
+    /// Trailer metadata.
+    pub fn trailer(&self) -> &Metadata {
+        &self.trailer
+    }
+    /// Splits into (header, message, trailer).
+    pub fn into_parts(self) -> (Metadata, T, Metadata) {
+        (self.header, self.message, self.trailer)
+    }
+}
+
+/// Common accessors of every client handle.
+macro_rules! client_handle_common {
+    ($($field:ident).+) => {
+        fn end(&self) -> &ClientEnd {
+            &self.$($field).+
+        }
+
+        fn end_mut(&mut self) -> &mut ClientEnd {
+            &mut self.$($field).+
+        }
+
+        /// The call context (method, metadata sent, deadline).
+        pub fn context(&self) -> &CallContext {
+            &self.end().shared.ctx
+        }
+
+        /// Waits for the response header metadata (or the stream's error).
+        pub async fn header(&mut self) -> Result<Metadata, Status> {
+            header_of(self.end_mut()).await
+        }
+
+        /// Trailer metadata, once the stream has ended.
+        pub fn trailer(&self) -> Option<Metadata> {
+            self.end().shared.raw.trailer()
+        }
+
+        /// Resets the stream (the server sees `CANCELLED`). Does nothing once it has ended.
+        pub fn cancel(&self) {
+            self.end().cancel();
+        }
+    };
+}
+
+/// A client-streaming call: `send` requests, then `close_and_recv` for the response.
+pub struct ClientStreamingCall<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
+    tx: Sender<Req, ClientEnd>,
+    rx: Receiver<Res, ClientEnd>,
+}
+
+impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> ClientStreamingCall<Req, Res> {
+    /// Sends one request (waits while the send buffer is full). Fails with
+    /// `FAILED_PRECONDITION` after `close_and_recv`.
+    pub async fn send(&mut self, msg: Req) -> Result<(), Status> {
+        self.tx.send(msg).await
+    }
+
+    /// Half-closes and waits for the single response.
+    pub async fn close_and_recv(&mut self) -> Result<Res, Status> {
+        close_sender(&mut self.tx)?;
+        close_and_recv_one(&mut self.rx).await
+    }
+
+    client_handle_common!(rx.end);
+}
+
+/// A server-streaming call: `recv` responses until `Ok(None)`.
+pub struct ServerStreamingCall<Res: Send + Sync + 'static> {
+    rx: Receiver<Res, ClientEnd>,
+}
+
+impl<Res: Send + Sync + 'static> ServerStreamingCall<Res> {
+    /// The next response; `Ok(None)` at the end. After the end or an error, returns the same
+    /// outcome again.
+    pub async fn recv(&mut self) -> Result<Option<Res>, Status> {
+        self.rx.recv().await
+    }
+
+    client_handle_common!(rx.end);
+}
+
+/// A bidirectional call.
+pub struct BidiCall<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
+    tx: BidiSender<Req>,
+    rx: BidiReceiver<Res>,
+}
+
+impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiCall<Req, Res> {
+    /// Sends one message (waits while the send buffer is full).
+    pub async fn send(&mut self, msg: Req) -> Result<(), Status> {
+        self.tx.send(msg).await
+    }
+
+    /// Half-closes the sending direction. Idempotent.
+    pub fn close_send(&mut self) -> Result<(), Status> {
+        self.tx.close_send()
+    }
+
+    /// The next message; `Ok(None)` when the server ended with OK.
+    pub async fn recv(&mut self) -> Result<Option<Res>, Status> {
+        self.rx.recv().await
+    }
+
+    /// Splits into halves that can run in different tasks. Dropping the sender without
+    /// `close_send`, or the receiver before the end, resets the stream.
+    pub fn into_split(self) -> (BidiSender<Req>, BidiReceiver<Res>) {
+        (self.tx, self.rx)
+    }
+
+    client_handle_common!(rx.rx.end);
+}
+
+/// The sending half of a [`BidiCall`].
+pub struct BidiSender<Req: Send + Sync + 'static> {
+    tx: Sender<Req, ClientEnd>,
+}
+
+impl<Req: Send + Sync + 'static> BidiSender<Req> {
+    /// Sends one message.
+    pub async fn send(&mut self, msg: Req) -> Result<(), Status> {
+        self.tx.send(msg).await
+    }
+
+    /// Half-closes the sending direction. Idempotent.
+    pub fn close_send(&mut self) -> Result<(), Status> {
+        close_sender(&mut self.tx)
+    }
+
+    /// Resets the stream.
+    pub fn cancel(&self) {
+        self.tx.end.cancel();
+    }
+}
+
+/// The receiving half of a [`BidiCall`].
+pub struct BidiReceiver<Res: Send + Sync + 'static> {
+    rx: Receiver<Res, ClientEnd>,
+}
+
+impl<Res: Send + Sync + 'static> BidiReceiver<Res> {
+    /// The next message; `Ok(None)` at the end.
+    pub async fn recv(&mut self) -> Result<Option<Res>, Status> {
+        self.rx.recv().await
+    }
+
+    client_handle_common!(rx.end);
+}

@@ -1,0 +1,118 @@
+//! Codecs: how typed messages become bytes and back.
+//!
+//! A [`Codec`] is a zero-sized marker type implemented for every message type it can carry:
+//! [`ProstCodec`] for `prost::Message`s and [`ThriftCodec`] for thrift structs
+//! (`thrift::protocol::TSerializable`). Encoding writes straight into the buffer a transport
+//! hands over (`BufMut`), so bytes land where they will be sent — a socket write buffer or a
+//! shared-memory slice — without an intermediate copy. Decoding reads from `Bytes` the
+//! transport already owns.
+
+mod prost_codec;
+pub mod thrift;
+
+use std::marker::PhantomData;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub use self::prost_codec::ProstCodec;
+pub use self::thrift::ThriftCodec;
+use crate::status::Status;
+
+/// Serialization of messages of type `T`.
+pub trait Codec<T>: Send + Sync + 'static {
+    /// A short name for errors (`"protobuf"`, `"thrift"`).
+    const NAME: &'static str;
+
+    /// Appends the encoding of `msg` to `dst`.
+    fn encode<B: BufMut + ?Sized>(msg: &T, dst: &mut B) -> Result<(), Status>;
+
+    /// Decodes one whole message from `src`.
+    fn decode(src: Bytes) -> Result<T, Status>;
+
+    /// The exact encoded length when it is cheap to know (protobuf), for transports that must
+    /// reserve space before encoding.
+    fn encoded_len(_msg: &T) -> Option<usize> {
+        None
+    }
+}
+
+/// One outgoing message, type-erased for the transport: the transport calls one of the encode
+/// methods with the buffer the bytes should end up in.
+pub trait Encodable: Send {
+    /// Encodes into a `BytesMut` (the fast path for socket transports).
+    fn encode(&mut self, dst: &mut BytesMut) -> Result<(), Status>;
+    /// Encodes into any buffer (for transports that place bytes elsewhere, e.g. shared memory).
+    fn encode_dyn(&mut self, dst: &mut dyn BufMut) -> Result<(), Status>;
+    /// The exact encoded length, when known in advance.
+    fn encoded_len(&self) -> Option<usize>;
+}
+
+/// The codec of one message type, resolved to plain function pointers so typed handles carry no
+/// codec type parameter (`BidiCall<Req, Res>`, not `BidiCall<Req, Res, C>`).
+pub(crate) struct MsgCodec<T> {
+    pub(crate) encode: fn(&T, &mut BytesMut) -> Result<(), Status>,
+    pub(crate) encode_dyn: fn(&T, &mut dyn BufMut) -> Result<(), Status>,
+    pub(crate) encoded_len: fn(&T) -> Option<usize>,
+    pub(crate) decode: fn(Bytes) -> Result<T, Status>,
+}
+
+impl<T> Clone for MsgCodec<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for MsgCodec<T> {}
+
+impl<T: 'static> MsgCodec<T> {
+    pub(crate) fn of<C: Codec<T>>() -> MsgCodec<T> {
+        fn enc<C: Codec<T>, T>(m: &T, dst: &mut BytesMut) -> Result<(), Status> {
+            C::encode(m, dst)
+        }
+        fn enc_dyn<C: Codec<T>, T>(m: &T, dst: &mut dyn BufMut) -> Result<(), Status> {
+            C::encode(m, dst)
+        }
+        MsgCodec {
+            encode: enc::<C, T>,
+            encode_dyn: enc_dyn::<C, T>,
+            encoded_len: C::encoded_len,
+            decode: C::decode,
+        }
+    }
+}
+
+/// A borrowed typed message paired with its codec.
+pub(crate) struct Outgoing<'a, T> {
+    pub(crate) msg: &'a T,
+    pub(crate) codec: MsgCodec<T>,
+    _p: PhantomData<&'a T>,
+}
+
+impl<'a, T> Outgoing<'a, T> {
+    pub(crate) fn new(msg: &'a T, codec: MsgCodec<T>) -> Self {
+        Outgoing {
+            msg,
+            codec,
+            _p: PhantomData,
+        }
+    }
+}
+
+impl<T: Sync> Encodable for Outgoing<'_, T> {
+    fn encode(&mut self, dst: &mut BytesMut) -> Result<(), Status> {
+        (self.codec.encode)(self.msg, dst)
+    }
+    fn encode_dyn(&mut self, dst: &mut dyn BufMut) -> Result<(), Status> {
+        (self.codec.encode_dyn)(self.msg, dst)
+    }
+    fn encoded_len(&self) -> Option<usize> {
+        (self.codec.encoded_len)(self.msg)
+    }
+}
+
+/// Encodes a message into a fresh buffer; used where the bytes must exist before a transport
+/// sees them (tests, retries).
+pub fn encode_to_bytes<C: Codec<T>, T>(msg: &T) -> Result<Bytes, Status> {
+    let mut buf = BytesMut::with_capacity(C::encoded_len(msg).unwrap_or(64));
+    C::encode(msg, &mut buf)?;
+    Ok(buf.freeze())
+}

@@ -1,0 +1,16 @@
+//! The one path generated code uses to reach its dependencies (like `tonic::codegen`), so a
+//! user crate depends only on `rpc-core`. Not part of the stable API.
+
+pub use crate::client::{BidiCall, Client, ClientStreamingCall, Response, ServerStreamingCall};
+pub use crate::codec::{ProstCodec, ThriftCodec};
+pub use crate::context::{CallOptions, MethodDesc, Mode, PayloadKind, ServiceDesc};
+pub use crate::server::{BidiStream, RecvStream, SendStream, ServerCall, ServerContext, Service};
+pub use crate::exception::MethodError;
+pub use crate::metadata::Metadata;
+pub use crate::status::{Code, Status};
+pub use crate::transport::BoxFuture;
+pub use bytes;
+pub use prost;
+pub use thrift;
+pub use std::future::Future;
+pub use std::sync::Arc;

@@ -1,0 +1,208 @@
+//! [`Metadata`]: an ordered multimap of string keys to text or binary values.
+//!
+//! Keys are compared ASCII-case-insensitively and stored as given (HTTP/2 lower-cases them on
+//! the wire; TTHeader keeps them as sent). Order of insertion is preserved, and a key may hold
+//! several values (`append`), as gRPC metadata and HTTP headers allow. `insert` replaces.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+/// One metadata value: text (`ascii` in gRPC terms, any UTF-8 here) or binary (`-bin` keys).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum MetadataValue {
+    /// A text value.
+    Text(String),
+    /// A binary value.
+    Binary(Bytes),
+}
+
+impl MetadataValue {
+    /// The text, if this is a text value.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            MetadataValue::Text(s) => Some(s),
+            MetadataValue::Binary(_) => None,
+        }
+    }
+
+    /// The raw bytes of either kind.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            MetadataValue::Text(s) => s.as_bytes(),
+            MetadataValue::Binary(b) => b,
+        }
+    }
+}
+
+impl fmt::Debug for MetadataValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetadataValue::Text(s) => fmt::Debug::fmt(s, f),
+            MetadataValue::Binary(b) => write!(f, "bin{b:?}"),
+        }
+    }
+}
+
+impl From<&str> for MetadataValue {
+    fn from(s: &str) -> Self {
+        MetadataValue::Text(s.to_owned())
+    }
+}
+
+impl From<String> for MetadataValue {
+    fn from(s: String) -> Self {
+        MetadataValue::Text(s)
+    }
+}
+
+impl From<Bytes> for MetadataValue {
+    fn from(b: Bytes) -> Self {
+        MetadataValue::Binary(b)
+    }
+}
+
+impl From<Vec<u8>> for MetadataValue {
+    fn from(b: Vec<u8>) -> Self {
+        MetadataValue::Binary(Bytes::from(b))
+    }
+}
+
+/// An ordered multimap of metadata entries. Empty metadata does not allocate.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    entries: Vec<(String, MetadataValue)>,
+}
+
+impl Metadata {
+    /// Empty metadata.
+    pub const fn new() -> Metadata {
+        Metadata {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Number of entries (counting every value of a repeated key).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Sets `key` to the single value `value`, removing earlier values of the key.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<MetadataValue>) {
+        let key = key.into();
+        self.remove(&key);
+        self.entries.push((key, value.into()));
+    }
+
+    /// Adds a value for `key`, keeping earlier ones.
+    pub fn append(&mut self, key: impl Into<String>, value: impl Into<MetadataValue>) {
+        self.entries.push((key.into(), value.into()));
+    }
+
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&MetadataValue> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of `key` if it is text.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(MetadataValue::as_str)
+    }
+
+    /// Every value of `key`, in insertion order.
+    pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a MetadataValue> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether `key` has at least one value.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Removes every value of `key`; returns the first one removed.
+    pub fn remove(&mut self, key: &str) -> Option<MetadataValue> {
+        let mut first = None;
+        let mut i = 0;
+        while i < self.entries.len() {
+            if self.entries[i].0.eq_ignore_ascii_case(key) {
+                let (_, v) = self.entries.remove(i);
+                first.get_or_insert(v);
+            } else {
+                i += 1;
+            }
+        }
+        first
+    }
+
+    /// All entries in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &MetadataValue)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Appends every entry of `other`.
+    pub fn extend(&mut self, other: Metadata) {
+        self.entries.extend(other.entries);
+    }
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.entries.iter().map(|(k, v)| (k, v)))
+            .finish()
+    }
+}
+
+impl<K: Into<String>, V: Into<MetadataValue>> FromIterator<(K, V)> for Metadata {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Metadata {
+            entries: iter
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+}
+
+impl IntoIterator for Metadata {
+    type Item = (String, MetadataValue);
+    type IntoIter = std::vec::IntoIter<(String, MetadataValue)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multimap_keeps_order_and_repeated_keys() {
+        let mut md = Metadata::new();
+        md.append("a", "1");
+        md.append("b", Bytes::from_static(b"\x00\x01"));
+        md.append("A", "2");
+        assert_eq!(md.len(), 3);
+        let all: Vec<_> = md.get_all("a").filter_map(|v| v.as_str()).collect();
+        assert_eq!(all, ["1", "2"]);
+        assert_eq!(md.get("b").map(|v| v.as_bytes()), Some(&b"\x00\x01"[..]));
+        md.insert("a", "3");
+        assert_eq!(md.get_all("a").count(), 1);
+        assert_eq!(md.get_str("a"), Some("3"));
+        let keys: Vec<_> = md.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["b", "a"]);
+        assert!(md.remove("B").is_some());
+        assert!(!md.contains_key("b"));
+    }
+}

@@ -1,0 +1,738 @@
+//! The server core: hosts services, routes incoming streams, runs handlers, and the server-side
+//! typed handles.
+//!
+//! A transport accepts a stream, wraps it as a [`ServerStreamRaw`] and calls
+//! [`Server::dispatch`]. The server routes by service and method, builds the [`ServerContext`],
+//! runs call middleware (tower layers, once per stream) and the handler in a task of its own,
+//! and finishes the stream with the handler's outcome:
+//!
+//! * `Ok` → trailer with OK status and the trailer metadata the handler set;
+//! * `Err(status)` → the stream's final error;
+//! * a panic → `INTERNAL` ("handler panicked"); the server keeps serving;
+//! * client reset, lost connection or deadline → handles fail with the reason, `cancelled()`
+//!   resolves, and the handler gets [`DEFAULT_CANCEL_GRACE`] to notice before it is dropped.
+
+use std::future::{poll_fn, Future};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use tokio::sync::watch;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt};
+
+use crate::codec::{Codec, Encodable, MsgCodec};
+use crate::context::{CallContext, MethodDesc, Mode, Peer, ServiceDesc};
+use crate::metadata::Metadata;
+use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
+use crate::status::{Error, Status};
+use crate::stream::{End, Receiver, Sender};
+use crate::transport::{BoxFuture, IncomingStream, ServerStreamRaw};
+
+/// How long a handler may keep running after its stream was cancelled or its deadline passed,
+/// so it can observe `cancelled()` or a failing `send`/`recv` and clean up, before the server
+/// drops it. Short, because the client has already been answered.
+pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// A service a [`Server`] can host. Generated `XxxServer<T>` adapters implement it.
+pub trait Service: Send + Sync + 'static {
+    /// The service's static description (name and methods, in IDL order).
+    fn descriptor(&self) -> &'static ServiceDesc;
+
+    /// Runs the handler of `call.method_index()` to completion.
+    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>>;
+}
+
+/// The tower service server call middleware wrap: runs one stream's handler.
+pub type CallService = BoxCloneSyncService<ServerCall, (), Status>;
+
+#[derive(Clone)]
+struct Routed(Arc<[Arc<dyn Service>]>);
+
+impl tower::Service<ServerCall> for Routed {
+    type Response = ();
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<(), Status>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ServerCall) -> Self::Future {
+        self.0[call.service_index].call(call)
+    }
+}
+
+type LayerFn = Box<dyn FnOnce(CallService) -> CallService + Send>;
+
+/// Builds a [`Server`].
+pub struct ServerBuilder {
+    services: Vec<Arc<dyn Service>>,
+    layers: Vec<LayerFn>,
+    middleware: MessageMiddleware,
+    cancel_grace: Duration,
+}
+
+impl ServerBuilder {
+    /// Hosts a service (a generated `XxxServer` adapter).
+    pub fn add_service(mut self, service: impl Service) -> Self {
+        self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Wraps every stream's handler in a tower layer (call middleware: auth, tracing, metrics).
+    /// It runs once per stream, around the whole handler; an `Err` ends the stream with that
+    /// status without running the handler. The first added is the outermost.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<CallService> + Send + 'static,
+        L::Service:
+            tower::Service<ServerCall, Response = (), Error = Status> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
+    {
+        self.layers
+            .push(Box::new(move |inner| BoxCloneSyncService::new(layer.layer(inner))));
+        self
+    }
+
+    /// Adds a send middleware, run on every message any handler sends (first added = outermost).
+    pub fn send_middleware(mut self, m: impl SendMiddleware) -> Self {
+        self.middleware.push_send(Arc::new(m));
+        self
+    }
+
+    /// Adds a recv middleware, run on every message any handler receives (first added =
+    /// outermost).
+    pub fn recv_middleware(mut self, m: impl RecvMiddleware) -> Self {
+        self.middleware.push_recv(Arc::new(m));
+        self
+    }
+
+    /// How long a cancelled handler may keep running (default [`DEFAULT_CANCEL_GRACE`]).
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+
+    /// Builds the server.
+    pub fn build(self) -> Server {
+        let services: Arc<[Arc<dyn Service>]> = self.services.into();
+        let layered = if self.layers.is_empty() {
+            None
+        } else {
+            let mut svc = BoxCloneSyncService::new(Routed(services.clone()));
+            for layer in self.layers.into_iter().rev() {
+                svc = layer(svc);
+            }
+            Some(svc)
+        };
+        Server {
+            inner: Arc::new(ServerInner {
+                services,
+                layered,
+                middleware: self.middleware,
+                cancel_grace: self.cancel_grace,
+                active: AtomicUsize::new(0),
+                idle: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+}
+
+struct ServerInner {
+    services: Arc<[Arc<dyn Service>]>,
+    layered: Option<CallService>,
+    middleware: MessageMiddleware,
+    cancel_grace: Duration,
+    active: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Hosts services and runs their handlers for streams that transports accept. Cheap to clone;
+/// every transport listener holds a clone.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self
+            .inner
+            .services
+            .iter()
+            .map(|s| s.descriptor().full_name)
+            .collect();
+        f.debug_struct("Server")
+            .field("services", &names)
+            .field("active", &self.active_streams())
+            .finish()
+    }
+}
+
+/// The result of routing a service and method name.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    service_index: usize,
+    method_index: usize,
+    method: &'static MethodDesc,
+}
+
+impl Route {
+    /// The resolved method.
+    pub fn method(&self) -> &'static MethodDesc {
+        self.method
+    }
+}
+
+impl Server {
+    /// A builder.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            services: Vec::new(),
+            layers: Vec::new(),
+            middleware: MessageMiddleware::default(),
+            cancel_grace: DEFAULT_CANCEL_GRACE,
+        }
+    }
+
+    /// Descriptions of the hosted services.
+    pub fn services(&self) -> impl Iterator<Item = &'static ServiceDesc> + '_ {
+        self.inner.services.iter().map(|s| s.descriptor())
+    }
+
+    /// Finds the method for `service` and `method` as they came off the wire. `service` matches
+    /// the fully-qualified name (`echo.TestService`) or the bare IDL name (`TestService`); an
+    /// empty service name matches a method name that only one hosted service has.
+    pub fn resolve(&self, service: &str, method: &str) -> Result<Route, Status> {
+        let services = &self.inner.services;
+        let find = |pred: &dyn Fn(&ServiceDesc) -> bool| {
+            services
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| pred(s.descriptor()))
+                .collect::<Vec<_>>()
+        };
+        let candidates = if service.is_empty() {
+            find(&|d: &ServiceDesc| d.methods.iter().any(|m| m.name == method))
+        } else {
+            let exact = find(&|d: &ServiceDesc| d.full_name == service);
+            if exact.is_empty() {
+                find(&|d: &ServiceDesc| d.name == service)
+            } else {
+                exact
+            }
+        };
+        let (service_index, svc) = match candidates.as_slice() {
+            [one] => *one,
+            [] if service.is_empty() => {
+                return Err(Status::unimplemented(format!("unknown method {method}")))
+            }
+            [] => return Err(Status::unimplemented(format!("unknown service {service}"))),
+            _ => {
+                return Err(Status::unimplemented(format!(
+                    "ambiguous service {service:?} for method {method}"
+                )))
+            }
+        };
+        let desc = svc.descriptor();
+        let method_index = desc
+            .methods
+            .iter()
+            .position(|m| m.name == method)
+            .ok_or_else(|| {
+                Status::unimplemented(format!("unknown method {method} of service {}", desc.full_name))
+            })?;
+        Ok(Route {
+            service_index,
+            method_index,
+            method: &desc.methods[method_index],
+        })
+    }
+
+    /// Number of streams whose handlers are running.
+    pub fn active_streams(&self) -> usize {
+        self.inner.active.load(Ordering::Acquire)
+    }
+
+    /// Waits until no handler is running (for graceful shutdown and tests).
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            if self.active_streams() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Routes an accepted stream and runs its handler in a new task. Unknown service or method
+    /// finishes the stream with `UNIMPLEMENTED` (transports map it to their wire form, e.g. a
+    /// ttstream Trailer exception). Must be called within a tokio runtime.
+    pub fn dispatch(&self, incoming: IncomingStream, raw: Arc<dyn ServerStreamRaw>) {
+        let route = match self.resolve(&incoming.service, &incoming.method) {
+            Ok(r) => r,
+            Err(status) => {
+                raw.finish(Some(Metadata::new()), status, Metadata::new());
+                return;
+            }
+        };
+        self.dispatch_route(route, incoming, raw);
+    }
+
+    /// As [`Server::dispatch`] for a stream the transport already routed with
+    /// [`Server::resolve`].
+    pub fn dispatch_route(&self, route: Route, incoming: IncomingStream, raw: Arc<dyn ServerStreamRaw>) {
+        let mut ctx = CallContext::new(route.method)
+            .with_metadata(incoming.metadata)
+            .with_deadline(incoming.deadline);
+        if let Some(peer) = incoming.peer {
+            ctx = ctx.with_peer(peer);
+        }
+        let (cancel_tx, _) = watch::channel(None);
+        let shared = Arc::new(ServerShared {
+            ctx,
+            raw,
+            middleware: self.inner.middleware.clone(),
+            header: Mutex::new(Some(Metadata::new())),
+            header_sent: AtomicBool::new(false),
+            trailer: Mutex::new(Metadata::new()),
+            local_cancel: OnceLock::new(),
+            cancel_tx,
+        });
+        let call = ServerCall {
+            ctx: ServerContext {
+                shared: shared.clone(),
+            },
+            service_index: route.service_index,
+            method_index: route.method_index,
+        };
+        let fut: BoxFuture<'static, Result<(), Status>> = match &self.inner.layered {
+            None => self.inner.services[route.service_index].call(call),
+            Some(svc) => Box::pin(svc.clone().oneshot(call)),
+        };
+        self.inner.active.fetch_add(1, Ordering::AcqRel);
+        let guard = ActiveGuard(self.inner.clone());
+        let grace = self.inner.cancel_grace;
+        tokio::spawn(async move {
+            run_stream(shared, fut, grace).await;
+            drop(guard);
+        });
+    }
+}
+
+struct ActiveGuard(Arc<ServerInner>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Runs a handler future to the end of its stream (see the module docs for the outcomes).
+async fn run_stream(shared: Arc<ServerShared>, fut: BoxFuture<'static, Result<(), Status>>, grace: Duration) {
+    let mut handler = AssertUnwindSafe(fut).catch_unwind();
+    let cancelled = {
+        let shared = shared.clone();
+        async move {
+            let by_peer = poll_fn(|cx| shared.raw.poll_cancelled(cx));
+            match shared.ctx.deadline() {
+                None => by_peer.await,
+                Some(d) => tokio::select! {
+                    s = by_peer => s,
+                    () = tokio::time::sleep_until(d) => Status::deadline_exceeded("deadline exceeded"),
+                },
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        outcome = &mut handler => {
+            let status = match outcome {
+                Ok(Ok(())) => Status::ok(),
+                Ok(Err(status)) => status,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".to_owned());
+                    tracing::error!(method = shared.ctx.method().path, panic = %what, "handler panicked");
+                    Error::HandlerPanic(what).into()
+                }
+            };
+            shared.finish(status);
+        }
+        status = cancelled => {
+            shared.cancel_locally(status.clone());
+            shared.finish(status);
+            // Give the handler a moment to observe the cancel through its handles; its
+            // outcome no longer matters.
+            let _ = tokio::time::timeout(grace, handler).await;
+        }
+    }
+}
+
+/// What the server core, the context and the handles of one stream share.
+struct ServerShared {
+    ctx: CallContext,
+    raw: Arc<dyn ServerStreamRaw>,
+    middleware: MessageMiddleware,
+    /// The response header until it is sent (`None` once sent).
+    header: Mutex<Option<Metadata>>,
+    header_sent: AtomicBool,
+    trailer: Mutex<Metadata>,
+    /// Set when the stream was cancelled or its deadline passed; handles fail with it.
+    local_cancel: OnceLock<Status>,
+    cancel_tx: watch::Sender<Option<Status>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the data inconsistent (plain
+    // replace/take), so poisoning is ignored.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ServerShared {
+    fn ensure_header_sent(&self) -> Result<(), Status> {
+        if self.header_sent.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let header = lock(&self.header).take();
+        self.header_sent.store(true, Ordering::Release);
+        match header {
+            Some(h) => self.raw.send_header(h),
+            None => Ok(()),
+        }
+    }
+
+    fn cancel_locally(&self, status: Status) {
+        let _ = self.local_cancel.set(status.clone());
+        self.cancel_tx.send_replace(Some(status));
+    }
+
+    fn finish(&self, status: Status) {
+        let header = if self.header_sent.swap(true, Ordering::AcqRel) {
+            None
+        } else {
+            lock(&self.header).take()
+        };
+        let trailer = std::mem::take(&mut *lock(&self.trailer));
+        self.raw.finish(header, status, trailer);
+    }
+
+    fn check_cancel(&self) -> Result<(), Status> {
+        match self.local_cancel.get() {
+            Some(s) => Err(s.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A handler's view of its call: the request context, response metadata, and cancellation.
+#[derive(Clone)]
+pub struct ServerContext {
+    shared: Arc<ServerShared>,
+}
+
+impl std::fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerContext")
+            .field("call", &self.shared.ctx)
+            .finish()
+    }
+}
+
+impl ServerContext {
+    /// The call context (method, peer, request metadata, deadline).
+    pub fn call(&self) -> &CallContext {
+        &self.shared.ctx
+    }
+
+    /// The method being served.
+    pub fn method(&self) -> &'static MethodDesc {
+        self.shared.ctx.method()
+    }
+
+    /// Request metadata.
+    pub fn metadata(&self) -> &Metadata {
+        self.shared.ctx.metadata()
+    }
+
+    /// The peer, if the transport knows it.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.shared.ctx.peer()
+    }
+
+    /// The deadline the client set.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.shared.ctx.deadline()
+    }
+
+    /// Adds response header metadata. Fails with `FAILED_PRECONDITION` once the header was
+    /// sent (by the first message, by [`ServerContext::send_header`] or by the end).
+    pub fn set_header(&self, key: impl Into<String>, value: impl Into<crate::MetadataValue>) -> Result<(), Status> {
+        match lock(&self.shared.header).as_mut() {
+            Some(h) if !self.shared.header_sent.load(Ordering::Acquire) => {
+                h.append(key, value);
+                Ok(())
+            }
+            _ => Err(Error::HeaderAlreadySent.into()),
+        }
+    }
+
+    /// Sends the response header now (otherwise it goes with the first message or the end).
+    pub fn send_header(&self) -> Result<(), Status> {
+        self.shared.check_cancel()?;
+        self.shared.ensure_header_sent()
+    }
+
+    /// Adds trailer metadata, sent when the handler returns (OK or error).
+    pub fn set_trailer(&self, key: impl Into<String>, value: impl Into<crate::MetadataValue>) {
+        lock(&self.shared.trailer).append(key, value);
+    }
+
+    /// Resolves with the reason once the client cancelled, the connection was lost, or the
+    /// deadline passed. Cancel-safe; any number of these may be awaited at once.
+    pub async fn cancelled(&self) -> Status {
+        let mut rx = self.shared.cancel_tx.subscribe();
+        let got = match rx.wait_for(Option::is_some).await {
+            Ok(s) => s.clone(),
+            // The sender lives in `shared`, which we hold: unreachable, but never hang.
+            Err(_) => None,
+        };
+        got.unwrap_or_else(|| Status::cancelled("cancelled"))
+    }
+
+    /// Whether the stream has been cancelled (see [`ServerContext::cancelled`]).
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.local_cancel.get().is_some()
+    }
+}
+
+/// One accepted stream, routed, on its way to a handler: what call middleware and generated
+/// service adapters receive.
+pub struct ServerCall {
+    ctx: ServerContext,
+    service_index: usize,
+    method_index: usize,
+}
+
+impl std::fmt::Debug for ServerCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCall").field("ctx", &self.ctx).finish()
+    }
+}
+
+impl ServerCall {
+    /// The handler's context.
+    pub fn context(&self) -> &ServerContext {
+        &self.ctx
+    }
+
+    /// Index of the method in its service's descriptor.
+    pub fn method_index(&self) -> usize {
+        self.method_index
+    }
+
+    fn end(&self) -> ServerEnd {
+        ServerEnd {
+            shared: self.ctx.shared.clone(),
+        }
+    }
+
+    /// Runs a pingpong handler: receives the request, calls `f`, sends its response.
+    pub async fn unary<C, Req, Res, F, Fut>(self, f: F) -> Result<(), Status>
+    where
+        C: Codec<Req> + Codec<Res>,
+        Req: Send + Sync + 'static,
+        Res: Send + Sync + 'static,
+        F: FnOnce(ServerContext, Req) -> Fut,
+        Fut: Future<Output = Result<Res, Status>>,
+    {
+        let req = self.first_request::<C, Req>().await?;
+        let res = f(self.ctx.clone(), req).await?;
+        self.respond::<C, Res>(res).await
+    }
+
+    /// Runs a client-streaming handler: `f` gets the request stream and returns the response.
+    pub async fn client_streaming<C, Req, Res, F, Fut>(self, f: F) -> Result<(), Status>
+    where
+        C: Codec<Req> + Codec<Res>,
+        Req: Send + Sync + 'static,
+        Res: Send + Sync + 'static,
+        F: FnOnce(ServerContext, RecvStream<Req>) -> Fut,
+        Fut: Future<Output = Result<Res, Status>>,
+    {
+        let stream = RecvStream {
+            rx: Receiver::new(self.end(), MsgCodec::of::<C>()),
+        };
+        let res = f(self.ctx.clone(), stream).await?;
+        self.respond::<C, Res>(res).await
+    }
+
+    /// Runs a server-streaming handler: receives the request, `f` gets it and the response
+    /// stream.
+    pub async fn server_streaming<C, Req, Res, F, Fut>(self, f: F) -> Result<(), Status>
+    where
+        C: Codec<Req> + Codec<Res>,
+        Req: Send + Sync + 'static,
+        Res: Send + Sync + 'static,
+        F: FnOnce(ServerContext, Req, SendStream<Res>) -> Fut,
+        Fut: Future<Output = Result<(), Status>>,
+    {
+        let req = self.first_request::<C, Req>().await?;
+        let stream = SendStream {
+            tx: Sender::new(self.end(), MsgCodec::of::<C>()),
+        };
+        f(self.ctx.clone(), req, stream).await
+    }
+
+    /// Runs a bidirectional handler.
+    pub async fn bidi<C, Req, Res, F, Fut>(self, f: F) -> Result<(), Status>
+    where
+        C: Codec<Req> + Codec<Res>,
+        Req: Send + Sync + 'static,
+        Res: Send + Sync + 'static,
+        F: FnOnce(ServerContext, BidiStream<Req, Res>) -> Fut,
+        Fut: Future<Output = Result<(), Status>>,
+    {
+        let stream = BidiStream {
+            rx: RecvStream {
+                rx: Receiver::new(self.end(), MsgCodec::of::<C>()),
+            },
+            tx: SendStream {
+                tx: Sender::new(self.end(), MsgCodec::of::<C>()),
+            },
+        };
+        f(self.ctx.clone(), stream).await
+    }
+
+    async fn first_request<C: Codec<Req>, Req: Send + Sync + 'static>(&self) -> Result<Req, Status> {
+        let mut rx = Receiver::<Req, _>::new(self.end(), MsgCodec::of::<C>());
+        rx.recv().await?.ok_or_else(|| Error::MissingRequest.into())
+    }
+
+    async fn respond<C: Codec<Res>, Res: Send + Sync + 'static>(&self, res: Res) -> Result<(), Status> {
+        let mut tx = Sender::new(self.end(), MsgCodec::of::<C>());
+        tx.send(res).await
+    }
+
+    /// The mode of the method (for adapters that dispatch generically).
+    pub fn mode(&self) -> Mode {
+        self.ctx.method().mode
+    }
+}
+
+/// The server's view of a stream for one handle.
+pub(crate) struct ServerEnd {
+    shared: Arc<ServerShared>,
+}
+
+impl End for ServerEnd {
+    fn ctx(&self) -> &CallContext {
+        &self.shared.ctx
+    }
+    fn middleware(&self) -> &MessageMiddleware {
+        &self.shared.middleware
+    }
+    fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.shared.check_cancel()?;
+        self.shared.raw.poll_send_ready(cx).map_err(|e| self.prefer_cancel(e))
+    }
+    fn start_send(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        self.shared.ensure_header_sent()?;
+        self.shared.raw.send(msg)
+    }
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
+        self.shared.check_cancel()?;
+        self.shared.raw.poll_recv(cx).map_err(|e| self.prefer_cancel(e))
+    }
+    fn recv_ended(&self) {}
+    fn fail(&self, status: &Status) {
+        self.shared.cancel_locally(status.clone());
+    }
+    fn abandon(&self) {}
+}
+
+impl ServerEnd {
+    /// After a local cancel (deadline), report that rather than the transport's "finished".
+    fn prefer_cancel(&self, e: Status) -> Status {
+        self.shared.local_cancel.get().cloned().unwrap_or(e)
+    }
+}
+
+/// The request stream of a client-streaming or bidi handler.
+pub struct RecvStream<Req: Send + Sync + 'static> {
+    rx: Receiver<Req, ServerEnd>,
+}
+
+impl<Req: Send + Sync + 'static> RecvStream<Req> {
+    /// The next request; `Ok(None)` after the client's half-close. After the end or an error,
+    /// returns the same outcome again.
+    pub async fn recv(&mut self) -> Result<Option<Req>, Status> {
+        self.rx.recv().await
+    }
+
+    /// The handler's context.
+    pub fn context(&self) -> ServerContext {
+        ServerContext {
+            shared: self.rx.end.shared.clone(),
+        }
+    }
+}
+
+/// The response stream of a server-streaming or bidi handler.
+pub struct SendStream<Res: Send + Sync + 'static> {
+    tx: Sender<Res, ServerEnd>,
+}
+
+impl<Res: Send + Sync + 'static> SendStream<Res> {
+    /// Sends one response (waits while the send buffer is full). The first send also sends
+    /// the response header.
+    pub async fn send(&mut self, msg: Res) -> Result<(), Status> {
+        self.tx.send(msg).await
+    }
+
+    /// The handler's context.
+    pub fn context(&self) -> ServerContext {
+        ServerContext {
+            shared: self.tx.end.shared.clone(),
+        }
+    }
+}
+
+/// The stream of a bidi handler: `recv` requests and `send` responses, or split them.
+pub struct BidiStream<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
+    rx: RecvStream<Req>,
+    tx: SendStream<Res>,
+}
+
+impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiStream<Req, Res> {
+    /// The next request; `Ok(None)` after the client's half-close.
+    pub async fn recv(&mut self) -> Result<Option<Req>, Status> {
+        self.rx.recv().await
+    }
+
+    /// Sends one response.
+    pub async fn send(&mut self, msg: Res) -> Result<(), Status> {
+        self.tx.send(msg).await
+    }
+
+    /// Splits into the two directions so they can run in different tasks. The stream still ends
+    /// when the handler returns; handles used after that fail with an error.
+    pub fn into_split(self) -> (SendStream<Res>, RecvStream<Req>) {
+        (self.tx, self.rx)
+    }
+
+    /// The handler's context.
+    pub fn context(&self) -> ServerContext {
+        self.rx.context()
+    }
+}

@@ -1,0 +1,440 @@
+//! [`Status`] (the wire-level outcome of a call) and [`Error`] (typed library errors).
+//!
+//! A `Status` is what crosses the wire: a gRPC canonical [`Code`], a message, optional details
+//! bytes and metadata. Every transport maps it to its own form (gRPC `grpc-status` trailers,
+//! ttstream trailer exceptions and `biz-status` keys, shm close frames). Library failures that
+//! happen locally (I/O, protocol violations, misuse) are [`Error`]s; they convert into a `Status`
+//! with a fitting code and stay reachable through [`Status::source`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::metadata::Metadata;
+
+/// gRPC canonical status codes (`google.rpc.Code`), shared by every transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(i32)]
+pub enum Code {
+    /// Not an error; returned on success.
+    Ok = 0,
+    /// The operation was cancelled, typically by the caller.
+    Cancelled = 1,
+    /// Unknown error.
+    Unknown = 2,
+    /// The client specified an invalid argument.
+    InvalidArgument = 3,
+    /// The deadline expired before the operation could complete.
+    DeadlineExceeded = 4,
+    /// Some requested entity was not found.
+    NotFound = 5,
+    /// The entity that a client attempted to create already exists.
+    AlreadyExists = 6,
+    /// The caller does not have permission to execute the operation.
+    PermissionDenied = 7,
+    /// Some resource has been exhausted (quota, memory, message size).
+    ResourceExhausted = 8,
+    /// The system is not in a state required for the operation.
+    FailedPrecondition = 9,
+    /// The operation was aborted.
+    Aborted = 10,
+    /// The operation was attempted past the valid range.
+    OutOfRange = 11,
+    /// The operation is not implemented or not supported.
+    Unimplemented = 12,
+    /// Internal error: an invariant expected by the underlying system was broken.
+    Internal = 13,
+    /// The service is currently unavailable (connection lost, shutting down).
+    Unavailable = 14,
+    /// Unrecoverable data loss or corruption.
+    DataLoss = 15,
+    /// The request does not have valid authentication credentials.
+    Unauthenticated = 16,
+}
+
+impl Code {
+    /// Maps a wire integer to a code; values outside 0..=16 become [`Code::Unknown`]
+    /// (gRPC spec: unknown status codes are treated as UNKNOWN).
+    pub fn from_i32(v: i32) -> Code {
+        match v {
+            0 => Code::Ok,
+            1 => Code::Cancelled,
+            2 => Code::Unknown,
+            3 => Code::InvalidArgument,
+            4 => Code::DeadlineExceeded,
+            5 => Code::NotFound,
+            6 => Code::AlreadyExists,
+            7 => Code::PermissionDenied,
+            8 => Code::ResourceExhausted,
+            9 => Code::FailedPrecondition,
+            10 => Code::Aborted,
+            11 => Code::OutOfRange,
+            12 => Code::Unimplemented,
+            13 => Code::Internal,
+            14 => Code::Unavailable,
+            15 => Code::DataLoss,
+            16 => Code::Unauthenticated,
+            _ => Code::Unknown,
+        }
+    }
+
+    /// The wire integer of this code.
+    pub fn as_i32(self) -> i32 {
+        self as i32
+    }
+
+    /// The canonical upper-case name (`"DEADLINE_EXCEEDED"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "OK",
+            Code::Cancelled => "CANCELLED",
+            Code::Unknown => "UNKNOWN",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::Aborted => "ABORTED",
+            Code::OutOfRange => "OUT_OF_RANGE",
+            Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Internal => "INTERNAL",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::DataLoss => "DATA_LOSS",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of a call or stream as it travels on the wire.
+///
+/// Boxed so that `Result<T, Status>` stays one pointer wide on the happy path.
+#[derive(Clone)]
+pub struct Status(Box<Inner>);
+
+#[derive(Clone)]
+struct Inner {
+    code: Code,
+    message: String,
+    details: Bytes,
+    metadata: Metadata,
+    transport_code: Option<i32>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+macro_rules! ctor {
+    ($($(#[$doc:meta])* $name:ident => $code:ident,)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(message: impl Into<String>) -> Status {
+                Status::new(Code::$code, message)
+            }
+        )*
+    };
+}
+
+impl Status {
+    /// A status with `code` and `message` and nothing else.
+    pub fn new(code: Code, message: impl Into<String>) -> Status {
+        Status(Box::new(Inner {
+            code,
+            message: message.into(),
+            details: Bytes::new(),
+            metadata: Metadata::new(),
+            transport_code: None,
+            source: None,
+        }))
+    }
+
+    /// The OK status (used for successful stream ends).
+    pub fn ok() -> Status {
+        Status::new(Code::Ok, "")
+    }
+
+    ctor! {
+        /// `CANCELLED` with a message.
+        cancelled => Cancelled,
+        /// `UNKNOWN` with a message.
+        unknown => Unknown,
+        /// `INVALID_ARGUMENT` with a message.
+        invalid_argument => InvalidArgument,
+        /// `DEADLINE_EXCEEDED` with a message.
+        deadline_exceeded => DeadlineExceeded,
+        /// `NOT_FOUND` with a message.
+        not_found => NotFound,
+        /// `PERMISSION_DENIED` with a message.
+        permission_denied => PermissionDenied,
+        /// `RESOURCE_EXHAUSTED` with a message.
+        resource_exhausted => ResourceExhausted,
+        /// `FAILED_PRECONDITION` with a message.
+        failed_precondition => FailedPrecondition,
+        /// `ABORTED` with a message.
+        aborted => Aborted,
+        /// `UNIMPLEMENTED` with a message.
+        unimplemented => Unimplemented,
+        /// `INTERNAL` with a message.
+        internal => Internal,
+        /// `UNAVAILABLE` with a message.
+        unavailable => Unavailable,
+        /// `DATA_LOSS` with a message.
+        data_loss => DataLoss,
+        /// `UNAUTHENTICATED` with a message.
+        unauthenticated => Unauthenticated,
+    }
+
+    /// The status code.
+    pub fn code(&self) -> Code {
+        self.0.code
+    }
+
+    /// Whether the code is [`Code::Ok`].
+    pub fn is_ok(&self) -> bool {
+        self.0.code == Code::Ok
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// Opaque details bytes (gRPC `grpc-status-details-bin`).
+    pub fn details(&self) -> &Bytes {
+        &self.0.details
+    }
+
+    /// Metadata that travels with the status (trailers).
+    pub fn metadata(&self) -> &Metadata {
+        &self.0.metadata
+    }
+
+    /// Mutable access to the status metadata.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.0.metadata
+    }
+
+    /// The transport's own numeric error code when the status came from one (for example a
+    /// Kitex ttstream code such as 12007, or a TApplicationException type).
+    pub fn transport_code(&self) -> Option<i32> {
+        self.0.transport_code
+    }
+
+    /// Sets the details bytes.
+    pub fn with_details(mut self, details: Bytes) -> Status {
+        self.0.details = details;
+        self
+    }
+
+    /// Sets the metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Status {
+        self.0.metadata = metadata;
+        self
+    }
+
+    /// Records the transport's numeric code (see [`Status::transport_code`]).
+    pub fn with_transport_code(mut self, code: i32) -> Status {
+        self.0.transport_code = Some(code);
+        self
+    }
+
+    /// Attaches the local error that caused this status.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Status {
+        self.0.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The local error behind this status, if any (downcast to [`Error`] for library errors).
+    pub fn source_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.0.source.as_deref()
+    }
+
+    /// The library error behind this status, if it was produced by one.
+    pub fn library_error(&self) -> Option<&Error> {
+        self.source_error().and_then(|e| e.downcast_ref::<Error>())
+    }
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Status");
+        d.field("code", &self.0.code).field("message", &self.0.message);
+        if !self.0.details.is_empty() {
+            d.field("details", &self.0.details);
+        }
+        if !self.0.metadata.is_empty() {
+            d.field("metadata", &self.0.metadata);
+        }
+        if let Some(c) = self.0.transport_code {
+            d.field("transport_code", &c);
+        }
+        if let Some(s) = &self.0.source {
+            d.field("source", s);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.0.code, self.0.message)
+    }
+}
+
+impl std::error::Error for Status {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl PartialEq for Status {
+    /// Two statuses are equal when code, message, details and metadata match (the source error
+    /// and transport code are diagnostics, not part of the wire value).
+    fn eq(&self, other: &Self) -> bool {
+        self.0.code == other.0.code
+            && self.0.message == other.0.message
+            && self.0.details == other.0.details
+            && self.0.metadata == other.0.metadata
+    }
+}
+
+/// Who caused an error: this side or the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    /// This process.
+    Local,
+    /// The remote peer.
+    Remote,
+}
+
+/// Typed library errors. Each converts into a [`Status`] with the code documented on the variant.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `send` was called after `close_send` (`FAILED_PRECONDITION`; Kitex 12005).
+    #[error("send after close_send: the stream is half-closed, nothing was sent")]
+    SendAfterClose,
+    /// An operation on a stream that has already ended (`FAILED_PRECONDITION`).
+    #[error("the stream has already finished")]
+    StreamFinished,
+    /// Header metadata was set after the header had already been sent (`FAILED_PRECONDITION`).
+    #[error("header metadata set after the header was sent")]
+    HeaderAlreadySent,
+    /// A message could not be encoded (`INTERNAL`).
+    #[error("encode {codec} message: {reason}")]
+    Encode {
+        /// The codec (`"protobuf"`, `"thrift"`).
+        codec: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A message off the wire could not be decoded (`INTERNAL`, as in gRPC).
+    #[error("decode {codec} message: {reason}")]
+    Decode {
+        /// The codec (`"protobuf"`, `"thrift"`).
+        codec: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A message exceeded a configured size limit (`RESOURCE_EXHAUSTED`).
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLarge {
+        /// The message size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A unary call received a second response message (`INTERNAL`).
+    #[error("unary call received more than one response message")]
+    UnaryTooManyResponses,
+    /// A unary call ended without a response message (`INTERNAL`).
+    #[error("call ended without a response message")]
+    MissingResponse,
+    /// A request stream ended without the request message (`INVALID_ARGUMENT`).
+    #[error("stream ended without a request message")]
+    MissingRequest,
+    /// A middleware replaced a message with a value of another type (`INTERNAL`).
+    #[error("middleware changed the message type (expected {expected})")]
+    MessageTypeMismatch {
+        /// The expected type name.
+        expected: &'static str,
+    },
+    /// An I/O error on a connection (`UNAVAILABLE`).
+    #[error("{initiator:?} I/O error: {source}")]
+    Io {
+        /// Who failed.
+        initiator: Initiator,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peer violated the protocol (`INTERNAL`).
+    #[error("protocol error ({initiator:?}): {reason}")]
+    Protocol {
+        /// Who broke the protocol.
+        initiator: Initiator,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A handler panicked (`INTERNAL`).
+    #[error("handler panicked: {0}")]
+    HandlerPanic(String),
+}
+
+impl Error {
+    /// The status code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::SendAfterClose | Error::StreamFinished | Error::HeaderAlreadySent => {
+                Code::FailedPrecondition
+            }
+            Error::MessageTooLarge { .. } => Code::ResourceExhausted,
+            Error::MissingRequest => Code::InvalidArgument,
+            Error::Io { .. } => Code::Unavailable,
+            Error::Encode { .. }
+            | Error::Decode { .. }
+            | Error::UnaryTooManyResponses
+            | Error::MissingResponse
+            | Error::MessageTypeMismatch { .. }
+            | Error::Protocol { .. }
+            | Error::HandlerPanic(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        Status::new(e.code(), e.to_string()).with_source(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_round_trips_and_unknown_values_map_to_unknown() {
+        for v in 0..=16 {
+            assert_eq!(Code::from_i32(v).as_i32(), v);
+        }
+        assert_eq!(Code::from_i32(17), Code::Unknown);
+        assert_eq!(Code::from_i32(-1), Code::Unknown);
+    }
+
+    #[test]
+    fn library_error_keeps_its_type_inside_status() {
+        let s: Status = Error::SendAfterClose.into();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(matches!(s.library_error(), Some(Error::SendAfterClose)));
+        assert_eq!(std::mem::size_of::<Status>(), std::mem::size_of::<usize>());
+    }
+}
