@@ -41,7 +41,9 @@ pub struct OpenStream {
 
 impl std::fmt::Debug for OpenStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenStream").field("ctx", &self.ctx).finish()
+        f.debug_struct("OpenStream")
+            .field("ctx", &self.ctx)
+            .finish()
     }
 }
 
@@ -92,8 +94,9 @@ impl ClientBuilder {
             + 'static,
         <L::Service as tower::Service<CallContext>>::Future: Send + 'static,
     {
-        self.layers
-            .push(Box::new(move |inner| BoxCloneSyncService::new(layer.layer(inner))));
+        self.layers.push(Box::new(move |inner| {
+            BoxCloneSyncService::new(layer.layer(inner))
+        }));
         self
     }
 
@@ -117,7 +120,11 @@ impl ClientBuilder {
     }
 
     /// Metadata sent with every call, before the per-call metadata.
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<crate::MetadataValue>) -> Self {
+    pub fn metadata(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<crate::MetadataValue>,
+    ) -> Self {
         self.metadata.append(key, value);
         self
     }
@@ -215,7 +222,9 @@ impl Client {
                 match deadline {
                     None => fut.await,
                     Some(d) => tokio::time::timeout_at(d, fut).await.unwrap_or_else(|_| {
-                        Err(Status::deadline_exceeded("deadline exceeded while opening the stream"))
+                        Err(Status::deadline_exceeded(
+                            "deadline exceeded while opening the stream",
+                        ))
                     }),
                 }
             }
@@ -242,7 +251,10 @@ impl Client {
         C: Codec<Req> + Codec<Res>,
     {
         (
-            Sender::new(ClientEnd::new(shared.clone(), deadline), MsgCodec::of::<C>()),
+            Sender::new(
+                ClientEnd::new(shared.clone(), deadline),
+                MsgCodec::of::<C>(),
+            ),
             Receiver::new(ClientEnd::new(shared, deadline), MsgCodec::of::<C>()),
         )
     }

@@ -4,13 +4,13 @@
 pub use crate::client::{BidiCall, Client, ClientStreamingCall, Response, ServerStreamingCall};
 pub use crate::codec::{ProstCodec, ThriftCodec};
 pub use crate::context::{CallOptions, MethodDesc, Mode, PayloadKind, ServiceDesc};
-pub use crate::server::{BidiStream, RecvStream, SendStream, ServerCall, ServerContext, Service};
 pub use crate::exception::MethodError;
 pub use crate::metadata::Metadata;
+pub use crate::server::{BidiStream, RecvStream, SendStream, ServerCall, ServerContext, Service};
 pub use crate::status::{Code, Status};
 pub use crate::transport::BoxFuture;
 pub use bytes;
 pub use prost;
-pub use thrift;
 pub use std::future::Future;
 pub use std::sync::Arc;
+pub use thrift;

@@ -214,7 +214,11 @@ impl CallOptions {
     }
 
     /// Adds a request metadata entry.
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<crate::MetadataValue>) -> Self {
+    pub fn metadata(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<crate::MetadataValue>,
+    ) -> Self {
         self.metadata.append(key, value);
         self
     }

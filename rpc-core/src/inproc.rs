@@ -23,7 +23,9 @@ use crate::context::{CallContext, Peer};
 use crate::metadata::Metadata;
 use crate::server::Server;
 use crate::status::{Error, Status};
-use crate::transport::{BoxFuture, ClientStreamRaw, ClientTransport, IncomingStream, ServerStreamRaw};
+use crate::transport::{
+    BoxFuture, ClientStreamRaw, ClientTransport, IncomingStream, ServerStreamRaw,
+};
 
 /// Default bytes buffered per direction of a stream before senders wait: big enough for many
 /// small messages in flight, small enough that a stuck receiver pins little memory.
@@ -34,8 +36,15 @@ pub const DEFAULT_STREAM_BUFFER: usize = 64 * 1024;
 pub struct InProcTransport {
     server: Server,
     buffer: usize,
-    live: Arc<AtomicUsize>,
+    live: Arc<Live>,
     buffered: Arc<AtomicUsize>,
+}
+
+/// Count of live streams, with a notification when it drops to zero.
+#[derive(Default)]
+struct Live {
+    count: AtomicUsize,
+    zero: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for InProcTransport {
@@ -59,14 +68,25 @@ impl InProcTransport {
         InProcTransport {
             server,
             buffer: bytes,
-            live: Arc::new(AtomicUsize::new(0)),
+            live: Arc::new(Live::default()),
             buffered: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Streams whose state is still allocated (some handle of either side is alive).
     pub fn live_streams(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        self.live.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until no stream state is left (every handle of both sides dropped).
+    pub async fn wait_no_live_streams(&self) {
+        loop {
+            let zero = self.live.zero.notified();
+            if self.live_streams() == 0 {
+                return;
+            }
+            zero.await;
+        }
     }
 
     /// Bytes currently queued in all streams, both directions.
@@ -76,14 +96,17 @@ impl InProcTransport {
 }
 
 impl ClientTransport for InProcTransport {
-    fn open(&self, ctx: &CallContext) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>> {
+    fn open(
+        &self,
+        ctx: &CallContext,
+    ) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             cap: self.buffer,
             live: self.live.clone(),
             buffered: self.buffered.clone(),
         });
-        self.live.fetch_add(1, Ordering::AcqRel);
+        self.live.count.fetch_add(1, Ordering::AcqRel);
         let method = ctx.method();
         let incoming = IncomingStream::new(method.full_service, method.name)
             .with_metadata(ctx.metadata().clone())
@@ -149,7 +172,7 @@ impl State {
 struct Shared {
     state: Mutex<State>,
     cap: usize,
-    live: Arc<AtomicUsize>,
+    live: Arc<Live>,
     buffered: Arc<AtomicUsize>,
 }
 
@@ -158,7 +181,12 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn poll_ready(&self, cx: &Context<'_>, pick: fn(&mut State) -> &mut Pipe, failed: impl FnOnce(&State) -> Option<Status>) -> Poll<Result<(), Status>> {
+    fn poll_ready(
+        &self,
+        cx: &Context<'_>,
+        pick: fn(&mut State) -> &mut Pipe,
+        failed: impl FnOnce(&State) -> Option<Status>,
+    ) -> Poll<Result<(), Status>> {
         let mut st = self.lock();
         if let Some(status) = failed(&st) {
             return Poll::Ready(Err(status));
@@ -173,7 +201,11 @@ impl Shared {
         }
     }
 
-    fn push(&self, msg: &mut dyn Encodable, pick: fn(&mut State) -> &mut Pipe) -> Result<(), Status> {
+    fn push(
+        &self,
+        msg: &mut dyn Encodable,
+        pick: fn(&mut State) -> &mut Pipe,
+    ) -> Result<(), Status> {
         let mut buf = BytesMut::with_capacity(msg.encoded_len().unwrap_or(64));
         msg.encode(&mut buf)?;
         let len = buf.len();
@@ -200,7 +232,9 @@ impl Drop for Shared {
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         let left = st.c2s.bytes + st.s2c.bytes;
         self.buffered.fetch_sub(left, Ordering::AcqRel);
-        self.live.fetch_sub(1, Ordering::AcqRel);
+        if self.live.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.live.zero.notify_waiters();
+        }
     }
 }
 
@@ -375,6 +409,10 @@ impl ServerStreamRaw for ServerSide {
 
 impl Drop for ServerSide {
     fn drop(&mut self) {
-        self.finish(None, Status::internal("server dropped the stream"), Metadata::new());
+        self.finish(
+            None,
+            Status::internal("server dropped the stream"),
+            Metadata::new(),
+        );
     }
 }

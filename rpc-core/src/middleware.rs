@@ -96,12 +96,18 @@ pub struct RecvNext<'a> {
 }
 
 impl<'a> RecvNext<'a> {
-    pub(crate) fn new(chain: &'a [Arc<dyn RecvMiddleware>], source: &'a mut dyn RecvSource) -> Self {
+    pub(crate) fn new(
+        chain: &'a [Arc<dyn RecvMiddleware>],
+        source: &'a mut dyn RecvSource,
+    ) -> Self {
         RecvNext { chain, source }
     }
 
     /// Runs the remaining middleware and the receive; `Ok(None)` is the end of the stream.
-    pub fn run(self, ctx: &'a CallContext) -> BoxFuture<'a, Result<Option<Box<AnyMessage>>, Status>> {
+    pub fn run(
+        self,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Option<Box<AnyMessage>>, Status>> {
         match self.chain.split_first() {
             Some((first, rest)) => first.on_recv(ctx, RecvNext::new(rest, self.source)),
             None => self.source.recv(),

@@ -90,12 +90,16 @@ impl ServerBuilder {
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<CallService> + Send + 'static,
-        L::Service:
-            tower::Service<ServerCall, Response = (), Error = Status> + Clone + Send + Sync + 'static,
+        L::Service: tower::Service<ServerCall, Response = (), Error = Status>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
         <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
     {
-        self.layers
-            .push(Box::new(move |inner| BoxCloneSyncService::new(layer.layer(inner))));
+        self.layers.push(Box::new(move |inner| {
+            BoxCloneSyncService::new(layer.layer(inner))
+        }));
         self
     }
 
@@ -245,7 +249,10 @@ impl Server {
             .iter()
             .position(|m| m.name == method)
             .ok_or_else(|| {
-                Status::unimplemented(format!("unknown method {method} of service {}", desc.full_name))
+                Status::unimplemented(format!(
+                    "unknown method {method} of service {}",
+                    desc.full_name
+                ))
             })?;
         Ok(Route {
             service_index,
@@ -286,7 +293,12 @@ impl Server {
 
     /// As [`Server::dispatch`] for a stream the transport already routed with
     /// [`Server::resolve`].
-    pub fn dispatch_route(&self, route: Route, incoming: IncomingStream, raw: Arc<dyn ServerStreamRaw>) {
+    pub fn dispatch_route(
+        &self,
+        route: Route,
+        incoming: IncomingStream,
+        raw: Arc<dyn ServerStreamRaw>,
+    ) {
         let mut ctx = CallContext::new(route.method)
             .with_metadata(incoming.metadata)
             .with_deadline(incoming.deadline);
@@ -336,7 +348,11 @@ impl Drop for ActiveGuard {
 }
 
 /// Runs a handler future to the end of its stream (see the module docs for the outcomes).
-async fn run_stream(shared: Arc<ServerShared>, fut: BoxFuture<'static, Result<(), Status>>, grace: Duration) {
+async fn run_stream(
+    shared: Arc<ServerShared>,
+    fut: BoxFuture<'static, Result<(), Status>>,
+    grace: Duration,
+) {
     let mut handler = AssertUnwindSafe(fut).catch_unwind();
     let cancelled = {
         let shared = shared.clone();
@@ -477,7 +493,11 @@ impl ServerContext {
 
     /// Adds response header metadata. Fails with `FAILED_PRECONDITION` once the header was
     /// sent (by the first message, by [`ServerContext::send_header`] or by the end).
-    pub fn set_header(&self, key: impl Into<String>, value: impl Into<crate::MetadataValue>) -> Result<(), Status> {
+    pub fn set_header(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<crate::MetadataValue>,
+    ) -> Result<(), Status> {
         match lock(&self.shared.header).as_mut() {
             Some(h) if !self.shared.header_sent.load(Ordering::Acquire) => {
                 h.append(key, value);
@@ -526,7 +546,9 @@ pub struct ServerCall {
 
 impl std::fmt::Debug for ServerCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerCall").field("ctx", &self.ctx).finish()
+        f.debug_struct("ServerCall")
+            .field("ctx", &self.ctx)
+            .finish()
     }
 }
 
@@ -614,12 +636,17 @@ impl ServerCall {
         f(self.ctx.clone(), stream).await
     }
 
-    async fn first_request<C: Codec<Req>, Req: Send + Sync + 'static>(&self) -> Result<Req, Status> {
+    async fn first_request<C: Codec<Req>, Req: Send + Sync + 'static>(
+        &self,
+    ) -> Result<Req, Status> {
         let mut rx = Receiver::<Req, _>::new(self.end(), MsgCodec::of::<C>());
         rx.recv().await?.ok_or_else(|| Error::MissingRequest.into())
     }
 
-    async fn respond<C: Codec<Res>, Res: Send + Sync + 'static>(&self, res: Res) -> Result<(), Status> {
+    async fn respond<C: Codec<Res>, Res: Send + Sync + 'static>(
+        &self,
+        res: Res,
+    ) -> Result<(), Status> {
         let mut tx = Sender::new(self.end(), MsgCodec::of::<C>());
         tx.send(res).await
     }
@@ -644,7 +671,10 @@ impl End for ServerEnd {
     }
     fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.shared.check_cancel()?;
-        self.shared.raw.poll_send_ready(cx).map_err(|e| self.prefer_cancel(e))
+        self.shared
+            .raw
+            .poll_send_ready(cx)
+            .map_err(|e| self.prefer_cancel(e))
     }
     fn start_send(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
         self.shared.ensure_header_sent()?;
@@ -652,7 +682,10 @@ impl End for ServerEnd {
     }
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
         self.shared.check_cancel()?;
-        self.shared.raw.poll_recv(cx).map_err(|e| self.prefer_cancel(e))
+        self.shared
+            .raw
+            .poll_recv(cx)
+            .map_err(|e| self.prefer_cancel(e))
     }
     fn recv_ended(&self) {}
     fn fail(&self, status: &Status) {

@@ -86,7 +86,10 @@ pub trait ClientTransport: Send + Sync + 'static {
     /// Opens a stream for `ctx.method()` carrying `ctx.metadata()` and the deadline. It must
     /// not wait for anything from the server beyond connection setup: client-streaming calls
     /// return as soon as the stream is open.
-    fn open(&self, ctx: &CallContext) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>>;
+    fn open(
+        &self,
+        ctx: &CallContext,
+    ) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>>;
 }
 
 /// A stream a server transport accepted, before routing.

@@ -130,7 +130,8 @@ impl<'a, B: BufMut + ?Sized> BufOutput<'a, B> {
 
 impl<B: BufMut + ?Sized> TOutputProtocol for BufOutput<'_, B> {
     fn write_message_begin(&mut self, id: &TMessageIdentifier) -> thrift::Result<()> {
-        self.dst.put_u32(VERSION_1 | u32::from(u8::from(id.message_type)));
+        self.dst
+            .put_u32(VERSION_1 | u32::from(u8::from(id.message_type)));
         self.write_string(&id.name)?;
         self.dst.put_i32(id.sequence_number);
         Ok(())
@@ -262,7 +263,10 @@ impl<'a> SliceInput<'a> {
     fn size(&mut self, min_elem: usize) -> thrift::Result<usize> {
         let n = self.read_i32()?;
         let n = usize::try_from(n).map_err(|_| {
-            protocol_error(ProtocolErrorKind::NegativeSize, format!("negative size {n}"))
+            protocol_error(
+                ProtocolErrorKind::NegativeSize,
+                format!("negative size {n}"),
+            )
         })?;
         if n.saturating_mul(min_elem) > self.buf.len() {
             return Err(protocol_error(
@@ -324,9 +328,7 @@ impl TInputProtocol for SliceInput<'_> {
     fn read_field_begin(&mut self) -> thrift::Result<TFieldIdentifier> {
         let t = ttype_from_u8(self.read_byte()?)?;
         if t == TType::Stop {
-            return Ok(TFieldIdentifier::new::<Option<String>, String, Option<i16>>(
-                None, t, None,
-            ));
+            return Ok(TFieldIdentifier::new::<Option<String>, String, Option<i16>>(None, t, None));
         }
         let id = self.read_i16()?;
         Ok(TFieldIdentifier::new::<Option<String>, String, i16>(
@@ -366,7 +368,10 @@ impl TInputProtocol for SliceInput<'_> {
         let n = self.size(1)?;
         let raw = self.slice(n)?;
         String::from_utf8(raw.to_vec()).map_err(|e| {
-            protocol_error(ProtocolErrorKind::InvalidData, format!("invalid UTF-8: {e}"))
+            protocol_error(
+                ProtocolErrorKind::InvalidData,
+                format!("invalid UTF-8: {e}"),
+            )
         })
     }
     fn read_list_begin(&mut self) -> thrift::Result<TListIdentifier> {

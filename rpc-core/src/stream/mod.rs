@@ -72,11 +72,9 @@ struct Sink<'a, T, E: End> {
 impl<T: Send + Sync + 'static, E: End> SendSink for Sink<'_, T, E> {
     fn send<'a>(&'a mut self, msg: &'a mut AnyMessage) -> BoxFuture<'a, Result<(), Status>> {
         Box::pin(async move {
-            let msg = msg
-                .downcast_ref::<T>()
-                .ok_or(Error::MessageTypeMismatch {
-                    expected: std::any::type_name::<T>(),
-                })?;
+            let msg = msg.downcast_ref::<T>().ok_or(Error::MessageTypeMismatch {
+                expected: std::any::type_name::<T>(),
+            })?;
             self.tx.send_plain(msg).await
         })
     }
