@@ -1,3 +1,37 @@
-//! TTHeader (Kitex-compatible) framing and TTHeader Streaming over TCP and Unix sockets.
+//! TTHeader (Kitex-compatible) framing and TTHeader Streaming.
 //!
-//! Status: placeholder; the transport lands with its own issue.
+//! # Layout
+//!
+//! - [`proto`]: the sans-IO core. Packet and frame codecs, the Thrift message envelope and
+//!   `TApplicationException`, the per-stream state machine, code mapping. Pure and synchronous:
+//!   it never touches a socket or a clock, so it is tested (and fuzzable) on bytes alone.
+//! - The tokio driver that pumps sockets through `proto` lands separately.
+//!
+//! # Example
+//!
+//! Decode a TTHeader Streaming Data frame and feed it to a server-side stream:
+//!
+//! ```
+//! use bytes::{Bytes, BytesMut};
+//! use rpc_transport_ttheader::proto::{
+//!     FrameKind, Limits, RecvEvent, Role, StreamFrame, StreamProtocol, StreamState,
+//! };
+//!
+//! let mut wire = BytesMut::new();
+//! StreamFrame::client_header(1, "Echo", StreamProtocol::Thrift, "TestService", [], None)
+//!     .encode(&mut wire)?;
+//! StreamFrame::data(1, "Echo", StreamProtocol::Thrift, Bytes::from_static(b"\x00"))
+//!     .encode(&mut wire)?;
+//!
+//! let mut stream = StreamState::new(Role::Server, 1);
+//! let limits = Limits::default();
+//! let open = StreamFrame::decode(&mut wire, &limits)?.expect("a whole frame");
+//! assert_eq!(open.kind, FrameKind::Header);
+//! assert!(matches!(stream.recv(open)?, RecvEvent::Headers(h) if h.get_str("isn") == Some("TestService")));
+//! let data = StreamFrame::decode(&mut wire, &limits)?.expect("a whole frame");
+//! assert_eq!(stream.recv(data)?, RecvEvent::Data(Bytes::from_static(b"\x00")));
+//! assert_eq!(StreamFrame::decode(&mut wire, &limits)?, None);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod proto;

@@ -1,0 +1,468 @@
+//! TTHeader Streaming ("ttstream") frames (spec §3).
+//!
+//! Every frame is a [`Packet`] with FLAGS `0x0002`, SEQUENCE ID = stream id, PROTOCOL ID `0x10`
+//! or `0x11`, and int keys 27 (frame type, one ASCII digit) and 9 (method) in both directions.
+//! [`StreamFrame`] lifts those out of the int KVs; the remaining KVs are metadata.
+
+use bytes::{Bytes, BytesMut};
+
+use super::error::{EncodeError, FrameError};
+use super::header::{HeadRef, Headers, Limits, Packet, PacketStart, ProtocolId};
+use super::keys::{self, int_key, str_key};
+use super::status::BizStatus;
+use super::thrift_msg::{encode_exception_message, ApplicationException};
+
+/// The frame type carried in int key 27.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    /// `"1"`: metadata from a proxy (or our credit extension); a Kitex server ignores it.
+    Meta,
+    /// `"2"`: opens the stream (client) or carries the response headers (server).
+    Header,
+    /// `"3"`: one message.
+    Data,
+    /// `"4"`: client CloseSend (empty), or the server's end of stream.
+    Trailer,
+    /// `"5"`: cancel (client) or proxy reset.
+    Rst,
+}
+
+impl FrameKind {
+    /// Parses the value of int key 27: exactly one ASCII digit `"1"`..`"5"`.
+    pub fn from_wire(value: &[u8]) -> Option<Self> {
+        match value {
+            b"1" => Some(FrameKind::Meta),
+            b"2" => Some(FrameKind::Header),
+            b"3" => Some(FrameKind::Data),
+            b"4" => Some(FrameKind::Trailer),
+            b"5" => Some(FrameKind::Rst),
+            _ => None,
+        }
+    }
+
+    /// The ASCII digit written in int key 27.
+    pub fn as_ascii(self) -> u8 {
+        match self {
+            FrameKind::Meta => b'1',
+            FrameKind::Header => b'2',
+            FrameKind::Data => b'3',
+            FrameKind::Trailer => b'4',
+            FrameKind::Rst => b'5',
+        }
+    }
+}
+
+/// The payload encoding of a stream, from its PROTOCOL ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamProtocol {
+    /// `0x10`: bare Thrift-binary structs.
+    Thrift,
+    /// `0x11`: protobuf messages.
+    Protobuf,
+}
+
+impl StreamProtocol {
+    /// The PROTOCOL ID.
+    pub fn protocol_id(self) -> ProtocolId {
+        match self {
+            StreamProtocol::Thrift => ProtocolId::StreamThrift,
+            StreamProtocol::Protobuf => ProtocolId::StreamProtobuf,
+        }
+    }
+
+    /// The stream protocol of a PROTOCOL ID, if it is one.
+    pub fn from_protocol_id(id: ProtocolId) -> Option<Self> {
+        match id {
+            ProtocolId::StreamThrift => Some(StreamProtocol::Thrift),
+            ProtocolId::StreamProtobuf => Some(StreamProtocol::Protobuf),
+            _ => None,
+        }
+    }
+}
+
+/// One ttstream frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFrame {
+    /// Int key 27.
+    pub kind: FrameKind,
+    /// SEQUENCE ID. Non-zero except possibly on Meta frames.
+    pub stream_id: i32,
+    /// Int key 9; empty if the peer omitted it.
+    pub method: String,
+    /// PROTOCOL ID.
+    pub protocol: StreamProtocol,
+    /// Metadata: string KVs, ACL token and int KVs other than 9 and 27 (those are never written
+    /// from here, the fields above are).
+    pub headers: Headers,
+    /// Payload: a message (Data), an EXCEPTION message (Trailer, Rst) or nothing.
+    pub payload: Bytes,
+}
+
+impl TryFrom<Packet> for StreamFrame {
+    type Error = FrameError;
+
+    fn try_from(p: Packet) -> Result<Self, FrameError> {
+        if p.flags & keys::FLAGS_STREAMING == 0 {
+            return Err(FrameError::NotStreaming { flags: p.flags });
+        }
+        let protocol =
+            StreamProtocol::from_protocol_id(p.protocol).ok_or(FrameError::NotStreamProtocol {
+                id: p.protocol.as_u8(),
+            })?;
+        let stream_id = p.seq_id;
+        let ty = p
+            .headers
+            .get_int(int_key::FRAME_TYPE)
+            .ok_or(FrameError::MissingFrameType { stream_id })?;
+        let kind = FrameKind::from_wire(ty).ok_or_else(|| FrameError::UnknownFrameType {
+            stream_id,
+            value: ty.clone(),
+        })?;
+        if stream_id == 0 && kind != FrameKind::Meta {
+            return Err(FrameError::ZeroStreamId { kind });
+        }
+        // The spec says key 9 is always present; tolerate its absence as an empty name and let
+        // the server answer "unknown method" rather than killing the connection.
+        let method = match p.headers.get_int(int_key::TO_METHOD) {
+            Some(m) => std::str::from_utf8(m)
+                .map_err(|_| FrameError::MethodNotUtf8 { stream_id })?
+                .to_owned(),
+            None => String::new(),
+        };
+        let mut headers = p.headers;
+        headers
+            .int_kvs
+            .retain(|(k, _)| *k != int_key::FRAME_TYPE && *k != int_key::TO_METHOD);
+        Ok(StreamFrame {
+            kind,
+            stream_id,
+            method,
+            protocol,
+            headers,
+            payload: p.payload,
+        })
+    }
+}
+
+impl From<StreamFrame> for Packet {
+    fn from(f: StreamFrame) -> Packet {
+        let mut headers = f.headers;
+        headers
+            .int_kvs
+            .retain(|(k, _)| *k != int_key::FRAME_TYPE && *k != int_key::TO_METHOD);
+        headers.int_kvs.splice(
+            0..0,
+            [
+                (int_key::TO_METHOD, Bytes::from(f.method)),
+                (int_key::FRAME_TYPE, Bytes::from(vec![f.kind.as_ascii()])),
+            ],
+        );
+        Packet {
+            flags: keys::FLAGS_STREAMING,
+            seq_id: f.stream_id,
+            protocol: f.protocol.protocol_id(),
+            headers,
+            payload: f.payload,
+        }
+    }
+}
+
+impl StreamFrame {
+    /// A frame with no metadata and no payload.
+    pub fn new(
+        kind: FrameKind,
+        stream_id: i32,
+        method: impl Into<String>,
+        protocol: StreamProtocol,
+    ) -> Self {
+        StreamFrame {
+            kind,
+            stream_id,
+            method: method.into(),
+            protocol,
+            headers: Headers::default(),
+            payload: Bytes::new(),
+        }
+    }
+
+    /// The client's opening Header: `isn` = `service`, then `metadata` (metainfo and user
+    /// metadata), and the deadline as int key 12 (RPC_TIMEOUT, decimal ms) when given.
+    pub fn client_header(
+        stream_id: i32,
+        method: impl Into<String>,
+        protocol: StreamProtocol,
+        service: &str,
+        metadata: impl IntoIterator<Item = (String, String)>,
+        timeout_ms: Option<u64>,
+    ) -> Self {
+        let mut f = Self::new(FrameKind::Header, stream_id, method, protocol);
+        f.headers.push_str(str_key::IDL_SERVICE_NAME, service);
+        f.headers.str_kvs.extend(metadata);
+        if let Some(ms) = timeout_ms {
+            f.headers.push_int(int_key::RPC_TIMEOUT, ms.to_string());
+        }
+        f
+    }
+
+    /// The server's response Header with its header map.
+    pub fn server_header(
+        stream_id: i32,
+        method: impl Into<String>,
+        protocol: StreamProtocol,
+        metadata: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        let mut f = Self::new(FrameKind::Header, stream_id, method, protocol);
+        f.headers.str_kvs.extend(metadata);
+        f
+    }
+
+    /// A Data frame carrying one encoded message.
+    pub fn data(
+        stream_id: i32,
+        method: impl Into<String>,
+        protocol: StreamProtocol,
+        payload: Bytes,
+    ) -> Self {
+        let mut f = Self::new(FrameKind::Data, stream_id, method, protocol);
+        f.payload = payload;
+        f
+    }
+
+    /// The client's CloseSend, or a server's clean end without trailers: an empty Trailer.
+    pub fn close_send(stream_id: i32, method: impl Into<String>, protocol: StreamProtocol) -> Self {
+        Self::new(FrameKind::Trailer, stream_id, method, protocol)
+    }
+
+    /// A server Trailer: the trailer map, the `biz-*` keys of `biz` if any, and when `error` is
+    /// given an EXCEPTION message (method, type 3, seqid = stream id) as payload.
+    pub fn trailer(
+        stream_id: i32,
+        method: impl Into<String>,
+        protocol: StreamProtocol,
+        trailers: impl IntoIterator<Item = (String, String)>,
+        biz: Option<&BizStatus>,
+        error: Option<&ApplicationException>,
+    ) -> Result<Self, EncodeError> {
+        let mut f = Self::new(FrameKind::Trailer, stream_id, method, protocol);
+        f.headers.str_kvs.extend(trailers);
+        if let Some(biz) = biz {
+            biz.push_to(&mut f.headers);
+        }
+        if let Some(exc) = error {
+            f.payload = exception_payload(&f.method, stream_id, exc)?;
+        }
+        Ok(f)
+    }
+
+    /// A Rst: `ttscp` = `cancel_path` when given, payload = EXCEPTION message with
+    /// `{message, code}` (e.g. 12007 user cancel, 12015 stream timeout).
+    pub fn rst(
+        stream_id: i32,
+        method: impl Into<String>,
+        protocol: StreamProtocol,
+        cancel_path: Option<&str>,
+        reason: &ApplicationException,
+    ) -> Result<Self, EncodeError> {
+        let mut f = Self::new(FrameKind::Rst, stream_id, method, protocol);
+        if let Some(path) = cancel_path {
+            f.headers.push_str(str_key::CANCEL_PATH, path);
+        }
+        f.payload = exception_payload(&f.method, stream_id, reason)?;
+        Ok(f)
+    }
+
+    /// Decodes one frame from the front of `src` ([`Packet::decode`] plus the ttstream checks).
+    pub fn decode(src: &mut BytesMut, limits: &Limits) -> Result<Option<Self>, FrameError> {
+        match Packet::decode(src, limits)? {
+            Some(p) => StreamFrame::try_from(p).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends the encoded frame to `dst`. Int keys 9 and 27 are written first, from `method`
+    /// and `kind`.
+    pub fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        self.encode_head(self.payload.len(), dst)?;
+        dst.extend_from_slice(&self.payload);
+        Ok(())
+    }
+
+    /// Appends everything but the payload, with LENGTH computed for `payload_len` bytes the
+    /// caller appends next. `self.payload` is ignored.
+    pub fn encode_head(&self, payload_len: usize, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        let kind = [self.kind.as_ascii()];
+        let extra: [(u16, &[u8]); 2] = [
+            (int_key::TO_METHOD, self.method.as_bytes()),
+            (int_key::FRAME_TYPE, &kind),
+        ];
+        HeadRef {
+            flags: keys::FLAGS_STREAMING,
+            seq_id: self.stream_id,
+            protocol: self.protocol.protocol_id().as_u8(),
+            headers: &self.headers,
+            extra_int_kvs: &extra,
+            skip_int_keys: &[int_key::TO_METHOD, int_key::FRAME_TYPE],
+        }
+        .encode(payload_len, dst)
+    }
+
+    /// Appends everything but the payload with a placeholder LENGTH; append the message and
+    /// call [`PacketStart::finish`]. `self.payload` is ignored.
+    pub fn encode_begin(&self, dst: &mut BytesMut) -> Result<PacketStart, EncodeError> {
+        let start = dst.len();
+        self.encode_head(0, dst)?;
+        Ok(PacketStart::new(start))
+    }
+}
+
+fn exception_payload(
+    method: &str,
+    stream_id: i32,
+    exc: &ApplicationException,
+) -> Result<Bytes, EncodeError> {
+    let mut buf = BytesMut::new();
+    encode_exception_message(method, stream_id, exc, &mut buf)?;
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::thrift_msg::decode_exception_message;
+
+    fn packet_of(f: &StreamFrame) -> Packet {
+        let mut b = BytesMut::new();
+        f.encode(&mut b).unwrap();
+        Packet::decode(&mut b, &Limits::default()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn encode_and_into_packet_agree() {
+        let mut f = StreamFrame::client_header(
+            3,
+            "Echo",
+            StreamProtocol::Protobuf,
+            "Svc",
+            [("k".to_owned(), "v".to_owned())],
+            Some(1500),
+        );
+        f.headers
+            .push_int(int_key::FRAME_TYPE, Bytes::from_static(b"9"));
+        let via_encode = packet_of(&f);
+        let via_from = Packet::from(f.clone());
+        assert_eq!(via_encode, via_from);
+        assert_eq!(via_encode.flags, keys::FLAGS_STREAMING);
+        assert_eq!(via_encode.protocol, ProtocolId::StreamProtobuf);
+        assert_eq!(via_encode.headers.get_str("isn"), Some("Svc"));
+        assert_eq!(
+            via_encode.headers.get_int_decimal(int_key::RPC_TIMEOUT),
+            Some(1500)
+        );
+        // The stray key 27 in metadata is not written: the kind wins.
+        let back = StreamFrame::try_from(via_encode).unwrap();
+        assert_eq!(back.kind, FrameKind::Header);
+        f.headers.int_kvs.pop();
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn conversion_errors() {
+        let ok = Packet::from(StreamFrame::close_send(1, "Echo", StreamProtocol::Thrift));
+        let mut p = ok.clone();
+        p.flags = 0;
+        assert_eq!(
+            StreamFrame::try_from(p),
+            Err(FrameError::NotStreaming { flags: 0 })
+        );
+        let mut p = ok.clone();
+        p.protocol = ProtocolId::ThriftBinary;
+        assert_eq!(
+            StreamFrame::try_from(p),
+            Err(FrameError::NotStreamProtocol { id: 0 })
+        );
+        let mut p = ok.clone();
+        p.headers.int_kvs.retain(|(k, _)| *k != int_key::FRAME_TYPE);
+        assert_eq!(
+            StreamFrame::try_from(p),
+            Err(FrameError::MissingFrameType { stream_id: 1 })
+        );
+        for bad in [&b"6"[..], b"0", b"\x02", b"22", b""] {
+            let mut p = ok.clone();
+            p.headers
+                .push_int(int_key::FRAME_TYPE, Bytes::copy_from_slice(bad));
+            assert_eq!(
+                StreamFrame::try_from(p),
+                Err(FrameError::UnknownFrameType {
+                    stream_id: 1,
+                    value: Bytes::copy_from_slice(bad)
+                })
+            );
+        }
+        let mut p = ok.clone();
+        p.seq_id = 0;
+        assert_eq!(
+            StreamFrame::try_from(p),
+            Err(FrameError::ZeroStreamId {
+                kind: FrameKind::Trailer
+            })
+        );
+        let meta0 = Packet::from(StreamFrame::new(
+            FrameKind::Meta,
+            0,
+            "",
+            StreamProtocol::Thrift,
+        ));
+        assert!(StreamFrame::try_from(meta0).is_ok());
+        let mut p = ok.clone();
+        p.headers
+            .push_int(int_key::TO_METHOD, Bytes::from_static(b"\xff"));
+        assert_eq!(
+            StreamFrame::try_from(p),
+            Err(FrameError::MethodNotUtf8 { stream_id: 1 })
+        );
+        let mut p = ok;
+        p.headers.int_kvs.retain(|(k, _)| *k != int_key::TO_METHOD);
+        assert_eq!(StreamFrame::try_from(p).unwrap().method, "");
+    }
+
+    #[test]
+    fn trailer_and_rst_helpers() {
+        let biz = BizStatus {
+            code: 7,
+            message: "m".into(),
+            extra: None,
+        };
+        let exc = ApplicationException::new(6, "biz error: boom");
+        let t = StreamFrame::trailer(
+            9,
+            "Echo",
+            StreamProtocol::Thrift,
+            [("t".to_owned(), "1".to_owned())],
+            Some(&biz),
+            Some(&exc),
+        )
+        .unwrap();
+        assert_eq!(t.headers.get_str("t"), Some("1"));
+        assert_eq!(BizStatus::from_headers(&t.headers), Ok(Some(biz)));
+        let (h, e) = decode_exception_message(&t.payload).unwrap();
+        assert_eq!((h.name.as_str(), h.seq_id, e), ("Echo", 9, exc));
+
+        let reason = ApplicationException::new(12015, "timeout");
+        let r = StreamFrame::rst(9, "Echo", StreamProtocol::Thrift, Some("A,B"), &reason).unwrap();
+        assert_eq!(r.kind, FrameKind::Rst);
+        assert_eq!(r.headers.get_str("ttscp"), Some("A,B"));
+        assert_eq!(decode_exception_message(&r.payload).unwrap().1, reason);
+    }
+
+    #[test]
+    fn encode_begin_patches_length() {
+        let f = StreamFrame::data(5, "M", StreamProtocol::Thrift, Bytes::from_static(b"\x00"));
+        let mut whole = BytesMut::new();
+        f.encode(&mut whole).unwrap();
+        let mut b = BytesMut::new();
+        let start = f.encode_begin(&mut b).unwrap();
+        b.extend_from_slice(b"\x00");
+        start.finish(&mut b).unwrap();
+        assert_eq!(b, whole);
+    }
+}

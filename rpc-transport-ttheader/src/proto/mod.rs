@@ -1,0 +1,30 @@
+//! The sans-IO protocol core: pure, synchronous encoders, decoders and state machines. No
+//! sockets, no clocks, no async; bytes in, frames and events out.
+//!
+//! - [`header`]: the TTHeader packet ([`Packet`], [`Headers`], [`Limits`]).
+//! - [`frame`]: TTHeader Streaming frames ([`StreamFrame`], [`FrameKind`]).
+//! - [`stream`]: the per-stream state machine ([`StreamState`], [`RecvEvent`]).
+//! - [`thrift_msg`]: Thrift-binary message envelope, payload sniffing, `TApplicationException`.
+//! - [`status`]: Kitex ↔ gRPC code mapping and business status.
+//! - [`detect`]: TTHeader / TTHeader Streaming / HTTP/2 detection on a fresh connection.
+//! - [`keys`]: wire constants.
+//! - [`error`]: typed errors by scope.
+
+pub mod detect;
+pub mod error;
+pub mod frame;
+pub mod header;
+pub mod keys;
+pub mod status;
+pub mod stream;
+pub mod thrift_msg;
+
+pub use detect::{detect, Detection};
+pub use error::{
+    EncodeError, Field, FrameError, Initiator, InvalidBizStatus, StreamError, ThriftError,
+};
+pub use frame::{FrameKind, StreamFrame, StreamProtocol};
+pub use header::{Headers, Limits, Packet, PacketStart, ProtocolId, DEFAULT_MAX_FRAME_SIZE};
+pub use status::{grpc_to_kitex_code, kitex_code_to_grpc, BizStatus};
+pub use stream::{FinishCause, RecvEvent, Role, StreamState};
+pub use thrift_msg::{ApplicationException, MessageHeader, MessageType, PayloadForm};
