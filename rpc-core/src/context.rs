@@ -136,8 +136,8 @@ impl CallContext {
         self.method.mode
     }
 
-    /// The fully-qualified service name.
-    pub fn service(&self) -> &'static str {
+    /// The fully-qualified service name (`pkg.Service`).
+    pub fn full_service(&self) -> &'static str {
         self.method.full_service
     }
 

@@ -423,14 +423,20 @@ mod tests {
         let f = p.read_field_begin().unwrap();
         assert_eq!(f.field_type, TType::String);
         let err = p.read_string().unwrap_err();
-        assert!(err.to_string().contains("exceeds"), "{err}");
+        match err {
+            thrift::Error::Protocol(e) => {
+                assert_eq!(e.kind, ProtocolErrorKind::SizeLimit);
+                assert!(e.message.contains("exceeds"), "{}", e.message);
+            }
+            other => panic!("{other}"),
+        }
     }
 
     #[test]
     fn negative_list_size_and_deep_nesting_are_errors() {
         let bytes = [8u8, 0xff, 0xff, 0xff, 0xff];
         assert!(SliceInput::new(&bytes).read_list_begin().is_err());
-        let deep = vec![15u8, 15, 0, 0, 0, 1].repeat(100);
+        let deep = [15u8, 15, 0, 0, 0, 1].repeat(100);
         let mut p = SliceInput::new(&deep);
         let mut res = Ok(());
         for _ in 0..100 {
