@@ -212,22 +212,26 @@ impl Client {
         let ctx = CallContext::new(method)
             .with_metadata(metadata)
             .with_deadline(deadline);
-        let open = match &self.inner.open {
+        let open: BoxFuture<'static, Result<OpenStream, Status>> = match &self.inner.open {
             None => {
-                let stream = self.inner.transport.open(&ctx).await;
-                stream.map(|stream| OpenStream { ctx, stream })
+                let stream = self.inner.transport.open(&ctx);
+                Box::pin(async move {
+                    Ok(OpenStream {
+                        ctx,
+                        stream: stream.await?,
+                    })
+                })
             }
-            Some(svc) => {
-                let fut = svc.clone().oneshot(ctx);
-                match deadline {
-                    None => fut.await,
-                    Some(d) => tokio::time::timeout_at(d, fut).await.unwrap_or_else(|_| {
-                        Err(Status::deadline_exceeded(
-                            "deadline exceeded while opening the stream",
-                        ))
-                    }),
-                }
-            }
+            Some(svc) => Box::pin(svc.clone().oneshot(ctx)),
+        };
+        // The deadline covers the whole call, opening (connecting) included.
+        let open = match deadline {
+            None => open.await,
+            Some(d) => tokio::time::timeout_at(d, open).await.unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(
+                    "deadline exceeded while opening the stream",
+                ))
+            }),
         }?;
         let deadline = open.ctx.deadline();
         Ok((
