@@ -6,7 +6,7 @@
 //! - [`stream`]: the per-stream state machine ([`StreamState`], [`RecvEvent`]).
 //! - [`thrift_msg`]: Thrift-binary message envelope, payload sniffing, `TApplicationException`.
 //! - [`status`]: Kitex ↔ gRPC code mapping and business status.
-//! - [`detect`]: TTHeader / TTHeader Streaming / HTTP/2 detection on a fresh connection.
+//! - [`mod@detect`]: TTHeader / TTHeader Streaming / HTTP/2 detection on a fresh connection.
 //! - [`keys`]: wire constants.
 //! - [`error`]: typed errors by scope.
 

@@ -16,7 +16,7 @@ pub const VERSION_MASK: u32 = 0xffff_0000;
 /// Kitex protobuf magic (`0x9001_0000 | type`), found after the frame length prefix.
 pub const KITEX_PROTOBUF_MAGIC: u32 = 0x9001_0000;
 
-/// Deepest struct/container nesting [`skip`] follows inside an exception struct; Apache Thrift
+/// Deepest struct/container nesting followed when skipping unknown exception fields; Apache Thrift
 /// uses the same default recursion limit.
 pub const MAX_SKIP_DEPTH: usize = 64;
 
