@@ -220,6 +220,10 @@ impl PacketStart {
 
     /// Patches LENGTH to cover everything written to `dst` since the packet began. On error the
     /// packet is removed from `dst`.
+    ///
+    /// # Panics
+    ///
+    /// If `dst` was truncated below the packet's head in between (a caller bug, not input).
     pub fn finish(self, dst: &mut BytesMut) -> Result<(), EncodeError> {
         let end = dst.len();
         let len = end.saturating_sub(self.start + 4);
@@ -371,6 +375,8 @@ fn parse_frame(frame: Bytes) -> Result<Packet, FrameError> {
     r.take(transforms, Field::Transforms)?;
 
     let mut headers = Headers::default();
+    // Writers emit each block at most once; a reader meeting a block again appends to it (Kitex
+    // reads every block into the same map), so lookups still see the last value.
     while let Some(id) = r.next_u8() {
         match id {
             keys::INFO_PADDING => {}
