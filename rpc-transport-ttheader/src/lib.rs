@@ -5,7 +5,11 @@
 //! - [`proto`]: the sans-IO core. Packet and frame codecs, the Thrift message envelope and
 //!   `TApplicationException`, the per-stream state machine, code mapping. Pure and synchronous:
 //!   it never touches a socket or a clock, so it is tested (and fuzzable) on bytes alone.
-//! - The tokio driver that pumps sockets through `proto` lands separately.
+//! - The tokio driver: [`serve_tcp`] / [`serve_unix`] run an `rpc_core::Server` (one task pair
+//!   per connection, protocol detected from the first bytes), and [`TtHeaderClient`] is an
+//!   `rpc_core::ClientTransport` with connection pools. Writes are batched: streams encode
+//!   frames into one buffer per connection and a writer task sends everything queued with one
+//!   syscall. See the stream connection docs for the memory bounds and their trade-off.
 //!
 //! # Example
 //!
@@ -34,4 +38,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod driver;
 pub mod proto;
+
+pub use driver::client::{ClientBuilder, TtHeaderClient};
+pub use driver::config::{
+    Limits, Stats, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONN_RECV_BUFFER, DEFAULT_POOL_SIZE,
+    DEFAULT_STREAM_RECV_BUFFER, DEFAULT_WRITE_BUFFER,
+};
+pub use driver::io::Endpoint;
+pub use driver::mapping::{biz_status_error, RPC_CODE_KEY};
+pub use driver::server::{serve_tcp, serve_unix, ServeHandle, ServerConfig, DETECT_TIMEOUT};
+pub use driver::unary::{Framing, UnaryMode};

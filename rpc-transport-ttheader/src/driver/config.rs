@@ -1,0 +1,137 @@
+//! Limits and settings shared by the client and the server side, with documented defaults.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::proto::DEFAULT_MAX_FRAME_SIZE;
+
+/// Bytes one stream may hold received but not yet read before the connection stops reading
+/// (TCP backpressure): enough for a burst of small messages or one large one.
+pub const DEFAULT_STREAM_RECV_BUFFER: usize = 1024 * 1024;
+/// Bytes all streams of one connection may hold received but not yet read.
+pub const DEFAULT_CONN_RECV_BUFFER: usize = 8 * 1024 * 1024;
+/// Bytes queued for writing on one connection before senders wait.
+pub const DEFAULT_WRITE_BUFFER: usize = 1024 * 1024;
+/// How long a client waits for a TCP or Unix connect.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections per endpoint in the client pool, for each of unary and streaming: more than one,
+/// so a single connection's reader or writer task does not cap throughput (see h2 issue 531).
+pub const DEFAULT_POOL_SIZE: usize = 4;
+
+/// Limits of one connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest frame accepted or sent (the TTHeader LENGTH field), checked before allocating.
+    pub max_frame_size: usize,
+    /// See [`DEFAULT_STREAM_RECV_BUFFER`].
+    pub stream_recv_buffer: usize,
+    /// See [`DEFAULT_CONN_RECV_BUFFER`].
+    pub conn_recv_buffer: usize,
+    /// See [`DEFAULT_WRITE_BUFFER`].
+    pub write_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            stream_recv_buffer: DEFAULT_STREAM_RECV_BUFFER,
+            conn_recv_buffer: DEFAULT_CONN_RECV_BUFFER,
+            write_buffer: DEFAULT_WRITE_BUFFER,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the largest frame accepted or sent.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets the per-stream receive buffer.
+    pub fn stream_recv_buffer(mut self, bytes: usize) -> Self {
+        self.stream_recv_buffer = bytes;
+        self
+    }
+
+    /// Sets the per-connection receive buffer.
+    pub fn conn_recv_buffer(mut self, bytes: usize) -> Self {
+        self.conn_recv_buffer = bytes;
+        self
+    }
+
+    /// Sets the per-connection write buffer.
+    pub fn write_buffer(mut self, bytes: usize) -> Self {
+        self.write_buffer = bytes;
+        self
+    }
+
+    pub(crate) fn proto(&self) -> crate::proto::Limits {
+        crate::proto::Limits::new().with_max_frame_size(self.max_frame_size)
+    }
+}
+
+/// Live counts, for leak checks and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) connections: AtomicUsize,
+    pub(crate) streams: AtomicUsize,
+    pub(crate) buffered: AtomicUsize,
+    pub(crate) max_buffered: AtomicUsize,
+}
+
+impl Stats {
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Streams and unary calls whose state is still allocated.
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Acquire)
+    }
+
+    /// Bytes received and queued for handles, not yet read.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
+    }
+
+    /// The highest value [`Stats::buffered_bytes`] reached.
+    pub fn max_buffered_bytes(&self) -> usize {
+        self.max_buffered.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn add_buffered(&self, n: usize) {
+        let now = self.buffered.fetch_add(n, Ordering::AcqRel) + n;
+        self.max_buffered.fetch_max(now, Ordering::AcqRel);
+    }
+
+    pub(crate) fn sub_buffered(&self, n: usize) {
+        self.buffered.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Counts a live object in [`Stats`] for as long as it exists.
+#[derive(Debug)]
+pub(crate) struct Counted {
+    stats: std::sync::Arc<Stats>,
+    which: fn(&Stats) -> &AtomicUsize,
+}
+
+impl Counted {
+    pub(crate) fn new(stats: &std::sync::Arc<Stats>, which: fn(&Stats) -> &AtomicUsize) -> Self {
+        which(stats).fetch_add(1, Ordering::AcqRel);
+        Counted {
+            stats: stats.clone(),
+            which,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        (self.which)(&self.stats).fetch_sub(1, Ordering::AcqRel);
+    }
+}

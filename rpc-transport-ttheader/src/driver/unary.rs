@@ -1,0 +1,891 @@
+//! Pingpong over TTHeader (spec §2): one TTHeader packet carrying a strict Thrift-binary CALL
+//! message each way, framed or unframed, plain or mux.
+//!
+//! The typed layer sends the method's Args struct and receives its Result struct (codegen wraps
+//! and unwraps them); this module adds the message envelope (method, type, seqid) and turns
+//! EXCEPTION replies (TApplicationException) and `biz-status` keys into `Status`es and back.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rpc_core::codec::Encodable;
+use rpc_core::transport::{ClientStreamRaw, IncomingStream, ServerStreamRaw};
+use rpc_core::{CallContext, Code, Error, Metadata, Peer, Server, Status};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::config::{Counted, Limits, Stats};
+use super::io::{Io, ReadHalf};
+use super::mapping::{
+    biz_of, metadata_of, status_from_biz, status_from_exception, str_kvs, RPC_CODE_KEY,
+};
+use super::write::WriteQueue;
+use crate::proto::keys::{int_key, str_key, FLAGS_MUX};
+use crate::proto::{
+    ApplicationException, BizStatus, Headers, MessageHeader, MessageType, Packet, PayloadForm,
+    ProtocolId,
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How a unary message sits in the TTHeader payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// The Thrift message follows the header directly (plain TTHeader).
+    #[default]
+    Unframed,
+    /// The Thrift message is prefixed by its own u32 length (TTHeaderFramed, volo's default).
+    Framed,
+}
+
+/// Whether calls share a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnaryMode {
+    /// One outstanding call per connection; connections are pooled (what every TTHeader peer
+    /// speaks).
+    #[default]
+    Plain,
+    /// Many outstanding calls per connection, matched by seqid (FLAGS 0x0001; Kitex "mux").
+    Mux,
+}
+
+/// The TApplicationException a failed unary call travels as: Kitex reports handler errors as
+/// type 6 (internal error), unknown methods as 1; our exact code rides in `rpc-code`.
+fn unary_exception_of(status: &Status) -> ApplicationException {
+    let kind = match status.transport_code() {
+        Some(k @ 0..=21) => k,
+        _ if status.code() == Code::Unimplemented => ApplicationException::UNKNOWN_METHOD,
+        _ => ApplicationException::INTERNAL_ERROR,
+    };
+    ApplicationException::new(kind, status.message())
+}
+
+/// Appends one unary packet: TTHeader head, optional frame length, message header, body.
+fn write_packet(
+    buf: &mut BytesMut,
+    packet: &Packet,
+    framing: Framing,
+    msg: &MessageHeader,
+    max: usize,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
+) -> Result<(), Status> {
+    let start = buf.len();
+    packet
+        .encode_head(0, buf)
+        .map_err(|e| Status::internal(format!("encode header: {e}")))?;
+    let framed_at = buf.len();
+    if framing == Framing::Framed {
+        buf.put_u32(0);
+    }
+    let res = msg
+        .encode(buf)
+        .map_err(|e| Status::internal(format!("encode message header: {e}")))
+        .and_then(|()| body(buf));
+    if let Err(e) = res {
+        buf.truncate(start);
+        return Err(e);
+    }
+    let len = buf.len() - start - 4;
+    if len > max {
+        buf.truncate(start);
+        return Err(Error::MessageTooLarge {
+            size: len,
+            limit: max,
+        }
+        .into());
+    }
+    // Both lengths are bounded by `max` (at most u32::MAX by the frame codec's contract).
+    buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    if framing == Framing::Framed {
+        let inner = (buf.len() - framed_at - 4) as u32;
+        buf[framed_at..framed_at + 4].copy_from_slice(&inner.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// A parsed unary message.
+struct Incoming {
+    framing: Framing,
+    header: MessageHeader,
+    headers: Headers,
+    body: Bytes,
+}
+
+fn parse(packet: Packet) -> Result<Incoming, String> {
+    let (form, message) = PayloadForm::split(&packet.payload).map_err(|e| e.to_string())?;
+    let framing = match form {
+        PayloadForm::Unframed => Framing::Unframed,
+        PayloadForm::Framed => Framing::Framed,
+        PayloadForm::KitexProtobuf => {
+            return Err("Kitex protobuf payloads are not supported".into())
+        }
+    };
+    let (header, used) = MessageHeader::decode(message).map_err(|e| e.to_string())?;
+    let offset = packet.payload.len() - message.len() + used;
+    Ok(Incoming {
+        framing,
+        header,
+        body: packet.payload.slice(offset..),
+        headers: packet.headers,
+    })
+}
+
+// ------------------------------------------------------------------------------------ client
+
+/// A client connection for unary calls.
+pub(crate) struct UnaryConn {
+    mode: UnaryMode,
+    framing: Framing,
+    limits: Limits,
+    write: WriteQueue,
+    pending: Mutex<HashMap<i32, Arc<Call>>>,
+    next_seq: AtomicI32,
+    lost: OnceLock<Status>,
+    /// The server asked us not to reuse the connection (`crrst`).
+    reset_requested: AtomicBool,
+    /// Plain mode: a call holds the connection.
+    busy: AtomicBool,
+    stats: Arc<Stats>,
+    _counted: Counted,
+}
+
+impl UnaryConn {
+    pub(crate) fn start(
+        io: Io,
+        mode: UnaryMode,
+        framing: Framing,
+        limits: Limits,
+        stats: &Arc<Stats>,
+    ) -> Arc<UnaryConn> {
+        let conn = Arc::new(UnaryConn {
+            mode,
+            framing,
+            write: WriteQueue::new(limits.write_buffer),
+            limits,
+            pending: Mutex::new(HashMap::new()),
+            next_seq: AtomicI32::new(1),
+            lost: OnceLock::new(),
+            reset_requested: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            stats: stats.clone(),
+            _counted: Counted::new(stats, |s| &s.connections),
+        });
+        let (rd, wr) = io.into_split();
+        let writer = conn.clone();
+        tokio::spawn(async move {
+            if let Err(e) = writer.write.run_writer(wr).await {
+                writer.fail(Status::unavailable(format!("write failed: {e}")));
+            }
+        });
+        let reader = conn.clone();
+        tokio::spawn(async move {
+            let status = reader.run_reader(rd).await;
+            reader.fail(status);
+        });
+        conn
+    }
+
+    /// Usable for a new call (and, in plain mode, now reserved for it).
+    pub(crate) fn try_acquire(&self) -> bool {
+        if self.lost.get().is_some()
+            || self.reset_requested.load(Ordering::Acquire)
+            || self.write.is_closed()
+        {
+            return false;
+        }
+        match self.mode {
+            UnaryMode::Mux => true,
+            UnaryMode::Plain => self
+                .busy
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+        }
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.lost.get().is_some() || self.write.is_closed()
+    }
+
+    fn release(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+
+    fn fail(&self, status: Status) {
+        if self.lost.set(status.clone()).is_err() {
+            return;
+        }
+        self.write.close();
+        let calls: Vec<_> = lock(&self.pending).drain().map(|(_, c)| c).collect();
+        for c in calls {
+            c.complete(Err(Status::unavailable(format!(
+                "connection lost: {}",
+                status.message()
+            ))
+            .with_transport_code(
+                crate::proto::keys::kitex_code::CONNECTION_CLOSED,
+            )));
+        }
+    }
+
+    async fn run_reader(self: &Arc<Self>, mut rd: ReadHalf) -> Status {
+        let limits = self.limits.proto();
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        loop {
+            loop {
+                match Packet::decode(&mut buf, &limits) {
+                    Ok(Some(p)) => {
+                        if let Err(s) = self.on_reply(p) {
+                            return s;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Status::internal(format!("malformed reply frame: {e}")),
+                }
+            }
+            if self.lost.get().is_some() {
+                return self
+                    .lost
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| Status::unavailable("closed"));
+            }
+            match rd.read_buf(&mut buf).await {
+                Ok(0) => return Status::unavailable("connection closed by peer"),
+                Ok(_) => {}
+                Err(e) => return Status::unavailable(format!("read failed: {e}")),
+            }
+        }
+    }
+
+    fn on_reply(&self, packet: Packet) -> Result<(), Status> {
+        if packet.headers.get_str(str_key::CONN_RESET).is_some() {
+            self.reset_requested.store(true, Ordering::Release);
+        }
+        let msg = parse(packet).map_err(|e| Status::internal(format!("malformed reply: {e}")))?;
+        // Mux control frame: seqid 0, method "none" (graceful shutdown notice).
+        if self.mode == UnaryMode::Mux
+            && msg.header.seq_id == 0
+            && msg.header.kind == MessageType::Reply
+        {
+            return Ok(());
+        }
+        let call = {
+            let mut pending = lock(&self.pending);
+            match pending.remove(&msg.header.seq_id) {
+                Some(c) => Some(c),
+                // spec §2: EXCEPTION replies may carry seqid 0 (proxies); in plain mode the one
+                // pending call is the one it answers.
+                None if msg.header.kind == MessageType::Exception
+                    && self.mode == UnaryMode::Plain
+                    && pending.len() == 1 =>
+                {
+                    let key = pending.keys().next().copied();
+                    key.and_then(|k| pending.remove(&k))
+                }
+                None => None,
+            }
+        };
+        let Some(call) = call else {
+            tracing::debug!(seq = msg.header.seq_id, "reply for no pending call ignored");
+            return Ok(());
+        };
+        let md = metadata_of(&msg.headers);
+        let outcome = match msg.header.kind {
+            MessageType::Reply => match BizStatus::from_headers(&msg.headers) {
+                Ok(Some(biz)) => Err(status_from_biz(&biz, md.clone())),
+                Ok(None) => Ok(msg.body),
+                Err(e) => Err(Status::internal(e.to_string())),
+            },
+            MessageType::Exception => match ApplicationException::decode(&msg.body) {
+                Ok((exc, _)) => Err(
+                    status_from_exception(&exc, msg.headers.get_str(RPC_CODE_KEY))
+                        .with_metadata(md.clone()),
+                ),
+                Err(e) => Err(Status::internal(format!("malformed exception: {e}"))),
+            },
+            other => Err(Status::internal(format!("unexpected {other:?} reply"))),
+        };
+        call.set_metadata(md);
+        call.complete(outcome);
+        Ok(())
+    }
+
+    pub(crate) fn open(self: &Arc<Self>, ctx: &CallContext) -> Arc<dyn ClientStreamRaw> {
+        Arc::new(UnaryClient {
+            conn: self.clone(),
+            ctx_method: ctx.method().name,
+            service: ctx.method().service,
+            metadata: ctx.metadata().clone(),
+            timeout: ctx.timeout(),
+            call: Arc::new(Call::default()),
+            _counted: Counted::new(&self.stats, |s| &s.streams),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Call {
+    st: Mutex<CallState>,
+}
+
+#[derive(Default)]
+struct CallState {
+    seq: Option<i32>,
+    sent: bool,
+    reply: Option<Result<Bytes, Status>>,
+    delivered: bool,
+    metadata: Option<Metadata>,
+    waker: Option<Waker>,
+    header_waker: Option<Waker>,
+}
+
+impl Call {
+    fn complete(&self, outcome: Result<Bytes, Status>) {
+        let mut st = lock(&self.st);
+        if st.reply.is_none() {
+            st.reply = Some(outcome);
+        }
+        st.metadata.get_or_insert_with(Metadata::new);
+        if let Some(w) = st.waker.take() {
+            w.wake();
+        }
+        if let Some(w) = st.header_waker.take() {
+            w.wake();
+        }
+    }
+
+    fn set_metadata(&self, md: Metadata) {
+        lock(&self.st).metadata = Some(md);
+    }
+}
+
+/// One unary call as a raw client stream.
+struct UnaryClient {
+    conn: Arc<UnaryConn>,
+    ctx_method: &'static str,
+    service: &'static str,
+    metadata: Metadata,
+    timeout: Option<Duration>,
+    call: Arc<Call>,
+    _counted: Counted,
+}
+
+impl ClientStreamRaw for UnaryClient {
+    fn poll_send_ready(&self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        if lock(&self.call.st).sent {
+            return Poll::Ready(Err(Error::SendAfterClose.into()));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        let mut st = lock(&self.call.st);
+        if st.sent {
+            return Err(Error::SendAfterClose.into());
+        }
+        let conn = &self.conn;
+        let seq = loop {
+            let s = conn.next_seq.fetch_add(1, Ordering::Relaxed);
+            if s > 0 {
+                break s;
+            }
+            let _ = conn.next_seq.compare_exchange(
+                s.wrapping_add(1),
+                1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        };
+        let mut packet = Packet::new(
+            if conn.mode == UnaryMode::Mux {
+                FLAGS_MUX
+            } else {
+                0
+            },
+            seq,
+            ProtocolId::ThriftBinary,
+        );
+        packet
+            .headers
+            .push_str(str_key::IDL_SERVICE_NAME, self.service);
+        packet.headers.str_kvs.extend(str_kvs(&self.metadata));
+        if let Some(t) = self.timeout {
+            let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1);
+            packet
+                .headers
+                .push_int(int_key::RPC_TIMEOUT, ms.to_string());
+        }
+        let header = MessageHeader {
+            name: self.ctx_method.to_owned(),
+            kind: MessageType::Call,
+            seq_id: seq,
+        };
+        lock(&conn.pending).insert(seq, self.call.clone());
+        let max = conn.limits.max_frame_size;
+        let written = conn.write.append(|buf| {
+            write_packet(buf, &packet, conn.framing, &header, max, |b| msg.encode(b))
+        });
+        match written {
+            Ok(Ok(())) => {
+                st.seq = Some(seq);
+                st.sent = true;
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                lock(&conn.pending).remove(&seq);
+                Err(e)
+            }
+            Err(_) => {
+                lock(&conn.pending).remove(&seq);
+                Err(conn
+                    .lost
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| Status::unavailable("connection closed")))
+            }
+        }
+    }
+
+    fn close_send(&self) -> Result<(), Status> {
+        // The request went out whole with `send`; there is nothing more to close.
+        Ok(())
+    }
+
+    fn poll_header(&self, cx: &mut Context<'_>) -> Poll<Result<Metadata, Status>> {
+        let mut st = lock(&self.call.st);
+        if let Some(md) = &st.metadata {
+            return Poll::Ready(Ok(md.clone()));
+        }
+        st.header_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
+        let mut st = lock(&self.call.st);
+        match &st.reply {
+            None => {
+                st.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Some(Err(e)) => Poll::Ready(Err(e.clone())),
+            Some(Ok(_)) if st.delivered => Poll::Ready(Ok(None)),
+            Some(Ok(b)) => {
+                let b = b.clone();
+                st.delivered = true;
+                Poll::Ready(Ok(Some(b)))
+            }
+        }
+    }
+
+    fn trailer(&self) -> Option<Metadata> {
+        let st = lock(&self.call.st);
+        st.reply.as_ref().and(st.metadata.clone())
+    }
+
+    fn cancel(&self, status: &Status) {
+        let seq = {
+            let mut st = lock(&self.call.st);
+            if st.reply.is_some() {
+                return;
+            }
+            st.reply = Some(Err(status.clone()));
+            st.seq
+        };
+        if let Some(seq) = seq {
+            let was_pending = lock(&self.conn.pending).remove(&seq).is_some();
+            // Plain mode: the reply will still arrive on this connection and would be taken
+            // for the next call's; the connection cannot be reused.
+            if was_pending && self.conn.mode == UnaryMode::Plain {
+                self.conn
+                    .fail(Status::cancelled("a call on this connection was abandoned"));
+            }
+        }
+    }
+}
+
+impl Drop for UnaryClient {
+    fn drop(&mut self) {
+        self.cancel(&Status::cancelled("the client dropped the call"));
+        self.conn.release();
+    }
+}
+
+// ------------------------------------------------------------------------------------ server
+
+/// Serves unary calls on an accepted connection until it closes.
+pub(crate) struct UnaryServerConn {
+    limits: Limits,
+    write: WriteQueue,
+    server: Server,
+    peer: Option<Peer>,
+    draining: AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+    idle: Notify,
+    stats: Arc<Stats>,
+    lost: OnceLock<Status>,
+    calls: Mutex<Vec<std::sync::Weak<ServerCallState>>>,
+    _counted: Counted,
+}
+
+impl UnaryServerConn {
+    pub(crate) fn start(
+        io: Io,
+        prefix: BytesMut,
+        limits: Limits,
+        peer: Option<Peer>,
+        stats: &Arc<Stats>,
+        server: Server,
+    ) -> Arc<UnaryServerConn> {
+        let conn = Arc::new(UnaryServerConn {
+            write: WriteQueue::new(limits.write_buffer),
+            limits,
+            server,
+            peer,
+            draining: AtomicBool::new(false),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            idle: Notify::new(),
+            stats: stats.clone(),
+            lost: OnceLock::new(),
+            calls: Mutex::new(Vec::new()),
+            _counted: Counted::new(stats, |s| &s.connections),
+        });
+        let (rd, wr) = io.into_split();
+        let writer = conn.clone();
+        tokio::spawn(async move {
+            let _ = writer.write.run_writer(wr).await;
+            writer.fail(Status::unavailable("connection closed"));
+        });
+        let reader = conn.clone();
+        tokio::spawn(async move {
+            let status = reader.run_reader(rd, prefix).await;
+            reader.fail(status);
+        });
+        conn
+    }
+
+    fn fail(&self, status: Status) {
+        if self.lost.set(status.clone()).is_err() {
+            return;
+        }
+        self.write.close();
+        for c in lock(&self.calls).drain(..) {
+            if let Some(c) = c.upgrade() {
+                let mut st = lock(&c.st);
+                st.cancelled.get_or_insert(status.clone());
+                if let Some(w) = st.cancel_waker.take() {
+                    w.wake();
+                }
+            }
+        }
+        self.idle.notify_waiters();
+    }
+
+    /// Graceful shutdown: later replies carry `crrst`; resolves when no call is in flight.
+    pub(crate) async fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        loop {
+            let idle = self.idle.notified();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.write.close();
+    }
+
+    async fn run_reader(self: &Arc<Self>, mut rd: ReadHalf, mut buf: BytesMut) -> Status {
+        let limits = self.limits.proto();
+        loop {
+            loop {
+                match Packet::decode(&mut buf, &limits) {
+                    Ok(Some(p)) => {
+                        if let Err(s) = self.on_call(p) {
+                            return s;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(peer = ?self.peer, error = %e, "malformed TTHeader frame; closing the connection");
+                        return Status::internal(format!("malformed frame: {e}"));
+                    }
+                }
+            }
+            match rd.read_buf(&mut buf).await {
+                Ok(0) => return Status::unavailable("connection closed by peer"),
+                Ok(_) => {}
+                Err(e) => return Status::unavailable(format!("read failed: {e}")),
+            }
+        }
+    }
+
+    fn on_call(self: &Arc<Self>, packet: Packet) -> Result<(), Status> {
+        if packet.protocol != ProtocolId::ThriftBinary
+            && packet.protocol != ProtocolId::ThriftCompactV2
+        {
+            return Err(Status::internal(format!(
+                "unsupported protocol {:?} on a unary connection",
+                packet.protocol
+            )));
+        }
+        let seq_id = packet.seq_id;
+        let flags = packet.flags;
+        let msg = match parse(packet) {
+            Ok(m) => m,
+            Err(e) => return Err(Status::internal(format!("malformed call: {e}"))),
+        };
+        let oneway = match msg.header.kind {
+            MessageType::Call => false,
+            MessageType::Oneway => true,
+            other => {
+                return Err(Status::internal(format!(
+                    "unexpected {other:?} message from a client"
+                )))
+            }
+        };
+        let reply_to = ReplyTo {
+            flags: flags & FLAGS_MUX,
+            seq: if msg.header.seq_id != 0 {
+                msg.header.seq_id
+            } else {
+                seq_id
+            },
+            framing: msg.framing,
+            method: msg.header.name.clone(),
+            oneway,
+        };
+        let service = msg
+            .headers
+            .get_str(str_key::IDL_SERVICE_NAME)
+            .unwrap_or_default()
+            .to_owned();
+        let route = match self.server.resolve(&service, &msg.header.name) {
+            Ok(r) => r,
+            Err(status) => {
+                let known = service.is_empty()
+                    || self
+                        .server
+                        .services()
+                        .any(|s| s.full_name == service || s.name == service);
+                let kind = if known {
+                    ApplicationException::UNKNOWN_METHOD
+                } else {
+                    ApplicationException::UNKNOWN_SERVICE
+                };
+                self.reply(
+                    &reply_to,
+                    &Metadata::new(),
+                    Err(&status.with_transport_code(kind)),
+                );
+                return Ok(());
+            }
+        };
+        let deadline = msg
+            .headers
+            .get_int_decimal(int_key::RPC_TIMEOUT)
+            .filter(|ms| *ms > 0)
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        let incoming = IncomingStream::new(service, msg.header.name.clone())
+            .with_metadata(metadata_of(&msg.headers))
+            .with_deadline(deadline)
+            .with_peer(self.peer.clone());
+        let state = Arc::new(ServerCallState {
+            st: Mutex::new(ServerCallInner {
+                request: Some(msg.body),
+                response: None,
+                header: Metadata::new(),
+                cancelled: None,
+                cancel_waker: None,
+                finished: false,
+            }),
+        });
+        {
+            let mut calls = lock(&self.calls);
+            calls.retain(|w| w.strong_count() > 0);
+            calls.push(Arc::downgrade(&state));
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let raw = Arc::new(UnaryServer {
+            conn: self.clone(),
+            reply_to,
+            state,
+            _counted: Counted::new(&self.stats, |s| &s.streams),
+        });
+        self.server.dispatch_route(route, incoming, raw);
+        Ok(())
+    }
+
+    fn reply(&self, to: &ReplyTo, md: &Metadata, outcome: Result<&Bytes, &Status>) {
+        if to.oneway {
+            return;
+        }
+        let mut packet = Packet::new(to.flags, to.seq, ProtocolId::ThriftBinary);
+        packet.headers.str_kvs.extend(str_kvs(md));
+        if self.draining.load(Ordering::Acquire) {
+            packet.headers.push_str(str_key::CONN_RESET, "1");
+        }
+        let (kind, body): (MessageType, Result<Bytes, ApplicationException>) = match outcome {
+            Ok(b) => (MessageType::Reply, Ok(b.clone())),
+            Err(status) => {
+                if let Some(biz) = biz_of(status) {
+                    // A business status travels on a normal REPLY with an empty Result struct.
+                    biz.push_to(&mut packet.headers);
+                    (MessageType::Reply, Ok(Bytes::from_static(&[0])))
+                } else {
+                    packet.headers.str_kvs.extend(str_kvs(status.metadata()));
+                    packet
+                        .headers
+                        .push_str(RPC_CODE_KEY, status.code().as_i32().to_string());
+                    (MessageType::Exception, Err(unary_exception_of(status)))
+                }
+            }
+        };
+        let header = MessageHeader {
+            name: to.method.clone(),
+            kind,
+            seq_id: to.seq,
+        };
+        let max = self.limits.max_frame_size;
+        let res = self.write.append(|buf| {
+            write_packet(buf, &packet, to.framing, &header, max, |b| match &body {
+                Ok(bytes) => {
+                    b.extend_from_slice(bytes);
+                    Ok(())
+                }
+                Err(exc) => exc
+                    .encode(b)
+                    .map_err(|e| Status::internal(format!("encode exception: {e}"))),
+            })
+        });
+        if let Ok(Err(e)) = res {
+            tracing::warn!(error = %e, "could not write a reply");
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ReplyTo {
+    flags: u16,
+    seq: i32,
+    framing: Framing,
+    method: String,
+    oneway: bool,
+}
+
+struct ServerCallState {
+    st: Mutex<ServerCallInner>,
+}
+
+struct ServerCallInner {
+    request: Option<Bytes>,
+    response: Option<Bytes>,
+    header: Metadata,
+    cancelled: Option<Status>,
+    cancel_waker: Option<Waker>,
+    finished: bool,
+}
+
+/// One unary call as a raw server stream: the request is the only message, then EOF; the
+/// response is held until `finish`, when the one REPLY carries it with all metadata.
+struct UnaryServer {
+    conn: Arc<UnaryServerConn>,
+    reply_to: ReplyTo,
+    state: Arc<ServerCallState>,
+    _counted: Counted,
+}
+
+impl ServerStreamRaw for UnaryServer {
+    fn poll_send_ready(&self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        let st = lock(&self.state.st);
+        if let Some(c) = &st.cancelled {
+            return Poll::Ready(Err(c.clone()));
+        }
+        if st.finished || st.response.is_some() {
+            return Poll::Ready(Err(Error::StreamFinished.into()));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        let mut buf = BytesMut::with_capacity(msg.encoded_len().unwrap_or(128));
+        msg.encode(&mut buf)?;
+        let mut st = lock(&self.state.st);
+        if st.finished || st.response.is_some() {
+            return Err(Error::StreamFinished.into());
+        }
+        st.response = Some(buf.freeze());
+        Ok(())
+    }
+
+    fn send_header(&self, header: Metadata) -> Result<(), Status> {
+        lock(&self.state.st).header.extend(header);
+        Ok(())
+    }
+
+    fn poll_recv(&self, _cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
+        let mut st = lock(&self.state.st);
+        if let Some(c) = &st.cancelled {
+            return Poll::Ready(Err(c.clone()));
+        }
+        Poll::Ready(Ok(st.request.take()))
+    }
+
+    fn finish(&self, header: Option<Metadata>, status: Status, trailer: Metadata) {
+        let (md, response) = {
+            let mut st = lock(&self.state.st);
+            if st.finished {
+                return;
+            }
+            st.finished = true;
+            let mut md = std::mem::take(&mut st.header);
+            if let Some(h) = header {
+                md.extend(h);
+            }
+            md.extend(trailer);
+            (md, st.response.take())
+        };
+        if self.conn.lost.get().is_none() {
+            match (status.is_ok(), response) {
+                (true, Some(body)) => self.conn.reply(&self.reply_to, &md, Ok(&body)),
+                (true, None) => self.conn.reply(
+                    &self.reply_to,
+                    &md,
+                    Err(&Status::internal("handler returned no response")
+                        .with_transport_code(ApplicationException::MISSING_RESULT)),
+                ),
+                (false, _) => self.conn.reply(&self.reply_to, &md, Err(&status)),
+            }
+        }
+        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.conn.idle.notify_waiters();
+        }
+    }
+
+    fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<Status> {
+        let mut st = lock(&self.state.st);
+        if let Some(c) = &st.cancelled {
+            return Poll::Ready(c.clone());
+        }
+        st.cancel_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for UnaryServer {
+    fn drop(&mut self) {
+        self.finish(
+            None,
+            Status::internal("the server dropped the call"),
+            Metadata::new(),
+        );
+    }
+}
