@@ -1,0 +1,61 @@
+//! Interop tests of our TTHeader transport against a peer we did not write:
+//! [volo-thrift](https://github.com/cloudwego/volo), CloudWeGo's Rust Thrift framework.
+//!
+//! ```sh
+//! cargo test -p interop-tests
+//! ```
+//!
+//! # Layout
+//!
+//! - [`echo`]: the volo-generated types and stubs of the echo service (`idl/echo.thrift`, a copy
+//!   of the shared contract), written by `volo-build` from `build.rs`.
+//! - [`volo_peer`]: a volo-thrift echo server implementing the contract of the echo service, and
+//!   a volo-thrift client, each configurable for TTHeader + framed or TTHeader + unframed
+//!   binary payloads.
+//! - [`proxy`]: a recording TCP proxy, to see the exact bytes two peers exchange.
+//! - [`wire`]: a small TTHeader reader for those bytes, independent of our transport's codec.
+//! - `tests/`: the interop checks themselves; `tests/data/` holds the frames captured from
+//!   volo-thrift 0.12.7 peers (copied from the shared vectors).
+//!
+//! The volo side is built with volo's own code generator and codecs (no default features), so
+//! it behaves as a volo user's service does.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use interop_tests::volo_peer::{self, Framing, VoloServer};
+//!
+//! let server = VoloServer::start(Framing::Framed).await?;
+//! let client = volo_peer::client(server.local_addr(), Framing::Framed);
+//! let reply = client
+//!     .ping_pong(interop_tests::echo::Request {
+//!         message: "hi".into(),
+//!         ..Default::default()
+//!     })
+//!     .await;
+//! # drop(reply);
+//! # Ok(())
+//! # }
+//! ```
+
+/// The code written by volo-build. It is not ours to lint: it has `unsafe` blocks (volo's
+/// zero-copy binary protocol), no docs and its own style.
+#[allow(
+    unsafe_code,
+    missing_docs,
+    unreachable_pub,
+    rust_2018_idioms,
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
+)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/volo_gen.rs"));
+}
+
+/// The echo service as volo-build generates it: `Request`, `Response`, `EchoError`, the
+/// `TestService` server trait, `TestServiceServer`, `TestServiceClient` and
+/// `TestServiceClientBuilder`, and the Args/Result wrappers.
+pub use generated::volo_gen::echo;
+
+pub mod proxy;
+pub mod volo_peer;
+pub mod wire;
