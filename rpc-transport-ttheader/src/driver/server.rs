@@ -83,6 +83,20 @@ impl ServeHandle {
     /// open calls finish within `grace`, then close every connection.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.stop.send(true);
+        // Mark open connections before the listener goes away, so anyone who sees connects
+        // refused also sees `crrst` and refusals on the existing connections.
+        for c in self
+            .shared
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            match c {
+                Served::Stream(w) => w.upgrade().iter().for_each(|c| c.start_drain()),
+                Served::Unary(w) => w.upgrade().iter().for_each(|c| c.start_drain()),
+            }
+        }
         let _ = self.accept.await;
         if let Some(p) = &self.path {
             let _ = std::fs::remove_file(p);

@@ -148,9 +148,14 @@ impl Conn {
         lock(&self.streams).len()
     }
 
+    /// Server shutdown begins: new streams are refused from now on.
+    pub(crate) fn start_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
     /// Server shutdown: refuse new streams; resolves once the open ones ended.
     pub(crate) async fn drain(&self) {
-        self.draining.store(true, Ordering::Release);
+        self.start_drain();
         loop {
             let idle = self.idle.notified();
             if self.stream_count() == 0 {
@@ -421,6 +426,8 @@ struct Inner {
     cancel_waker: Option<Waker>,
     /// Server: `finish` ran. Client: `cancel` ran.
     done_locally: bool,
+    /// Server: the peer broke the stream's rules; unlike a Rst, it still gets a Trailer.
+    stream_error: bool,
 }
 
 impl Inner {
@@ -462,6 +469,7 @@ impl Stream {
                 cancelled: None,
                 cancel_waker: None,
                 done_locally: false,
+                stream_error: false,
             }),
             _counted: Counted::new(&conn.stats, |s| &s.streams),
         })
@@ -564,6 +572,7 @@ impl Stream {
                 match self.conn.role {
                     Role::Server => {
                         st.cancelled.get_or_insert(status);
+                        st.stream_error = true;
                         st.wake_all();
                     }
                     Role::Client => {
@@ -830,7 +839,7 @@ impl ServerStreamRaw for ServerHandle {
             return;
         }
         st.done_locally = true;
-        if st.cancelled.is_none() {
+        if st.cancelled.is_none() || st.stream_error {
             // spec §3.5: the Header goes first even when the handler failed before any data
             // (Kitex issue #1887).
             if !st.sm.header_sent() {

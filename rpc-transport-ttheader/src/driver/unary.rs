@@ -587,9 +587,14 @@ impl UnaryServerConn {
         self.idle.notify_waiters();
     }
 
+    /// Shutdown begins: replies from now on carry `crrst`.
+    pub(crate) fn start_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
     /// Graceful shutdown: later replies carry `crrst`; resolves when no call is in flight.
     pub(crate) async fn drain(&self) {
-        self.draining.store(true, Ordering::Release);
+        self.start_drain();
         loop {
             let idle = self.idle.notified();
             if self.in_flight.load(Ordering::Acquire) == 0 {

@@ -253,6 +253,10 @@ where
                         this.report(Event::Ended(s.clone()));
                         return Err(s);
                     }
+                    "gate" => {
+                        this.report(Event::Got(req.n()));
+                        this.gate.notified().await;
+                    }
                     _ => {}
                 }
                 if let Some(v) = ctx.metadata().get_str("x-echo") {

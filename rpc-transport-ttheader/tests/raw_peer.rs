@@ -1,0 +1,195 @@
+//! The server driven by a hand-rolled peer that writes frames byte by byte, as a Kitex client
+//! would: stream errors stay stream errors, unknown streams are ignored, shutdown says `crrst`.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rpc_core::codec::encode_to_bytes;
+use rpc_core::ThriftCodec;
+use rpc_transport_ttheader::proto::keys::{kitex_code, str_key};
+use rpc_transport_ttheader::proto::{
+    FrameKind, Limits, MessageHeader, MessageType, Packet, ProtocolId, StreamFrame, StreamProtocol,
+};
+use rpc_transport_ttheader::{serve_tcp, ServerConfig};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Peer {
+    sock: TcpStream,
+    buf: BytesMut,
+}
+
+impl Peer {
+    async fn connect(addr: std::net::SocketAddr) -> Peer {
+        Peer {
+            sock: TcpStream::connect(addr).await.unwrap(),
+            buf: BytesMut::new(),
+        }
+    }
+
+    async fn send(&mut self, f: StreamFrame) {
+        let mut b = BytesMut::new();
+        f.encode(&mut b).unwrap();
+        self.sock.write_all(&b).await.unwrap();
+    }
+
+    async fn frame(&mut self) -> StreamFrame {
+        within(async {
+            loop {
+                if let Some(f) = StreamFrame::decode(&mut self.buf, &Limits::default()).unwrap() {
+                    return f;
+                }
+                let n = self.sock.read_buf(&mut self.buf).await.unwrap();
+                assert!(n > 0, "connection closed");
+            }
+        })
+        .await
+    }
+
+    async fn packet(&mut self) -> Packet {
+        within(async {
+            loop {
+                if let Some(p) = Packet::decode(&mut self.buf, &Limits::default()).unwrap() {
+                    return p;
+                }
+                let n = self.sock.read_buf(&mut self.buf).await.unwrap();
+                assert!(n > 0, "connection closed");
+            }
+        })
+        .await
+    }
+}
+
+fn data(id: i32, text: &str, n: i64) -> StreamFrame {
+    let body = encode_to_bytes::<ThriftCodec, TMsg>(&msg(text, n)).unwrap();
+    StreamFrame::data(id, "Chat", StreamProtocol::Thrift, body)
+}
+
+fn open(id: i32) -> StreamFrame {
+    StreamFrame::client_header(id, "Chat", StreamProtocol::Thrift, "ThTest", [], None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_header_is_a_stream_error_and_unknown_streams_are_ignored() {
+    let (server, _probe) = server();
+    let h = serve_tcp(
+        server,
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut peer = Peer::connect(h.local_addr().unwrap()).await;
+
+    // Stream ids need not start at 1 nor be in order (Kitex uses a process-wide counter).
+    peer.send(open(7)).await;
+    peer.send(data(7, "a", 1)).await;
+    let hdr = peer.frame().await;
+    assert_eq!((hdr.kind, hdr.stream_id), (FrameKind::Header, 7));
+    let d = peer.frame().await;
+    assert_eq!((d.kind, d.stream_id), (FrameKind::Data, 7));
+
+    // Frames for a stream that does not exist are ignored: nothing comes back, nothing breaks.
+    peer.send(data(99, "ghost", 0)).await;
+    // A second Header on stream 7 ends stream 7 only.
+    peer.send(open(7)).await;
+    let t = peer.frame().await;
+    assert_eq!((t.kind, t.stream_id), (FrameKind::Trailer, 7));
+    let (_, exc) =
+        rpc_transport_ttheader::proto::thrift_msg::decode_exception_message(&t.payload).unwrap();
+    assert_eq!(exc.kind, kitex_code::UNEXPECTED_HEADER);
+
+    // The connection still serves new streams.
+    peer.send(open(3)).await;
+    peer.send(data(3, "b", 2)).await;
+    peer.send(StreamFrame::close_send(3, "Chat", StreamProtocol::Thrift))
+        .await;
+    let kinds: Vec<_> = [peer.frame().await, peer.frame().await, peer.frame().await]
+        .iter()
+        .map(|f| (f.kind, f.stream_id))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (FrameKind::Header, 3),
+            (FrameKind::Data, 3),
+            (FrameKind::Trailer, 3)
+        ]
+    );
+    h.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_replies_in_the_request_form_and_say_crrst_during_shutdown() {
+    let (server, mut probe) = server();
+    let h = serve_tcp(
+        server,
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut peer = Peer::connect(h.local_addr().unwrap()).await;
+    let call = |seq: i32, text: &str, framed: bool| {
+        let mut payload = BytesMut::new();
+        MessageHeader {
+            name: "Echo".into(),
+            kind: MessageType::Call,
+            seq_id: seq,
+        }
+        .encode(&mut payload)
+        .unwrap();
+        payload.extend_from_slice(
+            &encode_to_bytes::<ThriftCodec, TMsg>(&msg(text, seq.into())).unwrap(),
+        );
+        let payload = if framed {
+            let mut f = BytesMut::new();
+            f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            f.extend_from_slice(&payload);
+            f
+        } else {
+            payload
+        };
+        let mut p = Packet::new(0, seq, ProtocolId::ThriftBinary);
+        p.headers.push_str(str_key::IDL_SERVICE_NAME, "ThTest");
+        p.payload = Bytes::from(payload);
+        let mut wire = BytesMut::new();
+        p.encode(&mut wire).unwrap();
+        wire
+    };
+    // framed request → framed reply with the same seqid
+    peer.sock.write_all(&call(5, "x", true)).await.unwrap();
+    let reply = peer.packet().await;
+    assert_eq!(reply.seq_id, 5);
+    let len = u32::from_be_bytes(reply.payload[..4].try_into().unwrap()) as usize;
+    assert_eq!(len, reply.payload.len() - 4, "framed like the request");
+    let (mh, _) = MessageHeader::decode(&reply.payload[4..]).unwrap();
+    assert_eq!(
+        (mh.kind, mh.seq_id, mh.name.as_str()),
+        (MessageType::Reply, 5, "Echo")
+    );
+    assert!(reply.headers.get_str(str_key::CONN_RESET).is_none());
+
+    // A call in flight when shutdown starts is answered, with crrst.
+    peer.sock.write_all(&call(6, "gate", false)).await.unwrap();
+    assert!(matches!(probe.event().await, Event::Got(6)));
+    let addr = h.local_addr().unwrap();
+    let shutdown = tokio::spawn(h.shutdown(Duration::from_secs(5)));
+    // Once new connections are refused, open connections are draining: release the handler.
+    within(async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    probe.gate.notify_one();
+    let reply = peer.packet().await;
+    assert_eq!(reply.seq_id, 6);
+    let (mh, _) = MessageHeader::decode(&reply.payload).unwrap();
+    assert_eq!(mh.kind, MessageType::Reply, "unframed like the request");
+    assert_eq!(reply.headers.get_str(str_key::CONN_RESET), Some("1"));
+    within(shutdown).await.unwrap();
+}
