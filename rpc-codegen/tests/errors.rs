@@ -20,7 +20,7 @@ fn dir_with(test: &str, files: &[(&str, &str)]) -> PathBuf {
 fn idl_error(test: &str, main: &str, files: &[(&str, &str)]) -> IdlError {
     let dir = dir_with(test, files);
     let err = Builder::new()
-        .generate(&dir.join(main), &[dir.clone()])
+        .generate(&dir.join(main), std::slice::from_ref(&dir))
         .expect_err("the IDL is invalid");
     match err {
         Error::Idl(e) => e,
