@@ -1,1 +1,51 @@
-//! The echo service used by the demo, the end-to-end tests and the benchmarks.
+//! The echo service of `../shared/echo/README.md` (the contract every example, end-to-end test,
+//! benchmark and interop check relies on), generated from `idl/echo.thrift` and
+//! `idl/echo.proto` by `build.rs` through `rpc-codegen`.
+//!
+//! ```text
+//! cargo run --release -p examples --bin echo
+//! ```
+//!
+//! runs all four modes for both IDLs over every transport available and prints a table.
+//!
+//! # Layout
+//!
+//! * [`thrift`] / [`proto`] — the generated code (types, `TestService` trait,
+//!   `TestServiceServer`, `TestServiceClient`).
+//! * [`Echo`] — the service, implementing both generated traits with the same behaviour,
+//!   including the test hooks (`sleep_ms`, `fail`).
+//! * [`idl`] — [`EchoIdl`]: what the checks need from each IDL flavour, so every check is
+//!   written once for both.
+//! * [`check`] — the client side of the contract: one scenario per mode, verified.
+//! * [`transport`] — the transports the demo runs over, one row each.
+//!
+//! ```
+//! use examples::{check, idl::Thrift, transport::Transport, EchoIdl};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let client = Transport::InProc.connect(Thrift::server()).await.unwrap();
+//! let client = Thrift::client(client);
+//! for (mode, outcome) in check::run_all::<Thrift>(&client).await {
+//!     assert!(outcome.result.is_ok(), "{mode}: {outcome:?}");
+//! }
+//! # }
+//! ```
+
+pub mod check;
+pub mod idl;
+mod service;
+pub mod transport;
+
+pub use idl::EchoIdl;
+pub use service::{Echo, EchoRequest, EchoResponse, DECLARED_PREFIX, DEFAULT_REPEAT};
+
+/// The code generated from `idl/echo.thrift` (thrift binary payloads).
+pub mod thrift {
+    rpc_core::include_generated!("echo");
+}
+
+/// The code generated from `idl/echo.proto` (protobuf payloads).
+pub mod proto {
+    rpc_core::include_generated!("echo_proto");
+}

@@ -1,0 +1,22 @@
+//! Generates the echo service stubs from `idl/` into `OUT_DIR`: `echo.rs` from the thrift IDL
+//! and `echo_proto.rs` from the proto IDL (same stem, so the proto output is renamed).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let result = rpc_codegen::Builder::new()
+        .compile(&["idl/echo.thrift"], &["idl"])
+        .and_then(|_| {
+            rpc_codegen::Builder::new()
+                .output_name("echo_proto")
+                .compile(&["idl/echo.proto"], &["idl"])
+        });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with file:line:column, as cargo shows a build script's stderr.
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
