@@ -32,14 +32,14 @@
 //! * `TEST_SERVICE_METHODS` / `TEST_SERVICE_DESCRIPTOR` — the static descriptors
 //!   (package = thrift namespace / proto package, path `/pkg.Service/Method`).
 //!
-//! Thrift types become Rust structs, enums (unions), newtype enums and aliases implementing
-//! `thrift::protocol::TSerializable`; proto messages are prost's. The layout of a generated
-//! file and the rules of each frontend are described in [`gen`], [`thrift`](crate::Builder)
-//! and [`proto`](crate::Builder) sections below.
+//! Thrift types become Rust structs, enums (unions), open newtype enums and aliases
+//! implementing `thrift::protocol::TSerializable`; proto messages are prost's. How a generated
+//! file is laid out is described in [`gen`].
 //!
 //! # Layout
 //!
-//! * [`Builder`] — the build.rs API (and [`load`] + [`generate`] for other drivers).
+//! * [`Builder`] — the build.rs API (and [`load`] + [`generate`] for other drivers); the
+//!   `rpc-codegen` binary (`src/main.rs`) is a thin CLI over it.
 //! * [`ir`] — the IR both frontends produce.
 //! * `thrift` — the thrift frontend: a hand-written parser with spans (why: see below),
 //!   include resolution, name resolution and checks.

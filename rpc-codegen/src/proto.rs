@@ -24,15 +24,22 @@ pub(crate) fn load(root: &Path, include_dirs: &[PathBuf]) -> Result<Ir, Error> {
     if !root.is_file() {
         return Err(Error::NotFound(root.to_path_buf()));
     }
+    // protox names files relative to an include directory; a root outside all of them is
+    // found through its own directory (as for thrift).
     let mut includes = include_dirs.to_vec();
-    if includes.is_empty() {
+    let under = |dir: &Path| match (std::fs::canonicalize(dir), std::fs::canonicalize(root)) {
+        (Ok(d), Ok(r)) => r.starts_with(d),
+        _ => false,
+    };
+    if !includes.iter().any(|d| under(d)) {
         includes.push(root.parent().map(Path::to_path_buf).unwrap_or_default());
     }
-    let mut compiler = protox::Compiler::new(&includes).map_err(|e| convert(&e, &includes))?;
+    let mut compiler =
+        protox::Compiler::new(&includes).map_err(|e| convert(&e, &includes, root))?;
     compiler.include_imports(true).include_source_info(true);
     compiler
         .open_file(root)
-        .map_err(|e| convert(&e, &includes))?;
+        .map_err(|e| convert(&e, &includes, root))?;
     let files: Vec<PathBuf> = compiler
         .files()
         .filter_map(|f| f.path().map(Path::to_path_buf))
@@ -248,7 +255,7 @@ impl Origins {
 }
 
 /// A protox error as an [`IdlError`] with the place its diagnostic labels.
-fn convert(e: &protox::Error, includes: &[PathBuf]) -> Error {
+fn convert(e: &protox::Error, includes: &[PathBuf], root: &Path) -> Error {
     let message = e.to_string();
     let kind = if e.is_file_not_found() {
         match message.split('\'').nth(1) {
@@ -285,16 +292,11 @@ fn convert(e: &protox::Error, includes: &[PathBuf]) -> Error {
                 line: 1,
                 column: 1,
             },
-            None => {
-                return Error::Idl(IdlError {
-                    location: Location {
-                        file: PathBuf::new(),
-                        line: 1,
-                        column: 1,
-                    },
-                    kind,
-                })
-            }
+            None => Location {
+                file: root.to_path_buf(),
+                line: 1,
+                column: 1,
+            },
         },
     };
     Error::Idl(IdlError { location, kind })

@@ -290,3 +290,25 @@ fn builder_errors() {
         .unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "{err}");
 }
+
+#[test]
+fn proto_root_outside_the_include_dirs_is_found_through_its_directory() {
+    let dir = dir_with(
+        "proto-outside",
+        &[
+            (
+                "src/a.proto",
+                "syntax = \"proto3\";\npackage a;\nimport \"b.proto\";\nmessage A { b.B b = 1; }\n",
+            ),
+            (
+                "lib/b.proto",
+                "syntax = \"proto3\";\npackage b;\nmessage B {}\n",
+            ),
+        ],
+    );
+    let file = Builder::new()
+        .generate(&dir.join("src/a.proto"), &[dir.join("lib")])
+        .unwrap();
+    assert!(file.code.contains("pub mod b"), "{}", file.code);
+    assert_eq!(file.inputs.len(), 2);
+}

@@ -356,6 +356,7 @@ async fn descriptors_follow_the_idl() {
         ["Ping", "Get", "Fire", "Walk", "Collect", "Chat", "Single"]
     );
     assert_eq!(sink_proto::SINK_DESCRIPTOR.full_name, "acme.sink.Sink");
+    assert!(sink_thrift::EMPTY_DESCRIPTOR.methods.is_empty());
 }
 
 // ---- kitchen_sink.thrift: multiple arguments, void, several exceptions, extends ----------
@@ -535,6 +536,19 @@ async fn thrift_kitchen_sink_service() {
         ..Default::default()
     };
     assert_eq!(client.single(n.clone()).await.unwrap(), n);
+}
+
+struct Nothing;
+
+impl sink_thrift::Empty for Nothing {}
+
+#[tokio::test]
+async fn a_service_without_methods_answers_unimplemented() {
+    let server = Server::builder()
+        .add_service(sink_thrift::EmptyServer::new(Nothing))
+        .build();
+    let client = sink_thrift::ChildClient::new(client_for(server));
+    assert_eq!(client.ping().await.unwrap_err().code(), Code::Unimplemented);
 }
 
 #[test]

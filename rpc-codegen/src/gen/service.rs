@@ -168,6 +168,28 @@ impl<'a> Cx<'a> {
              `rpc_core::ServerBuilder::add_service`."
         );
         let unknown = format!("{full}: no method with index {{}}");
+        let body = if s.methods.is_empty() {
+            quote! {
+                let index = call.method_index();
+                ::std::boxed::Box::pin(async move {
+                    ::core::result::Result::Err(#rc::Status::unimplemented(
+                        ::std::format!(#unknown, index),
+                    ))
+                })
+            }
+        } else {
+            quote! {
+                let inner = ::core::clone::Clone::clone(&self.inner);
+                ::std::boxed::Box::pin(async move {
+                    match call.method_index() {
+                        #(#arms)*
+                        other => ::core::result::Result::Err(#rc::Status::unimplemented(
+                            ::std::format!(#unknown, other),
+                        )),
+                    }
+                })
+            }
+        };
         items.extend(quote! {
             #[doc = #server_doc]
             pub struct #server<T> {
@@ -212,15 +234,7 @@ impl<'a> Cx<'a> {
                     &self,
                     call: #rc::ServerCall,
                 ) -> #rc::BoxFuture<'static, ::core::result::Result<(), #rc::Status>> {
-                    let inner = ::core::clone::Clone::clone(&self.inner);
-                    ::std::boxed::Box::pin(async move {
-                        match call.method_index() {
-                            #(#arms)*
-                            other => ::core::result::Result::Err(#rc::Status::unimplemented(
-                                ::std::format!(#unknown, other),
-                            )),
-                        }
-                    })
+                    #body
                 }
             }
         });

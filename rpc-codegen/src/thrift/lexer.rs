@@ -89,6 +89,15 @@ impl Lexer<'_> {
         self.pos += 1;
     }
 
+    /// At `+`, `-` or `.`: whether a number starts here (`-1`, `+.5`, `.5`).
+    fn starts_number(&self) -> bool {
+        let digit = |ahead| self.peek(ahead).is_some_and(|d: u8| d.is_ascii_digit());
+        match self.peek(0) {
+            Some(b'.') => digit(1),
+            _ => digit(1) || (self.peek(1) == Some(b'.') && digit(2)),
+        }
+    }
+
     fn run(&mut self) -> Result<(), (usize, IdlErrorKind)> {
         while let Some(c) = self.peek(0) {
             let start = self.pos;
@@ -106,12 +115,7 @@ impl Lexer<'_> {
                     let t = self.number()?;
                     self.push(t, start, line);
                 }
-                b'+' | b'-' | b'.'
-                    if self.peek(1).is_some_and(|d| d.is_ascii_digit())
-                        || (c != b'.'
-                            && self.peek(1) == Some(b'.')
-                            && self.peek(2).is_some_and(|d| d.is_ascii_digit())) =>
-                {
+                b'+' | b'-' | b'.' if self.starts_number() => {
                     let t = self.number()?;
                     self.push(t, start, line);
                 }

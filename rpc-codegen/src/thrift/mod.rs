@@ -1,26 +1,6 @@
 //! The thrift frontend: reads a `.thrift` file and its includes, resolves names, checks the
-//! semantics, and produces the [`Ir`].
-//!
-//! # Why a hand-written parser
-//!
-//! `pilota-thrift-parser` (the parser behind volo) parses the grammar, but its syntax tree
-//! carries no source positions, so semantic errors (an unknown type, a bad `streaming.mode`,
-//! a duplicate field id) could not name a line and column; its syntax errors come only as a
-//! preformatted report string. The thrift grammar is small (see [`parser`]), so a
-//! recursive-descent parser that keeps a span on every name and type is less code than
-//! recovering positions around that crate, and it adds no dependency.
-//!
-//! # Rules
-//!
-//! * Includes resolve against the including file's directory, then each include directory in
-//!   order; an included file's definitions are referenced as `<file stem>.<Name>`.
-//! * The Rust module of a file is its `namespace rs` (dotted path), else the last segment of
-//!   `namespace go` (as `go` packages are named), else `namespace *`, else the output's root.
-//!   The wire package (`MethodDesc::package`, the gRPC path) is the lower-cased last segment of
-//!   `namespace go`, else of `rs` (TTHeader spec §4, Kitex compatible).
-//! * `streaming.mode` = `bidirectional` | `client` | `server` | `unary`; a method with it takes
-//!   exactly one argument; streaming methods take and return structs and declare no exceptions.
-//! * `oneway` methods and `uuid` are rejected (no transport carries them yet).
+//! semantics, and produces the [`Ir`]. The rules (includes, namespaces, `streaming.mode`,
+//! requiredness) and why the parser is hand-written are in the crate docs, "Thrift frontend".
 
 mod ast;
 mod lexer;

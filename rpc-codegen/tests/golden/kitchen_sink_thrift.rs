@@ -3221,5 +3221,86 @@ pub mod kitchen {
                 )
             }
         }
+        /// The methods of `sink.Empty`, in IDL order.
+        pub static EMPTY_METHODS: [::rpc_core::codegen::MethodDesc; 0] = [];
+        /// The descriptor of `sink.Empty`.
+        pub static EMPTY_DESCRIPTOR: ::rpc_core::codegen::ServiceDesc = ::rpc_core::codegen::ServiceDesc {
+            package: "sink",
+            name: "Empty",
+            full_name: "sink.Empty",
+            methods: &EMPTY_METHODS,
+        };
+        /// A service without methods still gets its (empty) trait, server and client.
+        ///
+        /// Implement it and host it with [`EmptyServer`]; call it with [`EmptyClient`].
+        pub trait Empty: ::core::marker::Send + ::core::marker::Sync + 'static {}
+        /// Serves a [`Empty`] implementation: pass it to `rpc_core::ServerBuilder::add_service`.
+        pub struct EmptyServer<T> {
+            inner: ::rpc_core::codegen::Arc<T>,
+        }
+        impl<T> EmptyServer<T> {
+            /// Wraps an implementation.
+            pub fn new(inner: T) -> Self {
+                Self {
+                    inner: ::rpc_core::codegen::Arc::new(inner),
+                }
+            }
+            /// Wraps an implementation that is shared with other code.
+            pub fn from_arc(inner: ::rpc_core::codegen::Arc<T>) -> Self {
+                Self { inner }
+            }
+            /// The implementation.
+            pub fn get_ref(&self) -> &T {
+                &self.inner
+            }
+        }
+        impl<T> ::core::clone::Clone for EmptyServer<T> {
+            fn clone(&self) -> Self {
+                Self {
+                    inner: ::core::clone::Clone::clone(&self.inner),
+                }
+            }
+        }
+        impl<T> ::core::fmt::Debug for EmptyServer<T> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.write_str(::core::stringify!(EmptyServer))
+            }
+        }
+        impl<T: Empty> ::rpc_core::codegen::Service for EmptyServer<T> {
+            fn descriptor(&self) -> &'static ::rpc_core::codegen::ServiceDesc {
+                &EMPTY_DESCRIPTOR
+            }
+            fn call(
+                &self,
+                call: ::rpc_core::codegen::ServerCall,
+            ) -> ::rpc_core::codegen::BoxFuture<
+                'static,
+                ::core::result::Result<(), ::rpc_core::codegen::Status>,
+            > {
+                let index = call.method_index();
+                ::std::boxed::Box::pin(async move {
+                    ::core::result::Result::Err(
+                        ::rpc_core::codegen::Status::unimplemented(
+                            ::std::format!("sink.Empty: no method with index {}", index),
+                        ),
+                    )
+                })
+            }
+        }
+        /// A client of `sink.Empty`: cheap to clone, one method per IDL method.
+        #[derive(Debug, Clone)]
+        pub struct EmptyClient {
+            inner: ::rpc_core::codegen::Client,
+        }
+        impl EmptyClient {
+            /// A client that makes its calls through `inner` (any transport).
+            pub fn new(inner: ::rpc_core::codegen::Client) -> Self {
+                Self { inner }
+            }
+            /// The untyped client underneath.
+            pub fn inner(&self) -> &::rpc_core::codegen::Client {
+                &self.inner
+            }
+        }
     }
 }

@@ -76,3 +76,6 @@ service Child extends base.BaseService {
     Value Chat(1: Value v) (streaming.mode = "bidirectional"),
     Node Single(1: Node n) (streaming.mode = "unary", other.annotation = "kept"),
 }
+
+// A service without methods still gets its (empty) trait, server and client.
+service Empty {}
