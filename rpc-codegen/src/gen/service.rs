@@ -73,6 +73,15 @@ fn arg_idents(m: &MethodDef) -> Vec<Ident> {
         .collect()
 }
 
+/// The parameter name of a single-argument method (protobuf, streaming thrift); frontends
+/// guarantee the argument, `request` stands in for a hand-built IR without one.
+fn first_arg(m: &MethodDef) -> Ident {
+    arg_idents(m)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| format_ident!("request"))
+}
+
 fn rc() -> TokenStream {
     quote!(::rpc_core::codegen)
 }
@@ -411,7 +420,7 @@ impl<'a> Cx<'a> {
                 quote!(::core::result::Result<#res, #status>),
             ),
             Mode::ServerStreaming => {
-                let arg = &arg_idents(m)[0];
+                let arg = &first_arg(m);
                 (
                     quote!(#arg: #req, stream: #rc::SendStream<#res>),
                     quote!(::core::result::Result<(), #status>),
@@ -642,7 +651,7 @@ impl<'a> Cx<'a> {
                         #end
                     }
                 } else {
-                    let arg = &arg_names[0];
+                    let arg = &first_arg(m);
                     quote! {
                         ::core::result::Result::Ok(
                             self.inner
@@ -685,7 +694,7 @@ impl<'a> Cx<'a> {
                 }
             },
             Mode::ServerStreaming => {
-                let arg = &arg_idents(m)[0];
+                let arg = &first_arg(m);
                 quote! {
                     #doc
                     pub async fn #call(&self, #arg: #req) -> ::core::result::Result<#rc::ServerStreamingCall<#res>, #status> {
