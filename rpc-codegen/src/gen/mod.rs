@@ -20,7 +20,7 @@ mod prost_docs;
 mod service;
 mod thrift;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -214,13 +214,12 @@ fn check_names(ir: &Ir) -> Result<(), Error> {
             for n in service::generated_names(ir.kind, s) {
                 claim(n, &s.origin)?;
             }
-            let mut methods: HashMap<String, ()> = ["new", "inner"]
-                .into_iter()
-                .map(|n| (n.to_owned(), ()))
-                .collect();
+            // The client's own methods, then two per IDL method.
+            let mut methods: HashSet<String> =
+                ["new", "inner"].into_iter().map(str::to_owned).collect();
             for m in &s.methods {
                 for n in [m.rust_name.clone(), format!("{}_with", m.rust_name)] {
-                    if methods.insert(n.clone(), ()).is_some() {
+                    if !methods.insert(n.clone()) {
                         return Err(Error::Idl(IdlError {
                             location: m.origin.clone(),
                             kind: IdlErrorKind::Duplicate(format!(
