@@ -185,6 +185,12 @@ fn thrift_semantic_errors() {
             "TestServiceClient (a generated name)",
             (2, 9),
         ),
+        (
+            "service S {\n void Go(),\n void Go_with() }",
+            "go_with (a method of SClient)",
+            (3, 7),
+        ),
+        ("union U {}", "union `U` has no fields", (1, 7)),
     ];
     for (i, (src, reason, pos)) in cases.iter().enumerate() {
         let e = idl_error(&format!("semantic-{i}"), "a.thrift", &[("a.thrift", src)]);
