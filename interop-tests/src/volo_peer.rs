@@ -211,7 +211,19 @@ impl MakeIncoming for StoppableIncoming {
 /// and volo's defaults otherwise (pooled plain connections, one outstanding call per
 /// connection, no timeouts sent).
 pub fn client(addr: SocketAddr, framing: Framing) -> TestServiceClient {
-    let builder = TestServiceClientBuilder::new(SERVICE_NAME).address(addr);
+    build_client(addr, framing, false)
+}
+
+/// As [`client`], but with volo's multiplex transport: calls are pipelined on one connection
+/// (FLAGS stay 0; replies are matched by seqid, so they may come back in any order).
+pub fn multiplex_client(addr: SocketAddr, framing: Framing) -> TestServiceClient {
+    build_client(addr, framing, true)
+}
+
+fn build_client(addr: SocketAddr, framing: Framing, multiplex: bool) -> TestServiceClient {
+    let builder = TestServiceClientBuilder::new(SERVICE_NAME)
+        .address(addr)
+        .multiplex(multiplex);
     match framing {
         Framing::Framed => builder.make_codec(framed_codec()).build(),
         Framing::Unframed => builder.make_codec(unframed_codec()).build(),
