@@ -137,19 +137,23 @@ pub struct VoloServer {
 impl VoloServer {
     /// Binds `127.0.0.1:0` and serves [`VoloEcho`] with volo's codec for `framing`.
     pub async fn start(framing: Framing) -> io::Result<Self> {
-        Self::start_on("127.0.0.1:0".parse().map_err(io::Error::other)?, framing).await
+        Self::start_with(VoloEcho, framing).await
     }
 
-    /// Binds `addr` and serves [`VoloEcho`] with volo's codec for `framing`.
-    pub async fn start_on(addr: SocketAddr, framing: Framing) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+    /// Binds `127.0.0.1:0` and serves `handler` with volo's codec for `framing` (for checks
+    /// beyond the echo contract, such as business status errors).
+    pub async fn start_with<H>(handler: H, framing: Framing) -> io::Result<Self>
+    where
+        H: TestService + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let incoming = StoppableIncoming {
             inner: DefaultIncoming::from(listener),
             stopped,
         };
-        let server = TestServiceServer::new(VoloEcho);
+        let server = TestServiceServer::new(handler);
         let task = match framing {
             Framing::Framed => tokio::spawn(async move {
                 let result = server.make_codec(framed_codec()).run(incoming).await;

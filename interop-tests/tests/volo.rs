@@ -10,7 +10,7 @@
 //! checks what was on the wire (framing, seqids, message types, connection counts) with the
 //! independent reader of `interop_tests::wire`.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use examples::{thrift as ours, Echo};
 use futures::future::join_all;
@@ -24,7 +24,8 @@ use rpc_core::{Code, MethodError};
 use rpc_transport_ttheader::{
     serve_tcp, Endpoint, ServeHandle, ServerConfig, TtHeaderClient, UnaryMode,
 };
-use volo_thrift::{ApplicationExceptionKind, ClientError, MaybeException};
+use tokio::sync::Notify;
+use volo_thrift::{ApplicationExceptionKind, BizError, ClientError, MaybeException, ServerError};
 
 /// Bound on every step (server start, call, batch of calls): a hang is a failure.
 const STEP: Duration = Duration::from_secs(10);
@@ -550,4 +551,416 @@ async fn our_mux_client_concurrent_calls_on_one_connection() {
 #[tokio::test]
 async fn our_plain_client_concurrent_calls() {
     our_concurrent_calls(UnaryMode::Plain).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Business status errors (spec §2: `biz-status` / `biz-message` / `biz-extra` string keys).
+
+const BIZ_CODE: i32 = 4001;
+const BIZ_MESSAGE: &str = "insufficient balance";
+
+/// A volo handler whose PingPong always fails with a business status error.
+struct VoloBiz;
+
+impl volo::TestService for VoloBiz {
+    async fn ping_pong(
+        &self,
+        _req: volo::Request,
+    ) -> Result<MaybeException<volo::Response, volo::TestServicePingPongException>, ServerError>
+    {
+        let mut extra = pilota::AHashMap::default();
+        extra.insert("k".into(), "v".into());
+        Err(ServerError::Biz(BizError {
+            status_code: BIZ_CODE,
+            status_message: BIZ_MESSAGE.into(),
+            extra: Some(extra),
+        }))
+    }
+    async fn echo(&self, _req: volo::Request) -> Result<volo::Response, ServerError> {
+        unreachable!("only PingPong is called")
+    }
+    async fn echo_client(&self, _req: volo::Request) -> Result<volo::Response, ServerError> {
+        unreachable!("only PingPong is called")
+    }
+    async fn echo_server(&self, _req: volo::Request) -> Result<volo::Response, ServerError> {
+        unreachable!("only PingPong is called")
+    }
+}
+
+/// Our handler whose PingPong always fails with a business status error.
+struct OurBiz;
+
+impl ours::TestService for OurBiz {
+    async fn ping_pong(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        _req: ours::Request,
+    ) -> Result<ours::Response, MethodError<ours::TestServicePingPongException>> {
+        Err(MethodError::Status(
+            rpc_transport_ttheader::biz_status_error(
+                BIZ_CODE,
+                BIZ_MESSAGE,
+                Some(r#"{"k":"v"}"#.to_owned()),
+            ),
+        ))
+    }
+    async fn echo(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        _stream: rpc_core::BidiStream<ours::Request, ours::Response>,
+    ) -> Result<(), rpc_core::Status> {
+        Err(rpc_core::Status::unimplemented("only PingPong"))
+    }
+    async fn echo_client(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        _stream: rpc_core::RecvStream<ours::Request>,
+    ) -> Result<ours::Response, rpc_core::Status> {
+        Err(rpc_core::Status::unimplemented("only PingPong"))
+    }
+    async fn echo_server(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        _req: ours::Request,
+        _stream: rpc_core::SendStream<ours::Response>,
+    ) -> Result<(), rpc_core::Status> {
+        Err(rpc_core::Status::unimplemented("only PingPong"))
+    }
+}
+
+async fn our_biz_server() -> ServeHandle {
+    let server = rpc_core::Server::builder()
+        .add_service(ours::TestServiceServer::new(OurBiz))
+        .build();
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+    serve_tcp(server, addr, ServerConfig::default())
+        .await
+        .expect("our server binds 127.0.0.1:0")
+}
+
+/// Our server's business status (a normal REPLY with an empty Result struct and the `biz-*`
+/// keys, as Kitex sends it) is volo's `BizError`, code, message and extra intact.
+#[tokio::test]
+async fn our_biz_status_is_a_volo_biz_error() {
+    let server = our_biz_server().await;
+    for framing in Framing::ALL {
+        let proxy = RecordingProxy::start(our_addr(&server))
+            .await
+            .expect("proxy");
+        let client = volo_peer::client(proxy.local_addr(), framing);
+        match within("biz call", client.ping_pong(volo_request("x", None))).await {
+            Err(ClientError::Biz(e)) => {
+                assert_eq!(e.status_code, BIZ_CODE);
+                assert_eq!(e.status_message, BIZ_MESSAGE);
+                let extra = e.extra.expect("biz-extra");
+                assert_eq!(extra.len(), 1);
+                assert_eq!(extra.get("k").map(|v| v.as_str()), Some("v"));
+            }
+            Err(e) => panic!("{framing:?}: not a biz error: {e}"),
+            Ok(_) => panic!("{framing:?}: biz call succeeded"),
+        }
+        let record = proxy.record(0).expect("one connection");
+        check_unary_exchange(&record, framing, &[REPLY]);
+    }
+    within(
+        "our server shutdown",
+        server.shutdown(Duration::from_secs(1)),
+    )
+    .await;
+}
+
+/// A volo server's `BizError` reaches our client with its business status intact.
+///
+/// volo does not send it as Kitex does: its reply is an EXCEPTION message
+/// (TApplicationException type 6, message `"status_code: 4001, status_message: insufficient
+/// balance, extra: k: v,"`) *and* the `biz-status`/`biz-message`/`biz-extra` keys, where Kitex
+/// sends a normal REPLY with the keys. A Kitex client returns the exception in that case
+/// (`kc.eps` error wins over `BizStatusErr()`); volo's client returns the biz error. Either
+/// reading is accepted here; what must hold is that the three keys reach the caller.
+#[tokio::test]
+async fn volo_biz_error_reaches_our_client() {
+    for framing in Framing::ALL {
+        let server = VoloServer::start_with(VoloBiz, framing)
+            .await
+            .expect("volo server");
+        let proxy = RecordingProxy::start(server.local_addr())
+            .await
+            .expect("proxy");
+        let client = our_client(proxy.local_addr(), framing, UnaryMode::Plain);
+        let status = match within("biz call", client.ping_pong(our_request("x", None))).await {
+            Err(MethodError::Status(status)) => status,
+            other => panic!("{framing:?}: {other:?}"),
+        };
+        let md = status.metadata();
+        assert_eq!(md.get_str("biz-status"), Some("4001"), "{status:?}");
+        assert_eq!(md.get_str("biz-message"), Some(BIZ_MESSAGE), "{status:?}");
+        assert_eq!(md.get_str("biz-extra"), Some(r#"{"k":"v"}"#), "{status:?}");
+        match status.transport_code() {
+            // Read as a business status (volo's client's reading).
+            Some(BIZ_CODE) => assert_eq!(status.message(), BIZ_MESSAGE, "{status:?}"),
+            // Read as the exception (a Kitex client's reading).
+            Some(6) => {
+                assert_eq!(status.code(), Code::Internal, "{status:?}");
+                assert!(
+                    status.message().contains("4001") && status.message().contains(BIZ_MESSAGE),
+                    "{status:?}"
+                );
+            }
+            other => panic!("{framing:?}: transport code {other:?} in {status:?}"),
+        }
+        let record = proxy.record(0).expect("one connection");
+        check_unary_exchange(&record, framing, &[EXCEPTION]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edges.
+
+/// volo-build turns the streaming methods of echo.thrift into pingpong methods, so a volo
+/// user can call them over unary TTHeader. Our server must answer (an application exception),
+/// not hang, and the connection must stay usable.
+#[tokio::test]
+async fn volo_unary_call_to_a_streaming_method_fails_cleanly() {
+    let server = our_server().await;
+    for framing in Framing::ALL {
+        let proxy = RecordingProxy::start(our_addr(&server))
+            .await
+            .expect("proxy");
+        let client = volo_peer::client(proxy.local_addr(), framing);
+        for (name, out) in [
+            (
+                "Echo",
+                within("Echo", client.echo(volo_request("x", None))).await,
+            ),
+            (
+                "EchoClient",
+                within("EchoClient", client.echo_client(volo_request("x", None))).await,
+            ),
+            (
+                "EchoServer",
+                within("EchoServer", client.echo_server(volo_request("x", None))).await,
+            ),
+        ] {
+            match out {
+                Err(ClientError::Application(_)) => {}
+                Err(e) => panic!("{framing:?} {name}: not an application exception: {e}"),
+                Ok(resp) => panic!("{framing:?} {name}: answered {resp:?}"),
+            }
+        }
+        check_volo_ok(
+            0,
+            within("PingPong after", client.ping_pong(volo_request("m0", None))).await,
+        );
+        assert_eq!(proxy.connections(), 1, "{framing:?}");
+        let record = proxy.record(0).expect("one connection");
+        check_unary_exchange_names(&record, framing);
+    }
+    within(
+        "our server shutdown",
+        server.shutdown(Duration::from_secs(1)),
+    )
+    .await;
+}
+
+/// As `check_unary_exchange`, for calls to several methods: the reply names the call's method.
+fn check_unary_exchange_names(record: &ConnRecord, framing: Framing) {
+    let calls = frames(record, Direction::ToServer);
+    let replies = frames(record, Direction::ToClient);
+    assert_eq!(calls.len(), replies.len());
+    for (call, reply) in calls.iter().zip(&replies) {
+        let (c, r) = (
+            call.message().expect("call"),
+            reply.message().expect("reply"),
+        );
+        assert_eq!(r.name, c.name);
+        assert_eq!(r.seq_id, c.seq_id);
+        assert_eq!(reply.seq_id, call.seq_id);
+        assert_eq!(r.frame_len.is_some(), framing == Framing::Framed);
+    }
+}
+
+/// A 1 MiB message each way, both directions of peers, both framings.
+#[tokio::test]
+async fn large_messages_both_ways() {
+    const SIZE: usize = 1 << 20;
+    let big: String = (0..SIZE)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let our_server = our_server().await;
+    for framing in Framing::ALL {
+        let volo_client = volo_peer::client(our_addr(&our_server), framing);
+        let out = within(
+            "volo -> ours",
+            volo_client.ping_pong(volo_request(&big, None)),
+        )
+        .await;
+        match out {
+            Ok(MaybeException::Ok(resp)) => assert!(resp.message == big.as_str()),
+            Ok(MaybeException::Exception(e)) => panic!("{framing:?}: exception {e:?}"),
+            Err(e) => panic!("{framing:?}: {e}"),
+        }
+
+        let volo_server = VoloServer::start(framing).await.expect("volo server");
+        let our_client = our_client(volo_server.local_addr(), framing, UnaryMode::Plain);
+        let resp = within(
+            "ours -> volo",
+            our_client.ping_pong(our_request(&big, None)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{framing:?}: {e}"));
+        assert!(resp.message == big);
+    }
+    within(
+        "our server shutdown",
+        our_server.shutdown(Duration::from_secs(1)),
+    )
+    .await;
+}
+
+/// Deadlines travel as int key 12 (RPC_TIMEOUT, decimal ms). volo sends it from its client's
+/// `rpc_timeout`; our server must read it: a handler still sleeping past the deadline is
+/// cancelled, and volo's client gives up on its own clock either way. Here: a call within its
+/// deadline succeeds with the key present, and our client's per-call timeout reaches a volo
+/// server as key 12.
+#[tokio::test]
+async fn deadlines_travel_as_rpc_timeout() {
+    let server = our_server().await;
+    let proxy = RecordingProxy::start(our_addr(&server))
+        .await
+        .expect("proxy");
+    let client = volo::TestServiceClientBuilder::new(volo_peer::SERVICE_NAME)
+        .address(proxy.local_addr())
+        .rpc_timeout(Some(Duration::from_secs(5)))
+        .build();
+    check_volo_ok(
+        0,
+        within("call", client.ping_pong(volo_request("m0", None))).await,
+    );
+    let call = frames(
+        &proxy.record(0).expect("one connection"),
+        Direction::ToServer,
+    )
+    .into_iter()
+    .next()
+    .expect("one call");
+    assert_eq!(call.int_kv(12), Some(&b"5000"[..]), "{call:#?}");
+    within(
+        "our server shutdown",
+        server.shutdown(Duration::from_secs(1)),
+    )
+    .await;
+
+    let volo_server = VoloServer::start(Framing::Framed)
+        .await
+        .expect("volo server");
+    let proxy = RecordingProxy::start(volo_server.local_addr())
+        .await
+        .expect("proxy");
+    let client = our_client(proxy.local_addr(), Framing::Framed, UnaryMode::Plain);
+    let resp = within(
+        "call",
+        client.ping_pong_with(
+            our_request("m0", None),
+            rpc_core::CallOptions::new().timeout(Duration::from_secs(5)),
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.message, "m0");
+    let call = frames(
+        &proxy.record(0).expect("one connection"),
+        Direction::ToServer,
+    )
+    .into_iter()
+    .next()
+    .expect("one call");
+    let timeout_ms: u64 = std::str::from_utf8(call.int_kv(12).expect("key 12 sent"))
+        .expect("ascii")
+        .parse()
+        .expect("decimal ms");
+    assert!((4000..=5000).contains(&timeout_ms), "{call:#?}");
+}
+
+/// Our handler that signals when PingPong starts and answers when released.
+struct OurGate {
+    entered: Arc<Notify>,
+    release: Arc<Notify>,
+}
+
+impl ours::TestService for OurGate {
+    async fn ping_pong(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        req: ours::Request,
+    ) -> Result<ours::Response, MethodError<ours::TestServicePingPongException>> {
+        self.entered.notify_one();
+        self.release.notified().await;
+        Ok(ours::Response {
+            message: req.message,
+            index: Some(0),
+        })
+    }
+    async fn echo(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        _stream: rpc_core::BidiStream<ours::Request, ours::Response>,
+    ) -> Result<(), rpc_core::Status> {
+        Err(rpc_core::Status::unimplemented("only PingPong"))
+    }
+    async fn echo_client(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        _stream: rpc_core::RecvStream<ours::Request>,
+    ) -> Result<ours::Response, rpc_core::Status> {
+        Err(rpc_core::Status::unimplemented("only PingPong"))
+    }
+    async fn echo_server(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        _req: ours::Request,
+        _stream: rpc_core::SendStream<ours::Response>,
+    ) -> Result<(), rpc_core::Status> {
+        Err(rpc_core::Status::unimplemented("only PingPong"))
+    }
+}
+
+/// Graceful shutdown of our server with a volo call in flight: the call is answered, and the
+/// reply carries `crrst: "1"` (spec §1), which volo reads as "do not reuse this connection"
+/// without failing the call.
+#[tokio::test]
+async fn our_graceful_shutdown_answers_volo_with_crrst() {
+    let entered = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let server = rpc_core::Server::builder()
+        .add_service(ours::TestServiceServer::new(OurGate {
+            entered: entered.clone(),
+            release: release.clone(),
+        }))
+        .build();
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+    let handle = serve_tcp(server, addr, ServerConfig::default())
+        .await
+        .expect("our server");
+    let proxy = RecordingProxy::start(our_addr(&handle))
+        .await
+        .expect("proxy");
+    let client = volo_peer::client(proxy.local_addr(), Framing::Framed);
+    let call = tokio::spawn(async move { client.ping_pong(volo_request("m0", None)).await });
+    within("handler entered", entered.notified()).await;
+
+    // The first poll of `shutdown` marks every connection as draining before it awaits.
+    let mut shutdown = Box::pin(handle.shutdown(STEP));
+    assert!(futures::poll!(shutdown.as_mut()).is_pending());
+    release.notify_one();
+
+    check_volo_ok(0, within("in-flight call", call).await.expect("call task"));
+    within("our server shutdown", shutdown).await;
+    let reply = frames(
+        &proxy.record(0).expect("one connection"),
+        Direction::ToClient,
+    )
+    .into_iter()
+    .next()
+    .expect("one reply");
+    assert_eq!(reply.str_kv("crrst"), Some(&b"1"[..]), "{reply:#?}");
 }
