@@ -17,8 +17,24 @@
 //! - `tests/`: the interop checks themselves; `tests/data/` holds the frames captured from
 //!   volo-thrift 0.12.7 peers (copied from the shared vectors).
 //!
-//! The volo side is built with volo's own code generator and codecs (no default features), so
-//! it behaves as a volo user's service does.
+//! The volo side is built with volo's own code generator and codecs (no default features but
+//! `multiplex`), so it behaves as a volo user's service does.
+//!
+//! # What `tests/volo.rs` checks
+//!
+//! Both directions (volo client → our server, our client → volo server), TTHeader + Framed and
+//! TTHeader + unframed: PingPong ok, the declared `EchoError`, an application error; the frames
+//! on the wire (framing, seqids, message types); our replies byte for byte against a volo
+//! server's; many sequential calls on one connection; concurrent calls (volo plain and
+//! multiplex clients, our plain and mux clients); business status both ways; 1 MiB messages;
+//! RPC_TIMEOUT (int key 12) both ways; `crrst` on graceful shutdown; unary calls to streaming
+//! methods and compact payloads (rejected promptly).
+//!
+//! volo-thrift 0.12.7 behaviours a Kitex-compatible peer must tolerate, seen on the wire:
+//! seqids from 0; MSG_TYPE (int key 22) as a raw byte; int key 3 with an empty value; a
+//! `BizError` sent as an EXCEPTION message *plus* the `biz-*` keys (Kitex: a normal REPLY with
+//! the keys); FLAGS 0 in its replies to mux (FLAGS 0x0001) calls; PROTOCOL ID 0 in front of a
+//! compact payload.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {

@@ -964,3 +964,47 @@ async fn our_graceful_shutdown_answers_volo_with_crrst() {
     .expect("one reply");
     assert_eq!(reply.str_kv("crrst"), Some(&b"1"[..]), "{reply:#?}");
 }
+
+/// A volo client set to Apache Compact: volo still writes PROTOCOL ID 0 (binary) in the
+/// TTHeader and puts a compact message (`82 21 ...`) in the payload, so only sniffing the
+/// payload tells. Compact is not supported (spec §1: reject); the volo call must fail promptly,
+/// not hang.
+#[tokio::test]
+async fn volo_compact_payload_is_rejected_promptly() {
+    use volo_thrift::codec::default::{
+        framed::MakeFramedCodec,
+        thrift::{MakeThriftCodec, Protocol},
+        ttheader::MakeTTHeaderCodec,
+        DefaultMakeCodec,
+    };
+    let server = our_server().await;
+    let proxy = RecordingProxy::start(our_addr(&server))
+        .await
+        .expect("proxy");
+    let client = volo::TestServiceClientBuilder::new(volo_peer::SERVICE_NAME)
+        .address(proxy.local_addr())
+        .make_codec(DefaultMakeCodec::new(MakeTTHeaderCodec::new(
+            MakeFramedCodec::new(MakeThriftCodec::new().with_protocol(Protocol::ApacheCompact)),
+        )))
+        .build();
+    let out = within(
+        "compact call",
+        client.ping_pong(volo_request("hello", None)),
+    )
+    .await;
+    assert!(out.is_err(), "a compact call was answered");
+    let call = frames(
+        &proxy.record(0).expect("one connection"),
+        Direction::ToServer,
+    )
+    .into_iter()
+    .next()
+    .expect("one call");
+    assert_eq!(call.protocol_id, 0, "{call:#?}");
+    assert_eq!(call.payload.get(4..6), Some(&[0x82, 0x21][..]), "{call:#?}");
+    within(
+        "our server shutdown",
+        server.shutdown(Duration::from_secs(1)),
+    )
+    .await;
+}
