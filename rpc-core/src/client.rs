@@ -472,6 +472,25 @@ pub struct Response<T> {
 }
 
 impl<T> Response<T> {
+    /// A response from its parts.
+    pub fn new(header: Metadata, message: T, trailer: Metadata) -> Response<T> {
+        Response {
+            header,
+            message,
+            trailer,
+        }
+    }
+
+    /// Maps the message, keeping the metadata (generated clients unwrap thrift Result structs
+    /// this way).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Response<U> {
+        Response {
+            header: self.header,
+            message: f(self.message),
+            trailer: self.trailer,
+        }
+    }
+
     /// The response message.
     pub fn get_ref(&self) -> &T {
         &self.message

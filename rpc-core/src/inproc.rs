@@ -111,7 +111,8 @@ impl ClientTransport for InProcTransport {
         let incoming = IncomingStream::new(method.full_service, method.name)
             .with_metadata(ctx.metadata().clone())
             .with_deadline(ctx.deadline())
-            .with_peer(Some(Peer::InProcess));
+            .with_peer(Some(Peer::InProcess))
+            .with_payload(Some(method.payload));
         self.server
             .dispatch(incoming, Arc::new(ServerSide(shared.clone())));
         let client: Arc<dyn ClientStreamRaw> = Arc::new(ClientSide(shared));

@@ -26,7 +26,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use crate::codec::{Codec, Encodable, MsgCodec};
-use crate::context::{CallContext, MethodDesc, Mode, Peer, ServiceDesc};
+use crate::context::{CallContext, MethodDesc, Mode, PayloadKind, Peer, ServiceDesc};
 use crate::metadata::Metadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
 use crate::status::{Error, Status};
@@ -213,51 +213,60 @@ impl Server {
     /// the fully-qualified name (`echo.TestService`) or the bare IDL name (`TestService`); an
     /// empty service name matches a method name that only one hosted service has.
     pub fn resolve(&self, service: &str, method: &str) -> Result<Route, Status> {
+        self.resolve_for(service, method, None)
+    }
+
+    /// As [`Server::resolve`], and when the transport knows the payload kind (ttstream protocol
+    /// id, gRPC content-type), only methods of that kind match, so the thrift and protobuf
+    /// flavours of one IDL service can be hosted side by side.
+    pub fn resolve_for(
+        &self,
+        service: &str,
+        method: &str,
+        payload: Option<PayloadKind>,
+    ) -> Result<Route, Status> {
         let services = &self.inner.services;
-        let find = |pred: &dyn Fn(&ServiceDesc) -> bool| {
-            services
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| pred(s.descriptor()))
-                .collect::<Vec<_>>()
-        };
-        let candidates = if service.is_empty() {
-            find(&|d: &ServiceDesc| d.methods.iter().any(|m| m.name == method))
+        let by_name: [&dyn Fn(&ServiceDesc) -> bool; 2] = if service.is_empty() {
+            [&|_| true, &|_| false]
         } else {
-            let exact = find(&|d: &ServiceDesc| d.full_name == service);
-            if exact.is_empty() {
-                find(&|d: &ServiceDesc| d.name == service)
-            } else {
-                exact
-            }
+            [&|d| d.full_name == service, &|d| d.name == service]
         };
-        let (service_index, svc) = match candidates.as_slice() {
-            [one] => *one,
-            [] if service.is_empty() => {
-                return Err(Status::unimplemented(format!("unknown method {method}")))
+        let mut known_service = false;
+        for name_matches in by_name {
+            let mut found: Option<Route> = None;
+            for (service_index, svc) in services.iter().enumerate() {
+                let desc = svc.descriptor();
+                if !name_matches(desc) {
+                    continue;
+                }
+                known_service = true;
+                let hit = desc
+                    .methods
+                    .iter()
+                    .position(|m| m.name == method && payload.is_none_or(|p| m.payload == p));
+                if let Some(method_index) = hit {
+                    if found.is_some() {
+                        return Err(Status::unimplemented(format!(
+                            "ambiguous: more than one service {service:?} has method {method}"
+                        )));
+                    }
+                    found = Some(Route {
+                        service_index,
+                        method_index,
+                        method: &desc.methods[method_index],
+                    });
+                }
             }
-            [] => return Err(Status::unimplemented(format!("unknown service {service}"))),
-            _ => {
-                return Err(Status::unimplemented(format!(
-                    "ambiguous service {service:?} for method {method}"
-                )))
+            if let Some(route) = found {
+                return Ok(route);
             }
-        };
-        let desc = svc.descriptor();
-        let method_index = desc
-            .methods
-            .iter()
-            .position(|m| m.name == method)
-            .ok_or_else(|| {
-                Status::unimplemented(format!(
-                    "unknown method {method} of service {}",
-                    desc.full_name
-                ))
-            })?;
-        Ok(Route {
-            service_index,
-            method_index,
-            method: &desc.methods[method_index],
+        }
+        Err(if known_service && !service.is_empty() {
+            Status::unimplemented(format!("unknown method {method} of service {service}"))
+        } else if service.is_empty() {
+            Status::unimplemented(format!("unknown method {method}"))
+        } else {
+            Status::unimplemented(format!("unknown service {service}"))
         })
     }
 
@@ -281,7 +290,7 @@ impl Server {
     /// finishes the stream with `UNIMPLEMENTED` (transports map it to their wire form, e.g. a
     /// ttstream Trailer exception). Must be called within a tokio runtime.
     pub fn dispatch(&self, incoming: IncomingStream, raw: Arc<dyn ServerStreamRaw>) {
-        let route = match self.resolve(&incoming.service, &incoming.method) {
+        let route = match self.resolve_for(&incoming.service, &incoming.method, incoming.payload) {
             Ok(r) => r,
             Err(status) => {
                 raw.finish(Some(Metadata::new()), status, Metadata::new());

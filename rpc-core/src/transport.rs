@@ -19,7 +19,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::codec::Encodable;
-use crate::context::{CallContext, Peer};
+use crate::context::{CallContext, PayloadKind, Peer};
 use crate::metadata::Metadata;
 use crate::status::Status;
 
@@ -107,6 +107,8 @@ pub struct IncomingStream {
     pub deadline: Option<Instant>,
     /// The peer.
     pub peer: Option<Peer>,
+    /// The payload kind, when the protocol tells (routing picks the matching flavour).
+    pub payload: Option<PayloadKind>,
 }
 
 impl IncomingStream {
@@ -118,7 +120,14 @@ impl IncomingStream {
             metadata: Metadata::new(),
             deadline: None,
             peer: None,
+            payload: None,
         }
+    }
+
+    /// Sets the payload kind.
+    pub fn with_payload(mut self, payload: Option<PayloadKind>) -> Self {
+        self.payload = payload;
+        self
     }
 
     /// Sets the metadata.

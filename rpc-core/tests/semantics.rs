@@ -479,3 +479,64 @@ async fn ten_thousand_streams_dropped_at_random_points_leave_nothing_behind() {
     assert_eq!(h.server.active_streams(), 0);
     assert_eq!(h.transport.live_streams(), 0);
 }
+
+#[tokio::test]
+async fn thrift_and_protobuf_flavours_of_one_service_route_by_payload() {
+    use rpc_core::transport::BoxFuture;
+    use rpc_core::{MethodDesc, Mode, PayloadKind, ServerCall, Service, ServiceDesc, Status};
+
+    static THRIFT_CHAT: [MethodDesc; 1] = [MethodDesc {
+        package: "test",
+        service: "Test",
+        full_service: "test.Test",
+        name: "Chat",
+        path: "/test.Test/Chat",
+        mode: Mode::Bidi,
+        payload: PayloadKind::Thrift,
+    }];
+    static THRIFT_DESC: ServiceDesc = ServiceDesc {
+        package: "test",
+        name: "Test",
+        full_name: "test.Test",
+        methods: &THRIFT_CHAT,
+    };
+    struct ThriftFlavour;
+    impl Service for ThriftFlavour {
+        fn descriptor(&self) -> &'static ServiceDesc {
+            &THRIFT_DESC
+        }
+        fn call(&self, _call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+            Box::pin(async { Err(Status::aborted("thrift flavour")) })
+        }
+    }
+    let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
+    let server = rpc_core::Server::builder()
+        .add_service(TestService { events: tx })
+        .add_service(ThriftFlavour)
+        .build();
+    let pb = server
+        .resolve_for("test.Test", "Chat", Some(PayloadKind::Protobuf))
+        .unwrap();
+    assert_eq!(pb.method().payload, PayloadKind::Protobuf);
+    let th = server
+        .resolve_for("Test", "Chat", Some(PayloadKind::Thrift))
+        .unwrap();
+    assert_eq!(th.method().payload, PayloadKind::Thrift);
+    // Without the payload kind the name alone is ambiguous: refused, never a guess.
+    assert_eq!(
+        server.resolve("test.Test", "Chat").unwrap_err().code(),
+        Code::Unimplemented
+    );
+    // Only the protobuf flavour has Echo.
+    assert_eq!(
+        server.resolve("test.Test", "Echo").unwrap().method().name,
+        "Echo"
+    );
+    // In-process calls carry their payload kind, so each reaches its flavour.
+    let client = rpc_core::Client::new(rpc_core::inproc::InProcTransport::new(server));
+    let mut call = within(client.bidi::<ProstCodec, Msg, Msg>(CHAT, CallOptions::new()))
+        .await
+        .unwrap();
+    within(call.send(msg("pb", 1))).await.unwrap();
+    assert_eq!(within(call.recv()).await.unwrap(), Some(msg("pb", 1)));
+}

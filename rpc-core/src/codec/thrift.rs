@@ -30,7 +30,7 @@ impl<T: TSerializable + Send + Sync + 'static> Codec<T> for ThriftCodec {
         msg.write_to_out_protocol(&mut out).map_err(|e| {
             Error::Encode {
                 codec: "thrift",
-                reason: e.to_string(),
+                reason: describe(&e),
             }
             .into()
         })
@@ -41,10 +41,20 @@ impl<T: TSerializable + Send + Sync + 'static> Codec<T> for ThriftCodec {
         T::read_from_in_protocol(&mut input).map_err(|e| {
             Error::Decode {
                 codec: "thrift",
-                reason: e.to_string(),
+                reason: describe(&e),
             }
             .into()
         })
+    }
+}
+
+/// The `thrift` crate's `Display` prints only the error kind ("bad data"); keep the message.
+fn describe(e: &thrift::Error) -> String {
+    match e {
+        thrift::Error::Protocol(p) => format!("{:?}: {}", p.kind, p.message),
+        thrift::Error::Transport(t) => format!("{:?}: {}", t.kind, t.message),
+        thrift::Error::Application(a) => format!("{:?}: {}", a.kind, a.message),
+        other => other.to_string(),
     }
 }
 

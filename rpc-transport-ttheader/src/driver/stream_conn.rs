@@ -309,7 +309,11 @@ impl Conn {
                 "server is shutting down".into(),
             );
         }
-        let route = match server.resolve(&service, &method) {
+        let payload = match protocol {
+            StreamProtocol::Thrift => PayloadKind::Thrift,
+            StreamProtocol::Protobuf => PayloadKind::Protobuf,
+        };
+        let route = match server.resolve_for(&service, &method, Some(payload)) {
             Ok(r) => r,
             Err(status) => {
                 let known_service = service.is_empty()
@@ -324,18 +328,13 @@ impl Conn {
                 return refuse(kind, status.message().to_owned());
             }
         };
-        if protocol_of(route.method().payload) != protocol {
-            return refuse(
-                ApplicationException::INVALID_PROTOCOL,
-                format!("method {method} does not take {protocol:?} payloads"),
-            );
-        }
         let stream = Stream::new(self, id, method, protocol, sm);
         lock(&self.streams).insert(id, stream.clone());
         let incoming = IncomingStream::new(service, stream.method.clone())
             .with_metadata(metadata)
             .with_deadline(deadline)
-            .with_peer(self.peer.clone());
+            .with_peer(self.peer.clone())
+            .with_payload(Some(payload));
         dispatch(&server, route, incoming, stream);
     }
 

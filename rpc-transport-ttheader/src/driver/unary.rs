@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use rpc_core::codec::Encodable;
 use rpc_core::transport::{ClientStreamRaw, IncomingStream, ServerStreamRaw};
-use rpc_core::{CallContext, Code, Error, Metadata, Peer, Server, Status};
+use rpc_core::{CallContext, Code, Error, Metadata, PayloadKind, Peer, Server, Status};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -673,27 +673,31 @@ impl UnaryServerConn {
             .get_str(str_key::IDL_SERVICE_NAME)
             .unwrap_or_default()
             .to_owned();
-        let route = match self.server.resolve(&service, &msg.header.name) {
-            Ok(r) => r,
-            Err(status) => {
-                let known = service.is_empty()
-                    || self
-                        .server
-                        .services()
-                        .any(|s| s.full_name == service || s.name == service);
-                let kind = if known {
-                    ApplicationException::UNKNOWN_METHOD
-                } else {
-                    ApplicationException::UNKNOWN_SERVICE
-                };
-                self.reply(
-                    &reply_to,
-                    &Metadata::new(),
-                    Err(&status.with_transport_code(kind)),
-                );
-                return Ok(());
-            }
-        };
+        let route =
+            match self
+                .server
+                .resolve_for(&service, &msg.header.name, Some(PayloadKind::Thrift))
+            {
+                Ok(r) => r,
+                Err(status) => {
+                    let known = service.is_empty()
+                        || self
+                            .server
+                            .services()
+                            .any(|s| s.full_name == service || s.name == service);
+                    let kind = if known {
+                        ApplicationException::UNKNOWN_METHOD
+                    } else {
+                        ApplicationException::UNKNOWN_SERVICE
+                    };
+                    self.reply(
+                        &reply_to,
+                        &Metadata::new(),
+                        Err(&status.with_transport_code(kind)),
+                    );
+                    return Ok(());
+                }
+            };
         let deadline = msg
             .headers
             .get_int_decimal(int_key::RPC_TIMEOUT)
@@ -702,7 +706,8 @@ impl UnaryServerConn {
         let incoming = IncomingStream::new(service, msg.header.name.clone())
             .with_metadata(metadata_of(&msg.headers))
             .with_deadline(deadline)
-            .with_peer(self.peer.clone());
+            .with_peer(self.peer.clone())
+            .with_payload(Some(PayloadKind::Thrift));
         let state = Arc::new(ServerCallState {
             st: Mutex::new(ServerCallInner {
                 request: Some(msg.body),
