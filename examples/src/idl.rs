@@ -41,10 +41,7 @@ pub trait EchoIdl: Send + Sync + 'static {
     /// The generated client.
     type Client: Clone + Send + Sync + 'static;
 
-    /// A server hosting [`Echo`] for this IDL.
-    ///
-    /// One server per IDL: both IDLs define `echo.TestService`, and `rpc_core::Server` routes
-    /// by service and method name only, so it cannot host both flavours at once.
+    /// A server hosting [`Echo`] for this IDL only (see [`crate::server`] for both at once).
     fn server() -> Server;
 
     /// The generated client over `inner`.

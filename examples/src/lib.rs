@@ -33,12 +33,22 @@
 //! ```
 
 pub mod check;
+pub mod cli;
 pub mod idl;
 mod service;
 pub mod transport;
 
 pub use idl::EchoIdl;
 pub use service::{Echo, EchoRequest, EchoResponse, DECLARED_PREFIX, DEFAULT_REPEAT};
+
+/// A server hosting both flavours of `echo.TestService`: requests are routed by payload kind
+/// (thrift or protobuf), which every transport reports.
+pub fn server() -> rpc_core::Server {
+    rpc_core::Server::builder()
+        .add_service(thrift::TestServiceServer::new(Echo))
+        .add_service(proto::TestServiceServer::new(Echo))
+        .build()
+}
 
 /// The code generated from `idl/echo.thrift` (thrift binary payloads).
 pub mod thrift {

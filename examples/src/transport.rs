@@ -1,13 +1,16 @@
 //! The transports the demo and the contract tests run over: one row each.
 //!
-//! Today only the in-process transport exists; TTHeader over TCP/UDS and gRPC are added here
-//! as variants whose [`Transport::connect`] starts a listener for the server and returns a
-//! client connected to it.
+//! [`Transport::connect`] serves the server over the transport (a listener on an ephemeral
+//! port or a fresh socket path) and returns a client connected to it. The listener lives until
+//! the runtime ends.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rpc_core::inproc::InProcTransport;
 use rpc_core::{Client, Server, Status};
+use rpc_transport_ttheader::{serve_tcp, serve_unix, Endpoint, ServerConfig, TtHeaderClient};
 
 /// A way for the echo client to reach the echo server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -15,25 +18,62 @@ use rpc_core::{Client, Server, Status};
 pub enum Transport {
     /// `rpc_core::inproc`: bounded in-memory queues, no sockets.
     InProc,
+    /// TTHeader over TCP: unary TTHeader for thrift pingpong, TTHeader Streaming otherwise.
+    TtHeaderTcp,
+    /// TTHeader over a Unix socket.
+    TtHeaderUnix,
 }
 
 impl Transport {
     /// Every transport available, in the order the demo runs them.
-    pub const ALL: &'static [Transport] = &[Transport::InProc];
+    pub const ALL: &'static [Transport] = &[
+        Transport::InProc,
+        Transport::TtHeaderTcp,
+        Transport::TtHeaderUnix,
+    ];
 
     /// A short name for tables.
     pub fn name(self) -> &'static str {
         match self {
             Transport::InProc => "inproc",
+            Transport::TtHeaderTcp => "ttheader/tcp",
+            Transport::TtHeaderUnix => "ttheader/uds",
         }
     }
 
     /// Serves `server` over this transport and returns a client connected to it.
     pub async fn connect(self, server: Server) -> Result<Client, Status> {
+        let io = |e: std::io::Error| Status::unavailable(format!("listen: {e}"));
         match self {
             Transport::InProc => Ok(Client::new(InProcTransport::new(server))),
+            Transport::TtHeaderTcp => {
+                let addr = "127.0.0.1:0"
+                    .parse()
+                    .map_err(|_| Status::internal("address"))?;
+                let h = serve_tcp(server, addr, ServerConfig::default())
+                    .await
+                    .map_err(io)?;
+                let addr = h
+                    .local_addr()
+                    .ok_or_else(|| Status::internal("no address"))?;
+                Ok(Client::new(TtHeaderClient::new(Endpoint::Tcp(addr))))
+            }
+            Transport::TtHeaderUnix => {
+                let path = socket_path();
+                serve_unix(server, &path, ServerConfig::default())
+                    .await
+                    .map_err(io)?;
+                Ok(Client::new(TtHeaderClient::new(Endpoint::Unix(path))))
+            }
         }
     }
+}
+
+/// A socket path unique to this process and call.
+fn socket_path() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("rpc-echo-{}-{n}.sock", std::process::id()))
 }
 
 impl fmt::Display for Transport {

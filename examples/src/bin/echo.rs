@@ -55,7 +55,7 @@ async fn main() -> ExitCode {
         rows.extend(rows_for::<Proto>(transport).await);
     }
     println!(
-        "{:<10} {:<7} {:<9} {:<6} {:>8} {:>10}",
+        "{:<13} {:<7} {:<9} {:<6} {:>8} {:>10}",
         "transport", "idl", "mode", "result", "messages", "time"
     );
     let mut failed = 0;
@@ -68,7 +68,7 @@ async fn main() -> ExitCode {
             }
         };
         println!(
-            "{:<10} {:<7} {:<9} {:<6} {:>8} {:>10}{why}",
+            "{:<13} {:<7} {:<9} {:<6} {:>8} {:>10}{why}",
             r.transport.name(),
             r.idl,
             r.mode.name(),

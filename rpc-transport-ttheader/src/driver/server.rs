@@ -179,7 +179,7 @@ pub async fn serve_unix(
 async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            Ok(()) = stop.changed() => return,
             r = listener.accept() => match r {
                 Ok((s, peer)) => {
                     let _ = s.set_nodelay(true);
@@ -203,7 +203,7 @@ async fn accept_unix(
 ) {
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            Ok(()) = stop.changed() => return,
             r = listener.accept() => match r {
                 Ok((s, _)) => {
                     tokio::spawn(serve_io(shared.clone(), Io::Unix(s), Some(Peer::Unix(Some(path.clone())))));

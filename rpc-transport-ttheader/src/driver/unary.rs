@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use rpc_core::codec::Encodable;
 use rpc_core::transport::{ClientStreamRaw, IncomingStream, ServerStreamRaw};
-use rpc_core::{CallContext, Code, Error, Metadata, PayloadKind, Peer, Server, Status};
+use rpc_core::{CallContext, Code, Error, Metadata, Mode, PayloadKind, Peer, Server, Status};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -698,6 +698,17 @@ impl UnaryServerConn {
                     return Ok(());
                 }
             };
+        if route.method().mode != Mode::PingPong {
+            // volo-build turns streaming methods into pingpong ones; a streaming handler cannot
+            // run over one CALL/REPLY, so say so instead of failing on the payload.
+            let status = Status::unimplemented(format!(
+                "{} is a streaming method: call it over TTHeader Streaming",
+                msg.header.name
+            ))
+            .with_transport_code(ApplicationException::INVALID_PROTOCOL);
+            self.reply(&reply_to, &Metadata::new(), Err(&status));
+            return Ok(());
+        }
         let deadline = msg
             .headers
             .get_int_decimal(int_key::RPC_TIMEOUT)
