@@ -1,0 +1,190 @@
+//! `cargo run --release -p benches --bin load [-- SECONDS]`
+//!
+//! End-to-end load over TTHeader on loopback TCP, one connection, 100-byte messages, with the
+//! echo server in a separate process (this binary re-executed with `serve`):
+//!
+//! * pingpong calls/s: thrift over unary TTHeader (mux) and protobuf over TTHeader Streaming,
+//!   64 calls in flight, with p50/p99 latency;
+//! * stream messages/s: one bidi stream, sender and receiver in separate tasks (pipelined);
+//! * the same over the in-process transport, as the framework's own ceiling.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use examples::idl::{Proto, Thrift};
+use examples::{proto, thrift, EchoIdl};
+use rpc_core::Client;
+use rpc_transport_ttheader::{serve_tcp, Endpoint, ServerConfig, TtHeaderClient, UnaryMode};
+use tokio::io::AsyncBufReadExt;
+
+const CONCURRENCY: usize = 64;
+
+fn payload() -> String {
+    "x".repeat(100)
+}
+
+struct Figures {
+    ops_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn pingpong<I: EchoIdl>(client: I::Client, secs: f64) -> Figures {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let client = client.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 16);
+            let req = examples::EchoRequest {
+                message: payload(),
+                ..Default::default()
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                I::ping_pong(&client, req.clone(), rpc_core::CallOptions::new())
+                    .await
+                    .expect("pingpong failed");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Figures {
+        ops_per_sec: all.len() as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
+}
+
+async fn stream<I: EchoIdl>(client: I::Client, secs: f64) -> Figures {
+    let call = I::echo(&client, rpc_core::CallOptions::new())
+        .await
+        .expect("open");
+    let (mut tx, mut rx) = call.into_split();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let sender = tokio::spawn(async move {
+        let req = examples::EchoRequest {
+            message: payload(),
+            ..Default::default()
+        };
+        let mut n = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            tx.send(req.clone().into()).await.expect("send");
+            n += 1;
+        }
+        tx.close_send().expect("close");
+        n
+    });
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut received = 0u64;
+    let mut at_deadline = None;
+    while let Some(_m) = rx.recv().await.expect("recv") {
+        received += 1;
+        if at_deadline.is_none() && Instant::now() >= deadline {
+            at_deadline = Some((received, start.elapsed()));
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+    let sent = sender.await.expect("sender");
+    assert_eq!(sent, received, "every message echoed");
+    let (n, t) = at_deadline.unwrap_or((received, start.elapsed()));
+    Figures {
+        ops_per_sec: n as f64 / t.as_secs_f64(),
+        p50: Duration::ZERO,
+        p99: Duration::ZERO,
+    }
+}
+
+fn row(name: &str, f: &Figures) {
+    if f.p50.is_zero() {
+        println!("{name:<44} {:>12.0}/s", f.ops_per_sec);
+    } else {
+        println!(
+            "{name:<44} {:>12.0}/s   p50 {:>8.1?}  p99 {:>8.1?}",
+            f.ops_per_sec, f.p50, f.p99
+        );
+    }
+}
+
+async fn serve() {
+    let h = serve_tcp(
+        examples::server(),
+        "127.0.0.1:0".parse().expect("addr"),
+        ServerConfig::default(),
+    )
+    .await
+    .expect("listen");
+    println!("{}", h.local_addr().expect("addr"));
+    // Serve until the parent closes our stdin.
+    let mut line = String::new();
+    let _ = tokio::io::BufReader::new(tokio::io::stdin())
+        .read_line(&mut line)
+        .await;
+    h.shutdown(Duration::from_millis(100)).await;
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("serve") {
+        return serve().await;
+    }
+    let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .arg("serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    // Startup only: a blocking read of the child's first line is fine here.
+    let mut addr = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut addr,
+    )
+    .expect("server address");
+    let addr = addr.trim().parse().expect("address");
+
+    println!("TTHeader over loopback TCP, server in another process, 1 connection, 100-byte messages, {secs}s each");
+    let tt = |mode| {
+        Client::new(
+            TtHeaderClient::builder(Endpoint::Tcp(addr))
+                .pool_size(1)
+                .unary_mode(mode)
+                .build(),
+        )
+    };
+    let f = pingpong::<Thrift>(thrift::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
+    row("pingpong thrift, unary TTHeader mux", &f);
+    let f = pingpong::<Proto>(proto::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
+    row("pingpong protobuf, TTHeader Streaming", &f);
+    let f = stream::<Thrift>(thrift::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
+    row("bidi stream thrift, messages echoed", &f);
+    let f = stream::<Proto>(proto::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
+    row("bidi stream protobuf, messages echoed", &f);
+
+    let inproc = Client::new(rpc_core::inproc::InProcTransport::new(examples::server()));
+    let f = pingpong::<Thrift>(thrift::TestServiceClient::new(inproc.clone()), secs).await;
+    row("in-process pingpong thrift", &f);
+    let f = stream::<Thrift>(thrift::TestServiceClient::new(inproc), secs).await;
+    row("in-process bidi stream thrift", &f);
+
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
