@@ -1,4 +1,4 @@
-//! The echo service of `../shared/echo/README.md` (the contract every example, end-to-end test,
+//! The echo service of the shared `echo/README.md` (the contract every example, end-to-end test,
 //! benchmark and interop check relies on), generated from `idl/echo.thrift` and
 //! `idl/echo.proto` by `build.rs` through `rpc-codegen`.
 //!
