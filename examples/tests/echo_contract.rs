@@ -24,8 +24,14 @@ fn failing(message: &str, fail: &str) -> EchoRequest {
     }
 }
 
-async fn client<I: EchoIdl>() -> I::Client {
-    I::client(Transport::InProc.connect(I::server()).await.unwrap())
+/// A client of `I` over every transport (one server, hosting both flavours, per transport).
+async fn clients<I: EchoIdl>() -> Vec<(Transport, I::Client)> {
+    let mut out = Vec::new();
+    for &transport in Transport::ALL {
+        let client = transport.connect(examples::server()).await.unwrap();
+        out.push((transport, I::client(client)));
+    }
+    out
 }
 
 async fn all_modes<I: EchoIdl>() {
@@ -61,42 +67,52 @@ fn assert_app_error(s: &Status, text: &str) {
 
 #[tokio::test]
 async fn pingpong_fail_is_an_application_error_with_the_exact_text() {
-    let t = client::<Thrift>().await;
-    match Thrift::ping_pong(&t, failing("x", "boom: no"), CallOptions::new()).await {
-        Err(PingPongError::Status(s)) => assert_app_error(&s, "boom: no"),
-        other => panic!("{other:?}"),
+    for (tr, t) in clients::<Thrift>().await {
+        match Thrift::ping_pong(&t, failing("x", "boom: no"), CallOptions::new()).await {
+            Err(PingPongError::Status(s)) => assert_app_error(&s, "boom: no"),
+            other => panic!("{tr}: {other:?}"),
+        }
     }
-    let p = client::<Proto>().await;
-    match Proto::ping_pong(&p, failing("x", "boom: no"), CallOptions::new()).await {
-        Err(PingPongError::Status(s)) => assert_app_error(&s, "boom: no"),
-        other => panic!("{other:?}"),
-    }
-    // protobuf declares no exceptions: the "declared:" text is an application error there.
-    match Proto::ping_pong(&p, failing("x", "declared: nope"), CallOptions::new()).await {
-        Err(PingPongError::Status(s)) => assert_app_error(&s, "declared: nope"),
-        other => panic!("{other:?}"),
+    for (tr, p) in clients::<Proto>().await {
+        match Proto::ping_pong(&p, failing("x", "boom: no"), CallOptions::new()).await {
+            Err(PingPongError::Status(s)) => assert_app_error(&s, "boom: no"),
+            other => panic!("{tr}: {other:?}"),
+        }
+        // protobuf declares no exceptions: the "declared:" text is an application error there.
+        match Proto::ping_pong(&p, failing("x", "declared: nope"), CallOptions::new()).await {
+            Err(PingPongError::Status(s)) => assert_app_error(&s, "declared: nope"),
+            other => panic!("{tr}: {other:?}"),
+        }
     }
 }
 
 #[tokio::test]
 async fn thrift_pingpong_declared_prefix_is_the_typed_echo_error() {
-    let t = client::<Thrift>().await;
-    let err = t
-        .ping_pong(failing("x", "declared: nope").into())
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        MethodError::Declared(thrift::TestServicePingPongException::Err(
-            thrift::EchoError {
-                reason: "declared: nope".into()
-            }
-        ))
-    );
+    for (tr, t) in clients::<Thrift>().await {
+        let err = t
+            .ping_pong(failing("x", "declared: nope").into())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            MethodError::Declared(thrift::TestServicePingPongException::Err(
+                thrift::EchoError {
+                    reason: "declared: nope".into()
+                }
+            )),
+            "{tr}"
+        );
+    }
 }
 
 async fn bidi_fail_keeps_earlier_answers<I: EchoIdl>() {
-    let c = client::<I>().await;
+    for (_, c) in clients::<I>().await {
+        bidi_fail_keeps_earlier_answers_on::<I>(&c).await;
+    }
+}
+
+async fn bidi_fail_keeps_earlier_answers_on<I: EchoIdl>(c: &I::Client) {
+    let c = c.clone();
     let mut call = I::echo(&c, CallOptions::new()).await.unwrap();
     call.send(request("first").into()).await.unwrap();
     let first: EchoResponse = call.recv().await.unwrap().unwrap().into();
@@ -117,7 +133,13 @@ async fn bidi_fail_ends_the_stream_after_earlier_answers() {
 }
 
 async fn streaming_fail<I: EchoIdl>() {
-    let c = client::<I>().await;
+    for (_, c) in clients::<I>().await {
+        streaming_fail_on::<I>(&c).await;
+    }
+}
+
+async fn streaming_fail_on<I: EchoIdl>(c: &I::Client) {
+    let c = c.clone();
     let mut call = I::echo_client(&c, CallOptions::new()).await.unwrap();
     call.send(request("ok").into()).await.unwrap();
     // The server may end the stream while we still send: either way the outcome is the error.
@@ -140,7 +162,13 @@ async fn streaming_fail_ends_the_call_with_the_exact_text() {
 }
 
 async fn sleep_past_deadline<I: EchoIdl>() {
-    let c = client::<I>().await;
+    for (_, c) in clients::<I>().await {
+        sleep_past_deadline_on::<I>(&c).await;
+    }
+}
+
+async fn sleep_past_deadline_on<I: EchoIdl>(c: &I::Client) {
+    let c = c.clone();
     let slow = EchoRequest {
         sleep_ms: Some(5_000),
         ..request("slow")
