@@ -193,3 +193,55 @@ async fn unary_replies_in_the_request_form_and_say_crrst_during_shutdown() {
     assert_eq!(reply.headers.get_str(str_key::CONN_RESET), Some("1"));
     within(shutdown).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_payload_we_cannot_read_is_answered_and_the_connection_survives() {
+    let (server, _probe) = server();
+    let h = serve_tcp(
+        server,
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut peer = Peer::connect(h.local_addr().unwrap()).await;
+    // A Thrift compact message (`82 21 ...`) behind a binary protocol id, as a compact volo
+    // client sends it.
+    let mut p = Packet::new(0, 9, ProtocolId::ThriftBinary);
+    p.payload = Bytes::from_static(&[0x82, 0x21, 0x01, 0x04, b'E', b'c', b'h', b'o', 0x00]);
+    let mut wire = BytesMut::new();
+    p.encode(&mut wire).unwrap();
+    peer.sock.write_all(&wire).await.unwrap();
+    let reply = peer.packet().await;
+    assert_eq!(reply.seq_id, 9);
+    let (mh, used) = MessageHeader::decode(&reply.payload).unwrap();
+    assert_eq!(mh.kind, MessageType::Exception);
+    let (exc, _) =
+        rpc_transport_ttheader::proto::ApplicationException::decode(&reply.payload[used..])
+            .unwrap();
+    assert_eq!(
+        exc.kind,
+        rpc_transport_ttheader::proto::ApplicationException::INVALID_PROTOCOL
+    );
+
+    // Same connection, a proper call.
+    let mut payload = BytesMut::new();
+    MessageHeader {
+        name: "Echo".into(),
+        kind: MessageType::Call,
+        seq_id: 10,
+    }
+    .encode(&mut payload)
+    .unwrap();
+    payload.extend_from_slice(&encode_to_bytes::<ThriftCodec, TMsg>(&msg("ok", 10)).unwrap());
+    let mut p = Packet::new(0, 10, ProtocolId::ThriftBinary);
+    p.headers.push_str(str_key::IDL_SERVICE_NAME, "ThTest");
+    p.payload = payload.freeze();
+    let mut wire = BytesMut::new();
+    p.encode(&mut wire).unwrap();
+    peer.sock.write_all(&wire).await.unwrap();
+    let reply = peer.packet().await;
+    let (mh, _) = MessageHeader::decode(&reply.payload).unwrap();
+    assert_eq!((mh.kind, mh.seq_id), (MessageType::Reply, 10));
+    h.shutdown(Duration::from_secs(1)).await;
+}

@@ -646,7 +646,21 @@ impl UnaryServerConn {
         let flags = packet.flags;
         let msg = match parse(packet) {
             Ok(m) => m,
-            Err(e) => return Err(Status::internal(format!("malformed call: {e}"))),
+            Err(e) => {
+                // The TTHeader framing is intact, only the payload is not strict Thrift binary
+                // (e.g. compact, which we do not speak): answer, keep the connection.
+                let to = ReplyTo {
+                    flags: flags & FLAGS_MUX,
+                    seq: seq_id,
+                    framing: Framing::Unframed,
+                    method: String::new(),
+                    oneway: false,
+                };
+                let status = Status::unimplemented(format!("unsupported payload: {e}"))
+                    .with_transport_code(ApplicationException::INVALID_PROTOCOL);
+                self.reply(&to, &Metadata::new(), Err(&status));
+                return Ok(());
+            }
         };
         let oneway = match msg.header.kind {
             MessageType::Call => false,
