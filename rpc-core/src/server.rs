@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
@@ -142,6 +142,7 @@ impl ServerBuilder {
                 cancel_grace: self.cancel_grace,
                 active: AtomicUsize::new(0),
                 idle: tokio::sync::Notify::new(),
+                idle_waiters: AtomicUsize::new(0),
             }),
         }
     }
@@ -154,6 +155,7 @@ struct ServerInner {
     cancel_grace: Duration,
     active: AtomicUsize,
     idle: tokio::sync::Notify,
+    idle_waiters: AtomicUsize,
 }
 
 /// Hosts services and runs their handlers for streams that transports accept. Cheap to clone;
@@ -277,9 +279,19 @@ impl Server {
 
     /// Waits until no handler is running (for graceful shutdown and tests).
     pub async fn wait_idle(&self) {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        // SeqCst here and in `ActiveGuard::drop`: each side writes one counter and reads the
+        // other, so at least one of them must see the other's write.
+        self.inner.idle_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.inner.idle_waiters);
         loop {
             let notified = self.inner.idle.notified();
-            if self.active_streams() == 0 {
+            if self.inner.active.load(Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;
@@ -314,7 +326,6 @@ impl Server {
         if let Some(peer) = incoming.peer {
             ctx = ctx.with_peer(peer);
         }
-        let (cancel_tx, _) = watch::channel(None);
         let shared = Arc::new(ServerShared {
             ctx,
             raw,
@@ -323,7 +334,7 @@ impl Server {
             header_sent: AtomicBool::new(false),
             trailer: Mutex::new(Metadata::new()),
             local_cancel: OnceLock::new(),
-            cancel_tx,
+            cancel_notify: Notify::new(),
         });
         let call = ServerCall {
             ctx: ServerContext {
@@ -350,7 +361,10 @@ struct ActiveGuard(Arc<ServerInner>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // Only `wait_idle` listens; skip the notify lock on the hot path when nobody does.
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.idle_waiters.load(Ordering::SeqCst) > 0
+        {
             self.0.idle.notify_waiters();
         }
     }
@@ -415,7 +429,7 @@ struct ServerShared {
     trailer: Mutex<Metadata>,
     /// Set when the stream was cancelled or its deadline passed; handles fail with it.
     local_cancel: OnceLock<Status>,
-    cancel_tx: watch::Sender<Option<Status>>,
+    cancel_notify: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -438,8 +452,8 @@ impl ServerShared {
     }
 
     fn cancel_locally(&self, status: Status) {
-        let _ = self.local_cancel.set(status.clone());
-        self.cancel_tx.send_replace(Some(status));
+        let _ = self.local_cancel.set(status);
+        self.cancel_notify.notify_waiters();
     }
 
     fn finish(&self, status: Status) {
@@ -530,13 +544,13 @@ impl ServerContext {
     /// Resolves with the reason once the client cancelled, the connection was lost, or the
     /// deadline passed. Cancel-safe; any number of these may be awaited at once.
     pub async fn cancelled(&self) -> Status {
-        let mut rx = self.shared.cancel_tx.subscribe();
-        let got = match rx.wait_for(Option::is_some).await {
-            Ok(s) => s.clone(),
-            // The sender lives in `shared`, which we hold: unreachable, but never hang.
-            Err(_) => None,
-        };
-        got.unwrap_or_else(|| Status::cancelled("cancelled"))
+        loop {
+            let notified = self.shared.cancel_notify.notified();
+            if let Some(s) = self.shared.local_cancel.get() {
+                return s.clone();
+            }
+            notified.await;
+        }
     }
 
     /// Whether the stream has been cancelled (see [`ServerContext::cancelled`]).

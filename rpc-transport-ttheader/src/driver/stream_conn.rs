@@ -204,9 +204,12 @@ impl Conn {
     fn remove(&self, id: i32) {
         let mut streams = lock(&self.streams);
         streams.remove(&id);
+        // Only `drain` waits for idleness, and it sets `draining` before it checks the count.
         if streams.is_empty() {
             drop(streams);
-            self.idle.notify_waiters();
+            if self.draining.load(Ordering::Acquire) {
+                self.idle.notify_waiters();
+            }
         }
     }
 

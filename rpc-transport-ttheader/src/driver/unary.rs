@@ -530,7 +530,9 @@ pub(crate) struct UnaryServerConn {
     idle: Notify,
     stats: Arc<Stats>,
     lost: OnceLock<Status>,
-    calls: Mutex<Vec<std::sync::Weak<ServerCallState>>>,
+    /// In-flight calls, so a lost connection can cancel their handlers.
+    calls: Mutex<HashMap<u64, Arc<ServerCallState>>>,
+    next_call: std::sync::atomic::AtomicU64,
     _counted: Counted,
 }
 
@@ -553,7 +555,8 @@ impl UnaryServerConn {
             idle: Notify::new(),
             stats: stats.clone(),
             lost: OnceLock::new(),
-            calls: Mutex::new(Vec::new()),
+            calls: Mutex::new(HashMap::new()),
+            next_call: std::sync::atomic::AtomicU64::new(0),
             _counted: Counted::new(stats, |s| &s.connections),
         });
         let (rd, wr) = io.into_split();
@@ -575,13 +578,12 @@ impl UnaryServerConn {
             return;
         }
         self.write.close();
-        for c in lock(&self.calls).drain(..) {
-            if let Some(c) = c.upgrade() {
-                let mut st = lock(&c.st);
-                st.cancelled.get_or_insert(status.clone());
-                if let Some(w) = st.cancel_waker.take() {
-                    w.wake();
-                }
+        let calls: Vec<_> = lock(&self.calls).drain().map(|(_, c)| c).collect();
+        for c in calls {
+            let mut st = lock(&c.st);
+            st.cancelled.get_or_insert(status.clone());
+            if let Some(w) = st.cancel_waker.take() {
+                w.wake();
             }
         }
         self.idle.notify_waiters();
@@ -743,14 +745,12 @@ impl UnaryServerConn {
                 finished: false,
             }),
         });
-        {
-            let mut calls = lock(&self.calls);
-            calls.retain(|w| w.strong_count() > 0);
-            calls.push(Arc::downgrade(&state));
-        }
+        let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        lock(&self.calls).insert(call_id, state.clone());
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let raw = Arc::new(UnaryServer {
             conn: self.clone(),
+            call_id,
             reply_to,
             state,
             _counted: Counted::new(&self.stats, |s| &s.streams),
@@ -833,6 +833,7 @@ struct ServerCallInner {
 /// response is held until `finish`, when the one REPLY carries it with all metadata.
 struct UnaryServer {
     conn: Arc<UnaryServerConn>,
+    call_id: u64,
     reply_to: ReplyTo,
     state: Arc<ServerCallState>,
     _counted: Counted,
@@ -900,7 +901,10 @@ impl ServerStreamRaw for UnaryServer {
                 (false, _) => self.conn.reply(&self.reply_to, &md, Err(&status)),
             }
         }
-        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        lock(&self.conn.calls).remove(&self.call_id);
+        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.conn.draining.load(Ordering::Acquire)
+        {
             self.conn.idle.notify_waiters();
         }
     }
