@@ -313,7 +313,8 @@ impl Server {
     }
 
     /// As [`Server::dispatch`] for a stream the transport already routed with
-    /// [`Server::resolve`].
+    /// [`Server::resolve`]; `incoming.service` and `incoming.method` are not used again (they
+    /// may be left empty).
     pub fn dispatch_route(
         &self,
         route: Route,

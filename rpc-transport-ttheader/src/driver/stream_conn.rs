@@ -333,7 +333,9 @@ impl Conn {
         };
         let stream = Stream::new(self, id, method, protocol, sm);
         lock(&self.streams).insert(id, stream.clone());
-        let incoming = IncomingStream::new(service, stream.method.clone())
+        // Already routed: `dispatch_route` does not need the names again (no allocation).
+        drop(service);
+        let incoming = IncomingStream::new(String::new(), String::new())
             .with_metadata(metadata)
             .with_deadline(deadline)
             .with_peer(self.peer.clone())

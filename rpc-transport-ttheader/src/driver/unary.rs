@@ -730,7 +730,9 @@ impl UnaryServerConn {
             .get_int_decimal(int_key::RPC_TIMEOUT)
             .filter(|ms| *ms > 0)
             .map(|ms| Instant::now() + Duration::from_millis(ms));
-        let incoming = IncomingStream::new(service, msg.header.name.clone())
+        // Already routed: `dispatch_route` does not need the names again (no allocation).
+        drop(service);
+        let incoming = IncomingStream::new(String::new(), String::new())
             .with_metadata(metadata_of(&msg.headers))
             .with_deadline(deadline)
             .with_peer(self.peer.clone())
