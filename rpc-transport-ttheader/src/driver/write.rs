@@ -116,6 +116,9 @@ impl WriteQueue {
                     }
                 }
                 notified.await;
+                // Woken by the first frame of a burst: let the tasks that are ready right now
+                // (other handlers finishing) append theirs too, so they share one syscall.
+                tokio::task::yield_now().await;
             };
             match batch {
                 Some(batch) => out.write_all(&batch).await?,
