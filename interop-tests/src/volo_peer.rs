@@ -1,5 +1,5 @@
 //! The volo-thrift side of the interop tests: an echo server that honours the echo service
-//! contract (`../shared/echo/README.md`) and a client, both over TTHeader with a framed or an
+//! contract (the shared `echo/README.md`) and a client, both over TTHeader with a framed or an
 //! unframed binary payload.
 //!
 //! volo-thrift has no streaming: volo-build turns the streaming methods of `echo.thrift`
@@ -34,7 +34,7 @@ pub const DECLARED_PREFIX: &str = "declared:";
 /// service name (`isn` string key) volo-build sets on every call.
 pub const SERVICE_NAME: &str = "TestService";
 
-/// How the thrift message sits inside the TTHeader packet (`../shared/spec/ttheader.md` §2).
+/// How the thrift message sits inside the TTHeader packet (the shared `spec/ttheader.md` §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Framing {
     /// TTHeader + Framed: the thrift message is prefixed by its own `u32` length. volo's default

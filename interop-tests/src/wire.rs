@@ -1,5 +1,5 @@
 //! A small, independent TTHeader reader for looking at captured bytes
-//! (`../shared/spec/ttheader.md` §1, §2). It is deliberately not our transport's codec: a check
+//! (the shared `spec/ttheader.md` §1, §2). It is deliberately not our transport's codec: a check
 //! of our transport must not go through our transport's own parser.
 //!
 //! It reads; it never writes, and it keeps everything (entry order, padding, raw bytes) so a
@@ -332,7 +332,7 @@ mod tests {
             .collect()
     }
 
-    /// The frame a volo-thrift 0.12.7 client sent (`../shared/vectors`), read field by field.
+    /// The frame a volo-thrift 0.12.7 client sent (the shared vectors), read field by field.
     #[test]
     fn reads_the_captured_volo_call() {
         let raw = unhex(include_str!(
