@@ -100,7 +100,7 @@ impl EchoIdl for Thrift {
         options: CallOptions,
     ) -> Result<EchoResponse, PingPongError> {
         match client.ping_pong_with(req.into(), options).await {
-            Ok(res) => Ok(res.into()),
+            Ok(res) => Ok(res.into_inner().into()),
             Err(MethodError::Declared(thrift::TestServicePingPongException::Err(e))) => {
                 Err(PingPongError::Declared(e.reason))
             }
@@ -159,7 +159,7 @@ impl EchoIdl for Proto {
         client
             .ping_pong_with(req.into(), options)
             .await
-            .map(Into::into)
+            .map(|res| res.into_inner().into())
             .map_err(PingPongError::Status)
     }
 

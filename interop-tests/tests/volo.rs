@@ -866,7 +866,7 @@ async fn deadlines_travel_as_rpc_timeout() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(resp.message, "m0");
+    assert_eq!(resp.get_ref().message, "m0");
     let call = frames(
         &proxy.record(0).expect("one connection"),
         Direction::ToServer,

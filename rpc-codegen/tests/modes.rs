@@ -39,9 +39,13 @@ struct ThriftEcho;
 impl echo_thrift::TestService for ThriftEcho {
     async fn ping_pong(
         &self,
-        _ctx: ServerContext,
+        ctx: ServerContext,
         req: echo_thrift::Request,
     ) -> Result<echo_thrift::Response, MethodError<echo_thrift::TestServicePingPongException>> {
+        if let Some(v) = ctx.metadata().get_str("x-echo") {
+            ctx.set_header("x-echo", v.to_owned())?;
+            ctx.set_trailer("x-done", "1");
+        }
         match req.fail {
             Some(reason) if reason.starts_with("declared:") => Err(MethodError::Declared(
                 echo_thrift::TestServicePingPongException::Err(echo_thrift::EchoError { reason }),
@@ -123,6 +127,14 @@ async fn thrift_echo_all_modes() {
 
     let res = client.ping_pong(thrift_req("hi")).await.unwrap();
     assert_eq!(res.message, "hi");
+    // The `_with` variant hands back the response metadata as well.
+    let res = client
+        .ping_pong_with(thrift_req("md"), CallOptions::new().metadata("x-echo", "v"))
+        .await
+        .unwrap();
+    assert_eq!(res.header().get_str("x-echo"), Some("v"));
+    assert_eq!(res.trailer().get_str("x-done"), Some("1"));
+    assert_eq!(res.into_inner().message, "md");
 
     let mut bidi = client.echo().await.unwrap();
     for m in ["a", "b"] {

@@ -588,6 +588,10 @@ impl<'a> Cx<'a> {
         let thrift = self.ir.kind == IdlKind::Thrift;
         match m.mode {
             Mode::PingPong => {
+                let with_doc = format!(
+                    " As [`Self::{call}`], with per-call options (timeout, metadata); the response \
+                     comes with its header and trailer metadata."
+                );
                 let arg_names = arg_idents(m);
                 let arg_types: Vec<_> = m.args.iter().map(|a| self.arg_type(p, a)).collect();
                 let err = self.pingpong_error(s, m);
@@ -604,7 +608,7 @@ impl<'a> Cx<'a> {
                     let success = if m.response.is_some() {
                         quote! {
                             if let ::core::option::Option::Some(success) = result.success {
-                                return ::core::result::Result::Ok(success);
+                                return ::core::result::Result::Ok(#rc::Response::new(header, success, trailer));
                             }
                         }
                     } else {
@@ -629,15 +633,15 @@ impl<'a> Cx<'a> {
                             quote!(::core::result::Result::Err(#rc::MethodError::Status(#status)))
                         }
                     } else {
-                        quote!(::core::result::Result::Ok(()))
+                        quote!(::core::result::Result::Ok(#rc::Response::new(header, (), trailer)))
                     };
-                    let bind = if m.response.is_none() && m.exceptions.is_empty() {
-                        quote!()
+                    let result_binding = if m.response.is_none() && m.exceptions.is_empty() {
+                        quote!(_)
                     } else {
-                        quote!(let result =)
+                        quote!(result)
                     };
                     quote! {
-                        #bind self
+                        let (header, #result_binding, trailer) = self
                             .inner
                             .unary::<#codec, #args, #result>(
                                 #desc,
@@ -645,7 +649,7 @@ impl<'a> Cx<'a> {
                                 options,
                             )
                             .await?
-                            .into_inner();
+                            .into_parts();
                         #success
                         #(#declared)*
                         #end
@@ -653,12 +657,9 @@ impl<'a> Cx<'a> {
                 } else {
                     let arg = &first_arg(m);
                     quote! {
-                        ::core::result::Result::Ok(
-                            self.inner
-                                .unary::<#codec, #req, #res>(#desc, #arg, options)
-                                .await?
-                                .into_inner(),
-                        )
+                        self.inner
+                            .unary::<#codec, #req, #res>(#desc, #arg, options)
+                            .await
                     }
                 };
                 let arg_names2 = arg_names.clone();
@@ -666,7 +667,9 @@ impl<'a> Cx<'a> {
                 quote! {
                     #doc
                     pub async fn #call(&self, #(#arg_names: #arg_types),*) -> ::core::result::Result<#res, #err> {
-                        self.#call_with(#(#arg_names2,)* #rc::CallOptions::new()).await
+                        self.#call_with(#(#arg_names2,)* #rc::CallOptions::new())
+                            .await
+                            .map(#rc::Response::into_inner)
                     }
 
                     #[doc = #with_doc]
@@ -674,7 +677,7 @@ impl<'a> Cx<'a> {
                         &self,
                         #(#arg_names: #arg_types2,)*
                         options: #rc::CallOptions,
-                    ) -> ::core::result::Result<#res, #err> {
+                    ) -> ::core::result::Result<#rc::Response<#res>, #err> {
                         #body
                     }
                 }

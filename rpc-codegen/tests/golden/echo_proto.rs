@@ -239,25 +239,26 @@ pub mod echo {
             &self,
             request: Request,
         ) -> ::core::result::Result<Response, ::rpc_core::codegen::Status> {
-            self.ping_pong_with(request, ::rpc_core::codegen::CallOptions::new()).await
+            self.ping_pong_with(request, ::rpc_core::codegen::CallOptions::new())
+                .await
+                .map(::rpc_core::codegen::Response::into_inner)
         }
-        /// As [`Self::ping_pong`], with per-call options (timeout, metadata).
+        /// As [`Self::ping_pong`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
         pub async fn ping_pong_with(
             &self,
             request: Request,
             options: ::rpc_core::codegen::CallOptions,
-        ) -> ::core::result::Result<Response, ::rpc_core::codegen::Status> {
-            ::core::result::Result::Ok(
-                self
-                    .inner
-                    .unary::<
-                        ::rpc_core::codegen::ProstCodec,
-                        Request,
-                        Response,
-                    >(&TEST_SERVICE_METHODS[0], request, options)
-                    .await?
-                    .into_inner(),
-            )
+        ) -> ::core::result::Result<
+            ::rpc_core::codegen::Response<Response>,
+            ::rpc_core::codegen::Status,
+        > {
+            self.inner
+                .unary::<
+                    ::rpc_core::codegen::ProstCodec,
+                    Request,
+                    Response,
+                >(&TEST_SERVICE_METHODS[0], request, options)
+                .await
         }
         /// Calls `Echo` (bidirectional streaming).
         pub async fn echo(

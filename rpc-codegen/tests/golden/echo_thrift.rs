@@ -681,18 +681,20 @@ pub mod echo {
             Response,
             ::rpc_core::codegen::MethodError<TestServicePingPongException>,
         > {
-            self.ping_pong_with(req, ::rpc_core::codegen::CallOptions::new()).await
+            self.ping_pong_with(req, ::rpc_core::codegen::CallOptions::new())
+                .await
+                .map(::rpc_core::codegen::Response::into_inner)
         }
-        /// As [`Self::ping_pong`], with per-call options (timeout, metadata).
+        /// As [`Self::ping_pong`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
         pub async fn ping_pong_with(
             &self,
             req: Request,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            Response,
+            ::rpc_core::codegen::Response<Response>,
             ::rpc_core::codegen::MethodError<TestServicePingPongException>,
         > {
-            let result = self
+            let (header, result, trailer) = self
                 .inner
                 .unary::<
                     ::rpc_core::codegen::ThriftCodec,
@@ -700,9 +702,11 @@ pub mod echo {
                     TestServicePingPongResult,
                 >(&TEST_SERVICE_METHODS[0], TestServicePingPongArgs { req }, options)
                 .await?
-                .into_inner();
+                .into_parts();
             if let ::core::option::Option::Some(success) = result.success {
-                return ::core::result::Result::Ok(success);
+                return ::core::result::Result::Ok(
+                    ::rpc_core::codegen::Response::new(header, success, trailer),
+                );
             }
             if let ::core::option::Option::Some(e) = result.err {
                 return ::core::result::Result::Err(

@@ -503,14 +503,19 @@ pub mod base {
         pub async fn ping(
             &self,
         ) -> ::core::result::Result<::std::string::String, ::rpc_core::codegen::Status> {
-            self.ping_with(::rpc_core::codegen::CallOptions::new()).await
+            self.ping_with(::rpc_core::codegen::CallOptions::new())
+                .await
+                .map(::rpc_core::codegen::Response::into_inner)
         }
-        /// As [`Self::ping`], with per-call options (timeout, metadata).
+        /// As [`Self::ping`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
         pub async fn ping_with(
             &self,
             options: ::rpc_core::codegen::CallOptions,
-        ) -> ::core::result::Result<::std::string::String, ::rpc_core::codegen::Status> {
-            let result = self
+        ) -> ::core::result::Result<
+            ::rpc_core::codegen::Response<::std::string::String>,
+            ::rpc_core::codegen::Status,
+        > {
+            let (header, result, trailer) = self
                 .inner
                 .unary::<
                     ::rpc_core::codegen::ThriftCodec,
@@ -518,9 +523,11 @@ pub mod base {
                     BaseServicePingResult,
                 >(&BASE_SERVICE_METHODS[0], BaseServicePingArgs {}, options)
                 .await?
-                .into_inner();
+                .into_parts();
             if let ::core::option::Option::Some(success) = result.success {
-                return ::core::result::Result::Ok(success);
+                return ::core::result::Result::Ok(
+                    ::rpc_core::codegen::Response::new(header, success, trailer),
+                );
             }
             ::core::result::Result::Err(
                 ::rpc_core::codegen::Status::internal(
@@ -3003,17 +3010,19 @@ pub mod kitchen {
                 ::std::string::String,
                 ::rpc_core::codegen::Status,
             > {
-                self.ping_with(::rpc_core::codegen::CallOptions::new()).await
+                self.ping_with(::rpc_core::codegen::CallOptions::new())
+                    .await
+                    .map(::rpc_core::codegen::Response::into_inner)
             }
-            /// As [`Self::ping`], with per-call options (timeout, metadata).
+            /// As [`Self::ping`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
             pub async fn ping_with(
                 &self,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::std::string::String,
+                ::rpc_core::codegen::Response<::std::string::String>,
                 ::rpc_core::codegen::Status,
             > {
-                let result = self
+                let (header, result, trailer) = self
                     .inner
                     .unary::<
                         ::rpc_core::codegen::ThriftCodec,
@@ -3021,9 +3030,11 @@ pub mod kitchen {
                         ChildPingResult,
                     >(&CHILD_METHODS[0], ChildPingArgs {}, options)
                     .await?
-                    .into_inner();
+                    .into_parts();
                 if let ::core::option::Option::Some(success) = result.success {
-                    return ::core::result::Result::Ok(success);
+                    return ::core::result::Result::Ok(
+                        ::rpc_core::codegen::Response::new(header, success, trailer),
+                    );
                 }
                 ::core::result::Result::Err(
                     ::rpc_core::codegen::Status::internal(
@@ -3043,8 +3054,9 @@ pub mod kitchen {
             > {
                 self.get_with(id, meta, color, ::rpc_core::codegen::CallOptions::new())
                     .await
+                    .map(::rpc_core::codegen::Response::into_inner)
             }
-            /// As [`Self::get`], with per-call options (timeout, metadata).
+            /// As [`Self::get`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
             pub async fn get_with(
                 &self,
                 id: Id,
@@ -3052,10 +3064,10 @@ pub mod kitchen {
                 color: Color,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                Everything,
+                ::rpc_core::codegen::Response<Everything>,
                 ::rpc_core::codegen::MethodError<ChildGetException>,
             > {
-                let result = self
+                let (header, result, trailer) = self
                     .inner
                     .unary::<
                         ::rpc_core::codegen::ThriftCodec,
@@ -3063,9 +3075,11 @@ pub mod kitchen {
                         ChildGetResult,
                     >(&CHILD_METHODS[1], ChildGetArgs { id, meta, color }, options)
                     .await?
-                    .into_inner();
+                    .into_parts();
                 if let ::core::option::Option::Some(success) = result.success {
-                    return ::core::result::Result::Ok(success);
+                    return ::core::result::Result::Ok(
+                        ::rpc_core::codegen::Response::new(header, success, trailer),
+                    );
                 }
                 if let ::core::option::Option::Some(e) = result.oops {
                     return ::core::result::Result::Err(
@@ -3094,23 +3108,31 @@ pub mod kitchen {
                 &self,
                 what: ::std::string::String,
             ) -> ::core::result::Result<(), ::rpc_core::codegen::Status> {
-                self.fire_with(what, ::rpc_core::codegen::CallOptions::new()).await
+                self.fire_with(what, ::rpc_core::codegen::CallOptions::new())
+                    .await
+                    .map(::rpc_core::codegen::Response::into_inner)
             }
-            /// As [`Self::fire`], with per-call options (timeout, metadata).
+            /// As [`Self::fire`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
             pub async fn fire_with(
                 &self,
                 what: ::std::string::String,
                 options: ::rpc_core::codegen::CallOptions,
-            ) -> ::core::result::Result<(), ::rpc_core::codegen::Status> {
-                self.inner
+            ) -> ::core::result::Result<
+                ::rpc_core::codegen::Response<()>,
+                ::rpc_core::codegen::Status,
+            > {
+                let (header, _, trailer) = self
+                    .inner
                     .unary::<
                         ::rpc_core::codegen::ThriftCodec,
                         ChildFireArgs,
                         ChildFireResult,
                     >(&CHILD_METHODS[2], ChildFireArgs { what }, options)
                     .await?
-                    .into_inner();
-                ::core::result::Result::Ok(())
+                    .into_parts();
+                ::core::result::Result::Ok(
+                    ::rpc_core::codegen::Response::new(header, (), trailer),
+                )
             }
             /// Calls `Walk` (server streaming).
             pub async fn walk(
@@ -3194,15 +3216,20 @@ pub mod kitchen {
                 &self,
                 n: Node,
             ) -> ::core::result::Result<Node, ::rpc_core::codegen::Status> {
-                self.single_with(n, ::rpc_core::codegen::CallOptions::new()).await
+                self.single_with(n, ::rpc_core::codegen::CallOptions::new())
+                    .await
+                    .map(::rpc_core::codegen::Response::into_inner)
             }
-            /// As [`Self::single`], with per-call options (timeout, metadata).
+            /// As [`Self::single`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
             pub async fn single_with(
                 &self,
                 n: Node,
                 options: ::rpc_core::codegen::CallOptions,
-            ) -> ::core::result::Result<Node, ::rpc_core::codegen::Status> {
-                let result = self
+            ) -> ::core::result::Result<
+                ::rpc_core::codegen::Response<Node>,
+                ::rpc_core::codegen::Status,
+            > {
+                let (header, result, trailer) = self
                     .inner
                     .unary::<
                         ::rpc_core::codegen::ThriftCodec,
@@ -3210,9 +3237,11 @@ pub mod kitchen {
                         ChildSingleResult,
                     >(&CHILD_METHODS[6], ChildSingleArgs { n }, options)
                     .await?
-                    .into_inner();
+                    .into_parts();
                 if let ::core::option::Option::Some(success) = result.success {
-                    return ::core::result::Result::Ok(success);
+                    return ::core::result::Result::Ok(
+                        ::rpc_core::codegen::Response::new(header, success, trailer),
+                    );
                 }
                 ::core::result::Result::Err(
                     ::rpc_core::codegen::Status::internal(

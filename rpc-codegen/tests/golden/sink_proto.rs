@@ -368,25 +368,26 @@ pub mod acme {
                 &self,
                 request: super::common::Page,
             ) -> ::core::result::Result<Item, ::rpc_core::codegen::Status> {
-                self.get_with(request, ::rpc_core::codegen::CallOptions::new()).await
+                self.get_with(request, ::rpc_core::codegen::CallOptions::new())
+                    .await
+                    .map(::rpc_core::codegen::Response::into_inner)
             }
-            /// As [`Self::get`], with per-call options (timeout, metadata).
+            /// As [`Self::get`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
             pub async fn get_with(
                 &self,
                 request: super::common::Page,
                 options: ::rpc_core::codegen::CallOptions,
-            ) -> ::core::result::Result<Item, ::rpc_core::codegen::Status> {
-                ::core::result::Result::Ok(
-                    self
-                        .inner
-                        .unary::<
-                            ::rpc_core::codegen::ProstCodec,
-                            super::common::Page,
-                            Item,
-                        >(&SINK_METHODS[2], request, options)
-                        .await?
-                        .into_inner(),
-                )
+            ) -> ::core::result::Result<
+                ::rpc_core::codegen::Response<Item>,
+                ::rpc_core::codegen::Status,
+            > {
+                self.inner
+                    .unary::<
+                        ::rpc_core::codegen::ProstCodec,
+                        super::common::Page,
+                        Item,
+                    >(&SINK_METHODS[2], request, options)
+                    .await
             }
             /// Calls `Sync` (bidirectional streaming).
             pub async fn sync(
