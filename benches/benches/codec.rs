@@ -29,6 +29,15 @@ fn frames(c: &mut Criterion) {
             black_box(StreamFrame::decode(&mut src, &limits).unwrap());
         })
     });
+    g.bench_function("decode_data_fast_path", |b| {
+        b.iter(|| {
+            let mut src = BytesMut::from(&wire[..]);
+            black_box(StreamFrame::decode_data(&mut src, &limits).unwrap());
+        })
+    });
+    g.bench_function("copy_only_baseline", |b| {
+        b.iter(|| black_box(BytesMut::from(&wire[..])))
+    });
     g.finish();
 }
 

@@ -177,6 +177,39 @@ proptest! {
         prop_assert!(b.is_empty());
     }
 
+    /// The Data fast path agrees with the full decoder whenever it answers, answers for every
+    /// plain Data frame, and never consumes anything else.
+    #[test]
+    fn data_fast_path_agrees_with_the_full_decoder(f in stream_frame()) {
+        let mut wire = BytesMut::new();
+        f.encode(&mut wire).unwrap();
+        let mut fast = wire.clone();
+        let plain = f.kind == FrameKind::Data
+            && f.headers.str_kvs.is_empty()
+            && f.headers.acl_token.is_none();
+        match StreamFrame::decode_data(&mut fast, &Limits::default()) {
+            Some(d) => {
+                prop_assert!(plain);
+                prop_assert!(fast.is_empty());
+                prop_assert_eq!((d.stream_id, d.protocol, d.payload), (f.stream_id, f.protocol, f.payload));
+            }
+            None => {
+                prop_assert!(!plain, "a plain Data frame missed the fast path");
+                prop_assert_eq!(&fast[..], &wire[..]);
+            }
+        }
+        // Any strict prefix is incomplete: nothing is consumed.
+        let mut prefix = BytesMut::from(&wire[..wire.len() - 1]);
+        prop_assert!(StreamFrame::decode_data(&mut prefix, &Limits::default()).is_none());
+        prop_assert_eq!(prefix.len(), wire.len() - 1);
+    }
+
+    #[test]
+    fn data_fast_path_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let mut b = BytesMut::from(&data[..]);
+        let _ = StreamFrame::decode_data(&mut b, &Limits::default());
+    }
+
     #[test]
     fn stream_frames_round_trip(f in stream_frame()) {
         let mut b = BytesMut::new();

@@ -222,6 +222,14 @@ impl Conn {
         let limits = self.limits.proto();
         loop {
             loop {
+                // Most frames are plain Data frames: take them without allocating.
+                if let Some(d) = StreamFrame::decode_data(&mut buf, &limits) {
+                    let stream = lock(&self.streams).get(&d.stream_id).cloned();
+                    if let Some(s) = stream {
+                        s.on_data(d.payload);
+                    }
+                    continue;
+                }
                 match StreamFrame::decode(&mut buf, &limits) {
                     Ok(Some(frame)) => self.on_frame(frame),
                     Ok(None) => break,
@@ -529,7 +537,24 @@ impl Stream {
     fn on_frame(&self, frame: StreamFrame) {
         let exact_code = frame.headers.get_str(RPC_CODE_KEY).map(str::to_owned);
         let mut st = self.lock();
-        match st.sm.recv(frame) {
+        let event = st.sm.recv(frame);
+        self.apply(st, event, exact_code);
+    }
+
+    /// A Data frame from the reader's fast path.
+    fn on_data(&self, payload: Bytes) {
+        let mut st = self.lock();
+        let event = st.sm.recv_data(payload);
+        self.apply(st, event, None);
+    }
+
+    fn apply(
+        &self,
+        mut st: MutexGuard<'_, Inner>,
+        event: Result<RecvEvent, crate::proto::StreamError>,
+        exact_code: Option<String>,
+    ) {
+        match event {
             Ok(RecvEvent::Headers(h)) => {
                 st.header = Some(metadata_of(&h));
                 wake(&mut st.header_waker);

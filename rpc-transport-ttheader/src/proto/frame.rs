@@ -315,6 +315,92 @@ impl StreamFrame {
     }
 }
 
+/// A Data frame split off by [`StreamFrame::decode_data`], without allocating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFrame {
+    /// SEQUENCE ID: the stream.
+    pub stream_id: i32,
+    /// PROTOCOL ID.
+    pub protocol: StreamProtocol,
+    /// The message.
+    pub payload: Bytes,
+}
+
+impl StreamFrame {
+    /// The hot path of a stream reader: if `src` starts with a complete Data frame whose header
+    /// holds only int keys and padding (what every peer writes for Data), split it off and
+    /// return it without allocating. Anything else — another frame type, string keys, an ACL
+    /// token, a frame that is incomplete or wrong in any way — returns `None` and leaves `src`
+    /// untouched, so the caller falls back to [`StreamFrame::decode`], which reports errors.
+    /// Whenever this returns a frame, `decode` would have returned the same stream id,
+    /// protocol and payload.
+    pub fn decode_data(src: &mut BytesMut, limits: &Limits) -> Option<DataFrame> {
+        let (stream_id, protocol, header_end, total) = data_frame_shape(src, limits)?;
+        let frame = src.split_to(total).freeze();
+        Some(DataFrame {
+            stream_id,
+            protocol,
+            payload: frame.slice(header_end..),
+        })
+    }
+}
+
+/// Checks the Data-frame shape of the frame at the start of `src`: returns its stream id,
+/// protocol, where the payload starts and the frame's total length.
+fn data_frame_shape(src: &[u8], limits: &Limits) -> Option<(i32, StreamProtocol, usize, usize)> {
+    let be16 = |b: &[u8], at: usize| -> Option<u16> {
+        b.get(at..at + 2).map(|x| u16::from_be_bytes([x[0], x[1]]))
+    };
+    let fixed = src.get(..14)?;
+    let length =
+        usize::try_from(u32::from_be_bytes([fixed[0], fixed[1], fixed[2], fixed[3]])).ok()?;
+    if length > limits.max_frame_size || length < 10 {
+        return None;
+    }
+    let total = length.checked_add(4)?;
+    if src.len() < total
+        || be16(fixed, 4)? != keys::MAGIC
+        || be16(fixed, 6)? & keys::FLAGS_STREAMING == 0
+    {
+        return None;
+    }
+    let stream_id = i32::from_be_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]);
+    let header_end = 14 + usize::from(be16(fixed, 12)?) * 4;
+    if stream_id == 0 || header_end > total || header_end < 16 {
+        return None;
+    }
+    let header = &src[14..header_end];
+    let protocol = StreamProtocol::from_protocol_id(ProtocolId::from_u8(header[0])?)?;
+    let mut pos = 2 + usize::from(header[1]);
+    let mut kind: Option<&[u8]> = None;
+    while pos < header.len() {
+        match header[pos] {
+            keys::INFO_PADDING => pos += 1,
+            keys::INFO_INT_KVS => {
+                let count = be16(header, pos + 1)?;
+                pos += 3;
+                for _ in 0..count {
+                    let key = be16(header, pos)?;
+                    let len = usize::from(be16(header, pos + 2)?);
+                    let value = header.get(pos + 4..pos + 4 + len)?;
+                    pos += 4 + len;
+                    match key {
+                        // Repeated keys: the last one wins, as in the full decoder.
+                        int_key::FRAME_TYPE => kind = Some(value),
+                        int_key::TO_METHOD => {
+                            std::str::from_utf8(value).ok()?;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            // String keys or an ACL token: not the plain Data shape; let the full decoder work.
+            _ => return None,
+        }
+    }
+    (kind? == b"3").then_some((stream_id, protocol, header_end, total))
+}
+
 fn exception_payload(
     method: &str,
     stream_id: i32,

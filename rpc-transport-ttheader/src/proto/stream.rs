@@ -245,6 +245,23 @@ impl StreamState {
         Ok(())
     }
 
+    /// [`StreamState::recv`] for a Data frame already split off by
+    /// [`StreamFrame::decode_data`]: the same rules, without building a frame.
+    pub fn recv_data(&mut self, payload: Bytes) -> Result<RecvEvent, StreamError> {
+        let stream_id = self.stream_id;
+        if self.finished.is_some() {
+            return Ok(RecvEvent::Ignored);
+        }
+        match self.recv {
+            Half::Idle => Err(StreamError::DataBeforeHeader { stream_id }),
+            Half::Open => Ok(RecvEvent::Data(payload)),
+            Half::Closed => Err(StreamError::FrameAfterClose {
+                stream_id,
+                kind: FrameKind::Data,
+            }),
+        }
+    }
+
     /// Applies a frame received for this stream.
     ///
     /// A client accepts the server's Trailer even before any Header: old Kitex servers send a
@@ -268,14 +285,7 @@ impl StreamState {
                 self.recv = Half::Open;
                 Ok(RecvEvent::Headers(frame.headers))
             }
-            FrameKind::Data => match self.recv {
-                Half::Idle => Err(StreamError::DataBeforeHeader { stream_id }),
-                Half::Open => Ok(RecvEvent::Data(frame.payload)),
-                Half::Closed => Err(StreamError::FrameAfterClose {
-                    stream_id,
-                    kind: frame.kind,
-                }),
-            },
+            FrameKind::Data => self.recv_data(frame.payload),
             FrameKind::Trailer => match self.role {
                 Role::Client => {
                     self.recv = Half::Closed;
