@@ -4,7 +4,7 @@
 //! bytes and metadata. Every transport maps it to its own form (gRPC `grpc-status` trailers,
 //! ttstream trailer exceptions and `biz-status` keys, shm close frames). Library failures that
 //! happen locally (I/O, protocol violations, misuse) are [`Error`]s; they convert into a `Status`
-//! with a fitting code and stay reachable through [`Status::source`].
+//! with a fitting code and stay reachable through [`Status::library_error`].
 
 use std::fmt;
 use std::sync::Arc;
