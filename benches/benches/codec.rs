@@ -1,6 +1,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 //! `cargo bench -p benches --bench codec`: the per-message hot path of TTHeader Streaming —
-//! encoding a 100-byte message into a Data frame and decoding it again — and the thrift codec.
+//! encoding a 100-byte message into a Data frame and decoding it again — and the message codecs
+//! (thrift and protobuf) on the echo request.
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -41,5 +42,49 @@ fn frames(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, frames);
+/// The message codecs on the echo `Request` with a 100-byte message, both IDLs.
+fn messages(c: &mut Criterion) {
+    use rpc_core::{Codec, ProstCodec, ThriftCodec};
+    let text = "x".repeat(100);
+    let thrift_req = examples::thrift::Request {
+        message: text.clone(),
+        ..Default::default()
+    };
+    let proto_req = examples::proto::Request {
+        message: text,
+        ..Default::default()
+    };
+    let mut g = c.benchmark_group("echo_request_100B");
+    g.throughput(Throughput::Elements(1));
+    let mut buf = BytesMut::with_capacity(4096);
+    g.bench_function("thrift_encode", |b| {
+        b.iter(|| {
+            buf.clear();
+            ThriftCodec::encode(black_box(&thrift_req), &mut buf).unwrap();
+        })
+    });
+    let thrift_bytes = rpc_core::codec::encode_to_bytes::<ThriftCodec, _>(&thrift_req).unwrap();
+    g.bench_function("thrift_decode", |b| {
+        b.iter(|| {
+            let r: examples::thrift::Request = ThriftCodec::decode(thrift_bytes.clone()).unwrap();
+            black_box(r)
+        })
+    });
+    g.bench_function("protobuf_encode", |b| {
+        b.iter(|| {
+            buf.clear();
+            ProstCodec::encode(black_box(&proto_req), &mut buf).unwrap();
+        })
+    });
+    let proto_bytes = rpc_core::codec::encode_to_bytes::<ProstCodec, _>(&proto_req).unwrap();
+    g.bench_function("protobuf_decode", |b| {
+        b.iter(|| {
+            let r: examples::proto::Request = ProstCodec::decode(proto_bytes.clone()).unwrap();
+            black_box(r)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, frames, messages);
 criterion_main!(benches);
