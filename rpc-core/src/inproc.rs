@@ -23,6 +23,7 @@ use crate::context::{CallContext, Peer};
 use crate::metadata::Metadata;
 use crate::server::Server;
 use crate::status::{Error, Status};
+use crate::transport::waker::{register, wake};
 use crate::transport::{
     BoxFuture, ClientStreamRaw, ClientTransport, IncomingStream, ServerStreamRaw,
 };
@@ -140,19 +141,6 @@ struct State {
     /// The client reset the stream.
     reset: Option<Status>,
     cancel_waker: Option<Waker>,
-}
-
-fn wake(w: &mut Option<Waker>) {
-    if let Some(w) = w.take() {
-        w.wake();
-    }
-}
-
-fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(w) if w.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
-    }
 }
 
 impl State {

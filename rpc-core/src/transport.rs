@@ -23,6 +23,27 @@ use crate::context::{CallContext, PayloadKind, Peer};
 use crate::metadata::Metadata;
 use crate::status::Status;
 
+/// Waker slots for `poll_*` implementations that keep one waker per operation (the raw-stream
+/// contract: each `poll_*` method is driven by one task at a time).
+pub mod waker {
+    use std::task::{Context, Waker};
+
+    /// Stores the waker of `cx` in `slot`, unless the one there already wakes the same task.
+    pub fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+        match slot {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *slot = Some(cx.waker().clone()),
+        }
+    }
+
+    /// Wakes and clears `slot`, if it holds a waker.
+    pub fn wake(slot: &mut Option<Waker>) {
+        if let Some(w) = slot.take() {
+            w.wake();
+        }
+    }
+}
+
 /// A boxed, sendable future (the shape of every dynamic future in this crate).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

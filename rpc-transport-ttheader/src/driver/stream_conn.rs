@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rpc_core::codec::Encodable;
 use rpc_core::server::Route;
+use rpc_core::transport::waker::{register, wake};
 use rpc_core::transport::{ClientStreamRaw, IncomingStream, ServerStreamRaw};
 use rpc_core::{CallContext, Code, Error, Metadata, PayloadKind, Peer, Server, Status};
 use tokio::io::AsyncReadExt;
@@ -32,7 +33,7 @@ use super::mapping::{
     biz_of, exception_of, metadata_of, status_from_biz, status_from_exception, status_from_kitex,
     str_kvs, RPC_CODE_KEY,
 };
-use super::write::WriteQueue;
+use super::write::{append_packet, WriteQueue};
 use crate::proto::keys::{int_key, kitex_code, str_key};
 use crate::proto::{
     ApplicationException, BizStatus, FrameKind, RecvEvent, Role, StreamFrame, StreamProtocol,
@@ -41,19 +42,6 @@ use crate::proto::{
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn wake(w: &mut Option<Waker>) {
-    if let Some(w) = w.take() {
-        w.wake();
-    }
-}
-
-fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(w) if w.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
-    }
 }
 
 pub(crate) fn protocol_of(kind: PayloadKind) -> StreamProtocol {
@@ -625,24 +613,11 @@ impl Stream {
     fn write_data(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
         let max = self.conn.limits.max_frame_size;
         let appended = self.conn.write.append(|buf| {
-            let start = buf.len();
-            buf.extend_from_slice(&self.data_head);
-            if let Err(e) = msg.encode(buf) {
-                buf.truncate(start);
-                return Err(e);
-            }
-            let len = buf.len() - start - 4;
-            if len > max {
-                buf.truncate(start);
-                return Err(Error::MessageTooLarge {
-                    size: len,
-                    limit: max,
-                }
-                .into());
-            }
-            // `len <= max_frame_size`, which fits in u32 (the frame codec enforces it too).
-            buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
-            Ok(())
+            append_packet(buf, max, |buf| {
+                buf.extend_from_slice(&self.data_head);
+                msg.encode(buf)
+            })
+            .map(drop)
         });
         match appended {
             Ok(r) => r,

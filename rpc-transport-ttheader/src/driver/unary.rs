@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rpc_core::codec::Encodable;
+use rpc_core::transport::waker::{register, wake};
 use rpc_core::transport::{ClientStreamRaw, IncomingStream, ServerStreamRaw};
 use rpc_core::{CallContext, Code, Error, Metadata, Mode, PayloadKind, Peer, Server, Status};
 use tokio::io::AsyncReadExt;
@@ -24,7 +25,7 @@ use super::io::{Io, ReadHalf};
 use super::mapping::{
     biz_of, metadata_of, status_from_biz, status_from_exception, str_kvs, RPC_CODE_KEY,
 };
-use super::write::WriteQueue;
+use super::write::{append_packet, WriteQueue};
 use crate::proto::keys::{int_key, str_key, FLAGS_MUX};
 use crate::proto::{
     ApplicationException, BizStatus, Headers, MessageHeader, MessageType, Packet, PayloadForm,
@@ -76,33 +77,19 @@ fn write_packet(
     max: usize,
     body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
 ) -> Result<(), Status> {
-    let start = buf.len();
-    packet
-        .encode_head(0, buf)
-        .map_err(|e| Status::internal(format!("encode header: {e}")))?;
-    let framed_at = buf.len();
-    if framing == Framing::Framed {
-        buf.put_u32(0);
-    }
-    let res = msg
-        .encode(buf)
-        .map_err(|e| Status::internal(format!("encode message header: {e}")))
-        .and_then(|()| body(buf));
-    if let Err(e) = res {
-        buf.truncate(start);
-        return Err(e);
-    }
-    let len = buf.len() - start - 4;
-    if len > max {
-        buf.truncate(start);
-        return Err(Error::MessageTooLarge {
-            size: len,
-            limit: max,
+    let mut framed_at = 0;
+    append_packet(buf, max, |buf| {
+        packet
+            .encode_head(0, buf)
+            .map_err(|e| Status::internal(format!("encode header: {e}")))?;
+        framed_at = buf.len();
+        if framing == Framing::Framed {
+            buf.put_u32(0);
         }
-        .into());
-    }
-    // Both lengths are bounded by `max` (at most u32::MAX by the frame codec's contract).
-    buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        msg.encode(buf)
+            .map_err(|e| Status::internal(format!("encode message header: {e}")))?;
+        body(buf)
+    })?;
     if framing == Framing::Framed {
         let inner = (buf.len() - framed_at - 4) as u32;
         buf[framed_at..framed_at + 4].copy_from_slice(&inner.to_be_bytes());
@@ -353,12 +340,8 @@ impl Call {
             st.reply = Some(outcome);
         }
         st.metadata.get_or_insert_with(Metadata::new);
-        if let Some(w) = st.waker.take() {
-            w.wake();
-        }
-        if let Some(w) = st.header_waker.take() {
-            w.wake();
-        }
+        wake(&mut st.waker);
+        wake(&mut st.header_waker);
     }
 
     fn set_metadata(&self, md: Metadata) {
@@ -463,7 +446,7 @@ impl ClientStreamRaw for UnaryClient {
         if let Some(md) = &st.metadata {
             return Poll::Ready(Ok(md.clone()));
         }
-        st.header_waker = Some(cx.waker().clone());
+        register(&mut st.header_waker, cx);
         Poll::Pending
     }
 
@@ -471,7 +454,7 @@ impl ClientStreamRaw for UnaryClient {
         let mut st = lock(&self.call.st);
         match &st.reply {
             None => {
-                st.waker = Some(cx.waker().clone());
+                register(&mut st.waker, cx);
                 Poll::Pending
             }
             Some(Err(e)) => Poll::Ready(Err(e.clone())),
@@ -582,9 +565,7 @@ impl UnaryServerConn {
         for c in calls {
             let mut st = lock(&c.st);
             st.cancelled.get_or_insert(status.clone());
-            if let Some(w) = st.cancel_waker.take() {
-                w.wake();
-            }
+            wake(&mut st.cancel_waker);
         }
         self.idle.notify_waiters();
     }
@@ -916,7 +897,7 @@ impl ServerStreamRaw for UnaryServer {
         if let Some(c) = &st.cancelled {
             return Poll::Ready(c.clone());
         }
-        st.cancel_waker = Some(cx.waker().clone());
+        register(&mut st.cancel_waker, cx);
         Poll::Pending
     }
 }
