@@ -62,6 +62,7 @@ pub mod context;
 pub mod exception;
 #[cfg(feature = "inproc")]
 pub mod inproc;
+pub mod limits;
 pub mod metadata;
 pub mod middleware;
 pub mod server;
@@ -76,6 +77,7 @@ pub use client::{
 pub use codec::{Codec, ProstCodec, ThriftCodec};
 pub use context::{CallContext, CallOptions, MethodDesc, Mode, PayloadKind, Peer, ServiceDesc};
 pub use exception::MethodError;
+pub use limits::ServerLimits;
 pub use metadata::{Metadata, MetadataValue};
 pub use middleware::{RecvMiddleware, SendMiddleware};
 pub use server::{

@@ -27,6 +27,7 @@ use tower::{Layer, ServiceExt};
 
 use crate::codec::{Codec, Encodable, MsgCodec};
 use crate::context::{CallContext, MethodDesc, Mode, PayloadKind, Peer, ServiceDesc};
+use crate::limits::{ByteBudget, ServerLimits};
 use crate::metadata::Metadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
 use crate::status::{Error, Status};
@@ -75,9 +76,16 @@ pub struct ServerBuilder {
     layers: Vec<LayerFn>,
     middleware: MessageMiddleware,
     cancel_grace: Duration,
+    limits: ServerLimits,
 }
 
 impl ServerBuilder {
+    /// The limits every transport serving this server enforces (see [`crate::limits`]).
+    pub fn limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Hosts a service (a generated `XxxServer` adapter).
     pub fn add_service(mut self, service: impl Service) -> Self {
         self.services.push(Arc::new(service));
@@ -140,6 +148,8 @@ impl ServerBuilder {
                 layered,
                 middleware: self.middleware,
                 cancel_grace: self.cancel_grace,
+                budget: ByteBudget::new(self.limits.max_buffered_bytes),
+                limits: self.limits,
                 active: AtomicUsize::new(0),
                 idle: tokio::sync::Notify::new(),
                 idle_waiters: AtomicUsize::new(0),
@@ -153,6 +163,8 @@ struct ServerInner {
     layered: Option<CallService>,
     middleware: MessageMiddleware,
     cancel_grace: Duration,
+    limits: ServerLimits,
+    budget: Arc<ByteBudget>,
     active: AtomicUsize,
     idle: tokio::sync::Notify,
     idle_waiters: AtomicUsize,
@@ -203,7 +215,19 @@ impl Server {
             layers: Vec::new(),
             middleware: MessageMiddleware::default(),
             cancel_grace: DEFAULT_CANCEL_GRACE,
+            limits: ServerLimits::default(),
         }
+    }
+
+    /// The limits set on the builder.
+    pub fn limits(&self) -> &ServerLimits {
+        &self.inner.limits
+    }
+
+    /// The server-wide budget of buffered bytes ([`ServerLimits::max_buffered_bytes`]) that
+    /// every connection of every listener serving this server charges.
+    pub fn byte_budget(&self) -> &Arc<ByteBudget> {
+        &self.inner.budget
     }
 
     /// Descriptions of the hosted services.

@@ -1,0 +1,220 @@
+//! Server limits: what one peer, or all of them together, can make a server hold.
+//!
+//! Every queue, map and connection a server keeps for its peers is bounded by one of these,
+//! each with a named default and the reason for it. They live on the core
+//! [`ServerBuilder`](crate::ServerBuilder) so every transport enforces the same numbers in its
+//! own way (gRPC advertises [`ServerLimits::max_concurrent_streams`] as
+//! `SETTINGS_MAX_CONCURRENT_STREAMS`; ttstream refuses the stream with a Trailer exception).
+//!
+//! The server-wide byte budget is shared by all connections of all listeners of one
+//! [`Server`](crate::Server): see [`ByteBudget`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Streams (and in-flight unary calls) one connection may have open at once. gRPC servers
+/// commonly advertise 100–1000; 1024 leaves room for heavily multiplexed clients (Kitex's
+/// multiplexed clients run hundreds of calls per connection) while capping what one connection
+/// can pin at about 1024 × (per-stream buffer).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: usize = 1024;
+
+/// Connections one listener holds at once. Each costs a file descriptor and a few KiB of
+/// buffers before any stream opens; 10,000 is above any sane fan-in per process and below
+/// common `ulimit -n` settings for servers, so the process never dies of EMFILE first.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Bytes all connections of a server together may hold buffered — received and not yet read
+/// by handlers, plus queued for writing and not yet written. When it is used up, readers stop
+/// reading (TCP pushes back on the peers) until handlers or the network catch up. 256 MiB lets
+/// a busy server keep hundreds of connections streaming large messages, and still stops
+/// thousands of hostile non-reading clients long before the machine runs out of memory.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 * 1024 * 1024;
+
+/// How long a connection may stay open with no stream and no call in flight. Five minutes
+/// matches common load-balancer idle timeouts (so we close before a middlebox silently drops
+/// the flow) and frees the slots of clients that connected and walked away.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a frame (or a new connection's protocol preface) may take from its first byte to
+/// its last. A peer that sends a valid prefix and then nothing is cut off after this, instead
+/// of holding its connection and buffer forever. 30 s covers a 16 MiB frame at ~4 Mbit/s.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The listen backlog: connections the kernel queues before `accept`. The common default of
+/// 128 makes a burst of connects stall for a SYN retransmit (one second); 1024 absorbs bursts
+/// (the kernel still caps it at `net.core.somaxconn`).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+
+/// The limits of one server. Build with [`ServerLimits::default`] and the setters.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerLimits {
+    /// See [`DEFAULT_MAX_CONCURRENT_STREAMS`].
+    pub max_concurrent_streams: usize,
+    /// See [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`DEFAULT_MAX_BUFFERED_BYTES`].
+    pub max_buffered_bytes: usize,
+    /// See [`DEFAULT_IDLE_TIMEOUT`]; `None` keeps idle connections open forever.
+    pub idle_timeout: Option<Duration>,
+    /// See [`DEFAULT_FRAME_TIMEOUT`].
+    pub frame_timeout: Duration,
+    /// See [`DEFAULT_LISTEN_BACKLOG`].
+    pub listen_backlog: u32,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
+        }
+    }
+}
+
+impl ServerLimits {
+    /// Sets [`ServerLimits::max_concurrent_streams`] (at least 1).
+    pub fn max_concurrent_streams(mut self, n: usize) -> Self {
+        self.max_concurrent_streams = n.max(1);
+        self
+    }
+
+    /// Sets [`ServerLimits::max_connections`] (at least 1).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets [`ServerLimits::max_buffered_bytes`].
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
+        self
+    }
+
+    /// Sets [`ServerLimits::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerLimits::frame_timeout`].
+    pub fn frame_timeout(mut self, timeout: Duration) -> Self {
+        self.frame_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerLimits::listen_backlog`].
+    pub fn listen_backlog(mut self, backlog: u32) -> Self {
+        self.listen_backlog = backlog;
+        self
+    }
+}
+
+/// A byte budget shared by many connections: a counter with a limit. Connections charge what
+/// they buffer and release it when it leaves; a reader that finds the budget exhausted stops
+/// reading until [`ByteBudget::is_exhausted`] turns false (it may poll with
+/// [`ByteBudget::notified`]).
+///
+/// Charging never fails: bytes that already arrived are accounted even past the limit (they
+/// are in memory either way); the limit decides whether more are read.
+#[derive(Debug)]
+pub struct ByteBudget {
+    used: AtomicUsize,
+    limit: usize,
+    released: tokio::sync::Notify,
+}
+
+impl ByteBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<ByteBudget> {
+        Arc::new(ByteBudget {
+            used: AtomicUsize::new(0),
+            limit,
+            released: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes charged and not yet released.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Whether readers should stop reading.
+    pub fn is_exhausted(&self) -> bool {
+        self.used() >= self.limit
+    }
+
+    /// Charges `n` bytes.
+    pub fn charge(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Releases `n` bytes charged earlier; wakes readers waiting for room when the budget
+    /// drops below its limit.
+    pub fn release(&self, n: usize) {
+        let before = self.used.fetch_sub(n, Ordering::AcqRel);
+        debug_assert!(before >= n, "released more than charged");
+        if before >= self.limit && before - n < self.limit {
+            self.released.notify_waiters();
+        }
+    }
+
+    /// Resolves after the next release that brings the budget below its limit. Create the
+    /// future, then check [`ByteBudget::is_exhausted`], then await (no lost wakeups).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.released.notified()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_counts_and_reports_exhaustion() {
+        let b = ByteBudget::new(100);
+        b.charge(60);
+        assert!(!b.is_exhausted());
+        b.charge(60);
+        assert!(b.is_exhausted());
+        assert_eq!(b.used(), 120);
+        b.release(30);
+        assert!(!b.is_exhausted());
+        b.release(90);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn release_below_the_limit_wakes_a_waiter() {
+        let b = ByteBudget::new(10);
+        b.charge(10);
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                loop {
+                    let n = b.notified();
+                    if !b.is_exhausted() {
+                        return;
+                    }
+                    n.await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        b.release(1);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken within the timeout")
+            .expect("no panic");
+    }
+}
