@@ -2,7 +2,7 @@
 //!
 //! | mode | call | handle |
 //! |---|---|---|
-//! | pingpong | [`Client::unary`] | — ([`Response`]) |
+//! | pingpong | [`Client::unary`] | — ([`WithMetadata`]) |
 //! | client streaming | [`Client::client_streaming`] | [`ClientStreamingCall`]: `send`, `close_and_recv` |
 //! | server streaming | [`Client::server_streaming`] | [`ServerStreamingCall`]: `recv` |
 //! | bidi | [`Client::bidi`] | [`BidiCall`]: `send`, `close_send`, `recv`, `into_split` |
@@ -269,7 +269,7 @@ impl Client {
         method: &'static MethodDesc,
         req: Req,
         opts: CallOptions,
-    ) -> Result<Response<Res>, Status>
+    ) -> Result<WithMetadata<Res>, Status>
     where
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
@@ -282,7 +282,7 @@ impl Client {
         let message = close_and_recv_one(&mut rx).await?;
         let header = header_of(&mut rx.end).await?;
         let trailer = rx.end.shared.raw.trailer().unwrap_or_default();
-        Ok(Response {
+        Ok(WithMetadata {
             header,
             message,
             trailer,
@@ -463,18 +463,19 @@ impl End for ClientEnd {
     }
 }
 
-/// A unary response with its header and trailer metadata.
+/// A unary response message with its header and trailer metadata. (Named so it never
+/// collides with an IDL type called `Response`.)
 #[derive(Debug, Clone)]
-pub struct Response<T> {
+pub struct WithMetadata<T> {
     header: Metadata,
     message: T,
     trailer: Metadata,
 }
 
-impl<T> Response<T> {
+impl<T> WithMetadata<T> {
     /// A response from its parts.
-    pub fn new(header: Metadata, message: T, trailer: Metadata) -> Response<T> {
-        Response {
+    pub fn new(header: Metadata, message: T, trailer: Metadata) -> WithMetadata<T> {
+        WithMetadata {
             header,
             message,
             trailer,
@@ -483,8 +484,8 @@ impl<T> Response<T> {
 
     /// Maps the message, keeping the metadata (generated clients unwrap thrift Result structs
     /// this way).
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Response<U> {
-        Response {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> WithMetadata<U> {
+        WithMetadata {
             header: self.header,
             message: f(self.message),
             trailer: self.trailer,

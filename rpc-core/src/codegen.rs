@@ -1,7 +1,7 @@
 //! The one path generated code uses to reach its dependencies (like `tonic::codegen`), so a
 //! user crate depends only on `rpc-core`. Not part of the stable API.
 
-pub use crate::client::{BidiCall, Client, ClientStreamingCall, Response, ServerStreamingCall};
+pub use crate::client::{BidiCall, Client, ClientStreamingCall, ServerStreamingCall, WithMetadata};
 pub use crate::codec::{ProstCodec, ThriftCodec};
 pub use crate::context::{CallOptions, MethodDesc, Mode, PayloadKind, ServiceDesc};
 pub use crate::exception::MethodError;

@@ -169,3 +169,14 @@ impl IncomingStream {
         self
     }
 }
+
+/// A client transport made from an address string (`tcp://HOST:PORT`, `unix:///path`, ...),
+/// so a generated client is one line with the transport chosen by the caller:
+/// `TestServiceClient::connect::<TtHeaderClient>("tcp://127.0.0.1:8888")?`.
+///
+/// Connecting is lazy: this parses and checks the address; connections are made on first use
+/// (and re-made after a failure), so the error of an unreachable server comes from the call.
+pub trait Connect: ClientTransport + Sized {
+    /// A transport for `address` with default settings.
+    fn connect(address: &str) -> Result<Self, Status>;
+}

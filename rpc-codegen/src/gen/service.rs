@@ -608,7 +608,7 @@ impl<'a> Cx<'a> {
                     let success = if m.response.is_some() {
                         quote! {
                             if let ::core::option::Option::Some(success) = result.success {
-                                return ::core::result::Result::Ok(#rc::Response::new(header, success, trailer));
+                                return ::core::result::Result::Ok(#rc::WithMetadata::new(header, success, trailer));
                             }
                         }
                     } else {
@@ -633,7 +633,7 @@ impl<'a> Cx<'a> {
                             quote!(::core::result::Result::Err(#rc::MethodError::Status(#status)))
                         }
                     } else {
-                        quote!(::core::result::Result::Ok(#rc::Response::new(header, (), trailer)))
+                        quote!(::core::result::Result::Ok(#rc::WithMetadata::new(header, (), trailer)))
                     };
                     let result_binding = if m.response.is_none() && m.exceptions.is_empty() {
                         quote!(_)
@@ -669,7 +669,7 @@ impl<'a> Cx<'a> {
                     pub async fn #call(&self, #(#arg_names: #arg_types),*) -> ::core::result::Result<#res, #err> {
                         self.#call_with(#(#arg_names2,)* #rc::CallOptions::new())
                             .await
-                            .map(#rc::Response::into_inner)
+                            .map(#rc::WithMetadata::into_inner)
                     }
 
                     #[doc = #with_doc]
@@ -677,7 +677,7 @@ impl<'a> Cx<'a> {
                         &self,
                         #(#arg_names: #arg_types2,)*
                         options: #rc::CallOptions,
-                    ) -> ::core::result::Result<#rc::Response<#res>, #err> {
+                    ) -> ::core::result::Result<#rc::WithMetadata<#res>, #err> {
                         #body
                     }
                 }

@@ -241,7 +241,7 @@ pub mod echo {
         ) -> ::core::result::Result<Response, ::rpc_core::codegen::Status> {
             self.ping_pong_with(request, ::rpc_core::codegen::CallOptions::new())
                 .await
-                .map(::rpc_core::codegen::Response::into_inner)
+                .map(::rpc_core::codegen::WithMetadata::into_inner)
         }
         /// As [`Self::ping_pong`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
         pub async fn ping_pong_with(
@@ -249,7 +249,7 @@ pub mod echo {
             request: Request,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::Response<Response>,
+            ::rpc_core::codegen::WithMetadata<Response>,
             ::rpc_core::codegen::Status,
         > {
             self.inner

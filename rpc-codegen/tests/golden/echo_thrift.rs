@@ -683,7 +683,7 @@ pub mod echo {
         > {
             self.ping_pong_with(req, ::rpc_core::codegen::CallOptions::new())
                 .await
-                .map(::rpc_core::codegen::Response::into_inner)
+                .map(::rpc_core::codegen::WithMetadata::into_inner)
         }
         /// As [`Self::ping_pong`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
         pub async fn ping_pong_with(
@@ -691,7 +691,7 @@ pub mod echo {
             req: Request,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::Response<Response>,
+            ::rpc_core::codegen::WithMetadata<Response>,
             ::rpc_core::codegen::MethodError<TestServicePingPongException>,
         > {
             let (header, result, trailer) = self
@@ -705,7 +705,7 @@ pub mod echo {
                 .into_parts();
             if let ::core::option::Option::Some(success) = result.success {
                 return ::core::result::Result::Ok(
-                    ::rpc_core::codegen::Response::new(header, success, trailer),
+                    ::rpc_core::codegen::WithMetadata::new(header, success, trailer),
                 );
             }
             if let ::core::option::Option::Some(e) = result.err {

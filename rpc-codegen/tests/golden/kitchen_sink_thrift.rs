@@ -505,14 +505,14 @@ pub mod base {
         ) -> ::core::result::Result<::std::string::String, ::rpc_core::codegen::Status> {
             self.ping_with(::rpc_core::codegen::CallOptions::new())
                 .await
-                .map(::rpc_core::codegen::Response::into_inner)
+                .map(::rpc_core::codegen::WithMetadata::into_inner)
         }
         /// As [`Self::ping`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
         pub async fn ping_with(
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::Response<::std::string::String>,
+            ::rpc_core::codegen::WithMetadata<::std::string::String>,
             ::rpc_core::codegen::Status,
         > {
             let (header, result, trailer) = self
@@ -526,7 +526,7 @@ pub mod base {
                 .into_parts();
             if let ::core::option::Option::Some(success) = result.success {
                 return ::core::result::Result::Ok(
-                    ::rpc_core::codegen::Response::new(header, success, trailer),
+                    ::rpc_core::codegen::WithMetadata::new(header, success, trailer),
                 );
             }
             ::core::result::Result::Err(
@@ -3012,14 +3012,14 @@ pub mod kitchen {
             > {
                 self.ping_with(::rpc_core::codegen::CallOptions::new())
                     .await
-                    .map(::rpc_core::codegen::Response::into_inner)
+                    .map(::rpc_core::codegen::WithMetadata::into_inner)
             }
             /// As [`Self::ping`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
             pub async fn ping_with(
                 &self,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::Response<::std::string::String>,
+                ::rpc_core::codegen::WithMetadata<::std::string::String>,
                 ::rpc_core::codegen::Status,
             > {
                 let (header, result, trailer) = self
@@ -3033,7 +3033,7 @@ pub mod kitchen {
                     .into_parts();
                 if let ::core::option::Option::Some(success) = result.success {
                     return ::core::result::Result::Ok(
-                        ::rpc_core::codegen::Response::new(header, success, trailer),
+                        ::rpc_core::codegen::WithMetadata::new(header, success, trailer),
                     );
                 }
                 ::core::result::Result::Err(
@@ -3054,7 +3054,7 @@ pub mod kitchen {
             > {
                 self.get_with(id, meta, color, ::rpc_core::codegen::CallOptions::new())
                     .await
-                    .map(::rpc_core::codegen::Response::into_inner)
+                    .map(::rpc_core::codegen::WithMetadata::into_inner)
             }
             /// As [`Self::get`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
             pub async fn get_with(
@@ -3064,7 +3064,7 @@ pub mod kitchen {
                 color: Color,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::Response<Everything>,
+                ::rpc_core::codegen::WithMetadata<Everything>,
                 ::rpc_core::codegen::MethodError<ChildGetException>,
             > {
                 let (header, result, trailer) = self
@@ -3078,7 +3078,7 @@ pub mod kitchen {
                     .into_parts();
                 if let ::core::option::Option::Some(success) = result.success {
                     return ::core::result::Result::Ok(
-                        ::rpc_core::codegen::Response::new(header, success, trailer),
+                        ::rpc_core::codegen::WithMetadata::new(header, success, trailer),
                     );
                 }
                 if let ::core::option::Option::Some(e) = result.oops {
@@ -3110,7 +3110,7 @@ pub mod kitchen {
             ) -> ::core::result::Result<(), ::rpc_core::codegen::Status> {
                 self.fire_with(what, ::rpc_core::codegen::CallOptions::new())
                     .await
-                    .map(::rpc_core::codegen::Response::into_inner)
+                    .map(::rpc_core::codegen::WithMetadata::into_inner)
             }
             /// As [`Self::fire`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
             pub async fn fire_with(
@@ -3118,7 +3118,7 @@ pub mod kitchen {
                 what: ::std::string::String,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::Response<()>,
+                ::rpc_core::codegen::WithMetadata<()>,
                 ::rpc_core::codegen::Status,
             > {
                 let (header, _, trailer) = self
@@ -3131,7 +3131,7 @@ pub mod kitchen {
                     .await?
                     .into_parts();
                 ::core::result::Result::Ok(
-                    ::rpc_core::codegen::Response::new(header, (), trailer),
+                    ::rpc_core::codegen::WithMetadata::new(header, (), trailer),
                 )
             }
             /// Calls `Walk` (server streaming).
@@ -3218,7 +3218,7 @@ pub mod kitchen {
             ) -> ::core::result::Result<Node, ::rpc_core::codegen::Status> {
                 self.single_with(n, ::rpc_core::codegen::CallOptions::new())
                     .await
-                    .map(::rpc_core::codegen::Response::into_inner)
+                    .map(::rpc_core::codegen::WithMetadata::into_inner)
             }
             /// As [`Self::single`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
             pub async fn single_with(
@@ -3226,7 +3226,7 @@ pub mod kitchen {
                 n: Node,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::Response<Node>,
+                ::rpc_core::codegen::WithMetadata<Node>,
                 ::rpc_core::codegen::Status,
             > {
                 let (header, result, trailer) = self
@@ -3240,7 +3240,7 @@ pub mod kitchen {
                     .into_parts();
                 if let ::core::option::Option::Some(success) = result.success {
                     return ::core::result::Result::Ok(
-                        ::rpc_core::codegen::Response::new(header, success, trailer),
+                        ::rpc_core::codegen::WithMetadata::new(header, success, trailer),
                     );
                 }
                 ::core::result::Result::Err(

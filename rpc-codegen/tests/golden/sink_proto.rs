@@ -370,7 +370,7 @@ pub mod acme {
             ) -> ::core::result::Result<Item, ::rpc_core::codegen::Status> {
                 self.get_with(request, ::rpc_core::codegen::CallOptions::new())
                     .await
-                    .map(::rpc_core::codegen::Response::into_inner)
+                    .map(::rpc_core::codegen::WithMetadata::into_inner)
             }
             /// As [`Self::get`], with per-call options (timeout, metadata); the response comes with its header and trailer metadata.
             pub async fn get_with(
@@ -378,7 +378,7 @@ pub mod acme {
                 request: super::common::Page,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::Response<Item>,
+                ::rpc_core::codegen::WithMetadata<Item>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner
