@@ -12,8 +12,7 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use crate::metadata::Metadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
 use crate::status::{Error, Status};
 use crate::stream::{End, Receiver, Sender};
-use crate::transport::{BoxFuture, ClientStreamRaw, ClientTransport};
+use crate::transport::{BoxFuture, ClientEvent, ClientStreamRaw, ClientTransport};
 
 /// A stream opened by the transport, as seen by client call middleware.
 #[derive(Clone)]
@@ -239,7 +238,7 @@ impl Client {
                 raw: open.stream,
                 ctx: open.ctx,
                 middleware: self.inner.middleware.clone(),
-                ended: AtomicBool::new(false),
+                st: Mutex::new(ClientState::default()),
             }),
             deadline,
         ))
@@ -281,7 +280,7 @@ impl Client {
         close_sender(&mut tx)?;
         let message = close_and_recv_one(&mut rx).await?;
         let header = header_of(&mut rx.end).await?;
-        let trailer = rx.end.shared.raw.trailer().unwrap_or_default();
+        let trailer = rx.end.shared.trailer().unwrap_or_default();
         Ok(WithMetadata {
             header,
             message,
@@ -351,7 +350,7 @@ fn close_sender<T: Send + Sync + 'static>(tx: &mut Sender<T, ClientEnd>) -> Resu
         return Ok(());
     }
     tx.closed = true;
-    tx.end.shared.raw.close_send()
+    tx.end.shared.close_send()
 }
 
 /// Receives the single response of a unary or client-streaming call and checks the stream
@@ -364,23 +363,179 @@ async fn close_and_recv_one<T: Send + Sync + 'static>(
         None => Ok(message),
         Some(_) => {
             let status: Status = Error::UnaryTooManyResponses.into();
-            rx.end.shared.raw.cancel(&status);
+            rx.end.shared.reset(&status);
             Err(status)
         }
     }
 }
 
 async fn header_of(end: &mut ClientEnd) -> Result<Metadata, Status> {
-    poll_fn(|cx| end.poll_with_deadline(cx, |raw, cx| raw.poll_header(cx))).await
+    poll_fn(|cx| end.poll_with_deadline(cx, |shared, cx| shared.poll_header(cx))).await
 }
 
-/// What both halves of a client stream share.
+/// What both halves of a client stream share: the raw stream and the call's state, kept here
+/// and nowhere else (the transport delivers events once; this remembers them).
 struct ClientShared {
     raw: Arc<dyn ClientStreamRaw>,
     ctx: CallContext,
     middleware: MessageMiddleware,
-    /// The receive direction ended (EOF or error): dropping handles no longer resets.
-    ended: AtomicBool,
+    st: Mutex<ClientState>,
+}
+
+#[derive(Default)]
+struct ClientState {
+    /// The response header, once received (empty for a trailers-only end).
+    header: Option<Metadata>,
+    /// A message that arrived while only the header was awaited (a transport that skips the
+    /// header); delivered by the next receive.
+    early: Option<Bytes>,
+    /// The end: final status and trailer. Set by the transport's end, or by a local reset
+    /// (cancel, deadline, a message that failed to decode). Dropping handles no longer resets.
+    end: Option<(Status, Metadata)>,
+    /// `close_send` was called.
+    send_closed: bool,
+}
+
+fn outcome_of(status: &Status) -> Result<Option<Bytes>, Status> {
+    if status.is_ok() {
+        Ok(None)
+    } else {
+        Err(status.clone())
+    }
+}
+
+impl ClientShared {
+    fn lock(&self) -> MutexGuard<'_, ClientState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record_end(&self, status: Status, trailer: Metadata) {
+        let mut st = self.lock();
+        st.header.get_or_insert_with(Metadata::new);
+        st.end.get_or_insert((status, trailer));
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
+        {
+            let mut st = self.lock();
+            if let Some(b) = st.early.take() {
+                return Poll::Ready(Ok(Some(b)));
+            }
+            if let Some((status, _)) = &st.end {
+                return Poll::Ready(outcome_of(status));
+            }
+        }
+        loop {
+            match self.raw.poll_event(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(ClientEvent::Header(h)) => {
+                    self.lock().header.get_or_insert(h);
+                }
+                Poll::Ready(ClientEvent::Message(b)) => return Poll::Ready(Ok(Some(b))),
+                Poll::Ready(ClientEvent::End(status, trailer)) => {
+                    let outcome = outcome_of(&status);
+                    self.record_end(status, trailer);
+                    return Poll::Ready(outcome);
+                }
+            }
+        }
+    }
+
+    fn poll_header(&self, cx: &mut Context<'_>) -> Poll<Result<Metadata, Status>> {
+        {
+            let st = self.lock();
+            if let Some(h) = &st.header {
+                return Poll::Ready(Ok(h.clone()));
+            }
+            if let Some((status, _)) = &st.end {
+                return Poll::Ready(Err(status.clone()));
+            }
+        }
+        match self.raw.poll_event(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(ClientEvent::Header(h)) => {
+                self.lock().header = Some(h.clone());
+                Poll::Ready(Ok(h))
+            }
+            Poll::Ready(ClientEvent::Message(b)) => {
+                let mut st = self.lock();
+                st.early = Some(b);
+                st.header = Some(Metadata::new());
+                Poll::Ready(Ok(Metadata::new()))
+            }
+            Poll::Ready(ClientEvent::End(status, trailer)) => {
+                let header = if status.is_ok() {
+                    Ok(Metadata::new())
+                } else {
+                    Err(status.clone())
+                };
+                self.record_end(status, trailer);
+                Poll::Ready(header)
+            }
+        }
+    }
+
+    fn trailer(&self) -> Option<Metadata> {
+        self.lock().end.as_ref().map(|(_, t)| t.clone())
+    }
+
+    /// The error a send reports once the stream cannot carry more messages.
+    fn send_error(&self, st: &ClientState) -> Option<Status> {
+        match &st.end {
+            Some((status, _)) if status.is_ok() => Some(Error::StreamFinished.into()),
+            Some((status, _)) => Some(status.clone()),
+            None if st.send_closed => Some(Error::SendAfterClose.into()),
+            None => None,
+        }
+    }
+
+    fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
+        if let Some(e) = self.send_error(&self.lock()) {
+            return Poll::Ready(Err(e));
+        }
+        self.raw.poll_send_ready(cx, len).map_err(|e| {
+            // Prefer the stream's own end (the server's status) over the transport's reason.
+            match &self.lock().end {
+                Some((status, _)) if !status.is_ok() => status.clone(),
+                _ => e,
+            }
+        })
+    }
+
+    fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        if let Some(e) = self.send_error(&self.lock()) {
+            return Err(e);
+        }
+        self.raw.send(msg)
+    }
+
+    fn close_send(&self) -> Result<(), Status> {
+        {
+            let mut st = self.lock();
+            if st.send_closed || st.end.is_some() {
+                return Ok(());
+            }
+            st.send_closed = true;
+        }
+        self.raw.close_send()
+    }
+
+    /// Resets the stream with `status` unless it already ended; later receives report it.
+    fn reset(&self, status: &Status) {
+        {
+            let mut st = self.lock();
+            if st.end.is_some() {
+                return;
+            }
+            st.header.get_or_insert_with(Metadata::new);
+            st.end = Some((status.clone(), Metadata::new()));
+        }
+        self.raw.reset(status);
+    }
+
+    fn ended(&self) -> bool {
+        self.lock().end.is_some()
+    }
 }
 
 /// One half's view of a client stream, with the deadline timer of that half.
@@ -404,9 +559,9 @@ impl ClientEnd {
     fn poll_with_deadline<R>(
         &mut self,
         cx: &mut Context<'_>,
-        op: impl FnOnce(&dyn ClientStreamRaw, &mut Context<'_>) -> Poll<Result<R, Status>>,
+        op: impl FnOnce(&ClientShared, &mut Context<'_>) -> Poll<Result<R, Status>>,
     ) -> Poll<Result<R, Status>> {
-        if let Poll::Ready(r) = op(&*self.shared.raw, cx) {
+        if let Poll::Ready(r) = op(&self.shared, cx) {
             return Poll::Ready(r);
         }
         let Some(deadline) = self.deadline else {
@@ -418,18 +573,21 @@ impl ClientEnd {
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 let status = Status::deadline_exceeded("deadline exceeded");
-                self.shared.raw.cancel(&status);
-                Poll::Ready(Err(status))
+                self.shared.reset(&status);
+                // The stream may have ended just before: report its real end then.
+                Poll::Ready(Err(match &self.shared.lock().end {
+                    Some((s, _)) if !s.is_ok() => s.clone(),
+                    _ => status,
+                }))
             }
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn cancel(&self) {
-        if !self.shared.ended.swap(true, Ordering::AcqRel) {
+        if !self.shared.ended() {
             self.shared
-                .raw
-                .cancel(&Status::cancelled("cancelled by the client"));
+                .reset(&Status::cancelled("cancelled by the client"));
         }
     }
 }
@@ -443,20 +601,18 @@ impl End for ClientEnd {
     fn middleware(&self) -> &MessageMiddleware {
         &self.shared.middleware
     }
-    fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.poll_with_deadline(cx, |raw, cx| raw.poll_send_ready(cx))
+    fn poll_send_ready(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
+        self.poll_with_deadline(cx, |shared, cx| shared.poll_send_ready(cx, len))
     }
     fn start_send(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
-        self.shared.raw.send(msg)
+        self.shared.send(msg)
     }
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
-        self.poll_with_deadline(cx, |raw, cx| raw.poll_recv(cx))
+        self.poll_with_deadline(cx, |shared, cx| shared.poll_recv(cx))
     }
-    fn recv_ended(&self) {
-        self.shared.ended.store(true, Ordering::Release);
-    }
+    fn recv_ended(&self) {}
     fn fail(&self, status: &Status) {
-        self.shared.raw.cancel(status);
+        self.shared.reset(status);
     }
     fn abandon(&self) {
         self.cancel();
@@ -537,7 +693,7 @@ macro_rules! client_handle_common {
 
         /// Trailer metadata, once the stream has ended.
         pub fn trailer(&self) -> Option<Metadata> {
-            self.end().shared.raw.trailer()
+            self.end().shared.trailer()
         }
 
         /// Resets the stream (the server sees `CANCELLED`). Does nothing once it has ended.

@@ -25,7 +25,8 @@ use crate::server::Server;
 use crate::status::{Error, Status};
 use crate::transport::waker::{register, wake};
 use crate::transport::{
-    BoxFuture, ClientStreamRaw, ClientTransport, IncomingStream, ServerStreamRaw,
+    BoxFuture, ClientEvent, ClientStreamRaw, ClientTransport, Finish, IncomingStream,
+    ServerStreamRaw,
 };
 
 /// Default bytes buffered per direction of a stream before senders wait: big enough for many
@@ -130,14 +131,18 @@ struct Pipe {
     send_waker: Option<Waker>,
 }
 
+/// One stream's state. Only what is in flight lives here — events not yet delivered and the
+/// two facts each side must see (reset, finished); the outcome itself is the core's.
 #[derive(Default)]
 struct State {
     c2s: Pipe,
     s2c: Pipe,
+    /// The response header, until the client takes it.
     header: Option<Metadata>,
-    header_waker: Option<Waker>,
-    /// The server finished: final status and trailer.
+    /// The server's end (status and trailer), until the client takes it after the messages.
     end: Option<(Status, Metadata)>,
+    /// The server finished (no more sends).
+    finished: bool,
     /// The client reset the stream.
     reset: Option<Status>,
     cancel_waker: Option<Waker>,
@@ -149,12 +154,7 @@ impl State {
         wake(&mut self.c2s.send_waker);
         wake(&mut self.s2c.recv_waker);
         wake(&mut self.s2c.send_waker);
-        wake(&mut self.header_waker);
         wake(&mut self.cancel_waker);
-    }
-
-    fn ended(&self) -> bool {
-        self.end.is_some() || self.reset.is_some()
     }
 }
 
@@ -170,19 +170,9 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn poll_ready(
-        &self,
-        cx: &Context<'_>,
-        pick: fn(&mut State) -> &mut Pipe,
-        failed: impl FnOnce(&State) -> Option<Status>,
-    ) -> Poll<Result<(), Status>> {
-        let mut st = self.lock();
-        if let Some(status) = failed(&st) {
-            return Poll::Ready(Err(status));
-        }
-        let cap = self.cap;
-        let pipe = pick(&mut st);
-        if pipe.bytes < cap {
+    /// Ready while `pipe` holds less than the cap (one message is always admitted).
+    fn poll_room(&self, cx: &Context<'_>, pipe: &mut Pipe) -> Poll<Result<(), Status>> {
+        if pipe.bytes < self.cap {
             Poll::Ready(Ok(()))
         } else {
             register(&mut pipe.send_waker, cx);
@@ -190,21 +180,18 @@ impl Shared {
         }
     }
 
-    fn push(
-        &self,
-        msg: &mut dyn Encodable,
-        pick: fn(&mut State) -> &mut Pipe,
-    ) -> Result<(), Status> {
+    fn encode(msg: &mut dyn Encodable) -> Result<Bytes, Status> {
         let mut buf = BytesMut::with_capacity(msg.encoded_len().unwrap_or(64));
         msg.encode(&mut buf)?;
-        let len = buf.len();
-        let mut st = self.lock();
-        let pipe = pick(&mut st);
+        Ok(buf.freeze())
+    }
+
+    fn push(&self, pipe: &mut Pipe, msg: Bytes) {
+        let len = msg.len();
         pipe.bytes += len;
-        pipe.queue.push_back(buf.freeze());
+        pipe.queue.push_back(msg);
         wake(&mut pipe.recv_waker);
         self.buffered.fetch_add(len, Ordering::AcqRel);
-        Ok(())
     }
 
     fn pop(&self, pipe: &mut Pipe) -> Option<Bytes> {
@@ -213,6 +200,10 @@ impl Shared {
         self.buffered.fetch_sub(msg.len(), Ordering::AcqRel);
         wake(&mut pipe.send_waker);
         Some(msg)
+    }
+
+    fn clear(&self, pipe: &mut Pipe) {
+        while self.pop(pipe).is_some() {}
     }
 }
 
@@ -230,34 +221,28 @@ impl Drop for Shared {
 struct ClientSide(Arc<Shared>);
 struct ServerSide(Arc<Shared>);
 
-fn c2s(s: &mut State) -> &mut Pipe {
-    &mut s.c2s
-}
-fn s2c(s: &mut State) -> &mut Pipe {
-    &mut s.s2c
-}
-
 impl ClientStreamRaw for ClientSide {
-    fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.0.poll_ready(cx, c2s, |st| {
-            if let Some(r) = &st.reset {
-                Some(r.clone())
-            } else if let Some((status, _)) = &st.end {
-                Some(if status.is_ok() {
-                    Error::StreamFinished.into()
-                } else {
-                    status.clone()
-                })
-            } else if st.c2s.closed {
-                Some(Error::SendAfterClose.into())
-            } else {
-                None
-            }
-        })
+    fn poll_send_ready(&self, cx: &mut Context<'_>, _len: usize) -> Poll<Result<(), Status>> {
+        let mut st = self.0.lock();
+        if st.finished {
+            // Report the server's error if its end is still queued (the core has it otherwise).
+            return Poll::Ready(Err(match &st.end {
+                Some((status, _)) if !status.is_ok() => status.clone(),
+                _ => Error::StreamFinished.into(),
+            }));
+        }
+        self.0.poll_room(cx, &mut st.c2s)
     }
 
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
-        self.0.push(msg, c2s)
+        let msg = Shared::encode(msg)?;
+        let mut st = self.0.lock();
+        if st.finished {
+            // The server ended first: what it would not read is dropped, as on a network.
+            return Ok(());
+        }
+        self.0.push(&mut st.c2s, msg);
+        Ok(())
     }
 
     fn close_send(&self) -> Result<(), Status> {
@@ -267,89 +252,105 @@ impl ClientStreamRaw for ClientSide {
         Ok(())
     }
 
-    fn poll_header(&self, cx: &mut Context<'_>) -> Poll<Result<Metadata, Status>> {
+    fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent> {
         let mut st = self.0.lock();
-        if let Some(h) = &st.header {
-            return Poll::Ready(Ok(h.clone()));
-        }
-        if let Some(r) = &st.reset {
-            return Poll::Ready(Err(r.clone()));
-        }
-        register(&mut st.header_waker, cx);
-        Poll::Pending
-    }
-
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
-        let mut st = self.0.lock();
-        if let Some(r) = &st.reset {
-            return Poll::Ready(Err(r.clone()));
+        if let Some(h) = st.header.take() {
+            return Poll::Ready(ClientEvent::Header(h));
         }
         if let Some(msg) = self.0.pop(&mut st.s2c) {
-            return Poll::Ready(Ok(Some(msg)));
+            return Poll::Ready(ClientEvent::Message(msg));
         }
-        if let Some((status, _)) = &st.end {
-            return Poll::Ready(if status.is_ok() {
-                Ok(None)
-            } else {
-                Err(status.clone())
-            });
+        if let Some((status, trailer)) = st.end.take() {
+            return Poll::Ready(ClientEvent::End(status, trailer));
         }
         register(&mut st.s2c.recv_waker, cx);
         Poll::Pending
     }
 
-    fn trailer(&self) -> Option<Metadata> {
-        self.0.lock().end.as_ref().map(|(_, t)| t.clone())
-    }
-
-    fn cancel(&self, status: &Status) {
+    fn reset(&self, status: &Status) {
         let mut st = self.0.lock();
-        if st.ended() {
+        if st.reset.is_some() {
             return;
         }
         st.reset = Some(status.clone());
+        self.0.clear(&mut st.s2c);
         st.wake_all();
     }
 }
 
 impl Drop for ClientSide {
     fn drop(&mut self) {
-        self.cancel(&Status::cancelled("client dropped the stream"));
+        // The core resets or sees the end first; this only covers raw use without the core.
+        let ended = {
+            let st = self.0.lock();
+            st.finished || st.reset.is_some()
+        };
+        if !ended {
+            self.reset(&Status::cancelled("client dropped the stream"));
+        }
     }
 }
 
 impl ServerStreamRaw for ServerSide {
-    fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.0.poll_ready(cx, s2c, |st| {
-            if let Some(r) = &st.reset {
-                Some(r.clone())
-            } else if st.end.is_some() {
-                Some(Error::StreamFinished.into())
-            } else {
-                None
-            }
-        })
-    }
-
-    fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
-        {
-            let mut st = self.0.lock();
-            if st.header.is_none() {
-                st.header = Some(Metadata::new());
-                wake(&mut st.header_waker);
-            }
+    fn poll_send_ready(&self, cx: &mut Context<'_>, _len: usize) -> Poll<Result<(), Status>> {
+        let mut st = self.0.lock();
+        if let Some(r) = &st.reset {
+            return Poll::Ready(Err(r.clone()));
         }
-        self.0.push(msg, s2c)
+        self.0.poll_room(cx, &mut st.s2c)
     }
 
     fn send_header(&self, header: Metadata) -> Result<(), Status> {
         let mut st = self.0.lock();
-        if st.header.is_some() {
-            return Err(Error::HeaderAlreadySent.into());
-        }
         st.header = Some(header);
-        wake(&mut st.header_waker);
+        wake(&mut st.s2c.recv_waker);
         Ok(())
+    }
+
+    fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        let msg = Shared::encode(msg)?;
+        let mut st = self.0.lock();
+        if let Some(r) = &st.reset {
+            return Err(r.clone());
+        }
+        self.0.push(&mut st.s2c, msg);
+        Ok(())
+    }
+
+    fn finish(&self, finish: Finish<'_>) {
+        let Finish {
+            header,
+            message,
+            mut status,
+            mut trailer,
+            ..
+        } = finish;
+        let last = match message.map(Shared::encode) {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => {
+                status = e;
+                None
+            }
+            None => None,
+        };
+        let mut st = self.0.lock();
+        if st.finished {
+            return;
+        }
+        st.finished = true;
+        // Requests nobody will read are released now, not when the last handle goes.
+        self.0.clear(&mut st.c2s);
+        if st.reset.is_none() {
+            if let Some(h) = header {
+                st.header = Some(h);
+            }
+            if let Some(b) = last {
+                self.0.push(&mut st.s2c, b);
+            }
+            trailer.extend(status.metadata().clone());
+            st.end = Some((status, trailer));
+        }
+        st.wake_all();
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
@@ -363,30 +364,11 @@ impl ServerStreamRaw for ServerSide {
         if st.c2s.closed {
             return Poll::Ready(Ok(None));
         }
-        if st.end.is_some() {
-            return Poll::Ready(Err(Error::StreamFinished.into()));
-        }
         register(&mut st.c2s.recv_waker, cx);
         Poll::Pending
     }
 
-    fn finish(&self, header: Option<Metadata>, status: Status, trailer: Metadata) {
-        let mut st = self.0.lock();
-        if st.ended() {
-            return;
-        }
-        if st.header.is_none() {
-            st.header = Some(header.unwrap_or_default());
-        }
-        let mut trailer = trailer;
-        trailer.extend(status.metadata().clone());
-        st.end = Some((status, trailer));
-        // Requests nobody will read are released now, not when the last handle goes.
-        while self.0.pop(&mut st.c2s).is_some() {}
-        st.wake_all();
-    }
-
-    fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<Status> {
+    fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Status> {
         let mut st = self.0.lock();
         if let Some(r) = &st.reset {
             return Poll::Ready(r.clone());
@@ -398,10 +380,12 @@ impl ServerStreamRaw for ServerSide {
 
 impl Drop for ServerSide {
     fn drop(&mut self) {
-        self.finish(
-            None,
-            Status::internal("server dropped the stream"),
-            Metadata::new(),
-        );
+        // The core always finishes first; this only covers raw use without the core.
+        self.finish(Finish {
+            header: None,
+            message: None,
+            status: Status::internal("server dropped the stream"),
+            trailer: Metadata::new(),
+        });
     }
 }

@@ -32,7 +32,7 @@ use crate::metadata::Metadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
 use crate::status::{Error, Status};
 use crate::stream::{End, Receiver, Sender};
-use crate::transport::{BoxFuture, IncomingStream, ServerStreamRaw};
+use crate::transport::{BoxFuture, Finish, IncomingStream, ServerStreamRaw};
 
 /// How long a handler may keep running after its stream was cancelled or its deadline passed,
 /// so it can observe `cancelled()` or a failing `send`/`recv` and clean up, before the server
@@ -329,7 +329,12 @@ impl Server {
         let route = match self.resolve_for(&incoming.service, &incoming.method, incoming.payload) {
             Ok(r) => r,
             Err(status) => {
-                raw.finish(Some(Metadata::new()), status, Metadata::new());
+                raw.finish(Finish {
+                    header: Some(Metadata::new()),
+                    message: None,
+                    status,
+                    trailer: Metadata::new(),
+                });
                 return;
             }
         };
@@ -360,6 +365,7 @@ impl Server {
             trailer: Mutex::new(Metadata::new()),
             local_cancel: OnceLock::new(),
             cancel_notify: Notify::new(),
+            finished: Mutex::new(false),
         });
         let call = ServerCall {
             ctx: ServerContext {
@@ -405,7 +411,7 @@ async fn run_stream(
     let cancelled = {
         let shared = shared.clone();
         async move {
-            let by_peer = poll_fn(|cx| shared.raw.poll_cancelled(cx));
+            let by_peer = poll_fn(|cx| shared.raw.poll_reset(cx));
             match shared.ctx.deadline() {
                 None => by_peer.await,
                 Some(d) => tokio::select! {
@@ -455,6 +461,10 @@ struct ServerShared {
     /// Set when the stream was cancelled or its deadline passed; handles fail with it.
     local_cancel: OnceLock<Status>,
     cancel_notify: Notify,
+    /// Whether the stream was finished. Held while sending, so no message or header ever
+    /// reaches the transport after `finish` (the raw-stream contract), even from a split
+    /// sender still running in another task when the handler returns.
+    finished: Mutex<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -464,7 +474,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ServerShared {
-    fn ensure_header_sent(&self) -> Result<(), Status> {
+    /// Sends the header if it was not sent yet. The caller holds the `finished` lock.
+    fn ensure_header_sent_locked(&self, finished: bool) -> Result<(), Status> {
+        if finished {
+            return Err(Error::StreamFinished.into());
+        }
         if self.header_sent.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -476,19 +490,47 @@ impl ServerShared {
         }
     }
 
+    fn ensure_header_sent(&self) -> Result<(), Status> {
+        let finished = lock(&self.finished);
+        self.ensure_header_sent_locked(*finished)
+    }
+
+    /// Sends one message (and the header before it, if needed).
+    fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        let finished = lock(&self.finished);
+        self.ensure_header_sent_locked(*finished)?;
+        self.raw.send(msg)
+    }
+
     fn cancel_locally(&self, status: Status) {
         let _ = self.local_cancel.set(status);
         self.cancel_notify.notify_waiters();
     }
 
-    fn finish(&self, status: Status) {
+    /// Ends the stream (once; later calls return `false`), with an optional last message.
+    fn finish_with(&self, status: Status, message: Option<&mut dyn Encodable>) -> bool {
+        let mut finished = lock(&self.finished);
+        if *finished {
+            return false;
+        }
+        *finished = true;
         let header = if self.header_sent.swap(true, Ordering::AcqRel) {
             None
         } else {
             lock(&self.header).take()
         };
         let trailer = std::mem::take(&mut *lock(&self.trailer));
-        self.raw.finish(header, status, trailer);
+        self.raw.finish(Finish {
+            header,
+            message,
+            status,
+            trailer,
+        });
+        true
+    }
+
+    fn finish(&self, status: Status) {
+        self.finish_with(status, None);
     }
 
     fn check_cancel(&self) -> Result<(), Status> {
@@ -691,11 +733,12 @@ impl ServerCall {
         rx.recv().await?.ok_or_else(|| Error::MissingRequest.into())
     }
 
+    /// Sends the one response and ends the stream with OK in the same transport call.
     async fn respond<C: Codec<Res>, Res: Send + Sync + 'static>(
         &self,
         res: Res,
     ) -> Result<(), Status> {
-        let mut tx = Sender::new(self.end(), MsgCodec::of::<C>());
+        let mut tx = Sender::new_last(self.end(), MsgCodec::of::<C>());
         tx.send(res).await
     }
 
@@ -717,16 +760,24 @@ impl End for ServerEnd {
     fn middleware(&self) -> &MessageMiddleware {
         &self.shared.middleware
     }
-    fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+    fn poll_send_ready(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
         self.shared.check_cancel()?;
         self.shared
             .raw
-            .poll_send_ready(cx)
+            .poll_send_ready(cx, len)
             .map_err(|e| self.prefer_cancel(e))
     }
     fn start_send(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
-        self.shared.ensure_header_sent()?;
-        self.shared.raw.send(msg)
+        self.shared.check_cancel()?;
+        self.shared.send(msg)
+    }
+    fn start_send_last(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        self.shared.check_cancel()?;
+        if self.shared.finish_with(Status::ok(), Some(msg)) {
+            Ok(())
+        } else {
+            Err(Error::StreamFinished.into())
+        }
     }
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
         self.shared.check_cancel()?;

@@ -1,14 +1,25 @@
 //! The raw transport traits: what a transport implements so typed streams can run over it.
 //!
 //! A raw stream moves *encoded* messages plus header metadata, trailer metadata and a final
-//! [`Status`]. Methods take `&self` (the transport keeps its own per-stream synchronization) so
-//! the typed layer can share one stream between a send half, a receive half and the server core
-//! through an `Arc`. All `poll_*` methods follow the usual contract: `Pending` registers the
-//! waker of the calling task; each `poll_*` method is driven by at most one task at a time (the
-//! typed layer guarantees it), so one waker slot per method is enough.
+//! [`Status`]. The transport implements **primitives** — wait for send capacity, send a header,
+//! a message, the end; deliver what arrived, in order — and the core keeps every piece of
+//! per-call state (header sent or received, half-closed, ended and how, cancelled, deadline)
+//! and enforces the order of calls. So a transport never remembers an outcome to repeat it,
+//! never guards against a call after the end, and never tracks cancel itself: the core
+//! guarantees what each method's docs say it guarantees.
+//!
+//! Methods take `&self` (the transport keeps its own per-stream synchronization) so the typed
+//! layer can share one stream between a send half, a receive half and the server core through
+//! an `Arc`. All `poll_*` methods follow the usual contract: `Pending` registers the waker of
+//! the calling task. Each `poll_*` method is driven by at most one task at a time, but two
+//! different methods may be polled by two tasks (a split bidi stream): a transport whose
+//! underlying primitive shares one waker slot between two operations (h2's `poll_capacity` and
+//! `poll_reset`) fans the wakeups out with [`waker::WakerSet`].
 //!
 //! Ownership is the lifecycle: when the last `Arc` of a raw stream drops, the transport releases
-//! the stream's slot and buffers, and resets the stream on the wire if it had not ended.
+//! the stream's slot and buffers. The core has ended the stream before (client: the end was
+//! received or [`ClientStreamRaw::reset`] was called; server: [`ServerStreamRaw::finish`] was
+//! called), so dropping never needs to send anything.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,8 +34,7 @@ use crate::context::{CallContext, PayloadKind, Peer};
 use crate::metadata::Metadata;
 use crate::status::Status;
 
-/// Waker slots for `poll_*` implementations that keep one waker per operation (the raw-stream
-/// contract: each `poll_*` method is driven by one task at a time).
+/// Waker slots for `poll_*` implementations.
 pub mod waker {
     use std::task::{Context, Waker};
 
@@ -42,64 +52,173 @@ pub mod waker {
             w.wake();
         }
     }
+
+    /// Several tasks waiting on one event: for a primitive that keeps a single waker slot but
+    /// is needed by more than one operation (h2's `SendStream::poll_capacity` and `poll_reset`
+    /// share one; a split bidi stream polls them from two tasks). Each operation registers its
+    /// task here and polls the primitive with [`WakerSet::waker`]'s shared waker, so whichever
+    /// task the primitive wakes, all of them are woken.
+    ///
+    /// Registration is deduplicated by [`Waker::will_wake`]; the set holds at most one entry per
+    /// distinct task and is emptied by every wake, so it stays as small as the number of
+    /// tasks waiting at once.
+    #[derive(Debug, Default)]
+    pub struct WakerSet {
+        wakers: Vec<Waker>,
+    }
+
+    impl WakerSet {
+        /// An empty set.
+        pub const fn new() -> WakerSet {
+            WakerSet { wakers: Vec::new() }
+        }
+
+        /// Adds the waker of `cx`, unless one that wakes the same task is there.
+        pub fn register(&mut self, cx: &Context<'_>) {
+            if !self.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                self.wakers.push(cx.waker().clone());
+            }
+        }
+
+        /// Wakes every registered task and empties the set.
+        pub fn wake_all(&mut self) {
+            for w in self.wakers.drain(..) {
+                w.wake();
+            }
+        }
+
+        /// Takes the registered wakers (to wake them after a lock is released).
+        pub fn take(&mut self) -> Vec<Waker> {
+            std::mem::take(&mut self.wakers)
+        }
+
+        /// Whether no task waits.
+        pub fn is_empty(&self) -> bool {
+            self.wakers.is_empty()
+        }
+
+        /// How many distinct tasks wait.
+        pub fn len(&self) -> usize {
+            self.wakers.len()
+        }
+    }
+
+    /// A waker that wakes every task of a shared [`WakerSet`]: hand it to a primitive with one
+    /// waker slot (`Context::from_waker(&fanout_waker(set))`) after registering the calling
+    /// task in the set.
+    pub fn fanout_waker(set: std::sync::Arc<std::sync::Mutex<WakerSet>>) -> Waker {
+        Waker::from(std::sync::Arc::new(Fanout(set)))
+    }
+
+    struct Fanout(std::sync::Arc<std::sync::Mutex<WakerSet>>);
+
+    impl std::task::Wake for Fanout {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            let wakers = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+            wakers.into_iter().for_each(Waker::wake);
+        }
+    }
 }
 
 /// A boxed, sendable future (the shape of every dynamic future in this crate).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The client side of one stream.
-pub trait ClientStreamRaw: Send + Sync + 'static {
-    /// Ready when one more message may be queued; memory between the caller and the wire is
-    /// bounded, so this waits while the stream's send buffer is full. An error ends sending.
-    fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Status>>;
+/// What a client stream delivers, in order: the response header, messages, then the end.
+/// A trailers-only end (no header before it) is allowed; the core then reports an empty header.
+#[derive(Debug)]
+pub enum ClientEvent {
+    /// The response header metadata. At most once, before any message.
+    Header(Metadata),
+    /// One encoded message.
+    Message(Bytes),
+    /// The stream ended: the final status (OK or the error: the server's, a reset, or
+    /// `UNAVAILABLE` when the connection was lost) and the trailer metadata. Last event.
+    End(Status, Metadata),
+}
 
-    /// Encodes and queues one message. Called only after `poll_send_ready` returned `Ready(Ok)`.
+/// The client side of one stream. See the [module docs](self) for what the core guarantees.
+pub trait ClientStreamRaw: Send + Sync + 'static {
+    /// Ready when a message of `len` bytes may be sent now (`len` is exact when the message
+    /// knows its encoded length, which generated types do, else 0): a socket transport waits
+    /// while its write buffer is full, h2 reserves `len` bytes of flow-control capacity, shm
+    /// waits for an arena slot of `len` bytes. An error means nothing more can be sent; the
+    /// core then reports the stream's end if it knows it, else this error.
+    fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>>;
+
+    /// Encodes and sends one message. The core calls it only after `poll_send_ready` returned
+    /// `Ready(Ok)`, never after [`ClientStreamRaw::close_send`] or the end.
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status>;
 
     /// Half-closes the sending direction (the peer's receive ends with EOF after the messages
-    /// already queued). Idempotent.
+    /// already sent). Called at most once, never after a reset.
     fn close_send(&self) -> Result<(), Status>;
 
-    /// Ready with the response header metadata once it arrived, or with the stream's error if
-    /// the stream ended first.
-    fn poll_header(&self, cx: &mut Context<'_>) -> Poll<Result<Metadata, Status>>;
+    /// The next event. Polled by one task (the receiving half); never again after
+    /// [`ClientEvent::End`], nor after [`ClientStreamRaw::reset`].
+    fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent>;
 
-    /// The next message: `Ok(Some)`, `Ok(None)` at a clean end (server finished with OK), or
-    /// the final error status. Once ended, it returns the same outcome again.
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>>;
-
-    /// Trailer metadata, once the stream ended (OK or not).
-    fn trailer(&self) -> Option<Metadata>;
-
-    /// Resets the stream (cancel or deadline) with `status`, which tells the transport the
-    /// reason (`CANCELLED` or `DEADLINE_EXCEEDED`). Pending operations end with `status`.
-    fn cancel(&self, status: &Status);
+    /// Resets the stream (cancel, deadline, a local failure) with `status`, which tells the
+    /// transport the reason (`CANCELLED`, `DEADLINE_EXCEEDED`, ...). Called at most once and
+    /// only before the core saw the end; the transport may already have received it (a race
+    /// with the peer), in which case nothing goes on the wire.
+    fn reset(&self, status: &Status);
 }
 
-/// The server side of one stream.
+/// How a server ends a stream: what [`ServerStreamRaw::finish`] sends, in one call.
+pub struct Finish<'a> {
+    /// The response header, if it was never sent (the transport sends it first, or folds it
+    /// into a trailers-only response when there is no message).
+    pub header: Option<Metadata>,
+    /// A last message to send before the end (one-shot unary replies): the transport encodes
+    /// it straight into its frame, with the header and trailer, in one write.
+    pub message: Option<&'a mut dyn Encodable>,
+    /// The final status.
+    pub status: Status,
+    /// Trailer metadata.
+    pub trailer: Metadata,
+}
+
+impl std::fmt::Debug for Finish<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finish")
+            .field("header", &self.header)
+            .field("message", &self.message.as_ref().map(|m| m.encoded_len()))
+            .field("status", &self.status)
+            .field("trailer", &self.trailer)
+            .finish()
+    }
+}
+
+/// The server side of one stream. See the [module docs](self) for what the core guarantees.
 pub trait ServerStreamRaw: Send + Sync + 'static {
     /// As [`ClientStreamRaw::poll_send_ready`].
-    fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Status>>;
+    fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>>;
 
-    /// Encodes and queues one message; the transport sends the response header first if it has
-    /// not been sent yet (the core always calls [`ServerStreamRaw::send_header`] first).
-    fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status>;
-
-    /// Sends the response header metadata now. Called at most once.
+    /// Sends the response header metadata. Called at most once, before any message and before
+    /// [`ServerStreamRaw::finish`] (which carries the header instead when this never ran).
     fn send_header(&self, header: Metadata) -> Result<(), Status>;
 
+    /// Encodes and sends one message. Called only after `send_header` and a ready
+    /// `poll_send_ready`, never after `finish`.
+    fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status>;
+
+    /// Ends the stream: the header if never sent, an optional last message, the status and the
+    /// trailer. Called exactly once (the core calls it for every stream, also after a reset,
+    /// when the transport just releases the stream). If encoding the message fails the
+    /// transport ends the stream with that error instead.
+    fn finish(&self, finish: Finish<'_>);
+
     /// The next request message, `Ok(None)` after the client's half-close, or an error
-    /// (`CANCELLED` when the client reset, `UNAVAILABLE` when the connection was lost).
+    /// (`CANCELLED` when the client reset, `UNAVAILABLE` when the connection was lost). Not
+    /// polled again after `Ok(None)` or an error.
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>>;
 
-    /// Ends the stream with `status` (OK or the error) and trailer metadata. `header` is the
-    /// response header if it was never sent (so a transport can send a trailers-only response).
-    /// Called once; later sends fail.
-    fn finish(&self, header: Option<Metadata>, status: Status, trailer: Metadata);
-
-    /// Ready with the reason once the stream was reset by the client or its connection was lost.
-    /// Polled only by the server core.
-    fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<Status>;
+    /// Ready with the reason once the stream was reset by the client or its connection was
+    /// lost. Polled only by the server core, until ready.
+    fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Status>;
 }
 
 /// A transport that opens client streams (one per call).

@@ -37,13 +37,19 @@ pub trait Codec<T>: Send + Sync + 'static {
 }
 
 /// One outgoing message, type-erased for the transport: the transport calls one of the encode
-/// methods with the buffer the bytes should end up in.
+/// methods with the buffer the bytes should end up in. Each method is one dynamic call; inside
+/// it the codec runs monomorphized for that buffer type (no dynamic call per field).
 pub trait Encodable: Send {
     /// Encodes into a `BytesMut` (the fast path for socket transports).
     fn encode(&mut self, dst: &mut BytesMut) -> Result<(), Status>;
-    /// Encodes into any buffer (for transports that place bytes elsewhere, e.g. shared memory).
+    /// Encodes into exactly `dst` — a slice of [`Encodable::encoded_len`] bytes the transport
+    /// reserved (a shared-memory arena slot, an h2 frame). Fails with `INTERNAL` when the
+    /// length is unknown or the codec wrote a different number of bytes.
+    fn encode_slice(&mut self, dst: &mut [u8]) -> Result<(), Status>;
+    /// Encodes into any buffer (slowest: the codec's writes go through `dyn BufMut`).
     fn encode_dyn(&mut self, dst: &mut dyn BufMut) -> Result<(), Status>;
-    /// The exact encoded length, when known in advance.
+    /// The exact encoded length, when known in advance (protobuf and generated thrift types
+    /// always know it).
     fn encoded_len(&self) -> Option<usize>;
 }
 
@@ -51,6 +57,7 @@ pub trait Encodable: Send {
 /// codec type parameter (`BidiCall<Req, Res>`, not `BidiCall<Req, Res, C>`).
 pub(crate) struct MsgCodec<T> {
     pub(crate) encode: fn(&T, &mut BytesMut) -> Result<(), Status>,
+    pub(crate) encode_slice: fn(&T, &mut [u8]) -> Result<(), Status>,
     pub(crate) encode_dyn: fn(&T, &mut dyn BufMut) -> Result<(), Status>,
     pub(crate) encoded_len: fn(&T) -> Option<usize>,
     pub(crate) decode: fn(Bytes) -> Result<T, Status>,
@@ -71,8 +78,12 @@ impl<T: 'static> MsgCodec<T> {
         fn enc_dyn<C: Codec<T>, T>(m: &T, dst: &mut dyn BufMut) -> Result<(), Status> {
             C::encode(m, dst)
         }
+        fn enc_slice<C: Codec<T>, T>(m: &T, dst: &mut [u8]) -> Result<(), Status> {
+            encode_exact::<C, T>(m, dst)
+        }
         MsgCodec {
             encode: enc::<C, T>,
+            encode_slice: enc_slice::<C, T>,
             encode_dyn: enc_dyn::<C, T>,
             encoded_len: C::encoded_len,
             decode: C::decode,
@@ -101,12 +112,45 @@ impl<T: Sync> Encodable for Outgoing<'_, T> {
     fn encode(&mut self, dst: &mut BytesMut) -> Result<(), Status> {
         (self.codec.encode)(self.msg, dst)
     }
+    fn encode_slice(&mut self, dst: &mut [u8]) -> Result<(), Status> {
+        (self.codec.encode_slice)(self.msg, dst)
+    }
     fn encode_dyn(&mut self, dst: &mut dyn BufMut) -> Result<(), Status> {
         (self.codec.encode_dyn)(self.msg, dst)
     }
     fn encoded_len(&self) -> Option<usize> {
         (self.codec.encoded_len)(self.msg)
     }
+}
+
+/// Encodes `msg` into exactly `dst`, which must be [`Codec::encoded_len`] bytes long. The codec
+/// runs monomorphized for `&mut [u8]` (static dispatch). A codec that does not know the length,
+/// or writes a different number of bytes than it announced, is an `INTERNAL` error (never a
+/// panic: a slice too short makes `BufMut` writes fail in the codec first, which is checked).
+pub fn encode_exact<C: Codec<T>, T>(msg: &T, dst: &mut [u8]) -> Result<(), Status> {
+    let expected = C::encoded_len(msg).ok_or_else(|| {
+        Status::internal(format!(
+            "the {} codec does not know the encoded length in advance",
+            C::NAME
+        ))
+    })?;
+    if expected != dst.len() {
+        return Err(Status::internal(format!(
+            "{} message is {expected} bytes, slice is {}",
+            C::NAME,
+            dst.len()
+        )));
+    }
+    let mut cursor: &mut [u8] = dst;
+    C::encode(msg, &mut cursor)?;
+    if !cursor.is_empty() {
+        return Err(Status::internal(format!(
+            "the {} codec wrote {} bytes, announced {expected}",
+            C::NAME,
+            expected - cursor.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Encodes a message into a fresh buffer; used where the bytes must exist before a transport

@@ -19,8 +19,13 @@ use crate::transport::BoxFuture;
 pub(crate) trait End: Send + 'static {
     fn ctx(&self) -> &CallContext;
     fn middleware(&self) -> &MessageMiddleware;
-    fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>>;
+    fn poll_send_ready(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>>;
     fn start_send(&mut self, msg: &mut dyn Encodable) -> Result<(), Status>;
+    /// Sends `msg` as the last message and ends the stream in the same call (server unary
+    /// replies). Only called on halves created with [`Sender::new_last`].
+    fn start_send_last(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        self.start_send(msg)
+    }
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>>;
     /// The receive direction reached its end (EOF or error).
     fn recv_ended(&self);
@@ -35,6 +40,8 @@ pub(crate) struct Sender<T, E: End> {
     pub(crate) end: E,
     codec: MsgCodec<T>,
     pub(crate) closed: bool,
+    /// The message sent ends the stream (one-shot reply).
+    last: bool,
 }
 
 impl<T: Send + Sync + 'static, E: End> Sender<T, E> {
@@ -43,7 +50,15 @@ impl<T: Send + Sync + 'static, E: End> Sender<T, E> {
             end,
             codec,
             closed: false,
+            last: false,
         }
+    }
+
+    /// A sender whose one message also ends the stream ([`End::start_send_last`]).
+    pub(crate) fn new_last(end: E, codec: MsgCodec<T>) -> Self {
+        let mut tx = Sender::new(end, codec);
+        tx.last = true;
+        tx
     }
 
     pub(crate) async fn send(&mut self, mut msg: T) -> Result<(), Status> {
@@ -60,8 +75,15 @@ impl<T: Send + Sync + 'static, E: End> Sender<T, E> {
     }
 
     async fn send_plain(&mut self, msg: &T) -> Result<(), Status> {
-        poll_fn(|cx| self.end.poll_send_ready(cx)).await?;
-        self.end.start_send(&mut Outgoing::new(msg, self.codec))
+        let len = (self.codec.encoded_len)(msg).unwrap_or(0);
+        poll_fn(|cx| self.end.poll_send_ready(cx, len)).await?;
+        let mut out = Outgoing::new(msg, self.codec);
+        if self.last {
+            self.closed = true;
+            self.end.start_send_last(&mut out)
+        } else {
+            self.end.start_send(&mut out)
+        }
     }
 }
 

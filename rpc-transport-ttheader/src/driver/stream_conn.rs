@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use rpc_core::codec::Encodable;
 use rpc_core::server::Route;
 use rpc_core::transport::waker::{register, wake};
-use rpc_core::transport::{ClientStreamRaw, IncomingStream, ServerStreamRaw};
+use rpc_core::transport::{ClientEvent, ClientStreamRaw, Finish, IncomingStream, ServerStreamRaw};
 use rpc_core::{CallContext, Code, Error, Metadata, PayloadKind, Peer, Server, Status};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
@@ -415,8 +415,9 @@ struct Inner {
     queued: usize,
     over: bool,
     recv_waker: Option<Waker>,
+    /// Client: the response header, until the core takes it (then `header_taken`).
     header: Option<Metadata>,
-    header_waker: Option<Waker>,
+    header_taken: bool,
     trailer: Option<Metadata>,
     /// Client: how the receive side ends once the queue is drained. Server: `Ok` once the
     /// client half-closed.
@@ -433,7 +434,6 @@ struct Inner {
 impl Inner {
     fn wake_all(&mut self) {
         wake(&mut self.recv_waker);
-        wake(&mut self.header_waker);
         wake(&mut self.cancel_waker);
     }
 }
@@ -463,7 +463,7 @@ impl Stream {
                 over: false,
                 recv_waker: None,
                 header: None,
-                header_waker: None,
+                header_taken: false,
                 trailer: None,
                 end: None,
                 cancelled: None,
@@ -545,7 +545,7 @@ impl Stream {
         match event {
             Ok(RecvEvent::Headers(h)) => {
                 st.header = Some(metadata_of(&h));
-                wake(&mut st.header_waker);
+                wake(&mut st.recv_waker);
             }
             Ok(RecvEvent::Data(b)) => self.push(&mut st, b),
             Ok(RecvEvent::RemoteClosed) => {
@@ -562,7 +562,6 @@ impl Stream {
                         .with_transport_code(kitex_code::ILLEGAL_BIZ_ERROR)),
                     (None, Ok(None)) => Ok(()),
                 };
-                st.header.get_or_insert_with(Metadata::new);
                 st.trailer = Some(md);
                 st.end.get_or_insert(outcome);
                 st.wake_all();
@@ -666,15 +665,12 @@ impl Stream {
 struct ClientHandle(Arc<Stream>);
 
 impl ClientStreamRaw for ClientHandle {
-    fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+    fn poll_send_ready(&self, cx: &mut Context<'_>, _len: usize) -> Poll<Result<(), Status>> {
         {
             let st = self.0.lock();
             match &st.end {
                 Some(Err(e)) => return Poll::Ready(Err(e.clone())),
                 Some(Ok(())) => return Poll::Ready(Err(Error::StreamFinished.into())),
-                None if st.sm.is_local_closed() => {
-                    return Poll::Ready(Err(Error::SendAfterClose.into()))
-                }
                 None => {}
             }
         }
@@ -687,11 +683,7 @@ impl ClientStreamRaw for ClientHandle {
             return Err(e.clone());
         }
         if st.sm.send(FrameKind::Data).is_err() {
-            return Err(if st.sm.is_local_closed() {
-                Error::SendAfterClose.into()
-            } else {
-                Error::StreamFinished.into()
-            });
+            return Err(Error::StreamFinished.into());
         }
         self.0.write_data(msg)
     }
@@ -712,29 +704,26 @@ impl ClientStreamRaw for ClientHandle {
         Ok(())
     }
 
-    fn poll_header(&self, cx: &mut Context<'_>) -> Poll<Result<Metadata, Status>> {
+    fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent> {
         let mut st = self.0.lock();
-        if let Some(h) = &st.header {
-            return Poll::Ready(Ok(h.clone()));
-        }
-        match &st.end {
-            Some(Err(e)) => Poll::Ready(Err(e.clone())),
-            Some(Ok(())) => Poll::Ready(Ok(Metadata::new())),
-            None => {
-                register(&mut st.header_waker, cx);
-                Poll::Pending
+        if !st.header_taken {
+            if let Some(h) = st.header.take() {
+                st.header_taken = true;
+                return Poll::Ready(ClientEvent::Header(h));
             }
         }
-    }
-
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
-        let mut st = self.0.lock();
         if let Some(m) = self.0.pop(&mut st) {
-            return Poll::Ready(Ok(Some(m)));
+            return Poll::Ready(ClientEvent::Message(m));
         }
         match &st.end {
-            Some(Ok(())) => Poll::Ready(Ok(None)),
-            Some(Err(e)) => Poll::Ready(Err(e.clone())),
+            Some(end) => {
+                let status = match end {
+                    Ok(()) => Status::ok(),
+                    Err(e) => e.clone(),
+                };
+                let trailer = st.trailer.take().unwrap_or_default();
+                Poll::Ready(ClientEvent::End(status, trailer))
+            }
             None => {
                 register(&mut st.recv_waker, cx);
                 Poll::Pending
@@ -742,11 +731,7 @@ impl ClientStreamRaw for ClientHandle {
         }
     }
 
-    fn trailer(&self) -> Option<Metadata> {
-        self.0.lock().trailer.clone()
-    }
-
-    fn cancel(&self, status: &Status) {
+    fn reset(&self, status: &Status) {
         let code = if status.code() == Code::DeadlineExceeded {
             kitex_code::STREAM_TIMEOUT
         } else {
@@ -760,7 +745,8 @@ impl Drop for ClientHandle {
     fn drop(&mut self) {
         let ended = self.0.lock().end.is_some();
         if !ended {
-            self.cancel(&Status::cancelled("the client dropped the stream"));
+            // The core resets or sees the end before it drops the stream; this covers raw use.
+            self.reset(&Status::cancelled("the client dropped the stream"));
         }
         self.0.conn.remove(self.0.id);
     }
@@ -795,7 +781,7 @@ impl ServerHandle {
 }
 
 impl ServerStreamRaw for ServerHandle {
-    fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+    fn poll_send_ready(&self, cx: &mut Context<'_>, _len: usize) -> Poll<Result<(), Status>> {
         self.check(&self.0.lock())?;
         self.0.poll_write_ready(cx)
     }
@@ -836,7 +822,14 @@ impl ServerStreamRaw for ServerHandle {
         Poll::Pending
     }
 
-    fn finish(&self, header: Option<Metadata>, status: Status, trailer: Metadata) {
+    fn finish(&self, finish: Finish<'_>) {
+        let Finish {
+            header,
+            message,
+            mut status,
+            trailer,
+            ..
+        } = finish;
         let s = &self.0;
         let mut st = s.lock();
         if st.done_locally {
@@ -848,6 +841,15 @@ impl ServerStreamRaw for ServerHandle {
             // (Kitex issue #1887).
             if !st.sm.header_sent() {
                 let _ = self.send_header_locked(&mut st, &header.unwrap_or_default());
+            }
+            if let Some(msg) = message {
+                let sent = match st.sm.send(FrameKind::Data) {
+                    Ok(_) => s.write_data(msg),
+                    Err(_) => Err(Error::StreamFinished.into()),
+                };
+                if let Err(e) = sent {
+                    status = e;
+                }
             }
             let mut trailers: Vec<(String, String)> = str_kvs(&trailer).collect();
             let (biz, exc) = if status.is_ok() {
@@ -881,7 +883,7 @@ impl ServerStreamRaw for ServerHandle {
         s.conn.remove(s.id);
     }
 
-    fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<Status> {
+    fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Status> {
         let mut st = self.0.lock();
         if let Some(c) = &st.cancelled {
             return Poll::Ready(c.clone());
@@ -893,10 +895,12 @@ impl ServerStreamRaw for ServerHandle {
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        self.finish(
-            None,
-            Status::internal("the server dropped the stream"),
-            Metadata::new(),
-        );
+        // The core always finishes first; this covers raw use without the core.
+        self.finish(Finish {
+            header: None,
+            message: None,
+            status: Status::internal("the server dropped the stream"),
+            trailer: Metadata::new(),
+        });
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use rpc_core::codec::Encodable;
 use rpc_core::transport::waker::{register, wake};
-use rpc_core::transport::{ClientStreamRaw, IncomingStream, ServerStreamRaw};
+use rpc_core::transport::{ClientEvent, ClientStreamRaw, Finish, IncomingStream, ServerStreamRaw};
 use rpc_core::{CallContext, Code, Error, Metadata, Mode, PayloadKind, Peer, Server, Status};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
@@ -327,10 +327,10 @@ struct CallState {
     seq: Option<i32>,
     sent: bool,
     reply: Option<Result<Bytes, Status>>,
-    delivered: bool,
+    /// Events the core took: 0 none, 1 the header, 2 the message too.
+    delivered: u8,
     metadata: Option<Metadata>,
     waker: Option<Waker>,
-    header_waker: Option<Waker>,
 }
 
 impl Call {
@@ -341,7 +341,6 @@ impl Call {
         }
         st.metadata.get_or_insert_with(Metadata::new);
         wake(&mut st.waker);
-        wake(&mut st.header_waker);
     }
 
     fn set_metadata(&self, md: Metadata) {
@@ -361,7 +360,7 @@ struct UnaryClient {
 }
 
 impl ClientStreamRaw for UnaryClient {
-    fn poll_send_ready(&self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+    fn poll_send_ready(&self, _cx: &mut Context<'_>, _len: usize) -> Poll<Result<(), Status>> {
         if lock(&self.call.st).sent {
             return Poll::Ready(Err(Error::SendAfterClose.into()));
         }
@@ -441,38 +440,25 @@ impl ClientStreamRaw for UnaryClient {
         Ok(())
     }
 
-    fn poll_header(&self, cx: &mut Context<'_>) -> Poll<Result<Metadata, Status>> {
+    fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent> {
+        // One reply carries everything: its key-values are the header and the trailer.
         let mut st = lock(&self.call.st);
-        if let Some(md) = &st.metadata {
-            return Poll::Ready(Ok(md.clone()));
-        }
-        register(&mut st.header_waker, cx);
-        Poll::Pending
+        let Some(reply) = &st.reply else {
+            register(&mut st.waker, cx);
+            return Poll::Pending;
+        };
+        let md = st.metadata.clone().unwrap_or_default();
+        let event = match (st.delivered, reply) {
+            (0, _) => ClientEvent::Header(md),
+            (1, Ok(body)) => ClientEvent::Message(body.clone()),
+            (_, Ok(_)) => ClientEvent::End(Status::ok(), md),
+            (_, Err(e)) => ClientEvent::End(e.clone(), md),
+        };
+        st.delivered = st.delivered.saturating_add(1);
+        Poll::Ready(event)
     }
 
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
-        let mut st = lock(&self.call.st);
-        match &st.reply {
-            None => {
-                register(&mut st.waker, cx);
-                Poll::Pending
-            }
-            Some(Err(e)) => Poll::Ready(Err(e.clone())),
-            Some(Ok(_)) if st.delivered => Poll::Ready(Ok(None)),
-            Some(Ok(b)) => {
-                let b = b.clone();
-                st.delivered = true;
-                Poll::Ready(Ok(Some(b)))
-            }
-        }
-    }
-
-    fn trailer(&self) -> Option<Metadata> {
-        let st = lock(&self.call.st);
-        st.reply.as_ref().and(st.metadata.clone())
-    }
-
-    fn cancel(&self, status: &Status) {
+    fn reset(&self, status: &Status) {
         let seq = {
             let mut st = lock(&self.call.st);
             if st.reply.is_some() {
@@ -495,7 +481,7 @@ impl ClientStreamRaw for UnaryClient {
 
 impl Drop for UnaryClient {
     fn drop(&mut self) {
-        self.cancel(&Status::cancelled("the client dropped the call"));
+        self.reset(&Status::cancelled("the client dropped the call"));
         self.conn.release();
     }
 }
@@ -742,7 +728,7 @@ impl UnaryServerConn {
         Ok(())
     }
 
-    fn reply(&self, to: &ReplyTo, md: &Metadata, outcome: Result<&Bytes, &Status>) {
+    fn reply(&self, to: &ReplyTo, md: &Metadata, outcome: Result<Body<'_>, &Status>) {
         if to.oneway {
             return;
         }
@@ -751,13 +737,14 @@ impl UnaryServerConn {
         if self.draining.load(Ordering::Acquire) {
             packet.headers.push_str(str_key::CONN_RESET, "1");
         }
-        let (kind, body): (MessageType, Result<Bytes, ApplicationException>) = match outcome {
-            Ok(b) => (MessageType::Reply, Ok(b.clone())),
+        let (kind, mut body): (MessageType, Result<Body<'_>, ApplicationException>) = match outcome
+        {
+            Ok(b) => (MessageType::Reply, Ok(b)),
             Err(status) => {
                 if let Some(biz) = biz_of(status) {
                     // A business status travels on a normal REPLY with an empty Result struct.
                     biz.push_to(&mut packet.headers);
-                    (MessageType::Reply, Ok(Bytes::from_static(&[0])))
+                    (MessageType::Reply, Ok(Body::Bytes(&EMPTY_STRUCT)))
                 } else {
                     packet.headers.str_kvs.extend(str_kvs(status.metadata()));
                     packet
@@ -774,20 +761,46 @@ impl UnaryServerConn {
         };
         let max = self.limits.max_frame_size;
         let res = self.write.append(|buf| {
-            write_packet(buf, &packet, to.framing, &header, max, |b| match &body {
-                Ok(bytes) => {
-                    b.extend_from_slice(bytes);
-                    Ok(())
-                }
-                Err(exc) => exc
-                    .encode(b)
-                    .map_err(|e| Status::internal(format!("encode exception: {e}"))),
-            })
+            write_packet(
+                buf,
+                &packet,
+                to.framing,
+                &header,
+                max,
+                |b| match &mut body {
+                    Ok(Body::Bytes(bytes)) => {
+                        b.extend_from_slice(bytes);
+                        Ok(())
+                    }
+                    // The handler's response is encoded straight into the reply packet.
+                    Ok(Body::Message(msg)) => msg.encode(b),
+                    Err(exc) => exc
+                        .encode(b)
+                        .map_err(|e| Status::internal(format!("encode exception: {e}"))),
+                },
+            )
         });
-        if let Ok(Err(e)) = res {
-            tracing::warn!(error = %e, "could not write a reply");
+        match res {
+            Ok(Err(e)) if matches!(body, Ok(Body::Message(_))) => {
+                // The response could not be encoded (or is over the frame limit): the call
+                // fails with that error instead.
+                self.reply(to, md, Err(&e));
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not write a reply"),
+            _ => {}
         }
     }
+}
+
+/// An empty Thrift struct (STOP): the Result of a REPLY that carries a business status.
+static EMPTY_STRUCT: Bytes = Bytes::from_static(&[0]);
+
+/// The payload of a successful reply.
+enum Body<'a> {
+    /// Bytes encoded earlier.
+    Bytes(&'a Bytes),
+    /// The handler's response, encoded into the packet as it is written.
+    Message(&'a mut dyn Encodable),
 }
 
 #[derive(Debug, Clone)]
@@ -823,22 +836,21 @@ struct UnaryServer {
 }
 
 impl ServerStreamRaw for UnaryServer {
-    fn poll_send_ready(&self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+    fn poll_send_ready(&self, _cx: &mut Context<'_>, _len: usize) -> Poll<Result<(), Status>> {
         let st = lock(&self.state.st);
         if let Some(c) = &st.cancelled {
             return Poll::Ready(Err(c.clone()));
-        }
-        if st.finished || st.response.is_some() {
-            return Poll::Ready(Err(Error::StreamFinished.into()));
         }
         Poll::Ready(Ok(()))
     }
 
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        // Only reached when a handler sends before finishing (the core's one-shot reply goes
+        // through `finish`): keep the bytes for the REPLY.
         let mut buf = BytesMut::with_capacity(msg.encoded_len().unwrap_or(128));
         msg.encode(&mut buf)?;
         let mut st = lock(&self.state.st);
-        if st.finished || st.response.is_some() {
+        if st.response.is_some() {
             return Err(Error::StreamFinished.into());
         }
         st.response = Some(buf.freeze());
@@ -858,7 +870,14 @@ impl ServerStreamRaw for UnaryServer {
         Poll::Ready(Ok(st.request.take()))
     }
 
-    fn finish(&self, header: Option<Metadata>, status: Status, trailer: Metadata) {
+    fn finish(&self, finish: Finish<'_>) {
+        let Finish {
+            header,
+            message,
+            status,
+            trailer,
+            ..
+        } = finish;
         let (md, response) = {
             let mut st = lock(&self.state.st);
             if st.finished {
@@ -873,15 +892,17 @@ impl ServerStreamRaw for UnaryServer {
             (md, st.response.take())
         };
         if self.conn.lost.get().is_none() {
-            match (status.is_ok(), response) {
-                (true, Some(body)) => self.conn.reply(&self.reply_to, &md, Ok(&body)),
-                (true, None) => self.conn.reply(
-                    &self.reply_to,
+            let to = &self.reply_to;
+            match (status.is_ok(), message, response) {
+                (true, Some(msg), _) => self.conn.reply(to, &md, Ok(Body::Message(msg))),
+                (true, None, Some(body)) => self.conn.reply(to, &md, Ok(Body::Bytes(&body))),
+                (true, None, None) => self.conn.reply(
+                    to,
                     &md,
                     Err(&Status::internal("handler returned no response")
                         .with_transport_code(ApplicationException::MISSING_RESULT)),
                 ),
-                (false, _) => self.conn.reply(&self.reply_to, &md, Err(&status)),
+                (false, _, _) => self.conn.reply(to, &md, Err(&status)),
             }
         }
         lock(&self.conn.calls).remove(&self.call_id);
@@ -892,7 +913,7 @@ impl ServerStreamRaw for UnaryServer {
         }
     }
 
-    fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<Status> {
+    fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Status> {
         let mut st = lock(&self.state.st);
         if let Some(c) = &st.cancelled {
             return Poll::Ready(c.clone());
@@ -904,10 +925,12 @@ impl ServerStreamRaw for UnaryServer {
 
 impl Drop for UnaryServer {
     fn drop(&mut self) {
-        self.finish(
-            None,
-            Status::internal("the server dropped the call"),
-            Metadata::new(),
-        );
+        // The core always finishes first; this covers raw use without the core.
+        self.finish(Finish {
+            header: None,
+            message: None,
+            status: Status::internal("the server dropped the call"),
+            trailer: Metadata::new(),
+        });
     }
 }
