@@ -65,6 +65,7 @@ pub mod inproc;
 pub mod limits;
 pub mod metadata;
 pub mod middleware;
+mod route;
 pub mod server;
 pub mod status;
 mod stream;

@@ -30,6 +30,8 @@ use crate::context::{CallContext, MethodDesc, Mode, PayloadKind, Peer, ServiceDe
 use crate::limits::{ByteBudget, ServerLimits};
 use crate::metadata::Metadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
+use crate::route::Router;
+pub use crate::route::{Route, RouteError};
 use crate::status::{Error, Status};
 use crate::stream::{End, Receiver, Sender};
 use crate::transport::{BoxFuture, Finish, IncomingStream, ServerStreamRaw};
@@ -133,6 +135,8 @@ impl ServerBuilder {
     /// Builds the server.
     pub fn build(self) -> Server {
         let services: Arc<[Arc<dyn Service>]> = self.services.into();
+        let descs: Vec<_> = services.iter().map(|s| s.descriptor()).collect();
+        let router = Router::new(&descs);
         let layered = if self.layers.is_empty() {
             None
         } else {
@@ -148,6 +152,7 @@ impl ServerBuilder {
                 layered,
                 middleware: self.middleware,
                 cancel_grace: self.cancel_grace,
+                router,
                 budget: ByteBudget::new(self.limits.max_buffered_bytes),
                 limits: self.limits,
                 active: AtomicUsize::new(0),
@@ -163,6 +168,7 @@ struct ServerInner {
     layered: Option<CallService>,
     middleware: MessageMiddleware,
     cancel_grace: Duration,
+    router: Router,
     limits: ServerLimits,
     budget: Arc<ByteBudget>,
     active: AtomicUsize,
@@ -189,21 +195,6 @@ impl std::fmt::Debug for Server {
             .field("services", &names)
             .field("active", &self.active_streams())
             .finish()
-    }
-}
-
-/// The result of routing a service and method name.
-#[derive(Debug, Clone, Copy)]
-pub struct Route {
-    service_index: usize,
-    method_index: usize,
-    method: &'static MethodDesc,
-}
-
-impl Route {
-    /// The resolved method.
-    pub fn method(&self) -> &'static MethodDesc {
-        self.method
     }
 }
 
@@ -235,10 +226,11 @@ impl Server {
         self.inner.services.iter().map(|s| s.descriptor())
     }
 
-    /// Finds the method for `service` and `method` as they came off the wire. `service` matches
-    /// the fully-qualified name (`echo.TestService`) or the bare IDL name (`TestService`); an
-    /// empty service name matches a method name that only one hosted service has.
-    pub fn resolve(&self, service: &str, method: &str) -> Result<Route, Status> {
+    /// Finds the method for `service` and `method` as they came off the wire (one hash lookup
+    /// each). `service` matches the fully-qualified name (`echo.TestService`) or the bare IDL
+    /// name (`TestService`); an empty service name matches a method name that only one hosted
+    /// service has.
+    pub fn resolve(&self, service: &str, method: &str) -> Result<Route, RouteError> {
         self.resolve_for(service, method, None)
     }
 
@@ -250,50 +242,18 @@ impl Server {
         service: &str,
         method: &str,
         payload: Option<PayloadKind>,
-    ) -> Result<Route, Status> {
-        let services = &self.inner.services;
-        let by_name: [&dyn Fn(&ServiceDesc) -> bool; 2] = if service.is_empty() {
-            [&|_| true, &|_| false]
-        } else {
-            [&|d| d.full_name == service, &|d| d.name == service]
-        };
-        let mut known_service = false;
-        for name_matches in by_name {
-            let mut found: Option<Route> = None;
-            for (service_index, svc) in services.iter().enumerate() {
-                let desc = svc.descriptor();
-                if !name_matches(desc) {
-                    continue;
-                }
-                known_service = true;
-                let hit = desc
-                    .methods
-                    .iter()
-                    .position(|m| m.name == method && payload.is_none_or(|p| m.payload == p));
-                if let Some(method_index) = hit {
-                    if found.is_some() {
-                        return Err(Status::unimplemented(format!(
-                            "ambiguous: more than one service {service:?} has method {method}"
-                        )));
-                    }
-                    found = Some(Route {
-                        service_index,
-                        method_index,
-                        method: &desc.methods[method_index],
-                    });
-                }
-            }
-            if let Some(route) = found {
-                return Ok(route);
-            }
-        }
-        Err(if known_service && !service.is_empty() {
-            Status::unimplemented(format!("unknown method {method} of service {service}"))
-        } else if service.is_empty() {
-            Status::unimplemented(format!("unknown method {method}"))
-        } else {
-            Status::unimplemented(format!("unknown service {service}"))
-        })
+    ) -> Result<Route, RouteError> {
+        self.inner.router.resolve(service, method, payload)
+    }
+
+    /// Routes a gRPC `:path` (`/echo.TestService/Echo`, or `/TestService/Echo`) with one hash
+    /// lookup.
+    pub fn resolve_path(
+        &self,
+        path: &str,
+        payload: Option<PayloadKind>,
+    ) -> Result<Route, RouteError> {
+        self.inner.router.resolve_path(path, payload)
     }
 
     /// Number of streams whose handlers are running.
@@ -328,11 +288,11 @@ impl Server {
     pub fn dispatch(&self, incoming: IncomingStream, raw: Arc<dyn ServerStreamRaw>) {
         let route = match self.resolve_for(&incoming.service, &incoming.method, incoming.payload) {
             Ok(r) => r,
-            Err(status) => {
+            Err(e) => {
                 raw.finish(Finish {
                     header: Some(Metadata::new()),
                     message: None,
-                    status,
+                    status: e.into(),
                     trailer: Metadata::new(),
                 });
                 return;

@@ -299,3 +299,45 @@ pub trait Connect: ClientTransport + Sized {
     /// A transport for `address` with default settings.
     fn connect(address: &str) -> Result<Self, Status>;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Wake, Waker};
+
+    use super::waker::{fanout_waker, WakerSet};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_fanout_waker_wakes_every_registered_task_once() {
+        let (a, b) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let set = Arc::new(Mutex::new(WakerSet::new()));
+        // Two operations of two tasks share a primitive with one waker slot.
+        set.lock().unwrap().register(&Context::from_waker(&wa));
+        set.lock().unwrap().register(&Context::from_waker(&wa)); // deduplicated
+        set.lock().unwrap().register(&Context::from_waker(&wb));
+        assert_eq!(set.lock().unwrap().len(), 2);
+        let slot = fanout_waker(set.clone());
+        slot.wake_by_ref();
+        assert_eq!(a.0.load(Ordering::SeqCst), 1);
+        assert_eq!(b.0.load(Ordering::SeqCst), 1);
+        assert!(set.lock().unwrap().is_empty(), "a wake empties the set");
+        slot.wake();
+        assert_eq!(
+            a.0.load(Ordering::SeqCst),
+            1,
+            "nothing registered, nothing woken"
+        );
+    }
+}

@@ -139,3 +139,16 @@ proptest! {
         let _ = <ProstCodec as Codec<String>>::decode(Bytes::from(bytes));
     }
 }
+
+#[test]
+fn encode_exact_fills_a_reserved_slice_and_refuses_a_wrong_size() {
+    let msg = "exactly these bytes".to_owned();
+    let len = <ProstCodec as Codec<String>>::encoded_len(&msg).unwrap();
+    let mut slot = vec![0u8; len];
+    rpc_core::codec::encode_exact::<ProstCodec, String>(&msg, &mut slot).unwrap();
+    let back: String = ProstCodec::decode(bytes::Bytes::from(slot)).unwrap();
+    assert_eq!(back, msg);
+    let mut short = vec![0u8; len - 1];
+    let err = rpc_core::codec::encode_exact::<ProstCodec, String>(&msg, &mut short).unwrap_err();
+    assert_eq!(err.code(), rpc_core::Code::Internal);
+}

@@ -5,7 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use rpc_core::{CallOptions, Code, Error, ProstCodec};
+use rpc_core::server::RouteError;
+use rpc_core::{CallOptions, Code, Error, ProstCodec, Status};
 use support::*;
 use tokio::time::Instant;
 
@@ -74,8 +75,48 @@ async fn unknown_service_or_method_is_unimplemented() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
+    // Routing errors are typed: an unknown method of a known service vs an unknown service.
     let route = h.server.resolve("Test", "Nope").unwrap_err();
-    assert_eq!(route.code(), Code::Unimplemented);
+    assert!(
+        matches!(&route, RouteError::UnknownMethod { service, method } if service == "Test" && method == "Nope")
+    );
+    assert_eq!(Status::from(route).code(), Code::Unimplemented);
+    assert_eq!(
+        h.server.resolve("nope.Nope", "Chat").unwrap_err(),
+        RouteError::UnknownService("nope.Nope".into())
+    );
+    // gRPC paths resolve with the full or the bare service name; malformed ones say so.
+    assert_eq!(
+        h.server
+            .resolve_path("/test.Test/Chat", None)
+            .unwrap()
+            .method()
+            .name,
+        "Chat"
+    );
+    assert_eq!(
+        h.server
+            .resolve_path("/Test/Sum", None)
+            .unwrap()
+            .method()
+            .name,
+        "Sum"
+    );
+    assert!(h
+        .server
+        .resolve_path("/test.Test/Nope", None)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown method Nope"));
+    assert!(h
+        .server
+        .resolve_path("/x.Y/Chat", None)
+        .unwrap_err()
+        .is_unknown_service());
+    assert!(matches!(
+        h.server.resolve_path("test.Test", None),
+        Err(RouteError::MalformedPath(_))
+    ));
     // Bare service name and empty service name both route (spec: /TestService/Echo must work).
     assert_eq!(
         h.server.resolve("Test", "Chat").unwrap().method().name,
@@ -524,8 +565,8 @@ async fn thrift_and_protobuf_flavours_of_one_service_route_by_payload() {
     assert_eq!(th.method().payload, PayloadKind::Thrift);
     // Without the payload kind the name alone is ambiguous: refused, never a guess.
     assert_eq!(
-        server.resolve("test.Test", "Chat").unwrap_err().code(),
-        Code::Unimplemented
+        server.resolve("test.Test", "Chat").unwrap_err(),
+        RouteError::Ambiguous("Chat".into())
     );
     // Only the protobuf flavour has Echo.
     assert_eq!(

@@ -314,17 +314,13 @@ impl Conn {
         };
         let route = match server.resolve_for(&service, &method, Some(payload)) {
             Ok(r) => r,
-            Err(status) => {
-                let known_service = service.is_empty()
-                    || server
-                        .services()
-                        .any(|s| s.full_name == service || s.name == service);
-                let kind = if known_service {
-                    ApplicationException::UNKNOWN_METHOD
-                } else {
+            Err(e) => {
+                let kind = if e.is_unknown_service() {
                     ApplicationException::UNKNOWN_SERVICE
+                } else {
+                    ApplicationException::UNKNOWN_METHOD
                 };
-                return refuse(kind, status.message().to_owned());
+                return refuse(kind, e.to_string());
             }
         };
         let stream = Stream::new(self, id, method, protocol, sm);

@@ -662,22 +662,14 @@ impl UnaryServerConn {
                 .resolve_for(&service, &msg.header.name, Some(PayloadKind::Thrift))
             {
                 Ok(r) => r,
-                Err(status) => {
-                    let known = service.is_empty()
-                        || self
-                            .server
-                            .services()
-                            .any(|s| s.full_name == service || s.name == service);
-                    let kind = if known {
-                        ApplicationException::UNKNOWN_METHOD
-                    } else {
+                Err(e) => {
+                    let kind = if e.is_unknown_service() {
                         ApplicationException::UNKNOWN_SERVICE
+                    } else {
+                        ApplicationException::UNKNOWN_METHOD
                     };
-                    self.reply(
-                        &reply_to,
-                        &Metadata::new(),
-                        Err(&status.with_transport_code(kind)),
-                    );
+                    let status = Status::from(e).with_transport_code(kind);
+                    self.reply(&reply_to, &Metadata::new(), Err(&status));
                     return Ok(());
                 }
             };
