@@ -617,7 +617,32 @@ impl End for ClientEnd {
     fn abandon(&self) {
         self.cancel();
     }
+    fn fork(&self) -> Self {
+        ClientEnd::new(self.shared.clone(), self.deadline)
+    }
 }
+
+/// Implements `futures::Stream` for a receiving handle whose `Receiver` is at `$($field).+`.
+macro_rules! impl_stream {
+    ($handle:ident < $($gen:ident),+ >, $item:ident, $($field:ident).+) => {
+        impl<$($gen: Send + Sync + 'static),+> futures::Stream for $handle<$($gen),+> {
+            type Item = Result<$item, Status>;
+
+            /// Messages as `Some(Ok(msg))`; `None` at a clean end; a failed stream yields
+            /// `Some(Err(status))` once, then `None`.
+            fn poll_next(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Self::Item>> {
+                self.get_mut().$($field).+.poll_next(cx)
+            }
+        }
+    };
+}
+
+impl_stream!(ServerStreamingCall<Res>, Res, rx);
+impl_stream!(BidiReceiver<Res>, Res, rx);
+impl_stream!(BidiCall<Req, Res>, Res, rx.rx);
 
 /// A unary response message with its header and trailer metadata. (Named so it never
 /// collides with an IDL type called `Response`.)
@@ -716,6 +741,15 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> ClientStreamingCall
         self.tx.send(msg).await
     }
 
+    /// Sends every request of `msgs` (any `futures::Stream`), waiting for send capacity
+    /// before each; stops at the first error. Does not half-close.
+    pub async fn send_all(
+        &mut self,
+        msgs: impl futures::Stream<Item = Req> + Send,
+    ) -> Result<(), Status> {
+        self.tx.send_all(msgs).await
+    }
+
     /// Half-closes and waits for the single response.
     pub async fn close_and_recv(&mut self) -> Result<Res, Status> {
         close_sender(&mut self.tx)?;
@@ -757,6 +791,15 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiCall<Req, Res> 
         self.tx.close_send()
     }
 
+    /// Sends every message of `msgs` (any `futures::Stream`); stops at the first error.
+    /// Does not half-close.
+    pub async fn send_all(
+        &mut self,
+        msgs: impl futures::Stream<Item = Req> + Send,
+    ) -> Result<(), Status> {
+        self.tx.tx.send_all(msgs).await
+    }
+
     /// The next message; `Ok(None)` when the server ended with OK.
     pub async fn recv(&mut self) -> Result<Option<Res>, Status> {
         self.rx.recv().await
@@ -785,6 +828,15 @@ impl<Req: Send + Sync + 'static> BidiSender<Req> {
     /// Half-closes the sending direction. Idempotent.
     pub fn close_send(&mut self) -> Result<(), Status> {
         close_sender(&mut self.tx)
+    }
+
+    /// Sends every message of `msgs` (any `futures::Stream`); stops at the first error.
+    /// Does not half-close.
+    pub async fn send_all(
+        &mut self,
+        msgs: impl futures::Stream<Item = Req> + Send,
+    ) -> Result<(), Status> {
+        self.tx.send_all(msgs).await
     }
 
     /// Resets the stream.

@@ -751,7 +751,33 @@ impl End for ServerEnd {
         self.shared.cancel_locally(status.clone());
     }
     fn abandon(&self) {}
+    fn fork(&self) -> Self {
+        ServerEnd {
+            shared: self.shared.clone(),
+        }
+    }
 }
+
+/// Implements `futures::Stream` for a server receiving handle.
+macro_rules! impl_stream {
+    ($handle:ident < $($gen:ident),+ >, $item:ident, $($field:ident).+) => {
+        impl<$($gen: Send + Sync + 'static),+> futures::Stream for $handle<$($gen),+> {
+            type Item = Result<$item, Status>;
+
+            /// Requests as `Some(Ok(msg))`; `None` after the client's half-close; a failed
+            /// stream yields `Some(Err(status))` once, then `None`.
+            fn poll_next(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Self::Item>> {
+                self.get_mut().$($field).+.poll_next(cx)
+            }
+        }
+    };
+}
+
+impl_stream!(RecvStream<Req>, Req, rx);
+impl_stream!(BidiStream<Req, Res>, Req, rx.rx);
 
 impl ServerEnd {
     /// After a local cancel (deadline), report that rather than the transport's "finished".
@@ -792,6 +818,14 @@ impl<Res: Send + Sync + 'static> SendStream<Res> {
         self.tx.send(msg).await
     }
 
+    /// Sends every response of `msgs` (any `futures::Stream`); stops at the first error.
+    pub async fn send_all(
+        &mut self,
+        msgs: impl futures::Stream<Item = Res> + Send,
+    ) -> Result<(), Status> {
+        self.tx.send_all(msgs).await
+    }
+
     /// The handler's context.
     pub fn context(&self) -> ServerContext {
         ServerContext {
@@ -815,6 +849,14 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiStream<Req, Res
     /// Sends one response.
     pub async fn send(&mut self, msg: Res) -> Result<(), Status> {
         self.tx.send(msg).await
+    }
+
+    /// Sends every response of `msgs` (any `futures::Stream`); stops at the first error.
+    pub async fn send_all(
+        &mut self,
+        msgs: impl futures::Stream<Item = Res> + Send,
+    ) -> Result<(), Status> {
+        self.tx.send_all(msgs).await
     }
 
     /// Splits into the two directions so they can run in different tasks. The stream still ends

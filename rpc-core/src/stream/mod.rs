@@ -33,6 +33,11 @@ pub(crate) trait End: Send + 'static {
     fn fail(&self, status: &Status);
     /// The half was dropped before its end.
     fn abandon(&self);
+    /// Another end on the same stream, for a receive that runs in an owned future (a
+    /// `futures::Stream` poll with recv middleware registered).
+    fn fork(&self) -> Self
+    where
+        Self: Sized;
 }
 
 /// The sending half of a stream of `T`.
@@ -74,6 +79,20 @@ impl<T: Send + Sync + 'static, E: End> Sender<T, E> {
         SendNext::new(&chain, &mut sink).run(&ctx, &mut msg).await
     }
 
+    /// Sends every message of `msgs` in order, waiting for send capacity before each; stops at
+    /// the first error.
+    pub(crate) async fn send_all<S>(&mut self, msgs: S) -> Result<(), Status>
+    where
+        S: futures::Stream<Item = T> + Send,
+    {
+        use futures::StreamExt;
+        let mut msgs = std::pin::pin!(msgs);
+        while let Some(msg) = msgs.next().await {
+            self.send(msg).await?;
+        }
+        Ok(())
+    }
+
     async fn send_plain(&mut self, msg: &T) -> Result<(), Status> {
         let len = (self.codec.encoded_len)(msg).unwrap_or(0);
         poll_fn(|cx| self.end.poll_send_ready(cx, len)).await?;
@@ -102,11 +121,19 @@ impl<T: Send + Sync + 'static, E: End> SendSink for Sink<'_, T, E> {
     }
 }
 
+/// A receive with recv middleware, run to completion in an owned future so a
+/// `futures::Stream` poll can hold it across `Pending`.
+type InFlight<T> = BoxFuture<'static, Result<Option<T>, Status>>;
+
 /// The receiving half of a stream of `T`.
 pub(crate) struct Receiver<T, E: End> {
     pub(crate) end: E,
     codec: MsgCodec<T>,
     done: Option<Result<(), Status>>,
+    /// A receive started by `poll_next` (recv middleware only), finished before any other.
+    in_flight: Option<InFlight<T>>,
+    /// A fork used inside an in-flight receive: dropping it must not reset the stream.
+    forked: bool,
 }
 
 impl<T: Send + Sync + 'static, E: End> Receiver<T, E> {
@@ -115,37 +142,90 @@ impl<T: Send + Sync + 'static, E: End> Receiver<T, E> {
             end,
             codec,
             done: None,
+            in_flight: None,
+            forked: false,
         }
     }
 
+    /// Records the end of the receive direction from an outcome.
+    fn settle(&mut self, got: &Result<Option<T>, Status>) {
+        match got {
+            Ok(Some(_)) => {}
+            Ok(None) => self.done = Some(Ok(())),
+            Err(e) => self.done = Some(Err(e.clone())),
+        }
+    }
+
+    /// `futures::Stream::poll_next` for every receiving handle: `Some(Ok(msg))`, then `None` at
+    /// a clean end, or `Some(Err(status))` once and `None` after it.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, Status>>>
+    where
+        E: Send,
+    {
+        if self.in_flight.is_none() {
+            if self.done.is_some() {
+                // A stream yields its error once, then ends.
+                return Poll::Ready(None);
+            }
+            if self.end.middleware().recv.is_empty() {
+                return self.poll_recv_plain(cx).map(Result::transpose);
+            }
+            let mut fork = Receiver::new(self.end.fork(), self.codec);
+            fork.forked = true;
+            self.in_flight = Some(Box::pin(async move { fork.recv().await }));
+        }
+        let Some(fut) = self.in_flight.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let got = std::task::ready!(fut.as_mut().poll(cx));
+        self.in_flight = None;
+        self.settle(&got);
+        Poll::Ready(got.transpose())
+    }
+
     pub(crate) async fn recv(&mut self) -> Result<Option<T>, Status> {
+        if let Some(fut) = self.in_flight.take() {
+            // A receive a `Stream` poll started goes first, so no message is lost.
+            let got = fut.await;
+            self.settle(&got);
+            return got;
+        }
         if self.end.middleware().recv.is_empty() {
             return self.recv_plain().await;
+        }
+        if let Some(done) = &self.done {
+            return done.clone().map(|()| None);
         }
         let chain = self.end.middleware().recv.clone();
         let ctx = self.end.ctx().clone();
         let mut source = Source { rx: self };
-        let got = RecvNext::new(&chain, &mut source).run(&ctx).await?;
-        match got {
-            None => Ok(None),
-            Some(b) => match b.downcast::<T>() {
+        let got = RecvNext::new(&chain, &mut source).run(&ctx).await;
+        let got = match got {
+            Err(e) => Err(e),
+            Ok(None) => Ok(None),
+            Ok(Some(b)) => match b.downcast::<T>() {
                 Ok(m) => Ok(Some(*m)),
                 Err(_) => Err(Error::MessageTypeMismatch {
                     expected: std::any::type_name::<T>(),
                 }
                 .into()),
             },
-        }
+        };
+        self.settle(&got);
+        got
     }
 
     async fn recv_plain(&mut self) -> Result<Option<T>, Status> {
+        poll_fn(|cx| self.poll_recv_plain(cx)).await
+    }
+
+    fn poll_recv_plain(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, Status>> {
         if let Some(done) = &self.done {
-            return done.clone().map(|()| None);
+            return Poll::Ready(done.clone().map(|()| None));
         }
-        let outcome = poll_fn(|cx| self.end.poll_recv(cx)).await;
-        let outcome = match outcome {
+        let outcome = match std::task::ready!(self.end.poll_recv(cx)) {
             Ok(Some(bytes)) => match (self.codec.decode)(bytes) {
-                Ok(m) => return Ok(Some(m)),
+                Ok(m) => return Poll::Ready(Ok(Some(m))),
                 Err(status) => {
                     // gRPC: a message that fails to parse ends the call with INTERNAL.
                     self.end.fail(&status);
@@ -157,13 +237,13 @@ impl<T: Send + Sync + 'static, E: End> Receiver<T, E> {
         };
         self.done = Some(outcome.clone());
         self.end.recv_ended();
-        outcome.map(|()| None)
+        Poll::Ready(outcome.map(|()| None))
     }
 }
 
 impl<T, E: End> Drop for Receiver<T, E> {
     fn drop(&mut self) {
-        if self.done.is_none() {
+        if self.done.is_none() && !self.forked {
             self.end.abandon();
         }
     }
