@@ -99,6 +99,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Adds a closure interceptor: runs once per call before the stream opens, may change the
+    /// context (metadata, deadline, extensions) or refuse the call (nothing is sent). It takes
+    /// its place among the layers in registration order.
+    pub fn interceptor(
+        mut self,
+        f: impl Fn(&mut CallContext) -> Result<(), Status> + Send + Sync + 'static,
+    ) -> Self {
+        let f: crate::intercept::ClientInterceptor = Arc::new(f);
+        self.layers.push(Box::new(move |inner| {
+            BoxCloneSyncService::new(crate::intercept::ClientIntercept { inner, f })
+        }));
+        self
+    }
+
     /// Adds a send middleware, run on every message this client sends (first added = outermost).
     pub fn send_middleware(mut self, m: impl SendMiddleware) -> Self {
         self.middleware.push_send(Arc::new(m));
@@ -236,7 +250,7 @@ impl Client {
         Ok((
             Arc::new(ClientShared {
                 raw: open.stream,
-                ctx: open.ctx,
+                ctx: Arc::new(open.ctx),
                 middleware: self.inner.middleware.clone(),
                 st: Mutex::new(ClientState::default()),
             }),
@@ -377,7 +391,8 @@ async fn header_of(end: &mut ClientEnd) -> Result<Metadata, Status> {
 /// and nowhere else (the transport delivers events once; this remembers them).
 struct ClientShared {
     raw: Arc<dyn ClientStreamRaw>,
-    ctx: CallContext,
+    /// Shared with message middleware (a reference count per message, never a deep clone).
+    ctx: Arc<CallContext>,
     middleware: MessageMiddleware,
     st: Mutex<ClientState>,
 }
@@ -595,7 +610,7 @@ impl ClientEnd {
 use std::future::Future as _;
 
 impl End for ClientEnd {
-    fn ctx(&self) -> &CallContext {
+    fn ctx(&self) -> &Arc<CallContext> {
         &self.shared.ctx
     }
     fn middleware(&self) -> &MessageMiddleware {

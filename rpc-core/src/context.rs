@@ -113,6 +113,7 @@ pub struct CallContext {
     peer: Option<Peer>,
     metadata: Metadata,
     deadline: Option<Instant>,
+    extensions: http::Extensions,
 }
 
 impl CallContext {
@@ -123,7 +124,20 @@ impl CallContext {
             peer: None,
             metadata: Metadata::new(),
             deadline: None,
+            extensions: http::Extensions::new(),
         }
+    }
+
+    /// Typed values layers and interceptors attach to the call (an auth layer's principal, a
+    /// trace handle): never sent on the wire. On the server, the handler reads them with
+    /// [`ServerContext::extension`](crate::ServerContext::extension).
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+
+    /// Mutable access to [`CallContext::extensions`].
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.extensions
     }
 
     /// The method descriptor.

@@ -62,6 +62,7 @@ pub mod context;
 pub mod exception;
 #[cfg(feature = "inproc")]
 pub mod inproc;
+pub mod intercept;
 pub mod limits;
 pub mod metadata;
 pub mod middleware;

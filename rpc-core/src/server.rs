@@ -113,6 +113,21 @@ impl ServerBuilder {
         self
     }
 
+    /// Adds a closure interceptor: runs once per stream before the handler, sees the context
+    /// (metadata, peer, deadline), may attach extensions for the handler
+    /// ([`ServerContext::insert_extension`]) or refuse the call with a status (the handler
+    /// never runs). It takes its place among the layers in registration order.
+    pub fn interceptor(
+        mut self,
+        f: impl Fn(&ServerContext) -> Result<(), Status> + Send + Sync + 'static,
+    ) -> Self {
+        let f: crate::intercept::ServerInterceptor = Arc::new(f);
+        self.layers.push(Box::new(move |inner| {
+            BoxCloneSyncService::new(crate::intercept::ServerIntercept { inner, f })
+        }));
+        self
+    }
+
     /// Adds a send middleware, run on every message any handler sends (first added = outermost).
     pub fn send_middleware(mut self, m: impl SendMiddleware) -> Self {
         self.middleware.push_send(Arc::new(m));
@@ -317,7 +332,8 @@ impl Server {
             ctx = ctx.with_peer(peer);
         }
         let shared = Arc::new(ServerShared {
-            ctx,
+            extensions: Mutex::new(ctx.extensions().clone()),
+            ctx: Arc::new(ctx),
             raw,
             middleware: self.inner.middleware.clone(),
             header: Mutex::new(Some(Metadata::new())),
@@ -411,7 +427,10 @@ async fn run_stream(
 
 /// What the server core, the context and the handles of one stream share.
 struct ServerShared {
-    ctx: CallContext,
+    /// Shared with message middleware (a reference count per message, never a deep clone).
+    ctx: Arc<CallContext>,
+    /// Typed values a layer or interceptor hands to the handler.
+    extensions: Mutex<http::Extensions>,
     raw: Arc<dyn ServerStreamRaw>,
     middleware: MessageMiddleware,
     /// The response header until it is sent (`None` once sent).
@@ -580,6 +599,18 @@ impl ServerContext {
         }
     }
 
+    /// A copy of the extension of type `T` a layer or interceptor attached to this call
+    /// ([`ServerContext::insert_extension`]), if any.
+    pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        lock(&self.shared.extensions).get::<T>().cloned()
+    }
+
+    /// Attaches a typed value to this call for the handler (and later layers) to read with
+    /// [`ServerContext::extension`]; returns the previous value of that type. Never sent.
+    pub fn insert_extension<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        lock(&self.shared.extensions).insert(value)
+    }
+
     /// Whether the stream has been cancelled (see [`ServerContext::cancelled`]).
     pub fn is_cancelled(&self) -> bool {
         self.shared.local_cancel.get().is_some()
@@ -714,7 +745,7 @@ pub(crate) struct ServerEnd {
 }
 
 impl End for ServerEnd {
-    fn ctx(&self) -> &CallContext {
+    fn ctx(&self) -> &Arc<CallContext> {
         &self.shared.ctx
     }
     fn middleware(&self) -> &MessageMiddleware {

@@ -123,3 +123,113 @@ async fn dropping_a_stream_mid_poll_with_middleware_resets_and_leaks_nothing() {
     drop(call);
     h.assert_no_leaks().await;
 }
+
+mod who {
+    use rpc_core::transport::BoxFuture;
+    use rpc_core::{
+        MethodDesc, Mode, PayloadKind, ProstCodec, ServerCall, Service, ServiceDesc, Status,
+    };
+
+    pub static METHODS: [MethodDesc; 1] = [MethodDesc {
+        package: "demo",
+        service: "Who",
+        full_service: "demo.Who",
+        name: "Am",
+        path: "/demo.Who/Am",
+        mode: Mode::PingPong,
+        payload: PayloadKind::Protobuf,
+    }];
+    static DESC: ServiceDesc = ServiceDesc {
+        package: "demo",
+        name: "Who",
+        full_name: "demo.Who",
+        methods: &METHODS,
+    };
+
+    /// The principal an auth interceptor attaches.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Principal(pub String);
+
+    /// Answers with the principal the interceptor found.
+    pub struct Who;
+    impl Service for Who {
+        fn descriptor(&self) -> &'static ServiceDesc {
+            &DESC
+        }
+        fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+            Box::pin(
+                call.unary::<ProstCodec, String, String, _, _>(|ctx, _req| async move {
+                    let p = ctx
+                        .extension::<Principal>()
+                        .ok_or_else(|| Status::internal("no principal"))?;
+                    Ok(p.0)
+                }),
+            )
+        }
+    }
+}
+
+#[tokio::test]
+async fn interceptors_add_metadata_refuse_calls_and_hand_extensions_to_the_handler() {
+    use rpc_core::inproc::InProcTransport;
+    use rpc_core::{Client, Server};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = seen.clone();
+    let server = Server::builder()
+        .add_service(who::Who)
+        .interceptor(move |ctx| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            match ctx.metadata().get_str("authorization") {
+                Some(token) if token.starts_with("Bearer ") => {
+                    ctx.insert_extension(who::Principal(token[7..].to_owned()));
+                    Ok(())
+                }
+                _ => Err(Status::unauthenticated("no token")),
+            }
+        })
+        .build();
+    let transport = InProcTransport::new(server);
+    let authed = Client::builder(transport.clone())
+        .interceptor(|ctx| {
+            ctx.metadata_mut().append("authorization", "Bearer alice");
+            Ok(())
+        })
+        .build();
+    let res = within(authed.unary::<ProstCodec, String, String>(
+        &who::METHODS[0],
+        "?".into(),
+        CallOptions::new(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.into_inner(), "alice");
+
+    let anonymous = Client::new(transport.clone());
+    let err = within(anonymous.unary::<ProstCodec, String, String>(
+        &who::METHODS[0],
+        "?".into(),
+        CallOptions::new(),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+
+    // A client interceptor that refuses: nothing reaches the server.
+    let refused = Client::builder(transport.clone())
+        .interceptor(|_ctx| Err(Status::failed_precondition("not today")))
+        .build();
+    let err = within(refused.unary::<ProstCodec, String, String>(
+        &who::METHODS[0],
+        "?".into(),
+        CallOptions::new(),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(seen.load(Ordering::SeqCst), 2, "the server never saw it");
+    within(transport.wait_no_live_streams()).await;
+}

@@ -17,7 +17,7 @@ use crate::transport::BoxFuture;
 
 /// One side's access to a raw stream, for one half (send or receive).
 pub(crate) trait End: Send + 'static {
-    fn ctx(&self) -> &CallContext;
+    fn ctx(&self) -> &std::sync::Arc<CallContext>;
     fn middleware(&self) -> &MessageMiddleware;
     fn poll_send_ready(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>>;
     fn start_send(&mut self, msg: &mut dyn Encodable) -> Result<(), Status>;
