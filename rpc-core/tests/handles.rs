@@ -130,7 +130,7 @@ mod who {
         MethodDesc, Mode, PayloadKind, ProstCodec, ServerCall, Service, ServiceDesc, Status,
     };
 
-    pub static METHODS: [MethodDesc; 1] = [MethodDesc {
+    pub(crate) static METHODS: [MethodDesc; 1] = [MethodDesc {
         package: "demo",
         service: "Who",
         full_service: "demo.Who",
@@ -148,10 +148,10 @@ mod who {
 
     /// The principal an auth interceptor attaches.
     #[derive(Clone, Debug, PartialEq)]
-    pub struct Principal(pub String);
+    pub(crate) struct Principal(pub(crate) String);
 
     /// Answers with the principal the interceptor found.
-    pub struct Who;
+    pub(crate) struct Who;
     impl Service for Who {
         fn descriptor(&self) -> &'static ServiceDesc {
             &DESC
