@@ -207,6 +207,23 @@ async fn handler_errors_keep_their_code_and_message() {
 }
 
 #[tokio::test]
+async fn binary_metadata_is_refused_not_dropped() {
+    let (h, _probe) = tcp_server().await;
+    let client = Client::new(TtHeaderClient::new(endpoint(&h)));
+    for method in [&TH[0], &TH[3]] {
+        let mut opts = CallOptions::new();
+        opts.metadata
+            .append("trace-bin", Bytes::from_static(b"\x00\x01"));
+        let e = within(client.unary::<ThriftCodec, TMsg, TMsg>(method, msg("x", 0), opts))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        assert!(e.message().contains("trace-bin"), "{e}");
+    }
+    h.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
 async fn biz_status_travels_as_keys_not_exceptions() {
     let (h, _probe) = tcp_server().await;
     let client = Client::new(TtHeaderClient::new(endpoint(&h)));

@@ -83,7 +83,21 @@ pub(crate) fn status_from_kitex(code: i32, message: impl Into<String>) -> Status
         .with_transport_code(code)
 }
 
-/// Text metadata as string KVs; binary values have no TTHeader form and are skipped.
+/// Fails with `INVALID_ARGUMENT` naming the first binary value of `md`: TTHeader string KVs
+/// carry text only, and dropping a value silently would lose what the caller meant to send.
+pub(crate) fn text_only(md: &Metadata) -> Result<(), rpc_core::Status> {
+    match md
+        .iter()
+        .find(|(_, v)| matches!(v, MetadataValue::Binary(_)))
+    {
+        None => Ok(()),
+        Some((k, _)) => Err(rpc_core::Status::invalid_argument(format!(
+            "metadata {k:?} is binary, and TTHeader carries text values only (encode it as text, or use the gRPC transport)"
+        ))),
+    }
+}
+
+/// Text metadata as string KVs (binary values are refused earlier by [`text_only`]).
 pub(crate) fn str_kvs(md: &Metadata) -> impl Iterator<Item = (String, String)> + '_ {
     md.iter().filter_map(|(k, v)| match v {
         MetadataValue::Text(s) => Some((k.to_owned(), s.clone())),

@@ -31,7 +31,7 @@ use super::config::{Counted, Limits, Stats};
 use super::io::{Io, ReadHalf};
 use super::mapping::{
     biz_of, exception_of, metadata_of, status_from_biz, status_from_exception, status_from_kitex,
-    str_kvs, RPC_CODE_KEY,
+    str_kvs, text_only, RPC_CODE_KEY,
 };
 use super::write::{append_packet, WriteQueue};
 use crate::proto::keys::{int_key, kitex_code, str_key};
@@ -795,6 +795,7 @@ impl ServerStreamRaw for ServerHandle {
     }
 
     fn send_header(&self, header: Metadata) -> Result<(), Status> {
+        text_only(&header)?;
         let mut st = self.0.lock();
         self.check(&st)?;
         self.send_header_locked(&mut st, &header)
@@ -826,6 +827,18 @@ impl ServerStreamRaw for ServerHandle {
             trailer,
             ..
         } = finish;
+        // Binary metadata cannot travel: the stream fails with that error instead.
+        let (header, trailer) = match header
+            .as_ref()
+            .map_or(Ok(()), text_only)
+            .and_then(|()| text_only(&trailer))
+        {
+            Ok(()) => (header, trailer),
+            Err(e) => {
+                status = e;
+                (header.map(|_| Metadata::new()), Metadata::new())
+            }
+        };
         let s = &self.0;
         let mut st = s.lock();
         if st.done_locally {

@@ -850,6 +850,7 @@ impl ServerStreamRaw for UnaryServer {
     }
 
     fn send_header(&self, header: Metadata) -> Result<(), Status> {
+        super::mapping::text_only(&header)?;
         lock(&self.state.st).header.extend(header);
         Ok(())
     }
@@ -866,10 +867,22 @@ impl ServerStreamRaw for UnaryServer {
         let Finish {
             header,
             message,
-            status,
+            mut status,
             trailer,
             ..
         } = finish;
+        // Binary metadata cannot travel: the call fails with that error instead.
+        let (header, trailer, message) = match header
+            .as_ref()
+            .map_or(Ok(()), super::mapping::text_only)
+            .and_then(|()| super::mapping::text_only(&trailer))
+        {
+            Ok(()) => (header, trailer, message),
+            Err(e) => {
+                status = e;
+                (None, Metadata::new(), None)
+            }
+        };
         let (md, response) = {
             let mut st = lock(&self.state.st);
             if st.finished {
