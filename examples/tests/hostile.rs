@@ -563,7 +563,9 @@ fn wait_closed(mut s: &TcpStream, within: Duration) -> Instant {
 /// `--idle-timeout-ms`.
 #[test]
 fn e_a_prefix_then_nothing_is_closed_after_the_frame_timeout() {
-    const EACH: usize = 200;
+    // 2 × 50 stays below the listen backlog of 128: past it, connects stall for a SYN
+    // retransmit or are reset (the `serve` listener raises the backlog; not this test's point).
+    const EACH: usize = 50;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let frame_timeout = Duration::from_millis(300);
     let idle_timeout = Duration::from_millis(1500);
@@ -611,7 +613,7 @@ fn e_a_prefix_then_nothing_is_closed_after_the_frame_timeout() {
         max,
         good,
         &format!(
-            "{} connections closed {fastest:?}..{slowest:?} after their prefix (frame timeout {frame_timeout:?}; a connect may wait in the 128-long listen backlog); an idle connection closed after {idle_closed:?} (idle timeout {idle_timeout:?})",
+            "{} connections closed {fastest:?}..{slowest:?} after their prefix (frame timeout {frame_timeout:?}; the last ones are observed late, one after another); an idle connection closed after {idle_closed:?} (idle timeout {idle_timeout:?})",
             socks.len()
         ),
     );

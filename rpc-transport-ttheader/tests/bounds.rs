@@ -260,9 +260,10 @@ async fn every_byte_charged_to_the_budget_is_released() {
     }
     peer.sock.write_all(&[0, 0, 0, 50, 0x10, 0]).await.unwrap();
     drop(peer);
-    eventually("the budget back at 0", || budget.used() == 0).await;
+    // Once every connection ended (the shutdown closes what the peers left open), nothing
+    // is charged any more.
     h.shutdown(Duration::from_secs(1)).await;
-    assert_eq!(budget.used(), 0);
+    eventually("the budget back at 0", || budget.used() == 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
