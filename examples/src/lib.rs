@@ -44,7 +44,14 @@ pub use service::{Echo, EchoRequest, EchoResponse, DECLARED_PREFIX, DEFAULT_REPE
 /// A server hosting both flavours of `echo.TestService`: requests are routed by payload kind
 /// (thrift or protobuf), which every transport reports.
 pub fn server() -> rpc_core::Server {
+    server_with_limits(rpc_core::limits::ServerLimits::default())
+}
+
+/// [`server`] with the given limits (what `echo-server`'s `--max-*` and `--*-timeout-ms` flags
+/// set).
+pub fn server_with_limits(limits: rpc_core::limits::ServerLimits) -> rpc_core::Server {
     rpc_core::Server::builder()
+        .limits(limits)
         .add_service(thrift::TestServiceServer::new(Echo))
         .add_service(proto::TestServiceServer::new(Echo))
         .build()

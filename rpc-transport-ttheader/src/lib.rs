@@ -43,10 +43,12 @@ pub mod proto;
 
 pub use driver::client::{ClientBuilder, TtHeaderClient};
 pub use driver::config::{
-    Limits, Stats, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONN_RECV_BUFFER, DEFAULT_POOL_SIZE,
-    DEFAULT_STREAM_RECV_BUFFER, DEFAULT_WRITE_BUFFER,
+    Limits, Stats, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONN_RECV_BUFFER, DEFAULT_CONN_RESERVE,
+    DEFAULT_MAX_UNARY_CONNECTIONS, DEFAULT_POOL_SIZE, DEFAULT_STREAM_RECV_BUFFER,
+    DEFAULT_UNARY_IDLE_TIMEOUT, DEFAULT_WRITE_BUFFER,
 };
 pub use driver::io::Endpoint;
 pub use driver::mapping::{biz_status_error, RPC_CODE_KEY};
 pub use driver::server::{serve_tcp, serve_unix, ServeHandle, ServerConfig, DETECT_TIMEOUT};
+pub use driver::stream_conn::REFUSED_STREAM_CODE;
 pub use driver::unary::{Framing, UnaryMode};

@@ -4,6 +4,10 @@
 //! `listening <url>` per listener once it accepts connections. Stops gracefully on SIGINT or
 //! SIGTERM. TTHeader unary and TTHeader Streaming share each listener (told apart by the first
 //! bytes of a connection); gRPC and shared memory are not available yet.
+//!
+//! Limits (defaults: `rpc_core::limits`): `--max-buffered-bytes N` (server-wide budget),
+//! `--max-streams N` (streams or unary calls in flight per connection), `--frame-timeout-ms MS`,
+//! `--idle-timeout-ms MS` (0: never).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,7 +21,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo-server --listen URL [--listen URL ...]   (URL: tcp://HOST:PORT, unix:///path)"
+        "usage: echo-server --listen URL [--listen URL ...]   (URL: tcp://HOST:PORT, unix:///path)\n\
+         \x20      [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]"
     );
     ExitCode::from(2)
 }
@@ -25,9 +30,31 @@ fn usage() -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut urls = Vec::new();
+    let mut limits = rpc_core::limits::ServerLimits::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
+        let number = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<u64>().ok());
+        let next = args.next();
+        match (a.as_str(), number(&next)) {
+            ("--max-buffered-bytes", Some(n)) => {
+                limits = limits.max_buffered_bytes(usize::try_from(n).unwrap_or(usize::MAX));
+                continue;
+            }
+            ("--max-streams", Some(n)) => {
+                limits = limits.max_concurrent_streams(usize::try_from(n).unwrap_or(usize::MAX));
+                continue;
+            }
+            ("--frame-timeout-ms", Some(ms)) => {
+                limits = limits.frame_timeout(Duration::from_millis(ms));
+                continue;
+            }
+            ("--idle-timeout-ms", Some(ms)) => {
+                limits = limits.idle_timeout((ms > 0).then(|| Duration::from_millis(ms)));
+                continue;
+            }
+            _ => {}
+        }
+        match (a.as_str(), next) {
             ("--listen", Some(v)) => match v.parse::<Url>() {
                 Ok(u) => urls.push(u),
                 Err(e) => {
@@ -41,7 +68,7 @@ async fn main() -> ExitCode {
     if urls.is_empty() {
         return usage();
     }
-    let server = examples::server();
+    let server = examples::server_with_limits(limits);
     let mut handles = Vec::new();
     for url in urls {
         let served = match &url {

@@ -1,15 +1,20 @@
 //! The TTHeader client transport: connection pools per endpoint, one for ttstream and one for
 //! unary TTHeader (Kitex never mixes the two on a connection).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use rpc_core::transport::{BoxFuture, ClientStreamRaw, ClientTransport};
-use rpc_core::{CallContext, Mode, PayloadKind, Status};
+use rpc_core::{CallContext, Code, Mode, PayloadKind, Status};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
-use super::config::{Limits, Stats, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE};
+use super::config::{
+    Limits, Stats, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_UNARY_CONNECTIONS, DEFAULT_POOL_SIZE,
+    DEFAULT_UNARY_IDLE_TIMEOUT,
+};
 use super::io::{Endpoint, Io};
 use super::stream_conn::Conn;
 use super::unary::{Framing, UnaryConn, UnaryMode};
@@ -24,9 +29,25 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     framing: Framing,
     mode: UnaryMode,
+    max_unary_connections: usize,
+    unary_idle_timeout: Duration,
 }
 
 impl ClientBuilder {
+    /// Plain-mode unary connections at most (default [`DEFAULT_MAX_UNARY_CONNECTIONS`]); calls
+    /// beyond it wait for a free connection, until their deadline.
+    pub fn max_unary_connections(mut self, n: usize) -> Self {
+        self.max_unary_connections = n.max(1);
+        self
+    }
+
+    /// How long a plain-mode unary connection may stay unused before the pool closes it
+    /// (default [`DEFAULT_UNARY_IDLE_TIMEOUT`]).
+    pub fn unary_idle_timeout(mut self, t: Duration) -> Self {
+        self.unary_idle_timeout = t;
+        self
+    }
+
     /// Connection limits (frame size, buffers).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -67,7 +88,9 @@ impl ClientBuilder {
                 mux_slots: (0..self.pool_size)
                     .map(|_| tokio::sync::Mutex::new(None))
                     .collect(),
-                plain: Mutex::new(Vec::new()),
+                plain: Mutex::new(Plain::default()),
+                plain_freed: Arc::new(Notify::new()),
+                sweeping: AtomicBool::new(false),
                 next: AtomicUsize::new(0),
                 stats: Arc::new(Stats::default()),
                 cfg: self,
@@ -80,7 +103,11 @@ struct Inner {
     cfg: ClientBuilder,
     stream_slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
     mux_slots: Vec<tokio::sync::Mutex<Option<Arc<UnaryConn>>>>,
-    plain: Mutex<Vec<Arc<UnaryConn>>>,
+    plain: Mutex<Plain>,
+    /// Signalled when a plain connection comes free or dies.
+    plain_freed: Arc<Notify>,
+    /// Whether the idle sweeper task runs.
+    sweeping: AtomicBool,
     next: AtomicUsize,
     stats: Arc<Stats>,
 }
@@ -112,6 +139,8 @@ impl TtHeaderClient {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             framing: Framing::default(),
             mode: UnaryMode::default(),
+            max_unary_connections: DEFAULT_MAX_UNARY_CONNECTIONS,
+            unary_idle_timeout: DEFAULT_UNARY_IDLE_TIMEOUT,
         }
     }
 
@@ -126,7 +155,102 @@ impl TtHeaderClient {
     }
 }
 
+/// The plain-mode unary pool: connections, and connects in progress (both count toward the
+/// maximum).
+#[derive(Default)]
+struct Plain {
+    conns: Vec<Arc<UnaryConn>>,
+    connecting: usize,
+}
+
 impl Inner {
+    fn plain(&self) -> MutexGuard<'_, Plain> {
+        self.plain.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes plain connections unused for the idle time, every half of it, until the client
+    /// is dropped.
+    fn start_sweeper(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(self);
+        let idle = self.cfg.unary_idle_timeout;
+        let period = (idle / 2).max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                inner
+                    .plain()
+                    .conns
+                    .retain(|c| !c.retire_if_idle(idle) && !c.is_dead());
+            }
+        });
+    }
+
+    /// A plain connection reserved for one call: a free one, a new one while below the
+    /// maximum, or else the next to come free, waiting until `deadline`.
+    async fn plain_conn(
+        self: &Arc<Self>,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<UnaryConn>, Status> {
+        loop {
+            let freed = self.plain_freed.notified();
+            {
+                let mut plain = self.plain();
+                plain.conns.retain(|c| !c.is_dead());
+                if let Some(c) = plain.conns.iter().find(|c| c.try_acquire()) {
+                    return Ok(c.clone());
+                }
+                if plain.conns.len() + plain.connecting < self.cfg.max_unary_connections {
+                    plain.connecting += 1;
+                    break;
+                }
+            }
+            match deadline {
+                Some(at) => {
+                    if tokio::time::timeout_at(at, freed).await.is_err() {
+                        return Err(Status::new(
+                            Code::DeadlineExceeded,
+                            format!(
+                                "no free connection to {} within the deadline ({} in use)",
+                                self.cfg.endpoint, self.cfg.max_unary_connections
+                            ),
+                        ));
+                    }
+                }
+                None => freed.await,
+            }
+        }
+        self.start_sweeper();
+        let connected = self.connect().await;
+        let mut plain = self.plain();
+        plain.connecting -= 1;
+        let (io, _) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                drop(plain);
+                self.plain_freed.notify_one();
+                return Err(e);
+            }
+        };
+        let conn = UnaryConn::start(
+            io,
+            UnaryMode::Plain,
+            self.cfg.framing,
+            self.cfg.limits.clone(),
+            &self.stats,
+            Some(self.plain_freed.clone()),
+        );
+        let acquired = conn.try_acquire();
+        debug_assert!(acquired, "a fresh connection is free");
+        plain.conns.push(conn.clone());
+        Ok(conn)
+    }
+
     async fn connect(&self) -> Result<(Io, rpc_core::Peer), Status> {
         Io::connect(&self.cfg.endpoint, self.cfg.connect_timeout)
             .await
@@ -163,44 +287,27 @@ impl Inner {
         Ok(conn)
     }
 
-    async fn unary_conn(&self) -> Result<Arc<UnaryConn>, Status> {
-        if self.cfg.mode == UnaryMode::Mux {
-            let mut slot = self.mux_slots[self.slot()].lock().await;
-            if let Some(c) = slot.as_ref().filter(|c| c.try_acquire()) {
-                return Ok(c.clone());
-            }
-            let (io, _) = self.connect().await?;
-            let conn = UnaryConn::start(
-                io,
-                UnaryMode::Mux,
-                self.cfg.framing,
-                self.cfg.limits.clone(),
-                &self.stats,
-            );
-            *slot = Some(conn.clone());
-            return Ok(conn);
+    async fn unary_conn(
+        self: &Arc<Self>,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<UnaryConn>, Status> {
+        if self.cfg.mode == UnaryMode::Plain {
+            return self.plain_conn(deadline).await;
         }
-        {
-            let mut idle = self.plain.lock().unwrap_or_else(|e| e.into_inner());
-            idle.retain(|c| !c.is_dead());
-            if let Some(c) = idle.iter().find(|c| c.try_acquire()) {
-                return Ok(c.clone());
-            }
+        let mut slot = self.mux_slots[self.slot()].lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| c.try_acquire()) {
+            return Ok(c.clone());
         }
         let (io, _) = self.connect().await?;
         let conn = UnaryConn::start(
             io,
-            UnaryMode::Plain,
+            UnaryMode::Mux,
             self.cfg.framing,
             self.cfg.limits.clone(),
             &self.stats,
+            None,
         );
-        let acquired = conn.try_acquire();
-        debug_assert!(acquired, "a fresh connection is free");
-        self.plain
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(conn.clone());
+        *slot = Some(conn.clone());
         Ok(conn)
     }
 }
@@ -218,7 +325,7 @@ impl ClientTransport for TtHeaderClient {
         Box::pin(async move {
             let method = ctx.method();
             if method.mode == Mode::PingPong && method.payload == PayloadKind::Thrift {
-                let conn = inner.unary_conn().await?;
+                let conn = inner.unary_conn(ctx.deadline()).await?;
                 Ok(conn.open(&ctx))
             } else {
                 let conn = inner.stream_conn().await?;

@@ -12,11 +12,29 @@ pub const DEFAULT_STREAM_RECV_BUFFER: usize = 1024 * 1024;
 pub const DEFAULT_CONN_RECV_BUFFER: usize = 8 * 1024 * 1024;
 /// Bytes queued for writing on one connection before senders wait.
 pub const DEFAULT_WRITE_BUFFER: usize = 1024 * 1024;
+/// Bytes one server connection may keep holding (received and unread, queued and unwritten)
+/// while the server-wide byte budget is used up. Connections holding less keep being read and
+/// served, so a well-behaved client is not starved by peers that filled the budget by not
+/// reading; the hogs, holding more, wait. 64 KiB fits a burst of small calls and keeps the
+/// worst case at budget + 64 KiB × connections (640 MiB at the default 10,000 connections,
+/// against the 2.8 MiB per connection a non-reading peer could pin without it).
+pub const DEFAULT_CONN_RESERVE: usize = 64 * 1024;
 /// How long a client waits for a TCP or Unix connect.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections per endpoint in the client pool, for each of unary and streaming: more than one,
 /// so a single connection's reader or writer task does not cap throughput (see h2 issue 531).
 pub const DEFAULT_POOL_SIZE: usize = 4;
+/// Plain-mode unary connections per endpoint at most. A plain connection carries one call at a
+/// time, so this caps the calls in flight to one endpoint; calls beyond it wait (bounded by
+/// their deadline) for a connection to come free. 512 is above the concurrency one process
+/// usually drives to one server, and far below both `ulimit -n` and a server's connection cap
+/// (`rpc_core::limits::DEFAULT_MAX_CONNECTIONS`), so one busy client cannot take them all.
+pub const DEFAULT_MAX_UNARY_CONNECTIONS: usize = 512;
+/// How long a plain-mode unary connection may sit unused in the pool before it is closed.
+/// 30 s is Kitex's default idle time for its connection pool, and well below a server's idle
+/// timeout (`rpc_core::limits::DEFAULT_IDLE_TIMEOUT`, 5 min), so the client closes first and
+/// never picks a connection the server is about to close.
+pub const DEFAULT_UNARY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Limits of one connection.
 #[derive(Debug, Clone)]
@@ -30,6 +48,8 @@ pub struct Limits {
     pub conn_recv_buffer: usize,
     /// See [`DEFAULT_WRITE_BUFFER`].
     pub write_buffer: usize,
+    /// See [`DEFAULT_CONN_RESERVE`] (server side only).
+    pub conn_reserve: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +59,7 @@ impl Default for Limits {
             stream_recv_buffer: DEFAULT_STREAM_RECV_BUFFER,
             conn_recv_buffer: DEFAULT_CONN_RECV_BUFFER,
             write_buffer: DEFAULT_WRITE_BUFFER,
+            conn_reserve: DEFAULT_CONN_RESERVE,
         }
     }
 }
@@ -65,6 +86,12 @@ impl Limits {
     /// Sets the per-connection write buffer.
     pub fn write_buffer(mut self, bytes: usize) -> Self {
         self.write_buffer = bytes;
+        self
+    }
+
+    /// Sets what a server connection may hold while the server-wide budget is used up.
+    pub fn conn_reserve(mut self, bytes: usize) -> Self {
+        self.conn_reserve = bytes;
         self
     }
 
@@ -133,5 +160,74 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         (self.which)(&self.stats).fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Bytes a server connection holds for a handle (a received message not yet read), charged to
+/// the connection's count and the server-wide budget until dropped.
+#[derive(Debug)]
+pub(crate) struct Held {
+    counter: std::sync::Arc<AtomicUsize>,
+    budget: std::sync::Arc<rpc_core::limits::ByteBudget>,
+    n: usize,
+}
+
+impl Held {
+    pub(crate) fn new(
+        counter: &std::sync::Arc<AtomicUsize>,
+        budget: &std::sync::Arc<rpc_core::limits::ByteBudget>,
+        n: usize,
+    ) -> Held {
+        counter.fetch_add(n, Ordering::AcqRel);
+        budget.charge(n);
+        Held {
+            counter: counter.clone(),
+            budget: budget.clone(),
+            n,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.n, Ordering::AcqRel);
+        self.budget.release(self.n);
+    }
+}
+
+/// The bytes a server reader has received and not yet parsed, charged to the server-wide
+/// budget; released when dropped.
+#[derive(Debug)]
+pub(crate) struct RxCharge {
+    budget: Option<std::sync::Arc<rpc_core::limits::ByteBudget>>,
+    n: usize,
+}
+
+impl RxCharge {
+    pub(crate) fn new(budget: Option<std::sync::Arc<rpc_core::limits::ByteBudget>>) -> RxCharge {
+        RxCharge { budget, n: 0 }
+    }
+
+    /// Charges or releases so that exactly `n` bytes are charged.
+    pub(crate) fn set(&mut self, n: usize) {
+        if let Some(b) = &self.budget {
+            if n > self.n {
+                b.charge(n - self.n);
+            } else if n < self.n {
+                b.release(self.n - n);
+            }
+        }
+        self.n = n;
+    }
+
+    /// Bytes charged now.
+    pub(crate) fn get(&self) -> usize {
+        self.n
+    }
+}
+
+impl Drop for RxCharge {
+    fn drop(&mut self) {
+        self.set(0);
     }
 }

@@ -4,6 +4,7 @@ pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod io;
 pub(crate) mod mapping;
+pub(crate) mod reader;
 pub(crate) mod server;
 pub(crate) mod stream_conn;
 pub(crate) mod unary;

@@ -10,6 +10,25 @@
 //! TCP then pushes back on the sender. The cost is head-of-line blocking: other streams on that
 //! connection wait too. Streams on other connections (the client pool keeps several) are not
 //! affected, and memory never grows without bound.
+//!
+//! A server connection is bounded further by the core server's
+//! [`ServerLimits`](rpc_core::limits::ServerLimits):
+//! - its reader also stops while the connection's write queue, control frames included, is over
+//!   [`Limits::write_buffer`] (a peer that never reads cannot make it queue replies or
+//!   refusals without bound), and while the server-wide byte budget is used up and this
+//!   connection holds more than [`Limits::conn_reserve`] (received-unread plus
+//!   queued-unwritten bytes are charged to the budget);
+//! - at most `max_concurrent_streams` streams are open at once: a Header beyond that is
+//!   refused with a Header + Trailer carrying an exception of type [`REFUSED_STREAM_CODE`];
+//! - a frame must complete within `frame_timeout` of its first bytes, and a connection with no
+//!   open stream and no bytes for `idle_timeout` is closed.
+//!
+//! Forward compatibility with newer peers: a frame of an unknown type is ignored (as HTTP/2
+//! ignores unknown frame types, RFC 9113 §4.1); any other frame that is well delimited but
+//! not a valid ttstream frame (no frame type, a non-streaming protocol id or flags, a method
+//! that is not UTF-8, stream id 0 or, for a new stream, a negative id) ends the stream it names
+//! with 12004 (illegal frame) if that stream is open and is ignored otherwise. Only a byte
+//! stream that cannot be delimited closes the connection.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
@@ -19,26 +38,34 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rpc_core::codec::Encodable;
+use rpc_core::limits::ByteBudget;
 use rpc_core::server::Route;
 use rpc_core::transport::waker::{register, wake};
 use rpc_core::transport::{ClientEvent, ClientStreamRaw, Finish, IncomingStream, ServerStreamRaw};
 use rpc_core::{CallContext, Code, Error, Metadata, PayloadKind, Peer, Server, Status};
-use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::config::{Counted, Limits, Stats};
+use super::config::{Counted, Limits, RxCharge, Stats};
 use super::io::{Io, ReadHalf};
 use super::mapping::{
     biz_of, exception_of, metadata_of, status_from_biz, status_from_exception, status_from_kitex,
     str_kvs, text_only, RPC_CODE_KEY,
 };
+use super::reader::{pause_while, read_some, Read, ReadClock};
 use super::write::{append_packet, WriteQueue};
 use crate::proto::keys::{int_key, kitex_code, str_key};
 use crate::proto::{
-    ApplicationException, BizStatus, FrameKind, RecvEvent, Role, StreamFrame, StreamProtocol,
-    StreamState,
+    ApplicationException, BizStatus, FrameError, FrameKind, Packet, RecvEvent, Role, StreamFrame,
+    StreamProtocol, StreamState,
 };
+
+/// The exception type a server refuses a stream with when the connection already has
+/// `max_concurrent_streams` open. Kitex has no "refused stream" code; 12006 (transport
+/// closing) is the one Kitex and our mapping both read as UNAVAILABLE — retry later or
+/// elsewhere, as gRPC clients treat HTTP/2's REFUSED_STREAM. Graceful shutdown refuses with
+/// the same code; the message tells the two apart.
+pub const REFUSED_STREAM_CODE: i32 = kitex_code::TRANSPORT_CLOSING;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -67,6 +94,8 @@ pub(crate) struct Conn {
     peer: Option<Peer>,
     stats: Arc<Stats>,
     server: Option<Server>,
+    /// Server side: the server-wide budget received and queued bytes are charged to.
+    budget: Option<Arc<ByteBudget>>,
     draining: AtomicBool,
     idle: Notify,
     _counted: Counted,
@@ -80,9 +109,14 @@ impl Conn {
         stats: &Arc<Stats>,
         server: Option<Server>,
     ) -> Arc<Conn> {
+        let budget = server.as_ref().map(|s| s.byte_budget().clone());
+        let write = match &budget {
+            Some(b) => WriteQueue::with_budget(limits.write_buffer, b.clone(), limits.conn_reserve),
+            None => WriteQueue::new(limits.write_buffer),
+        };
         Arc::new(Conn {
             role,
-            write: WriteQueue::new(limits.write_buffer),
+            write,
             limits,
             streams: Mutex::new(HashMap::new()),
             buffered: AtomicUsize::new(0),
@@ -93,6 +127,7 @@ impl Conn {
             peer,
             stats: stats.clone(),
             server,
+            budget,
             draining: AtomicBool::new(false),
             idle: Notify::new(),
             _counted: Counted::new(stats, |s| &s.connections),
@@ -191,12 +226,16 @@ impl Conn {
 
     fn remove(&self, id: i32) {
         let mut streams = lock(&self.streams);
-        streams.remove(&id);
+        let removed = streams.remove(&id).is_some();
         // Only `drain` waits for idleness, and it sets `draining` before it checks the count.
         if streams.is_empty() {
             drop(streams);
             if self.draining.load(Ordering::Acquire) {
                 self.idle.notify_waiters();
+            }
+            // The reader starts the idle clock (server side).
+            if removed && self.server.is_some() {
+                self.reader_resume.notify_one();
             }
         }
     }
@@ -206,20 +245,46 @@ impl Conn {
             || self.buffered.load(Ordering::Acquire) > self.limits.conn_recv_buffer
     }
 
+    /// Server side: whether the reader must stop reading (module docs). `rx` is what the
+    /// reader holds unparsed.
+    fn must_pause(&self, rx: usize) -> bool {
+        if self.is_over_limit() {
+            return true;
+        }
+        let Some(budget) = &self.budget else {
+            return false;
+        };
+        let backlog = self.write.backlog();
+        backlog >= self.limits.write_buffer
+            || (budget.is_exhausted()
+                && rx + self.buffered.load(Ordering::Acquire) + backlog > self.limits.conn_reserve)
+    }
+
     async fn run_reader(self: &Arc<Self>, mut rd: ReadHalf, mut buf: BytesMut) -> Status {
         let limits = self.limits.proto();
+        let mut clock = ReadClock::new(self.server.as_ref().map(Server::limits));
+        let mut rx = RxCharge::new(self.budget.clone());
         loop {
+            let mut decoded = false;
             loop {
                 // Most frames are plain Data frames: take them without allocating.
                 if let Some(d) = StreamFrame::decode_data(&mut buf, &limits) {
+                    decoded = true;
                     let stream = lock(&self.streams).get(&d.stream_id).cloned();
                     if let Some(s) = stream {
                         s.on_data(d.payload);
                     }
                     continue;
                 }
-                match StreamFrame::decode(&mut buf, &limits) {
-                    Ok(Some(frame)) => self.on_frame(frame),
+                match Packet::decode(&mut buf, &limits) {
+                    Ok(Some(packet)) => {
+                        decoded = true;
+                        let id = packet.seq_id;
+                        match StreamFrame::try_from(packet) {
+                            Ok(frame) => self.on_frame(frame),
+                            Err(e) => self.on_bad_frame(id, &e),
+                        }
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(peer = ?self.peer, error = %e, "malformed ttstream frame; closing the connection");
@@ -232,25 +297,42 @@ impl Conn {
                     }
                 }
             }
-            // Backpressure: stop reading while a handle has too much unread (module docs).
-            while self.is_over_limit() && self.lost.get().is_none() {
-                let resume = self.reader_resume.notified();
-                if !self.is_over_limit() {
-                    break;
-                }
-                resume.await;
+            rx.set(buf.len());
+            clock.after_decode(buf.len(), decoded);
+            // Backpressure: stop reading while a handle has too much unread, the write queue
+            // is over its limit, or the server-wide budget is used up (module docs).
+            let paused = pause_while(
+                self.budget.as_deref(),
+                [&self.reader_resume, &self.write.progress],
+                || self.must_pause(rx.get()),
+                || self.lost.get().is_some(),
+            )
+            .await;
+            if paused {
+                clock.after_pause(buf.len());
             }
             if let Some(s) = self.lost.get() {
                 return s.clone();
             }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(64 * 1024);
+            let idle = self.server.is_some() && self.stream_count() == 0;
+            match read_some(&mut rd, &mut buf, &mut clock, idle, &self.reader_resume).await {
+                Read::Bytes => rx.set(buf.len()),
+                Read::Woken => {}
+                Read::End(status) => return status,
             }
-            match rd.read_buf(&mut buf).await {
-                Ok(0) => return Status::unavailable("connection closed by peer"),
-                Ok(_) => {}
-                Err(e) => return Status::unavailable(format!("read failed: {e}")),
-            }
+        }
+    }
+
+    /// A delimited frame that is not a valid ttstream frame (module docs).
+    fn on_bad_frame(&self, id: i32, e: &FrameError) {
+        if matches!(e, FrameError::UnknownFrameType { .. }) {
+            tracing::debug!(id, error = %e, "frame of an unknown type ignored");
+            return;
+        }
+        let stream = lock(&self.streams).get(&id).cloned();
+        match stream {
+            Some(s) => s.illegal_frame(e.to_string()),
+            None => tracing::debug!(id, error = %e, "invalid frame for no open stream ignored"),
         }
     }
 
@@ -258,7 +340,10 @@ impl Conn {
         let stream = lock(&self.streams).get(&frame.stream_id).cloned();
         match stream {
             Some(s) => s.on_frame(frame),
-            None if self.role == Role::Server && frame.kind == FrameKind::Header => {
+            None if self.role == Role::Server
+                && frame.kind == FrameKind::Header
+                && frame.stream_id > 0 =>
+            {
                 self.accept(frame)
             }
             // Frames for unknown or finished streams are ignored, as Kitex does (spec §3).
@@ -306,6 +391,14 @@ impl Conn {
             return refuse(
                 kitex_code::TRANSPORT_CLOSING,
                 "server is shutting down".into(),
+            );
+        }
+        let max = server.limits().max_concurrent_streams;
+        if self.stream_count() >= max {
+            // Bounded like every write: the reader stops while the queue is over its limit.
+            return refuse(
+                REFUSED_STREAM_CODE,
+                format!("too many concurrent streams on this connection (limit {max})"),
             );
         }
         let payload = match protocol {
@@ -481,6 +574,9 @@ impl Stream {
         st.queue.push_back(msg);
         self.conn.buffered.fetch_add(n, Ordering::AcqRel);
         self.conn.stats.add_buffered(n);
+        if let Some(b) = &self.conn.budget {
+            b.charge(n);
+        }
         if !st.over && st.queued > self.conn.limits.stream_recv_buffer {
             st.over = true;
             self.conn.over_limit.fetch_add(1, Ordering::AcqRel);
@@ -498,6 +594,9 @@ impl Stream {
         st.queued -= n;
         let before = self.conn.buffered.fetch_sub(n, Ordering::AcqRel);
         self.conn.stats.sub_buffered(n);
+        if let (Some(b), true) = (&self.conn.budget, n > 0) {
+            b.release(n);
+        }
         let mut resume = before > self.conn.limits.conn_recv_buffer
             && before - n <= self.conn.limits.conn_recv_buffer;
         if st.over && st.queued <= self.conn.limits.stream_recv_buffer {
@@ -578,22 +677,37 @@ impl Stream {
             }
             Ok(_) => {}
             Err(e) => {
-                // A stream error ends this stream only; the connection keeps serving others.
-                tracing::debug!(id = self.id, error = %e, "ttstream stream error");
                 let status = Status::internal(e.to_string()).with_transport_code(e.kitex_code());
-                match self.conn.role {
-                    Role::Server => {
-                        st.cancelled.get_or_insert(status);
-                        st.stream_error = true;
-                        st.wake_all();
-                    }
-                    Role::Client => {
-                        drop(st);
-                        self.reset(&status, e.kitex_code());
-                    }
-                }
+                self.stream_error(st, status, e.kitex_code());
             }
         }
+    }
+
+    /// A stream error ends this stream only; the connection keeps serving others.
+    fn stream_error(&self, mut st: MutexGuard<'_, Inner>, status: Status, code: i32) {
+        tracing::debug!(id = self.id, %status, "ttstream stream error");
+        match self.conn.role {
+            Role::Server => {
+                st.cancelled.get_or_insert(status);
+                st.stream_error = true;
+                st.wake_all();
+            }
+            Role::Client => {
+                drop(st);
+                self.reset(&status, code);
+            }
+        }
+    }
+
+    /// A frame naming this stream was delimited but is not a valid ttstream frame.
+    fn illegal_frame(&self, reason: String) {
+        let st = self.lock();
+        if st.end.is_some() || st.done_locally {
+            return;
+        }
+        let status = Status::internal(format!("illegal frame: {reason}"))
+            .with_transport_code(kitex_code::ILLEGAL_FRAME);
+        self.stream_error(st, status, kitex_code::ILLEGAL_FRAME);
     }
 
     /// Appends one frame under the stream lock so the wire order is the state machine's order.
@@ -654,6 +768,17 @@ impl Stream {
         st.wake_all();
         drop(st);
         self.conn.remove(self.id);
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // Whatever is still queued leaves the connection's and the server's counts with it.
+        let st = self.st.get_mut().unwrap_or_else(|e| e.into_inner());
+        if st.queued > 0 || st.over {
+            let mut st = lock(&self.st);
+            self.clear_queue(&mut st);
+        }
     }
 }
 

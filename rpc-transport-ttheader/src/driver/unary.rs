@@ -6,7 +6,7 @@
 //! EXCEPTION replies (TApplicationException) and `biz-status` keys into `Status`es and back.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -20,11 +20,12 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::config::{Counted, Limits, Stats};
+use super::config::{Counted, Held, Limits, RxCharge, Stats};
 use super::io::{Io, ReadHalf};
 use super::mapping::{
     biz_of, metadata_of, status_from_biz, status_from_exception, str_kvs, RPC_CODE_KEY,
 };
+use super::reader::{pause_while, read_some, Read, ReadClock};
 use super::write::{append_packet, WriteQueue};
 use crate::proto::keys::{int_key, str_key, FLAGS_MUX};
 use crate::proto::{
@@ -139,6 +140,10 @@ pub(crate) struct UnaryConn {
     reset_requested: AtomicBool,
     /// Plain mode: a call holds the connection.
     busy: AtomicBool,
+    /// Plain mode: when the last call let go of the connection (for idling out).
+    released_at: Mutex<Instant>,
+    /// Plain mode: the pool's signal that a connection came free (or died).
+    freed: Option<Arc<Notify>>,
     stats: Arc<Stats>,
     _counted: Counted,
 }
@@ -150,6 +155,7 @@ impl UnaryConn {
         framing: Framing,
         limits: Limits,
         stats: &Arc<Stats>,
+        freed: Option<Arc<Notify>>,
     ) -> Arc<UnaryConn> {
         let conn = Arc::new(UnaryConn {
             mode,
@@ -161,6 +167,8 @@ impl UnaryConn {
             lost: OnceLock::new(),
             reset_requested: AtomicBool::new(false),
             busy: AtomicBool::new(false),
+            released_at: Mutex::new(Instant::now()),
+            freed,
             stats: stats.clone(),
             _counted: Counted::new(stats, |s| &s.connections),
         });
@@ -201,7 +209,24 @@ impl UnaryConn {
     }
 
     fn release(&self) {
+        *lock(&self.released_at) = Instant::now();
         self.busy.store(false, Ordering::Release);
+        if let Some(f) = &self.freed {
+            f.notify_one();
+        }
+    }
+
+    /// Plain mode: closes the connection if no call has used it for `idle`; says whether it did.
+    pub(crate) fn retire_if_idle(&self, idle: Duration) -> bool {
+        if self.busy.load(Ordering::Acquire) || lock(&self.released_at).elapsed() < idle {
+            return false;
+        }
+        // Reserve it, so no call takes it while it closes.
+        if !self.try_acquire() {
+            return false;
+        }
+        self.fail(Status::unavailable("idle connection closed by the pool"));
+        true
     }
 
     fn fail(&self, status: Status) {
@@ -209,6 +234,10 @@ impl UnaryConn {
             return;
         }
         self.write.close();
+        if let Some(f) = &self.freed {
+            // Its slot in the pool is free for a new connection.
+            f.notify_one();
+        }
         let calls: Vec<_> = lock(&self.pending).drain().map(|(_, c)| c).collect();
         for c in calls {
             c.complete(Err(Status::unavailable(format!(
@@ -489,10 +518,23 @@ impl Drop for UnaryClient {
 // ------------------------------------------------------------------------------------ server
 
 /// Serves unary calls on an accepted connection until it closes.
+///
+/// Bounded by the core server's limits: the reader stops reading while
+/// `max_concurrent_streams` calls are in flight (a pipelining client just waits; TCP pushes
+/// back), while the write queue holds [`Limits::write_buffer`] bytes of replies or more (a
+/// client that never reads its socket cannot make replies pile up), and while the server-wide
+/// byte budget is used up and this connection holds more than [`Limits::conn_reserve`]
+/// (unparsed bytes, requests not yet taken by their handler and queued replies are charged to
+/// it). A frame must complete within `frame_timeout` of its first bytes, and a connection with
+/// no call in flight and no bytes for `idle_timeout` is closed.
 pub(crate) struct UnaryServerConn {
     limits: Limits,
     write: WriteQueue,
     server: Server,
+    /// Request bytes held for handlers that have not taken them yet.
+    held: Arc<AtomicUsize>,
+    /// Woken when a call ends (the reader may read again, or start its idle clock).
+    reader_resume: Notify,
     peer: Option<Peer>,
     draining: AtomicBool,
     in_flight: std::sync::atomic::AtomicUsize,
@@ -515,9 +557,15 @@ impl UnaryServerConn {
         server: Server,
     ) -> Arc<UnaryServerConn> {
         let conn = Arc::new(UnaryServerConn {
-            write: WriteQueue::new(limits.write_buffer),
+            write: WriteQueue::with_budget(
+                limits.write_buffer,
+                server.byte_budget().clone(),
+                limits.conn_reserve,
+            ),
             limits,
             server,
+            held: Arc::new(AtomicUsize::new(0)),
+            reader_resume: Notify::new(),
             peer,
             draining: AtomicBool::new(false),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
@@ -577,12 +625,38 @@ impl UnaryServerConn {
         self.write.close();
     }
 
+    /// Whether the reader must stop reading (type docs). `rx` is what it holds unparsed.
+    fn must_pause(&self, rx: usize) -> bool {
+        let backlog = self.write.backlog();
+        self.in_flight.load(Ordering::Acquire) >= self.server.limits().max_concurrent_streams
+            || backlog >= self.limits.write_buffer
+            || (self.server.byte_budget().is_exhausted()
+                && rx + self.held.load(Ordering::Acquire) + backlog > self.limits.conn_reserve)
+    }
+
+    /// A call ended: forget it and let the reader go on.
+    fn call_done(&self, call_id: u64) {
+        lock(&self.calls).remove(&call_id);
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.draining.load(Ordering::Acquire)
+        {
+            self.idle.notify_waiters();
+        }
+        self.reader_resume.notify_one();
+    }
+
     async fn run_reader(self: &Arc<Self>, mut rd: ReadHalf, mut buf: BytesMut) -> Status {
         let limits = self.limits.proto();
+        let mut clock = ReadClock::new(Some(self.server.limits()));
+        let mut rx = RxCharge::new(Some(self.server.byte_budget().clone()));
         loop {
-            loop {
+            let mut decoded = false;
+            // Stop parsing (not only reading) at the in-flight cap: pipelined calls already
+            // in the buffer wait there, charged to the budget.
+            while !self.must_pause(buf.len()) {
                 match Packet::decode(&mut buf, &limits) {
                     Ok(Some(p)) => {
+                        decoded = true;
                         if let Err(s) = self.on_call(p) {
                             return s;
                         }
@@ -594,10 +668,28 @@ impl UnaryServerConn {
                     }
                 }
             }
-            match rd.read_buf(&mut buf).await {
-                Ok(0) => return Status::unavailable("connection closed by peer"),
-                Ok(_) => {}
-                Err(e) => return Status::unavailable(format!("read failed: {e}")),
+            rx.set(buf.len());
+            clock.after_decode(buf.len(), decoded);
+            let paused = pause_while(
+                Some(self.server.byte_budget()),
+                [&self.reader_resume, &self.write.progress],
+                || self.must_pause(rx.get()),
+                || self.lost.get().is_some(),
+            )
+            .await;
+            if paused {
+                clock.after_pause(buf.len());
+                // Parse what is buffered before reading more.
+                continue;
+            }
+            if let Some(s) = self.lost.get() {
+                return s.clone();
+            }
+            let idle = self.in_flight.load(Ordering::Acquire) == 0;
+            match read_some(&mut rd, &mut buf, &mut clock, idle, &self.reader_resume).await {
+                Read::Bytes => rx.set(buf.len()),
+                Read::Woken => {}
+                Read::End(status) => return status,
             }
         }
     }
@@ -696,8 +788,10 @@ impl UnaryServerConn {
             .with_deadline(deadline)
             .with_peer(self.peer.clone())
             .with_payload(Some(PayloadKind::Thrift));
+        let request_held = Held::new(&self.held, self.server.byte_budget(), msg.body.len());
         let state = Arc::new(ServerCallState {
             st: Mutex::new(ServerCallInner {
+                request_held: Some(request_held),
                 request: Some(msg.body),
                 response: None,
                 header: Metadata::new(),
@@ -809,6 +903,8 @@ struct ServerCallState {
 }
 
 struct ServerCallInner {
+    /// The request's charge to the connection and the server-wide budget, until taken.
+    request_held: Option<Held>,
     request: Option<Bytes>,
     response: Option<Bytes>,
     header: Metadata,
@@ -860,6 +956,7 @@ impl ServerStreamRaw for UnaryServer {
         if let Some(c) = &st.cancelled {
             return Poll::Ready(Err(c.clone()));
         }
+        st.request_held = None;
         Poll::Ready(Ok(st.request.take()))
     }
 
@@ -910,12 +1007,8 @@ impl ServerStreamRaw for UnaryServer {
                 (false, _, _) => self.conn.reply(to, &md, Err(&status)),
             }
         }
-        lock(&self.conn.calls).remove(&self.call_id);
-        if self.conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1
-            && self.conn.draining.load(Ordering::Acquire)
-        {
-            self.conn.idle.notify_waiters();
-        }
+        lock(&self.state.st).request_held = None;
+        self.conn.call_done(self.call_id);
     }
 
     fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Status> {

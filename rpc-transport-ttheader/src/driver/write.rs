@@ -4,13 +4,25 @@
 //! the message), and a single writer task takes everything queued so far and writes it with one
 //! `write_all`: under load many frames go out per syscall, and nothing is flushed per frame
 //! while more are queued. The buffer is bounded: senders wait in `poll_ready` while it holds
-//! more than the limit. Control frames (Header, Trailer, Rst) skip that wait — they are small
-//! and bounded by the number of streams — so closing or cancelling never blocks.
+//! more than the limit. Control frames (Header, Trailer, Rst, refusals) skip that wait, so
+//! closing or cancelling never blocks, but they count toward the limit like data: a server
+//! reader stops reading while the queue (including the batch being written) is over its limit
+//! ([`WriteQueue::backlog`]), so a peer that never reads cannot make the server queue
+//! replies or refusals without bound.
+//!
+//! On the server, every queued byte is also charged to the server-wide
+//! [`ByteBudget`](rpc_core::limits::ByteBudget) until the socket took it. While the budget is
+//! used up, a queue holding more than its reserve ([`Limits::conn_reserve`]) makes senders wait
+//! too, so connections to peers that do not read cannot together hold more than the budget plus
+//! one reserve each.
+//!
+//! [`Limits::conn_reserve`]: super::config::Limits::conn_reserve
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
+use rpc_core::limits::ByteBudget;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
@@ -19,11 +31,19 @@ use super::io::WriteHalf;
 pub(crate) struct WriteQueue {
     state: Mutex<WriteState>,
     writer: Notify,
+    /// Signalled whenever the backlog shrinks (a batch was taken or written): the connection's
+    /// reader waits on it while the queue is over its limit.
+    pub(crate) progress: Notify,
     limit: usize,
+    /// Server side: the server-wide budget every queued byte is charged to, and the backlog
+    /// this queue may keep growing to while that budget is used up.
+    budget: Option<(Arc<ByteBudget>, usize)>,
 }
 
 struct WriteState {
     buf: BytesMut,
+    /// Bytes of the batch the writer is writing now (taken out of `buf`, not yet written).
+    writing: usize,
     closed: bool,
     waiters: Vec<Waker>,
 }
@@ -66,11 +86,41 @@ impl WriteQueue {
         WriteQueue {
             state: Mutex::new(WriteState {
                 buf: BytesMut::with_capacity(8 * 1024),
+                writing: 0,
                 closed: false,
                 waiters: Vec::new(),
             }),
             writer: Notify::new(),
+            progress: Notify::new(),
             limit,
+            budget: None,
+        }
+    }
+
+    /// A server-side queue: queued bytes are charged to `budget`; while it is used up, senders
+    /// wait once the backlog exceeds `reserve`.
+    pub(crate) fn with_budget(limit: usize, budget: Arc<ByteBudget>, reserve: usize) -> WriteQueue {
+        let mut q = WriteQueue::new(limit);
+        q.budget = Some((budget, reserve));
+        q
+    }
+
+    /// Bytes queued or being written (control frames included). A server reader stops reading
+    /// while this is at or over the limit, until [`WriteQueue::progress`] says it shrank.
+    pub(crate) fn backlog(&self) -> usize {
+        let st = self.lock();
+        st.buf.len() + st.writing
+    }
+
+    fn budget_blocks(&self, st: &WriteState) -> bool {
+        self.budget
+            .as_ref()
+            .is_some_and(|(b, reserve)| b.is_exhausted() && st.buf.len() + st.writing > *reserve)
+    }
+
+    fn release(&self, n: usize) {
+        if let (Some((b, _)), true) = (&self.budget, n > 0) {
+            b.release(n);
         }
     }
 
@@ -84,7 +134,9 @@ impl WriteQueue {
         if st.closed {
             return Poll::Ready(Err(Closed));
         }
-        if st.buf.len() < self.limit {
+        // While the budget blocks, a backlog is queued or being written, so the writer wakes
+        // the waiters when it takes or finishes a batch: no wakeup is lost.
+        if st.buf.len() < self.limit && !self.budget_blocks(&st) {
             return Poll::Ready(Ok(()));
         }
         if !st.waiters.iter().any(|w| w.will_wake(cx.waker())) {
@@ -101,8 +153,13 @@ impl WriteQueue {
             return Err(Closed);
         }
         let was_empty = st.buf.is_empty();
+        let before = st.buf.len();
         let r = f(&mut st.buf);
         let has_bytes = !st.buf.is_empty();
+        if let Some((b, _)) = &self.budget {
+            // Charged under the lock, before the writer can see (and release) the bytes.
+            b.charge(st.buf.len().saturating_sub(before));
+        }
         drop(st);
         if was_empty && has_bytes {
             self.writer.notify_one();
@@ -126,8 +183,24 @@ impl WriteQueue {
     }
 
     /// Writes everything appended, batch by batch, until the queue is closed and drained or the
-    /// socket fails.
-    pub(crate) async fn run_writer(&self, mut out: WriteHalf) -> std::io::Result<()> {
+    /// socket fails. On return the queue is closed and holds nothing (all charges released).
+    pub(crate) async fn run_writer(&self, out: WriteHalf) -> std::io::Result<()> {
+        let r = self.write_batches(out).await;
+        let (dropped, waiters) = {
+            let mut st = self.lock();
+            st.closed = true;
+            let n = st.buf.len() + st.writing;
+            st.buf = BytesMut::new();
+            st.writing = 0;
+            (n, std::mem::take(&mut st.waiters))
+        };
+        self.release(dropped);
+        waiters.into_iter().for_each(Waker::wake);
+        self.progress.notify_one();
+        r
+    }
+
+    async fn write_batches(&self, mut out: WriteHalf) -> std::io::Result<()> {
         loop {
             let batch = loop {
                 let notified = self.writer.notified();
@@ -135,6 +208,7 @@ impl WriteQueue {
                     let mut st = self.lock();
                     if !st.buf.is_empty() {
                         let batch = st.buf.split();
+                        st.writing = batch.len();
                         let waiters = std::mem::take(&mut st.waiters);
                         drop(st);
                         waiters.into_iter().for_each(Waker::wake);
@@ -150,12 +224,35 @@ impl WriteQueue {
                 tokio::task::yield_now().await;
             };
             match batch {
-                Some(batch) => out.write_all(&batch).await?,
+                Some(batch) => {
+                    // On an error the batch stays counted in `writing`; `run_writer` releases it.
+                    out.write_all(&batch).await?;
+                    let waiters = {
+                        let mut st = self.lock();
+                        st.writing = 0;
+                        std::mem::take(&mut st.waiters)
+                    };
+                    self.release(batch.len());
+                    waiters.into_iter().for_each(Waker::wake);
+                    self.progress.notify_one();
+                }
                 None => {
                     let _ = out.shutdown().await;
                     return Ok(());
                 }
             }
         }
+    }
+}
+
+impl Drop for WriteQueue {
+    fn drop(&mut self) {
+        // A queue whose writer never ran (or bytes appended after it stopped, before `closed`
+        // was seen): release what is still charged.
+        let n = {
+            let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            st.buf.len() + st.writing
+        };
+        self.release(n);
     }
 }

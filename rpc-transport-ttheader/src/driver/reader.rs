@@ -1,0 +1,171 @@
+//! What the server-side readers share: the frame and idle timeouts, and the wait while a
+//! connection must not read (its write queue or the server-wide budget is over its limit).
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rpc_core::limits::{ByteBudget, ServerLimits};
+use rpc_core::Status;
+use tokio::io::AsyncReadExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::io::ReadHalf;
+
+/// Which timeout ended a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expired {
+    /// A frame's first bytes arrived and the rest did not within `frame_timeout`.
+    Frame(Duration),
+    /// Nothing in flight and no bytes for `idle_timeout`.
+    Idle(Duration),
+}
+
+impl Expired {
+    pub(crate) fn status(self) -> Status {
+        match self {
+            Expired::Frame(t) => Status::unavailable(format!(
+                "a frame was not completed within {t:?}; connection closed"
+            )),
+            Expired::Idle(t) => Status::unavailable(format!("connection idle for {t:?}; closed")),
+        }
+    }
+}
+
+/// The reader's clock: when the incomplete frame at the front of the buffer started, and since
+/// when the connection has been idle. Without limits (client side) nothing ever expires.
+pub(crate) struct ReadClock {
+    frame_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    frame_start: Option<Instant>,
+    idle_since: Option<Instant>,
+}
+
+impl ReadClock {
+    pub(crate) fn new(limits: Option<&ServerLimits>) -> ReadClock {
+        ReadClock {
+            frame_timeout: limits.map(|l| l.frame_timeout),
+            idle_timeout: limits.and_then(|l| l.idle_timeout),
+            frame_start: None,
+            idle_since: None,
+        }
+    }
+
+    /// After parsing: `left` bytes of an incomplete frame remain; `decoded` says whether whole
+    /// frames were taken (then what is left is a new frame, started with the last read).
+    pub(crate) fn after_decode(&mut self, left: usize, decoded: bool) {
+        if left == 0 {
+            self.frame_start = None;
+        } else if decoded || self.frame_start.is_none() {
+            self.frame_start = Some(Instant::now());
+        }
+    }
+
+    /// After the reader paused (our backpressure, not the peer's slowness): the incomplete
+    /// frame's time starts again.
+    pub(crate) fn after_pause(&mut self, left: usize) {
+        self.frame_start = (left > 0).then(Instant::now);
+    }
+
+    /// When the next read must have completed, given whether anything is in flight.
+    fn deadline(&mut self, idle: bool) -> Option<(Instant, Expired)> {
+        if let (Some(start), Some(t)) = (self.frame_start, self.frame_timeout) {
+            return Some((start + t, Expired::Frame(t)));
+        }
+        if !idle {
+            self.idle_since = None;
+            return None;
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        self.idle_timeout.map(|t| (since + t, Expired::Idle(t)))
+    }
+}
+
+/// What one read attempt ended with.
+pub(crate) enum Read {
+    /// Bytes were appended to the buffer.
+    Bytes,
+    /// `wake` was notified (in-flight work changed): re-check and read again.
+    Woken,
+    /// The connection ends with this status (EOF, error, timeout).
+    End(Status),
+}
+
+/// Reads once into `buf`, bounded by the clock's deadline, or returns early when `wake` fires.
+pub(crate) async fn read_some(
+    rd: &mut ReadHalf,
+    buf: &mut BytesMut,
+    clock: &mut ReadClock,
+    idle: bool,
+    wake: &Notify,
+) -> Read {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(64 * 1024);
+    }
+    let deadline = clock.deadline(idle);
+    let expire = async {
+        match deadline {
+            Some((at, what)) => {
+                tokio::time::sleep_until(at).await;
+                what
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = rd.read_buf(buf) => match r {
+            Ok(0) => Read::End(Status::unavailable("connection closed by peer")),
+            Ok(_) => {
+                clock.idle_since = None;
+                Read::Bytes
+            }
+            Err(e) => Read::End(Status::unavailable(format!("read failed: {e}"))),
+        },
+        what = expire => {
+            tracing::debug!(?what, "closing a connection on timeout");
+            Read::End(what.status())
+        }
+        () = wake.notified() => Read::Woken,
+    }
+}
+
+/// Waits while `must_pause` holds, until one of the connection's own signals or the budget's
+/// release wakes it; returns whether it paused. `stop` ends the wait early (connection lost).
+pub(crate) async fn pause_while(
+    budget: Option<&ByteBudget>,
+    signals: [&Notify; 2],
+    mut must_pause: impl FnMut() -> bool,
+    mut stop: impl FnMut() -> bool,
+) -> bool {
+    let mut paused = false;
+    loop {
+        // Created before the check: a release in between is not lost (see `ByteBudget`).
+        let released = budget.map(ByteBudget::notified);
+        let a = signals[0].notified();
+        let b = signals[1].notified();
+        if stop() || !must_pause() {
+            return paused;
+        }
+        paused = true;
+        let released = async {
+            match released {
+                Some(n) => n.await,
+                None => std::future::pending().await,
+            }
+        };
+        first_of(released, a, b).await;
+    }
+}
+
+async fn first_of(
+    a: impl Future<Output = ()>,
+    b: impl Future<Output = ()>,
+    c: impl Future<Output = ()>,
+) {
+    tokio::select! {
+        () = a => {}
+        () = b => {}
+        () = c => {}
+    }
+}
