@@ -2,6 +2,7 @@
 //! user crate depends only on `rpc-core`. Not part of the stable API.
 
 pub use crate::client::{BidiCall, Client, ClientStreamingCall, ServerStreamingCall, WithMetadata};
+pub use crate::codec::thrift::{wire as thrift_wire, ThriftMessage};
 pub use crate::codec::{ProstCodec, ThriftCodec};
 pub use crate::context::{CallOptions, MethodDesc, Mode, PayloadKind, ServiceDesc};
 pub use crate::exception::MethodError;

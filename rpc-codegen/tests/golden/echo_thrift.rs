@@ -15,6 +15,70 @@ pub mod echo {
         /// the handler waits this long before answering this request
         pub sleep_ms: ::core::option::Option<i64>,
     }
+    impl ::rpc_core::codegen::ThriftMessage for Request {
+        #[inline]
+        fn encoded_len(&self) -> usize {
+            let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+            {
+                let v = &self.message;
+                n
+                    += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                        + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+            }
+            if self.repeat.is_some() {
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 4;
+            }
+            if let ::core::option::Option::Some(v) = &self.fail {
+                n
+                    += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                        + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+            }
+            if self.sleep_ms.is_some() {
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 8;
+            }
+            n
+        }
+        #[inline]
+        fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+            &self,
+            dst: &mut B,
+        ) {
+            {
+                let v = &self.message;
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::STRING,
+                    1,
+                );
+                ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+            }
+            if let ::core::option::Option::Some(v) = &self.repeat {
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::I32,
+                    2,
+                );
+                ::rpc_core::codegen::bytes::BufMut::put_i32(dst, *v);
+            }
+            if let ::core::option::Option::Some(v) = &self.fail {
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::STRING,
+                    3,
+                );
+                ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+            }
+            if let ::core::option::Option::Some(v) = &self.sleep_ms {
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::I64,
+                    4,
+                );
+                ::rpc_core::codegen::bytes::BufMut::put_i64(dst, *v);
+            }
+            ::rpc_core::codegen::thrift_wire::put_stop(dst);
+        }
+    }
     impl ::rpc_core::codegen::thrift::protocol::TSerializable for Request {
         fn read_from_in_protocol(
             i: &mut dyn ::rpc_core::codegen::thrift::protocol::TInputProtocol,
@@ -136,6 +200,46 @@ pub mod echo {
         /// position of this response (streams), or number of requests (EchoClient)
         pub index: ::core::option::Option<i32>,
     }
+    impl ::rpc_core::codegen::ThriftMessage for Response {
+        #[inline]
+        fn encoded_len(&self) -> usize {
+            let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+            {
+                let v = &self.message;
+                n
+                    += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                        + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+            }
+            if self.index.is_some() {
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 4;
+            }
+            n
+        }
+        #[inline]
+        fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+            &self,
+            dst: &mut B,
+        ) {
+            {
+                let v = &self.message;
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::STRING,
+                    1,
+                );
+                ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+            }
+            if let ::core::option::Option::Some(v) = &self.index {
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::I32,
+                    2,
+                );
+                ::rpc_core::codegen::bytes::BufMut::put_i32(dst, *v);
+            }
+            ::rpc_core::codegen::thrift_wire::put_stop(dst);
+        }
+    }
     impl ::rpc_core::codegen::thrift::protocol::TSerializable for Response {
         fn read_from_in_protocol(
             i: &mut dyn ::rpc_core::codegen::thrift::protocol::TInputProtocol,
@@ -223,6 +327,35 @@ pub mod echo {
         }
     }
     impl ::std::error::Error for EchoError {}
+    impl ::rpc_core::codegen::ThriftMessage for EchoError {
+        #[inline]
+        fn encoded_len(&self) -> usize {
+            let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+            {
+                let v = &self.reason;
+                n
+                    += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                        + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+            }
+            n
+        }
+        #[inline]
+        fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+            &self,
+            dst: &mut B,
+        ) {
+            {
+                let v = &self.reason;
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::STRING,
+                    1,
+                );
+                ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+            }
+            ::rpc_core::codegen::thrift_wire::put_stop(dst);
+        }
+    }
     impl ::rpc_core::codegen::thrift::protocol::TSerializable for EchoError {
         fn read_from_in_protocol(
             i: &mut dyn ::rpc_core::codegen::thrift::protocol::TInputProtocol,
@@ -299,6 +432,35 @@ pub mod echo {
         /// Field 1 `req`.
         pub req: Request,
     }
+    impl ::rpc_core::codegen::ThriftMessage for TestServicePingPongArgs {
+        #[inline]
+        fn encoded_len(&self) -> usize {
+            let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+            {
+                let v = &self.req;
+                n
+                    += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                        + ::rpc_core::codegen::ThriftMessage::encoded_len(v);
+            }
+            n
+        }
+        #[inline]
+        fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+            &self,
+            dst: &mut B,
+        ) {
+            {
+                let v = &self.req;
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::STRUCT,
+                    1,
+                );
+                ::rpc_core::codegen::ThriftMessage::encode_to(v, dst);
+            }
+            ::rpc_core::codegen::thrift_wire::put_stop(dst);
+        }
+    }
     impl ::rpc_core::codegen::thrift::protocol::TSerializable
     for TestServicePingPongArgs {
         fn read_from_in_protocol(
@@ -364,6 +526,46 @@ pub mod echo {
         pub success: ::core::option::Option<Response>,
         /// Field 1 `err` (optional).
         pub err: ::core::option::Option<EchoError>,
+    }
+    impl ::rpc_core::codegen::ThriftMessage for TestServicePingPongResult {
+        #[inline]
+        fn encoded_len(&self) -> usize {
+            let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+            if let ::core::option::Option::Some(v) = &self.success {
+                n
+                    += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                        + ::rpc_core::codegen::ThriftMessage::encoded_len(v);
+            }
+            if let ::core::option::Option::Some(v) = &self.err {
+                n
+                    += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                        + ::rpc_core::codegen::ThriftMessage::encoded_len(v);
+            }
+            n
+        }
+        #[inline]
+        fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+            &self,
+            dst: &mut B,
+        ) {
+            if let ::core::option::Option::Some(v) = &self.success {
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::STRUCT,
+                    0,
+                );
+                ::rpc_core::codegen::ThriftMessage::encode_to(v, dst);
+            }
+            if let ::core::option::Option::Some(v) = &self.err {
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::STRUCT,
+                    1,
+                );
+                ::rpc_core::codegen::ThriftMessage::encode_to(v, dst);
+            }
+            ::rpc_core::codegen::thrift_wire::put_stop(dst);
+        }
     }
     impl ::rpc_core::codegen::thrift::protocol::TSerializable
     for TestServicePingPongResult {

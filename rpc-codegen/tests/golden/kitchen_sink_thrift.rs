@@ -72,6 +72,64 @@ pub mod base {
             ::std::string::String,
         >,
     }
+    impl ::rpc_core::codegen::ThriftMessage for Meta {
+        #[inline]
+        fn encoded_len(&self) -> usize {
+            let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+            if let ::core::option::Option::Some(v) = &self.trace_id {
+                n
+                    += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                        + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+            }
+            {
+                let v = &self.tags;
+                n
+                    += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                        + ::rpc_core::codegen::thrift_wire::MAP_HEADER_LEN
+                        + v
+                            .iter()
+                            .map(|(k0, v0)| {
+                                ::rpc_core::codegen::thrift_wire::bytes_len(k0.len())
+                                    + ::rpc_core::codegen::thrift_wire::bytes_len(v0.len())
+                            })
+                            .sum::<usize>();
+            }
+            n
+        }
+        #[inline]
+        fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+            &self,
+            dst: &mut B,
+        ) {
+            if let ::core::option::Option::Some(v) = &self.trace_id {
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::STRING,
+                    1,
+                );
+                ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+            }
+            {
+                let v = &self.tags;
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::MAP,
+                    2,
+                );
+                ::rpc_core::codegen::thrift_wire::put_map_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::STRING,
+                    ::rpc_core::codegen::thrift_wire::STRING,
+                    v.len(),
+                );
+                for (k0, v0) in v {
+                    ::rpc_core::codegen::thrift_wire::put_bytes(dst, k0.as_bytes());
+                    ::rpc_core::codegen::thrift_wire::put_bytes(dst, v0.as_bytes());
+                }
+            }
+            ::rpc_core::codegen::thrift_wire::put_stop(dst);
+        }
+    }
     impl ::rpc_core::codegen::thrift::protocol::TSerializable for Meta {
         fn read_from_in_protocol(
             i: &mut dyn ::rpc_core::codegen::thrift::protocol::TInputProtocol,
@@ -209,6 +267,46 @@ pub mod base {
         }
     }
     impl ::std::error::Error for NotFound {}
+    impl ::rpc_core::codegen::ThriftMessage for NotFound {
+        #[inline]
+        fn encoded_len(&self) -> usize {
+            let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+            {
+                let v = &self.what;
+                n
+                    += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                        + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+            }
+            if self.level.is_some() {
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 4;
+            }
+            n
+        }
+        #[inline]
+        fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+            &self,
+            dst: &mut B,
+        ) {
+            {
+                let v = &self.what;
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::STRING,
+                    1,
+                );
+                ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+            }
+            if let ::core::option::Option::Some(v) = &self.level {
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::I32,
+                    2,
+                );
+                ::rpc_core::codegen::bytes::BufMut::put_i32(dst, v.0);
+            }
+            ::rpc_core::codegen::thrift_wire::put_stop(dst);
+        }
+    }
     impl ::rpc_core::codegen::thrift::protocol::TSerializable for NotFound {
         fn read_from_in_protocol(
             i: &mut dyn ::rpc_core::codegen::thrift::protocol::TInputProtocol,
@@ -289,6 +387,19 @@ pub mod base {
     /// The arguments of `BaseService.Ping` as they travel on the wire (the request).
     #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
     pub struct BaseServicePingArgs {}
+    impl ::rpc_core::codegen::ThriftMessage for BaseServicePingArgs {
+        #[inline]
+        fn encoded_len(&self) -> usize {
+            ::rpc_core::codegen::thrift_wire::STOP_LEN
+        }
+        #[inline]
+        fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+            &self,
+            dst: &mut B,
+        ) {
+            ::rpc_core::codegen::thrift_wire::put_stop(dst);
+        }
+    }
     impl ::rpc_core::codegen::thrift::protocol::TSerializable for BaseServicePingArgs {
         fn read_from_in_protocol(
             i: &mut dyn ::rpc_core::codegen::thrift::protocol::TInputProtocol,
@@ -323,6 +434,33 @@ pub mod base {
     pub struct BaseServicePingResult {
         /// The return value.
         pub success: ::core::option::Option<::std::string::String>,
+    }
+    impl ::rpc_core::codegen::ThriftMessage for BaseServicePingResult {
+        #[inline]
+        fn encoded_len(&self) -> usize {
+            let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+            if let ::core::option::Option::Some(v) = &self.success {
+                n
+                    += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                        + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+            }
+            n
+        }
+        #[inline]
+        fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+            &self,
+            dst: &mut B,
+        ) {
+            if let ::core::option::Option::Some(v) = &self.success {
+                ::rpc_core::codegen::thrift_wire::put_field_begin(
+                    dst,
+                    ::rpc_core::codegen::thrift_wire::STRING,
+                    0,
+                );
+                ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+            }
+            ::rpc_core::codegen::thrift_wire::put_stop(dst);
+        }
     }
     impl ::rpc_core::codegen::thrift::protocol::TSerializable for BaseServicePingResult {
         fn read_from_in_protocol(
@@ -626,6 +764,104 @@ pub mod kitchen {
                 }
             }
         }
+        impl ::rpc_core::codegen::ThriftMessage for Node {
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 8;
+                if let ::core::option::Option::Some(v) = &self.next {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::ThriftMessage::encoded_len(&**v);
+                }
+                {
+                    let v = &self.children;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::LIST_HEADER_LEN
+                            + v
+                                .iter()
+                                .map(|e0| ::rpc_core::codegen::ThriftMessage::encoded_len(
+                                    e0,
+                                ))
+                                .sum::<usize>();
+                }
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 4;
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 4;
+                if let ::core::option::Option::Some(v) = &self.label {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+                }
+                n
+            }
+            #[inline]
+            fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+                &self,
+                dst: &mut B,
+            ) {
+                {
+                    let v = &self.id;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I64,
+                        1,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_i64(dst, *v);
+                }
+                if let ::core::option::Option::Some(v) = &self.next {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRUCT,
+                        2,
+                    );
+                    ::rpc_core::codegen::ThriftMessage::encode_to(&**v, dst);
+                }
+                {
+                    let v = &self.children;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::LIST,
+                        3,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_list_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRUCT,
+                        v.len(),
+                    );
+                    for e0 in v {
+                        ::rpc_core::codegen::ThriftMessage::encode_to(e0, dst);
+                    }
+                }
+                {
+                    let v = &self.color;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I32,
+                        4,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_i32(dst, v.0);
+                }
+                {
+                    let v = &self.weight;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I32,
+                        5,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_i32(dst, *v);
+                }
+                if let ::core::option::Option::Some(v) = &self.label {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRING,
+                        6,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+                }
+                ::rpc_core::codegen::thrift_wire::put_stop(dst);
+            }
+        }
         impl ::rpc_core::codegen::thrift::protocol::TSerializable for Node {
             fn read_from_in_protocol(
                 i: &mut dyn ::rpc_core::codegen::thrift::protocol::TInputProtocol,
@@ -854,6 +1090,83 @@ pub mod kitchen {
             ListValue(::std::vec::Vec<Value>),
             /// Field 4 `node`.
             Node(Node),
+        }
+        impl ::rpc_core::codegen::ThriftMessage for Value {
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                ::rpc_core::codegen::thrift_wire::STOP_LEN
+                    + match self {
+                        Self::IntValue(_) => {
+                            ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 8
+                        }
+                        Self::StringValue(v) => {
+                            ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                                + ::rpc_core::codegen::thrift_wire::bytes_len(v.len())
+                        }
+                        Self::ListValue(v) => {
+                            ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                                + ::rpc_core::codegen::thrift_wire::LIST_HEADER_LEN
+                                + v
+                                    .iter()
+                                    .map(|e0| ::rpc_core::codegen::ThriftMessage::encoded_len(
+                                        e0,
+                                    ))
+                                    .sum::<usize>()
+                        }
+                        Self::Node(v) => {
+                            ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                                + ::rpc_core::codegen::ThriftMessage::encoded_len(v)
+                        }
+                    }
+            }
+            #[inline]
+            fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+                &self,
+                dst: &mut B,
+            ) {
+                match self {
+                    Self::IntValue(v) => {
+                        ::rpc_core::codegen::thrift_wire::put_field_begin(
+                            dst,
+                            ::rpc_core::codegen::thrift_wire::I64,
+                            1,
+                        );
+                        ::rpc_core::codegen::bytes::BufMut::put_i64(dst, *v);
+                    }
+                    Self::StringValue(v) => {
+                        ::rpc_core::codegen::thrift_wire::put_field_begin(
+                            dst,
+                            ::rpc_core::codegen::thrift_wire::STRING,
+                            2,
+                        );
+                        ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+                    }
+                    Self::ListValue(v) => {
+                        ::rpc_core::codegen::thrift_wire::put_field_begin(
+                            dst,
+                            ::rpc_core::codegen::thrift_wire::LIST,
+                            3,
+                        );
+                        ::rpc_core::codegen::thrift_wire::put_list_begin(
+                            dst,
+                            ::rpc_core::codegen::thrift_wire::STRUCT,
+                            v.len(),
+                        );
+                        for e0 in v {
+                            ::rpc_core::codegen::ThriftMessage::encode_to(e0, dst);
+                        }
+                    }
+                    Self::Node(v) => {
+                        ::rpc_core::codegen::thrift_wire::put_field_begin(
+                            dst,
+                            ::rpc_core::codegen::thrift_wire::STRUCT,
+                            4,
+                        );
+                        ::rpc_core::codegen::ThriftMessage::encode_to(v, dst);
+                    }
+                }
+                ::rpc_core::codegen::thrift_wire::put_stop(dst);
+            }
         }
         impl ::rpc_core::codegen::thrift::protocol::TSerializable for Value {
             fn read_from_in_protocol(
@@ -1118,6 +1431,477 @@ pub mod kitchen {
             pub r#type: ::std::string::String,
             /// Field 18 `blobs` (optional).
             pub blobs: ::core::option::Option<::std::vec::Vec<::std::vec::Vec<u8>>>,
+            /// Field 19 `codes` (optional).
+            pub codes: ::core::option::Option<::std::collections::BTreeMap<i16, Color>>,
+            /// Field 20 `flags`.
+            pub flags: ::std::vec::Vec<bool>,
+            /// Field 21 `typed_ids`.
+            pub typed_ids: ::std::collections::BTreeSet<Id>,
+            /// Field 22 `weights` (optional).
+            pub weights: ::core::option::Option<::std::collections::BTreeMap<Id, f64>>,
+        }
+        impl ::rpc_core::codegen::ThriftMessage for Everything {
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 1;
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 1;
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 1;
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 2;
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 4;
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 8;
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 8;
+                {
+                    let v = &self.s;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+                }
+                {
+                    let v = &self.bin;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+                }
+                {
+                    let v = &self.strings;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::LIST_HEADER_LEN
+                            + v
+                                .iter()
+                                .map(|e0| ::rpc_core::codegen::thrift_wire::bytes_len(
+                                    e0.len(),
+                                ))
+                                .sum::<usize>();
+                }
+                {
+                    let v = &self.ids;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::LIST_HEADER_LEN
+                            + v.len() * 8;
+                }
+                {
+                    let v = &self.nested;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::MAP_HEADER_LEN
+                            + v
+                                .iter()
+                                .map(|(k0, v0)| {
+                                    ::rpc_core::codegen::thrift_wire::bytes_len(k0.len())
+                                        + ::rpc_core::codegen::thrift_wire::LIST_HEADER_LEN
+                                        + v0
+                                            .iter()
+                                            .map(|e1| {
+                                                ::rpc_core::codegen::thrift_wire::MAP_HEADER_LEN
+                                                    + e1
+                                                        .iter()
+                                                        .map(|(_, v2)| {
+                                                            4 + ::rpc_core::codegen::thrift_wire::LIST_HEADER_LEN
+                                                                + v2
+                                                                    .iter()
+                                                                    .map(|e3| ::rpc_core::codegen::thrift_wire::bytes_len(
+                                                                        e3.len(),
+                                                                    ))
+                                                                    .sum::<usize>()
+                                                        })
+                                                        .sum::<usize>()
+                                            })
+                                            .sum::<usize>()
+                                })
+                                .sum::<usize>();
+                }
+                if let ::core::option::Option::Some(v) = &self.meta {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::ThriftMessage::encoded_len(v);
+                }
+                {
+                    let v = &self.metas;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::LIST_HEADER_LEN
+                            + v
+                                .iter()
+                                .map(|e0| ::rpc_core::codegen::ThriftMessage::encoded_len(
+                                    e0,
+                                ))
+                                .sum::<usize>();
+                }
+                if let ::core::option::Option::Some(v) = &self.value {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::ThriftMessage::encoded_len(v);
+                }
+                {
+                    let v = &self.by_color;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::MAP_HEADER_LEN
+                            + v
+                                .iter()
+                                .map(|(_, v0)| {
+                                    4 + ::rpc_core::codegen::ThriftMessage::encoded_len(v0)
+                                })
+                                .sum::<usize>();
+                }
+                {
+                    let v = &self.r#type;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+                }
+                if let ::core::option::Option::Some(v) = &self.blobs {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::LIST_HEADER_LEN
+                            + v
+                                .iter()
+                                .map(|e0| ::rpc_core::codegen::thrift_wire::bytes_len(
+                                    e0.len(),
+                                ))
+                                .sum::<usize>();
+                }
+                if let ::core::option::Option::Some(v) = &self.codes {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::MAP_HEADER_LEN
+                            + v.len() * 6;
+                }
+                {
+                    let v = &self.flags;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::LIST_HEADER_LEN
+                            + v.len() * 1;
+                }
+                {
+                    let v = &self.typed_ids;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::LIST_HEADER_LEN
+                            + v.len() * 8;
+                }
+                if let ::core::option::Option::Some(v) = &self.weights {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::MAP_HEADER_LEN
+                            + v.len() * 16;
+                }
+                n
+            }
+            #[inline]
+            fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+                &self,
+                dst: &mut B,
+            ) {
+                {
+                    let v = &self.b;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::BOOL,
+                        1,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_u8(
+                        dst,
+                        ::core::primitive::u8::from(*v),
+                    );
+                }
+                {
+                    let v = &self.by;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I8,
+                        2,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_i8(dst, *v);
+                }
+                {
+                    let v = &self.small;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I8,
+                        3,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_i8(dst, *v);
+                }
+                {
+                    let v = &self.medium;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I16,
+                        4,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_i16(dst, *v);
+                }
+                {
+                    let v = &self.large;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I32,
+                        5,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_i32(dst, *v);
+                }
+                {
+                    let v = &self.huge;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I64,
+                        6,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_i64(dst, *v);
+                }
+                {
+                    let v = &self.d;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::DOUBLE,
+                        7,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_f64(dst, *v);
+                }
+                {
+                    let v = &self.s;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRING,
+                        8,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+                }
+                {
+                    let v = &self.bin;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRING,
+                        9,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_bytes(dst, v);
+                }
+                {
+                    let v = &self.strings;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::LIST,
+                        10,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_list_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRING,
+                        v.len(),
+                    );
+                    for e0 in v {
+                        ::rpc_core::codegen::thrift_wire::put_bytes(dst, e0.as_bytes());
+                    }
+                }
+                {
+                    let v = &self.ids;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::SET,
+                        11,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_list_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I64,
+                        v.len(),
+                    );
+                    for e0 in v {
+                        ::rpc_core::codegen::bytes::BufMut::put_i64(dst, *e0);
+                    }
+                }
+                {
+                    let v = &self.nested;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::MAP,
+                        12,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_map_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRING,
+                        ::rpc_core::codegen::thrift_wire::LIST,
+                        v.len(),
+                    );
+                    for (k0, v0) in v {
+                        ::rpc_core::codegen::thrift_wire::put_bytes(dst, k0.as_bytes());
+                        ::rpc_core::codegen::thrift_wire::put_list_begin(
+                            dst,
+                            ::rpc_core::codegen::thrift_wire::MAP,
+                            v0.len(),
+                        );
+                        for e1 in v0 {
+                            ::rpc_core::codegen::thrift_wire::put_map_begin(
+                                dst,
+                                ::rpc_core::codegen::thrift_wire::I32,
+                                ::rpc_core::codegen::thrift_wire::SET,
+                                e1.len(),
+                            );
+                            for (k2, v2) in e1 {
+                                ::rpc_core::codegen::bytes::BufMut::put_i32(dst, *k2);
+                                ::rpc_core::codegen::thrift_wire::put_list_begin(
+                                    dst,
+                                    ::rpc_core::codegen::thrift_wire::STRING,
+                                    v2.len(),
+                                );
+                                for e3 in v2 {
+                                    ::rpc_core::codegen::thrift_wire::put_bytes(
+                                        dst,
+                                        e3.as_bytes(),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+                if let ::core::option::Option::Some(v) = &self.meta {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRUCT,
+                        13,
+                    );
+                    ::rpc_core::codegen::ThriftMessage::encode_to(v, dst);
+                }
+                {
+                    let v = &self.metas;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::LIST,
+                        14,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_list_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRUCT,
+                        v.len(),
+                    );
+                    for e0 in v {
+                        ::rpc_core::codegen::ThriftMessage::encode_to(e0, dst);
+                    }
+                }
+                if let ::core::option::Option::Some(v) = &self.value {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRUCT,
+                        15,
+                    );
+                    ::rpc_core::codegen::ThriftMessage::encode_to(v, dst);
+                }
+                {
+                    let v = &self.by_color;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::MAP,
+                        16,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_map_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I32,
+                        ::rpc_core::codegen::thrift_wire::STRUCT,
+                        v.len(),
+                    );
+                    for (k0, v0) in v {
+                        ::rpc_core::codegen::bytes::BufMut::put_i32(dst, k0.0);
+                        ::rpc_core::codegen::ThriftMessage::encode_to(v0, dst);
+                    }
+                }
+                {
+                    let v = &self.r#type;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRING,
+                        17,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+                }
+                if let ::core::option::Option::Some(v) = &self.blobs {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::LIST,
+                        18,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_list_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRING,
+                        v.len(),
+                    );
+                    for e0 in v {
+                        ::rpc_core::codegen::thrift_wire::put_bytes(dst, e0);
+                    }
+                }
+                if let ::core::option::Option::Some(v) = &self.codes {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::MAP,
+                        19,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_map_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I16,
+                        ::rpc_core::codegen::thrift_wire::I32,
+                        v.len(),
+                    );
+                    for (k0, v0) in v {
+                        ::rpc_core::codegen::bytes::BufMut::put_i16(dst, *k0);
+                        ::rpc_core::codegen::bytes::BufMut::put_i32(dst, v0.0);
+                    }
+                }
+                {
+                    let v = &self.flags;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::LIST,
+                        20,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_list_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::BOOL,
+                        v.len(),
+                    );
+                    for e0 in v {
+                        ::rpc_core::codegen::bytes::BufMut::put_u8(
+                            dst,
+                            ::core::primitive::u8::from(*e0),
+                        );
+                    }
+                }
+                {
+                    let v = &self.typed_ids;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::SET,
+                        21,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_list_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I64,
+                        v.len(),
+                    );
+                    for e0 in v {
+                        ::rpc_core::codegen::bytes::BufMut::put_i64(dst, *e0);
+                    }
+                }
+                if let ::core::option::Option::Some(v) = &self.weights {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::MAP,
+                        22,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_map_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I64,
+                        ::rpc_core::codegen::thrift_wire::DOUBLE,
+                        v.len(),
+                    );
+                    for (k0, v0) in v {
+                        ::rpc_core::codegen::bytes::BufMut::put_i64(dst, *k0);
+                        ::rpc_core::codegen::bytes::BufMut::put_f64(dst, *v0);
+                    }
+                }
+                ::rpc_core::codegen::thrift_wire::put_stop(dst);
+            }
         }
         impl ::rpc_core::codegen::thrift::protocol::TSerializable for Everything {
             fn read_from_in_protocol(
@@ -1142,6 +1926,10 @@ pub mod kitchen {
                 let mut f15 = ::core::option::Option::None;
                 let mut f16 = ::core::option::Option::None;
                 let mut f17 = ::core::option::Option::None;
+                let mut f18 = ::core::option::Option::None;
+                let mut f19 = ::core::option::Option::None;
+                let mut f20 = ::core::option::Option::None;
+                let mut f21 = ::core::option::Option::None;
                 loop {
                     let field = i.read_field_begin()?;
                     match (field.id, field.field_type) {
@@ -1576,6 +2364,166 @@ pub mod kitchen {
                                 out0
                             });
                         }
+                        (
+                            ::core::option::Option::Some(19),
+                            ::rpc_core::codegen::thrift::protocol::TType::Map,
+                        ) => {
+                            f18 = ::core::option::Option::Some({
+                                let header = i.read_map_begin()?;
+                                let n0 = <usize as ::core::convert::TryFrom<
+                                    i32,
+                                >>::try_from(header.size)
+                                    .map_err(|_| ::rpc_core::codegen::thrift::Error::Protocol(
+                                        ::rpc_core::codegen::thrift::ProtocolError::new(
+                                            ::rpc_core::codegen::thrift::ProtocolErrorKind::NegativeSize,
+                                            "negative map size",
+                                        ),
+                                    ))?;
+                                if n0 > 0
+                                    && (header.key_type
+                                        != ::core::option::Option::Some(
+                                            ::rpc_core::codegen::thrift::protocol::TType::I16,
+                                        )
+                                        || header.value_type
+                                            != ::core::option::Option::Some(
+                                                ::rpc_core::codegen::thrift::protocol::TType::I32,
+                                            ))
+                                {
+                                    return ::core::result::Result::Err(
+                                        ::rpc_core::codegen::thrift::Error::Protocol(
+                                            ::rpc_core::codegen::thrift::ProtocolError::new(
+                                                ::rpc_core::codegen::thrift::ProtocolErrorKind::InvalidData,
+                                                "map key or value type mismatch",
+                                            ),
+                                        ),
+                                    );
+                                }
+                                let mut out0 = ::std::collections::BTreeMap::new();
+                                for _ in 0..n0 {
+                                    let k0 = i.read_i16()?;
+                                    out0.insert(k0, Color(i.read_i32()?));
+                                }
+                                i.read_map_end()?;
+                                out0
+                            });
+                        }
+                        (
+                            ::core::option::Option::Some(20),
+                            ::rpc_core::codegen::thrift::protocol::TType::List,
+                        ) => {
+                            f19 = ::core::option::Option::Some({
+                                let header = i.read_list_begin()?;
+                                let n0 = <usize as ::core::convert::TryFrom<
+                                    i32,
+                                >>::try_from(header.size)
+                                    .map_err(|_| ::rpc_core::codegen::thrift::Error::Protocol(
+                                        ::rpc_core::codegen::thrift::ProtocolError::new(
+                                            ::rpc_core::codegen::thrift::ProtocolErrorKind::NegativeSize,
+                                            "negative list size",
+                                        ),
+                                    ))?;
+                                if n0 > 0
+                                    && header.element_type
+                                        != ::rpc_core::codegen::thrift::protocol::TType::Bool
+                                {
+                                    return ::core::result::Result::Err(
+                                        ::rpc_core::codegen::thrift::Error::Protocol(
+                                            ::rpc_core::codegen::thrift::ProtocolError::new(
+                                                ::rpc_core::codegen::thrift::ProtocolErrorKind::InvalidData,
+                                                "list element type mismatch",
+                                            ),
+                                        ),
+                                    );
+                                }
+                                let mut out0 = ::std::vec::Vec::with_capacity(
+                                    ::core::cmp::min(n0, 1024),
+                                );
+                                for _ in 0..n0 {
+                                    out0.push(i.read_bool()?);
+                                }
+                                i.read_list_end()?;
+                                out0
+                            });
+                        }
+                        (
+                            ::core::option::Option::Some(21),
+                            ::rpc_core::codegen::thrift::protocol::TType::Set,
+                        ) => {
+                            f20 = ::core::option::Option::Some({
+                                let header = i.read_set_begin()?;
+                                let n0 = <usize as ::core::convert::TryFrom<
+                                    i32,
+                                >>::try_from(header.size)
+                                    .map_err(|_| ::rpc_core::codegen::thrift::Error::Protocol(
+                                        ::rpc_core::codegen::thrift::ProtocolError::new(
+                                            ::rpc_core::codegen::thrift::ProtocolErrorKind::NegativeSize,
+                                            "negative set size",
+                                        ),
+                                    ))?;
+                                if n0 > 0
+                                    && header.element_type
+                                        != ::rpc_core::codegen::thrift::protocol::TType::I64
+                                {
+                                    return ::core::result::Result::Err(
+                                        ::rpc_core::codegen::thrift::Error::Protocol(
+                                            ::rpc_core::codegen::thrift::ProtocolError::new(
+                                                ::rpc_core::codegen::thrift::ProtocolErrorKind::InvalidData,
+                                                "set element type mismatch",
+                                            ),
+                                        ),
+                                    );
+                                }
+                                let mut out0 = ::std::collections::BTreeSet::new();
+                                for _ in 0..n0 {
+                                    out0.insert(i.read_i64()?);
+                                }
+                                i.read_set_end()?;
+                                out0
+                            });
+                        }
+                        (
+                            ::core::option::Option::Some(22),
+                            ::rpc_core::codegen::thrift::protocol::TType::Map,
+                        ) => {
+                            f21 = ::core::option::Option::Some({
+                                let header = i.read_map_begin()?;
+                                let n0 = <usize as ::core::convert::TryFrom<
+                                    i32,
+                                >>::try_from(header.size)
+                                    .map_err(|_| ::rpc_core::codegen::thrift::Error::Protocol(
+                                        ::rpc_core::codegen::thrift::ProtocolError::new(
+                                            ::rpc_core::codegen::thrift::ProtocolErrorKind::NegativeSize,
+                                            "negative map size",
+                                        ),
+                                    ))?;
+                                if n0 > 0
+                                    && (header.key_type
+                                        != ::core::option::Option::Some(
+                                            ::rpc_core::codegen::thrift::protocol::TType::I64,
+                                        )
+                                        || header.value_type
+                                            != ::core::option::Option::Some(
+                                                ::rpc_core::codegen::thrift::protocol::TType::Double,
+                                            ))
+                                {
+                                    return ::core::result::Result::Err(
+                                        ::rpc_core::codegen::thrift::Error::Protocol(
+                                            ::rpc_core::codegen::thrift::ProtocolError::new(
+                                                ::rpc_core::codegen::thrift::ProtocolErrorKind::InvalidData,
+                                                "map key or value type mismatch",
+                                            ),
+                                        ),
+                                    );
+                                }
+                                let mut out0 = ::std::collections::BTreeMap::new();
+                                for _ in 0..n0 {
+                                    let k0 = i.read_i64()?;
+                                    out0.insert(k0, i.read_double()?);
+                                }
+                                i.read_map_end()?;
+                                out0
+                            });
+                        }
                         (_, other) => i.skip(other)?,
                     }
                     i.read_field_end()?;
@@ -1606,6 +2554,10 @@ pub mod kitchen {
                             ),
                         ))?,
                     blobs: f17,
+                    codes: f18,
+                    flags: f19.unwrap_or_default(),
+                    typed_ids: f20.unwrap_or_default(),
+                    weights: f21,
                 })
             }
             fn write_to_out_protocol(
@@ -1983,6 +2935,116 @@ pub mod kitchen {
                     o.write_list_end()?;
                     o.write_field_end()?;
                 }
+                if let ::core::option::Option::Some(v) = &self.codes {
+                    o.write_field_begin(
+                        &::rpc_core::codegen::thrift::protocol::TFieldIdentifier {
+                            name: ::core::option::Option::None,
+                            field_type: ::rpc_core::codegen::thrift::protocol::TType::Map,
+                            id: ::core::option::Option::Some(19),
+                        },
+                    )?;
+                    o.write_map_begin(
+                        &::rpc_core::codegen::thrift::protocol::TMapIdentifier::new(
+                            ::rpc_core::codegen::thrift::protocol::TType::I16,
+                            ::rpc_core::codegen::thrift::protocol::TType::I32,
+                            <i32 as ::core::convert::TryFrom<usize>>::try_from(v.len())
+                                .map_err(|_| ::rpc_core::codegen::thrift::Error::Protocol(
+                                    ::rpc_core::codegen::thrift::ProtocolError::new(
+                                        ::rpc_core::codegen::thrift::ProtocolErrorKind::SizeLimit,
+                                        "container has more than i32::MAX elements",
+                                    ),
+                                ))?,
+                        ),
+                    )?;
+                    for (k0, v0) in v {
+                        o.write_i16(*k0)?;
+                        o.write_i32(v0.0)?;
+                    }
+                    o.write_map_end()?;
+                    o.write_field_end()?;
+                }
+                {
+                    let v = &self.flags;
+                    o.write_field_begin(
+                        &::rpc_core::codegen::thrift::protocol::TFieldIdentifier {
+                            name: ::core::option::Option::None,
+                            field_type: ::rpc_core::codegen::thrift::protocol::TType::List,
+                            id: ::core::option::Option::Some(20),
+                        },
+                    )?;
+                    o.write_list_begin(
+                        &::rpc_core::codegen::thrift::protocol::TListIdentifier::new(
+                            ::rpc_core::codegen::thrift::protocol::TType::Bool,
+                            <i32 as ::core::convert::TryFrom<usize>>::try_from(v.len())
+                                .map_err(|_| ::rpc_core::codegen::thrift::Error::Protocol(
+                                    ::rpc_core::codegen::thrift::ProtocolError::new(
+                                        ::rpc_core::codegen::thrift::ProtocolErrorKind::SizeLimit,
+                                        "container has more than i32::MAX elements",
+                                    ),
+                                ))?,
+                        ),
+                    )?;
+                    for e0 in v {
+                        o.write_bool(*e0)?;
+                    }
+                    o.write_list_end()?;
+                    o.write_field_end()?;
+                }
+                {
+                    let v = &self.typed_ids;
+                    o.write_field_begin(
+                        &::rpc_core::codegen::thrift::protocol::TFieldIdentifier {
+                            name: ::core::option::Option::None,
+                            field_type: ::rpc_core::codegen::thrift::protocol::TType::Set,
+                            id: ::core::option::Option::Some(21),
+                        },
+                    )?;
+                    o.write_set_begin(
+                        &::rpc_core::codegen::thrift::protocol::TSetIdentifier::new(
+                            ::rpc_core::codegen::thrift::protocol::TType::I64,
+                            <i32 as ::core::convert::TryFrom<usize>>::try_from(v.len())
+                                .map_err(|_| ::rpc_core::codegen::thrift::Error::Protocol(
+                                    ::rpc_core::codegen::thrift::ProtocolError::new(
+                                        ::rpc_core::codegen::thrift::ProtocolErrorKind::SizeLimit,
+                                        "container has more than i32::MAX elements",
+                                    ),
+                                ))?,
+                        ),
+                    )?;
+                    for e0 in v {
+                        o.write_i64(*e0)?;
+                    }
+                    o.write_set_end()?;
+                    o.write_field_end()?;
+                }
+                if let ::core::option::Option::Some(v) = &self.weights {
+                    o.write_field_begin(
+                        &::rpc_core::codegen::thrift::protocol::TFieldIdentifier {
+                            name: ::core::option::Option::None,
+                            field_type: ::rpc_core::codegen::thrift::protocol::TType::Map,
+                            id: ::core::option::Option::Some(22),
+                        },
+                    )?;
+                    o.write_map_begin(
+                        &::rpc_core::codegen::thrift::protocol::TMapIdentifier::new(
+                            ::rpc_core::codegen::thrift::protocol::TType::I64,
+                            ::rpc_core::codegen::thrift::protocol::TType::Double,
+                            <i32 as ::core::convert::TryFrom<usize>>::try_from(v.len())
+                                .map_err(|_| ::rpc_core::codegen::thrift::Error::Protocol(
+                                    ::rpc_core::codegen::thrift::ProtocolError::new(
+                                        ::rpc_core::codegen::thrift::ProtocolErrorKind::SizeLimit,
+                                        "container has more than i32::MAX elements",
+                                    ),
+                                ))?,
+                        ),
+                    )?;
+                    for (k0, v0) in v {
+                        o.write_i64(*k0)?;
+                        o.write_double(*v0)?;
+                    }
+                    o.write_map_end()?;
+                    o.write_field_end()?;
+                }
                 o.write_field_stop()?;
                 o.write_struct_end()
             }
@@ -2009,6 +3071,45 @@ pub mod kitchen {
             }
         }
         impl ::std::error::Error for Oops {}
+        impl ::rpc_core::codegen::ThriftMessage for Oops {
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+                {
+                    let v = &self.message;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+                }
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 4;
+                n
+            }
+            #[inline]
+            fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+                &self,
+                dst: &mut B,
+            ) {
+                {
+                    let v = &self.message;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRING,
+                        1,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+                }
+                {
+                    let v = &self.code;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I32,
+                        2,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_i32(dst, *v);
+                }
+                ::rpc_core::codegen::thrift_wire::put_stop(dst);
+            }
+        }
         impl ::rpc_core::codegen::thrift::protocol::TSerializable for Oops {
             fn read_from_in_protocol(
                 i: &mut dyn ::rpc_core::codegen::thrift::protocol::TInputProtocol,
@@ -2116,6 +3217,19 @@ pub mod kitchen {
         /// The arguments of `Child.Ping` as they travel on the wire (the request).
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
         pub struct ChildPingArgs {}
+        impl ::rpc_core::codegen::ThriftMessage for ChildPingArgs {
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                ::rpc_core::codegen::thrift_wire::STOP_LEN
+            }
+            #[inline]
+            fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+                &self,
+                dst: &mut B,
+            ) {
+                ::rpc_core::codegen::thrift_wire::put_stop(dst);
+            }
+        }
         impl ::rpc_core::codegen::thrift::protocol::TSerializable for ChildPingArgs {
             fn read_from_in_protocol(
                 i: &mut dyn ::rpc_core::codegen::thrift::protocol::TInputProtocol,
@@ -2150,6 +3264,33 @@ pub mod kitchen {
         pub struct ChildPingResult {
             /// The return value.
             pub success: ::core::option::Option<::std::string::String>,
+        }
+        impl ::rpc_core::codegen::ThriftMessage for ChildPingResult {
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+                if let ::core::option::Option::Some(v) = &self.success {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+                }
+                n
+            }
+            #[inline]
+            fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+                &self,
+                dst: &mut B,
+            ) {
+                if let ::core::option::Option::Some(v) = &self.success {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRING,
+                        0,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+                }
+                ::rpc_core::codegen::thrift_wire::put_stop(dst);
+            }
         }
         impl ::rpc_core::codegen::thrift::protocol::TSerializable for ChildPingResult {
             fn read_from_in_protocol(
@@ -2224,6 +3365,53 @@ pub mod kitchen {
             pub meta: ::core::option::Option<super::super::base::Meta>,
             /// Field 3 `color`.
             pub color: Color,
+        }
+        impl ::rpc_core::codegen::ThriftMessage for ChildGetArgs {
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 8;
+                if let ::core::option::Option::Some(v) = &self.meta {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::ThriftMessage::encoded_len(v);
+                }
+                n += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN + 4;
+                n
+            }
+            #[inline]
+            fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+                &self,
+                dst: &mut B,
+            ) {
+                {
+                    let v = &self.id;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I64,
+                        1,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_i64(dst, *v);
+                }
+                if let ::core::option::Option::Some(v) = &self.meta {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRUCT,
+                        2,
+                    );
+                    ::rpc_core::codegen::ThriftMessage::encode_to(v, dst);
+                }
+                {
+                    let v = &self.color;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::I32,
+                        3,
+                    );
+                    ::rpc_core::codegen::bytes::BufMut::put_i32(dst, v.0);
+                }
+                ::rpc_core::codegen::thrift_wire::put_stop(dst);
+            }
         }
         impl ::rpc_core::codegen::thrift::protocol::TSerializable for ChildGetArgs {
             fn read_from_in_protocol(
@@ -2330,6 +3518,59 @@ pub mod kitchen {
             pub oops: ::core::option::Option<Oops>,
             /// Field 2 `not_found` (optional).
             pub not_found: ::core::option::Option<super::super::base::NotFound>,
+        }
+        impl ::rpc_core::codegen::ThriftMessage for ChildGetResult {
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+                if let ::core::option::Option::Some(v) = &self.success {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::ThriftMessage::encoded_len(v);
+                }
+                if let ::core::option::Option::Some(v) = &self.oops {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::ThriftMessage::encoded_len(v);
+                }
+                if let ::core::option::Option::Some(v) = &self.not_found {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::ThriftMessage::encoded_len(v);
+                }
+                n
+            }
+            #[inline]
+            fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+                &self,
+                dst: &mut B,
+            ) {
+                if let ::core::option::Option::Some(v) = &self.success {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRUCT,
+                        0,
+                    );
+                    ::rpc_core::codegen::ThriftMessage::encode_to(v, dst);
+                }
+                if let ::core::option::Option::Some(v) = &self.oops {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRUCT,
+                        1,
+                    );
+                    ::rpc_core::codegen::ThriftMessage::encode_to(v, dst);
+                }
+                if let ::core::option::Option::Some(v) = &self.not_found {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRUCT,
+                        2,
+                    );
+                    ::rpc_core::codegen::ThriftMessage::encode_to(v, dst);
+                }
+                ::rpc_core::codegen::thrift_wire::put_stop(dst);
+            }
         }
         impl ::rpc_core::codegen::thrift::protocol::TSerializable for ChildGetResult {
             fn read_from_in_protocol(
@@ -2445,6 +3686,35 @@ pub mod kitchen {
             /// Field 1 `what`.
             pub what: ::std::string::String,
         }
+        impl ::rpc_core::codegen::ThriftMessage for ChildFireArgs {
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+                {
+                    let v = &self.what;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::thrift_wire::bytes_len(v.len());
+                }
+                n
+            }
+            #[inline]
+            fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+                &self,
+                dst: &mut B,
+            ) {
+                {
+                    let v = &self.what;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRING,
+                        1,
+                    );
+                    ::rpc_core::codegen::thrift_wire::put_bytes(dst, v.as_bytes());
+                }
+                ::rpc_core::codegen::thrift_wire::put_stop(dst);
+            }
+        }
         impl ::rpc_core::codegen::thrift::protocol::TSerializable for ChildFireArgs {
             fn read_from_in_protocol(
                 i: &mut dyn ::rpc_core::codegen::thrift::protocol::TInputProtocol,
@@ -2498,6 +3768,19 @@ pub mod kitchen {
         /// The outcome of `Child.Fire` as it travels on the wire (the response): the return value or one declared exception.
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
         pub struct ChildFireResult {}
+        impl ::rpc_core::codegen::ThriftMessage for ChildFireResult {
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                ::rpc_core::codegen::thrift_wire::STOP_LEN
+            }
+            #[inline]
+            fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+                &self,
+                dst: &mut B,
+            ) {
+                ::rpc_core::codegen::thrift_wire::put_stop(dst);
+            }
+        }
         impl ::rpc_core::codegen::thrift::protocol::TSerializable for ChildFireResult {
             fn read_from_in_protocol(
                 i: &mut dyn ::rpc_core::codegen::thrift::protocol::TInputProtocol,
@@ -2532,6 +3815,35 @@ pub mod kitchen {
         pub struct ChildSingleArgs {
             /// Field 1 `n`.
             pub n: Node,
+        }
+        impl ::rpc_core::codegen::ThriftMessage for ChildSingleArgs {
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+                {
+                    let v = &self.n;
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::ThriftMessage::encoded_len(v);
+                }
+                n
+            }
+            #[inline]
+            fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+                &self,
+                dst: &mut B,
+            ) {
+                {
+                    let v = &self.n;
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRUCT,
+                        1,
+                    );
+                    ::rpc_core::codegen::ThriftMessage::encode_to(v, dst);
+                }
+                ::rpc_core::codegen::thrift_wire::put_stop(dst);
+            }
         }
         impl ::rpc_core::codegen::thrift::protocol::TSerializable for ChildSingleArgs {
             fn read_from_in_protocol(
@@ -2593,6 +3905,33 @@ pub mod kitchen {
         pub struct ChildSingleResult {
             /// The return value.
             pub success: ::core::option::Option<Node>,
+        }
+        impl ::rpc_core::codegen::ThriftMessage for ChildSingleResult {
+            #[inline]
+            fn encoded_len(&self) -> usize {
+                let mut n: usize = ::rpc_core::codegen::thrift_wire::STOP_LEN;
+                if let ::core::option::Option::Some(v) = &self.success {
+                    n
+                        += ::rpc_core::codegen::thrift_wire::FIELD_HEADER_LEN
+                            + ::rpc_core::codegen::ThriftMessage::encoded_len(v);
+                }
+                n
+            }
+            #[inline]
+            fn encode_to<B: ::rpc_core::codegen::bytes::BufMut + ?::core::marker::Sized>(
+                &self,
+                dst: &mut B,
+            ) {
+                if let ::core::option::Option::Some(v) = &self.success {
+                    ::rpc_core::codegen::thrift_wire::put_field_begin(
+                        dst,
+                        ::rpc_core::codegen::thrift_wire::STRUCT,
+                        0,
+                    );
+                    ::rpc_core::codegen::ThriftMessage::encode_to(v, dst);
+                }
+                ::rpc_core::codegen::thrift_wire::put_stop(dst);
+            }
         }
         impl ::rpc_core::codegen::thrift::protocol::TSerializable for ChildSingleResult {
             fn read_from_in_protocol(
