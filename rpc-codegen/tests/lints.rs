@@ -35,6 +35,14 @@ mod sink_proto_stubs {
     include!("golden/sink_proto.rs");
 }
 
+mod collision_stubs {
+    include!("golden/collisions_thrift.rs");
+}
+
+mod collision_proto_stubs {
+    include!("golden/collisions_proto.rs");
+}
+
 /// A client that only ever calls `ping_pong`.
 async fn call_one(client: &thrift_stubs::TestServiceClient) -> Option<String> {
     let req = thrift_stubs::Request {

@@ -9,7 +9,7 @@ pub use crate::exception::MethodError;
 pub use crate::metadata::Metadata;
 pub use crate::server::{BidiStream, RecvStream, SendStream, ServerCall, ServerContext, Service};
 pub use crate::status::{Code, Status};
-pub use crate::transport::BoxFuture;
+pub use crate::transport::{BoxFuture, Connect};
 pub use bytes;
 pub use prost;
 pub use std::future::Future;

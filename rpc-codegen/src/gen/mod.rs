@@ -180,6 +180,17 @@ impl<'a> Cx<'a> {
 
     /// The Rust type of `ty` as written in the module of package `p`.
     fn rust_type(&self, p: &Package, ty: &TypeRef) -> TokenStream {
+        self.rust_type_in(p, ty, false)
+    }
+
+    /// As [`Cx::rust_type`], with types of the same module spelled `self::Name`: inside an
+    /// item with a generic parameter `T`, an IDL type named `T` must not read as the parameter.
+    fn rust_type_qualified(&self, p: &Package, ty: &TypeRef) -> TokenStream {
+        self.rust_type_in(p, ty, true)
+    }
+
+    fn rust_type_in(&self, p: &Package, ty: &TypeRef, qualify: bool) -> TokenStream {
+        let here = |path: TokenStream| if qualify { quote!(self::#path) } else { path };
         match ty {
             TypeRef::Bool => quote!(bool),
             TypeRef::I8 => quote!(i8),
@@ -190,23 +201,36 @@ impl<'a> Cx<'a> {
             TypeRef::String => quote!(::std::string::String),
             TypeRef::Binary => quote!(::std::vec::Vec<u8>),
             TypeRef::List(t) => {
-                let t = self.rust_type(p, t);
+                let t = self.rust_type_in(p, t, qualify);
                 quote!(::std::vec::Vec<#t>)
             }
             TypeRef::Set(t) => {
-                let t = self.rust_type(p, t);
+                let t = self.rust_type_in(p, t, qualify);
                 quote!(::std::collections::BTreeSet<#t>)
             }
             TypeRef::Map(k, v) => {
-                let k = self.rust_type(p, k);
-                let v = self.rust_type(p, v);
+                let k = self.rust_type_in(p, k, qualify);
+                let v = self.rust_type_in(p, v, qualify);
                 quote!(::std::collections::BTreeMap<#k, #v>)
+            }
+            TypeRef::Named(n) if n.module == p.module => {
+                here(relative_path(&p.module, &n.module, &n.rust_name))
             }
             TypeRef::Named(n) => relative_path(&p.module, &n.module, &n.rust_name),
             // prost produced these paths; they always parse.
-            TypeRef::Rust(path) => syn::parse_str::<syn::Type>(path)
-                .map(|t| quote!(#t))
-                .unwrap_or_else(|_| quote!(())),
+            TypeRef::Rust(path) => match syn::parse_str::<syn::Type>(path) {
+                // A bare name is a message of this module (`Item`); `()`, `super::x::Y` and
+                // `::prost_types::Z` stay as they are.
+                Ok(syn::Type::Path(t))
+                    if t.qself.is_none()
+                        && t.path.leading_colon.is_none()
+                        && t.path.segments.len() == 1 =>
+                {
+                    here(quote!(#t))
+                }
+                Ok(t) => quote!(#t),
+                Err(_) => quote!(()),
+            },
         }
     }
 }
@@ -269,8 +293,10 @@ fn check_names(ir: &Ir) -> Result<(), Error> {
                 claim(n, &s.origin)?;
             }
             // The client's own methods, then two per IDL method.
-            let mut methods: HashSet<String> =
-                ["new", "inner"].into_iter().map(str::to_owned).collect();
+            let mut methods: HashSet<String> = ["new", "connect", "inner"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
             for m in &s.methods {
                 for n in [m.rust_name.clone(), format!("{}_with", m.rust_name)] {
                     if !methods.insert(n.clone()) {

@@ -269,8 +269,8 @@ pub mod acme {
                         0 => {
                             call.server_streaming::<
                                     ::rpc_core::codegen::ProstCodec,
-                                    ListRequest,
-                                    Item,
+                                    self::ListRequest,
+                                    self::Item,
                                     _,
                                     _,
                                 >(move |ctx, request, stream| async move {
@@ -281,7 +281,7 @@ pub mod acme {
                         1 => {
                             call.client_streaming::<
                                     ::rpc_core::codegen::ProstCodec,
-                                    Item,
+                                    self::Item,
                                     (),
                                     _,
                                     _,
@@ -294,7 +294,7 @@ pub mod acme {
                             call.unary::<
                                     ::rpc_core::codegen::ProstCodec,
                                     super::common::Page,
-                                    Item,
+                                    self::Item,
                                     _,
                                     _,
                                 >(move |ctx, request| async move {
@@ -305,8 +305,8 @@ pub mod acme {
                         3 => {
                             call.bidi::<
                                     ::rpc_core::codegen::ProstCodec,
-                                    Item,
-                                    Item,
+                                    self::Item,
+                                    self::Item,
                                     _,
                                     _,
                                 >(move |ctx, stream| async move {
@@ -336,6 +336,24 @@ pub mod acme {
             /// A client that makes its calls through `inner` (any transport).
             pub fn new(inner: ::rpc_core::codegen::Client) -> Self {
                 Self { inner }
+            }
+            /// A client over a transport of type `T` made from `address` (its format is
+            /// the transport's: `tcp://HOST:PORT`, `unix:///path`, ...), with default
+            /// settings. The caller picks the transport with a turbofish, for example
+            /// `connect::<TtHeaderClient>("tcp://127.0.0.1:8888")`; connecting is lazy,
+            /// so a bad address fails here and an unreachable server fails the first call.
+            /// For settings (middleware, timeouts) build the transport and the
+            /// `rpc_core::Client` yourself and use [`Self::new`].
+            pub fn connect<T: ::rpc_core::codegen::Connect>(
+                address: &str,
+            ) -> ::core::result::Result<Self, ::rpc_core::codegen::Status> {
+                ::core::result::Result::Ok(
+                    Self::new(
+                        ::rpc_core::codegen::Client::new(
+                            <T as ::rpc_core::codegen::Connect>::connect(address)?,
+                        ),
+                    ),
+                )
             }
             /// The untyped client underneath.
             pub fn inner(&self) -> &::rpc_core::codegen::Client {
