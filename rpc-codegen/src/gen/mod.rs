@@ -7,14 +7,19 @@
 //! so `include_generated!("echo")` puts `TestServiceClient` right where it is included while
 //! types of other packages keep the paths prost and thrift includes expect.
 //!
-//! Per package: message types (prost's for protobuf; ours with `TSerializable` for thrift),
-//! constants, and per service: `XXX_METHODS`/`XXX_DESCRIPTOR` statics, the server trait `Xxx`,
-//! the `XxxServer<T>` adapter, the `XxxClient`, and for thrift pingpong methods the
-//! `XxxMethodArgs`/`XxxMethodResult` wire structs and the `XxxMethodException` enum.
+//! Per package: message types (prost's for protobuf; ours with `TSerializable` and
+//! `ThriftMessage` for thrift), constants, and per service: `XXX_METHODS`/`XXX_DESCRIPTOR`
+//! statics, the server trait `Xxx`, the `XxxServer<T>` adapter, the `XxxClient` (`new`,
+//! `connect::<Transport>(address)`, one method and one `_with` method per IDL method), and for
+//! thrift pingpong methods the `XxxMethodArgs`/`XxxMethodResult` wire structs and the
+//! `XxxMethodException` enum.
 //!
 //! Generated code reaches dependencies only through `::rpc_core::codegen` (and `::prost` for
-//! prost's derives, which hard-code that path in prost 0.13), and spells out `::std`/`::core`
-//! paths so IDL types named `String` or `Result` cannot shadow them.
+//! prost's derives, which hard-code that path in prost 0.13), spells out `::std`/`::core`
+//! paths so IDL types named `String` or `Result` cannot shadow them, and names same-module
+//! types `self::T` where a generic parameter is in scope. Every top-level item carries
+//! `#[allow(..)]` for the lints in `ALLOWED_LINTS`, so a crate with strict lints that uses part of the
+//! stubs includes them cleanly.
 
 mod prost_docs;
 mod service;
