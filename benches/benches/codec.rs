@@ -63,6 +63,37 @@ fn messages(c: &mut Criterion) {
             ThriftCodec::encode(black_box(&thrift_req), &mut buf).unwrap();
         })
     });
+    // The reference path the codec used before `ThriftMessage`: `TSerializable` through
+    // `BufOutput`, one `dyn TOutputProtocol` call (and error check) per field.
+    g.bench_function("thrift_encode_tserializable", |b| {
+        use thrift::protocol::TSerializable;
+        b.iter(|| {
+            buf.clear();
+            let mut out = rpc_core::codec::thrift::BufOutput::new(&mut buf);
+            black_box(&thrift_req)
+                .write_to_out_protocol(&mut out)
+                .unwrap();
+        })
+    });
+    // `ThriftMessage::encode_to` alone (the codec adds one `encoded_len` and two checks).
+    g.bench_function("thrift_encode_to", |b| {
+        use rpc_core::codec::thrift::ThriftMessage;
+        b.iter(|| {
+            buf.clear();
+            black_box(&thrift_req).encode_to(&mut buf);
+        })
+    });
+    g.bench_function("thrift_encoded_len", |b| {
+        use rpc_core::codec::thrift::ThriftMessage;
+        b.iter(|| black_box(black_box(&thrift_req).encoded_len()))
+    });
+    // Into an exact-size slice, as a shared-memory slot or an h2 reservation would hand over.
+    let mut slot = vec![0u8; ThriftCodec::encoded_len(&thrift_req).unwrap_or(0)];
+    g.bench_function("thrift_encode_exact_slice", |b| {
+        b.iter(|| {
+            ThriftCodec::encode(black_box(&thrift_req), &mut &mut slot[..]).unwrap();
+        })
+    });
     let thrift_bytes = rpc_core::codec::encode_to_bytes::<ThriftCodec, _>(&thrift_req).unwrap();
     g.bench_function("thrift_decode", |b| {
         b.iter(|| {

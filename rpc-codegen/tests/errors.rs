@@ -190,6 +190,11 @@ fn thrift_semantic_errors() {
             "go_with (a method of SClient)",
             (3, 7),
         ),
+        (
+            "service S {\n void Connect() }",
+            "connect (a method of SClient)",
+            (2, 7),
+        ),
         ("union U {}", "union `U` has no fields", (1, 7)),
     ];
     for (i, (src, reason, pos)) in cases.iter().enumerate() {

@@ -20,6 +20,12 @@ const CASES: &[(&str, &[&str], &str)] = &[
         "kitchen_sink_thrift.rs",
     ),
     ("idl/proto/sink.proto", &["idl/proto"], "sink_proto.rs"),
+    ("idl/collisions.thrift", &["idl"], "collisions_thrift.rs"),
+    (
+        "idl/collide/collisions.proto",
+        &["idl/collide"],
+        "collisions_proto.rs",
+    ),
 ];
 
 fn tests_dir() -> PathBuf {

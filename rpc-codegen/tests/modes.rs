@@ -689,3 +689,86 @@ async fn proto_sink_service() {
     sync.close_send().unwrap();
     assert_eq!(sync.recv().await.unwrap(), None);
 }
+
+// ---- one-line clients: `XxxClient::connect::<T>(address)` ----------------------------------
+
+/// A test-only transport made from an address: `inproc://NAME` opens its streams on the
+/// server registered under `NAME` (in this process), through `InProcTransport`.
+#[derive(Debug)]
+struct NamedInProc(InProcTransport);
+
+fn registry() -> &'static std::sync::Mutex<std::collections::HashMap<String, Server>> {
+    static SERVERS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Server>>,
+    > = std::sync::OnceLock::new();
+    SERVERS.get_or_init(Default::default)
+}
+
+fn register(name: &str, server: Server) {
+    registry().lock().unwrap().insert(name.to_owned(), server);
+}
+
+impl rpc_core::transport::ClientTransport for NamedInProc {
+    fn open(
+        &self,
+        ctx: &rpc_core::CallContext,
+    ) -> rpc_core::transport::BoxFuture<
+        'static,
+        Result<std::sync::Arc<dyn rpc_core::transport::ClientStreamRaw>, Status>,
+    > {
+        self.0.open(ctx)
+    }
+}
+
+impl rpc_core::transport::Connect for NamedInProc {
+    fn connect(address: &str) -> Result<Self, Status> {
+        let name = address.strip_prefix("inproc://").ok_or_else(|| {
+            Status::invalid_argument(format!("not an inproc:// address: {address}"))
+        })?;
+        let server = registry()
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Status::unavailable(format!("no server named {name}")))?;
+        Ok(NamedInProc(InProcTransport::new(server)))
+    }
+}
+
+#[tokio::test]
+async fn clients_connect_from_an_address() {
+    register(
+        "echo-thrift",
+        Server::builder()
+            .add_service(echo_thrift::TestServiceServer::new(ThriftEcho))
+            .build(),
+    );
+    let client =
+        echo_thrift::TestServiceClient::connect::<NamedInProc>("inproc://echo-thrift").unwrap();
+    assert_eq!(
+        client.ping_pong(thrift_req("hi")).await.unwrap().message,
+        "hi"
+    );
+
+    register(
+        "sink-proto",
+        Server::builder()
+            .add_service(sink::SinkServer::new(Sink))
+            .build(),
+    );
+    let client = sink::SinkClient::connect::<NamedInProc>("inproc://sink-proto").unwrap();
+    let item = client
+        .get(common::Page {
+            offset: 9,
+            limit: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(item.name, "9");
+
+    // The transport's errors come back as they are.
+    let err = echo_thrift::TestServiceClient::connect::<NamedInProc>("tcp://x").unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = sink_thrift::ChildClient::connect::<NamedInProc>("inproc://nobody").unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+}

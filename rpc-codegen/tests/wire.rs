@@ -16,14 +16,14 @@ pub mod generated {
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use generated::echo_thrift::{
     EchoError, Request, Response, TestServicePingPongArgs, TestServicePingPongResult,
 };
 use generated::sink_thrift::{self as sink, base};
 use proptest::prelude::*;
 use rpc_core::codec::encode_to_bytes;
-use rpc_core::codec::thrift::SliceInput;
+use rpc_core::codec::thrift::{BufOutput, SliceInput, ThriftMessage};
 use rpc_core::{Codec, ThriftCodec};
 use thrift::protocol::{TInputProtocol, TMessageType, TSerializable};
 
@@ -282,10 +282,17 @@ fn everything() -> impl Strategy<Value = sink::Everything> {
         text(),
         opt(vec(vec(any::<u8>(), 0..4), 0..2)),
     );
-    (scalars, containers).prop_map(
+    let fixed = (
+        opt(btree_map(any::<i16>(), color(), 0..3)),
+        vec(any::<bool>(), 0..4),
+        btree_set(any::<i64>(), 0..3),
+        opt(btree_map(any::<i64>(), -1e9..1e9f64, 0..3)),
+    );
+    (scalars, containers, fixed).prop_map(
         |(
             (b, by, small, medium, large, huge, d, s, bin),
             (strings, ids, nested, meta, metas, value, by_color, r#type, blobs),
+            (codes, flags, typed_ids, weights),
         )| sink::Everything {
             b,
             by,
@@ -305,6 +312,10 @@ fn everything() -> impl Strategy<Value = sink::Everything> {
             by_color,
             r#type,
             blobs,
+            codes,
+            flags,
+            typed_ids,
+            weights,
         },
     )
 }
@@ -316,6 +327,40 @@ where
 {
     let bytes = encode(v);
     prop_assert_eq!(&decode::<T>(&bytes).unwrap(), v);
+    Ok(())
+}
+
+/// The fast path (`ThriftMessage`) against the reference (`TSerializable` through
+/// `BufOutput`): the same length, the same bytes into a growable buffer and into an exact-size
+/// slice, and the codec refuses a slice one byte short instead of panicking.
+fn fast_path_matches<T: ThriftMessage>(v: &T) -> Result<(), TestCaseError> {
+    let mut reference = BytesMut::new();
+    v.write_to_out_protocol(&mut BufOutput::new(&mut reference))
+        .unwrap();
+    prop_assert_eq!(v.encoded_len(), reference.len());
+    prop_assert_eq!(
+        <ThriftCodec as Codec<T>>::encoded_len(v),
+        Some(reference.len())
+    );
+
+    let mut grown = BytesMut::new();
+    v.encode_to(&mut grown);
+    prop_assert_eq!(&grown[..], &reference[..]);
+    let mut vec = Vec::new();
+    v.encode_to(&mut vec);
+    prop_assert_eq!(&vec[..], &reference[..]);
+
+    let mut exact = vec![0u8; reference.len()];
+    let mut dst = &mut exact[..];
+    v.encode_to(&mut dst);
+    prop_assert_eq!(dst.len(), 0);
+    prop_assert_eq!(&exact[..], &reference[..]);
+
+    let mut exact = vec![0u8; reference.len()];
+    <ThriftCodec as Codec<T>>::encode(v, &mut &mut exact[..]).unwrap();
+    prop_assert_eq!(&exact[..], &reference[..]);
+    let mut short = vec![0u8; reference.len() - 1];
+    prop_assert!(<ThriftCodec as Codec<T>>::encode(v, &mut &mut short[..]).is_err());
     Ok(())
 }
 
@@ -350,6 +395,49 @@ proptest! {
         round_trip(&m)?;
         round_trip(&base::NotFound { what: "x".into(), level: Some(l) })?;
         round_trip(&sink::ChildGetArgs { id: 3, meta: Some(m), color: sink::Color::RED })?;
+    }
+
+    #[test]
+    fn echo_types_encode_the_reference_bytes(req in request(), res in response(), reason in text()) {
+        fast_path_matches(&req)?;
+        fast_path_matches(&res)?;
+        fast_path_matches(&EchoError { reason: reason.clone() })?;
+        fast_path_matches(&TestServicePingPongArgs { req })?;
+        fast_path_matches(&TestServicePingPongResult { success: Some(res), err: None })?;
+        fast_path_matches(&TestServicePingPongResult { success: None, err: Some(EchoError { reason }) })?;
+        fast_path_matches(&TestServicePingPongResult { success: None, err: None })?;
+    }
+
+    #[test]
+    fn kitchen_sink_types_encode_the_reference_bytes(
+        e in everything(),
+        v in value(),
+        n in node(),
+        l in level(),
+        m in meta(),
+        text in text(),
+    ) {
+        fast_path_matches(&v)?;
+        fast_path_matches(&n)?;
+        fast_path_matches(&m)?;
+        fast_path_matches(&base::NotFound { what: text.clone(), level: Some(l) })?;
+        fast_path_matches(&base::NotFound { what: text.clone(), level: None })?;
+        fast_path_matches(&sink::Oops { message: text.clone(), code: l.0 })?;
+        fast_path_matches(&sink::ChildGetArgs { id: 3, meta: Some(m.clone()), color: sink::Color::RED })?;
+        fast_path_matches(&sink::ChildGetResult { success: None, oops: Some(sink::Oops::default()), not_found: None })?;
+        fast_path_matches(&sink::ChildGetResult {
+            success: None,
+            oops: None,
+            not_found: Some(base::NotFound { what: text.clone(), level: None }),
+        })?;
+        fast_path_matches(&sink::ChildFireArgs { what: text.clone() })?;
+        fast_path_matches(&sink::ChildFireResult {})?;
+        fast_path_matches(&sink::ChildPingArgs {})?;
+        fast_path_matches(&sink::ChildPingResult { success: Some(text) })?;
+        fast_path_matches(&sink::ChildSingleArgs { n: n.clone() })?;
+        fast_path_matches(&sink::ChildSingleResult { success: Some(n) })?;
+        fast_path_matches(&sink::ChildGetResult { success: Some(e.clone()), oops: None, not_found: None })?;
+        fast_path_matches(&e)?;
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! user crate depends only on `rpc-core`. Not part of the stable API.
 
 pub use crate::client::{BidiCall, Client, ClientStreamingCall, ServerStreamingCall, WithMetadata};
+pub use crate::codec::thrift::{wire as thrift_wire, ThriftMessage};
 pub use crate::codec::{ProstCodec, ThriftCodec};
 pub use crate::context::{CallOptions, MethodDesc, Mode, PayloadKind, ServiceDesc};
 pub use crate::exception::MethodError;
 pub use crate::metadata::Metadata;
 pub use crate::server::{BidiStream, RecvStream, SendStream, ServerCall, ServerContext, Service};
 pub use crate::status::{Code, Status};
-pub use crate::transport::BoxFuture;
+pub use crate::transport::{BoxFuture, Connect};
 pub use bytes;
 pub use prost;
 pub use std::future::Future;

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
-use rpc_core::codec::thrift::SliceInput;
+use rpc_core::codec::thrift::{wire, BufOutput, SliceInput, ThriftMessage};
 use rpc_core::{Codec, ProstCodec, ThriftCodec};
 use thrift::protocol::{
     TFieldIdentifier, TInputProtocol, TListIdentifier, TOutputProtocol, TSerializable,
@@ -66,6 +66,32 @@ impl TSerializable for T {
     }
 }
 
+impl ThriftMessage for T {
+    fn encoded_len(&self) -> usize {
+        wire::STOP_LEN
+            + wire::FIELD_HEADER_LEN
+            + wire::bytes_len(self.s.len())
+            + wire::FIELD_HEADER_LEN
+            + 4
+            + wire::FIELD_HEADER_LEN
+            + wire::LIST_HEADER_LEN
+            + 8 * self.l.len()
+    }
+
+    fn encode_to<B: BufMut + ?Sized>(&self, dst: &mut B) {
+        wire::put_field_begin(dst, wire::STRING, 1);
+        wire::put_bytes(dst, self.s.as_bytes());
+        wire::put_field_begin(dst, wire::I32, 2);
+        dst.put_i32(self.n);
+        wire::put_field_begin(dst, wire::LIST, 3);
+        wire::put_list_begin(dst, wire::I64, self.l.len());
+        for v in &self.l {
+            dst.put_i64(*v);
+        }
+        wire::put_stop(dst);
+    }
+}
+
 #[test]
 fn thrift_encoding_matches_the_binary_protocol_bytes() {
     let t = T {
@@ -82,6 +108,24 @@ fn thrift_encoding_matches_the_binary_protocol_bytes() {
         0, // STOP
     ];
     assert_eq!(&buf[..], want);
+    assert_eq!(<ThriftCodec as Codec<T>>::encoded_len(&t), Some(want.len()));
+    let mut reference = BytesMut::new();
+    t.write_to_out_protocol(&mut BufOutput::new(&mut reference))
+        .unwrap();
+    assert_eq!(&reference[..], want);
+}
+
+#[test]
+fn thrift_encoding_into_a_short_slice_is_an_error() {
+    let t = T {
+        s: "hi".into(),
+        n: 1,
+        l: vec![2],
+    };
+    let mut region = [0u8; 32];
+    let err = <ThriftCodec as Codec<T>>::encode(&t, &mut &mut region[..]).unwrap_err();
+    assert!(err.message().contains("does not fit"), "{err}");
+    assert_eq!(region, [0u8; 32], "nothing was written");
 }
 
 #[test]
@@ -119,6 +163,10 @@ proptest! {
     fn thrift_round_trips(s in ".*", n in any::<i32>(), l in proptest::collection::vec(any::<i64>(), 0..20)) {
         let t = T { s, n, l };
         let bytes = rpc_core::codec::encode_to_bytes::<ThriftCodec, T>(&t).unwrap();
+        let mut reference = BytesMut::new();
+        t.write_to_out_protocol(&mut BufOutput::new(&mut reference)).unwrap();
+        prop_assert_eq!(&bytes[..], &reference[..]);
+        prop_assert_eq!(t.encoded_len(), bytes.len());
         let back: T = ThriftCodec::decode(bytes).unwrap();
         prop_assert_eq!(back, t);
     }

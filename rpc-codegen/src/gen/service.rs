@@ -269,6 +269,21 @@ impl<'a> Cx<'a> {
                     Self { inner }
                 }
 
+                /// A client over a transport of type `T` made from `address` (its format is
+                /// the transport's: `tcp://HOST:PORT`, `unix:///path`, ...), with default
+                /// settings. The caller picks the transport with a turbofish, for example
+                /// `connect::<TtHeaderClient>("tcp://127.0.0.1:8888")`; connecting is lazy,
+                /// so a bad address fails here and an unreachable server fails the first call.
+                /// For settings (middleware, timeouts) build the transport and the
+                /// `rpc_core::Client` yourself and use [`Self::new`].
+                pub fn connect<T: #rc::Connect>(
+                    address: &str,
+                ) -> ::core::result::Result<Self, #rc::Status> {
+                    ::core::result::Result::Ok(Self::new(#rc::Client::new(
+                        <T as #rc::Connect>::connect(address)?,
+                    )))
+                }
+
                 /// The untyped client underneath.
                 pub fn inner(&self) -> &#rc::Client {
                     &self.inner
@@ -453,8 +468,15 @@ impl<'a> Cx<'a> {
         let n = method_names(s, m);
         let call = &n.call;
         let i = Literal::usize_unsuffixed(index);
-        let req = self.request_type(p, m);
-        let res = self.response_type(p, m);
+        // Inside `impl<T: Trait> Service for XxxServer<T>`: an IDL type named `T` is `self::T`.
+        let req = m
+            .args
+            .first()
+            .map_or_else(|| quote!(()), |a| self.rust_type_qualified(p, &a.ty));
+        let res = m
+            .response
+            .as_ref()
+            .map_or_else(|| quote!(()), |r| self.rust_type_qualified(p, r));
         let thrift = self.ir.kind == IdlKind::Thrift;
         let body = match m.mode {
             Mode::PingPong if thrift => {

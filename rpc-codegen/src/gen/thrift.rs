@@ -1,5 +1,7 @@
 //! Thrift types: Rust structs, unions (enums), exceptions, enums (open newtypes), typedefs and
-//! constants, with `TSerializable` (binary protocol through the `thrift` crate's traits).
+//! constants, with `TSerializable` (binary protocol through the `thrift` crate's traits) and
+//! `ThriftMessage` (exact encoded length and a statically dispatched writer of the same bytes,
+//! what `ThriftCodec` encodes with).
 //!
 //! Writing uses empty struct names and `None` field names, so no per-field allocation.
 //! Reading skips unknown fields and fields of an unexpected type, fails on a missing
@@ -46,6 +48,48 @@ fn ttype(ty: &TypeRef) -> TokenStream {
         TypeRef::Named(_) | TypeRef::Rust(_) => quote!(Struct),
     };
     quote!(#t::protocol::TType::#v)
+}
+
+fn wire() -> TokenStream {
+    quote!(::rpc_core::codegen::thrift_wire)
+}
+
+/// The `thrift_wire` constant of the type id of `ty`.
+fn wire_type(ty: &TypeRef) -> TokenStream {
+    let w = wire();
+    let v = match ty.resolved() {
+        TypeRef::Bool => quote!(BOOL),
+        TypeRef::I8 => quote!(I8),
+        TypeRef::I16 => quote!(I16),
+        TypeRef::I32
+        | TypeRef::Named(NamedRef {
+            kind: NamedKind::Enum,
+            ..
+        }) => quote!(I32),
+        TypeRef::I64 => quote!(I64),
+        TypeRef::Double => quote!(DOUBLE),
+        TypeRef::String | TypeRef::Binary => quote!(STRING),
+        TypeRef::List(_) => quote!(LIST),
+        TypeRef::Set(_) => quote!(SET),
+        TypeRef::Map(..) => quote!(MAP),
+        TypeRef::Named(_) | TypeRef::Rust(_) => quote!(STRUCT),
+    };
+    quote!(#w::#v)
+}
+
+/// The encoded length of every value of `ty`, when it does not depend on the value.
+fn fixed_len(ty: &TypeRef) -> Option<usize> {
+    match ty.resolved() {
+        TypeRef::Bool | TypeRef::I8 => Some(1),
+        TypeRef::I16 => Some(2),
+        TypeRef::I32
+        | TypeRef::Named(NamedRef {
+            kind: NamedKind::Enum,
+            ..
+        }) => Some(4),
+        TypeRef::I64 | TypeRef::Double => Some(8),
+        _ => None,
+    }
 }
 
 /// `thrift::Error::Protocol(ProtocolError::new(kind, message))`.
@@ -167,12 +211,14 @@ impl<'a> Cx<'a> {
         } else {
             quote!()
         };
+        let message_impl = self.message_impl(&name, fields, shape);
         quote! {
             #doc
             #[derive(Debug, Clone, PartialEq, #ord #derive_default)]
             #def
             #default_impl
             #error_impls
+            #message_impl
             impl #t::protocol::TSerializable for #name {
                 fn read_from_in_protocol(
                     i: &mut dyn #t::protocol::TInputProtocol,
@@ -421,6 +467,243 @@ impl<'a> Cx<'a> {
             value.ok_or_else(|| #none)
         };
         (def, write, read)
+    }
+
+    /// The `ThriftMessage` impl of a struct-like type: `encoded_len` and `encode_to`, the same
+    /// bytes as `TSerializable` writes through `BufOutput`, with static dispatch.
+    fn message_impl(
+        &self,
+        name: &proc_macro2::Ident,
+        fields: &[FieldDef],
+        shape: Shape,
+    ) -> TokenStream {
+        let rc = quote!(::rpc_core::codegen);
+        let w = wire();
+        let field_value = |f: &FieldDef| if f.boxed { quote!(&**v) } else { quote!(v) };
+        let field_len = |f: &FieldDef| {
+            let len = self.len_expr(&f.ty, &field_value(f), 0);
+            quote!(#w::FIELD_HEADER_LEN + #len)
+        };
+        let field_write = |f: &FieldDef| {
+            let tt = wire_type(&f.ty);
+            let id = signed(i64::from(f.id), "");
+            let body = self.encode_value(&f.ty, &field_value(f), 0);
+            quote! {
+                #w::put_field_begin(dst, #tt, #id);
+                #body
+            }
+        };
+        let (len, write) = if shape == Shape::Union {
+            let variant = |f: &FieldDef| names::ident(&names::camel(&f.name));
+            let lens = fields.iter().map(|f| {
+                let var = variant(f);
+                let len = field_len(f);
+                let bind = if fixed_len(&f.ty).is_some() {
+                    quote!(_)
+                } else {
+                    quote!(v)
+                };
+                quote!(Self::#var(#bind) => #len,)
+            });
+            let writes = fields.iter().map(|f| {
+                let var = variant(f);
+                let write = field_write(f);
+                quote!(Self::#var(v) => { #write })
+            });
+            (
+                quote! {
+                    #w::STOP_LEN + match self {
+                        #(#lens)*
+                    }
+                },
+                quote! {
+                    match self {
+                        #(#writes)*
+                    }
+                    #w::put_stop(dst);
+                },
+            )
+        } else {
+            let lens = fields.iter().map(|f| {
+                let fname = names::ident(&f.rust_name);
+                let len = field_len(f);
+                let fixed = fixed_len(&f.ty).is_some();
+                if f.req == Requiredness::Optional && fixed {
+                    quote! {
+                        if self.#fname.is_some() {
+                            n += #len;
+                        }
+                    }
+                } else if f.req == Requiredness::Optional {
+                    quote! {
+                        if let ::core::option::Option::Some(v) = &self.#fname {
+                            n += #len;
+                        }
+                    }
+                } else if fixed {
+                    quote!(n += #len;)
+                } else {
+                    quote! {
+                        {
+                            let v = &self.#fname;
+                            n += #len;
+                        }
+                    }
+                }
+            });
+            let writes = fields.iter().map(|f| {
+                let fname = names::ident(&f.rust_name);
+                let write = field_write(f);
+                if f.req == Requiredness::Optional {
+                    quote! {
+                        if let ::core::option::Option::Some(v) = &self.#fname {
+                            #write
+                        }
+                    }
+                } else {
+                    quote! {
+                        {
+                            let v = &self.#fname;
+                            #write
+                        }
+                    }
+                }
+            });
+            let len = if fields.is_empty() {
+                quote!(#w::STOP_LEN)
+            } else {
+                quote! {
+                    let mut n: usize = #w::STOP_LEN;
+                    #(#lens)*
+                    n
+                }
+            };
+            (
+                len,
+                quote! {
+                    #(#writes)*
+                    #w::put_stop(dst);
+                },
+            )
+        };
+        quote! {
+            impl #rc::ThriftMessage for #name {
+                #[inline]
+                fn encoded_len(&self) -> usize {
+                    #len
+                }
+                #[inline]
+                fn encode_to<B: #rc::bytes::BufMut + ?::core::marker::Sized>(&self, dst: &mut B) {
+                    #write
+                }
+            }
+        }
+    }
+
+    /// A `usize` expression: the encoded length of `v` (an expression of type `&T`) of type
+    /// `ty`, without the field header.
+    fn len_expr(&self, ty: &TypeRef, v: &TokenStream, depth: usize) -> TokenStream {
+        let w = wire();
+        if let Some(n) = fixed_len(ty) {
+            let n = Literal::usize_unsuffixed(n);
+            return quote!(#n);
+        }
+        match ty.resolved() {
+            TypeRef::String => quote!(#w::bytes_len(#v.len())),
+            TypeRef::Binary => quote!(#w::bytes_len(#v.len())),
+            TypeRef::List(e) | TypeRef::Set(e) => match fixed_len(e) {
+                Some(n) => {
+                    let n = Literal::usize_unsuffixed(n);
+                    quote!(#w::LIST_HEADER_LEN + #v.len() * #n)
+                }
+                None => {
+                    let el = format_ident!("e{depth}");
+                    let len = self.len_expr(e, &quote!(#el), depth + 1);
+                    quote! {
+                        #w::LIST_HEADER_LEN
+                            + #v.iter().map(|#el| #len).sum::<usize>()
+                    }
+                }
+            },
+            TypeRef::Map(k, val) => match (fixed_len(k), fixed_len(val)) {
+                (Some(a), Some(b)) => {
+                    let n = Literal::usize_unsuffixed(a + b);
+                    quote!(#w::MAP_HEADER_LEN + #v.len() * #n)
+                }
+                _ => {
+                    let kl = format_ident!("k{depth}");
+                    let vl = format_ident!("v{depth}");
+                    let klen = self.len_expr(k, &quote!(#kl), depth + 1);
+                    let vlen = self.len_expr(val, &quote!(#vl), depth + 1);
+                    // A fixed-size side is not looked at.
+                    let kp = if fixed_len(k).is_some() {
+                        quote!(_)
+                    } else {
+                        quote!(#kl)
+                    };
+                    let vp = if fixed_len(val).is_some() {
+                        quote!(_)
+                    } else {
+                        quote!(#vl)
+                    };
+                    quote! {
+                        #w::MAP_HEADER_LEN
+                            + #v.iter().map(|(#kp, #vp)| #klen + #vlen).sum::<usize>()
+                    }
+                }
+            },
+            // Structs, unions, exceptions (fixed-size kinds returned above).
+            _ => quote!(::rpc_core::codegen::ThriftMessage::encoded_len(#v)),
+        }
+    }
+
+    /// Statements encoding `v` (an expression of type `&T`) of type `ty` into `dst` with the
+    /// `thrift_wire` helpers.
+    fn encode_value(&self, ty: &TypeRef, v: &TokenStream, depth: usize) -> TokenStream {
+        let w = wire();
+        let bm = quote!(::rpc_core::codegen::bytes::BufMut);
+        match ty.resolved() {
+            TypeRef::Bool => quote!(#bm::put_u8(dst, ::core::primitive::u8::from(*#v));),
+            TypeRef::I8 => quote!(#bm::put_i8(dst, *#v);),
+            TypeRef::I16 => quote!(#bm::put_i16(dst, *#v);),
+            TypeRef::I32 => quote!(#bm::put_i32(dst, *#v);),
+            TypeRef::I64 => quote!(#bm::put_i64(dst, *#v);),
+            TypeRef::Double => quote!(#bm::put_f64(dst, *#v);),
+            TypeRef::String => quote!(#w::put_bytes(dst, #v.as_bytes());),
+            TypeRef::Binary => quote!(#w::put_bytes(dst, #v);),
+            TypeRef::Named(NamedRef {
+                kind: NamedKind::Enum,
+                ..
+            }) => quote!(#bm::put_i32(dst, #v.0);),
+            TypeRef::Named(_) | TypeRef::Rust(_) => {
+                quote!(::rpc_core::codegen::ThriftMessage::encode_to(#v, dst);)
+            }
+            TypeRef::List(e) | TypeRef::Set(e) => {
+                let el = format_ident!("e{depth}");
+                let tt = wire_type(e);
+                let body = self.encode_value(e, &quote!(#el), depth + 1);
+                quote! {
+                    #w::put_list_begin(dst, #tt, #v.len());
+                    for #el in #v {
+                        #body
+                    }
+                }
+            }
+            TypeRef::Map(k, val) => {
+                let kl = format_ident!("k{depth}");
+                let vl = format_ident!("v{depth}");
+                let (kt, vt) = (wire_type(k), wire_type(val));
+                let kw = self.encode_value(k, &quote!(#kl), depth + 1);
+                let vw = self.encode_value(val, &quote!(#vl), depth + 1);
+                quote! {
+                    #w::put_map_begin(dst, #kt, #vt, #v.len());
+                    for (#kl, #vl) in #v {
+                        #kw
+                        #vw
+                    }
+                }
+            }
+        }
     }
 
     /// Statements writing `v` (an expression of type `&T`) of type `ty`.

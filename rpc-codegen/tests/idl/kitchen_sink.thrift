@@ -60,6 +60,10 @@ struct Everything {
     16: map<Color, Node> by_color,
     17: required string type (go.tag = 'json:"type"'),
     18: optional list<binary> blobs,
+    19: optional map<i16, Color> codes,
+    20: list<bool> flags,
+    21: set<Id> typed_ids,
+    22: optional map<Id, double> weights,
 }
 
 exception Oops {

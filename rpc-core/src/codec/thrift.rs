@@ -1,11 +1,19 @@
-//! Thrift binary protocol over buffers, implementing the `thrift` crate's protocol traits.
+//! Thrift binary protocol over buffers.
+//!
+//! Writing has two paths. Generated types implement [`ThriftMessage`]: they know their exact
+//! encoded length and write themselves with static dispatch (the equivalent of Kitex
+//! FastCodec's `BLength`/`FastWriteNocopy`); that is what [`ThriftCodec`] uses. They also
+//! implement the `thrift` crate's `TSerializable`, which reading goes through and which stays
+//! the reference encoding: [`BufOutput`] writes it into any `BufMut`, and the two are
+//! byte-identical (tested for every generated field kind).
 //!
 //! The `thrift` crate's own `TBinaryInputProtocol` trusts lengths from the wire (a 4-byte string
 //! length of 2 GiB allocates 2 GiB before reading), and goes through `io::Read` per primitive.
 //! [`SliceInput`] reads from a byte slice and checks every length and container size against the
 //! bytes actually left before allocating, caps nesting depth, and never panics. [`BufOutput`]
 //! writes into any `BufMut` — the buffer the transport hands over — with no intermediate copy.
-//! Both speak the strict binary protocol (what Kitex, volo and Apache Thrift use by default).
+//! All of them speak the strict binary protocol (what Kitex, volo and Apache Thrift use by
+//! default).
 
 use bytes::{Buf, BufMut, Bytes};
 use thrift::protocol::{
@@ -17,23 +25,197 @@ use thrift::{ProtocolError, ProtocolErrorKind};
 use super::Codec;
 use crate::status::{Error, Status};
 
-/// Thrift structs (anything implementing `thrift::protocol::TSerializable`), binary protocol.
+/// A thrift struct (union, exception, pingpong Args/Result wrapper) that knows the exact length
+/// of its encoding and writes it with static dispatch: no `dyn` call per field, no error check
+/// per field, and a transport can size a frame (TTHeader's LENGTH, an h2 capacity reservation,
+/// a shared-memory slot) before writing a byte. `rpc-codegen` implements it, together with
+/// `TSerializable`, for every thrift struct-like type it generates.
+///
+/// The encoding is the strict binary protocol of the bare struct (fields, then STOP; no message
+/// header), byte-identical to what `TSerializable::write_to_out_protocol` writes through
+/// [`BufOutput`].
+///
+/// # Lengths over `i32::MAX`
+///
+/// The binary protocol carries string lengths and element counts as `i32`. Every element of a
+/// container takes at least one byte, so when [`encoded_len`](Self::encoded_len) is at most
+/// `i32::MAX` every length and count inside fits too; `encode_to` is therefore infallible and
+/// [`ThriftCodec::encode`] rejects a message whose `encoded_len()` exceeds `i32::MAX` before
+/// writing anything (it also checks `dst` has room). Calling `encode_to` directly on such a
+/// message writes truncated lengths (garbage, but no panic when `dst` grows).
+///
+/// # Implementing it by hand
+///
+/// Sum what the fields take ([`wire`] has the sizes), write them with the [`wire`] helpers, and
+/// test the result against the `TSerializable` bytes:
+///
+/// ```
+/// use bytes::BufMut;
+/// use rpc_core::codec::thrift::{wire, ThriftMessage};
+/// # use thrift::protocol::{TInputProtocol, TOutputProtocol, TSerializable};
+///
+/// /// `struct Ping { 1: string text, 2: optional i64 n }`
+/// struct Ping {
+///     text: String,
+///     n: Option<i64>,
+/// }
+/// # impl TSerializable for Ping {
+/// #     fn read_from_in_protocol(_: &mut dyn TInputProtocol) -> thrift::Result<Self> { unimplemented!() }
+/// #     fn write_to_out_protocol(&self, _: &mut dyn TOutputProtocol) -> thrift::Result<()> { unimplemented!() }
+/// # }
+///
+/// impl ThriftMessage for Ping {
+///     fn encoded_len(&self) -> usize {
+///         let mut n = wire::STOP_LEN + wire::FIELD_HEADER_LEN + wire::bytes_len(self.text.len());
+///         if self.n.is_some() {
+///             n += wire::FIELD_HEADER_LEN + 8;
+///         }
+///         n
+///     }
+///     fn encode_to<B: BufMut + ?Sized>(&self, dst: &mut B) {
+///         wire::put_field_begin(dst, wire::STRING, 1);
+///         wire::put_bytes(dst, self.text.as_bytes());
+///         if let Some(n) = self.n {
+///             wire::put_field_begin(dst, wire::I64, 2);
+///             dst.put_i64(n);
+///         }
+///         wire::put_stop(dst);
+///     }
+/// }
+///
+/// let ping = Ping { text: "hi".into(), n: None };
+/// let mut buf = [0u8; 10];
+/// ping.encode_to(&mut &mut buf[..]);
+/// assert_eq!(ping.encoded_len(), 10);
+/// assert_eq!(buf, [11, 0, 1, 0, 0, 0, 2, b'h', b'i', 0]);
+/// ```
+pub trait ThriftMessage: TSerializable + Send + Sync + 'static {
+    /// The exact length of the strict binary-protocol encoding of `self`.
+    fn encoded_len(&self) -> usize;
+
+    /// Writes the encoding of `self` (exactly [`encoded_len`](Self::encoded_len) bytes) with
+    /// static dispatch. A fixed-size `dst` (`&mut [u8]`) must have room for `encoded_len()`
+    /// bytes, or `BufMut` panics; [`ThriftCodec::encode`] checks that first.
+    fn encode_to<B: BufMut + ?Sized>(&self, dst: &mut B);
+}
+
+/// The building blocks of [`ThriftMessage`] implementations (generated code uses them through
+/// `rpc_core::codegen::thrift_wire`): type ids, sizes and writers of the strict binary protocol.
+pub mod wire {
+    use bytes::BufMut;
+
+    /// Type id of `bool`.
+    pub const BOOL: u8 = 2;
+    /// Type id of `byte`/`i8`.
+    pub const I8: u8 = 3;
+    /// Type id of `double`.
+    pub const DOUBLE: u8 = 4;
+    /// Type id of `i16`.
+    pub const I16: u8 = 6;
+    /// Type id of `i32` (and enums).
+    pub const I32: u8 = 8;
+    /// Type id of `i64`.
+    pub const I64: u8 = 10;
+    /// Type id of `string` and `binary`.
+    pub const STRING: u8 = 11;
+    /// Type id of structs, unions and exceptions.
+    pub const STRUCT: u8 = 12;
+    /// Type id of `map`.
+    pub const MAP: u8 = 13;
+    /// Type id of `set`.
+    pub const SET: u8 = 14;
+    /// Type id of `list`.
+    pub const LIST: u8 = 15;
+
+    /// Bytes of a field header (type id, field id).
+    pub const FIELD_HEADER_LEN: usize = 3;
+    /// Bytes of the STOP that ends a struct.
+    pub const STOP_LEN: usize = 1;
+    /// Bytes of a list or set header (element type, count).
+    pub const LIST_HEADER_LEN: usize = 5;
+    /// Bytes of a map header (key type, value type, count).
+    pub const MAP_HEADER_LEN: usize = 6;
+
+    /// Bytes a `string`/`binary` of `len` bytes takes (length prefix and data).
+    #[inline]
+    pub const fn bytes_len(len: usize) -> usize {
+        4 + len
+    }
+
+    /// Writes a field header.
+    #[inline]
+    pub fn put_field_begin<B: BufMut + ?Sized>(dst: &mut B, ttype: u8, id: i16) {
+        let [hi, lo] = id.to_be_bytes();
+        dst.put_slice(&[ttype, hi, lo]);
+    }
+
+    /// Writes the STOP that ends a struct.
+    #[inline]
+    pub fn put_stop<B: BufMut + ?Sized>(dst: &mut B) {
+        dst.put_u8(0);
+    }
+
+    /// Writes a `string`/`binary`: its length as `i32`, then the bytes. A length over
+    /// `i32::MAX` is truncated (see [`ThriftMessage`](super::ThriftMessage) for why callers
+    /// never pass one).
+    #[inline]
+    pub fn put_bytes<B: BufMut + ?Sized>(dst: &mut B, b: &[u8]) {
+        dst.put_i32(b.len() as i32);
+        dst.put_slice(b);
+    }
+
+    /// Writes a list or set header: element type, then the count as `i32` (truncated as in
+    /// [`put_bytes`]).
+    #[inline]
+    pub fn put_list_begin<B: BufMut + ?Sized>(dst: &mut B, element_type: u8, len: usize) {
+        let [a, b, c, d] = (len as i32).to_be_bytes();
+        dst.put_slice(&[element_type, a, b, c, d]);
+    }
+
+    /// Writes a map header: key type, value type, then the count as `i32` (truncated as in
+    /// [`put_bytes`]).
+    #[inline]
+    pub fn put_map_begin<B: BufMut + ?Sized>(
+        dst: &mut B,
+        key_type: u8,
+        value_type: u8,
+        len: usize,
+    ) {
+        let [a, b, c, d] = (len as i32).to_be_bytes();
+        dst.put_slice(&[key_type, value_type, a, b, c, d]);
+    }
+}
+
+/// Thrift structs (generated types, implementing [`ThriftMessage`]), binary protocol.
 /// The encoding is the bare struct: fields then STOP, no message header.
+///
+/// Encoding goes through [`ThriftMessage::encode_to`] after one [`ThriftMessage::encoded_len`]
+/// to check the limits; decoding through `TSerializable` over [`SliceInput`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ThriftCodec;
 
-impl<T: TSerializable + Send + Sync + 'static> Codec<T> for ThriftCodec {
+impl<T: ThriftMessage> Codec<T> for ThriftCodec {
     const NAME: &'static str = "thrift";
 
     fn encode<B: BufMut + ?Sized>(msg: &T, dst: &mut B) -> Result<(), Status> {
-        let mut out = BufOutput::new(dst);
-        msg.write_to_out_protocol(&mut out).map_err(|e| {
-            Error::Encode {
+        let len = msg.encoded_len();
+        if len > i32::MAX as usize {
+            return Err(Error::Encode {
                 codec: "thrift",
-                reason: describe(&e),
+                reason: format!("message of {len} bytes exceeds the binary protocol's i32 limit"),
             }
-            .into()
-        })
+            .into());
+        }
+        let room = dst.remaining_mut();
+        if room < len {
+            return Err(Error::Encode {
+                codec: "thrift",
+                reason: format!("message of {len} bytes does not fit the {room} bytes of room"),
+            }
+            .into());
+        }
+        msg.encode_to(dst);
+        Ok(())
     }
 
     fn decode(src: Bytes) -> Result<T, Status> {
@@ -45,6 +227,10 @@ impl<T: TSerializable + Send + Sync + 'static> Codec<T> for ThriftCodec {
             }
             .into()
         })
+    }
+
+    fn encoded_len(msg: &T) -> Option<usize> {
+        Some(msg.encoded_len())
     }
 }
 

@@ -5,7 +5,8 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
+use rpc_core::codec::thrift::{wire, ThriftMessage};
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
     Codec, MethodDesc, Mode, PayloadKind, ProstCodec, ServerCall, Service, ServiceDesc, Status,
@@ -73,6 +74,32 @@ impl TSerializable for TMsg {
         }
         o.write_field_stop()?;
         o.write_struct_end()
+    }
+}
+
+impl ThriftMessage for TMsg {
+    fn encoded_len(&self) -> usize {
+        let mut n = wire::STOP_LEN
+            + wire::FIELD_HEADER_LEN
+            + wire::bytes_len(self.text.len())
+            + wire::FIELD_HEADER_LEN
+            + 8;
+        if !self.data.is_empty() {
+            n += wire::FIELD_HEADER_LEN + wire::bytes_len(self.data.len());
+        }
+        n
+    }
+
+    fn encode_to<B: BufMut + ?Sized>(&self, dst: &mut B) {
+        wire::put_field_begin(dst, wire::STRING, 1);
+        wire::put_bytes(dst, self.text.as_bytes());
+        wire::put_field_begin(dst, wire::I64, 2);
+        dst.put_i64(self.n);
+        if !self.data.is_empty() {
+            wire::put_field_begin(dst, wire::STRING, 3);
+            wire::put_bytes(dst, &self.data);
+        }
+        wire::put_stop(dst);
     }
 }
 
