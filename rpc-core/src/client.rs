@@ -28,6 +28,7 @@ use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
 use crate::status::{Error, Status};
 use crate::stream::{End, Receiver, Sender};
 use crate::transport::{BoxFuture, ClientEvent, ClientStreamRaw, ClientTransport};
+use crate::unary::{UnaryRequest, UnaryResponse, UnaryService};
 
 /// A stream opened by the transport, as seen by client call middleware.
 #[derive(Clone)]
@@ -71,10 +72,13 @@ impl tower::Service<CallContext> for TransportOpen {
     }
 }
 
+type UnaryLayerFn = Box<dyn FnOnce(UnaryService) -> UnaryService + Send>;
+
 /// Builds a [`Client`].
 pub struct ClientBuilder {
     transport: Arc<dyn ClientTransport>,
     layers: Vec<Box<dyn FnOnce(OpenService) -> OpenService + Send>>,
+    unary_layers: Vec<UnaryLayerFn>,
     middleware: MessageMiddleware,
     timeout: Option<Duration>,
     metadata: Metadata,
@@ -94,6 +98,26 @@ impl ClientBuilder {
         <L::Service as tower::Service<CallContext>>::Future: Send + 'static,
     {
         self.layers.push(Box::new(move |inner| {
+            BoxCloneSyncService::new(layer.layer(inner))
+        }));
+        self
+    }
+
+    /// Wraps every pingpong call in a tower layer that sees it whole: the request message
+    /// ([`UnaryRequest::message`]), then the response or the final status — for retries,
+    /// status metrics, auth. Unary layers run outside the stream layers (each attempt opens its
+    /// own stream); the first added is the outermost. See [`crate::unary`].
+    pub fn unary_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<UnaryService> + Send + 'static,
+        L::Service: tower::Service<UnaryRequest, Response = UnaryResponse, Error = Status>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<UnaryRequest>>::Future: Send + 'static,
+    {
+        self.unary_layers.push(Box::new(move |inner| {
             BoxCloneSyncService::new(layer.layer(inner))
         }));
         self
@@ -153,10 +177,20 @@ impl ClientBuilder {
             }
             Some(svc)
         };
+        let unary = if self.unary_layers.is_empty() {
+            None
+        } else {
+            let mut svc = BoxCloneSyncService::new(crate::unary::Invoker);
+            for layer in self.unary_layers.into_iter().rev() {
+                svc = layer(svc);
+            }
+            Some(Arc::new(svc))
+        };
         Client {
             inner: Arc::new(ClientInner {
                 transport: self.transport,
                 open,
+                unary,
                 middleware: self.middleware,
                 timeout: self.timeout,
                 metadata: self.metadata,
@@ -168,6 +202,7 @@ impl ClientBuilder {
 struct ClientInner {
     transport: Arc<dyn ClientTransport>,
     open: Option<OpenService>,
+    unary: Option<crate::unary::Stack>,
     middleware: MessageMiddleware,
     timeout: Option<Duration>,
     metadata: Metadata,
@@ -205,10 +240,24 @@ impl Client {
         ClientBuilder {
             transport,
             layers: Vec::new(),
+            unary_layers: Vec::new(),
             middleware: MessageMiddleware::default(),
             timeout: None,
             metadata: Metadata::new(),
         }
+    }
+
+    /// The context of a new call: the client's metadata then the call's, and the deadline.
+    fn context(&self, method: &'static MethodDesc, opts: CallOptions) -> CallContext {
+        let mut metadata = self.inner.metadata.clone();
+        metadata.extend(opts.metadata);
+        let deadline = opts
+            .timeout
+            .or(self.inner.timeout)
+            .map(|t| Instant::now() + t);
+        CallContext::new(method)
+            .with_metadata(metadata)
+            .with_deadline(deadline)
     }
 
     async fn open(
@@ -216,15 +265,15 @@ impl Client {
         method: &'static MethodDesc,
         opts: CallOptions,
     ) -> Result<(Arc<ClientShared>, Option<Instant>), Status> {
-        let mut metadata = self.inner.metadata.clone();
-        metadata.extend(opts.metadata);
-        let deadline = opts
-            .timeout
-            .or(self.inner.timeout)
-            .map(|t| Instant::now() + t);
-        let ctx = CallContext::new(method)
-            .with_metadata(metadata)
-            .with_deadline(deadline);
+        let ctx = self.context(method, opts);
+        self.open_ctx(ctx).await
+    }
+
+    async fn open_ctx(
+        &self,
+        ctx: CallContext,
+    ) -> Result<(Arc<ClientShared>, Option<Instant>), Status> {
+        let deadline = ctx.deadline();
         let open: BoxFuture<'static, Result<OpenStream, Status>> = match &self.inner.open {
             None => {
                 let stream = self.inner.transport.open(&ctx);
@@ -277,6 +326,7 @@ impl Client {
     }
 
     /// A pingpong call: sends `req`, returns the response with header and trailer metadata.
+    /// Runs through the unary layers when any are registered ([`ClientBuilder::unary_layer`]).
     pub async fn unary<C, Req, Res>(
         &self,
         method: &'static MethodDesc,
@@ -284,11 +334,33 @@ impl Client {
         opts: CallOptions,
     ) -> Result<WithMetadata<Res>, Status>
     where
+        Req: Clone + Send + Sync + 'static,
+        Res: Send + Sync + 'static,
+        C: Codec<Req> + Codec<Res>,
+    {
+        let ctx = self.context(method, opts);
+        match &self.inner.unary {
+            None => self.unary_direct::<C, Req, Res>(ctx, req).await,
+            Some(stack) => {
+                let req = crate::unary::request::<C, Req, Res>(self.clone(), ctx, req);
+                let res = (**stack).clone().oneshot(req).await?;
+                crate::unary::response::<Res>(res)
+            }
+        }
+    }
+
+    /// A pingpong call with a ready context, without the unary layers.
+    pub(crate) async fn unary_direct<C, Req, Res>(
+        &self,
+        ctx: CallContext,
+        req: Req,
+    ) -> Result<WithMetadata<Res>, Status>
+    where
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
         C: Codec<Req> + Codec<Res>,
     {
-        let (shared, deadline) = self.open(method, opts).await?;
+        let (shared, deadline) = self.open_ctx(ctx).await?;
         let (mut tx, mut rx) = Self::halves::<Req, Res, C>(shared, deadline);
         tx.send(req).await?;
         close_sender(&mut tx)?;

@@ -71,6 +71,7 @@ pub mod server;
 pub mod status;
 mod stream;
 pub mod transport;
+pub mod unary;
 
 pub use client::{
     BidiCall, BidiReceiver, BidiSender, Client, ClientBuilder, ClientStreamingCall,

@@ -233,3 +233,108 @@ async fn interceptors_add_metadata_refuse_calls_and_hand_extensions_to_the_handl
     assert_eq!(seen.load(Ordering::SeqCst), 2, "the server never saw it");
     within(transport.wait_no_live_streams()).await;
 }
+
+/// A unary layer that records each call's request text and final code, and retries a call
+/// that failed with INVALID_ARGUMENT once with a repaired request (a retry needs the message).
+#[derive(Clone)]
+struct Audit<S> {
+    inner: S,
+    log: std::sync::Arc<std::sync::Mutex<Vec<(String, Code)>>>,
+}
+
+impl<S> tower::Service<rpc_core::unary::UnaryRequest> for Audit<S>
+where
+    S: tower::Service<
+            rpc_core::unary::UnaryRequest,
+            Response = rpc_core::unary::UnaryResponse,
+            Error = Status,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = rpc_core::unary::UnaryResponse;
+    type Error = Status;
+    type Future = rpc_core::transport::BoxFuture<'static, Result<Self::Response, Status>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Status>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: rpc_core::unary::UnaryRequest) -> Self::Future {
+        let mut inner = self.inner.clone();
+        let log = self.log.clone();
+        Box::pin(async move {
+            use tower::ServiceExt;
+            let text = req
+                .message::<Msg>()
+                .map(|m| m.text.clone())
+                .unwrap_or_default();
+            let retry = req.clone();
+            let first = inner.ready().await?.call(req).await;
+            let code = first.as_ref().err().map_or(Code::Ok, Status::code);
+            log.lock().unwrap().push((text, code));
+            match first {
+                Err(e) if e.code() == Code::InvalidArgument => {
+                    let mut again = retry;
+                    again.message_mut::<Msg>().unwrap().text = "repaired".into();
+                    let second = inner.ready().await?.call(again).await;
+                    let code = second.as_ref().err().map_or(Code::Ok, Status::code);
+                    log.lock().unwrap().push(("repaired".into(), code));
+                    second
+                }
+                other => other,
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn unary_layers_see_the_request_message_and_the_final_status_and_can_retry() {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let layer_log = log.clone();
+    let h = harness_with(
+        |s| s,
+        move |c| {
+            c.unary_layer(tower::layer::layer_fn(move |inner| Audit {
+                inner,
+                log: layer_log.clone(),
+            }))
+        },
+        rpc_core::inproc::DEFAULT_STREAM_BUFFER,
+    );
+    let ok = within(h.client.unary::<ProstCodec, Msg, Msg>(
+        ECHO,
+        msg("hello", 1),
+        CallOptions::new(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(ok.get_ref().text, "hello");
+    // The handler fails "fail" with INVALID_ARGUMENT; the layer retries with a new message.
+    let retried = within(h.client.unary::<ProstCodec, Msg, Msg>(
+        ECHO,
+        msg("fail", 2),
+        CallOptions::new(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(retried.get_ref().text, "repaired");
+    assert_eq!(
+        retried.trailer().get_str("x-trailer"),
+        Some("t"),
+        "metadata survives the layer"
+    );
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            ("hello".to_owned(), Code::Ok),
+            ("fail".to_owned(), Code::InvalidArgument),
+            ("repaired".to_owned(), Code::Ok),
+        ]
+    );
+    h.assert_no_leaks().await;
+}

@@ -1,0 +1,176 @@
+//! The typed unary call layer: tower layers that see a pingpong call whole — the request
+//! message going in, the response message or the final status coming out — so retries,
+//! per-status metrics, hedging, caching or auth can be written once for every method.
+//!
+//! Stream-level call layers ([`ClientBuilder::layer`](crate::ClientBuilder::layer)) see only a
+//! stream being opened; unary layers ([`ClientBuilder::unary_layer`](crate::ClientBuilder::unary_layer))
+//! wrap the whole call, outside them: each attempt a retry layer makes opens a new stream
+//! through the stream layers and message middleware.
+//!
+//! The message is type-erased (`dyn Any`) so one layer serves every method;
+//! [`UnaryRequest::message`] and [`UnaryResponse`]'s message downcast to the concrete type
+//! where a layer needs it. A [`UnaryRequest`] is `Clone` (the message is cloned through the
+//! method's own `Clone`), which is what `tower::retry` needs.
+//!
+//! With no unary layer registered, [`Client::unary`](crate::Client::unary) takes a direct path
+//! without any of this (no boxing, no type erasure).
+
+use std::any::Any;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower::util::BoxCloneSyncService;
+
+use crate::client::{Client, WithMetadata};
+use crate::codec::Codec;
+use crate::context::{CallContext, MethodDesc};
+use crate::status::{Error, Status};
+use crate::transport::BoxFuture;
+
+/// A type-erased message.
+pub type AnyMessage = Box<dyn Any + Send + Sync>;
+
+/// The response of a unary call as layers see it.
+pub type UnaryResponse = WithMetadata<AnyMessage>;
+
+/// The tower service unary layers wrap.
+pub type UnaryService = BoxCloneSyncService<UnaryRequest, UnaryResponse, Status>;
+
+type Invoke = fn(Client, UnaryRequest) -> BoxFuture<'static, Result<UnaryResponse, Status>>;
+
+/// One pingpong call on its way through unary layers.
+pub struct UnaryRequest {
+    ctx: CallContext,
+    message: AnyMessage,
+    clone_message: fn(&(dyn Any + Send + Sync)) -> AnyMessage,
+    invoke: Invoke,
+    client: Client,
+}
+
+impl std::fmt::Debug for UnaryRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnaryRequest")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Clone for UnaryRequest {
+    fn clone(&self) -> Self {
+        UnaryRequest {
+            ctx: self.ctx.clone(),
+            message: (self.clone_message)(&*self.message),
+            clone_message: self.clone_message,
+            invoke: self.invoke,
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl UnaryRequest {
+    /// The call's context (method, metadata, deadline, extensions).
+    pub fn context(&self) -> &CallContext {
+        &self.ctx
+    }
+
+    /// Mutable access to the context (add metadata, tighten the deadline).
+    pub fn context_mut(&mut self) -> &mut CallContext {
+        &mut self.ctx
+    }
+
+    /// The method being called.
+    pub fn method(&self) -> &'static MethodDesc {
+        self.ctx.method()
+    }
+
+    /// The request message, if it is a `T`.
+    pub fn message<T: 'static>(&self) -> Option<&T> {
+        self.message.downcast_ref::<T>()
+    }
+
+    /// Mutable access to the request message, if it is a `T`.
+    pub fn message_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.message.downcast_mut::<T>()
+    }
+}
+
+/// The innermost unary service: runs the call on the client's direct path.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Invoker;
+
+impl tower::Service<UnaryRequest> for Invoker {
+    type Response = UnaryResponse;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<UnaryResponse, Status>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: UnaryRequest) -> Self::Future {
+        let client = req.client.clone();
+        (req.invoke)(client, req)
+    }
+}
+
+fn clone_as<T: Clone + Send + Sync + 'static>(m: &(dyn Any + Send + Sync)) -> AnyMessage {
+    match m.downcast_ref::<T>() {
+        Some(m) => Box::new(m.clone()),
+        // A layer replaced the message with another type; keep the replacement as it is not
+        // clonable here: the attempt will fail with a type mismatch, as the original would.
+        None => Box::new(()),
+    }
+}
+
+fn invoke_as<C, Req, Res>(
+    client: Client,
+    req: UnaryRequest,
+) -> BoxFuture<'static, Result<UnaryResponse, Status>>
+where
+    C: Codec<Req> + Codec<Res>,
+    Req: Clone + Send + Sync + 'static,
+    Res: Send + Sync + 'static,
+{
+    Box::pin(async move {
+        let message = req.message.downcast::<Req>().map_err(|_| {
+            Status::from(Error::MessageTypeMismatch {
+                expected: std::any::type_name::<Req>(),
+            })
+        })?;
+        let res = client
+            .unary_direct::<C, Req, Res>(req.ctx, *message)
+            .await?;
+        Ok(res.map(|m| Box::new(m) as AnyMessage))
+    })
+}
+
+/// Builds the request for a layered call.
+pub(crate) fn request<C, Req, Res>(client: Client, ctx: CallContext, message: Req) -> UnaryRequest
+where
+    C: Codec<Req> + Codec<Res>,
+    Req: Clone + Send + Sync + 'static,
+    Res: Send + Sync + 'static,
+{
+    UnaryRequest {
+        ctx,
+        message: Box::new(message),
+        clone_message: clone_as::<Req>,
+        invoke: invoke_as::<C, Req, Res>,
+        client,
+    }
+}
+
+/// Takes the typed response out of a layered call's response.
+pub(crate) fn response<Res: 'static>(res: UnaryResponse) -> Result<WithMetadata<Res>, Status> {
+    let (header, message, trailer) = res.into_parts();
+    match message.downcast::<Res>() {
+        Ok(m) => Ok(WithMetadata::new(header, *m, trailer)),
+        Err(_) => Err(Error::MessageTypeMismatch {
+            expected: std::any::type_name::<Res>(),
+        }
+        .into()),
+    }
+}
+
+/// A shared, layered unary stack.
+pub(crate) type Stack = Arc<UnaryService>;
