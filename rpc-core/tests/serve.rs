@@ -24,6 +24,8 @@ enum OnShutdown {
     Polite,
     /// Ignores every shutdown signal.
     Stubborn,
+    /// Hands the socket to a task of its own that ignores shutdown, and returns at once.
+    Detached,
 }
 
 /// A toy protocol: claims connections starting with `preface`, answers `name\n`, then echoes.
@@ -46,8 +48,8 @@ impl Toy {
         }
     }
 
-    fn stubborn(mut self) -> Toy {
-        self.on_shutdown = OnShutdown::Stubborn;
+    fn on_shutdown(mut self, mode: OnShutdown) -> Toy {
+        self.on_shutdown = mode;
         self
     }
 }
@@ -71,7 +73,7 @@ impl Protocol for Toy {
 
     fn serve(&self, conn: Accepted) -> BoxFuture<'static, ()> {
         let (name, skip, mode) = (self.name, self.preface.len(), self.on_shutdown);
-        Box::pin(async move {
+        let work = async move {
             let Accepted {
                 mut io,
                 prefix,
@@ -99,7 +101,13 @@ impl Protocol for Toy {
                     () = shutdown.closed(), if mode == OnShutdown::Polite => return,
                 }
             }
-        })
+        };
+        if mode == OnShutdown::Detached {
+            tokio::spawn(work);
+            Box::pin(async {})
+        } else {
+            Box::pin(work)
+        }
     }
 }
 
@@ -309,9 +317,18 @@ async fn shutdown_closes_what_is_left_after_the_grace_period() {
 
 #[tokio::test]
 async fn shutdown_aborts_a_protocol_that_ignores_it() {
+    shutdown_closes_sockets_left_open(OnShutdown::Stubborn).await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_sockets_a_protocol_task_keeps() {
+    shutdown_closes_sockets_left_open(OnShutdown::Detached).await;
+}
+
+async fn shutdown_closes_sockets_left_open(mode: OnShutdown) {
     let (running, addr) = start(
         ServerLimits::default(),
-        vec![Toy::new("ping", b"PING").stubborn()],
+        vec![Toy::new("ping", b"PING").on_shutdown(mode)],
     )
     .await;
     let mut s = connect(addr).await;

@@ -3,8 +3,11 @@
 use std::any::Any;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -61,6 +64,101 @@ impl IoGuard {
     }
 }
 
+/// The flags behind a [`CloseHandle`]. Checked on every poll of a socket that has one (one
+/// atomic load); sockets without one (client connections) pay nothing.
+#[derive(Default, Debug)]
+struct KillSwitch {
+    reads: AtomicBool,
+    writes: AtomicBool,
+    read_waker: AtomicWaker,
+    write_waker: AtomicWaker,
+}
+
+/// Ends a connection's I/O from outside the tasks that read and write it: the server's way
+/// to stop a connection whose reader sits in a read the peer will never complete.
+#[derive(Clone)]
+pub struct CloseHandle(Arc<KillSwitch>);
+
+impl std::fmt::Debug for CloseHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloseHandle")
+            .field("reads_closed", &self.0.reads.load(Ordering::Acquire))
+            .field("writes_closed", &self.0.writes.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+impl CloseHandle {
+    /// From now on reads return end-of-file (a pending read wakes up). Writes go on, so
+    /// replies already queued still go out.
+    pub fn close_reads(&self) {
+        self.0.reads.store(true, Ordering::Release);
+        self.0.read_waker.wake();
+    }
+
+    /// Reads return end-of-file and writes fail with `ConnectionAborted` from now on.
+    pub fn close(&self) {
+        self.0.writes.store(true, Ordering::Release);
+        self.0.write_waker.wake();
+        self.close_reads();
+    }
+}
+
+fn poll_read_unless_closed(
+    kill: &Option<Arc<KillSwitch>>,
+    cx: &mut Context<'_>,
+    read: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<()>>,
+) -> Poll<io::Result<()>> {
+    let Some(k) = kill else {
+        return read(cx);
+    };
+    // A ready read with nothing filled is end-of-file.
+    if k.reads.load(Ordering::Acquire) {
+        return Poll::Ready(Ok(()));
+    }
+    match read(cx) {
+        Poll::Pending => {
+            k.read_waker.register(cx.waker());
+            if k.reads.load(Ordering::Acquire) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+        ready => ready,
+    }
+}
+
+fn poll_write_unless_closed<T>(
+    kill: &Option<Arc<KillSwitch>>,
+    cx: &mut Context<'_>,
+    write: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<T>>,
+) -> Poll<io::Result<T>> {
+    let Some(k) = kill else {
+        return write(cx);
+    };
+    let aborted = || {
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "connection closed by the server",
+        )))
+    };
+    if k.writes.load(Ordering::Acquire) {
+        return aborted();
+    }
+    match write(cx) {
+        Poll::Pending => {
+            k.write_waker.register(cx.waker());
+            if k.writes.load(Ordering::Acquire) {
+                aborted()
+            } else {
+                Poll::Pending
+            }
+        }
+        ready => ready,
+    }
+}
+
 /// A connected socket: a TCP or Unix stream, or any boxed [`AsyncIo`].
 ///
 /// A connection a [`Listener`](crate::serve::Listener) accepted carries a guard: the listener
@@ -71,6 +169,7 @@ impl IoGuard {
 pub struct Io {
     stream: IoStream,
     guard: IoGuard,
+    kill: Option<Arc<KillSwitch>>,
 }
 
 impl Io {
@@ -79,6 +178,7 @@ impl Io {
         Io {
             stream,
             guard: IoGuard::default(),
+            kill: None,
         }
     }
 
@@ -90,6 +190,11 @@ impl Io {
     pub(crate) fn with_guard(mut self, guard: IoGuard) -> Io {
         self.guard = guard;
         self
+    }
+
+    /// A handle that ends this socket's reads and writes (and its halves') from anywhere.
+    pub fn close_handle(&mut self) -> CloseHandle {
+        CloseHandle(self.kill.get_or_insert_with(Default::default).clone())
     }
 
     /// The socket and the guard that keeps the connection counted; hold the guard for as long
@@ -163,10 +268,12 @@ impl Io {
             ReadHalf {
                 inner: r,
                 _guard: self.guard.clone(),
+                kill: self.kill.clone(),
             },
             WriteHalf {
                 inner: w,
                 _guard: self.guard,
+                kill: self.kill,
             },
         )
     }
@@ -177,6 +284,7 @@ impl Io {
 pub struct ReadHalf {
     inner: ReadInner,
     _guard: IoGuard,
+    kill: Option<Arc<KillSwitch>>,
 }
 
 enum ReadInner {
@@ -200,6 +308,7 @@ impl std::fmt::Debug for ReadInner {
 pub struct WriteHalf {
     inner: WriteInner,
     _guard: IoGuard,
+    kill: Option<Arc<KillSwitch>>,
 }
 
 enum WriteInner {
@@ -229,86 +338,70 @@ macro_rules! each {
     };
 }
 
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        use IoStream as Inner;
-        each!(&mut self.get_mut().stream, s => Pin::new(s).poll_read(cx, buf))
-    }
+/// AsyncRead and AsyncWrite for a type with a `kill` field and a socket enum at `$field`.
+macro_rules! impl_io {
+    (read $ty:ty, $inner:ident, $field:ident) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                use $inner as Inner;
+                let this = self.get_mut();
+                poll_read_unless_closed(&this.kill, cx, |cx| {
+                    each!(&mut this.$field, s => Pin::new(s).poll_read(cx, buf))
+                })
+            }
+        }
+    };
+    (write $ty:ty, $inner:ident, $field:ident) => {
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                use $inner as Inner;
+                let this = self.get_mut();
+                poll_write_unless_closed(&this.kill, cx, |cx| {
+                    each!(&mut this.$field, s => Pin::new(s).poll_write(cx, buf))
+                })
+            }
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                use $inner as Inner;
+                let this = self.get_mut();
+                poll_write_unless_closed(&this.kill, cx, |cx| {
+                    each!(&mut this.$field, s => Pin::new(s).poll_write_vectored(cx, bufs))
+                })
+            }
+            fn is_write_vectored(&self) -> bool {
+                use $inner as Inner;
+                each!(&self.$field, s => s.is_write_vectored())
+            }
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                use $inner as Inner;
+                let this = self.get_mut();
+                poll_write_unless_closed(&this.kill, cx, |cx| {
+                    each!(&mut this.$field, s => Pin::new(s).poll_flush(cx))
+                })
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                use $inner as Inner;
+                let this = self.get_mut();
+                poll_write_unless_closed(&this.kill, cx, |cx| {
+                    each!(&mut this.$field, s => Pin::new(s).poll_shutdown(cx))
+                })
+            }
+        }
+    };
 }
 
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        use IoStream as Inner;
-        each!(&mut self.get_mut().stream, s => Pin::new(s).poll_write(cx, buf))
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        use IoStream as Inner;
-        each!(&mut self.get_mut().stream, s => Pin::new(s).poll_write_vectored(cx, bufs))
-    }
-    fn is_write_vectored(&self) -> bool {
-        use IoStream as Inner;
-        each!(&self.stream, s => s.is_write_vectored())
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        use IoStream as Inner;
-        each!(&mut self.get_mut().stream, s => Pin::new(s).poll_flush(cx))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        use IoStream as Inner;
-        each!(&mut self.get_mut().stream, s => Pin::new(s).poll_shutdown(cx))
-    }
-}
-
-impl AsyncRead for ReadHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        use ReadInner as Inner;
-        each!(&mut self.get_mut().inner, s => Pin::new(s).poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for WriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        use WriteInner as Inner;
-        each!(&mut self.get_mut().inner, s => Pin::new(s).poll_write(cx, buf))
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        use WriteInner as Inner;
-        each!(&mut self.get_mut().inner, s => Pin::new(s).poll_write_vectored(cx, bufs))
-    }
-    fn is_write_vectored(&self) -> bool {
-        use WriteInner as Inner;
-        each!(&self.inner, s => s.is_write_vectored())
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        use WriteInner as Inner;
-        each!(&mut self.get_mut().inner, s => Pin::new(s).poll_flush(cx))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        use WriteInner as Inner;
-        each!(&mut self.get_mut().inner, s => Pin::new(s).poll_shutdown(cx))
-    }
-}
+impl_io!(read Io, IoStream, stream);
+impl_io!(write Io, IoStream, stream);
+impl_io!(read ReadHalf, ReadInner, inner);
+impl_io!(write WriteHalf, WriteInner, inner);

@@ -6,4 +6,4 @@ mod address;
 mod io;
 
 pub use address::{Address, AddressError};
-pub use io::{AsyncIo, Io, IoGuard, IoStream, ReadHalf, WriteHalf};
+pub use io::{AsyncIo, CloseHandle, Io, IoGuard, IoStream, ReadHalf, WriteHalf};

@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use super::{Accepted, ConnClosed, Detect, Phase, Protocol, Shutdown};
-use crate::net::{Address, Io, IoGuard, IoStream};
+use crate::net::{Address, CloseHandle, Io, IoGuard, IoStream};
 use crate::{Peer, Server};
 
 /// Bytes a connection may send before some protocol recognises it. Every protocol we know
@@ -22,9 +22,9 @@ use crate::{Peer, Server};
 /// can make the server hold, and is also the initial read buffer handed to the protocol.
 pub const MAX_PREFACE: usize = 8 * 1024;
 
-/// How long connection tasks get after [`Shutdown::closed`] fires before they are aborted:
-/// closing a socket needs no peer cooperation, so a protocol that honours the signal is done
-/// well within this.
+/// How long connection tasks get after [`Shutdown::closed`] fires before the listener closes
+/// their sockets itself (reads end, writes fail) and aborts them: closing a socket needs no
+/// peer cooperation, so a protocol that honours the signal is done well within this.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long an accept loop pauses after an accept error (out of file descriptors and the
@@ -128,6 +128,7 @@ impl Listener {
             live: AtomicUsize::new(0),
             all_closed: Notify::new(),
             tasks: Mutex::new(HashMap::new()),
+            sockets: Mutex::new(HashMap::new()),
             next_task: AtomicU64::new(0),
         });
         let mut listeners = Vec::new();
@@ -234,14 +235,20 @@ impl Running {
         if !self.shared.wait_all_closed(grace).await {
             self.shared.phase.send_replace(Phase::Closed);
             if !self.shared.wait_all_closed(CLOSE_TIMEOUT).await {
-                let left: Vec<AbortHandle> =
-                    lock(&self.shared.tasks).drain().map(|(_, h)| h).collect();
+                let tasks: Vec<_> = lock(&self.shared.tasks).drain().map(|(_, t)| t).collect();
+                let sockets: Vec<_> = lock(&self.shared.sockets).values().cloned().collect();
                 tracing::warn!(
                     connections = self.shared.live.load(Ordering::Acquire),
-                    tasks = left.len(),
-                    "connections still open after the grace period; aborting their tasks"
+                    "connections still open after the grace period; closing their sockets"
                 );
-                left.iter().for_each(AbortHandle::abort);
+                sockets.iter().for_each(CloseHandle::close);
+                tasks.iter().for_each(AbortHandle::abort);
+                if !self.shared.wait_all_closed(CLOSE_TIMEOUT).await {
+                    tracing::warn!(
+                        connections = self.shared.live.load(Ordering::Acquire),
+                        "a protocol keeps sockets open after they were closed"
+                    );
+                }
             }
         }
         self.shared.phase.send_replace(Phase::Closed);
@@ -258,7 +265,11 @@ struct Shared {
     /// Open connections over all listeners; `all_closed` fires when it drops to 0.
     live: AtomicUsize,
     all_closed: Notify,
+    /// Connection tasks and open sockets by connection id, for closing what is left after
+    /// the grace period. A task leaves when it ends, a socket when it is dropped (a protocol
+    /// may keep it in tasks of its own).
     tasks: Mutex<HashMap<u64, AbortHandle>>,
+    sockets: Mutex<HashMap<u64, CloseHandle>>,
     next_task: AtomicU64,
 }
 
@@ -287,6 +298,7 @@ struct ListenerState {
 
 /// One open connection's place in its listener: dropped with the connection's socket.
 struct Slot {
+    id: u64,
     shared: Arc<Shared>,
     listener: Arc<ListenerState>,
     _permit: OwnedSemaphorePermit,
@@ -295,6 +307,7 @@ struct Slot {
 
 impl Slot {
     fn new(
+        id: u64,
         shared: Arc<Shared>,
         listener: Arc<ListenerState>,
         permit: OwnedSemaphorePermit,
@@ -303,6 +316,7 @@ impl Slot {
         listener.live.fetch_add(1, Ordering::AcqRel);
         let (tx, closed) = ConnClosed::new();
         let slot = Slot {
+            id,
             shared,
             listener,
             _permit: permit,
@@ -314,6 +328,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        lock(&self.shared.sockets).remove(&self.id);
         self.listener.live.fetch_sub(1, Ordering::AcqRel);
         if self.shared.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.all_closed.notify_waiters();
@@ -380,9 +395,10 @@ fn spawn_conn(
     peer: Peer,
     permit: OwnedSemaphorePermit,
 ) {
-    let (slot, closed) = Slot::new(shared.clone(), listener.clone(), permit);
-    let io = Io::new(stream).with_guard(IoGuard::new(slot));
     let id = shared.next_task.fetch_add(1, Ordering::Relaxed);
+    let (slot, closed) = Slot::new(id, shared.clone(), listener.clone(), permit);
+    let mut io = Io::new(stream).with_guard(IoGuard::new(slot));
+    lock(&shared.sockets).insert(id, io.close_handle());
     let task = {
         let shared = shared.clone();
         async move {

@@ -41,8 +41,9 @@
 //!    removed), then [`Shutdown::draining`] fires on every connection: each protocol drains
 //!    in its own way (TTHeader: `crrst` on unary replies and refusal of new streams; HTTP/2:
 //!    GOAWAY) and closes its connection when its calls are done. After the grace period
-//!    [`Shutdown::closed`] fires and protocols close what is left at once; connection tasks
-//!    still running [`CLOSE_TIMEOUT`] later are aborted.
+//!    [`Shutdown::closed`] fires and protocols close what is left at once; [`CLOSE_TIMEOUT`]
+//!    later the listener closes the sockets still open itself (through their
+//!    [`CloseHandle`](crate::net::CloseHandle)) and aborts their tasks.
 
 mod listener;
 
@@ -83,8 +84,8 @@ pub trait Protocol: Send + Sync + 'static {
 
     /// Serves one connection this protocol claimed. The future should run for as long as the
     /// connection does (resolving once [`Accepted::closed`] does is the simple way): the
-    /// listener aborts it if it is still running [`CLOSE_TIMEOUT`] after
-    /// [`Shutdown::closed`].
+    /// listener closes the socket and aborts this future if they are still alive
+    /// [`CLOSE_TIMEOUT`] after [`Shutdown::closed`].
     fn serve(&self, conn: Accepted) -> BoxFuture<'static, ()>;
 }
 
