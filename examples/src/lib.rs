@@ -33,7 +33,6 @@
 //! ```
 
 pub mod check;
-pub mod cli;
 pub mod idl;
 mod service;
 pub mod transport;
