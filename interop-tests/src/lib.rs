@@ -53,6 +53,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 /// The code written by volo-build. It is not ours to lint: it has `unsafe` blocks (volo's
 /// zero-copy binary protocol), no docs and its own style.
 #[allow(

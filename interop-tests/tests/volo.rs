@@ -20,8 +20,8 @@ use interop_tests::{
     volo_peer::{self, Framing, VoloServer},
     wire::{split_frames, TtHeaderFrame},
 };
-use rpc_core::{Code, MethodError};
 use rpc_core::serve::{Listener, Running};
+use rpc_core::{Code, MethodError};
 use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol, UnaryMode};
 use tokio::sync::Notify;
 use volo_thrift::{ApplicationExceptionKind, BizError, ClientError, MaybeException, ServerError};
@@ -59,12 +59,9 @@ async fn our_server() -> Running {
         .add_service(ours::TestServiceServer::new(Echo))
         .build();
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-    within(
-        "our server start",
-        serve_tcp(server, addr),
-    )
-    .await
-    .expect("our server binds 127.0.0.1:0")
+    within("our server start", serve_tcp(server, addr))
+        .await
+        .expect("our server binds 127.0.0.1:0")
 }
 
 fn our_addr(handle: &Running) -> SocketAddr {
@@ -948,9 +945,7 @@ async fn our_graceful_shutdown_answers_volo_with_crrst() {
         }))
         .build();
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-    let handle = serve_tcp(server, addr)
-        .await
-        .expect("our server");
+    let handle = serve_tcp(server, addr).await.expect("our server");
     let proxy = RecordingProxy::start(our_addr(&handle))
         .await
         .expect("proxy");

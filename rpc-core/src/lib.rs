@@ -60,6 +60,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod codec;
 #[doc(hidden)]

@@ -8,6 +8,8 @@
 //! * stream messages/s: one bidi stream, sender and receiver in separate tasks (pipelined);
 //! * the same over the in-process transport, as the framework's own ceiling.
 
+#![forbid(unsafe_code)]
+
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use examples::idl::{Proto, Thrift};
 use examples::{proto, thrift, EchoIdl};
-use rpc_core::Client;
 use rpc_core::serve::Listener;
 use rpc_core::Address;
+use rpc_core::Client;
 use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol, UnaryMode};
 use tokio::io::AsyncBufReadExt;
 

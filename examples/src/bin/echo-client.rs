@@ -5,6 +5,8 @@
 //! prints `ok <mode> <n> messages <time>` or `FAIL <mode> <why>` per mode, and exits 0 only if
 //! all passed.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use examples::check::{self, Mode};

@@ -5,6 +5,8 @@
 //! SIGTERM. TTHeader unary and TTHeader Streaming share each listener (told apart by the first
 //! bytes of a connection); gRPC and shared memory are not available yet.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -23,6 +23,8 @@
 //! those calls, and the CPU time the client and the server process spent per call in the
 //! window (from `/proc/<pid>/stat`; `-` where that is not readable).
 
+#![forbid(unsafe_code)]
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
