@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpSocket, UnixListener, UnixSocket};
 use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use super::{Accepted, ConnClosed, Detect, Phase, Protocol, Shutdown};
+use super::{Accepted, ConnClosed, Detect, DrainHooks, Phase, Protocol, Shutdown};
 use crate::net::{Address, CloseHandle, Io, IoGuard, IoStream};
 use crate::{Peer, Server};
 
@@ -125,6 +125,7 @@ impl Listener {
             frame_timeout: limits.frame_timeout,
             phase: phase_tx,
             phase_rx,
+            drain_hooks: Arc::default(),
             live: AtomicUsize::new(0),
             all_closed: Notify::new(),
             tasks: Mutex::new(HashMap::new()),
@@ -218,7 +219,7 @@ impl Running {
 
     /// A [`Shutdown`] handle, to watch this listener's shutdown from outside a protocol.
     pub fn shutdown_signal(&self) -> Shutdown {
-        Shutdown::new(self.shared.phase_rx.clone())
+        self.shared.shutdown()
     }
 
     /// Graceful shutdown: stop accepting (Unix socket files are removed), tell every
@@ -226,12 +227,13 @@ impl Running {
     /// protocols to close what is left and abort connection tasks still running
     /// [`CLOSE_TIMEOUT`] after that.
     pub async fn shutdown(self, grace: Duration) {
-        // Stop accepting first, so a peer told to drain cannot reconnect to the same server.
-        self.shared.phase.send_replace(Phase::Stopping);
+        // Before the first await: every connection is marked draining by the time this
+        // future first returns (see `Shutdown::on_drain`), and the accept loops stop.
+        self.shared.drain_hooks.run();
+        self.shared.phase.send_replace(Phase::Draining);
         for a in self.accepts {
             let _ = a.await;
         }
-        self.shared.phase.send_replace(Phase::Draining);
         if !self.shared.wait_all_closed(grace).await {
             self.shared.phase.send_replace(Phase::Closed);
             if !self.shared.wait_all_closed(CLOSE_TIMEOUT).await {
@@ -262,6 +264,7 @@ struct Shared {
     frame_timeout: Duration,
     phase: watch::Sender<Phase>,
     phase_rx: watch::Receiver<Phase>,
+    drain_hooks: Arc<DrainHooks>,
     /// Open connections over all listeners; `all_closed` fires when it drops to 0.
     live: AtomicUsize,
     all_closed: Notify,
@@ -274,6 +277,10 @@ struct Shared {
 }
 
 impl Shared {
+    fn shutdown(&self) -> Shutdown {
+        Shutdown::new(self.phase_rx.clone(), self.drain_hooks.clone())
+    }
+
     /// Waits until no connection is open; false if `timeout` passed first.
     async fn wait_all_closed(&self, timeout: Duration) -> bool {
         tokio::time::timeout(timeout, async {
@@ -337,7 +344,7 @@ impl Drop for Slot {
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: Socket) {
-    let shutdown = Shutdown::new(shared.phase_rx.clone());
+    let shutdown = shared.shutdown();
     loop {
         // At the cap, stop accepting until a connection closes (see the module docs).
         let permit = tokio::select! {
@@ -345,11 +352,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: 
                 Ok(p) => p,
                 Err(_) => break,
             },
-            () = shutdown.reached(Phase::Stopping) => break,
+            () = shutdown.reached(Phase::Draining) => break,
         };
         let accepted = tokio::select! {
             r = accept(&socket) => r,
-            () = shutdown.reached(Phase::Stopping) => break,
+            () = shutdown.reached(Phase::Draining) => break,
         };
         match accepted {
             Ok((stream, peer)) => spawn_conn(&shared, &listener, stream, peer, permit),
@@ -358,7 +365,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: 
                 drop(permit);
                 tokio::select! {
                     () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
-                    () = shutdown.reached(Phase::Stopping) => break,
+                    () = shutdown.reached(Phase::Draining) => break,
                 }
             }
         }
@@ -413,7 +420,7 @@ fn spawn_conn(
 }
 
 async fn serve_conn(shared: &Arc<Shared>, mut io: Io, peer: Peer, closed: ConnClosed) {
-    let shutdown = Shutdown::new(shared.phase_rx.clone());
+    let shutdown = shared.shutdown();
     let mut prefix = BytesMut::with_capacity(MAX_PREFACE);
     let detected = tokio::select! {
         r = tokio::time::timeout(shared.frame_timeout, detect(&shared.protocols, &mut io, &mut prefix)) => r,

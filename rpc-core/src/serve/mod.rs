@@ -37,8 +37,9 @@
 //! 3. **Serve.** The chosen protocol's [`Protocol::serve`] gets the socket, the bytes read so
 //!    far, the peer, the server and a [`Shutdown`] handle. The connection counts against the
 //!    cap until its [`Io`](crate::net::Io) (or both of its halves) is dropped.
-//! 4. **Shut down.** [`Running::shutdown`] stops every accept loop (Unix socket files are
-//!    removed), then [`Shutdown::draining`] fires on every connection: each protocol drains
+//! 4. **Shut down.** [`Running::shutdown`] runs the [`Shutdown::on_drain`] hooks and fires
+//!    [`Shutdown::draining`] on every connection, and stops every accept loop (Unix socket
+//!    files are removed). Each protocol drains
 //!    in its own way (TTHeader: `crrst` on unary replies and refusal of new streams; HTTP/2:
 //!    GOAWAY) and closes its connection when its calls are done. After the grace period
 //!    [`Shutdown::closed`] fires and protocols close what is left at once; [`CLOSE_TIMEOUT`]
@@ -47,8 +48,10 @@
 
 mod listener;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
@@ -112,8 +115,6 @@ pub struct Accepted {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Phase {
     Serving,
-    /// Accept loops stop; connections do not know yet.
-    Stopping,
     Draining,
     Closed,
 }
@@ -122,11 +123,34 @@ pub(crate) enum Phase {
 #[derive(Debug, Clone)]
 pub struct Shutdown {
     phase: watch::Receiver<Phase>,
+    hooks: Arc<DrainHooks>,
 }
 
 impl Shutdown {
-    pub(crate) fn new(phase: watch::Receiver<Phase>) -> Shutdown {
-        Shutdown { phase }
+    pub(crate) fn new(phase: watch::Receiver<Phase>, hooks: Arc<DrainHooks>) -> Shutdown {
+        Shutdown { phase, hooks }
+    }
+
+    /// Runs `hook` when shutdown begins, synchronously inside the first poll of
+    /// [`Running::shutdown`] (before it yields), or now if shutdown has begun. For state that
+    /// must change before anything else happens — TTHeader marks its connection draining
+    /// here, so every reply written after `shutdown` was first polled carries `crrst` — while
+    /// the rest of the drain waits on [`Shutdown::draining`]. Dropping the returned guard
+    /// unregisters the hook (do it when the connection ends).
+    pub fn on_drain(&self, hook: impl FnOnce() + Send + 'static) -> DrainHook {
+        let mut st = lock(&self.hooks.state);
+        if st.draining {
+            drop(st);
+            hook();
+            return DrainHook { hooks: None, id: 0 };
+        }
+        let id = st.next;
+        st.next += 1;
+        st.hooks.insert(id, Box::new(hook));
+        DrainHook {
+            hooks: Some(Arc::downgrade(&self.hooks)),
+            id,
+        }
     }
 
     /// Whether shutdown has begun.
@@ -152,6 +176,60 @@ impl Shutdown {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// Hooks registered with [`Shutdown::on_drain`].
+#[derive(Default)]
+pub(crate) struct DrainHooks {
+    state: Mutex<HookState>,
+}
+
+#[derive(Default)]
+struct HookState {
+    draining: bool,
+    next: u64,
+    hooks: HashMap<u64, Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for DrainHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = lock(&self.state);
+        f.debug_struct("DrainHooks")
+            .field("draining", &st.draining)
+            .field("hooks", &st.hooks.len())
+            .finish()
+    }
+}
+
+impl DrainHooks {
+    /// Marks shutdown begun and runs every hook registered so far.
+    pub(crate) fn run(&self) {
+        let hooks = {
+            let mut st = lock(&self.state);
+            st.draining = true;
+            std::mem::take(&mut st.hooks)
+        };
+        hooks.into_values().for_each(|h| h());
+    }
+}
+
+/// Unregisters a [`Shutdown::on_drain`] hook when dropped.
+#[derive(Debug)]
+pub struct DrainHook {
+    hooks: Option<Weak<DrainHooks>>,
+    id: u64,
+}
+
+impl Drop for DrainHook {
+    fn drop(&mut self) {
+        if let Some(hooks) = self.hooks.as_ref().and_then(Weak::upgrade) {
+            lock(&hooks.state).hooks.remove(&self.id);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A future that resolves once a served connection's socket has been dropped (see

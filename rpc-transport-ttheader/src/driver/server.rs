@@ -2,7 +2,7 @@
 //! `rpc_core::serve::Listener`, told apart from other protocols (and from each other) by the
 //! first bytes of a connection.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use rpc_core::serve::{Accepted, Detect, Protocol};
 use rpc_core::transport::BoxFuture;
@@ -56,7 +56,29 @@ enum Served {
     Unary(Arc<UnaryServerConn>),
 }
 
+/// A served connection that does not keep it alive.
+enum WeakServed {
+    Stream(Weak<Conn>),
+    Unary(Weak<UnaryServerConn>),
+}
+
+impl WeakServed {
+    fn start_drain(&self) {
+        match self {
+            WeakServed::Stream(c) => c.upgrade().iter().for_each(|c| c.start_drain()),
+            WeakServed::Unary(c) => c.upgrade().iter().for_each(|c| c.start_drain()),
+        }
+    }
+}
+
 impl Served {
+    fn weak(&self) -> WeakServed {
+        match self {
+            Served::Stream(c) => WeakServed::Stream(Arc::downgrade(c)),
+            Served::Unary(c) => WeakServed::Unary(Arc::downgrade(c)),
+        }
+    }
+
     fn start_drain(&self) {
         match self {
             Served::Stream(c) => c.start_drain(),
@@ -127,6 +149,12 @@ impl Protocol for TtHeaderProtocol {
                 // The listener hands over only what `detect` claimed.
                 Detection::NeedMore | Detection::Unknown => return,
             };
+            // Marked at once when shutdown begins, so every reply written after that carries
+            // `crrst` (the rest of the drain runs below, when this task is next polled).
+            let _hook = shutdown.on_drain({
+                let served = served.weak();
+                move || served.start_drain()
+            });
             tokio::pin!(closed);
             tokio::select! {
                 () = &mut closed => return,
