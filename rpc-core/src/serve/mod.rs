@@ -36,7 +36,7 @@
 //!    (closed).
 //! 3. **Serve.** The chosen protocol's [`Protocol::serve`] gets the socket, the bytes read so
 //!    far, the peer, the server and a [`Shutdown`] handle. The connection counts against the
-//!    cap until its [`Io`](crate::net::Io) (or both of its halves) is dropped.
+//!    cap until its [`Io`] (or both of its halves) is dropped.
 //! 4. **Shut down.** [`Running::shutdown`] runs the [`Shutdown::on_drain`] hooks and fires
 //!    [`Shutdown::draining`] on every connection, and stops every accept loop (Unix socket
 //!    files are removed). Each protocol drains
