@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 //! `cargo bench -p benches --bench codec`: the per-message hot path of TTHeader Streaming —
 //! encoding a 100-byte message into a Data frame and decoding it again — and the message codecs

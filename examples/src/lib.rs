@@ -32,8 +32,9 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod check;
-pub mod cli;
 pub mod idl;
 mod service;
 pub mod transport;

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rpc_core::inproc::InProcTransport;
+use rpc_core::serve::Listener;
+use rpc_core::Address;
 use rpc_core::{Client, Server, Status};
-use rpc_transport_ttheader::{serve_tcp, serve_unix, Endpoint, ServerConfig, TtHeaderClient};
+use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol};
 
 /// A way for the echo client to reach the echo server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,24 +48,20 @@ impl Transport {
         let io = |e: std::io::Error| Status::unavailable(format!("listen: {e}"));
         match self {
             Transport::InProc => Ok(Client::new(InProcTransport::new(server))),
-            Transport::TtHeaderTcp => {
-                let addr = "127.0.0.1:0"
-                    .parse()
-                    .map_err(|_| Status::internal("address"))?;
-                let h = serve_tcp(server, addr, ServerConfig::default())
+            Transport::TtHeaderTcp | Transport::TtHeaderUnix => {
+                let addr = if self == Transport::TtHeaderTcp {
+                    Address::tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                } else {
+                    Address::unix(socket_path())
+                };
+                let running = Listener::new(server)
+                    .protocol(TtHeaderProtocol::default())
+                    .bind(addr)
                     .await
-                    .map_err(io)?;
-                let addr = h
-                    .local_addr()
-                    .ok_or_else(|| Status::internal("no address"))?;
-                Ok(Client::new(TtHeaderClient::new(Endpoint::Tcp(addr))))
-            }
-            Transport::TtHeaderUnix => {
-                let path = socket_path();
-                serve_unix(server, &path, ServerConfig::default())
-                    .await
-                    .map_err(io)?;
-                Ok(Client::new(TtHeaderClient::new(Endpoint::Unix(path))))
+                    .map_err(io)?
+                    .start();
+                let bound = running.local_addrs().remove(0);
+                Ok(Client::new(TtHeaderClient::new(bound)))
             }
         }
     }

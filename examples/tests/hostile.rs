@@ -24,7 +24,7 @@ use rpc_transport_ttheader::proto::thrift_msg::decode_exception_message;
 use rpc_transport_ttheader::proto::{
     FrameKind, Limits, MessageHeader, MessageType, Packet, ProtocolId, StreamFrame, StreamProtocol,
 };
-use rpc_transport_ttheader::{Endpoint, TtHeaderClient, REFUSED_STREAM_CODE};
+use rpc_transport_ttheader::{TtHeaderClient, REFUSED_STREAM_CODE};
 
 const MIB: u64 = 1024 * 1024;
 /// What one hostile connection may add to the server's RSS (issue 7).
@@ -148,9 +148,7 @@ impl GoodClient {
                     .build()
                     .expect("runtime");
                 rt.block_on(async move {
-                    let client = TestServiceClient::new(Client::new(TtHeaderClient::new(
-                        Endpoint::Tcp(addr),
-                    )));
+                    let client = TestServiceClient::new(Client::new(TtHeaderClient::new(addr)));
                     let mut latencies = Vec::new();
                     let mut errors = Vec::new();
                     let mut first = true;

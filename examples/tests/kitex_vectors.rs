@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use rpc_core::serve::Listener;
 use rpc_core::{Codec, ThriftCodec};
 use rpc_transport_ttheader::proto::{FrameKind, Limits, StreamFrame};
-use rpc_transport_ttheader::{serve_tcp, ServerConfig};
+use rpc_transport_ttheader::TtHeaderProtocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn vector(name: &str) -> Vec<u8> {
@@ -27,16 +28,14 @@ fn vector(name: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kitex_bidi_stream_gets_kitex_frames_back() {
-    let h = serve_tcp(
-        examples::server(),
-        "127.0.0.1:0".parse().unwrap(),
-        ServerConfig::default(),
-    )
-    .await
-    .unwrap();
-    let mut sock = tokio::net::TcpStream::connect(h.local_addr().unwrap())
+    let h = Listener::new(examples::server())
+        .protocol(TtHeaderProtocol::default())
+        .bind("tcp://127.0.0.1:0".parse().unwrap())
         .await
-        .unwrap();
+        .unwrap()
+        .start();
+    let addr = h.local_addrs()[0].socket_addr().unwrap();
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
     for v in [
         "stream_c2s_header_open",
         "stream_data_request_a",

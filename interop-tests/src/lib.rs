@@ -53,6 +53,9 @@
 //! # }
 //! ```
 
+// Not `forbid(unsafe_code)`: the volo-generated module below needs `unsafe`; everything else
+// here is under the workspace's `deny`.
+
 /// The code written by volo-build. It is not ours to lint: it has `unsafe` blocks (volo's
 /// zero-copy binary protocol), no docs and its own style.
 #[allow(

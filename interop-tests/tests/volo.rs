@@ -2,7 +2,7 @@
 //! TTHeader + unframed binary:
 //!
 //! - a volo-thrift client calls our server (`examples::Echo` behind the `rpc-codegen` stubs,
-//!   served by `rpc_transport_ttheader::serve_tcp`);
+//!   served by `rpc_transport_ttheader::TtHeaderProtocol` on an `rpc_core::serve::Listener`);
 //! - our client (`TtHeaderClient` under the generated `TestServiceClient`) calls a volo-thrift
 //!   server.
 //!
@@ -20,10 +20,9 @@ use interop_tests::{
     volo_peer::{self, Framing, VoloServer},
     wire::{split_frames, TtHeaderFrame},
 };
+use rpc_core::serve::{Listener, Running};
 use rpc_core::{Code, MethodError};
-use rpc_transport_ttheader::{
-    serve_tcp, Endpoint, ServeHandle, ServerConfig, TtHeaderClient, UnaryMode,
-};
+use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol, UnaryMode};
 use tokio::sync::Notify;
 use volo_thrift::{ApplicationExceptionKind, BizError, ClientError, MaybeException, ServerError};
 
@@ -46,21 +45,29 @@ async fn within<F: Future>(what: &str, f: F) -> F::Output {
 // ---------------------------------------------------------------------------------------------
 // Our side.
 
-async fn our_server() -> ServeHandle {
+/// Serves `server` over TTHeader on `addr`.
+async fn serve_tcp(server: rpc_core::Server, addr: SocketAddr) -> std::io::Result<Running> {
+    Ok(Listener::new(server)
+        .protocol(TtHeaderProtocol::default())
+        .bind(addr.into())
+        .await?
+        .start())
+}
+
+async fn our_server() -> Running {
     let server = rpc_core::Server::builder()
         .add_service(ours::TestServiceServer::new(Echo))
         .build();
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-    within(
-        "our server start",
-        serve_tcp(server, addr, ServerConfig::default()),
-    )
-    .await
-    .expect("our server binds 127.0.0.1:0")
+    within("our server start", serve_tcp(server, addr))
+        .await
+        .expect("our server binds 127.0.0.1:0")
 }
 
-fn our_addr(handle: &ServeHandle) -> SocketAddr {
-    handle.local_addr().expect("a TCP listener has an address")
+fn our_addr(handle: &Running) -> SocketAddr {
+    handle.local_addrs()[0]
+        .socket_addr()
+        .expect("a TCP listener has an address")
 }
 
 fn our_framing(framing: Framing) -> rpc_transport_ttheader::Framing {
@@ -71,7 +78,7 @@ fn our_framing(framing: Framing) -> rpc_transport_ttheader::Framing {
 }
 
 fn our_client(addr: SocketAddr, framing: Framing, mode: UnaryMode) -> ours::TestServiceClient {
-    let transport = TtHeaderClient::builder(Endpoint::Tcp(addr))
+    let transport = TtHeaderClient::builder(addr)
         .unary_framing(our_framing(framing))
         .unary_mode(mode)
         // One connection, so "on one connection" is what the mux checks measure.
@@ -628,12 +635,12 @@ impl ours::TestService for OurBiz {
     }
 }
 
-async fn our_biz_server() -> ServeHandle {
+async fn our_biz_server() -> Running {
     let server = rpc_core::Server::builder()
         .add_service(ours::TestServiceServer::new(OurBiz))
         .build();
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-    serve_tcp(server, addr, ServerConfig::default())
+    serve_tcp(server, addr)
         .await
         .expect("our server binds 127.0.0.1:0")
 }
@@ -938,9 +945,7 @@ async fn our_graceful_shutdown_answers_volo_with_crrst() {
         }))
         .build();
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-    let handle = serve_tcp(server, addr, ServerConfig::default())
-        .await
-        .expect("our server");
+    let handle = serve_tcp(server, addr).await.expect("our server");
     let proxy = RecordingProxy::start(our_addr(&handle))
         .await
         .expect("proxy");

@@ -5,6 +5,8 @@
 //! cargo run -p rpc-codegen -- -I idl -o src/gen idl/echo.thrift idl/echo.proto --name echo_proto
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

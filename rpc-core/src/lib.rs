@@ -14,6 +14,12 @@
 //!   cancel by drop, deadlines over the whole stream).
 //! * [`middleware`] — send/recv chains on every message; call middleware are tower layers.
 //! * [`inproc`] — an in-process transport (feature `inproc`, on by default).
+//! * [`net`] — [`Address`] (`tcp://`, `unix://`, `shm://`) and the socket type every transport
+//!   connects and serves with.
+//! * [`serve`] — the serving layer: one [`serve::Listener`] runs any set of protocols
+//!   (TTHeader, gRPC, ...) on TCP and Unix addresses, with connection limits and graceful
+//!   shutdown.
+//! * [`limits`] — [`ServerLimits`]: what a peer can make a server hold.
 //!
 //! # Example
 //!
@@ -54,6 +60,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod codec;
 #[doc(hidden)]
@@ -66,7 +74,9 @@ pub mod intercept;
 pub mod limits;
 pub mod metadata;
 pub mod middleware;
+pub mod net;
 mod route;
+pub mod serve;
 pub mod server;
 pub mod status;
 mod stream;
@@ -83,6 +93,7 @@ pub use exception::MethodError;
 pub use limits::ServerLimits;
 pub use metadata::{Metadata, MetadataValue};
 pub use middleware::{RecvMiddleware, SendMiddleware};
+pub use net::Address;
 pub use server::{
     BidiStream, RecvStream, SendStream, Server, ServerBuilder, ServerCall, ServerContext, Service,
 };

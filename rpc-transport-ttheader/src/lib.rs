@@ -5,9 +5,10 @@
 //! - [`proto`]: the sans-IO core. Packet and frame codecs, the Thrift message envelope and
 //!   `TApplicationException`, the per-stream state machine, code mapping. Pure and synchronous:
 //!   it never touches a socket or a clock, so it is tested (and fuzzable) on bytes alone.
-//! - The tokio driver: [`serve_tcp`] / [`serve_unix`] run an `rpc_core::Server` (one task pair
-//!   per connection, protocol detected from the first bytes), and [`TtHeaderClient`] is an
-//!   `rpc_core::ClientTransport` with connection pools. Writes are batched: streams encode
+//! - The tokio driver: [`TtHeaderProtocol`] serves an `rpc_core::Server` as one protocol of
+//!   `rpc_core::serve::Listener` (one task pair per connection; unary and streaming told apart
+//!   by the first bytes), and [`TtHeaderClient`] is an `rpc_core::ClientTransport` with
+//!   connection pools to an `rpc_core::Address`. Writes are batched: streams encode
 //!   frames into one buffer per connection and a writer task sends everything queued with one
 //!   syscall. See the stream connection docs for the memory bounds and their trade-off.
 //!
@@ -38,6 +39,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod driver;
 pub mod proto;
 
@@ -47,8 +50,7 @@ pub use driver::config::{
     DEFAULT_MAX_UNARY_CONNECTIONS, DEFAULT_POOL_SIZE, DEFAULT_STREAM_RECV_BUFFER,
     DEFAULT_UNARY_IDLE_TIMEOUT, DEFAULT_WRITE_BUFFER,
 };
-pub use driver::io::Endpoint;
 pub use driver::mapping::{biz_status_error, RPC_CODE_KEY};
-pub use driver::server::{serve_tcp, serve_unix, ServeHandle, ServerConfig, DETECT_TIMEOUT};
+pub use driver::server::TtHeaderProtocol;
 pub use driver::stream_conn::REFUSED_STREAM_CODE;
 pub use driver::unary::{Framing, UnaryMode};

@@ -15,9 +15,7 @@ use rpc_core::{CallOptions, Client, Code, ThriftCodec};
 use rpc_transport_ttheader::proto::keys::{int_key, kitex_code};
 use rpc_transport_ttheader::proto::thrift_msg::decode_exception_message;
 use rpc_transport_ttheader::proto::{FrameKind, Limits, Packet, StreamFrame, StreamProtocol};
-use rpc_transport_ttheader::{
-    serve_tcp, Endpoint, ServeHandle, ServerConfig, TtHeaderClient, REFUSED_STREAM_CODE,
-};
+use rpc_transport_ttheader::{TtHeaderClient, REFUSED_STREAM_CODE};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -33,11 +31,11 @@ fn server_with(limits: ServerLimits) -> (rpc_core::Server, Probe) {
     (server, Probe { events, gate })
 }
 
-async fn serve(server: rpc_core::Server) -> ServeHandle {
+async fn serve(server: rpc_core::Server) -> Served {
     serve_tcp(
         server,
         "127.0.0.1:0".parse().unwrap(),
-        ServerConfig::default(),
+        rpc_transport_ttheader::Limits::default(),
     )
     .await
     .unwrap()
@@ -49,7 +47,7 @@ struct Peer {
 }
 
 impl Peer {
-    async fn connect(h: &ServeHandle) -> Peer {
+    async fn connect(h: &Served) -> Peer {
         Peer {
             sock: TcpStream::connect(h.local_addr().unwrap()).await.unwrap(),
             buf: BytesMut::new(),
@@ -210,9 +208,7 @@ async fn every_byte_charged_to_the_budget_is_released() {
         rpc_transport_ttheader::UnaryMode::Plain,
         rpc_transport_ttheader::UnaryMode::Mux,
     ] {
-        let transport = TtHeaderClient::builder(Endpoint::Tcp(addr))
-            .unary_mode(mode)
-            .build();
+        let transport = TtHeaderClient::builder(addr).unary_mode(mode).build();
         let client = Client::new(transport);
         for i in 0..20 {
             let r = within(client.unary::<ThriftCodec, TMsg, TMsg>(
@@ -270,7 +266,7 @@ async fn every_byte_charged_to_the_budget_is_released() {
 async fn the_plain_unary_pool_has_a_maximum_and_idles_connections_out() {
     let (server, mut probe) = server_with(ServerLimits::default());
     let h = serve(server).await;
-    let transport = TtHeaderClient::builder(Endpoint::Tcp(h.local_addr().unwrap()))
+    let transport = TtHeaderClient::builder(h.local_addr().unwrap())
         .max_unary_connections(1)
         .unary_idle_timeout(Duration::from_millis(200))
         .build();

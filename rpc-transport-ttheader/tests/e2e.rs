@@ -7,28 +7,22 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rpc_core::Address;
 use rpc_core::{CallOptions, Client, Code, Codec, MethodDesc, ProstCodec, ThriftCodec};
-use rpc_transport_ttheader::{
-    serve_tcp, serve_unix, Endpoint, Framing, Limits, ServeHandle, ServerConfig, TtHeaderClient,
-    UnaryMode,
-};
+use rpc_transport_ttheader::{Framing, Limits, TtHeaderClient, UnaryMode};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn tcp_server() -> (ServeHandle, Probe) {
+async fn tcp_server() -> (Served, Probe) {
     let (server, probe) = server();
-    let h = serve_tcp(
-        server,
-        "127.0.0.1:0".parse().unwrap(),
-        ServerConfig::default(),
-    )
-    .await
-    .unwrap();
+    let h = serve_tcp(server, "127.0.0.1:0".parse().unwrap(), Limits::default())
+        .await
+        .unwrap();
     (h, probe)
 }
 
-fn endpoint(h: &ServeHandle) -> Endpoint {
-    Endpoint::Tcp(h.local_addr().unwrap())
+fn endpoint(h: &Served) -> Address {
+    Address::from(h.local_addr().unwrap())
 }
 
 /// Runs all four modes against `methods` and checks every answer.
@@ -90,7 +84,7 @@ where
     within(sender).await.unwrap().unwrap();
 }
 
-async fn no_leaks(client: &TtHeaderClient, server: &ServeHandle) {
+async fn no_leaks(client: &TtHeaderClient, server: &Served) {
     within(async {
         while client.stats().streams() != 0 || server.stats().streams() != 0 {
             tokio::task::yield_now().await;
@@ -118,10 +112,8 @@ async fn all_modes_over_unix_sockets() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("e2e.sock");
     let (server, _probe) = server();
-    let h = serve_unix(server, &path, ServerConfig::default())
-        .await
-        .unwrap();
-    let transport = TtHeaderClient::new(Endpoint::Unix(path.clone()));
+    let h = serve_unix(server, &path, Limits::default()).await.unwrap();
+    let transport = TtHeaderClient::new(Address::Unix(path.clone()));
     let client = Client::new(transport.clone());
     all_modes::<ProstCodec, PbMsg>(&client, &PB).await;
     all_modes::<ThriftCodec, TMsg>(&client, &TH).await;
@@ -371,7 +363,7 @@ async fn proxy(target: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) 
 async fn killing_the_connection_mid_stream_ends_both_sides_promptly() {
     let (h, mut probe) = tcp_server().await;
     let (addr, proxy_task) = proxy(h.local_addr().unwrap()).await;
-    let transport = TtHeaderClient::new(Endpoint::Tcp(addr));
+    let transport = TtHeaderClient::new(Address::from(addr));
     let client = Client::new(transport.clone());
     let mut call = within(client.bidi::<ThriftCodec, TMsg, TMsg>(&TH[3], CallOptions::new()))
         .await
@@ -387,7 +379,7 @@ async fn killing_the_connection_mid_stream_ends_both_sides_promptly() {
     no_leaks(&transport, &h).await;
     // The client reconnects for the next call (through a new proxy).
     let (addr2, _p2) = proxy(h.local_addr().unwrap()).await;
-    let client2 = Client::new(TtHeaderClient::new(Endpoint::Tcp(addr2)));
+    let client2 = Client::new(TtHeaderClient::new(Address::from(addr2)));
     assert!(within(client2.unary::<ThriftCodec, TMsg, TMsg>(
         &TH[0],
         msg("again", 0),
@@ -404,12 +396,12 @@ async fn reconnects_after_the_server_closed_the_connection() {
     let h = serve_tcp(
         server.clone(),
         "127.0.0.1:0".parse().unwrap(),
-        ServerConfig::default(),
+        Limits::default(),
     )
     .await
     .unwrap();
     let addr = h.local_addr().unwrap();
-    let transport = TtHeaderClient::builder(Endpoint::Tcp(addr))
+    let transport = TtHeaderClient::builder(Address::from(addr))
         .pool_size(1)
         .build();
     let client = Client::new(transport.clone());
@@ -417,9 +409,7 @@ async fn reconnects_after_the_server_closed_the_connection() {
         .await
         .unwrap();
     h.shutdown(Duration::from_millis(100)).await;
-    let h2 = serve_tcp(server, addr, ServerConfig::default())
-        .await
-        .unwrap();
+    let h2 = serve_tcp(server, addr, Limits::default()).await.unwrap();
     // The pooled connection is dead; the next call finds out and dials again.
     let mut ok = false;
     for _ in 0..3 {
@@ -470,7 +460,7 @@ async fn malformed_frame_closes_that_connection_and_the_server_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frame_is_rejected_before_allocation() {
     let (server, _probe) = server();
-    let cfg = ServerConfig::default().limits(Limits::default().max_frame_size(64 * 1024));
+    let cfg = Limits::default().max_frame_size(64 * 1024);
     let h = serve_tcp(server, "127.0.0.1:0".parse().unwrap(), cfg)
         .await
         .unwrap();
@@ -544,7 +534,7 @@ async fn a_receiver_that_does_not_read_bounds_memory_while_256_mib_are_pushed() 
     const MSG: usize = 256 * 1024;
     const TOTAL: usize = 256 << 20;
     let (server, mut probe) = server();
-    let cfg = ServerConfig::default().limits(Limits::default().stream_recv_buffer(STREAM_BUF));
+    let cfg = Limits::default().stream_recv_buffer(STREAM_BUF);
     let h = serve_tcp(server, "127.0.0.1:0".parse().unwrap(), cfg)
         .await
         .unwrap();

@@ -12,7 +12,7 @@ use rpc_transport_ttheader::proto::keys::{kitex_code, str_key};
 use rpc_transport_ttheader::proto::{
     FrameKind, Limits, MessageHeader, MessageType, Packet, ProtocolId, StreamFrame, StreamProtocol,
 };
-use rpc_transport_ttheader::{serve_tcp, ServerConfig};
+
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -78,7 +78,7 @@ async fn second_header_is_a_stream_error_and_unknown_streams_are_ignored() {
     let h = serve_tcp(
         server,
         "127.0.0.1:0".parse().unwrap(),
-        ServerConfig::default(),
+        rpc_transport_ttheader::Limits::default(),
     )
     .await
     .unwrap();
@@ -128,7 +128,7 @@ async fn unary_replies_in_the_request_form_and_say_crrst_during_shutdown() {
     let h = serve_tcp(
         server,
         "127.0.0.1:0".parse().unwrap(),
-        ServerConfig::default(),
+        rpc_transport_ttheader::Limits::default(),
     )
     .await
     .unwrap();
@@ -200,7 +200,7 @@ async fn a_unary_payload_we_cannot_read_is_answered_and_the_connection_survives(
     let h = serve_tcp(
         server,
         "127.0.0.1:0".parse().unwrap(),
-        ServerConfig::default(),
+        rpc_transport_ttheader::Limits::default(),
     )
     .await
     .unwrap();

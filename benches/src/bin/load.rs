@@ -8,6 +8,8 @@
 //! * stream messages/s: one bidi stream, sender and receiver in separate tasks (pipelined);
 //! * the same over the in-process transport, as the framework's own ceiling.
 
+#![forbid(unsafe_code)]
+
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use examples::idl::{Proto, Thrift};
 use examples::{proto, thrift, EchoIdl};
+use rpc_core::serve::Listener;
+use rpc_core::Address;
 use rpc_core::Client;
-use rpc_transport_ttheader::{serve_tcp, Endpoint, ServerConfig, TtHeaderClient, UnaryMode};
+use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol, UnaryMode};
 use tokio::io::AsyncBufReadExt;
 
 const CONCURRENCY: usize = 64;
@@ -123,14 +127,13 @@ fn row(name: &str, f: &Figures) {
 }
 
 async fn serve() {
-    let h = serve_tcp(
-        examples::server(),
-        "127.0.0.1:0".parse().expect("addr"),
-        ServerConfig::default(),
-    )
-    .await
-    .expect("listen");
-    println!("{}", h.local_addr().expect("addr"));
+    let h = Listener::new(examples::server())
+        .protocol(TtHeaderProtocol::default())
+        .bind("tcp://127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("listen")
+        .start();
+    println!("{}", h.local_addrs()[0]);
     // Serve until the parent closes our stdin.
     let mut line = String::new();
     let _ = tokio::io::BufReader::new(tokio::io::stdin())
@@ -159,12 +162,12 @@ async fn main() {
         &mut addr,
     )
     .expect("server address");
-    let addr = addr.trim().parse().expect("address");
+    let addr: Address = addr.trim().parse().expect("address");
 
     println!("TTHeader over loopback TCP, server in another process, 1 connection, 100-byte messages, {secs}s each");
     let tt = |mode| {
         Client::new(
-            TtHeaderClient::builder(Endpoint::Tcp(addr))
+            TtHeaderClient::builder(addr.clone())
                 .pool_size(1)
                 .unary_mode(mode)
                 .build(),

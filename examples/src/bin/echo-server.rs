@@ -9,11 +9,14 @@
 //! `--max-streams N` (streams or unary calls in flight per connection), `--frame-timeout-ms MS`,
 //! `--idle-timeout-ms MS` (0: never).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 
-use examples::cli::{resolve, Url};
-use rpc_transport_ttheader::{serve_tcp, serve_unix, ServerConfig};
+use rpc_core::serve::Listener;
+use rpc_core::Address;
+use rpc_transport_ttheader::TtHeaderProtocol;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// How long open calls may take to finish after a stop signal.
@@ -29,7 +32,7 @@ fn usage() -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut urls = Vec::new();
+    let mut addrs = Vec::new();
     let mut limits = rpc_core::limits::ServerLimits::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -55,8 +58,8 @@ async fn main() -> ExitCode {
             _ => {}
         }
         match (a.as_str(), next) {
-            ("--listen", Some(v)) => match v.parse::<Url>() {
-                Ok(u) => urls.push(u),
+            ("--listen", Some(v)) => match v.parse::<Address>() {
+                Ok(u) => addrs.push(u),
                 Err(e) => {
                     eprintln!("echo-server: {e}");
                     return usage();
@@ -65,39 +68,23 @@ async fn main() -> ExitCode {
             _ => return usage(),
         }
     }
-    if urls.is_empty() {
+    if addrs.is_empty() {
         return usage();
     }
     let server = examples::server_with_limits(limits);
-    let mut handles = Vec::new();
-    for url in urls {
-        let served = match &url {
-            Url::Tcp(hostport) => match resolve(hostport).await {
-                Ok(addr) => serve_tcp(server.clone(), addr, ServerConfig::default())
-                    .await
-                    .map(|h| {
-                        let bound = h.local_addr().map(|a| format!("tcp://{a}"));
-                        (h, bound.unwrap_or_else(|| url.to_string()))
-                    })
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            },
-            Url::Unix(path) => serve_unix(server.clone(), path, ServerConfig::default())
-                .await
-                .map(|h| (h, url.to_string()))
-                .map_err(|e| e.to_string()),
-            Url::Shm(_) => Err("the shared-memory transport is not available yet".to_owned()),
-        };
-        match served {
-            Ok((h, shown)) => {
-                println!("listening {shown}");
-                handles.push(h);
-            }
+    let mut listener = Listener::new(server).protocol(TtHeaderProtocol::default());
+    for addr in addrs {
+        listener = match listener.bind(addr).await {
+            Ok(l) => l,
             Err(e) => {
-                eprintln!("echo-server: {url}: {e}");
+                eprintln!("echo-server: {e}");
                 return ExitCode::FAILURE;
             }
-        }
+        };
+    }
+    let running = listener.start();
+    for addr in running.local_addrs() {
+        println!("listening {addr}");
     }
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -110,15 +97,7 @@ async fn main() -> ExitCode {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    futures_join(handles).await;
+    running.shutdown(SHUTDOWN_GRACE).await;
     println!("stopped");
     ExitCode::SUCCESS
-}
-
-async fn futures_join(handles: Vec<rpc_transport_ttheader::ServeHandle>) {
-    let mut set = tokio::task::JoinSet::new();
-    for h in handles {
-        set.spawn(h.shutdown(SHUTDOWN_GRACE));
-    }
-    while set.join_next().await.is_some() {}
 }

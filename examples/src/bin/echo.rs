@@ -3,6 +3,8 @@
 //! Starts the echo server and runs all four modes for both IDLs against it on every transport
 //! available, prints a table, and exits non-zero if any scenario failed.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 

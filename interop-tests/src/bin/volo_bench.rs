@@ -23,6 +23,8 @@
 //! those calls, and the CPU time the client and the server process spent per call in the
 //! window (from `/proc/<pid>/stat`; `-` where that is not readable).
 
+#![forbid(unsafe_code)]
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -34,9 +36,8 @@ use std::time::{Duration, Instant};
 use examples::thrift as ours;
 use interop_tests::echo as volo;
 use interop_tests::volo_peer::{self, VoloServer};
-use rpc_transport_ttheader::{
-    serve_tcp, Endpoint, Framing, ServerConfig, TtHeaderClient, UnaryMode,
-};
+use rpc_core::serve::Listener;
+use rpc_transport_ttheader::{Framing, TtHeaderClient, TtHeaderProtocol, UnaryMode};
 use tokio::io::AsyncBufReadExt;
 use volo_thrift::MaybeException;
 
@@ -125,16 +126,17 @@ fn serve(side: Side) {
     rt.block_on(async {
         match side {
             Side::Ours => {
-                let handle = serve_tcp(
-                    examples::server(),
-                    SocketAddr::from(([127, 0, 0, 1], 0)),
-                    ServerConfig::default(),
-                )
-                .await
-                .expect("our server binds 127.0.0.1:0");
+                let handle = Listener::new(examples::server())
+                    .protocol(TtHeaderProtocol::default())
+                    .bind(SocketAddr::from(([127, 0, 0, 1], 0)).into())
+                    .await
+                    .expect("our server binds 127.0.0.1:0")
+                    .start();
                 println!(
                     "{}",
-                    handle.local_addr().expect("a TCP listener has an address")
+                    handle.local_addrs()[0]
+                        .socket_addr()
+                        .expect("a TCP listener has an address")
                 );
                 until_stdin_closes().await;
                 handle.shutdown(Duration::from_millis(100)).await;
@@ -231,7 +233,7 @@ struct OurCaller {
 
 impl OurCaller {
     fn new(addr: SocketAddr) -> Self {
-        let transport = TtHeaderClient::builder(Endpoint::Tcp(addr))
+        let transport = TtHeaderClient::builder(addr)
             .pool_size(1)
             .unary_mode(UnaryMode::Mux)
             .unary_framing(Framing::Framed)
@@ -436,7 +438,7 @@ fn bench(window: Duration) {
     );
     println!(
         "ours: TtHeaderClient pool_size(1), UnaryMode::Mux, Framing::Framed / examples::server() \
-         on serve_tcp"
+         on rpc_core::serve::Listener"
     );
     println!("volo: volo-thrift 0.12.7 multiplex client (one pipelined connection) / volo server");
     println!("cpu/call: process CPU time (user + sys) in the window per completed call");

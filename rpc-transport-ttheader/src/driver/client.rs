@@ -15,7 +15,9 @@ use super::config::{
     Limits, Stats, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_UNARY_CONNECTIONS, DEFAULT_POOL_SIZE,
     DEFAULT_UNARY_IDLE_TIMEOUT,
 };
-use super::io::{Endpoint, Io};
+use rpc_core::net::{Address, AddressError};
+
+use super::io::Io;
 use super::stream_conn::Conn;
 use super::unary::{Framing, UnaryConn, UnaryMode};
 use crate::proto::Role;
@@ -23,7 +25,7 @@ use crate::proto::Role;
 /// Builds a [`TtHeaderClient`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
-    endpoint: Endpoint,
+    endpoint: Address,
     limits: Limits,
     pool_size: usize,
     connect_timeout: Duration,
@@ -130,10 +132,10 @@ impl std::fmt::Debug for TtHeaderClient {
 }
 
 impl TtHeaderClient {
-    /// A builder for `endpoint`.
-    pub fn builder(endpoint: Endpoint) -> ClientBuilder {
+    /// A builder for `addr` (a `tcp://` host is resolved at each connect).
+    pub fn builder(addr: impl Into<Address>) -> ClientBuilder {
         ClientBuilder {
-            endpoint,
+            endpoint: addr.into(),
             limits: Limits::default(),
             pool_size: DEFAULT_POOL_SIZE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -144,9 +146,15 @@ impl TtHeaderClient {
         }
     }
 
-    /// A client for `endpoint` with default settings.
-    pub fn new(endpoint: Endpoint) -> TtHeaderClient {
-        Self::builder(endpoint).build()
+    /// A client for `addr` with default settings. Connections are made on first use.
+    pub fn new(addr: impl Into<Address>) -> TtHeaderClient {
+        Self::builder(addr).build()
+    }
+
+    /// A client for an address string such as `"tcp://127.0.0.1:8888"` or
+    /// `"unix:///tmp/echo.sock"`, with default settings.
+    pub fn parse(addr: &str) -> Result<TtHeaderClient, AddressError> {
+        Ok(Self::new(addr.parse::<Address>()?))
     }
 
     /// Live connection and stream counts.

@@ -1,269 +1,176 @@
-//! Serving an `rpc_core::Server` over TTHeader on TCP and Unix listeners: an accept loop, and
-//! per connection a protocol check from its first bytes (TTHeader unary vs TTHeader Streaming).
+//! [`TtHeaderProtocol`]: TTHeader unary and TTHeader Streaming as one protocol of
+//! `rpc_core::serve::Listener`, told apart from other protocols (and from each other) by the
+//! first bytes of a connection.
 
-use std::io;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Weak};
 
-use bytes::BytesMut;
-use rpc_core::{Peer, Server, Status};
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use rpc_core::serve::{Accepted, Detect, Protocol};
+use rpc_core::transport::BoxFuture;
+use rpc_core::Status;
 
 use super::config::{Limits, Stats};
-use super::io::Io;
 use super::stream_conn::Conn;
 use super::unary::UnaryServerConn;
 use crate::proto::{detect, Detection, Role};
 
-/// Longest a new connection may take to send enough bytes to tell its protocol.
-pub const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Server settings.
+/// The TTHeader protocol for `rpc_core::serve::Listener`: claims connections whose first bytes
+/// are a TTHeader packet, serving unary TTHeader (framed or unframed, plain or mux) and
+/// TTHeader Streaming.
+///
+/// On graceful shutdown a unary connection answers its remaining calls with `crrst` set (the
+/// Kitex "connection reset" hint, so the client does not reuse it) and a streaming connection
+/// refuses new streams; each closes once its calls have ended, or when the grace period is
+/// over.
+///
+/// Clones share [`TtHeaderProtocol::stats`].
 #[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// Connection limits.
-    pub limits: Limits,
+pub struct TtHeaderProtocol {
+    limits: Limits,
+    stats: Arc<Stats>,
 }
 
-impl ServerConfig {
+impl TtHeaderProtocol {
+    /// The protocol with these connection limits.
+    pub fn new(limits: Limits) -> TtHeaderProtocol {
+        TtHeaderProtocol {
+            limits,
+            stats: Arc::default(),
+        }
+    }
+
     /// Sets the connection limits.
-    pub fn limits(mut self, limits: Limits) -> Self {
+    pub fn limits(mut self, limits: Limits) -> TtHeaderProtocol {
         self.limits = limits;
         self
     }
+
+    /// Live connection and stream counts of every connection this protocol serves.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
 }
 
+/// A served connection of either kind.
 enum Served {
+    Stream(Arc<Conn>),
+    Unary(Arc<UnaryServerConn>),
+}
+
+/// A served connection that does not keep it alive.
+enum WeakServed {
     Stream(Weak<Conn>),
     Unary(Weak<UnaryServerConn>),
 }
 
-struct Shared {
-    server: Server,
-    config: ServerConfig,
-    stats: Arc<Stats>,
-    conns: Mutex<Vec<Served>>,
-}
-
-/// A running listener. Dropping it does not stop it; call [`ServeHandle::shutdown`].
-pub struct ServeHandle {
-    local_addr: Option<SocketAddr>,
-    path: Option<PathBuf>,
-    stop: watch::Sender<bool>,
-    accept: JoinHandle<()>,
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for ServeHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServeHandle")
-            .field("local_addr", &self.local_addr)
-            .field("path", &self.path)
-            .finish()
+impl WeakServed {
+    fn start_drain(&self) {
+        match self {
+            WeakServed::Stream(c) => c.upgrade().iter().for_each(|c| c.start_drain()),
+            WeakServed::Unary(c) => c.upgrade().iter().for_each(|c| c.start_drain()),
+        }
     }
 }
 
-impl ServeHandle {
-    /// The bound TCP address (for `127.0.0.1:0` listeners).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addr
+impl Served {
+    fn weak(&self) -> WeakServed {
+        match self {
+            Served::Stream(c) => WeakServed::Stream(Arc::downgrade(c)),
+            Served::Unary(c) => WeakServed::Unary(Arc::downgrade(c)),
+        }
     }
 
-    /// Live connection and stream counts of this listener's connections.
-    pub fn stats(&self) -> &Arc<Stats> {
-        &self.shared.stats
+    fn start_drain(&self) {
+        match self {
+            Served::Stream(c) => c.start_drain(),
+            Served::Unary(c) => c.start_drain(),
+        }
     }
 
-    /// Graceful shutdown: stop accepting, refuse new streams (unary replies carry `crrst`), let
-    /// open calls finish within `grace`, then close every connection.
-    pub async fn shutdown(self, grace: Duration) {
-        let _ = self.stop.send(true);
-        // Mark open connections before the listener goes away, so anyone who sees connects
-        // refused also sees `crrst` and refusals on the existing connections.
-        for c in self
-            .shared
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            match c {
-                Served::Stream(w) => w.upgrade().iter().for_each(|c| c.start_drain()),
-                Served::Unary(w) => w.upgrade().iter().for_each(|c| c.start_drain()),
+    async fn drain(&self) {
+        match self {
+            Served::Stream(c) => c.drain().await,
+            Served::Unary(c) => c.drain().await,
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Served::Stream(c) => c.fail(Status::unavailable("server shut down")),
+            Served::Unary(c) => c.close(),
+        }
+    }
+}
+
+impl Protocol for TtHeaderProtocol {
+    fn name(&self) -> &'static str {
+        "ttheader"
+    }
+
+    fn detect(&self, prefix: &[u8]) -> Detect {
+        match detect(prefix) {
+            Detection::TTHeader | Detection::TTHeaderStreaming => Detect::Yes,
+            Detection::NeedMore => Detect::NeedMore,
+            Detection::Unknown => Detect::No,
+        }
+    }
+
+    fn serve(&self, conn: Accepted) -> BoxFuture<'static, ()> {
+        let limits = self.limits.clone();
+        let stats = self.stats.clone();
+        Box::pin(async move {
+            let Accepted {
+                mut io,
+                prefix,
+                peer,
+                server,
+                shutdown,
+                closed,
+                ..
+            } = conn;
+            let close_reads = io.close_handle();
+            let served = match detect(&prefix) {
+                Detection::TTHeaderStreaming => Served::Stream(Conn::start(
+                    Role::Server,
+                    io,
+                    prefix,
+                    limits,
+                    Some(peer),
+                    &stats,
+                    Some(server),
+                )),
+                Detection::TTHeader => Served::Unary(UnaryServerConn::start(
+                    io,
+                    prefix,
+                    limits,
+                    Some(peer),
+                    &stats,
+                    server,
+                )),
+                // The listener hands over only what `detect` claimed.
+                Detection::NeedMore | Detection::Unknown => return,
+            };
+            // Marked at once when shutdown begins, so every reply written after that carries
+            // `crrst` (the rest of the drain runs below, when this task is next polled).
+            let _hook = shutdown.on_drain({
+                let served = served.weak();
+                move || served.start_drain()
+            });
+            tokio::pin!(closed);
+            tokio::select! {
+                () = &mut closed => return,
+                () = shutdown.draining() => {}
             }
-        }
-        let _ = self.accept.await;
-        if let Some(p) = &self.path {
-            let _ = std::fs::remove_file(p);
-        }
-        let conns: Vec<_> =
-            std::mem::take(&mut *self.shared.conns.lock().unwrap_or_else(|e| e.into_inner()));
-        let drains = conns.iter().map(|c| async move {
-            match c {
-                Served::Stream(w) => {
-                    if let Some(c) = w.upgrade() {
-                        let _ = tokio::time::timeout(grace, c.drain()).await;
-                        c.fail(Status::unavailable("server shut down"));
-                    }
-                }
-                Served::Unary(w) => {
-                    if let Some(c) = w.upgrade() {
-                        let _ = tokio::time::timeout(grace, c.drain()).await;
-                        c.close();
-                    }
-                }
+            served.start_drain();
+            tokio::select! {
+                () = &mut closed => return,
+                () = served.drain() => {}
+                () = shutdown.closed() => {}
             }
-        });
-        futures::future::join_all(drains).await;
+            // Flushes what is queued and sends FIN; the reader may sit in a read the peer
+            // never completes, so end it here instead of waiting for the peer to close.
+            served.close();
+            close_reads.close_reads();
+            closed.await;
+        })
     }
-}
-
-/// Serves `server` on a TCP address.
-pub async fn serve_tcp(
-    server: Server,
-    addr: SocketAddr,
-    config: ServerConfig,
-) -> io::Result<ServeHandle> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let (stop, stopped) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        server,
-        config,
-        stats: Arc::new(Stats::default()),
-        conns: Mutex::new(Vec::new()),
-    });
-    let accept = tokio::spawn(accept_tcp(listener, shared.clone(), stopped));
-    Ok(ServeHandle {
-        local_addr: Some(local),
-        path: None,
-        stop,
-        accept,
-        shared,
-    })
-}
-
-/// Serves `server` on a Unix socket at `path` (an existing socket file there is replaced).
-pub async fn serve_unix(
-    server: Server,
-    path: impl AsRef<Path>,
-    config: ServerConfig,
-) -> io::Result<ServeHandle> {
-    let path = path.as_ref().to_path_buf();
-    if path.exists() {
-        std::fs::remove_file(&path)?;
-    }
-    let listener = UnixListener::bind(&path)?;
-    let (stop, stopped) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        server,
-        config,
-        stats: Arc::new(Stats::default()),
-        conns: Mutex::new(Vec::new()),
-    });
-    let accept = tokio::spawn(accept_unix(listener, path.clone(), shared.clone(), stopped));
-    Ok(ServeHandle {
-        local_addr: None,
-        path: Some(path),
-        stop,
-        accept,
-        shared,
-    })
-}
-
-async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            Ok(()) = stop.changed() => return,
-            r = listener.accept() => match r {
-                Ok((s, peer)) => {
-                    let _ = s.set_nodelay(true);
-                    tokio::spawn(serve_io(shared.clone(), Io::Tcp(s), Some(Peer::Tcp(peer))));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-}
-
-async fn accept_unix(
-    listener: UnixListener,
-    path: PathBuf,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            Ok(()) = stop.changed() => return,
-            r = listener.accept() => match r {
-                Ok((s, _)) => {
-                    tokio::spawn(serve_io(shared.clone(), Io::Unix(s), Some(Peer::Unix(Some(path.clone())))));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-}
-
-async fn serve_io(shared: Arc<Shared>, mut io: Io, peer: Option<Peer>) {
-    let mut prefix = BytesMut::with_capacity(8 * 1024);
-    let kind = tokio::time::timeout(DETECT_TIMEOUT, async {
-        loop {
-            match detect(&prefix) {
-                Detection::NeedMore => {}
-                other => return Ok(other),
-            }
-            if io.read_buf(&mut prefix).await? == 0 {
-                return Ok(Detection::Unknown);
-            }
-        }
-    })
-    .await;
-    let kind: io::Result<Detection> = kind.unwrap_or(Ok(Detection::Unknown));
-    let limits = shared.config.limits.clone();
-    let served = match kind {
-        Ok(Detection::TTHeaderStreaming) => Served::Stream(Arc::downgrade(&Conn::start(
-            Role::Server,
-            io,
-            prefix,
-            limits,
-            peer,
-            &shared.stats,
-            Some(shared.server.clone()),
-        ))),
-        Ok(Detection::TTHeader) => Served::Unary(Arc::downgrade(&UnaryServerConn::start(
-            io,
-            prefix,
-            limits,
-            peer,
-            &shared.stats,
-            shared.server.clone(),
-        ))),
-        Ok(other) => {
-            tracing::debug!(?peer, ?other, "not a TTHeader connection; closed");
-            return;
-        }
-        Err(e) => {
-            tracing::debug!(?peer, error = %e, "connection failed before its protocol was known");
-            return;
-        }
-    };
-    let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
-    conns.retain(|c| match c {
-        Served::Stream(w) => w.strong_count() > 0,
-        Served::Unary(w) => w.strong_count() > 0,
-    });
-    conns.push(served);
 }

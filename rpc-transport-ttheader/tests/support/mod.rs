@@ -406,3 +406,58 @@ pub fn server() -> (rpc_core::Server, Probe) {
         .build();
     (server, Probe { events, gate })
 }
+
+/// A TTHeader server on one real listener of `rpc_core::serve`, with the protocol's stats.
+pub struct Served {
+    running: rpc_core::serve::Running,
+    protocol: rpc_transport_ttheader::TtHeaderProtocol,
+}
+
+impl Served {
+    /// The bound TCP address, if the listener is TCP.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running.local_addrs().first()?.socket_addr()
+    }
+
+    /// The served connections' live counts.
+    pub fn stats(&self) -> &std::sync::Arc<rpc_transport_ttheader::Stats> {
+        self.protocol.stats()
+    }
+
+    /// Graceful shutdown.
+    pub async fn shutdown(self, grace: Duration) {
+        self.running.shutdown(grace).await
+    }
+}
+
+async fn serve_on(
+    server: rpc_core::Server,
+    addr: rpc_core::Address,
+    limits: rpc_transport_ttheader::Limits,
+) -> std::io::Result<Served> {
+    let protocol = rpc_transport_ttheader::TtHeaderProtocol::new(limits);
+    let running = rpc_core::serve::Listener::new(server)
+        .protocol(protocol.clone())
+        .bind(addr)
+        .await?
+        .start();
+    Ok(Served { running, protocol })
+}
+
+/// Serves `server` over TTHeader on a TCP address.
+pub async fn serve_tcp(
+    server: rpc_core::Server,
+    addr: std::net::SocketAddr,
+    limits: rpc_transport_ttheader::Limits,
+) -> std::io::Result<Served> {
+    serve_on(server, addr.into(), limits).await
+}
+
+/// Serves `server` over TTHeader on a Unix socket.
+pub async fn serve_unix(
+    server: rpc_core::Server,
+    path: impl AsRef<std::path::Path>,
+    limits: rpc_transport_ttheader::Limits,
+) -> std::io::Result<Served> {
+    serve_on(server, rpc_core::Address::unix(path.as_ref()), limits).await
+}

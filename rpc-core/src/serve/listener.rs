@@ -1,0 +1,485 @@
+//! [`Listener`] (binding) and [`Running`] (accept loops, detection, shutdown).
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpSocket, UnixListener, UnixSocket};
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use super::{Accepted, ConnClosed, Detect, DrainHooks, Phase, Protocol, Shutdown};
+use crate::net::{Address, CloseHandle, Io, IoGuard, IoStream};
+use crate::{Peer, Server};
+
+/// Bytes a connection may send before some protocol recognises it. Every protocol we know
+/// decides within 24 bytes (the HTTP/2 preface); this bounds what an undecided connection
+/// can make the server hold, and is also the initial read buffer handed to the protocol.
+pub const MAX_PREFACE: usize = 8 * 1024;
+
+/// How long connection tasks get after [`Shutdown::closed`] fires before the listener closes
+/// their sockets itself (reads end, writes fail) and aborts them: closing a socket needs no
+/// peer cooperation, so a protocol that honours the signal is done well within this.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long an accept loop pauses after an accept error (out of file descriptors and the
+/// like) before trying again, instead of spinning on the error.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Builds a set of listeners for one [`Server`]: add protocols, bind addresses, then
+/// [`Listener::start`]. See [the module docs](super).
+pub struct Listener {
+    server: Server,
+    protocols: Vec<Arc<dyn Protocol>>,
+    bound: Vec<Bound>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field(
+                "protocols",
+                &self.protocols.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            )
+            .field(
+                "addrs",
+                &self.bound.iter().map(|b| &b.addr).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+struct Bound {
+    addr: Address,
+    socket: Socket,
+}
+
+enum Socket {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// A listener for `server`, with no protocol and no address yet.
+    pub fn new(server: Server) -> Listener {
+        Listener {
+            server,
+            protocols: Vec::new(),
+            bound: Vec::new(),
+        }
+    }
+
+    /// Adds a protocol. When several claim a connection, the one added first wins.
+    pub fn protocol(mut self, protocol: impl Protocol) -> Listener {
+        self.protocols.push(Arc::new(protocol));
+        self
+    }
+
+    /// Binds `addr` with the server's listen backlog.
+    ///
+    /// `tcp://`: every address the host resolves to is tried until one binds
+    /// (`SO_REUSEADDR` on, so a restarted server does not wait out `TIME_WAIT`); port 0 picks
+    /// a free port ([`Listener::local_addrs`] tells which). `unix://`: a socket file left at
+    /// the path by an earlier run is replaced; any other file there is an `AddrInUse` error.
+    /// `shm://` is served by the shared-memory transport, not here: `Unsupported`.
+    pub async fn bind(mut self, addr: Address) -> io::Result<Listener> {
+        let backlog = self.server.limits().listen_backlog;
+        let with_addr = |e: io::Error| io::Error::new(e.kind(), format!("bind {addr}: {e}"));
+        let socket = match &addr {
+            Address::Tcp { .. } => Socket::Tcp(bind_tcp(&addr, backlog).await.map_err(with_addr)?),
+            Address::Unix(path) => {
+                Socket::Unix(bind_unix(path, backlog).map_err(with_addr)?, path.clone())
+            }
+            Address::Shm(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("bind {addr}: shm:// is served by the shared-memory transport"),
+                ))
+            }
+        };
+        let addr = match &socket {
+            Socket::Tcp(l) => Address::from(l.local_addr()?),
+            Socket::Unix(..) => addr,
+        };
+        self.bound.push(Bound { addr, socket });
+        Ok(self)
+    }
+
+    /// The bound addresses, in bind order (a `tcp://` address with its actual port).
+    pub fn local_addrs(&self) -> Vec<Address> {
+        self.bound.iter().map(|b| b.addr.clone()).collect()
+    }
+
+    /// Starts accepting on every bound address (needs a tokio runtime).
+    pub fn start(self) -> Running {
+        let limits = self.server.limits().clone();
+        let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+        let shared = Arc::new(Shared {
+            server: self.server,
+            protocols: self.protocols,
+            frame_timeout: limits.frame_timeout,
+            phase: phase_tx,
+            phase_rx,
+            drain_hooks: Arc::default(),
+            live: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+            tasks: Mutex::new(HashMap::new()),
+            sockets: Mutex::new(HashMap::new()),
+            next_task: AtomicU64::new(0),
+        });
+        let mut listeners = Vec::new();
+        let mut accepts = Vec::new();
+        for b in self.bound {
+            let state = Arc::new(ListenerState {
+                addr: b.addr,
+                cap: Arc::new(Semaphore::new(limits.max_connections)),
+                live: AtomicUsize::new(0),
+            });
+            listeners.push(state.clone());
+            accepts.push(tokio::spawn(accept_loop(shared.clone(), state, b.socket)));
+        }
+        Running {
+            shared,
+            listeners,
+            accepts,
+        }
+    }
+}
+
+async fn bind_tcp(addr: &Address, backlog: u32) -> io::Result<TcpListener> {
+    let mut last = None;
+    for a in addr.resolve().await? {
+        let socket = if a.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(backlog)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable)))
+}
+
+fn bind_unix(path: &std::path::Path, backlog: u32) -> io::Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "a file that is not a socket is in the way",
+            ))
+        }
+        Err(_) => {}
+    }
+    let socket = UnixSocket::new_stream()?;
+    socket.bind(path)?;
+    socket.listen(backlog)
+}
+
+/// Listeners serving; stop them with [`Running::shutdown`]. Dropping this value does not stop
+/// them: they serve until the runtime ends.
+pub struct Running {
+    shared: Arc<Shared>,
+    listeners: Vec<Arc<ListenerState>>,
+    accepts: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addrs", &self.local_addrs())
+            .field("connections", &self.connections())
+            .finish()
+    }
+}
+
+impl Running {
+    /// The bound addresses, in bind order (a `tcp://` address with its actual port).
+    pub fn local_addrs(&self) -> Vec<Address> {
+        self.listeners.iter().map(|l| l.addr.clone()).collect()
+    }
+
+    /// Open connections per listener, in bind order: those being detected and those being
+    /// served.
+    pub fn connections(&self) -> Vec<usize> {
+        self.listeners
+            .iter()
+            .map(|l| l.live.load(Ordering::Acquire))
+            .collect()
+    }
+
+    /// A [`Shutdown`] handle, to watch this listener's shutdown from outside a protocol.
+    pub fn shutdown_signal(&self) -> Shutdown {
+        self.shared.shutdown()
+    }
+
+    /// Graceful shutdown: stop accepting (Unix socket files are removed), tell every
+    /// protocol to drain its connections, wait up to `grace` for them to close, then tell the
+    /// protocols to close what is left and abort connection tasks still running
+    /// [`CLOSE_TIMEOUT`] after that.
+    pub async fn shutdown(self, grace: Duration) {
+        // Before the first await: every connection is marked draining by the time this
+        // future first returns (see `Shutdown::on_drain`), and the accept loops stop.
+        self.shared.drain_hooks.run();
+        self.shared.phase.send_replace(Phase::Draining);
+        for a in self.accepts {
+            let _ = a.await;
+        }
+        if !self.shared.wait_all_closed(grace).await {
+            self.shared.phase.send_replace(Phase::Closed);
+            if !self.shared.wait_all_closed(CLOSE_TIMEOUT).await {
+                let tasks: Vec<_> = lock(&self.shared.tasks).drain().map(|(_, t)| t).collect();
+                let sockets: Vec<_> = lock(&self.shared.sockets).values().cloned().collect();
+                tracing::warn!(
+                    connections = self.shared.live.load(Ordering::Acquire),
+                    "connections still open after the grace period; closing their sockets"
+                );
+                sockets.iter().for_each(CloseHandle::close);
+                tasks.iter().for_each(AbortHandle::abort);
+                if !self.shared.wait_all_closed(CLOSE_TIMEOUT).await {
+                    tracing::warn!(
+                        connections = self.shared.live.load(Ordering::Acquire),
+                        "a protocol keeps sockets open after they were closed"
+                    );
+                }
+            }
+        }
+        self.shared.phase.send_replace(Phase::Closed);
+    }
+}
+
+/// What every accept loop and connection task of one [`Running`] shares.
+struct Shared {
+    server: Server,
+    protocols: Vec<Arc<dyn Protocol>>,
+    frame_timeout: Duration,
+    phase: watch::Sender<Phase>,
+    phase_rx: watch::Receiver<Phase>,
+    drain_hooks: Arc<DrainHooks>,
+    /// Open connections over all listeners; `all_closed` fires when it drops to 0.
+    live: AtomicUsize,
+    all_closed: Notify,
+    /// Connection tasks and open sockets by connection id, for closing what is left after
+    /// the grace period. A task leaves when it ends, a socket when it is dropped (a protocol
+    /// may keep it in tasks of its own).
+    tasks: Mutex<HashMap<u64, AbortHandle>>,
+    sockets: Mutex<HashMap<u64, CloseHandle>>,
+    next_task: AtomicU64,
+}
+
+impl Shared {
+    fn shutdown(&self) -> Shutdown {
+        Shutdown::new(self.phase_rx.clone(), self.drain_hooks.clone())
+    }
+
+    /// Waits until no connection is open; false if `timeout` passed first.
+    async fn wait_all_closed(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, async {
+            loop {
+                let notified = self.all_closed.notified();
+                if self.live.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+struct ListenerState {
+    addr: Address,
+    cap: Arc<Semaphore>,
+    live: AtomicUsize,
+}
+
+/// One open connection's place in its listener: dropped with the connection's socket.
+struct Slot {
+    id: u64,
+    shared: Arc<Shared>,
+    listener: Arc<ListenerState>,
+    _permit: OwnedSemaphorePermit,
+    _closed: oneshot::Sender<()>,
+}
+
+impl Slot {
+    fn new(
+        id: u64,
+        shared: Arc<Shared>,
+        listener: Arc<ListenerState>,
+        permit: OwnedSemaphorePermit,
+    ) -> (Slot, ConnClosed) {
+        shared.live.fetch_add(1, Ordering::AcqRel);
+        listener.live.fetch_add(1, Ordering::AcqRel);
+        let (tx, closed) = ConnClosed::new();
+        let slot = Slot {
+            id,
+            shared,
+            listener,
+            _permit: permit,
+            _closed: tx,
+        };
+        (slot, closed)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.shared.sockets).remove(&self.id);
+        self.listener.live.fetch_sub(1, Ordering::AcqRel);
+        if self.shared.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.all_closed.notify_waiters();
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: Socket) {
+    let shutdown = shared.shutdown();
+    loop {
+        // At the cap, stop accepting until a connection closes (see the module docs).
+        let permit = tokio::select! {
+            p = listener.cap.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = shutdown.reached(Phase::Draining) => break,
+        };
+        let accepted = tokio::select! {
+            r = accept(&socket) => r,
+            () = shutdown.reached(Phase::Draining) => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => spawn_conn(&shared, &listener, stream, peer, permit),
+            Err(e) => {
+                tracing::warn!(addr = %listener.addr, error = %e, "accept failed");
+                drop(permit);
+                tokio::select! {
+                    () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
+                    () = shutdown.reached(Phase::Draining) => break,
+                }
+            }
+        }
+    }
+    if let Socket::Unix(l, path) = socket {
+        drop(l);
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::debug!(path = %path.display(), error = %e, "could not remove the socket file");
+        }
+    }
+}
+
+async fn accept(socket: &Socket) -> io::Result<(IoStream, Peer)> {
+    match socket {
+        Socket::Tcp(l) => {
+            let (s, peer) = l.accept().await?;
+            // Protocols batch their writes; Nagle would only add latency.
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY");
+            }
+            Ok((IoStream::Tcp(s), Peer::Tcp(peer)))
+        }
+        Socket::Unix(l, path) => {
+            let (s, _) = l.accept().await?;
+            Ok((IoStream::Unix(s), Peer::Unix(Some(path.clone()))))
+        }
+    }
+}
+
+fn spawn_conn(
+    shared: &Arc<Shared>,
+    listener: &Arc<ListenerState>,
+    stream: IoStream,
+    peer: Peer,
+    permit: OwnedSemaphorePermit,
+) {
+    let id = shared.next_task.fetch_add(1, Ordering::Relaxed);
+    let (slot, closed) = Slot::new(id, shared.clone(), listener.clone(), permit);
+    let mut io = Io::new(stream).with_guard(IoGuard::new(slot));
+    lock(&shared.sockets).insert(id, io.close_handle());
+    let task = {
+        let shared = shared.clone();
+        async move {
+            serve_conn(&shared, io, peer, closed).await;
+            lock(&shared.tasks).remove(&id);
+        }
+    };
+    // Hold the map while spawning, so the task's own removal cannot run before the insert.
+    let mut tasks = lock(&shared.tasks);
+    let handle = tokio::spawn(task);
+    tasks.insert(id, handle.abort_handle());
+}
+
+async fn serve_conn(shared: &Arc<Shared>, mut io: Io, peer: Peer, closed: ConnClosed) {
+    let shutdown = shared.shutdown();
+    let mut prefix = BytesMut::with_capacity(MAX_PREFACE);
+    let detected = tokio::select! {
+        r = tokio::time::timeout(shared.frame_timeout, detect(&shared.protocols, &mut io, &mut prefix)) => r,
+        () = shutdown.closed() => return,
+    };
+    let chosen = match detected {
+        Ok(Ok(Some(i))) => i,
+        Ok(Ok(None)) => {
+            tracing::debug!(%peer, prefix = ?&prefix[..prefix.len().min(32)], "no protocol recognises the connection; closed");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "connection failed before its protocol was known");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, timeout = ?shared.frame_timeout, "no protocol preface in time; closed");
+            return;
+        }
+    };
+    let protocol = shared.protocols[chosen].clone();
+    protocol
+        .serve(Accepted {
+            io,
+            prefix,
+            peer,
+            server: shared.server.clone(),
+            shutdown,
+            closed,
+        })
+        .await;
+}
+
+/// Reads until a protocol claims the connection (`Some(index)`) or none can (`None`).
+async fn detect(
+    protocols: &[Arc<dyn Protocol>],
+    io: &mut Io,
+    prefix: &mut BytesMut,
+) -> io::Result<Option<usize>> {
+    loop {
+        let mut undecided = false;
+        for (i, p) in protocols.iter().enumerate() {
+            match p.detect(prefix) {
+                Detect::Yes => return Ok(Some(i)),
+                Detect::NeedMore => undecided = true,
+                Detect::No => {}
+            }
+        }
+        if !undecided || prefix.len() >= MAX_PREFACE {
+            return Ok(None);
+        }
+        let room = MAX_PREFACE - prefix.len();
+        prefix.reserve(room);
+        if (&mut *io).take(room as u64).read_buf(prefix).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
