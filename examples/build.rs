@@ -1,5 +1,6 @@
-//! Generates the echo service stubs from `idl/` into `OUT_DIR`: `echo.rs` from the thrift IDL
-//! and `echo_proto.rs` from the proto IDL (same stem, so the proto output is renamed).
+//! Generates the service stubs from `idl/` into `OUT_DIR`: `echo.rs` from the thrift IDL,
+//! `echo_proto.rs` from the proto IDL (same stem, so the proto output is renamed), and
+//! `hello.rs` for the `hello` example.
 
 use std::process::ExitCode;
 
@@ -10,7 +11,8 @@ fn main() -> ExitCode {
             rpc_codegen::Builder::new()
                 .output_name("echo_proto")
                 .compile(&["idl/echo.proto"], &["idl"])
-        });
+        })
+        .and_then(|_| rpc_codegen::Builder::new().compile(&["idl/hello.proto"], &["idl"]));
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

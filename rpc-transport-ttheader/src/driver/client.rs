@@ -320,6 +320,14 @@ impl Inner {
     }
 }
 
+/// `TestServiceClient::connect::<TtHeaderClient>("tcp://127.0.0.1:8888")`: a client in one
+/// line (connections are made on first use).
+impl rpc_core::Connect for TtHeaderClient {
+    fn connect(address: &str) -> Result<Self, Status> {
+        Self::parse(address).map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+}
+
 impl ClientTransport for TtHeaderClient {
     fn open(
         &self,
