@@ -26,7 +26,7 @@ use crate::context::{CallContext, CallOptions, MethodDesc};
 use crate::metadata::Metadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
 use crate::status::{Error, Status};
-use crate::stream::{End, Receiver, Sender};
+use crate::stream::{impl_stream, End, Receiver, Sender};
 use crate::transport::{BoxFuture, ClientEvent, ClientStreamRaw, ClientTransport};
 use crate::unary::{UnaryRequest, UnaryResponse, UnaryService};
 
@@ -707,24 +707,6 @@ impl End for ClientEnd {
     fn fork(&self) -> Self {
         ClientEnd::new(self.shared.clone(), self.deadline)
     }
-}
-
-/// Implements `futures::Stream` for a receiving handle whose `Receiver` is at `$($field).+`.
-macro_rules! impl_stream {
-    ($handle:ident < $($gen:ident),+ >, $item:ident, $($field:ident).+) => {
-        impl<$($gen: Send + Sync + 'static),+> futures::Stream for $handle<$($gen),+> {
-            type Item = Result<$item, Status>;
-
-            /// Messages as `Some(Ok(msg))`; `None` at a clean end; a failed stream yields
-            /// `Some(Err(status))` once, then `None`.
-            fn poll_next(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<Option<Self::Item>> {
-                self.get_mut().$($field).+.poll_next(cx)
-            }
-        }
-    };
 }
 
 impl_stream!(ServerStreamingCall<Res>, Res, rx);

@@ -33,7 +33,7 @@ use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
 use crate::route::Router;
 pub use crate::route::{Route, RouteError};
 use crate::status::{Error, Status};
-use crate::stream::{End, Receiver, Sender};
+use crate::stream::{impl_stream, End, Receiver, Sender};
 use crate::transport::{BoxFuture, Finish, IncomingStream, ServerStreamRaw};
 
 /// How long a handler may keep running after its stream was cancelled or its deadline passed,
@@ -787,24 +787,6 @@ impl End for ServerEnd {
             shared: self.shared.clone(),
         }
     }
-}
-
-/// Implements `futures::Stream` for a server receiving handle.
-macro_rules! impl_stream {
-    ($handle:ident < $($gen:ident),+ >, $item:ident, $($field:ident).+) => {
-        impl<$($gen: Send + Sync + 'static),+> futures::Stream for $handle<$($gen),+> {
-            type Item = Result<$item, Status>;
-
-            /// Requests as `Some(Ok(msg))`; `None` after the client's half-close; a failed
-            /// stream yields `Some(Err(status))` once, then `None`.
-            fn poll_next(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<Option<Self::Item>> {
-                self.get_mut().$($field).+.poll_next(cx)
-            }
-        }
-    };
 }
 
 impl_stream!(RecvStream<Req>, Req, rx);

@@ -121,6 +121,26 @@ impl<T: Send + Sync + 'static, E: End> SendSink for Sink<'_, T, E> {
     }
 }
 
+/// Implements `futures::Stream` for a receiving handle whose [`Receiver`] is at `$($field).+`
+/// (client and server handles alike).
+macro_rules! impl_stream {
+    ($handle:ident < $($gen:ident),+ >, $item:ident, $($field:ident).+) => {
+        impl<$($gen: Send + Sync + 'static),+> futures::Stream for $handle<$($gen),+> {
+            type Item = Result<$item, Status>;
+
+            /// Messages as `Some(Ok(msg))`; `None` at a clean end (for a server, the client's
+            /// half-close); a failed stream yields `Some(Err(status))` once, then `None`.
+            fn poll_next(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Self::Item>> {
+                self.get_mut().$($field).+.poll_next(cx)
+            }
+        }
+    };
+}
+pub(crate) use impl_stream;
+
 /// A receive with recv middleware, run to completion in an owned future so a
 /// `futures::Stream` poll can hold it across `Pending`.
 type InFlight<T> = BoxFuture<'static, Result<Option<T>, Status>>;
