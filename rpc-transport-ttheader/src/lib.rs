@@ -38,8 +38,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod common;
 mod driver;
 pub mod proto;
+pub mod session;
 
 pub use driver::client::{ClientBuilder, TtHeaderClient};
 pub use driver::config::{
@@ -50,5 +52,5 @@ pub use driver::config::{
 pub use driver::io::Endpoint;
 pub use driver::mapping::{biz_status_error, RPC_CODE_KEY};
 pub use driver::server::{serve_tcp, serve_unix, ServeHandle, ServerConfig, DETECT_TIMEOUT};
-pub use driver::stream_conn::REFUSED_STREAM_CODE;
 pub use driver::unary::{Framing, UnaryMode};
+pub use session::REFUSED_STREAM_CODE;
