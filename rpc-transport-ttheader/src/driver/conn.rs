@@ -10,11 +10,12 @@ use bytes::BytesMut;
 use rpc_core::limits::{ByteBudget, ServerLimits};
 use rpc_core::Status;
 
-use super::config::RxCharge;
+use super::config::{Limits, RxCharge};
 use super::io::{Io, ReadHalf};
 use super::reader::{read_some, Read, ReadClock};
 use super::write::WriteQueue;
 use crate::common::{pause_while, Lifecycle};
+use crate::proto::Packet;
 
 /// A connection driven by [`start`]'s two tasks.
 pub(crate) trait Connection: Send + Sync + 'static {
@@ -106,4 +107,31 @@ async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, mut buf: Byt
             Read::End(status) => return status,
         }
     }
+}
+
+/// Decodes whole TTHeader packets off the front of `buf` while `go_on(unparsed)` holds and
+/// hands each to `handle`; returns whether it took any. A byte stream that cannot be delimited
+/// (or a `handle` error) ends the connection.
+pub(crate) fn decode_packets(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    mut go_on: impl FnMut(usize) -> bool,
+    mut handle: impl FnMut(Packet) -> Result<(), Status>,
+) -> Result<bool, Status> {
+    let limits = limits.proto();
+    let mut decoded = false;
+    while go_on(buf.len()) {
+        match Packet::decode(buf, &limits) {
+            Ok(Some(p)) => {
+                decoded = true;
+                handle(p)?;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed TTHeader frame; closing the connection");
+                return Err(Status::internal(format!("malformed frame: {e}")));
+            }
+        }
+    }
+    Ok(decoded)
 }

@@ -747,18 +747,7 @@ impl Connection for UnaryConn {
     }
 
     fn parse(self: &Arc<Self>, buf: &mut BytesMut) -> Result<bool, Status> {
-        let limits = self.limits.proto();
-        let mut decoded = false;
-        loop {
-            match Packet::decode(buf, &limits) {
-                Ok(Some(p)) => {
-                    decoded = true;
-                    self.on_reply(p)?;
-                }
-                Ok(None) => return Ok(decoded),
-                Err(e) => return Err(Status::internal(format!("malformed reply frame: {e}"))),
-            }
-        }
+        conn::decode_packets(buf, &self.limits, |_| true, |p| self.on_reply(p))
     }
 
     fn fail(&self, status: Status) {
@@ -776,24 +765,14 @@ impl Connection for UnaryServerConn {
     }
 
     fn parse(self: &Arc<Self>, buf: &mut BytesMut) -> Result<bool, Status> {
-        let limits = self.limits.proto();
-        let mut decoded = false;
         // Stop parsing (not only reading) at the in-flight cap: pipelined calls already in the
         // buffer wait there, charged to the budget.
-        while !self.must_pause(buf.len()) {
-            match Packet::decode(buf, &limits) {
-                Ok(Some(p)) => {
-                    decoded = true;
-                    self.on_call(p)?;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(peer = ?self.peer, error = %e, "malformed TTHeader frame; closing the connection");
-                    return Err(Status::internal(format!("malformed frame: {e}")));
-                }
-            }
-        }
-        Ok(decoded)
+        conn::decode_packets(
+            buf,
+            &self.limits,
+            |unparsed| !self.must_pause(unparsed),
+            |p| self.on_call(p),
+        )
     }
 
     fn server_limits(&self) -> Option<&ServerLimits> {
@@ -900,25 +879,14 @@ impl ServerStreamRaw for UnaryServer {
     }
 
     fn finish(&self, finish: Finish<'_>) {
+        // Binary metadata cannot travel: the call fails with that error instead.
         let Finish {
             header,
             message,
-            mut status,
+            status,
             trailer,
             ..
-        } = finish;
-        // Binary metadata cannot travel: the call fails with that error instead.
-        let (header, trailer, message) = match header
-            .as_ref()
-            .map_or(Ok(()), super::mapping::text_only)
-            .and_then(|()| super::mapping::text_only(&trailer))
-        {
-            Ok(()) => (header, trailer, message),
-            Err(e) => {
-                status = e;
-                (None, Metadata::new(), None)
-            }
-        };
+        } = super::mapping::text_only_finish(finish);
         let (md, response) = {
             let mut st = lock(&self.state.st);
             if st.finished {

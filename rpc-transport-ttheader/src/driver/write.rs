@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use super::config::Limits;
 use super::io::WriteHalf;
 use crate::proto::StreamFrame;
-use crate::session::{FrameSink, SinkError};
+use crate::session::{append_data_frame, FrameSink, SinkError};
 
 pub(crate) struct WriteQueue {
     state: Mutex<WriteState>,
@@ -283,14 +283,8 @@ impl FrameSink for WriteQueue {
         msg: &mut dyn Encodable,
         max_frame: usize,
     ) -> Result<(), SinkError> {
-        let appended = self.append(|buf| {
-            append_packet(buf, max_frame, |buf| {
-                buf.extend_from_slice(head);
-                msg.encode(buf)
-            })
-        });
-        match appended {
-            Ok(Ok(_)) => Ok(()),
+        match self.append(|buf| append_data_frame(buf, head, msg, max_frame)) {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(status)) => Err(SinkError::Frame(status)),
             Err(Closed) => Err(SinkError::Closed),
         }

@@ -140,6 +140,22 @@ pub trait FrameSink: Send + Sync + 'static {
     fn is_closed(&self) -> bool;
 }
 
+/// Appends one Data frame to `dst` as [`FrameSink::append_data`] describes it, for sinks that
+/// write into a `BytesMut`: `head`, then `msg` encoded in place, then LENGTH set. On an error
+/// (encoding, or a frame over `max_frame` bytes) nothing is left appended.
+pub fn append_data_frame(
+    dst: &mut BytesMut,
+    head: &[u8],
+    msg: &mut dyn Encodable,
+    max_frame: usize,
+) -> Result<(), Status> {
+    crate::driver::write::append_packet(dst, max_frame, |buf| {
+        buf.extend_from_slice(head);
+        msg.encode(buf)
+    })
+    .map(drop)
+}
+
 /// The streams of one ttstream connection, generic over how frames are written ([`FrameSink`])
 /// and fed by whatever reads them (module docs). Client and server share it; the role decides
 /// who opens streams.

@@ -18,7 +18,7 @@ use crate::common::lock;
 use crate::driver::config::Counted;
 use crate::driver::mapping::{
     biz_of, exception_of, metadata_of, status_from_biz, status_from_exception, status_from_kitex,
-    str_kvs, text_only, RPC_CODE_KEY,
+    str_kvs, text_only, text_only_finish, RPC_CODE_KEY,
 };
 use crate::proto::keys::kitex_code;
 use crate::proto::{
@@ -487,25 +487,14 @@ impl<S: FrameSink> ServerStreamRaw for ServerHandle<S> {
     }
 
     fn finish(&self, finish: Finish<'_>) {
+        // Binary metadata cannot travel: the stream fails with that error instead.
         let Finish {
             header,
             message,
             mut status,
             trailer,
             ..
-        } = finish;
-        // Binary metadata cannot travel: the stream fails with that error instead.
-        let (header, trailer) = match header
-            .as_ref()
-            .map_or(Ok(()), text_only)
-            .and_then(|()| text_only(&trailer))
-        {
-            Ok(()) => (header, trailer),
-            Err(e) => {
-                status = e;
-                (header.map(|_| Metadata::new()), Metadata::new())
-            }
-        };
+        } = text_only_finish(finish);
         let s = &self.0;
         let mut st = s.lock();
         if st.done_locally {

@@ -15,9 +15,8 @@ use rpc_core::{
 };
 use tokio::sync::{Notify, Semaphore};
 
-use super::{FrameSink, Session, SinkError, REFUSED_STREAM_CODE};
+use super::{append_data_frame, FrameSink, Session, SinkError, REFUSED_STREAM_CODE};
 use crate::driver::config::{Limits, Stats};
-use crate::driver::write::append_packet;
 use crate::proto::{ApplicationException, Role, StreamFrame, StreamProtocol};
 
 /// Frames appended to a buffer, as a transport would hand them to its peer.
@@ -60,12 +59,8 @@ impl FrameSink for MemSink {
         max_frame: usize,
     ) -> Result<(), SinkError> {
         self.check()?;
-        append_packet(&mut self.buf.lock().unwrap(), max_frame, |b| {
-            b.extend_from_slice(head);
-            msg.encode(b)
-        })
-        .map(drop)
-        .map_err(SinkError::Frame)
+        append_data_frame(&mut self.buf.lock().unwrap(), head, msg, max_frame)
+            .map_err(SinkError::Frame)
     }
 
     fn backlog(&self) -> usize {
