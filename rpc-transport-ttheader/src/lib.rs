@@ -41,8 +41,10 @@
 
 #![forbid(unsafe_code)]
 
+mod common;
 mod driver;
 pub mod proto;
+pub mod session;
 
 pub use driver::client::{ClientBuilder, TtHeaderClient};
 pub use driver::config::{
@@ -52,5 +54,5 @@ pub use driver::config::{
 };
 pub use driver::mapping::{biz_status_error, RPC_CODE_KEY};
 pub use driver::server::TtHeaderProtocol;
-pub use driver::stream_conn::REFUSED_STREAM_CODE;
 pub use driver::unary::{Framing, UnaryMode};
+pub use session::REFUSED_STREAM_CODE;

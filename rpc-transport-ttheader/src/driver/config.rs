@@ -98,6 +98,23 @@ impl Limits {
     pub(crate) fn proto(&self) -> crate::proto::Limits {
         crate::proto::Limits::new().with_max_frame_size(self.max_frame_size)
     }
+
+    /// Server side: whether a connection's reader must stop for its writes or the server-wide
+    /// budget: its write backlog is at the write limit, or `budget` is used up and the
+    /// connection holds more than its reserve (`held`, what it holds received, plus the
+    /// backlog). Never without a budget (client side).
+    pub(crate) fn writes_block_reading(
+        &self,
+        backlog: usize,
+        budget: Option<&rpc_core::limits::ByteBudget>,
+        held: usize,
+    ) -> bool {
+        let Some(budget) = budget else {
+            return false;
+        };
+        backlog >= self.write_buffer
+            || (budget.is_exhausted() && held + backlog > self.conn_reserve)
+    }
 }
 
 /// Live counts, for leak checks and metrics.

@@ -1,5 +1,6 @@
 //! Mapping between `rpc_core` values (Status, Metadata) and their TTHeader wire forms.
 
+use rpc_core::transport::Finish;
 use rpc_core::{Code, Metadata, MetadataValue, Status};
 
 use crate::proto::keys::{kitex_code, str_key};
@@ -94,6 +95,26 @@ pub(crate) fn text_only(md: &Metadata) -> Result<(), rpc_core::Status> {
         Some((k, _)) => Err(rpc_core::Status::invalid_argument(format!(
             "metadata {k:?} is binary, and TTHeader carries text values only (encode it as text, or use the gRPC transport)"
         ))),
+    }
+}
+
+/// `finish` with binary metadata (which TTHeader cannot carry) turned into the stream's
+/// error: the status becomes that `INVALID_ARGUMENT`, and the header, the trailer and a last
+/// message are dropped.
+pub(crate) fn text_only_finish(finish: Finish<'_>) -> Finish<'_> {
+    let checked = finish
+        .header
+        .as_ref()
+        .map_or(Ok(()), text_only)
+        .and_then(|()| text_only(&finish.trailer));
+    match checked {
+        Ok(()) => finish,
+        Err(status) => Finish {
+            header: None,
+            message: None,
+            status,
+            trailer: Metadata::new(),
+        },
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub(crate) mod client;
 pub(crate) mod config;
+pub(crate) mod conn;
 pub(crate) mod io;
 pub(crate) mod mapping;
 pub(crate) mod reader;

@@ -1,11 +1,9 @@
-//! What the server-side readers share: the frame and idle timeouts, and the wait while a
-//! connection must not read (its write queue or the server-wide budget is over its limit).
+//! One read of a connection's socket, bounded by the frame and idle timeouts (server side).
 
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rpc_core::limits::{ByteBudget, ServerLimits};
+use rpc_core::limits::ServerLimits;
 use rpc_core::Status;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
@@ -127,45 +125,5 @@ pub(crate) async fn read_some(
             Read::End(what.status())
         }
         () = wake.notified() => Read::Woken,
-    }
-}
-
-/// Waits while `must_pause` holds, until one of the connection's own signals or the budget's
-/// release wakes it; returns whether it paused. `stop` ends the wait early (connection lost).
-pub(crate) async fn pause_while(
-    budget: Option<&ByteBudget>,
-    signals: [&Notify; 2],
-    mut must_pause: impl FnMut() -> bool,
-    mut stop: impl FnMut() -> bool,
-) -> bool {
-    let mut paused = false;
-    loop {
-        // Created before the check: a release in between is not lost (see `ByteBudget`).
-        let released = budget.map(ByteBudget::notified);
-        let a = signals[0].notified();
-        let b = signals[1].notified();
-        if stop() || !must_pause() {
-            return paused;
-        }
-        paused = true;
-        let released = async {
-            match released {
-                Some(n) => n.await,
-                None => std::future::pending().await,
-            }
-        };
-        first_of(released, a, b).await;
-    }
-}
-
-async fn first_of(
-    a: impl Future<Output = ()>,
-    b: impl Future<Output = ()>,
-    c: impl Future<Output = ()>,
-) {
-    tokio::select! {
-        () = a => {}
-        () = b => {}
-        () = c => {}
     }
 }

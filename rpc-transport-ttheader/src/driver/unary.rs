@@ -7,35 +7,32 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rpc_core::codec::Encodable;
+use rpc_core::limits::{ByteBudget, ServerLimits};
 use rpc_core::transport::waker::{register, wake};
 use rpc_core::transport::{ClientEvent, ClientStreamRaw, Finish, IncomingStream, ServerStreamRaw};
 use rpc_core::{CallContext, Code, Error, Metadata, Mode, PayloadKind, Peer, Server, Status};
-use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::config::{Counted, Held, Limits, RxCharge, Stats};
-use super::io::{Io, ReadHalf};
+use super::config::{Counted, Held, Limits, Stats};
+use super::conn::{self, Connection};
+use super::io::Io;
 use super::mapping::{
     biz_of, metadata_of, status_from_biz, status_from_exception, str_kvs, RPC_CODE_KEY,
 };
-use super::reader::{pause_while, read_some, Read, ReadClock};
 use super::write::{append_packet, WriteQueue};
+use crate::common::{deadline_of, lock, next_id, route_refusal, timeout_ms, Lifecycle};
 use crate::proto::keys::{int_key, str_key, FLAGS_MUX};
 use crate::proto::{
     ApplicationException, BizStatus, Headers, MessageHeader, MessageType, Packet, PayloadForm,
     ProtocolId,
 };
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// How a unary message sits in the TTHeader payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -135,7 +132,7 @@ pub(crate) struct UnaryConn {
     write: WriteQueue,
     pending: Mutex<HashMap<i32, Arc<Call>>>,
     next_seq: AtomicI32,
-    lost: OnceLock<Status>,
+    life: Lifecycle,
     /// The server asked us not to reuse the connection (`crrst`).
     reset_requested: AtomicBool,
     /// Plain mode: a call holds the connection.
@@ -164,7 +161,7 @@ impl UnaryConn {
             limits,
             pending: Mutex::new(HashMap::new()),
             next_seq: AtomicI32::new(1),
-            lost: OnceLock::new(),
+            life: Lifecycle::new(),
             reset_requested: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             released_at: Mutex::new(Instant::now()),
@@ -172,24 +169,13 @@ impl UnaryConn {
             stats: stats.clone(),
             _counted: Counted::new(stats, |s| &s.connections),
         });
-        let (rd, wr) = io.into_split();
-        let writer = conn.clone();
-        tokio::spawn(async move {
-            if let Err(e) = writer.write.run_writer(wr).await {
-                writer.fail(Status::unavailable(format!("write failed: {e}")));
-            }
-        });
-        let reader = conn.clone();
-        tokio::spawn(async move {
-            let status = reader.run_reader(rd).await;
-            reader.fail(status);
-        });
+        conn::start(&conn, io, BytesMut::with_capacity(8 * 1024));
         conn
     }
 
     /// Usable for a new call (and, in plain mode, now reserved for it).
     pub(crate) fn try_acquire(&self) -> bool {
-        if self.lost.get().is_some()
+        if self.life.lost().is_some()
             || self.reset_requested.load(Ordering::Acquire)
             || self.write.is_closed()
         {
@@ -205,7 +191,7 @@ impl UnaryConn {
     }
 
     pub(crate) fn is_dead(&self) -> bool {
-        self.lost.get().is_some() || self.write.is_closed()
+        self.life.lost().is_some() || self.write.is_closed()
     }
 
     fn release(&self) {
@@ -230,7 +216,7 @@ impl UnaryConn {
     }
 
     fn fail(&self, status: Status) {
-        if self.lost.set(status.clone()).is_err() {
+        if !self.life.lose(&status) {
             return;
         }
         self.write.close();
@@ -248,36 +234,7 @@ impl UnaryConn {
                 crate::proto::keys::kitex_code::CONNECTION_CLOSED,
             )));
         }
-    }
-
-    async fn run_reader(self: &Arc<Self>, mut rd: ReadHalf) -> Status {
-        let limits = self.limits.proto();
-        let mut buf = BytesMut::with_capacity(8 * 1024);
-        loop {
-            loop {
-                match Packet::decode(&mut buf, &limits) {
-                    Ok(Some(p)) => {
-                        if let Err(s) = self.on_reply(p) {
-                            return s;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Status::internal(format!("malformed reply frame: {e}")),
-                }
-            }
-            if self.lost.get().is_some() {
-                return self
-                    .lost
-                    .get()
-                    .cloned()
-                    .unwrap_or_else(|| Status::unavailable("closed"));
-            }
-            match rd.read_buf(&mut buf).await {
-                Ok(0) => return Status::unavailable("connection closed by peer"),
-                Ok(_) => {}
-                Err(e) => return Status::unavailable(format!("read failed: {e}")),
-            }
-        }
+        self.life.wake_all();
     }
 
     fn on_reply(&self, packet: Packet) -> Result<(), Status> {
@@ -402,18 +359,7 @@ impl ClientStreamRaw for UnaryClient {
             return Err(Error::SendAfterClose.into());
         }
         let conn = &self.conn;
-        let seq = loop {
-            let s = conn.next_seq.fetch_add(1, Ordering::Relaxed);
-            if s > 0 {
-                break s;
-            }
-            let _ = conn.next_seq.compare_exchange(
-                s.wrapping_add(1),
-                1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        };
+        let seq = next_id(&conn.next_seq);
         let mut packet = Packet::new(
             if conn.mode == UnaryMode::Mux {
                 FLAGS_MUX
@@ -428,10 +374,9 @@ impl ClientStreamRaw for UnaryClient {
             .push_str(str_key::IDL_SERVICE_NAME, self.service);
         packet.headers.str_kvs.extend(str_kvs(&self.metadata));
         if let Some(t) = self.timeout {
-            let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1);
             packet
                 .headers
-                .push_int(int_key::RPC_TIMEOUT, ms.to_string());
+                .push_int(int_key::RPC_TIMEOUT, timeout_ms(t).to_string());
         }
         let header = MessageHeader {
             name: self.ctx_method.to_owned(),
@@ -455,11 +400,7 @@ impl ClientStreamRaw for UnaryClient {
             }
             Err(_) => {
                 lock(&conn.pending).remove(&seq);
-                Err(conn
-                    .lost
-                    .get()
-                    .cloned()
-                    .unwrap_or_else(|| Status::unavailable("connection closed")))
+                Err(conn.life.lost_status())
             }
         }
     }
@@ -533,14 +474,12 @@ pub(crate) struct UnaryServerConn {
     server: Server,
     /// Request bytes held for handlers that have not taken them yet.
     held: Arc<AtomicUsize>,
-    /// Woken when a call ends (the reader may read again, or start its idle clock).
-    reader_resume: Notify,
     peer: Option<Peer>,
-    draining: AtomicBool,
     in_flight: std::sync::atomic::AtomicUsize,
-    idle: Notify,
     stats: Arc<Stats>,
-    lost: OnceLock<Status>,
+    /// Lost, draining, idle; its reader signal wakes the reader when a call ends (it may read
+    /// again, or start its idle clock).
+    life: Lifecycle,
     /// In-flight calls, so a lost connection can cancel their handlers.
     calls: Mutex<HashMap<u64, Arc<ServerCallState>>>,
     next_call: std::sync::atomic::AtomicU64,
@@ -557,41 +496,24 @@ impl UnaryServerConn {
         server: Server,
     ) -> Arc<UnaryServerConn> {
         let conn = Arc::new(UnaryServerConn {
-            write: WriteQueue::with_budget(
-                limits.write_buffer,
-                server.byte_budget().clone(),
-                limits.conn_reserve,
-            ),
+            write: WriteQueue::for_conn(&limits, Some(server.byte_budget())),
             limits,
             server,
             held: Arc::new(AtomicUsize::new(0)),
-            reader_resume: Notify::new(),
             peer,
-            draining: AtomicBool::new(false),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
-            idle: Notify::new(),
             stats: stats.clone(),
-            lost: OnceLock::new(),
+            life: Lifecycle::new(),
             calls: Mutex::new(HashMap::new()),
             next_call: std::sync::atomic::AtomicU64::new(0),
             _counted: Counted::new(stats, |s| &s.connections),
         });
-        let (rd, wr) = io.into_split();
-        let writer = conn.clone();
-        tokio::spawn(async move {
-            let _ = writer.write.run_writer(wr).await;
-            writer.fail(Status::unavailable("connection closed"));
-        });
-        let reader = conn.clone();
-        tokio::spawn(async move {
-            let status = reader.run_reader(rd, prefix).await;
-            reader.fail(status);
-        });
+        conn::start(&conn, io, prefix);
         conn
     }
 
     fn fail(&self, status: Status) {
-        if self.lost.set(status.clone()).is_err() {
+        if !self.life.lose(&status) {
             return;
         }
         self.write.close();
@@ -601,24 +523,19 @@ impl UnaryServerConn {
             st.cancelled.get_or_insert(status.clone());
             wake(&mut st.cancel_waker);
         }
-        self.idle.notify_waiters();
+        self.life.wake_all();
     }
 
     /// Shutdown begins: replies from now on carry `crrst`.
     pub(crate) fn start_drain(&self) {
-        self.draining.store(true, Ordering::Release);
+        self.life.start_drain();
     }
 
     /// Graceful shutdown: later replies carry `crrst`; resolves when no call is in flight.
     pub(crate) async fn drain(&self) {
-        self.start_drain();
-        loop {
-            let idle = self.idle.notified();
-            if self.in_flight.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            idle.await;
-        }
+        self.life
+            .drain(|| self.in_flight.load(Ordering::Acquire) == 0)
+            .await;
     }
 
     pub(crate) fn close(&self) {
@@ -627,71 +544,21 @@ impl UnaryServerConn {
 
     /// Whether the reader must stop reading (type docs). `rx` is what it holds unparsed.
     fn must_pause(&self, rx: usize) -> bool {
-        let backlog = self.write.backlog();
         self.in_flight.load(Ordering::Acquire) >= self.server.limits().max_concurrent_streams
-            || backlog >= self.limits.write_buffer
-            || (self.server.byte_budget().is_exhausted()
-                && rx + self.held.load(Ordering::Acquire) + backlog > self.limits.conn_reserve)
+            || self.limits.writes_block_reading(
+                self.write.backlog(),
+                Some(self.server.byte_budget()),
+                rx + self.held.load(Ordering::Acquire),
+            )
     }
 
     /// A call ended: forget it and let the reader go on.
     fn call_done(&self, call_id: u64) {
         lock(&self.calls).remove(&call_id);
-        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1
-            && self.draining.load(Ordering::Acquire)
-        {
-            self.idle.notify_waiters();
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.life.became_idle();
         }
-        self.reader_resume.notify_one();
-    }
-
-    async fn run_reader(self: &Arc<Self>, mut rd: ReadHalf, mut buf: BytesMut) -> Status {
-        let limits = self.limits.proto();
-        let mut clock = ReadClock::new(Some(self.server.limits()));
-        let mut rx = RxCharge::new(Some(self.server.byte_budget().clone()));
-        loop {
-            let mut decoded = false;
-            // Stop parsing (not only reading) at the in-flight cap: pipelined calls already
-            // in the buffer wait there, charged to the budget.
-            while !self.must_pause(buf.len()) {
-                match Packet::decode(&mut buf, &limits) {
-                    Ok(Some(p)) => {
-                        decoded = true;
-                        if let Err(s) = self.on_call(p) {
-                            return s;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(peer = ?self.peer, error = %e, "malformed TTHeader frame; closing the connection");
-                        return Status::internal(format!("malformed frame: {e}"));
-                    }
-                }
-            }
-            rx.set(buf.len());
-            clock.after_decode(buf.len(), decoded);
-            let paused = pause_while(
-                Some(self.server.byte_budget()),
-                [&self.reader_resume, &self.write.progress],
-                || self.must_pause(rx.get()),
-                || self.lost.get().is_some(),
-            )
-            .await;
-            if paused {
-                clock.after_pause(buf.len());
-                // Parse what is buffered before reading more.
-                continue;
-            }
-            if let Some(s) = self.lost.get() {
-                return s.clone();
-            }
-            let idle = self.in_flight.load(Ordering::Acquire) == 0;
-            match read_some(&mut rd, &mut buf, &mut clock, idle, &self.reader_resume).await {
-                Read::Bytes => rx.set(buf.len()),
-                Read::Woken => {}
-                Read::End(status) => return status,
-            }
-        }
+        self.life.reader().notify_one();
     }
 
     fn on_call(self: &Arc<Self>, packet: Packet) -> Result<(), Status> {
@@ -755,11 +622,7 @@ impl UnaryServerConn {
             {
                 Ok(r) => r,
                 Err(e) => {
-                    let kind = if e.is_unknown_service() {
-                        ApplicationException::UNKNOWN_SERVICE
-                    } else {
-                        ApplicationException::UNKNOWN_METHOD
-                    };
+                    let kind = route_refusal(&e);
                     let status = Status::from(e).with_transport_code(kind);
                     self.reply(&reply_to, &Metadata::new(), Err(&status));
                     return Ok(());
@@ -776,11 +639,7 @@ impl UnaryServerConn {
             self.reply(&reply_to, &Metadata::new(), Err(&status));
             return Ok(());
         }
-        let deadline = msg
-            .headers
-            .get_int_decimal(int_key::RPC_TIMEOUT)
-            .filter(|ms| *ms > 0)
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        let deadline = deadline_of(&msg.headers);
         // Already routed: `dispatch_route` does not need the names again (no allocation).
         drop(service);
         let incoming = IncomingStream::new(String::new(), String::new())
@@ -820,7 +679,7 @@ impl UnaryServerConn {
         }
         let mut packet = Packet::new(to.flags, to.seq, ProtocolId::ThriftBinary);
         packet.headers.str_kvs.extend(str_kvs(md));
-        if self.draining.load(Ordering::Acquire) {
+        if self.life.is_draining() {
             packet.headers.push_str(str_key::CONN_RESET, "1");
         }
         let (kind, mut body): (MessageType, Result<Body<'_>, ApplicationException>) = match outcome
@@ -875,6 +734,65 @@ impl UnaryServerConn {
             Ok(Err(e)) => tracing::warn!(error = %e, "could not write a reply"),
             _ => {}
         }
+    }
+}
+
+impl Connection for UnaryConn {
+    fn write_queue(&self) -> &WriteQueue {
+        &self.write
+    }
+
+    fn life(&self) -> &Lifecycle {
+        &self.life
+    }
+
+    fn parse(self: &Arc<Self>, buf: &mut BytesMut) -> Result<bool, Status> {
+        conn::decode_packets(buf, &self.limits, |_| true, |p| self.on_reply(p))
+    }
+
+    fn fail(&self, status: Status) {
+        UnaryConn::fail(self, status);
+    }
+}
+
+impl Connection for UnaryServerConn {
+    fn write_queue(&self) -> &WriteQueue {
+        &self.write
+    }
+
+    fn life(&self) -> &Lifecycle {
+        &self.life
+    }
+
+    fn parse(self: &Arc<Self>, buf: &mut BytesMut) -> Result<bool, Status> {
+        // Stop parsing (not only reading) at the in-flight cap: pipelined calls already in the
+        // buffer wait there, charged to the budget.
+        conn::decode_packets(
+            buf,
+            &self.limits,
+            |unparsed| !self.must_pause(unparsed),
+            |p| self.on_call(p),
+        )
+    }
+
+    fn server_limits(&self) -> Option<&ServerLimits> {
+        Some(self.server.limits())
+    }
+
+    fn budget(&self) -> Option<&Arc<ByteBudget>> {
+        Some(self.server.byte_budget())
+    }
+
+    fn must_pause(&self, unparsed: usize) -> bool {
+        UnaryServerConn::must_pause(self, unparsed)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    fn fail(&self, status: Status) {
+        UnaryServerConn::fail(self, status);
     }
 }
 
@@ -961,25 +879,14 @@ impl ServerStreamRaw for UnaryServer {
     }
 
     fn finish(&self, finish: Finish<'_>) {
+        // Binary metadata cannot travel: the call fails with that error instead.
         let Finish {
             header,
             message,
-            mut status,
+            status,
             trailer,
             ..
-        } = finish;
-        // Binary metadata cannot travel: the call fails with that error instead.
-        let (header, trailer, message) = match header
-            .as_ref()
-            .map_or(Ok(()), super::mapping::text_only)
-            .and_then(|()| super::mapping::text_only(&trailer))
-        {
-            Ok(()) => (header, trailer, message),
-            Err(e) => {
-                status = e;
-                (None, Metadata::new(), None)
-            }
-        };
+        } = super::mapping::text_only_finish(finish);
         let (md, response) = {
             let mut st = lock(&self.state.st);
             if st.finished {
@@ -993,7 +900,7 @@ impl ServerStreamRaw for UnaryServer {
             md.extend(trailer);
             (md, st.response.take())
         };
-        if self.conn.lost.get().is_none() {
+        if self.conn.life.lost().is_none() {
             let to = &self.reply_to;
             match (status.is_ok(), message, response) {
                 (true, Some(msg), _) => self.conn.reply(to, &md, Ok(Body::Message(msg))),

@@ -16,17 +16,20 @@
 //! too, so connections to peers that do not read cannot together hold more than the budget plus
 //! one reserve each.
 //!
-//! [`Limits::conn_reserve`]: super::config::Limits::conn_reserve
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
+use rpc_core::codec::Encodable;
 use rpc_core::limits::ByteBudget;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
+use super::config::Limits;
 use super::io::WriteHalf;
+use crate::proto::StreamFrame;
+use crate::session::{append_data_frame, FrameSink, SinkError};
 
 pub(crate) struct WriteQueue {
     state: Mutex<WriteState>,
@@ -97,11 +100,12 @@ impl WriteQueue {
         }
     }
 
-    /// A server-side queue: queued bytes are charged to `budget`; while it is used up, senders
-    /// wait once the backlog exceeds `reserve`.
-    pub(crate) fn with_budget(limit: usize, budget: Arc<ByteBudget>, reserve: usize) -> WriteQueue {
-        let mut q = WriteQueue::new(limit);
-        q.budget = Some((budget, reserve));
+    /// A connection's queue: bounded by [`Limits::write_buffer`]; on the server side
+    /// (`budget`), queued bytes are charged to the server-wide budget, and while it is used up
+    /// senders wait once the backlog exceeds [`Limits::conn_reserve`].
+    pub(crate) fn for_conn(limits: &Limits, budget: Option<&Arc<ByteBudget>>) -> WriteQueue {
+        let mut q = WriteQueue::new(limits.write_buffer);
+        q.budget = budget.map(|b| (b.clone(), limits.conn_reserve));
         q
     }
 
@@ -254,5 +258,51 @@ impl Drop for WriteQueue {
             st.buf.len() + st.writing
         };
         self.release(n);
+    }
+}
+
+/// The socket transport's sink: frames are appended to the queue the writer task drains.
+impl FrameSink for WriteQueue {
+    fn poll_ready(&self, cx: &mut Context<'_>, _len: usize) -> Poll<Result<(), SinkError>> {
+        WriteQueue::poll_ready(self, cx).map_err(|Closed| SinkError::Closed)
+    }
+
+    fn append_frame(&self, frame: &StreamFrame) -> Result<(), SinkError> {
+        match self.append(|buf| frame.encode(buf)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SinkError::Frame(rpc_core::Status::internal(format!(
+                "encode frame: {e}"
+            )))),
+            Err(Closed) => Err(SinkError::Closed),
+        }
+    }
+
+    fn append_data(
+        &self,
+        head: &[u8],
+        msg: &mut dyn Encodable,
+        max_frame: usize,
+    ) -> Result<(), SinkError> {
+        match self.append(|buf| append_data_frame(buf, head, msg, max_frame)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => Err(SinkError::Frame(status)),
+            Err(Closed) => Err(SinkError::Closed),
+        }
+    }
+
+    fn backlog(&self) -> usize {
+        WriteQueue::backlog(self)
+    }
+
+    fn progress(&self) -> &Notify {
+        &self.progress
+    }
+
+    fn close(&self) {
+        WriteQueue::close(self);
+    }
+
+    fn is_closed(&self) -> bool {
+        WriteQueue::is_closed(self)
     }
 }

@@ -1,0 +1,137 @@
+//! The socket scaffold every TTHeader connection shares (ttstream sessions, unary client and
+//! server connections): a writer task draining the connection's [`WriteQueue`] into the
+//! socket's write half, a reader task parsing what the read half delivers (paused under
+//! backpressure, bounded by the frame and idle timeouts), and one `fail` that ends everything
+//! the connection carries, called by whichever task stops first.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use rpc_core::limits::{ByteBudget, ServerLimits};
+use rpc_core::Status;
+
+use super::config::{Limits, RxCharge};
+use super::io::{Io, ReadHalf};
+use super::reader::{read_some, Read, ReadClock};
+use super::write::WriteQueue;
+use crate::common::{pause_while, Lifecycle};
+use crate::proto::Packet;
+
+/// A connection driven by [`start`]'s two tasks.
+pub(crate) trait Connection: Send + Sync + 'static {
+    /// The queue the writer task drains.
+    fn write_queue(&self) -> &WriteQueue;
+
+    /// Lost state and the reader's signal.
+    fn life(&self) -> &Lifecycle;
+
+    /// Takes whole frames off the front of `buf` and handles them; returns whether it took
+    /// any. It may stop early (while the connection must pause). An error ends the connection.
+    fn parse(self: &Arc<Self>, buf: &mut BytesMut) -> Result<bool, Status>;
+
+    /// Server side: the limits whose frame and idle timeouts bound the reader.
+    fn server_limits(&self) -> Option<&ServerLimits> {
+        None
+    }
+
+    /// Server side: the budget unparsed bytes are charged to.
+    fn budget(&self) -> Option<&Arc<ByteBudget>> {
+        None
+    }
+
+    /// Whether the reader must stop reading; `unparsed` is what it holds unparsed.
+    fn must_pause(&self, _unparsed: usize) -> bool {
+        false
+    }
+
+    /// Whether nothing is in flight (the idle clock runs).
+    fn is_idle(&self) -> bool {
+        false
+    }
+
+    /// Ends the connection and everything it carries with `status` (once).
+    fn fail(&self, status: Status);
+}
+
+/// Spawns the writer and the reader of `conn` over `io`; `prefix` holds bytes already read
+/// (protocol detection).
+pub(crate) fn start<C: Connection>(conn: &Arc<C>, io: Io, prefix: BytesMut) {
+    let (rd, wr) = io.into_split();
+    let writer = conn.clone();
+    tokio::spawn(async move {
+        let status = match writer.write_queue().run_writer(wr).await {
+            Ok(()) => Status::unavailable("connection closed"),
+            Err(e) => Status::unavailable(format!("write failed: {e}")),
+        };
+        writer.fail(status);
+    });
+    let reader = conn.clone();
+    tokio::spawn(async move {
+        let status = run_reader(&reader, rd, prefix).await;
+        reader.fail(status);
+    });
+}
+
+/// Parses, pauses while it must, reads; until the connection ends. Returns why.
+async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, mut buf: BytesMut) -> Status {
+    let mut clock = ReadClock::new(conn.server_limits());
+    let mut rx = RxCharge::new(conn.budget().cloned());
+    let life = conn.life();
+    loop {
+        let decoded = match conn.parse(&mut buf) {
+            Ok(d) => d,
+            Err(status) => return status,
+        };
+        rx.set(buf.len());
+        clock.after_decode(buf.len(), decoded);
+        // Backpressure: stop reading while the connection must not take more (the
+        // connection's `must_pause` says why).
+        let paused = pause_while(
+            conn.budget().map(|b| &**b),
+            [life.reader(), &conn.write_queue().progress],
+            || conn.must_pause(rx.get()),
+            || life.lost().is_some(),
+        )
+        .await;
+        if paused {
+            clock.after_pause(buf.len());
+            // Parse what is buffered before reading more.
+            continue;
+        }
+        if let Some(s) = life.lost() {
+            return s.clone();
+        }
+        match read_some(&mut rd, &mut buf, &mut clock, conn.is_idle(), life.reader()).await {
+            Read::Bytes => rx.set(buf.len()),
+            Read::Woken => {}
+            Read::End(status) => return status,
+        }
+    }
+}
+
+/// Decodes whole TTHeader packets off the front of `buf` while `go_on(unparsed)` holds and
+/// hands each to `handle`; returns whether it took any. A byte stream that cannot be delimited
+/// (or a `handle` error) ends the connection.
+pub(crate) fn decode_packets(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    mut go_on: impl FnMut(usize) -> bool,
+    mut handle: impl FnMut(Packet) -> Result<(), Status>,
+) -> Result<bool, Status> {
+    let limits = limits.proto();
+    let mut decoded = false;
+    while go_on(buf.len()) {
+        match Packet::decode(buf, &limits) {
+            Ok(Some(p)) => {
+                decoded = true;
+                handle(p)?;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed TTHeader frame; closing the connection");
+                return Err(Status::internal(format!("malformed frame: {e}")));
+            }
+        }
+    }
+    Ok(decoded)
+}

@@ -1,0 +1,546 @@
+//! The TTHeader Streaming session: every stream of one connection, apart from what carries its
+//! frames.
+//!
+//! A [`Session`] owns the connection-level policy — the stream map, id allocation, accepting,
+//! routing and refusing streams, per-stream receive queues with byte accounting, the
+//! `ClientStreamRaw` / `ServerStreamRaw` handles, graceful drain — and is generic over how
+//! frames travel:
+//!
+//! - **out**: it writes encoded frames into a [`FrameSink`] (the socket transport's write
+//!   queue; a shared-memory transport's ring). Control frames are appended whole; a Data frame
+//!   is its stream's cached head followed by the message, which the sink lets the `Encodable`
+//!   encode straight into its own buffer (no intermediate copy);
+//! - **in**: the transport's reader hands it bytes ([`Session::on_bytes`]) or frames it decoded
+//!   itself ([`Session::on_frame`], [`Session::on_data`], [`Session::on_bad_frame`]), and says
+//!   when the connection is gone ([`Session::on_lost`]);
+//! - **backpressure**: the reader asks [`Session::must_pause`] before it reads more and waits on
+//!   [`Session::wait_readable`] (or [`Session::reader_signal`] and the sink's
+//!   [`FrameSink::progress`]) while it must not.
+//!
+//! No socket, task or timer lives here: the socket transport (`driver::stream_conn`) is a write
+//! queue implementing the sink, a writer task and a reader task; a shared-memory transport
+//! implements the sink over its rings and feeds the same session from its ring reader.
+//!
+//! # Memory bounds and the head-of-line trade-off
+//!
+//! ttstream has no flow control on the wire (Kitex peers have none to speak), so received data
+//! is bounded the only way that never loses a message: when a stream holds more than
+//! [`Limits::stream_recv_buffer`] unread bytes, or the connection more than
+//! [`Limits::conn_recv_buffer`], [`Session::must_pause`] holds until the handle reads and the
+//! reader stops reading. TCP (or a full ring) then pushes back on the sender. The cost is
+//! head-of-line blocking: other streams on that connection wait too. Streams on other
+//! connections (the client pool keeps several) are not affected, and memory never grows
+//! without bound.
+//!
+//! A server session is bounded further by the core server's
+//! [`ServerLimits`](rpc_core::limits::ServerLimits):
+//! - its reader also stops while the sink's backlog, control frames included, is over
+//!   [`Limits::write_buffer`] (a peer that never reads cannot make it queue replies or
+//!   refusals without bound), and while the server-wide byte budget is used up and this
+//!   connection holds more than [`Limits::conn_reserve`] (received-unread plus
+//!   queued-unwritten bytes are charged to the budget);
+//! - at most `max_concurrent_streams` streams are open at once: a Header beyond that is
+//!   refused with a Header + Trailer carrying an exception of type [`REFUSED_STREAM_CODE`];
+//! - (socket transport) a frame must complete within `frame_timeout` of its first bytes, and a
+//!   connection with no open stream ([`Session::is_idle`]) and no bytes for `idle_timeout` is
+//!   closed.
+//!
+//! Forward compatibility with newer peers: a frame of an unknown type is ignored (as HTTP/2
+//! ignores unknown frame types, RFC 9113 §4.1); any other frame that is well delimited but
+//! not a valid ttstream frame (no frame type, a non-streaming protocol id or flags, a method
+//! that is not UTF-8, stream id 0 or, for a new stream, a negative id) ends the stream it names
+//! with 12004 (illegal frame) if that stream is open and is ignored otherwise. Only a byte
+//! stream that cannot be delimited closes the connection.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use rpc_core::codec::Encodable;
+use rpc_core::limits::ByteBudget;
+use rpc_core::transport::{ClientStreamRaw, IncomingStream};
+use rpc_core::{CallContext, Code, Error, PayloadKind, Peer, Server, Status};
+use tokio::sync::Notify;
+
+use crate::common::{
+    deadline_of, lock, next_id, pause_while, route_refusal, timeout_ms, Lifecycle,
+};
+use crate::driver::config::{Counted, Limits, Stats};
+use crate::driver::mapping::{metadata_of, str_kvs};
+use crate::proto::keys::{kitex_code, str_key};
+use crate::proto::{
+    ApplicationException, FrameError, FrameKind, Packet, Role, StreamFrame, StreamProtocol,
+    StreamState,
+};
+
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use stream::{ClientHandle, ServerHandle, Stream};
+
+/// The exception type a server refuses a stream with when the connection already has
+/// `max_concurrent_streams` open. Kitex has no "refused stream" code; 12006 (transport
+/// closing) is the one Kitex and our mapping both read as UNAVAILABLE — retry later or
+/// elsewhere, as gRPC clients treat HTTP/2's REFUSED_STREAM. Graceful shutdown refuses with
+/// the same code; the message tells the two apart.
+pub const REFUSED_STREAM_CODE: i32 = kitex_code::TRANSPORT_CLOSING;
+
+/// Why a [`FrameSink`] did not take a frame.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The sink is closed (the connection is gone); nothing was appended.
+    Closed,
+    /// This frame could not be encoded (or is over the frame size limit); nothing was
+    /// appended and the sink stays usable.
+    Frame(Status),
+}
+
+/// Where a [`Session`] writes its encoded frames, in order. Implementations synchronize
+/// internally (all methods take `&self`); frames appended by one call must reach the peer
+/// whole and in append order.
+///
+/// Every frame appended counts toward [`FrameSink::backlog`] until the peer (or the socket)
+/// took it: a server session stops reading while the backlog is at or over
+/// [`Limits::write_buffer`], so control frames, which never wait, are bounded too.
+pub trait FrameSink: Send + Sync + 'static {
+    /// Ready when a Data frame of `len` message bytes (0 when unknown) may be appended now;
+    /// `Err` once the sink is closed. A socket queue waits while its buffer is full; a ring
+    /// waits for a slot of `len` bytes.
+    fn poll_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), SinkError>>;
+
+    /// Appends one control frame (Header, Trailer, Rst) without waiting for room.
+    fn append_frame(&self, frame: &StreamFrame) -> Result<(), SinkError>;
+
+    /// Appends one Data frame: `head` (the stream's encoded Data head, with a LENGTH of 0 that
+    /// the sink sets to the frame's length, `head.len() - 4` plus the message's) followed by
+    /// `msg` encoded straight into the sink's buffer. A frame longer than `max_frame` bytes
+    /// (LENGTH) is not appended: `SinkError::Frame` with `RESOURCE_EXHAUSTED`.
+    fn append_data(
+        &self,
+        head: &[u8],
+        msg: &mut dyn Encodable,
+        max_frame: usize,
+    ) -> Result<(), SinkError>;
+
+    /// Bytes appended and not yet taken by the peer (or the socket), control frames included.
+    fn backlog(&self) -> usize;
+
+    /// Notified (`notify_one`) whenever the backlog shrinks: a paused reader waits on it.
+    fn progress(&self) -> &Notify;
+
+    /// Stops accepting frames: appends fail with [`SinkError::Closed`] and waiters in
+    /// `poll_ready` wake. What was appended before is still delivered if it can be.
+    fn close(&self);
+
+    /// Whether [`FrameSink::close`] ran (or the sink failed on its own).
+    fn is_closed(&self) -> bool;
+}
+
+/// Appends one Data frame to `dst` as [`FrameSink::append_data`] describes it, for sinks that
+/// write into a `BytesMut`: `head`, then `msg` encoded in place, then LENGTH set. On an error
+/// (encoding, or a frame over `max_frame` bytes) nothing is left appended.
+pub fn append_data_frame(
+    dst: &mut BytesMut,
+    head: &[u8],
+    msg: &mut dyn Encodable,
+    max_frame: usize,
+) -> Result<(), Status> {
+    crate::driver::write::append_packet(dst, max_frame, |buf| {
+        buf.extend_from_slice(head);
+        msg.encode(buf)
+    })
+    .map(drop)
+}
+
+/// The streams of one ttstream connection, generic over how frames are written ([`FrameSink`])
+/// and fed by whatever reads them (module docs). Client and server share it; the role decides
+/// who opens streams.
+pub struct Session<S: FrameSink> {
+    role: Role,
+    limits: Limits,
+    sink: S,
+    streams: Mutex<HashMap<i32, Arc<Stream<S>>>>,
+    /// Bytes queued in all streams of this session.
+    buffered: AtomicUsize,
+    /// Streams holding more than their receive limit.
+    over_limit: AtomicUsize,
+    life: Lifecycle,
+    next_id: AtomicI32,
+    peer: Option<Peer>,
+    stats: Arc<Stats>,
+    server: Option<Server>,
+    /// Server side: the server-wide budget received and queued bytes are charged to.
+    budget: Option<Arc<ByteBudget>>,
+    _counted: Counted,
+}
+
+impl<S: FrameSink> std::fmt::Debug for Session<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("role", &self.role)
+            .field("peer", &self.peer)
+            .field("streams", &self.stream_count())
+            .field("lost", &self.life.lost())
+            .finish()
+    }
+}
+
+impl<S: FrameSink> Session<S> {
+    /// A session writing into `sink`. A server session (`server` is `Some`) accepts streams
+    /// and dispatches them to `server`, charging received bytes to its byte budget (the sink
+    /// charges what it queues, if it wants to). `stats` counts the session and its streams.
+    pub fn new(
+        role: Role,
+        sink: S,
+        limits: Limits,
+        peer: Option<Peer>,
+        stats: &Arc<Stats>,
+        server: Option<Server>,
+    ) -> Arc<Session<S>> {
+        let budget = server.as_ref().map(|s| s.byte_budget().clone());
+        Arc::new(Session {
+            role,
+            limits,
+            sink,
+            streams: Mutex::new(HashMap::new()),
+            buffered: AtomicUsize::new(0),
+            over_limit: AtomicUsize::new(0),
+            life: Lifecycle::new(),
+            next_id: AtomicI32::new(1),
+            peer,
+            stats: stats.clone(),
+            server,
+            budget,
+            _counted: Counted::new(stats, |s| &s.connections),
+        })
+    }
+
+    /// The sink frames are written into.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// The limits this session was made with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The server a server session dispatches to.
+    pub fn server(&self) -> Option<&Server> {
+        self.server.as_ref()
+    }
+
+    /// The server-wide byte budget (server side): a reader charges its unparsed bytes to it.
+    pub fn budget(&self) -> Option<&Arc<ByteBudget>> {
+        self.budget.as_ref()
+    }
+
+    /// Whether the session can carry new streams.
+    pub fn is_usable(&self) -> bool {
+        self.life.lost().is_none() && !self.sink.is_closed() && !self.life.is_draining()
+    }
+
+    /// Streams open now.
+    pub fn stream_count(&self) -> usize {
+        lock(&self.streams).len()
+    }
+
+    /// Server side with no open stream (the reader's idle clock runs).
+    pub fn is_idle(&self) -> bool {
+        self.server.is_some() && self.stream_count() == 0
+    }
+
+    pub(crate) fn lifecycle(&self) -> &Lifecycle {
+        &self.life
+    }
+
+    /// Why the session ended, once it did.
+    pub fn lost(&self) -> Option<&Status> {
+        self.life.lost()
+    }
+
+    /// Server shutdown begins: new streams are refused from now on.
+    pub fn start_drain(&self) {
+        self.life.start_drain();
+    }
+
+    /// Server shutdown: refuses new streams; resolves once the open ones ended.
+    pub async fn drain(&self) {
+        self.life.drain(|| self.stream_count() == 0).await;
+    }
+
+    // ------------------------------------------------------------------------------- inbound
+
+    /// The connection is gone (EOF, an I/O error, a timeout, shutdown): every open stream ends
+    /// with `UNAVAILABLE` carrying `status`'s message, the sink is closed and the reader and
+    /// `drain` are woken. Only the first call counts.
+    pub fn on_lost(&self, status: Status) {
+        if !self.life.lose(&status) {
+            return;
+        }
+        if status.code() != Code::Ok {
+            tracing::debug!(role = ?self.role, peer = ?self.peer, %status, "ttstream connection closed");
+        }
+        self.sink.close();
+        let streams: Vec<_> = lock(&self.streams).drain().map(|(_, s)| s).collect();
+        let code = match self.role {
+            Role::Client => kitex_code::TRANSPORT_CLOSING,
+            Role::Server => kitex_code::CONNECTION_CLOSED,
+        };
+        let stream_status = Status::unavailable(format!("connection lost: {}", status.message()))
+            .with_transport_code(code);
+        for s in streams {
+            s.connection_lost(&stream_status);
+        }
+        self.life.wake_all();
+    }
+
+    /// Takes every whole frame off the front of `buf` and handles it; returns whether it took
+    /// any. An error means the bytes cannot be delimited: the connection must end with it.
+    pub fn on_bytes(self: &Arc<Self>, buf: &mut BytesMut) -> Result<bool, Status> {
+        let limits = self.limits.proto();
+        let mut decoded = false;
+        loop {
+            // Most frames are plain Data frames: take them without allocating.
+            if let Some(d) = StreamFrame::decode_data(buf, &limits) {
+                decoded = true;
+                self.on_data(d.stream_id, d.payload);
+                continue;
+            }
+            match Packet::decode(buf, &limits) {
+                Ok(Some(packet)) => {
+                    decoded = true;
+                    let id = packet.seq_id;
+                    match StreamFrame::try_from(packet) {
+                        Ok(frame) => self.on_frame(frame),
+                        Err(e) => self.on_bad_frame(id, &e),
+                    }
+                }
+                Ok(None) => return Ok(decoded),
+                Err(e) => {
+                    tracing::warn!(peer = ?self.peer, error = %e, "malformed ttstream frame; closing the connection");
+                    return Err(
+                        Status::internal(format!("malformed frame: {e}")).with_source(
+                            Error::Protocol {
+                                initiator: rpc_core::status::Initiator::Remote,
+                                reason: e.to_string(),
+                            },
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A Data frame's payload for `stream_id` (a reader's fast path: no frame allocated).
+    pub fn on_data(&self, stream_id: i32, payload: Bytes) {
+        if let Some(s) = self.stream(stream_id) {
+            s.on_data(payload);
+        }
+    }
+
+    /// One decoded frame: routed to its stream, or (server, Header) a new stream.
+    pub fn on_frame(self: &Arc<Self>, frame: StreamFrame) {
+        match self.stream(frame.stream_id) {
+            Some(s) => s.on_frame(frame),
+            None if self.role == Role::Server
+                && frame.kind == FrameKind::Header
+                && frame.stream_id > 0 =>
+            {
+                self.accept(frame)
+            }
+            // Frames for unknown or finished streams are ignored, as Kitex does (spec §3).
+            None => {
+                tracing::trace!(id = frame.stream_id, kind = ?frame.kind, "frame for unknown stream ignored")
+            }
+        }
+    }
+
+    /// A delimited frame for `stream_id` that is not a valid ttstream frame (module docs).
+    pub fn on_bad_frame(&self, stream_id: i32, e: &FrameError) {
+        if matches!(e, FrameError::UnknownFrameType { .. }) {
+            tracing::debug!(stream_id, error = %e, "frame of an unknown type ignored");
+            return;
+        }
+        match self.stream(stream_id) {
+            Some(s) => s.illegal_frame(e.to_string()),
+            None => {
+                tracing::debug!(stream_id, error = %e, "invalid frame for no open stream ignored")
+            }
+        }
+    }
+
+    // -------------------------------------------------------------------------- backpressure
+
+    /// Whether the reader must stop reading now (module docs). `unparsed` is what it holds
+    /// received and not yet handed over.
+    pub fn must_pause(&self, unparsed: usize) -> bool {
+        if self.over_limit.load(Ordering::Acquire) > 0
+            || self.buffered.load(Ordering::Acquire) > self.limits.conn_recv_buffer
+        {
+            return true;
+        }
+        self.limits.writes_block_reading(
+            self.sink.backlog(),
+            self.budget.as_deref(),
+            unparsed + self.buffered.load(Ordering::Acquire),
+        )
+    }
+
+    /// Notified (`notify_one`) when the reader should look again: a stream's queue fell back
+    /// under its limit, the last stream closed (the idle clock starts), or the session was
+    /// lost. With the sink's [`FrameSink::progress`] and the budget's release these are all
+    /// the reasons [`Session::must_pause`] can turn false.
+    pub fn reader_signal(&self) -> &Notify {
+        self.life.reader()
+    }
+
+    /// Waits while [`Session::must_pause`] holds (and the session is not lost); returns
+    /// whether it waited.
+    pub async fn wait_readable(&self, unparsed: usize) -> bool {
+        pause_while(
+            self.budget.as_deref(),
+            [self.life.reader(), self.sink.progress()],
+            || self.must_pause(unparsed),
+            || self.life.lost().is_some(),
+        )
+        .await
+    }
+
+    // ------------------------------------------------------------------------------- streams
+
+    fn stream(&self, id: i32) -> Option<Arc<Stream<S>>> {
+        lock(&self.streams).get(&id).cloned()
+    }
+
+    fn remove(&self, id: i32) {
+        let mut streams = lock(&self.streams);
+        let removed = streams.remove(&id).is_some();
+        if streams.is_empty() {
+            drop(streams);
+            self.life.became_idle();
+            // The reader starts the idle clock (server side).
+            if removed && self.server.is_some() {
+                self.life.reader().notify_one();
+            }
+        }
+    }
+
+    /// Server: a Header for a new stream id.
+    fn accept(self: &Arc<Self>, frame: StreamFrame) {
+        let Some(server) = self.server.clone() else {
+            return;
+        };
+        let id = frame.stream_id;
+        let method = frame.method.clone();
+        let protocol = frame.protocol;
+        let metadata = metadata_of(&frame.headers);
+        let deadline = deadline_of(&frame.headers);
+        let payload = match protocol {
+            StreamProtocol::Thrift => PayloadKind::Thrift,
+            StreamProtocol::Protobuf => PayloadKind::Protobuf,
+        };
+        let route = {
+            let service = frame
+                .headers
+                .get_str(str_key::IDL_SERVICE_NAME)
+                .unwrap_or_default();
+            server.resolve_for(service, &method, Some(payload))
+        };
+        let mut sm = StreamState::new(Role::Server, id);
+        if sm.recv(frame).is_err() {
+            return;
+        }
+        let max = server.limits().max_concurrent_streams;
+        let refusal = if self.life.is_draining() {
+            Some((
+                kitex_code::TRANSPORT_CLOSING,
+                "server is shutting down".to_owned(),
+            ))
+        } else if self.stream_count() >= max {
+            // Bounded like every write: the reader stops while the backlog is over its limit.
+            Some((
+                REFUSED_STREAM_CODE,
+                format!("too many concurrent streams on this connection (limit {max})"),
+            ))
+        } else {
+            route
+                .as_ref()
+                .err()
+                .map(|e| (route_refusal(e), e.to_string()))
+        };
+        if let Some((kind, message)) = refusal {
+            return self.refuse(id, &method, protocol, kind, message);
+        }
+        let Ok(route) = route else { return };
+        let stream = Stream::new(self, id, method, protocol, sm);
+        lock(&self.streams).insert(id, stream.clone());
+        // Already routed: `dispatch_route` does not need the names again (no allocation).
+        let incoming = IncomingStream::new(String::new(), String::new())
+            .with_metadata(metadata)
+            .with_deadline(deadline)
+            .with_peer(self.peer.clone())
+            .with_payload(Some(payload));
+        server.dispatch_route(route, incoming, Arc::new(ServerHandle(stream)));
+    }
+
+    /// Refuses a new stream: a Header, then a Trailer carrying the exception.
+    fn refuse(&self, id: i32, method: &str, protocol: StreamProtocol, kind: i32, message: String) {
+        let exc = ApplicationException::new(kind, message);
+        let _ = self
+            .sink
+            .append_frame(&StreamFrame::server_header(id, method, protocol, []));
+        if let Ok(t) = StreamFrame::trailer(id, method, protocol, [], None, Some(&exc)) {
+            let _ = self.sink.append_frame(&t);
+        }
+    }
+
+    /// Client: opens a stream (writes its Header; never waits for the server).
+    pub fn open(self: &Arc<Self>, ctx: &CallContext) -> Result<Arc<dyn ClientStreamRaw>, Status> {
+        if let Some(s) = self.life.lost() {
+            return Err(s.clone());
+        }
+        let method = ctx.method();
+        let protocol = protocol_of(method.payload);
+        let id = next_id(&self.next_id);
+        let mut sm = StreamState::new(Role::Client, id);
+        sm.send(FrameKind::Header)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let header = StreamFrame::client_header(
+            id,
+            method.name,
+            protocol,
+            method.service,
+            str_kvs(ctx.metadata()),
+            ctx.timeout().map(timeout_ms),
+        );
+        let stream = Stream::new(self, id, method.name.to_owned(), protocol, sm);
+        lock(&self.streams).insert(id, stream.clone());
+        match self.sink.append_frame(&header) {
+            Ok(()) => Ok(Arc::new(ClientHandle(stream))),
+            Err(e) => {
+                self.remove(id);
+                Err(self.sink_error(e))
+            }
+        }
+    }
+
+    fn sink_error(&self, e: SinkError) -> Status {
+        match e {
+            SinkError::Closed => self.life.lost_status(),
+            SinkError::Frame(status) => status,
+        }
+    }
+}
+
+/// The ttstream protocol a payload kind travels as.
+pub(crate) fn protocol_of(kind: PayloadKind) -> StreamProtocol {
+    match kind {
+        PayloadKind::Protobuf => StreamProtocol::Protobuf,
+        _ => StreamProtocol::Thrift,
+    }
+}

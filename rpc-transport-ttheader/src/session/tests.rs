@@ -1,0 +1,241 @@
+//! The session driven without sockets: an in-memory sink, frames fed by hand.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use rpc_core::codec::Encodable;
+use rpc_core::transport::BoxFuture;
+use rpc_core::{
+    MethodDesc, Mode, PayloadKind, ProstCodec, Server, ServerCall, ServerLimits, Service,
+    ServiceDesc, Status,
+};
+use tokio::sync::{Notify, Semaphore};
+
+use super::{append_data_frame, FrameSink, Session, SinkError, REFUSED_STREAM_CODE};
+use crate::driver::config::{Limits, Stats};
+use crate::proto::{ApplicationException, Role, StreamFrame, StreamProtocol};
+
+/// Frames appended to a buffer, as a transport would hand them to its peer.
+#[derive(Default)]
+struct MemSink {
+    buf: Mutex<BytesMut>,
+    closed: AtomicBool,
+    progress: Notify,
+}
+
+impl MemSink {
+    fn take(&self) -> BytesMut {
+        self.buf.lock().unwrap().split()
+    }
+
+    fn check(&self) -> Result<(), SinkError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SinkError::Closed);
+        }
+        Ok(())
+    }
+}
+
+impl FrameSink for MemSink {
+    fn poll_ready(&self, _cx: &mut Context<'_>, _len: usize) -> Poll<Result<(), SinkError>> {
+        Poll::Ready(self.check())
+    }
+
+    fn append_frame(&self, frame: &StreamFrame) -> Result<(), SinkError> {
+        self.check()?;
+        frame
+            .encode(&mut self.buf.lock().unwrap())
+            .map_err(|e| SinkError::Frame(Status::internal(e.to_string())))
+    }
+
+    fn append_data(
+        &self,
+        head: &[u8],
+        msg: &mut dyn Encodable,
+        max_frame: usize,
+    ) -> Result<(), SinkError> {
+        self.check()?;
+        append_data_frame(&mut self.buf.lock().unwrap(), head, msg, max_frame)
+            .map_err(SinkError::Frame)
+    }
+
+    fn backlog(&self) -> usize {
+        self.buf.lock().unwrap().len()
+    }
+
+    fn progress(&self) -> &Notify {
+        &self.progress
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+static METHODS: [MethodDesc; 1] = [MethodDesc {
+    package: "t",
+    service: "Echo",
+    full_service: "t.Echo",
+    name: "Chat",
+    path: "/t.Echo/Chat",
+    mode: Mode::Bidi,
+    payload: PayloadKind::Protobuf,
+}];
+static DESC: ServiceDesc = ServiceDesc {
+    package: "t",
+    name: "Echo",
+    full_name: "t.Echo",
+    methods: &METHODS,
+};
+
+/// A bidi echo of protobuf strings whose handler takes a permit of `gate` before it reads.
+struct Echo {
+    gate: Arc<Semaphore>,
+}
+
+impl Service for Echo {
+    fn descriptor(&self) -> &'static ServiceDesc {
+        &DESC
+    }
+
+    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+        let gate = self.gate.clone();
+        Box::pin(call.bidi::<ProstCodec, String, String, _, _>(
+            move |_ctx, mut stream| async move {
+                let _permit = gate
+                    .acquire()
+                    .await
+                    .map_err(|_| Status::internal("gate closed"))?;
+                while let Some(m) = stream.recv().await? {
+                    stream.send(m).await?;
+                }
+                Ok(())
+            },
+        ))
+    }
+}
+
+fn session(
+    limits: Limits,
+    server_limits: ServerLimits,
+    permits: usize,
+) -> (Arc<Session<MemSink>>, Arc<Semaphore>) {
+    let gate = Arc::new(Semaphore::new(permits));
+    let server = Server::builder()
+        .limits(server_limits)
+        .add_service(Echo { gate: gate.clone() })
+        .build();
+    let stats = Arc::new(Stats::default());
+    let s = Session::new(
+        Role::Server,
+        MemSink::default(),
+        limits,
+        None,
+        &stats,
+        Some(server),
+    );
+    (s, gate)
+}
+
+const P: StreamProtocol = StreamProtocol::Protobuf;
+
+fn encode(frames: &[StreamFrame]) -> BytesMut {
+    let mut b = BytesMut::new();
+    for f in frames {
+        f.encode(&mut b).unwrap();
+    }
+    b
+}
+
+fn open(id: i32) -> StreamFrame {
+    StreamFrame::client_header(id, "Chat", P, "t.Echo", [], None)
+}
+
+fn pb(text: &str) -> Bytes {
+    Bytes::from(prost::Message::encode_to_vec(&text.to_owned()))
+}
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("timed out")
+}
+
+#[tokio::test]
+async fn a_stream_opened_by_hand_writes_the_exact_frames() {
+    let (s, _gate) = session(Limits::default(), ServerLimits::default(), 16);
+    let mut wire = encode(&[
+        open(1),
+        StreamFrame::data(1, "Chat", P, pb("hi")),
+        StreamFrame::close_send(1, "Chat", P),
+    ]);
+    assert!(s.on_bytes(&mut wire).unwrap());
+    assert!(wire.is_empty());
+    // The handler echoes, sees EOF and returns: the stream ends and leaves the map.
+    within(s.drain()).await;
+    let expected = encode(&[
+        StreamFrame::server_header(1, "Chat", P, []),
+        StreamFrame::data(1, "Chat", P, pb("hi")),
+        StreamFrame::trailer(1, "Chat", P, [], None, None).unwrap(),
+    ]);
+    assert_eq!(s.sink().take(), expected);
+    assert_eq!(s.stream_count(), 0);
+}
+
+#[tokio::test]
+async fn a_stream_over_the_cap_is_refused_with_12006() {
+    let (s, gate) = session(
+        Limits::default(),
+        ServerLimits::default().max_concurrent_streams(1),
+        0,
+    );
+    s.on_frame(open(1));
+    s.on_frame(open(3));
+    assert_eq!(s.stream_count(), 1);
+    let exc = ApplicationException::new(
+        REFUSED_STREAM_CODE,
+        "too many concurrent streams on this connection (limit 1)",
+    );
+    let expected = encode(&[
+        StreamFrame::server_header(3, "Chat", P, []),
+        StreamFrame::trailer(3, "Chat", P, [], None, Some(&exc)).unwrap(),
+    ]);
+    assert_eq!(s.sink().take(), expected, "stream 1 wrote nothing yet");
+    // A frame for the refused stream is ignored; losing the session ends stream 1.
+    s.on_data(3, pb("late"));
+    s.on_lost(Status::unavailable("test over"));
+    gate.add_permits(1);
+    within(s.drain()).await;
+    assert!(s.sink().is_closed());
+}
+
+#[tokio::test]
+async fn the_reader_pauses_over_a_stream_limit_and_is_told_to_resume() {
+    let (s, gate) = session(
+        Limits::default().stream_recv_buffer(8),
+        ServerLimits::default(),
+        0,
+    );
+    s.on_frame(open(1));
+    assert!(!s.must_pause(0));
+    // Nothing signalled so far (a permit left over would make the wait below meaningless).
+    let _ = s.reader_signal().notified().now_or_never();
+    s.on_data(1, pb("sixteen bytes..."));
+    assert!(s.must_pause(0), "16 unread bytes over a limit of 8");
+    assert_eq!(s.wait_readable(0).now_or_never(), None, "the reader waits");
+    // The handler reads the message: the queue falls back under its limit.
+    gate.add_permits(1);
+    within(s.reader_signal().notified()).await;
+    assert!(!s.must_pause(0));
+    assert_eq!(s.wait_readable(0).now_or_never(), Some(false));
+    s.on_frame(StreamFrame::close_send(1, "Chat", P));
+    within(s.drain()).await;
+}
