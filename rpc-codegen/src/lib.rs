@@ -74,6 +74,8 @@
 //! name `::prost`, so a crate using proto IDLs depends on `prost` (and on `prost-types` when
 //! it imports `google/protobuf/*`).
 
+#![forbid(unsafe_code)]
+
 pub mod builder;
 mod error;
 pub mod gen;
