@@ -415,7 +415,8 @@ fn handler_status(
 }
 
 /// A handler future, its panics caught.
-type Handler = futures::future::CatchUnwind<AssertUnwindSafe<BoxFuture<'static, Result<(), Status>>>>;
+type Handler =
+    futures::future::CatchUnwind<AssertUnwindSafe<BoxFuture<'static, Result<(), Status>>>>;
 
 struct ActiveGuard(Arc<ServerInner>);
 

@@ -224,7 +224,7 @@ fn main() {
     );
     if let Some(traces) = TRACES.lock().unwrap_or_else(|e| e.into_inner()).take() {
         let mut traces: Vec<_> = traces.into_iter().collect();
-        traces.sort_by(|a, b| b.1.cmp(&a.1));
+        traces.sort_by_key(|t| std::cmp::Reverse(t.1));
         println!("call stacks of the first {trace} counted allocations (our frames):");
         for (stack, n) in traces {
             println!("{n:>6}x {stack}");

@@ -377,15 +377,25 @@ fn syscall_counts(perf: Child) -> Option<Vec<(String, f64)>> {
 /// Whether `perf` can count syscall tracepoints here.
 fn perf_works() -> bool {
     Command::new("perf")
-        .args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "--", "true"])
+        .args([
+            "stat",
+            "-x",
+            ",",
+            "-e",
+            "raw_syscalls:sys_enter",
+            "--",
+            "true",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
         .is_ok_and(|o| {
             o.status.success()
-                && String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .any(|l| l.split(',').next().is_some_and(|c| c.parse::<u64>().is_ok()))
+                && String::from_utf8_lossy(&o.stderr).lines().any(|l| {
+                    l.split(',')
+                        .next()
+                        .is_some_and(|c| c.parse::<u64>().is_ok())
+                })
         })
 }
 
@@ -668,7 +678,10 @@ fn micros(d: Duration) -> String {
 }
 
 fn cpu_micros(d: Option<Duration>) -> String {
-    d.map_or_else(|| "-".to_owned(), |d| format!("{:.2}us", d.as_secs_f64() * 1e6))
+    d.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:.2}us", d.as_secs_f64() * 1e6),
+    )
 }
 
 const HEADER: &str = "client->server";
@@ -689,7 +702,8 @@ fn print_row(run: &str, combo: Combo, f: &Figures) {
         micros(f.p99),
         cpu_micros(f.client_cpu),
         cpu_micros(f.server_cpu),
-        f.syscalls.map_or_else(|| "-".to_owned(), |s| format!("{s:.2}")),
+        f.syscalls
+            .map_or_else(|| "-".to_owned(), |s| format!("{s:.2}")),
         f.mix.as_deref().unwrap_or("-"),
     );
 }
@@ -779,7 +793,9 @@ fn bench(window: Duration, runs: usize, base: Option<PathBuf>) {
              {CLIENT_CORE}; one tokio worker each; server fresh per row"
         );
     } else {
-        println!("not pinned (no taskset or one core); one tokio worker each; server fresh per row");
+        println!(
+            "not pinned (no taskset or one core); one tokio worker each; server fresh per row"
+        );
     }
     println!(
         "ours: TtHeaderClient pool_size(1), UnaryMode::Mux, Framing::Framed / examples::server() \
@@ -812,14 +828,15 @@ fn bench(window: Duration, runs: usize, base: Option<PathBuf>) {
     let ours_base = Combo::new(Side::Ours, Side::Base);
     let raw_raw = Combo::new(Side::Raw, Side::Raw);
     let has_base = setup.base.is_some();
-    let combos: Vec<Combo> = [volo_volo, volo_ours, volo_base, ours_ours, ours_base, raw_raw]
-        .into_iter()
-        .filter(|c| has_base || (c.server != Side::Base))
-        .collect();
+    let combos: Vec<Combo> = [
+        volo_volo, volo_ours, volo_base, ours_ours, ours_base, raw_raw,
+    ]
+    .into_iter()
+    .filter(|c| has_base || (c.server != Side::Base))
+    .collect();
 
     print_header("run");
-    let mut results: Vec<(Combo, Vec<Figures>)> =
-        combos.iter().map(|c| (*c, Vec::new())).collect();
+    let mut results: Vec<(Combo, Vec<Figures>)> = combos.iter().map(|c| (*c, Vec::new())).collect();
     for run in 1..=runs {
         for &combo in &combos {
             let f = measure(combo, window, &setup);
@@ -848,21 +865,45 @@ fn bench(window: Duration, runs: usize, base: Option<PathBuf>) {
         "ratios a/b: median of the per-round ratios (the rounds' values in parentheses); \
          calls/s above 1 = a faster, latency/cpu/syscalls below 1 = a cheaper"
     );
-    println!(
-        "{:<22} {}",
-        "a / b",
-        PICKS.map(|(n, _)| n).join(" | ")
+    println!("{:<22} {}", "a / b", PICKS.map(|(n, _)| n).join(" | "));
+    ratio_line(
+        "srv: volo->ours / volo->volo",
+        runs_of(volo_ours),
+        runs_of(volo_volo),
     );
-    ratio_line("srv: volo->ours / volo->volo", runs_of(volo_ours), runs_of(volo_volo));
     if has_base {
-        ratio_line("srv: volo->base / volo->volo", runs_of(volo_base), runs_of(volo_volo));
-        ratio_line("srv: volo->ours / volo->base", runs_of(volo_ours), runs_of(volo_base));
+        ratio_line(
+            "srv: volo->base / volo->volo",
+            runs_of(volo_base),
+            runs_of(volo_volo),
+        );
+        ratio_line(
+            "srv: volo->ours / volo->base",
+            runs_of(volo_ours),
+            runs_of(volo_base),
+        );
     }
-    ratio_line("ours->ours / volo->volo", runs_of(ours_ours), runs_of(volo_volo));
-    ratio_line("ours->ours / raw floor", runs_of(ours_ours), runs_of(raw_raw));
+    ratio_line(
+        "ours->ours / volo->volo",
+        runs_of(ours_ours),
+        runs_of(volo_volo),
+    );
+    ratio_line(
+        "ours->ours / raw floor",
+        runs_of(ours_ours),
+        runs_of(raw_raw),
+    );
     if has_base {
-        ratio_line("ours->base / raw floor", runs_of(ours_base), runs_of(raw_raw));
-        ratio_line("ours->ours / ours->base", runs_of(ours_ours), runs_of(ours_base));
+        ratio_line(
+            "ours->base / raw floor",
+            runs_of(ours_base),
+            runs_of(raw_raw),
+        );
+        ratio_line(
+            "ours->ours / ours->base",
+            runs_of(ours_ours),
+            runs_of(ours_base),
+        );
     }
 }
 

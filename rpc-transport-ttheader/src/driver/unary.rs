@@ -5,9 +5,9 @@
 //! and unwraps them); this module adds the message envelope (method, type, seqid) and turns
 //! EXCEPTION replies (TApplicationException) and `biz-status` keys into `Status`es and back.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
