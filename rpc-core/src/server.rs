@@ -3,8 +3,10 @@
 //!
 //! A transport accepts a stream, wraps it as a [`ServerStreamRaw`] and calls
 //! [`Server::dispatch`]. The server routes by service and method, builds the [`ServerContext`],
-//! runs call middleware (tower layers, once per stream) and the handler in a task of its own,
-//! and finishes the stream with the handler's outcome:
+//! runs call middleware (tower layers, once per stream) and the handler, and finishes the stream
+//! with the handler's outcome. The handler is polled once in the dispatching task: one that
+//! completes at once (a pingpong handler that awaits nothing) costs no task; one that waits
+//! continues in a task of its own:
 //!
 //! * `Ok` → trailer with OK status and the trailer metadata the handler set;
 //! * `Err(status)` → the stream's final error;
@@ -297,7 +299,9 @@ impl Server {
         }
     }
 
-    /// Routes an accepted stream and runs its handler in a new task. Unknown service or method
+    /// Routes an accepted stream and runs its handler: polled once right here (a handler that
+    /// completes at once finishes the stream before this returns), then, if it still waits, in
+    /// a new task. Unknown service or method
     /// finishes the stream with `UNIMPLEMENTED` (transports map it to their wire form, e.g. a
     /// ttstream Trailer exception). Must be called within a tokio runtime.
     pub fn dispatch(&self, incoming: IncomingStream, raw: Arc<dyn ServerStreamRaw>) {
@@ -356,13 +360,63 @@ impl Server {
         };
         self.inner.active.fetch_add(1, Ordering::AcqRel);
         let guard = ActiveGuard(self.inner.clone());
+        // First poll here, in the transport's task: a handler that completes at once (a
+        // pingpong handler that does not wait for anything) finishes its stream now, without a
+        // task of its own. Only one that is still pending is spawned; the spawned task polls it
+        // again with its own waker (the wakers registered by this first poll are dropped, which
+        // the `Future` contract allows: the latest poll's waker is the one that counts). The
+        // handler always wins a tie with cancel or deadline in `run_stream` too (`biased`), so
+        // completing here is the same outcome.
+        let mut handler = AssertUnwindSafe(fut).catch_unwind();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(outcome) = handler.poll_unpin(&mut cx) {
+            finish_outcome(&shared, outcome);
+            drop(guard);
+            return;
+        }
         let grace = self.inner.cancel_grace;
         tokio::spawn(async move {
-            run_stream(shared, fut, grace).await;
+            run_stream(shared, handler, grace).await;
             drop(guard);
         });
     }
 }
+
+/// Ends the stream with the handler's outcome, unless a handler that returned `Ok` already
+/// ended it (a pingpong reply finishes the stream as it is sent: no second OK status is built).
+fn finish_outcome(
+    shared: &ServerShared,
+    outcome: Result<Result<(), Status>, Box<dyn std::any::Any + Send>>,
+) {
+    if matches!(outcome, Ok(Ok(()))) && *lock(&shared.finished) {
+        return;
+    }
+    shared.finish(handler_status(shared, outcome));
+}
+
+/// What a handler's outcome (or its panic) ends the stream with.
+fn handler_status(
+    shared: &ServerShared,
+    outcome: Result<Result<(), Status>, Box<dyn std::any::Any + Send>>,
+) -> Status {
+    match outcome {
+        Ok(Ok(())) => Status::ok(),
+        Ok(Err(status)) => status,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_owned());
+            tracing::error!(method = shared.ctx.method().path, panic = %what, "handler panicked");
+            Error::HandlerPanic(what).into()
+        }
+    }
+}
+
+/// A handler future, its panics caught.
+type Handler =
+    futures::future::CatchUnwind<AssertUnwindSafe<BoxFuture<'static, Result<(), Status>>>>;
 
 struct ActiveGuard(Arc<ServerInner>);
 
@@ -377,13 +431,9 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Runs a handler future to the end of its stream (see the module docs for the outcomes).
-async fn run_stream(
-    shared: Arc<ServerShared>,
-    fut: BoxFuture<'static, Result<(), Status>>,
-    grace: Duration,
-) {
-    let mut handler = AssertUnwindSafe(fut).catch_unwind();
+/// Runs a handler future (already polled once) to the end of its stream (see the module docs
+/// for the outcomes).
+async fn run_stream(shared: Arc<ServerShared>, mut handler: Handler, grace: Duration) {
     let cancelled = {
         let shared = shared.clone();
         async move {
@@ -399,22 +449,7 @@ async fn run_stream(
     };
     tokio::select! {
         biased;
-        outcome = &mut handler => {
-            let status = match outcome {
-                Ok(Ok(())) => Status::ok(),
-                Ok(Err(status)) => status,
-                Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-string panic payload".to_owned());
-                    tracing::error!(method = shared.ctx.method().path, panic = %what, "handler panicked");
-                    Error::HandlerPanic(what).into()
-                }
-            };
-            shared.finish(status);
-        }
+        outcome = &mut handler => finish_outcome(&shared, outcome),
         status = cancelled => {
             shared.cancel_locally(status.clone());
             shared.finish(status);

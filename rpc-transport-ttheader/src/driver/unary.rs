@@ -5,9 +5,10 @@
 //! and unwraps them); this module adds the message envelope (method, type, seqid) and turns
 //! EXCEPTION replies (TApplicationException) and `biz-status` keys into `Status`es and back.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -66,12 +67,32 @@ fn unary_exception_of(status: &Status) -> ApplicationException {
     ApplicationException::new(kind, status.message())
 }
 
+/// The strict Thrift-binary message envelope of a packet being written (the method name
+/// borrowed: no `String` per packet).
+struct Envelope<'a> {
+    name: &'a str,
+    kind: MessageType,
+    seq_id: i32,
+}
+
+impl Envelope<'_> {
+    /// Appends it (as [`MessageHeader::encode`]).
+    fn encode(&self, dst: &mut BytesMut) -> Result<(), String> {
+        let len = i32::try_from(self.name.len()).map_err(|_| "method name too long".to_owned())?;
+        dst.put_u32(0x8001_0000 | u32::from(self.kind.as_u8()));
+        dst.put_i32(len);
+        dst.put_slice(self.name.as_bytes());
+        dst.put_i32(self.seq_id);
+        Ok(())
+    }
+}
+
 /// Appends one unary packet: TTHeader head, optional frame length, message header, body.
 fn write_packet(
     buf: &mut BytesMut,
     packet: &Packet,
     framing: Framing,
-    msg: &MessageHeader,
+    msg: &Envelope<'_>,
     max: usize,
     body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
 ) -> Result<(), Status> {
@@ -97,7 +118,6 @@ fn write_packet(
 
 /// A parsed unary message.
 struct Incoming {
-    framing: Framing,
     header: MessageHeader,
     headers: Headers,
     body: Bytes,
@@ -105,17 +125,12 @@ struct Incoming {
 
 fn parse(packet: Packet) -> Result<Incoming, String> {
     let (form, message) = PayloadForm::split(&packet.payload).map_err(|e| e.to_string())?;
-    let framing = match form {
-        PayloadForm::Unframed => Framing::Unframed,
-        PayloadForm::Framed => Framing::Framed,
-        PayloadForm::KitexProtobuf => {
-            return Err("Kitex protobuf payloads are not supported".into())
-        }
-    };
+    if form == PayloadForm::KitexProtobuf {
+        return Err("Kitex protobuf payloads are not supported".into());
+    }
     let (header, used) = MessageHeader::decode(message).map_err(|e| e.to_string())?;
     let offset = packet.payload.len() - message.len() + used;
     Ok(Incoming {
-        framing,
         header,
         body: packet.payload.slice(offset..),
         headers: packet.headers,
@@ -378,8 +393,8 @@ impl ClientStreamRaw for UnaryClient {
                 .headers
                 .push_int(int_key::RPC_TIMEOUT, timeout_ms(t).to_string());
         }
-        let header = MessageHeader {
-            name: self.ctx_method.to_owned(),
+        let header = Envelope {
+            name: self.ctx_method,
             kind: MessageType::Call,
             seq_id: seq,
         };
@@ -480,8 +495,10 @@ pub(crate) struct UnaryServerConn {
     /// Lost, draining, idle; its reader signal wakes the reader when a call ends (it may read
     /// again, or start its idle clock).
     life: Lifecycle,
-    /// In-flight calls, so a lost connection can cancel their handlers.
-    calls: Mutex<HashMap<u64, Arc<ServerCallState>>>,
+    /// In-flight calls whose handlers wait (registered when the core first asks for a reset),
+    /// so a lost connection can cancel them. A call whose handler completes in its first poll
+    /// never enters it.
+    calls: Mutex<HashMap<u64, Weak<UnaryServer>>>,
     next_call: std::sync::atomic::AtomicU64,
     _counted: Counted,
 }
@@ -518,7 +535,7 @@ impl UnaryServerConn {
         }
         self.write.close();
         let calls: Vec<_> = lock(&self.calls).drain().map(|(_, c)| c).collect();
-        for c in calls {
+        for c in calls.iter().filter_map(Weak::upgrade) {
             let mut st = lock(&c.st);
             st.cancelled.get_or_insert(status.clone());
             wake(&mut st.cancel_waker);
@@ -553,8 +570,10 @@ impl UnaryServerConn {
     }
 
     /// A call ended: forget it and let the reader go on.
-    fn call_done(&self, call_id: u64) {
-        lock(&self.calls).remove(&call_id);
+    fn call_done(&self, call_id: u64, registered: bool) {
+        if registered {
+            lock(&self.calls).remove(&call_id);
+        }
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.life.became_idle();
         }
@@ -572,7 +591,7 @@ impl UnaryServerConn {
         }
         let seq_id = packet.seq_id;
         let flags = packet.flags;
-        let msg = match parse(packet) {
+        let msg = match parse_request(&packet.payload) {
             Ok(m) => m,
             Err(e) => {
                 // The TTHeader framing is intact, only the payload is not strict Thrift binary
@@ -581,7 +600,7 @@ impl UnaryServerConn {
                     flags: flags & FLAGS_MUX,
                     seq: seq_id,
                     framing: Framing::Unframed,
-                    method: String::new(),
+                    method: Cow::Borrowed(""),
                     oneway: false,
                 };
                 let status = Status::unimplemented(format!("unsupported payload: {e}"))
@@ -590,7 +609,7 @@ impl UnaryServerConn {
                 return Ok(());
             }
         };
-        let oneway = match msg.header.kind {
+        let oneway = match msg.kind {
             MessageType::Call => false,
             MessageType::Oneway => true,
             other => {
@@ -599,74 +618,72 @@ impl UnaryServerConn {
                 )))
             }
         };
-        let reply_to = ReplyTo {
+        let mut reply_to = ReplyTo {
             flags: flags & FLAGS_MUX,
-            seq: if msg.header.seq_id != 0 {
-                msg.header.seq_id
-            } else {
-                seq_id
-            },
+            seq: if msg.seq_id != 0 { msg.seq_id } else { seq_id },
             framing: msg.framing,
-            method: msg.header.name.clone(),
+            method: Cow::Borrowed(""),
             oneway,
         };
-        let service = msg
+        // Names borrowed from the packet: routing copies nothing.
+        let service = packet
             .headers
             .get_str(str_key::IDL_SERVICE_NAME)
-            .unwrap_or_default()
-            .to_owned();
-        let route =
-            match self
-                .server
-                .resolve_for(&service, &msg.header.name, Some(PayloadKind::Thrift))
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let kind = route_refusal(&e);
-                    let status = Status::from(e).with_transport_code(kind);
-                    self.reply(&reply_to, &Metadata::new(), Err(&status));
-                    return Ok(());
-                }
-            };
+            .unwrap_or_default();
+        let route = match self
+            .server
+            .resolve_for(service, msg.name, Some(PayloadKind::Thrift))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                reply_to.method = Cow::Owned(msg.name.to_owned());
+                let kind = route_refusal(&e);
+                let status = Status::from(e).with_transport_code(kind);
+                self.reply(&reply_to, &Metadata::new(), Err(&status));
+                return Ok(());
+            }
+        };
+        // Routing matched the name exactly: the reply names the method with the descriptor's
+        // `&'static str`.
+        reply_to.method = Cow::Borrowed(route.method().name);
         if route.method().mode != Mode::PingPong {
             // volo-build turns streaming methods into pingpong ones; a streaming handler cannot
             // run over one CALL/REPLY, so say so instead of failing on the payload.
             let status = Status::unimplemented(format!(
                 "{} is a streaming method: call it over TTHeader Streaming",
-                msg.header.name
+                route.method().name
             ))
             .with_transport_code(ApplicationException::INVALID_PROTOCOL);
             self.reply(&reply_to, &Metadata::new(), Err(&status));
             return Ok(());
         }
-        let deadline = deadline_of(&msg.headers);
+        let deadline = deadline_of(&packet.headers);
+        let body = packet.payload.slice(msg.body_at..);
         // Already routed: `dispatch_route` does not need the names again (no allocation).
-        drop(service);
         let incoming = IncomingStream::new(String::new(), String::new())
-            .with_metadata(metadata_of(&msg.headers))
+            .with_metadata(metadata_of(&packet.headers))
             .with_deadline(deadline)
             .with_peer(self.peer.clone())
             .with_payload(Some(PayloadKind::Thrift));
-        let request_held = Held::new(&self.held, self.server.byte_budget(), msg.body.len());
-        let state = Arc::new(ServerCallState {
+        let request_held = Held::new(&self.held, self.server.byte_budget(), body.len());
+        let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        // One allocation for the call's transport state (the core holds it as its raw stream).
+        let raw = Arc::new_cyclic(|me| UnaryServer {
+            conn: self.clone(),
+            call_id,
+            reply_to,
+            me: me.clone(),
             st: Mutex::new(ServerCallInner {
                 request_held: Some(request_held),
-                request: Some(msg.body),
+                request: Some(body),
                 response: None,
                 header: Metadata::new(),
                 cancelled: None,
                 cancel_waker: None,
                 finished: false,
+                registered: false,
             }),
-        });
-        let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
-        lock(&self.calls).insert(call_id, state.clone());
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let raw = Arc::new(UnaryServer {
-            conn: self.clone(),
-            call_id,
-            reply_to,
-            state,
             _counted: Counted::new(&self.stats, |s| &s.streams),
         });
         self.server.dispatch_route(route, incoming, raw);
@@ -699,8 +716,8 @@ impl UnaryServerConn {
                 }
             }
         };
-        let header = MessageHeader {
-            name: to.method.clone(),
+        let header = Envelope {
+            name: &to.method,
             kind,
             seq_id: to.seq,
         };
@@ -812,12 +829,60 @@ struct ReplyTo {
     flags: u16,
     seq: i32,
     framing: Framing,
-    method: String,
+    /// The routed method's `&'static` name; owned only for a name that did not route.
+    method: Cow<'static, str>,
     oneway: bool,
 }
 
-struct ServerCallState {
-    st: Mutex<ServerCallInner>,
+/// The envelope of a request, its method name borrowed from the packet.
+struct RequestHead<'a> {
+    framing: Framing,
+    kind: MessageType,
+    seq_id: i32,
+    name: &'a str,
+    /// Where the Args struct starts in the payload.
+    body_at: usize,
+}
+
+/// Parses a request's envelope (as [`parse`], without copying the method name).
+fn parse_request(payload: &[u8]) -> Result<RequestHead<'_>, String> {
+    let (form, message) = PayloadForm::split(payload).map_err(|e| e.to_string())?;
+    let framing = match form {
+        PayloadForm::Unframed => Framing::Unframed,
+        PayloadForm::Framed => Framing::Framed,
+        PayloadForm::KitexProtobuf => {
+            return Err("Kitex protobuf payloads are not supported".into())
+        }
+    };
+    let be32 = |at: usize| -> Option<u32> {
+        let b = message.get(at..at + 4)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    // The strict envelope: `0x8001_00TT`, i32 name length, name, i32 seqid.
+    let head = (|| {
+        let word = be32(0)?;
+        if word & 0xffff_0000 != 0x8001_0000 {
+            return None;
+        }
+        let kind = MessageType::from_u8((word & 0xff) as u8)?;
+        let len = usize::try_from(be32(4)? as i32).ok()?;
+        let name = std::str::from_utf8(message.get(8..8 + len)?).ok()?;
+        let seq_id = be32(8 + len)? as i32;
+        Some((kind, name, seq_id, 12 + len))
+    })();
+    let Some((kind, name, seq_id, used)) = head else {
+        // Not a valid envelope: the full decoder says why.
+        return Err(MessageHeader::decode(message)
+            .err()
+            .map_or_else(|| "malformed message header".to_owned(), |e| e.to_string()));
+    };
+    Ok(RequestHead {
+        framing,
+        kind,
+        seq_id,
+        name,
+        body_at: payload.len() - message.len() + used,
+    })
 }
 
 struct ServerCallInner {
@@ -829,6 +894,8 @@ struct ServerCallInner {
     cancelled: Option<Status>,
     cancel_waker: Option<Waker>,
     finished: bool,
+    /// In the connection's `calls` (the core asked for a reset: the handler waits).
+    registered: bool,
 }
 
 /// One unary call as a raw server stream: the request is the only message, then EOF; the
@@ -837,13 +904,15 @@ struct UnaryServer {
     conn: Arc<UnaryServerConn>,
     call_id: u64,
     reply_to: ReplyTo,
-    state: Arc<ServerCallState>,
+    /// This call, for the connection's `calls` (no second allocation).
+    me: Weak<UnaryServer>,
+    st: Mutex<ServerCallInner>,
     _counted: Counted,
 }
 
 impl ServerStreamRaw for UnaryServer {
     fn poll_send_ready(&self, _cx: &mut Context<'_>, _len: usize) -> Poll<Result<(), Status>> {
-        let st = lock(&self.state.st);
+        let st = lock(&self.st);
         if let Some(c) = &st.cancelled {
             return Poll::Ready(Err(c.clone()));
         }
@@ -855,7 +924,7 @@ impl ServerStreamRaw for UnaryServer {
         // through `finish`): keep the bytes for the REPLY.
         let mut buf = BytesMut::with_capacity(msg.encoded_len().unwrap_or(128));
         msg.encode(&mut buf)?;
-        let mut st = lock(&self.state.st);
+        let mut st = lock(&self.st);
         if st.response.is_some() {
             return Err(Error::StreamFinished.into());
         }
@@ -865,12 +934,12 @@ impl ServerStreamRaw for UnaryServer {
 
     fn send_header(&self, header: Metadata) -> Result<(), Status> {
         super::mapping::text_only(&header)?;
-        lock(&self.state.st).header.extend(header);
+        lock(&self.st).header.extend(header);
         Ok(())
     }
 
     fn poll_recv(&self, _cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
-        let mut st = lock(&self.state.st);
+        let mut st = lock(&self.st);
         if let Some(c) = &st.cancelled {
             return Poll::Ready(Err(c.clone()));
         }
@@ -888,7 +957,7 @@ impl ServerStreamRaw for UnaryServer {
             ..
         } = super::mapping::text_only_finish(finish);
         let (md, response) = {
-            let mut st = lock(&self.state.st);
+            let mut st = lock(&self.st);
             if st.finished {
                 return;
             }
@@ -914,14 +983,30 @@ impl ServerStreamRaw for UnaryServer {
                 (false, _, _) => self.conn.reply(to, &md, Err(&status)),
             }
         }
-        lock(&self.state.st).request_held = None;
-        self.conn.call_done(self.call_id);
+        let registered = {
+            let mut st = lock(&self.st);
+            st.request_held = None;
+            st.registered
+        };
+        self.conn.call_done(self.call_id, registered);
     }
 
     fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Status> {
-        let mut st = lock(&self.state.st);
+        let mut st = lock(&self.st);
         if let Some(c) = &st.cancelled {
             return Poll::Ready(c.clone());
+        }
+        if !st.registered && !st.finished {
+            // The handler waits: from now on a lost connection must cancel it. Lock order:
+            // the call, then `calls` (`fail` never holds `calls` while locking a call).
+            st.registered = true;
+            lock(&self.conn.calls).insert(self.call_id, self.me.clone());
+            // `fail` marks the connection lost before it drains `calls`: if it drained before
+            // the insert, the loss is visible here.
+            if let Some(lost) = self.conn.life.lost() {
+                let lost = st.cancelled.get_or_insert(lost.clone()).clone();
+                return Poll::Ready(lost);
+            }
         }
         register(&mut st.cancel_waker, cx);
         Poll::Pending
@@ -931,6 +1016,9 @@ impl ServerStreamRaw for UnaryServer {
 impl Drop for UnaryServer {
     fn drop(&mut self) {
         // The core always finishes first; this covers raw use without the core.
+        if lock(&self.st).finished {
+            return;
+        }
         self.finish(Finish {
             header: None,
             message: None,
