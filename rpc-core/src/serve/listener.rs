@@ -355,7 +355,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: 
             () = shutdown.reached(Phase::Draining) => break,
         };
         let accepted = tokio::select! {
-            r = accept(&socket) => r,
+            r = accept(&socket, shared.server.limits().socket_send_buffer) => r,
             () = shutdown.reached(Phase::Draining) => break,
         };
         match accepted {
@@ -378,13 +378,19 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: 
     }
 }
 
-async fn accept(socket: &Socket) -> io::Result<(IoStream, Peer)> {
+async fn accept(socket: &Socket, send_buffer: Option<usize>) -> io::Result<(IoStream, Peer)> {
     match socket {
         Socket::Tcp(l) => {
             let (s, peer) = l.accept().await?;
             // Protocols batch their writes; Nagle would only add latency.
             if let Err(e) = s.set_nodelay(true) {
                 tracing::debug!(error = %e, "TCP_NODELAY");
+            }
+            // Bounds the kernel memory a peer that stops reading can pin (limits docs).
+            if let Some(bytes) = send_buffer {
+                if let Err(e) = socket2::SockRef::from(&s).set_send_buffer_size(bytes) {
+                    tracing::debug!(error = %e, "SO_SNDBUF");
+                }
             }
             Ok((IoStream::Tcp(s), Peer::Tcp(peer)))
         }
