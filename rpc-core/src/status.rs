@@ -117,9 +117,10 @@ impl fmt::Display for Code {
 /// The outcome of a call or stream as it travels on the wire.
 ///
 /// One pointer wide, so that `Result<T, Status>` stays small on the happy path. A plain OK
-/// status (code OK, no message, details, metadata, transport code or source) is represented
-/// without the box, so ending a call with [`Status::ok`] does not allocate; it takes a box as
-/// soon as anything is set on it.
+/// status (code OK, no message, details, metadata, transport code or source) is the null
+/// pointer rather than a box, so ending a call with [`Status::ok`] does not allocate; it takes
+/// a box as soon as anything is set on it. (The null pointer being taken, `Option<Status>` and
+/// `Result<(), Status>` are two words.)
 #[derive(Clone)]
 pub struct Status(Option<Box<Inner>>);
 
