@@ -682,8 +682,9 @@ impl ClientEnd {
 use std::future::Future as _;
 
 impl End for ClientEnd {
-    fn ctx(&self) -> &Arc<CallContext> {
-        &self.shared.ctx
+    type Ctx = Arc<CallContext>;
+    fn ctx(&self) -> Arc<CallContext> {
+        self.shared.ctx.clone()
     }
     fn middleware(&self) -> &MessageMiddleware {
         &self.shared.middleware

@@ -335,9 +335,10 @@ impl Server {
         if let Some(peer) = incoming.peer {
             ctx = ctx.with_peer(peer);
         }
+        // One allocation for the call: the context lives inside the shared state.
         let shared = Arc::new(ServerShared {
             extensions: Mutex::new(ctx.extensions().clone()),
-            ctx: Arc::new(ctx),
+            ctx,
             raw,
             middleware: self.inner.middleware.clone(),
             header: Mutex::new(Some(Metadata::new())),
@@ -462,8 +463,9 @@ async fn run_stream(shared: Arc<ServerShared>, mut handler: Handler, grace: Dura
 
 /// What the server core, the context and the handles of one stream share.
 struct ServerShared {
-    /// Shared with message middleware (a reference count per message, never a deep clone).
-    ctx: Arc<CallContext>,
+    /// Shared with message middleware through [`SharedCtx`] (a reference count per message,
+    /// never a deep clone).
+    ctx: CallContext,
     /// Typed values a layer or interceptor hands to the handler.
     extensions: Mutex<http::Extensions>,
     raw: Arc<dyn ServerStreamRaw>,
@@ -779,9 +781,22 @@ pub(crate) struct ServerEnd {
     shared: Arc<ServerShared>,
 }
 
+/// The call context of a server stream, owned through its shared state (what message
+/// middleware hold while they run).
+pub(crate) struct SharedCtx(Arc<ServerShared>);
+
+impl std::ops::Deref for SharedCtx {
+    type Target = CallContext;
+
+    fn deref(&self) -> &CallContext {
+        &self.0.ctx
+    }
+}
+
 impl End for ServerEnd {
-    fn ctx(&self) -> &Arc<CallContext> {
-        &self.shared.ctx
+    type Ctx = SharedCtx;
+    fn ctx(&self) -> SharedCtx {
+        SharedCtx(self.shared.clone())
     }
     fn middleware(&self) -> &MessageMiddleware {
         &self.shared.middleware

@@ -116,9 +116,13 @@ impl fmt::Display for Code {
 
 /// The outcome of a call or stream as it travels on the wire.
 ///
-/// Boxed so that `Result<T, Status>` stays one pointer wide on the happy path.
+/// One pointer wide, so that `Result<T, Status>` stays small on the happy path. A plain OK
+/// status (code OK, no message, details, metadata, transport code or source) is the null
+/// pointer rather than a box, so ending a call with [`Status::ok`] does not allocate; it takes
+/// a box as soon as anything is set on it. (The null pointer being taken, `Option<Status>` and
+/// `Result<(), Status>` are two words.)
 #[derive(Clone)]
-pub struct Status(Box<Inner>);
+pub struct Status(Option<Box<Inner>>);
 
 #[derive(Clone)]
 struct Inner {
@@ -129,6 +133,16 @@ struct Inner {
     transport_code: Option<i32>,
     source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
+
+/// What an unboxed (plain OK) status reads as.
+static PLAIN_OK: Inner = Inner {
+    code: Code::Ok,
+    message: String::new(),
+    details: Bytes::new(),
+    metadata: Metadata::new(),
+    transport_code: None,
+    source: None,
+};
 
 macro_rules! ctor {
     ($($(#[$doc:meta])* $name:ident => $code:ident,)*) => {
@@ -144,19 +158,33 @@ macro_rules! ctor {
 impl Status {
     /// A status with `code` and `message` and nothing else.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status(Box::new(Inner {
+        let message = message.into();
+        if code == Code::Ok && message.is_empty() {
+            return Status::ok();
+        }
+        Status(Some(Box::new(Inner {
             code,
-            message: message.into(),
+            message,
             details: Bytes::new(),
             metadata: Metadata::new(),
             transport_code: None,
             source: None,
-        }))
+        })))
     }
 
-    /// The OK status (used for successful stream ends).
-    pub fn ok() -> Status {
-        Status::new(Code::Ok, "")
+    /// The OK status (used for successful stream ends). Does not allocate.
+    pub const fn ok() -> Status {
+        Status(None)
+    }
+
+    /// The fields, a plain OK status reading as [`PLAIN_OK`].
+    fn inner(&self) -> &Inner {
+        self.0.as_deref().unwrap_or(&PLAIN_OK)
+    }
+
+    /// The fields for changing, boxing a plain OK status first.
+    fn inner_mut(&mut self) -> &mut Inner {
+        self.0.get_or_insert_with(|| Box::new(PLAIN_OK.clone()))
     }
 
     ctor! {
@@ -192,67 +220,73 @@ impl Status {
 
     /// The status code.
     pub fn code(&self) -> Code {
-        self.0.code
+        self.inner().code
     }
 
     /// Whether the code is [`Code::Ok`].
     pub fn is_ok(&self) -> bool {
-        self.0.code == Code::Ok
+        self.inner().code == Code::Ok
     }
 
     /// The human-readable message.
     pub fn message(&self) -> &str {
-        &self.0.message
+        &self.inner().message
     }
 
     /// Opaque details bytes (gRPC `grpc-status-details-bin`).
     pub fn details(&self) -> &Bytes {
-        &self.0.details
+        &self.inner().details
     }
 
     /// Metadata that travels with the status (trailers).
     pub fn metadata(&self) -> &Metadata {
-        &self.0.metadata
+        &self.inner().metadata
     }
 
     /// Mutable access to the status metadata.
     pub fn metadata_mut(&mut self) -> &mut Metadata {
-        &mut self.0.metadata
+        &mut self.inner_mut().metadata
     }
 
     /// The transport's own numeric error code when the status came from one (for example a
     /// Kitex ttstream code such as 12007, or a TApplicationException type).
     pub fn transport_code(&self) -> Option<i32> {
-        self.0.transport_code
+        self.inner().transport_code
     }
 
     /// Sets the details bytes.
     pub fn with_details(mut self, details: Bytes) -> Status {
-        self.0.details = details;
+        if self.0.is_none() && details.is_empty() {
+            return self;
+        }
+        self.inner_mut().details = details;
         self
     }
 
     /// Sets the metadata.
     pub fn with_metadata(mut self, metadata: Metadata) -> Status {
-        self.0.metadata = metadata;
+        if self.0.is_none() && metadata.is_empty() {
+            return self;
+        }
+        self.inner_mut().metadata = metadata;
         self
     }
 
     /// Records the transport's numeric code (see [`Status::transport_code`]).
     pub fn with_transport_code(mut self, code: i32) -> Status {
-        self.0.transport_code = Some(code);
+        self.inner_mut().transport_code = Some(code);
         self
     }
 
     /// Attaches the local error that caused this status.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Status {
-        self.0.source = Some(Arc::new(source));
+        self.inner_mut().source = Some(Arc::new(source));
         self
     }
 
     /// The local error behind this status, if any (downcast to [`Error`] for library errors).
     pub fn source_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
-        self.0.source.as_deref()
+        self.inner().source.as_deref()
     }
 
     /// The library error behind this status, if it was produced by one.
@@ -264,18 +298,18 @@ impl Status {
 impl fmt::Debug for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Status");
-        d.field("code", &self.0.code)
-            .field("message", &self.0.message);
-        if !self.0.details.is_empty() {
-            d.field("details", &self.0.details);
+        d.field("code", &self.inner().code)
+            .field("message", &self.inner().message);
+        if !self.inner().details.is_empty() {
+            d.field("details", &self.inner().details);
         }
-        if !self.0.metadata.is_empty() {
-            d.field("metadata", &self.0.metadata);
+        if !self.inner().metadata.is_empty() {
+            d.field("metadata", &self.inner().metadata);
         }
-        if let Some(c) = self.0.transport_code {
+        if let Some(c) = self.inner().transport_code {
             d.field("transport_code", &c);
         }
-        if let Some(s) = &self.0.source {
+        if let Some(s) = &self.inner().source {
             d.field("source", s);
         }
         d.finish()
@@ -284,13 +318,13 @@ impl fmt::Debug for Status {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.0.code, self.0.message)
+        write!(f, "{}: {}", self.inner().code, self.inner().message)
     }
 }
 
 impl std::error::Error for Status {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0
+        self.inner()
             .source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
@@ -301,10 +335,10 @@ impl PartialEq for Status {
     /// Two statuses are equal when code, message, details and metadata match (the source error
     /// and transport code are diagnostics, not part of the wire value).
     fn eq(&self, other: &Self) -> bool {
-        self.0.code == other.0.code
-            && self.0.message == other.0.message
-            && self.0.details == other.0.details
-            && self.0.metadata == other.0.metadata
+        self.inner().code == other.inner().code
+            && self.inner().message == other.inner().message
+            && self.inner().details == other.inner().details
+            && self.inner().metadata == other.inner().metadata
     }
 }
 
@@ -437,5 +471,35 @@ mod tests {
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert!(matches!(s.library_error(), Some(Error::SendAfterClose)));
         assert_eq!(std::mem::size_of::<Status>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn plain_ok_reads_and_changes_like_a_boxed_one() {
+        let ok = Status::ok();
+        assert!(ok.0.is_none(), "Status::ok() does not allocate");
+        assert!(Status::new(Code::Ok, "").0.is_none());
+        assert!(ok.is_ok() && ok.code() == Code::Ok && ok.message().is_empty());
+        assert!(ok.details().is_empty() && ok.metadata().is_empty());
+        assert_eq!(ok.transport_code(), None);
+        assert!(ok.source_error().is_none());
+        assert_eq!(ok.to_string(), "OK: ");
+        assert_eq!(format!("{ok:?}"), r#"Status { code: Ok, message: "" }"#);
+        assert_eq!(ok, Status::new(Code::Ok, String::new()));
+        assert_ne!(ok, Status::new(Code::Ok, "done"));
+        assert!(Status::ok().with_metadata(Metadata::new()).0.is_none());
+
+        let mut md = Status::ok();
+        md.metadata_mut().insert("k", "v");
+        assert_eq!(md.metadata().get_str("k"), Some("v"));
+        assert_ne!(md, ok);
+        let s = Status::ok()
+            .with_details(Bytes::from_static(b"d"))
+            .with_transport_code(7)
+            .with_source(Error::StreamFinished);
+        assert!(s.is_ok());
+        assert_eq!(&s.details()[..], b"d");
+        assert_eq!(s.transport_code(), Some(7));
+        assert!(matches!(s.library_error(), Some(Error::StreamFinished)));
+        assert_eq!(ok.clone(), ok);
     }
 }

@@ -45,7 +45,7 @@ fn headers(stream_meta: bool) -> impl Strategy<Value = Headers> {
     )
         .prop_map(|(acl_token, str_kvs, int_kvs)| Headers {
             acl_token,
-            str_kvs,
+            str_kvs: str_kvs.into_iter().collect(),
             int_kvs,
         })
 }

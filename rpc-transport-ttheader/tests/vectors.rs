@@ -14,7 +14,8 @@ use rpc_transport_ttheader::proto::keys::{int_key, kitex_code, FLAGS_STREAMING};
 use rpc_transport_ttheader::proto::thrift_msg::decode_exception_message;
 use rpc_transport_ttheader::proto::{
     ApplicationException, BizStatus, FrameKind, Headers, Limits, MessageHeader, MessageType,
-    Packet, PayloadForm, ProtocolId, RecvEvent, Role, StreamFrame, StreamProtocol, StreamState,
+    Packet, PayloadForm, ProtocolId, RecvEvent, Role, StrKvs, StreamFrame, StreamProtocol,
+    StreamState,
 };
 
 fn packet(name: &str) -> Packet {
@@ -42,7 +43,7 @@ fn ints(pairs: &[(u16, &'static [u8])]) -> Vec<(u16, Bytes)> {
         .collect()
 }
 
-fn strs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+fn strs(pairs: &[(&str, &str)]) -> StrKvs {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -17,7 +17,10 @@ use crate::transport::BoxFuture;
 
 /// One side's access to a raw stream, for one half (send or receive).
 pub(crate) trait End: Send + 'static {
-    fn ctx(&self) -> &std::sync::Arc<CallContext>;
+    /// An owned handle on the call context, held across a middleware chain that borrows the
+    /// end mutably: a reference count, never a deep clone.
+    type Ctx: std::ops::Deref<Target = CallContext> + Send + Sync + 'static;
+    fn ctx(&self) -> Self::Ctx;
     fn middleware(&self) -> &MessageMiddleware;
     fn poll_send_ready(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>>;
     fn start_send(&mut self, msg: &mut dyn Encodable) -> Result<(), Status>;
@@ -74,7 +77,7 @@ impl<T: Send + Sync + 'static, E: End> Sender<T, E> {
             return self.send_plain(&msg).await;
         }
         let chain = self.end.middleware().send.clone();
-        let ctx = self.end.ctx().clone();
+        let ctx = self.end.ctx();
         let mut sink = Sink { tx: self };
         SendNext::new(&chain, &mut sink).run(&ctx, &mut msg).await
     }
@@ -226,7 +229,7 @@ impl<T: Send + Sync + 'static, E: End> Receiver<T, E> {
             return done.clone().map(|()| None);
         }
         let chain = self.end.middleware().recv.clone();
-        let ctx = self.end.ctx().clone();
+        let ctx = self.end.ctx();
         let mut source = Source { rx: self };
         let got = RecvNext::new(&chain, &mut source).run(&ctx).await;
         let got = match got {

@@ -126,12 +126,12 @@ pub(crate) fn str_kvs(md: &Metadata) -> impl Iterator<Item = (String, String)> +
     })
 }
 
-/// String KVs as metadata, without the framework's own keys.
+/// String KVs as metadata, without the framework's own keys. Allocates nothing when no other
+/// key is there (empty metadata holds no buffer).
 pub(crate) fn metadata_of(headers: &Headers) -> Metadata {
     headers
         .str_kvs
         .iter()
-        .filter(|(k, _)| k != str_key::IDL_SERVICE_NAME && k != RPC_CODE_KEY)
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .filter(|&(k, _)| k != str_key::IDL_SERVICE_NAME && k != RPC_CODE_KEY)
         .collect()
 }

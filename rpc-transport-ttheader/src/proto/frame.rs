@@ -196,7 +196,8 @@ impl StreamFrame {
         timeout_ms: Option<u64>,
     ) -> Self {
         let mut f = Self::new(FrameKind::Header, stream_id, method, protocol);
-        f.headers.push_str(str_key::IDL_SERVICE_NAME, service);
+        f.headers
+            .push_str(str_key::IDL_SERVICE_NAME, service.to_owned());
         f.headers.str_kvs.extend(metadata);
         if let Some(ms) = timeout_ms {
             f.headers.push_int(int_key::RPC_TIMEOUT, ms.to_string());
@@ -265,7 +266,7 @@ impl StreamFrame {
     ) -> Result<Self, EncodeError> {
         let mut f = Self::new(FrameKind::Rst, stream_id, method, protocol);
         if let Some(path) = cancel_path {
-            f.headers.push_str(str_key::CANCEL_PATH, path);
+            f.headers.push_str(str_key::CANCEL_PATH, path.to_owned());
         }
         f.payload = exception_payload(&f.method, stream_id, reason)?;
         Ok(f)

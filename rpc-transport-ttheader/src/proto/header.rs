@@ -16,6 +16,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::{EncodeError, Field, FrameError};
 use super::keys::{self, int_key};
+use super::str_kvs::{StrKvs, StrValue};
 use super::thrift_msg::MessageType;
 
 /// Default cap on LENGTH (bytes after the LENGTH field): 16 MiB. Kitex declares a 30-bit limit
@@ -122,8 +123,9 @@ pub struct Headers {
     /// The ACL token block (info id 0x11): the value of string key `RPC_TRANSIT_gdpr-token`.
     /// Kept as raw bytes and apart from `str_kvs` so it round-trips in its own block.
     pub acl_token: Option<Bytes>,
-    /// String KVs (info id 0x01). Keys and values must be UTF-8.
-    pub str_kvs: Vec<(String, String)>,
+    /// String KVs (info id 0x01). Keys and values must be UTF-8. Read in place from the
+    /// received header (decoding allocates nothing for them).
+    pub str_kvs: StrKvs,
     /// Int KVs (info id 0x10). Values are raw str16 bytes: volo-thrift writes MSG_TYPE as a raw
     /// byte, so no charset is assumed.
     pub int_kvs: Vec<(u16, Bytes)>,
@@ -142,11 +144,7 @@ impl Headers {
 
     /// The value of a string key; the last entry wins.
     pub fn get_str(&self, key: &str) -> Option<&str> {
-        self.str_kvs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.str_kvs.get(key)
     }
 
     /// The value of an int key; the last entry wins.
@@ -159,8 +157,9 @@ impl Headers {
     }
 
     /// Appends a string KV (shadowing earlier entries with the same key on lookup).
-    pub fn push_str(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        self.str_kvs.push((key.into(), value.into()));
+    /// `'static` strings and `String`s are stored without a copy.
+    pub fn push_str(&mut self, key: impl Into<StrValue>, value: impl Into<StrValue>) {
+        self.str_kvs.push(key, value);
     }
 
     /// Appends an int KV (shadowing earlier entries with the same key on lookup).
@@ -382,13 +381,15 @@ fn parse_frame(frame: Bytes) -> Result<Packet, FrameError> {
             keys::INFO_PADDING => {}
             keys::INFO_STR_KVS => {
                 let count = usize::from(r.u16(Field::StrKvCount)?);
-                // Each entry takes at least 4 bytes: bound the allocation by what is there.
-                headers.str_kvs.reserve(count.min(r.remaining() / 4));
+                // Checked here, read in place later: no allocation per key or value.
+                let start = r.pos;
                 for _ in 0..count {
-                    let k = r.str16_utf8(Field::StrKey)?;
-                    let v = r.str16_utf8(Field::StrValue)?;
-                    headers.str_kvs.push((k, v));
+                    r.str16_utf8(Field::StrKey)?;
+                    r.str16_utf8(Field::StrValue)?;
                 }
+                headers
+                    .str_kvs
+                    .push_block(header.slice(start..r.pos), count);
             }
             keys::INFO_INT_KVS => {
                 let count = usize::from(r.u16(Field::IntKvCount)?);
@@ -469,11 +470,12 @@ impl Reader<'_> {
         self.take(len, field)
     }
 
-    fn str16_utf8(&mut self, field: Field) -> Result<String, FrameError> {
+    /// Skips a str16 after checking that it is UTF-8.
+    fn str16_utf8(&mut self, field: Field) -> Result<(), FrameError> {
         let offset = self.pos;
         let r = self.str16_range(field)?;
         std::str::from_utf8(&self.buf[r])
-            .map(str::to_owned)
+            .map(drop)
             .map_err(|_| FrameError::InvalidUtf8 { field, offset })
     }
 }
@@ -524,9 +526,12 @@ impl HeadRef<'_> {
                 });
             }
             n += 3;
-            for (k, v) in strs {
-                n += str16(Field::StrKey, k.len())? + str16(Field::StrValue, v.len())?;
-            }
+            n += strs
+                .encoded_len()
+                .map_err(|(key, len)| EncodeError::Str16TooLong {
+                    field: if key { Field::StrKey } else { Field::StrValue },
+                    len,
+                })?;
         }
         let mut count = 0usize;
         let mut ints = 0usize;
@@ -578,10 +583,7 @@ impl HeadRef<'_> {
         if !self.headers.str_kvs.is_empty() {
             dst.put_u8(keys::INFO_STR_KVS);
             dst.put_u16(self.headers.str_kvs.len() as u16);
-            for (k, v) in &self.headers.str_kvs {
-                put_str16(dst, k.as_bytes());
-                put_str16(dst, v.as_bytes());
-            }
+            self.headers.str_kvs.encode(dst);
         }
         let count = self.int_kvs().count();
         if count > 0 {
@@ -718,7 +720,8 @@ mod tests {
             })
         );
         assert!(b.is_empty());
-        p.headers.str_kvs[0].1 = "v".repeat(65535);
+        p.headers.str_kvs = StrKvs::new();
+        p.headers.push_str("k", "v".repeat(65535));
         p.encode(&mut b).unwrap();
     }
 

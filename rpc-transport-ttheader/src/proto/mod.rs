@@ -16,6 +16,7 @@ pub mod frame;
 pub mod header;
 pub mod keys;
 pub mod status;
+pub mod str_kvs;
 pub mod stream;
 pub mod thrift_msg;
 
@@ -26,5 +27,6 @@ pub use error::{
 pub use frame::{DataFrame, FrameKind, StreamFrame, StreamProtocol};
 pub use header::{Headers, Limits, Packet, PacketStart, ProtocolId, DEFAULT_MAX_FRAME_SIZE};
 pub use status::{grpc_to_kitex_code, kitex_code_to_grpc, BizStatus};
+pub use str_kvs::{StrKvs, StrValue};
 pub use stream::{FinishCause, RecvEvent, Role, StreamState};
 pub use thrift_msg::{ApplicationException, MessageHeader, MessageType, PayloadForm};
