@@ -1,4 +1,5 @@
-//! `cargo run --release -p benches --bin load [-- SECONDS]`
+//! `cargo run --release -p benches --bin load [-- SECONDS]` (`LOAD_ONLY=text` runs only the rows
+//! whose name contains `text`)
 //!
 //! End-to-end load over TTHeader on loopback TCP, one connection, 100-byte messages, with the
 //! echo server in a separate process (this binary re-executed with `serve`):
@@ -115,6 +116,11 @@ async fn stream<I: EchoIdl>(client: I::Client, secs: f64) -> Figures {
     }
 }
 
+/// Whether the row `name` runs: all of them, or those whose name contains `LOAD_ONLY`.
+fn wanted(name: &str) -> bool {
+    std::env::var("LOAD_ONLY").map_or(true, |only| name.contains(only.as_str()))
+}
+
 fn row(name: &str, f: &Figures) {
     if f.p50.is_zero() {
         println!("{name:<44} {:>12.0}/s", f.ops_per_sec);
@@ -173,20 +179,32 @@ async fn main() {
                 .build(),
         )
     };
-    let f = pingpong::<Thrift>(thrift::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
-    row("pingpong thrift, unary TTHeader mux", &f);
-    let f = pingpong::<Proto>(proto::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
-    row("pingpong protobuf, TTHeader Streaming", &f);
-    let f = stream::<Thrift>(thrift::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
-    row("bidi stream thrift, messages echoed", &f);
-    let f = stream::<Proto>(proto::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
-    row("bidi stream protobuf, messages echoed", &f);
+    if wanted("pingpong thrift, unary TTHeader mux") {
+        let f = pingpong::<Thrift>(thrift::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
+        row("pingpong thrift, unary TTHeader mux", &f);
+    }
+    if wanted("pingpong protobuf, TTHeader Streaming") {
+        let f = pingpong::<Proto>(proto::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
+        row("pingpong protobuf, TTHeader Streaming", &f);
+    }
+    if wanted("bidi stream thrift, messages echoed") {
+        let f = stream::<Thrift>(thrift::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
+        row("bidi stream thrift, messages echoed", &f);
+    }
+    if wanted("bidi stream protobuf, messages echoed") {
+        let f = stream::<Proto>(proto::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
+        row("bidi stream protobuf, messages echoed", &f);
+    }
 
     let inproc = Client::new(rpc_core::inproc::InProcTransport::new(examples::server()));
-    let f = pingpong::<Thrift>(thrift::TestServiceClient::new(inproc.clone()), secs).await;
-    row("in-process pingpong thrift", &f);
-    let f = stream::<Thrift>(thrift::TestServiceClient::new(inproc), secs).await;
-    row("in-process bidi stream thrift", &f);
+    if wanted("in-process pingpong thrift") {
+        let f = pingpong::<Thrift>(thrift::TestServiceClient::new(inproc.clone()), secs).await;
+        row("in-process pingpong thrift", &f);
+    }
+    if wanted("in-process bidi stream thrift") {
+        let f = stream::<Thrift>(thrift::TestServiceClient::new(inproc), secs).await;
+        row("in-process bidi stream thrift", &f);
+    }
 
     drop(child.stdin.take());
     let _ = child.wait();
