@@ -102,9 +102,7 @@ impl<T: Send + Sync + 'static, E: End> Sender<T, E> {
         // ready (room in the write queue) yields after tokio's per-task budget, so one busy
         // stream cannot starve the other tasks of its worker (other connections' readers).
         poll_fn(|cx| {
-            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
             let ready = std::task::ready!(self.end.poll_send_ready(cx, len));
-            coop.made_progress();
             Poll::Ready(ready)
         })
         .await?;
@@ -257,9 +255,7 @@ impl<T: Send + Sync + 'static, E: End> Receiver<T, E> {
         }
         // Cooperative scheduling (see `send_plain`): a receive that is always ready yields after
         // tokio's per-task budget.
-        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let got = std::task::ready!(self.end.poll_recv(cx));
-        coop.made_progress();
         let outcome = match got {
             Ok(Some(bytes)) => match (self.codec.decode)(bytes) {
                 Ok(m) => return Poll::Ready(Ok(Some(m))),
