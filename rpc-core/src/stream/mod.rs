@@ -98,14 +98,7 @@ impl<T: Send + Sync + 'static, E: End> Sender<T, E> {
 
     async fn send_plain(&mut self, msg: &T) -> Result<(), Status> {
         let len = (self.codec.encoded_len)(msg).unwrap_or(0);
-        // Cooperative scheduling, as tokio's own channels do: a handler whose sends are always
-        // ready (room in the write queue) yields after tokio's per-task budget, so one busy
-        // stream cannot starve the other tasks of its worker (other connections' readers).
-        poll_fn(|cx| {
-            let ready = std::task::ready!(self.end.poll_send_ready(cx, len));
-            Poll::Ready(ready)
-        })
-        .await?;
+        poll_fn(|cx| self.end.poll_send_ready(cx, len)).await?;
         let mut out = Outgoing::new(msg, self.codec);
         if self.last {
             self.closed = true;
@@ -253,8 +246,6 @@ impl<T: Send + Sync + 'static, E: End> Receiver<T, E> {
         if let Some(done) = &self.done {
             return Poll::Ready(done.clone().map(|()| None));
         }
-        // Cooperative scheduling (see `send_plain`): a receive that is always ready yields after
-        // tokio's per-task budget.
         let got = std::task::ready!(self.end.poll_recv(cx));
         let outcome = match got {
             Ok(Some(bytes)) => match (self.codec.decode)(bytes) {
