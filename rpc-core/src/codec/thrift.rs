@@ -59,9 +59,14 @@ use crate::status::{Error, Status};
 ///     text: String,
 ///     n: Option<i64>,
 /// }
+/// # // Reading is not what this example shows: a stand-in that refuses.
 /// # impl TSerializable for Ping {
-/// #     fn read_from_in_protocol(_: &mut dyn TInputProtocol) -> thrift::Result<Self> { unimplemented!() }
-/// #     fn write_to_out_protocol(&self, _: &mut dyn TOutputProtocol) -> thrift::Result<()> { unimplemented!() }
+/// #     fn read_from_in_protocol(_: &mut dyn TInputProtocol) -> thrift::Result<Self> {
+/// #         Err(thrift::Error::from("not part of this example".to_owned()))
+/// #     }
+/// #     fn write_to_out_protocol(&self, _: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+/// #         Err(thrift::Error::from("not part of this example".to_owned()))
+/// #     }
 /// # }
 ///
 /// impl ThriftMessage for Ping {
