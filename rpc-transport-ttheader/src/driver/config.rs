@@ -100,9 +100,14 @@ impl Limits {
     }
 
     /// Server side: whether a connection's reader must stop for its writes or the server-wide
-    /// budget: its write backlog is at the write limit, or `budget` is used up and the
-    /// connection holds more than its reserve (`held`, what it holds received, plus the
-    /// backlog). Never without a budget (client side).
+    /// budget: its write backlog (queued plus the batch being written) is at twice the write
+    /// limit, or `budget` is used up and the connection holds more than its reserve (`held`,
+    /// what it holds received, plus the backlog). Never without a budget (client side).
+    ///
+    /// Twice: the writer takes everything queued as one batch, so a fast stream routinely has
+    /// a full batch in flight while senders queue the next one (double buffering). Pausing the
+    /// reader at one write limit stalled reading behind every large write and cost a fifth of
+    /// bidi streaming throughput; at two, only a peer that stops reading pauses it.
     pub(crate) fn writes_block_reading(
         &self,
         backlog: usize,
@@ -112,7 +117,7 @@ impl Limits {
         let Some(budget) = budget else {
             return false;
         };
-        backlog >= self.write_buffer
+        backlog >= 2 * self.write_buffer
             || (budget.is_exhausted() && held + backlog > self.conn_reserve)
     }
 }

@@ -477,7 +477,8 @@ impl Drop for UnaryClient {
 ///
 /// Bounded by the core server's limits: the reader stops reading while
 /// `max_concurrent_streams` calls are in flight (a pipelining client just waits; TCP pushes
-/// back), while the write queue holds [`Limits::write_buffer`] bytes of replies or more (a
+/// back), while the write queue holds twice [`Limits::write_buffer`] of replies (queued plus the
+/// batch being written; a
 /// client that never reads its socket cannot make replies pile up), and while the server-wide
 /// byte budget is used up and this connection holds more than [`Limits::conn_reserve`]
 /// (unparsed bytes, requests not yet taken by their handler and queued replies are charged to

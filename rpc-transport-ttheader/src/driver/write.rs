@@ -6,8 +6,8 @@
 //! while more are queued. The buffer is bounded: senders wait in `poll_ready` while it holds
 //! more than the limit. Control frames (Header, Trailer, Rst, refusals) skip that wait, so
 //! closing or cancelling never blocks, but they count toward the limit like data: a server
-//! reader stops reading while the queue (including the batch being written) is over its limit
-//! ([`WriteQueue::backlog`]), so a peer that never reads cannot make the server queue
+//! reader stops reading while the queue (including the batch being written) is at twice its
+//! limit ([`WriteQueue::backlog`]: one full queue behind one full batch in flight), so a peer that never reads cannot make the server queue
 //! replies or refusals without bound.
 //!
 //! On the server, every queued byte is also charged to the server-wide
@@ -110,7 +110,7 @@ impl WriteQueue {
     }
 
     /// Bytes queued or being written (control frames included). A server reader stops reading
-    /// while this is at or over the limit, until [`WriteQueue::progress`] says it shrank.
+    /// while this is at twice the limit, until [`WriteQueue::progress`] says it shrank.
     pub(crate) fn backlog(&self) -> usize {
         let st = self.lock();
         st.buf.len() + st.writing

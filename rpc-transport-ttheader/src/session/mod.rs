@@ -34,8 +34,8 @@
 //!
 //! A server session is bounded further by the core server's
 //! [`ServerLimits`](rpc_core::limits::ServerLimits):
-//! - its reader also stops while the sink's backlog, control frames included, is over
-//!   [`Limits::write_buffer`] (a peer that never reads cannot make it queue replies or
+//! - its reader also stops while the sink's backlog, control frames included, is at twice
+//!   [`Limits::write_buffer`] (a full queue behind a full batch in flight; a peer that never reads cannot make it queue replies or
 //!   refusals without bound), and while the server-wide byte budget is used up and this
 //!   connection holds more than [`Limits::conn_reserve`] (received-unread plus
 //!   queued-unwritten bytes are charged to the budget);
@@ -104,7 +104,7 @@ pub enum SinkError {
 /// whole and in append order.
 ///
 /// Every frame appended counts toward [`FrameSink::backlog`] until the peer (or the socket)
-/// took it: a server session stops reading while the backlog is at or over
+/// took it: a server session stops reading while the backlog is at twice
 /// [`Limits::write_buffer`], so control frames, which never wait, are bounded too.
 pub trait FrameSink: Send + Sync + 'static {
     /// Ready when a Data frame of `len` message bytes (0 when unknown) may be appended now;
