@@ -31,8 +31,7 @@ use super::write::{append_packet, WriteQueue};
 use crate::common::{deadline_of, lock, next_id, route_refusal, timeout_ms, Lifecycle};
 use crate::proto::keys::{int_key, str_key, FLAGS_MUX};
 use crate::proto::{
-    ApplicationException, BizStatus, Headers, MessageHeader, MessageType, Packet, PayloadForm,
-    ProtocolId,
+    ApplicationException, BizStatus, MessageHeaderRef, MessageType, Packet, PayloadForm, ProtocolId,
 };
 
 /// How a unary message sits in the TTHeader payload.
@@ -67,32 +66,12 @@ fn unary_exception_of(status: &Status) -> ApplicationException {
     ApplicationException::new(kind, status.message())
 }
 
-/// The strict Thrift-binary message envelope of a packet being written (the method name
-/// borrowed: no `String` per packet).
-struct Envelope<'a> {
-    name: &'a str,
-    kind: MessageType,
-    seq_id: i32,
-}
-
-impl Envelope<'_> {
-    /// Appends it (as [`MessageHeader::encode`]).
-    fn encode(&self, dst: &mut BytesMut) -> Result<(), String> {
-        let len = i32::try_from(self.name.len()).map_err(|_| "method name too long".to_owned())?;
-        dst.put_u32(0x8001_0000 | u32::from(self.kind.as_u8()));
-        dst.put_i32(len);
-        dst.put_slice(self.name.as_bytes());
-        dst.put_i32(self.seq_id);
-        Ok(())
-    }
-}
-
 /// Appends one unary packet: TTHeader head, optional frame length, message header, body.
 fn write_packet(
     buf: &mut BytesMut,
     packet: &Packet,
     framing: Framing,
-    msg: &Envelope<'_>,
+    msg: &MessageHeaderRef<'_>,
     max: usize,
     body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
 ) -> Result<(), Status> {
@@ -114,27 +93,6 @@ fn write_packet(
         buf[framed_at..framed_at + 4].copy_from_slice(&inner.to_be_bytes());
     }
     Ok(())
-}
-
-/// A parsed unary message.
-struct Incoming {
-    header: MessageHeader,
-    headers: Headers,
-    body: Bytes,
-}
-
-fn parse(packet: Packet) -> Result<Incoming, String> {
-    let (form, message) = PayloadForm::split(&packet.payload).map_err(|e| e.to_string())?;
-    if form == PayloadForm::KitexProtobuf {
-        return Err("Kitex protobuf payloads are not supported".into());
-    }
-    let (header, used) = MessageHeader::decode(message).map_err(|e| e.to_string())?;
-    let offset = packet.payload.len() - message.len() + used;
-    Ok(Incoming {
-        header,
-        body: packet.payload.slice(offset..),
-        headers: packet.headers,
-    })
 }
 
 // ------------------------------------------------------------------------------------ client
@@ -256,21 +214,22 @@ impl UnaryConn {
         if packet.headers.get_str(str_key::CONN_RESET).is_some() {
             self.reset_requested.store(true, Ordering::Release);
         }
-        let msg = parse(packet).map_err(|e| Status::internal(format!("malformed reply: {e}")))?;
+        let head = parse_message(&packet.payload)
+            .map_err(|e| Status::internal(format!("malformed reply: {e}")))?;
+        let (kind, seq_id) = (head.kind, head.seq_id);
+        let body = packet.payload.slice(head.body_at..);
+        let headers = &packet.headers;
         // Mux control frame: seqid 0, method "none" (graceful shutdown notice).
-        if self.mode == UnaryMode::Mux
-            && msg.header.seq_id == 0
-            && msg.header.kind == MessageType::Reply
-        {
+        if self.mode == UnaryMode::Mux && seq_id == 0 && kind == MessageType::Reply {
             return Ok(());
         }
         let call = {
             let mut pending = lock(&self.pending);
-            match pending.remove(&msg.header.seq_id) {
+            match pending.remove(&seq_id) {
                 Some(c) => Some(c),
                 // spec §2: EXCEPTION replies may carry seqid 0 (proxies); in plain mode the one
                 // pending call is the one it answers.
-                None if msg.header.kind == MessageType::Exception
+                None if kind == MessageType::Exception
                     && self.mode == UnaryMode::Plain
                     && pending.len() == 1 =>
                 {
@@ -281,21 +240,19 @@ impl UnaryConn {
             }
         };
         let Some(call) = call else {
-            tracing::debug!(seq = msg.header.seq_id, "reply for no pending call ignored");
+            tracing::debug!(seq = seq_id, "reply for no pending call ignored");
             return Ok(());
         };
-        let md = metadata_of(&msg.headers);
-        let outcome = match msg.header.kind {
-            MessageType::Reply => match BizStatus::from_headers(&msg.headers) {
+        let md = metadata_of(headers);
+        let outcome = match kind {
+            MessageType::Reply => match BizStatus::from_headers(headers) {
                 Ok(Some(biz)) => Err(status_from_biz(&biz, md.clone())),
-                Ok(None) => Ok(msg.body),
+                Ok(None) => Ok(body),
                 Err(e) => Err(Status::internal(e.to_string())),
             },
-            MessageType::Exception => match ApplicationException::decode(&msg.body) {
-                Ok((exc, _)) => Err(
-                    status_from_exception(&exc, msg.headers.get_str(RPC_CODE_KEY))
-                        .with_metadata(md.clone()),
-                ),
+            MessageType::Exception => match ApplicationException::decode(&body) {
+                Ok((exc, _)) => Err(status_from_exception(&exc, headers.get_str(RPC_CODE_KEY))
+                    .with_metadata(md.clone())),
                 Err(e) => Err(Status::internal(format!("malformed exception: {e}"))),
             },
             other => Err(Status::internal(format!("unexpected {other:?} reply"))),
@@ -393,7 +350,7 @@ impl ClientStreamRaw for UnaryClient {
                 .headers
                 .push_int(int_key::RPC_TIMEOUT, timeout_ms(t).to_string());
         }
-        let header = Envelope {
+        let header = MessageHeaderRef {
             name: self.ctx_method,
             kind: MessageType::Call,
             seq_id: seq,
@@ -592,7 +549,7 @@ impl UnaryServerConn {
         }
         let seq_id = packet.seq_id;
         let flags = packet.flags;
-        let msg = match parse_request(&packet.payload) {
+        let msg = match parse_message(&packet.payload) {
             Ok(m) => m,
             Err(e) => {
                 // The TTHeader framing is intact, only the payload is not strict Thrift binary
@@ -717,7 +674,7 @@ impl UnaryServerConn {
                 }
             }
         };
-        let header = Envelope {
+        let header = MessageHeaderRef {
             name: &to.method,
             kind,
             seq_id: to.seq,
@@ -835,18 +792,19 @@ struct ReplyTo {
     oneway: bool,
 }
 
-/// The envelope of a request, its method name borrowed from the packet.
-struct RequestHead<'a> {
+/// The message envelope of a unary payload (request or reply), its method name borrowed from
+/// the packet.
+struct MessageAt<'a> {
     framing: Framing,
     kind: MessageType,
     seq_id: i32,
     name: &'a str,
-    /// Where the Args struct starts in the payload.
+    /// Where the Args (or Result) struct starts in the payload.
     body_at: usize,
 }
 
-/// Parses a request's envelope (as [`parse`], without copying the method name).
-fn parse_request(payload: &[u8]) -> Result<RequestHead<'_>, String> {
+/// Parses the envelope of a request or a reply (Kitex protobuf payloads are refused).
+fn parse_message(payload: &[u8]) -> Result<MessageAt<'_>, String> {
     let (form, message) = PayloadForm::split(payload).map_err(|e| e.to_string())?;
     let framing = match form {
         PayloadForm::Unframed => Framing::Unframed,
@@ -855,33 +813,12 @@ fn parse_request(payload: &[u8]) -> Result<RequestHead<'_>, String> {
             return Err("Kitex protobuf payloads are not supported".into())
         }
     };
-    let be32 = |at: usize| -> Option<u32> {
-        let b = message.get(at..at + 4)?;
-        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    // The strict envelope: `0x8001_00TT`, i32 name length, name, i32 seqid.
-    let head = (|| {
-        let word = be32(0)?;
-        if word & 0xffff_0000 != 0x8001_0000 {
-            return None;
-        }
-        let kind = MessageType::from_u8((word & 0xff) as u8)?;
-        let len = usize::try_from(be32(4)? as i32).ok()?;
-        let name = std::str::from_utf8(message.get(8..8 + len)?).ok()?;
-        let seq_id = be32(8 + len)? as i32;
-        Some((kind, name, seq_id, 12 + len))
-    })();
-    let Some((kind, name, seq_id, used)) = head else {
-        // Not a valid envelope: the full decoder says why.
-        return Err(MessageHeader::decode(message)
-            .err()
-            .map_or_else(|| "malformed message header".to_owned(), |e| e.to_string()));
-    };
-    Ok(RequestHead {
+    let (head, used) = MessageHeaderRef::decode(message).map_err(|e| e.to_string())?;
+    Ok(MessageAt {
         framing,
-        kind,
-        seq_id,
-        name,
+        kind: head.kind,
+        seq_id: head.seq_id,
+        name: head.name,
         body_at: payload.len() - message.len() + used,
     })
 }

@@ -29,4 +29,6 @@ pub use header::{Headers, Limits, Packet, PacketStart, ProtocolId, DEFAULT_MAX_F
 pub use status::{grpc_to_kitex_code, kitex_code_to_grpc, BizStatus};
 pub use str_kvs::{StrKvs, StrValue};
 pub use stream::{FinishCause, RecvEvent, Role, StreamState};
-pub use thrift_msg::{ApplicationException, MessageHeader, MessageType, PayloadForm};
+pub use thrift_msg::{
+    ApplicationException, MessageHeader, MessageHeaderRef, MessageType, PayloadForm,
+};

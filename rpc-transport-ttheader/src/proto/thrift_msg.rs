@@ -72,6 +72,46 @@ impl MessageHeader {
     /// Decodes the envelope at the start of `buf`; returns it and the bytes consumed, so the
     /// struct body is `&buf[consumed..]`. Old non-strict headers are rejected.
     pub fn decode(buf: &[u8]) -> Result<(Self, usize), ThriftError> {
+        let (h, used) = MessageHeaderRef::decode(buf)?;
+        Ok((h.to_owned(), used))
+    }
+
+    /// The envelope with its name borrowed.
+    pub fn as_ref(&self) -> MessageHeaderRef<'_> {
+        MessageHeaderRef {
+            name: &self.name,
+            kind: self.kind,
+            seq_id: self.seq_id,
+        }
+    }
+
+    /// Appends the envelope.
+    pub fn encode(&self, dst: &mut impl BufMut) -> Result<(), EncodeError> {
+        self.as_ref().encode(dst)
+    }
+
+    /// Encoded size in bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.as_ref().encoded_len()
+    }
+}
+
+/// A [`MessageHeader`] whose method name is borrowed: from the received bytes when decoding
+/// (no `String` per request on a server's hot path), or from a `&'static` descriptor when
+/// encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageHeaderRef<'a> {
+    /// Method name.
+    pub name: &'a str,
+    /// Message type.
+    pub kind: MessageType,
+    /// Sequence id.
+    pub seq_id: i32,
+}
+
+impl<'a> MessageHeaderRef<'a> {
+    /// As [`MessageHeader::decode`], borrowing the name from `buf`.
+    pub fn decode(buf: &'a [u8]) -> Result<(Self, usize), ThriftError> {
         let mut r = Reader { buf, pos: 0 };
         let word = r.u32()?;
         if word & VERSION_MASK != VERSION_1 {
@@ -82,13 +122,20 @@ impl MessageHeader {
         let kind = MessageType::from_u8(ty).ok_or(ThriftError::UnknownMessageType { ty })?;
         let name_offset = r.pos;
         let name = r.binary()?;
-        let name = std::str::from_utf8(name)
-            .map_err(|_| ThriftError::InvalidUtf8 {
-                offset: name_offset,
-            })?
-            .to_owned();
+        let name = std::str::from_utf8(name).map_err(|_| ThriftError::InvalidUtf8 {
+            offset: name_offset,
+        })?;
         let seq_id = r.i32()?;
-        Ok((MessageHeader { name, kind, seq_id }, r.pos))
+        Ok((MessageHeaderRef { name, kind, seq_id }, r.pos))
+    }
+
+    /// The envelope with its own copy of the name.
+    pub fn to_owned(&self) -> MessageHeader {
+        MessageHeader {
+            name: self.name.to_owned(),
+            kind: self.kind,
+            seq_id: self.seq_id,
+        }
     }
 
     /// Appends the envelope.
