@@ -28,25 +28,31 @@ fn thrift() -> TokenStream {
     quote!(::rpc_core::codegen::thrift)
 }
 
-fn ttype(ty: &TypeRef) -> TokenStream {
-    let t = thrift();
-    let v = match ty.resolved() {
-        TypeRef::Bool => quote!(Bool),
-        TypeRef::I8 => quote!(I08),
-        TypeRef::I16 => quote!(I16),
+/// The wire type of `ty`: its `TType` variant and its `thrift_wire` constant (one table, so the
+/// two can never disagree).
+fn type_ids(ty: &TypeRef) -> (&'static str, &'static str) {
+    match ty.resolved() {
+        TypeRef::Bool => ("Bool", "BOOL"),
+        TypeRef::I8 => ("I08", "I8"),
+        TypeRef::I16 => ("I16", "I16"),
         TypeRef::I32
         | TypeRef::Named(NamedRef {
             kind: NamedKind::Enum,
             ..
-        }) => quote!(I32),
-        TypeRef::I64 => quote!(I64),
-        TypeRef::Double => quote!(Double),
-        TypeRef::String | TypeRef::Binary => quote!(String),
-        TypeRef::List(_) => quote!(List),
-        TypeRef::Set(_) => quote!(Set),
-        TypeRef::Map(..) => quote!(Map),
-        TypeRef::Named(_) | TypeRef::Rust(_) => quote!(Struct),
-    };
+        }) => ("I32", "I32"),
+        TypeRef::I64 => ("I64", "I64"),
+        TypeRef::Double => ("Double", "DOUBLE"),
+        TypeRef::String | TypeRef::Binary => ("String", "STRING"),
+        TypeRef::List(_) => ("List", "LIST"),
+        TypeRef::Set(_) => ("Set", "SET"),
+        TypeRef::Map(..) => ("Map", "MAP"),
+        TypeRef::Named(_) | TypeRef::Rust(_) => ("Struct", "STRUCT"),
+    }
+}
+
+fn ttype(ty: &TypeRef) -> TokenStream {
+    let t = thrift();
+    let v = format_ident!("{}", type_ids(ty).0);
     quote!(#t::protocol::TType::#v)
 }
 
@@ -57,23 +63,7 @@ fn wire() -> TokenStream {
 /// The `thrift_wire` constant of the type id of `ty`.
 fn wire_type(ty: &TypeRef) -> TokenStream {
     let w = wire();
-    let v = match ty.resolved() {
-        TypeRef::Bool => quote!(BOOL),
-        TypeRef::I8 => quote!(I8),
-        TypeRef::I16 => quote!(I16),
-        TypeRef::I32
-        | TypeRef::Named(NamedRef {
-            kind: NamedKind::Enum,
-            ..
-        }) => quote!(I32),
-        TypeRef::I64 => quote!(I64),
-        TypeRef::Double => quote!(DOUBLE),
-        TypeRef::String | TypeRef::Binary => quote!(STRING),
-        TypeRef::List(_) => quote!(LIST),
-        TypeRef::Set(_) => quote!(SET),
-        TypeRef::Map(..) => quote!(MAP),
-        TypeRef::Named(_) | TypeRef::Rust(_) => quote!(STRUCT),
-    };
+    let v = format_ident!("{}", type_ids(ty).1);
     quote!(#w::#v)
 }
 
