@@ -589,10 +589,9 @@ impl ClientShared {
         })
     }
 
+    /// Sends one message. `poll_send_ready` checked the stream's state just before, and a
+    /// half's own close is checked by its `Sender`, so no second look under the lock.
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
-        if let Some(e) = self.send_error(&self.lock()) {
-            return Err(e);
-        }
         self.raw.send(msg)
     }
 

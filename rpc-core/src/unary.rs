@@ -41,8 +41,7 @@ type Invoke = fn(Client, UnaryRequest) -> BoxFuture<'static, Result<UnaryRespons
 /// One pingpong call on its way through unary layers.
 pub struct UnaryRequest {
     ctx: CallContext,
-    message: AnyMessage,
-    clone_message: fn(&(dyn Any + Send + Sync)) -> AnyMessage,
+    message: Box<dyn RequestMessage>,
     invoke: Invoke,
     client: Client,
 }
@@ -59,8 +58,7 @@ impl Clone for UnaryRequest {
     fn clone(&self) -> Self {
         UnaryRequest {
             ctx: self.ctx.clone(),
-            message: (self.clone_message)(&*self.message),
-            clone_message: self.clone_message,
+            message: self.message.clone_box(),
             invoke: self.invoke,
             client: self.client.clone(),
         }
@@ -85,12 +83,12 @@ impl UnaryRequest {
 
     /// The request message, if it is a `T`.
     pub fn message<T: 'static>(&self) -> Option<&T> {
-        self.message.downcast_ref::<T>()
+        self.message.as_any().downcast_ref::<T>()
     }
 
     /// Mutable access to the request message, if it is a `T`.
     pub fn message_mut<T: 'static>(&mut self) -> Option<&mut T> {
-        self.message.downcast_mut::<T>()
+        self.message.as_any_mut().downcast_mut::<T>()
     }
 }
 
@@ -113,12 +111,27 @@ impl tower::Service<UnaryRequest> for Invoker {
     }
 }
 
-fn clone_as<T: Clone + Send + Sync + 'static>(m: &(dyn Any + Send + Sync)) -> AnyMessage {
-    match m.downcast_ref::<T>() {
-        Some(m) => Box::new(m.clone()),
-        // A layer replaced the message with another type; keep the replacement as it is not
-        // clonable here: the attempt will fail with a type mismatch, as the original would.
-        None => Box::new(()),
+/// A request message behind its type: clonable (through the type's own `Clone`, for retries)
+/// and reachable only as its own type, so it can never be swapped for another.
+trait RequestMessage: Send + Sync {
+    fn clone_box(&self) -> Box<dyn RequestMessage>;
+    fn as_any(&self) -> &(dyn Any + Send + Sync);
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync);
+    fn into_any(self: Box<Self>) -> AnyMessage;
+}
+
+impl<T: Clone + Send + Sync + 'static> RequestMessage for T {
+    fn clone_box(&self) -> Box<dyn RequestMessage> {
+        Box::new(self.clone())
+    }
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+    fn into_any(self: Box<Self>) -> AnyMessage {
+        self
     }
 }
 
@@ -132,7 +145,7 @@ where
     Res: Send + Sync + 'static,
 {
     Box::pin(async move {
-        let message = req.message.downcast::<Req>().map_err(|_| {
+        let message = req.message.into_any().downcast::<Req>().map_err(|_| {
             Status::from(Error::MessageTypeMismatch {
                 expected: std::any::type_name::<Req>(),
             })
@@ -154,7 +167,6 @@ where
     UnaryRequest {
         ctx,
         message: Box::new(message),
-        clone_message: clone_as::<Req>,
         invoke: invoke_as::<C, Req, Res>,
         client,
     }
