@@ -44,9 +44,8 @@ pub(crate) struct Inner {
     queued: usize,
     over: bool,
     recv_waker: Option<Waker>,
-    /// Client: the response header, until the core takes it (then `header_taken`).
+    /// Client: the response header, until the core takes it (the state machine admits one).
     header: Option<Metadata>,
-    header_taken: bool,
     trailer: Option<Metadata>,
     /// Client: how the receive side ends once the queue is drained. Server: `Ok` once the
     /// client half-closed.
@@ -92,7 +91,6 @@ impl<S: FrameSink> Stream<S> {
                 over: false,
                 recv_waker: None,
                 header: None,
-                header_taken: false,
                 trailer: None,
                 end: None,
                 cancelled: None,
@@ -369,11 +367,8 @@ impl<S: FrameSink> ClientStreamRaw for ClientHandle<S> {
 
     fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent> {
         let mut st = self.0.lock();
-        if !st.header_taken {
-            if let Some(h) = st.header.take() {
-                st.header_taken = true;
-                return Poll::Ready(ClientEvent::Header(h));
-            }
+        if let Some(h) = st.header.take() {
+            return Poll::Ready(ClientEvent::Header(h));
         }
         if let Some(m) = self.0.pop(&mut st) {
             return Poll::Ready(ClientEvent::Message(m));
