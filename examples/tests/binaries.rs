@@ -2,8 +2,9 @@
 //! the server prints `listening <url>`, the client checks every mode for both IDLs, and the
 //! server stops cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -14,32 +15,8 @@ struct Server {
 }
 
 fn start_server(listen: &[&str]) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_echo-server"));
-    for l in listen {
-        cmd.args(["--listen", l]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn echo-server");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut urls = Vec::new();
-    while urls.len() < listen.len() {
-        let line = lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("echo-server did not report its listeners");
-        if let Some(url) = line.strip_prefix("listening ") {
-            urls.push(url.to_owned());
-        }
-    }
+    let args: Vec<&str> = listen.iter().flat_map(|l| ["--listen", l]).collect();
+    let (child, urls, lines) = support::spawn_echo_server(&args, listen.len());
     Server { child, urls, lines }
 }
 

@@ -8,9 +8,11 @@
 //! The tests run one at a time (a shared lock): they measure memory and latency, and the
 //! machine has two cores.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,29 +45,15 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_echo-server"))
-            .args(["--listen", "tcp://127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn echo-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let addr = loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(20))
-                .expect("echo-server did not report its listener");
-            if let Some(url) = line.strip_prefix("listening tcp://") {
-                break url.parse().expect("a socket address");
-            }
-        };
+        let all: Vec<&str> = ["--listen", "tcp://127.0.0.1:0"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let (child, urls, _lines) = support::spawn_echo_server(&all, 1);
+        let addr = urls[0]
+            .strip_prefix("tcp://")
+            .and_then(|a| a.parse().ok())
+            .expect("a tcp:// socket address");
         Server { child, addr }
     }
 
