@@ -427,69 +427,65 @@ impl ClientStreamRaw for ClientStream {
 
     fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent> {
         let mut st = lock(&self.recv);
-        loop {
-            match &mut *st {
-                RecvState::Waiting(fut) => {
-                    let res = match std::task::ready!(Pin::new(fut).poll(cx)) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            *st = RecvState::Done;
-                            return Poll::Ready(ClientEvent::End(
-                                status_from_h2(&e, "call"),
-                                Metadata::new(),
-                            ));
-                        }
-                    };
-                    match self.on_response(res) {
-                        Ok((md, rx)) => {
-                            *st = RecvState::Body(rx);
-                            return Poll::Ready(ClientEvent::Header(md));
-                        }
-                        Err(end) => {
-                            *st = RecvState::Done;
-                            self.cancel_send();
-                            return Poll::Ready(end);
-                        }
-                    }
-                }
-                RecvState::Body(rx) => match std::task::ready!(rx.poll_message(cx)) {
-                    Ok(Received::Message(m)) => return Poll::Ready(ClientEvent::Message(m)),
-                    Ok(Received::Eof) => {
-                        let end = match std::task::ready!(rx.body.poll_trailers(cx)) {
-                            Ok(Some(t)) => match status_from(&t) {
-                                Some(status) => {
-                                    let md = metadata_from(&t).unwrap_or_default();
-                                    let status = if status.is_ok() {
-                                        status
-                                    } else {
-                                        status.with_metadata(md.clone())
-                                    };
-                                    ClientEvent::End(status, md)
-                                }
-                                None => ClientEvent::End(
-                                    Status::internal("trailers without grpc-status"),
-                                    metadata_from(&t).unwrap_or_default(),
-                                ),
-                            },
-                            Ok(None) => ClientEvent::End(
-                                Status::internal("the server ended the stream without trailers"),
-                                Metadata::new(),
-                            ),
-                            Err(e) => {
-                                ClientEvent::End(status_from_h2(&e, "trailers"), Metadata::new())
-                            }
-                        };
-                        *st = RecvState::Done;
-                        return Poll::Ready(end);
-                    }
+        match &mut *st {
+            RecvState::Waiting(fut) => {
+                let res = match std::task::ready!(Pin::new(fut).poll(cx)) {
+                    Ok(r) => r,
                     Err(e) => {
                         *st = RecvState::Done;
-                        self.cancel_send();
-                        return Poll::Ready(ClientEvent::End(e, Metadata::new()));
+                        return Poll::Ready(ClientEvent::End(
+                            status_from_h2(&e, "call"),
+                            Metadata::new(),
+                        ));
                     }
-                },
-                RecvState::Done => return Poll::Pending,
+                };
+                match self.on_response(res) {
+                    Ok((md, rx)) => {
+                        *st = RecvState::Body(rx);
+                        Poll::Ready(ClientEvent::Header(md))
+                    }
+                    Err(end) => {
+                        *st = RecvState::Done;
+                        self.cancel_send();
+                        Poll::Ready(end)
+                    }
+                }
             }
+            RecvState::Body(rx) => match std::task::ready!(rx.poll_message(cx)) {
+                Ok(Received::Message(m)) => Poll::Ready(ClientEvent::Message(m)),
+                Ok(Received::Eof) => {
+                    let end = match std::task::ready!(rx.body.poll_trailers(cx)) {
+                        Ok(Some(t)) => match status_from(&t) {
+                            Some(status) => {
+                                let md = metadata_from(&t).unwrap_or_default();
+                                let status = if status.is_ok() {
+                                    status
+                                } else {
+                                    status.with_metadata(md.clone())
+                                };
+                                ClientEvent::End(status, md)
+                            }
+                            None => ClientEvent::End(
+                                Status::internal("trailers without grpc-status"),
+                                metadata_from(&t).unwrap_or_default(),
+                            ),
+                        },
+                        Ok(None) => ClientEvent::End(
+                            Status::internal("the server ended the stream without trailers"),
+                            Metadata::new(),
+                        ),
+                        Err(e) => ClientEvent::End(status_from_h2(&e, "trailers"), Metadata::new()),
+                    };
+                    *st = RecvState::Done;
+                    Poll::Ready(end)
+                }
+                Err(e) => {
+                    *st = RecvState::Done;
+                    self.cancel_send();
+                    Poll::Ready(ClientEvent::End(e, Metadata::new()))
+                }
+            },
+            RecvState::Done => Poll::Pending,
         }
     }
 
