@@ -538,3 +538,62 @@ async fn http_statuses_of_non_grpc_peers_are_mapped() {
         assert_eq!(e.code(), code, "HTTP {http}: {e:?}");
     }
 }
+
+/// Graceful shutdown: GOAWAY, the open stream goes on to its end, then the connection closes
+/// (well before the grace period is over).
+#[tokio::test]
+async fn graceful_shutdown_lets_open_streams_finish() {
+    let running = Listener::new(examples::server())
+        .protocol(GrpcProtocol::default())
+        .bind("tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .start();
+    let addr = running.local_addrs()[0].clone();
+    let c = client(&addr);
+    let mut call = c.echo().await.unwrap();
+    call.send(req("a")).await.unwrap();
+    assert_eq!(call.recv().await.unwrap().unwrap().message, "a");
+    let started = Instant::now();
+    let shutdown = tokio::spawn(running.shutdown(Duration::from_secs(20)));
+    // The stream keeps working while the server drains.
+    call.send(req("b")).await.unwrap();
+    assert_eq!(call.recv().await.unwrap().unwrap().message, "b");
+    call.close_send().unwrap();
+    assert!(call.recv().await.unwrap().is_none());
+    tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the drain ended with the last stream, not with the grace period"
+    );
+    // New calls find no server.
+    let e = c.ping_pong(req("late")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+}
+
+/// Keepalive: a peer that stops answering (its HTTP/2 connection is never polled again after
+/// the handshake) is detected by an unanswered PING, and the call on it fails.
+#[tokio::test]
+async fn keepalive_detects_a_dead_peer() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = Address::from(listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut frozen = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            if let Ok(conn) = h2::server::handshake(sock).await {
+                frozen.push(conn); // never polled again
+            }
+        }
+    });
+    let cfg = GrpcClientConfig::default()
+        .connections(1)
+        .keepalive(Duration::from_millis(200), Duration::from_millis(300));
+    let c = TestServiceClient::new(Client::new(GrpcClient::with_config(addr, cfg)));
+    let started = Instant::now();
+    let e = tokio::time::timeout(WAIT, c.ping_pong(req("anyone?")))
+        .await
+        .expect("keepalive ends the call")
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
