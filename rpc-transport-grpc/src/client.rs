@@ -419,10 +419,14 @@ impl ClientStreamRaw for ClientStream {
     }
 
     fn close_send(&self) -> Result<(), Status> {
-        lock(&self.send)
-            .stream
-            .send_data(Bytes::new(), true)
-            .map_err(|e| status_from_h2(&e, "close send"))
+        // The server may already have ended the stream (a unary reply and then
+        // RST_STREAM(NO_ERROR), as gRPC servers do when they finish before the client's
+        // END_STREAM): there is nothing left to half-close, and the end the server sent is
+        // what `poll_event` reports.
+        if let Err(e) = lock(&self.send).stream.send_data(Bytes::new(), true) {
+            tracing::trace!(error = %e, "grpc: close_send on an ended stream");
+        }
+        Ok(())
     }
 
     fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent> {
