@@ -58,7 +58,9 @@ struct Inner {
     authority: Authority,
     cfg: GrpcClientConfig,
     user_agent: HeaderValue,
-    slots: Vec<tokio::sync::Mutex<Option<Conn>>>,
+    /// Per connection slot: the live connection (read without waiting on the hot path) and
+    /// a lock held only while one is being made.
+    slots: Vec<(Mutex<Option<Conn>>, tokio::sync::Mutex<()>)>,
     next: AtomicUsize,
 }
 
@@ -98,7 +100,7 @@ impl GrpcClient {
                 user_agent: HeaderValue::from_str(&ua)
                     .unwrap_or_else(|_| HeaderValue::from_static(OUR_USER_AGENT)),
                 slots: (0..cfg.connections.max(1))
-                    .map(|_| tokio::sync::Mutex::new(None))
+                    .map(|_| (Mutex::new(None), tokio::sync::Mutex::new(())))
                     .collect(),
                 next: AtomicUsize::new(0),
                 cfg,
@@ -127,12 +129,21 @@ impl rpc_core::Connect for GrpcClient {
 
 impl Inner {
     async fn conn(&self, slot: usize) -> Result<Conn, Status> {
-        let mut slot = self.slots[slot].lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.dead.load(Ordering::Acquire)) {
-            return Ok(c.clone());
+        let (live, connecting) = &self.slots[slot];
+        let usable = |c: &Option<Conn>| {
+            c.as_ref()
+                .filter(|c| !c.dead.load(Ordering::Acquire))
+                .cloned()
+        };
+        if let Some(c) = usable(&lock(live)) {
+            return Ok(c);
+        }
+        let _connecting = connecting.lock().await;
+        if let Some(c) = usable(&lock(live)) {
+            return Ok(c);
         }
         let conn = self.connect().await?;
-        *slot = Some(conn.clone());
+        *lock(live) = Some(conn.clone());
         Ok(conn)
     }
 
