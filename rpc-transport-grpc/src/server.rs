@@ -395,10 +395,14 @@ impl ServerStream {
     fn response_header(&self, md: &Metadata, s: &mut SendSide) -> Result<Response<()>, Status> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, self.content_type.clone());
-        let choice = self.compression.send();
-        if choice != Compression::Identity && self.compression.peer_accepts(choice) {
-            s.encoding = Some(choice);
-            headers.insert("grpc-encoding", HeaderValue::from_static(choice.name()));
+        // Announced whenever the client accepts it, so the handler may switch compression on
+        // for any later message; each message says by its flag whether it is compressed.
+        if self.compression.peer_accepts(Compression::Gzip) {
+            s.encoding = Some(Compression::Gzip);
+            headers.insert(
+                "grpc-encoding",
+                HeaderValue::from_static(Compression::Gzip.name()),
+            );
         }
         headers.insert(
             "grpc-accept-encoding",
