@@ -339,12 +339,15 @@ impl ConnCtx {
                 scratch: BytesMut::new(),
                 encoding: None,
             }),
-            recv: Mutex::new(Receiver::new(
-                body,
-                self.cfg.max_recv_message,
-                encoding,
-                Some(compression.clone()),
-            )),
+            recv: Mutex::new(
+                Receiver::new(
+                    body,
+                    self.cfg.max_recv_message,
+                    encoding,
+                    Some(compression.clone()),
+                )
+                .with_budget(self.server.byte_budget().clone()),
+            ),
             fanout: Fanout::new(),
             compression: compression.clone(),
             content_type: ct,

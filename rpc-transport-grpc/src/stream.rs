@@ -8,6 +8,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{BufMut, Bytes, BytesMut};
 use h2::{RecvStream, SendStream};
 use rpc_core::codec::Encodable;
+use rpc_core::limits::ByteBudget;
 use rpc_core::transport::waker::{fanout_waker, WakerSet};
 use rpc_core::{Code, Status};
 
@@ -145,7 +146,42 @@ pub(crate) struct Receiver {
     pub(crate) decoder: MessageDecoder,
     pub(crate) eof: bool,
     pub(crate) compression: Option<MessageCompression>,
+    /// Server side: the server-wide byte budget, charged with what the decoder holds.
+    pub(crate) budget: Option<Charge>,
 }
+
+/// Bytes a server stream's decoder holds (a partly received message), charged to the
+/// server-wide budget (`ServerLimits::max_buffered_bytes`) until released.
+pub(crate) struct Charge {
+    budget: Arc<ByteBudget>,
+    charged: usize,
+}
+
+impl Charge {
+    pub(crate) fn new(budget: Arc<ByteBudget>) -> Charge {
+        Charge { budget, charged: 0 }
+    }
+
+    fn set(&mut self, n: usize) {
+        if n > self.charged {
+            self.budget.charge(n - self.charged);
+        } else if n < self.charged {
+            self.budget.release(self.charged - n);
+        }
+        self.charged = n;
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
+/// What one server stream may hold of a partial message while the server-wide budget is
+/// used up: a stream above it fails with `RESOURCE_EXHAUSTED` instead of taking more, so
+/// streams of small messages keep working while a flood of large partial messages is cut.
+pub(crate) const STREAM_RESERVE: usize = 64 * 1024;
 
 /// What [`Receiver::poll_message`] yields.
 pub(crate) enum Received {
@@ -166,10 +202,30 @@ impl Receiver {
             decoder: MessageDecoder::new(max, encoding),
             eof: false,
             compression,
+            budget: None,
+        }
+    }
+
+    /// Charges what the decoder holds to `budget` (server side).
+    pub(crate) fn with_budget(mut self, budget: Arc<ByteBudget>) -> Receiver {
+        self.budget = Some(Charge::new(budget));
+        self
+    }
+
+    fn recharge(&mut self) {
+        let held = self.decoder.buffered();
+        if let Some(c) = &mut self.budget {
+            c.set(held);
         }
     }
 
     pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, Status>> {
+        let r = self.poll_message_inner(cx);
+        self.recharge();
+        r
+    }
+
+    fn poll_message_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, Status>> {
         loop {
             if let Some(m) = self.decoder.next_message()? {
                 if let Some(c) = &self.compression {
@@ -180,6 +236,14 @@ impl Receiver {
             if self.eof {
                 self.decoder.finish_stream()?;
                 return Poll::Ready(Ok(Received::Eof));
+            }
+            if let Some(c) = &self.budget {
+                if c.budget.is_exhausted() && self.decoder.buffered() > STREAM_RESERVE {
+                    return Poll::Ready(Err(Status::new(
+                        Code::ResourceExhausted,
+                        "the server's buffer budget is used up; this stream holds a large partial message",
+                    )));
+                }
             }
             match self.body.poll_data(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
