@@ -192,7 +192,7 @@ impl Inner {
                     }
                 },
                 _ => {
-                    let _ = Batched::new(conn).await;
+                    let _ = crate::stream::Batched::new(conn).await;
                 }
             }
             dead2.store(true, Ordering::Release);
@@ -521,37 +521,5 @@ impl ClientStreamRaw for ClientStream {
     fn reset(&self, _status: &Status) {
         self.cancel_send();
         *lock(&self.recv) = RecvState::Done;
-    }
-}
-
-/// Polls an h2 connection one scheduler round after it was woken: streams of other tasks
-/// that are ready to run queue their frames first, so one poll writes them together (h2
-/// flushes on every poll of its connection; polled at each wake-up under load it writes a
-/// few frames per syscall).
-struct Batched<F> {
-    inner: F,
-    yielded: bool,
-}
-
-impl<F> Batched<F> {
-    fn new(inner: F) -> Self {
-        Batched {
-            inner,
-            yielded: false,
-        }
-    }
-}
-
-impl<F: Future + Unpin> Future for Batched<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if !self.yielded {
-            self.yielded = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        self.yielded = false;
-        Pin::new(&mut self.inner).poll(cx)
     }
 }

@@ -206,7 +206,7 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
     loop {
         tokio::select! {
             biased;
-            next = h2conn.accept() => match next {
+            next = crate::stream::Batched::new(Box::pin(h2conn.accept())) => match next {
                 Some(Ok(first)) => {
                     // Take every request that already arrived before handling any: each
                     // `accept` polls the connection, which flushes what is queued, so

@@ -2,6 +2,8 @@
 //! encoding a message into a DATA payload, receiving messages with flow control released as
 //! the application reads, and h2 errors as statuses.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -257,5 +259,38 @@ impl Receiver {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+/// Polls a future (an h2 connection, or the server's `accept`) one scheduler round after it
+/// was woken: streams of other tasks
+/// that are ready to run queue their frames first, so one poll writes them together (h2
+/// flushes on every poll of its connection; polled at each wake-up under load it writes a
+/// few frames per syscall).
+pub(crate) struct Batched<F> {
+    inner: F,
+    yielded: bool,
+}
+
+impl<F> Batched<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        Batched {
+            inner,
+            yielded: false,
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for Batched<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if !self.yielded {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
+        Pin::new(&mut self.inner).poll(cx)
     }
 }
