@@ -475,6 +475,19 @@ async fn wire_details_seen_by_a_raw_http2_client() {
         .await;
     assert_eq!(headers["grpc-status"], "13");
 
+    // Thrift over gRPC: routed by content-type, answered in the same content-type (the
+    // Probe hosts only the protobuf flavour, so the thrift method is unknown).
+    let (headers, _, _) = h
+        .call_ct(
+            "/echo.TestService/PingPong",
+            "application/grpc+thrift",
+            &[],
+            &body,
+        )
+        .await;
+    assert_eq!(headers["content-type"], "application/grpc+thrift");
+    assert_eq!(headers["grpc-status"], "12");
+
     // Not gRPC at all: HTTP 415.
     let (headers, _, _) = h
         .call_ct("/echo.TestService/PingPong", "text/plain", &[], &body)
