@@ -251,7 +251,14 @@ async fn put_all(client: &mut Client, reg: &Registered) -> Result<i64, Status> {
 
 /// Keeps `lease` alive every third of the TTL; on any failure, reconnects and re-registers
 /// (a new lease) as soon as etcd answers again. Runs until aborted.
-async fn keep_alive(mut client: Client, mut lease: i64, reg: Arc<Registered>, shared: LeaseCell) {
+async fn keep_alive(
+    mut client: Client,
+    mut lease: i64,
+    reg: Arc<Registered>,
+    shared: LeaseCell,
+    endpoints: Vec<String>,
+    timeout: Duration,
+) {
     let period = Duration::from_millis((reg.ttl as u64 * 1000 / 3).max(100));
     let mut backoff = RECONNECT_BACKOFF;
     loop {
@@ -281,10 +288,18 @@ async fn keep_alive(mut client: Client, mut lease: i64, reg: Arc<Registered>, sh
         if let Err(e) = alive {
             tracing::warn!(error = %e, "etcd lease keepalive failed; re-registering");
         }
-        // Re-register: the lease may be gone (expired while etcd was away) or still there.
+        // Re-register on a new connection: the lease may be gone (expired while etcd was
+        // away) or still there.
         loop {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+            match connect(&endpoints, timeout).await {
+                Ok(c) => client = c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "etcd reconnect failed; retrying");
+                    continue;
+                }
+            }
             match put_all(&mut client, &reg).await {
                 Ok(new) => {
                     let old = std::mem::replace(&mut lease, new);
@@ -326,13 +341,21 @@ impl Registrar for EtcdRegistry {
             });
             let lease = put_all(&mut client, &reg).await?;
             let cell: LeaseCell = Arc::new(std::sync::Mutex::new(lease));
-            let task = tokio::spawn(keep_alive(client.clone(), lease, reg.clone(), cell.clone()));
+            let task = tokio::spawn(keep_alive(
+                client,
+                lease,
+                reg.clone(),
+                cell.clone(),
+                this.endpoints.clone(),
+                this.timeout,
+            ));
             Ok(Registration::new(instances, move || {
                 Box::pin(async move {
                     task.abort();
                     let _ = task.await;
                     let lease = *cell.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut client = client;
+                    // A new connection: the registration's may be stale after an etcd restart.
+                    let mut client = connect(&this.endpoints, this.timeout).await?;
                     for (k, _) in &reg.keys {
                         client
                             .delete(k.as_str(), None)
