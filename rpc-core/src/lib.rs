@@ -90,6 +90,8 @@ pub mod server;
 pub mod status;
 mod stream;
 pub mod transport;
+#[cfg(all(test, feature = "inproc"))]
+mod testsvc;
 pub mod unary;
 
 pub use client::{
