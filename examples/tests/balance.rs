@@ -72,9 +72,15 @@ async fn a_refused_instance_is_ejected_and_every_call_succeeds_elsewhere() {
         assert_eq!(dead_stats.opened, 0);
         assert!(dead_stats.ejected, "{policy:?}: {stats:?}");
         let live: u64 = stats.iter().map(|s| s.opened).sum();
-        assert_eq!(live, 101, "{policy:?}: every call opened exactly one stream");
+        assert_eq!(
+            live, 101,
+            "{policy:?}: every call opened exactly one stream"
+        );
         if policy == Policy::RoundRobin {
-            assert!(stats.iter().filter(|s| s.address != dead).all(|s| s.opened >= 45));
+            assert!(stats
+                .iter()
+                .filter(|s| s.address != dead)
+                .all(|s| s.opened >= 45));
         }
     }
     s1.shutdown(Duration::from_secs(1)).await;

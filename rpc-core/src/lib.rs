@@ -89,9 +89,9 @@ pub mod serve;
 pub mod server;
 pub mod status;
 mod stream;
-pub mod transport;
 #[cfg(all(test, feature = "inproc"))]
 mod testsvc;
+pub mod transport;
 pub mod unary;
 
 pub use client::{

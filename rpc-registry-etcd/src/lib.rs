@@ -81,7 +81,11 @@ pub fn service_prefix(service: &str) -> String {
 
 /// The key of one instance: `kitex/registry-etcd/<service>/<address>`.
 pub fn instance_key(service: &str, instance: &Instance) -> String {
-    format!("{}{}", service_prefix(service), network_address(&instance.address).1)
+    format!(
+        "{}{}",
+        service_prefix(service),
+        network_address(&instance.address).1
+    )
 }
 
 /// The registry value of an instance, as Kitex writes it.
@@ -242,7 +246,11 @@ async fn put_all(client: &mut Client, reg: &Registered) -> Result<i64, Status> {
         .id();
     for (k, v) in &reg.keys {
         client
-            .put(k.as_str(), v.as_str(), Some(PutOptions::new().with_lease(lease)))
+            .put(
+                k.as_str(),
+                v.as_str(),
+                Some(PutOptions::new().with_lease(lease)),
+            )
             .await
             .map_err(|e| status("put", e))?;
     }
@@ -281,13 +289,10 @@ async fn keep_alive(
                 }
                 tokio::time::sleep(period).await;
             }
-            #[allow(unreachable_code)]
-            Ok::<(), Status>(())
-        }
-        .await;
-        if let Err(e) = alive {
-            tracing::warn!(error = %e, "etcd lease keepalive failed; re-registering");
-        }
+        };
+        let alive: Result<std::convert::Infallible, Status> = alive.await;
+        let Err(e) = alive;
+        tracing::warn!(error = %e, "etcd lease keepalive failed; re-registering");
         // Re-register on a new connection: the lease may be gone (expired while etcd was
         // away) or still there.
         loop {
@@ -546,7 +551,10 @@ mod tests {
             InstanceInfo::from_instance(&i).encode(),
             r#"{"network":"tcp","address":"127.0.0.1:8888","weight":7,"tags":{"zone":"a"}}"#
         );
-        assert_eq!(instance_key("echo", &i), "kitex/registry-etcd/echo/127.0.0.1:8888");
+        assert_eq!(
+            instance_key("echo", &i),
+            "kitex/registry-etcd/echo/127.0.0.1:8888"
+        );
         // As Kitex writes it without tags.
         let kitex = br#"{"network":"tcp","address":"[::1]:9000","weight":10,"tags":null}"#;
         let got = InstanceInfo::decode(kitex).unwrap();
@@ -577,7 +585,11 @@ mod tests {
             br#"{"network":"tcp","address":"nohost","weight":1}"#,
             br#"{"network":"tcp","address":"1.2.3.4:5","weight":"heavy"}"#,
         ] {
-            assert!(InstanceInfo::decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                InstanceInfo::decode(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let big = vec![b' '; MAX_VALUE_BYTES + 1];
         assert!(InstanceInfo::decode(&big).is_err());
@@ -591,7 +603,12 @@ mod tests {
             parse_url("etcd://127.0.0.1:2379/echo").unwrap(),
             ("http://127.0.0.1:2379".to_owned(), "echo".to_owned())
         );
-        for bad in ["tcp://x:1/echo", "etcd://127.0.0.1:2379", "etcd://127.0.0.1:2379/", "etcd://host/echo"] {
+        for bad in [
+            "tcp://x:1/echo",
+            "etcd://127.0.0.1:2379",
+            "etcd://127.0.0.1:2379/",
+            "etcd://host/echo",
+        ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
     }

@@ -157,10 +157,9 @@ async fn balanced(
             "no instance of {service} registered in etcd at {endpoint}"
         )));
     }
-    let transport =
-        rpc_core::balance::Balanced::connect::<TtHeaderClient>(resolution, lb);
-    let mut builder = Client::builder(transport)
-        .unary_layer(rpc_core::resilience::RetryLayer::default());
+    let transport = rpc_core::balance::Balanced::connect::<TtHeaderClient>(resolution, lb);
+    let mut builder =
+        Client::builder(transport).unary_layer(rpc_core::resilience::RetryLayer::default());
     if lb == rpc_core::balance::Policy::ConsistentHash {
         builder = builder.metadata(
             rpc_core::balance::HASH_METADATA_KEY,

@@ -35,7 +35,10 @@ pub(crate) fn etcd_binary() -> PathBuf {
                 .status()
                 .is_ok_and(|s| s.success());
             assert!(updated, "etcd is not on PATH and `apt-get update` failed");
-            assert!(install(), "etcd is not on PATH and `apt-get install etcd-server` failed");
+            assert!(
+                install(),
+                "etcd is not on PATH and `apt-get install etcd-server` failed"
+            );
         }
         which("etcd").expect("etcd-server installed but no `etcd` on PATH")
     })

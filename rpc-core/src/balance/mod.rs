@@ -413,15 +413,11 @@ impl Shared {
                 }
             }
             Policy::ConsistentHash => {
-                let key = ctx
-                    .extensions()
-                    .get::<HashKey>()
-                    .map(|k| k.0)
-                    .or_else(|| {
-                        ctx.metadata()
-                            .get_str(HASH_METADATA_KEY)
-                            .map(|v| stable_hash(v.as_bytes()))
-                    });
+                let key = ctx.extensions().get::<HashKey>().map(|k| k.0).or_else(|| {
+                    ctx.metadata()
+                        .get_str(HASH_METADATA_KEY)
+                        .map(|v| stable_hash(v.as_bytes()))
+                });
                 match key {
                     None => candidates[(self.random() % candidates.len() as u64) as usize],
                     Some(k) => {
@@ -458,7 +454,9 @@ impl Balanced {
 
     /// Balances `T` transports over `resolution` with `policy`.
     pub fn connect<T: Connect>(resolution: Resolution, policy: Policy) -> Balanced {
-        Balanced::builder_for::<T>().policy(policy).build(resolution)
+        Balanced::builder_for::<T>()
+            .policy(policy)
+            .build(resolution)
     }
 
     /// The instances in the current set.
@@ -529,7 +527,7 @@ impl ClientTransport for Balanced {
                             guard,
                             counted: probe,
                             done: std::sync::atomic::AtomicBool::new(false),
-                        }) as Arc<dyn ClientStreamRaw>)
+                        }) as Arc<dyn ClientStreamRaw>);
                     }
                     Err(e) => {
                         drop(guard);

@@ -83,7 +83,10 @@ async fn weighted_round_robin_is_exact_per_cycle_and_smooth() {
 async fn p2c_prefers_the_instance_with_fewer_streams_in_flight() {
     let f = fleet(2);
     let set = (0..2).map(|i| Instance::new(addr(i))).collect();
-    let bal = f.builder().policy(Policy::P2c).build(Resolution::fixed(set));
+    let bal = f
+        .builder()
+        .policy(Policy::P2c)
+        .build(Resolution::fixed(set));
     let c = Client::new(bal.clone());
     // Eight slow calls in flight: p2c with two instances compares both every time, so they
     // alternate (in-flight 0/0 -> either, 1/0 -> the other, ...).
@@ -118,7 +121,10 @@ fn p2c_never_picks_the_busier_of_the_two_it_compares() {
     rt.block_on(async {
         let f = fleet(3);
         let set = (0..3).map(|i| Instance::new(addr(i))).collect();
-        let bal = f.builder().policy(Policy::P2c).build(Resolution::fixed(set));
+        let bal = f
+            .builder()
+            .policy(Policy::P2c)
+            .build(Resolution::fixed(set));
         let snap = bal.shared.snapshot();
         snap.endpoints[1].in_flight.store(5, Ordering::Relaxed);
         snap.endpoints[2].in_flight.store(5, Ordering::Relaxed);

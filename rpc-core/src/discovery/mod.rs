@@ -387,7 +387,9 @@ impl Resolver for DnsResolver {
                                 changed
                             });
                         }
-                        Err(e) => tracing::warn!(%name, error = %e, "DNS re-resolution failed; keeping the last set"),
+                        Err(e) => {
+                            tracing::warn!(%name, error = %e, "DNS re-resolution failed; keeping the last set")
+                        }
                     }
                 }
             });
@@ -441,9 +443,16 @@ mod tests {
         assert_eq!(v[0].address.to_string(), "tcp://10.0.0.5:4000");
         assert_eq!(v[1].address, bound[1]);
         assert!(v.iter().all(|i| i.weight == 5 && i.tags["zone"] == "a"));
-        assert_eq!(Instance::new(bound[1].clone()).with_weight(0).effective_weight(), 1);
         assert_eq!(
-            Instance::new(bound[1].clone()).with_weight(u32::MAX).effective_weight(),
+            Instance::new(bound[1].clone())
+                .with_weight(0)
+                .effective_weight(),
+            1
+        );
+        assert_eq!(
+            Instance::new(bound[1].clone())
+                .with_weight(u32::MAX)
+                .effective_weight(),
             MAX_WEIGHT
         );
     }

@@ -173,7 +173,11 @@ impl Breaker {
 
     fn open(&mut self, now: Instant) {
         let factor = 1u32 << self.trips.min(16);
-        let d = self.cfg.open_for.saturating_mul(factor).min(self.cfg.max_open);
+        let d = self
+            .cfg
+            .open_for
+            .saturating_mul(factor)
+            .min(self.cfg.max_open);
         self.state = BreakerState::Open { until: now + d };
         self.trips = self.trips.saturating_add(1);
         self.probing = 0;
@@ -238,7 +242,10 @@ mod tests {
         assert_eq!(b.state(t0), BreakerState::Closed, "3 calls < min_calls");
         assert!(b.try_acquire(t0));
         b.record(t0, true);
-        assert!(matches!(b.state(t0), BreakerState::Open { .. }), "3 of 4 failed");
+        assert!(
+            matches!(b.state(t0), BreakerState::Open { .. }),
+            "3 of 4 failed"
+        );
         assert!(!b.try_acquire(t0 + Duration::from_millis(999)));
     }
 

@@ -459,9 +459,9 @@ where
                 .try_acquire(Instant::now())
         };
         if !admitted {
-            return Box::pin(std::future::ready(Err(NotSent::mark(
-                Status::unavailable(format!("circuit open for {path}")),
-            ))));
+            return Box::pin(std::future::ready(Err(NotSent::mark(Status::unavailable(
+                format!("circuit open for {path}"),
+            )))));
         }
         let f = self.inner.call(req);
         let breakers = self.layer.breakers.clone();

@@ -30,10 +30,10 @@ fn policy() -> RetryPolicy {
 async fn a_timeout_ends_the_call_with_deadline_exceeded_at_the_timeout() {
     let (_svc, b) = server();
     let c = b
-        .unary_layer(TimeoutLayer::new(Duration::from_millis(100)).method(
-            CALL.path.to_owned(),
-            Duration::from_millis(250),
-        ))
+        .unary_layer(
+            TimeoutLayer::new(Duration::from_millis(100))
+                .method(CALL.path.to_owned(), Duration::from_millis(250)),
+        )
         .build();
     let t0 = Instant::now();
     let e = call(&c, "sleep:10000").await.unwrap_err();
@@ -53,7 +53,11 @@ async fn a_timeout_ends_the_call_with_deadline_exceeded_at_the_timeout() {
         Code::DeadlineExceeded
     );
     assert!(t0.elapsed() < Duration::from_millis(150));
-    assert_eq!(call(&c, "sleep:50").await.unwrap(), "s", "in time: answered");
+    assert_eq!(
+        call(&c, "sleep:50").await.unwrap(),
+        "s",
+        "in time: answered"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -73,7 +77,10 @@ async fn unavailable_after_the_request_was_sent_is_retried_only_for_idempotent_m
             policy().max_attempts(3).idempotent([CALL.path]),
         ))
         .build();
-    assert_eq!(call(&c, "fail:14").await.unwrap_err().code(), Code::Unavailable);
+    assert_eq!(
+        call(&c, "fail:14").await.unwrap_err().code(),
+        Code::Unavailable
+    );
     assert_eq!(calls(&svc), 3);
 
     // Idempotent by the per-call extension (set by an outer layer).
@@ -142,7 +149,11 @@ async fn retries_stop_when_the_budget_is_spent_or_the_deadline_is_near() {
         ))
         .build();
     assert!(call(&c, "fail:14").await.is_err());
-    assert_eq!(calls(&svc), 1, "no retry whose backoff ends after the deadline");
+    assert_eq!(
+        calls(&svc),
+        1,
+        "no retry whose backoff ends after the deadline"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -183,7 +194,10 @@ fn limited(add: impl FnOnce(crate::ServerBuilder) -> crate::ServerBuilder) -> (N
         calls: Arc::default(),
     };
     let server = add(Server::builder()).add_service(svc.clone()).build();
-    (svc, Client::new(crate::inproc::InProcTransport::new(server)))
+    (
+        svc,
+        Client::new(crate::inproc::InProcTransport::new(server)),
+    )
 }
 
 #[tokio::test(start_paused = true)]
@@ -234,5 +248,9 @@ fn a_token_bucket_refills_at_its_rate_up_to_its_burst() {
     assert!(b.try_take(t0 + Duration::from_millis(500)));
     assert!(!b.try_take(t0 + Duration::from_millis(500)));
     let later = t0 + Duration::from_secs(60);
-    assert_eq!((0..10).filter(|_| b.try_take(later)).count(), 3, "capped at the burst");
+    assert_eq!(
+        (0..10).filter(|_| b.try_take(later)).count(),
+        3,
+        "capped at the burst"
+    );
 }

@@ -67,8 +67,8 @@ impl Service for Named {
                 },
             ));
         }
-        Box::pin(
-            call.unary::<ProstCodec, String, String, _, _>(move |_ctx, req: String| async move {
+        Box::pin(call.unary::<ProstCodec, String, String, _, _>(
+            move |_ctx, req: String| async move {
                 if let Some(ms) = req.strip_prefix("sleep:") {
                     let ms = ms.parse().unwrap_or(0);
                     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -78,8 +78,8 @@ impl Service for Named {
                     return Err(Status::new(code, "asked to fail"));
                 }
                 Ok(this.name.clone())
-            }),
-        )
+            },
+        ))
     }
 }
 
