@@ -10,8 +10,8 @@
 //! and `balanced p2c` (a [`Balanced`] transport over a static resolution holding that one
 //! instance: the whole balancer path — pick, per-stream tracking, breaker bookkeeping — with
 //! nothing else changed). Thrift pingpong, 100-byte messages, 64 calls in flight, one tokio
-//! worker. Prints calls/s, p50/p99 latency and the server's CPU per call (from
-//! `/proc/PID/stat`) per row and round, then medians.
+//! worker. Prints calls/s, p50/p99 latency and the server's and this client's CPU per call
+//! (from `/proc/PID/stat`, `/proc/self/stat`) per row and round, then medians.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,6 +39,7 @@ struct Row {
     p50: Duration,
     p99: Duration,
     server_us_per_call: f64,
+    client_us_per_call: f64,
 }
 
 async fn run(client: Client, secs: f64, server_pid: &str) -> Row {
@@ -56,6 +57,7 @@ async fn run(client: Client, secs: f64, server_pid: &str) -> Row {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let ticks0 = cpu_ticks(server_pid);
+    let own0 = cpu_ticks("self");
     let start = Instant::now();
     let tasks: Vec<_> = (0..IN_FLIGHT)
         .map(|_| {
@@ -85,10 +87,15 @@ async fn run(client: Client, secs: f64, server_pid: &str) -> Row {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let ticks1 = cpu_ticks(server_pid);
+    let own1 = cpu_ticks("self");
     lat.sort_unstable();
     let n = lat.len().max(1);
     let server_s = match (ticks0, ticks1) {
         (Some(a), Some(b)) => (b - a) as f64 / 100.0, // USER_HZ = 100
+        _ => f64::NAN,
+    };
+    let client_s = match (own0, own1) {
+        (Some(a), Some(b)) => (b - a) as f64 / 100.0,
         _ => f64::NAN,
     };
     Row {
@@ -96,6 +103,7 @@ async fn run(client: Client, secs: f64, server_pid: &str) -> Row {
         p50: lat[n / 2],
         p99: lat[(n * 99 / 100).min(n - 1)],
         server_us_per_call: server_s * 1e6 / n as f64,
+        client_us_per_call: client_s * 1e6 / n as f64,
     }
 }
 
@@ -133,8 +141,8 @@ fn main() {
             for (i, (name, client)) in rows.iter().enumerate() {
                 let r = run((*client).clone(), secs, pid).await;
                 println!(
-                    "round {round} {name:<13} {:>9.0} calls/s  p50 {:>8.1?}  p99 {:>8.1?}  server {:.2} us/call",
-                    r.calls_per_s, r.p50, r.p99, r.server_us_per_call
+                    "round {round} {name:<13} {:>9.0} calls/s  p50 {:>8.1?}  p99 {:>8.1?}  server {:.2} us/call  client {:.2} us/call",
+                    r.calls_per_s, r.p50, r.p99, r.server_us_per_call, r.client_us_per_call
                 );
                 results[i].push(r);
             }
@@ -145,8 +153,9 @@ fn main() {
             let cps = median(results[i].iter().map(|r| r.calls_per_s).collect());
             let p99 = median(results[i].iter().map(|r| r.p99.as_secs_f64() * 1e6).collect());
             let cpu = median(results[i].iter().map(|r| r.server_us_per_call).collect());
+            let own = median(results[i].iter().map(|r| r.client_us_per_call).collect());
             println!(
-                "{name:<13} {cps:>9.0} calls/s ({:.3}x direct)  p99 {p99:>7.0} us  server {cpu:.2} us/call",
+                "{name:<13} {cps:>9.0} calls/s ({:.3}x direct)  p99 {p99:>7.0} us  server {cpu:.2} us/call  client {own:.2} us/call",
                 cps / base
             );
         }

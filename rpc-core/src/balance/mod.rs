@@ -118,6 +118,9 @@ struct Endpoint {
     /// Streams opened on it.
     opened: AtomicU64,
     breaker: Mutex<Breaker>,
+    /// Whether the breaker may not be closed (set with every change that leaves it not
+    /// closed): while false, picking skips the breaker's lock.
+    suspect: std::sync::atomic::AtomicBool,
 }
 
 impl Endpoint {
@@ -125,7 +128,17 @@ impl Endpoint {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
     }
     fn available(&self, now: Instant) -> bool {
-        self.breaker().would_allow(now)
+        !self.suspect.load(Ordering::Acquire) || self.breaker().would_allow(now)
+    }
+    /// Changes the breaker and updates the fast-path flag.
+    fn update<R>(&self, now: Instant, f: impl FnOnce(&mut Breaker) -> R) -> R {
+        let mut b = self.breaker();
+        let r = f(&mut b);
+        self.suspect.store(
+            b.state(now) != crate::resilience::BreakerState::Closed,
+            Ordering::Release,
+        );
+        r
     }
 }
 
@@ -320,6 +333,7 @@ impl Shared {
                     in_flight: AtomicUsize::new(e.in_flight.load(Ordering::Relaxed)),
                     opened: AtomicU64::new(e.opened.load(Ordering::Relaxed)),
                     breaker: Mutex::new(e.breaker().clone()),
+                    suspect: std::sync::atomic::AtomicBool::new(true),
                 })),
                 None => match (self.make)(inst) {
                     Ok(transport) => endpoints.push(Arc::new(Endpoint {
@@ -328,6 +342,7 @@ impl Shared {
                         in_flight: AtomicUsize::new(0),
                         opened: AtomicU64::new(0),
                         breaker: Mutex::new(Breaker::new(self.breaker.clone())),
+                        suspect: std::sync::atomic::AtomicBool::new(false),
                     })),
                     Err(e) => {
                         tracing::warn!(address = %inst.address, error = %e, "instance skipped: no transport for it")
@@ -350,7 +365,8 @@ impl Shared {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// Picks an endpoint not in `tried`, preferring available (not ejected) ones.
+    /// Picks an endpoint not in `tried`, preferring available (not ejected) ones. Allocates
+    /// nothing.
     fn pick(
         &self,
         snap: &Snapshot,
@@ -358,59 +374,58 @@ impl Shared {
         tried: &[usize],
         now: Instant,
     ) -> Option<usize> {
+        self.pick_among(snap, ctx, |i| {
+            !tried.contains(&i) && snap.endpoints[i].available(now)
+        })
+        // Everything ejected: better to try one than to refuse the call.
+        .or_else(|| self.pick_among(snap, ctx, |i| !tried.contains(&i)))
+    }
+
+    fn pick_among(
+        &self,
+        snap: &Snapshot,
+        ctx: &CallContext,
+        ok: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         let n = snap.endpoints.len();
-        let candidates: Vec<usize> = (0..n)
-            .filter(|i| !tried.contains(i) && snap.endpoints[*i].available(now))
-            .collect();
-        let candidates = if candidates.is_empty() {
-            // Everything ejected: better to try one than to refuse the call.
-            (0..n).filter(|i| !tried.contains(i)).collect()
-        } else {
-            candidates
-        };
-        if candidates.is_empty() {
-            return None;
-        }
-        Some(match self.policy {
+        let nth_ok = |k: usize| (0..n).filter(|&i| ok(i)).nth(k);
+        match self.policy {
             Policy::RoundRobin => {
                 let mut cur = snap.wrr.lock().unwrap_or_else(|e| e.into_inner());
                 let mut total = 0i64;
-                let mut best = candidates[0];
-                for &i in &candidates {
+                let mut best: Option<usize> = None;
+                for i in (0..n).filter(|&i| ok(i)) {
                     let w = i64::from(snap.endpoints[i].instance.effective_weight());
                     cur[i] += w;
                     total += w;
-                    if cur[i] > cur[best] {
-                        best = i;
+                    if best.is_none_or(|b| cur[i] > cur[b]) {
+                        best = Some(i);
                     }
                 }
+                let best = best?;
                 cur[best] -= total;
-                best
+                Some(best)
             }
             Policy::P2c => {
-                let len = candidates.len() as u64;
-                let a = candidates[(self.random() % len) as usize];
-                if candidates.len() == 1 {
-                    a
-                } else {
-                    let mut b = candidates[(self.random() % (len - 1)) as usize];
-                    if b == a {
-                        b = candidates[candidates.len() - 1];
-                    }
-                    let load = |i: usize| {
-                        let e = &snap.endpoints[i];
-                        (
-                            e.in_flight.load(Ordering::Relaxed) as u64 + 1,
-                            u64::from(e.instance.effective_weight()),
-                        )
-                    };
-                    let ((la, wa), (lb, wb)) = (load(a), load(b));
-                    if la * wb <= lb * wa {
-                        a
-                    } else {
-                        b
-                    }
+                let count = (0..n).filter(|&i| ok(i)).count();
+                if count <= 1 {
+                    return nth_ok(0);
                 }
+                let ka = (self.random() % count as u64) as usize;
+                let mut kb = (self.random() % (count as u64 - 1)) as usize;
+                if kb >= ka {
+                    kb += 1; // a second, different one
+                }
+                let (a, b) = (nth_ok(ka)?, nth_ok(kb)?);
+                let load = |i: usize| {
+                    let e = &snap.endpoints[i];
+                    (
+                        e.in_flight.load(Ordering::Relaxed) as u64 + 1,
+                        u64::from(e.instance.effective_weight()),
+                    )
+                };
+                let ((la, wa), (lb, wb)) = (load(a), load(b));
+                Some(if la * wb <= lb * wa { a } else { b })
             }
             Policy::ConsistentHash => {
                 let key = ctx.extensions().get::<HashKey>().map(|k| k.0).or_else(|| {
@@ -419,17 +434,22 @@ impl Shared {
                         .map(|v| stable_hash(v.as_bytes()))
                 });
                 match key {
-                    None => candidates[(self.random() % candidates.len() as u64) as usize],
+                    None => {
+                        let count = (0..n).filter(|&i| ok(i)).count();
+                        if count == 0 {
+                            return None;
+                        }
+                        nth_ok((self.random() % count as u64) as usize)
+                    }
                     Some(k) => {
                         let start = snap.ring.partition_point(|(p, _)| *p < k);
                         (0..snap.ring.len())
                             .map(|j| snap.ring[(start + j) % snap.ring.len()].1)
-                            .find(|i| candidates.contains(i))
-                            .unwrap_or(candidates[0])
+                            .find(|&i| ok(i))
                     }
                 }
             }
-        })
+        }
     }
 }
 
@@ -516,7 +536,7 @@ impl ClientTransport for Balanced {
                 };
                 tried.push(i);
                 let ep = snap.endpoints[i].clone();
-                let probe = ep.breaker().try_acquire(now);
+                let probe = ep.update(now, |b| b.try_acquire(now));
                 ep.in_flight.fetch_add(1, Ordering::Relaxed);
                 let guard = InFlight(ep.clone());
                 match ep.transport.open(&ctx).await {
@@ -534,12 +554,14 @@ impl ClientTransport for Balanced {
                         if e.code() != Code::Unavailable {
                             // Not an instance failure (bad metadata, deadline): no retry.
                             if probe {
-                                ep.breaker().record(Instant::now(), true);
+                                let now = Instant::now();
+                                ep.update(now, |b| b.record(now, true));
                             }
                             return Err(e);
                         }
                         tracing::debug!(address = %ep.instance.address, error = %e, "open failed; instance ejected");
-                        ep.breaker().trip(Instant::now());
+                        let now = Instant::now();
+                        ep.update(now, |b| b.trip(now));
                         last = Some(e);
                     }
                 }
@@ -576,7 +598,8 @@ struct Tracked {
 impl Tracked {
     fn record(&self, success: bool) {
         if self.counted && !self.done.swap(true, Ordering::Relaxed) {
-            self.guard.0.breaker().record(Instant::now(), success);
+            let now = Instant::now();
+            self.guard.0.update(now, |b| b.record(now, success));
         }
     }
 }
