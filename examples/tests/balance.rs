@@ -40,6 +40,7 @@ async fn a_refused_instance_is_ejected_and_every_call_succeeds_elsewhere() {
         s2.local_addrs()[0].clone(),
     ];
     for policy in [Policy::RoundRobin, Policy::P2c, Policy::ConsistentHash] {
+        let started = std::time::Instant::now();
         let resolution = StaticResolver::from_addresses(addrs.clone())
             .resolve("echo")
             .await
@@ -70,7 +71,14 @@ async fn a_refused_instance_is_ejected_and_every_call_succeeds_elsewhere() {
         let stats = bal.stats();
         let dead_stats = stats.iter().find(|s| s.address == dead).unwrap();
         assert_eq!(dead_stats.opened, 0);
-        assert!(dead_stats.ejected, "{policy:?}: {stats:?}");
+        // Ejected after each refusal for 100 ms, doubling: tried again a handful of times at
+        // most, not once per call (the bound allows for a slow, loaded machine).
+        let probes_allowed = 2 + started.elapsed().as_millis().max(100).ilog2() as u64;
+        assert!(
+            (1..=probes_allowed).contains(&dead_stats.failed_opens),
+            "{policy:?}: {stats:?} after {:?}",
+            started.elapsed()
+        );
         let live: u64 = stats.iter().map(|s| s.opened).sum();
         assert_eq!(
             live, 101,

@@ -117,6 +117,8 @@ struct Endpoint {
     in_flight: AtomicUsize,
     /// Streams opened on it.
     opened: AtomicU64,
+    /// Opens that failed `UNAVAILABLE` on it (each ejected it).
+    failed_opens: AtomicU64,
     breaker: Mutex<Breaker>,
     /// Whether the breaker may not be closed (set with every change that leaves it not
     /// closed): while false, picking skips the breaker's lock.
@@ -218,6 +220,8 @@ pub struct EndpointStats {
     pub in_flight: usize,
     /// Streams opened on it since it joined the set.
     pub opened: u64,
+    /// Opens that failed on it (connect refused or timed out), each ejecting it.
+    pub failed_opens: u64,
     /// Whether it is ejected (its breaker open) now.
     pub ejected: bool,
 }
@@ -332,6 +336,7 @@ impl Shared {
                     transport: e.transport.clone(),
                     in_flight: AtomicUsize::new(e.in_flight.load(Ordering::Relaxed)),
                     opened: AtomicU64::new(e.opened.load(Ordering::Relaxed)),
+                    failed_opens: AtomicU64::new(e.failed_opens.load(Ordering::Relaxed)),
                     breaker: Mutex::new(e.breaker().clone()),
                     suspect: std::sync::atomic::AtomicBool::new(true),
                 })),
@@ -341,6 +346,7 @@ impl Shared {
                         transport,
                         in_flight: AtomicUsize::new(0),
                         opened: AtomicU64::new(0),
+                        failed_opens: AtomicU64::new(0),
                         breaker: Mutex::new(Breaker::new(self.breaker.clone())),
                         suspect: std::sync::atomic::AtomicBool::new(false),
                     })),
@@ -512,6 +518,7 @@ impl Balanced {
                 address: e.instance.address.clone(),
                 in_flight: e.in_flight.load(Ordering::Relaxed),
                 opened: e.opened.load(Ordering::Relaxed),
+                failed_opens: e.failed_opens.load(Ordering::Relaxed),
                 ejected: !e.available(now),
             })
             .collect()
@@ -562,6 +569,7 @@ impl ClientTransport for Balanced {
                         tracing::debug!(address = %ep.instance.address, error = %e, "open failed; instance ejected");
                         let now = Instant::now();
                         ep.update(now, |b| b.trip(now));
+                        ep.failed_opens.fetch_add(1, Ordering::Relaxed);
                         last = Some(e);
                     }
                 }
