@@ -210,10 +210,21 @@ async fn servers_register_clients_balance_and_ride_out_failures_on_a_real_etcd()
         bal.instances().len() == 3
     })
     .await;
+    // Failed attempts counted under the retry layer: failed attempts - failed calls = retries.
+    let failed_attempts = Arc::new(AtomicU64::new(0));
+    let counted = failed_attempts.clone();
     let client = Thrift::client(
         Client::builder(bal.clone())
             .unary_layer(RetryLayer::new(
                 RetryPolicy::default().idempotent([PING_PONG]),
+            ))
+            .unary_layer(tower::util::MapResultLayer::new(
+                move |r: Result<rpc_core::unary::UnaryResponse, rpc_core::Status>| {
+                    if r.is_err() {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    r
+                },
             ))
             .build(),
     );
@@ -239,6 +250,8 @@ async fn servers_register_clients_balance_and_ride_out_failures_on_a_real_etcd()
     // kill -9 one mid-load: calls keep succeeding; it leaves within its lease TTL.
     let load = Load::start(&client);
     load.progress(200, "load before the kill").await;
+    let failed_attempts_at_kill = failed_attempts.load(Ordering::Relaxed);
+    let failed_calls_at_kill = load.failures().len() as u64;
     let killed = Instant::now();
     a.signal("-KILL");
     a.wait_exit(Duration::from_secs(5));
@@ -256,10 +269,13 @@ async fn servers_register_clients_balance_and_ride_out_failures_on_a_real_etcd()
     .await;
     load.progress(200, "load after the kill").await;
     let failed_after_kill = load.failures();
+    let retried = (failed_attempts.load(Ordering::Relaxed) - failed_attempts_at_kill)
+        .saturating_sub(failed_after_kill.len() as u64 - failed_calls_at_kill);
     let first_failure = failed_after_kill.first().map(|(t, _)| *t - killed);
     eprintln!(
         "failover timeline: kill -9 at 0; first failed call: {first_failure:?}; ejected after {:?}; \
-         removed from the set after {:?} (lease TTL {TTL_S} s); failed calls: {} {:?}",
+         removed from the set after {:?} (lease TTL {TTL_S} s); {retried} failed attempts retried; \
+         failed calls: {} {:?}",
         ejected - killed,
         left - killed,
         failed_after_kill.len(),
