@@ -1,4 +1,4 @@
-//! Client-side load balancing over a [`Resolution`](crate::discovery::Resolution), for every
+//! Client-side load balancing over a [`Resolution`], for every
 //! transport.
 //!
 //! [`Balanced`] is itself a [`ClientTransport`]: each [`open`](ClientTransport::open) — one per
@@ -6,7 +6,7 @@
 //! stream on that instance's own transport client (its connection pool). A stream therefore
 //! stays on the instance it was opened on for its whole life, and every layer above (unary
 //! layers, retries, stream middleware) works unchanged. Make one with
-//! [`Balanced::connect`] for any [`Connect`] transport, and hand it to [`Client::new`] or to a
+//! [`Balanced::connect`] for any [`Connect`] transport, and hand it to [`Client::new`](crate::Client::new) or to a
 //! generated client's `new`.
 //!
 //! * **Policies**: smooth weighted round robin ([`Policy::RoundRobin`]), power of two choices
@@ -26,7 +26,7 @@
 //!   until instances come back); a resolver that stops keeps the last set.
 //!
 //! An open that could not be sent anywhere fails with a status marked
-//! [`NotSent`](crate::resilience::NotSent), which tells the retry layer the request was never
+//! [`NotSent`], which tells the retry layer the request was never
 //! processed.
 
 use std::collections::HashMap;

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::discovery::{Instance, Resolution};
+use crate::resilience::BreakerConfig;
 use crate::testsvc::{named, Named, BIDI, CALL};
 use crate::{CallOptions, Client, ProstCodec};
 
@@ -267,4 +268,41 @@ fn policies_parse() {
     assert_eq!("p2c".parse::<Policy>().unwrap(), Policy::P2c);
     assert_eq!("hash".parse::<Policy>().unwrap(), Policy::ConsistentHash);
     assert!("random".parse::<Policy>().is_err());
+}
+
+#[tokio::test]
+async fn an_instance_whose_streams_end_unavailable_is_ejected_by_its_breaker() {
+    let f = fleet(2);
+    let set = (0..2).map(|i| Instance::new(addr(i))).collect();
+    let bal = f
+        .builder()
+        .instance_breaker(BreakerConfig {
+            window: Duration::from_secs(10),
+            min_calls: 4,
+            failure_ratio: 0.5,
+            open_for: Duration::from_secs(60),
+            max_open: Duration::from_secs(60),
+            probes: 1,
+        })
+        .build(Resolution::fixed(set));
+    let c = Client::new(bal.clone());
+    // Round robin alternates: s0, s1, s0, s1, ... Each call fails UNAVAILABLE on its server
+    // (a server saying it cannot serve), so both instances see failures.
+    for _ in 0..8 {
+        let e = call(&c, "fail:14", CallOptions::new()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(!crate::resilience::NotSent::is(&e), "sent, then failed");
+    }
+    assert_eq!(bal.ejected().len(), 2, "{:?}", bal.stats());
+    // Application errors are not instance failures.
+    let f = fleet(1);
+    let bal = f
+        .builder()
+        .build(Resolution::fixed(vec![Instance::new(addr(0))]));
+    let c = Client::new(bal.clone());
+    for _ in 0..20 {
+        let e = call(&c, "fail:5", CallOptions::new()).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+    }
+    assert!(bal.ejected().is_empty());
 }
