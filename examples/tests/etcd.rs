@@ -212,7 +212,8 @@ async fn servers_register_clients_balance_and_ride_out_failures_on_a_real_etcd()
     .await;
     // Failed attempts counted under the retry layer: failed attempts - failed calls = retries.
     let failed_attempts = Arc::new(AtomicU64::new(0));
-    let counted = failed_attempts.clone();
+    let first_failed_attempt: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let (counted, first) = (failed_attempts.clone(), first_failed_attempt.clone());
     let client = Thrift::client(
         Client::builder(bal.clone())
             .unary_layer(RetryLayer::new(
@@ -222,6 +223,7 @@ async fn servers_register_clients_balance_and_ride_out_failures_on_a_real_etcd()
                 move |r: Result<rpc_core::unary::UnaryResponse, rpc_core::Status>| {
                     if r.is_err() {
                         counted.fetch_add(1, Ordering::Relaxed);
+                        first.lock().unwrap().get_or_insert_with(Instant::now);
                     }
                     r
                 },
@@ -272,8 +274,10 @@ async fn servers_register_clients_balance_and_ride_out_failures_on_a_real_etcd()
     let retried = (failed_attempts.load(Ordering::Relaxed) - failed_attempts_at_kill)
         .saturating_sub(failed_after_kill.len() as u64 - failed_calls_at_kill);
     let first_failure = failed_after_kill.first().map(|(t, _)| *t - killed);
+    let first_failed_attempt = first_failed_attempt.lock().unwrap().map(|t| t - killed);
     eprintln!(
-        "failover timeline: kill -9 at 0; first failed call: {first_failure:?}; ejected after {:?}; \
+        "failover timeline: kill -9 at 0; first failed attempt: {first_failed_attempt:?}; \
+         first failed call: {first_failure:?}; ejected after {:?}; \
          removed from the set after {:?} (lease TTL {TTL_S} s); {retried} failed attempts retried; \
          failed calls: {} {:?}",
         ejected - killed,
