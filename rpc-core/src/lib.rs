@@ -20,6 +20,12 @@
 //!   (TTHeader, gRPC, ...) on TCP and Unix addresses, with connection limits and graceful
 //!   shutdown.
 //! * [`limits`] — [`ServerLimits`]: what a peer can make a server hold.
+//! * [`discovery`] — resolvers (static, DNS; etcd in `rpc-registry-etcd`) and registrars:
+//!   a service name becomes a live set of instances.
+//! * [`balance`] — [`balance::Balanced`], a transport that picks an instance per call or
+//!   stream (round robin, power of two choices, consistent hashing) and ejects failing ones.
+//! * [`resilience`] — timeout, retry (budgeted, idempotency-aware), circuit breaker and server
+//!   load-shedding layers.
 //!
 //! # Example
 //!
@@ -62,11 +68,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod client;
 pub mod codec;
 #[doc(hidden)]
 pub mod codegen;
 pub mod context;
+pub mod discovery;
 pub mod exception;
 #[cfg(feature = "inproc")]
 pub mod inproc;
@@ -75,11 +83,14 @@ pub mod limits;
 pub mod metadata;
 pub mod middleware;
 pub mod net;
+pub mod resilience;
 mod route;
 pub mod serve;
 pub mod server;
 pub mod status;
 mod stream;
+#[cfg(all(test, feature = "inproc"))]
+mod testsvc;
 pub mod transport;
 pub mod unary;
 

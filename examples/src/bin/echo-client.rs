@@ -4,6 +4,11 @@
 //! Checks the echo contract against a server: runs the chosen modes, verifies every response,
 //! prints `ok <mode> <n> messages <time>` or `FAIL <mode> <why>` per mode, and exits 0 only if
 //! all passed.
+//!
+//! `--connect etcd://HOST:PORT/SERVICE` resolves SERVICE in etcd (Kitex's registry layout) and
+//! balances every call and stream over its live instances with `--lb rr|p2c|hash` (default
+//! rr; `hash` keys every call of this run on one `x-hash-key`, so they all reach one instance).
+//! Calls whose request was never sent (an instance gone) are retried on another instance.
 
 #![forbid(unsafe_code)]
 
@@ -18,7 +23,7 @@ use rpc_transport_ttheader::TtHeaderClient;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo-client --connect URL [--idl thrift|proto] [--mode all|pingpong|client|server|bidi] [--protocol ttheader|grpc]"
+        "usage: echo-client --connect URL [--idl thrift|proto] [--mode all|pingpong|client|server|bidi] [--protocol ttheader|grpc] [--lb rr|p2c|hash]"
     );
     ExitCode::from(2)
 }
@@ -48,9 +53,24 @@ async fn main() -> ExitCode {
         "ttheader".to_owned(),
     );
     let mut args = std::env::args().skip(1);
+    let (mut etcd, mut lb) = (None, rpc_core::balance::Policy::RoundRobin);
     while let Some(a) = args.next() {
         let Some(v) = args.next() else { return usage() };
         match a.as_str() {
+            "--connect" if v.starts_with("etcd://") => match rpc_registry_etcd::parse_url(&v) {
+                Ok(t) => etcd = Some(t),
+                Err(e) => {
+                    eprintln!("echo-client: {e}");
+                    return usage();
+                }
+            },
+            "--lb" => match v.parse() {
+                Ok(p) => lb = p,
+                Err(e) => {
+                    eprintln!("echo-client: {e}");
+                    return usage();
+                }
+            },
             "--connect" => match v.parse::<Address>() {
                 Ok(u) => url = Some(u),
                 Err(e) => {
@@ -64,7 +84,6 @@ async fn main() -> ExitCode {
             _ => return usage(),
         }
     }
-    let Some(url) = url else { return usage() };
     let modes: Vec<Mode> = match mode.as_str() {
         "all" => Mode::ALL.to_vec(),
         m => match Mode::ALL.into_iter().find(|x| x.name() == m) {
@@ -72,6 +91,21 @@ async fn main() -> ExitCode {
             None => return usage(),
         },
     };
+    if let Some((endpoint, service)) = etcd {
+        let client = match balanced(&endpoint, &service, lb, &protocol).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("echo-client: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return finish(match idl.as_str() {
+            "thrift" => run::<Thrift>(client, &modes).await,
+            "proto" => run::<Proto>(client, &modes).await,
+            _ => return usage(),
+        });
+    }
+    let Some(url) = url else { return usage() };
     if let Address::Shm(_) = url {
         eprintln!("echo-client: the shared-memory transport is not available yet");
         return ExitCode::from(2);
@@ -87,9 +121,60 @@ async fn main() -> ExitCode {
         "proto" => run::<Proto>(client, &modes).await,
         _ => return usage(),
     };
+    finish(ok)
+}
+
+fn finish(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// How long to wait for the first instance of a service.
+const RESOLVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A client balanced over the instances of `service` registered in etcd at `endpoint`.
+async fn balanced(
+    endpoint: &str,
+    service: &str,
+    lb: rpc_core::balance::Policy,
+    protocol: &str,
+) -> Result<Client, rpc_core::Status> {
+    use rpc_core::discovery::Resolver;
+    let mut resolution = rpc_registry_etcd::EtcdRegistry::new([endpoint])
+        .resolve(service)
+        .await?;
+    let waited = tokio::time::timeout(RESOLVE_WAIT, async {
+        while resolution.current().is_empty() {
+            if !resolution.changed().await {
+                break;
+            }
+        }
+    })
+    .await;
+    if waited.is_err() || resolution.current().is_empty() {
+        return Err(rpc_core::Status::unavailable(format!(
+            "no instance of {service} registered in etcd at {endpoint}"
+        )));
+    }
+    let transport = match protocol {
+        "grpc" => rpc_core::balance::Balanced::connect::<GrpcClient>(resolution, lb),
+        "ttheader" => rpc_core::balance::Balanced::connect::<TtHeaderClient>(resolution, lb),
+        other => {
+            return Err(rpc_core::Status::invalid_argument(format!(
+                "unknown protocol {other}"
+            )))
+        }
+    };
+    let mut builder =
+        Client::builder(transport).unary_layer(rpc_core::resilience::RetryLayer::default());
+    if lb == rpc_core::balance::Policy::ConsistentHash {
+        builder = builder.metadata(
+            rpc_core::balance::HASH_METADATA_KEY,
+            format!("echo-client-{}", std::process::id()),
+        );
+    }
+    Ok(builder.build())
 }

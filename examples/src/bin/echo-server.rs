@@ -8,6 +8,12 @@
 //! Limits (defaults: `rpc_core::limits`): `--max-buffered-bytes N` (server-wide budget),
 //! `--max-streams N` (streams or unary calls in flight per connection), `--frame-timeout-ms MS`,
 //! `--idle-timeout-ms MS` (0: never).
+//!
+//! Discovery: `--register etcd://HOST:PORT/SERVICE` registers every listener (the port actually
+//! bound) under SERVICE in etcd (Kitex's registry layout, `rpc-registry-etcd`) with a lease kept
+//! alive; on SIGINT/SIGTERM it deregisters first, keeps serving briefly, then drains.
+//! `--lease-ttl-s N` (default 60), `--weight N` (default 10), `--advertise-host HOST` (the host
+//! to register for listeners bound to 0.0.0.0 or `[::]`).
 
 #![forbid(unsafe_code)]
 
@@ -23,10 +29,31 @@ use tokio::signal::unix::{signal, SignalKind};
 /// How long open calls may take to finish after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// What `--register` and its options asked for.
+struct Register {
+    /// The etcd endpoint and the service name.
+    target: Option<(String, String)>,
+    ttl: Duration,
+    weight: u32,
+    advertise: Option<String>,
+}
+
+impl Default for Register {
+    fn default() -> Self {
+        Register {
+            target: None,
+            ttl: rpc_registry_etcd::DEFAULT_LEASE_TTL,
+            weight: rpc_core::discovery::DEFAULT_WEIGHT,
+            advertise: None,
+        }
+    }
+}
+
 fn usage() -> ExitCode {
     eprintln!(
         "usage: echo-server --listen URL [--listen URL ...]   (URL: tcp://HOST:PORT, unix:///path)\n\
-         \x20      [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]"
+         \x20      [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]\n\
+         \x20      [--register etcd://HOST:PORT/SERVICE [--lease-ttl-s N] [--weight N] [--advertise-host HOST]]"
     );
     ExitCode::from(2)
 }
@@ -35,6 +62,7 @@ fn usage() -> ExitCode {
 async fn main() -> ExitCode {
     let mut addrs = Vec::new();
     let mut limits = rpc_core::limits::ServerLimits::default();
+    let mut reg = Register::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let number = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<u64>().ok());
@@ -56,6 +84,14 @@ async fn main() -> ExitCode {
                 limits = limits.idle_timeout((ms > 0).then(|| Duration::from_millis(ms)));
                 continue;
             }
+            ("--lease-ttl-s", Some(s)) => {
+                reg.ttl = Duration::from_secs(s.max(1));
+                continue;
+            }
+            ("--weight", Some(w)) => {
+                reg.weight = u32::try_from(w).unwrap_or(u32::MAX);
+                continue;
+            }
             _ => {}
         }
         match (a.as_str(), next) {
@@ -66,6 +102,14 @@ async fn main() -> ExitCode {
                     return usage();
                 }
             },
+            ("--register", Some(v)) => match rpc_registry_etcd::parse_url(&v) {
+                Ok(target) => reg.target = Some(target),
+                Err(e) => {
+                    eprintln!("echo-server: {e}");
+                    return usage();
+                }
+            },
+            ("--advertise-host", Some(v)) => reg.advertise = Some(v),
             _ => return usage(),
         }
     }
@@ -96,6 +140,40 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some((endpoint, service)) = reg.target {
+        let registry = rpc_registry_etcd::EtcdRegistry::new([endpoint]).lease_ttl(reg.ttl);
+        let template = rpc_core::discovery::Instance::new(running.local_addrs()[0].clone())
+            .with_weight(reg.weight);
+        let registered = match rpc_core::discovery::Registered::register(
+            running,
+            &registry,
+            &service,
+            reg.advertise.as_deref(),
+            template,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err((running, e)) => {
+                eprintln!("echo-server: register in etcd: {e}");
+                running.shutdown(SHUTDOWN_GRACE).await;
+                return ExitCode::FAILURE;
+            }
+        };
+        for i in registered.instances() {
+            println!("registered {service} {}", i.address);
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        // Deregister first (clients' watches drop this instance), then drain.
+        if let Err(e) = registered.shutdown(SHUTDOWN_GRACE).await {
+            eprintln!("echo-server: deregister: {e}");
+        }
+        println!("stopped");
+        return ExitCode::SUCCESS;
+    }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -1,0 +1,615 @@
+//! Service discovery on etcd, in the key/value layout of Kitex's registry
+//! (`github.com/kitex-contrib/registry-etcd`), so Kitex services and ours find each other.
+//!
+//! # Layout
+//!
+//! One key per instance, attached to the registering process's lease:
+//!
+//! ```text
+//! key:   kitex/registry-etcd/<service>/<address>
+//! value: {"network":"tcp","address":"127.0.0.1:8888","weight":10,"tags":{"zone":"a"}}
+//! ```
+//!
+//! * `<address>` is Go's `net.Addr.String()`: `HOST:PORT` for TCP (`[::1]:8888` for IPv6), the
+//!   socket path for Unix sockets (`network` is then `"unix"`; we also write `"shm"` for the
+//!   shared-memory transport's control socket, which Kitex ignores as an unknown network).
+//! * `weight` is an integer; Kitex's default is 10 ([`rpc_core::discovery::DEFAULT_WEIGHT`]),
+//!   and an entry with a weight of 0 or less is read as weight 1 here (Kitex's resolver skips
+//!   it with a warning). `tags` is a string map; Kitex writes `null` when it has none, and we
+//!   accept that, a missing field and `{}`.
+//! * The lease's TTL is 60 s by default, as in Kitex (which reads it from
+//!   `KITEX_ETCD_REGISTRY_LEASE_TTL`; [`EtcdRegistry::lease_ttl`] sets ours); the registrar
+//!   keeps it alive at a third of the TTL. A crashed server stops keeping it alive and its keys
+//!   disappear when the lease expires; a clean [`Registration::deregister`] deletes the keys and
+//!   revokes the lease at once.
+//!
+//! Resolution reads the prefix `kitex/registry-etcd/<service>/` (the trailing slash keeps
+//! `echo` from matching `echo2`) and then watches it from the revision read, so changes reach
+//! clients without polling. When etcd is unreachable the resolver keeps the last set it had,
+//! and when it comes back it reads the prefix again and watches anew; the registrar re-grants
+//! its lease and re-puts its keys if the lease was lost meanwhile.
+//!
+//! # Bounds
+//!
+//! Values from etcd are untrusted: a value over [`MAX_VALUE_BYTES`] or not in the layout
+//! above is skipped (with a warning), a service has at most [`MAX_INSTANCES`] instances, and
+//! weights are clamped to `1..=`[`rpc_core::discovery::MAX_WEIGHT`].
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions, WatchStream,
+};
+use rpc_core::discovery::{
+    Instance, Instances, Registrar, Registration, Resolution, Resolver, MAX_WEIGHT,
+};
+use rpc_core::net::Address;
+use rpc_core::transport::BoxFuture;
+use rpc_core::Status;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// The key prefix of every registration (Kitex's `etcdPrefixTpl` without the service).
+pub const KEY_PREFIX: &str = "kitex/registry-etcd";
+
+/// The default lease TTL, as in Kitex.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// The largest value read as an instance (a Kitex value is well under 1 KiB).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// The most instances one service resolves to; entries beyond are ignored.
+pub const MAX_INSTANCES: usize = 10_000;
+
+/// How long connecting to etcd and each request may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The first wait before reconnecting to etcd after a failure; doubles up to
+/// [`MAX_RECONNECT_BACKOFF`].
+pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two reconnects.
+pub const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The prefix every instance key of `service` starts with: `kitex/registry-etcd/<service>/`.
+pub fn service_prefix(service: &str) -> String {
+    format!("{KEY_PREFIX}/{service}/")
+}
+
+/// The key of one instance: `kitex/registry-etcd/<service>/<address>`.
+pub fn instance_key(service: &str, instance: &Instance) -> String {
+    format!(
+        "{}{}",
+        service_prefix(service),
+        network_address(&instance.address).1
+    )
+}
+
+/// The registry value of an instance, as Kitex writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// `tcp`, `unix` (or `shm`).
+    pub network: String,
+    /// `HOST:PORT` or a socket path.
+    pub address: String,
+    /// The weight (Go `int`).
+    pub weight: i64,
+    /// Labels; Kitex writes `null` for none.
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+fn network_address(a: &Address) -> (&'static str, String) {
+    match a {
+        Address::Tcp { host, port } if host.contains(':') => ("tcp", format!("[{host}]:{port}")),
+        Address::Tcp { host, port } => ("tcp", format!("{host}:{port}")),
+        Address::Unix(p) => ("unix", p.display().to_string()),
+        Address::Shm(p) => ("shm", p.display().to_string()),
+        // `Address` is non-exhaustive; a future scheme registers under its URL.
+        other => (other.scheme(), other.to_string()),
+    }
+}
+
+impl InstanceInfo {
+    /// The value for `instance`.
+    pub fn from_instance(instance: &Instance) -> InstanceInfo {
+        let (network, address) = network_address(&instance.address);
+        InstanceInfo {
+            network: network.to_owned(),
+            address,
+            weight: i64::from(instance.weight),
+            tags: (!instance.tags.is_empty()).then(|| instance.tags.clone()),
+        }
+    }
+
+    /// The instance this value describes, or why it cannot be used.
+    pub fn to_instance(&self) -> Result<Instance, String> {
+        let address: Address = match self.network.as_str() {
+            "tcp" | "tcp4" | "tcp6" => format!("tcp://{}", self.address)
+                .parse()
+                .map_err(|e| format!("bad tcp address: {e}"))?,
+            "unix" => format!("unix://{}", self.address)
+                .parse()
+                .map_err(|e| format!("bad unix address: {e}"))?,
+            "shm" => format!("shm://{}", self.address)
+                .parse()
+                .map_err(|e| format!("bad shm address: {e}"))?,
+            n => return Err(format!("unknown network `{n}`")),
+        };
+        let weight = self.weight.clamp(1, i64::from(MAX_WEIGHT)) as u32;
+        Ok(Instance {
+            address,
+            weight,
+            tags: self.tags.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Parses a value off etcd (bounded; see the crate docs).
+    pub fn decode(value: &[u8]) -> Result<Instance, String> {
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(format!("value of {} bytes over the limit", value.len()));
+        }
+        let info: InstanceInfo =
+            serde_json::from_slice(value).map_err(|e| format!("not an instance: {e}"))?;
+        info.to_instance()
+    }
+
+    /// The JSON text of this value.
+    pub fn encode(&self) -> String {
+        // Serializing strings, an integer and a string map cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Parses `etcd://HOST:PORT/SERVICE` (as the echo binaries take it) into the etcd endpoint
+/// (`http://HOST:PORT`) and the service name.
+pub fn parse_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("etcd://")
+        .ok_or_else(|| format!("`{url}`: expected etcd://HOST:PORT/SERVICE"))?;
+    let (hostport, service) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("`{url}`: missing /SERVICE"))?;
+    if hostport.is_empty() || !hostport.contains(':') {
+        return Err(format!("`{url}`: expected HOST:PORT before /SERVICE"));
+    }
+    if service.is_empty() || service.contains('/') {
+        return Err(format!("`{url}`: bad service name `{service}`"));
+    }
+    Ok((format!("http://{hostport}"), service.to_owned()))
+}
+
+fn status(what: &str, e: etcd_client::Error) -> Status {
+    Status::unavailable(format!("etcd {what}: {e}"))
+}
+
+async fn connect(endpoints: &[String], timeout: Duration) -> Result<Client, Status> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(timeout)
+        .with_timeout(timeout)
+        .with_keep_alive(Duration::from_secs(5), timeout);
+    tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts)))
+        .await
+        .map_err(|_| Status::unavailable(format!("etcd connect to {endpoints:?}: timed out")))?
+        .map_err(|e| status("connect", e))
+}
+
+/// The etcd registry: a [`Registrar`] and a [`Resolver`] over the same endpoints.
+#[derive(Debug, Clone)]
+pub struct EtcdRegistry {
+    endpoints: Vec<String>,
+    ttl: Duration,
+    timeout: Duration,
+}
+
+impl EtcdRegistry {
+    /// A registry at `endpoints` (`http://HOST:PORT` or `HOST:PORT`).
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> EtcdRegistry {
+        EtcdRegistry {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            ttl: DEFAULT_LEASE_TTL,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The lease TTL of registrations (whole seconds, at least 1; default 60 s): how long a
+    /// crashed server stays in the set.
+    pub fn lease_ttl(mut self, ttl: Duration) -> EtcdRegistry {
+        self.ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// How long connecting and each request may take (default 3 s).
+    pub fn request_timeout(mut self, t: Duration) -> EtcdRegistry {
+        self.timeout = t;
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration
+
+struct Registered {
+    keys: Vec<(String, String)>,
+    ttl: i64,
+}
+
+/// Grants a lease and puts every key under it.
+async fn put_all(client: &mut Client, reg: &Registered) -> Result<i64, Status> {
+    let lease = client
+        .lease_grant(reg.ttl, None)
+        .await
+        .map_err(|e| status("lease grant", e))?
+        .id();
+    for (k, v) in &reg.keys {
+        client
+            .put(
+                k.as_str(),
+                v.as_str(),
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .map_err(|e| status("put", e))?;
+    }
+    Ok(lease)
+}
+
+/// Keeps `lease` alive every third of the TTL; on any failure, reconnects and re-registers
+/// (a new lease) as soon as etcd answers again. Runs until aborted.
+async fn keep_alive(
+    mut client: Client,
+    mut lease: i64,
+    reg: Arc<Registered>,
+    shared: LeaseCell,
+    endpoints: Vec<String>,
+    timeout: Duration,
+) {
+    let period = Duration::from_millis((reg.ttl as u64 * 1000 / 3).max(100));
+    let mut backoff = RECONNECT_BACKOFF;
+    loop {
+        // One keepalive stream for as long as it works.
+        let alive = async {
+            let (mut keeper, mut stream) = client
+                .lease_keep_alive(lease)
+                .await
+                .map_err(|e| status("keepalive", e))?;
+            loop {
+                keeper
+                    .keep_alive()
+                    .await
+                    .map_err(|e| status("keepalive", e))?;
+                match stream.message().await {
+                    Ok(Some(r)) if r.ttl() > 0 => {}
+                    Ok(Some(_)) => return Err(Status::not_found("lease expired")),
+                    Ok(None) => return Err(Status::unavailable("keepalive stream ended")),
+                    Err(e) => return Err(status("keepalive", e)),
+                }
+                tokio::time::sleep(period).await;
+            }
+        };
+        let alive: Result<std::convert::Infallible, Status> = alive.await;
+        let Err(e) = alive;
+        tracing::warn!(error = %e, "etcd lease keepalive failed; re-registering");
+        // Re-register on a new connection: the lease may be gone (expired while etcd was
+        // away) or still there.
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+            match connect(&endpoints, timeout).await {
+                Ok(c) => client = c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "etcd reconnect failed; retrying");
+                    continue;
+                }
+            }
+            match put_all(&mut client, &reg).await {
+                Ok(new) => {
+                    let old = std::mem::replace(&mut lease, new);
+                    *shared.lock().unwrap_or_else(|e| e.into_inner()) = new;
+                    // The old lease, if it survived, would keep duplicate keys: drop it.
+                    let _ = client.lease_revoke(old).await;
+                    backoff = RECONNECT_BACKOFF;
+                    break;
+                }
+                Err(e) => tracing::debug!(error = %e, "etcd re-registration failed; retrying"),
+            }
+        }
+    }
+}
+
+type LeaseCell = Arc<std::sync::Mutex<i64>>;
+
+impl Registrar for EtcdRegistry {
+    fn register(
+        &self,
+        service: &str,
+        instances: Vec<Instance>,
+    ) -> BoxFuture<'static, Result<Registration, Status>> {
+        let this = self.clone();
+        let service = service.to_owned();
+        Box::pin(async move {
+            let mut client = connect(&this.endpoints, this.timeout).await?;
+            let reg = Arc::new(Registered {
+                keys: instances
+                    .iter()
+                    .map(|i| {
+                        (
+                            instance_key(&service, i),
+                            InstanceInfo::from_instance(i).encode(),
+                        )
+                    })
+                    .collect(),
+                ttl: this.ttl.as_secs().max(1) as i64,
+            });
+            let lease = put_all(&mut client, &reg).await?;
+            let cell: LeaseCell = Arc::new(std::sync::Mutex::new(lease));
+            let task = tokio::spawn(keep_alive(
+                client,
+                lease,
+                reg.clone(),
+                cell.clone(),
+                this.endpoints.clone(),
+                this.timeout,
+            ));
+            Ok(Registration::new(instances, move || {
+                Box::pin(async move {
+                    task.abort();
+                    let _ = task.await;
+                    let lease = *cell.lock().unwrap_or_else(|e| e.into_inner());
+                    // A new connection: the registration's may be stale after an etcd restart.
+                    let mut client = connect(&this.endpoints, this.timeout).await?;
+                    for (k, _) in &reg.keys {
+                        client
+                            .delete(k.as_str(), None)
+                            .await
+                            .map_err(|e| status("delete", e))?;
+                    }
+                    client
+                        .lease_revoke(lease)
+                        .await
+                        .map_err(|e| status("lease revoke", e))?;
+                    Ok(())
+                }) as BoxFuture<'static, Result<(), Status>>
+            }))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolution
+
+/// The instances under a prefix, by key.
+#[derive(Default)]
+struct Set {
+    by_key: BTreeMap<Vec<u8>, Instance>,
+}
+
+impl Set {
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        match InstanceInfo::decode(value) {
+            Ok(i) => {
+                if self.by_key.len() < MAX_INSTANCES || self.by_key.contains_key(key) {
+                    self.by_key.insert(key.to_vec(), i);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(key = %String::from_utf8_lossy(key), error = %e, "etcd entry skipped");
+                self.by_key.remove(key);
+            }
+        }
+    }
+    fn instances(&self) -> Instances {
+        Arc::new(self.by_key.values().cloned().collect())
+    }
+}
+
+/// Reads the prefix; returns the set and the revision it was read at.
+async fn read(client: &mut Client, prefix: &str) -> Result<(Set, i64), Status> {
+    let r = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(|e| status("get", e))?;
+    let mut set = Set::default();
+    for kv in r.kvs() {
+        set.put(kv.key(), kv.value());
+    }
+    let rev = r.header().map_or(0, |h| h.revision());
+    Ok((set, rev))
+}
+
+async fn watch_from(client: &mut Client, prefix: &str, rev: i64) -> Result<WatchStream, Status> {
+    client
+        .watch(
+            prefix,
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(rev + 1),
+            ),
+        )
+        .await
+        .map_err(|e| status("watch", e))
+}
+
+/// Follows the prefix until the receiver side is gone: applies watch events; on a watch
+/// failure keeps the last set, reconnects with backoff, reads again and watches anew.
+async fn follow(
+    mut client: Client,
+    endpoints: Vec<String>,
+    timeout: Duration,
+    prefix: String,
+    mut set: Set,
+    mut rev: i64,
+    tx: watch::Sender<Instances>,
+) {
+    let mut backoff = RECONNECT_BACKOFF;
+    loop {
+        let failed = async {
+            let mut stream = watch_from(&mut client, &prefix, rev).await?;
+            loop {
+                let Some(resp) = stream.message().await.map_err(|e| status("watch", e))? else {
+                    return Err(Status::unavailable("watch stream ended"));
+                };
+                if resp.canceled() {
+                    // Compacted past our revision (or cancelled by the server): read anew.
+                    return Err(Status::aborted(format!(
+                        "watch cancelled (compact revision {}): {}",
+                        resp.compact_revision(),
+                        resp.cancel_reason()
+                    )));
+                }
+                if let Some(h) = resp.header() {
+                    rev = rev.max(h.revision());
+                }
+                if resp.events().is_empty() {
+                    continue;
+                }
+                for ev in resp.events() {
+                    let Some(kv) = ev.kv() else { continue };
+                    match ev.event_type() {
+                        EventType::Put => set.put(kv.key(), kv.value()),
+                        EventType::Delete => {
+                            set.by_key.remove(kv.key());
+                        }
+                    }
+                    rev = rev.max(kv.mod_revision());
+                }
+                backoff = RECONNECT_BACKOFF;
+                if tx.send(set.instances()).is_err() {
+                    return Ok(()); // nobody listens any more
+                }
+            }
+        }
+        .await;
+        match failed {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(%prefix, error = %e, "etcd watch lost; keeping the last set"),
+        }
+        // Reconnect, read the whole prefix again, then watch from there.
+        loop {
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+            let fresh = match connect(&endpoints, timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "etcd reconnect failed");
+                    continue;
+                }
+            };
+            client = fresh;
+            match read(&mut client, &prefix).await {
+                Ok((s, r)) => {
+                    set = s;
+                    rev = r;
+                    tx.send_replace(set.instances());
+                    break;
+                }
+                Err(e) => tracing::debug!(error = %e, "etcd read failed"),
+            }
+        }
+    }
+}
+
+impl Resolver for EtcdRegistry {
+    fn resolve(&self, service: &str) -> BoxFuture<'static, Result<Resolution, Status>> {
+        let this = self.clone();
+        let prefix = service_prefix(service);
+        Box::pin(async move {
+            let mut client = connect(&this.endpoints, this.timeout).await?;
+            let (set, rev) = read(&mut client, &prefix).await?;
+            let (tx, rx) = watch::channel(set.instances());
+            let task = tokio::spawn(follow(
+                client,
+                this.endpoints.clone(),
+                this.timeout,
+                prefix,
+                set,
+                rev,
+                tx,
+            ));
+            Ok(Resolution::with_task(rx, task))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_kitex_json_both_ways() {
+        let i = Instance::new("tcp://127.0.0.1:8888".parse().unwrap())
+            .with_weight(7)
+            .with_tag("zone", "a");
+        assert_eq!(
+            InstanceInfo::from_instance(&i).encode(),
+            r#"{"network":"tcp","address":"127.0.0.1:8888","weight":7,"tags":{"zone":"a"}}"#
+        );
+        assert_eq!(
+            instance_key("echo", &i),
+            "kitex/registry-etcd/echo/127.0.0.1:8888"
+        );
+        // As Kitex writes it without tags.
+        let kitex = br#"{"network":"tcp","address":"[::1]:9000","weight":10,"tags":null}"#;
+        let got = InstanceInfo::decode(kitex).unwrap();
+        assert_eq!(got.address.to_string(), "tcp://[::1]:9000");
+        assert_eq!((got.weight, got.tags.len()), (10, 0));
+        assert_eq!(
+            instance_key("echo", &got),
+            "kitex/registry-etcd/echo/[::1]:9000"
+        );
+        let unix = Instance::new("unix:///tmp/e.sock".parse().unwrap());
+        assert_eq!(
+            InstanceInfo::from_instance(&unix).encode(),
+            r#"{"network":"unix","address":"/tmp/e.sock","weight":10,"tags":null}"#
+        );
+        assert_eq!(
+            InstanceInfo::decode(br#"{"network":"unix","address":"/tmp/e.sock","weight":0}"#)
+                .unwrap()
+                .weight,
+            1
+        );
+    }
+
+    #[test]
+    fn hostile_values_are_refused() {
+        for bad in [
+            &b"not json"[..],
+            br#"{"network":"udp","address":"1.2.3.4:5","weight":1}"#,
+            br#"{"network":"tcp","address":"nohost","weight":1}"#,
+            br#"{"network":"tcp","address":"1.2.3.4:5","weight":"heavy"}"#,
+        ] {
+            assert!(
+                InstanceInfo::decode(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let big = vec![b' '; MAX_VALUE_BYTES + 1];
+        assert!(InstanceInfo::decode(&big).is_err());
+        let heavy = br#"{"network":"tcp","address":"1.2.3.4:5","weight":99999999999}"#;
+        assert_eq!(InstanceInfo::decode(heavy).unwrap().weight, MAX_WEIGHT);
+    }
+
+    #[test]
+    fn etcd_urls() {
+        assert_eq!(
+            parse_url("etcd://127.0.0.1:2379/echo").unwrap(),
+            ("http://127.0.0.1:2379".to_owned(), "echo".to_owned())
+        );
+        for bad in [
+            "tcp://x:1/echo",
+            "etcd://127.0.0.1:2379",
+            "etcd://127.0.0.1:2379/",
+            "etcd://host/echo",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}
