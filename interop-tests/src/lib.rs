@@ -75,6 +75,7 @@ mod generated {
 /// `TestServiceClientBuilder`, and the Args/Result wrappers.
 pub use generated::volo_gen::echo;
 
+pub mod grpc_interop;
 pub mod proxy;
 pub mod volo_peer;
 pub mod wire;
