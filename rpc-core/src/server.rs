@@ -335,6 +335,9 @@ impl Server {
         if let Some(peer) = incoming.peer {
             ctx = ctx.with_peer(peer);
         }
+        if !incoming.extensions.is_empty() {
+            ctx.extensions_mut().extend(incoming.extensions);
+        }
         // One allocation for the call: the context lives inside the shared state.
         let shared = Arc::new(ServerShared {
             extensions: Mutex::new(ctx.extensions().clone()),

@@ -249,6 +249,10 @@ pub struct IncomingStream {
     pub peer: Option<Peer>,
     /// The payload kind, when the protocol tells (routing picks the matching flavour).
     pub payload: Option<PayloadKind>,
+    /// Typed values the transport hands to the handler (read with
+    /// [`ServerContext::extension`](crate::ServerContext::extension)): per-call transport
+    /// controls such as gRPC's message compression. Empty (no allocation) when unused.
+    pub extensions: http::Extensions,
 }
 
 impl IncomingStream {
@@ -261,7 +265,14 @@ impl IncomingStream {
             deadline: None,
             peer: None,
             payload: None,
+            extensions: http::Extensions::new(),
         }
+    }
+
+    /// Adds a typed value for the handler (see [`IncomingStream::extensions`]).
+    pub fn with_extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
     }
 
     /// Sets the payload kind.

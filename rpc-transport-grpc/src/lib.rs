@@ -1,5 +1,80 @@
-//! gRPC over HTTP/2 (via `h2`): protobuf and thrift payloads over TCP and Unix sockets.
+//! gRPC over HTTP/2 (with `h2`): protobuf (`application/grpc`) and thrift
+//! (`application/grpc+thrift`, Kitex-compatible) payloads over TCP and Unix sockets, on the
+//! same `rpc_core` seam as every other transport.
 //!
-//! Status: placeholder; the transport lands with its own issue.
+//! # Server
+//!
+//! [`GrpcProtocol`] is one protocol of `rpc_core::serve::Listener`, told apart from the others
+//! by the HTTP/2 client preface, so one port serves gRPC next to TTHeader:
+//!
+//! ```no_run
+//! # async fn run(server: rpc_core::Server, ttheader: impl rpc_core::serve::Protocol) -> std::io::Result<()> {
+//! use rpc_core::serve::Listener;
+//! use rpc_transport_grpc::GrpcProtocol;
+//! let running = Listener::new(server)
+//!     .protocol(ttheader) // e.g. rpc_transport_ttheader::TtHeaderProtocol::default()
+//!     .protocol(GrpcProtocol::default())
+//!     .bind("tcp://0.0.0.0:8888".parse().expect("an address"))
+//!     .await?
+//!     .start();
+//! running.shutdown(std::time::Duration::from_secs(5)).await; // GOAWAY, drain, close
+//! # Ok(()) }
+//! ```
+//!
+//! # Client
+//!
+//! [`GrpcClient`] implements `rpc_core::Connect`:
+//! `TestServiceClient::connect::<GrpcClient>("tcp://127.0.0.1:50051")`, or
+//! [`GrpcClient::with_config`] with a [`GrpcClientConfig`] (connections per endpoint, windows,
+//! receive limit, keepalive, default compression, user-agent).
+//!
+//! # Compression
+//!
+//! gzip both ways (`grpc-encoding`, `grpc-accept-encoding`, the per-message flag). A client
+//! call compresses its requests when its context's extensions hold [`Compression::Gzip`] (or a
+//! [`MessageCompression`] handle, to switch per message); a handler finds the call's
+//! [`MessageCompression`] with `ctx.extension::<MessageCompression>()` to learn whether the
+//! last request arrived compressed and to choose compression of its responses, per call or per
+//! message. A compressed message without `grpc-encoding` is `INTERNAL`; an unsupported
+//! `grpc-encoding` is `UNIMPLEMENTED`.
+//!
+//! # Wire details
+//!
+//! - Path `/<package>.<Service>/<Method>`; `/<Service>/<Method>` is accepted too.
+//! - `grpc-timeout` is sent from the call's deadline and enforced by the server for the whole
+//!   stream; `grpc-message` is percent-encoded both ways; `grpc-status-details-bin` carries
+//!   `Status::details`.
+//! - Metadata: ASCII values as they are, `-bin` keys base64 (sent unpadded, accepted padded
+//!   or not); reserved headers (pseudo-headers, `grpc-*`, `content-type`, `te`, connection
+//!   headers) never appear in user metadata and are dropped from metadata given to send.
+//! - Errors before any message go as Trailers-Only (one HEADERS frame with END_STREAM).
+//! - A response with an HTTP status other than 200 gets the code of grpc's
+//!   `http-grpc-status-mapping.md`; `RST_STREAM` reasons map as `PROTOCOL-HTTP2.md` says.
+//! - Messages above the receive limit (default 4 MiB) end the stream with
+//!   `RESOURCE_EXHAUSTED` before their body is buffered.
+//! - Flow control is backpressure: receive capacity is released only as the application
+//!   reads messages, so a stream that is not read holds at most one window plus one message,
+//!   while other streams of the connection keep flowing; senders wait for window.
+//!
+//! The codecs are pure and tested on bytes in [`codec`].
 
 #![forbid(unsafe_code)]
+
+mod client;
+pub mod codec;
+mod compression;
+mod config;
+mod headers;
+mod server;
+mod stream;
+
+pub use client::GrpcClient;
+pub use compression::{Compression, MessageCompression};
+pub use config::{
+    GrpcClientConfig, GrpcServerConfig, DEFAULT_CONNECTIONS, DEFAULT_CONNECTION_WINDOW,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_RECV_MESSAGE, DEFAULT_MAX_SEND_BUFFER,
+    DEFAULT_STREAM_WINDOW, USER_AGENT,
+};
+pub use headers::{append_metadata, append_status, metadata_from, status_from};
+pub use server::{GrpcProtocol, PREFACE};

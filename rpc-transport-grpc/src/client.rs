@@ -1,0 +1,500 @@
+//! [`GrpcClient`]: an `rpc_core::ClientTransport` over a small pool of HTTP/2 connections.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use h2::client::{ResponseFuture, SendRequest};
+use h2::SendStream;
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Uri};
+use rpc_core::codec::Encodable;
+use rpc_core::net::{Address, AddressError, Io};
+use rpc_core::transport::{BoxFuture, ClientEvent, ClientStreamRaw, ClientTransport};
+use rpc_core::{CallContext, Metadata, Status};
+
+use crate::codec::{
+    code_from_http_status, content_type_for, encode_timeout, is_grpc_content_type, parse_encoding,
+};
+use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
+use crate::config::{GrpcClientConfig, USER_AGENT as OUR_USER_AGENT};
+use crate::headers::{append_metadata, metadata_from, status_from};
+use crate::stream::{encode, lock, poll_capacity, status_from_h2, Fanout, Received, Receiver};
+
+/// A gRPC client transport: calls to one endpoint (`tcp://HOST:PORT` or `unix:///path`)
+/// spread round-robin over [`GrpcClientConfig::connections`] HTTP/2 connections, each made on
+/// first use and re-made after it fails. Cheap to clone; clones share the connections.
+///
+/// ```no_run
+/// # fn f() -> Result<(), rpc_core::Status> {
+/// use rpc_core::Connect;
+/// let transport = rpc_transport_grpc::GrpcClient::connect("tcp://127.0.0.1:50051")?;
+/// let client = rpc_core::Client::new(transport);
+/// # Ok(()) }
+/// ```
+///
+/// Per call, a [`Compression`] or a [`MessageCompression`] in the call context's extensions
+/// chooses request compression (default [`GrpcClientConfig::send_compression`]).
+#[derive(Clone)]
+pub struct GrpcClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GrpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcClient")
+            .field("endpoint", &self.inner.endpoint)
+            .field("config", &self.inner.cfg)
+            .finish()
+    }
+}
+
+struct Inner {
+    endpoint: Address,
+    authority: Authority,
+    cfg: GrpcClientConfig,
+    user_agent: HeaderValue,
+    slots: Vec<tokio::sync::Mutex<Option<Conn>>>,
+    next: AtomicUsize,
+}
+
+/// One HTTP/2 connection: the handle that opens streams, and whether its task has ended.
+#[derive(Clone)]
+struct Conn {
+    send: SendRequest<Bytes>,
+    dead: Arc<AtomicBool>,
+}
+
+impl GrpcClient {
+    /// A client for `addr` with default settings (connections are made on first use).
+    pub fn new(addr: impl Into<Address>) -> GrpcClient {
+        GrpcClient::with_config(addr, GrpcClientConfig::default())
+    }
+
+    /// A client for `addr` with these settings.
+    pub fn with_config(addr: impl Into<Address>, cfg: GrpcClientConfig) -> GrpcClient {
+        let endpoint = addr.into();
+        let authority = match &endpoint {
+            Address::Tcp { .. } => {
+                let s = endpoint.to_string();
+                let hostport = s.strip_prefix("tcp://").unwrap_or(&s).to_owned();
+                Authority::try_from(hostport)
+                    .unwrap_or_else(|_| Authority::from_static("localhost"))
+            }
+            _ => Authority::from_static("localhost"),
+        };
+        let ua = match &cfg.user_agent {
+            Some(p) => format!("{p} {OUR_USER_AGENT}"),
+            None => OUR_USER_AGENT.to_owned(),
+        };
+        GrpcClient {
+            inner: Arc::new(Inner {
+                endpoint,
+                authority,
+                user_agent: HeaderValue::from_str(&ua)
+                    .unwrap_or_else(|_| HeaderValue::from_static(OUR_USER_AGENT)),
+                slots: (0..cfg.connections.max(1))
+                    .map(|_| tokio::sync::Mutex::new(None))
+                    .collect(),
+                next: AtomicUsize::new(0),
+                cfg,
+            }),
+        }
+    }
+
+    /// A client for an address string such as `"tcp://127.0.0.1:50051"` or
+    /// `"unix:///tmp/echo.sock"`, with default settings.
+    pub fn parse(addr: &str) -> Result<GrpcClient, AddressError> {
+        Ok(GrpcClient::new(addr.parse::<Address>()?))
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GrpcClientConfig {
+        &self.inner.cfg
+    }
+}
+
+/// `TestServiceClient::connect::<GrpcClient>("tcp://127.0.0.1:50051")`.
+impl rpc_core::Connect for GrpcClient {
+    fn connect(address: &str) -> Result<Self, Status> {
+        GrpcClient::parse(address).map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+}
+
+impl Inner {
+    async fn conn(&self, slot: usize) -> Result<Conn, Status> {
+        let mut slot = self.slots[slot].lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.dead.load(Ordering::Acquire)) {
+            return Ok(c.clone());
+        }
+        let conn = self.connect().await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn connect(&self) -> Result<Conn, Status> {
+        let unavailable =
+            |what: String| Status::unavailable(format!("connect to {}: {what}", self.endpoint));
+        let cfg = &self.cfg;
+        let handshake = async {
+            let (io, _peer) = Io::connect(&self.endpoint, cfg.connect_timeout)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            let mut b = h2::client::Builder::new();
+            b.initial_window_size(cfg.stream_window)
+                .initial_connection_window_size(cfg.connection_window)
+                .max_frame_size(cfg.max_frame_size)
+                .max_send_buffer_size(cfg.max_send_buffer)
+                .max_header_list_size(cfg.max_header_list_size)
+                .enable_push(false);
+            b.handshake::<_, Bytes>(io)
+                .await
+                .map_err(|e| unavailable(format!("HTTP/2 handshake: {e}")))
+        };
+        let (send, mut conn) = tokio::time::timeout(cfg.connect_timeout, handshake)
+            .await
+            .map_err(|_| unavailable(format!("timed out after {:?}", cfg.connect_timeout)))??;
+        let dead = Arc::new(AtomicBool::new(false));
+        let keepalive = cfg.keepalive_interval.map(|i| (i, cfg.keepalive_timeout));
+        let ping = keepalive.and_then(|_| conn.ping_pong());
+        let dead2 = dead.clone();
+        tokio::spawn(async move {
+            match (keepalive, ping) {
+                (Some((interval, timeout)), Some(mut pp)) => loop {
+                    tokio::select! {
+                        _ = &mut conn => break,
+                        () = tokio::time::sleep(interval) => {
+                            tokio::select! {
+                                _ = &mut conn => break,
+                                r = tokio::time::timeout(timeout, pp.ping(h2::Ping::opaque())) => {
+                                    if !matches!(r, Ok(Ok(_))) {
+                                        tracing::debug!("grpc: keepalive ping unanswered; closing the connection");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                },
+                _ => {
+                    let _ = conn.await;
+                }
+            }
+            dead2.store(true, Ordering::Release);
+        });
+        Ok(Conn { send, dead })
+    }
+
+    fn request(
+        &self,
+        ctx: &CallContext,
+        encoding: Option<Compression>,
+    ) -> Result<Request<()>, Status> {
+        let path =
+            PathAndQuery::from_maybe_shared(Bytes::from_static(ctx.method().path.as_bytes()))
+                .map_err(|_| {
+                    Status::internal(format!("invalid method path {:?}", ctx.method().path))
+                })?;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path);
+        let uri = Uri::from_parts(parts).map_err(|e| Status::internal(format!("uri: {e}")))?;
+        let mut headers = HeaderMap::with_capacity(8 + ctx.metadata().len());
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(content_type_for(ctx.method().payload)),
+        );
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(USER_AGENT, self.user_agent.clone());
+        headers.insert(
+            "grpc-accept-encoding",
+            HeaderValue::from_static(ACCEPT_ENCODING),
+        );
+        if let Some(c) = encoding {
+            headers.insert("grpc-encoding", HeaderValue::from_static(c.name()));
+        }
+        if let Some(t) = ctx.timeout() {
+            if let Ok(v) = HeaderValue::from_str(&encode_timeout(t)) {
+                headers.insert("grpc-timeout", v);
+            }
+        }
+        append_metadata(&mut headers, ctx.metadata())?;
+        let mut req = Request::new(());
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+}
+
+/// How a call compresses its requests: a per-message handle, or one choice for the call.
+fn send_choice(
+    ctx: &CallContext,
+    default: Compression,
+) -> (Option<MessageCompression>, Compression) {
+    if let Some(m) = ctx.extensions().get::<MessageCompression>() {
+        return (Some(m.clone()), Compression::Gzip);
+    }
+    let c = ctx
+        .extensions()
+        .get::<Compression>()
+        .copied()
+        .unwrap_or(default);
+    (None, c)
+}
+
+impl ClientTransport for GrpcClient {
+    fn open(
+        &self,
+        ctx: &CallContext,
+    ) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>> {
+        let inner = self.inner.clone();
+        let (per_message, announced) = send_choice(ctx, inner.cfg.send_compression);
+        let encoding = announced.active();
+        let req = match inner.request(ctx, encoding) {
+            Ok(r) => r,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let mut req = Some(req);
+        let ctx = ctx.clone();
+        Box::pin(async move {
+            let first = inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
+            // One retry on a fresh connection when the pooled one turned out dead or going
+            // away before the stream was opened (nothing was sent, so this is safe).
+            for attempt in 0..2 {
+                let mut conn = inner.conn(first).await?;
+                let ready = poll_fn(|cx| conn.send.poll_ready(cx)).await;
+                let request = match req.take() {
+                    Some(r) => r,
+                    None => inner.request(&ctx, encoding)?,
+                };
+                let opened = ready.and_then(|()| conn.send.send_request(request, false));
+                match opened {
+                    Ok((response, stream)) => {
+                        let recv_compression = per_message.clone().unwrap_or_default();
+                        return Ok(Arc::new(ClientStream {
+                            send: Mutex::new(ClientSend {
+                                stream,
+                                scratch: BytesMut::new(),
+                            }),
+                            recv: Mutex::new(RecvState::Waiting(response)),
+                            fanout: Fanout::new(),
+                            per_message,
+                            fixed: encoding,
+                            max_send: inner.cfg.max_send_message,
+                            max_recv: inner.cfg.max_recv_message,
+                            recv_compression,
+                        }) as Arc<dyn ClientStreamRaw>);
+                    }
+                    Err(e) => {
+                        conn.dead.store(true, Ordering::Release);
+                        if attempt == 1 || e.reason().is_some() && !e.is_go_away() {
+                            return Err(status_from_h2(&e, "open stream"));
+                        }
+                    }
+                }
+            }
+            Err(Status::unavailable("could not open a stream"))
+        })
+    }
+}
+
+struct ClientSend {
+    stream: SendStream<Bytes>,
+    scratch: BytesMut,
+}
+
+enum RecvState {
+    /// Waiting for the response header.
+    Waiting(ResponseFuture),
+    /// Reading messages, then the trailers.
+    Body(Receiver),
+    /// The end was delivered.
+    Done,
+}
+
+/// The client side of one gRPC stream.
+struct ClientStream {
+    send: Mutex<ClientSend>,
+    recv: Mutex<RecvState>,
+    fanout: Fanout,
+    per_message: Option<MessageCompression>,
+    /// The compression announced in the request header.
+    fixed: Option<Compression>,
+    max_send: usize,
+    max_recv: usize,
+    recv_compression: MessageCompression,
+}
+
+impl ClientStream {
+    fn compression(&self) -> Option<Compression> {
+        match &self.per_message {
+            Some(m) => m.send().active(),
+            None => self.fixed,
+        }
+    }
+
+    fn cancel_send(&self) {
+        lock(&self.send).stream.send_reset(h2::Reason::CANCEL);
+    }
+
+    /// Reads the response header: the end (Trailers-Only, a non-200 HTTP status, a malformed
+    /// response) or the header metadata and a receiver for the body.
+    fn on_response(
+        &self,
+        res: http::Response<h2::RecvStream>,
+    ) -> Result<(Metadata, Receiver), ClientEvent> {
+        let (parts, body) = res.into_parts();
+        let headers = &parts.headers;
+        if parts.status != http::StatusCode::OK {
+            let code = code_from_http_status(parts.status.as_u16());
+            let status = Status::new(
+                code,
+                format!("HTTP status {} from a non-gRPC response", parts.status),
+            );
+            return Err(ClientEvent::End(status, Metadata::new()));
+        }
+        if let Some(status) = status_from(headers) {
+            // Trailers-Only.
+            let md = metadata_from(headers).unwrap_or_default();
+            let status = if status.is_ok() {
+                status
+            } else {
+                status.with_metadata(md.clone())
+            };
+            return Err(ClientEvent::End(status, md));
+        }
+        let ct_ok = headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| is_grpc_content_type(v.as_bytes()));
+        if !ct_ok {
+            let status = Status::internal(format!(
+                "response content-type {:?} is not gRPC",
+                headers.get(CONTENT_TYPE)
+            ));
+            return Err(ClientEvent::End(status, Metadata::new()));
+        }
+        let encoding = match headers
+            .get("grpc-encoding")
+            .map(|v| parse_encoding(v.as_bytes()))
+        {
+            None => None,
+            Some(Ok(e)) => e,
+            Some(Err(name)) => {
+                let status =
+                    Status::internal(format!("response grpc-encoding {name:?} is not supported"));
+                return Err(ClientEvent::End(status, Metadata::new()));
+            }
+        };
+        let md = metadata_from(headers).map_err(|s| ClientEvent::End(s, Metadata::new()))?;
+        let rx = Receiver::new(
+            body,
+            self.max_recv,
+            encoding,
+            Some(self.recv_compression.clone()),
+        );
+        Ok((md, rx))
+    }
+}
+
+impl ClientStreamRaw for ClientStream {
+    fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
+        let mut s = lock(&self.send);
+        poll_capacity(&mut s.stream, &self.fanout, cx, len)
+    }
+
+    fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        let c = self.compression();
+        let mut s = lock(&self.send);
+        let s = &mut *s;
+        let data = encode(&mut s.scratch, msg, c, self.max_send)?;
+        s.stream
+            .send_data(data, false)
+            .map_err(|e| status_from_h2(&e, "send"))
+    }
+
+    fn close_send(&self) -> Result<(), Status> {
+        lock(&self.send)
+            .stream
+            .send_data(Bytes::new(), true)
+            .map_err(|e| status_from_h2(&e, "close send"))
+    }
+
+    fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent> {
+        let mut st = lock(&self.recv);
+        loop {
+            match &mut *st {
+                RecvState::Waiting(fut) => {
+                    let res = match std::task::ready!(Pin::new(fut).poll(cx)) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            *st = RecvState::Done;
+                            return Poll::Ready(ClientEvent::End(
+                                status_from_h2(&e, "call"),
+                                Metadata::new(),
+                            ));
+                        }
+                    };
+                    match self.on_response(res) {
+                        Ok((md, rx)) => {
+                            *st = RecvState::Body(rx);
+                            return Poll::Ready(ClientEvent::Header(md));
+                        }
+                        Err(end) => {
+                            *st = RecvState::Done;
+                            self.cancel_send();
+                            return Poll::Ready(end);
+                        }
+                    }
+                }
+                RecvState::Body(rx) => match std::task::ready!(rx.poll_message(cx)) {
+                    Ok(Received::Message(m)) => return Poll::Ready(ClientEvent::Message(m)),
+                    Ok(Received::Eof) => {
+                        let end = match std::task::ready!(rx.body.poll_trailers(cx)) {
+                            Ok(Some(t)) => match status_from(&t) {
+                                Some(status) => {
+                                    let md = metadata_from(&t).unwrap_or_default();
+                                    let status = if status.is_ok() {
+                                        status
+                                    } else {
+                                        status.with_metadata(md.clone())
+                                    };
+                                    ClientEvent::End(status, md)
+                                }
+                                None => ClientEvent::End(
+                                    Status::internal("trailers without grpc-status"),
+                                    metadata_from(&t).unwrap_or_default(),
+                                ),
+                            },
+                            Ok(None) => ClientEvent::End(
+                                Status::internal("the server ended the stream without trailers"),
+                                Metadata::new(),
+                            ),
+                            Err(e) => {
+                                ClientEvent::End(status_from_h2(&e, "trailers"), Metadata::new())
+                            }
+                        };
+                        *st = RecvState::Done;
+                        return Poll::Ready(end);
+                    }
+                    Err(e) => {
+                        *st = RecvState::Done;
+                        self.cancel_send();
+                        return Poll::Ready(ClientEvent::End(e, Metadata::new()));
+                    }
+                },
+                RecvState::Done => return Poll::Pending,
+            }
+        }
+    }
+
+    fn reset(&self, _status: &Status) {
+        self.cancel_send();
+        *lock(&self.recv) = RecvState::Done;
+    }
+}

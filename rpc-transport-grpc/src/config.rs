@@ -1,0 +1,232 @@
+//! Settings of the gRPC server and client, with named defaults and their reasons.
+
+use std::time::Duration;
+
+use crate::compression::Compression;
+
+/// Largest message accepted (after decompression): 4 MiB, gRPC's default everywhere, so a
+/// peer that works with grpc-go or C-core works with us. Larger ones end the stream with
+/// `RESOURCE_EXHAUSTED` before their body is buffered.
+pub const DEFAULT_MAX_RECV_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// The HTTP/2 stream receive window: what one stream may have in flight to us before its
+/// sender waits for us to read. 1 MiB keeps a 100 Mbit/s stream busy at 80 ms round trip
+/// (bandwidth × delay), and is what one non-reading stream can make us hold (plus one
+/// partly assembled message). Receive capacity is released only as the application reads
+/// messages.
+pub const DEFAULT_STREAM_WINDOW: u32 = 1024 * 1024;
+
+/// The HTTP/2 connection receive window: the sum all streams of one connection may have in
+/// flight. 8 streams' worth, so up to 7 non-reading streams cannot stop the others.
+pub const DEFAULT_CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// The largest HTTP/2 frame we accept: 64 KiB, fewer frame headers for large messages than
+/// the 16 KiB minimum, still a small read unit.
+pub const DEFAULT_MAX_FRAME_SIZE: u32 = 64 * 1024;
+
+/// Bytes h2 may buffer per stream for sending beyond the peer's window (h2's
+/// `max_send_buffer_size`); our senders also wait for window before each message, so this
+/// only bounds one message spilling over.
+pub const DEFAULT_MAX_SEND_BUFFER: usize = 1024 * 1024;
+
+/// The largest header list (all headers of one HEADERS block, decoded) we accept: 16 KiB,
+/// C-core's hard limit; gRPC implementations send well under it. Bigger ones are refused
+/// before they are kept.
+pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+
+/// HTTP/2 connections per endpoint in the client. One h2 connection serialises every stream
+/// on one lock and one socket writer; on a 2-core machine 2–4 connections saturate both
+/// cores, and more only costs handshakes and memory. 4 matches the TTHeader client's pool.
+pub const DEFAULT_CONNECTIONS: usize = 4;
+
+/// How long a client waits for a TCP or Unix connect plus the HTTP/2 handshake.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the client waits for the answer to a keepalive PING before it closes the
+/// connection (gRPC's default `keepalive_timeout`).
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `user-agent` prefix we send (gRPC's `grpc-<lang>/<version>` form).
+pub const USER_AGENT: &str = concat!("grpc-rust-rpc/", env!("CARGO_PKG_VERSION"));
+
+/// Settings of [`GrpcProtocol`](crate::GrpcProtocol). The per-server limits (streams per
+/// connection, connections, idle timeout, preface/handshake timeout) come from the server's
+/// `rpc_core::ServerLimits`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GrpcServerConfig {
+    /// See [`DEFAULT_MAX_RECV_MESSAGE`].
+    pub max_recv_message: usize,
+    /// Largest message we send; bigger responses end the stream with `RESOURCE_EXHAUSTED`.
+    pub max_send_message: usize,
+    /// See [`DEFAULT_STREAM_WINDOW`].
+    pub stream_window: u32,
+    /// See [`DEFAULT_CONNECTION_WINDOW`].
+    pub connection_window: u32,
+    /// See [`DEFAULT_MAX_FRAME_SIZE`].
+    pub max_frame_size: u32,
+    /// See [`DEFAULT_MAX_SEND_BUFFER`].
+    pub max_send_buffer: usize,
+    /// See [`DEFAULT_MAX_HEADER_LIST_SIZE`].
+    pub max_header_list_size: u32,
+    /// Compression of responses unless the handler chooses otherwise (see
+    /// [`MessageCompression`](crate::MessageCompression)); used only when the client accepts it.
+    pub send_compression: Compression,
+}
+
+impl Default for GrpcServerConfig {
+    fn default() -> Self {
+        GrpcServerConfig {
+            max_recv_message: DEFAULT_MAX_RECV_MESSAGE,
+            max_send_message: usize::MAX,
+            stream_window: DEFAULT_STREAM_WINDOW,
+            connection_window: DEFAULT_CONNECTION_WINDOW,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_send_buffer: DEFAULT_MAX_SEND_BUFFER,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            send_compression: Compression::Identity,
+        }
+    }
+}
+
+impl GrpcServerConfig {
+    /// Sets [`GrpcServerConfig::max_recv_message`].
+    pub fn max_recv_message(mut self, bytes: usize) -> Self {
+        self.max_recv_message = bytes;
+        self
+    }
+
+    /// Sets [`GrpcServerConfig::max_send_message`].
+    pub fn max_send_message(mut self, bytes: usize) -> Self {
+        self.max_send_message = bytes;
+        self
+    }
+
+    /// Sets the stream and connection receive windows.
+    pub fn windows(mut self, stream: u32, connection: u32) -> Self {
+        self.stream_window = stream;
+        self.connection_window = connection.max(stream);
+        self
+    }
+
+    /// Sets [`GrpcServerConfig::max_header_list_size`].
+    pub fn max_header_list_size(mut self, bytes: u32) -> Self {
+        self.max_header_list_size = bytes;
+        self
+    }
+
+    /// Sets [`GrpcServerConfig::send_compression`].
+    pub fn send_compression(mut self, c: Compression) -> Self {
+        self.send_compression = c;
+        self
+    }
+}
+
+/// Settings of [`GrpcClient`](crate::GrpcClient).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GrpcClientConfig {
+    /// See [`DEFAULT_CONNECTIONS`].
+    pub connections: usize,
+    /// See [`DEFAULT_CONNECT_TIMEOUT`].
+    pub connect_timeout: Duration,
+    /// See [`DEFAULT_MAX_RECV_MESSAGE`].
+    pub max_recv_message: usize,
+    /// Largest message we send; bigger requests fail with `RESOURCE_EXHAUSTED`.
+    pub max_send_message: usize,
+    /// See [`DEFAULT_STREAM_WINDOW`].
+    pub stream_window: u32,
+    /// See [`DEFAULT_CONNECTION_WINDOW`].
+    pub connection_window: u32,
+    /// See [`DEFAULT_MAX_FRAME_SIZE`].
+    pub max_frame_size: u32,
+    /// See [`DEFAULT_MAX_SEND_BUFFER`].
+    pub max_send_buffer: usize,
+    /// See [`DEFAULT_MAX_HEADER_LIST_SIZE`].
+    pub max_header_list_size: u32,
+    /// Interval of keepalive PINGs on each connection; `None` (the default, as in every gRPC
+    /// implementation) sends none. gRPC servers by default answer pings more often than every
+    /// 5 minutes without calls in flight with `GOAWAY(ENHANCE_YOUR_CALM)`, so set this only
+    /// for servers that permit it (ours always do).
+    pub keepalive_interval: Option<Duration>,
+    /// See [`DEFAULT_KEEPALIVE_TIMEOUT`].
+    pub keepalive_timeout: Duration,
+    /// Compression of requests unless the call's extensions say otherwise.
+    pub send_compression: Compression,
+    /// Sent before our own `user-agent` ([`USER_AGENT`]), as gRPC's
+    /// `grpc.primary_user_agent` does.
+    pub user_agent: Option<String>,
+}
+
+impl Default for GrpcClientConfig {
+    fn default() -> Self {
+        GrpcClientConfig {
+            connections: DEFAULT_CONNECTIONS,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_recv_message: DEFAULT_MAX_RECV_MESSAGE,
+            max_send_message: usize::MAX,
+            stream_window: DEFAULT_STREAM_WINDOW,
+            connection_window: DEFAULT_CONNECTION_WINDOW,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_send_buffer: DEFAULT_MAX_SEND_BUFFER,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            keepalive_interval: None,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            send_compression: Compression::Identity,
+            user_agent: None,
+        }
+    }
+}
+
+impl GrpcClientConfig {
+    /// Sets [`GrpcClientConfig::connections`] (at least 1).
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = n.max(1);
+        self
+    }
+
+    /// Sets [`GrpcClientConfig::connect_timeout`].
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Sets [`GrpcClientConfig::max_recv_message`].
+    pub fn max_recv_message(mut self, bytes: usize) -> Self {
+        self.max_recv_message = bytes;
+        self
+    }
+
+    /// Sets [`GrpcClientConfig::max_send_message`].
+    pub fn max_send_message(mut self, bytes: usize) -> Self {
+        self.max_send_message = bytes;
+        self
+    }
+
+    /// Sets the stream and connection receive windows.
+    pub fn windows(mut self, stream: u32, connection: u32) -> Self {
+        self.stream_window = stream;
+        self.connection_window = connection.max(stream);
+        self
+    }
+
+    /// Sends a PING every `interval` and closes the connection when its answer takes longer
+    /// than `timeout`.
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive_interval = Some(interval);
+        self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Sets [`GrpcClientConfig::send_compression`].
+    pub fn send_compression(mut self, c: Compression) -> Self {
+        self.send_compression = c;
+        self
+    }
+
+    /// Sets [`GrpcClientConfig::user_agent`].
+    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.user_agent = Some(ua.into());
+        self
+    }
+}

@@ -1,0 +1,528 @@
+//! [`GrpcProtocol`]: gRPC as one protocol of `rpc_core::serve::Listener`, claimed by the
+//! HTTP/2 client preface.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::SendStream;
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use rpc_core::codec::Encodable;
+use rpc_core::serve::{Accepted, Detect, Protocol};
+use rpc_core::transport::{BoxFuture, Finish, IncomingStream, ServerStreamRaw};
+use rpc_core::{Code, Metadata, Server, Status};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use crate::codec::{
+    accepts, content_type_payload, is_grpc_content_type, parse_encoding, parse_timeout,
+};
+use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
+use crate::config::GrpcServerConfig;
+use crate::headers::{append_metadata, append_status, metadata_from};
+use crate::stream::{encode, lock, poll_capacity, status_from_h2, Fanout, Received, Receiver};
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4): what a gRPC connection starts with.
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The gRPC protocol for `rpc_core::serve::Listener`: claims connections that start with the
+/// HTTP/2 client preface and serves gRPC on them with `h2`.
+///
+/// ```no_run
+/// # async fn run(server: rpc_core::Server) -> std::io::Result<()> {
+/// use rpc_core::serve::Listener;
+/// use rpc_transport_grpc::GrpcProtocol;
+/// let running = Listener::new(server)
+///     .protocol(GrpcProtocol::default())
+///     .bind("tcp://127.0.0.1:0".parse().expect("an address"))
+///     .await?
+///     .start();
+/// # Ok(()) }
+/// ```
+///
+/// The server's `ServerLimits` apply: `max_concurrent_streams` is advertised as
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` (h2 refuses streams above it with `REFUSED_STREAM`),
+/// `frame_timeout` bounds the HTTP/2 handshake, `idle_timeout` closes (with `GOAWAY`) a
+/// connection that had no stream for that long. On graceful shutdown each connection sends
+/// `GOAWAY`, lets its open streams finish, and closes; at the end of the grace period the
+/// rest is closed.
+#[derive(Debug, Clone, Default)]
+pub struct GrpcProtocol {
+    cfg: Arc<GrpcServerConfig>,
+}
+
+impl GrpcProtocol {
+    /// The protocol with these settings.
+    pub fn new(cfg: GrpcServerConfig) -> GrpcProtocol {
+        GrpcProtocol { cfg: Arc::new(cfg) }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GrpcServerConfig {
+        &self.cfg
+    }
+}
+
+impl Protocol for GrpcProtocol {
+    fn name(&self) -> &'static str {
+        "grpc"
+    }
+
+    fn detect(&self, prefix: &[u8]) -> Detect {
+        let n = prefix.len().min(PREFACE.len());
+        if prefix[..n] != PREFACE[..n] {
+            Detect::No
+        } else if n == PREFACE.len() {
+            Detect::Yes
+        } else {
+            Detect::NeedMore
+        }
+    }
+
+    fn serve(&self, conn: Accepted) -> BoxFuture<'static, ()> {
+        let cfg = self.cfg.clone();
+        Box::pin(serve_conn(conn, cfg))
+    }
+}
+
+/// The socket with the bytes already read during detection put back in front.
+struct Rewind<T> {
+    prefix: Bytes,
+    io: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Streams alive on one connection, and when the last one ended (for the idle timeout).
+struct Activity {
+    active: AtomicUsize,
+    last_end: Mutex<Instant>,
+}
+
+async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
+    let Accepted {
+        io,
+        prefix,
+        peer,
+        server,
+        shutdown,
+        ..
+    } = conn;
+    let limits = server.limits().clone();
+    let io = Rewind {
+        prefix: prefix.freeze(),
+        io,
+    };
+    let max_streams = u32::try_from(limits.max_concurrent_streams).unwrap_or(u32::MAX);
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(cfg.stream_window)
+        .initial_connection_window_size(cfg.connection_window)
+        .max_frame_size(cfg.max_frame_size)
+        .max_send_buffer_size(cfg.max_send_buffer)
+        .max_header_list_size(cfg.max_header_list_size)
+        .max_concurrent_streams(max_streams);
+    let mut h2conn =
+        match tokio::time::timeout(limits.frame_timeout, builder.handshake::<_, Bytes>(io)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "grpc handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "grpc handshake timed out");
+                return;
+            }
+        };
+    let activity = Arc::new(Activity {
+        active: AtomicUsize::new(0),
+        last_end: Mutex::new(Instant::now()),
+    });
+    let conn_ctx = ConnCtx {
+        server,
+        cfg,
+        peer,
+        activity: activity.clone(),
+    };
+    let mut draining = false;
+    let idle = limits.idle_timeout;
+    let idle_sleep = tokio::time::sleep(idle.unwrap_or(std::time::Duration::from_secs(3600)));
+    tokio::pin!(idle_sleep);
+    let drain_signal = shutdown.draining();
+    tokio::pin!(drain_signal);
+    let closed_signal = shutdown.closed();
+    tokio::pin!(closed_signal);
+    loop {
+        tokio::select! {
+            biased;
+            next = h2conn.accept() => match next {
+                Some(Ok((req, respond))) => conn_ctx.on_request(req, respond),
+                Some(Err(e)) => {
+                    tracing::debug!(peer = %conn_ctx.peer, error = %e, "grpc connection error");
+                    break;
+                }
+                None => break,
+            },
+            () = &mut drain_signal, if !draining => {
+                draining = true;
+                h2conn.graceful_shutdown();
+            }
+            () = &mut closed_signal => break,
+            () = &mut idle_sleep, if idle.is_some() && !draining => {
+                let idle = idle.unwrap_or_default();
+                let since = *lock(&activity.last_end);
+                if activity.active.load(Ordering::Acquire) == 0 && since.elapsed() >= idle {
+                    draining = true;
+                    h2conn.graceful_shutdown();
+                } else {
+                    idle_sleep.as_mut().reset(Instant::now() + idle);
+                }
+            }
+        }
+    }
+}
+
+struct ConnCtx {
+    server: Server,
+    cfg: Arc<GrpcServerConfig>,
+    peer: rpc_core::Peer,
+    activity: Arc<Activity>,
+}
+
+/// Answers a request that never reaches a handler with a Trailers-Only response.
+fn trailers_only(mut respond: SendResponse<Bytes>, content_type: HeaderValue, status: &Status) {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, content_type);
+    append_status(&mut headers, status);
+    if status.code() == Code::Unimplemented {
+        headers.insert(
+            "grpc-accept-encoding",
+            HeaderValue::from_static(ACCEPT_ENCODING),
+        );
+    }
+    let mut res = Response::new(());
+    *res.headers_mut() = headers;
+    let _ = respond.send_response(res, true);
+}
+
+fn http_error(mut respond: SendResponse<Bytes>, code: StatusCode) {
+    let mut res = Response::new(());
+    *res.status_mut() = code;
+    let _ = respond.send_response(res, true);
+}
+
+impl ConnCtx {
+    fn on_request(&self, req: Request<h2::RecvStream>, respond: SendResponse<Bytes>) {
+        let (parts, body) = req.into_parts();
+        if parts.method != http::Method::POST {
+            return http_error(respond, StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let ct = parts.headers.get(CONTENT_TYPE);
+        let Some(ct) = ct.filter(|v| is_grpc_content_type(v.as_bytes())).cloned() else {
+            return http_error(respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        };
+        let Some(payload) = content_type_payload(ct.as_bytes()) else {
+            let s = Status::unimplemented(format!(
+                "content-type {:?} is not supported (application/grpc, application/grpc+proto, application/grpc+thrift are)",
+                String::from_utf8_lossy(ct.as_bytes())
+            ));
+            return trailers_only(respond, ct, &s);
+        };
+        let route = match self.server.resolve_path(parts.uri.path(), Some(payload)) {
+            Ok(r) => r,
+            Err(e) => return trailers_only(respond, ct, &Status::from(e)),
+        };
+        let h = &parts.headers;
+        let encoding = match h.get("grpc-encoding").map(|v| parse_encoding(v.as_bytes())) {
+            None => None,
+            Some(Ok(e)) => e,
+            Some(Err(name)) => {
+                let s = Status::unimplemented(format!(
+                    "grpc-encoding {name:?} is not supported (gzip is)"
+                ));
+                return trailers_only(respond, ct, &s);
+            }
+        };
+        let deadline = match h.get("grpc-timeout").map(|v| parse_timeout(v.as_bytes())) {
+            None => None,
+            Some(Ok(t)) => Instant::now().checked_add(t),
+            Some(Err(s)) => return trailers_only(respond, ct, &s),
+        };
+        let metadata = match metadata_from(h) {
+            Ok(m) => m,
+            Err(s) => return trailers_only(respond, ct, &s),
+        };
+        let accepts_gzip = h
+            .get("grpc-accept-encoding")
+            .is_some_and(|v| accepts(v.as_bytes(), Compression::Gzip));
+        let compression = MessageCompression::new(self.cfg.send_compression);
+        compression.set_peer(encoding, accepts_gzip);
+        self.activity.active.fetch_add(1, Ordering::AcqRel);
+        let stream = Arc::new(ServerStream {
+            send: Mutex::new(SendSide {
+                respond: Some(respond),
+                stream: None,
+                scratch: BytesMut::new(),
+                encoding: None,
+            }),
+            recv: Mutex::new(Receiver::new(
+                body,
+                self.cfg.max_recv_message,
+                encoding,
+                Some(compression.clone()),
+            )),
+            fanout: Fanout::new(),
+            compression: compression.clone(),
+            content_type: ct,
+            max_send: self.cfg.max_send_message,
+            activity: self.activity.clone(),
+        });
+        let incoming = IncomingStream::new("", "")
+            .with_metadata(metadata)
+            .with_deadline(deadline)
+            .with_peer(Some(self.peer.clone()))
+            .with_payload(Some(payload))
+            .with_extension(compression);
+        self.server.dispatch_route(route, incoming, stream);
+    }
+}
+
+struct SendSide {
+    /// Until the response header is sent.
+    respond: Option<SendResponse<Bytes>>,
+    /// After the response header was sent, until the end.
+    stream: Option<SendStream<Bytes>>,
+    scratch: BytesMut,
+    /// The `grpc-encoding` announced in the response header.
+    encoding: Option<Compression>,
+}
+
+/// The server side of one gRPC stream.
+struct ServerStream {
+    send: Mutex<SendSide>,
+    recv: Mutex<Receiver>,
+    fanout: Fanout,
+    compression: MessageCompression,
+    content_type: HeaderValue,
+    max_send: usize,
+    activity: Arc<Activity>,
+}
+
+impl Drop for ServerStream {
+    fn drop(&mut self) {
+        if self.activity.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *lock(&self.activity.last_end) = Instant::now();
+        }
+    }
+}
+
+impl ServerStream {
+    /// The response header block: `:status` 200, content-type, encodings, user metadata.
+    fn response_header(&self, md: &Metadata, s: &mut SendSide) -> Result<Response<()>, Status> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, self.content_type.clone());
+        let choice = self.compression.send();
+        if choice != Compression::Identity && self.compression.peer_accepts(choice) {
+            s.encoding = Some(choice);
+            headers.insert("grpc-encoding", HeaderValue::from_static(choice.name()));
+        }
+        headers.insert(
+            "grpc-accept-encoding",
+            HeaderValue::from_static(ACCEPT_ENCODING),
+        );
+        append_metadata(&mut headers, md)?;
+        let mut res = Response::new(());
+        *res.headers_mut() = headers;
+        Ok(res)
+    }
+
+    fn send_header_locked(&self, s: &mut SendSide, md: &Metadata) -> Result<(), Status> {
+        let res = self.response_header(md, s)?;
+        let Some(mut respond) = s.respond.take() else {
+            return Err(Status::internal("response header sent twice"));
+        };
+        let stream = respond
+            .send_response(res, false)
+            .map_err(|e| status_from_h2(&e, "send header"))?;
+        s.stream = Some(stream);
+        Ok(())
+    }
+
+    /// The compression of the next message: the handler's current choice, if the header
+    /// announced an encoding.
+    fn message_compression(&self, s: &SendSide) -> Option<Compression> {
+        s.encoding?;
+        self.compression.send().active()
+    }
+
+    fn send_locked(&self, s: &mut SendSide, msg: &mut dyn Encodable) -> Result<(), Status> {
+        let c = self.message_compression(s);
+        let data = encode(&mut s.scratch, msg, c, self.max_send)?;
+        let stream = s
+            .stream
+            .as_mut()
+            .ok_or_else(|| Status::internal("message before the response header"))?;
+        stream
+            .send_data(data, false)
+            .map_err(|e| status_from_h2(&e, "send"))
+    }
+
+    fn finish_locked(&self, s: &mut SendSide, finish: Finish<'_>) -> Result<(), Status> {
+        let Finish {
+            header,
+            message,
+            status,
+            mut trailer,
+        } = finish;
+        trailer.extend(status.metadata().clone());
+        if let Some(h) = header {
+            if message.is_none() && h.is_empty() && s.respond.is_some() {
+                // Trailers-Only: one HEADERS frame with END_STREAM.
+                let mut res = self.response_header(&h, s)?;
+                append_status(res.headers_mut(), &status);
+                append_metadata(res.headers_mut(), &trailer)?;
+                if let Some(mut respond) = s.respond.take() {
+                    respond
+                        .send_response(res, true)
+                        .map_err(|e| status_from_h2(&e, "send"))?;
+                }
+                return Ok(());
+            }
+            if s.respond.is_some() {
+                self.send_header_locked(s, &h)?;
+            }
+        }
+        let mut status = status;
+        if let Some(m) = message {
+            if let Err(e) = self.send_locked(s, m) {
+                status = e;
+            }
+        }
+        let mut trailers = HeaderMap::new();
+        append_status(&mut trailers, &status);
+        if let Err(e) = append_metadata(&mut trailers, &trailer) {
+            trailers.clear();
+            append_status(&mut trailers, &e);
+        }
+        match s.stream.as_mut() {
+            Some(stream) => stream
+                .send_trailers(trailers)
+                .map_err(|e| status_from_h2(&e, "send trailers")),
+            None => Err(Status::internal("trailers before the response header")),
+        }
+    }
+}
+
+impl ServerStreamRaw for ServerStream {
+    fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
+        let mut s = lock(&self.send);
+        match s.stream.as_mut() {
+            Some(stream) => poll_capacity(stream, &self.fanout, cx, len),
+            // The header goes first; the first message may follow it into h2's buffer.
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn send_header(&self, header: Metadata) -> Result<(), Status> {
+        let mut s = lock(&self.send);
+        self.send_header_locked(&mut s, &header)
+    }
+
+    fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        let mut s = lock(&self.send);
+        self.send_locked(&mut s, msg)
+    }
+
+    fn finish(&self, finish: Finish<'_>) {
+        let mut s = lock(&self.send);
+        if let Err(e) = self.finish_locked(&mut s, finish) {
+            tracing::debug!(error = %e, "grpc: could not finish a stream");
+            // Whatever half got out, the peer must not wait for more.
+            if let Some(stream) = s.stream.as_mut() {
+                stream.send_reset(h2::Reason::INTERNAL_ERROR);
+            } else if let Some(respond) = s.respond.as_mut() {
+                respond.send_reset(h2::Reason::INTERNAL_ERROR);
+            }
+        }
+        s.respond = None;
+        s.stream = None;
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
+        let mut r = lock(&self.recv);
+        match std::task::ready!(r.poll_message(cx)) {
+            Ok(Received::Message(m)) => Poll::Ready(Ok(Some(m))),
+            Ok(Received::Eof) => Poll::Ready(Ok(None)),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Status> {
+        let mut s = lock(&self.send);
+        let waker = self.fanout.register(cx);
+        let mut fcx = Context::from_waker(waker);
+        let r = if let Some(stream) = s.stream.as_mut() {
+            stream.poll_reset(&mut fcx)
+        } else if let Some(respond) = s.respond.as_mut() {
+            respond.poll_reset(&mut fcx)
+        } else {
+            return Poll::Pending;
+        };
+        match r {
+            Poll::Ready(Ok(h2::Reason::CANCEL)) | Poll::Ready(Ok(h2::Reason::NO_ERROR)) => {
+                Poll::Ready(Status::cancelled("cancelled by the client"))
+            }
+            Poll::Ready(Ok(reason)) => Poll::Ready(Status::new(
+                crate::codec::code_from_reason(u32::from(reason)),
+                format!("stream reset by the client ({reason:?})"),
+            )),
+            Poll::Ready(Err(e)) => Poll::Ready(status_from_h2(&e, "stream")),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! What the client and server sides of an HTTP/2 stream share: waiting for send capacity,
+//! encoding a message into a DATA payload, receiving messages with flow control released as
+//! the application reads, and h2 errors as statuses.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use h2::{RecvStream, SendStream};
+use rpc_core::codec::Encodable;
+use rpc_core::transport::waker::{fanout_waker, WakerSet};
+use rpc_core::{Code, Status};
+
+use crate::codec::{compress, write_prefix, MessageDecoder, PREFIX_LEN};
+use crate::compression::{Compression, MessageCompression};
+
+/// A sender is ready for a message once h2 has assigned it this much window (or the whole
+/// message, when smaller): waiting for a whole large message's worth could wait forever on a
+/// peer whose window is smaller than the message; 16 KiB is below every HTTP/2 peer's initial
+/// window (65,535 by default).
+pub(crate) const SEND_READY_CHUNK: usize = 16 * 1024;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A status for an h2 error on a stream or its connection.
+pub(crate) fn status_from_h2(e: &h2::Error, what: &str) -> Status {
+    if let Some(reason) = e.reason() {
+        let code = crate::codec::code_from_reason(u32::from(reason));
+        let by = if e.is_remote() { "peer" } else { "local" };
+        let status = Status::new(code, format!("{what}: stream reset by {by} ({reason:?})"));
+        if e.is_go_away() {
+            return Status::new(
+                if reason == h2::Reason::NO_ERROR {
+                    Code::Unavailable
+                } else {
+                    code
+                },
+                format!("{what}: connection going away ({reason:?})"),
+            );
+        }
+        return status;
+    }
+    Status::unavailable(format!("{what}: connection lost: {e}"))
+}
+
+/// Waker fan-out for a primitive polled from two tasks (h2's `poll_capacity` and `poll_reset`
+/// share one waker slot).
+pub(crate) struct Fanout {
+    set: Arc<Mutex<WakerSet>>,
+    waker: Waker,
+}
+
+impl Fanout {
+    pub(crate) fn new() -> Fanout {
+        let set = Arc::new(Mutex::new(WakerSet::new()));
+        Fanout {
+            waker: fanout_waker(set.clone()),
+            set,
+        }
+    }
+
+    /// Registers the calling task and returns the shared waker to poll the primitive with.
+    pub(crate) fn register(&self, cx: &Context<'_>) -> &Waker {
+        lock(&self.set).register(cx);
+        &self.waker
+    }
+}
+
+/// Waits until `stream` may take a message of `len` bytes (see [`SEND_READY_CHUNK`]).
+pub(crate) fn poll_capacity(
+    stream: &mut SendStream<Bytes>,
+    fanout: &Fanout,
+    cx: &mut Context<'_>,
+    len: usize,
+) -> Poll<Result<(), Status>> {
+    let want = len.saturating_add(PREFIX_LEN);
+    let enough = want.min(SEND_READY_CHUNK);
+    stream.reserve_capacity(want);
+    loop {
+        if stream.capacity() >= enough {
+            return Poll::Ready(Ok(()));
+        }
+        let waker = fanout.register(cx);
+        match stream.poll_capacity(&mut Context::from_waker(waker)) {
+            Poll::Ready(Some(Ok(_))) => continue,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(status_from_h2(&e, "send"))),
+            Poll::Ready(None) => return Poll::Ready(Err(Status::unavailable("stream closed"))),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}
+
+/// Encodes `msg` with its 5-byte prefix into a DATA payload, compressed when `compression`
+/// says so. `scratch` is reused between messages of one stream.
+pub(crate) fn encode(
+    scratch: &mut BytesMut,
+    msg: &mut dyn Encodable,
+    compression: Option<Compression>,
+    max: usize,
+) -> Result<Bytes, Status> {
+    let hint = msg.encoded_len();
+    match compression {
+        None => {
+            scratch.reserve(PREFIX_LEN + hint.unwrap_or(64));
+            scratch.put_bytes(0, PREFIX_LEN);
+            msg.encode(scratch)?;
+            let len = scratch.len() - PREFIX_LEN;
+            check_send_size(len, max)?;
+            write_prefix(&mut scratch[..PREFIX_LEN], len)?;
+        }
+        Some(c) => {
+            let mut plain = BytesMut::with_capacity(hint.unwrap_or(64));
+            msg.encode(&mut plain)?;
+            check_send_size(plain.len(), max)?;
+            scratch.reserve(PREFIX_LEN + plain.len() / 2 + 64);
+            scratch.put_bytes(0, PREFIX_LEN);
+            compress(c, &plain, scratch)?;
+            let len = scratch.len() - PREFIX_LEN;
+            write_prefix(&mut scratch[..PREFIX_LEN], len)?;
+            scratch[0] = 1;
+        }
+    }
+    Ok(scratch.split().freeze())
+}
+
+fn check_send_size(len: usize, max: usize) -> Result<(), Status> {
+    if len > max {
+        return Err(Status::new(
+            Code::ResourceExhausted,
+            format!("message of {len} bytes exceeds the send limit of {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The receiving half of a stream: DATA chunks are taken from h2 only while the application
+/// asks for a message and none is assembled, and their flow-control capacity is released as
+/// they are taken. So a receiver that stops reading holds at most one window in h2 plus one
+/// partly assembled message here, and its peer stops sending.
+pub(crate) struct Receiver {
+    pub(crate) body: RecvStream,
+    pub(crate) decoder: MessageDecoder,
+    pub(crate) eof: bool,
+    pub(crate) compression: Option<MessageCompression>,
+}
+
+/// What [`Receiver::poll_message`] yields.
+pub(crate) enum Received {
+    Message(Bytes),
+    /// The DATA ended cleanly (trailers may follow).
+    Eof,
+}
+
+impl Receiver {
+    pub(crate) fn new(
+        body: RecvStream,
+        max: usize,
+        encoding: Option<Compression>,
+        compression: Option<MessageCompression>,
+    ) -> Receiver {
+        Receiver {
+            body,
+            decoder: MessageDecoder::new(max, encoding),
+            eof: false,
+            compression,
+        }
+    }
+
+    pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, Status>> {
+        loop {
+            if let Some(m) = self.decoder.next_message()? {
+                if let Some(c) = &self.compression {
+                    c.record_received(m.compressed);
+                }
+                return Poll::Ready(Ok(Received::Message(m.bytes)));
+            }
+            if self.eof {
+                self.decoder.finish_stream()?;
+                return Poll::Ready(Ok(Received::Eof));
+            }
+            match self.body.poll_data(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let _ = self.body.flow_control().release_capacity(chunk.len());
+                    self.decoder.push(chunk);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Err(status_from_h2(&e, "receive")))
+                }
+                Poll::Ready(None) => self.eof = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
