@@ -16,6 +16,7 @@ use interop_tests::grpc_interop::cli::{Flags, Transport};
 use interop_tests::grpc_interop::service;
 use rpc_core::serve::Listener;
 use rpc_core::Address;
+use rpc_transport_grpc::GrpcProtocol;
 use rpc_transport_ttheader::TtHeaderProtocol;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -54,8 +55,11 @@ async fn main() -> ExitCode {
     };
     let listener = Listener::new(service::server());
     let listener = match transport {
-        // TTHeader shares the port either way (told apart per connection).
-        Transport::Grpc | Transport::TtHeader => listener.protocol(TtHeaderProtocol::default()),
+        // TTHeader shares the port with gRPC (told apart per connection by the HTTP/2 preface).
+        Transport::Grpc => listener
+            .protocol(GrpcProtocol::default())
+            .protocol(TtHeaderProtocol::default()),
+        Transport::TtHeader => listener.protocol(TtHeaderProtocol::default()),
     };
     let running = match listener.bind(Address::Tcp { host, port }).await {
         Ok(l) => l.start(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rpc_core::{CallOptions, Code, Metadata, Status};
 
-use super::compression;
+use super::compression::{self, Compression, MessageCompression};
 use super::testing::{
     BoolValue, EchoStatus, Empty, Payload, ResponseParameters, SimpleRequest,
     StreamingInputCallRequest, StreamingOutputCallRequest, StreamingOutputCallResponse,
@@ -53,6 +53,8 @@ pub struct Clients {
     /// `INVALID_ARGUMENT`). On by default, as the description asks; off only for servers that
     /// cannot see compression (grpcio's Python servicers), where the probe cannot fail.
     pub compression_probe: bool,
+    /// Hands a compression handle to the next call opened (see [`compression`]).
+    pub next_call: compression::NextCall,
 }
 
 /// Runs the case `name`, bounded by [`CASE_TIMEOUT`].
@@ -447,51 +449,47 @@ async fn timeout_on_sleeping_server(c: &Clients) -> Result<(), String> {
     expect_code("FullDuplexCall", r, Code::DeadlineExceeded).map(|_| ())
 }
 
+/// Whether a message arrived with the compressed flag `want`, as the call's handle saw it.
+fn check_flag(what: &str, handle: &MessageCompression, want: bool) -> Result<(), String> {
+    if !handle.received_any() {
+        return Err(format!(
+            "{what}: the transport recorded no received message (no compression support?)"
+        ));
+    }
+    match handle.last_received_compressed() {
+        got if got == want => Ok(()),
+        got => Err(format!("{what}: compressed flag {got}, want {want}")),
+    }
+}
+
 async fn client_compressed_unary(c: &Clients) -> Result<(), String> {
     let probe = SimpleRequest {
         expect_compressed: bool_value(true),
         ..large_request()
     };
     if c.compression_probe {
-        let r = c
-            .test
-            .unary_call_with(
-                probe.clone(),
-                compression::compressed_call(CallOptions::new(), false),
-            )
-            .await;
+        c.next_call.arm(Compression::Identity);
+        let r = c.test.unary_call(probe.clone()).await;
         expect_code("uncompressed probe", r, Code::InvalidArgument)?;
     }
+    c.next_call.arm(Compression::Gzip);
     let res = c
         .test
-        .unary_call_with(
-            probe,
-            compression::compressed_call(CallOptions::new(), true),
-        )
+        .unary_call(probe)
         .await
         .map_err(|s| failed("compressed UnaryCall", &s))?;
-    check_zeros(
-        "compressed UnaryCall",
-        res.get_ref().payload.as_ref(),
-        314_159,
-    )?;
+    check_zeros("compressed UnaryCall", res.payload.as_ref(), 314_159)?;
     let plain = SimpleRequest {
         expect_compressed: bool_value(false),
         ..large_request()
     };
+    c.next_call.arm(Compression::Identity);
     let res = c
         .test
-        .unary_call_with(
-            plain,
-            compression::compressed_call(CallOptions::new(), false),
-        )
+        .unary_call(plain)
         .await
         .map_err(|s| failed("uncompressed UnaryCall", &s))?;
-    check_zeros(
-        "uncompressed UnaryCall",
-        res.get_ref().payload.as_ref(),
-        314_159,
-    )
+    check_zeros("uncompressed UnaryCall", res.payload.as_ref(), 314_159)
 }
 
 async fn client_compressed_streaming(c: &Clients) -> Result<(), String> {
@@ -500,9 +498,10 @@ async fn client_compressed_streaming(c: &Clients) -> Result<(), String> {
         payload: zeros(27_182),
     };
     if c.compression_probe {
+        c.next_call.arm(Compression::Identity);
         let mut call = c
             .test
-            .streaming_input_call_with(compression::compressed_call(CallOptions::new(), false))
+            .streaming_input_call()
             .await
             .map_err(|s| failed("StreamingInputCall", &s))?;
         // The server may reject the probe before our half-close lands; the outcome is the
@@ -514,15 +513,16 @@ async fn client_compressed_streaming(c: &Clients) -> Result<(), String> {
             Code::InvalidArgument,
         )?;
     }
+    let handle = c.next_call.arm(Compression::Gzip);
     let mut call = c
         .test
-        .streaming_input_call_with(compression::compressed_call(CallOptions::new(), true))
+        .streaming_input_call()
         .await
         .map_err(|s| failed("StreamingInputCall", &s))?;
     call.send(probe)
         .await
         .map_err(|s| failed("send compressed", &s))?;
-    compression::compress_next_sends(&call, false);
+    handle.set_send(Compression::Identity);
     let plain = StreamingInputCallRequest {
         expect_compressed: bool_value(false),
         payload: zeros(45_904),
@@ -550,18 +550,20 @@ async fn server_compressed_unary(c: &Clients) -> Result<(), String> {
             ..large_request()
         };
         let what = format!("UnaryCall response_compressed={on}");
+        let handle = c.next_call.arm(Compression::Identity);
         let res = c
             .test
-            .unary_call_with(req, CallOptions::new())
+            .unary_call(req)
             .await
             .map_err(|s| failed(&what, &s))?;
-        check_zeros(&what, res.get_ref().payload.as_ref(), 314_159)?;
-        compression::check_response_compressed(&what, res.header(), res.trailer(), on)?;
+        check_zeros(&what, res.payload.as_ref(), 314_159)?;
+        check_flag(&what, &handle, on)?;
     }
     Ok(())
 }
 
 async fn server_compressed_streaming(c: &Clients) -> Result<(), String> {
+    let sizes = [31_415, 92_653];
     let req = StreamingOutputCallRequest {
         response_parameters: vec![
             ResponseParameters {
@@ -577,14 +579,24 @@ async fn server_compressed_streaming(c: &Clients) -> Result<(), String> {
         ],
         ..Default::default()
     };
+    let handle = c.next_call.arm(Compression::Identity);
     let mut call = c
         .test
         .streaming_output_call(req)
         .await
         .map_err(|s| failed("StreamingOutputCall", &s))?;
-    let mut got = Vec::new();
-    while let Some(m) = call.recv().await.map_err(|s| failed("recv", &s))? {
-        got.push(m);
+    for (i, (size, compressed)) in sizes.into_iter().zip([true, false]).enumerate() {
+        let what = format!("response {i}");
+        match call.recv().await {
+            Ok(Some(m)) => check_zeros(&what, m.payload.as_ref(), size)?,
+            Ok(None) => return Err(format!("stream ended after {i} responses, want 2")),
+            Err(s) => return Err(failed("recv", &s)),
+        }
+        check_flag(&what, &handle, compressed)?;
     }
-    check_sizes("StreamingOutputCall", &got, &[31_415, 92_653])
+    match call.recv().await {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err("a third response".into()),
+        Err(s) => Err(failed("end of stream", &s)),
+    }
 }

@@ -100,21 +100,23 @@ pub fn connect(
     compression_probe: bool,
 ) -> Result<super::cases::Clients, rpc_core::Status> {
     use super::testing::{TestServiceClient, UnimplementedServiceClient};
+    use rpc_core::Connect;
     let address = address.to_string();
-    let client = match transport {
-        Transport::TtHeader => rpc_core::Client::new(
-            <rpc_transport_ttheader::TtHeaderClient as rpc_core::Connect>::connect(&address)?,
-        ),
+    let next_call = super::compression::NextCall::default();
+    let builder = match transport {
+        Transport::TtHeader => {
+            rpc_core::Client::builder(rpc_transport_ttheader::TtHeaderClient::connect(&address)?)
+        }
         Transport::Grpc => {
-            return Err(rpc_core::Status::unimplemented(
-                "the gRPC transport is not merged yet",
-            ))
+            rpc_core::Client::builder(rpc_transport_grpc::GrpcClient::connect(&address)?)
         }
     };
+    let client = builder.interceptor(next_call.interceptor()).build();
     Ok(super::cases::Clients {
         test: TestServiceClient::new(client.clone()),
         unimplemented: UnimplementedServiceClient::new(client),
         compression_probe,
+        next_call,
     })
 }
 
