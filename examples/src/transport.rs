@@ -12,6 +12,7 @@ use rpc_core::inproc::InProcTransport;
 use rpc_core::serve::Listener;
 use rpc_core::Address;
 use rpc_core::{Client, Server, Status};
+use rpc_transport_grpc::{GrpcClient, GrpcProtocol};
 use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol};
 
 /// A way for the echo client to reach the echo server.
@@ -24,6 +25,11 @@ pub enum Transport {
     TtHeaderTcp,
     /// TTHeader over a Unix socket.
     TtHeaderUnix,
+    /// gRPC over TCP (protobuf as `application/grpc`, thrift as `application/grpc+thrift`),
+    /// served on the same listener as TTHeader.
+    GrpcTcp,
+    /// gRPC over a Unix socket.
+    GrpcUnix,
 }
 
 impl Transport {
@@ -32,6 +38,8 @@ impl Transport {
         Transport::InProc,
         Transport::TtHeaderTcp,
         Transport::TtHeaderUnix,
+        Transport::GrpcTcp,
+        Transport::GrpcUnix,
     ];
 
     /// A short name for tables.
@@ -40,6 +48,8 @@ impl Transport {
             Transport::InProc => "inproc",
             Transport::TtHeaderTcp => "ttheader/tcp",
             Transport::TtHeaderUnix => "ttheader/uds",
+            Transport::GrpcTcp => "grpc/tcp",
+            Transport::GrpcUnix => "grpc/uds",
         }
     }
 
@@ -48,20 +58,25 @@ impl Transport {
         let io = |e: std::io::Error| Status::unavailable(format!("listen: {e}"));
         match self {
             Transport::InProc => Ok(Client::new(InProcTransport::new(server))),
-            Transport::TtHeaderTcp | Transport::TtHeaderUnix => {
-                let addr = if self == Transport::TtHeaderTcp {
+            _ => {
+                let addr = if matches!(self, Transport::TtHeaderTcp | Transport::GrpcTcp) {
                     Address::tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
                 } else {
                     Address::unix(socket_path())
                 };
+                // One listener serves both protocols, as `echo-server` does.
                 let running = Listener::new(server)
                     .protocol(TtHeaderProtocol::default())
+                    .protocol(GrpcProtocol::default())
                     .bind(addr)
                     .await
                     .map_err(io)?
                     .start();
                 let bound = running.local_addrs().remove(0);
-                Ok(Client::new(TtHeaderClient::new(bound)))
+                Ok(match self {
+                    Transport::GrpcTcp | Transport::GrpcUnix => Client::new(GrpcClient::new(bound)),
+                    _ => Client::new(TtHeaderClient::new(bound)),
+                })
             }
         }
     }

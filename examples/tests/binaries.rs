@@ -20,9 +20,10 @@ fn start_server(listen: &[&str]) -> Server {
     Server { child, urls, lines }
 }
 
-fn client(url: &str, idl: &str) -> (bool, String) {
+fn client(url: &str, idl: &str, protocol: &str) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_echo-client"))
         .args(["--connect", url, "--idl", idl, "--mode", "all"])
+        .args(["--protocol", protocol])
         .output()
         .expect("run echo-client");
     (
@@ -32,7 +33,8 @@ fn client(url: &str, idl: &str) -> (bool, String) {
 }
 
 #[test]
-fn echo_client_passes_against_echo_server_over_tcp_and_unix_and_server_stops_on_sigterm() {
+fn echo_client_passes_against_echo_server_over_tcp_and_unix_with_ttheader_and_grpc_on_one_port_and_server_stops_on_sigterm(
+) {
     let sock = std::env::temp_dir().join(format!("echo-bin-{}.sock", std::process::id()));
     let unix = format!("unix://{}", sock.display());
     let mut server = start_server(&["tcp://127.0.0.1:0", &unix]);
@@ -43,9 +45,15 @@ fn echo_client_passes_against_echo_server_over_tcp_and_unix_and_server_stops_on_
     );
     assert!(!server.urls[0].ends_with(":0"), "the bound port is printed");
     for url in &server.urls {
-        for idl in ["thrift", "proto"] {
-            let (ok, out) = client(url, idl);
-            assert!(ok, "{url} {idl}:\n{out}");
+        // The same listener (one port, one socket path) serves both protocols.
+        for (idl, protocol) in [
+            ("thrift", "ttheader"),
+            ("proto", "ttheader"),
+            ("thrift", "grpc"),
+            ("proto", "grpc"),
+        ] {
+            let (ok, out) = client(url, idl, protocol);
+            assert!(ok, "{url} {idl} {protocol}:\n{out}");
             for mode in ["pingpong", "client", "server", "bidi"] {
                 assert!(
                     out.lines().any(|l| l.starts_with(&format!("ok {mode} "))),
@@ -80,7 +88,7 @@ fn echo_client_passes_against_echo_server_over_tcp_and_unix_and_server_stops_on_
 
 #[test]
 fn echo_client_reports_failure_when_nothing_listens() {
-    let (ok, out) = client("tcp://127.0.0.1:1", "thrift");
+    let (ok, out) = client("tcp://127.0.0.1:1", "thrift", "ttheader");
     assert!(!ok);
     assert!(out.lines().all(|l| l.starts_with("FAIL ")), "{out}");
 }

@@ -255,9 +255,13 @@ impl Client {
             .timeout
             .or(self.inner.timeout)
             .map(|t| Instant::now() + t);
-        CallContext::new(method)
+        let mut ctx = CallContext::new(method)
             .with_metadata(metadata)
-            .with_deadline(deadline)
+            .with_deadline(deadline);
+        if !opts.extensions.is_empty() {
+            ctx.extensions_mut().extend(opts.extensions);
+        }
+        ctx
     }
 
     async fn open(

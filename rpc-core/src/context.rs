@@ -213,6 +213,9 @@ pub struct CallOptions {
     pub metadata: Metadata,
     /// Time allowed for the whole call or stream; overrides the client's default timeout.
     pub timeout: Option<Duration>,
+    /// Typed values for the call's [`CallContext::extensions`] (layers and the transport read
+    /// them: gRPC's per-call compression, for one). Never sent as such.
+    pub extensions: http::Extensions,
 }
 
 impl CallOptions {
@@ -224,6 +227,12 @@ impl CallOptions {
     /// Sets the timeout of the whole call or stream.
     pub fn timeout(mut self, timeout: Duration) -> CallOptions {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds a typed value to the call's [`CallContext::extensions`].
+    pub fn extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> CallOptions {
+        self.extensions.insert(value);
         self
     }
 

@@ -58,7 +58,9 @@ struct Inner {
     authority: Authority,
     cfg: GrpcClientConfig,
     user_agent: HeaderValue,
-    slots: Vec<tokio::sync::Mutex<Option<Conn>>>,
+    /// Per connection slot: the live connection (read without waiting on the hot path) and
+    /// a lock held only while one is being made.
+    slots: Vec<(Mutex<Option<Conn>>, tokio::sync::Mutex<()>)>,
     next: AtomicUsize,
 }
 
@@ -98,7 +100,7 @@ impl GrpcClient {
                 user_agent: HeaderValue::from_str(&ua)
                     .unwrap_or_else(|_| HeaderValue::from_static(OUR_USER_AGENT)),
                 slots: (0..cfg.connections.max(1))
-                    .map(|_| tokio::sync::Mutex::new(None))
+                    .map(|_| (Mutex::new(None), tokio::sync::Mutex::new(())))
                     .collect(),
                 next: AtomicUsize::new(0),
                 cfg,
@@ -127,12 +129,21 @@ impl rpc_core::Connect for GrpcClient {
 
 impl Inner {
     async fn conn(&self, slot: usize) -> Result<Conn, Status> {
-        let mut slot = self.slots[slot].lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.dead.load(Ordering::Acquire)) {
-            return Ok(c.clone());
+        let (live, connecting) = &self.slots[slot];
+        let usable = |c: &Option<Conn>| {
+            c.as_ref()
+                .filter(|c| !c.dead.load(Ordering::Acquire))
+                .cloned()
+        };
+        if let Some(c) = usable(&lock(live)) {
+            return Ok(c);
+        }
+        let _connecting = connecting.lock().await;
+        if let Some(c) = usable(&lock(live)) {
+            return Ok(c);
         }
         let conn = self.connect().await?;
-        *slot = Some(conn.clone());
+        *lock(live) = Some(conn.clone());
         Ok(conn)
     }
 
@@ -419,77 +430,77 @@ impl ClientStreamRaw for ClientStream {
     }
 
     fn close_send(&self) -> Result<(), Status> {
-        lock(&self.send)
-            .stream
-            .send_data(Bytes::new(), true)
-            .map_err(|e| status_from_h2(&e, "close send"))
+        // The server may already have ended the stream (a unary reply and then
+        // RST_STREAM(NO_ERROR), as gRPC servers do when they finish before the client's
+        // END_STREAM): there is nothing left to half-close, and the end the server sent is
+        // what `poll_event` reports.
+        if let Err(e) = lock(&self.send).stream.send_data(Bytes::new(), true) {
+            tracing::trace!(error = %e, "grpc: close_send on an ended stream");
+        }
+        Ok(())
     }
 
     fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent> {
         let mut st = lock(&self.recv);
-        loop {
-            match &mut *st {
-                RecvState::Waiting(fut) => {
-                    let res = match std::task::ready!(Pin::new(fut).poll(cx)) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            *st = RecvState::Done;
-                            return Poll::Ready(ClientEvent::End(
-                                status_from_h2(&e, "call"),
-                                Metadata::new(),
-                            ));
-                        }
-                    };
-                    match self.on_response(res) {
-                        Ok((md, rx)) => {
-                            *st = RecvState::Body(rx);
-                            return Poll::Ready(ClientEvent::Header(md));
-                        }
-                        Err(end) => {
-                            *st = RecvState::Done;
-                            self.cancel_send();
-                            return Poll::Ready(end);
-                        }
-                    }
-                }
-                RecvState::Body(rx) => match std::task::ready!(rx.poll_message(cx)) {
-                    Ok(Received::Message(m)) => return Poll::Ready(ClientEvent::Message(m)),
-                    Ok(Received::Eof) => {
-                        let end = match std::task::ready!(rx.body.poll_trailers(cx)) {
-                            Ok(Some(t)) => match status_from(&t) {
-                                Some(status) => {
-                                    let md = metadata_from(&t).unwrap_or_default();
-                                    let status = if status.is_ok() {
-                                        status
-                                    } else {
-                                        status.with_metadata(md.clone())
-                                    };
-                                    ClientEvent::End(status, md)
-                                }
-                                None => ClientEvent::End(
-                                    Status::internal("trailers without grpc-status"),
-                                    metadata_from(&t).unwrap_or_default(),
-                                ),
-                            },
-                            Ok(None) => ClientEvent::End(
-                                Status::internal("the server ended the stream without trailers"),
-                                Metadata::new(),
-                            ),
-                            Err(e) => {
-                                ClientEvent::End(status_from_h2(&e, "trailers"), Metadata::new())
-                            }
-                        };
-                        *st = RecvState::Done;
-                        return Poll::Ready(end);
-                    }
+        match &mut *st {
+            RecvState::Waiting(fut) => {
+                let res = match std::task::ready!(Pin::new(fut).poll(cx)) {
+                    Ok(r) => r,
                     Err(e) => {
                         *st = RecvState::Done;
-                        self.cancel_send();
-                        return Poll::Ready(ClientEvent::End(e, Metadata::new()));
+                        return Poll::Ready(ClientEvent::End(
+                            status_from_h2(&e, "call"),
+                            Metadata::new(),
+                        ));
                     }
-                },
-                RecvState::Done => return Poll::Pending,
+                };
+                match self.on_response(res) {
+                    Ok((md, rx)) => {
+                        *st = RecvState::Body(rx);
+                        Poll::Ready(ClientEvent::Header(md))
+                    }
+                    Err(end) => {
+                        *st = RecvState::Done;
+                        self.cancel_send();
+                        Poll::Ready(end)
+                    }
+                }
             }
+            RecvState::Body(rx) => match std::task::ready!(rx.poll_message(cx)) {
+                Ok(Received::Message(m)) => Poll::Ready(ClientEvent::Message(m)),
+                Ok(Received::Eof) => {
+                    let end = match std::task::ready!(rx.body.poll_trailers(cx)) {
+                        Ok(Some(t)) => match status_from(&t) {
+                            Some(status) => {
+                                let md = metadata_from(&t).unwrap_or_default();
+                                let status = if status.is_ok() {
+                                    status
+                                } else {
+                                    status.with_metadata(md.clone())
+                                };
+                                ClientEvent::End(status, md)
+                            }
+                            None => ClientEvent::End(
+                                Status::internal("trailers without grpc-status"),
+                                metadata_from(&t).unwrap_or_default(),
+                            ),
+                        },
+                        Ok(None) => ClientEvent::End(
+                            Status::internal("the server ended the stream without trailers"),
+                            Metadata::new(),
+                        ),
+                        Err(e) => ClientEvent::End(status_from_h2(&e, "trailers"), Metadata::new()),
+                    };
+                    *st = RecvState::Done;
+                    Poll::Ready(end)
+                }
+                Err(e) => {
+                    *st = RecvState::Done;
+                    self.cancel_send();
+                    Poll::Ready(ClientEvent::End(e, Metadata::new()))
+                }
+            },
+            RecvState::Done => Poll::Pending,
         }
     }
 

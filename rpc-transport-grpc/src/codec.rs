@@ -561,7 +561,11 @@ mod tests {
     #[test]
     fn timeouts() {
         assert_eq!(encode_timeout(Duration::from_millis(1500)), "1500000u");
-        assert_eq!(encode_timeout(Duration::from_secs(3600 * 1000)), "60000M");
+        assert_eq!(encode_timeout(Duration::from_secs(3600 * 1000)), "3600000S");
+        assert_eq!(
+            encode_timeout(Duration::from_secs(3600 * 100_000)),
+            "6000000M"
+        );
         assert_eq!(encode_timeout(Duration::from_nanos(5)), "5n");
         assert_eq!(parse_timeout(b"100m").unwrap(), Duration::from_millis(100));
         assert_eq!(parse_timeout(b"2H").unwrap(), Duration::from_secs(7200));

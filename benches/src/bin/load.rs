@@ -7,6 +7,7 @@
 //! * pingpong calls/s: thrift over unary TTHeader (mux) and protobuf over TTHeader Streaming,
 //!   64 calls in flight, with p50/p99 latency;
 //! * stream messages/s: one bidi stream, sender and receiver in separate tasks (pipelined);
+//! * pingpong calls/s and bidi messages/s over gRPC (one h2 connection, same server port);
 //! * the same over the in-process transport, as the framework's own ceiling.
 
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ use examples::{proto, thrift, EchoIdl};
 use rpc_core::serve::Listener;
 use rpc_core::Address;
 use rpc_core::Client;
+use rpc_transport_grpc::{GrpcClient, GrpcClientConfig, GrpcProtocol};
 use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol, UnaryMode};
 use tokio::io::AsyncBufReadExt;
 
@@ -135,6 +137,7 @@ fn row(name: &str, f: &Figures) {
 async fn serve() {
     let h = Listener::new(examples::server())
         .protocol(TtHeaderProtocol::default())
+        .protocol(GrpcProtocol::default())
         .bind("tcp://127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("listen")
@@ -194,6 +197,24 @@ async fn main() {
     if wanted("bidi stream protobuf, messages echoed") {
         let f = stream::<Proto>(proto::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
         row("bidi stream protobuf, messages echoed", &f);
+    }
+    let grpc = || {
+        Client::new(GrpcClient::with_config(
+            addr.clone(),
+            GrpcClientConfig::default().connections(1),
+        ))
+    };
+    if wanted("pingpong protobuf, gRPC") {
+        let f = pingpong::<Proto>(proto::TestServiceClient::new(grpc()), secs).await;
+        row("pingpong protobuf, gRPC", &f);
+    }
+    if wanted("pingpong thrift, gRPC") {
+        let f = pingpong::<Thrift>(thrift::TestServiceClient::new(grpc()), secs).await;
+        row("pingpong thrift, gRPC", &f);
+    }
+    if wanted("bidi stream protobuf, gRPC") {
+        let f = stream::<Proto>(proto::TestServiceClient::new(grpc()), secs).await;
+        row("bidi stream protobuf, gRPC", &f);
     }
 
     let inproc = Client::new(rpc_core::inproc::InProcTransport::new(examples::server()));

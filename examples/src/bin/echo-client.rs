@@ -13,6 +13,7 @@ use examples::check::{self, Mode};
 use examples::idl::{Proto, Thrift};
 use examples::EchoIdl;
 use rpc_core::{Address, Client};
+use rpc_transport_grpc::GrpcClient;
 use rpc_transport_ttheader::TtHeaderClient;
 
 fn usage() -> ExitCode {
@@ -71,16 +72,16 @@ async fn main() -> ExitCode {
             None => return usage(),
         },
     };
-    if protocol != "ttheader" {
-        eprintln!("echo-client: protocol {protocol} is not available yet (ttheader is)");
-        return ExitCode::from(2);
-    }
     if let Address::Shm(_) = url {
         eprintln!("echo-client: the shared-memory transport is not available yet");
         return ExitCode::from(2);
     }
     // A tcp:// host name is resolved at each connect; failures show up as UNAVAILABLE calls.
-    let client = Client::new(TtHeaderClient::new(url));
+    let client = match protocol.as_str() {
+        "ttheader" => Client::new(TtHeaderClient::new(url)),
+        "grpc" => Client::new(GrpcClient::new(url)),
+        _ => return usage(),
+    };
     let ok = match idl.as_str() {
         "thrift" => run::<Thrift>(client, &modes).await,
         "proto" => run::<Proto>(client, &modes).await,

@@ -2,8 +2,8 @@
 //!
 //! Serves the echo service (both IDL flavours) on every listener given and prints one line
 //! `listening <url>` per listener once it accepts connections. Stops gracefully on SIGINT or
-//! SIGTERM. TTHeader unary and TTHeader Streaming share each listener (told apart by the first
-//! bytes of a connection); gRPC and shared memory are not available yet.
+//! SIGTERM. gRPC, TTHeader unary and TTHeader Streaming share each listener (told apart by the
+//! first bytes of a connection: the HTTP/2 preface is gRPC); shared memory is not available yet.
 //!
 //! Limits (defaults: `rpc_core::limits`): `--max-buffered-bytes N` (server-wide budget),
 //! `--max-streams N` (streams or unary calls in flight per connection), `--frame-timeout-ms MS`,
@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use rpc_core::serve::Listener;
 use rpc_core::Address;
+use rpc_transport_grpc::GrpcProtocol;
 use rpc_transport_ttheader::TtHeaderProtocol;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -72,7 +73,9 @@ async fn main() -> ExitCode {
         return usage();
     }
     let server = examples::server_with_limits(limits);
-    let mut listener = Listener::new(server).protocol(TtHeaderProtocol::default());
+    let mut listener = Listener::new(server)
+        .protocol(TtHeaderProtocol::default())
+        .protocol(GrpcProtocol::default());
     for addr in addrs {
         listener = match listener.bind(addr).await {
             Ok(l) => l,

@@ -6,7 +6,8 @@
 //! - [`stream`]: the per-stream state machine ([`StreamState`], [`RecvEvent`]).
 //! - [`thrift_msg`]: Thrift-binary message envelope, payload sniffing, `TApplicationException`.
 //! - [`status`]: Kitex ↔ gRPC code mapping and business status.
-//! - [`mod@detect`]: TTHeader / TTHeader Streaming / HTTP/2 detection on a fresh connection.
+//! - [`mod@detect`]: TTHeader / TTHeader Streaming detection on a fresh connection (other
+//!   protocols, gRPC among them, claim theirs through the serving layer).
 //! - [`keys`]: wire constants.
 //! - [`error`]: typed errors by scope.
 
