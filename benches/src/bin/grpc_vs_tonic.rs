@@ -1,4 +1,6 @@
 //! `cargo run --release -p benches --bin grpc_vs_tonic [-- SECONDS] [--runs N]`
+//! (`BENCH_ONLY=text` runs only the scenarios whose name contains `text`: `unary 4x16`,
+//! `unary 1x64`, `bidi`)
 //!
 //! Our gRPC transport side by side with tonic 0.14 in one run, reported as ratios.
 //!
@@ -552,11 +554,15 @@ fn bench(window: Duration, runs: usize) {
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
         println!("load average before: {}", load.trim());
     }
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let rt = one_worker_runtime();
     // results[scenario][side] = figures per round.
     let mut results = vec![[Vec::new(), Vec::new()]; SCENARIOS.len()];
     for round in 0..runs {
         for (si, scenario) in SCENARIOS.iter().enumerate() {
+            if !scenario.name().contains(only.as_str()) {
+                continue;
+            }
             for (k, side) in [Side::Ours, Side::Tonic].into_iter().enumerate() {
                 let server = ServerProcess::start(side, pinned);
                 let f = rt.block_on(async {
@@ -589,6 +595,9 @@ fn bench(window: Duration, runs: usize) {
     println!("|---|---|---|---|---|---|---|---|---|");
     for (si, scenario) in SCENARIOS.iter().enumerate() {
         let [ours, tonic] = &results[si];
+        if ours.is_empty() {
+            continue;
+        }
         let med = |v: &[Figures], f: &dyn Fn(&Figures) -> Option<f64>| {
             let xs: Vec<f64> = v.iter().filter_map(f).collect();
             (!xs.is_empty()).then(|| median(xs))
