@@ -292,6 +292,7 @@ impl ClientTransport for GrpcClient {
                             send: Mutex::new(ClientSend {
                                 stream,
                                 scratch: BytesMut::new(),
+                                sent: false,
                             }),
                             recv: Mutex::new(RecvState::Waiting(response)),
                             fanout: Fanout::new(),
@@ -318,6 +319,11 @@ impl ClientTransport for GrpcClient {
 struct ClientSend {
     stream: SendStream<Bytes>,
     scratch: BytesMut,
+    /// Whether a message was sent. The first one goes without waiting for window: h2
+    /// assigns a new stream window only once its connection task has opened it, and waiting
+    /// for that costs every unary call a round of task wake-ups; one message buffered ahead
+    /// of the window keeps the bound (a window plus one message).
+    sent: bool,
 }
 
 enum RecvState {
@@ -416,6 +422,9 @@ impl ClientStream {
 impl ClientStreamRaw for ClientStream {
     fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
         let mut s = lock(&self.send);
+        if !s.sent {
+            return Poll::Ready(Ok(()));
+        }
         poll_capacity(&mut s.stream, &self.fanout, cx, len)
     }
 
@@ -424,6 +433,7 @@ impl ClientStreamRaw for ClientStream {
         let mut s = lock(&self.send);
         let s = &mut *s;
         let data = encode(&mut s.scratch, msg, c, self.max_send)?;
+        s.sent = true;
         s.stream
             .send_data(data, false)
             .map_err(|e| status_from_h2(&e, "send"))

@@ -79,10 +79,10 @@ struct State {
 /// # Ok(()) }
 /// ```
 ///
-/// A response header sent while the choice is gzip announces `grpc-encoding: gzip`; messages
-/// sent later follow the current choice through the per-message flag (so one response stream
-/// may mix compressed and plain messages, as the spec allows). If the choice is identity when
-/// the header goes out, later messages are sent plain.
+/// When the client accepts gzip (`grpc-accept-encoding`), the response header announces
+/// `grpc-encoding: gzip` and each message follows the choice current when it is sent, through
+/// its per-message flag (so one response stream may mix compressed and plain messages, as the
+/// spec allows). A client that does not accept gzip gets plain messages whatever the choice.
 ///
 /// **On the client** put a [`Compression`] into the call context's extensions for the whole
 /// call (`ctx.extensions_mut().insert(Compression::Gzip)`, from an interceptor or layer), or

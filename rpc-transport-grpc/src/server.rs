@@ -27,6 +27,11 @@ use crate::config::GrpcServerConfig;
 use crate::headers::{append_metadata, append_status, metadata_from};
 use crate::stream::{encode, lock, poll_capacity, status_from_h2, Fanout, Received, Receiver};
 
+/// Requests taken off a connection before they are handled as one batch (see `serve_conn`):
+/// enough to write the replies of a burst with one syscall, few enough that the first of them
+/// is not held back long.
+const MAX_ACCEPT_BATCH: usize = 64;
+
 /// The HTTP/2 client connection preface (RFC 9113 §3.4): what a gRPC connection starts with.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -190,6 +195,7 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
         activity: activity.clone(),
     };
     let mut draining = false;
+    let mut batch = Vec::new();
     let idle = limits.idle_timeout;
     let idle_sleep = tokio::time::sleep(idle.unwrap_or(std::time::Duration::from_secs(3600)));
     tokio::pin!(idle_sleep);
@@ -201,7 +207,30 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
         tokio::select! {
             biased;
             next = h2conn.accept() => match next {
-                Some(Ok((req, respond))) => conn_ctx.on_request(req, respond),
+                Some(Ok(first)) => {
+                    // Take every request that already arrived before handling any: each
+                    // `accept` polls the connection, which flushes what is queued, so
+                    // handling them one by one would write each reply with its own syscall.
+                    // Handled as a batch, their replies go out together on the next poll.
+                    batch.push(first);
+                    let mut ended = false;
+                    while batch.len() < MAX_ACCEPT_BATCH {
+                        match futures::FutureExt::now_or_never(h2conn.accept()) {
+                            Some(Some(Ok(r))) => batch.push(r),
+                            Some(Some(Err(_)) | None) => {
+                                ended = true;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    for (req, respond) in batch.drain(..) {
+                        conn_ctx.on_request(req, respond);
+                    }
+                    if ended {
+                        break;
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::debug!(peer = %conn_ctx.peer, error = %e, "grpc connection error");
                     break;
@@ -366,10 +395,14 @@ impl ServerStream {
     fn response_header(&self, md: &Metadata, s: &mut SendSide) -> Result<Response<()>, Status> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, self.content_type.clone());
-        let choice = self.compression.send();
-        if choice != Compression::Identity && self.compression.peer_accepts(choice) {
-            s.encoding = Some(choice);
-            headers.insert("grpc-encoding", HeaderValue::from_static(choice.name()));
+        // Announced whenever the client accepts it, so the handler may switch compression on
+        // for any later message; each message says by its flag whether it is compressed.
+        if self.compression.peer_accepts(Compression::Gzip) {
+            s.encoding = Some(Compression::Gzip);
+            headers.insert(
+                "grpc-encoding",
+                HeaderValue::from_static(Compression::Gzip.name()),
+            );
         }
         headers.insert(
             "grpc-accept-encoding",

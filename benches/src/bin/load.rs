@@ -212,6 +212,11 @@ async fn main() {
         let f = pingpong::<Thrift>(thrift::TestServiceClient::new(grpc()), secs).await;
         row("pingpong thrift, gRPC", &f);
     }
+    if wanted("pingpong protobuf, gRPC, 4 connections") {
+        let four = Client::new(GrpcClient::new(addr.clone()));
+        let f = pingpong::<Proto>(proto::TestServiceClient::new(four), secs).await;
+        row("pingpong protobuf, gRPC, 4 connections", &f);
+    }
     if wanted("bidi stream protobuf, gRPC") {
         let f = stream::<Proto>(proto::TestServiceClient::new(grpc()), secs).await;
         row("bidi stream protobuf, gRPC", &f);
