@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rpc_core::{CallOptions, Code, Metadata, Status};
 
-use super::compression::{self, Compression, MessageCompression};
+use super::compression::{call_with, Compression, MessageCompression};
 use super::testing::{
     BoolValue, EchoStatus, Empty, Payload, ResponseParameters, SimpleRequest,
     StreamingInputCallRequest, StreamingOutputCallRequest, StreamingOutputCallResponse,
@@ -53,8 +53,6 @@ pub struct Clients {
     /// `INVALID_ARGUMENT`). On by default, as the description asks; off only for servers that
     /// cannot see compression (grpcio's Python servicers), where the probe cannot fail.
     pub compression_probe: bool,
-    /// Hands a compression handle to the next call opened (see [`compression`]).
-    pub next_call: compression::NextCall,
 }
 
 /// Runs the case `name`, bounded by [`CASE_TIMEOUT`].
@@ -468,28 +466,36 @@ async fn client_compressed_unary(c: &Clients) -> Result<(), String> {
         ..large_request()
     };
     if c.compression_probe {
-        c.next_call.arm(Compression::Identity);
-        let r = c.test.unary_call(probe.clone()).await;
+        let (opts, _) = call_with(Compression::Identity);
+        let r = c.test.unary_call_with(probe.clone(), opts).await;
         expect_code("uncompressed probe", r, Code::InvalidArgument)?;
     }
-    c.next_call.arm(Compression::Gzip);
+    let (opts, _) = call_with(Compression::Gzip);
     let res = c
         .test
-        .unary_call(probe)
+        .unary_call_with(probe, opts)
         .await
         .map_err(|s| failed("compressed UnaryCall", &s))?;
-    check_zeros("compressed UnaryCall", res.payload.as_ref(), 314_159)?;
+    check_zeros(
+        "compressed UnaryCall",
+        res.get_ref().payload.as_ref(),
+        314_159,
+    )?;
     let plain = SimpleRequest {
         expect_compressed: bool_value(false),
         ..large_request()
     };
-    c.next_call.arm(Compression::Identity);
+    let (opts, _) = call_with(Compression::Identity);
     let res = c
         .test
-        .unary_call(plain)
+        .unary_call_with(plain, opts)
         .await
         .map_err(|s| failed("uncompressed UnaryCall", &s))?;
-    check_zeros("uncompressed UnaryCall", res.payload.as_ref(), 314_159)
+    check_zeros(
+        "uncompressed UnaryCall",
+        res.get_ref().payload.as_ref(),
+        314_159,
+    )
 }
 
 async fn client_compressed_streaming(c: &Clients) -> Result<(), String> {
@@ -498,10 +504,10 @@ async fn client_compressed_streaming(c: &Clients) -> Result<(), String> {
         payload: zeros(27_182),
     };
     if c.compression_probe {
-        c.next_call.arm(Compression::Identity);
+        let (opts, _) = call_with(Compression::Identity);
         let mut call = c
             .test
-            .streaming_input_call()
+            .streaming_input_call_with(opts)
             .await
             .map_err(|s| failed("StreamingInputCall", &s))?;
         // The server may reject the probe before our half-close lands; the outcome is the
@@ -513,10 +519,10 @@ async fn client_compressed_streaming(c: &Clients) -> Result<(), String> {
             Code::InvalidArgument,
         )?;
     }
-    let handle = c.next_call.arm(Compression::Gzip);
+    let (opts, handle) = call_with(Compression::Gzip);
     let mut call = c
         .test
-        .streaming_input_call()
+        .streaming_input_call_with(opts)
         .await
         .map_err(|s| failed("StreamingInputCall", &s))?;
     call.send(probe)
@@ -550,13 +556,13 @@ async fn server_compressed_unary(c: &Clients) -> Result<(), String> {
             ..large_request()
         };
         let what = format!("UnaryCall response_compressed={on}");
-        let handle = c.next_call.arm(Compression::Identity);
+        let (opts, handle) = call_with(Compression::Identity);
         let res = c
             .test
-            .unary_call(req)
+            .unary_call_with(req, opts)
             .await
             .map_err(|s| failed(&what, &s))?;
-        check_zeros(&what, res.payload.as_ref(), 314_159)?;
+        check_zeros(&what, res.get_ref().payload.as_ref(), 314_159)?;
         check_flag(&what, &handle, on)?;
     }
     Ok(())
@@ -579,10 +585,10 @@ async fn server_compressed_streaming(c: &Clients) -> Result<(), String> {
         ],
         ..Default::default()
     };
-    let handle = c.next_call.arm(Compression::Identity);
+    let (opts, handle) = call_with(Compression::Identity);
     let mut call = c
         .test
-        .streaming_output_call(req)
+        .streaming_output_call_with(req, opts)
         .await
         .map_err(|s| failed("StreamingOutputCall", &s))?;
     for (i, (size, compressed)) in sizes.into_iter().zip([true, false]).enumerate() {

@@ -102,21 +102,18 @@ pub fn connect(
     use super::testing::{TestServiceClient, UnimplementedServiceClient};
     use rpc_core::Connect;
     let address = address.to_string();
-    let next_call = super::compression::NextCall::default();
-    let builder = match transport {
+    let client = match transport {
         Transport::TtHeader => {
-            rpc_core::Client::builder(rpc_transport_ttheader::TtHeaderClient::connect(&address)?)
+            rpc_core::Client::new(rpc_transport_ttheader::TtHeaderClient::connect(&address)?)
         }
         Transport::Grpc => {
-            rpc_core::Client::builder(rpc_transport_grpc::GrpcClient::connect(&address)?)
+            rpc_core::Client::new(rpc_transport_grpc::GrpcClient::connect(&address)?)
         }
     };
-    let client = builder.interceptor(next_call.interceptor()).build();
     Ok(super::cases::Clients {
         test: TestServiceClient::new(client.clone()),
         unimplemented: UnimplementedServiceClient::new(client),
         compression_probe,
-        next_call,
     })
 }
 

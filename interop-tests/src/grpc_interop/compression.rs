@@ -7,14 +7,9 @@
 //! every request as uncompressed and its choices are ignored, so the compression cases fail
 //! over them, as they should.
 //!
-//! A client call takes its handle from the call context's extensions. `CallOptions` carries no
-//! extensions, so the interop client hands a handle to the next call it opens through
-//! [`NextCall`], which its interceptor moves into that call's context. The interop client
-//! opens one call at a time, so "the next call" is unambiguous.
+//! A client call takes its handle from its `CallOptions` extensions ([`call_with`]).
 
-use std::sync::{Arc, Mutex, PoisonError};
-
-use rpc_core::{CallContext, ServerContext, Status};
+use rpc_core::{CallOptions, ServerContext};
 pub use rpc_transport_grpc::{Compression, MessageCompression};
 
 /// Whether the request message the handler received last arrived compressed. `false` when the
@@ -36,27 +31,9 @@ pub fn compress_responses(ctx: &ServerContext, on: bool) {
     }
 }
 
-/// The compression handle the next call a client opens gets (see the module docs).
-#[derive(Debug, Clone, Default)]
-pub struct NextCall(Arc<Mutex<Option<MessageCompression>>>);
-
-impl NextCall {
-    /// The next call sends its messages with `send` (changeable through the returned handle,
-    /// which also reports whether responses arrived compressed).
-    pub fn arm(&self, send: Compression) -> MessageCompression {
-        let handle = MessageCompression::new(send);
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle.clone());
-        handle
-    }
-
-    /// The client interceptor that moves an armed handle into the call it runs for.
-    pub fn interceptor(&self) -> impl Fn(&mut CallContext) -> Result<(), Status> + Send + Sync {
-        let slot = self.0.clone();
-        move |ctx| {
-            if let Some(h) = slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
-                ctx.extensions_mut().insert(h);
-            }
-            Ok(())
-        }
-    }
+/// Call options whose call sends its messages with `send` (changeable between messages through
+/// the returned handle, which also records whether responses arrived compressed).
+pub fn call_with(send: Compression) -> (CallOptions, MessageCompression) {
+    let handle = MessageCompression::new(send);
+    (CallOptions::new().extension(handle.clone()), handle)
 }
