@@ -1,5 +1,5 @@
-//! Interop tests of our TTHeader transport against a peer we did not write:
-//! [volo-thrift](https://github.com/cloudwego/volo), CloudWeGo's Rust Thrift framework.
+//! Interop tests against peers we did not write: [volo-thrift](https://github.com/cloudwego/volo),
+//! CloudWeGo's Rust Thrift framework (TTHeader), and grpcio (the gRPC interop suite).
 //!
 //! ```sh
 //! cargo test -p interop-tests
