@@ -29,7 +29,7 @@
 //! summary gives medians over the rounds (`--runs`, default 3) of: calls or messages per
 //! second (completed inside the window / its length), p50 and p99 latency (unary), and the
 //! server process's CPU time per call or message (`utime + stime` from `/proc/<pid>/stat`
-//! over the window). Ratios are ours / tonic within each round, then the median.
+//! over the window), and the client's (this process's, same source). Ratios are ours / tonic within each round, then the median.
 
 #![forbid(unsafe_code)]
 
@@ -117,6 +117,7 @@ struct Figures {
     p50: Option<Duration>,
     p99: Option<Duration>,
     server_cpu: Option<Duration>,
+    client_cpu: Option<Duration>,
 }
 
 fn one_worker_runtime() -> tokio::runtime::Runtime {
@@ -413,12 +414,14 @@ async fn unary(callers: Vec<Caller>, window: Duration, server: &ServerProcess) -
     }
     tokio::time::sleep(WARM_UP).await;
     let cpu0 = server.cpu();
+    let own0 = cpu_time(std::process::id());
     let t0 = Instant::now();
     measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(window).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = t0.elapsed();
     let cpu1 = server.cpu();
+    let own1 = cpu_time(std::process::id());
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.expect("caller task"));
@@ -434,6 +437,7 @@ async fn unary(callers: Vec<Caller>, window: Duration, server: &ServerProcess) -
         p50: pct(0.50),
         p99: pct(0.99),
         server_cpu: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a) / n),
+        client_cpu: own0.zip(own1).map(|(a, b)| b.saturating_sub(a) / n),
     }
 }
 
@@ -498,12 +502,14 @@ async fn bidi(side: Side, addr: SocketAddr, window: Duration, server: &ServerPro
     };
     tokio::time::sleep(WARM_UP).await;
     let cpu0 = server.cpu();
+    let own0 = cpu_time(std::process::id());
     let n0 = received.load(Ordering::Relaxed);
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
     let n = received.load(Ordering::Relaxed) - n0;
     let elapsed = t0.elapsed();
     let cpu1 = server.cpu();
+    let own1 = cpu_time(std::process::id());
     stop.store(true, Ordering::Relaxed);
     let _ = tokio::time::timeout(Duration::from_secs(5), sender).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), receiver).await;
@@ -513,6 +519,7 @@ async fn bidi(side: Side, addr: SocketAddr, window: Duration, server: &ServerPro
         p50: None,
         p99: None,
         server_cpu: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a) / per),
+        client_cpu: own0.zip(own1).map(|(a, b)| b.saturating_sub(a) / per),
     }
 }
 
@@ -575,7 +582,7 @@ fn bench(window: Duration, runs: usize) {
                     }
                 });
                 println!(
-                    "round {} {:<14} {:<5} {:>10.0}/s p50 {:>7} µs p99 {:>7} µs server {:>6} µs/op",
+                    "round {} {:<14} {:<5} {:>10.0}/s p50 {:>7} µs p99 {:>7} µs server {:>6} µs/op client {:>6} µs/op",
                     round + 1,
                     scenario.name(),
                     side.name(),
@@ -583,6 +590,7 @@ fn bench(window: Duration, runs: usize) {
                     fmt(us(f.p50), 0),
                     fmt(us(f.p99), 0),
                     fmt(us(f.server_cpu), 2),
+                    fmt(us(f.client_cpu), 2),
                 );
                 results[si][k].push(f);
                 drop(server);
@@ -591,8 +599,8 @@ fn bench(window: Duration, runs: usize) {
     }
 
     println!();
-    println!("| scenario | side | ops/s | p50 µs | p99 µs | server CPU µs/op | ops/s ratio | p99 ratio | CPU ratio |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| scenario | side | ops/s | p50 µs | p99 µs | server CPU µs/op | client CPU µs/op | ops/s ratio | p99 ratio | server CPU ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (si, scenario) in SCENARIOS.iter().enumerate() {
         let [ours, tonic] = &results[si];
         if ours.is_empty() {
@@ -615,6 +623,7 @@ fn bench(window: Duration, runs: usize) {
         let p50 = |f: &Figures| us(f.p50);
         let p99 = |f: &Figures| us(f.p99);
         let cpu = |f: &Figures| us(f.server_cpu);
+        let client_cpu = |f: &Figures| us(f.client_cpu);
         for (side, v) in [("ours", ours), ("tonic", tonic)] {
             let ratios = if side == "ours" {
                 format!(
@@ -627,12 +636,13 @@ fn bench(window: Duration, runs: usize) {
                 "| |".into()
             };
             println!(
-                "| {} | {side} | {} | {} | {} | {} | {ratios} |",
+                "| {} | {side} | {} | {} | {} | {} | {} | {ratios} |",
                 scenario.name(),
                 fmt(med(v, &per_sec), 0),
                 fmt(med(v, &p50), 0),
                 fmt(med(v, &p99), 0),
                 fmt(med(v, &cpu), 2),
+                fmt(med(v, &client_cpu), 2),
             );
         }
     }
