@@ -598,3 +598,47 @@ async fn keepalive_detects_a_dead_peer() {
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// `ServerLimits::idle_timeout`: a connection with no stream for that long gets GOAWAY and is
+/// closed; one with a stream open is left alone.
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let server = Server::builder()
+        .limits(rpc_core::ServerLimits::default().idle_timeout(Some(Duration::from_millis(300))))
+        .add_service(TestServiceServer::new(Probe::default()))
+        .build();
+    let running = Listener::new(server)
+        .protocol(GrpcProtocol::default())
+        .bind("tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .start();
+    let addr = running.local_addrs()[0].clone();
+    let sock = tokio::net::TcpStream::connect(addr.socket_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut send, conn) = h2::client::handshake(sock).await.unwrap();
+    let closed = tokio::spawn(conn);
+    // One call, then silence.
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://localhost/echo.TestService/PingPong")
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    let (res, mut body) = send.send_request(req, false).unwrap();
+    body.send_data(Bytes::from(prefixed(&req_msg("idle"))), true)
+        .unwrap();
+    assert_eq!(res.await.unwrap().status(), 200);
+    let started = Instant::now();
+    tokio::time::timeout(WAIT, closed)
+        .await
+        .expect("the idle connection is closed")
+        .unwrap()
+        .ok();
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+fn req_msg(m: &str) -> Vec<u8> {
+    req(m).encode_to_vec()
+}

@@ -23,7 +23,7 @@ use crate::codec::{
 use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::{GrpcClientConfig, USER_AGENT as OUR_USER_AGENT};
 use crate::headers::{append_metadata, metadata_from, status_from};
-use crate::stream::{encode, lock, poll_capacity, status_from_h2, Fanout, Received, Receiver};
+use crate::stream::{encode, lock, poll_capacity, status_from_h2, Received, Receiver};
 
 /// A gRPC client transport: calls to one endpoint (`tcp://HOST:PORT` or `unix:///path`)
 /// spread round-robin over [`GrpcClientConfig::connections`] HTTP/2 connections, each made on
@@ -271,47 +271,41 @@ impl ClientTransport for GrpcClient {
             Ok(r) => r,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let mut req = Some(req);
-        let ctx = ctx.clone();
+        let single = !ctx.method().mode.client_streams();
         Box::pin(async move {
             let first = inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
             // One retry on a fresh connection when the pooled one turned out dead or going
-            // away before the stream was opened (nothing was sent, so this is safe).
-            for attempt in 0..2 {
-                let mut conn = inner.conn(first).await?;
-                let ready = poll_fn(|cx| conn.send.poll_ready(cx)).await;
-                let request = match req.take() {
-                    Some(r) => r,
-                    None => inner.request(&ctx, encoding)?,
-                };
-                let opened = ready.and_then(|()| conn.send.send_request(request, false));
-                match opened {
-                    Ok((response, stream)) => {
-                        let recv_compression = per_message.clone().unwrap_or_default();
-                        return Ok(Arc::new(ClientStream {
-                            send: Mutex::new(ClientSend {
-                                stream,
-                                scratch: BytesMut::new(),
-                                sent: false,
-                            }),
-                            recv: Mutex::new(RecvState::Waiting(response)),
-                            fanout: Fanout::new(),
-                            per_message,
-                            fixed: encoding,
-                            max_send: inner.cfg.max_send_message,
-                            max_recv: inner.cfg.max_recv_message,
-                            recv_compression,
-                        }) as Arc<dyn ClientStreamRaw>);
-                    }
-                    Err(e) => {
-                        conn.dead.store(true, Ordering::Release);
-                        if attempt == 1 || e.reason().is_some() && !e.is_go_away() {
-                            return Err(status_from_h2(&e, "open stream"));
-                        }
-                    }
+            // away before the stream could be opened (the request is still unsent).
+            let mut conn = inner.conn(first).await?;
+            if let Err(e) = poll_fn(|cx| conn.send.poll_ready(cx)).await {
+                conn.dead.store(true, Ordering::Release);
+                if e.reason().is_some() && !e.is_go_away() {
+                    return Err(status_from_h2(&e, "open stream"));
                 }
+                conn = inner.conn(first).await?;
+                poll_fn(|cx| conn.send.poll_ready(cx))
+                    .await
+                    .map_err(|e| status_from_h2(&e, "open stream"))?;
             }
-            Err(Status::unavailable("could not open a stream"))
+            let (response, stream) = conn.send.send_request(req, false).map_err(|e| {
+                conn.dead.store(true, Ordering::Release);
+                status_from_h2(&e, "open stream")
+            })?;
+            let recv_compression = per_message.clone().unwrap_or_default();
+            Ok(Arc::new(ClientStream {
+                send: Mutex::new(ClientSend {
+                    stream,
+                    scratch: BytesMut::new(),
+                    single,
+                    sent: false,
+                }),
+                recv: Mutex::new(RecvState::Waiting(response)),
+                per_message,
+                fixed: encoding,
+                max_send: inner.cfg.max_send_message,
+                max_recv: inner.cfg.max_recv_message,
+                recv_compression,
+            }) as Arc<dyn ClientStreamRaw>)
         })
     }
 }
@@ -319,6 +313,10 @@ impl ClientTransport for GrpcClient {
 struct ClientSend {
     stream: SendStream<Bytes>,
     scratch: BytesMut,
+    /// The method sends exactly one message and then half-closes (pingpong, server
+    /// streaming: the core always does `send` then `close_send`), so the message carries
+    /// END_STREAM itself: one DATA frame and one wake-up of the connection task fewer per call.
+    single: bool,
     /// Whether a message was sent. The first one goes without waiting for window: h2
     /// assigns a new stream window only once its connection task has opened it, and waiting
     /// for that costs every unary call a round of task wake-ups; one message buffered ahead
@@ -339,7 +337,6 @@ enum RecvState {
 struct ClientStream {
     send: Mutex<ClientSend>,
     recv: Mutex<RecvState>,
-    fanout: Fanout,
     per_message: Option<MessageCompression>,
     /// The compression announced in the request header.
     fixed: Option<Compression>,
@@ -425,7 +422,9 @@ impl ClientStreamRaw for ClientStream {
         if !s.sent {
             return Poll::Ready(Ok(()));
         }
-        poll_capacity(&mut s.stream, &self.fanout, cx, len)
+        // Only the sending half polls the send stream (the receiving half polls the response
+        // and body), so its waker slot needs no fan-out.
+        poll_capacity(&mut s.stream, None, cx, len)
     }
 
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
@@ -434,8 +433,9 @@ impl ClientStreamRaw for ClientStream {
         let s = &mut *s;
         let data = encode(&mut s.scratch, msg, c, self.max_send)?;
         s.sent = true;
+        let end = s.single;
         s.stream
-            .send_data(data, false)
+            .send_data(data, end)
             .map_err(|e| status_from_h2(&e, "send"))
     }
 
@@ -444,7 +444,11 @@ impl ClientStreamRaw for ClientStream {
         // RST_STREAM(NO_ERROR), as gRPC servers do when they finish before the client's
         // END_STREAM): there is nothing left to half-close, and the end the server sent is
         // what `poll_event` reports.
-        if let Err(e) = lock(&self.send).stream.send_data(Bytes::new(), true) {
+        let mut s = lock(&self.send);
+        if s.single && s.sent {
+            return Ok(()); // the message carried END_STREAM
+        }
+        if let Err(e) = s.stream.send_data(Bytes::new(), true) {
             tracing::trace!(error = %e, "grpc: close_send on an ended stream");
         }
         Ok(())

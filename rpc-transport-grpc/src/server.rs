@@ -495,7 +495,7 @@ impl ServerStreamRaw for ServerStream {
     fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
         let mut s = lock(&self.send);
         match s.stream.as_mut() {
-            Some(stream) => poll_capacity(stream, &self.fanout, cx, len),
+            Some(stream) => poll_capacity(stream, Some(&self.fanout), cx, len),
             // The header goes first; the first message may follow it into h2's buffer.
             None => Poll::Ready(Ok(())),
         }

@@ -46,32 +46,30 @@ pub(crate) fn status_from_h2(e: &h2::Error, what: &str) -> Status {
 }
 
 /// Waker fan-out for a primitive polled from two tasks (h2's `poll_capacity` and `poll_reset`
-/// share one waker slot).
-pub(crate) struct Fanout {
-    set: Arc<Mutex<WakerSet>>,
-    waker: Waker,
-}
+/// share one waker slot). Allocated on first use: a unary call answered at once never needs it.
+pub(crate) struct Fanout(std::sync::OnceLock<(Arc<Mutex<WakerSet>>, Waker)>);
 
 impl Fanout {
-    pub(crate) fn new() -> Fanout {
-        let set = Arc::new(Mutex::new(WakerSet::new()));
-        Fanout {
-            waker: fanout_waker(set.clone()),
-            set,
-        }
+    pub(crate) const fn new() -> Fanout {
+        Fanout(std::sync::OnceLock::new())
     }
 
     /// Registers the calling task and returns the shared waker to poll the primitive with.
     pub(crate) fn register(&self, cx: &Context<'_>) -> &Waker {
-        lock(&self.set).register(cx);
-        &self.waker
+        let (set, waker) = self.0.get_or_init(|| {
+            let set = Arc::new(Mutex::new(WakerSet::new()));
+            (set.clone(), fanout_waker(set))
+        });
+        lock(set).register(cx);
+        waker
     }
 }
 
-/// Waits until `stream` may take a message of `len` bytes (see [`SEND_READY_CHUNK`]).
+/// Waits until `stream` may take a message of `len` bytes (see [`SEND_READY_CHUNK`]). `fanout`
+/// when another task may poll the stream's reset at the same time (server side).
 pub(crate) fn poll_capacity(
     stream: &mut SendStream<Bytes>,
-    fanout: &Fanout,
+    fanout: Option<&Fanout>,
     cx: &mut Context<'_>,
     len: usize,
 ) -> Poll<Result<(), Status>> {
@@ -82,8 +80,11 @@ pub(crate) fn poll_capacity(
         if stream.capacity() >= enough {
             return Poll::Ready(Ok(()));
         }
-        let waker = fanout.register(cx);
-        match stream.poll_capacity(&mut Context::from_waker(waker)) {
+        let polled = match fanout {
+            Some(f) => stream.poll_capacity(&mut Context::from_waker(f.register(cx))),
+            None => stream.poll_capacity(cx),
+        };
+        match polled {
             Poll::Ready(Some(Ok(_))) => continue,
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(status_from_h2(&e, "send"))),
             Poll::Ready(None) => return Poll::Ready(Err(Status::unavailable("stream closed"))),

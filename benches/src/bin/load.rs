@@ -26,7 +26,13 @@ use rpc_transport_grpc::{GrpcClient, GrpcClientConfig, GrpcProtocol};
 use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol, UnaryMode};
 use tokio::io::AsyncBufReadExt;
 
-const CONCURRENCY: usize = 64;
+/// Calls in flight (`LOAD_CONCURRENCY` overrides).
+fn concurrency() -> usize {
+    std::env::var("LOAD_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
 
 fn payload() -> String {
     "x".repeat(100)
@@ -41,7 +47,7 @@ struct Figures {
 async fn pingpong<I: EchoIdl>(client: I::Client, secs: f64) -> Figures {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
+    for _ in 0..concurrency() {
         let client = client.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
