@@ -475,6 +475,19 @@ async fn wire_details_seen_by_a_raw_http2_client() {
         .await;
     assert_eq!(headers["grpc-status"], "13");
 
+    // Thrift over gRPC: routed by content-type, answered in the same content-type (the
+    // Probe hosts only the protobuf flavour, so the thrift method is unknown).
+    let (headers, _, _) = h
+        .call_ct(
+            "/echo.TestService/PingPong",
+            "application/grpc+thrift",
+            &[],
+            &body,
+        )
+        .await;
+    assert_eq!(headers["content-type"], "application/grpc+thrift");
+    assert_eq!(headers["grpc-status"], "12");
+
     // Not gRPC at all: HTTP 415.
     let (headers, _, _) = h
         .call_ct("/echo.TestService/PingPong", "text/plain", &[], &body)
@@ -641,4 +654,71 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
 
 fn req_msg(m: &str) -> Vec<u8> {
     req(m).encode_to_vec()
+}
+
+/// `ServerLimits::max_buffered_bytes` covers partly received messages: many streams each
+/// trickling a large message cannot make the server hold more than the budget (plus a small
+/// reserve per stream); the streams above their reserve fail with RESOURCE_EXHAUSTED while a
+/// small call still works.
+#[tokio::test]
+async fn partial_messages_are_charged_to_the_server_budget() {
+    const BUDGET: usize = 4 << 20;
+    let server = Server::builder()
+        .limits(rpc_core::ServerLimits::default().max_buffered_bytes(BUDGET))
+        .add_service(TestServiceServer::new(Probe::default()))
+        .build();
+    let budget = server.byte_budget().clone();
+    let running = Listener::new(server)
+        .protocol(GrpcProtocol::default())
+        .bind("tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .start();
+    let addr = running.local_addrs()[0].clone();
+    let raw = RawClient::connect(&addr).await;
+    let mut streams = Vec::new();
+    let mut responses = Vec::new();
+    for _ in 0..16 {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("http://localhost/echo.TestService/EchoClient")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let mut send = raw.send.clone().ready().await.unwrap();
+        let (res, mut body) = send.send_request(req, false).unwrap();
+        // A prefix claiming 4 MiB, then 1 MiB of it (one stream window), never the rest.
+        let mut chunk = vec![0u8, 0, 0x40, 0, 0];
+        chunk.resize(1 << 20, b'x');
+        body.send_data(Bytes::from(chunk), false).unwrap();
+        streams.push(body);
+        responses.push(res);
+    }
+    // The streams under budget wait for the rest of their message (never sent); the others
+    // answer RESOURCE_EXHAUSTED.
+    let answers = futures::future::join_all(responses.into_iter().map(|res| async move {
+        let res = tokio::time::timeout(Duration::from_millis(1500), res)
+            .await
+            .ok()?
+            .ok()?;
+        let (parts, mut body) = res.into_parts();
+        Some(match parts.headers.get("grpc-status") {
+            Some(s) => s.clone(),
+            None => {
+                while body.data().await.is_some() {}
+                body.trailers().await.ok()??["grpc-status"].clone()
+            }
+        })
+    }))
+    .await;
+    let exhausted = answers.iter().flatten().filter(|s| *s == "8").count();
+    assert!(
+        budget.used() <= BUDGET + 16 * (128 << 10),
+        "{} bytes held",
+        budget.used()
+    );
+    assert!(exhausted >= 8, "only {exhausted} streams were cut");
+    let c = client(&addr);
+    assert_eq!(c.ping_pong(req("small")).await.unwrap().message, "small");
+    drop(streams);
 }

@@ -192,7 +192,7 @@ impl Inner {
                     }
                 },
                 _ => {
-                    let _ = conn.await;
+                    let _ = crate::stream::Batched::new(conn).await;
                 }
             }
             dead2.store(true, Ordering::Release);

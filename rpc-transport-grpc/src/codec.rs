@@ -122,8 +122,9 @@ impl MessageDecoder {
             }
             let take = need.min(self.head.len());
             if self.partial.len() == PREFIX_LEN {
-                // The length is known and checked: reserve the body once.
-                self.partial.reserve(need);
+                // The length is known and checked; reserve what the first chunk brings, not
+                // the whole claimed length (memory follows the bytes that really arrive).
+                self.partial.reserve(need.min(self.head.len()));
             }
             self.partial.extend_from_slice(&self.head[..take]);
             self.head.advance(take);

@@ -206,7 +206,7 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
     loop {
         tokio::select! {
             biased;
-            next = h2conn.accept() => match next {
+            next = crate::stream::Batched::new(Box::pin(h2conn.accept())) => match next {
                 Some(Ok(first)) => {
                     // Take every request that already arrived before handling any: each
                     // `accept` polls the connection, which flushes what is queued, so
@@ -339,12 +339,15 @@ impl ConnCtx {
                 scratch: BytesMut::new(),
                 encoding: None,
             }),
-            recv: Mutex::new(Receiver::new(
-                body,
-                self.cfg.max_recv_message,
-                encoding,
-                Some(compression.clone()),
-            )),
+            recv: Mutex::new(
+                Receiver::new(
+                    body,
+                    self.cfg.max_recv_message,
+                    encoding,
+                    Some(compression.clone()),
+                )
+                .with_budget(self.server.byte_budget().clone()),
+            ),
             fanout: Fanout::new(),
             compression: compression.clone(),
             content_type: ct,

@@ -2,12 +2,15 @@
 //! encoding a message into a DATA payload, receiving messages with flow control released as
 //! the application reads, and h2 errors as statuses.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use h2::{RecvStream, SendStream};
 use rpc_core::codec::Encodable;
+use rpc_core::limits::ByteBudget;
 use rpc_core::transport::waker::{fanout_waker, WakerSet};
 use rpc_core::{Code, Status};
 
@@ -145,7 +148,42 @@ pub(crate) struct Receiver {
     pub(crate) decoder: MessageDecoder,
     pub(crate) eof: bool,
     pub(crate) compression: Option<MessageCompression>,
+    /// Server side: the server-wide byte budget, charged with what the decoder holds.
+    pub(crate) budget: Option<Charge>,
 }
+
+/// Bytes a server stream's decoder holds (a partly received message), charged to the
+/// server-wide budget (`ServerLimits::max_buffered_bytes`) until released.
+pub(crate) struct Charge {
+    budget: Arc<ByteBudget>,
+    charged: usize,
+}
+
+impl Charge {
+    pub(crate) fn new(budget: Arc<ByteBudget>) -> Charge {
+        Charge { budget, charged: 0 }
+    }
+
+    fn set(&mut self, n: usize) {
+        if n > self.charged {
+            self.budget.charge(n - self.charged);
+        } else if n < self.charged {
+            self.budget.release(self.charged - n);
+        }
+        self.charged = n;
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
+/// What one server stream may hold of a partial message while the server-wide budget is
+/// used up: a stream above it fails with `RESOURCE_EXHAUSTED` instead of taking more, so
+/// streams of small messages keep working while a flood of large partial messages is cut.
+pub(crate) const STREAM_RESERVE: usize = 64 * 1024;
 
 /// What [`Receiver::poll_message`] yields.
 pub(crate) enum Received {
@@ -166,10 +204,30 @@ impl Receiver {
             decoder: MessageDecoder::new(max, encoding),
             eof: false,
             compression,
+            budget: None,
+        }
+    }
+
+    /// Charges what the decoder holds to `budget` (server side).
+    pub(crate) fn with_budget(mut self, budget: Arc<ByteBudget>) -> Receiver {
+        self.budget = Some(Charge::new(budget));
+        self
+    }
+
+    fn recharge(&mut self) {
+        let held = self.decoder.buffered();
+        if let Some(c) = &mut self.budget {
+            c.set(held);
         }
     }
 
     pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, Status>> {
+        let r = self.poll_message_inner(cx);
+        self.recharge();
+        r
+    }
+
+    fn poll_message_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, Status>> {
         loop {
             if let Some(m) = self.decoder.next_message()? {
                 if let Some(c) = &self.compression {
@@ -180,6 +238,14 @@ impl Receiver {
             if self.eof {
                 self.decoder.finish_stream()?;
                 return Poll::Ready(Ok(Received::Eof));
+            }
+            if let Some(c) = &self.budget {
+                if c.budget.is_exhausted() && self.decoder.buffered() > STREAM_RESERVE {
+                    return Poll::Ready(Err(Status::new(
+                        Code::ResourceExhausted,
+                        "the server's buffer budget is used up; this stream holds a large partial message",
+                    )));
+                }
             }
             match self.body.poll_data(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
@@ -193,5 +259,38 @@ impl Receiver {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+/// Polls a future (an h2 connection, or the server's `accept`) one scheduler round after it
+/// was woken: streams of other tasks
+/// that are ready to run queue their frames first, so one poll writes them together (h2
+/// flushes on every poll of its connection; polled at each wake-up under load it writes a
+/// few frames per syscall).
+pub(crate) struct Batched<F> {
+    inner: F,
+    yielded: bool,
+}
+
+impl<F> Batched<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        Batched {
+            inner,
+            yielded: false,
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for Batched<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if !self.yielded {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
+        Pin::new(&mut self.inner).poll(cx)
     }
 }
