@@ -1,0 +1,414 @@
+//! The gRPC interop suite against grpcio (gRPC C-core, through its Python binding), both ways,
+//! plus our client against our server:
+//!
+//! * **ours → grpcio**: our `interop-client` (all 18 cases) against `python/interop.py server`;
+//! * **grpcio → ours**: `python/interop.py client` (all 18 cases) against our `interop-server`;
+//! * **ours → ours**: our `interop-client` against our `interop-server`, over gRPC.
+//!
+//! The test installs grpcio itself: a virtualenv under cargo's target tmp dir
+//! (`target/tmp/grpcio-<version>`, reused while its pins match; delete it to reinstall) with
+//! pinned `grpcio`, `grpcio-tools` and `protobuf` from PyPI, and the Python stubs generated
+//! from the protos in `proto/grpc/testing` with `grpc_tools.protoc` into a fresh temporary
+//! directory. It needs `python3` with the `venv` module (Debian: `python3-venv`) and network
+//! access to PyPI on the first run.
+//!
+//! Every process is started on a free port, waited for by its "ready" line (never by a
+//! sleep), bounded by a timeout, and killed when the test ends, pass or fail.
+//!
+//! # What grpcio cannot do, and what is asserted instead
+//!
+//! grpcio hides the per-message compressed flag and `grpc-encoding` from Python servicers
+//! (see `_check_compressed` in `interop.py`), so its server cannot implement the
+//! CompressedRequest feature: it accepts the *uncompressed* feature probe of
+//! `client_compressed_unary` / `client_compressed_streaming`, which the descriptions require a
+//! server to reject with `INVALID_ARGUMENT`. Against it, our client therefore must report
+//! exactly these two cases as failed, for exactly that reason (asserted), and the cases must
+//! pass with the probe step skipped (`--compression_probe=false`): grpcio decoded our gzip
+//! requests and our plain ones. The probe step itself is asserted against a server that can
+//! see compression: ours (grpcio → ours and ours → ours). Every other case, and all 18 of
+//! grpcio's client against our server, must pass outright.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The grpcio release the suite runs against, and the tools and protobuf matching it.
+const PINS: [&str; 3] = ["grpcio==1.85.3", "grpcio-tools==1.85.1", "protobuf==7.36.2"];
+
+/// Creating the virtualenv and installing the pins (a download on the first run).
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Generating the stubs, and a server printing its ready line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// One interop client run (18 cases of a few milliseconds each; 30 s per case at most).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The 18 cases, as `interop-client --test_case` and `interop.py` name them.
+const CASES: [&str; 18] = [
+    "empty_unary",
+    "large_unary",
+    "client_streaming",
+    "server_streaming",
+    "ping_pong",
+    "empty_stream",
+    "custom_metadata",
+    "status_code_and_message",
+    "special_status_message",
+    "unimplemented_method",
+    "unimplemented_service",
+    "cancel_after_begin",
+    "cancel_after_first_response",
+    "timeout_on_sleeping_server",
+    "client_compressed_unary",
+    "client_compressed_streaming",
+    "server_compressed_unary",
+    "server_compressed_streaming",
+];
+
+/// The cases whose feature probe grpcio's server cannot fail (see the module docs).
+const PROBED: [&str; 2] = ["client_compressed_unary", "client_compressed_streaming"];
+
+/// Why our client fails [`PROBED`] against grpcio: the probe was accepted.
+const PROBE_ACCEPTED: &str = "uncompressed probe: succeeded, want InvalidArgument";
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `cmd` to completion within `limit`, killing it on timeout; returns its status and
+/// output.
+async fn run(mut cmd: Command, limit: Duration, what: &str) -> (ExitStatus, String, String) {
+    cmd.kill_on_drop(true)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(Ok(out)) => (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ),
+        Ok(Err(e)) => panic!("{what}: {e}"),
+        Err(_) => panic!("{what}: did not finish within {limit:?}"),
+    }
+}
+
+/// Runs `cmd` and panics with its output unless it succeeds.
+async fn run_ok(cmd: Command, limit: Duration, what: &str) {
+    let (status, out, err) = run(cmd, limit, what).await;
+    assert!(status.success(), "{what} failed ({status}):\n{out}\n{err}");
+}
+
+/// The grpcio peer: a virtualenv with the pins, and a directory with `interop.py` and its
+/// generated stubs (removed on drop).
+struct Grpcio {
+    python: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Grpcio {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Grpcio {
+    async fn install() -> Grpcio {
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let venv = tmp.join("grpcio-1.85.3");
+        let python = venv.join("bin").join("python");
+        let marker = venv.join("installed");
+        let pins = PINS.join(" ");
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(pins.as_str()) {
+            let _ = std::fs::remove_dir_all(&venv);
+            let mut cmd = Command::new("python3");
+            cmd.args(["-m", "venv"]).arg(&venv);
+            run_ok(
+                cmd,
+                INSTALL_TIMEOUT,
+                "python3 -m venv (needs python3 with venv; Debian: python3-venv)",
+            )
+            .await;
+            let mut cmd = Command::new(&python);
+            cmd.args(["-m", "pip", "install", "--quiet", "--no-input"])
+                .args(PINS)
+                .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+            run_ok(cmd, INSTALL_TIMEOUT, "pip install grpcio grpcio-tools").await;
+            std::fs::write(&marker, &pins).expect("write the venv marker");
+        }
+
+        let dir = tmp.join(format!("grpcio-stubs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the stubs dir");
+        let grpcio = Grpcio { python, dir };
+        let protos = crate_dir().join("proto/grpc/testing");
+        let mut cmd = Command::new(&grpcio.python);
+        cmd.args(["-m", "grpc_tools.protoc"])
+            .arg("-I")
+            .arg(&protos)
+            .arg(format!("--python_out={}", grpcio.dir.display()))
+            .arg(format!("--grpc_python_out={}", grpcio.dir.display()))
+            .args(["empty.proto", "messages.proto", "test.proto"]);
+        run_ok(cmd, START_TIMEOUT, "grpc_tools.protoc").await;
+        std::fs::copy(
+            crate_dir().join("python/interop.py"),
+            grpcio.dir.join("interop.py"),
+        )
+        .expect("copy interop.py");
+        grpcio
+    }
+
+    fn interop(&self) -> Command {
+        let mut cmd = Command::new(&self.python);
+        cmd.current_dir(&self.dir)
+            .arg("interop.py")
+            .env("PYTHONUNBUFFERED", "1");
+        cmd
+    }
+}
+
+/// A server process, killed on drop.
+struct Server {
+    _child: Child,
+    port: u16,
+}
+
+/// Starts `cmd` and waits (bounded) for the stdout line `ready` finds the port in.
+async fn start_server(mut cmd: Command, ready: impl Fn(&str) -> Option<u16>, what: &str) -> Server {
+    let mut child = cmd
+        .kill_on_drop(true)
+        .stdin(Stdio::piped()) // our server stops when it closes
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let port = tokio::time::timeout(START_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.ok().flatten() {
+            if let Some(port) = ready(&line) {
+                return Some(port);
+            }
+        }
+        None
+    })
+    .await;
+    let port = match port {
+        Ok(Some(p)) => p,
+        Ok(None) => panic!("{what} exited before it was ready"),
+        Err(_) => panic!("{what} not ready within {START_TIMEOUT:?}"),
+    };
+    // Keep draining its stdout so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Server {
+        _child: child,
+        port,
+    }
+}
+
+/// A port nobody listens on right now, for `interop.py server --port`.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn start_grpcio_server(grpcio: &Grpcio) -> Server {
+    let port = free_port();
+    let mut cmd = grpcio.interop();
+    cmd.arg("server").arg(format!("--port={port}"));
+    start_server(
+        cmd,
+        move |line| line.contains("interop server on").then_some(port),
+        "interop.py server",
+    )
+    .await
+}
+
+async fn start_our_server() -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_interop-server"));
+    cmd.args(["--port=0", "--host=127.0.0.1", "--stop_on_stdin_eof=true"]);
+    start_server(
+        cmd,
+        |line| {
+            line.strip_prefix("listening tcp://")
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+        },
+        "interop-server",
+    )
+    .await
+}
+
+/// One client run: exit status, and per case `Ok(())` or `Err(why)`.
+struct Outcome {
+    status: ExitStatus,
+    cases: BTreeMap<String, Result<(), String>>,
+    output: String,
+}
+
+async fn run_client(mut cmd: Command, what: &str) -> Outcome {
+    let (status, out, err) = run(
+        {
+            cmd.env("PYTHONUNBUFFERED", "1");
+            cmd
+        },
+        CLIENT_TIMEOUT,
+        what,
+    )
+    .await;
+    let mut cases = BTreeMap::new();
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("PASS ") {
+            let name = rest.split_whitespace().next().unwrap_or_default();
+            cases.insert(name.to_owned(), Ok(()));
+        } else if let Some(rest) = line.strip_prefix("FAIL ") {
+            let (name, why) = rest.split_once(": ").unwrap_or((rest, ""));
+            cases.insert(name.to_owned(), Err(why.to_owned()));
+        }
+    }
+    Outcome {
+        status,
+        cases,
+        output: format!("{out}{err}"),
+    }
+}
+
+fn our_client(port: u16, cases: &[&str], probe: bool) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_interop-client"));
+    cmd.args([
+        "--server_host=127.0.0.1",
+        &format!("--server_port={port}"),
+        &format!("--test_case={}", cases.join(",")),
+        "--use_tls=false",
+        &format!("--compression_probe={probe}"),
+    ]);
+    cmd
+}
+
+fn assert_all_passed(o: &Outcome, what: &str) {
+    for case in CASES {
+        match o.cases.get(case) {
+            Some(Ok(())) => {}
+            Some(Err(why)) => panic!("{what}: {case} failed: {why}\n{}", o.output),
+            None => panic!("{what}: {case} did not run\n{}", o.output),
+        }
+    }
+    assert!(
+        o.status.success(),
+        "{what}: exit {}\n{}",
+        o.status,
+        o.output
+    );
+}
+
+fn cell(o: &Outcome, case: &str) -> &'static str {
+    match o.cases.get(case) {
+        Some(Ok(())) => "pass",
+        Some(Err(_)) => "FAIL",
+        None => "-",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_both_directions_and_ours_against_ours() {
+    let grpcio = Grpcio::install().await;
+
+    // grpcio → ours: all 18 pass.
+    let ours = start_our_server().await;
+    let mut cmd = grpcio.interop();
+    cmd.args([
+        "client",
+        "--server_host=127.0.0.1",
+        &format!("--server_port={}", ours.port),
+        &format!("--test_case={}", CASES.join(",")),
+    ]);
+    let from_grpcio = run_client(cmd, "interop.py client → interop-server").await;
+
+    // ours → ours (gRPC): all 18 pass, probes included.
+    let ours_ours = run_client(
+        our_client(ours.port, &CASES, true),
+        "interop-client → interop-server",
+    )
+    .await;
+    drop(ours);
+
+    // ours → grpcio: all 18 with the probes, then the probed cases without them.
+    let py = start_grpcio_server(&grpcio).await;
+    let to_grpcio = run_client(
+        our_client(py.port, &CASES, true),
+        "interop-client → interop.py server",
+    )
+    .await;
+    let to_grpcio_no_probe = run_client(
+        our_client(py.port, &PROBED, false),
+        "interop-client --compression_probe=false → interop.py server",
+    )
+    .await;
+    drop(py);
+
+    // The table first, so a failure below still shows the whole picture.
+    println!("| case | ours → grpcio | grpcio → ours | ours → ours |");
+    println!("|---|---|---|---|");
+    for case in CASES {
+        let to = if PROBED.contains(&case) {
+            match (to_grpcio.cases.get(case), cell(&to_grpcio_no_probe, case)) {
+                (Some(Err(why)), "pass") if why == PROBE_ACCEPTED => "pass (probe n/a¹)",
+                _ => "FAIL",
+            }
+        } else {
+            cell(&to_grpcio, case)
+        };
+        println!(
+            "| {case} | {to} | {} | {} |",
+            cell(&from_grpcio, case),
+            cell(&ours_ours, case)
+        );
+    }
+    println!(
+        "\n¹ grpcio's Python servicer cannot see compression, so it accepts the uncompressed \
+         probe; the compressed and uncompressed calls pass (probe skipped), and the probe is \
+         checked against our server in the other two columns."
+    );
+
+    assert_all_passed(&from_grpcio, "grpcio client → our server");
+    assert_all_passed(&ours_ours, "our client → our server");
+    for case in CASES {
+        let got = to_grpcio.cases.get(case);
+        if PROBED.contains(&case) {
+            assert_eq!(
+                got,
+                Some(&Err(PROBE_ACCEPTED.to_owned())),
+                "our client → grpcio: {case} should fail only at the probe\n{}",
+                to_grpcio.output
+            );
+        } else {
+            assert_eq!(
+                got,
+                Some(&Ok(())),
+                "our client → grpcio: {case}\n{}",
+                to_grpcio.output
+            );
+        }
+    }
+    assert!(
+        !to_grpcio.status.success(),
+        "two cases failed, exit must be non-zero"
+    );
+    for case in PROBED {
+        assert_eq!(
+            to_grpcio_no_probe.cases.get(case),
+            Some(&Ok(())),
+            "our client → grpcio without probe: {case}\n{}",
+            to_grpcio_no_probe.output
+        );
+    }
+    assert!(to_grpcio_no_probe.status.success());
+}
