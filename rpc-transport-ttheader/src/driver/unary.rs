@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rpc_core::codec::Encodable;
-use rpc_core::limits::{ByteBudget, ServerLimits};
+use rpc_core::limits::ByteBudget;
+
+use super::conn::ReadTimeouts;
 use rpc_core::transport::waker::{register, wake};
 use rpc_core::transport::{ClientEvent, ClientStreamRaw, Finish, IncomingStream, ServerStreamRaw};
 use rpc_core::{CallContext, Code, Error, Metadata, Mode, PayloadKind, Peer, Server, Status};
@@ -355,7 +357,14 @@ impl ClientStreamRaw for UnaryClient {
             kind: MessageType::Call,
             seq_id: seq,
         };
-        lock(&conn.pending).insert(seq, self.call.clone());
+        {
+            let mut pending = lock(&conn.pending);
+            pending.insert(seq, self.call.clone());
+            if pending.len() == 1 {
+                // The reader may sit in an idle read: its silence clock starts now.
+                conn.life.reader().notify_one();
+            }
+        }
         let max = conn.limits.max_frame_size;
         let written = conn.write.append(|buf| {
             write_packet(buf, &packet, conn.framing, &header, max, |b| msg.encode(b))
@@ -725,6 +734,15 @@ impl Connection for UnaryConn {
         conn::decode_packets(buf, &self.limits, |_| true, |p| self.on_reply(p))
     }
 
+    fn read_timeouts(&self) -> ReadTimeouts {
+        // Plain connections idle out by the pool's sweeper, which reserves them first.
+        self.limits.client_timeouts(self.mode == UnaryMode::Mux)
+    }
+
+    fn is_idle(&self) -> bool {
+        lock(&self.pending).is_empty()
+    }
+
     fn fail(&self, status: Status) {
         UnaryConn::fail(self, status);
     }
@@ -750,8 +768,8 @@ impl Connection for UnaryServerConn {
         )
     }
 
-    fn server_limits(&self) -> Option<&ServerLimits> {
-        Some(self.server.limits())
+    fn read_timeouts(&self) -> ReadTimeouts {
+        ReadTimeouts::server(self.server.limits())
     }
 
     fn budget(&self) -> Option<&Arc<ByteBudget>> {

@@ -249,9 +249,9 @@ impl<S: FrameSink> Session<S> {
         lock(&self.streams).len()
     }
 
-    /// Server side with no open stream (the reader's idle clock runs).
+    /// No open stream (the reader's idle clock runs).
     pub fn is_idle(&self) -> bool {
-        self.server.is_some() && self.stream_count() == 0
+        self.stream_count() == 0
     }
 
     pub(crate) fn lifecycle(&self) -> &Lifecycle {
@@ -423,8 +423,8 @@ impl<S: FrameSink> Session<S> {
         if streams.is_empty() {
             drop(streams);
             self.life.became_idle();
-            // The reader starts the idle clock (server side).
-            if removed && self.server.is_some() {
+            // The reader starts the idle clock.
+            if removed {
                 self.life.reader().notify_one();
             }
         }
@@ -519,7 +519,15 @@ impl<S: FrameSink> Session<S> {
             ctx.timeout().map(timeout_ms),
         );
         let stream = Stream::new(self, id, method.name.to_owned(), protocol, sm);
-        lock(&self.streams).insert(id, stream.clone());
+        let first = {
+            let mut streams = lock(&self.streams);
+            streams.insert(id, stream.clone());
+            streams.len() == 1
+        };
+        if first {
+            // The reader may sit in an idle read: its silence clock starts now.
+            self.life.reader().notify_one();
+        }
         match self.sink.append_frame(&header) {
             Ok(()) => Ok(Arc::new(ClientHandle(stream))),
             Err(e) => {
