@@ -3,6 +3,9 @@
 //! certificates, server-name verification, and plain/TLS mismatches failing fast. Every
 //! certificate is generated here with rcgen.
 
+mod support;
+
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -312,4 +315,64 @@ async fn plain_and_tls_mismatches_fail_fast() {
     .unwrap();
     tls_running.shutdown(Duration::from_secs(1)).await;
     plain_running.shutdown(Duration::from_secs(1)).await;
+}
+
+/// `echo-server --tls-cert --tls-key --tls-client-ca` and `echo-client --tls-ca --tls-cert
+/// --tls-key` as separate processes: mTLS passes with the client certificate, fails without.
+#[test]
+fn echo_binaries_speak_mtls() {
+    let p = pki();
+    let dir = std::env::temp_dir().join(format!("rpc-tls-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, body: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        path.display().to_string()
+    };
+    let (ca, cert, key) = (
+        file("ca.pem", &p.ca_pem),
+        file("server.pem", &p.server_cert),
+        file("server.key", &p.server_key),
+    );
+    let (ccert, ckey) = (
+        file("client.pem", &p.client_cert),
+        file("client.key", &p.client_key),
+    );
+    let (mut child, urls, _lines) = support::spawn_echo_server(
+        &[
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+        ],
+        1,
+    );
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_echo-client"))
+            .args(["--connect", &urls[0], "--idl", "proto", "--tls-ca", &ca])
+            .args(extra)
+            .output()
+            .expect("run echo-client");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = run(&["--tls-cert", &ccert, "--tls-key", &ckey]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        4,
+        "{out}"
+    );
+    let (ok, out) = run(&[]);
+    assert!(!ok, "no client certificate must fail:\n{out}");
+    assert!(out.contains("UNAVAILABLE"), "{out}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }

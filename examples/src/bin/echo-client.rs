@@ -4,20 +4,27 @@
 //! Checks the echo contract against a server: runs the chosen modes, verifies every response,
 //! prints `ok <mode> <n> messages <time>` or `FAIL <mode> <why>` per mode, and exits 0 only if
 //! all passed.
+//!
+//! TLS: `--tls-ca ca.pem [--tls-cert c.pem --tls-key c.key] [--tls-server-name NAME]` connects
+//! over TLS, verifying the server's certificate against `ca.pem` and the address's host (or
+//! NAME), presenting a client certificate when given (mTLS).
 
 #![forbid(unsafe_code)]
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use examples::check::{self, Mode};
 use examples::idl::{Proto, Thrift};
 use examples::EchoIdl;
+use rpc_core::net::TlsClientConfig;
 use rpc_core::{Address, Client};
 use rpc_transport_ttheader::TtHeaderClient;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo-client --connect URL [--idl thrift|proto] [--mode all|pingpong|client|server|bidi] [--protocol ttheader|grpc]"
+        "usage: echo-client --connect URL [--idl thrift|proto] [--mode all|pingpong|client|server|bidi] [--protocol ttheader|grpc]\n\
+         \x20      [--tls-ca ca.pem [--tls-cert c.pem --tls-key c.key] [--tls-server-name NAME]]"
     );
     ExitCode::from(2)
 }
@@ -46,6 +53,7 @@ async fn main() -> ExitCode {
         "all".to_owned(),
         "ttheader".to_owned(),
     );
+    let (mut tls_ca, mut tls_cert, mut tls_key, mut tls_name) = (None, None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let Some(v) = args.next() else { return usage() };
@@ -60,6 +68,10 @@ async fn main() -> ExitCode {
             "--idl" => idl = v,
             "--mode" => mode = v,
             "--protocol" => protocol = v,
+            "--tls-ca" => tls_ca = Some(v),
+            "--tls-cert" => tls_cert = Some(v),
+            "--tls-key" => tls_key = Some(v),
+            "--tls-server-name" => tls_name = Some(v),
             _ => return usage(),
         }
     }
@@ -80,7 +92,28 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     // A tcp:// host name is resolved at each connect; failures show up as UNAVAILABLE calls.
-    let client = Client::new(TtHeaderClient::new(url));
+    let mut builder = TtHeaderClient::builder(url);
+    if let Some(ca) = tls_ca {
+        let identity = match (&tls_cert, &tls_key) {
+            (Some(c), Some(k)) => Some((Path::new(c), Path::new(k))),
+            (None, None) => None,
+            _ => return usage(),
+        };
+        let tls = TlsClientConfig::from_pem_files(ca, identity).and_then(|t| match &tls_name {
+            Some(n) => t.server_name(n),
+            None => Ok(t),
+        });
+        match tls {
+            Ok(t) => builder = builder.tls(t),
+            Err(e) => {
+                eprintln!("echo-client: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else if tls_cert.is_some() || tls_key.is_some() || tls_name.is_some() {
+        return usage();
+    }
+    let client = Client::new(builder.build());
     let ok = match idl.as_str() {
         "thrift" => run::<Thrift>(client, &modes).await,
         "proto" => run::<Proto>(client, &modes).await,

@@ -8,12 +8,19 @@
 //! Limits (defaults: `rpc_core::limits`): `--max-buffered-bytes N` (server-wide budget),
 //! `--max-streams N` (streams or unary calls in flight per connection), `--frame-timeout-ms MS`,
 //! `--idle-timeout-ms MS` (0: never).
+//!
+//! TLS: `--tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem]` serves every `tcp://`
+//! listener over TLS (the protocols are detected inside it; ALPN `h2` offered, clients without
+//! ALPN accepted); with a client CA, client certificates are required (mTLS). Unix sockets
+//! stay plain.
 
 #![forbid(unsafe_code)]
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use rpc_core::net::TlsServerConfig;
 use rpc_core::serve::Listener;
 use rpc_core::Address;
 use rpc_transport_ttheader::TtHeaderProtocol;
@@ -25,7 +32,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 fn usage() -> ExitCode {
     eprintln!(
         "usage: echo-server --listen URL [--listen URL ...]   (URL: tcp://HOST:PORT, unix:///path)\n\
-         \x20      [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]"
+         \x20      [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]\n\
+         \x20      [--tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem]]"
     );
     ExitCode::from(2)
 }
@@ -33,6 +41,7 @@ fn usage() -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut addrs = Vec::new();
+    let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
     let mut limits = rpc_core::limits::ServerLimits::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -58,6 +67,9 @@ async fn main() -> ExitCode {
             _ => {}
         }
         match (a.as_str(), next) {
+            ("--tls-cert", Some(v)) => tls_cert = Some(v),
+            ("--tls-key", Some(v)) => tls_key = Some(v),
+            ("--tls-client-ca", Some(v)) => tls_client_ca = Some(v),
             ("--listen", Some(v)) => match v.parse::<Address>() {
                 Ok(u) => addrs.push(u),
                 Err(e) => {
@@ -71,10 +83,31 @@ async fn main() -> ExitCode {
     if addrs.is_empty() {
         return usage();
     }
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => {
+            match TlsServerConfig::from_pem_files(
+                cert,
+                key,
+                tls_client_ca.as_deref().map(Path::new),
+            ) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("echo-server: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        (None, None) if tls_client_ca.is_none() => None,
+        _ => return usage(),
+    };
     let server = examples::server_with_limits(limits);
     let mut listener = Listener::new(server).protocol(TtHeaderProtocol::default());
     for addr in addrs {
-        listener = match listener.bind(addr).await {
+        let bound = match (&tls, &addr) {
+            (Some(tls), Address::Tcp { .. }) => listener.bind_tls(addr, tls.clone()).await,
+            _ => listener.bind(addr).await,
+        };
+        listener = match bound {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("echo-server: {e}");

@@ -219,6 +219,7 @@ impl Stats {
 pub(crate) struct Counted {
     stats: std::sync::Arc<Stats>,
     which: fn(&Stats) -> &AtomicUsize,
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl Counted {
@@ -227,13 +228,21 @@ impl Counted {
         Counted {
             stats: stats.clone(),
             which,
+            released: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Stops counting before the object is dropped (a lost connection a pool still holds).
+    pub(crate) fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            (self.which)(&self.stats).fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        (self.which)(&self.stats).fetch_sub(1, Ordering::AcqRel);
+        self.release();
     }
 }
 

@@ -117,7 +117,7 @@ pub(crate) struct UnaryConn {
     /// Plain mode: the pool's signal that a connection came free (or died).
     freed: Option<Arc<Notify>>,
     stats: Arc<Stats>,
-    _counted: Counted,
+    counted: Counted,
 }
 
 impl UnaryConn {
@@ -142,7 +142,7 @@ impl UnaryConn {
             released_at: Mutex::new(Instant::now()),
             freed,
             stats: stats.clone(),
-            _counted: Counted::new(stats, |s| &s.connections),
+            counted: Counted::new(stats, |s| &s.connections),
         });
         conn::start(&conn, io, BytesMut::with_capacity(8 * 1024));
         conn
@@ -195,6 +195,7 @@ impl UnaryConn {
             return;
         }
         self.write.close();
+        self.counted.release();
         if let Some(f) = &self.freed {
             // Its slot in the pool is free for a new connection.
             f.notify_one();

@@ -175,7 +175,7 @@ pub struct Session<S: FrameSink> {
     server: Option<Server>,
     /// Server side: the server-wide budget received and queued bytes are charged to.
     budget: Option<Arc<ByteBudget>>,
-    _counted: Counted,
+    counted: Counted,
 }
 
 impl<S: FrameSink> std::fmt::Debug for Session<S> {
@@ -215,7 +215,7 @@ impl<S: FrameSink> Session<S> {
             stats: stats.clone(),
             server,
             budget,
-            _counted: Counted::new(stats, |s| &s.connections),
+            counted: Counted::new(stats, |s| &s.connections),
         })
     }
 
@@ -286,6 +286,7 @@ impl<S: FrameSink> Session<S> {
             tracing::debug!(role = ?self.role, peer = ?self.peer, %status, "ttstream connection closed");
         }
         self.sink.close();
+        self.counted.release();
         let streams: Vec<_> = lock(&self.streams).drain().map(|(_, s)| s).collect();
         let code = match self.role {
             Role::Client => kitex_code::TRANSPORT_CLOSING,
