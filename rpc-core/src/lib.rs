@@ -20,6 +20,8 @@
 //!   (TTHeader, gRPC, ...) on TCP and Unix addresses, with connection limits and graceful
 //!   shutdown.
 //! * [`limits`] — [`ServerLimits`]: what a peer can make a server hold.
+//! * [`observe`] — a tracing span per call on both sides, W3C trace context in metadata,
+//!   metrics through the `metrics` facade.
 //!
 //! # Example
 //!
@@ -75,6 +77,7 @@ pub mod limits;
 pub mod metadata;
 pub mod middleware;
 pub mod net;
+pub mod observe;
 mod route;
 pub mod serve;
 pub mod server;

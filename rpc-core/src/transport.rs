@@ -230,6 +230,11 @@ pub trait ClientTransport: Send + Sync + 'static {
         &self,
         ctx: &CallContext,
     ) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>>;
+
+    /// The `rpc.system` the client's spans and metrics name (`ttheader`, `grpc`, ...).
+    fn rpc_system(&self) -> &'static str {
+        "unknown"
+    }
 }
 
 /// A stream a server transport accepted, before routing.
@@ -249,6 +254,8 @@ pub struct IncomingStream {
     pub peer: Option<Peer>,
     /// The payload kind, when the protocol tells (routing picks the matching flavour).
     pub payload: Option<PayloadKind>,
+    /// The `rpc.system` the server's spans and metrics name (`ttheader`, `grpc`, ...).
+    pub rpc_system: &'static str,
 }
 
 impl IncomingStream {
@@ -261,7 +268,14 @@ impl IncomingStream {
             deadline: None,
             peer: None,
             payload: None,
+            rpc_system: "unknown",
         }
+    }
+
+    /// Sets the `rpc.system` name (the transport's: `ttheader`, `grpc`, ...).
+    pub fn with_rpc_system(mut self, system: &'static str) -> Self {
+        self.rpc_system = system;
+        self
     }
 
     /// Sets the payload kind.

@@ -500,6 +500,8 @@ async fn serve_conn(
         }
     };
     let protocol = shared.protocols[chosen].clone();
+    // Counts the connection as open for its protocol while it is served (metrics enabled).
+    let _counted = crate::observe::ConnGauge::open(protocol.name());
     protocol
         .serve(Accepted {
             io,

@@ -350,6 +350,10 @@ impl rpc_core::Connect for TtHeaderClient {
 }
 
 impl ClientTransport for TtHeaderClient {
+    fn rpc_system(&self) -> &'static str {
+        "ttheader"
+    }
+
     fn open(
         &self,
         ctx: &CallContext,

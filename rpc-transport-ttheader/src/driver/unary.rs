@@ -629,6 +629,7 @@ impl UnaryServerConn {
         let body = packet.payload.slice(msg.body_at..);
         // Already routed: `dispatch_route` does not need the names again (no allocation).
         let incoming = IncomingStream::new(String::new(), String::new())
+            .with_rpc_system("ttheader")
             .with_metadata(metadata_of(&packet.headers))
             .with_deadline(deadline)
             .with_peer(self.peer.clone())

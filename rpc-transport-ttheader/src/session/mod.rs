@@ -482,6 +482,7 @@ impl<S: FrameSink> Session<S> {
         lock(&self.streams).insert(id, stream.clone());
         // Already routed: `dispatch_route` does not need the names again (no allocation).
         let incoming = IncomingStream::new(String::new(), String::new())
+            .with_rpc_system("ttheader")
             .with_metadata(metadata)
             .with_deadline(deadline)
             .with_peer(self.peer.clone())
