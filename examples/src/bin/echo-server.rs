@@ -13,6 +13,9 @@
 //! listener over TLS (the protocols are detected inside it; ALPN `h2` offered, clients without
 //! ALPN accepted); with a client CA, client certificates are required (mTLS). Unix sockets
 //! stay plain.
+//!
+//! Metrics: `--metrics HOST:PORT` serves every call's metrics (`rpc_core::observe`) in the
+//! Prometheus text format at `http://HOST:PORT/metrics` and prints `metrics <addr>`.
 
 #![forbid(unsafe_code)]
 
@@ -33,7 +36,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: echo-server --listen URL [--listen URL ...]   (URL: tcp://HOST:PORT, unix:///path)\n\
          \x20      [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]\n\
-         \x20      [--tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem]]"
+         \x20      [--tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem]] [--metrics HOST:PORT]"
     );
     ExitCode::from(2)
 }
@@ -42,6 +45,7 @@ fn usage() -> ExitCode {
 async fn main() -> ExitCode {
     let mut addrs = Vec::new();
     let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
+    let mut metrics_addr = None;
     let mut limits = rpc_core::limits::ServerLimits::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -67,6 +71,13 @@ async fn main() -> ExitCode {
             _ => {}
         }
         match (a.as_str(), next) {
+            ("--metrics", Some(v)) => match v.parse::<std::net::SocketAddr>() {
+                Ok(a) => metrics_addr = Some(a),
+                Err(e) => {
+                    eprintln!("echo-server: --metrics {v}: {e}");
+                    return usage();
+                }
+            },
             ("--tls-cert", Some(v)) => tls_cert = Some(v),
             ("--tls-key", Some(v)) => tls_key = Some(v),
             ("--tls-client-ca", Some(v)) => tls_client_ca = Some(v),
@@ -100,7 +111,26 @@ async fn main() -> ExitCode {
         (None, None) if tls_client_ca.is_none() => None,
         _ => return usage(),
     };
+    // The recorder goes in before the server exists, so every handle registers with it.
+    let metrics = match metrics_addr.map(|a| examples::metrics_http::install().map(|h| (a, h))) {
+        Some(Err(e)) => {
+            eprintln!("echo-server: metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+        Some(Ok(m)) => Some(m),
+        None => None,
+    };
     let server = examples::server_with_limits(limits);
+    let mut metrics_bound = None;
+    if let Some((addr, handle)) = metrics {
+        match examples::metrics_http::serve(addr, handle, server.clone()).await {
+            Ok(bound) => metrics_bound = Some(bound),
+            Err(e) => {
+                eprintln!("echo-server: metrics on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let mut listener = Listener::new(server).protocol(TtHeaderProtocol::default());
     for addr in addrs {
         let bound = match (&tls, &addr) {
@@ -118,6 +148,9 @@ async fn main() -> ExitCode {
     let running = listener.start();
     for addr in running.local_addrs() {
         println!("listening {addr}");
+    }
+    if let Some(bound) = metrics_bound {
+        println!("metrics {bound}");
     }
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
