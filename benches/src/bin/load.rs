@@ -164,7 +164,7 @@ async fn serve() {
     let addr = "tcp://127.0.0.1:0".parse().expect("addr");
     let listener = match std::env::var("LOAD_TLS_PEMS") {
         Ok(pems) => {
-            let mut parts = pems.split('\u{0}');
+            let mut parts = pems.split("\n--CUT--\n");
             let (cert, key) = (parts.next().expect("cert"), parts.next().expect("key"));
             let tls = rpc_core::net::TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes())
                 .expect("tls");
@@ -193,7 +193,7 @@ async fn main() {
     let pems = tls_pems();
     let mut server = Command::new(std::env::current_exe().expect("exe"));
     if let Some((_, cert, key)) = &pems {
-        server.env("LOAD_TLS_PEMS", format!("{cert}\u{0}{key}"));
+        server.env("LOAD_TLS_PEMS", format!("{cert}\n--CUT--\n{key}"));
     }
     let client_tls = pems.as_ref().map(|(ca, _, _)| {
         rpc_core::net::TlsClientConfig::from_ca_pem(ca.as_bytes()).expect("client tls")
