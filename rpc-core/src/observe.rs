@@ -33,18 +33,18 @@
 //! application installed its `metrics` recorder): the per-method handles are registered once
 //! and reused, so a call costs a few atomic adds and one histogram record.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::context::{CallContext, MethodDesc};
+use crate::context::{CallContext, MethodDesc, Mode};
 use crate::status::{Code, Status};
 
 /// The metadata key of the W3C trace context (<https://www.w3.org/TR/trace-context/>).
@@ -294,50 +294,70 @@ struct MethodMetrics {
     msgs_received: metrics::Counter,
     bytes_sent: metrics::Counter,
     bytes_received: metrics::Counter,
-    per_stream: metrics::Histogram,
+    /// Only for modes where the count varies.
+    per_stream: Option<metrics::Histogram>,
     /// By status code: finished counter and duration histogram, registered on first use.
     by_code: [OnceLock<(metrics::Counter, metrics::Histogram)>; 17],
 }
 
 type MetricsKey = (usize, Side, &'static str);
 
+/// The handles of `method` on `side`: registered once per process (and leaked: one small
+/// value per method, side and transport, for the life of the process), then found through a
+/// per-thread cache, so a call touches no shared lock or reference count to find them.
 fn method_metrics(
     method: &'static MethodDesc,
     side: Side,
     system: &'static str,
-) -> Arc<MethodMetrics> {
-    static MAP: OnceLock<RwLock<HashMap<MetricsKey, Arc<MethodMetrics>>>> = OnceLock::new();
-    let map = MAP.get_or_init(Default::default);
-    let key = (std::ptr::from_ref(method) as usize, side, system);
-    if let Some(m) = map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return m.clone();
+) -> &'static MethodMetrics {
+    static MAP: OnceLock<Mutex<HashMap<MetricsKey, &'static MethodMetrics>>> = OnceLock::new();
+    thread_local! {
+        static CACHE: RefCell<HashMap<MetricsKey, &'static MethodMetrics>> =
+            RefCell::new(HashMap::new());
     }
-    let labels = [
-        ("rpc_system", system),
-        ("rpc_service", method.full_service),
-        ("rpc_method", method.name),
-    ];
-    let s = side as usize;
-    let m = Arc::new(MethodMetrics {
-        labels,
-        side: s,
-        started: metrics::counter!(names::STARTED[s], &labels),
-        in_flight: metrics::gauge!(names::IN_FLIGHT[s], &labels),
-        msgs_sent: metrics::counter!(names::MSGS_SENT[s], &labels),
-        msgs_received: metrics::counter!(names::MSGS_RECEIVED[s], &labels),
-        bytes_sent: metrics::counter!(names::BYTES_SENT[s], &labels),
-        bytes_received: metrics::counter!(names::BYTES_RECEIVED[s], &labels),
-        per_stream: metrics::histogram!(names::MSGS_PER_STREAM[s], &labels),
-        by_code: Default::default(),
-    });
-    map.write()
+    let key = (std::ptr::from_ref(method) as usize, side, system);
+    if let Some(m) = CACHE.with(|c| c.borrow().get(&key).copied()) {
+        return m;
+    }
+    let map = MAP.get_or_init(Default::default);
+    let m = *map
+        .lock()
         .unwrap_or_else(|e| e.into_inner())
         .entry(key)
-        .or_insert(m)
-        .clone()
+        .or_insert_with(|| Box::leak(Box::new(MethodMetrics::register(method, side, system))));
+    CACHE.with(|c| c.borrow_mut().insert(key, m));
+    m
 }
 
 impl MethodMetrics {
+    fn register(method: &'static MethodDesc, side: Side, system: &'static str) -> MethodMetrics {
+        let labels = [
+            ("rpc_system", system),
+            ("rpc_service", method.full_service),
+            ("rpc_method", method.name),
+        ];
+        let s = side as usize;
+        // Requests per RPC of a pingpong or server-streaming method, responses per RPC of a
+        // pingpong or client-streaming one: always 1, not worth a histogram record per call.
+        let varies = match (side, method.mode) {
+            (_, Mode::Bidi) => true,
+            (Side::Server, Mode::ClientStreaming) | (Side::Client, Mode::ServerStreaming) => true,
+            _ => false,
+        };
+        MethodMetrics {
+            labels,
+            side: s,
+            started: metrics::counter!(names::STARTED[s], &labels),
+            in_flight: metrics::gauge!(names::IN_FLIGHT[s], &labels),
+            msgs_sent: metrics::counter!(names::MSGS_SENT[s], &labels),
+            msgs_received: metrics::counter!(names::MSGS_RECEIVED[s], &labels),
+            bytes_sent: metrics::counter!(names::BYTES_SENT[s], &labels),
+            bytes_received: metrics::counter!(names::BYTES_RECEIVED[s], &labels),
+            per_stream: varies.then(|| metrics::histogram!(names::MSGS_PER_STREAM[s], &labels)),
+            by_code: Default::default(),
+        }
+    }
+
     fn finished(&self, code: Code) -> &(metrics::Counter, metrics::Histogram) {
         let i = (code as usize).min(16);
         self.by_code[i].get_or_init(|| {
@@ -414,7 +434,7 @@ pub(crate) struct CallObserver(Option<Box<Active>>);
 struct Active {
     side: Side,
     span: tracing::Span,
-    metrics: Option<Arc<MethodMetrics>>,
+    metrics: Option<&'static MethodMetrics>,
     start: Instant,
     trace: Option<TraceContext>,
     msgs_sent: AtomicU64,
@@ -539,7 +559,7 @@ impl CallObserver {
     fn start(
         side: Side,
         span: tracing::Span,
-        metrics: Option<Arc<MethodMetrics>>,
+        metrics: Option<&'static MethodMetrics>,
         trace: Option<TraceContext>,
     ) -> CallObserver {
         if let Some(m) = &metrics {
@@ -609,11 +629,19 @@ impl CallObserver {
             let (finished, duration) = m.finished(code);
             finished.increment(1);
             duration.record(elapsed.as_secs_f64());
-            m.msgs_sent.increment(ms);
-            m.msgs_received.increment(mr);
-            m.bytes_sent.increment(bs);
-            m.bytes_received.increment(br);
-            m.per_stream.record(mr as f64);
+            for (c, n) in [
+                (&m.msgs_sent, ms),
+                (&m.msgs_received, mr),
+                (&m.bytes_sent, bs),
+                (&m.bytes_received, br),
+            ] {
+                if n > 0 {
+                    c.increment(n);
+                }
+            }
+            if let Some(h) = &m.per_stream {
+                h.record(mr as f64);
+            }
         }
         if a.span.is_disabled() {
             return;
