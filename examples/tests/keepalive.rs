@@ -175,3 +175,29 @@ async fn idle_client_connections_close_and_the_next_call_reconnects() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn calls_racing_the_idle_timeout_never_fail() {
+    // Calls arrive around the moment their connection idles out: each either keeps it or
+    // finds it retired and gets a new one; none fails. (A soak test: the race window is
+    // microseconds wide and this does not reliably hit it; the session unit test
+    // `retiring_an_idle_client_session_is_atomic_with_opening_a_stream` checks the mechanism.)
+    let server = echo_server().await;
+    let idle = Duration::from_millis(2);
+    let transport = TtHeaderClient::builder(Address::tcp(server))
+        .unary_mode(UnaryMode::Mux)
+        .pool_size(1)
+        .limits(Limits::default().idle_timeout(Some(idle)))
+        .build();
+    let client = Client::new(transport);
+    let (proto, thrift) = (Proto::client(client.clone()), Thrift::client(client));
+    for i in 0..150u64 {
+        tokio::time::sleep(Duration::from_micros(1_000 + (i * 37) % 2_500)).await;
+        Proto::ping_pong(&proto, request("p"), CallOptions::new())
+            .await
+            .unwrap_or_else(|e| panic!("stream call {i}: {e}"));
+        Thrift::ping_pong(&thrift, request("t"), CallOptions::new())
+            .await
+            .unwrap_or_else(|e| panic!("unary call {i}: {e}"));
+    }
+}

@@ -339,11 +339,12 @@ impl MethodMetrics {
         let s = side as usize;
         // Requests per RPC of a pingpong or server-streaming method, responses per RPC of a
         // pingpong or client-streaming one: always 1, not worth a histogram record per call.
-        let varies = match (side, method.mode) {
-            (_, Mode::Bidi) => true,
-            (Side::Server, Mode::ClientStreaming) | (Side::Client, Mode::ServerStreaming) => true,
-            _ => false,
-        };
+        let varies = matches!(
+            (side, method.mode),
+            (_, Mode::Bidi)
+                | (Side::Server, Mode::ClientStreaming)
+                | (Side::Client, Mode::ServerStreaming)
+        );
         MethodMetrics {
             labels,
             side: s,

@@ -336,6 +336,8 @@ impl Inner {
             &self.stats,
             None,
         );
+        let acquired = conn.try_acquire();
+        debug_assert!(acquired, "a fresh connection is usable");
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -370,7 +372,12 @@ impl ClientTransport for TtHeaderClient {
                 Ok(conn.open(&ctx))
             } else {
                 let conn = inner.stream_conn().await?;
-                conn.open(&ctx)
+                match conn.open(&ctx) {
+                    // Retired as idle between the pool's check and the open: once more, on a
+                    // new connection (the pool no longer hands this one out).
+                    Err(_) if conn.is_retired() => inner.stream_conn().await?.open(&ctx),
+                    r => r,
+                }
             }
         })
     }

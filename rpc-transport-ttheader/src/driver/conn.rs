@@ -48,6 +48,12 @@ pub(crate) trait Connection: Send + Sync + 'static {
         false
     }
 
+    /// The idle timeout passed: stop taking new calls if still idle, atomically with the
+    /// paths that start calls, and say whether it did (then the connection closes).
+    fn retire_idle(&self) -> bool {
+        true
+    }
+
     /// Ends the connection and everything it carries with `status` (once).
     fn fail(&self, status: Status);
 }
@@ -112,6 +118,11 @@ async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, mut buf: Byt
             Read::Bytes => rx.set(buf.len()),
             Read::Woken => {}
             Read::End(status) => return status,
+            Read::Idle(status) => {
+                if conn.retire_idle() {
+                    return status;
+                }
+            }
         }
     }
 }

@@ -151,6 +151,9 @@ pub(crate) enum Read {
     Woken,
     /// The connection ends with this status (EOF, error, timeout).
     End(Status),
+    /// The idle timeout passed: the connection ends with this status if it can still be
+    /// retired as idle (a client may be opening a call on it right now).
+    Idle(Status),
 }
 
 /// Reads once into `buf`, bounded by the clock's deadline, or returns early when `wake` fires.
@@ -199,6 +202,11 @@ pub(crate) async fn read_some(
             }
             if Instant::now() >= at {
                 tracing::debug!(?what, "closing a connection on timeout");
+                if let Expired::Idle(_) = what {
+                    // The next read starts the idle clock afresh if the connection lives on.
+                    clock.idle_since = None;
+                    return Read::Idle(what.status());
+                }
                 return Read::End(what.status());
             }
         }

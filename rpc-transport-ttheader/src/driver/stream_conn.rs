@@ -75,6 +75,10 @@ impl Connection for Session<WriteQueue> {
         Session::is_idle(self)
     }
 
+    fn retire_idle(&self) -> bool {
+        Session::retire_idle(self)
+    }
+
     fn fail(&self, status: Status) {
         self.on_lost(status);
     }

@@ -112,6 +112,10 @@ pub(crate) struct UnaryConn {
     reset_requested: AtomicBool,
     /// Plain mode: a call holds the connection.
     busy: AtomicBool,
+    /// Mux mode: calls holding the connection (acquired, handle not dropped yet).
+    handles: AtomicUsize,
+    /// Mux mode: retired as idle, takes no new call.
+    retired: AtomicBool,
     /// Plain mode: when the last call let go of the connection (for idling out).
     released_at: Mutex<Instant>,
     /// Plain mode: the pool's signal that a connection came free (or died).
@@ -139,6 +143,8 @@ impl UnaryConn {
             life: Lifecycle::new(),
             reset_requested: AtomicBool::new(false),
             busy: AtomicBool::new(false),
+            handles: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
             released_at: Mutex::new(Instant::now()),
             freed,
             stats: stats.clone(),
@@ -157,7 +163,15 @@ impl UnaryConn {
             return false;
         }
         match self.mode {
-            UnaryMode::Mux => true,
+            UnaryMode::Mux => {
+                // Under the pending lock, atomically with `retire_idle`.
+                let _pending = lock(&self.pending);
+                if self.retired.load(Ordering::Acquire) {
+                    return false;
+                }
+                self.handles.fetch_add(1, Ordering::AcqRel);
+                true
+            }
             UnaryMode::Plain => self
                 .busy
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -170,6 +184,13 @@ impl UnaryConn {
     }
 
     fn release(&self) {
+        if self.mode == UnaryMode::Mux {
+            if self.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+                // The last call let go: the reader's idle clock starts.
+                self.life.reader().notify_one();
+            }
+            return;
+        }
         *lock(&self.released_at) = Instant::now();
         self.busy.store(false, Ordering::Release);
         if let Some(f) = &self.freed {
@@ -742,7 +763,20 @@ impl Connection for UnaryConn {
     }
 
     fn is_idle(&self) -> bool {
-        lock(&self.pending).is_empty()
+        match self.mode {
+            // A mux call holds the connection from `try_acquire` to its handle's drop.
+            UnaryMode::Mux => self.handles.load(Ordering::Acquire) == 0,
+            UnaryMode::Plain => lock(&self.pending).is_empty(),
+        }
+    }
+
+    fn retire_idle(&self) -> bool {
+        let _pending = lock(&self.pending);
+        if self.handles.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        self.retired.store(true, Ordering::Release);
+        true
     }
 
     fn fail(&self, status: Status) {

@@ -53,7 +53,7 @@
 //! stream that cannot be delimited closes the connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -176,6 +176,8 @@ pub struct Session<S: FrameSink> {
     /// Server side: the server-wide budget received and queued bytes are charged to.
     budget: Option<Arc<ByteBudget>>,
     counted: Counted,
+    /// Retired as idle: no new stream (client side; see [`Session::retire_idle`]).
+    retired: AtomicBool,
 }
 
 impl<S: FrameSink> std::fmt::Debug for Session<S> {
@@ -216,6 +218,7 @@ impl<S: FrameSink> Session<S> {
             server,
             budget,
             counted: Counted::new(stats, |s| &s.connections),
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -241,7 +244,27 @@ impl<S: FrameSink> Session<S> {
 
     /// Whether the session can carry new streams.
     pub fn is_usable(&self) -> bool {
-        self.life.lost().is_none() && !self.sink.is_closed() && !self.life.is_draining()
+        self.life.lost().is_none()
+            && !self.sink.is_closed()
+            && !self.life.is_draining()
+            && !self.retired.load(Ordering::Acquire)
+    }
+
+    /// No stream is open: take no new one (the connection is about to close as idle); says
+    /// whether it did. Atomic with [`Session::open`] (both hold the stream table).
+    pub(crate) fn retire_idle(&self) -> bool {
+        let streams = lock(&self.streams);
+        if !streams.is_empty() {
+            return false;
+        }
+        self.retired.store(true, Ordering::Release);
+        true
+    }
+
+    /// Whether the session was retired as idle ([`Session::retire_idle`]): a stream that
+    /// failed to open on it may be retried on a new connection.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Streams open now.
@@ -523,6 +546,9 @@ impl<S: FrameSink> Session<S> {
         let stream = Stream::new(self, id, method.name.to_owned(), protocol, sm);
         let first = {
             let mut streams = lock(&self.streams);
+            if self.retired.load(Ordering::Acquire) {
+                return Err(Status::unavailable("connection closed as idle"));
+            }
             streams.insert(id, stream.clone());
             streams.len() == 1
         };
