@@ -376,3 +376,45 @@ fn echo_binaries_speak_mtls() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A peer that starts a TLS handshake and stalls is closed after the frame timeout (the
+/// handshake and the protocol preface share it); one that sends plaintext is closed at once.
+#[tokio::test]
+async fn a_stalled_handshake_is_closed_after_the_frame_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = pki();
+    let tls = TlsServerConfig::from_pem(p.server_cert.as_bytes(), p.server_key.as_bytes()).unwrap();
+    let limits = rpc_core::ServerLimits::default().frame_timeout(Duration::from_millis(300));
+    let (running, addr) = serve(examples::server_with_limits(limits), Some(tls)).await;
+    let sock = addr.socket_addr().unwrap();
+
+    let mut stalled = tokio::net::TcpStream::connect(sock).await.unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap(); // a record header, then nothing
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf))
+        .await
+        .expect("closed instead of held open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let mut plain = tokio::net::TcpStream::connect(sock).await.unwrap();
+    plain.write_all(b"\x00\x00\x00\x10hello").await.unwrap();
+    let start = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf))
+        .await
+        .expect("closed instead of held open")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        start.elapsed() < Duration::from_millis(250),
+        "at once: {:?}",
+        start.elapsed()
+    );
+    running.shutdown(Duration::from_secs(1)).await;
+}
