@@ -130,7 +130,10 @@ async fn a_blackholed_peer_ends_every_stream_with_unavailable_within_the_silence
     }
     let took = start.elapsed();
     assert!(took >= SILENCE, "not before the timeout: {took:?}");
-    assert!(took < SILENCE * 5, "within the timeout (and scheduling slack): {took:?}");
+    assert!(
+        took < SILENCE * 5,
+        "within the timeout (and scheduling slack): {took:?}"
+    );
 }
 
 #[tokio::test]
