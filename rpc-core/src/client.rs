@@ -25,6 +25,7 @@ use crate::codec::{Codec, Encodable, MsgCodec};
 use crate::context::{CallContext, CallOptions, MethodDesc};
 use crate::metadata::Metadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
+use crate::observe::CallObserver;
 use crate::status::{Error, Status};
 use crate::stream::{impl_stream, End, Receiver, Sender};
 use crate::transport::{BoxFuture, ClientEvent, ClientStreamRaw, ClientTransport};
@@ -275,8 +276,9 @@ impl Client {
 
     async fn open_ctx(
         &self,
-        ctx: CallContext,
+        mut ctx: CallContext,
     ) -> Result<(Arc<ClientShared>, Option<Instant>), Status> {
+        let observe = CallObserver::client(&mut ctx, self.inner.transport.rpc_system());
         let deadline = ctx.deadline();
         let open: BoxFuture<'static, Result<OpenStream, Status>> = match &self.inner.open {
             None => {
@@ -298,7 +300,8 @@ impl Client {
                     "deadline exceeded while opening the stream",
                 ))
             }),
-        }?;
+        }
+        .inspect_err(|e| observe.end(e))?;
         let deadline = open.ctx.deadline();
         Ok((
             Arc::new(ClientShared {
@@ -306,6 +309,7 @@ impl Client {
                 ctx: Arc::new(open.ctx),
                 middleware: self.inner.middleware.clone(),
                 st: Mutex::new(ClientState::default()),
+                observe,
             }),
             deadline,
         ))
@@ -471,6 +475,8 @@ struct ClientShared {
     ctx: Arc<CallContext>,
     middleware: MessageMiddleware,
     st: Mutex<ClientState>,
+    /// Span and metrics of the call (nothing when nobody observes).
+    observe: CallObserver,
 }
 
 #[derive(Default)]
@@ -501,6 +507,7 @@ impl ClientShared {
     }
 
     fn record_end(&self, status: Status, trailer: Metadata) {
+        self.observe.end(&status);
         let mut st = self.lock();
         st.header.get_or_insert_with(Metadata::new);
         st.end.get_or_insert((status, trailer));
@@ -620,6 +627,7 @@ impl ClientShared {
             st.header.get_or_insert_with(Metadata::new);
             st.end = Some((status.clone(), Metadata::new()));
         }
+        self.observe.end(status);
         self.raw.reset(status);
     }
 
@@ -633,6 +641,8 @@ pub(crate) struct ClientEnd {
     shared: Arc<ClientShared>,
     deadline: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The length of the message being sent (from `poll_send_ready`), for metrics.
+    sending: usize,
 }
 
 impl ClientEnd {
@@ -641,6 +651,7 @@ impl ClientEnd {
             shared,
             deadline,
             sleep: None,
+            sending: 0,
         }
     }
 
@@ -693,13 +704,20 @@ impl End for ClientEnd {
         &self.shared.middleware
     }
     fn poll_send_ready(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
+        self.sending = len;
         self.poll_with_deadline(cx, |shared, cx| shared.poll_send_ready(cx, len))
     }
     fn start_send(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
-        self.shared.send(msg)
+        self.shared.send(msg)?;
+        self.shared.observe.sent(self.sending);
+        Ok(())
     }
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
-        self.poll_with_deadline(cx, |shared, cx| shared.poll_recv(cx))
+        let got = self.poll_with_deadline(cx, |shared, cx| shared.poll_recv(cx));
+        if let Poll::Ready(Ok(Some(b))) = &got {
+            self.shared.observe.received(b.len());
+        }
+        got
     }
     fn recv_ended(&self) {}
     fn fail(&self, status: &Status) {

@@ -89,6 +89,28 @@ pub enum Peer {
     Shm(PathBuf),
     /// The same process (in-process transport).
     InProcess,
+    /// A peer over TLS: the socket peer under it and what the handshake told (ALPN, SNI, the
+    /// peer's verified certificate chain: a client's identity under mTLS).
+    Tls(std::sync::Arc<crate::net::TlsPeer>),
+}
+
+impl Peer {
+    /// The socket address of a TCP peer (over TLS or not).
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Peer::Tcp(a) => Some(*a),
+            Peer::Tls(t) => t.transport().socket_addr(),
+            _ => None,
+        }
+    }
+
+    /// What TLS told about the peer, if the connection is TLS.
+    pub fn tls(&self) -> Option<&crate::net::TlsPeer> {
+        match self {
+            Peer::Tls(t) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Peer {
@@ -99,6 +121,7 @@ impl fmt::Display for Peer {
             Peer::Unix(None) => f.write_str("unix://(unnamed)"),
             Peer::Shm(p) => write!(f, "shm://{}", p.display()),
             Peer::InProcess => f.write_str("inproc"),
+            Peer::Tls(t) => write!(f, "tls+{}", t.transport()),
         }
     }
 }

@@ -98,6 +98,10 @@ impl InProcTransport {
 }
 
 impl ClientTransport for InProcTransport {
+    fn rpc_system(&self) -> &'static str {
+        "inproc"
+    }
+
     fn open(
         &self,
         ctx: &CallContext,
@@ -111,6 +115,7 @@ impl ClientTransport for InProcTransport {
         self.live.count.fetch_add(1, Ordering::AcqRel);
         let method = ctx.method();
         let incoming = IncomingStream::new(method.full_service, method.name)
+            .with_rpc_system("inproc")
             .with_metadata(ctx.metadata().clone())
             .with_deadline(ctx.deadline())
             .with_peer(Some(Peer::InProcess))

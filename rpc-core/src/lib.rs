@@ -26,6 +26,8 @@
 //!   stream (round robin, power of two choices, consistent hashing) and ejects failing ones.
 //! * [`resilience`] — timeout, retry (budgeted, idempotency-aware), circuit breaker and server
 //!   load-shedding layers.
+//! * [`observe`] — a tracing span per call on both sides, W3C trace context in metadata,
+//!   metrics through the `metrics` facade.
 //!
 //! # Example
 //!
@@ -83,6 +85,7 @@ pub mod limits;
 pub mod metadata;
 pub mod middleware;
 pub mod net;
+pub mod observe;
 pub mod resilience;
 mod route;
 pub mod serve;

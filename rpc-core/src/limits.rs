@@ -72,6 +72,9 @@ pub struct ServerLimits {
     pub listen_backlog: u32,
     /// See [`DEFAULT_SOCKET_SEND_BUFFER`]; `None` leaves the kernel's autotuning alone.
     pub socket_send_buffer: Option<usize>,
+    /// TCP keepalive on every accepted TCP connection (on by default, see
+    /// [`TcpKeepalive`](crate::net::TcpKeepalive)); `None` turns it off.
+    pub tcp_keepalive: Option<crate::net::TcpKeepalive>,
 }
 
 impl Default for ServerLimits {
@@ -84,6 +87,7 @@ impl Default for ServerLimits {
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
             socket_send_buffer: Some(DEFAULT_SOCKET_SEND_BUFFER),
+            tcp_keepalive: Some(crate::net::TcpKeepalive::default()),
         }
     }
 }
@@ -122,6 +126,12 @@ impl ServerLimits {
     /// Sets [`ServerLimits::socket_send_buffer`].
     pub fn socket_send_buffer(mut self, bytes: Option<usize>) -> Self {
         self.socket_send_buffer = bytes;
+        self
+    }
+
+    /// Sets [`ServerLimits::tcp_keepalive`].
+    pub fn tcp_keepalive(mut self, keepalive: Option<crate::net::TcpKeepalive>) -> Self {
+        self.tcp_keepalive = keepalive;
         self
     }
 

@@ -32,6 +32,7 @@ use crate::context::{CallContext, MethodDesc, Mode, PayloadKind, Peer, ServiceDe
 use crate::limits::{ByteBudget, ServerLimits};
 use crate::metadata::Metadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
+use crate::observe::CallObserver;
 use crate::route::Router;
 pub use crate::route::{Route, RouteError};
 use crate::status::{Error, Status};
@@ -338,6 +339,7 @@ impl Server {
         if !incoming.extensions.is_empty() {
             ctx.extensions_mut().extend(incoming.extensions);
         }
+        let observe = CallObserver::server(&mut ctx, incoming.rpc_system);
         // One allocation for the call: the context lives inside the shared state.
         let shared = Arc::new(ServerShared {
             extensions: Mutex::new(ctx.extensions().clone()),
@@ -350,6 +352,7 @@ impl Server {
             local_cancel: OnceLock::new(),
             cancel_notify: Notify::new(),
             finished: Mutex::new(false),
+            observe,
         });
         let call = ServerCall {
             ctx: ServerContext {
@@ -362,6 +365,8 @@ impl Server {
             None => self.inner.services[route.service_index].call(call),
             Some(svc) => Box::pin(svc.clone().oneshot(call)),
         };
+        // Observed: the handler runs inside the call's span and trace context.
+        let fut = crate::observe::instrument(&shared.observe, fut);
         self.inner.active.fetch_add(1, Ordering::AcqRel);
         let guard = ActiveGuard(self.inner.clone());
         // First poll here, in the transport's task: a handler that completes at once (a
@@ -484,6 +489,8 @@ struct ServerShared {
     /// reaches the transport after `finish` (the raw-stream contract), even from a split
     /// sender still running in another task when the handler returns.
     finished: Mutex<bool>,
+    /// Span and metrics of the call (nothing when nobody observes).
+    observe: CallObserver,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -539,6 +546,7 @@ impl ServerShared {
             lock(&self.header).take()
         };
         let trailer = std::mem::take(&mut *lock(&self.trailer));
+        self.observe.end(&status);
         self.raw.finish(Finish {
             header,
             message,
@@ -687,6 +695,7 @@ impl ServerCall {
     fn end(&self) -> ServerEnd {
         ServerEnd {
             shared: self.ctx.shared.clone(),
+            sending: 0,
         }
     }
 
@@ -782,6 +791,8 @@ impl ServerCall {
 /// The server's view of a stream for one handle.
 pub(crate) struct ServerEnd {
     shared: Arc<ServerShared>,
+    /// The length of the message being sent (from `poll_send_ready`), for metrics.
+    sending: usize,
 }
 
 /// The call context of a server stream, owned through its shared state (what message
@@ -805,6 +816,7 @@ impl End for ServerEnd {
         &self.shared.middleware
     }
     fn poll_send_ready(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
+        self.sending = len;
         self.shared.check_cancel()?;
         self.shared
             .raw
@@ -813,10 +825,14 @@ impl End for ServerEnd {
     }
     fn start_send(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
         self.shared.check_cancel()?;
-        self.shared.send(msg)
+        self.shared.send(msg)?;
+        self.shared.observe.sent(self.sending);
+        Ok(())
     }
     fn start_send_last(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
         self.shared.check_cancel()?;
+        // Counted before the end is recorded (the finish below records it).
+        self.shared.observe.sent(self.sending);
         if self.shared.finish_with(Status::ok(), Some(msg)) {
             Ok(())
         } else {
@@ -825,10 +841,15 @@ impl End for ServerEnd {
     }
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
         self.shared.check_cancel()?;
-        self.shared
+        let got = self
+            .shared
             .raw
             .poll_recv(cx)
-            .map_err(|e| self.prefer_cancel(e))
+            .map_err(|e| self.prefer_cancel(e));
+        if let Poll::Ready(Ok(Some(b))) = &got {
+            self.shared.observe.received(b.len());
+        }
+        got
     }
     fn recv_ended(&self) {}
     fn fail(&self, status: &Status) {
@@ -838,6 +859,7 @@ impl End for ServerEnd {
     fn fork(&self) -> Self {
         ServerEnd {
             shared: self.shared.clone(),
+            sending: 0,
         }
     }
 }

@@ -230,6 +230,11 @@ pub trait ClientTransport: Send + Sync + 'static {
         &self,
         ctx: &CallContext,
     ) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>>;
+
+    /// The `rpc.system` the client's spans and metrics name (`ttheader`, `grpc`, ...).
+    fn rpc_system(&self) -> &'static str {
+        "unknown"
+    }
 }
 
 /// A stream a server transport accepted, before routing.
@@ -253,6 +258,8 @@ pub struct IncomingStream {
     /// [`ServerContext::extension`](crate::ServerContext::extension)): per-call transport
     /// controls such as gRPC's message compression. Empty (no allocation) when unused.
     pub extensions: http::Extensions,
+    /// The `rpc.system` the server's spans and metrics name (`ttheader`, `grpc`, ...).
+    pub rpc_system: &'static str,
 }
 
 impl IncomingStream {
@@ -266,12 +273,19 @@ impl IncomingStream {
             peer: None,
             payload: None,
             extensions: http::Extensions::new(),
+            rpc_system: "unknown",
         }
     }
 
     /// Adds a typed value for the handler (see [`IncomingStream::extensions`]).
     pub fn with_extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
         self.extensions.insert(value);
+        self
+    }
+
+    /// Sets the `rpc.system` name (the transport's: `ttheader`, `grpc`, ...).
+    pub fn with_rpc_system(mut self, system: &'static str) -> Self {
+        self.rpc_system = system;
         self
     }
 

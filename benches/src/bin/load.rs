@@ -9,6 +9,10 @@
 //! * stream messages/s: one bidi stream, sender and receiver in separate tasks (pipelined);
 //! * pingpong calls/s and bidi messages/s over gRPC (one h2 connection, same server port);
 //! * the same over the in-process transport, as the framework's own ceiling.
+//!
+//! `LOAD_METRICS=1` records every call's metrics (`rpc_core::observe`, Prometheus recorder) in
+//! both processes; `LOAD_TLS=1` runs the TTHeader rows over TLS (certificates generated at
+//! start).
 
 #![forbid(unsafe_code)]
 
@@ -140,14 +144,45 @@ fn row(name: &str, f: &Figures) {
     }
 }
 
+fn metrics_on() {
+    if std::env::var_os("LOAD_METRICS").is_some() {
+        // The handle is not rendered: the cost measured is recording.
+        std::mem::forget(examples::metrics_http::install().expect("metrics recorder"));
+    }
+}
+
+/// `LOAD_TLS=1`: a CA and a server certificate for 127.0.0.1, as PEM (CA, cert, key).
+fn tls_pems() -> Option<(String, String, String)> {
+    std::env::var_os("LOAD_TLS")?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let ca = ca.self_signed(&ca_key).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("cert");
+    Some((ca.pem(), cert.pem(), key.serialize_pem()))
+}
+
 async fn serve() {
-    let h = Listener::new(examples::server())
+    metrics_on();
+    let listener = Listener::new(examples::server())
         .protocol(TtHeaderProtocol::default())
-        .protocol(GrpcProtocol::default())
-        .bind("tcp://127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("listen")
-        .start();
+        .protocol(GrpcProtocol::default());
+    let addr = "tcp://127.0.0.1:0".parse().expect("addr");
+    let listener = match std::env::var("LOAD_TLS_PEMS") {
+        Ok(pems) => {
+            let mut parts = pems.split("\n--CUT--\n");
+            let (cert, key) = (parts.next().expect("cert"), parts.next().expect("key"));
+            let tls = rpc_core::net::TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes())
+                .expect("tls");
+            listener.bind_tls(addr, tls).await
+        }
+        Err(_) => listener.bind(addr).await,
+    };
+    let h = listener.expect("listen").start();
     println!("{}", h.local_addrs()[0]);
     // Serve until the parent closes our stdin.
     let mut line = String::new();
@@ -164,7 +199,16 @@ async fn main() {
         return serve().await;
     }
     let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
-    let mut child = Command::new(std::env::current_exe().expect("exe"))
+    metrics_on();
+    let pems = tls_pems();
+    let mut server = Command::new(std::env::current_exe().expect("exe"));
+    if let Some((_, cert, key)) = &pems {
+        server.env("LOAD_TLS_PEMS", format!("{cert}\n--CUT--\n{key}"));
+    }
+    let client_tls = pems.as_ref().map(|(ca, _, _)| {
+        rpc_core::net::TlsClientConfig::from_ca_pem(ca.as_bytes()).expect("client tls")
+    });
+    let mut child = server
         .arg("serve")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -179,14 +223,20 @@ async fn main() {
     .expect("server address");
     let addr: Address = addr.trim().parse().expect("address");
 
-    println!("TTHeader over loopback TCP, server in another process, 1 connection, 100-byte messages, {secs}s each");
+    println!(
+        "TTHeader over loopback TCP{}{}, server in another process, 1 connection, 100-byte messages, {secs}s each",
+        if pems.is_some() { " + TLS" } else { "" },
+        if std::env::var_os("LOAD_METRICS").is_some() { ", metrics on" } else { "" },
+    );
     let tt = |mode| {
-        Client::new(
-            TtHeaderClient::builder(addr.clone())
-                .pool_size(1)
-                .unary_mode(mode)
-                .build(),
-        )
+        let b = TtHeaderClient::builder(addr.clone())
+            .pool_size(1)
+            .unary_mode(mode);
+        let b = match &client_tls {
+            Some(t) => b.tls(t.clone()),
+            None => b,
+        };
+        Client::new(b.build())
     };
     if wanted("pingpong thrift, unary TTHeader mux") {
         let f = pingpong::<Thrift>(thrift::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;

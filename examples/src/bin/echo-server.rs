@@ -14,12 +14,22 @@
 //! alive; on SIGINT/SIGTERM it deregisters first, keeps serving briefly, then drains.
 //! `--lease-ttl-s N` (default 60), `--weight N` (default 10), `--advertise-host HOST` (the host
 //! to register for listeners bound to 0.0.0.0 or `[::]`).
+//!
+//! TLS: `--tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem]` serves every `tcp://`
+//! listener over TLS (the protocols are detected inside it; ALPN `h2` offered, clients without
+//! ALPN accepted); with a client CA, client certificates are required (mTLS). Unix sockets
+//! stay plain.
+//!
+//! Metrics: `--metrics HOST:PORT` serves every call's metrics (`rpc_core::observe`) in the
+//! Prometheus text format at `http://HOST:PORT/metrics` and prints `metrics <addr>`.
 
 #![forbid(unsafe_code)]
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use rpc_core::net::TlsServerConfig;
 use rpc_core::serve::Listener;
 use rpc_core::Address;
 use rpc_transport_grpc::GrpcProtocol;
@@ -53,7 +63,8 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: echo-server --listen URL [--listen URL ...]   (URL: tcp://HOST:PORT, unix:///path)\n\
          \x20      [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]\n\
-         \x20      [--register etcd://HOST:PORT/SERVICE [--lease-ttl-s N] [--weight N] [--advertise-host HOST]]"
+         \x20      [--register etcd://HOST:PORT/SERVICE [--lease-ttl-s N] [--weight N] [--advertise-host HOST]]\n\
+         \x20      [--tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem]] [--metrics HOST:PORT]"
     );
     ExitCode::from(2)
 }
@@ -61,6 +72,8 @@ fn usage() -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut addrs = Vec::new();
+    let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
+    let mut metrics_addr = None;
     let mut limits = rpc_core::limits::ServerLimits::default();
     let mut reg = Register::default();
     let mut args = std::env::args().skip(1);
@@ -95,6 +108,16 @@ async fn main() -> ExitCode {
             _ => {}
         }
         match (a.as_str(), next) {
+            ("--metrics", Some(v)) => match v.parse::<std::net::SocketAddr>() {
+                Ok(a) => metrics_addr = Some(a),
+                Err(e) => {
+                    eprintln!("echo-server: --metrics {v}: {e}");
+                    return usage();
+                }
+            },
+            ("--tls-cert", Some(v)) => tls_cert = Some(v),
+            ("--tls-key", Some(v)) => tls_key = Some(v),
+            ("--tls-client-ca", Some(v)) => tls_client_ca = Some(v),
             ("--listen", Some(v)) => match v.parse::<Address>() {
                 Ok(u) => addrs.push(u),
                 Err(e) => {
@@ -116,12 +139,52 @@ async fn main() -> ExitCode {
     if addrs.is_empty() {
         return usage();
     }
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => {
+            match TlsServerConfig::from_pem_files(
+                cert,
+                key,
+                tls_client_ca.as_deref().map(Path::new),
+            ) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("echo-server: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        (None, None) if tls_client_ca.is_none() => None,
+        _ => return usage(),
+    };
+    // The recorder goes in before the server exists, so every handle registers with it.
+    let metrics = match metrics_addr.map(|a| examples::metrics_http::install().map(|h| (a, h))) {
+        Some(Err(e)) => {
+            eprintln!("echo-server: metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+        Some(Ok(m)) => Some(m),
+        None => None,
+    };
     let server = examples::server_with_limits(limits);
+    let mut metrics_bound = None;
+    if let Some((addr, handle)) = metrics {
+        match examples::metrics_http::serve(addr, handle, server.clone()).await {
+            Ok(bound) => metrics_bound = Some(bound),
+            Err(e) => {
+                eprintln!("echo-server: metrics on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let mut listener = Listener::new(server)
         .protocol(TtHeaderProtocol::default())
         .protocol(GrpcProtocol::default());
     for addr in addrs {
-        listener = match listener.bind(addr).await {
+        let bound = match (&tls, &addr) {
+            (Some(tls), Address::Tcp { .. }) => listener.bind_tls(addr, tls.clone()).await,
+            _ => listener.bind(addr).await,
+        };
+        listener = match bound {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("echo-server: {e}");
@@ -132,6 +195,9 @@ async fn main() -> ExitCode {
     let running = listener.start();
     for addr in running.local_addrs() {
         println!("listening {addr}");
+    }
+    if let Some(bound) = metrics_bound {
+        println!("metrics {bound}");
     }
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -13,8 +13,63 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
 
-use super::Address;
+use super::{Address, TcpKeepalive, TlsClientConfig, TlsPeer};
 use crate::Peer;
+
+/// How a client connects: the timeout, TCP keepalive and TLS. Transports keep one in their
+/// client configuration and pass it to [`Io::connect_with`], so every transport gets TLS and
+/// keepalive the same way.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// Connect timeout, name resolution and TLS handshake included
+    /// ([`DEFAULT_CONNECT_TIMEOUT`]).
+    pub timeout: Duration,
+    /// TCP keepalive (on by default, [`TcpKeepalive::default`]); `None` turns it off.
+    pub keepalive: Option<TcpKeepalive>,
+    /// TLS, if the server serves it (off by default).
+    pub tls: Option<TlsClientConfig>,
+}
+
+/// How long a client waits for a connection to be established (TCP connect, name resolution
+/// and TLS handshake). 5 s: a server that has not accepted and answered by then is overloaded
+/// or unreachable, and the call is better failed (and retried elsewhere) than kept waiting.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+            keepalive: Some(TcpKeepalive::default()),
+            tls: None,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// The defaults: 5 s timeout, keepalive on, no TLS.
+    pub fn new() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+
+    /// Sets the connect timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets TCP keepalive (`None`: off).
+    pub fn keepalive(mut self, keepalive: Option<TcpKeepalive>) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// Connects with TLS (`None`: plain).
+    pub fn tls(mut self, tls: Option<TlsClientConfig>) -> Self {
+        self.tls = tls;
+        self
+    }
+}
 
 /// Any byte stream a protocol can be served on (TLS, an in-memory pipe, ...).
 pub trait AsyncIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -208,35 +263,78 @@ impl Io {
         &self.stream
     }
 
-    /// Connects to `addr` within `timeout` (name resolution included): each address a
-    /// `tcp://` host resolves to is tried in turn, and TCP sockets get `TCP_NODELAY` (frames
-    /// are batched by the transports; Nagle would only add latency). `shm://` is not a socket
-    /// address: `Unsupported`.
+    /// Connects to `addr` within `timeout` with default [`ConnectOptions`] (TCP keepalive
+    /// on, no TLS). See [`Io::connect_with`].
     pub async fn connect(addr: &Address, timeout: Duration) -> io::Result<(Io, Peer)> {
+        Self::connect_with(addr, &ConnectOptions::new().timeout(timeout)).await
+    }
+
+    /// Connects to `addr` as `options` say, within their timeout (name resolution and the
+    /// TLS handshake included): each address a `tcp://` host resolves to is tried in turn,
+    /// and TCP sockets get `TCP_NODELAY` (frames are batched by the transports; Nagle would
+    /// only add latency) and keepalive. With TLS the connection returned is encrypted and the
+    /// peer is [`Peer::Tls`]; a handshake failure is an error naming the address (a server
+    /// that does not speak TLS shows as the connection closed during the handshake).
+    /// `shm://` is not a socket address: `Unsupported`.
+    pub async fn connect_with(addr: &Address, options: &ConnectOptions) -> io::Result<(Io, Peer)> {
+        let timeout = options.timeout;
         let connect = async {
-            match addr {
+            let (io, peer) = match addr {
                 Address::Tcp { .. } => {
                     let mut last = None;
+                    let mut connected = None;
                     for a in addr.resolve().await? {
                         match TcpStream::connect(a).await {
                             Ok(s) => {
                                 s.set_nodelay(true)?;
-                                return Ok((Io::new(IoStream::Tcp(s)), Peer::Tcp(a)));
+                                if let Some(ka) = &options.keepalive {
+                                    ka.apply(&s)?;
+                                }
+                                connected = Some((Io::new(IoStream::Tcp(s)), Peer::Tcp(a)));
+                                break;
                             }
                             Err(e) => last = Some(e),
                         }
                     }
-                    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
+                    match connected {
+                        Some(c) => c,
+                        None => {
+                            return Err(
+                                last.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+                            )
+                        }
+                    }
                 }
-                Address::Unix(path) => Ok((
+                Address::Unix(path) => (
                     Io::new(IoStream::Unix(UnixStream::connect(path).await?)),
                     Peer::Unix(Some(path.clone())),
-                )),
-                Address::Shm(_) => Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("{addr}: shared memory is not a socket; use the shm transport"),
-                )),
-            }
+                ),
+                Address::Shm(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!("{addr}: shared memory is not a socket; use the shm transport"),
+                    ))
+                }
+            };
+            let Some(tls) = &options.tls else {
+                return Ok((io, peer));
+            };
+            let host = match addr {
+                Address::Tcp { host, .. } => Some(host.as_str()),
+                _ => None,
+            };
+            let stream = tls.connect(host, io).await.map_err(|e| {
+                let hint = match e.kind() {
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
+                        " (the server closed the connection: is it serving TLS on this address?)"
+                    }
+                    _ => "",
+                };
+                io::Error::new(e.kind(), format!("TLS handshake with {addr}: {e}{hint}"))
+            })?;
+            let (_, conn) = stream.get_ref();
+            let peer = Peer::Tls(Arc::new(TlsPeer::from_client(peer, conn, host)));
+            Ok((Io::boxed(stream), peer))
         };
         match tokio::time::timeout(timeout, connect).await {
             Ok(r) => r,

@@ -14,8 +14,9 @@ use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use super::{Accepted, ConnClosed, Detect, DrainHooks, Phase, Protocol, Shutdown};
-use crate::net::{Address, CloseHandle, Io, IoGuard, IoStream};
-use crate::{Peer, Server};
+use crate::net::tls::TLS_HANDSHAKE_RECORD;
+use crate::net::{Address, CloseHandle, Io, IoGuard, IoStream, TlsPeer, TlsServerConfig};
+use crate::{Peer, Server, ServerLimits};
 
 /// Bytes a connection may send before some protocol recognises it. Every protocol we know
 /// decides within 24 bytes (the HTTP/2 preface); this bounds what an undecided connection
@@ -57,6 +58,7 @@ impl std::fmt::Debug for Listener {
 struct Bound {
     addr: Address,
     socket: Socket,
+    tls: Option<TlsServerConfig>,
 }
 
 enum Socket {
@@ -87,7 +89,33 @@ impl Listener {
     /// a free port ([`Listener::local_addrs`] tells which). `unix://`: a socket file left at
     /// the path by an earlier run is replaced; any other file there is an `AddrInUse` error.
     /// `shm://` is served by the shared-memory transport, not here: `Unsupported`.
-    pub async fn bind(mut self, addr: Address) -> io::Result<Listener> {
+    pub async fn bind(self, addr: Address) -> io::Result<Listener> {
+        self.bind_with(addr, None).await
+    }
+
+    /// Binds a `tcp://` address as [`Listener::bind`] does, serving TLS on it: each accepted
+    /// connection does the TLS handshake first (within
+    /// [`ServerLimits::frame_timeout`](crate::ServerLimits::frame_timeout), together with
+    /// protocol detection), and the protocols are then detected and served on the decrypted
+    /// bytes, so one TLS port serves every protocol of this listener. A connection whose first
+    /// byte is not a TLS handshake record (a plaintext client) is closed at once. The peer
+    /// the handlers see is [`Peer::Tls`], with the client's certificates under mTLS. Only
+    /// `tcp://`: a Unix socket is guarded by file permissions (`Unsupported`).
+    pub async fn bind_tls(self, addr: Address, tls: TlsServerConfig) -> io::Result<Listener> {
+        if !matches!(addr, Address::Tcp { .. }) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("bind {addr}: TLS is served on tcp:// addresses only"),
+            ));
+        }
+        self.bind_with(addr, Some(tls)).await
+    }
+
+    async fn bind_with(
+        mut self,
+        addr: Address,
+        tls: Option<TlsServerConfig>,
+    ) -> io::Result<Listener> {
         let backlog = self.server.limits().listen_backlog;
         let with_addr = |e: io::Error| io::Error::new(e.kind(), format!("bind {addr}: {e}"));
         let socket = match &addr {
@@ -106,7 +134,7 @@ impl Listener {
             Socket::Tcp(l) => Address::from(l.local_addr()?),
             Socket::Unix(..) => addr,
         };
-        self.bound.push(Bound { addr, socket });
+        self.bound.push(Bound { addr, socket, tls });
         Ok(self)
     }
 
@@ -137,6 +165,7 @@ impl Listener {
         for b in self.bound {
             let state = Arc::new(ListenerState {
                 addr: b.addr,
+                tls: b.tls,
                 cap: Arc::new(Semaphore::new(limits.max_connections)),
                 live: AtomicUsize::new(0),
             });
@@ -299,6 +328,7 @@ impl Shared {
 
 struct ListenerState {
     addr: Address,
+    tls: Option<TlsServerConfig>,
     cap: Arc<Semaphore>,
     live: AtomicUsize,
 }
@@ -355,7 +385,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: 
             () = shutdown.reached(Phase::Draining) => break,
         };
         let accepted = tokio::select! {
-            r = accept(&socket, shared.server.limits().socket_send_buffer) => r,
+            r = accept(&socket, shared.server.limits()) => r,
             () = shutdown.reached(Phase::Draining) => break,
         };
         match accepted {
@@ -378,7 +408,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: 
     }
 }
 
-async fn accept(socket: &Socket, send_buffer: Option<usize>) -> io::Result<(IoStream, Peer)> {
+async fn accept(socket: &Socket, limits: &ServerLimits) -> io::Result<(IoStream, Peer)> {
     match socket {
         Socket::Tcp(l) => {
             let (s, peer) = l.accept().await?;
@@ -387,9 +417,14 @@ async fn accept(socket: &Socket, send_buffer: Option<usize>) -> io::Result<(IoSt
                 tracing::debug!(error = %e, "TCP_NODELAY");
             }
             // Bounds the kernel memory a peer that stops reading can pin (limits docs).
-            if let Some(bytes) = send_buffer {
+            if let Some(bytes) = limits.socket_send_buffer {
                 if let Err(e) = socket2::SockRef::from(&s).set_send_buffer_size(bytes) {
                     tracing::debug!(error = %e, "SO_SNDBUF");
+                }
+            }
+            if let Some(ka) = &limits.tcp_keepalive {
+                if let Err(e) = ka.apply(&s) {
+                    tracing::debug!(error = %e, "SO_KEEPALIVE");
                 }
             }
             Ok((IoStream::Tcp(s), Peer::Tcp(peer)))
@@ -414,8 +449,9 @@ fn spawn_conn(
     lock(&shared.sockets).insert(id, io.close_handle());
     let task = {
         let shared = shared.clone();
+        let tls = listener.tls.clone();
         async move {
-            serve_conn(&shared, io, peer, closed).await;
+            serve_conn(&shared, tls, io, peer, closed).await;
             lock(&shared.tasks).remove(&id);
         }
     };
@@ -425,16 +461,32 @@ fn spawn_conn(
     tasks.insert(id, handle.abort_handle());
 }
 
-async fn serve_conn(shared: &Arc<Shared>, mut io: Io, peer: Peer, closed: ConnClosed) {
+async fn serve_conn(
+    shared: &Arc<Shared>,
+    tls: Option<TlsServerConfig>,
+    io: Io,
+    peer: Peer,
+    closed: ConnClosed,
+) {
     let shutdown = shared.shutdown();
     let mut prefix = BytesMut::with_capacity(MAX_PREFACE);
+    let log_peer = peer.clone();
+    let start = async {
+        let (mut io, peer) = match &tls {
+            Some(tls) => tls_accept(tls, io, peer).await?,
+            None => (io, peer),
+        };
+        let chosen = detect(&shared.protocols, &mut io, &mut prefix).await?;
+        Ok::<_, io::Error>((chosen, io, peer))
+    };
     let detected = tokio::select! {
-        r = tokio::time::timeout(shared.frame_timeout, detect(&shared.protocols, &mut io, &mut prefix)) => r,
+        r = tokio::time::timeout(shared.frame_timeout, start) => r,
         () = shutdown.closed() => return,
     };
-    let chosen = match detected {
-        Ok(Ok(Some(i))) => i,
-        Ok(Ok(None)) => {
+    let peer = log_peer;
+    let (chosen, io, peer) = match detected {
+        Ok(Ok((Some(i), io, peer))) => (i, io, peer),
+        Ok(Ok((None, _, _))) => {
             tracing::debug!(%peer, prefix = ?&prefix[..prefix.len().min(32)], "no protocol recognises the connection; closed");
             return;
         }
@@ -448,6 +500,8 @@ async fn serve_conn(shared: &Arc<Shared>, mut io: Io, peer: Peer, closed: ConnCl
         }
     };
     let protocol = shared.protocols[chosen].clone();
+    // Counts the connection as open for its protocol while it is served (metrics enabled).
+    let _counted = crate::observe::ConnGauge::open(protocol.name());
     protocol
         .serve(Accepted {
             io,
@@ -458,6 +512,33 @@ async fn serve_conn(shared: &Arc<Shared>, mut io: Io, peer: Peer, closed: ConnCl
             closed,
         })
         .await;
+}
+
+/// The server side of TLS on an accepted TCP connection: a first byte that is not a TLS
+/// handshake record fails at once (a plaintext client on a TLS port), otherwise the
+/// handshake runs and the peer becomes [`Peer::Tls`].
+async fn tls_accept(tls: &TlsServerConfig, io: Io, peer: Peer) -> io::Result<(Io, Peer)> {
+    if let IoStream::Tcp(s) = io.stream() {
+        let mut first = [0u8; 1];
+        if s.peek(&mut first).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if first[0] != TLS_HANDSHAKE_RECORD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "first byte {:#04x} is not a TLS handshake: a plaintext client on a TLS port",
+                    first[0]
+                ),
+            ));
+        }
+    }
+    let stream = tls
+        .accept(io)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
+    let peer = Peer::Tls(Arc::new(TlsPeer::from_server(peer, stream.get_ref().1)));
+    Ok((Io::boxed(stream), peer))
 }
 
 /// Reads until a protocol claims the connection (`Some(index)`) or none can (`None`).

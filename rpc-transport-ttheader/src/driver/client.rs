@@ -15,7 +15,7 @@ use super::config::{
     Limits, Stats, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_UNARY_CONNECTIONS, DEFAULT_POOL_SIZE,
     DEFAULT_UNARY_IDLE_TIMEOUT,
 };
-use rpc_core::net::{Address, AddressError};
+use rpc_core::net::{Address, AddressError, ConnectOptions, TcpKeepalive, TlsClientConfig};
 
 use super::io::Io;
 use super::stream_conn::Conn;
@@ -28,7 +28,7 @@ pub struct ClientBuilder {
     endpoint: Address,
     limits: Limits,
     pool_size: usize,
-    connect_timeout: Duration,
+    connect: ConnectOptions,
     framing: Framing,
     mode: UnaryMode,
     max_unary_connections: usize,
@@ -62,9 +62,30 @@ impl ClientBuilder {
         self
     }
 
-    /// Connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    /// Connect timeout, TLS handshake included (default [`DEFAULT_CONNECT_TIMEOUT`]).
     pub fn connect_timeout(mut self, t: Duration) -> Self {
-        self.connect_timeout = t;
+        self.connect.timeout = t;
+        self
+    }
+
+    /// Connects with TLS (`rpc_core::net::tls`): the server certificate is verified against
+    /// the configured CAs and the address's host (or the configured server name). TTHeader
+    /// asks for no ALPN protocol.
+    pub fn tls(mut self, tls: TlsClientConfig) -> Self {
+        self.connect.tls = Some(tls);
+        self
+    }
+
+    /// TCP keepalive on the client's connections (default on, [`TcpKeepalive::default`]);
+    /// `None` turns it off.
+    pub fn tcp_keepalive(mut self, keepalive: Option<TcpKeepalive>) -> Self {
+        self.connect.keepalive = keepalive;
+        self
+    }
+
+    /// Everything about connecting at once (timeout, keepalive, TLS).
+    pub fn connect_options(mut self, options: ConnectOptions) -> Self {
+        self.connect = options;
         self
     }
 
@@ -138,7 +159,7 @@ impl TtHeaderClient {
             endpoint: addr.into(),
             limits: Limits::default(),
             pool_size: DEFAULT_POOL_SIZE,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect: ConnectOptions::new().timeout(DEFAULT_CONNECT_TIMEOUT),
             framing: Framing::default(),
             mode: UnaryMode::default(),
             max_unary_connections: DEFAULT_MAX_UNARY_CONNECTIONS,
@@ -260,7 +281,7 @@ impl Inner {
     }
 
     async fn connect(&self) -> Result<(Io, rpc_core::Peer), Status> {
-        Io::connect(&self.cfg.endpoint, self.cfg.connect_timeout)
+        Io::connect_with(&self.cfg.endpoint, &self.cfg.connect)
             .await
             .map_err(|e| {
                 Status::unavailable(format!("connect to {}: {e}", self.cfg.endpoint)).with_source(
@@ -315,6 +336,8 @@ impl Inner {
             &self.stats,
             None,
         );
+        let acquired = conn.try_acquire();
+        debug_assert!(acquired, "a fresh connection is usable");
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -329,6 +352,10 @@ impl rpc_core::Connect for TtHeaderClient {
 }
 
 impl ClientTransport for TtHeaderClient {
+    fn rpc_system(&self) -> &'static str {
+        "ttheader"
+    }
+
     fn open(
         &self,
         ctx: &CallContext,
@@ -345,7 +372,12 @@ impl ClientTransport for TtHeaderClient {
                 Ok(conn.open(&ctx))
             } else {
                 let conn = inner.stream_conn().await?;
-                conn.open(&ctx)
+                match conn.open(&ctx) {
+                    // Retired as idle between the pool's check and the open: once more, on a
+                    // new connection (the pool no longer hands this one out).
+                    Err(_) if conn.is_retired() => inner.stream_conn().await?.open(&ctx),
+                    r => r,
+                }
             }
         })
     }

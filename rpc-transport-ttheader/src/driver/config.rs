@@ -36,6 +36,12 @@ pub const DEFAULT_MAX_UNARY_CONNECTIONS: usize = 512;
 /// never picks a connection the server is about to close.
 pub const DEFAULT_UNARY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a client's streaming or mux connection may carry nothing before it closes, so the
+/// pool's slots do not keep connections forever. The same 30 s as
+/// [`DEFAULT_UNARY_IDLE_TIMEOUT`] for the same reasons (Kitex's pool idle time, well below a
+/// server's 5 min idle timeout, so the client closes first).
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Limits of one connection.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -50,6 +56,21 @@ pub struct Limits {
     pub write_buffer: usize,
     /// See [`DEFAULT_CONN_RESERVE`] (server side only).
     pub conn_reserve: usize,
+    /// Client side: a streaming or mux unary connection with nothing in flight for this long
+    /// is closed ([`DEFAULT_CLIENT_IDLE_TIMEOUT`]; `None`: never). Plain unary connections
+    /// idle out by the pool's own timer (`ClientBuilder::unary_idle_timeout`). A server's
+    /// idle timeout is `rpc_core::ServerLimits::idle_timeout`.
+    pub idle_timeout: Option<Duration>,
+    /// Client side: with calls or streams in flight, no byte from the server for this long
+    /// ends the connection and everything on it with `UNAVAILABLE` — how a client notices a
+    /// server that hung or vanished behind a proxy that keeps the TCP connection open
+    /// (TCP keepalive notices a vanished host; TTHeader has no ping frame Kitex answers).
+    /// Off by default (`None`): a stream may legitimately stay quiet for any time, so only
+    /// the application knows a bound; set it above the longest expected quiet period.
+    pub silence_timeout: Option<Duration>,
+    /// Client side: how long a frame may take from its first byte to its last
+    /// (`rpc_core::limits::DEFAULT_FRAME_TIMEOUT`, as on the server).
+    pub frame_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -60,6 +81,9 @@ impl Default for Limits {
             conn_recv_buffer: DEFAULT_CONN_RECV_BUFFER,
             write_buffer: DEFAULT_WRITE_BUFFER,
             conn_reserve: DEFAULT_CONN_RESERVE,
+            idle_timeout: Some(DEFAULT_CLIENT_IDLE_TIMEOUT),
+            silence_timeout: None,
+            frame_timeout: Some(rpc_core::limits::DEFAULT_FRAME_TIMEOUT),
         }
     }
 }
@@ -93,6 +117,34 @@ impl Limits {
     pub fn conn_reserve(mut self, bytes: usize) -> Self {
         self.conn_reserve = bytes;
         self
+    }
+
+    /// Sets the client idle timeout ([`Limits::idle_timeout`]).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets the client silence timeout ([`Limits::silence_timeout`]).
+    pub fn silence_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.silence_timeout = timeout;
+        self
+    }
+
+    /// Sets the client frame timeout ([`Limits::frame_timeout`]).
+    pub fn frame_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.frame_timeout = timeout;
+        self
+    }
+
+    /// A client connection's read timeouts (`idle` only where the connection idles out by
+    /// its reader).
+    pub(crate) fn client_timeouts(&self, idle: bool) -> super::conn::ReadTimeouts {
+        super::conn::ReadTimeouts {
+            frame: self.frame_timeout,
+            idle: if idle { self.idle_timeout } else { None },
+            silence: self.silence_timeout,
+        }
     }
 
     pub(crate) fn proto(&self) -> crate::proto::Limits {
@@ -167,6 +219,7 @@ impl Stats {
 pub(crate) struct Counted {
     stats: std::sync::Arc<Stats>,
     which: fn(&Stats) -> &AtomicUsize,
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl Counted {
@@ -175,13 +228,21 @@ impl Counted {
         Counted {
             stats: stats.clone(),
             which,
+            released: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Stops counting before the object is dropped (a lost connection a pool still holds).
+    pub(crate) fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            (self.which)(&self.stats).fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        (self.which)(&self.stats).fetch_sub(1, Ordering::AcqRel);
+        self.release();
     }
 }
 

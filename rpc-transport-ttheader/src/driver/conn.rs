@@ -7,11 +7,12 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use rpc_core::limits::{ByteBudget, ServerLimits};
+use rpc_core::limits::ByteBudget;
 use rpc_core::Status;
 
 use super::config::{Limits, RxCharge};
 use super::io::{Io, ReadHalf};
+pub(crate) use super::reader::ReadTimeouts;
 use super::reader::{read_some, Read, ReadClock};
 use super::write::WriteQueue;
 use crate::common::{pause_while, Lifecycle};
@@ -29,10 +30,8 @@ pub(crate) trait Connection: Send + Sync + 'static {
     /// any. It may stop early (while the connection must pause). An error ends the connection.
     fn parse(self: &Arc<Self>, buf: &mut BytesMut) -> Result<bool, Status>;
 
-    /// Server side: the limits whose frame and idle timeouts bound the reader.
-    fn server_limits(&self) -> Option<&ServerLimits> {
-        None
-    }
+    /// The timeouts that bound the reader (a server's come from its limits).
+    fn read_timeouts(&self) -> ReadTimeouts;
 
     /// Server side: the budget unparsed bytes are charged to.
     fn budget(&self) -> Option<&Arc<ByteBudget>> {
@@ -47,6 +46,12 @@ pub(crate) trait Connection: Send + Sync + 'static {
     /// Whether nothing is in flight (the idle clock runs).
     fn is_idle(&self) -> bool {
         false
+    }
+
+    /// The idle timeout passed: stop taking new calls if still idle, atomically with the
+    /// paths that start calls, and say whether it did (then the connection closes).
+    fn retire_idle(&self) -> bool {
+        true
     }
 
     /// Ends the connection and everything it carries with `status` (once).
@@ -74,7 +79,7 @@ pub(crate) fn start<C: Connection>(conn: &Arc<C>, io: Io, prefix: BytesMut) {
 
 /// Parses, pauses while it must, reads; until the connection ends. Returns why.
 async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, mut buf: BytesMut) -> Status {
-    let mut clock = ReadClock::new(conn.server_limits());
+    let mut clock = ReadClock::new(conn.read_timeouts());
     let mut rx = RxCharge::new(conn.budget().cloned());
     let life = conn.life();
     loop {
@@ -101,10 +106,23 @@ async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, mut buf: Byt
         if let Some(s) = life.lost() {
             return s.clone();
         }
-        match read_some(&mut rd, &mut buf, &mut clock, conn.is_idle(), life.reader()).await {
+        match read_some(
+            &mut rd,
+            &mut buf,
+            &mut clock,
+            || conn.is_idle(),
+            life.reader(),
+        )
+        .await
+        {
             Read::Bytes => rx.set(buf.len()),
             Read::Woken => {}
             Read::End(status) => return status,
+            Read::Idle(status) => {
+                if conn.retire_idle() {
+                    return status;
+                }
+            }
         }
     }
 }

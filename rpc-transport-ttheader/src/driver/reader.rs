@@ -1,4 +1,4 @@
-//! One read of a connection's socket, bounded by the frame and idle timeouts (server side).
+//! One read of a connection's socket, bounded by the frame, idle and silence timeouts.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -19,6 +19,8 @@ pub(crate) enum Expired {
     Frame(Duration),
     /// Nothing in flight and no bytes for `idle_timeout`.
     Idle(Duration),
+    /// Calls in flight and no bytes from the peer for `silence_timeout` (client side).
+    Silent(Duration),
 }
 
 impl Expired {
@@ -28,12 +30,37 @@ impl Expired {
                 "a frame was not completed within {t:?}; connection closed"
             )),
             Expired::Idle(t) => Status::unavailable(format!("connection idle for {t:?}; closed")),
+            Expired::Silent(t) => Status::unavailable(format!(
+                "no bytes from the peer for {t:?} with calls in flight (peer dead or unreachable); connection closed"
+            )),
         }
     }
 }
 
-/// The reader's clock: when the incomplete frame at the front of the buffer started, and since
-/// when the connection has been idle. Without limits (client side) nothing ever expires.
+/// The timeouts that bound a connection's reads (each `None`: never).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ReadTimeouts {
+    /// From a frame's first byte to its last.
+    pub(crate) frame: Option<Duration>,
+    /// Nothing in flight and no bytes.
+    pub(crate) idle: Option<Duration>,
+    /// Something in flight and no bytes (a vanished or hung peer).
+    pub(crate) silence: Option<Duration>,
+}
+
+impl ReadTimeouts {
+    /// A server's: the frame and idle timeouts of its limits.
+    pub(crate) fn server(limits: &ServerLimits) -> ReadTimeouts {
+        ReadTimeouts {
+            frame: Some(limits.frame_timeout),
+            idle: limits.idle_timeout,
+            silence: None,
+        }
+    }
+}
+
+/// The reader's clock: when the incomplete frame at the front of the buffer started, since
+/// when the connection has been idle, and since when it has been silent with calls in flight.
 ///
 /// One timer serves every read and is moved only when a deadline comes *earlier* than the one
 /// it is set to. A deadline that moved later (a new frame started, the usual case under load)
@@ -44,20 +71,24 @@ impl Expired {
 pub(crate) struct ReadClock {
     frame_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    silence_timeout: Option<Duration>,
     frame_start: Option<Instant>,
     idle_since: Option<Instant>,
+    silent_since: Option<Instant>,
     /// The timer, created on first use, and the instant it is set to.
     timer: Option<Pin<Box<Sleep>>>,
     armed: Option<Instant>,
 }
 
 impl ReadClock {
-    pub(crate) fn new(limits: Option<&ServerLimits>) -> ReadClock {
+    pub(crate) fn new(t: ReadTimeouts) -> ReadClock {
         ReadClock {
-            frame_timeout: limits.map(|l| l.frame_timeout),
-            idle_timeout: limits.and_then(|l| l.idle_timeout),
+            frame_timeout: t.frame,
+            idle_timeout: t.idle,
+            silence_timeout: t.silence,
             frame_start: None,
             idle_since: None,
+            silent_since: None,
             timer: None,
             armed: None,
         }
@@ -102,8 +133,11 @@ impl ReadClock {
         }
         if !idle {
             self.idle_since = None;
-            return None;
+            let t = self.silence_timeout?;
+            let since = *self.silent_since.get_or_insert_with(Instant::now);
+            return Some((since + t, Expired::Silent(t)));
         }
+        self.silent_since = None;
         let since = *self.idle_since.get_or_insert_with(Instant::now);
         self.idle_timeout.map(|t| (since + t, Expired::Idle(t)))
     }
@@ -117,16 +151,22 @@ pub(crate) enum Read {
     Woken,
     /// The connection ends with this status (EOF, error, timeout).
     End(Status),
+    /// The idle timeout passed: the connection ends with this status if it can still be
+    /// retired as idle (a client may be opening a call on it right now).
+    Idle(Status),
 }
 
 /// Reads once into `buf`, bounded by the clock's deadline, or returns early when `wake` fires.
+/// `is_idle` tells whether nothing is in flight; it is asked again when the timer fires (a
+/// client opens calls without waking its reader, so "idle" may have ended meanwhile).
 pub(crate) async fn read_some(
     rd: &mut ReadHalf,
     buf: &mut BytesMut,
     clock: &mut ReadClock,
-    idle: bool,
+    is_idle: impl Fn() -> bool,
     wake: &Notify,
 ) -> Read {
+    let idle = is_idle();
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(64 * 1024);
     }
@@ -144,6 +184,7 @@ pub(crate) async fn read_some(
                 Ok(0) => Read::End(Status::unavailable("connection closed by peer")),
                 Ok(_) => {
                     clock.idle_since = None;
+                    clock.silent_since = None;
                     Read::Bytes
                 }
                 Err(e) => Read::End(Status::unavailable(format!("read failed: {e}"))),
@@ -155,8 +196,17 @@ pub(crate) async fn read_some(
         // has since moved later).
         clock.armed = None;
         if let Some((at, what)) = deadline {
+            if is_idle() != idle {
+                // In-flight work began or ended since this read started: re-evaluate.
+                return Read::Woken;
+            }
             if Instant::now() >= at {
                 tracing::debug!(?what, "closing a connection on timeout");
+                if let Expired::Idle(_) = what {
+                    // The next read starts the idle clock afresh if the connection lives on.
+                    clock.idle_since = None;
+                    return Read::Idle(what.status());
+                }
                 return Read::End(what.status());
             }
         }

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use rpc_core::limits::{ByteBudget, ServerLimits};
+use rpc_core::limits::ByteBudget;
 use rpc_core::{Peer, Server, Status};
 
 use super::config::{Limits, Stats};
-use super::conn::{self, Connection};
+use super::conn::{self, Connection, ReadTimeouts};
 use super::io::Io;
 use super::write::WriteQueue;
 use crate::common::Lifecycle;
@@ -56,8 +56,11 @@ impl Connection for Session<WriteQueue> {
         self.on_bytes(buf)
     }
 
-    fn server_limits(&self) -> Option<&ServerLimits> {
-        self.server().map(Server::limits)
+    fn read_timeouts(&self) -> ReadTimeouts {
+        match self.server() {
+            Some(server) => ReadTimeouts::server(server.limits()),
+            None => self.limits().client_timeouts(true),
+        }
     }
 
     fn budget(&self) -> Option<&Arc<ByteBudget>> {
@@ -70,6 +73,10 @@ impl Connection for Session<WriteQueue> {
 
     fn is_idle(&self) -> bool {
         Session::is_idle(self)
+    }
+
+    fn retire_idle(&self) -> bool {
+        Session::retire_idle(self)
     }
 
     fn fail(&self, status: Status) {

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rpc_core::codec::Encodable;
-use rpc_core::limits::{ByteBudget, ServerLimits};
+use rpc_core::limits::ByteBudget;
+
+use super::conn::ReadTimeouts;
 use rpc_core::transport::waker::{register, wake};
 use rpc_core::transport::{ClientEvent, ClientStreamRaw, Finish, IncomingStream, ServerStreamRaw};
 use rpc_core::{CallContext, Code, Error, Metadata, Mode, PayloadKind, Peer, Server, Status};
@@ -110,12 +112,16 @@ pub(crate) struct UnaryConn {
     reset_requested: AtomicBool,
     /// Plain mode: a call holds the connection.
     busy: AtomicBool,
+    /// Mux mode: calls holding the connection (acquired, handle not dropped yet).
+    handles: AtomicUsize,
+    /// Mux mode: retired as idle, takes no new call.
+    retired: AtomicBool,
     /// Plain mode: when the last call let go of the connection (for idling out).
     released_at: Mutex<Instant>,
     /// Plain mode: the pool's signal that a connection came free (or died).
     freed: Option<Arc<Notify>>,
     stats: Arc<Stats>,
-    _counted: Counted,
+    counted: Counted,
 }
 
 impl UnaryConn {
@@ -137,10 +143,12 @@ impl UnaryConn {
             life: Lifecycle::new(),
             reset_requested: AtomicBool::new(false),
             busy: AtomicBool::new(false),
+            handles: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
             released_at: Mutex::new(Instant::now()),
             freed,
             stats: stats.clone(),
-            _counted: Counted::new(stats, |s| &s.connections),
+            counted: Counted::new(stats, |s| &s.connections),
         });
         conn::start(&conn, io, BytesMut::with_capacity(8 * 1024));
         conn
@@ -155,7 +163,15 @@ impl UnaryConn {
             return false;
         }
         match self.mode {
-            UnaryMode::Mux => true,
+            UnaryMode::Mux => {
+                // Under the pending lock, atomically with `retire_idle`.
+                let _pending = lock(&self.pending);
+                if self.retired.load(Ordering::Acquire) {
+                    return false;
+                }
+                self.handles.fetch_add(1, Ordering::AcqRel);
+                true
+            }
             UnaryMode::Plain => self
                 .busy
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -168,6 +184,13 @@ impl UnaryConn {
     }
 
     fn release(&self) {
+        if self.mode == UnaryMode::Mux {
+            if self.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+                // The last call let go: the reader's idle clock starts.
+                self.life.reader().notify_one();
+            }
+            return;
+        }
         *lock(&self.released_at) = Instant::now();
         self.busy.store(false, Ordering::Release);
         if let Some(f) = &self.freed {
@@ -193,6 +216,7 @@ impl UnaryConn {
             return;
         }
         self.write.close();
+        self.counted.release();
         if let Some(f) = &self.freed {
             // Its slot in the pool is free for a new connection.
             f.notify_one();
@@ -355,7 +379,14 @@ impl ClientStreamRaw for UnaryClient {
             kind: MessageType::Call,
             seq_id: seq,
         };
-        lock(&conn.pending).insert(seq, self.call.clone());
+        {
+            let mut pending = lock(&conn.pending);
+            pending.insert(seq, self.call.clone());
+            if pending.len() == 1 {
+                // The reader may sit in an idle read: its silence clock starts now.
+                conn.life.reader().notify_one();
+            }
+        }
         let max = conn.limits.max_frame_size;
         let written = conn.write.append(|buf| {
             write_packet(buf, &packet, conn.framing, &header, max, |b| msg.encode(b))
@@ -619,6 +650,7 @@ impl UnaryServerConn {
         let body = packet.payload.slice(msg.body_at..);
         // Already routed: `dispatch_route` does not need the names again (no allocation).
         let incoming = IncomingStream::new(String::new(), String::new())
+            .with_rpc_system("ttheader")
             .with_metadata(metadata_of(&packet.headers))
             .with_deadline(deadline)
             .with_peer(self.peer.clone())
@@ -725,6 +757,28 @@ impl Connection for UnaryConn {
         conn::decode_packets(buf, &self.limits, |_| true, |p| self.on_reply(p))
     }
 
+    fn read_timeouts(&self) -> ReadTimeouts {
+        // Plain connections idle out by the pool's sweeper, which reserves them first.
+        self.limits.client_timeouts(self.mode == UnaryMode::Mux)
+    }
+
+    fn is_idle(&self) -> bool {
+        match self.mode {
+            // A mux call holds the connection from `try_acquire` to its handle's drop.
+            UnaryMode::Mux => self.handles.load(Ordering::Acquire) == 0,
+            UnaryMode::Plain => lock(&self.pending).is_empty(),
+        }
+    }
+
+    fn retire_idle(&self) -> bool {
+        let _pending = lock(&self.pending);
+        if self.handles.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        self.retired.store(true, Ordering::Release);
+        true
+    }
+
     fn fail(&self, status: Status) {
         UnaryConn::fail(self, status);
     }
@@ -750,8 +804,8 @@ impl Connection for UnaryServerConn {
         )
     }
 
-    fn server_limits(&self) -> Option<&ServerLimits> {
-        Some(self.server.limits())
+    fn read_timeouts(&self) -> ReadTimeouts {
+        ReadTimeouts::server(self.server.limits())
     }
 
     fn budget(&self) -> Option<&Arc<ByteBudget>> {

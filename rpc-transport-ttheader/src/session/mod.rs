@@ -53,7 +53,7 @@
 //! stream that cannot be delimited closes the connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -175,7 +175,9 @@ pub struct Session<S: FrameSink> {
     server: Option<Server>,
     /// Server side: the server-wide budget received and queued bytes are charged to.
     budget: Option<Arc<ByteBudget>>,
-    _counted: Counted,
+    counted: Counted,
+    /// Retired as idle: no new stream (client side; see [`Session::retire_idle`]).
+    retired: AtomicBool,
 }
 
 impl<S: FrameSink> std::fmt::Debug for Session<S> {
@@ -215,7 +217,8 @@ impl<S: FrameSink> Session<S> {
             stats: stats.clone(),
             server,
             budget,
-            _counted: Counted::new(stats, |s| &s.connections),
+            counted: Counted::new(stats, |s| &s.connections),
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -241,7 +244,27 @@ impl<S: FrameSink> Session<S> {
 
     /// Whether the session can carry new streams.
     pub fn is_usable(&self) -> bool {
-        self.life.lost().is_none() && !self.sink.is_closed() && !self.life.is_draining()
+        self.life.lost().is_none()
+            && !self.sink.is_closed()
+            && !self.life.is_draining()
+            && !self.retired.load(Ordering::Acquire)
+    }
+
+    /// No stream is open: take no new one (the connection is about to close as idle); says
+    /// whether it did. Atomic with [`Session::open`] (both hold the stream table).
+    pub(crate) fn retire_idle(&self) -> bool {
+        let streams = lock(&self.streams);
+        if !streams.is_empty() {
+            return false;
+        }
+        self.retired.store(true, Ordering::Release);
+        true
+    }
+
+    /// Whether the session was retired as idle ([`Session::retire_idle`]): a stream that
+    /// failed to open on it may be retried on a new connection.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Streams open now.
@@ -249,9 +272,9 @@ impl<S: FrameSink> Session<S> {
         lock(&self.streams).len()
     }
 
-    /// Server side with no open stream (the reader's idle clock runs).
+    /// No open stream (the reader's idle clock runs).
     pub fn is_idle(&self) -> bool {
-        self.server.is_some() && self.stream_count() == 0
+        self.stream_count() == 0
     }
 
     pub(crate) fn lifecycle(&self) -> &Lifecycle {
@@ -286,6 +309,7 @@ impl<S: FrameSink> Session<S> {
             tracing::debug!(role = ?self.role, peer = ?self.peer, %status, "ttstream connection closed");
         }
         self.sink.close();
+        self.counted.release();
         let streams: Vec<_> = lock(&self.streams).drain().map(|(_, s)| s).collect();
         let code = match self.role {
             Role::Client => kitex_code::TRANSPORT_CLOSING,
@@ -423,8 +447,8 @@ impl<S: FrameSink> Session<S> {
         if streams.is_empty() {
             drop(streams);
             self.life.became_idle();
-            // The reader starts the idle clock (server side).
-            if removed && self.server.is_some() {
+            // The reader starts the idle clock.
+            if removed {
                 self.life.reader().notify_one();
             }
         }
@@ -481,6 +505,7 @@ impl<S: FrameSink> Session<S> {
         lock(&self.streams).insert(id, stream.clone());
         // Already routed: `dispatch_route` does not need the names again (no allocation).
         let incoming = IncomingStream::new(String::new(), String::new())
+            .with_rpc_system("ttheader")
             .with_metadata(metadata)
             .with_deadline(deadline)
             .with_peer(self.peer.clone())
@@ -519,7 +544,18 @@ impl<S: FrameSink> Session<S> {
             ctx.timeout().map(timeout_ms),
         );
         let stream = Stream::new(self, id, method.name.to_owned(), protocol, sm);
-        lock(&self.streams).insert(id, stream.clone());
+        let first = {
+            let mut streams = lock(&self.streams);
+            if self.retired.load(Ordering::Acquire) {
+                return Err(Status::unavailable("connection closed as idle"));
+            }
+            streams.insert(id, stream.clone());
+            streams.len() == 1
+        };
+        if first {
+            // The reader may sit in an idle read: its silence clock starts now.
+            self.life.reader().notify_one();
+        }
         match self.sink.append_frame(&header) {
             Ok(()) => Ok(Arc::new(ClientHandle(stream))),
             Err(e) => {

@@ -239,3 +239,29 @@ async fn the_reader_pauses_over_a_stream_limit_and_is_told_to_resume() {
     s.on_frame(StreamFrame::close_send(1, "Chat", P));
     within(s.drain()).await;
 }
+
+#[tokio::test]
+async fn retiring_an_idle_client_session_is_atomic_with_opening_a_stream() {
+    let stats = Arc::new(Stats::default());
+    let s = Session::new(
+        Role::Client,
+        MemSink::default(),
+        Limits::default(),
+        None,
+        &stats,
+        None,
+    );
+    let ctx = rpc_core::CallContext::new(&METHODS[0]);
+    // A stream is open: the connection is not idle and is not retired.
+    let stream = s.open(&ctx).unwrap();
+    assert!(!s.retire_idle());
+    assert!(s.is_usable());
+    stream.reset(&Status::cancelled("done"));
+    drop(stream);
+    // Idle: retired, and from then on no stream opens on it; the pool sees it unusable.
+    assert!(s.retire_idle());
+    assert!(s.is_retired() && !s.is_usable());
+    let err = s.open(&ctx).err().expect("a retired session opens nothing");
+    assert_eq!(err.code(), rpc_core::Code::Unavailable);
+    assert_eq!(s.stream_count(), 0);
+}

@@ -1,0 +1,746 @@
+//! Observability of every call, on both sides and over every transport: one `tracing` span per
+//! call or stream, W3C trace context carried in metadata, and metrics through the `metrics`
+//! facade. The client and server cores call in here at a few points (open, each message,
+//! end); transports do nothing.
+//!
+//! # Spans
+//!
+//! A client call opens the span `rpc.client`, a served stream `rpc.server` (both at `INFO`),
+//! with the OpenTelemetry RPC semantic-convention fields: `otel.name` (`pkg.Service/Method`),
+//! `otel.kind`, `rpc.system` (the transport: `ttheader`, `grpc`, ...), `rpc.service`,
+//! `rpc.method`, `network.peer.address` and `network.peer.port` (when the peer is known), and
+//! at the end `rpc.status_code` (the numeric code) and `otel.status_code` (`OK`/`ERROR`), plus
+//! `trace_id`, `span_id` and `parent_span_id` (hex, W3C form). Events inside the span: `rpc
+//! end` (status, messages and bytes each way, duration) at `DEBUG`, and `rpc cancelled` /
+//! `rpc deadline exceeded` when the call ended so.
+//!
+//! # Trace context
+//!
+//! The trace id travels as a W3C `traceparent` metadata entry ([`TRACEPARENT`]): TTHeader
+//! string keys and gRPC metadata carry it as any other entry. rpc-core has no OpenTelemetry
+//! SDK dependency: a [`TraceContext`] is the 16-byte trace id, the 8-byte span id and the
+//! sampled flag, generated here and recorded on the spans as fields, which is what any
+//! exporter (a `tracing-opentelemetry` layer, a log pipeline) needs to join the two sides.
+//! A client call joins the trace of the server call it is made from ([`TraceContext::current`]:
+//! the handler runs with its call's context set), else starts a new trace; a `traceparent`
+//! the caller put in the call's metadata itself is kept as the parent.
+//!
+//! # Cost
+//!
+//! With no subscriber interested in the spans and metrics not enabled, a call pays two
+//! relaxed checks (the span callsite's interest and one atomic flag): nothing is allocated,
+//! formatted, or sent. Metrics are recorded only after [`enable_metrics`] (call it once the
+//! application installed its `metrics` recorder): the per-method handles are registered once
+//! and reused, so a call costs a few atomic adds and one histogram record.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use crate::context::{CallContext, MethodDesc, Mode};
+use crate::status::{Code, Status};
+
+/// The metadata key of the W3C trace context (<https://www.w3.org/TR/trace-context/>).
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A W3C trace context: which trace a call belongs to and which span is its parent.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceContext {
+    trace_id: u128,
+    span_id: u64,
+    sampled: bool,
+}
+
+impl fmt::Debug for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_traceparent())
+    }
+}
+
+fn random_u64() -> u64 {
+    // Not for secrets: unique, unpredictable-enough ids from the std SipHash keys and a counter.
+    static STATE: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = STATE.get_or_init(Default::default).build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+fn nonzero_u64() -> u64 {
+    loop {
+        let v = random_u64();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+thread_local! {
+    static CURRENT: Cell<Option<TraceContext>> = const { Cell::new(None) };
+}
+
+impl TraceContext {
+    /// A new trace (random ids, sampled).
+    pub fn new_root() -> TraceContext {
+        TraceContext {
+            trace_id: (u128::from(nonzero_u64()) << 64) | u128::from(random_u64()),
+            span_id: nonzero_u64(),
+            sampled: true,
+        }
+    }
+
+    /// A new span in the same trace, with this one as its parent.
+    pub fn child(&self) -> TraceContext {
+        TraceContext {
+            span_id: nonzero_u64(),
+            ..*self
+        }
+    }
+
+    /// The 16-byte trace id.
+    pub fn trace_id(&self) -> u128 {
+        self.trace_id
+    }
+
+    /// The 8-byte span id.
+    pub fn span_id(&self) -> u64 {
+        self.span_id
+    }
+
+    /// Whether the trace is sampled (the `01` flag).
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The span id as 16 lowercase hex digits.
+    pub fn span_id_hex(&self) -> String {
+        format!("{:016x}", self.span_id)
+    }
+
+    /// `00-<trace id>-<span id>-<flags>`.
+    pub fn to_traceparent(&self) -> String {
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id,
+            self.span_id,
+            u8::from(self.sampled)
+        )
+    }
+
+    /// Parses a `traceparent` value (version 00 layout; later versions are read by the same
+    /// prefix, as the spec asks). Invalid input, all-zero ids and version `ff` are `None`.
+    pub fn parse(value: &str) -> Option<TraceContext> {
+        let v = value.trim().as_bytes();
+        if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+            return None;
+        }
+        let hex = |b: &[u8]| -> Option<u128> {
+            if b.iter()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+            {
+                u128::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok()
+            } else {
+                None
+            }
+        };
+        let version = hex(&v[0..2])?;
+        if version == 0xff || (version == 0 && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
+            return None;
+        }
+        let trace_id = hex(&v[3..35])?;
+        let span_id = u64::try_from(hex(&v[36..52])?).ok()?;
+        let flags = hex(&v[53..55])?;
+        if trace_id == 0 || span_id == 0 {
+            return None;
+        }
+        Some(TraceContext {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    /// The context of the server call whose handler is running on this thread right now
+    /// (set while the handler is polled), if any: client calls made from a handler join it.
+    pub fn current() -> Option<TraceContext> {
+        CURRENT.with(Cell::get)
+    }
+
+    /// Runs `fut` with this context as [`TraceContext::current`] while it is polled (for work a
+    /// handler spawns that makes calls of its own).
+    pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
+        Scoped {
+            ctx: Some(self),
+            fut,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled with a [`TraceContext`] set as current ([`TraceContext::scope`]).
+    pub struct Scoped<F> {
+        ctx: Option<TraceContext>,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let prev = CURRENT.with(|c| c.replace(*this.ctx));
+        let out = this.fut.poll(cx);
+        CURRENT.with(|c| c.set(prev));
+        out
+    }
+}
+
+// ------------------------------------------------------------------------------------ metrics
+
+static METRICS: AtomicBool = AtomicBool::new(false);
+
+/// Starts recording metrics for every call from now on. Call it after installing the
+/// application's `metrics` recorder (handles registered before would go to the no-op one).
+pub fn enable_metrics() {
+    METRICS.store(true, Ordering::Release);
+}
+
+/// Whether [`enable_metrics`] was called.
+pub fn metrics_enabled() -> bool {
+    METRICS.load(Ordering::Relaxed)
+}
+
+/// Metric names (Prometheus style, after the OpenTelemetry RPC metrics). Every one has the
+/// labels `rpc_system`, `rpc_service`, `rpc_method`; the `finished`, `duration` ones also
+/// `rpc_status` (the status code name, as `OK` or `UNAVAILABLE`). `SIDE` is `client` or
+/// `server`.
+pub mod names {
+    /// Counter: calls and streams started.
+    pub const STARTED: [&str; 2] = ["rpc_client_started_total", "rpc_server_started_total"];
+    /// Counter: calls and streams finished, by status.
+    pub const FINISHED: [&str; 2] = ["rpc_client_finished_total", "rpc_server_finished_total"];
+    /// Gauge: calls and streams in flight.
+    pub const IN_FLIGHT: [&str; 2] = ["rpc_client_in_flight", "rpc_server_in_flight"];
+    /// Histogram: duration of a call or stream in seconds, by status.
+    pub const DURATION: [&str; 2] = ["rpc_client_duration_seconds", "rpc_server_duration_seconds"];
+    /// Counter: messages sent.
+    pub const MSGS_SENT: [&str; 2] = [
+        "rpc_client_messages_sent_total",
+        "rpc_server_messages_sent_total",
+    ];
+    /// Counter: messages received.
+    pub const MSGS_RECEIVED: [&str; 2] = [
+        "rpc_client_messages_received_total",
+        "rpc_server_messages_received_total",
+    ];
+    /// Counter: message bytes sent (encoded payloads, without framing).
+    pub const BYTES_SENT: [&str; 2] =
+        ["rpc_client_sent_bytes_total", "rpc_server_sent_bytes_total"];
+    /// Counter: message bytes received.
+    pub const BYTES_RECEIVED: [&str; 2] = [
+        "rpc_client_received_bytes_total",
+        "rpc_server_received_bytes_total",
+    ];
+    /// Histogram: messages received per stream (requests per RPC on a server).
+    pub const MSGS_PER_STREAM: [&str; 2] = [
+        "rpc_client_responses_per_rpc",
+        "rpc_server_requests_per_rpc",
+    ];
+    /// Gauge, label `protocol`: open server connections per protocol.
+    pub const CONNECTIONS: &str = "rpc_server_connections";
+    /// Gauge: streams and calls the server is running.
+    pub const ACTIVE_STREAMS: &str = "rpc_server_active_streams";
+    /// Gauge: bytes the server holds buffered (its `ByteBudget`).
+    pub const BUFFERED_BYTES: &str = "rpc_server_buffered_bytes";
+}
+
+/// Which side of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Side {
+    Client = 0,
+    Server = 1,
+}
+
+impl Side {
+    fn kind(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+    }
+}
+
+/// The handles of one method on one side (and one system), registered once.
+struct MethodMetrics {
+    labels: [(&'static str, &'static str); 3],
+    side: usize,
+    started: metrics::Counter,
+    in_flight: metrics::Gauge,
+    msgs_sent: metrics::Counter,
+    msgs_received: metrics::Counter,
+    bytes_sent: metrics::Counter,
+    bytes_received: metrics::Counter,
+    /// Only for modes where the count varies.
+    per_stream: Option<metrics::Histogram>,
+    /// By status code: finished counter and duration histogram, registered on first use.
+    by_code: [OnceLock<(metrics::Counter, metrics::Histogram)>; 17],
+}
+
+type MetricsKey = (usize, Side, &'static str);
+
+/// The handles of `method` on `side`: registered once per process (and leaked: one small
+/// value per method, side and transport, for the life of the process), then found through a
+/// per-thread cache, so a call touches no shared lock or reference count to find them.
+fn method_metrics(
+    method: &'static MethodDesc,
+    side: Side,
+    system: &'static str,
+) -> &'static MethodMetrics {
+    static MAP: OnceLock<Mutex<HashMap<MetricsKey, &'static MethodMetrics>>> = OnceLock::new();
+    thread_local! {
+        static CACHE: RefCell<HashMap<MetricsKey, &'static MethodMetrics>> =
+            RefCell::new(HashMap::new());
+    }
+    let key = (std::ptr::from_ref(method) as usize, side, system);
+    if let Some(m) = CACHE.with(|c| c.borrow().get(&key).copied()) {
+        return m;
+    }
+    let map = MAP.get_or_init(Default::default);
+    let m = *map
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_insert_with(|| Box::leak(Box::new(MethodMetrics::register(method, side, system))));
+    CACHE.with(|c| c.borrow_mut().insert(key, m));
+    m
+}
+
+impl MethodMetrics {
+    fn register(method: &'static MethodDesc, side: Side, system: &'static str) -> MethodMetrics {
+        let labels = [
+            ("rpc_system", system),
+            ("rpc_service", method.full_service),
+            ("rpc_method", method.name),
+        ];
+        let s = side as usize;
+        // Requests per RPC of a pingpong or server-streaming method, responses per RPC of a
+        // pingpong or client-streaming one: always 1, not worth a histogram record per call.
+        let varies = matches!(
+            (side, method.mode),
+            (_, Mode::Bidi)
+                | (Side::Server, Mode::ClientStreaming)
+                | (Side::Client, Mode::ServerStreaming)
+        );
+        MethodMetrics {
+            labels,
+            side: s,
+            started: metrics::counter!(names::STARTED[s], &labels),
+            in_flight: metrics::gauge!(names::IN_FLIGHT[s], &labels),
+            msgs_sent: metrics::counter!(names::MSGS_SENT[s], &labels),
+            msgs_received: metrics::counter!(names::MSGS_RECEIVED[s], &labels),
+            bytes_sent: metrics::counter!(names::BYTES_SENT[s], &labels),
+            bytes_received: metrics::counter!(names::BYTES_RECEIVED[s], &labels),
+            per_stream: varies.then(|| metrics::histogram!(names::MSGS_PER_STREAM[s], &labels)),
+            by_code: Default::default(),
+        }
+    }
+
+    fn finished(&self, code: Code) -> &(metrics::Counter, metrics::Histogram) {
+        let i = (code as usize).min(16);
+        self.by_code[i].get_or_init(|| {
+            let labels = [
+                self.labels[0],
+                self.labels[1],
+                self.labels[2],
+                ("rpc_status", code_name(code)),
+            ];
+            (
+                metrics::counter!(names::FINISHED[self.side], &labels),
+                metrics::histogram!(names::DURATION[self.side], &labels),
+            )
+        })
+    }
+}
+
+/// The canonical name of a code (`OK`, `UNAVAILABLE`, ...).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Counts an open server connection of `protocol` while it lives (the serving layer holds one
+/// per served connection when metrics are enabled).
+pub(crate) struct ConnGauge(metrics::Gauge);
+
+impl ConnGauge {
+    pub(crate) fn open(protocol: &'static str) -> Option<ConnGauge> {
+        if !metrics_enabled() {
+            return None;
+        }
+        let g = metrics::gauge!(names::CONNECTIONS, "protocol" => protocol);
+        g.increment(1.0);
+        Some(ConnGauge(g))
+    }
+}
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Sets the server-wide gauges (active streams, buffered bytes) from `server`'s counters:
+/// call it before rendering a scrape.
+pub fn record_server_gauges(server: &crate::Server) {
+    metrics::gauge!(names::ACTIVE_STREAMS).set(server.active_streams() as f64);
+    metrics::gauge!(names::BUFFERED_BYTES).set(server.byte_budget().used() as f64);
+}
+
+// ------------------------------------------------------------------------------ call observer
+
+/// What one call records while it runs; nothing at all when nobody observes.
+pub(crate) struct CallObserver(Option<Box<Active>>);
+
+struct Active {
+    side: Side,
+    span: tracing::Span,
+    metrics: Option<&'static MethodMetrics>,
+    start: Instant,
+    trace: Option<TraceContext>,
+    msgs_sent: AtomicU64,
+    msgs_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    ended: AtomicBool,
+}
+
+fn open_span(side: Side, ctx: &CallContext, system: &'static str) -> tracing::Span {
+    let m = ctx.method();
+    let span = match side {
+        Side::Client => tracing::info_span!(
+            "rpc.client",
+            otel.name = m.path.trim_start_matches('/'),
+            otel.kind = side.kind(),
+            rpc.system = system,
+            rpc.service = m.full_service,
+            rpc.method = m.name,
+            network.peer.address = tracing::field::Empty,
+            network.peer.port = tracing::field::Empty,
+            rpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
+        ),
+        Side::Server => tracing::info_span!(
+            "rpc.server",
+            otel.name = m.path.trim_start_matches('/'),
+            otel.kind = side.kind(),
+            rpc.system = system,
+            rpc.service = m.full_service,
+            rpc.method = m.name,
+            network.peer.address = tracing::field::Empty,
+            network.peer.port = tracing::field::Empty,
+            rpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
+        ),
+    };
+    if !span.is_disabled() {
+        if let Some(peer) = ctx.peer() {
+            match peer.socket_addr() {
+                Some(a) => {
+                    span.record("network.peer.address", tracing::field::display(a.ip()));
+                    span.record("network.peer.port", a.port());
+                }
+                None => {
+                    span.record("network.peer.address", tracing::field::display(peer));
+                }
+            }
+        }
+    }
+    span
+}
+
+impl CallObserver {
+    /// A client call about to open: its span, its trace context (written to the call's
+    /// metadata as `traceparent`), its metrics.
+    pub(crate) fn client(ctx: &mut CallContext, system: &'static str) -> CallObserver {
+        let span = open_span(Side::Client, ctx, system);
+        let metrics = metrics_enabled().then(|| method_metrics(ctx.method(), Side::Client, system));
+        let parent = TraceContext::current();
+        if span.is_disabled() && metrics.is_none() && parent.is_none() {
+            return CallObserver(None);
+        }
+        // Propagate when tracing here, or when passing on a trace this call is part of.
+        let mut trace = None;
+        if !span.is_disabled() || parent.is_some() {
+            let explicit = ctx
+                .metadata()
+                .get(TRACEPARENT)
+                .and_then(|v| v.as_str())
+                .and_then(TraceContext::parse);
+            let own = match explicit.or(parent) {
+                Some(p) => {
+                    span.record("parent_span_id", p.span_id_hex());
+                    p.child()
+                }
+                None => TraceContext::new_root(),
+            };
+            if explicit.is_none() {
+                ctx.metadata_mut().insert(TRACEPARENT, own.to_traceparent());
+            }
+            span.record("trace_id", own.trace_id_hex());
+            span.record("span_id", own.span_id_hex());
+            trace = Some(own);
+        }
+        Self::start(Side::Client, span, metrics, trace)
+    }
+
+    /// A server stream about to run: its span (joined to the client's trace through the
+    /// request's `traceparent`), its metrics. The trace context goes into the call's
+    /// extensions ([`TraceContext`]) for the handler.
+    pub(crate) fn server(ctx: &mut CallContext, system: &'static str) -> CallObserver {
+        let span = open_span(Side::Server, ctx, system);
+        let metrics = metrics_enabled().then(|| method_metrics(ctx.method(), Side::Server, system));
+        let remote = ctx
+            .metadata()
+            .get(TRACEPARENT)
+            .and_then(|v| v.as_str())
+            .and_then(TraceContext::parse);
+        if span.is_disabled() && metrics.is_none() && remote.is_none() {
+            return CallObserver(None);
+        }
+        let trace = match remote {
+            Some(p) => {
+                span.record("parent_span_id", p.span_id_hex());
+                p.child()
+            }
+            None => TraceContext::new_root(),
+        };
+        span.record("trace_id", trace.trace_id_hex());
+        span.record("span_id", trace.span_id_hex());
+        ctx.extensions_mut().insert(trace);
+        Self::start(Side::Server, span, metrics, Some(trace))
+    }
+
+    fn start(
+        side: Side,
+        span: tracing::Span,
+        metrics: Option<&'static MethodMetrics>,
+        trace: Option<TraceContext>,
+    ) -> CallObserver {
+        if let Some(m) = &metrics {
+            m.started.increment(1);
+            m.in_flight.increment(1.0);
+        }
+        CallObserver(Some(Box::new(Active {
+            side,
+            span,
+            metrics,
+            start: Instant::now(),
+            trace,
+            msgs_sent: AtomicU64::new(0),
+            msgs_received: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+        })))
+    }
+
+    /// The call's span (disabled when nobody observes).
+    pub(crate) fn span(&self) -> Option<&tracing::Span> {
+        self.0.as_ref().map(|a| &a.span)
+    }
+
+    /// The call's trace context, if traced.
+    pub(crate) fn trace(&self) -> Option<TraceContext> {
+        self.0.as_ref().and_then(|a| a.trace)
+    }
+
+    /// A message of `bytes` went out.
+    #[inline]
+    pub(crate) fn sent(&self, bytes: usize) {
+        if let Some(a) = &self.0 {
+            a.msgs_sent.fetch_add(1, Ordering::Relaxed);
+            a.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// A message of `bytes` came in.
+    #[inline]
+    pub(crate) fn received(&self, bytes: usize) {
+        if let Some(a) = &self.0 {
+            a.msgs_received.fetch_add(1, Ordering::Relaxed);
+            a.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The call ended with `status` (only the first end counts).
+    pub(crate) fn end(&self, status: &Status) {
+        let Some(a) = &self.0 else {
+            return;
+        };
+        if a.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let elapsed = a.start.elapsed();
+        let code = status.code();
+        let (ms, mr, bs, br) = (
+            a.msgs_sent.load(Ordering::Relaxed),
+            a.msgs_received.load(Ordering::Relaxed),
+            a.bytes_sent.load(Ordering::Relaxed),
+            a.bytes_received.load(Ordering::Relaxed),
+        );
+        if let Some(m) = &a.metrics {
+            m.in_flight.decrement(1.0);
+            let (finished, duration) = m.finished(code);
+            finished.increment(1);
+            duration.record(elapsed.as_secs_f64());
+            for (c, n) in [
+                (&m.msgs_sent, ms),
+                (&m.msgs_received, mr),
+                (&m.bytes_sent, bs),
+                (&m.bytes_received, br),
+            ] {
+                if n > 0 {
+                    c.increment(n);
+                }
+            }
+            if let Some(h) = &m.per_stream {
+                h.record(mr as f64);
+            }
+        }
+        if a.span.is_disabled() {
+            return;
+        }
+        a.span.record("rpc.status_code", code as i32);
+        a.span.record(
+            "otel.status_code",
+            if status.is_ok() { "OK" } else { "ERROR" },
+        );
+        let side = a.side.kind();
+        match code {
+            Code::Cancelled => {
+                tracing::info!(parent: &a.span, side, reason = %status.message(), "rpc cancelled")
+            }
+            Code::DeadlineExceeded => {
+                tracing::info!(parent: &a.span, side, reason = %status.message(), "rpc deadline exceeded")
+            }
+            _ => {}
+        }
+        tracing::debug!(
+            parent: &a.span,
+            side,
+            status = code_name(code),
+            reason = %status.message(),
+            messages_sent = ms,
+            messages_received = mr,
+            bytes_sent = bs,
+            bytes_received = br,
+            duration_us = elapsed.as_micros() as u64,
+            "rpc end"
+        );
+    }
+}
+
+impl Drop for CallObserver {
+    fn drop(&mut self) {
+        // A call dropped without an end (a handle dropped, a task aborted) ends as cancelled.
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|a| !a.ended.load(Ordering::Acquire))
+        {
+            self.end(&Status::cancelled("dropped before its end"));
+        }
+    }
+}
+
+/// `fut` running inside the call's span and with its trace context current (boxed once more
+/// only when the call is traced).
+pub(crate) fn instrument(
+    observe: &CallObserver,
+    fut: crate::transport::BoxFuture<'static, Result<(), Status>>,
+) -> crate::transport::BoxFuture<'static, Result<(), Status>> {
+    use tracing::Instrument;
+    let (Some(span), Some(trace)) = (observe.span(), observe.trace()) else {
+        return fut;
+    };
+    if span.is_disabled() {
+        Box::pin(trace.scope(fut))
+    } else {
+        Box::pin(trace.scope(fut).instrument(span.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TraceContext;
+
+    #[test]
+    fn traceparent_round_trips_and_rejects_malformed_input() {
+        let t = TraceContext::new_root();
+        let s = t.to_traceparent();
+        assert_eq!(s.len(), 55);
+        assert_eq!(TraceContext::parse(&s), Some(t));
+        let c = t.child();
+        assert_eq!(c.trace_id(), t.trace_id());
+        assert_ne!(c.span_id(), t.span_id());
+        let spec = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let p = TraceContext::parse(spec).unwrap();
+        assert_eq!(p.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(p.span_id_hex(), "00f067aa0ba902b7");
+        assert!(p.sampled());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad:?}");
+        }
+        // A later version with more fields is read by its prefix.
+        assert!(TraceContext::parse(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more"
+        )
+        .is_some());
+    }
+}
