@@ -418,3 +418,141 @@ async fn a_stalled_handshake_is_closed_after_the_frame_timeout() {
     );
     running.shutdown(Duration::from_secs(1)).await;
 }
+
+/// gRPC over TLS: one TLS port serving TTHeader and gRPC; the echo contract over both, gRPC
+/// negotiating ALPN `h2` (seen by the server) and TTHeader none; a plain gRPC client on the
+/// TLS port fails fast; spans and metrics name the system `grpc`.
+#[tokio::test]
+async fn echo_contract_over_grpc_and_tls() {
+    use rpc_transport_grpc::{GrpcClient, GrpcClientConfig, GrpcProtocol};
+    let p = pki();
+    let tls = TlsServerConfig::from_pem(p.server_cert.as_bytes(), p.server_key.as_bytes()).unwrap();
+    let alpns = Arc::new(Mutex::new(Vec::<Option<Vec<u8>>>::new()));
+    let server = {
+        let alpns = alpns.clone();
+        rpc_core::Server::builder()
+            .interceptor(move |ctx| {
+                let tls = ctx
+                    .peer()
+                    .and_then(|p| p.tls())
+                    .ok_or_else(|| Status::unauthenticated("not TLS"))?;
+                alpns.lock().unwrap().push(tls.alpn().map(<[u8]>::to_vec));
+                Ok(())
+            })
+            .add_service(examples::thrift::TestServiceServer::new(examples::Echo))
+            .add_service(examples::proto::TestServiceServer::new(examples::Echo))
+            .build()
+    };
+    let running = Listener::new(server)
+        .protocol(TtHeaderProtocol::default())
+        .protocol(GrpcProtocol::default())
+        .bind_tls(
+            Address::tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            tls,
+        )
+        .await
+        .unwrap()
+        .start();
+    let addr = running.local_addrs().remove(0);
+    let ca = || TlsClientConfig::from_ca_pem(p.ca_pem.as_bytes()).unwrap();
+
+    let grpc = GrpcClient::with_config(addr.clone(), GrpcClientConfig::default().tls(ca()));
+    assert_eq!(
+        rpc_core::transport::ClientTransport::rpc_system(&grpc),
+        "grpc"
+    );
+    let grpc = Client::new(grpc);
+    for (mode, outcome) in check::run_all::<Proto>(&Proto::client(grpc.clone())).await {
+        assert_eq!(outcome.result, Ok(()), "grpc proto {mode}");
+    }
+    for (mode, outcome) in check::run_all::<Thrift>(&Thrift::client(grpc)).await {
+        assert_eq!(outcome.result, Ok(()), "grpc thrift {mode}");
+    }
+    {
+        let seen = alpns.lock().unwrap();
+        assert_eq!(seen.len(), 8, "four proto and four thrift streams");
+        assert!(
+            seen.iter().all(|a| a.as_deref() == Some(&b"h2"[..])),
+            "{seen:?}"
+        );
+    }
+    // TTHeader over TLS on the same port: no ALPN.
+    let tt = client(&addr, Some(ca()));
+    for (mode, outcome) in check::run_all::<Proto>(&Proto::client(tt)).await {
+        assert_eq!(outcome.result, Ok(()), "ttheader proto {mode}");
+    }
+    assert!(alpns.lock().unwrap()[8..].iter().all(Option::is_none));
+
+    // A plaintext gRPC client on the TLS port fails fast with UNAVAILABLE.
+    let plain = Proto::client(Client::new(GrpcClient::new(addr.clone())));
+    let start = Instant::now();
+    let err = tokio::time::timeout(
+        FAST * 2,
+        Proto::ping_pong(&plain, request(), CallOptions::new()),
+    )
+    .await
+    .expect("the call ends instead of hanging")
+    .expect_err("the call fails");
+    assert!(start.elapsed() < FAST * 2, "took {:?}", start.elapsed());
+    let PingPongError::Status(err) = err else {
+        panic!("a transport failure is a status");
+    };
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    running.shutdown(Duration::from_secs(1)).await;
+}
+
+/// `echo-client --protocol grpc --tls-ca ... --tls-cert ... --tls-key ...` against
+/// `echo-server` with mTLS: the contract over gRPC+TLS between processes.
+#[test]
+fn echo_binaries_speak_grpc_over_mtls() {
+    let p = pki();
+    let dir = std::env::temp_dir().join(format!("rpc-tls-grpc-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, body: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        path.display().to_string()
+    };
+    let (ca, cert, key) = (
+        file("ca.pem", &p.ca_pem),
+        file("server.pem", &p.server_cert),
+        file("server.key", &p.server_key),
+    );
+    let (ccert, ckey) = (
+        file("client.pem", &p.client_cert),
+        file("client.key", &p.client_key),
+    );
+    let (mut child, urls, _lines) = support::spawn_echo_server(
+        &[
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+        ],
+        1,
+    );
+    for idl in ["proto", "thrift"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_echo-client"))
+            .args(["--connect", &urls[0], "--idl", idl, "--protocol", "grpc"])
+            .args(["--tls-ca", &ca, "--tls-cert", &ccert, "--tls-key", &ckey])
+            .output()
+            .expect("run echo-client");
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with("ok ")).count(),
+            4,
+            "{idl}: {out}"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

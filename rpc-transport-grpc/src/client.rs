@@ -152,7 +152,7 @@ impl Inner {
             |what: String| Status::unavailable(format!("connect to {}: {what}", self.endpoint));
         let cfg = &self.cfg;
         let handshake = async {
-            let (io, _peer) = Io::connect(&self.endpoint, cfg.connect_timeout)
+            let (io, _peer) = Io::connect_with(&self.endpoint, &cfg.connect_options())
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
             let mut b = h2::client::Builder::new();
@@ -211,7 +211,10 @@ impl Inner {
                     Status::internal(format!("invalid method path {:?}", ctx.method().path))
                 })?;
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(match self.cfg.tls {
+            Some(_) => Scheme::HTTPS,
+            None => Scheme::HTTP,
+        });
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path);
         let uri = Uri::from_parts(parts).map_err(|e| Status::internal(format!("uri: {e}")))?;
@@ -307,6 +310,10 @@ impl ClientTransport for GrpcClient {
                 recv_compression,
             }) as Arc<dyn ClientStreamRaw>)
         })
+    }
+
+    fn rpc_system(&self) -> &'static str {
+        "grpc"
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use rpc_core::net::{ConnectOptions, TcpKeepalive, TlsClientConfig};
+
 use crate::compression::Compression;
 
 /// Largest message accepted (after decompression): 4 MiB, gRPC's default everywhere, so a
@@ -156,6 +158,12 @@ pub struct GrpcClientConfig {
     /// Sent before our own `user-agent` ([`USER_AGENT`]), as gRPC's
     /// `grpc.primary_user_agent` does.
     pub user_agent: Option<String>,
+    /// TLS, if the server serves it (off by default). Set it with
+    /// [`GrpcClientConfig::tls`], which also asks for ALPN `h2`.
+    pub tls: Option<TlsClientConfig>,
+    /// TCP keepalive on each connection (on by default, [`TcpKeepalive::default`]); `None`
+    /// turns it off.
+    pub tcp_keepalive: Option<TcpKeepalive>,
 }
 
 impl Default for GrpcClientConfig {
@@ -174,6 +182,8 @@ impl Default for GrpcClientConfig {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             send_compression: Compression::Identity,
             user_agent: None,
+            tls: None,
+            tcp_keepalive: Some(TcpKeepalive::default()),
         }
     }
 }
@@ -228,5 +238,28 @@ impl GrpcClientConfig {
     pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
         self.user_agent = Some(ua.into());
         self
+    }
+
+    /// Connects over TLS with `tls`, asking for ALPN `h2` (what gRPC servers expect; ours
+    /// serve gRPC and TTHeader on one TLS port either way).
+    pub fn tls(mut self, tls: TlsClientConfig) -> Self {
+        self.tls = Some(tls.alpn(&[b"h2"]));
+        self
+    }
+
+    /// Sets [`GrpcClientConfig::tcp_keepalive`] (`None`: off).
+    pub fn tcp_keepalive(mut self, keepalive: Option<TcpKeepalive>) -> Self {
+        self.tcp_keepalive = keepalive;
+        self
+    }
+
+    /// How connections are made: [`GrpcClientConfig::connect_timeout`],
+    /// [`GrpcClientConfig::tcp_keepalive`] and [`GrpcClientConfig::tls`], for
+    /// `rpc_core::net::Io::connect_with`.
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions::new()
+            .timeout(self.connect_timeout)
+            .keepalive(self.tcp_keepalive)
+            .tls(self.tls.clone())
     }
 }

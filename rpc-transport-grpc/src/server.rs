@@ -359,7 +359,8 @@ impl ConnCtx {
             .with_deadline(deadline)
             .with_peer(Some(self.peer.clone()))
             .with_payload(Some(payload))
-            .with_extension(compression);
+            .with_extension(compression)
+            .with_rpc_system("grpc");
         self.server.dispatch_route(route, incoming, stream);
     }
 }

@@ -12,7 +12,8 @@
 //!
 //! TLS: `--tls-ca ca.pem [--tls-cert c.pem --tls-key c.key] [--tls-server-name NAME]` connects
 //! over TLS, verifying the server's certificate against `ca.pem` and the address's host (or
-//! NAME), presenting a client certificate when given (mTLS).
+//! NAME), presenting a client certificate when given (mTLS); over `--protocol grpc` it asks
+//! for ALPN `h2`.
 
 #![forbid(unsafe_code)]
 
@@ -24,7 +25,7 @@ use examples::idl::{Proto, Thrift};
 use examples::EchoIdl;
 use rpc_core::net::TlsClientConfig;
 use rpc_core::{Address, Client};
-use rpc_transport_grpc::GrpcClient;
+use rpc_transport_grpc::{GrpcClient, GrpcClientConfig};
 use rpc_transport_ttheader::TtHeaderClient;
 
 fn usage() -> ExitCode {
@@ -124,20 +125,20 @@ async fn main() -> ExitCode {
     }
     // A tcp:// host name is resolved at each connect; failures show up as UNAVAILABLE calls.
     let builder_addr = url.clone();
-    let mut builder = TtHeaderClient::builder(url);
-    let tls = tls_ca.is_some();
+    let builder = TtHeaderClient::builder(url);
+    let mut tls = None;
     if let Some(ca) = tls_ca {
         let identity = match (&tls_cert, &tls_key) {
             (Some(c), Some(k)) => Some((Path::new(c), Path::new(k))),
             (None, None) => None,
             _ => return usage(),
         };
-        let tls = TlsClientConfig::from_pem_files(ca, identity).and_then(|t| match &tls_name {
+        let t = TlsClientConfig::from_pem_files(ca, identity).and_then(|t| match &tls_name {
             Some(n) => t.server_name(n),
             None => Ok(t),
         });
-        match tls {
-            Ok(t) => builder = builder.tls(t),
+        match t {
+            Ok(t) => tls = Some(t),
             Err(e) => {
                 eprintln!("echo-client: {e}");
                 return ExitCode::FAILURE;
@@ -147,12 +148,17 @@ async fn main() -> ExitCode {
         return usage();
     }
     let client = match protocol.as_str() {
-        "ttheader" => Client::new(builder.build()),
-        "grpc" if tls => {
-            eprintln!("echo-client: TLS over gRPC is not available yet");
-            return ExitCode::from(2);
+        "ttheader" => match tls {
+            Some(t) => Client::new(builder.tls(t).build()),
+            None => Client::new(builder.build()),
+        },
+        "grpc" => {
+            let mut cfg = GrpcClientConfig::default();
+            if let Some(t) = tls {
+                cfg = cfg.tls(t);
+            }
+            Client::new(GrpcClient::with_config(builder_addr, cfg))
         }
-        "grpc" => Client::new(GrpcClient::new(builder_addr)),
         _ => return usage(),
     };
     let ok = match idl.as_str() {
