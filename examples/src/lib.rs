@@ -59,6 +59,23 @@ pub fn server_with_limits(limits: rpc_core::limits::ServerLimits) -> rpc_core::S
         .build()
 }
 
+/// [`server_with_limits`] plus the standard gRPC services `echo-server` serves: health
+/// checking (`grpc.health.v1.Health`, statuses from `health`; every hosted service is marked
+/// SERVING).
+pub fn server_with_grpc_services(
+    limits: rpc_core::limits::ServerLimits,
+    health: &rpc_grpc_services::health::HealthReporter,
+) -> rpc_core::Server {
+    let server = rpc_core::Server::builder()
+        .limits(limits)
+        .add_service(thrift::TestServiceServer::new(Echo))
+        .add_service(proto::TestServiceServer::new(Echo))
+        .add_service(health.service())
+        .build();
+    health.set_server_serving(&server);
+    server
+}
+
 /// The code generated from `idl/echo.thrift` (thrift binary payloads).
 pub mod thrift {
     rpc_core::include_generated!("echo");

@@ -20,6 +20,10 @@
 //! ALPN accepted); with a client CA, client certificates are required (mTLS). Unix sockets
 //! stay plain.
 //!
+//! Standard gRPC services: health checking (`grpc.health.v1.Health`: the server `""` and
+//! every hosted service SERVING; all NOT_SERVING once a stop signal starts the graceful
+//! shutdown).
+//!
 //! Metrics: `--metrics HOST:PORT` serves every call's metrics (`rpc_core::observe`) in the
 //! Prometheus text format at `http://HOST:PORT/metrics` and prints `metrics <addr>`.
 
@@ -165,7 +169,8 @@ async fn main() -> ExitCode {
         Some(Ok(m)) => Some(m),
         None => None,
     };
-    let server = examples::server_with_limits(limits);
+    let health = rpc_grpc_services::health::HealthReporter::new();
+    let server = examples::server_with_grpc_services(limits, &health);
     let mut metrics_bound = None;
     if let Some((addr, handle)) = metrics {
         match examples::metrics_http::serve(addr, handle, server.clone()).await {
@@ -193,6 +198,7 @@ async fn main() -> ExitCode {
         };
     }
     let running = listener.start();
+    health.shutdown_on_drain(&running.shutdown_signal());
     for addr in running.local_addrs() {
         println!("listening {addr}");
     }
