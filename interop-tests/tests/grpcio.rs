@@ -36,8 +36,15 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The grpcio release the suite runs against, and the tools and protobuf matching it.
-const PINS: [&str; 3] = ["grpcio==1.85.3", "grpcio-tools==1.85.1", "protobuf==7.36.2"];
+/// The grpcio release the suite runs against, and the tools and protobuf matching it; the
+/// standard services' Python packages are the clients of the health and reflection tests.
+const PINS: [&str; 5] = [
+    "grpcio==1.85.3",
+    "grpcio-tools==1.85.1",
+    "protobuf==7.36.2",
+    "grpcio-health-checking==1.85.1",
+    "grpcio-reflection==1.85.1",
+];
 
 /// Creating the virtualenv and installing the pins (a download on the first run).
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -120,6 +127,10 @@ impl Drop for Grpcio {
 
 impl Grpcio {
     async fn install() -> Grpcio {
+        // Tests of this file may install at once: one at a time, and each its own stubs dir.
+        static INSTALLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        static STUBS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let _installing = INSTALLING.lock().await;
         let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let venv = tmp.join("grpcio-1.85.3");
         let python = venv.join("bin").join("python");
@@ -139,11 +150,15 @@ impl Grpcio {
             cmd.args(["-m", "pip", "install", "--quiet", "--no-input"])
                 .args(PINS)
                 .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
-            run_ok(cmd, INSTALL_TIMEOUT, "pip install grpcio grpcio-tools").await;
+            run_ok(cmd, INSTALL_TIMEOUT, "pip install the grpcio pins").await;
             std::fs::write(&marker, &pins).expect("write the venv marker");
         }
 
-        let dir = tmp.join(format!("grpcio-stubs-{}", std::process::id()));
+        let dir = tmp.join(format!(
+            "grpcio-stubs-{}-{}",
+            std::process::id(),
+            STUBS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the stubs dir");
         let grpcio = Grpcio { python, dir };
@@ -411,4 +426,92 @@ async fn grpcio_both_directions_and_ours_against_ours() {
         );
     }
     assert!(to_grpcio_no_probe.status.success());
+}
+
+/// Our echo server with the standard services (what `echo-server` serves), in process on a
+/// free port, so the test can change statuses and shut it down between client steps.
+async fn start_services_server() -> (
+    rpc_core::serve::Running,
+    u16,
+    rpc_grpc_services::health::HealthReporter,
+) {
+    let health = rpc_grpc_services::health::HealthReporter::new();
+    let server =
+        examples::server_with_grpc_services(rpc_core::limits::ServerLimits::default(), &health);
+    let running = rpc_core::serve::Listener::new(server)
+        .protocol(rpc_transport_grpc::GrpcProtocol::default())
+        .bind("tcp://127.0.0.1:0".parse().expect("an address"))
+        .await
+        .expect("bind")
+        .start();
+    health.shutdown_on_drain(&running.shutdown_signal());
+    let port = running.local_addrs()[0]
+        .socket_addr()
+        .expect("a tcp address")
+        .port();
+    (running, port, health)
+}
+
+/// The lines of a running `services.py`, read with a bounded wait each.
+struct Lines {
+    _child: Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn start(grpcio: &Grpcio, args: &[&str]) -> Lines {
+        let mut child = Command::new(&grpcio.python)
+            .arg(crate_dir().join("python/services.py"))
+            .args(args)
+            .env("PYTHONUNBUFFERED", "1")
+            .kill_on_drop(true)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start services.py");
+        let stdout = child.stdout.take().expect("piped stdout");
+        Lines {
+            _child: child,
+            lines: BufReader::new(stdout).lines(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line, which must be `want`.
+    async fn expect(&mut self, want: &str) {
+        let line = tokio::time::timeout(START_TIMEOUT, self.lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no line within {START_TIMEOUT:?}; so far {:?}", self.seen))
+            .expect("read services.py")
+            .unwrap_or_else(|| panic!("services.py ended; want {want:?}; so far {:?}", self.seen));
+        assert_eq!(line, want, "so far {:?}", self.seen);
+        self.seen.push(line);
+    }
+}
+
+/// `grpcio-health-checking`'s client against our health service: Check of the server, a
+/// hosted service and an unknown one; Watch following status changes, and NOT_SERVING then
+/// the end of the call when graceful shutdown begins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_health_client_against_our_health_service() {
+    use rpc_grpc_services::health::ServingStatus;
+    let grpcio = Grpcio::install().await;
+    let (running, port, health) = start_services_server().await;
+    let mut py = Lines::start(&grpcio, &["health", &port.to_string()]);
+    py.expect("check '' SERVING").await;
+    py.expect("check 'echo.TestService' SERVING").await;
+    py.expect("check 'no.Such' NOT_FOUND").await;
+    py.expect("watch SERVING").await;
+    health.set_status("", ServingStatus::NotServing);
+    py.expect("watch NOT_SERVING").await;
+    health.set_status("", ServingStatus::Serving);
+    py.expect("watch SERVING").await;
+    let stopping = tokio::spawn(running.shutdown(Duration::from_secs(10)));
+    py.expect("watch NOT_SERVING").await;
+    py.expect("watch ended OK").await;
+    tokio::time::timeout(START_TIMEOUT, stopping)
+        .await
+        .expect("shutdown completes")
+        .expect("shutdown task");
 }

@@ -31,6 +31,9 @@ pub struct Ir {
     pub packages: Vec<Package>,
     /// Every file read (the root, includes, imports), for `cargo:rerun-if-changed`.
     pub files: Vec<PathBuf>,
+    /// Protobuf only: the serialized `google.protobuf.FileDescriptorSet` of the root file and
+    /// every file it imports, without source info (emitted as `FILE_DESCRIPTOR_SET`).
+    pub file_descriptor_set: Option<Vec<u8>>,
 }
 
 /// The definitions of one package (a thrift namespace, a proto package).

@@ -30,7 +30,10 @@
 //! * `TestServiceClient` — wraps a `rpc_core::Client`; `ping_pong(req)`, `echo_client()`,
 //!   `echo_server(req)`, `echo()`, each with a `_with(.., CallOptions)` variant;
 //! * `TEST_SERVICE_METHODS` / `TEST_SERVICE_DESCRIPTOR` — the static descriptors
-//!   (package = thrift namespace / proto package, path `/pkg.Service/Method`).
+//!   (package = thrift namespace / proto package, path `/pkg.Service/Method`);
+//! * for a `.proto`, `FILE_DESCRIPTOR_SET` at the top of the generated file — the serialized
+//!   `google.protobuf.FileDescriptorSet` of the file and all it imports (source info
+//!   stripped), what server reflection (`rpc-grpc-services`) serves.
 //!
 //! Thrift types become Rust structs, enums (unions), open newtype enums and aliases
 //! implementing `thrift::protocol::TSerializable`; proto messages are prost's. How a generated

@@ -102,6 +102,14 @@ pub(crate) fn load(root: &Path, include_dirs: &[PathBuf]) -> Result<Ir, Error> {
         });
         pkg.services.push(def);
     }
+    // What server reflection serves: every file, imports included, in dependency order
+    // (protox lists imports first), without the source info (comments and spans: most of
+    // the bytes, and not needed to describe the types).
+    let mut embedded = fds.clone();
+    for f in &mut embedded.file {
+        f.source_code_info = None;
+    }
+    let file_descriptor_set = Some(prost::Message::encode_to_vec(&embedded));
     Ok(Ir {
         kind: IdlKind::Protobuf,
         root: root.to_path_buf(),
@@ -111,6 +119,7 @@ pub(crate) fn load(root: &Path, include_dirs: &[PathBuf]) -> Result<Ir, Error> {
             .collect(),
         packages: packages.into_values().collect(),
         files,
+        file_descriptor_set,
     })
 }
 

@@ -772,3 +772,28 @@ async fn clients_connect_from_an_address() {
     let err = sink_thrift::ChildClient::connect::<NamedInProc>("inproc://nobody").unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
 }
+
+// ---- embedded descriptors -------------------------------------------------------------------
+
+/// `FILE_DESCRIPTOR_SET` of a proto holds the file and everything it imports (the
+/// well-known types included), imports first, without source info; thrift output has none.
+#[test]
+fn proto_output_embeds_its_file_descriptor_set() {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(sink_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+    let sink = names
+        .iter()
+        .position(|n| *n == "sink.proto")
+        .expect("the root file");
+    for import in ["common/common.proto", "google/protobuf/empty.proto"] {
+        let at = names.iter().position(|n| *n == import).expect(import);
+        assert!(at < sink, "imports first: {names:?}");
+    }
+    assert!(set.file.iter().all(|f| f.source_code_info.is_none()));
+    let echo = prost_types::FileDescriptorSet::decode(echo_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let file = echo.file.iter().find(|f| f.name() == "echo.proto").unwrap();
+    assert_eq!(file.package(), "echo");
+    assert_eq!(file.service[0].name(), "TestService");
+    assert_eq!(file.service[0].method.len(), 4);
+}

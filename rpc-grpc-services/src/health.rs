@@ -59,6 +59,9 @@ pub use gen::grpc::health::v1::{
     Health, HealthCheckRequest, HealthCheckResponse, HealthClient, HealthListRequest,
     HealthListResponse, HealthServer, HEALTH_DESCRIPTOR,
 };
+/// The descriptors of `grpc/health/v1/health.proto`, for
+/// [`ReflectionBuilder::register_file_descriptor_set`](crate::reflection::ReflectionBuilder::register_file_descriptor_set).
+pub use gen::FILE_DESCRIPTOR_SET;
 
 use proto::health_check_response::ServingStatus as WireStatus;
 

@@ -50,8 +50,20 @@ pub fn generate(ir: &Ir) -> Result<String, Error> {
             pub use self::#(#path)::*::*;
         }
     };
+    let descriptors = match &ir.file_descriptor_set {
+        Some(bytes) => {
+            let lit = proc_macro2::Literal::byte_string(bytes);
+            quote! {
+                /// The serialized `google.protobuf.FileDescriptorSet` of the compiled file and
+                /// every file it imports (without source info), for server reflection.
+                pub const FILE_DESCRIPTOR_SET: &[u8] = #lit;
+            }
+        }
+        None => quote!(),
+    };
     let tokens = quote! {
         #reexport
+        #descriptors
         #tree
     };
     let mut file = syn::parse2::<syn::File>(tokens).map_err(|source| Error::Generated {

@@ -293,6 +293,7 @@ impl<'a> Resolver<'a> {
             root_module: self.files[0].module.clone(),
             packages,
             files: self.files.iter().map(|f| f.path.clone()).collect(),
+            file_descriptor_set: None,
         })
     }
 

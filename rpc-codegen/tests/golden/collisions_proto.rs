@@ -31,6 +31,24 @@ pub use self::collisions::*;
     clippy::pedantic,
     clippy::nursery
 )]
+/// The serialized `google.protobuf.FileDescriptorSet` of the compiled file and
+/// every file it imports (without source info), for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\xBA\x06\n\x10collisions.proto\x12\ncollisions\"6\n\x06Status\x12\x12\n\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\"\x18\n\x06Result\x12\x0E\n\x02ok\x18\x01 \x01(\x08R\x02ok\"-\n\x06Option\x12\x19\n\x05value\x18\x01 \x01(\tH\0R\x05value\x88\x01\x01B\x08\n\x06_value\"\x1E\n\x06String\x12\x14\n\x05value\x18\x01 \x01(\tR\x05value\"!\n\x03Box\x12\x1A\n\x08contents\x18\x01 \x01(\x0CR\x08contents\"/\n\x03Vec\x12(\n\x05items\x18\x01 \x03(\x0B2\x12.collisions.StringR\x05items\"\x1E\n\x06Client\x12\x14\n\x05inner\x18\x01 \x01(\tR\x05inner\"\x1E\n\x06Server\x12\x14\n\x05inner\x18\x01 \x01(\tR\x05inner\"b\n\x08Response\x12*\n\x06status\x18\x01 \x01(\x0B2\x12.collisions.StatusR\x06status\x12*\n\x06option\x18\x02 \x01(\x0B2\x12.collisions.OptionR\x06option\"\x8B\x01\n\x0CWithMetadata\x12?\n\x07entries\x18\x01 \x03(\x0B2%.collisions.WithMetadata.EntriesEntryR\x07entries\x1A:\n\x0CEntriesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\"\n\x01T\x12\x1D\n\x01b\x18\x01 \x01(\x0B2\x0F.collisions.BoxR\x01b2\xC6\x01\n\x07Service\x120\n\x04Call\x12\x12.collisions.Client\x1A\x14.collisions.Response\x12*\n\x06Stream\x12\r.collisions.T\x1A\r.collisions.T(\x010\x01\x12.\n\x07Collect\x12\r.collisions.T\x1A\x12.collisions.Result(\x01\x12-\n\x06Spread\x12\x12.collisions.Server\x1A\r.collisions.T0\x01b\x06proto3";
+#[allow(
+    dead_code,
+    unused_imports,
+    unused_variables,
+    unused_qualifications,
+    unused_results,
+    unreachable_pub,
+    missing_copy_implementations,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    clippy::all,
+    clippy::pedantic,
+    clippy::nursery
+)]
 /// Package `collisions`.
 pub mod collisions {
     /// The `Status` message.

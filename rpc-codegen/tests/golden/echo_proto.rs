@@ -31,6 +31,24 @@ pub use self::echo::*;
     clippy::pedantic,
     clippy::nursery
 )]
+/// The serialized `google.protobuf.FileDescriptorSet` of the compiled file and
+/// every file it imports (without source info), for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\xC6\x03\n\necho.proto\x12\x04echo\"\x9A\x01\n\x07Request\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12\x1B\n\x06repeat\x18\x02 \x01(\x05H\0R\x06repeat\x88\x01\x01\x12\x17\n\x04fail\x18\x03 \x01(\tH\x01R\x04fail\x88\x01\x01\x12\x1E\n\x08sleep_ms\x18\x04 \x01(\x03H\x02R\x07sleepMs\x88\x01\x01B\t\n\x07_repeatB\x07\n\x05_failB\x0B\n\t_sleep_ms\"I\n\x08Response\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12\x19\n\x05index\x18\x02 \x01(\x05H\0R\x05index\x88\x01\x01B\x08\n\x06_index2\xC1\x01\n\x0BTestService\x12)\n\x08PingPong\x12\r.echo.Request\x1A\x0E.echo.Response\x12)\n\x04Echo\x12\r.echo.Request\x1A\x0E.echo.Response(\x010\x01\x12-\n\nEchoClient\x12\r.echo.Request\x1A\x0E.echo.Response(\x01\x12-\n\nEchoServer\x12\r.echo.Request\x1A\x0E.echo.Response0\x01b\x06proto3";
+#[allow(
+    dead_code,
+    unused_imports,
+    unused_variables,
+    unused_qualifications,
+    unused_results,
+    unreachable_pub,
+    missing_copy_implementations,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    clippy::all,
+    clippy::pedantic,
+    clippy::nursery
+)]
 /// Package `echo`.
 pub mod echo {
     /// The `Request` message.

@@ -31,6 +31,24 @@ pub use self::acme::sink::*;
     clippy::pedantic,
     clippy::nursery
 )]
+/// The serialized `google.protobuf.FileDescriptorSet` of the compiled file and
+/// every file it imports (without source info), for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\x95\x01\n\x13common/common.proto\x12\x0Bacme.common\"4\n\x04Page\x12\x16\n\x06offset\x18\x01 \x01(\rR\x06offset\x12\x14\n\x05limit\x18\x02 \x01(\rR\x05limit*3\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\0\x12\x11\n\rSTATUS_ACTIVE\x10\x01b\x06proto3\n\xBE\x01\n\x1Bgoogle/protobuf/empty.proto\x12\x0Fgoogle.protobuf\"\x07\n\x05EmptyB}\n\x13com.google.protobufB\nEmptyProtoP\x01Z.google.golang.org/protobuf/types/known/emptypb\xF8\x01\x01\xA2\x02\x03GPB\xAA\x02\x1EGoogle.Protobuf.WellKnownTypesb\x06proto3\n\x89\x05\n\nsink.proto\x12\tacme.sink\x1A\x13common/common.proto\x1A\x1Bgoogle/protobuf/empty.proto\"\xB8\x02\n\x04Item\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12+\n\x06status\x18\x02 \x01(\x0E2\x13.acme.common.StatusR\x06status\x129\n\x08counters\x18\x03 \x03(\x0B2\x1D.acme.sink.Item.CountersEntryR\x08counters\x12\x14\n\x04text\x18\x04 \x01(\tH\0R\x04text\x12\x14\n\x04blob\x18\x05 \x01(\x0CH\0R\x04blob\x12'\n\x04tags\x18\x06 \x03(\x0B2\x13.acme.sink.Item.TagR\x04tags\x1A;\n\rCountersEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1A\x17\n\x03Tag\x12\x10\n\x03key\x18\x01 \x01(\tR\x03keyB\t\n\x07payload\"4\n\x0BListRequest\x12%\n\x04page\x18\x01 \x01(\x0B2\x11.acme.common.PageR\x04page2\xC4\x01\n\x04Sink\x121\n\x04List\x12\x16.acme.sink.ListRequest\x1A\x0F.acme.sink.Item0\x01\x120\n\x03Put\x12\x0F.acme.sink.Item\x1A\x16.google.protobuf.Empty(\x01\x12)\n\x03Get\x12\x11.acme.common.Page\x1A\x0F.acme.sink.Item\x12,\n\x04Sync\x12\x0F.acme.sink.Item\x1A\x0F.acme.sink.Item(\x010\x01b\x06proto3";
+#[allow(
+    dead_code,
+    unused_imports,
+    unused_variables,
+    unused_qualifications,
+    unused_results,
+    unreachable_pub,
+    missing_copy_implementations,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    clippy::all,
+    clippy::pedantic,
+    clippy::nursery
+)]
 /// Packages under `acme`.
 pub mod acme {
     /// Package `acme.common`.
