@@ -61,17 +61,31 @@ pub fn server_with_limits(limits: rpc_core::limits::ServerLimits) -> rpc_core::S
 
 /// [`server_with_limits`] plus the standard gRPC services `echo-server` serves: health
 /// checking (`grpc.health.v1.Health`, statuses from `health`; every hosted service is marked
-/// SERVING).
+/// SERVING) and server reflection (`grpc.reflection.v1` and `v1alpha`, describing
+/// `echo.proto`, the health service and reflection itself).
 pub fn server_with_grpc_services(
     limits: rpc_core::limits::ServerLimits,
     health: &rpc_grpc_services::health::HealthReporter,
 ) -> rpc_core::Server {
-    let server = rpc_core::Server::builder()
+    let mut builder = rpc_core::Server::builder()
         .limits(limits)
         .add_service(thrift::TestServiceServer::new(Echo))
         .add_service(proto::TestServiceServer::new(Echo))
-        .add_service(health.service())
+        .add_service(health.service());
+    let reflection = rpc_grpc_services::reflection::Reflection::builder()
+        .register_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(rpc_grpc_services::health::FILE_DESCRIPTOR_SET)
         .build();
+    match reflection {
+        Ok(r) => {
+            builder = builder
+                .add_service(r.service_v1())
+                .add_service(r.service_v1alpha());
+        }
+        // Only if the embedded descriptors were corrupt: serve the rest.
+        Err(e) => tracing::error!("server reflection unavailable: {e}"),
+    }
+    let server = builder.build();
     health.set_server_serving(&server);
     server
 }

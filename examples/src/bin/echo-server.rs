@@ -22,7 +22,8 @@
 //!
 //! Standard gRPC services: health checking (`grpc.health.v1.Health`: the server `""` and
 //! every hosted service SERVING; all NOT_SERVING once a stop signal starts the graceful
-//! shutdown).
+//! shutdown) and server reflection (`grpc.reflection.v1` and `v1alpha`: `grpcurl` and
+//! `grpc_cli` list and describe `echo.TestService`).
 //!
 //! Metrics: `--metrics HOST:PORT` serves every call's metrics (`rpc_core::observe`) in the
 //! Prometheus text format at `http://HOST:PORT/metrics` and prints `metrics <addr>`.
