@@ -235,3 +235,43 @@ async fn cancel_and_deadline_are_events_of_the_spans() {
     );
     assert_eq!(client.fields["otel.status_code"], "ERROR");
 }
+
+/// Over gRPC: both spans name the system `grpc` (the transport reports it on both sides) and
+/// join one trace through the `traceparent` metadata entry.
+#[tokio::test(flavor = "current_thread")]
+async fn grpc_spans_name_the_system_grpc_and_join_one_trace() {
+    let capture = Capture::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let running = Listener::new(examples::server())
+        .protocol(rpc_transport_grpc::GrpcProtocol::default())
+        .bind("tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .start();
+    let addr = running.local_addrs().remove(0);
+    let proto = Proto::client(Client::new(rpc_transport_grpc::GrpcClient::new(addr)));
+    let mut call = Proto::echo(&proto, CallOptions::new()).await.unwrap();
+    call.send(request("m").into()).await.unwrap();
+    call.recv().await.unwrap().expect("an echo");
+    call.close_send().unwrap();
+    assert!(call.recv().await.unwrap().is_none());
+    let ended = |name: &str| {
+        capture.spans(name, "Echo").first().is_some_and(|s| {
+            s.events
+                .iter()
+                .any(|e| e.get("message").map(String::as_str) == Some("rpc end"))
+        })
+    };
+    eventually("both spans end", || {
+        ended("rpc.client") && ended("rpc.server")
+    })
+    .await;
+    let client = capture.spans("rpc.client", "Echo").remove(0);
+    let server = capture.spans("rpc.server", "Echo").remove(0);
+    assert_eq!(client.fields["rpc.system"], "grpc");
+    assert_eq!(server.fields["rpc.system"], "grpc");
+    assert_eq!(client.fields["trace_id"], server.fields["trace_id"]);
+    assert_eq!(server.fields["parent_span_id"], client.fields["span_id"]);
+    running.shutdown(Duration::from_secs(1)).await;
+}

@@ -465,6 +465,7 @@ impl Lines {
             .arg(crate_dir().join("python/services.py"))
             .args(args)
             .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONPATH", &grpcio.dir)
             .kill_on_drop(true)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -514,4 +515,47 @@ async fn grpcio_health_client_against_our_health_service() {
         .await
         .expect("shutdown completes")
         .expect("shutdown task");
+}
+
+/// `grpcio-reflection`'s client (`ProtoReflectionDescriptorDatabase`, v1alpha) with a
+/// protobuf descriptor pool over it, and its v1 stub, against our reflection service: the
+/// services listed, `echo.TestService` resolved with its methods and message types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_reflection_client_against_our_reflection_service() {
+    let grpcio = Grpcio::install().await;
+    // grpcio-reflection ships Python stubs for v1alpha only: generate v1's from our copy of
+    // the proto (under another file name, so its module does not shadow the `grpc` package).
+    std::fs::copy(
+        crate_dir().join("../rpc-grpc-services/proto/grpc/reflection/v1/reflection.proto"),
+        grpcio.dir.join("reflection_v1.proto"),
+    )
+    .expect("copy reflection.proto");
+    let mut cmd = Command::new(&grpcio.python);
+    cmd.args(["-m", "grpc_tools.protoc"])
+        .arg("-I")
+        .arg(&grpcio.dir)
+        .arg(format!("--python_out={}", grpcio.dir.display()))
+        .arg(format!("--grpc_python_out={}", grpcio.dir.display()))
+        .arg("reflection_v1.proto");
+    run_ok(cmd, START_TIMEOUT, "grpc_tools.protoc reflection_v1.proto").await;
+    let (running, port, _health) = start_services_server().await;
+    let mut py = Lines::start(&grpcio, &["reflection", &port.to_string()]);
+    let services = "echo.TestService,grpc.health.v1.Health,grpc.reflection.v1.ServerReflection,\
+                    grpc.reflection.v1alpha.ServerReflection";
+    py.expect(&format!("services {services}")).await;
+    py.expect("service echo.TestService in echo.proto").await;
+    py.expect("method PingPong echo.Request echo.Response - -")
+        .await;
+    py.expect("method Echo echo.Request echo.Response client_streaming server_streaming")
+        .await;
+    py.expect("method EchoClient echo.Request echo.Response client_streaming -")
+        .await;
+    py.expect("method EchoServer echo.Request echo.Response - server_streaming")
+        .await;
+    py.expect("message echo.Request message,repeat,fail,sleep_ms")
+        .await;
+    py.expect("unknown not found").await;
+    py.expect(&format!("v1 services {services}")).await;
+    py.expect("v1 files grpc/health/v1/health.proto").await;
+    running.shutdown(Duration::from_secs(1)).await;
 }
