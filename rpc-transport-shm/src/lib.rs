@@ -1,4 +1,7 @@
-//! Shared-memory transport between processes on one Linux host: payloads in memfd regions,
-//! a Unix socket for wakeups and fallback.
-//!
-//! Status: placeholder; the transport lands with its own issue.
+//! Shared-memory transport between processes on one Linux host: TTHeader Streaming frames in
+//! memfd regions (one ring and one arena per direction), a Unix socket for the handshake,
+//! peer-death detection and messages too large for the arena.
+
+pub mod arena;
+pub mod mem;
+pub mod ring;

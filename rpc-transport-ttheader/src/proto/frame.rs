@@ -346,6 +346,19 @@ impl StreamFrame {
     }
 }
 
+impl StreamFrame {
+    /// [`StreamFrame::decode_data`] for a frame delivered whole: if `frame` is exactly one
+    /// plain Data frame, its stream id, protocol and payload (a slice of `frame`, no copy).
+    pub fn data_of_whole(frame: &Bytes, limits: &Limits) -> Option<DataFrame> {
+        let (stream_id, protocol, header_end, total) = data_frame_shape(frame, limits)?;
+        (total == frame.len()).then(|| DataFrame {
+            stream_id,
+            protocol,
+            payload: frame.slice(header_end..),
+        })
+    }
+}
+
 /// Checks the Data-frame shape of the frame at the start of `src`: returns its stream id,
 /// protocol, where the payload starts and the frame's total length.
 fn data_frame_shape(src: &[u8], limits: &Limits) -> Option<(i32, StreamProtocol, usize, usize)> {
