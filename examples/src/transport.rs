@@ -24,6 +24,8 @@ pub enum Transport {
     TtHeaderTcp,
     /// TTHeader over a Unix socket.
     TtHeaderUnix,
+    /// Shared memory (`rpc-transport-shm`, Linux): TTHeader Streaming frames in memfd rings.
+    Shm,
 }
 
 impl Transport {
@@ -32,6 +34,8 @@ impl Transport {
         Transport::InProc,
         Transport::TtHeaderTcp,
         Transport::TtHeaderUnix,
+        #[cfg(target_os = "linux")]
+        Transport::Shm,
     ];
 
     /// A short name for tables.
@@ -40,6 +44,7 @@ impl Transport {
             Transport::InProc => "inproc",
             Transport::TtHeaderTcp => "ttheader/tcp",
             Transport::TtHeaderUnix => "ttheader/uds",
+            Transport::Shm => "shm",
         }
     }
 
@@ -62,6 +67,17 @@ impl Transport {
                     .start();
                 let bound = running.local_addrs().remove(0);
                 Ok(Client::new(TtHeaderClient::new(bound)))
+            }
+            Transport::Shm => {
+                let path = socket_path();
+                let running = Listener::new(server)
+                    .protocol(rpc_transport_shm::ShmProtocol::default())
+                    .bind(Address::Shm(path.clone()))
+                    .await
+                    .map_err(io)?
+                    .start();
+                drop(running);
+                Ok(Client::new(rpc_transport_shm::ShmClient::new(path)))
             }
         }
     }

@@ -445,6 +445,11 @@ impl Consumer {
         w.load(Ordering::Relaxed) != 0 && w.swap(0, Ordering::AcqRel) != 0
     }
 
+    /// Whether the producer waits (without clearing the flag).
+    pub fn peek_waiting(&self) -> bool {
+        self.ring.atomic(OFF_WAITING).load(Ordering::Relaxed) != 0
+    }
+
     /// About to sleep: sets the parked flag and re-checks. Returns `true` when the ring is
     /// still empty (sleep; the producer will write the eventfd), `false` when something
     /// arrived meanwhile (the flag is cleared again; do not sleep).
