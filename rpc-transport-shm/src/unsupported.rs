@@ -14,6 +14,13 @@ fn unsupported() -> Status {
 #[derive(Debug, Clone, Default)]
 pub struct ShmClient;
 
+impl ShmClient {
+    /// A client for the control socket at `path` (fails on use on this platform).
+    pub fn new(_path: impl Into<std::path::PathBuf>) -> ShmClient {
+        ShmClient
+    }
+}
+
 impl ClientTransport for ShmClient {
     fn open(&self, _: &CallContext) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>> {
         Box::pin(std::future::ready(Err(unsupported())))
@@ -29,6 +36,13 @@ impl Connect for ShmClient {
 /// The shared-memory server protocol: claims nothing on this platform.
 #[derive(Debug, Clone, Default)]
 pub struct ShmProtocol;
+
+impl ShmProtocol {
+    /// Session limits (ignored on this platform).
+    pub fn limits(self, _limits: rpc_transport_ttheader::Limits) -> Self {
+        self
+    }
+}
 
 impl Protocol for ShmProtocol {
     fn name(&self) -> &'static str {

@@ -75,12 +75,12 @@ async fn main() -> ExitCode {
         eprintln!("echo-client: protocol {protocol} is not available yet (ttheader is)");
         return ExitCode::from(2);
     }
-    if let Address::Shm(_) = url {
-        eprintln!("echo-client: the shared-memory transport is not available yet");
-        return ExitCode::from(2);
-    }
     // A tcp:// host name is resolved at each connect; failures show up as UNAVAILABLE calls.
-    let client = Client::new(TtHeaderClient::new(url));
+    // shm:///path: the shared-memory transport (Linux), set up through that control socket.
+    let client = match url {
+        Address::Shm(path) => Client::new(rpc_transport_shm::ShmClient::new(path)),
+        url => Client::new(TtHeaderClient::new(url)),
+    };
     let ok = match idl.as_str() {
         "thrift" => run::<Thrift>(client, &modes).await,
         "proto" => run::<Proto>(client, &modes).await,

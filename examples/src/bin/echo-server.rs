@@ -5,6 +5,10 @@
 //! SIGTERM. TTHeader unary and TTHeader Streaming share each listener (told apart by the first
 //! bytes of a connection); gRPC and shared memory are not available yet.
 //!
+//! `shm:///path` listeners serve the shared-memory transport (Linux) through a control socket
+//! at that path; `--max-frame-bytes N` raises the largest frame (default 16 MiB) of every
+//! transport, e.g. for 64 MiB messages.
+//!
 //! Limits (defaults: `rpc_core::limits`): `--max-buffered-bytes N` (server-wide budget),
 //! `--max-streams N` (streams or unary calls in flight per connection), `--frame-timeout-ms MS`,
 //! `--idle-timeout-ms MS` (0: never).
@@ -24,8 +28,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo-server --listen URL [--listen URL ...]   (URL: tcp://HOST:PORT, unix:///path)\n\
-         \x20      [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]"
+        "usage: echo-server --listen URL [--listen URL ...]   (URL: tcp://HOST:PORT, unix:///path, shm:///path)\n\
+         \x20      [--max-frame-bytes N] [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]"
     );
     ExitCode::from(2)
 }
@@ -34,6 +38,7 @@ fn usage() -> ExitCode {
 async fn main() -> ExitCode {
     let mut addrs = Vec::new();
     let mut limits = rpc_core::limits::ServerLimits::default();
+    let mut conn_limits = rpc_transport_ttheader::Limits::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let number = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<u64>().ok());
@@ -41,6 +46,10 @@ async fn main() -> ExitCode {
         match (a.as_str(), number(&next)) {
             ("--max-buffered-bytes", Some(n)) => {
                 limits = limits.max_buffered_bytes(usize::try_from(n).unwrap_or(usize::MAX));
+                continue;
+            }
+            ("--max-frame-bytes", Some(n)) => {
+                conn_limits = conn_limits.max_frame_size(usize::try_from(n).unwrap_or(usize::MAX));
                 continue;
             }
             ("--max-streams", Some(n)) => {
@@ -72,7 +81,9 @@ async fn main() -> ExitCode {
         return usage();
     }
     let server = examples::server_with_limits(limits);
-    let mut listener = Listener::new(server).protocol(TtHeaderProtocol::default());
+    let mut listener = Listener::new(server)
+        .protocol(TtHeaderProtocol::new(conn_limits.clone()))
+        .protocol(rpc_transport_shm::ShmProtocol::default().limits(conn_limits));
     for addr in addrs {
         listener = match listener.bind(addr).await {
             Ok(l) => l,
