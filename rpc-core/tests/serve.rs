@@ -379,7 +379,11 @@ async fn bind_errors_say_what_is_wrong() {
     // shm:// binds a Unix socket for the shared-memory handshake and keeps its scheme.
     let shm_path = std::env::temp_dir().join(format!("rpc-core-serve-{}.shm", std::process::id()));
     let shm = l()
-        .bind(format!("shm://{}", shm_path.display()).parse().expect("address"))
+        .bind(
+            format!("shm://{}", shm_path.display())
+                .parse()
+                .expect("address"),
+        )
         .await
         .expect("shm:// binds a control socket");
     assert_eq!(shm.local_addrs()[0].scheme(), "shm");

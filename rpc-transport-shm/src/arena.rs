@@ -39,7 +39,7 @@ pub struct Arena {
 impl Arena {
     /// An arena of `len` bytes: a power of two, at least one minimum block, at most 2 GiB.
     pub fn new(len: usize) -> Option<Arena> {
-        if !len.is_power_of_two() || len < 1 << MIN_ORDER || len > 1 << 31 {
+        if !len.is_power_of_two() || !(1 << MIN_ORDER..=1 << 31).contains(&len) {
             return None;
         }
         let max_order = len.trailing_zeros();
@@ -208,7 +208,11 @@ mod tests {
         let blocks: Vec<_> = (0..8).map(|_| a.alloc(4096).unwrap().0).collect();
         a.free(blocks[3]).unwrap();
         a.free(blocks[6]).unwrap();
-        assert_eq!(a.alloc(4096).unwrap().0, blocks[6], "last freed, first reused");
+        assert_eq!(
+            a.alloc(4096).unwrap().0,
+            blocks[6],
+            "last freed, first reused"
+        );
     }
 
     #[test]

@@ -102,11 +102,7 @@ impl Drop for Inner {
         for s in &self.slots {
             if let Ok(s) = s.try_lock() {
                 if let Some(r) = &s.running {
-                    crate::link::lost(
-                        &r.session,
-                        r.link(),
-                        Status::unavailable("client dropped"),
-                    );
+                    crate::link::lost(&r.session, r.link(), Status::unavailable("client dropped"));
                 }
             }
         }
@@ -194,14 +190,17 @@ impl Inner {
 
     async fn connect(&self) -> Result<Running, Status> {
         let path = &self.cfg.path;
-        let unavailable =
-            |e: std::io::Error| Status::unavailable(format!("connect to shm://{}: {e}", path.display()));
+        let unavailable = |e: std::io::Error| {
+            Status::unavailable(format!("connect to shm://{}: {e}", path.display()))
+        };
         let est = tokio::time::timeout(self.cfg.connect_timeout, async {
             let stream = UnixStream::connect(path).await?;
             setup::client(stream, self.cfg.sizes).await
         })
         .await
-        .map_err(|_| Status::unavailable(format!("connect to shm://{}: timed out", path.display())))?
+        .map_err(|_| {
+            Status::unavailable(format!("connect to shm://{}: timed out", path.display()))
+        })?
         .map_err(unavailable)?;
         setup::start(
             est,

@@ -59,6 +59,9 @@ pub use setup::Sizes;
 #[cfg(target_os = "linux")]
 pub use stats::ShmStats;
 
+#[cfg(all(test, target_os = "linux"))]
+mod tests;
+
 #[cfg(target_os = "linux")]
 fn sys_signal(fd: &std::os::fd::OwnedFd) {
     sys::signal(fd)

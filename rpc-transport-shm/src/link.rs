@@ -30,8 +30,8 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Bytes, BytesMut};
 use rpc_core::codec::Encodable;
 use rpc_core::{Code, Status};
-use rpc_transport_ttheader::session::{append_data_frame, FrameSink, SinkError, Session};
 use rpc_transport_ttheader::proto::StreamFrame;
+use rpc_transport_ttheader::session::{append_data_frame, FrameSink, Session, SinkError};
 use tokio::sync::{mpsc, Notify};
 
 use crate::arena::Arena;
@@ -46,9 +46,6 @@ const HEAD_ESTIMATE: usize = 128;
 const BATCH: usize = 64;
 /// Most `yield_now` rounds the reader spins before it parks (adaptive, halved on a miss).
 const MAX_SPIN: u32 = 64;
-/// Received-and-unreturned bytes of the peer's arena after which a drop flushes releases at
-/// once instead of waiting for the reader's next batch: an eighth of the arena.
-const RELEASE_FLUSH_DIV: usize = 8;
 
 /// The ttstream session over shared memory.
 pub type ShmSession = Session<ShmSink>;
@@ -79,9 +76,8 @@ struct Tx {
     producer: Producer,
     arena: Arena,
     overflow: VecDeque<Pending>,
-    /// Blocks of the peer's arena we are done with, not yet returned.
+    /// Blocks of the peer's arena we are done with, not yet returned (the ring was full).
     releases: Vec<u32>,
-    release_bytes: usize,
     waiters: Vec<Waker>,
 }
 
@@ -156,7 +152,6 @@ impl Link {
                 arena,
                 overflow: VecDeque::new(),
                 releases: Vec::new(),
-                release_bytes: 0,
                 waiters: Vec::new(),
             }),
             peer_flags,
@@ -250,18 +245,20 @@ impl Link {
         lock(&self.tx)
     }
 
-    fn arena_slice(&self, offset: u32, len: usize) -> &mut [u8] {
+    /// The bytes of a block of our arena just allocated from `tx.arena` (the `&mut Tx` proves
+    /// the send lock is held).
+    fn arena_slice<'a>(&'a self, _tx: &'a mut Tx, offset: u32, len: usize) -> &'a mut [u8] {
         let start = self.layout.arena_off + offset as usize;
-        assert!(start + len <= self.tx_mem.len(), "arena block inside the region");
+        assert!(
+            start + len <= self.tx_mem.len(),
+            "arena block inside the region"
+        );
         // SAFETY: in bounds (asserted; offsets come from our own allocator, never the peer).
-        // The block was just allocated to us and is not yet published, so neither the peer
-        // (which reads it only after the descriptor) nor another local writer (the allocator
-        // hands each block out once) touches it while this slice lives; the caller drops the
-        // slice before publishing the descriptor.
-        #[allow(clippy::mut_from_ref)]
-        unsafe {
-            std::slice::from_raw_parts_mut(self.tx_mem.base().as_ptr().add(start), len)
-        }
+        // The block was just allocated and is not yet published, so the peer (which reads it
+        // only after its descriptor, and writes only its own region and ring indices) does not
+        // touch it, and no other local writer can: the allocator hands each block out once and
+        // we hold the send lock (`_tx`) for as long as the slice lives.
+        unsafe { std::slice::from_raw_parts_mut(self.tx_mem.base().as_ptr().add(start), len) }
     }
 
     /// Pushes a descriptor, or queues it behind earlier ones.
@@ -297,12 +294,12 @@ impl Link {
                 return Ok(Placed::NoRoom);
             };
             self.note_alloc(tx);
-            self.arena_slice(off, frame.len()).copy_from_slice(frame);
+            self.arena_slice(tx, off, frame.len())
+                .copy_from_slice(frame);
             Slot::arena(off, frame.len() as u32)
         } else {
-            let len = u32::try_from(frame.len()).map_err(|_| {
-                RingError::BadDescriptor("frame over 4 GiB")
-            })?;
+            let len = u32::try_from(frame.len())
+                .map_err(|_| RingError::BadDescriptor("frame over 4 GiB"))?;
             self.backlog.fetch_add(frame.len(), Ordering::AcqRel);
             self.stats.fallback_messages.fetch_add(1, Ordering::Relaxed);
             let _ = self.fallback.send(frame.clone());
@@ -356,10 +353,10 @@ impl Link {
             tx.releases.drain(..n);
             returned = true;
         }
-        if tx.releases.is_empty() {
-            tx.release_bytes = 0;
-        }
-        if returned && self.peer_flags.take_waiting() {
+        // The peer waits for space (its ring or its arena, which our releases refill): wake
+        // it. Otherwise wake it for returned blocks only if it is parked.
+        let waiting = self.peer_flags.take_waiting();
+        if waiting || (returned && tx.producer.take_parked()) {
             self.signal_peer();
         }
         let mut shrunk = false;
@@ -408,26 +405,18 @@ impl Link {
         Ok(())
     }
 
-    /// A received block of the peer's arena is no longer referenced.
-    fn release(&self, offset: u32, len: usize) {
+    /// A received block of the peer's arena is no longer referenced: return it now (one
+    /// descriptor; the peer is woken only if it is parked or waits for space, so its arena
+    /// usage is exact and returns to zero when idle).
+    fn release(&self, offset: u32) {
         if self.is_closed() {
             return;
         }
-        let flush = {
-            let mut tx = self.tx();
-            tx.releases.push(offset);
-            tx.release_bytes += len;
-            tx.releases.len() >= crate::ring::RELEASE_MAX
-                || tx.release_bytes >= self.layout.arena_len / RELEASE_FLUSH_DIV
-        };
-        if flush || self.peer_waiting() {
-            let _ = self.flush();
+        self.tx().releases.push(offset);
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "shared memory ring failed while returning a block");
+            self.close();
         }
-    }
-
-    fn peer_waiting(&self) -> bool {
-        // A plain read of the peer's "waiting" flag: flushing is cheap and idempotent.
-        self.peer_flags.peek_waiting()
     }
 
     /// Frees blocks the peer returned.
@@ -471,7 +460,7 @@ impl AsRef<[u8]> for RxBlock {
 
 impl Drop for RxBlock {
     fn drop(&mut self) {
-        self.link.release(self.offset, self.len);
+        self.link.release(self.offset);
     }
 }
 
@@ -536,12 +525,10 @@ impl FrameSink for ShmSink {
             .encode(&mut buf)
             .map_err(|e| SinkError::Frame(Status::internal(e.to_string())))?;
         let mut tx = self.0.tx();
-        self.0
-            .place_frame(&mut tx, buf.freeze())
-            .map_err(|e| {
-                drop(tx);
-                self.fail(e)
-            })
+        self.0.place_frame(&mut tx, buf.freeze()).map_err(|e| {
+            drop(tx);
+            self.fail(e)
+        })
     }
 
     fn append_data(
@@ -567,10 +554,8 @@ impl FrameSink for ShmSink {
             }
             let length = ((total - 4) as u32).to_be_bytes();
             let mut tx = link.tx();
-            let ready = tx.overflow.is_empty()
-                && tx.producer.has_space().map_err(|e| {
-                    self.fail(e)
-                })?;
+            let ready =
+                tx.overflow.is_empty() && tx.producer.has_space().map_err(|e| self.fail(e))?;
             if ready {
                 if let Some(mut slot) = Slot::inline_empty(total) {
                     let buf = slot.inline_mut();
@@ -586,7 +571,7 @@ impl FrameSink for ShmSink {
                 if total <= link.layout.arena_len {
                     if let Some((off, _)) = tx.arena.alloc(total) {
                         link.note_alloc(&tx);
-                        let dst = link.arena_slice(off, total);
+                        let dst = link.arena_slice(&mut tx, off, total);
                         dst[..head.len()].copy_from_slice(head);
                         // Zero copy: the codec writes straight into shared memory.
                         if let Err(s) = msg.encode_slice(&mut dst[head.len()..]) {
@@ -764,7 +749,8 @@ impl Reader {
             f = self.fallback.recv() => f,
             () = self.link.closed() => None,
         };
-        let frame = frame.ok_or_else(|| Status::unavailable("shared memory peer closed the socket"))?;
+        let frame =
+            frame.ok_or_else(|| Status::unavailable("shared memory peer closed the socket"))?;
         if frame.len() != len as usize {
             return Err(Status::internal(format!(
                 "shared memory session: fallback frame of {} bytes, descriptor said {len}",

@@ -510,7 +510,10 @@ mod tests {
     #[test]
     fn layouts_that_do_not_fit_are_refused() {
         let mem: Arc<dyn Memory> = Arc::new(HeapMemory::new(4096));
-        assert!(Producer::new(mem.clone(), 0, 3).is_err(), "not a power of two");
+        assert!(
+            Producer::new(mem.clone(), 0, 3).is_err(),
+            "not a power of two"
+        );
         assert!(Producer::new(mem.clone(), 8, 2).is_err(), "unaligned");
         assert!(Producer::new(mem.clone(), 0, 1 << 20).is_err(), "too big");
         assert!(Producer::new(mem, usize::MAX - 63, 2).is_err(), "overflow");

@@ -161,6 +161,20 @@ pub(crate) struct Established {
     wake_peer: OwnedFd,
 }
 
+#[cfg(test)]
+impl Established {
+    /// Test access for a hand-driven (hostile) peer: the socket, our region, the eventfd that
+    /// wakes the other side, and the ring size.
+    pub(crate) fn into_raw(self) -> (UnixStream, Arc<Region>, OwnedFd, usize) {
+        (
+            self.stream,
+            self.mine,
+            self.wake_peer,
+            self.sizes.ring_slots,
+        )
+    }
+}
+
 fn own_region(sizes: Sizes) -> std::io::Result<(Arc<Region>, OwnedFd, OwnedFd)> {
     let (region, fd) = Region::create(sizes.region_len())?;
     let region = Arc::new(region);
@@ -239,7 +253,9 @@ pub(crate) async fn server(
     let mut b = [0u8; MSG_LEN];
     let have = prefix.len().min(MSG_LEN);
     if prefix.len() > MSG_LEN {
-        return Err(proto_err("client sent more than the hello before the reply"));
+        return Err(proto_err(
+            "client sent more than the hello before the reply",
+        ));
     }
     b[..have].copy_from_slice(&prefix[..have]);
     if have < MSG_LEN {

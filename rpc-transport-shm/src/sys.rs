@@ -156,7 +156,11 @@ pub(crate) fn drain(fd: &impl AsFd) -> bool {
 }
 
 /// Sends `bytes` with `fds` attached.
-pub(crate) async fn send_with_fds(stream: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+pub(crate) async fn send_with_fds(
+    stream: &UnixStream,
+    bytes: &[u8],
+    fds: &[RawFd],
+) -> io::Result<()> {
     let mut sent = 0;
     while sent < bytes.len() {
         stream.writable().await?;

@@ -7,7 +7,9 @@ use rpc_core::transport::{BoxFuture, ClientStreamRaw, ClientTransport, Connect};
 use rpc_core::{CallContext, Status};
 
 fn unsupported() -> Status {
-    Status::unimplemented("the shared-memory transport needs Linux (memfd, eventfd): unsupported platform")
+    Status::unimplemented(
+        "the shared-memory transport needs Linux (memfd, eventfd): unsupported platform",
+    )
 }
 
 /// A shared-memory client: every call fails on this platform.
@@ -22,7 +24,10 @@ impl ShmClient {
 }
 
 impl ClientTransport for ShmClient {
-    fn open(&self, _: &CallContext) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>> {
+    fn open(
+        &self,
+        _: &CallContext,
+    ) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>> {
         Box::pin(std::future::ready(Err(unsupported())))
     }
 }
