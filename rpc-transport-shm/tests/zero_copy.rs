@@ -108,7 +108,10 @@ async fn a_1mib_message_is_not_copied_on_send_or_receive() {
         .bidi::<Raw, Bytes, Bytes>(&METHODS[0], CallOptions::new())
         .await
         .unwrap();
-    let msg: Bytes = (0..1 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    let msg: Bytes = (0..1 << 20)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
     // Warm up: the stream, its queues and the runtime's buffers exist after one round trip.
     for _ in 0..3 {
         call.send(msg.clone()).await.unwrap();
@@ -127,6 +130,9 @@ async fn a_1mib_message_is_not_copied_on_send_or_receive() {
     // counts them as in use until we drop them.
     assert!(server_stats.arena_bytes_in_use() >= 1 << 20);
     drop(got);
-    assert_eq!(stats.fallback_messages() + server_stats.fallback_messages(), 0);
+    assert_eq!(
+        stats.fallback_messages() + server_stats.fallback_messages(),
+        0
+    );
     eprintln!("1 MiB each way: {allocated} bytes allocated");
 }
