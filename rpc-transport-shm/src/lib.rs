@@ -55,7 +55,7 @@ pub use link::{ShmSession, ShmSink};
 #[cfg(target_os = "linux")]
 pub use server::ShmProtocol;
 #[cfg(target_os = "linux")]
-pub use setup::Sizes;
+pub use setup::{Sizes, DEFAULT_MAX_REGION_BYTES};
 #[cfg(target_os = "linux")]
 pub use stats::ShmStats;
 

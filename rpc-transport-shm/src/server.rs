@@ -9,21 +9,45 @@ use rpc_core::Status;
 use rpc_transport_ttheader::proto::Role;
 use rpc_transport_ttheader::Limits;
 
-use crate::setup::{self, Sizes, HANDSHAKE_TIMEOUT};
+use crate::setup::{self, RegionBudget, Sizes, DEFAULT_MAX_REGION_BYTES, HANDSHAKE_TIMEOUT};
 use crate::stats::ShmStats;
 
 /// Serves a `rpc_core::Server` over shared memory: add it to a
 /// [`Listener`](rpc_core::serve::Listener) bound to `shm:///path` (a Unix socket the clients
 /// connect to for the handshake). The server's limits apply as over TTHeader (streams per
 /// session, the server-wide byte budget, graceful drain).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ShmProtocol {
     max: Sizes,
     limits: Limits,
     stats: Arc<ShmStats>,
+    budget: Arc<RegionBudget>,
+}
+
+impl Default for ShmProtocol {
+    fn default() -> Self {
+        ShmProtocol {
+            max: Sizes::default(),
+            limits: Limits::default(),
+            stats: Arc::default(),
+            budget: RegionBudget::new(DEFAULT_MAX_REGION_BYTES),
+        }
+    }
 }
 
 impl ShmProtocol {
+    /// Shared memory committed to sessions at most, over all of them (default
+    /// [`DEFAULT_MAX_REGION_BYTES`]); clients beyond it are refused at the handshake.
+    pub fn max_region_bytes(mut self, bytes: usize) -> Self {
+        self.budget = RegionBudget::new(bytes);
+        self
+    }
+
+    /// Region bytes committed to live sessions now.
+    pub fn region_bytes(&self) -> usize {
+        self.budget.used()
+    }
+
     /// The largest regions a client may ask for (default [`Sizes::default`]); smaller
     /// requests are granted as asked.
     pub fn max_sizes(mut self, max: Sizes) -> Self {
@@ -78,7 +102,7 @@ impl Protocol for ShmProtocol {
             };
             let est = match tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,
-                setup::server(stream, &prefix, this.max),
+                setup::server(stream, &prefix, this.max, &this.budget),
             )
             .await
             {
@@ -89,6 +113,7 @@ impl Protocol for ShmProtocol {
                 }
                 Err(_) => return,
             };
+            let (est, _reservation) = est;
             let running = match setup::start(
                 est,
                 Role::Server,

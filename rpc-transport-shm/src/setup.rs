@@ -47,6 +47,65 @@ const KIND_HELLO: u16 = 1;
 const KIND_ACCEPT: u16 = 2;
 const KIND_REGION: u16 = 3;
 const KIND_REJECT: u16 = 4;
+/// Reject reasons (in the reject message's feature field).
+const REJECT_VERSION: u32 = 1;
+const REJECT_BUSY: u32 = 2;
+
+/// The server-wide budget of region bytes (see [`DEFAULT_MAX_REGION_BYTES`]).
+#[derive(Debug)]
+pub(crate) struct RegionBudget {
+    max: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+/// Region bytes reserved for one session; returned on drop.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    budget: Arc<RegionBudget>,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget
+            .used
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl RegionBudget {
+    pub(crate) fn new(max: usize) -> Arc<RegionBudget> {
+        Arc::new(RegionBudget {
+            max,
+            used: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        use std::sync::atomic::Ordering;
+        let mut cur = self.used.load(Ordering::Acquire);
+        loop {
+            let next = cur.checked_add(bytes).filter(|n| *n <= self.max)?;
+            match self
+                .used
+                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Some(Reservation {
+                        budget: self.clone(),
+                        bytes,
+                    })
+                }
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    /// Region bytes committed now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
 
 /// Default descriptor slots per ring: 1024 × 128 B = 128 KiB, enough for a burst of 1,000
 /// small frames before a sender waits.
@@ -58,6 +117,11 @@ pub const DEFAULT_ARENA_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_RING_SLOTS: usize = 65536;
 /// Largest arena a server accepts per direction.
 pub const MAX_ARENA_BYTES: usize = 1 << 30;
+/// Shared memory a server commits to sessions at most, over all of them (its own regions,
+/// pre-faulted): 1 GiB is 63 sessions at the default sizes. A client beyond it is refused at
+/// the handshake (`UNAVAILABLE`, retry later), so a peer opening sessions in a loop cannot make
+/// the server commit memory without bound.
+pub const DEFAULT_MAX_REGION_BYTES: usize = 1 << 30;
 /// How long the handshake may take after the socket connected.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -207,10 +271,17 @@ pub(crate) async fn client(stream: UnixStream, want: Sizes) -> std::io::Result<E
     let fds = sys::recv_with_fds(&stream, &mut b, 2).await?;
     let accept = Msg::decode(&b).map_err(proto_err)?;
     if accept.kind == KIND_REJECT {
-        return Err(proto_err(format!(
-            "server speaks shared-memory protocol version {}, we speak {VERSION}",
-            accept.version
-        )));
+        return Err(if accept.features == REJECT_BUSY {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "server has no shared memory left for another session",
+            )
+        } else {
+            proto_err(format!(
+                "server speaks shared-memory protocol version {}, we speak {VERSION}",
+                accept.version
+            ))
+        });
     }
     let sizes = accept.sizes;
     if accept.kind != KIND_ACCEPT
@@ -249,7 +320,8 @@ pub(crate) async fn server(
     stream: UnixStream,
     prefix: &[u8],
     max: Sizes,
-) -> std::io::Result<Established> {
+    budget: &Arc<RegionBudget>,
+) -> std::io::Result<(Established, Reservation)> {
     let mut b = [0u8; MSG_LEN];
     let have = prefix.len().min(MSG_LEN);
     if prefix.len() > MSG_LEN {
@@ -266,18 +338,18 @@ pub(crate) async fn server(
     if hello.kind != KIND_HELLO {
         return Err(proto_err("expected a hello"));
     }
+    let reject = |reason: u32| Msg {
+        kind: KIND_REJECT,
+        version: VERSION,
+        features: reason,
+        sizes: Sizes {
+            ring_slots: 0,
+            arena_bytes: 0,
+        },
+        region_len: 0,
+    };
     if hello.version != VERSION {
-        let reject = Msg {
-            kind: KIND_REJECT,
-            version: VERSION,
-            features: 0,
-            sizes: Sizes {
-                ring_slots: 0,
-                arena_bytes: 0,
-            },
-            region_len: 0,
-        };
-        let _ = sys::send_with_fds(&stream, &reject.encode(), &[]).await;
+        let _ = sys::send_with_fds(&stream, &reject(REJECT_VERSION).encode(), &[]).await;
         return Err(proto_err(format!(
             "client speaks version {}, we speak {VERSION}",
             hello.version
@@ -290,6 +362,14 @@ pub(crate) async fn server(
     if !sizes.valid() {
         return Err(proto_err(format!("unusable sizes {sizes:?}")));
     }
+    let Some(reservation) = budget.reserve(sizes.region_len()) else {
+        let _ = sys::send_with_fds(&stream, &reject(REJECT_BUSY).encode(), &[]).await;
+        return Err(proto_err(format!(
+            "region budget of {} bytes used up ({} in use)",
+            budget.max,
+            budget.used()
+        )));
+    };
     let (mine, memfd, wake_me) = own_region(sizes)?;
     let accept = Msg {
         kind: KIND_ACCEPT,
@@ -311,14 +391,17 @@ pub(crate) async fn server(
         return Err(proto_err(format!("bad region message {region:?}")));
     }
     let (theirs, wake_peer) = peer_parts(fds, sizes)?;
-    Ok(Established {
-        stream,
-        sizes,
-        mine,
-        theirs,
-        wake_me,
-        wake_peer,
-    })
+    Ok((
+        Established {
+            stream,
+            sizes,
+            mine,
+            theirs,
+            wake_me,
+            wake_peer,
+        },
+        reservation,
+    ))
 }
 
 /// Whether `prefix` starts a shared-memory handshake (`None`: too short to tell).
@@ -383,6 +466,7 @@ pub(crate) fn start(
         &stats.sessions,
         server,
     );
+    let pidfd = sys::peer_pidfd(&stream);
     let (r, w) = stream.into_split();
     let (ftx, frx) = mpsc::channel(1);
     let reader = Reader {
@@ -397,6 +481,25 @@ pub(crate) fn start(
     link.add_task(h.abort_handle());
     let h = tokio::spawn(socket_writer(link.clone(), fb_rx, w));
     link.add_task(h.abort_handle());
+    if let Some(pidfd) = pidfd {
+        // SAFETY: `pidfd` is an open descriptor we own; the AsyncFd takes ownership, so it
+        // stays open and the same for the AsyncFd's lifetime.
+        if let Ok(fd) = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
+            let (s, l) = (Arc::downgrade(&session), Arc::downgrade(&link));
+            let h = tokio::spawn(async move {
+                if fd.readable().await.is_ok() {
+                    if let (Some(s), Some(l)) = (s.upgrade(), l.upgrade()) {
+                        crate::link::lost(
+                            &s,
+                            &l,
+                            Status::unavailable("shared memory peer process exited"),
+                        );
+                    }
+                }
+            });
+            link.add_task(h.abort_handle());
+        }
+    }
     Ok(Running { session })
 }
 

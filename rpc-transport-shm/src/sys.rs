@@ -242,3 +242,16 @@ pub(crate) async fn recv_with_fds(
     }
     Ok(fds)
 }
+
+/// A pidfd for the process at the other end of `stream` (`SO_PEERCRED`, then `pidfd_open`,
+/// Linux ≥ 5.3): readable once that process exits, even if the socket stays open (inherited
+/// by a child). `None` where unavailable.
+pub(crate) fn peer_pidfd(stream: &UnixStream) -> Option<OwnedFd> {
+    let pid = stream.peer_cred().ok()?.pid()?;
+    // SAFETY: a plain syscall with integer arguments; on success it returns a new descriptor
+    // nobody else owns.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by no one else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}

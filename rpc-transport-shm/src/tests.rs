@@ -376,3 +376,35 @@ async fn a_dead_peer_ends_every_stream_with_unavailable_promptly_and_reconnects(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_sessions_beyond_its_region_budget() {
+    let small = Sizes {
+        ring_slots: 64,
+        arena_bytes: 64 * 1024,
+    };
+    let one = small.ring_slots * crate::ring::SLOT + crate::ring::HEADER;
+    let one = one.div_ceil(crate::mem::PAGE) * crate::mem::PAGE + small.arena_bytes;
+    let protocol = ShmProtocol::default().max_region_bytes(one);
+    let (_running, p) = serve(protocol.clone()).await;
+    let first = Client::new(ShmClient::builder(&p).sizes(small).pool_size(1).build());
+    let m = blob(100, 1);
+    assert_eq!(within(pingpong(&first, m.clone())).await.unwrap(), m);
+    assert_eq!(protocol.region_bytes(), one);
+    let second = Client::new(ShmClient::builder(&p).sizes(small).pool_size(1).build());
+    let e = within(pingpong(&second, m.clone())).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(e.message().contains("no shared memory left"), "{e}");
+    drop(first);
+    eventually("budget returned", || protocol.region_bytes() == 0).await;
+    let t0 = std::time::Instant::now();
+    loop {
+        match pingpong(&second, m.clone()).await {
+            Ok(got) => break assert_eq!(got, m),
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unavailable, "{e}");
+                assert!(t0.elapsed() < WAIT);
+            }
+        }
+    }
+}
