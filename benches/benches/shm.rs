@@ -131,7 +131,10 @@ fn main() {
     for run in 0..runs {
         for &size in &sizes {
             for (k, kind) in KINDS.iter().enumerate() {
-                if only.as_deref().is_some_and(|o| !kind.contains(o)) {
+                if only
+                    .as_deref()
+                    .is_some_and(|o| !o.split(',').any(|o| o == *kind))
+                {
                     continue;
                 }
                 match one_row(kind, size, secs, pin) {
@@ -228,6 +231,10 @@ fn one_row(kind: &str, size: usize, secs: f64, pin: bool) -> Result<[f64; 4], St
     let _ = std::fs::remove_file(&path);
     let out = out.map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);
+    let diag = String::from_utf8_lossy(&out.stderr);
+    if !diag.trim().is_empty() {
+        eprint!("{diag}");
+    }
     let line = text
         .lines()
         .find_map(|l| l.strip_prefix("result "))
@@ -379,12 +386,12 @@ async fn ours_client(
     secs: Duration,
     server_pid: &str,
 ) -> (f64, f64, f64, f64) {
+    let shm = rpc_transport_shm::ShmClient::builder(path)
+        .pool_size(1)
+        .build();
+    let stats = shm.stats().clone();
     let client = if kind == "shm" {
-        Client::new(
-            rpc_transport_shm::ShmClient::builder(path)
-                .pool_size(1)
-                .build(),
-        )
+        Client::new(shm)
     } else {
         Client::new(rpc_transport_ttheader::TtHeaderClient::new(
             rpc_core::Address::unix(path),
@@ -436,6 +443,15 @@ async fn ours_client(
     }
     let el = start.elapsed().as_secs_f64();
     let cpu = (cpu_ticks(server_pid) - cpu0) * TICK_US / total as f64;
+    if kind == "shm" {
+        eprintln!(
+            "  shm client: {total} round trips (16 streams), wakeups sent {} received {}, sender waits {}, fallbacks {}",
+            stats.wakeups_sent(),
+            stats.wakeups_received(),
+            stats.sender_waits(),
+            stats.fallback_messages()
+        );
+    }
     (p50, p99, total as f64 / el, cpu)
 }
 

@@ -78,6 +78,8 @@ struct Tx {
     overflow: VecDeque<Pending>,
     /// Blocks of the peer's arena we are done with, not yet returned (the ring was full).
     releases: Vec<u32>,
+    /// Releases were pushed without waking the peer (see `Link::flush`).
+    unannounced: bool,
     waiters: Vec<Waker>,
 }
 
@@ -152,6 +154,7 @@ impl Link {
                 arena,
                 overflow: VecDeque::new(),
                 releases: Vec::new(),
+                unannounced: false,
                 waiters: Vec::new(),
             }),
             peer_flags,
@@ -263,11 +266,12 @@ impl Link {
 
     /// Pushes a descriptor, or queues it behind earlier ones.
     fn push_slot(&self, tx: &mut Tx, slot: Slot) -> Result<(), RingError> {
-        if tx.overflow.is_empty() && tx.producer.push(&slot)? {
-            if tx.producer.take_parked() {
-                self.signal_peer();
+        if tx.overflow.is_empty() {
+            self.push_releases(tx)?;
+            if tx.producer.push(&slot)? {
+                self.announce(tx);
+                return Ok(());
             }
-            return Ok(());
         }
         self.queue(tx, Pending::Slot(slot))
     }
@@ -284,6 +288,7 @@ impl Link {
     /// Places a whole encoded frame: inline, in the arena (one copy: this path is for control
     /// frames and messages of unknown length), or over the socket.
     fn try_place(&self, tx: &mut Tx, frame: &Bytes) -> Result<Placed, RingError> {
+        self.push_releases(tx)?;
         if !tx.producer.has_space()? {
             return Ok(Placed::NoRoom);
         }
@@ -306,10 +311,43 @@ impl Link {
             Slot::fallback(len)
         };
         tx.producer.push(&slot)?;
+        self.announce(tx);
+        Ok(Placed::Done)
+    }
+
+    /// Pushes the blocks we are done with (batched, up to `RELEASE_MAX` per descriptor) ahead
+    /// of whatever comes next; returns whether any went out.
+    fn push_releases(&self, tx: &mut Tx) -> Result<bool, RingError> {
+        let mut returned = false;
+        while !tx.releases.is_empty() {
+            let (slot, n) = Slot::release(&tx.releases);
+            if !tx.producer.push(&slot)? {
+                tx.producer.set_waiting()?;
+                break;
+            }
+            tx.releases.drain(..n);
+            returned = true;
+            tx.unannounced = true;
+        }
+        Ok(returned)
+    }
+
+    /// Everything pushed so far is visible to the peer: wake it if it is parked.
+    fn announce(&self, tx: &mut Tx) {
+        tx.unannounced = false;
         if tx.producer.take_parked() {
             self.signal_peer();
         }
-        Ok(Placed::Done)
+    }
+
+    /// Our reader is about to park: make sure the peer sees the blocks we returned.
+    fn before_park(&self) -> Result<(), RingError> {
+        let mut tx = self.tx();
+        self.push_releases(&mut tx)?;
+        if tx.unannounced {
+            self.announce(&mut tx);
+        }
+        Ok(())
     }
 
     fn note_alloc(&self, tx: &Tx) {
@@ -343,21 +381,20 @@ impl Link {
     fn flush(&self) -> Result<(), RingError> {
         let mut tx = self.tx();
         let tx = &mut *tx;
-        let mut returned = false;
-        while !tx.releases.is_empty() {
-            let (slot, n) = Slot::release(&tx.releases);
-            if !tx.producer.push(&slot)? {
-                tx.producer.set_waiting()?;
-                break;
-            }
-            tx.releases.drain(..n);
-            returned = true;
-        }
+        let returned = self.push_releases(tx)?;
         // The peer waits for space (its ring or its arena, which our releases refill): wake
-        // it. Otherwise wake it for returned blocks only if it is parked.
-        let waiting = self.peer_flags.take_waiting();
-        if waiting || (returned && tx.producer.take_parked()) {
+        // it. Returned blocks alone do not wake a parked peer while our reader is busy: the
+        // next frame we send (or our reader going idle) carries them (`announce`), so a
+        // request/response load costs no extra wakeup per returned block.
+        if returned {
+            tx.unannounced = true;
+        }
+        if self.peer_flags.take_waiting() {
+            tx.unannounced = false;
             self.signal_peer();
+        } else if returned && self.peer_flags.peek_parked() {
+            // Our reader is parked (we are idle): nothing else will carry them soon.
+            self.announce(tx);
         }
         let mut shrunk = false;
         while let Some(front) = tx.overflow.front() {
@@ -392,9 +429,7 @@ impl Link {
             }
         }
         if shrunk {
-            if tx.producer.take_parked() {
-                self.signal_peer();
-            }
+            self.announce(tx);
             self.progress.notify_one();
         }
         if tx.overflow.is_empty() && !tx.waiters.is_empty() {
@@ -412,7 +447,16 @@ impl Link {
         if self.is_closed() {
             return;
         }
-        self.tx().releases.push(offset);
+        {
+            let mut tx = self.tx();
+            tx.releases.push(offset);
+            // Batched: the next frame we push, our reader's next batch or its going idle
+            // carries them. Only an idle reader (nothing else will come soon) or a full batch
+            // pushes now.
+            if tx.releases.len() < crate::ring::RELEASE_MAX && !self.peer_flags.peek_parked() {
+                return;
+            }
+        }
         if let Err(e) = self.flush() {
             tracing::warn!(error = %e, "shared memory ring failed while returning a block");
             self.close();
@@ -721,6 +765,9 @@ impl Reader {
             if !self.consumer.park().map_err(|e| ring_status(&e))? {
                 continue;
             }
+            // After the parked flag is set (a drop racing with us either sees the flag or
+            // leaves `unannounced` for this call; both under the send lock).
+            self.link.before_park().map_err(|e| ring_status(&e))?;
             tokio::select! {
                 r = self.wake_me.readable() => {
                     match r {

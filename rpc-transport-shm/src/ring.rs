@@ -445,9 +445,10 @@ impl Consumer {
         w.load(Ordering::Relaxed) != 0 && w.swap(0, Ordering::AcqRel) != 0
     }
 
-    /// Whether the producer waits (without clearing the flag).
-    pub fn peek_waiting(&self) -> bool {
-        self.ring.atomic(OFF_WAITING).load(Ordering::Relaxed) != 0
+    /// Whether this ring's consumer (us) is parked now.
+    pub fn peek_parked(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.ring.atomic(OFF_PARKED).load(Ordering::Relaxed) != 0
     }
 
     /// About to sleep: sets the parked flag and re-checks. Returns `true` when the ring is
