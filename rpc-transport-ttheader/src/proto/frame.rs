@@ -437,6 +437,52 @@ mod tests {
     }
 
     #[test]
+    fn whole_frames_decode_like_the_stream_decoder_and_lengths_are_checked() {
+        let limits = Limits::default();
+        let frames = [
+            StreamFrame::data(
+                3,
+                "Echo",
+                StreamProtocol::Thrift,
+                Bytes::from_static(b"abc"),
+            ),
+            StreamFrame::client_header(5, "Echo", StreamProtocol::Protobuf, "Svc", [], None),
+            StreamFrame::close_send(5, "Echo", StreamProtocol::Protobuf),
+        ];
+        for f in frames {
+            let mut b = BytesMut::new();
+            f.encode(&mut b).unwrap();
+            let whole = b.clone().freeze();
+            let streamed = StreamFrame::decode(&mut b, &limits).unwrap().unwrap();
+            let p = Packet::decode_whole(whole.clone(), &limits).unwrap();
+            assert_eq!(StreamFrame::try_from(p).unwrap(), streamed);
+            match StreamFrame::data_of_whole(&whole, &limits) {
+                Some(d) => {
+                    assert_eq!(streamed.kind, FrameKind::Data);
+                    assert_eq!(
+                        (d.stream_id, &d.payload),
+                        (streamed.stream_id, &streamed.payload)
+                    );
+                }
+                None => assert_ne!(streamed.kind, FrameKind::Data),
+            }
+            // One byte more or less than LENGTH says: refused, never read past the end.
+            let short = whole.slice(..whole.len() - 1);
+            assert!(Packet::decode_whole(short.clone(), &limits).is_err());
+            assert!(StreamFrame::data_of_whole(&short, &limits).is_none());
+            let mut long = BytesMut::from(&whole[..]);
+            long.extend_from_slice(b"x");
+            let long = long.freeze();
+            assert!(matches!(
+                Packet::decode_whole(long.clone(), &limits),
+                Err(FrameError::LengthMismatch { .. })
+            ));
+            assert!(StreamFrame::data_of_whole(&long, &limits).is_none());
+        }
+        assert!(Packet::decode_whole(Bytes::from_static(b"\x00\x00"), &limits).is_err());
+    }
+
+    #[test]
     fn encode_and_into_packet_agree() {
         let mut f = StreamFrame::client_header(
             3,
