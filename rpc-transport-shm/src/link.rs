@@ -81,6 +81,12 @@ struct Tx {
     /// Releases were pushed without waking the peer (see `Link::flush`).
     unannounced: bool,
     waiters: Vec<Waker>,
+    /// Space came back since the waiters registered (blocks returned, ring slots popped, the
+    /// overflow shrank): only then are they woken, so a sender whose peer holds every block
+    /// unread waits quietly instead of ping-ponging wakeups.
+    space_returned: bool,
+    /// Free ring slots when the waiters registered.
+    free_at_wait: u64,
 }
 
 /// The shared state of one session's data plane.
@@ -156,6 +162,8 @@ impl Link {
                 releases: Vec::new(),
                 unannounced: false,
                 waiters: Vec::new(),
+                space_returned: false,
+                free_at_wait: 0,
             }),
             peer_flags,
             wake_peer,
@@ -432,9 +440,13 @@ impl Link {
             self.announce(tx);
             self.progress.notify_one();
         }
-        if tx.overflow.is_empty() && !tx.waiters.is_empty() {
-            for w in tx.waiters.drain(..) {
-                w.wake();
+        if !tx.waiters.is_empty() {
+            let more_slots = tx.producer.free()? > tx.free_at_wait;
+            if tx.overflow.is_empty() && (tx.space_returned || more_slots || shrunk) {
+                tx.space_returned = false;
+                for w in tx.waiters.drain(..) {
+                    w.wake();
+                }
             }
         }
         Ok(())
@@ -472,6 +484,7 @@ impl Link {
             })?;
         }
         self.note_alloc(&tx);
+        tx.space_returned = true;
         Ok(())
     }
 
@@ -540,6 +553,13 @@ impl FrameSink for ShmSink {
         let arena = need <= INLINE_MAX || need > link.layout.arena_len || tx.arena.can_alloc(need);
         if tx.overflow.is_empty() && ring && arena {
             return Poll::Ready(Ok(()));
+        }
+        if tx.waiters.is_empty() {
+            tx.space_returned = false;
+            tx.free_at_wait = match tx.producer.free() {
+                Ok(f) => f,
+                Err(e) => return Poll::Ready(Err(self.fail(e))),
+            };
         }
         if !tx.waiters.iter().any(|w| w.will_wake(cx.waker())) {
             tx.waiters.push(cx.waker().clone());
