@@ -44,8 +44,12 @@ use crate::stats::ShmStats;
 const HEAD_ESTIMATE: usize = 128;
 /// Descriptors the reader handles before it looks at backpressure and returned space.
 const BATCH: usize = 64;
-/// Most `yield_now` rounds the reader spins before it parks (adaptive, halved on a miss).
-const MAX_SPIN: u32 = 64;
+/// The reader spins (`yield_now`, so the runtime's other tasks keep running) at least this
+/// long on an empty ring before it parks: a peer answering within it costs no wakeup.
+const MIN_SPIN: std::time::Duration = std::time::Duration::from_micros(2);
+/// At most this long: the spin doubles each time it catches a frame and halves each time it
+/// ends in parking, between the two bounds.
+const MAX_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// The ttstream session over shared memory.
 pub type ShmSession = Session<ShmSink>;
@@ -738,7 +742,7 @@ impl Reader {
     }
 
     async fn serve(&mut self) -> Result<(), Status> {
-        let mut spin = MAX_SPIN / 4;
+        let mut spin = MIN_SPIN * 4;
         loop {
             if self.link.is_closed() {
                 return Ok(());
@@ -770,18 +774,22 @@ impl Reader {
             }
             // Nothing: spin a little (the peer may be about to answer), then park.
             let mut found = false;
-            for _ in 0..spin {
+            let until = std::time::Instant::now() + spin;
+            loop {
                 tokio::task::yield_now().await;
                 if !self.consumer.is_empty().map_err(|e| ring_status(&e))? {
                     found = true;
                     break;
                 }
+                if std::time::Instant::now() >= until {
+                    break;
+                }
             }
             if found {
-                spin = (spin * 2).clamp(1, MAX_SPIN);
+                spin = (spin * 2).min(MAX_SPIN);
                 continue;
             }
-            spin /= 2;
+            spin = (spin / 2).max(MIN_SPIN);
             if !self.consumer.park().map_err(|e| ring_status(&e))? {
                 continue;
             }
