@@ -244,7 +244,9 @@ async fn serve() {
     h.shutdown(Duration::from_millis(100)).await;
 }
 
-/// One tokio worker with `LOAD_PIN` (each process has one core), the default otherwise.
+/// One tokio worker with `LOAD_PIN` (each process has one core), the default otherwise. Every
+/// row runs on the workers (spawned), not on the thread that blocks on the runtime: a stream
+/// row's receiving loop there would wake across threads on every message.
 fn main() {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if pinned() {
@@ -253,7 +255,8 @@ fn main() {
     rt.enable_all()
         .build()
         .expect("tokio runtime")
-        .block_on(run());
+        .block_on(async { tokio::spawn(run()).await })
+        .expect("load run");
 }
 
 async fn run() {
