@@ -446,7 +446,7 @@ impl ClientStreamRaw for ClientStream {
         let c = self.compression();
         let mut s = lock(&self.send);
         let s = &mut *s;
-        let data = encode(&mut s.scratch, msg, c, self.max_send)?;
+        let data = encode(&mut s.scratch, msg, c, self.max_send, s.sent)?;
         s.sent = true;
         let end = s.single;
         s.stream

@@ -344,6 +344,7 @@ impl ConnCtx {
                 stream: None,
                 scratch: BytesMut::new(),
                 encoding: None,
+                sent: false,
             }),
             recv: Mutex::new(
                 Receiver::new(
@@ -378,6 +379,9 @@ struct SendSide {
     scratch: BytesMut,
     /// The `grpc-encoding` announced in the response header.
     encoding: Option<Compression>,
+    /// Whether a message was sent (later ones are encoded into shared chunks, see
+    /// `stream::SCRATCH_CHUNK`).
+    sent: bool,
 }
 
 /// The server side of one gRPC stream.
@@ -444,7 +448,8 @@ impl ServerStream {
 
     fn send_locked(&self, s: &mut SendSide, msg: &mut dyn Encodable) -> Result<(), Status> {
         let c = self.message_compression(s);
-        let data = encode(&mut s.scratch, msg, c, self.max_send)?;
+        let data = encode(&mut s.scratch, msg, c, self.max_send, s.sent)?;
+        s.sent = true;
         let stream = s
             .stream
             .as_mut()

@@ -96,18 +96,33 @@ pub(crate) fn poll_capacity(
     }
 }
 
+/// What a stream that sends more than one message reserves at a time for encoding them: the
+/// messages are split off one allocation until it is used up (one `malloc` per 4 KiB of small
+/// messages instead of one per message). A stream's first message gets exactly its size, so a
+/// unary call (and each of many idle streams) holds no more than its message.
+pub(crate) const SCRATCH_CHUNK: usize = 4 * 1024;
+
 /// Encodes `msg` with its 5-byte prefix into a DATA payload, compressed when `compression`
-/// says so. `scratch` is reused between messages of one stream.
+/// says so. `scratch` is reused between messages of one stream; `repeat` says whether the
+/// stream has sent before (and so probably sends again: see [`SCRATCH_CHUNK`]).
 pub(crate) fn encode(
     scratch: &mut BytesMut,
     msg: &mut dyn Encodable,
     compression: Option<Compression>,
     max: usize,
+    repeat: bool,
 ) -> Result<Bytes, Status> {
     let hint = msg.encoded_len();
     match compression {
         None => {
-            scratch.reserve(PREFIX_LEN + hint.unwrap_or(64));
+            let need = PREFIX_LEN + hint.unwrap_or(64);
+            if scratch.capacity() < need {
+                scratch.reserve(if repeat {
+                    need.max(SCRATCH_CHUNK)
+                } else {
+                    need
+                });
+            }
             scratch.put_bytes(0, PREFIX_LEN);
             msg.encode(scratch)?;
             let len = scratch.len() - PREFIX_LEN;
