@@ -33,7 +33,28 @@
 //!
 //! Values from etcd are untrusted: a value over [`MAX_VALUE_BYTES`] or not in the layout
 //! above is skipped (with a warning), a service has at most [`MAX_INSTANCES`] instances, and
-//! weights are clamped to `1..=`[`rpc_core::discovery::MAX_WEIGHT`].
+//! weights are clamped to `1..=`[`rpc_core::discovery::MAX_WEIGHT`]. A response from etcd is
+//! at most [`rpc_transport_grpc::DEFAULT_MAX_RECV_MESSAGE`] (4 MiB), which bounds one read of
+//! the prefix and one watch response.
+//!
+//! # Client
+//!
+//! etcd is spoken to through its v3 gRPC API (`KV` Range/Put/DeleteRange, `Watch`, `Lease`
+//! Grant/Revoke/KeepAlive) with our own [`GrpcClient`] and stubs that rpc-codegen generates at
+//! build time from a trimmed copy of etcd's `rpc.proto` and `kv.proto` (in this crate's
+//! `proto/`, with etcd's packages and field numbers; the generated module is [`pb`]), rather
+//! than with the `etcd-client` crate, because:
+//!
+//! * nothing outside Cargo is needed to build: the protos compile with protox, where
+//!   `etcd-client`'s build script needs `protoc` on the machine;
+//! * one gRPC stack: `etcd-client` brings tonic and hyper into every build of a service that
+//!   registers itself, next to ours;
+//! * it proves our gRPC client against a grpc-go server we did not write (etcd's), in every
+//!   run of the discovery tests.
+//!
+//! One registration or resolution uses one HTTP/2 connection to the first endpoint that
+//! answers, with keepalive PINGs every [`KEEPALIVE_INTERVAL`]. Endpoints are
+//! `http://HOST:PORT` or `HOST:PORT`; TLS endpoints are not supported yet.
 
 #![forbid(unsafe_code)]
 
@@ -230,7 +251,8 @@ fn endpoint_address(endpoint: &str) -> Result<Address, Status> {
     } else {
         format!("tcp://{endpoint}")
     };
-    url.parse().map_err(|e: rpc_core::net::AddressError| bad(e.to_string()))
+    url.parse()
+        .map_err(|e: rpc_core::net::AddressError| bad(e.to_string()))
 }
 
 /// One etcd member, reached over one HTTP/2 connection of our gRPC client.
@@ -308,7 +330,10 @@ impl Etcd {
             .map_err(|e| status("lease grant", e))?
             .into_inner();
         if !r.error.is_empty() {
-            return Err(Status::unavailable(format!("etcd lease grant: {}", r.error)));
+            return Err(Status::unavailable(format!(
+                "etcd lease grant: {}",
+                r.error
+            )));
         }
         Ok(r.id)
     }
@@ -336,9 +361,7 @@ async fn connect(endpoints: &[String], timeout: Duration) -> Result<Etcd, Status
         match tokio::time::timeout(timeout, etcd.kv.range_with(probe, etcd.unary())).await {
             Ok(Ok(_)) => return Ok(etcd),
             Ok(Err(e)) => last = status(&format!("connect to {endpoint}"), e),
-            Err(_) => {
-                last = Status::unavailable(format!("etcd connect to {endpoint}: timed out"))
-            }
+            Err(_) => last = Status::unavailable(format!("etcd connect to {endpoint}: timed out")),
         }
     }
     Err(last)
@@ -563,11 +586,7 @@ async fn watch_from(
     prefix: &str,
     rev: i64,
 ) -> Result<rpc_core::BidiCall<WatchRequest, WatchResponse>, Status> {
-    let mut call = etcd
-        .watch
-        .watch()
-        .await
-        .map_err(|e| status("watch", e))?;
+    let mut call = etcd.watch.watch().await.map_err(|e| status("watch", e))?;
     let create = WatchCreateRequest {
         key: prefix.as_bytes().to_vec(),
         range_end: prefix_end(prefix.as_bytes()),
@@ -603,7 +622,10 @@ fn apply(set: &mut Set, rev: &mut i64, resp: &WatchResponse) -> Result<bool, Sta
                 set.by_key.remove(&kv.key);
             }
             Err(_) => {
-                tracing::warn!(r#type = ev.r#type, "etcd watch event of unknown type skipped");
+                tracing::warn!(
+                    r#type = ev.r#type,
+                    "etcd watch event of unknown type skipped"
+                );
             }
         }
         *rev = (*rev).max(kv.mod_revision);
@@ -754,6 +776,79 @@ mod tests {
         assert!(InstanceInfo::decode(&big).is_err());
         let heavy = br#"{"network":"tcp","address":"1.2.3.4:5","weight":99999999999}"#;
         assert_eq!(InstanceInfo::decode(heavy).unwrap().weight, MAX_WEIGHT);
+    }
+
+    #[test]
+    fn prefix_ranges_and_endpoints() {
+        assert_eq!(prefix_end(b"a/b/"), b"a/b0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+        for (e, want) in [
+            ("http://127.0.0.1:2379", "tcp://127.0.0.1:2379"),
+            ("http://127.0.0.1:2379/", "tcp://127.0.0.1:2379"),
+            ("127.0.0.1:2379", "tcp://127.0.0.1:2379"),
+            ("http://[::1]:2379", "tcp://[::1]:2379"),
+            ("unix:///tmp/etcd.sock", "unix:///tmp/etcd.sock"),
+        ] {
+            assert_eq!(endpoint_address(e).unwrap().to_string(), want, "{e}");
+        }
+        for bad in ["https://127.0.0.1:2379", "http://nohost", ""] {
+            assert!(endpoint_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn event(t: i32, key: &[u8], value: &[u8], rev: i64) -> pb::mvccpb::Event {
+        pb::mvccpb::Event {
+            r#type: t,
+            kv: Some(pb::mvccpb::KeyValue {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                mod_revision: rev,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn watch_responses_apply_in_order_and_hostile_ones_are_contained() {
+        let good = br#"{"network":"tcp","address":"127.0.0.1:1","weight":10}"#;
+        let (mut set, mut rev) = (Set::default(), 5);
+        // The creation response: nothing changes.
+        let created = WatchResponse {
+            created: true,
+            ..Default::default()
+        };
+        assert!(!apply(&mut set, &mut rev, &created).unwrap());
+        let resp = WatchResponse {
+            events: vec![
+                event(0, b"k1", good, 6),
+                event(0, b"k2", b"garbage", 7),
+                // An event type etcd does not define is skipped, not fatal.
+                event(7, b"k3", good, 8),
+                // An event without its key-value is skipped.
+                pb::mvccpb::Event::default(),
+            ],
+            ..Default::default()
+        };
+        assert!(apply(&mut set, &mut rev, &resp).unwrap());
+        assert_eq!(set.by_key.len(), 1);
+        assert_eq!(rev, 8);
+        let del = WatchResponse {
+            events: vec![event(1, b"k1", b"", 9)],
+            ..Default::default()
+        };
+        assert!(apply(&mut set, &mut rev, &del).unwrap());
+        assert!(set.by_key.is_empty());
+        let cancelled = WatchResponse {
+            canceled: true,
+            compact_revision: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            apply(&mut set, &mut rev, &cancelled).unwrap_err().code(),
+            rpc_core::Code::Aborted
+        );
     }
 
     #[test]
