@@ -449,9 +449,19 @@ impl ClientStreamRaw for ClientStream {
         let data = encode(&mut s.scratch, msg, c, self.max_send, s.sent)?;
         s.sent = true;
         let end = s.single;
-        s.stream
-            .send_data(data, end)
-            .map_err(|e| status_from_h2(&e, "send"))
+        match s.stream.send_data(data, end) {
+            Ok(()) => Ok(()),
+            // h2 refuses data for a stream the server already ended (a Trailers-Only error
+            // such as UNIMPLEMENTED can arrive before the request's first message is handed
+            // over): the message could never be processed, and the end the server sent is
+            // what `poll_event` reports, as grpc-go's SendMsg returns EOF and leaves the status
+            // to RecvMsg. Resets and lost connections stay errors.
+            Err(e) if e.reason().is_none() && !e.is_io() => {
+                tracing::trace!(error = %e, "grpc: send on a stream the server ended");
+                Ok(())
+            }
+            Err(e) => Err(status_from_h2(&e, "send")),
+        }
     }
 
     fn close_send(&self) -> Result<(), Status> {
