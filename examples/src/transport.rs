@@ -30,6 +30,8 @@ pub enum Transport {
     GrpcTcp,
     /// gRPC over a Unix socket.
     GrpcUnix,
+    /// Shared memory (`rpc-transport-shm`, Linux): TTHeader Streaming frames in memfd rings.
+    Shm,
 }
 
 impl Transport {
@@ -40,6 +42,8 @@ impl Transport {
         Transport::TtHeaderUnix,
         Transport::GrpcTcp,
         Transport::GrpcUnix,
+        #[cfg(target_os = "linux")]
+        Transport::Shm,
     ];
 
     /// A short name for tables.
@@ -50,6 +54,7 @@ impl Transport {
             Transport::TtHeaderUnix => "ttheader/uds",
             Transport::GrpcTcp => "grpc/tcp",
             Transport::GrpcUnix => "grpc/uds",
+            Transport::Shm => "shm",
         }
     }
 
@@ -58,6 +63,17 @@ impl Transport {
         let io = |e: std::io::Error| Status::unavailable(format!("listen: {e}"));
         match self {
             Transport::InProc => Ok(Client::new(InProcTransport::new(server))),
+            Transport::Shm => {
+                let path = socket_path();
+                let running = Listener::new(server)
+                    .protocol(rpc_transport_shm::ShmProtocol::default())
+                    .bind(Address::Shm(path.clone()))
+                    .await
+                    .map_err(io)?
+                    .start();
+                drop(running);
+                Ok(Client::new(rpc_transport_shm::ShmClient::new(path)))
+            }
             _ => {
                 let addr = if matches!(self, Transport::TtHeaderTcp | Transport::GrpcTcp) {
                     Address::tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))

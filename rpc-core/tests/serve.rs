@@ -376,11 +376,21 @@ async fn unix_listeners_serve_and_remove_their_socket_file() {
 #[tokio::test]
 async fn bind_errors_say_what_is_wrong() {
     let l = || Listener::new(server(ServerLimits::default()));
+    // shm:// binds a Unix socket for the shared-memory handshake and keeps its scheme.
+    let shm_path = std::env::temp_dir().join(format!("rpc-core-serve-{}.shm", std::process::id()));
     let shm = l()
-        .bind("shm:///dev/shm/x".parse().expect("address"))
+        .bind(
+            format!("shm://{}", shm_path.display())
+                .parse()
+                .expect("address"),
+        )
         .await
-        .expect_err("shm is not served here");
-    assert_eq!(shm.kind(), std::io::ErrorKind::Unsupported);
+        .expect("shm:// binds a control socket");
+    assert_eq!(shm.local_addrs()[0].scheme(), "shm");
+    let running = shm.start();
+    assert!(shm_path.exists());
+    running.shutdown(WAIT).await;
+    assert!(!shm_path.exists(), "control socket removed");
 
     let file = std::env::temp_dir().join(format!("rpc-core-serve-{}.txt", std::process::id()));
     std::fs::write(&file, b"not a socket").expect("write");

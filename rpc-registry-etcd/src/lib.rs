@@ -33,23 +33,56 @@
 //!
 //! Values from etcd are untrusted: a value over [`MAX_VALUE_BYTES`] or not in the layout
 //! above is skipped (with a warning), a service has at most [`MAX_INSTANCES`] instances, and
-//! weights are clamped to `1..=`[`rpc_core::discovery::MAX_WEIGHT`].
+//! weights are clamped to `1..=`[`rpc_core::discovery::MAX_WEIGHT`]. A response from etcd is
+//! at most [`rpc_transport_grpc::DEFAULT_MAX_RECV_MESSAGE`] (4 MiB), which bounds one read of
+//! the prefix and one watch response.
+//!
+//! # Client
+//!
+//! etcd is spoken to through its v3 gRPC API (`KV` Range/Put/DeleteRange, `Watch`, `Lease`
+//! Grant/Revoke/KeepAlive) with our own [`GrpcClient`] and stubs that rpc-codegen generates at
+//! build time from a trimmed copy of etcd's `rpc.proto` and `kv.proto` (in this crate's
+//! `proto/`, with etcd's packages and field numbers; the generated module is [`pb`]), rather
+//! than with the `etcd-client` crate, because:
+//!
+//! * nothing outside Cargo is needed to build: the protos compile with protox, where
+//!   `etcd-client`'s build script needs `protoc` on the machine;
+//! * one gRPC stack: `etcd-client` brings tonic and hyper into every build of a service that
+//!   registers itself, next to ours;
+//! * it proves our gRPC client against a grpc-go server we did not write (etcd's), in every
+//!   run of the discovery tests.
+//!
+//! One registration or resolution uses one HTTP/2 connection to the first endpoint that
+//! answers, with keepalive PINGs every [`KEEPALIVE_INTERVAL`]. Endpoints are
+//! `http://HOST:PORT` or `HOST:PORT`; TLS endpoints are not supported yet.
 
 #![forbid(unsafe_code)]
+
+/// The etcd v3 API messages and clients this crate uses (`etcdserverpb`, `mvccpb`), generated
+/// by rpc-codegen from the trimmed copies of etcd's protos in this crate's `proto/` folder.
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/etcd.rs"));
+}
+
+use pb::mvccpb::event::EventType;
+use pb::watch_request::RequestUnion;
+use pb::{
+    DeleteRangeRequest, KvClient, LeaseClient, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse, LeaseRevokeRequest, PutRequest, RangeRequest, WatchClient,
+    WatchCreateRequest, WatchRequest, WatchResponse,
+};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions, WatchStream,
-};
 use rpc_core::discovery::{
     Instance, Instances, Registrar, Registration, Resolution, Resolver, MAX_WEIGHT,
 };
 use rpc_core::net::Address;
 use rpc_core::transport::BoxFuture;
-use rpc_core::Status;
+use rpc_core::{CallOptions, Client, Status};
+use rpc_transport_grpc::{GrpcClient, GrpcClientConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -182,19 +215,156 @@ pub fn parse_url(url: &str) -> Result<(String, String), String> {
     Ok((format!("http://{hostport}"), service.to_owned()))
 }
 
-fn status(what: &str, e: etcd_client::Error) -> Status {
+/// The interval of HTTP/2 keepalive PINGs on an etcd connection, so a peer that vanished
+/// without closing the connection is noticed. etcd's server refuses pings more frequent than
+/// its `--grpc-keepalive-min-time` (5 s by default), so this stays above that.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+fn status(what: &str, e: Status) -> Status {
     Status::unavailable(format!("etcd {what}: {e}"))
 }
 
-async fn connect(endpoints: &[String], timeout: Duration) -> Result<Client, Status> {
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(timeout)
-        .with_timeout(timeout)
-        .with_keep_alive(Duration::from_secs(5), timeout);
-    tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts)))
-        .await
-        .map_err(|_| Status::unavailable(format!("etcd connect to {endpoints:?}: timed out")))?
-        .map_err(|e| status("connect", e))
+/// The range end that makes `[prefix, end)` every key starting with `prefix` (etcd's
+/// `GetPrefixRangeEnd`: the prefix with its last byte below 0xff incremented, or `\0`, all keys
+/// from `prefix` on, if every byte is 0xff).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// `http://HOST:PORT` or `HOST:PORT` as our transport's `tcp://HOST:PORT` (and `unix://` as
+/// is). TLS (`https://`) is not supported.
+fn endpoint_address(endpoint: &str) -> Result<Address, Status> {
+    let bad = |e: String| Status::invalid_argument(format!("etcd endpoint `{endpoint}`: {e}"));
+    let url = if let Some(rest) = endpoint.strip_prefix("http://") {
+        format!("tcp://{}", rest.trim_end_matches('/'))
+    } else if endpoint.starts_with("https://") {
+        return Err(bad("TLS endpoints are not supported".to_owned()));
+    } else if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("tcp://{endpoint}")
+    };
+    url.parse()
+        .map_err(|e: rpc_core::net::AddressError| bad(e.to_string()))
+}
+
+/// One etcd member, reached over one HTTP/2 connection of our gRPC client.
+#[derive(Clone)]
+struct Etcd {
+    kv: KvClient,
+    watch: WatchClient,
+    lease: LeaseClient,
+    timeout: Duration,
+}
+
+impl Etcd {
+    fn new(address: Address, timeout: Duration) -> Etcd {
+        let cfg = GrpcClientConfig::default()
+            .connections(1)
+            .connect_timeout(timeout)
+            .keepalive(KEEPALIVE_INTERVAL, timeout);
+        let client = Client::new(GrpcClient::with_config(address, cfg));
+        Etcd {
+            kv: KvClient::new(client.clone()),
+            watch: WatchClient::new(client.clone()),
+            lease: LeaseClient::new(client),
+            timeout,
+        }
+    }
+
+    /// The options of one unary request: bounded by the request timeout.
+    fn unary(&self) -> CallOptions {
+        CallOptions::new().timeout(self.timeout)
+    }
+
+    async fn range_prefix(&self, prefix: &str) -> Result<pb::RangeResponse, Status> {
+        let req = RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix.as_bytes()),
+            ..RangeRequest::default()
+        };
+        self.kv
+            .range_with(req, self.unary())
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|e| status("get", e))
+    }
+
+    async fn put(&self, key: &str, value: &str, lease: i64) -> Result<(), Status> {
+        let req = PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            lease,
+        };
+        self.kv
+            .put_with(req, self.unary())
+            .await
+            .map(drop)
+            .map_err(|e| status("put", e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), Status> {
+        let req = DeleteRangeRequest {
+            key: key.as_bytes().to_vec(),
+            range_end: Vec::new(),
+        };
+        self.kv
+            .delete_range_with(req, self.unary())
+            .await
+            .map(drop)
+            .map_err(|e| status("delete", e))
+    }
+
+    async fn lease_grant(&self, ttl: i64) -> Result<i64, Status> {
+        let r = self
+            .lease
+            .lease_grant_with(LeaseGrantRequest { ttl, id: 0 }, self.unary())
+            .await
+            .map_err(|e| status("lease grant", e))?
+            .into_inner();
+        if !r.error.is_empty() {
+            return Err(Status::unavailable(format!(
+                "etcd lease grant: {}",
+                r.error
+            )));
+        }
+        Ok(r.id)
+    }
+
+    async fn lease_revoke(&self, id: i64) -> Result<(), Status> {
+        self.lease
+            .lease_revoke_with(LeaseRevokeRequest { id }, self.unary())
+            .await
+            .map(drop)
+            .map_err(|e| status("lease revoke", e))
+    }
+}
+
+/// Connects to the first of `endpoints` that answers a read within `timeout`.
+async fn connect(endpoints: &[String], timeout: Duration) -> Result<Etcd, Status> {
+    let mut last = Status::unavailable("etcd connect: no endpoints");
+    for endpoint in endpoints {
+        let etcd = Etcd::new(endpoint_address(endpoint)?, timeout);
+        // A cheap request proves the member answers (the transport connects lazily).
+        let probe = RangeRequest {
+            key: KEY_PREFIX.as_bytes().to_vec(),
+            count_only: true,
+            ..RangeRequest::default()
+        };
+        match tokio::time::timeout(timeout, etcd.kv.range_with(probe, etcd.unary())).await {
+            Ok(Ok(_)) => return Ok(etcd),
+            Ok(Err(e)) => last = status(&format!("connect to {endpoint}"), e),
+            Err(_) => last = Status::unavailable(format!("etcd connect to {endpoint}: timed out")),
+        }
+    }
+    Err(last)
 }
 
 /// The etcd registry: a [`Registrar`] and a [`Resolver`] over the same endpoints.
@@ -238,29 +408,35 @@ struct Registered {
 }
 
 /// Grants a lease and puts every key under it.
-async fn put_all(client: &mut Client, reg: &Registered) -> Result<i64, Status> {
-    let lease = client
-        .lease_grant(reg.ttl, None)
-        .await
-        .map_err(|e| status("lease grant", e))?
-        .id();
+async fn put_all(etcd: &Etcd, reg: &Registered) -> Result<i64, Status> {
+    let lease = etcd.lease_grant(reg.ttl).await?;
     for (k, v) in &reg.keys {
-        client
-            .put(
-                k.as_str(),
-                v.as_str(),
-                Some(PutOptions::new().with_lease(lease)),
-            )
-            .await
-            .map_err(|e| status("put", e))?;
+        etcd.put(k, v, lease).await?;
     }
     Ok(lease)
+}
+
+/// One keepalive round trip on the stream: the lease's new TTL.
+async fn keep_alive_once(
+    call: &mut rpc_core::BidiCall<LeaseKeepAliveRequest, LeaseKeepAliveResponse>,
+    lease: i64,
+    timeout: Duration,
+) -> Result<i64, Status> {
+    call.send(LeaseKeepAliveRequest { id: lease })
+        .await
+        .map_err(|e| status("keepalive", e))?;
+    match tokio::time::timeout(timeout, call.recv()).await {
+        Ok(Ok(Some(r))) => Ok(r.ttl),
+        Ok(Ok(None)) => Err(Status::unavailable("etcd keepalive stream ended")),
+        Ok(Err(e)) => Err(status("keepalive", e)),
+        Err(_) => Err(Status::unavailable("etcd keepalive: no answer in time")),
+    }
 }
 
 /// Keeps `lease` alive every third of the TTL; on any failure, reconnects and re-registers
 /// (a new lease) as soon as etcd answers again. Runs until aborted.
 async fn keep_alive(
-    mut client: Client,
+    mut etcd: Etcd,
     mut lease: i64,
     reg: Arc<Registered>,
     shared: LeaseCell,
@@ -272,20 +448,14 @@ async fn keep_alive(
     loop {
         // One keepalive stream for as long as it works.
         let alive = async {
-            let (mut keeper, mut stream) = client
-                .lease_keep_alive(lease)
+            let mut call = etcd
+                .lease
+                .lease_keep_alive()
                 .await
                 .map_err(|e| status("keepalive", e))?;
             loop {
-                keeper
-                    .keep_alive()
-                    .await
-                    .map_err(|e| status("keepalive", e))?;
-                match stream.message().await {
-                    Ok(Some(r)) if r.ttl() > 0 => {}
-                    Ok(Some(_)) => return Err(Status::not_found("lease expired")),
-                    Ok(None) => return Err(Status::unavailable("keepalive stream ended")),
-                    Err(e) => return Err(status("keepalive", e)),
+                if keep_alive_once(&mut call, lease, timeout).await? <= 0 {
+                    return Err(Status::not_found("lease expired"));
                 }
                 tokio::time::sleep(period).await;
             }
@@ -299,18 +469,18 @@ async fn keep_alive(
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
             match connect(&endpoints, timeout).await {
-                Ok(c) => client = c,
+                Ok(c) => etcd = c,
                 Err(e) => {
                     tracing::debug!(error = %e, "etcd reconnect failed; retrying");
                     continue;
                 }
             }
-            match put_all(&mut client, &reg).await {
+            match put_all(&etcd, &reg).await {
                 Ok(new) => {
                     let old = std::mem::replace(&mut lease, new);
                     *shared.lock().unwrap_or_else(|e| e.into_inner()) = new;
                     // The old lease, if it survived, would keep duplicate keys: drop it.
-                    let _ = client.lease_revoke(old).await;
+                    let _ = etcd.lease_revoke(old).await;
                     backoff = RECONNECT_BACKOFF;
                     break;
                 }
@@ -331,7 +501,7 @@ impl Registrar for EtcdRegistry {
         let this = self.clone();
         let service = service.to_owned();
         Box::pin(async move {
-            let mut client = connect(&this.endpoints, this.timeout).await?;
+            let etcd = connect(&this.endpoints, this.timeout).await?;
             let reg = Arc::new(Registered {
                 keys: instances
                     .iter()
@@ -344,10 +514,10 @@ impl Registrar for EtcdRegistry {
                     .collect(),
                 ttl: this.ttl.as_secs().max(1) as i64,
             });
-            let lease = put_all(&mut client, &reg).await?;
+            let lease = put_all(&etcd, &reg).await?;
             let cell: LeaseCell = Arc::new(std::sync::Mutex::new(lease));
             let task = tokio::spawn(keep_alive(
-                client,
+                etcd,
                 lease,
                 reg.clone(),
                 cell.clone(),
@@ -360,18 +530,11 @@ impl Registrar for EtcdRegistry {
                     let _ = task.await;
                     let lease = *cell.lock().unwrap_or_else(|e| e.into_inner());
                     // A new connection: the registration's may be stale after an etcd restart.
-                    let mut client = connect(&this.endpoints, this.timeout).await?;
+                    let etcd = connect(&this.endpoints, this.timeout).await?;
                     for (k, _) in &reg.keys {
-                        client
-                            .delete(k.as_str(), None)
-                            .await
-                            .map_err(|e| status("delete", e))?;
+                        etcd.delete(k).await?;
                     }
-                    client
-                        .lease_revoke(lease)
-                        .await
-                        .map_err(|e| status("lease revoke", e))?;
-                    Ok(())
+                    etcd.lease_revoke(lease).await
                 }) as BoxFuture<'static, Result<(), Status>>
             }))
         })
@@ -407,37 +570,73 @@ impl Set {
 }
 
 /// Reads the prefix; returns the set and the revision it was read at.
-async fn read(client: &mut Client, prefix: &str) -> Result<(Set, i64), Status> {
-    let r = client
-        .get(prefix, Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(|e| status("get", e))?;
+async fn read(etcd: &Etcd, prefix: &str) -> Result<(Set, i64), Status> {
+    let r = etcd.range_prefix(prefix).await?;
     let mut set = Set::default();
-    for kv in r.kvs() {
-        set.put(kv.key(), kv.value());
+    for kv in &r.kvs {
+        set.put(&kv.key, &kv.value);
     }
-    let rev = r.header().map_or(0, |h| h.revision());
+    let rev = r.header.map_or(0, |h| h.revision);
     Ok((set, rev))
 }
 
-async fn watch_from(client: &mut Client, prefix: &str, rev: i64) -> Result<WatchStream, Status> {
-    client
-        .watch(
-            prefix,
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(rev + 1),
-            ),
-        )
-        .await
-        .map_err(|e| status("watch", e))
+/// A watch stream with one watcher on `prefix` from revision `rev + 1`.
+async fn watch_from(
+    etcd: &Etcd,
+    prefix: &str,
+    rev: i64,
+) -> Result<rpc_core::BidiCall<WatchRequest, WatchResponse>, Status> {
+    let mut call = etcd.watch.watch().await.map_err(|e| status("watch", e))?;
+    let create = WatchCreateRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: prefix_end(prefix.as_bytes()),
+        start_revision: rev + 1,
+        progress_notify: false,
+    };
+    call.send(WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(create)),
+    })
+    .await
+    .map_err(|e| status("watch", e))?;
+    // The send side stays open: etcd ends the watch when the client closes it.
+    Ok(call)
+}
+
+/// Applies one watch response to `set`; whether anything changed. `Err` when the watcher was
+/// cancelled (compacted past our revision, or by the server): the caller reads anew.
+fn apply(set: &mut Set, rev: &mut i64, resp: &WatchResponse) -> Result<bool, Status> {
+    if resp.canceled {
+        return Err(Status::aborted(format!(
+            "watch cancelled (compact revision {}): {}",
+            resp.compact_revision, resp.cancel_reason
+        )));
+    }
+    if let Some(h) = &resp.header {
+        *rev = (*rev).max(h.revision);
+    }
+    for ev in &resp.events {
+        let Some(kv) = &ev.kv else { continue };
+        match EventType::try_from(ev.r#type) {
+            Ok(EventType::Put) => set.put(&kv.key, &kv.value),
+            Ok(EventType::Delete) => {
+                set.by_key.remove(&kv.key);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    r#type = ev.r#type,
+                    "etcd watch event of unknown type skipped"
+                );
+            }
+        }
+        *rev = (*rev).max(kv.mod_revision);
+    }
+    Ok(!resp.events.is_empty())
 }
 
 /// Follows the prefix until the receiver side is gone: applies watch events; on a watch
 /// failure keeps the last set, reconnects with backoff, reads again and watches anew.
 async fn follow(
-    mut client: Client,
+    mut etcd: Etcd,
     endpoints: Vec<String>,
     timeout: Duration,
     prefix: String,
@@ -448,34 +647,17 @@ async fn follow(
     let mut backoff = RECONNECT_BACKOFF;
     loop {
         let failed = async {
-            let mut stream = watch_from(&mut client, &prefix, rev).await?;
+            let mut stream = watch_from(&etcd, &prefix, rev).await?;
             loop {
-                let Some(resp) = stream.message().await.map_err(|e| status("watch", e))? else {
+                let resp = tokio::select! {
+                    r = stream.recv() => r.map_err(|e| status("watch", e))?,
+                    () = tx.closed() => return Ok(()), // nobody listens any more
+                };
+                let Some(resp) = resp else {
                     return Err(Status::unavailable("watch stream ended"));
                 };
-                if resp.canceled() {
-                    // Compacted past our revision (or cancelled by the server): read anew.
-                    return Err(Status::aborted(format!(
-                        "watch cancelled (compact revision {}): {}",
-                        resp.compact_revision(),
-                        resp.cancel_reason()
-                    )));
-                }
-                if let Some(h) = resp.header() {
-                    rev = rev.max(h.revision());
-                }
-                if resp.events().is_empty() {
+                if !apply(&mut set, &mut rev, &resp)? {
                     continue;
-                }
-                for ev in resp.events() {
-                    let Some(kv) = ev.kv() else { continue };
-                    match ev.event_type() {
-                        EventType::Put => set.put(kv.key(), kv.value()),
-                        EventType::Delete => {
-                            set.by_key.remove(kv.key());
-                        }
-                    }
-                    rev = rev.max(kv.mod_revision());
                 }
                 backoff = RECONNECT_BACKOFF;
                 if tx.send(set.instances()).is_err() {
@@ -495,15 +677,14 @@ async fn follow(
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
-            let fresh = match connect(&endpoints, timeout).await {
+            etcd = match connect(&endpoints, timeout).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, "etcd reconnect failed");
                     continue;
                 }
             };
-            client = fresh;
-            match read(&mut client, &prefix).await {
+            match read(&etcd, &prefix).await {
                 Ok((s, r)) => {
                     set = s;
                     rev = r;
@@ -521,11 +702,11 @@ impl Resolver for EtcdRegistry {
         let this = self.clone();
         let prefix = service_prefix(service);
         Box::pin(async move {
-            let mut client = connect(&this.endpoints, this.timeout).await?;
-            let (set, rev) = read(&mut client, &prefix).await?;
+            let etcd = connect(&this.endpoints, this.timeout).await?;
+            let (set, rev) = read(&etcd, &prefix).await?;
             let (tx, rx) = watch::channel(set.instances());
             let task = tokio::spawn(follow(
-                client,
+                etcd,
                 this.endpoints.clone(),
                 this.timeout,
                 prefix,
@@ -595,6 +776,79 @@ mod tests {
         assert!(InstanceInfo::decode(&big).is_err());
         let heavy = br#"{"network":"tcp","address":"1.2.3.4:5","weight":99999999999}"#;
         assert_eq!(InstanceInfo::decode(heavy).unwrap().weight, MAX_WEIGHT);
+    }
+
+    #[test]
+    fn prefix_ranges_and_endpoints() {
+        assert_eq!(prefix_end(b"a/b/"), b"a/b0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+        for (e, want) in [
+            ("http://127.0.0.1:2379", "tcp://127.0.0.1:2379"),
+            ("http://127.0.0.1:2379/", "tcp://127.0.0.1:2379"),
+            ("127.0.0.1:2379", "tcp://127.0.0.1:2379"),
+            ("http://[::1]:2379", "tcp://[::1]:2379"),
+            ("unix:///tmp/etcd.sock", "unix:///tmp/etcd.sock"),
+        ] {
+            assert_eq!(endpoint_address(e).unwrap().to_string(), want, "{e}");
+        }
+        for bad in ["https://127.0.0.1:2379", "http://nohost", ""] {
+            assert!(endpoint_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn event(t: i32, key: &[u8], value: &[u8], rev: i64) -> pb::mvccpb::Event {
+        pb::mvccpb::Event {
+            r#type: t,
+            kv: Some(pb::mvccpb::KeyValue {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                mod_revision: rev,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn watch_responses_apply_in_order_and_hostile_ones_are_contained() {
+        let good = br#"{"network":"tcp","address":"127.0.0.1:1","weight":10}"#;
+        let (mut set, mut rev) = (Set::default(), 5);
+        // The creation response: nothing changes.
+        let created = WatchResponse {
+            created: true,
+            ..Default::default()
+        };
+        assert!(!apply(&mut set, &mut rev, &created).unwrap());
+        let resp = WatchResponse {
+            events: vec![
+                event(0, b"k1", good, 6),
+                event(0, b"k2", b"garbage", 7),
+                // An event type etcd does not define is skipped, not fatal.
+                event(7, b"k3", good, 8),
+                // An event without its key-value is skipped.
+                pb::mvccpb::Event::default(),
+            ],
+            ..Default::default()
+        };
+        assert!(apply(&mut set, &mut rev, &resp).unwrap());
+        assert_eq!(set.by_key.len(), 1);
+        assert_eq!(rev, 8);
+        let del = WatchResponse {
+            events: vec![event(1, b"k1", b"", 9)],
+            ..Default::default()
+        };
+        assert!(apply(&mut set, &mut rev, &del).unwrap());
+        assert!(set.by_key.is_empty());
+        let cancelled = WatchResponse {
+            canceled: true,
+            compact_revision: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            apply(&mut set, &mut rev, &cancelled).unwrap_err().code(),
+            rpc_core::Code::Aborted
+        );
     }
 
     #[test]

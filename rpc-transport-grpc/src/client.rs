@@ -15,10 +15,11 @@ use http::{Request, Uri};
 use rpc_core::codec::Encodable;
 use rpc_core::net::{Address, AddressError, Io};
 use rpc_core::transport::{BoxFuture, ClientEvent, ClientStreamRaw, ClientTransport};
-use rpc_core::{CallContext, Metadata, Status};
+use rpc_core::{CallContext, Metadata, PayloadKind, Status};
 
 use crate::codec::{
-    code_from_http_status, content_type_for, encode_timeout, is_grpc_content_type, parse_encoding,
+    code_from_http_status, content_type_for, encode_timeout, hdr, is_grpc_content_type,
+    parse_encoding,
 };
 use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::{GrpcClientConfig, USER_AGENT as OUR_USER_AGENT};
@@ -57,7 +58,10 @@ struct Inner {
     endpoint: Address,
     authority: Authority,
     cfg: GrpcClientConfig,
-    user_agent: HeaderValue,
+    /// The request headers every call sends (content-type, te, user-agent,
+    /// grpc-accept-encoding), one block per payload kind (protobuf, thrift), cloned per call
+    /// instead of built and hashed header by header.
+    base_headers: [HeaderMap; 2],
     /// Per connection slot: the live connection (read without waiting on the hot path) and
     /// a lock held only while one is being made.
     slots: Vec<(Mutex<Option<Conn>>, tokio::sync::Mutex<()>)>,
@@ -93,12 +97,27 @@ impl GrpcClient {
             Some(p) => format!("{p} {OUR_USER_AGENT}"),
             None => OUR_USER_AGENT.to_owned(),
         };
+        let user_agent =
+            HeaderValue::from_str(&ua).unwrap_or_else(|_| HeaderValue::from_static(OUR_USER_AGENT));
+        let base = |payload| {
+            let mut h = HeaderMap::with_capacity(8);
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(content_type_for(payload)),
+            );
+            h.insert(TE, HeaderValue::from_static("trailers"));
+            h.insert(USER_AGENT, user_agent.clone());
+            h.insert(
+                hdr::grpc_accept_encoding(),
+                HeaderValue::from_static(ACCEPT_ENCODING),
+            );
+            h
+        };
         GrpcClient {
             inner: Arc::new(Inner {
                 endpoint,
                 authority,
-                user_agent: HeaderValue::from_str(&ua)
-                    .unwrap_or_else(|_| HeaderValue::from_static(OUR_USER_AGENT)),
+                base_headers: [base(PayloadKind::Protobuf), base(PayloadKind::Thrift)],
                 slots: (0..cfg.connections.max(1))
                     .map(|_| (Mutex::new(None), tokio::sync::Mutex::new(())))
                     .collect(),
@@ -218,23 +237,16 @@ impl Inner {
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path);
         let uri = Uri::from_parts(parts).map_err(|e| Status::internal(format!("uri: {e}")))?;
-        let mut headers = HeaderMap::with_capacity(8 + ctx.metadata().len());
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(content_type_for(ctx.method().payload)),
-        );
-        headers.insert(TE, HeaderValue::from_static("trailers"));
-        headers.insert(USER_AGENT, self.user_agent.clone());
-        headers.insert(
-            "grpc-accept-encoding",
-            HeaderValue::from_static(ACCEPT_ENCODING),
-        );
+        let mut headers = match ctx.method().payload {
+            PayloadKind::Thrift => self.base_headers[1].clone(),
+            _ => self.base_headers[0].clone(),
+        };
         if let Some(c) = encoding {
-            headers.insert("grpc-encoding", HeaderValue::from_static(c.name()));
+            headers.insert(hdr::grpc_encoding(), HeaderValue::from_static(c.name()));
         }
         if let Some(t) = ctx.timeout() {
             if let Ok(v) = HeaderValue::from_str(&encode_timeout(t)) {
-                headers.insert("grpc-timeout", v);
+                headers.insert(hdr::grpc_timeout(), v);
             }
         }
         append_metadata(&mut headers, ctx.metadata())?;
@@ -244,6 +256,16 @@ impl Inner {
         *req.headers_mut() = headers;
         Ok(req)
     }
+}
+
+/// The status of a trailer block (or Trailers-Only header block): the usual `grpc-status: 0`
+/// alone is read without looking up the other status headers.
+fn end_status(headers: &HeaderMap) -> Option<Status> {
+    let code = headers.get(hdr::grpc_status())?;
+    if code.as_bytes() == b"0" && headers.len() == 1 {
+        return Some(Status::ok());
+    }
+    status_from(headers)
 }
 
 /// How a call compresses its requests: a per-message handle, or one choice for the call.
@@ -294,7 +316,6 @@ impl ClientTransport for GrpcClient {
                 conn.dead.store(true, Ordering::Release);
                 status_from_h2(&e, "open stream")
             })?;
-            let recv_compression = per_message.clone().unwrap_or_default();
             Ok(Arc::new(ClientStream {
                 send: Mutex::new(ClientSend {
                     stream,
@@ -307,7 +328,6 @@ impl ClientTransport for GrpcClient {
                 fixed: encoding,
                 max_send: inner.cfg.max_send_message,
                 max_recv: inner.cfg.max_recv_message,
-                recv_compression,
             }) as Arc<dyn ClientStreamRaw>)
         })
     }
@@ -349,7 +369,6 @@ struct ClientStream {
     fixed: Option<Compression>,
     max_send: usize,
     max_recv: usize,
-    recv_compression: MessageCompression,
 }
 
 impl ClientStream {
@@ -380,7 +399,7 @@ impl ClientStream {
             );
             return Err(ClientEvent::End(status, Metadata::new()));
         }
-        if let Some(status) = status_from(headers) {
+        if let Some(status) = end_status(headers) {
             // Trailers-Only.
             let md = metadata_from(headers).unwrap_or_default();
             let status = if status.is_ok() {
@@ -401,7 +420,7 @@ impl ClientStream {
             return Err(ClientEvent::End(status, Metadata::new()));
         }
         let encoding = match headers
-            .get("grpc-encoding")
+            .get(hdr::grpc_encoding())
             .map(|v| parse_encoding(v.as_bytes()))
         {
             None => None,
@@ -413,12 +432,8 @@ impl ClientStream {
             }
         };
         let md = metadata_from(headers).map_err(|s| ClientEvent::End(s, Metadata::new()))?;
-        let rx = Receiver::new(
-            body,
-            self.max_recv,
-            encoding,
-            Some(self.recv_compression.clone()),
-        );
+        // Only a per-message handle is told what arrives (nothing else can read it).
+        let rx = Receiver::new(body, self.max_recv, encoding, self.per_message.clone());
         Ok((md, rx))
     }
 }
@@ -438,12 +453,22 @@ impl ClientStreamRaw for ClientStream {
         let c = self.compression();
         let mut s = lock(&self.send);
         let s = &mut *s;
-        let data = encode(&mut s.scratch, msg, c, self.max_send)?;
+        let data = encode(&mut s.scratch, msg, c, self.max_send, s.sent)?;
         s.sent = true;
         let end = s.single;
-        s.stream
-            .send_data(data, end)
-            .map_err(|e| status_from_h2(&e, "send"))
+        match s.stream.send_data(data, end) {
+            Ok(()) => Ok(()),
+            // h2 refuses data for a stream the server already ended (a Trailers-Only error
+            // such as UNIMPLEMENTED can arrive before the request's first message is handed
+            // over): the message could never be processed, and the end the server sent is
+            // what `poll_event` reports, as grpc-go's SendMsg returns EOF and leaves the status
+            // to RecvMsg. Resets and lost connections stay errors.
+            Err(e) if e.reason().is_none() && !e.is_io() => {
+                tracing::trace!(error = %e, "grpc: send on a stream the server ended");
+                Ok(())
+            }
+            Err(e) => Err(status_from_h2(&e, "send")),
+        }
     }
 
     fn close_send(&self) -> Result<(), Status> {
@@ -491,7 +516,7 @@ impl ClientStreamRaw for ClientStream {
                 Ok(Received::Message(m)) => Poll::Ready(ClientEvent::Message(m)),
                 Ok(Received::Eof) => {
                     let end = match std::task::ready!(rx.body.poll_trailers(cx)) {
-                        Ok(Some(t)) => match status_from(&t) {
+                        Ok(Some(t)) => match end_status(&t) {
                             Some(status) => {
                                 let md = metadata_from(&t).unwrap_or_default();
                                 let status = if status.is_ok() {

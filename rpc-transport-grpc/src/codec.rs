@@ -438,6 +438,12 @@ pub fn code_from_reason(reason: u32) -> Code {
 /// (including other `application/grpc+...` subtypes we cannot decode). Parameters after `;`
 /// are ignored.
 pub fn content_type_payload(ct: &[u8]) -> Option<PayloadKind> {
+    // What every gRPC peer sends, matched without the lower-casing copy.
+    match ct {
+        b"application/grpc" | b"application/grpc+proto" => return Some(PayloadKind::Protobuf),
+        b"application/grpc+thrift" => return Some(PayloadKind::Thrift),
+        _ => {}
+    }
     let ct = ct
         .split(|&b| b == b';')
         .next()
@@ -454,10 +460,42 @@ pub fn content_type_payload(ct: &[u8]) -> Option<PayloadKind> {
 /// Whether a `content-type` is some gRPC content type (`application/grpc` or
 /// `application/grpc+...`, `application/grpc;...`).
 pub fn is_grpc_content_type(ct: &[u8]) -> bool {
-    let lower = ct.to_ascii_lowercase();
-    lower == b"application/grpc"
-        || lower.starts_with(b"application/grpc+")
-        || lower.starts_with(b"application/grpc;")
+    const GRPC: &[u8] = b"application/grpc";
+    ct.len() >= GRPC.len()
+        && ct[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(ct.get(GRPC.len()), None | Some(b'+' | b';'))
+}
+
+/// Header names and values the transport writes or reads on every call, built at compile time
+/// (`const` blocks), so the hot path neither parses nor validates them and looks them up by
+/// their precomputed form.
+pub(crate) mod hdr {
+    use http::header::{HeaderName, HeaderValue};
+
+    /// `grpc-encoding`.
+    pub(crate) fn grpc_encoding() -> HeaderName {
+        const { HeaderName::from_static("grpc-encoding") }
+    }
+
+    /// `grpc-accept-encoding`.
+    pub(crate) fn grpc_accept_encoding() -> HeaderName {
+        const { HeaderName::from_static("grpc-accept-encoding") }
+    }
+
+    /// `grpc-timeout`.
+    pub(crate) fn grpc_timeout() -> HeaderName {
+        const { HeaderName::from_static("grpc-timeout") }
+    }
+
+    /// `grpc-status`.
+    pub(crate) fn grpc_status() -> HeaderName {
+        const { HeaderName::from_static("grpc-status") }
+    }
+
+    /// `grpc-status: 0`.
+    pub(crate) fn status_ok() -> HeaderValue {
+        const { HeaderValue::from_static("0") }
+    }
 }
 
 /// The `content-type` we send for a payload kind.

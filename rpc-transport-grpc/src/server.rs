@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::codec::{
-    accepts, content_type_payload, is_grpc_content_type, parse_encoding, parse_timeout,
+    accepts, content_type_payload, hdr, is_grpc_content_type, parse_encoding, parse_timeout,
 };
 use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::GrpcServerConfig;
@@ -270,7 +270,7 @@ fn trailers_only(mut respond: SendResponse<Bytes>, content_type: HeaderValue, st
     append_status(&mut headers, status);
     if status.code() == Code::Unimplemented {
         headers.insert(
-            "grpc-accept-encoding",
+            hdr::grpc_accept_encoding(),
             HeaderValue::from_static(ACCEPT_ENCODING),
         );
     }
@@ -307,7 +307,10 @@ impl ConnCtx {
             Err(e) => return trailers_only(respond, ct, &Status::from(e)),
         };
         let h = &parts.headers;
-        let encoding = match h.get("grpc-encoding").map(|v| parse_encoding(v.as_bytes())) {
+        let encoding = match h
+            .get(hdr::grpc_encoding())
+            .map(|v| parse_encoding(v.as_bytes()))
+        {
             None => None,
             Some(Ok(e)) => e,
             Some(Err(name)) => {
@@ -317,7 +320,10 @@ impl ConnCtx {
                 return trailers_only(respond, ct, &s);
             }
         };
-        let deadline = match h.get("grpc-timeout").map(|v| parse_timeout(v.as_bytes())) {
+        let deadline = match h
+            .get(hdr::grpc_timeout())
+            .map(|v| parse_timeout(v.as_bytes()))
+        {
             None => None,
             Some(Ok(t)) => Instant::now().checked_add(t),
             Some(Err(s)) => return trailers_only(respond, ct, &s),
@@ -327,7 +333,7 @@ impl ConnCtx {
             Err(s) => return trailers_only(respond, ct, &s),
         };
         let accepts_gzip = h
-            .get("grpc-accept-encoding")
+            .get(hdr::grpc_accept_encoding())
             .is_some_and(|v| accepts(v.as_bytes(), Compression::Gzip));
         let compression = MessageCompression::new(self.cfg.send_compression);
         compression.set_peer(encoding, accepts_gzip);
@@ -338,6 +344,7 @@ impl ConnCtx {
                 stream: None,
                 scratch: BytesMut::new(),
                 encoding: None,
+                sent: false,
             }),
             recv: Mutex::new(
                 Receiver::new(
@@ -373,6 +380,9 @@ struct SendSide {
     scratch: BytesMut,
     /// The `grpc-encoding` announced in the response header.
     encoding: Option<Compression>,
+    /// Whether a message was sent (later ones are encoded into shared chunks, see
+    /// `stream::SCRATCH_CHUNK`).
+    sent: bool,
 }
 
 /// The server side of one gRPC stream.
@@ -397,19 +407,19 @@ impl Drop for ServerStream {
 impl ServerStream {
     /// The response header block: `:status` 200, content-type, encodings, user metadata.
     fn response_header(&self, md: &Metadata, s: &mut SendSide) -> Result<Response<()>, Status> {
-        let mut headers = HeaderMap::new();
+        let mut headers = HeaderMap::with_capacity(4 + md.len());
         headers.insert(CONTENT_TYPE, self.content_type.clone());
         // Announced whenever the client accepts it, so the handler may switch compression on
         // for any later message; each message says by its flag whether it is compressed.
         if self.compression.peer_accepts(Compression::Gzip) {
             s.encoding = Some(Compression::Gzip);
             headers.insert(
-                "grpc-encoding",
+                hdr::grpc_encoding(),
                 HeaderValue::from_static(Compression::Gzip.name()),
             );
         }
         headers.insert(
-            "grpc-accept-encoding",
+            hdr::grpc_accept_encoding(),
             HeaderValue::from_static(ACCEPT_ENCODING),
         );
         append_metadata(&mut headers, md)?;
@@ -439,7 +449,8 @@ impl ServerStream {
 
     fn send_locked(&self, s: &mut SendSide, msg: &mut dyn Encodable) -> Result<(), Status> {
         let c = self.message_compression(s);
-        let data = encode(&mut s.scratch, msg, c, self.max_send)?;
+        let data = encode(&mut s.scratch, msg, c, self.max_send, s.sent)?;
+        s.sent = true;
         let stream = s
             .stream
             .as_mut()
@@ -480,8 +491,13 @@ impl ServerStream {
                 status = e;
             }
         }
-        let mut trailers = HeaderMap::new();
-        append_status(&mut trailers, &status);
+        let mut trailers = HeaderMap::with_capacity(2 + trailer.len());
+        if status.is_ok() && status.message().is_empty() && status.details().is_empty() {
+            // The usual end, without formatting the code or parsing header names.
+            trailers.insert(hdr::grpc_status(), hdr::status_ok());
+        } else {
+            append_status(&mut trailers, &status);
+        }
         if let Err(e) = append_metadata(&mut trailers, &trailer) {
             trailers.clear();
             append_status(&mut trailers, &e);

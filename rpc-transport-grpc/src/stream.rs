@@ -96,18 +96,33 @@ pub(crate) fn poll_capacity(
     }
 }
 
+/// What a stream that sends more than one message reserves at a time for encoding them: the
+/// messages are split off one allocation until it is used up (one `malloc` per 4 KiB of small
+/// messages instead of one per message). A stream's first message gets exactly its size, so a
+/// unary call (and each of many idle streams) holds no more than its message.
+pub(crate) const SCRATCH_CHUNK: usize = 4 * 1024;
+
 /// Encodes `msg` with its 5-byte prefix into a DATA payload, compressed when `compression`
-/// says so. `scratch` is reused between messages of one stream.
+/// says so. `scratch` is reused between messages of one stream; `repeat` says whether the
+/// stream has sent before (and so probably sends again: see [`SCRATCH_CHUNK`]).
 pub(crate) fn encode(
     scratch: &mut BytesMut,
     msg: &mut dyn Encodable,
     compression: Option<Compression>,
     max: usize,
+    repeat: bool,
 ) -> Result<Bytes, Status> {
     let hint = msg.encoded_len();
     match compression {
         None => {
-            scratch.reserve(PREFIX_LEN + hint.unwrap_or(64));
+            let need = PREFIX_LEN + hint.unwrap_or(64);
+            if scratch.capacity() < need {
+                scratch.reserve(if repeat {
+                    need.max(SCRATCH_CHUNK)
+                } else {
+                    need
+                });
+            }
             scratch.put_bytes(0, PREFIX_LEN);
             msg.encode(scratch)?;
             let len = scratch.len() - PREFIX_LEN;
@@ -140,9 +155,10 @@ fn check_send_size(len: usize, max: usize) -> Result<(), Status> {
 }
 
 /// The receiving half of a stream: DATA chunks are taken from h2 only while the application
-/// asks for a message and none is assembled, and their flow-control capacity is released as
-/// they are taken. So a receiver that stops reading holds at most one window in h2 plus one
-/// partly assembled message here, and its peer stops sending.
+/// asks for a message and none is assembled, and their flow-control capacity is released
+/// once taken (in [`RELEASE_CHUNK`]s, and all of it before waiting). So a receiver that stops
+/// reading holds at most one window in h2 plus one partly assembled message here, and its
+/// peer stops sending.
 pub(crate) struct Receiver {
     pub(crate) body: RecvStream,
     pub(crate) decoder: MessageDecoder,
@@ -150,7 +166,18 @@ pub(crate) struct Receiver {
     pub(crate) compression: Option<MessageCompression>,
     /// Server side: the server-wide byte budget, charged with what the decoder holds.
     pub(crate) budget: Option<Charge>,
+    /// Bytes taken from h2 whose flow-control capacity is not yet released (see
+    /// [`RELEASE_CHUNK`]).
+    unreleased: usize,
 }
+
+/// Flow-control capacity of DATA taken from h2 is released in chunks of this many bytes, and
+/// always before the receiver waits for more (and at the end), instead of once per DATA frame:
+/// a stream of small messages takes h2's lock and queues window bookkeeping once per 16 KiB
+/// rather than once per message. Releasing later only holds the peer back more, never lets it
+/// send more; and since all of it is released before waiting, a window smaller than this
+/// cannot stall the stream.
+pub(crate) const RELEASE_CHUNK: usize = 16 * 1024;
 
 /// Bytes a server stream's decoder holds (a partly received message), charged to the
 /// server-wide budget (`ServerLimits::max_buffered_bytes`) until released.
@@ -185,6 +212,12 @@ impl Drop for Charge {
 /// streams of small messages keep working while a flood of large partial messages is cut.
 pub(crate) const STREAM_RESERVE: usize = 64 * 1024;
 
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// What [`Receiver::poll_message`] yields.
 pub(crate) enum Received {
     Message(Bytes),
@@ -205,6 +238,14 @@ impl Receiver {
             eof: false,
             compression,
             budget: None,
+            unreleased: 0,
+        }
+    }
+
+    fn release(&mut self) {
+        if self.unreleased > 0 {
+            let _ = self.body.flow_control().release_capacity(self.unreleased);
+            self.unreleased = 0;
         }
     }
 
@@ -249,14 +290,26 @@ impl Receiver {
             }
             match self.body.poll_data(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    let _ = self.body.flow_control().release_capacity(chunk.len());
+                    self.unreleased += chunk.len();
+                    if self.unreleased >= RELEASE_CHUNK {
+                        self.release();
+                    }
                     self.decoder.push(chunk);
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(Err(status_from_h2(&e, "receive")))
+                    self.release();
+                    return Poll::Ready(Err(status_from_h2(&e, "receive")));
                 }
-                Poll::Ready(None) => self.eof = true,
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.release();
+                    self.eof = true;
+                }
+                Poll::Pending => {
+                    // Everything taken is released before waiting: the peer may be stopped
+                    // on exactly this capacity.
+                    self.release();
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -292,5 +345,94 @@ impl<F: Future + Unpin> Future for Batched<F> {
         }
         self.yielded = false;
         Pin::new(&mut self.inner).poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Raw bytes as a message.
+    struct Raw(Bytes);
+
+    impl Encodable for Raw {
+        fn encode(&mut self, dst: &mut BytesMut) -> Result<(), Status> {
+            dst.extend_from_slice(&self.0);
+            Ok(())
+        }
+        fn encode_slice(&mut self, dst: &mut [u8]) -> Result<(), Status> {
+            dst.copy_from_slice(&self.0);
+            Ok(())
+        }
+        fn encode_dyn(&mut self, dst: &mut dyn BufMut) -> Result<(), Status> {
+            dst.put_slice(&self.0);
+            Ok(())
+        }
+        fn encoded_len(&self) -> Option<usize> {
+            Some(self.0.len())
+        }
+    }
+
+    /// A receive window far below [`RELEASE_CHUNK`]: the deferred release must still let a
+    /// stream of many small messages through (everything taken is released before the
+    /// receiver waits), and each message arrives intact.
+    #[tokio::test]
+    async fn a_window_smaller_than_the_release_chunk_does_not_stall_the_stream() {
+        const WINDOW: u32 = 1024;
+        const MESSAGES: usize = 2000;
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::Builder::new()
+                .initial_window_size(WINDOW)
+                .initial_connection_window_size(WINDOW)
+                .handshake::<_, Bytes>(b)
+                .await
+                .expect("server handshake");
+            let (req, _respond) = conn
+                .accept()
+                .await
+                .expect("a request")
+                .expect("a valid request");
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            let mut rx = Receiver::new(req.into_body(), 1 << 20, None, None);
+            let mut got = 0usize;
+            loop {
+                match std::future::poll_fn(|cx| rx.poll_message(cx)).await {
+                    Ok(Received::Message(m)) => {
+                        assert_eq!(&m[..], &[got as u8; 100][..]);
+                        got += 1;
+                    }
+                    Ok(Received::Eof) => return got,
+                    Err(e) => panic!("receive failed: {e}"),
+                }
+            }
+        });
+        let (mut send, conn) = h2::client::handshake(a).await.expect("client handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = http::Request::post("http://localhost/s.S/M")
+            .body(())
+            .expect("request");
+        let (_response, mut stream) = send.send_request(req, false).expect("open");
+        let sending = async move {
+            let mut scratch = BytesMut::new();
+            for i in 0..MESSAGES {
+                let mut msg = Raw(Bytes::from(vec![i as u8; 100]));
+                std::future::poll_fn(|cx| poll_capacity(&mut stream, None, cx, 100))
+                    .await
+                    .expect("send capacity");
+                let data = encode(&mut scratch, &mut msg, None, usize::MAX, i > 0).expect("encode");
+                stream.send_data(data, false).expect("send");
+            }
+            stream.send_data(Bytes::new(), true).expect("close");
+            stream
+        };
+        let both = async { tokio::join!(sending, server) };
+        let (_stream, got) = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .expect("the stream stalled");
+        assert_eq!(got.expect("server task"), MESSAGES);
     }
 }

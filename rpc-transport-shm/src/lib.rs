@@ -1,4 +1,78 @@
-//! Shared-memory transport between processes on one Linux host: payloads in memfd regions,
-//! a Unix socket for wakeups and fallback.
+//! Shared-memory transport between processes on one Linux host: TTHeader Streaming frames in
+//! memfd regions (one ring and one arena per direction), a Unix socket for the handshake,
+//! peer-death detection and messages too large for the arena.
 //!
-//! Status: placeholder; the transport lands with its own issue.
+//! ```no_run
+//! # async fn run(server: rpc_core::Server) -> Result<(), Box<dyn std::error::Error>> {
+//! use rpc_core::serve::Listener;
+//! use rpc_transport_shm::{ShmClient, ShmProtocol};
+//!
+//! let running = Listener::new(server)
+//!     .protocol(ShmProtocol::default())
+//!     .bind("shm:///tmp/echo.shm".parse()?)
+//!     .await?
+//!     .start();
+//! let client = ShmClient::new("/tmp/echo.shm"); // or `Connect::connect("shm:///tmp/echo.shm")`
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`ring`]: the single-producer/single-consumer descriptor ring (pure; unit, property and
+//!   stress tested on heap memory).
+//! - [`arena`]: the sender-owned arena's buddy allocator (pure, private bookkeeping).
+//! - `link` (Linux): the data plane — the ttstream session's `FrameSink` over the ring and
+//!   arena, the reader task, wakeups, backpressure, the socket fallback, peer death.
+//! - `setup` (Linux): the handshake; `sys` (Linux): memfd, seals, mmap, eventfd, `SCM_RIGHTS`.
+//!
+//! On other platforms the crate compiles and [`ShmClient`] / [`ShmProtocol`] fail at run
+//! time with an "unsupported platform" error.
+
+pub mod arena;
+pub mod mem;
+pub mod ring;
+
+#[cfg(target_os = "linux")]
+mod client;
+#[cfg(target_os = "linux")]
+mod link;
+#[cfg(target_os = "linux")]
+mod server;
+#[cfg(target_os = "linux")]
+pub mod setup;
+#[cfg(target_os = "linux")]
+mod stats;
+#[cfg(target_os = "linux")]
+mod sys;
+
+#[cfg(target_os = "linux")]
+pub use client::{
+    ShmClient, ShmClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE,
+    INITIAL_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF,
+};
+#[cfg(target_os = "linux")]
+pub use link::{ShmSession, ShmSink};
+#[cfg(target_os = "linux")]
+pub use server::ShmProtocol;
+#[cfg(target_os = "linux")]
+pub use setup::{Sizes, DEFAULT_MAX_REGION_BYTES};
+#[cfg(target_os = "linux")]
+pub use stats::ShmStats;
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests;
+
+#[cfg(target_os = "linux")]
+fn sys_signal(fd: &std::os::fd::OwnedFd) {
+    sys::signal(fd)
+}
+
+#[cfg(target_os = "linux")]
+fn sys_drain(fd: &std::os::fd::OwnedFd) -> bool {
+    sys::drain(fd)
+}
+
+#[cfg(not(target_os = "linux"))]
+mod unsupported;
+#[cfg(not(target_os = "linux"))]
+pub use unsupported::{ShmClient, ShmProtocol};

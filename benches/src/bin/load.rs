@@ -1,5 +1,7 @@
 //! `cargo run --release -p benches --bin load [-- SECONDS]` (`LOAD_ONLY=text` runs only the rows
-//! whose name contains `text`)
+//! whose name contains `text`; `LOAD_PIN=1` pins the server to core 0 and this process to core 1
+//! with `taskset`, one tokio worker each, and adds per-operation client and server CPU, from
+//! `/proc/<pid>/stat`, and syscalls, from `perf stat -e raw_syscalls:sys_enter`, to each row)
 //!
 //! End-to-end load over TTHeader on loopback TCP, one connection, 100-byte messages, with the
 //! echo server in a separate process (this binary re-executed with `serve`):
@@ -46,6 +48,88 @@ struct Figures {
     ops_per_sec: f64,
     p50: Duration,
     p99: Duration,
+    /// Operations counted (for the per-operation costs of `LOAD_PIN`).
+    ops: u64,
+}
+
+/// Whether `LOAD_PIN` asks for pinned processes and per-operation costs.
+fn pinned() -> bool {
+    std::env::var_os("LOAD_PIN").is_some()
+}
+
+/// User + system CPU time of process `pid` so far, in seconds (`USER_HZ` = 100 ticks).
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (tick(11) + tick(12)) as f64 / 100.0
+}
+
+/// `perf stat` counting the syscalls of `pid` until it is stopped (SIGINT).
+fn count_syscalls(pid: u32) -> Option<std::process::Child> {
+    Command::new("perf")
+        .args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p"])
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()
+}
+
+/// Stops a `count_syscalls` and reads its count.
+fn syscalls_counted(perf: Option<std::process::Child>) -> f64 {
+    let Some(perf) = perf else { return f64::NAN };
+    let _ = Command::new("kill")
+        .args(["-INT", &perf.id().to_string()])
+        .status();
+    let Ok(out) = perf.wait_with_output() else {
+        return f64::NAN;
+    };
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| l.split(',').next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Per-operation costs of one row, measured around it when `LOAD_PIN` is set.
+struct Costs {
+    server: u32,
+    cpu: (f64, f64),
+    perf: Option<(Option<std::process::Child>, Option<std::process::Child>)>,
+}
+
+impl Costs {
+    fn start(server: u32) -> Costs {
+        let perf = pinned().then(|| (count_syscalls(std::process::id()), count_syscalls(server)));
+        if perf.is_some() {
+            // perf attaches asynchronously; let it start counting before the row.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Costs {
+            server,
+            cpu: (cpu_secs(std::process::id()), cpu_secs(server)),
+            perf,
+        }
+    }
+
+    /// `client µs/op, server µs/op, client syscalls/op, server syscalls/op` for `ops`.
+    fn finish(self, ops: u64) -> Option<String> {
+        let (c1, s1) = (cpu_secs(std::process::id()), cpu_secs(self.server));
+        let (pc, ps) = self.perf?;
+        let n = ops.max(1) as f64;
+        let (sc, ss) = (syscalls_counted(pc), syscalls_counted(ps));
+        Some(format!(
+            "  cpu/op client {:>5.2}µs server {:>5.2}µs  syscalls/op client {:>5.2} server {:>5.2}",
+            (c1 - self.cpu.0) * 1e6 / n,
+            (s1 - self.cpu.1) * 1e6 / n,
+            sc / n,
+            ss / n
+        ))
+    }
 }
 
 async fn pingpong<I: EchoIdl>(client: I::Client, secs: f64) -> Figures {
@@ -84,6 +168,7 @@ async fn pingpong<I: EchoIdl>(client: I::Client, secs: f64) -> Figures {
         ops_per_sec: all.len() as f64 / elapsed,
         p50: pct(0.50),
         p99: pct(0.99),
+        ops: all.len() as u64,
     }
 }
 
@@ -125,6 +210,7 @@ async fn stream<I: EchoIdl>(client: I::Client, secs: f64) -> Figures {
         ops_per_sec: n as f64 / t.as_secs_f64(),
         p50: Duration::ZERO,
         p99: Duration::ZERO,
+        ops: received,
     }
 }
 
@@ -133,12 +219,13 @@ fn wanted(name: &str) -> bool {
     std::env::var("LOAD_ONLY").map_or(true, |only| name.contains(only.as_str()))
 }
 
-fn row(name: &str, f: &Figures) {
+fn row(name: &str, f: &Figures, costs: Costs) {
+    let costs = costs.finish(f.ops).unwrap_or_default();
     if f.p50.is_zero() {
-        println!("{name:<44} {:>12.0}/s", f.ops_per_sec);
+        println!("{name:<44} {:>12.0}/s{costs}", f.ops_per_sec);
     } else {
         println!(
-            "{name:<44} {:>12.0}/s   p50 {:>8.1?}  p99 {:>8.1?}",
+            "{name:<44} {:>12.0}/s   p50 {:>8.1?}  p99 {:>8.1?}{costs}",
             f.ops_per_sec, f.p50, f.p99
         );
     }
@@ -192,8 +279,22 @@ async fn serve() {
     h.shutdown(Duration::from_millis(100)).await;
 }
 
-#[tokio::main]
-async fn main() {
+/// One tokio worker with `LOAD_PIN` (each process has one core), the default otherwise. Every
+/// row runs on the workers (spawned), not on the thread that blocks on the runtime: a stream
+/// row's receiving loop there would wake across threads on every message.
+fn main() {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if pinned() {
+        rt.worker_threads(1);
+    }
+    rt.enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(async { tokio::spawn(run()).await })
+        .expect("load run");
+}
+
+async fn run() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve") {
         return serve().await;
@@ -201,7 +302,19 @@ async fn main() {
     let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     metrics_on();
     let pems = tls_pems();
-    let mut server = Command::new(std::env::current_exe().expect("exe"));
+    let exe = std::env::current_exe().expect("exe");
+    let mut server = if pinned() {
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", "1"])
+            .arg(std::process::id().to_string())
+            .stdout(Stdio::null())
+            .status();
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg("0").arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
     if let Some((_, cert, key)) = &pems {
         server.env("LOAD_TLS_PEMS", format!("{cert}\n--CUT--\n{key}"));
     }
@@ -222,6 +335,7 @@ async fn main() {
     )
     .expect("server address");
     let addr: Address = addr.trim().parse().expect("address");
+    let server = child.id();
 
     println!(
         "TTHeader over loopback TCP{}{}, server in another process, 1 connection, 100-byte messages, {secs}s each",
@@ -239,20 +353,24 @@ async fn main() {
         Client::new(b.build())
     };
     if wanted("pingpong thrift, unary TTHeader mux") {
+        let c = Costs::start(server);
         let f = pingpong::<Thrift>(thrift::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
-        row("pingpong thrift, unary TTHeader mux", &f);
+        row("pingpong thrift, unary TTHeader mux", &f, c);
     }
     if wanted("pingpong protobuf, TTHeader Streaming") {
+        let c = Costs::start(server);
         let f = pingpong::<Proto>(proto::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
-        row("pingpong protobuf, TTHeader Streaming", &f);
+        row("pingpong protobuf, TTHeader Streaming", &f, c);
     }
     if wanted("bidi stream thrift, messages echoed") {
+        let c = Costs::start(server);
         let f = stream::<Thrift>(thrift::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
-        row("bidi stream thrift, messages echoed", &f);
+        row("bidi stream thrift, messages echoed", &f, c);
     }
     if wanted("bidi stream protobuf, messages echoed") {
+        let c = Costs::start(server);
         let f = stream::<Proto>(proto::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
-        row("bidi stream protobuf, messages echoed", &f);
+        row("bidi stream protobuf, messages echoed", &f, c);
     }
     let grpc = || {
         Client::new(GrpcClient::with_config(
@@ -261,31 +379,37 @@ async fn main() {
         ))
     };
     if wanted("pingpong protobuf, gRPC") {
+        let c = Costs::start(server);
         let f = pingpong::<Proto>(proto::TestServiceClient::new(grpc()), secs).await;
-        row("pingpong protobuf, gRPC", &f);
+        row("pingpong protobuf, gRPC", &f, c);
     }
     if wanted("pingpong thrift, gRPC") {
+        let c = Costs::start(server);
         let f = pingpong::<Thrift>(thrift::TestServiceClient::new(grpc()), secs).await;
-        row("pingpong thrift, gRPC", &f);
+        row("pingpong thrift, gRPC", &f, c);
     }
     if wanted("pingpong protobuf, gRPC, 4 connections") {
         let four = Client::new(GrpcClient::new(addr.clone()));
+        let c = Costs::start(server);
         let f = pingpong::<Proto>(proto::TestServiceClient::new(four), secs).await;
-        row("pingpong protobuf, gRPC, 4 connections", &f);
+        row("pingpong protobuf, gRPC, 4 connections", &f, c);
     }
     if wanted("bidi stream protobuf, gRPC") {
+        let c = Costs::start(server);
         let f = stream::<Proto>(proto::TestServiceClient::new(grpc()), secs).await;
-        row("bidi stream protobuf, gRPC", &f);
+        row("bidi stream protobuf, gRPC", &f, c);
     }
 
     let inproc = Client::new(rpc_core::inproc::InProcTransport::new(examples::server()));
     if wanted("in-process pingpong thrift") {
+        let c = Costs::start(server);
         let f = pingpong::<Thrift>(thrift::TestServiceClient::new(inproc.clone()), secs).await;
-        row("in-process pingpong thrift", &f);
+        row("in-process pingpong thrift", &f, c);
     }
     if wanted("in-process bidi stream thrift") {
+        let c = Costs::start(server);
         let f = stream::<Thrift>(thrift::TestServiceClient::new(inproc), secs).await;
-        row("in-process bidi stream thrift", &f);
+        row("in-process bidi stream thrift", &f, c);
     }
 
     drop(child.stdin.take());

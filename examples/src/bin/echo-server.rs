@@ -5,6 +5,10 @@
 //! SIGTERM. gRPC, TTHeader unary and TTHeader Streaming share each listener (told apart by the
 //! first bytes of a connection: the HTTP/2 preface is gRPC); shared memory is not available yet.
 //!
+//! `shm:///path` listeners serve the shared-memory transport (Linux) through a control socket
+//! at that path; `--max-frame-bytes N` raises the largest frame (default 16 MiB) of every
+//! transport, e.g. for 64 MiB messages.
+//!
 //! Limits (defaults: `rpc_core::limits`): `--max-buffered-bytes N` (server-wide budget),
 //! `--max-streams N` (streams or unary calls in flight per connection), `--frame-timeout-ms MS`,
 //! `--idle-timeout-ms MS` (0: never).
@@ -66,8 +70,8 @@ impl Default for Register {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo-server --listen URL [--listen URL ...]   (URL: tcp://HOST:PORT, unix:///path)\n\
-         \x20      [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]\n\
+        "usage: echo-server --listen URL [--listen URL ...]   (URL: tcp://HOST:PORT, unix:///path, shm:///path)\n\
+         \x20      [--max-frame-bytes N] [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]\n\
          \x20      [--register etcd://HOST:PORT/SERVICE [--lease-ttl-s N] [--weight N] [--advertise-host HOST]]\n\
          \x20      [--tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem]] [--metrics HOST:PORT]"
     );
@@ -81,6 +85,7 @@ async fn main() -> ExitCode {
     let mut metrics_addr = None;
     let mut limits = rpc_core::limits::ServerLimits::default();
     let mut reg = Register::default();
+    let mut conn_limits = rpc_transport_ttheader::Limits::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let number = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<u64>().ok());
@@ -88,6 +93,10 @@ async fn main() -> ExitCode {
         match (a.as_str(), number(&next)) {
             ("--max-buffered-bytes", Some(n)) => {
                 limits = limits.max_buffered_bytes(usize::try_from(n).unwrap_or(usize::MAX));
+                continue;
+            }
+            ("--max-frame-bytes", Some(n)) => {
+                conn_limits = conn_limits.max_frame_size(usize::try_from(n).unwrap_or(usize::MAX));
                 continue;
             }
             ("--max-streams", Some(n)) => {
@@ -183,8 +192,9 @@ async fn main() -> ExitCode {
         }
     }
     let mut listener = Listener::new(server)
-        .protocol(TtHeaderProtocol::default())
-        .protocol(GrpcProtocol::default());
+        .protocol(TtHeaderProtocol::new(conn_limits.clone()))
+        .protocol(GrpcProtocol::default())
+        .protocol(rpc_transport_shm::ShmProtocol::default().limits(conn_limits));
     for addr in addrs {
         let bound = match (&tls, &addr) {
             (Some(tls), Address::Tcp { .. }) => listener.bind_tls(addr, tls.clone()).await,

@@ -88,7 +88,8 @@ impl Listener {
     /// (`SO_REUSEADDR` on, so a restarted server does not wait out `TIME_WAIT`); port 0 picks
     /// a free port ([`Listener::local_addrs`] tells which). `unix://`: a socket file left at
     /// the path by an earlier run is replaced; any other file there is an `AddrInUse` error.
-    /// `shm://` is served by the shared-memory transport, not here: `Unsupported`.
+    /// `shm://` binds a Unix socket at the path, like `unix://`: the shared-memory transport's
+    /// protocol (`rpc_transport_shm::ShmProtocol`) does its handshake over it.
     pub async fn bind(self, addr: Address) -> io::Result<Listener> {
         self.bind_with(addr, None).await
     }
@@ -123,11 +124,8 @@ impl Listener {
             Address::Unix(path) => {
                 Socket::Unix(bind_unix(path, backlog).map_err(with_addr)?, path.clone())
             }
-            Address::Shm(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("bind {addr}: shm:// is served by the shared-memory transport"),
-                ))
+            Address::Shm(path) => {
+                Socket::Unix(bind_unix(path, backlog).map_err(with_addr)?, path.clone())
             }
         };
         let addr = match &socket {

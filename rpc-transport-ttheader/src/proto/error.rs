@@ -51,6 +51,15 @@ pub enum Field {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum FrameError {
+    /// A frame handed over whole (a shared-memory transport's descriptor) whose LENGTH does
+    /// not match the bytes it came in.
+    #[error("frame LENGTH says {total} bytes but the frame holds {len}")]
+    LengthMismatch {
+        /// LENGTH + 4.
+        total: usize,
+        /// The bytes delivered.
+        len: usize,
+    },
     /// LENGTH exceeds the configured maximum frame size; reported before any allocation.
     #[error("frame LENGTH {length} exceeds the limit of {max} bytes")]
     TooLarge {

@@ -346,6 +346,19 @@ impl StreamFrame {
     }
 }
 
+impl StreamFrame {
+    /// [`StreamFrame::decode_data`] for a frame delivered whole: if `frame` is exactly one
+    /// plain Data frame, its stream id, protocol and payload (a slice of `frame`, no copy).
+    pub fn data_of_whole(frame: &Bytes, limits: &Limits) -> Option<DataFrame> {
+        let (stream_id, protocol, header_end, total) = data_frame_shape(frame, limits)?;
+        (total == frame.len()).then(|| DataFrame {
+            stream_id,
+            protocol,
+            payload: frame.slice(header_end..),
+        })
+    }
+}
+
 /// Checks the Data-frame shape of the frame at the start of `src`: returns its stream id,
 /// protocol, where the payload starts and the frame's total length.
 fn data_frame_shape(src: &[u8], limits: &Limits) -> Option<(i32, StreamProtocol, usize, usize)> {
@@ -421,6 +434,52 @@ mod tests {
         let mut b = BytesMut::new();
         f.encode(&mut b).unwrap();
         Packet::decode(&mut b, &Limits::default()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn whole_frames_decode_like_the_stream_decoder_and_lengths_are_checked() {
+        let limits = Limits::default();
+        let frames = [
+            StreamFrame::data(
+                3,
+                "Echo",
+                StreamProtocol::Thrift,
+                Bytes::from_static(b"abc"),
+            ),
+            StreamFrame::client_header(5, "Echo", StreamProtocol::Protobuf, "Svc", [], None),
+            StreamFrame::close_send(5, "Echo", StreamProtocol::Protobuf),
+        ];
+        for f in frames {
+            let mut b = BytesMut::new();
+            f.encode(&mut b).unwrap();
+            let whole = b.clone().freeze();
+            let streamed = StreamFrame::decode(&mut b, &limits).unwrap().unwrap();
+            let p = Packet::decode_whole(whole.clone(), &limits).unwrap();
+            assert_eq!(StreamFrame::try_from(p).unwrap(), streamed);
+            match StreamFrame::data_of_whole(&whole, &limits) {
+                Some(d) => {
+                    assert_eq!(streamed.kind, FrameKind::Data);
+                    assert_eq!(
+                        (d.stream_id, &d.payload),
+                        (streamed.stream_id, &streamed.payload)
+                    );
+                }
+                None => assert_ne!(streamed.kind, FrameKind::Data),
+            }
+            // One byte more or less than LENGTH says: refused, never read past the end.
+            let short = whole.slice(..whole.len() - 1);
+            assert!(Packet::decode_whole(short.clone(), &limits).is_err());
+            assert!(StreamFrame::data_of_whole(&short, &limits).is_none());
+            let mut long = BytesMut::from(&whole[..]);
+            long.extend_from_slice(b"x");
+            let long = long.freeze();
+            assert!(matches!(
+                Packet::decode_whole(long.clone(), &limits),
+                Err(FrameError::LengthMismatch { .. })
+            ));
+            assert!(StreamFrame::data_of_whole(&long, &limits).is_none());
+        }
+        assert!(Packet::decode_whole(Bytes::from_static(b"\x00\x00"), &limits).is_err());
     }
 
     #[test]

@@ -270,6 +270,20 @@ impl Packet {
         parse_frame(frame).map(Some)
     }
 
+    /// Decodes `frame`, which must hold exactly one whole packet (a transport that delivers
+    /// frames already delimited, such as shared memory). The header and payload are slices of
+    /// `frame`: nothing is copied.
+    pub fn decode_whole(frame: Bytes, limits: &Limits) -> Result<Packet, FrameError> {
+        let total = check_prefix(&frame, limits)?.unwrap_or(0);
+        if total != frame.len() || frame.len() < FIXED_LEN {
+            return Err(FrameError::LengthMismatch {
+                total,
+                len: frame.len(),
+            });
+        }
+        parse_frame(frame)
+    }
+
     /// Appends the encoded packet to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
         self.encode_head(self.payload.len(), dst)?;

@@ -360,6 +360,33 @@ impl<S: FrameSink> Session<S> {
         }
     }
 
+    /// Handles `frame`, exactly one whole frame (a transport that delivers frames delimited,
+    /// such as shared memory). Payloads handed to streams are slices of `frame`: nothing is
+    /// copied. An error means the frame cannot be delimited: the connection must end with it.
+    pub fn on_whole_frame(self: &Arc<Self>, frame: Bytes) -> Result<(), Status> {
+        let limits = self.limits.proto();
+        if let Some(d) = StreamFrame::data_of_whole(&frame, &limits) {
+            self.on_data(d.stream_id, d.payload);
+            return Ok(());
+        }
+        match Packet::decode_whole(frame, &limits) {
+            Ok(packet) => {
+                let id = packet.seq_id;
+                match StreamFrame::try_from(packet) {
+                    Ok(frame) => self.on_frame(frame),
+                    Err(e) => self.on_bad_frame(id, &e),
+                }
+                Ok(())
+            }
+            Err(e) => Err(
+                Status::internal(format!("malformed frame: {e}")).with_source(Error::Protocol {
+                    initiator: rpc_core::status::Initiator::Remote,
+                    reason: e.to_string(),
+                }),
+            ),
+        }
+    }
+
     /// A Data frame's payload for `stream_id` (a reader's fast path: no frame allocated).
     pub fn on_data(&self, stream_id: i32, payload: Bytes) {
         if let Some(s) = self.stream(stream_id) {

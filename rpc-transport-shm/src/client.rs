@@ -1,0 +1,252 @@
+//! The client transport: a pool of shared-memory sessions to one `shm://PATH` server.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc_core::net::Address;
+use rpc_core::transport::{BoxFuture, ClientStreamRaw, ClientTransport, Connect};
+use rpc_core::{CallContext, Peer, Status};
+use rpc_transport_ttheader::proto::Role;
+use rpc_transport_ttheader::Limits;
+use tokio::net::UnixStream;
+use tokio::time::Instant;
+
+use crate::setup::{self, Running, Sizes};
+use crate::stats::ShmStats;
+
+/// Sessions per client by default: two, so one session's reader task does not cap throughput
+/// on a multi-core host, while each costs two regions (`2 × (arena + ring)` of memory).
+pub const DEFAULT_POOL_SIZE: usize = 2;
+/// How long a connect (socket and handshake) may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// First reconnect delay after a failed connect; doubles per failure up to
+/// [`MAX_RECONNECT_BACKOFF`]. Milliseconds, so a restarted server is found again at once.
+pub const INITIAL_RECONNECT_BACKOFF: Duration = Duration::from_millis(1);
+/// Longest reconnect delay.
+pub const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Builds a [`ShmClient`].
+#[derive(Debug, Clone)]
+pub struct ShmClientBuilder {
+    path: PathBuf,
+    sizes: Sizes,
+    limits: Limits,
+    pool_size: usize,
+    connect_timeout: Duration,
+}
+
+impl ShmClientBuilder {
+    /// Region sizes to ask for (the server may grant less).
+    pub fn sizes(mut self, sizes: Sizes) -> Self {
+        self.sizes = sizes;
+        self
+    }
+
+    /// Arena bytes per direction to ask for (a power of two ≥ 64 KiB).
+    pub fn arena_bytes(mut self, n: usize) -> Self {
+        self.sizes.arena_bytes = n;
+        self
+    }
+
+    /// Session limits (frame size, receive buffers).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sessions in the pool (default [`DEFAULT_POOL_SIZE`]).
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n.max(1);
+        self
+    }
+
+    /// Connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// The client (sessions are made on first use).
+    pub fn build(self) -> ShmClient {
+        ShmClient {
+            inner: Arc::new(Inner {
+                slots: (0..self.pool_size)
+                    .map(|_| tokio::sync::Mutex::new(SlotState::default()))
+                    .collect(),
+                next: AtomicUsize::new(0),
+                stats: Arc::new(ShmStats::default()),
+                cfg: self,
+            }),
+        }
+    }
+}
+
+#[derive(Default)]
+struct SlotState {
+    running: Option<Running>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+struct Inner {
+    cfg: ShmClientBuilder,
+    slots: Vec<tokio::sync::Mutex<SlotState>>,
+    next: AtomicUsize,
+    stats: Arc<ShmStats>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for s in &self.slots {
+            if let Ok(s) = s.try_lock() {
+                if let Some(r) = &s.running {
+                    crate::link::lost(&r.session, r.link(), Status::unavailable("client dropped"));
+                }
+            }
+        }
+    }
+}
+
+/// A shared-memory client transport (`rpc_core::ClientTransport`): every method, all four
+/// modes, as TTHeader Streaming frames over a pool of sessions. Cheap to clone; clones share
+/// the pool. Dropping the last clone closes the sessions.
+#[derive(Clone)]
+pub struct ShmClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ShmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmClient")
+            .field("path", &self.inner.cfg.path)
+            .field("stats", &self.inner.stats)
+            .finish()
+    }
+}
+
+impl ShmClient {
+    /// A builder for the server whose control socket is at `path`.
+    pub fn builder(path: impl Into<PathBuf>) -> ShmClientBuilder {
+        ShmClientBuilder {
+            path: path.into(),
+            sizes: Sizes::default(),
+            limits: Limits::default(),
+            pool_size: DEFAULT_POOL_SIZE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// A client with default settings.
+    pub fn new(path: impl Into<PathBuf>) -> ShmClient {
+        Self::builder(path).build()
+    }
+
+    /// Counters of this client's sessions.
+    pub fn stats(&self) -> &Arc<ShmStats> {
+        &self.inner.stats
+    }
+
+    /// Bytes in use of each live session's own arena (one entry per pool slot with a session).
+    pub fn arena_usage(&self) -> Vec<usize> {
+        self.inner
+            .slots
+            .iter()
+            .filter_map(|s| s.try_lock().ok())
+            .filter_map(|s| s.running.as_ref().map(|r| r.link().arena_in_use()))
+            .collect()
+    }
+}
+
+impl Inner {
+    async fn session(&self) -> Result<Running, Status> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[i].lock().await;
+        if let Some(r) = slot.running.as_ref().filter(|r| r.session.is_usable()) {
+            return Ok(r.clone());
+        }
+        slot.running = None;
+        if let Some(at) = slot.retry_at {
+            tokio::time::sleep_until(at).await;
+        }
+        match self.connect().await {
+            Ok(r) => {
+                slot.failures = 0;
+                slot.retry_at = None;
+                slot.running = Some(r.clone());
+                Ok(r)
+            }
+            Err(e) => {
+                let backoff = INITIAL_RECONNECT_BACKOFF
+                    .saturating_mul(1 << slot.failures.min(16))
+                    .min(MAX_RECONNECT_BACKOFF);
+                slot.failures += 1;
+                slot.retry_at = Some(Instant::now() + backoff);
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Running, Status> {
+        let path = &self.cfg.path;
+        let unavailable = |e: std::io::Error| {
+            Status::unavailable(format!("connect to shm://{}: {e}", path.display()))
+        };
+        let est = tokio::time::timeout(self.cfg.connect_timeout, async {
+            let stream = UnixStream::connect(path).await?;
+            setup::client(stream, self.cfg.sizes).await
+        })
+        .await
+        .map_err(|_| {
+            Status::unavailable(format!("connect to shm://{}: timed out", path.display()))
+        })?
+        .map_err(unavailable)?;
+        setup::start(
+            est,
+            Role::Client,
+            self.cfg.limits.clone(),
+            Some(Peer::Shm(path.clone())),
+            &self.stats,
+            None,
+        )
+    }
+}
+
+impl ClientTransport for ShmClient {
+    fn open(
+        &self,
+        ctx: &CallContext,
+    ) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>> {
+        // TTHeader frames carry text metadata only: refuse binary values instead of dropping
+        // them (as the TTHeader transport does).
+        if let Some((k, _)) = ctx
+            .metadata()
+            .iter()
+            .find(|(_, v)| matches!(v, rpc_core::MetadataValue::Binary(_)))
+        {
+            let e = Status::invalid_argument(format!(
+                "metadata {k:?} is binary, and the shared-memory transport (TTHeader frames) carries text values only"
+            ));
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let inner = self.inner.clone();
+        let ctx = ctx.clone();
+        Box::pin(async move {
+            let r = inner.session().await?;
+            r.session.open(&ctx)
+        })
+    }
+}
+
+impl Connect for ShmClient {
+    fn connect(address: &str) -> Result<Self, Status> {
+        match address.parse::<Address>() {
+            Ok(Address::Shm(path)) => Ok(ShmClient::new(path)),
+            Ok(other) => Err(Status::invalid_argument(format!(
+                "{other}: the shared-memory transport needs an shm://PATH address"
+            ))),
+            Err(e) => Err(Status::invalid_argument(e.to_string())),
+        }
+    }
+}

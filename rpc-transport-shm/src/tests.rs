@@ -1,0 +1,410 @@
+//! Sessions over real memfd regions and Unix sockets in one process: fallback, backpressure,
+//! reclaiming, hostile peers writing garbage into their ring.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes};
+use rpc_core::codec::Codec;
+use rpc_core::serve::{Listener, Running};
+use rpc_core::transport::BoxFuture;
+use rpc_core::{
+    CallOptions, Client, Code, MethodDesc, Mode, PayloadKind, Server, ServerCall, Service,
+    ServiceDesc, Status,
+};
+use tokio::io::AsyncReadExt;
+
+use crate::mem::Memory;
+use crate::ring::{Producer, Slot};
+use crate::setup::{self, Sizes};
+use crate::{ShmClient, ShmProtocol};
+
+/// Messages are their bytes: decoding hands the transport's `Bytes` through untouched.
+pub(crate) struct Raw;
+
+impl Codec<Bytes> for Raw {
+    const NAME: &'static str = "raw";
+    fn encode<B: BufMut + ?Sized>(msg: &Bytes, dst: &mut B) -> Result<(), Status> {
+        dst.put_slice(msg);
+        Ok(())
+    }
+    fn decode(src: Bytes) -> Result<Bytes, Status> {
+        Ok(src)
+    }
+    fn encoded_len(msg: &Bytes) -> Option<usize> {
+        Some(msg.len())
+    }
+}
+
+macro_rules! method {
+    ($name:literal, $mode:ident) => {
+        MethodDesc {
+            package: "t",
+            service: "Blob",
+            full_service: "t.Blob",
+            name: $name,
+            path: concat!("/t.Blob/", $name),
+            mode: Mode::$mode,
+            payload: PayloadKind::Protobuf,
+        }
+    };
+}
+
+static METHODS: [MethodDesc; 2] = [method!("Echo", PingPong), method!("Chat", Bidi)];
+static ECHO: &MethodDesc = &METHODS[0];
+static CHAT: &MethodDesc = &METHODS[1];
+static DESC: ServiceDesc = ServiceDesc {
+    package: "t",
+    name: "Blob",
+    full_name: "t.Blob",
+    methods: &METHODS,
+};
+
+#[derive(Clone)]
+struct Blob;
+
+impl Service for Blob {
+    fn descriptor(&self) -> &'static ServiceDesc {
+        &DESC
+    }
+    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+        match call.method_index() {
+            0 => Box::pin(call.unary::<Raw, Bytes, Bytes, _, _>(|_, req| async move { Ok(req) })),
+            _ => Box::pin(call.bidi::<Raw, Bytes, Bytes, _, _>(|_, mut s| async move {
+                while let Some(m) = s.recv().await? {
+                    s.send(m).await?;
+                }
+                Ok(())
+            })),
+        }
+    }
+}
+
+fn path() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "rpc-shm-test-{}-{}.sock",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+async fn serve(protocol: ShmProtocol) -> (Running, PathBuf) {
+    let p = path();
+    let server = Server::builder().add_service(Blob).build();
+    let running = Listener::new(server)
+        .protocol(protocol)
+        .bind(rpc_core::Address::Shm(p.clone()))
+        .await
+        .expect("bind")
+        .start();
+    (running, p)
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(WAIT, f).await.expect("timed out")
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    within(async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(f(), "{what}");
+}
+
+fn blob(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+async fn pingpong(c: &Client, m: Bytes) -> Result<Bytes, Status> {
+    c.unary::<Raw, Bytes, Bytes>(ECHO, m, CallOptions::new())
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_larger_than_the_arena_go_over_the_socket_for_that_frame_only() {
+    let protocol = ShmProtocol::default();
+    let server_stats = protocol.stats().clone();
+    let (_running, p) = serve(protocol).await;
+    let shm = ShmClient::builder(&p)
+        .arena_bytes(64 * 1024)
+        .pool_size(1)
+        .build();
+    let stats = shm.stats().clone();
+    let c = Client::new(shm);
+    let big = blob(1 << 20, 1);
+    assert_eq!(within(pingpong(&c, big.clone())).await.unwrap(), big);
+    assert_eq!(stats.fallback_messages(), 1, "the request");
+    assert_eq!(server_stats.fallback_messages(), 1, "the reply");
+    // The session keeps carrying frames in shared memory (no breaker).
+    let small = blob(20_000, 2);
+    for _ in 0..10 {
+        assert_eq!(within(pingpong(&c, small.clone())).await.unwrap(), small);
+    }
+    assert_eq!(stats.fallback_messages(), 1);
+    assert_eq!(stats.live_sessions(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ring_and_arena_make_senders_wait_and_nothing_is_lost() {
+    let (_running, p) = serve(ShmProtocol::default()).await;
+    let shm = ShmClient::builder(&p)
+        .sizes(Sizes {
+            ring_slots: 8,
+            arena_bytes: 64 * 1024,
+        })
+        .pool_size(1)
+        .build();
+    let stats = shm.stats().clone();
+    let c = Client::new(shm.clone());
+    let mut tasks = Vec::new();
+    for s in 0..32u8 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut call = c
+                .bidi::<Raw, Bytes, Bytes>(CHAT, CallOptions::new())
+                .await?;
+            for i in 0..20u8 {
+                let m = blob(5000 + usize::from(i) * 100, s ^ i);
+                call.send(m.clone()).await?;
+                let got = call.recv().await?.ok_or_else(|| Status::internal("eof"))?;
+                if got != m {
+                    return Err(Status::internal("corrupted"));
+                }
+            }
+            call.close_send()?;
+            assert_eq!(call.recv().await?, None);
+            Ok::<_, Status>(())
+        }));
+    }
+    for t in tasks {
+        within(t).await.unwrap().unwrap();
+    }
+    assert!(
+        stats.sender_waits() > 0,
+        "the small ring and arena made senders wait"
+    );
+    eventually("every block returned", || shm.arena_usage() == vec![0]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arena_usage_returns_to_zero_and_counters_move() {
+    let protocol = ShmProtocol::default();
+    let server_stats = protocol.stats().clone();
+    let (_running, p) = serve(protocol).await;
+    let shm = ShmClient::builder(&p).pool_size(1).build();
+    let stats = shm.stats().clone();
+    let c = Client::new(shm.clone());
+    let m = blob(100_000, 3);
+    let mut call = c
+        .bidi::<Raw, Bytes, Bytes>(CHAT, CallOptions::new())
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        call.send(m.clone()).await.unwrap();
+    }
+    // Five replies sit unread in our receive queue: the server's arena holds them.
+    eventually("server arena in use", || {
+        server_stats.arena_bytes_in_use() >= 5 * 100_000
+    })
+    .await;
+    assert_eq!(stats.live_streams(), 1);
+    for _ in 0..5 {
+        assert_eq!(call.recv().await.unwrap().unwrap(), m);
+    }
+    call.close_send().unwrap();
+    assert_eq!(within(call.recv()).await.unwrap(), None);
+    eventually("server blocks returned", || {
+        server_stats.arena_bytes_in_use() == 0
+    })
+    .await;
+    eventually("client blocks returned", || stats.arena_bytes_in_use() == 0).await;
+    assert!(stats.wakeups_sent() + stats.wakeups_received() > 0);
+    assert_eq!(server_stats.live_sessions(), 1);
+    drop(call);
+    eventually("streams closed", || {
+        stats.live_streams() == 0 && server_stats.live_streams() == 0
+    })
+    .await;
+    drop(c);
+    drop(shm);
+    eventually("server session gone with the client", || {
+        server_stats.live_sessions() == 0
+    })
+    .await;
+}
+
+/// What a hostile peer writes into its own ring.
+#[derive(Clone, Copy, Debug)]
+enum Garbage {
+    /// A descriptor of an unknown kind.
+    Kind,
+    /// A frame outside the arena.
+    Offset,
+    /// Returns a block the server never lent.
+    Release,
+    /// A head index far beyond the capacity.
+    Index,
+    /// An inline frame that is not a TTHeader frame.
+    Frame,
+}
+
+async fn hostile_peer(p: &PathBuf, g: Garbage) -> tokio::net::UnixStream {
+    let stream = tokio::net::UnixStream::connect(p).await.unwrap();
+    let est = setup::client(stream, Sizes::default()).await.unwrap();
+    let (stream, mine, wake_peer, slots) = est.into_raw();
+    let mem: Arc<dyn Memory> = mine;
+    let mut producer = Producer::new(mem.clone(), 0, slots).unwrap();
+    match g {
+        Garbage::Kind => {
+            producer.push(&Slot([0xee; crate::ring::SLOT])).unwrap();
+        }
+        Garbage::Offset => {
+            producer.push(&Slot::arena(u32::MAX - 10, 100)).unwrap();
+        }
+        Garbage::Release => {
+            producer.push(&Slot::release(&[4096]).0).unwrap();
+        }
+        Garbage::Frame => {
+            producer
+                .push(&Slot::inline(b"garbage, not a frame").unwrap())
+                .unwrap();
+        }
+        Garbage::Index => {
+            // SAFETY: test: the head index lives at offset 64 of our own ring, 8-aligned.
+            unsafe {
+                (*(mem.base().as_ptr().add(64) as *const AtomicU64))
+                    .store(1 << 40, Ordering::Release)
+            };
+        }
+    }
+    crate::sys::signal(&wake_peer);
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_writing_garbage_loses_its_session_and_others_are_served() {
+    let protocol = ShmProtocol::default();
+    let server_stats = protocol.stats().clone();
+    let (_running, p) = serve(protocol).await;
+    let good = Client::new(ShmClient::builder(&p).pool_size(1).build());
+    let m = blob(3000, 9);
+    assert_eq!(within(pingpong(&good, m.clone())).await.unwrap(), m);
+    for g in [
+        Garbage::Kind,
+        Garbage::Offset,
+        Garbage::Release,
+        Garbage::Index,
+        Garbage::Frame,
+    ] {
+        let mut s = hostile_peer(&p, g).await;
+        // The server closes that session: the socket reaches EOF.
+        let mut b = [0u8; 16];
+        let n = within(s.read(&mut b)).await;
+        assert!(matches!(n, Ok(0) | Err(_)), "{g:?}: {n:?}");
+        assert_eq!(
+            within(pingpong(&good, m.clone())).await.unwrap(),
+            m,
+            "{g:?}"
+        );
+    }
+    eventually("only the good client's session is left", || {
+        server_stats.live_sessions() == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_ends_every_stream_with_unavailable_promptly_and_reconnects() {
+    let protocol = ShmProtocol::default();
+    let (running, p) = serve(protocol).await;
+    let shm = ShmClient::builder(&p).pool_size(1).build();
+    let c = Client::new(shm);
+    let mut calls = Vec::new();
+    for _ in 0..10 {
+        let mut call = c
+            .bidi::<Raw, Bytes, Bytes>(CHAT, CallOptions::new())
+            .await
+            .unwrap();
+        call.send(blob(10, 1)).await.unwrap();
+        assert_eq!(call.recv().await.unwrap().unwrap(), blob(10, 1));
+        calls.push(call);
+    }
+    // The server goes away (its sessions close their sockets as a dead process's would).
+    let t0 = std::time::Instant::now();
+    running.shutdown(Duration::from_millis(0)).await;
+    for mut call in calls {
+        let e = within(call.recv()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e}");
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    // A new server on the same path: the client reconnects at once.
+    let server = Server::builder().add_service(Blob).build();
+    let _running = Listener::new(server)
+        .protocol(ShmProtocol::default())
+        .bind(rpc_core::Address::Shm(p.clone()))
+        .await
+        .unwrap()
+        .start();
+    let m = blob(50, 4);
+    let t0 = std::time::Instant::now();
+    loop {
+        match pingpong(&c, m.clone()).await {
+            Ok(got) => {
+                assert_eq!(got, m);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unavailable, "{e}");
+                assert!(t0.elapsed() < WAIT);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_sessions_beyond_its_region_budget() {
+    let small = Sizes {
+        ring_slots: 64,
+        arena_bytes: 64 * 1024,
+    };
+    let one = small.ring_slots * crate::ring::SLOT + crate::ring::HEADER;
+    let one = one.div_ceil(crate::mem::PAGE) * crate::mem::PAGE + small.arena_bytes;
+    let protocol = ShmProtocol::default().max_region_bytes(one);
+    let (_running, p) = serve(protocol.clone()).await;
+    let first = Client::new(ShmClient::builder(&p).sizes(small).pool_size(1).build());
+    let m = blob(100, 1);
+    assert_eq!(within(pingpong(&first, m.clone())).await.unwrap(), m);
+    assert_eq!(protocol.region_bytes(), one);
+    let second = Client::new(ShmClient::builder(&p).sizes(small).pool_size(1).build());
+    let e = within(pingpong(&second, m.clone())).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(e.message().contains("no shared memory left"), "{e}");
+    drop(first);
+    eventually("budget returned", || protocol.region_bytes() == 0).await;
+    let t0 = std::time::Instant::now();
+    loop {
+        match pingpong(&second, m.clone()).await {
+            Ok(got) => break assert_eq!(got, m),
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unavailable, "{e}");
+                assert!(t0.elapsed() < WAIT);
+            }
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The stream semantics over shared memory, with the TTHeader crate's test service (both
+//! payload kinds): every mode with metadata both ways, handler errors and biz status, unknown
+//! method and service, binary metadata refused, cancel by drop reaching the server as a reset,
+//! deadlines enforced by the server, graceful shutdown. Real sessions (memfd regions, Unix
+//! socket) in one process.
+#![cfg(target_os = "linux")]
+
+#[path = "../../rpc-transport-ttheader/tests/support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rpc_core::serve::{Listener, Running};
+use rpc_core::{CallOptions, Client, Code, Codec, MethodDesc, ProstCodec, ThriftCodec};
+use rpc_transport_shm::{ShmClient, ShmProtocol, ShmStats};
+use support::*;
+
+struct Served {
+    running: Running,
+    path: PathBuf,
+    stats: std::sync::Arc<ShmStats>,
+}
+
+async fn shm_server() -> (Served, Probe) {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "rpc-shm-sem-{}-{}.sock",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let (server, probe) = server();
+    let protocol = ShmProtocol::default();
+    let stats = protocol.stats().clone();
+    let running = Listener::new(server)
+        .protocol(protocol)
+        .bind(rpc_core::Address::Shm(path.clone()))
+        .await
+        .unwrap()
+        .start();
+    (
+        Served {
+            running,
+            path,
+            stats,
+        },
+        probe,
+    )
+}
+
+async fn no_leaks(client: &ShmClient, server: &Served) {
+    within(async {
+        while client.stats().live_streams() != 0 || server.stats.live_streams() != 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+async fn all_modes<C, M>(client: &Client, methods: &'static [MethodDesc; 4])
+where
+    C: Codec<M>,
+    M: TestMsg,
+{
+    let res = within(client.unary::<C, M, M>(
+        &methods[0],
+        msg("hi", 7),
+        CallOptions::new().metadata("x-echo", "v"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.header().get_str("x-echo"), Some("v"));
+    assert_eq!(res.trailer().get_str("x-trailer"), Some("t"));
+    assert_eq!(res.into_inner(), msg::<M>("hi", 7));
+
+    let mut call = within(client.client_streaming::<C, M, M>(&methods[1], CallOptions::new()))
+        .await
+        .unwrap();
+    for i in 1..=10 {
+        within(call.send(msg("x", i))).await.unwrap();
+    }
+    let sum = within(call.close_and_recv()).await.unwrap();
+    assert_eq!((sum.text(), sum.n()), ("10:0", 55));
+
+    let mut call =
+        within(client.server_streaming::<C, M, M>(&methods[2], msg("s", 5), CallOptions::new()))
+            .await
+            .unwrap();
+    for i in 0..5 {
+        assert_eq!(within(call.recv()).await.unwrap(), Some(msg("s", i)));
+    }
+    assert_eq!(within(call.recv()).await.unwrap(), None);
+    assert_eq!(within(call.recv()).await.unwrap(), None);
+
+    let call = within(client.bidi::<C, M, M>(&methods[3], CallOptions::new()))
+        .await
+        .unwrap();
+    let (mut tx, mut rx) = call.into_split();
+    let sender = tokio::spawn(async move {
+        for i in 0..50 {
+            tx.send(msg("b", i)).await?;
+        }
+        tx.close_send()
+    });
+    let mut n = 0;
+    while let Some(m) = within(rx.recv()).await.unwrap() {
+        assert_eq!(m.n(), n);
+        n += 1;
+    }
+    assert_eq!(n, 50);
+    within(sender).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_modes_with_protobuf_and_thrift_and_no_leaks() {
+    let (h, _probe) = shm_server().await;
+    let transport = ShmClient::new(&h.path);
+    let client = Client::new(transport.clone());
+    all_modes::<ProstCodec, PbMsg>(&client, &PB).await;
+    all_modes::<ThriftCodec, TMsg>(&client, &TH).await;
+    no_leaks(&transport, &h).await;
+    h.running.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_errors_biz_status_and_binary_metadata() {
+    let (h, _probe) = shm_server().await;
+    let client = Client::new(ShmClient::new(&h.path));
+    let e =
+        within(client.unary::<ThriftCodec, TMsg, TMsg>(&TH[0], msg("fail", 0), CallOptions::new()))
+            .await
+            .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::NotFound, "no such thing"));
+    let e = within(client.unary::<ProstCodec, PbMsg, PbMsg>(
+        &PB[0],
+        msg("fail", 0),
+        CallOptions::new(),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::NotFound, "no such thing"));
+
+    // An error after messages arrives after them.
+    let mut call = within(client.server_streaming::<ProstCodec, PbMsg, PbMsg>(
+        &PB[2],
+        msg("fail-after", 2),
+        CallOptions::new(),
+    ))
+    .await
+    .unwrap();
+    assert!(within(call.recv()).await.unwrap().is_some());
+    assert!(within(call.recv()).await.unwrap().is_some());
+    assert_eq!(within(call.recv()).await.unwrap_err().code(), Code::Aborted);
+
+    let e =
+        within(client.unary::<ProstCodec, PbMsg, PbMsg>(&PB[0], msg("biz", 0), CallOptions::new()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.transport_code(), Some(4001));
+    assert_eq!(e.message(), "insufficient balance");
+    assert_eq!(e.metadata().get_str("biz-status"), Some("4001"));
+
+    let mut opts = CallOptions::new();
+    opts.metadata
+        .append("trace-bin", Bytes::from_static(b"\x00\x01"));
+    let e = within(client.unary::<ThriftCodec, TMsg, TMsg>(&TH[3], msg("x", 0), opts))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("trace-bin"), "{e}");
+    h.running.shutdown(Duration::from_secs(1)).await;
+}
+
+static MISSING: [MethodDesc; 2] = [
+    MethodDesc {
+        package: "test",
+        service: "PbTest",
+        full_service: "test.PbTest",
+        name: "Nope",
+        path: "/test.PbTest/Nope",
+        mode: rpc_core::Mode::Bidi,
+        payload: rpc_core::PayloadKind::Protobuf,
+    },
+    MethodDesc {
+        package: "test",
+        service: "Ghost",
+        full_service: "test.Ghost",
+        name: "Echo",
+        path: "/test.Ghost/Echo",
+        mode: rpc_core::Mode::PingPong,
+        payload: rpc_core::PayloadKind::Thrift,
+    },
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_method_or_service_is_answered_not_left_hanging() {
+    let (h, _probe) = shm_server().await;
+    let client = Client::new(ShmClient::new(&h.path));
+    let mut call = within(client.bidi::<ProstCodec, PbMsg, PbMsg>(&MISSING[0], CallOptions::new()))
+        .await
+        .unwrap();
+    let e = within(call.recv()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented, "{e}");
+    let e = within(client.unary::<ThriftCodec, TMsg, TMsg>(
+        &MISSING[1],
+        msg("x", 0),
+        CallOptions::new(),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented, "{e}");
+    h.running.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_by_drop_reaches_the_server_and_deadlines_are_enforced_by_it() {
+    let (h, mut probe) = shm_server().await;
+    let transport = ShmClient::new(&h.path);
+    let client = Client::new(transport.clone());
+    let mut call = within(client.bidi::<ProstCodec, PbMsg, PbMsg>(&PB[3], CallOptions::new()))
+        .await
+        .unwrap();
+    within(call.send(msg("wait-cancel", 0))).await.unwrap();
+    assert!(matches!(probe.event().await, Event::Got(0)));
+    let t = tokio::time::Instant::now();
+    drop(call);
+    let s = probe.ended().await;
+    assert_eq!(s.code(), Code::Cancelled);
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+
+    for (method, thrift) in [(&PB[0], false), (&TH[0], true)] {
+        let opts = CallOptions::new().timeout(Duration::from_millis(150));
+        let e = if thrift {
+            within(client.unary::<ThriftCodec, TMsg, TMsg>(method, msg("wait-cancel", 0), opts))
+                .await
+                .unwrap_err()
+        } else {
+            within(client.unary::<ProstCodec, PbMsg, PbMsg>(method, msg("wait-cancel", 0), opts))
+                .await
+                .unwrap_err()
+        };
+        assert_eq!(e.code(), Code::DeadlineExceeded);
+        assert_eq!(probe.ended().await.code(), Code::DeadlineExceeded);
+    }
+    no_leaks(&transport, &h).await;
+    h.running.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_open_streams_finish_and_refuses_new_ones() {
+    let (h, _probe) = shm_server().await;
+    let transport = ShmClient::builder(&h.path).pool_size(1).build();
+    let client = Client::new(transport.clone());
+    let mut call = within(client.bidi::<ThriftCodec, TMsg, TMsg>(&TH[3], CallOptions::new()))
+        .await
+        .unwrap();
+    within(call.send(msg("a", 1))).await.unwrap();
+    assert!(within(call.recv()).await.unwrap().is_some());
+    let shutdown = tokio::spawn(h.running.shutdown(Duration::from_secs(5)));
+    tokio::task::yield_now().await;
+    within(call.send(msg("b", 2))).await.unwrap();
+    assert_eq!(within(call.recv()).await.unwrap().map(|m| m.n), Some(2));
+    call.close_send().unwrap();
+    assert_eq!(within(call.recv()).await.unwrap(), None);
+    within(shutdown).await.unwrap();
+    let e =
+        within(client.unary::<ThriftCodec, TMsg, TMsg>(&TH[0], msg("late", 0), CallOptions::new()))
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+}
