@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -39,11 +40,30 @@ pub fn install() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
-/// Serves `GET /metrics` on `addr` until the runtime ends; returns the bound address.
+/// Sets what a scrape reads at the moment it happens, beside the server's own gauges: the
+/// counters of a shared-memory listener, as gauges and counters named `rpc_shm_*`.
+#[cfg(target_os = "linux")]
+pub fn record_shm(stats: &rpc_transport_shm::ShmStats) {
+    metrics::gauge!("rpc_shm_arena_bytes_in_use").set(stats.arena_bytes_in_use() as f64);
+    metrics::gauge!("rpc_shm_sessions").set(stats.live_sessions() as f64);
+    metrics::gauge!("rpc_shm_streams").set(stats.live_streams() as f64);
+    metrics::counter!("rpc_shm_fallback_messages_total").absolute(stats.fallback_messages());
+    metrics::counter!("rpc_shm_wakeups_sent_total").absolute(stats.wakeups_sent());
+    metrics::counter!("rpc_shm_wakeups_received_total").absolute(stats.wakeups_received());
+    metrics::counter!("rpc_shm_sender_waits_total").absolute(stats.sender_waits());
+}
+
+/// What a scrape runs first, to set gauges that are read rather than counted (see
+/// [`record_shm`]).
+pub type ScrapeHook = Arc<dyn Fn() + Send + Sync>;
+
+/// Serves `GET /metrics` on `addr` until the runtime ends; returns the bound address. Every
+/// scrape first records the server's gauges and runs `on_scrape`.
 pub async fn serve(
     addr: SocketAddr,
     handle: PrometheusHandle,
     server: Server,
+    on_scrape: ScrapeHook,
 ) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -53,9 +73,9 @@ pub async fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let (handle, server) = (handle.clone(), server.clone());
+            let (handle, server, hook) = (handle.clone(), server.clone(), on_scrape.clone());
             tokio::spawn(async move {
-                if let Err(e) = answer(conn, &handle, &server).await {
+                if let Err(e) = answer(conn, &handle, &server, &*hook).await {
                     tracing::debug!(error = %e, "metrics request failed");
                 }
             });
@@ -64,7 +84,12 @@ pub async fn serve(
     Ok(local)
 }
 
-async fn answer(mut conn: TcpStream, handle: &PrometheusHandle, server: &Server) -> io::Result<()> {
+async fn answer(
+    mut conn: TcpStream,
+    handle: &PrometheusHandle,
+    server: &Server,
+    on_scrape: &(dyn Fn() + Send + Sync),
+) -> io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let read = async {
         let mut buf = [0u8; 1024];
@@ -83,6 +108,7 @@ async fn answer(mut conn: TcpStream, handle: &PrometheusHandle, server: &Server)
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let (status, body) = if line.starts_with(b"GET /metrics ") {
         rpc_core::observe::record_server_gauges(server);
+        on_scrape();
         ("200 OK", handle.render())
     } else {
         ("404 Not Found", "not found; try GET /metrics\n".to_owned())

@@ -172,3 +172,77 @@ fn a_scrape_after_a_known_load_shows_its_counts() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The shared-memory listener's counters reach the scrape: a live session while a client holds
+/// one, the arena back at zero once the replies are dropped, and the session gone with the
+/// client.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_scrape_shows_the_shared_memory_counters() {
+    let path = std::env::temp_dir().join(format!("rpc-metrics-shm-{}.sock", std::process::id()));
+    let url = format!("shm://{}", path.display());
+    let (mut child, _urls, lines) =
+        support::spawn_echo_server(&["--listen", &url, "--metrics", "127.0.0.1:0"], 1);
+    let metrics = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the metrics line")
+        .strip_prefix("metrics ")
+        .expect("metrics <addr>")
+        .to_owned();
+    // A worker thread keeps the client's session tasks running between the calls and the
+    // scrapes (its returns of the server's blocks travel on them).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let shm = rpc_transport_shm::ShmClient::new(path.clone());
+    rt.block_on(async {
+        let proto = Proto::client(Client::new(shm.clone()));
+        // Larger than a descriptor's inline bytes: these travel through the arenas.
+        let big = "x".repeat(4096);
+        for _ in 0..5 {
+            let reply = Proto::ping_pong(&proto, request(&big), CallOptions::new())
+                .await
+                .unwrap();
+            assert_eq!(reply.message.len(), big.len());
+        }
+    });
+    let wait_for = |what: &str, ok: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = scrape(&metrics);
+            if ok(&text) {
+                return text;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}:\n{text}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for("a live session, the arena back at zero", &|t| {
+        sample(t, "rpc_shm_sessions", &[]) >= 1.0
+            && sample(t, "rpc_shm_arena_bytes_in_use", &[]) == 0.0
+    });
+    let text = scrape(&metrics);
+    for name in [
+        "rpc_shm_streams",
+        "rpc_shm_fallback_messages_total",
+        "rpc_shm_wakeups_sent_total",
+        "rpc_shm_wakeups_received_total",
+        "rpc_shm_sender_waits_total",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{text}"
+        );
+    }
+    assert_eq!(sample(&text, "rpc_shm_fallback_messages_total", &[]), 0.0);
+    drop(shm);
+    drop(rt);
+    wait_for("the session gone with its client", &|t| {
+        sample(t, "rpc_shm_sessions", &[]) == 0.0
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&path);
+}

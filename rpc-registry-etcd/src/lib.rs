@@ -338,12 +338,18 @@ impl Etcd {
         Ok(r.id)
     }
 
+    /// Revokes `id`. A lease etcd no longer knows (expired, revoked by someone else) is
+    /// already what a revoke wants: not an error.
     async fn lease_revoke(&self, id: i64) -> Result<(), Status> {
-        self.lease
+        match self
+            .lease
             .lease_revoke_with(LeaseRevokeRequest { id }, self.unary())
             .await
-            .map(drop)
-            .map_err(|e| status("lease revoke", e))
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == rpc_core::Code::NotFound => Ok(()),
+            Err(e) => Err(status("lease revoke", e)),
+        }
     }
 }
 
@@ -410,10 +416,16 @@ struct Registered {
 /// Grants a lease and puts every key under it.
 async fn put_all(etcd: &Etcd, reg: &Registered) -> Result<i64, Status> {
     let lease = etcd.lease_grant(reg.ttl).await?;
+    put_keys(etcd, reg, lease).await?;
+    Ok(lease)
+}
+
+/// Puts every key under `lease`.
+async fn put_keys(etcd: &Etcd, reg: &Registered, lease: i64) -> Result<(), Status> {
     for (k, v) in &reg.keys {
         etcd.put(k, v, lease).await?;
     }
-    Ok(lease)
+    Ok(())
 }
 
 /// One keepalive round trip on the stream: the lease's new TTL.
@@ -475,16 +487,29 @@ async fn keep_alive(
                     continue;
                 }
             }
-            match put_all(&etcd, &reg).await {
-                Ok(new) => {
+            let new = match etcd.lease_grant(reg.ttl).await {
+                Ok(new) => new,
+                Err(e) => {
+                    tracing::debug!(error = %e, "etcd re-registration failed; retrying");
+                    continue;
+                }
+            };
+            // Recorded before any key is put under it: a deregistration that aborts this task
+            // from here on revokes the lease the keys are under.
+            *shared.lock().unwrap_or_else(|e| e.into_inner()) = new;
+            match put_keys(&etcd, &reg, new).await {
+                Ok(()) => {
                     let old = std::mem::replace(&mut lease, new);
-                    *shared.lock().unwrap_or_else(|e| e.into_inner()) = new;
                     // The old lease, if it survived, would keep duplicate keys: drop it.
                     let _ = etcd.lease_revoke(old).await;
                     backoff = RECONNECT_BACKOFF;
                     break;
                 }
-                Err(e) => tracing::debug!(error = %e, "etcd re-registration failed; retrying"),
+                Err(e) => {
+                    *shared.lock().unwrap_or_else(|e| e.into_inner()) = lease;
+                    let _ = etcd.lease_revoke(new).await;
+                    tracing::debug!(error = %e, "etcd re-registration failed; retrying");
+                }
             }
         }
     }

@@ -30,7 +30,8 @@
 //! `grpc_cli` list and describe `echo.TestService`).
 //!
 //! Metrics: `--metrics HOST:PORT` serves every call's metrics (`rpc_core::observe`) in the
-//! Prometheus text format at `http://HOST:PORT/metrics` and prints `metrics <addr>`.
+//! Prometheus text format at `http://HOST:PORT/metrics` and prints `metrics <addr>`; on Linux
+//! the shared-memory listener's counters come with them (`rpc_shm_*`).
 
 #![forbid(unsafe_code)]
 
@@ -181,9 +182,17 @@ async fn main() -> ExitCode {
     };
     let health = rpc_grpc_services::health::HealthReporter::new();
     let server = examples::server_with_grpc_services(limits, &health);
+    let shm = rpc_transport_shm::ShmProtocol::default().limits(conn_limits.clone());
+    #[cfg(target_os = "linux")]
+    let on_scrape: examples::metrics_http::ScrapeHook = {
+        let stats = shm.stats().clone();
+        std::sync::Arc::new(move || examples::metrics_http::record_shm(&stats))
+    };
+    #[cfg(not(target_os = "linux"))]
+    let on_scrape: examples::metrics_http::ScrapeHook = std::sync::Arc::new(|| {});
     let mut metrics_bound = None;
     if let Some((addr, handle)) = metrics {
-        match examples::metrics_http::serve(addr, handle, server.clone()).await {
+        match examples::metrics_http::serve(addr, handle, server.clone(), on_scrape).await {
             Ok(bound) => metrics_bound = Some(bound),
             Err(e) => {
                 eprintln!("echo-server: metrics on {addr}: {e}");
@@ -194,7 +203,7 @@ async fn main() -> ExitCode {
     let mut listener = Listener::new(server)
         .protocol(TtHeaderProtocol::new(conn_limits.clone()))
         .protocol(GrpcProtocol::default())
-        .protocol(rpc_transport_shm::ShmProtocol::default().limits(conn_limits));
+        .protocol(shm);
     for addr in addrs {
         let bound = match (&tls, &addr) {
             (Some(tls), Address::Tcp { .. }) => listener.bind_tls(addr, tls.clone()).await,
