@@ -722,3 +722,69 @@ async fn partial_messages_are_charged_to_the_server_budget() {
     assert_eq!(c.ping_pong(req("small")).await.unwrap().message, "small");
     drop(streams);
 }
+
+/// A handler's burst of messages reaches the wire in few DATA frames (the transport hands a
+/// stream's messages sent within one scheduler round to h2 as one payload), every frame
+/// within HTTP/2's default maximum frame size, and every message intact and in order; a
+/// lone reply still comes back at once.
+#[tokio::test]
+async fn a_burst_of_messages_is_coalesced_into_few_data_frames() {
+    const MESSAGES: i32 = 400;
+    let (_running, addr) = serve(Probe::default()).await;
+    let mut h = RawClient::connect(&addr).await;
+    let b = http::Request::builder()
+        .method("POST")
+        .uri("http://localhost/echo.TestService/EchoServer")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    let mut send = h.send.clone().ready().await.unwrap();
+    let (res, mut stream) = send.send_request(b.body(()).unwrap(), false).unwrap();
+    let body = prefixed(
+        &Request {
+            message: "x".repeat(100),
+            repeat: Some(MESSAGES),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    stream.send_data(Bytes::from(body), true).unwrap();
+    let res = tokio::time::timeout(WAIT, res).await.unwrap().unwrap();
+    let mut recv = res.into_body();
+    let mut frames = 0usize;
+    let mut data = BytesMut::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, recv.data()).await.unwrap() {
+        let chunk = chunk.unwrap();
+        assert!(
+            chunk.len() <= 16 * 1024,
+            "a DATA frame of {} bytes",
+            chunk.len()
+        );
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        frames += 1;
+        data.put(chunk);
+    }
+    let trailers = recv.trailers().await.unwrap().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    let mut data = data.freeze();
+    for i in 0..MESSAGES {
+        assert_eq!(data[0], 0, "message {i} is not compressed");
+        let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+        let res = Response::decode(&data[5..5 + len]).unwrap();
+        assert_eq!((res.message.len(), res.index), (100, Some(i)));
+        data = data.slice(5 + len..);
+    }
+    assert!(data.is_empty());
+    // About 44 KiB of messages: one frame each before, now a few (16 KiB each at most).
+    assert!(frames <= 20, "{MESSAGES} messages in {frames} DATA frames");
+
+    let started = Instant::now();
+    let (_, data, _) = h
+        .call(
+            "/echo.TestService/PingPong",
+            &[],
+            &prefixed(&req("lone").encode_to_vec()),
+        )
+        .await;
+    assert_eq!(Response::decode(&data[5..]).unwrap().message, "lone");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
