@@ -602,4 +602,76 @@ mod tests {
             .expect("the stream stalled");
         assert_eq!(got.expect("server task"), MESSAGES);
     }
+
+    /// Messages appended to a pending buffer that is handed to h2 only every ten messages
+    /// (as the connection task does once per round), on a window smaller than ten messages:
+    /// `poll_capacity` hands the pending messages over itself when h2 has not assigned room
+    /// for them and the next one, so the stream never waits on data h2 has not seen, and
+    /// the pending buffer never outgrows the window.
+    #[tokio::test]
+    async fn pending_messages_are_handed_over_before_waiting_for_capacity() {
+        const WINDOW: u32 = 1024;
+        const MESSAGES: usize = 2000;
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::Builder::new()
+                .initial_window_size(WINDOW)
+                .initial_connection_window_size(WINDOW)
+                .handshake::<_, Bytes>(b)
+                .await
+                .expect("server handshake");
+            let (req, _respond) = conn
+                .accept()
+                .await
+                .expect("a request")
+                .expect("a valid request");
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            let mut rx = Receiver::new(req.into_body(), 1 << 20, None, None);
+            let mut got = 0usize;
+            loop {
+                match std::future::poll_fn(|cx| rx.poll_message(cx)).await {
+                    Ok(Received::Message(m)) => {
+                        assert_eq!(&m[..], &[got as u8; 100][..]);
+                        got += 1;
+                    }
+                    Ok(Received::Eof) => return got,
+                    Err(e) => panic!("receive failed: {e}"),
+                }
+            }
+        });
+        let (mut send, conn) = h2::client::handshake(a).await.expect("client handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = http::Request::post("http://localhost/s.S/M")
+            .body(())
+            .expect("request");
+        let (_response, mut stream) = send.send_request(req, false).expect("open");
+        let sending = async move {
+            let mut pending = BytesMut::new();
+            let mut most = 0;
+            for i in 0..MESSAGES {
+                let mut msg = Raw(Bytes::from(vec![i as u8; 100]));
+                std::future::poll_fn(|cx| poll_capacity(&mut stream, &mut pending, None, cx, 100))
+                    .await
+                    .expect("send capacity");
+                encode_into(&mut pending, &mut msg, None, usize::MAX, i > 0).expect("encode");
+                most = most.max(pending.len());
+                if i % 10 == 9 {
+                    flush(&mut stream, &mut pending, false).expect("send");
+                }
+            }
+            flush(&mut stream, &mut pending, true).expect("close");
+            (stream, most)
+        };
+        let both = async { tokio::join!(sending, server) };
+        let ((_stream, most), got) = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .expect("the stream stalled");
+        assert_eq!(got.expect("server task"), MESSAGES);
+        assert!(
+            most <= WINDOW as usize,
+            "{most} bytes pending on a {WINDOW}-byte window"
+        );
+    }
 }
