@@ -25,8 +25,7 @@ use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::{GrpcClientConfig, USER_AGENT as OUR_USER_AGENT};
 use crate::headers::{append_metadata, metadata_from, status_from};
 use crate::stream::{
-    encode, encode_into, flush, lock, poll_capacity, status_from_h2, Flush, Outbox, Received,
-    Receiver, COALESCE_MAX,
+    append, encode, flush, lock, poll_capacity, status_from_h2, Flush, Outbox, Received, Receiver,
 };
 
 /// A gRPC client transport: calls to one endpoint (`tcp://HOST:PORT` or `unix:///path`)
@@ -487,10 +486,7 @@ impl ClientStreamRaw for ClientStream {
                 .send_data(data, true)
                 .map_err(|e| status_from_h2(&e, "send"));
         }
-        if s.scratch.len() >= COALESCE_MAX {
-            flush(&mut s.stream, &mut s.scratch, false)?;
-        }
-        encode_into(&mut s.scratch, msg, c, self.max_send, s.sent)?;
+        append(&mut s.stream, &mut s.scratch, msg, c, self.max_send, s.sent)?;
         s.sent = true;
         if !s.queued {
             if self.outbox.enqueue(self.me.clone()) {

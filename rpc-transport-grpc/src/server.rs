@@ -26,8 +26,7 @@ use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::GrpcServerConfig;
 use crate::headers::{append_metadata, append_status, metadata_from};
 use crate::stream::{
-    encode_into, flush, lock, poll_capacity, status_from_h2, Fanout, Flush, Outbox, Received,
-    Receiver, COALESCE_MAX,
+    append, flush, lock, poll_capacity, status_from_h2, Fanout, Flush, Outbox, Received, Receiver,
 };
 
 /// Requests taken off a connection before they are handled as one batch (see `serve_conn`):
@@ -483,10 +482,7 @@ impl ServerStream {
             .stream
             .as_mut()
             .ok_or_else(|| Status::internal("message before the response header"))?;
-        if s.scratch.len() >= COALESCE_MAX {
-            flush(stream, &mut s.scratch, false)?;
-        }
-        encode_into(&mut s.scratch, msg, c, self.max_send, s.sent)?;
+        append(stream, &mut s.scratch, msg, c, self.max_send, s.sent)?;
         s.sent = true;
         if !coalesce {
             return flush(stream, &mut s.scratch, false);

@@ -237,21 +237,46 @@ pub(crate) fn encode(
     repeat: bool,
 ) -> Result<Bytes, Status> {
     scratch.clear();
-    encode_into(scratch, msg, compression, max, repeat)?;
+    let block = if repeat { SCRATCH_CHUNK } else { 0 };
+    encode_into(scratch, msg, compression, max, block)?;
     Ok(scratch.split().freeze())
 }
 
-/// Appends `msg` with its 5-byte prefix to `buf` (see [`encode`]). On an error `buf` keeps
-/// what it held before.
-pub(crate) fn encode_into(
-    buf: &mut BytesMut,
+/// Appends `msg` to a stream's `pending` messages (see [`Outbox`]); `repeat` as for
+/// [`encode`]. The pending messages go to h2 first when they reach [`COALESCE_MAX`], or when
+/// their block has no room left for `msg` (growing it would copy them); the block after that
+/// is [`COALESCE_MAX`] large, since the stream is sending a burst. So a stream holds at
+/// most one such block beyond what h2 holds.
+pub(crate) fn append(
+    stream: &mut SendStream<Bytes>,
+    pending: &mut BytesMut,
     msg: &mut dyn Encodable,
     compression: Option<Compression>,
     max: usize,
     repeat: bool,
 ) -> Result<(), Status> {
+    let mut block = if repeat { SCRATCH_CHUNK } else { 0 };
+    if !pending.is_empty() {
+        let need = PREFIX_LEN + msg.encoded_len().unwrap_or(64);
+        if pending.len() >= COALESCE_MAX || pending.capacity() - pending.len() < need {
+            flush(stream, pending, false)?;
+            block = COALESCE_MAX;
+        }
+    }
+    encode_into(pending, msg, compression, max, block)
+}
+
+/// Appends `msg` with its 5-byte prefix to `buf` (see [`encode`]), reserving at least
+/// `block` bytes when `buf` has no room for it. On an error `buf` keeps what it held before.
+pub(crate) fn encode_into(
+    buf: &mut BytesMut,
+    msg: &mut dyn Encodable,
+    compression: Option<Compression>,
+    max: usize,
+    block: usize,
+) -> Result<(), Status> {
     let start = buf.len();
-    let r = encode_at(buf, start, msg, compression, max, repeat);
+    let r = encode_at(buf, start, msg, compression, max, block);
     if r.is_err() {
         buf.truncate(start);
     }
@@ -264,7 +289,7 @@ fn encode_at(
     msg: &mut dyn Encodable,
     compression: Option<Compression>,
     max: usize,
-    repeat: bool,
+    block: usize,
 ) -> Result<(), Status> {
     let hint = msg.encoded_len();
     let body = start + PREFIX_LEN;
@@ -272,11 +297,7 @@ fn encode_at(
         None => {
             let need = PREFIX_LEN + hint.unwrap_or(64);
             if buf.capacity() - start < need {
-                buf.reserve(if repeat {
-                    need.max(SCRATCH_CHUNK)
-                } else {
-                    need
-                });
+                buf.reserve(need.max(block));
             }
             buf.put_bytes(0, PREFIX_LEN);
             msg.encode(buf)?;
@@ -655,7 +676,8 @@ mod tests {
                 std::future::poll_fn(|cx| poll_capacity(&mut stream, &mut pending, None, cx, 100))
                     .await
                     .expect("send capacity");
-                encode_into(&mut pending, &mut msg, None, usize::MAX, i > 0).expect("encode");
+                let block = if i > 0 { SCRATCH_CHUNK } else { 0 };
+                encode_into(&mut pending, &mut msg, None, usize::MAX, block).expect("encode");
                 most = most.max(pending.len());
                 if i % 10 == 9 {
                     flush(&mut stream, &mut pending, false).expect("send");
