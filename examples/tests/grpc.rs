@@ -722,3 +722,125 @@ async fn partial_messages_are_charged_to_the_server_budget() {
     assert_eq!(c.ping_pong(req("small")).await.unwrap().message, "small");
     drop(streams);
 }
+
+/// A handler's burst of messages reaches the wire in few DATA frames (the transport hands a
+/// stream's messages sent within one scheduler round to h2 as one payload), every frame
+/// within HTTP/2's default maximum frame size, and every message intact and in order; a
+/// lone reply still comes back at once.
+#[tokio::test]
+async fn a_burst_of_messages_is_coalesced_into_few_data_frames() {
+    const MESSAGES: i32 = 400;
+    let (_running, addr) = serve(Probe::default()).await;
+    let mut h = RawClient::connect(&addr).await;
+    let b = http::Request::builder()
+        .method("POST")
+        .uri("http://localhost/echo.TestService/EchoServer")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    let mut send = h.send.clone().ready().await.unwrap();
+    let (res, mut stream) = send.send_request(b.body(()).unwrap(), false).unwrap();
+    let body = prefixed(
+        &Request {
+            message: "x".repeat(100),
+            repeat: Some(MESSAGES),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    stream.send_data(Bytes::from(body), true).unwrap();
+    let res = tokio::time::timeout(WAIT, res).await.unwrap().unwrap();
+    let mut recv = res.into_body();
+    let mut frames = 0usize;
+    let mut data = BytesMut::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, recv.data()).await.unwrap() {
+        let chunk = chunk.unwrap();
+        assert!(
+            chunk.len() <= 16 * 1024,
+            "a DATA frame of {} bytes",
+            chunk.len()
+        );
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        frames += 1;
+        data.put(chunk);
+    }
+    let trailers = recv.trailers().await.unwrap().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    let mut data = data.freeze();
+    for i in 0..MESSAGES {
+        assert_eq!(data[0], 0, "message {i} is not compressed");
+        let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+        let res = Response::decode(&data[5..5 + len]).unwrap();
+        assert_eq!((res.message.len(), res.index), (100, Some(i)));
+        data = data.slice(5 + len..);
+    }
+    assert!(data.is_empty());
+    // About 44 KiB of messages: one frame each before, now a few (16 KiB each at most).
+    assert!(frames <= 20, "{MESSAGES} messages in {frames} DATA frames");
+
+    let started = Instant::now();
+    let (_, data, _) = h
+        .call(
+            "/echo.TestService/PingPong",
+            &[],
+            &prefixed(&req("lone").encode_to_vec()),
+        )
+        .await;
+    assert_eq!(Response::decode(&data[5..]).unwrap().message, "lone");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// The client side of the same: a burst of messages on a bidi stream reaches a raw h2 server
+/// that reads nothing until END_STREAM in few DATA frames, intact and in order, the last
+/// one carrying END_STREAM after `close_send`.
+#[tokio::test]
+async fn a_client_burst_is_coalesced_into_few_data_frames() {
+    const MESSAGES: usize = 400;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: Address = format!("tcp://{}", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let mut conn = h2::server::handshake(sock).await.unwrap();
+        let (req, mut respond) = conn.accept().await.unwrap().unwrap();
+        tokio::spawn(async move { while conn.accept().await.is_some() {} });
+        let mut body = req.into_body();
+        let (mut frames, mut data) = (0usize, BytesMut::new());
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            frames += 1;
+            data.put(chunk);
+        }
+        let mut res = http::Response::new(());
+        res.headers_mut()
+            .insert("content-type", "application/grpc".parse().unwrap());
+        let mut send = respond.send_response(res, false).unwrap();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        send.send_trailers(trailers).unwrap();
+        let _ = got_tx.send((frames, data.freeze()));
+    });
+    let c = client(&addr);
+    let mut call = tokio::time::timeout(WAIT, c.echo()).await.unwrap().unwrap();
+    for i in 0..MESSAGES {
+        call.send(Request {
+            message: "x".repeat(100),
+            repeat: Some(i as i32),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    call.close_send().unwrap();
+    let (frames, mut data) = tokio::time::timeout(WAIT, got_rx).await.unwrap().unwrap();
+    for i in 0..MESSAGES {
+        let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+        let m = Request::decode(&data[5..5 + len]).unwrap();
+        assert_eq!((m.message.len(), m.repeat), (100, Some(i as i32)));
+        data = data.slice(5 + len..);
+    }
+    assert!(data.is_empty());
+    assert!(frames <= 20, "{MESSAGES} messages in {frames} DATA frames");
+}

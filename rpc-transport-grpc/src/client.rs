@@ -3,7 +3,7 @@
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -24,7 +24,9 @@ use crate::codec::{
 use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::{GrpcClientConfig, USER_AGENT as OUR_USER_AGENT};
 use crate::headers::{append_metadata, metadata_from, status_from};
-use crate::stream::{encode, lock, poll_capacity, status_from_h2, Received, Receiver};
+use crate::stream::{
+    append, encode, flush, lock, poll_capacity, status_from_h2, Flush, Outbox, Received, Receiver,
+};
 
 /// A gRPC client transport: calls to one endpoint (`tcp://HOST:PORT` or `unix:///path`)
 /// spread round-robin over [`GrpcClientConfig::connections`] HTTP/2 connections, each made on
@@ -73,6 +75,8 @@ struct Inner {
 struct Conn {
     send: SendRequest<Bytes>,
     dead: Arc<AtomicBool>,
+    /// Streams with messages for the connection task to hand to h2.
+    outbox: Arc<Outbox>,
 }
 
 impl GrpcClient {
@@ -192,7 +196,10 @@ impl Inner {
         let keepalive = cfg.keepalive_interval.map(|i| (i, cfg.keepalive_timeout));
         let ping = keepalive.and_then(|_| conn.ping_pong());
         let dead2 = dead.clone();
+        let outbox = Outbox::new();
+        let outbox2 = outbox.clone();
         tokio::spawn(async move {
+            let mut conn = crate::stream::Batched::new(conn, Some(&*outbox2));
             match (keepalive, ping) {
                 (Some((interval, timeout)), Some(mut pp)) => loop {
                     tokio::select! {
@@ -211,12 +218,13 @@ impl Inner {
                     }
                 },
                 _ => {
-                    let _ = crate::stream::Batched::new(conn).await;
+                    let _ = conn.await;
                 }
             }
             dead2.store(true, Ordering::Release);
+            outbox2.close();
         });
-        Ok(Conn { send, dead })
+        Ok(Conn { send, dead, outbox })
     }
 
     fn request(
@@ -316,12 +324,16 @@ impl ClientTransport for GrpcClient {
                 conn.dead.store(true, Ordering::Release);
                 status_from_h2(&e, "open stream")
             })?;
-            Ok(Arc::new(ClientStream {
+            let outbox = conn.outbox.clone();
+            Ok(Arc::new_cyclic(|me| ClientStream {
+                me: me.clone(),
+                outbox,
                 send: Mutex::new(ClientSend {
                     stream,
                     scratch: BytesMut::new(),
                     single,
                     sent: false,
+                    queued: false,
                 }),
                 recv: Mutex::new(RecvState::Waiting(response)),
                 per_message,
@@ -339,7 +351,11 @@ impl ClientTransport for GrpcClient {
 
 struct ClientSend {
     stream: SendStream<Bytes>,
+    /// Encoded messages not yet handed to h2 (see `stream::Outbox`), in shared blocks (see
+    /// `stream::SCRATCH_CHUNK`).
     scratch: BytesMut,
+    /// Whether the stream is listed in the connection's outbox.
+    queued: bool,
     /// The method sends exactly one message and then half-closes (pingpong, server
     /// streaming: the core always does `send` then `close_send`), so the message carries
     /// END_STREAM itself: one DATA frame and one wake-up of the connection task fewer per call.
@@ -362,6 +378,8 @@ enum RecvState {
 
 /// The client side of one gRPC stream.
 struct ClientStream {
+    me: Weak<ClientStream>,
+    outbox: Arc<Outbox>,
     send: Mutex<ClientSend>,
     recv: Mutex<RecvState>,
     per_message: Option<MessageCompression>,
@@ -380,7 +398,9 @@ impl ClientStream {
     }
 
     fn cancel_send(&self) {
-        lock(&self.send).stream.send_reset(h2::Reason::CANCEL);
+        let mut s = lock(&self.send);
+        s.scratch.clear();
+        s.stream.send_reset(h2::Reason::CANCEL);
     }
 
     /// Reads the response header: the end (Trailers-Only, a non-200 HTTP status, a malformed
@@ -438,37 +458,60 @@ impl ClientStream {
     }
 }
 
+impl Flush for ClientStream {
+    fn flush_pending(&self) {
+        let mut s = lock(&self.send);
+        let s = &mut *s;
+        s.queued = false;
+        if let Err(e) = flush(&mut s.stream, &mut s.scratch, false) {
+            tracing::trace!(error = %e, "grpc: flushing messages of an ended stream");
+        }
+    }
+}
+
 impl ClientStreamRaw for ClientStream {
     fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
         let mut s = lock(&self.send);
         if !s.sent {
             return Poll::Ready(Ok(()));
         }
+        let s = &mut *s;
         // Only the sending half polls the send stream (the receiving half polls the response
         // and body), so its waker slot needs no fan-out.
-        poll_capacity(&mut s.stream, None, cx, len)
+        poll_capacity(&mut s.stream, &mut s.scratch, None, cx, len)
     }
 
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
         let c = self.compression();
         let mut s = lock(&self.send);
         let s = &mut *s;
-        let data = encode(&mut s.scratch, msg, c, self.max_send, s.sent)?;
-        s.sent = true;
-        let end = s.single;
-        match s.stream.send_data(data, end) {
-            Ok(()) => Ok(()),
-            // h2 refuses data for a stream the server already ended (a Trailers-Only error
-            // such as UNIMPLEMENTED can arrive before the request's first message is handed
-            // over): the message could never be processed, and the end the server sent is
-            // what `poll_event` reports, as grpc-go's SendMsg returns EOF and leaves the status
-            // to RecvMsg. Resets and lost connections stay errors.
-            Err(e) if e.reason().is_none() && !e.is_io() => {
-                tracing::trace!(error = %e, "grpc: send on a stream the server ended");
-                Ok(())
-            }
-            Err(e) => Err(status_from_h2(&e, "send")),
+        if s.single {
+            let data = encode(&mut s.scratch, msg, c, self.max_send, s.sent)?;
+            s.sent = true;
+            return match s.stream.send_data(data, true) {
+                Ok(()) => Ok(()),
+                // h2 refuses data for a stream the server already ended (a Trailers-Only
+                // error such as UNIMPLEMENTED can arrive before the request's message is
+                // handed over): the message could never be processed, and the end the server
+                // sent is what `poll_event` reports, as grpc-go's SendMsg returns EOF and
+                // leaves the status to RecvMsg. Resets and lost connections stay errors.
+                Err(e) if e.reason().is_none() && !e.is_io() => {
+                    tracing::trace!(error = %e, "grpc: send on a stream the server ended");
+                    Ok(())
+                }
+                Err(e) => Err(status_from_h2(&e, "send")),
+            };
         }
+        append(&mut s.stream, &mut s.scratch, msg, c, self.max_send, s.sent)?;
+        s.sent = true;
+        if !s.queued {
+            if self.outbox.enqueue(self.me.clone()) {
+                s.queued = true;
+            } else {
+                flush(&mut s.stream, &mut s.scratch, false)?;
+            }
+        }
+        Ok(())
     }
 
     fn close_send(&self) -> Result<(), Status> {
@@ -480,7 +523,8 @@ impl ClientStreamRaw for ClientStream {
         if s.single && s.sent {
             return Ok(()); // the message carried END_STREAM
         }
-        if let Err(e) = s.stream.send_data(Bytes::new(), true) {
+        let s = &mut *s;
+        if let Err(e) = flush(&mut s.stream, &mut s.scratch, true) {
             tracing::trace!(error = %e, "grpc: close_send on an ended stream");
         }
         Ok(())

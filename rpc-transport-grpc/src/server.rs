@@ -4,7 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -25,7 +25,9 @@ use crate::codec::{
 use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::GrpcServerConfig;
 use crate::headers::{append_metadata, append_status, metadata_from};
-use crate::stream::{encode, lock, poll_capacity, status_from_h2, Fanout, Received, Receiver};
+use crate::stream::{
+    append, flush, lock, poll_capacity, status_from_h2, Fanout, Flush, Outbox, Received, Receiver,
+};
 
 /// Requests taken off a connection before they are handled as one batch (see `serve_conn`):
 /// enough to write the replies of a burst with one syscall, few enough that the first of them
@@ -193,7 +195,9 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
         cfg,
         peer,
         activity: activity.clone(),
+        outbox: Outbox::new(),
     };
+    let _close = CloseOutbox(conn_ctx.outbox.clone());
     let mut draining = false;
     let mut batch = Vec::new();
     let idle = limits.idle_timeout;
@@ -206,7 +210,7 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
     loop {
         tokio::select! {
             biased;
-            next = crate::stream::Batched::new(Box::pin(h2conn.accept())) => match next {
+            next = crate::stream::Batched::new(Box::pin(h2conn.accept()), Some(&*conn_ctx.outbox)) => match next {
                 Some(Ok(first)) => {
                     // Take every request that already arrived before handling any: each
                     // `accept` polls the connection, which flushes what is queued, so
@@ -261,6 +265,17 @@ struct ConnCtx {
     cfg: Arc<GrpcServerConfig>,
     peer: rpc_core::Peer,
     activity: Arc<Activity>,
+    /// Streams with messages for the connection task to hand to h2.
+    outbox: Arc<Outbox>,
+}
+
+/// Closes the connection's outbox when its task ends (streams then flush themselves).
+struct CloseOutbox(Arc<Outbox>);
+
+impl Drop for CloseOutbox {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// Answers a request that never reaches a handler with a Trailers-Only response.
@@ -338,13 +353,16 @@ impl ConnCtx {
         let compression = MessageCompression::new(self.cfg.send_compression);
         compression.set_peer(encoding, accepts_gzip);
         self.activity.active.fetch_add(1, Ordering::AcqRel);
-        let stream = Arc::new(ServerStream {
+        let stream = Arc::new_cyclic(|me| ServerStream {
+            me: me.clone(),
+            outbox: self.outbox.clone(),
             send: Mutex::new(SendSide {
                 respond: Some(respond),
                 stream: None,
                 scratch: BytesMut::new(),
                 encoding: None,
                 sent: false,
+                queued: false,
             }),
             recv: Mutex::new(
                 Receiver::new(
@@ -377,7 +395,10 @@ struct SendSide {
     respond: Option<SendResponse<Bytes>>,
     /// After the response header was sent, until the end.
     stream: Option<SendStream<Bytes>>,
+    /// Encoded messages not yet handed to h2 (see `stream::Outbox`).
     scratch: BytesMut,
+    /// Whether the stream is listed in the connection's outbox.
+    queued: bool,
     /// The `grpc-encoding` announced in the response header.
     encoding: Option<Compression>,
     /// Whether a message was sent (later ones are encoded into shared chunks, see
@@ -387,6 +408,8 @@ struct SendSide {
 
 /// The server side of one gRPC stream.
 struct ServerStream {
+    me: Weak<ServerStream>,
+    outbox: Arc<Outbox>,
     send: Mutex<SendSide>,
     recv: Mutex<Receiver>,
     fanout: Fanout,
@@ -447,17 +470,32 @@ impl ServerStream {
         self.compression.send().active()
     }
 
-    fn send_locked(&self, s: &mut SendSide, msg: &mut dyn Encodable) -> Result<(), Status> {
+    /// Appends `msg` to the stream's pending messages; `coalesce`: leaves them for the
+    /// connection task to hand to h2 (see `stream::Outbox`), else hands them over now.
+    fn send_locked(
+        &self,
+        s: &mut SendSide,
+        msg: &mut dyn Encodable,
+        coalesce: bool,
+    ) -> Result<(), Status> {
         let c = self.message_compression(s);
-        let data = encode(&mut s.scratch, msg, c, self.max_send, s.sent)?;
-        s.sent = true;
         let stream = s
             .stream
             .as_mut()
             .ok_or_else(|| Status::internal("message before the response header"))?;
-        stream
-            .send_data(data, false)
-            .map_err(|e| status_from_h2(&e, "send"))
+        append(stream, &mut s.scratch, msg, c, self.max_send, s.sent)?;
+        s.sent = true;
+        if !coalesce {
+            return flush(stream, &mut s.scratch, false);
+        }
+        if !s.queued {
+            if self.outbox.enqueue(self.me.clone()) {
+                s.queued = true;
+            } else {
+                flush(stream, &mut s.scratch, false)?;
+            }
+        }
+        Ok(())
     }
 
     fn finish_locked(&self, s: &mut SendSide, finish: Finish<'_>) -> Result<(), Status> {
@@ -487,7 +525,12 @@ impl ServerStream {
         }
         let mut status = status;
         if let Some(m) = message {
-            if let Err(e) = self.send_locked(s, m) {
+            if let Err(e) = self.send_locked(s, m, false) {
+                status = e;
+            }
+        }
+        if let Some(stream) = s.stream.as_mut() {
+            if let Err(e) = flush(stream, &mut s.scratch, false) {
                 status = e;
             }
         }
@@ -511,11 +554,25 @@ impl ServerStream {
     }
 }
 
+impl Flush for ServerStream {
+    fn flush_pending(&self) {
+        let mut s = lock(&self.send);
+        let s = &mut *s;
+        s.queued = false;
+        if let Some(stream) = s.stream.as_mut() {
+            if let Err(e) = flush(stream, &mut s.scratch, false) {
+                tracing::trace!(error = %e, "grpc: flushing messages of an ended stream");
+            }
+        }
+    }
+}
+
 impl ServerStreamRaw for ServerStream {
     fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
         let mut s = lock(&self.send);
+        let s = &mut *s;
         match s.stream.as_mut() {
-            Some(stream) => poll_capacity(stream, Some(&self.fanout), cx, len),
+            Some(stream) => poll_capacity(stream, &mut s.scratch, Some(&self.fanout), cx, len),
             // The header goes first; the first message may follow it into h2's buffer.
             None => Poll::Ready(Ok(())),
         }
@@ -528,7 +585,7 @@ impl ServerStreamRaw for ServerStream {
 
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
         let mut s = lock(&self.send);
-        self.send_locked(&mut s, msg)
+        self.send_locked(&mut s, msg, true)
     }
 
     fn finish(&self, finish: Finish<'_>) {
@@ -536,6 +593,7 @@ impl ServerStreamRaw for ServerStream {
         if let Err(e) = self.finish_locked(&mut s, finish) {
             tracing::debug!(error = %e, "grpc: could not finish a stream");
             // Whatever half got out, the peer must not wait for more.
+            s.scratch.clear();
             if let Some(stream) = s.stream.as_mut() {
                 stream.send_reset(h2::Reason::INTERNAL_ERROR);
             } else if let Some(respond) = s.respond.as_mut() {

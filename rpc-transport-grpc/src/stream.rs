@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -68,16 +68,28 @@ impl Fanout {
     }
 }
 
-/// Waits until `stream` may take a message of `len` bytes (see [`SEND_READY_CHUNK`]). `fanout`
-/// when another task may poll the stream's reset at the same time (server side).
+/// Waits until `stream` may take a message of `len` bytes (see [`SEND_READY_CHUNK`]) after the
+/// `pending` bytes not yet handed to h2 (see [`Outbox`]): capacity is reserved for both, and
+/// when h2 has not assigned enough, `pending` is handed to h2 before waiting (so no stream
+/// waits for capacity while holding data h2 has not seen, and what a stream buffers stays
+/// within the window h2 assigned it). `fanout` when another task may poll the stream's reset
+/// at the same time (server side).
 pub(crate) fn poll_capacity(
     stream: &mut SendStream<Bytes>,
+    pending: &mut BytesMut,
     fanout: Option<&Fanout>,
     cx: &mut Context<'_>,
     len: usize,
 ) -> Poll<Result<(), Status>> {
     let want = len.saturating_add(PREFIX_LEN);
     let enough = want.min(SEND_READY_CHUNK);
+    if !pending.is_empty() {
+        stream.reserve_capacity(want.saturating_add(pending.len()));
+        if stream.capacity() >= enough.saturating_add(pending.len()) {
+            return Poll::Ready(Ok(()));
+        }
+        flush(stream, pending, false)?;
+    }
     stream.reserve_capacity(want);
     loop {
         if stream.capacity() >= enough {
@@ -93,6 +105,118 @@ pub(crate) fn poll_capacity(
             Poll::Ready(None) => return Poll::Ready(Err(Status::unavailable("stream closed"))),
             Poll::Pending => return Poll::Pending,
         }
+    }
+}
+
+/// Hands the `pending` messages to h2 as one DATA payload (`end`: with END_STREAM, sent even
+/// when nothing is pending).
+pub(crate) fn flush(
+    stream: &mut SendStream<Bytes>,
+    pending: &mut BytesMut,
+    end: bool,
+) -> Result<(), Status> {
+    if pending.is_empty() && !end {
+        return Ok(());
+    }
+    stream
+        .send_data(pending.split().freeze(), end)
+        .map_err(|e| status_from_h2(&e, "send"))
+}
+
+/// Messages a stream sends while earlier ones wait in its pending buffer are appended to it,
+/// and the buffer goes to h2 as one DATA payload once it holds this much (or earlier: see
+/// [`Outbox`]). h2 queues, prioritises and writes each `send_data` as its own frame, at a
+/// fixed cost per frame; one frame per 16 KiB of small messages instead of one per message
+/// amortises it. 16 KiB is HTTP/2's default (and smallest) maximum frame size, so a payload
+/// of this size is still one frame.
+pub(crate) const COALESCE_MAX: usize = 16 * 1024;
+
+/// A stream that holds encoded messages not yet handed to h2.
+pub(crate) trait Flush: Send + Sync {
+    /// Hands the pending messages to h2 (errors surface on the stream's next send or poll).
+    fn flush_pending(&self);
+}
+
+/// A connection's streams that hold pending messages (see [`COALESCE_MAX`]). A stream's first
+/// message after a flush puts the stream here and wakes the connection task; the task hands
+/// every listed stream's messages to h2 right before it polls the connection (see
+/// [`Batched`]), one scheduler round after the wake-up. So a lone message goes out in the same
+/// round as before, and all messages a stream sends within that round go as one DATA frame.
+pub(crate) struct Outbox {
+    inner: Mutex<OutboxInner>,
+    /// The connection task's list being flushed (kept to reuse its allocation).
+    spare: Mutex<Vec<Weak<dyn Flush>>>,
+}
+
+struct OutboxInner {
+    streams: Vec<Weak<dyn Flush>>,
+    /// The connection task.
+    waker: Option<Waker>,
+    /// The connection task ended: streams hand their messages to h2 directly.
+    closed: bool,
+}
+
+impl Outbox {
+    pub(crate) fn new() -> Arc<Outbox> {
+        Arc::new(Outbox {
+            inner: Mutex::new(OutboxInner {
+                streams: Vec::new(),
+                waker: None,
+                closed: false,
+            }),
+            spare: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Lists `stream` for the next flush; false when the connection task is gone (the
+    /// caller flushes itself).
+    pub(crate) fn enqueue(&self, stream: Weak<dyn Flush>) -> bool {
+        let mut o = lock(&self.inner);
+        if o.closed {
+            return false;
+        }
+        o.streams.push(stream);
+        if o.streams.len() == 1 {
+            if let Some(w) = &o.waker {
+                w.wake_by_ref();
+            }
+        }
+        true
+    }
+
+    fn register(&self, cx: &Context<'_>) {
+        let mut o = lock(&self.inner);
+        if !o.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            o.waker = Some(cx.waker().clone());
+        }
+    }
+
+    /// Flushes every listed stream.
+    fn flush(&self) {
+        let mut spare = lock(&self.spare);
+        let spare = &mut *spare;
+        loop {
+            {
+                let mut o = lock(&self.inner);
+                if o.streams.is_empty() {
+                    return;
+                }
+                std::mem::swap(&mut o.streams, spare);
+            }
+            for s in spare.drain(..) {
+                if let Some(s) = s.upgrade() {
+                    s.flush_pending();
+                }
+            }
+        }
+    }
+
+    /// The connection task ended: nothing will flush listed streams any more.
+    pub(crate) fn close(&self) {
+        let mut o = lock(&self.inner);
+        o.closed = true;
+        o.streams = Vec::new();
+        o.waker = None;
     }
 }
 
@@ -112,36 +236,88 @@ pub(crate) fn encode(
     max: usize,
     repeat: bool,
 ) -> Result<Bytes, Status> {
+    scratch.clear();
+    let block = if repeat { SCRATCH_CHUNK } else { 0 };
+    encode_into(scratch, msg, compression, max, block)?;
+    Ok(scratch.split().freeze())
+}
+
+/// Appends `msg` to a stream's `pending` messages (see [`Outbox`]); `repeat` as for
+/// [`encode`]. The pending messages go to h2 first when they reach [`COALESCE_MAX`], or when
+/// their block has no room left for `msg` (growing it would copy them); the block after that
+/// is [`COALESCE_MAX`] large, since the stream is sending a burst. So a stream holds at
+/// most one such block beyond what h2 holds.
+pub(crate) fn append(
+    stream: &mut SendStream<Bytes>,
+    pending: &mut BytesMut,
+    msg: &mut dyn Encodable,
+    compression: Option<Compression>,
+    max: usize,
+    repeat: bool,
+) -> Result<(), Status> {
+    let mut block = if repeat { SCRATCH_CHUNK } else { 0 };
+    if !pending.is_empty() {
+        let need = PREFIX_LEN + msg.encoded_len().unwrap_or(64);
+        if pending.len() >= COALESCE_MAX || pending.capacity() - pending.len() < need {
+            flush(stream, pending, false)?;
+            block = COALESCE_MAX;
+        }
+    }
+    encode_into(pending, msg, compression, max, block)
+}
+
+/// Appends `msg` with its 5-byte prefix to `buf` (see [`encode`]), reserving at least
+/// `block` bytes when `buf` has no room for it. On an error `buf` keeps what it held before.
+pub(crate) fn encode_into(
+    buf: &mut BytesMut,
+    msg: &mut dyn Encodable,
+    compression: Option<Compression>,
+    max: usize,
+    block: usize,
+) -> Result<(), Status> {
+    let start = buf.len();
+    let r = encode_at(buf, start, msg, compression, max, block);
+    if r.is_err() {
+        buf.truncate(start);
+    }
+    r
+}
+
+fn encode_at(
+    buf: &mut BytesMut,
+    start: usize,
+    msg: &mut dyn Encodable,
+    compression: Option<Compression>,
+    max: usize,
+    block: usize,
+) -> Result<(), Status> {
     let hint = msg.encoded_len();
+    let body = start + PREFIX_LEN;
     match compression {
         None => {
             let need = PREFIX_LEN + hint.unwrap_or(64);
-            if scratch.capacity() < need {
-                scratch.reserve(if repeat {
-                    need.max(SCRATCH_CHUNK)
-                } else {
-                    need
-                });
+            if buf.capacity() - start < need {
+                buf.reserve(need.max(block));
             }
-            scratch.put_bytes(0, PREFIX_LEN);
-            msg.encode(scratch)?;
-            let len = scratch.len() - PREFIX_LEN;
+            buf.put_bytes(0, PREFIX_LEN);
+            msg.encode(buf)?;
+            let len = buf.len() - body;
             check_send_size(len, max)?;
-            write_prefix(&mut scratch[..PREFIX_LEN], len)?;
+            write_prefix(&mut buf[start..body], len)?;
         }
         Some(c) => {
             let mut plain = BytesMut::with_capacity(hint.unwrap_or(64));
             msg.encode(&mut plain)?;
             check_send_size(plain.len(), max)?;
-            scratch.reserve(PREFIX_LEN + plain.len() / 2 + 64);
-            scratch.put_bytes(0, PREFIX_LEN);
-            compress(c, &plain, scratch)?;
-            let len = scratch.len() - PREFIX_LEN;
-            write_prefix(&mut scratch[..PREFIX_LEN], len)?;
-            scratch[0] = 1;
+            buf.reserve(PREFIX_LEN + plain.len() / 2 + 64);
+            buf.put_bytes(0, PREFIX_LEN);
+            compress(c, &plain, buf)?;
+            let len = buf.len() - body;
+            write_prefix(&mut buf[start..body], len)?;
+            buf[start] = 1;
         }
     }
-    Ok(scratch.split().freeze())
+    Ok(())
 }
 
 fn check_send_size(len: usize, max: usize) -> Result<(), Status> {
@@ -319,32 +495,42 @@ impl Receiver {
 /// was woken: streams of other tasks
 /// that are ready to run queue their frames first, so one poll writes them together (h2
 /// flushes on every poll of its connection; polled at each wake-up under load it writes a
-/// few frames per syscall).
-pub(crate) struct Batched<F> {
+/// few frames per syscall). Right before that poll, the streams listed in the connection's
+/// [`Outbox`] hand their pending messages to h2.
+pub(crate) struct Batched<'a, F> {
     inner: F,
     yielded: bool,
+    outbox: Option<&'a Outbox>,
 }
 
-impl<F> Batched<F> {
-    pub(crate) fn new(inner: F) -> Self {
+impl<'a, F> Batched<'a, F> {
+    pub(crate) fn new(inner: F, outbox: Option<&'a Outbox>) -> Self {
         Batched {
             inner,
             yielded: false,
+            outbox,
         }
     }
 }
 
-impl<F: Future + Unpin> Future for Batched<F> {
+impl<F: Future + Unpin> Future for Batched<'_, F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if !self.yielded {
-            self.yielded = true;
+        let this = &mut *self;
+        if let Some(o) = this.outbox {
+            o.register(cx);
+        }
+        if !this.yielded {
+            this.yielded = true;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        self.yielded = false;
-        Pin::new(&mut self.inner).poll(cx)
+        this.yielded = false;
+        if let Some(o) = this.outbox {
+            o.flush();
+        }
+        Pin::new(&mut this.inner).poll(cx)
     }
 }
 
@@ -420,9 +606,11 @@ mod tests {
             let mut scratch = BytesMut::new();
             for i in 0..MESSAGES {
                 let mut msg = Raw(Bytes::from(vec![i as u8; 100]));
-                std::future::poll_fn(|cx| poll_capacity(&mut stream, None, cx, 100))
-                    .await
-                    .expect("send capacity");
+                std::future::poll_fn(|cx| {
+                    poll_capacity(&mut stream, &mut BytesMut::new(), None, cx, 100)
+                })
+                .await
+                .expect("send capacity");
                 let data = encode(&mut scratch, &mut msg, None, usize::MAX, i > 0).expect("encode");
                 stream.send_data(data, false).expect("send");
             }
@@ -434,5 +622,78 @@ mod tests {
             .await
             .expect("the stream stalled");
         assert_eq!(got.expect("server task"), MESSAGES);
+    }
+
+    /// Messages appended to a pending buffer that is handed to h2 only every ten messages
+    /// (as the connection task does once per round), on a window smaller than ten messages:
+    /// `poll_capacity` hands the pending messages over itself when h2 has not assigned room
+    /// for them and the next one, so the stream never waits on data h2 has not seen, and
+    /// the pending buffer never outgrows the window.
+    #[tokio::test]
+    async fn pending_messages_are_handed_over_before_waiting_for_capacity() {
+        const WINDOW: u32 = 1024;
+        const MESSAGES: usize = 2000;
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::Builder::new()
+                .initial_window_size(WINDOW)
+                .initial_connection_window_size(WINDOW)
+                .handshake::<_, Bytes>(b)
+                .await
+                .expect("server handshake");
+            let (req, _respond) = conn
+                .accept()
+                .await
+                .expect("a request")
+                .expect("a valid request");
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            let mut rx = Receiver::new(req.into_body(), 1 << 20, None, None);
+            let mut got = 0usize;
+            loop {
+                match std::future::poll_fn(|cx| rx.poll_message(cx)).await {
+                    Ok(Received::Message(m)) => {
+                        assert_eq!(&m[..], &[got as u8; 100][..]);
+                        got += 1;
+                    }
+                    Ok(Received::Eof) => return got,
+                    Err(e) => panic!("receive failed: {e}"),
+                }
+            }
+        });
+        let (mut send, conn) = h2::client::handshake(a).await.expect("client handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = http::Request::post("http://localhost/s.S/M")
+            .body(())
+            .expect("request");
+        let (_response, mut stream) = send.send_request(req, false).expect("open");
+        let sending = async move {
+            let mut pending = BytesMut::new();
+            let mut most = 0;
+            for i in 0..MESSAGES {
+                let mut msg = Raw(Bytes::from(vec![i as u8; 100]));
+                std::future::poll_fn(|cx| poll_capacity(&mut stream, &mut pending, None, cx, 100))
+                    .await
+                    .expect("send capacity");
+                let block = if i > 0 { SCRATCH_CHUNK } else { 0 };
+                encode_into(&mut pending, &mut msg, None, usize::MAX, block).expect("encode");
+                most = most.max(pending.len());
+                if i % 10 == 9 {
+                    flush(&mut stream, &mut pending, false).expect("send");
+                }
+            }
+            flush(&mut stream, &mut pending, true).expect("close");
+            (stream, most)
+        };
+        let both = async { tokio::join!(sending, server) };
+        let ((_stream, most), got) = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .expect("the stream stalled");
+        assert_eq!(got.expect("server task"), MESSAGES);
+        assert!(
+            most <= WINDOW as usize,
+            "{most} bytes pending on a {WINDOW}-byte window"
+        );
     }
 }
