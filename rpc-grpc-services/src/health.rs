@@ -294,9 +294,16 @@ impl HealthReporter {
         stream: &mut SendStream<HealthCheckResponse>,
     ) -> Result<(), Status> {
         let mut draining = self.state.draining.subscribe();
+        // Each status goes out once: a wake-up that changed nothing the watcher can see (the
+        // shutdown sets the statuses, then the draining flag, and either may wake us first)
+        // sends nothing.
+        let mut last = None;
         loop {
             let status = *rx.borrow_and_update();
-            stream.send(response(status)).await?;
+            if last != Some(status) {
+                stream.send(response(status)).await?;
+                last = Some(status);
+            }
             if *draining.borrow_and_update() {
                 // Shutdown has begun: the NOT_SERVING just sent is the last word.
                 tracing::debug!(service, "health watch ends: server shutting down");
