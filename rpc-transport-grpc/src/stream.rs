@@ -560,18 +560,22 @@ mod tests {
         }
     }
 
-    /// A receive window far below [`RELEASE_CHUNK`]: the deferred release must still let a
-    /// stream of many small messages through (everything taken is released before the
-    /// receiver waits), and each message arrives intact.
-    #[tokio::test]
-    async fn a_window_smaller_than_the_release_chunk_does_not_stall_the_stream() {
-        const WINDOW: u32 = 1024;
-        const MESSAGES: usize = 2000;
+    /// One stream over h2 whose receiver has a `window`-byte stream and connection window:
+    /// the server task counts the stream's 100-byte messages (message `i` is 100 bytes of
+    /// `i as u8`) until its end and returns the count; the client's halves of the stream are
+    /// returned for the test to send on.
+    async fn small_window_stream(
+        window: u32,
+    ) -> (
+        tokio::task::JoinHandle<usize>,
+        h2::client::ResponseFuture,
+        SendStream<Bytes>,
+    ) {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let server = tokio::spawn(async move {
             let mut conn = h2::server::Builder::new()
-                .initial_window_size(WINDOW)
-                .initial_connection_window_size(WINDOW)
+                .initial_window_size(window)
+                .initial_connection_window_size(window)
                 .handshake::<_, Bytes>(b)
                 .await
                 .expect("server handshake");
@@ -601,7 +605,18 @@ mod tests {
         let req = http::Request::post("http://localhost/s.S/M")
             .body(())
             .expect("request");
-        let (_response, mut stream) = send.send_request(req, false).expect("open");
+        let (response, stream) = send.send_request(req, false).expect("open");
+        (server, response, stream)
+    }
+
+    /// A receive window far below [`RELEASE_CHUNK`]: the deferred release must still let a
+    /// stream of many small messages through (everything taken is released before the
+    /// receiver waits), and each message arrives intact.
+    #[tokio::test]
+    async fn a_window_smaller_than_the_release_chunk_does_not_stall_the_stream() {
+        const WINDOW: u32 = 1024;
+        const MESSAGES: usize = 2000;
+        let (server, _response, mut stream) = small_window_stream(WINDOW).await;
         let sending = async move {
             let mut scratch = BytesMut::new();
             for i in 0..MESSAGES {
@@ -633,41 +648,7 @@ mod tests {
     async fn pending_messages_are_handed_over_before_waiting_for_capacity() {
         const WINDOW: u32 = 1024;
         const MESSAGES: usize = 2000;
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let server = tokio::spawn(async move {
-            let mut conn = h2::server::Builder::new()
-                .initial_window_size(WINDOW)
-                .initial_connection_window_size(WINDOW)
-                .handshake::<_, Bytes>(b)
-                .await
-                .expect("server handshake");
-            let (req, _respond) = conn
-                .accept()
-                .await
-                .expect("a request")
-                .expect("a valid request");
-            tokio::spawn(async move { while conn.accept().await.is_some() {} });
-            let mut rx = Receiver::new(req.into_body(), 1 << 20, None, None);
-            let mut got = 0usize;
-            loop {
-                match std::future::poll_fn(|cx| rx.poll_message(cx)).await {
-                    Ok(Received::Message(m)) => {
-                        assert_eq!(&m[..], &[got as u8; 100][..]);
-                        got += 1;
-                    }
-                    Ok(Received::Eof) => return got,
-                    Err(e) => panic!("receive failed: {e}"),
-                }
-            }
-        });
-        let (mut send, conn) = h2::client::handshake(a).await.expect("client handshake");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = http::Request::post("http://localhost/s.S/M")
-            .body(())
-            .expect("request");
-        let (_response, mut stream) = send.send_request(req, false).expect("open");
+        let (server, _response, mut stream) = small_window_stream(WINDOW).await;
         let sending = async move {
             let mut pending = BytesMut::new();
             let mut most = 0;
