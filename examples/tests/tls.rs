@@ -317,12 +317,27 @@ async fn plain_and_tls_mismatches_fail_fast() {
     plain_running.shutdown(Duration::from_secs(1)).await;
 }
 
-/// `echo-server --tls-cert --tls-key --tls-client-ca` and `echo-client --tls-ca --tls-cert
-/// --tls-key` as separate processes: mTLS passes with the client certificate, fails without.
-#[test]
-fn echo_binaries_speak_mtls() {
+/// The PEM files of [`pki`] written for the echo binaries: the directory (removed by the
+/// test), the CA, and the client's certificate and key.
+struct MtlsFiles {
+    dir: std::path::PathBuf,
+    ca: String,
+    ccert: String,
+    ckey: String,
+}
+
+/// `echo-server` on a TLS port that requires client certificates (`--tls-cert --tls-key
+/// --tls-client-ca`), with its files in a temp directory named after `tag`.
+fn mtls_echo_server(
+    tag: &str,
+) -> (
+    std::process::Child,
+    Vec<String>,
+    std::sync::mpsc::Receiver<String>,
+    MtlsFiles,
+) {
     let p = pki();
-    let dir = std::env::temp_dir().join(format!("rpc-tls-bin-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = |name: &str, body: &str| {
         let path = dir.join(name);
@@ -338,7 +353,7 @@ fn echo_binaries_speak_mtls() {
         file("client.pem", &p.client_cert),
         file("client.key", &p.client_key),
     );
-    let (mut child, urls, _lines) = support::spawn_echo_server(
+    let (child, urls, lines) = support::spawn_echo_server(
         &[
             "--listen",
             "tcp://127.0.0.1:0",
@@ -351,6 +366,30 @@ fn echo_binaries_speak_mtls() {
         ],
         1,
     );
+    (
+        child,
+        urls,
+        lines,
+        MtlsFiles {
+            dir,
+            ca,
+            ccert,
+            ckey,
+        },
+    )
+}
+
+/// `echo-server --tls-cert --tls-key --tls-client-ca` and `echo-client --tls-ca --tls-cert
+/// --tls-key` as separate processes: mTLS passes with the client certificate, fails without.
+#[test]
+fn echo_binaries_speak_mtls() {
+    let (mut child, urls, _lines, files) = mtls_echo_server("rpc-tls-bin");
+    let MtlsFiles {
+        dir,
+        ca,
+        ccert,
+        ckey,
+    } = files;
     let run = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_echo-client"))
             .args(["--connect", &urls[0], "--idl", "proto", "--tls-ca", &ca])
@@ -505,36 +544,13 @@ async fn echo_contract_over_grpc_and_tls() {
 /// `echo-server` with mTLS: the contract over gRPC+TLS between processes.
 #[test]
 fn echo_binaries_speak_grpc_over_mtls() {
-    let p = pki();
-    let dir = std::env::temp_dir().join(format!("rpc-tls-grpc-bin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = |name: &str, body: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, body).unwrap();
-        path.display().to_string()
-    };
-    let (ca, cert, key) = (
-        file("ca.pem", &p.ca_pem),
-        file("server.pem", &p.server_cert),
-        file("server.key", &p.server_key),
-    );
-    let (ccert, ckey) = (
-        file("client.pem", &p.client_cert),
-        file("client.key", &p.client_key),
-    );
-    let (mut child, urls, _lines) = support::spawn_echo_server(
-        &[
-            "--listen",
-            "tcp://127.0.0.1:0",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--tls-client-ca",
-            &ca,
-        ],
-        1,
-    );
+    let (mut child, urls, _lines, files) = mtls_echo_server("rpc-tls-grpc-bin");
+    let MtlsFiles {
+        dir,
+        ca,
+        ccert,
+        ckey,
+    } = files;
     for idl in ["proto", "thrift"] {
         let out = Command::new(env!("CARGO_BIN_EXE_echo-client"))
             .args(["--connect", &urls[0], "--idl", idl, "--protocol", "grpc"])
