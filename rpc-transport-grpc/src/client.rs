@@ -25,7 +25,8 @@ use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::{GrpcClientConfig, USER_AGENT as OUR_USER_AGENT};
 use crate::headers::{append_metadata, metadata_from, status_from};
 use crate::stream::{
-    append, encode, flush, lock, poll_capacity, status_from_h2, Flush, Outbox, Received, Receiver,
+    append, encode, flush, lock, poll_capacity, send_data, status_from_h2, Flush, Outbox, Received,
+    Receiver,
 };
 
 /// A gRPC client transport: calls to one endpoint (`tcp://HOST:PORT` or `unix:///path`)
@@ -488,19 +489,7 @@ impl ClientStreamRaw for ClientStream {
         if s.single {
             let data = encode(&mut s.scratch, msg, c, self.max_send, s.sent)?;
             s.sent = true;
-            return match s.stream.send_data(data, true) {
-                Ok(()) => Ok(()),
-                // h2 refuses data for a stream the server already ended (a Trailers-Only
-                // error such as UNIMPLEMENTED can arrive before the request's message is
-                // handed over): the message could never be processed, and the end the server
-                // sent is what `poll_event` reports, as grpc-go's SendMsg returns EOF and
-                // leaves the status to RecvMsg. Resets and lost connections stay errors.
-                Err(e) if e.reason().is_none() && !e.is_io() => {
-                    tracing::trace!(error = %e, "grpc: send on a stream the server ended");
-                    Ok(())
-                }
-                Err(e) => Err(status_from_h2(&e, "send")),
-            };
+            return send_data(&mut s.stream, data, true);
         }
         append(&mut s.stream, &mut s.scratch, msg, c, self.max_send, s.sent)?;
         s.sent = true;

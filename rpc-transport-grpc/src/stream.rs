@@ -118,9 +118,27 @@ pub(crate) fn flush(
     if pending.is_empty() && !end {
         return Ok(());
     }
-    stream
-        .send_data(pending.split().freeze(), end)
-        .map_err(|e| status_from_h2(&e, "send"))
+    send_data(stream, pending.split().freeze(), end)
+}
+
+/// Hands `data` to h2. Data for a stream the peer already ended is not an error: h2 refuses it
+/// as a user error without a reason ("inactive stream"; e.g. a Trailers-Only UNIMPLEMENTED that
+/// arrives before the request's message is handed over), the data could never be processed,
+/// and the end the peer sent is what the receiving side reports (as grpc-go's SendMsg returns
+/// EOF and leaves the status to RecvMsg). Resets and lost connections stay errors.
+pub(crate) fn send_data(
+    stream: &mut SendStream<Bytes>,
+    data: Bytes,
+    end: bool,
+) -> Result<(), Status> {
+    match stream.send_data(data, end) {
+        Ok(()) => Ok(()),
+        Err(e) if e.reason().is_none() && !e.is_io() => {
+            tracing::trace!(error = %e, "grpc: data for a stream the peer ended");
+            Ok(())
+        }
+        Err(e) => Err(status_from_h2(&e, "send")),
+    }
 }
 
 /// Messages a stream sends while earlier ones wait in its pending buffer are appended to it,
