@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rpc_core::Address;
-use rpc_core::{CallOptions, Client, Code, Codec, MethodDesc, ProstCodec, ThriftCodec};
+use rpc_core::{CallOptions, Client, Code, MethodDesc, ProstCodec, ThriftCodec};
 use rpc_transport_ttheader::{Framing, Limits, TtHeaderClient, UnaryMode};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,65 +23,6 @@ async fn tcp_server() -> (Served, Probe) {
 
 fn endpoint(h: &Served) -> Address {
     Address::from(h.local_addr().unwrap())
-}
-
-/// Runs all four modes against `methods` and checks every answer.
-async fn all_modes<C, M>(client: &Client, methods: &'static [MethodDesc; 4])
-where
-    C: Codec<M>,
-    M: TestMsg,
-{
-    // pingpong, with metadata both ways
-    let res = within(client.unary::<C, M, M>(
-        &methods[0],
-        msg("hi", 7),
-        CallOptions::new().metadata("x-echo", "v"),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(res.header().get_str("x-echo"), Some("v"));
-    assert_eq!(res.trailer().get_str("x-trailer"), Some("t"));
-    assert_eq!(res.into_inner(), msg::<M>("hi", 7));
-
-    // client streaming
-    let mut call = within(client.client_streaming::<C, M, M>(&methods[1], CallOptions::new()))
-        .await
-        .unwrap();
-    for i in 1..=10 {
-        within(call.send(msg("x", i))).await.unwrap();
-    }
-    let sum = within(call.close_and_recv()).await.unwrap();
-    assert_eq!((sum.text(), sum.n()), ("10:0", 55));
-
-    // server streaming: messages, then a clean end that repeats
-    let mut call =
-        within(client.server_streaming::<C, M, M>(&methods[2], msg("s", 5), CallOptions::new()))
-            .await
-            .unwrap();
-    for i in 0..5 {
-        assert_eq!(within(call.recv()).await.unwrap(), Some(msg("s", i)));
-    }
-    assert_eq!(within(call.recv()).await.unwrap(), None);
-    assert_eq!(within(call.recv()).await.unwrap(), None);
-
-    // bidi, split across tasks
-    let call = within(client.bidi::<C, M, M>(&methods[3], CallOptions::new()))
-        .await
-        .unwrap();
-    let (mut tx, mut rx) = call.into_split();
-    let sender = tokio::spawn(async move {
-        for i in 0..50 {
-            tx.send(msg("b", i)).await?;
-        }
-        tx.close_send()
-    });
-    let mut n = 0;
-    while let Some(m) = within(rx.recv()).await.unwrap() {
-        assert_eq!(m.n(), n);
-        n += 1;
-    }
-    assert_eq!(n, 50);
-    within(sender).await.unwrap().unwrap();
 }
 
 async fn no_leaks(client: &TtHeaderClient, server: &Served) {

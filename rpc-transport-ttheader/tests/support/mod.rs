@@ -9,8 +9,8 @@ use bytes::{BufMut, Bytes};
 use rpc_core::codec::thrift::{wire, ThriftMessage};
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    Codec, MethodDesc, Mode, PayloadKind, ProstCodec, ServerCall, Service, ServiceDesc, Status,
-    ThriftCodec,
+    CallOptions, Codec, MethodDesc, Mode, PayloadKind, ProstCodec, ServerCall, Service,
+    ServiceDesc, Status, ThriftCodec,
 };
 use thrift::protocol::{
     TFieldIdentifier, TInputProtocol, TOutputProtocol, TSerializable, TStructIdentifier, TType,
@@ -460,4 +460,63 @@ pub async fn serve_unix(
     limits: rpc_transport_ttheader::Limits,
 ) -> std::io::Result<Served> {
     serve_on(server, rpc_core::Address::unix(path.as_ref()), limits).await
+}
+
+/// Runs all four modes against `methods` (over any transport) and checks every answer.
+pub async fn all_modes<C, M>(client: &rpc_core::Client, methods: &'static [MethodDesc; 4])
+where
+    C: Codec<M>,
+    M: TestMsg,
+{
+    // pingpong, with metadata both ways
+    let res = within(client.unary::<C, M, M>(
+        &methods[0],
+        msg("hi", 7),
+        CallOptions::new().metadata("x-echo", "v"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.header().get_str("x-echo"), Some("v"));
+    assert_eq!(res.trailer().get_str("x-trailer"), Some("t"));
+    assert_eq!(res.into_inner(), msg::<M>("hi", 7));
+
+    // client streaming
+    let mut call = within(client.client_streaming::<C, M, M>(&methods[1], CallOptions::new()))
+        .await
+        .unwrap();
+    for i in 1..=10 {
+        within(call.send(msg("x", i))).await.unwrap();
+    }
+    let sum = within(call.close_and_recv()).await.unwrap();
+    assert_eq!((sum.text(), sum.n()), ("10:0", 55));
+
+    // server streaming: messages, then a clean end that repeats
+    let mut call =
+        within(client.server_streaming::<C, M, M>(&methods[2], msg("s", 5), CallOptions::new()))
+            .await
+            .unwrap();
+    for i in 0..5 {
+        assert_eq!(within(call.recv()).await.unwrap(), Some(msg("s", i)));
+    }
+    assert_eq!(within(call.recv()).await.unwrap(), None);
+    assert_eq!(within(call.recv()).await.unwrap(), None);
+
+    // bidi, split across tasks
+    let call = within(client.bidi::<C, M, M>(&methods[3], CallOptions::new()))
+        .await
+        .unwrap();
+    let (mut tx, mut rx) = call.into_split();
+    let sender = tokio::spawn(async move {
+        for i in 0..50 {
+            tx.send(msg("b", i)).await?;
+        }
+        tx.close_send()
+    });
+    let mut n = 0;
+    while let Some(m) = within(rx.recv()).await.unwrap() {
+        assert_eq!(m.n(), n);
+        n += 1;
+    }
+    assert_eq!(n, 50);
+    within(sender).await.unwrap().unwrap();
 }
