@@ -26,12 +26,14 @@ use rpc_transport_ttheader::TtHeaderClient;
 
 const IN_FLIGHT: usize = 64;
 
-fn cpu_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+/// CPU time so far of process `pid` (a number, or `self`).
+fn cpu_ticks(pid: &str) -> Option<Duration> {
+    let pid = if pid == "self" {
+        std::process::id()
+    } else {
+        pid.parse().ok()?
+    };
+    examples::measure::cpu_time(pid)
 }
 
 struct Row {
@@ -91,11 +93,11 @@ async fn run(client: Client, secs: f64, server_pid: &str) -> Row {
     lat.sort_unstable();
     let n = lat.len().max(1);
     let server_s = match (ticks0, ticks1) {
-        (Some(a), Some(b)) => (b - a) as f64 / 100.0, // USER_HZ = 100
+        (Some(a), Some(b)) => (b - a).as_secs_f64(),
         _ => f64::NAN,
     };
     let client_s = match (own0, own1) {
-        (Some(a), Some(b)) => (b - a) as f64 / 100.0,
+        (Some(a), Some(b)) => (b - a).as_secs_f64(),
         _ => f64::NAN,
     };
     Row {

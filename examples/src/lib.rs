@@ -36,6 +36,7 @@
 
 pub mod check;
 pub mod idl;
+pub mod measure;
 pub mod metrics_http;
 mod service;
 pub mod transport;

@@ -326,22 +326,13 @@ async fn shmipc_serve(kind: &str, path: &str) {
     }
 }
 
-fn cpu_ticks(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let t = |i: usize| {
-        f.get(i)
-            .and_then(|x| x.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // Fields 14 and 15 (utime, stime), counted after the `)` from field 3.
-    t(11) + t(12)
+/// CPU time so far of process `pid`, in microseconds (NaN where unreadable).
+fn cpu_us(pid: &str) -> f64 {
+    pid.parse()
+        .ok()
+        .and_then(examples::measure::cpu_time)
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
 }
-
-const TICK_US: f64 = 10_000.0; // USER_HZ = 100 on Linux
 
 fn client(kind: &str, path: &str, size: &str, secs: &str, server_pid: &str) {
     let size: usize = size.parse().expect("size");
@@ -414,7 +405,7 @@ async fn ours_client(
     for _ in 0..STREAMS {
         calls.push(open().await);
     }
-    let cpu0 = cpu_ticks(server_pid);
+    let cpu0 = cpu_us(server_pid);
     let start = Instant::now();
     let tasks: Vec<_> = calls
         .into_iter()
@@ -425,7 +416,7 @@ async fn ours_client(
         total += t.await.expect("task").0;
     }
     let el = start.elapsed().as_secs_f64();
-    let cpu = (cpu_ticks(server_pid) - cpu0) * TICK_US / total as f64;
+    let cpu = (cpu_us(server_pid) - cpu0) / total as f64;
     if kind == "shm" {
         eprintln!(
             "  shm client: {total} round trips (16 streams), wakeups sent {} received {}, sender waits {}, fallbacks {}",
@@ -486,7 +477,7 @@ async fn shmipc_client(
     let _ = round(sm.get_stream().expect("stream"), body.clone()).await;
     let (_, times) = round(sm.get_stream().expect("stream"), body.clone()).await;
     let (p50, p99) = percentiles(times);
-    let cpu0 = cpu_ticks(server_pid);
+    let cpu0 = cpu_us(server_pid);
     let start = Instant::now();
     let tasks: Vec<_> = (0..STREAMS)
         .map(|_| tokio::spawn(round(sm.get_stream().expect("stream"), body.clone())))
@@ -496,6 +487,6 @@ async fn shmipc_client(
         total += t.await.expect("task").0;
     }
     let el = start.elapsed().as_secs_f64();
-    let cpu = (cpu_ticks(server_pid) - cpu0) * TICK_US / total as f64;
+    let cpu = (cpu_us(server_pid) - cpu0) / total as f64;
     (p50, p99, total as f64 / el, cpu)
 }

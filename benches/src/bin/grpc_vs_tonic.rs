@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+use examples::measure::cpu_time;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -60,8 +61,6 @@ const WARM_UP: Duration = Duration::from_millis(500);
 const DEFAULT_SECS: f64 = 2.0;
 /// Rounds when no `--runs` is given.
 const DEFAULT_RUNS: usize = 3;
-/// Ticks of `utime`/`stime` in `/proc/<pid>/stat` per second (`USER_HZ`).
-const USER_HZ: f64 = 100.0;
 /// The core the server process is pinned to, and the client's.
 const SERVER_CORE: &str = "0";
 const CLIENT_CORE: &str = "1";
@@ -301,17 +300,6 @@ impl Drop for ServerProcess {
         drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
-}
-
-/// User + system CPU time of process `pid` so far (all its threads), if readable.
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name (in parentheses): utime is field 14, stime field 15.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_secs_f64((utime + stime) as f64 / USER_HZ))
 }
 
 /// Pins this process (all its threads) to the client core; says whether it did.

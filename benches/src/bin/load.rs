@@ -57,15 +57,9 @@ fn pinned() -> bool {
     std::env::var_os("LOAD_PIN").is_some()
 }
 
-/// User + system CPU time of process `pid` so far, in seconds (`USER_HZ` = 100 ticks).
+/// User + system CPU time of process `pid` so far, in seconds (0 where unreadable).
 fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (tick(11) + tick(12)) as f64 / 100.0
+    examples::measure::cpu_time(pid).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `perf stat` counting the syscalls of `pid` until it is stopped (SIGINT).
