@@ -340,9 +340,12 @@ impl Server {
             ctx.extensions_mut().extend(incoming.extensions);
         }
         let observe = CallObserver::server(&mut ctx, incoming.rpc_system);
+        // The call's extensions (the transport's and the trace context) move to their one
+        // home, where the handler and layers read and add them: no copy per call.
+        let extensions = Mutex::new(std::mem::take(ctx.extensions_mut()));
         // One allocation for the call: the context lives inside the shared state.
         let shared = Arc::new(ServerShared {
-            extensions: Mutex::new(ctx.extensions().clone()),
+            extensions,
             ctx,
             raw,
             middleware: self.inner.middleware.clone(),
