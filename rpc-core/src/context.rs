@@ -91,6 +91,7 @@ pub enum Peer {
     InProcess,
     /// A peer over TLS: the socket peer under it and what the handshake told (ALPN, SNI, the
     /// peer's verified certificate chain: a client's identity under mTLS).
+    #[cfg(feature = "tls")]
     Tls(std::sync::Arc<crate::net::TlsPeer>),
 }
 
@@ -99,12 +100,14 @@ impl Peer {
     pub fn socket_addr(&self) -> Option<SocketAddr> {
         match self {
             Peer::Tcp(a) => Some(*a),
+            #[cfg(feature = "tls")]
             Peer::Tls(t) => t.transport().socket_addr(),
             _ => None,
         }
     }
 
     /// What TLS told about the peer, if the connection is TLS.
+    #[cfg(feature = "tls")]
     pub fn tls(&self) -> Option<&crate::net::TlsPeer> {
         match self {
             Peer::Tls(t) => Some(t),
@@ -121,6 +124,7 @@ impl fmt::Display for Peer {
             Peer::Unix(None) => f.write_str("unix://(unnamed)"),
             Peer::Shm(p) => write!(f, "shm://{}", p.display()),
             Peer::InProcess => f.write_str("inproc"),
+            #[cfg(feature = "tls")]
             Peer::Tls(t) => write!(f, "tls+{}", t.transport()),
         }
     }

@@ -13,21 +13,24 @@
 //!   and bidi, with the semantics of DESIGN §3 (EOF as `Ok(None)`, idempotent `close_send`,
 //!   cancel by drop, deadlines over the whole stream).
 //! * [`middleware`] — send/recv chains on every message; call middleware are tower layers.
-//! * [`inproc`] — an in-process transport (feature `inproc`, on by default).
-//! * [`net`] — [`Address`] (`tcp://`, `unix://`, `shm://`) and the socket type every transport
-//!   connects and serves with.
-//! * [`serve`] — the serving layer: one [`serve::Listener`] runs any set of protocols
-//!   (TTHeader, gRPC, ...) on TCP and Unix addresses, with connection limits and graceful
-//!   shutdown.
+//! * [`address`] — [`Address`] (`tcp://`, `unix://`, `shm://`), parsed without touching the
+//!   network.
 //! * [`limits`] — [`ServerLimits`]: what a peer can make a server hold.
-//! * [`discovery`] — resolvers (static, DNS; etcd in `rpc-registry-etcd`) and registrars:
-//!   a service name becomes a live set of instances.
-//! * [`balance`] — [`balance::Balanced`], a transport that picks an instance per call or
-//!   stream (round robin, power of two choices, consistent hashing) and ejects failing ones.
-//! * [`resilience`] — timeout, retry (budgeted, idempotency-aware), circuit breaker and server
-//!   load-shedding layers.
 //! * [`observe`] — a tracing span per call on both sides, W3C trace context in metadata,
-//!   metrics through the `metrics` facade.
+//!   metrics through the `metrics` facade (feature `metrics`).
+//!
+//! The rest is optional, each a cargo feature (all on by default, so `rpc-core = "..."` gets
+//! everything; a crate that needs only the call model says `default-features = false`):
+//!
+//! | feature | what | pulls in |
+//! |---|---|---|
+//! | `inproc` | [`inproc`]: an in-process transport | nothing |
+//! | `net` | `net`: the socket every socket transport connects and serves with (TCP, Unix, keepalive); `serve`: one `serve::Listener` runs any set of protocols (TTHeader, gRPC, ...) with connection limits and graceful shutdown | socket2 |
+//! | `tls` | `net::tls`: TLS and mTLS for every `net` client and listener | rustls, webpki |
+//! | `discovery` | `discovery`: resolvers (static, DNS; etcd in `rpc-registry-etcd`) and registrars | nothing |
+//! | `resilience` | `resilience`: timeout, retry (budgeted, idempotency-aware), circuit breaker, server load shedding | tower's `retry` |
+//! | `balance` | `balance`: a transport that picks an instance per call or stream (round robin, power of two choices, consistent hashing) and ejects failing ones | `discovery`, `resilience` |
+//! | `metrics` | per-call metrics in [`observe`] through the `metrics` facade | metrics |
 //!
 //! # Example
 //!
@@ -70,24 +73,31 @@
 
 #![forbid(unsafe_code)]
 
+pub mod address;
+#[cfg(feature = "balance")]
 pub mod balance;
 pub mod client;
 pub mod codec;
 #[doc(hidden)]
 pub mod codegen;
 pub mod context;
+#[cfg(feature = "discovery")]
 pub mod discovery;
 pub mod exception;
 #[cfg(feature = "inproc")]
 pub mod inproc;
 pub mod intercept;
+mod keepalive;
 pub mod limits;
 pub mod metadata;
 pub mod middleware;
+#[cfg(feature = "net")]
 pub mod net;
 pub mod observe;
+#[cfg(feature = "resilience")]
 pub mod resilience;
 mod route;
+#[cfg(feature = "net")]
 pub mod serve;
 pub mod server;
 pub mod status;
@@ -97,6 +107,7 @@ mod testsvc;
 pub mod transport;
 pub mod unary;
 
+pub use address::Address;
 pub use client::{
     BidiCall, BidiReceiver, BidiSender, Client, ClientBuilder, ClientStreamingCall,
     ServerStreamingCall, WithMetadata,
@@ -107,7 +118,6 @@ pub use exception::MethodError;
 pub use limits::ServerLimits;
 pub use metadata::{Metadata, MetadataValue};
 pub use middleware::{RecvMiddleware, SendMiddleware};
-pub use net::Address;
 pub use server::{
     BidiStream, RecvStream, SendStream, Server, ServerBuilder, ServerCall, ServerContext, Service,
 };

@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::keepalive::{
+    TcpKeepalive, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_RETRIES, DEFAULT_KEEPALIVE_TIME,
+};
+
 /// Streams (and in-flight unary calls) one connection may have open at once. gRPC servers
 /// commonly advertise 100–1000; 1024 leaves room for heavily multiplexed clients (Kitex's
 /// multiplexed clients run hundreds of calls per connection) while capping what one connection
@@ -73,8 +77,8 @@ pub struct ServerLimits {
     /// See [`DEFAULT_SOCKET_SEND_BUFFER`]; `None` leaves the kernel's autotuning alone.
     pub socket_send_buffer: Option<usize>,
     /// TCP keepalive on every accepted TCP connection (on by default, see
-    /// [`TcpKeepalive`](crate::net::TcpKeepalive)); `None` turns it off.
-    pub tcp_keepalive: Option<crate::net::TcpKeepalive>,
+    /// [`TcpKeepalive`]); `None` turns it off.
+    pub tcp_keepalive: Option<TcpKeepalive>,
 }
 
 impl Default for ServerLimits {
@@ -87,7 +91,7 @@ impl Default for ServerLimits {
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
             socket_send_buffer: Some(DEFAULT_SOCKET_SEND_BUFFER),
-            tcp_keepalive: Some(crate::net::TcpKeepalive::default()),
+            tcp_keepalive: Some(TcpKeepalive::default()),
         }
     }
 }
@@ -130,7 +134,7 @@ impl ServerLimits {
     }
 
     /// Sets [`ServerLimits::tcp_keepalive`].
-    pub fn tcp_keepalive(mut self, keepalive: Option<crate::net::TcpKeepalive>) -> Self {
+    pub fn tcp_keepalive(mut self, keepalive: Option<TcpKeepalive>) -> Self {
         self.tcp_keepalive = keepalive;
         self
     }

@@ -33,18 +33,25 @@
 //! application installed its `metrics` recorder): the per-method handles are registered once
 //! and reused, so a call costs a few atomic adds and one histogram record.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
+#[cfg(feature = "metrics")]
+use std::cell::RefCell;
+#[cfg(feature = "metrics")]
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+#[cfg(feature = "metrics")]
+use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::context::{CallContext, MethodDesc, Mode};
+#[cfg(feature = "metrics")]
+use crate::context::Mode;
+use crate::context::{CallContext, MethodDesc};
 use crate::status::{Code, Status};
 
 /// The metadata key of the W3C trace context (<https://www.w3.org/TR/trace-context/>).
@@ -211,15 +218,18 @@ impl<F: Future> Future for Scoped<F> {
 
 // ------------------------------------------------------------------------------------ metrics
 
+#[cfg(feature = "metrics")]
 static METRICS: AtomicBool = AtomicBool::new(false);
 
 /// Starts recording metrics for every call from now on. Call it after installing the
 /// application's `metrics` recorder (handles registered before would go to the no-op one).
+#[cfg(feature = "metrics")]
 pub fn enable_metrics() {
     METRICS.store(true, Ordering::Release);
 }
 
 /// Whether [`enable_metrics`] was called.
+#[cfg(feature = "metrics")]
 pub fn metrics_enabled() -> bool {
     METRICS.load(Ordering::Relaxed)
 }
@@ -228,6 +238,7 @@ pub fn metrics_enabled() -> bool {
 /// labels `rpc_system`, `rpc_service`, `rpc_method`; the `finished`, `duration` ones also
 /// `rpc_status` (the status code name, as `OK` or `UNAVAILABLE`). `SIDE` is `client` or
 /// `server`.
+#[cfg(feature = "metrics")]
 pub mod names {
     /// Counter: calls and streams started.
     pub const STARTED: [&str; 2] = ["rpc_client_started_total", "rpc_server_started_total"];
@@ -285,6 +296,7 @@ impl Side {
 }
 
 /// The handles of one method on one side (and one system), registered once.
+#[cfg(feature = "metrics")]
 struct MethodMetrics {
     labels: [(&'static str, &'static str); 3],
     side: usize,
@@ -300,11 +312,13 @@ struct MethodMetrics {
     by_code: [OnceLock<(metrics::Counter, metrics::Histogram)>; 17],
 }
 
+#[cfg(feature = "metrics")]
 type MetricsKey = (usize, Side, &'static str);
 
 /// The handles of `method` on `side`: registered once per process (and leaked: one small
 /// value per method, side and transport, for the life of the process), then found through a
 /// per-thread cache, so a call touches no shared lock or reference count to find them.
+#[cfg(feature = "metrics")]
 fn method_metrics(
     method: &'static MethodDesc,
     side: Side,
@@ -329,6 +343,7 @@ fn method_metrics(
     m
 }
 
+#[cfg(feature = "metrics")]
 impl MethodMetrics {
     fn register(method: &'static MethodDesc, side: Side, system: &'static str) -> MethodMetrics {
         let labels = [
@@ -359,6 +374,36 @@ impl MethodMetrics {
         }
     }
 
+    /// A call started.
+    fn on_start(&self) {
+        self.started.increment(1);
+        self.in_flight.increment(1.0);
+    }
+
+    /// A call ended with `code` after `elapsed`, with these message and byte counts.
+    fn on_end(&self, code: Code, elapsed: std::time::Duration, counts: [u64; 4]) {
+        self.in_flight.decrement(1.0);
+        let (finished, duration) = self.finished(code);
+        finished.increment(1);
+        duration.record(elapsed.as_secs_f64());
+        for (c, n) in [
+            &self.msgs_sent,
+            &self.msgs_received,
+            &self.bytes_sent,
+            &self.bytes_received,
+        ]
+        .into_iter()
+        .zip(counts)
+        {
+            if n > 0 {
+                c.increment(n);
+            }
+        }
+        if let Some(h) = &self.per_stream {
+            h.record(counts[1] as f64);
+        }
+    }
+
     fn finished(&self, code: Code) -> &(metrics::Counter, metrics::Histogram) {
         let i = (code as usize).min(16);
         self.by_code[i].get_or_init(|| {
@@ -373,6 +418,38 @@ impl MethodMetrics {
                 metrics::histogram!(names::DURATION[self.side], &labels),
             )
         })
+    }
+}
+
+/// Without the `metrics` feature there are no per-method handles: nothing is recorded.
+#[cfg(not(feature = "metrics"))]
+enum MethodMetrics {}
+
+#[cfg(not(feature = "metrics"))]
+impl MethodMetrics {
+    fn on_start(&self) {
+        match *self {}
+    }
+
+    fn on_end(&self, _code: Code, _elapsed: std::time::Duration, _counts: [u64; 4]) {
+        match *self {}
+    }
+}
+
+/// The metric handles of `method` on `side`, when metrics are built and enabled.
+fn metrics_for(
+    method: &'static MethodDesc,
+    side: Side,
+    system: &'static str,
+) -> Option<&'static MethodMetrics> {
+    #[cfg(feature = "metrics")]
+    {
+        metrics_enabled().then(|| method_metrics(method, side, system))
+    }
+    #[cfg(not(feature = "metrics"))]
+    {
+        let _ = (method, side, system);
+        None
     }
 }
 
@@ -401,8 +478,21 @@ pub fn code_name(code: Code) -> &'static str {
 
 /// Counts an open server connection of `protocol` while it lives (the serving layer holds one
 /// per served connection when metrics are enabled).
+#[cfg(all(feature = "net", feature = "metrics"))]
 pub(crate) struct ConnGauge(metrics::Gauge);
 
+/// Without the `metrics` feature no connection is counted.
+#[cfg(all(feature = "net", not(feature = "metrics")))]
+pub(crate) enum ConnGauge {}
+
+#[cfg(all(feature = "net", not(feature = "metrics")))]
+impl ConnGauge {
+    pub(crate) fn open(_protocol: &'static str) -> Option<ConnGauge> {
+        None
+    }
+}
+
+#[cfg(all(feature = "net", feature = "metrics"))]
 impl ConnGauge {
     pub(crate) fn open(protocol: &'static str) -> Option<ConnGauge> {
         if !metrics_enabled() {
@@ -414,6 +504,7 @@ impl ConnGauge {
     }
 }
 
+#[cfg(all(feature = "net", feature = "metrics"))]
 impl Drop for ConnGauge {
     fn drop(&mut self) {
         self.0.decrement(1.0);
@@ -422,6 +513,7 @@ impl Drop for ConnGauge {
 
 /// Sets the server-wide gauges (active streams, buffered bytes) from `server`'s counters:
 /// call it before rendering a scrape.
+#[cfg(feature = "metrics")]
 pub fn record_server_gauges(server: &crate::Server) {
     metrics::gauge!(names::ACTIVE_STREAMS).set(server.active_streams() as f64);
     metrics::gauge!(names::BUFFERED_BYTES).set(server.byte_budget().used() as f64);
@@ -500,7 +592,7 @@ impl CallObserver {
     /// metadata as `traceparent`), its metrics.
     pub(crate) fn client(ctx: &mut CallContext, system: &'static str) -> CallObserver {
         let span = open_span(Side::Client, ctx, system);
-        let metrics = metrics_enabled().then(|| method_metrics(ctx.method(), Side::Client, system));
+        let metrics = metrics_for(ctx.method(), Side::Client, system);
         let parent = TraceContext::current();
         if span.is_disabled() && metrics.is_none() && parent.is_none() {
             return CallObserver(None);
@@ -535,7 +627,7 @@ impl CallObserver {
     /// extensions ([`TraceContext`]) for the handler.
     pub(crate) fn server(ctx: &mut CallContext, system: &'static str) -> CallObserver {
         let span = open_span(Side::Server, ctx, system);
-        let metrics = metrics_enabled().then(|| method_metrics(ctx.method(), Side::Server, system));
+        let metrics = metrics_for(ctx.method(), Side::Server, system);
         let remote = ctx
             .metadata()
             .get(TRACEPARENT)
@@ -564,8 +656,7 @@ impl CallObserver {
         trace: Option<TraceContext>,
     ) -> CallObserver {
         if let Some(m) = &metrics {
-            m.started.increment(1);
-            m.in_flight.increment(1.0);
+            m.on_start();
         }
         CallObserver(Some(Box::new(Active {
             side,
@@ -626,23 +717,7 @@ impl CallObserver {
             a.bytes_received.load(Ordering::Relaxed),
         );
         if let Some(m) = &a.metrics {
-            m.in_flight.decrement(1.0);
-            let (finished, duration) = m.finished(code);
-            finished.increment(1);
-            duration.record(elapsed.as_secs_f64());
-            for (c, n) in [
-                (&m.msgs_sent, ms),
-                (&m.msgs_received, mr),
-                (&m.bytes_sent, bs),
-                (&m.bytes_received, br),
-            ] {
-                if n > 0 {
-                    c.increment(n);
-                }
-            }
-            if let Some(h) = &m.per_stream {
-                h.record(mr as f64);
-            }
+            m.on_end(code, elapsed, [ms, mr, bs, br]);
         }
         if a.span.is_disabled() {
             return;

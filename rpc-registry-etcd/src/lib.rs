@@ -79,8 +79,8 @@ use std::time::Duration;
 use rpc_core::discovery::{
     Instance, Instances, Registrar, Registration, Resolution, Resolver, MAX_WEIGHT,
 };
-use rpc_core::net::Address;
 use rpc_core::transport::BoxFuture;
+use rpc_core::Address;
 use rpc_core::{CallOptions, Client, Status};
 use rpc_transport_grpc::{GrpcClient, GrpcClientConfig};
 use serde::{Deserialize, Serialize};
@@ -252,7 +252,7 @@ fn endpoint_address(endpoint: &str) -> Result<Address, Status> {
         format!("tcp://{endpoint}")
     };
     url.parse()
-        .map_err(|e: rpc_core::net::AddressError| bad(e.to_string()))
+        .map_err(|e: rpc_core::address::AddressError| bad(e.to_string()))
 }
 
 /// One etcd member, reached over one HTTP/2 connection of our gRPC client.

@@ -39,10 +39,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::address::Address;
 use crate::codec::Encodable;
 use crate::context::CallContext;
 use crate::discovery::{Instance, Resolution};
-use crate::net::Address;
 use crate::resilience::breaker::{Breaker, BreakerConfig};
 use crate::resilience::NotSent;
 use crate::status::{Code, Status};

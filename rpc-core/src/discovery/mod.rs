@@ -17,6 +17,7 @@
 //! The balancer that consumes a [`Resolution`] is [`crate::balance`].
 
 use std::collections::BTreeMap;
+#[cfg(feature = "net")]
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::net::Address;
+use crate::address::Address;
+#[cfg(feature = "net")]
 use crate::serve::Running;
 use crate::status::Status;
 use crate::transport::BoxFuture;
@@ -236,7 +238,9 @@ pub fn instances_for(
         .collect()
 }
 
-/// A [`Running`] listener registered in a registry: deregisters before it drains.
+/// A [`Running`] listener registered in a registry: deregisters before it drains (feature
+/// `net`).
+#[cfg(feature = "net")]
 #[derive(Debug)]
 pub struct Registered {
     running: Running,
@@ -244,6 +248,7 @@ pub struct Registered {
     delay: Duration,
 }
 
+#[cfg(feature = "net")]
 impl Registered {
     /// Registers every address `running` actually bound under `service` (with `template`'s
     /// weight and tags; see [`instances_for`] for `advertise_host`).
@@ -331,11 +336,13 @@ pub const MAX_DNS_ADDRESSES: usize = 256;
 /// A resolver that looks `HOST:PORT` up with [`tokio::net::lookup_host`] and re-resolves it
 /// periodically; each address is an instance with the default weight. A failed lookup keeps
 /// the last set (a DNS outage does not empty the client).
+#[cfg(feature = "net")]
 #[derive(Debug, Clone)]
 pub struct DnsResolver {
     interval: Duration,
 }
 
+#[cfg(feature = "net")]
 impl Default for DnsResolver {
     fn default() -> Self {
         DnsResolver {
@@ -344,6 +351,7 @@ impl Default for DnsResolver {
     }
 }
 
+#[cfg(feature = "net")]
 impl DnsResolver {
     /// A resolver that re-resolves every `interval`.
     pub fn new(interval: Duration) -> DnsResolver {
@@ -351,6 +359,7 @@ impl DnsResolver {
     }
 }
 
+#[cfg(feature = "net")]
 async fn lookup(name: &str) -> std::io::Result<Vec<Instance>> {
     let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(name)
         .await?
@@ -364,6 +373,7 @@ async fn lookup(name: &str) -> std::io::Result<Vec<Instance>> {
         .collect())
 }
 
+#[cfg(feature = "net")]
 impl Resolver for DnsResolver {
     /// `service` is `HOST:PORT` (or `tcp://HOST:PORT`).
     fn resolve(&self, service: &str) -> BoxFuture<'static, Result<Resolution, Status>> {
@@ -415,6 +425,7 @@ mod tests {
         assert_eq!(r.current().len(), 1, "the last set stays");
     }
 
+    #[cfg(feature = "net")]
     #[tokio::test]
     async fn dns_resolves_localhost_to_tcp_instances() {
         let r = DnsResolver::default()

@@ -13,7 +13,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
 
-use super::{Address, TcpKeepalive, TlsClientConfig, TlsPeer};
+use super::{Address, TcpKeepalive};
+#[cfg(feature = "tls")]
+use super::{TlsClientConfig, TlsPeer};
 use crate::Peer;
 
 /// How a client connects: the timeout, TCP keepalive and TLS. Transports keep one in their
@@ -28,6 +30,7 @@ pub struct ConnectOptions {
     /// TCP keepalive (on by default, [`TcpKeepalive::default`]); `None` turns it off.
     pub keepalive: Option<TcpKeepalive>,
     /// TLS, if the server serves it (off by default).
+    #[cfg(feature = "tls")]
     pub tls: Option<TlsClientConfig>,
 }
 
@@ -41,6 +44,7 @@ impl Default for ConnectOptions {
         ConnectOptions {
             timeout: DEFAULT_CONNECT_TIMEOUT,
             keepalive: Some(TcpKeepalive::default()),
+            #[cfg(feature = "tls")]
             tls: None,
         }
     }
@@ -65,6 +69,7 @@ impl ConnectOptions {
     }
 
     /// Connects with TLS (`None`: plain).
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: Option<TlsClientConfig>) -> Self {
         self.tls = tls;
         self
@@ -316,25 +321,7 @@ impl Io {
                     ))
                 }
             };
-            let Some(tls) = &options.tls else {
-                return Ok((io, peer));
-            };
-            let host = match addr {
-                Address::Tcp { host, .. } => Some(host.as_str()),
-                _ => None,
-            };
-            let stream = tls.connect(host, io).await.map_err(|e| {
-                let hint = match e.kind() {
-                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
-                        " (the server closed the connection: is it serving TLS on this address?)"
-                    }
-                    _ => "",
-                };
-                io::Error::new(e.kind(), format!("TLS handshake with {addr}: {e}{hint}"))
-            })?;
-            let (_, conn) = stream.get_ref();
-            let peer = Peer::Tls(Arc::new(TlsPeer::from_client(peer, conn, host)));
-            Ok((Io::boxed(stream), peer))
+            tls_upgrade(addr, options, io, peer).await
         };
         match tokio::time::timeout(timeout, connect).await {
             Ok(r) => r,
@@ -383,6 +370,46 @@ pub struct ReadHalf {
     inner: ReadInner,
     _guard: IoGuard,
     kill: Option<Arc<KillSwitch>>,
+}
+
+/// Runs the client's TLS handshake on a connected `io` when `options` ask for TLS.
+#[cfg(feature = "tls")]
+async fn tls_upgrade(
+    addr: &Address,
+    options: &ConnectOptions,
+    io: Io,
+    peer: Peer,
+) -> io::Result<(Io, Peer)> {
+    let Some(tls) = &options.tls else {
+        return Ok((io, peer));
+    };
+    let host = match addr {
+        Address::Tcp { host, .. } => Some(host.as_str()),
+        _ => None,
+    };
+    let stream = tls.connect(host, io).await.map_err(|e| {
+        let hint = match e.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
+                " (the server closed the connection: is it serving TLS on this address?)"
+            }
+            _ => "",
+        };
+        io::Error::new(e.kind(), format!("TLS handshake with {addr}: {e}{hint}"))
+    })?;
+    let (_, conn) = stream.get_ref();
+    let peer = Peer::Tls(Arc::new(TlsPeer::from_client(peer, conn, host)));
+    Ok((Io::boxed(stream), peer))
+}
+
+/// Without TLS built, a connection is used as it is.
+#[cfg(not(feature = "tls"))]
+async fn tls_upgrade(
+    _addr: &Address,
+    _options: &ConnectOptions,
+    io: Io,
+    peer: Peer,
+) -> io::Result<(Io, Peer)> {
+    Ok((io, peer))
 }
 
 enum ReadInner {

@@ -8,17 +8,17 @@
 //! [`ConnectOptions`], servers with [`Listener::bind_tls`](crate::serve::Listener::bind_tls)
 //! and [`ServerLimits::tcp_keepalive`](crate::ServerLimits::tcp_keepalive).
 
-mod address;
 mod io;
-mod keepalive;
+#[cfg(feature = "tls")]
 pub mod tls;
 
-pub use address::{Address, AddressError};
+pub use crate::address::{Address, AddressError};
+pub use crate::keepalive::{
+    TcpKeepalive, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_RETRIES, DEFAULT_KEEPALIVE_TIME,
+};
 pub use io::{
     AsyncIo, CloseHandle, ConnectOptions, Io, IoGuard, IoStream, ReadHalf, WriteHalf,
     DEFAULT_CONNECT_TIMEOUT,
 };
-pub use keepalive::{
-    TcpKeepalive, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_RETRIES, DEFAULT_KEEPALIVE_TIME,
-};
+#[cfg(feature = "tls")]
 pub use tls::{TlsClientConfig, TlsPeer, TlsServerConfig};

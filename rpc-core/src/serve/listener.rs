@@ -14,8 +14,18 @@ use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use super::{Accepted, ConnClosed, Detect, DrainHooks, Phase, Protocol, Shutdown};
+#[cfg(feature = "tls")]
 use crate::net::tls::TLS_HANDSHAKE_RECORD;
-use crate::net::{Address, CloseHandle, Io, IoGuard, IoStream, TlsPeer, TlsServerConfig};
+#[cfg(feature = "tls")]
+use crate::net::TlsPeer;
+#[cfg(feature = "tls")]
+use crate::net::TlsServerConfig;
+use crate::net::{Address, CloseHandle, Io, IoGuard, IoStream};
+
+/// Without the `tls` feature no listener serves TLS: the configuration cannot be made.
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum TlsServerConfig {}
 use crate::{Peer, Server, ServerLimits};
 
 /// Bytes a connection may send before some protocol recognises it. Every protocol we know
@@ -102,6 +112,7 @@ impl Listener {
     /// byte is not a TLS handshake record (a plaintext client) is closed at once. The peer
     /// the handlers see is [`Peer::Tls`], with the client's certificates under mTLS. Only
     /// `tcp://`: a Unix socket is guarded by file permissions (`Unsupported`).
+    #[cfg(feature = "tls")]
     pub async fn bind_tls(self, addr: Address, tls: TlsServerConfig) -> io::Result<Listener> {
         if !matches!(addr, Address::Tcp { .. }) {
             return Err(io::Error::new(
@@ -515,6 +526,7 @@ async fn serve_conn(
 /// The server side of TLS on an accepted TCP connection: a first byte that is not a TLS
 /// handshake record fails at once (a plaintext client on a TLS port), otherwise the
 /// handshake runs and the peer becomes [`Peer::Tls`].
+#[cfg(feature = "tls")]
 async fn tls_accept(tls: &TlsServerConfig, io: Io, peer: Peer) -> io::Result<(Io, Peer)> {
     if let IoStream::Tcp(s) = io.stream() {
         let mut first = [0u8; 1];
@@ -537,6 +549,11 @@ async fn tls_accept(tls: &TlsServerConfig, io: Io, peer: Peer) -> io::Result<(Io
         .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
     let peer = Peer::Tls(Arc::new(TlsPeer::from_server(peer, stream.get_ref().1)));
     Ok((Io::boxed(stream), peer))
+}
+
+#[cfg(not(feature = "tls"))]
+async fn tls_accept(tls: &TlsServerConfig, _io: Io, _peer: Peer) -> io::Result<(Io, Peer)> {
+    match *tls {}
 }
 
 /// Reads until a protocol claims the connection (`Some(index)`) or none can (`None`).

@@ -26,7 +26,7 @@ use std::str::FromStr;
 /// assert_eq!(a.to_string(), "tcp://[::1]:8080");
 /// let err = "tcp://localhost".parse::<Address>().unwrap_err();
 /// assert_eq!(err.to_string(), "`tcp://localhost`: missing `:PORT` after the host");
-/// # Ok::<(), rpc_core::net::AddressError>(())
+/// # Ok::<(), rpc_core::address::AddressError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -125,7 +125,8 @@ impl Address {
 
     /// Resolves a `tcp://` address to its socket addresses with [`tokio::net::lookup_host`]
     /// (an IP host resolves to itself without a lookup). Other schemes are an
-    /// `InvalidInput` error.
+    /// `InvalidInput` error. (Feature `net`: the lookup is part of the socket layer.)
+    #[cfg(feature = "net")]
     pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
         let Address::Tcp { host, port } = self else {
             return Err(std::io::Error::new(
@@ -360,6 +361,7 @@ mod tests {
         assert_eq!(Address::unix("/x").scheme(), "unix");
     }
 
+    #[cfg(feature = "net")]
     #[tokio::test]
     async fn names_resolve_when_used_not_when_parsed() {
         let a: Address = "tcp://localhost:1234".parse().expect("parses");

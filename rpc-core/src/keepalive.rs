@@ -1,6 +1,6 @@
-//! TCP keepalive on every TCP socket, client and server.
+//! TCP keepalive settings for every TCP socket, client and server (applied by `net`, the
+//! settings are part of [`ServerLimits`](crate::ServerLimits) whether or not it is built).
 
-use std::io;
 use std::time::Duration;
 
 /// Idle time before the first keepalive probe. Linux's default is two hours, far too long to
@@ -48,7 +48,8 @@ impl TcpKeepalive {
     }
 
     /// Turns keepalive on for `socket` with these settings.
-    pub fn apply(&self, socket: &tokio::net::TcpStream) -> io::Result<()> {
+    #[cfg(feature = "net")]
+    pub fn apply(&self, socket: &tokio::net::TcpStream) -> std::io::Result<()> {
         let ka = socket2::TcpKeepalive::new()
             .with_time(self.time)
             .with_interval(self.interval)
