@@ -13,6 +13,7 @@ use examples::proto::{Request, Response, TestService, TestServiceClient, TestSer
 use http::HeaderMap;
 use prost::Message;
 use rpc_core::serve::{Listener, Running};
+use rpc_core::transport::ServerExt;
 use rpc_core::{
     Address, BidiStream, CallOptions, Client, Code, RecvStream, SendStream, Server, ServerContext,
     Status,

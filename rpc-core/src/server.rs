@@ -2,7 +2,7 @@
 //! typed handles.
 //!
 //! A transport accepts a stream, wraps it as a [`ServerStreamRaw`] and calls
-//! [`Server::dispatch`]. The server routes by service and method, builds the [`ServerContext`],
+//! [`ServerExt::dispatch`](crate::transport::ServerExt::dispatch). The server routes by service and method, builds the [`ServerContext`],
 //! runs call middleware (tower layers, once per stream) and the handler, and finishes the stream
 //! with the handler's outcome. The handler is polled once in the dispatching task: one that
 //! completes at once (a pingpong handler that awaits nothing) costs no task; one that waits
@@ -37,7 +37,7 @@ use crate::route::Router;
 pub use crate::route::{Route, RouteError};
 use crate::status::{Error, Status};
 use crate::stream::{impl_stream, End, Receiver, Sender};
-use crate::transport::{BoxFuture, Finish, IncomingStream, ServerStreamRaw};
+use crate::transport::{BoxFuture, Finish, IncomingStream, ServerExt, ServerStreamRaw};
 
 /// How long a handler may keep running after its stream was cancelled or its deadline passed,
 /// so it can observe `cancelled()` or a failing `send`/`recv` and clean up, before the server
@@ -235,7 +235,7 @@ impl Server {
 
     /// The server-wide budget of buffered bytes ([`ServerLimits::max_buffered_bytes`]) that
     /// every connection of every listener serving this server charges.
-    pub fn byte_budget(&self) -> &Arc<ByteBudget> {
+    pub(crate) fn byte_budget(&self) -> &Arc<ByteBudget> {
         &self.inner.budget
     }
 
@@ -255,7 +255,7 @@ impl Server {
     /// As [`Server::resolve`], and when the transport knows the payload kind (ttstream protocol
     /// id, gRPC content-type), only methods of that kind match, so the thrift and protobuf
     /// flavours of one IDL service can be hosted side by side.
-    pub fn resolve_for(
+    pub(crate) fn resolve_for(
         &self,
         service: &str,
         method: &str,
@@ -266,7 +266,7 @@ impl Server {
 
     /// Routes a gRPC `:path` (`/echo.TestService/Echo`, or `/TestService/Echo`) with one hash
     /// lookup.
-    pub fn resolve_path(
+    pub(crate) fn resolve_path(
         &self,
         path: &str,
         payload: Option<PayloadKind>,
@@ -305,7 +305,7 @@ impl Server {
     /// a new task. Unknown service or method
     /// finishes the stream with `UNIMPLEMENTED` (transports map it to their wire form, e.g. a
     /// ttstream Trailer exception). Must be called within a tokio runtime.
-    pub fn dispatch(&self, incoming: IncomingStream, raw: Arc<dyn ServerStreamRaw>) {
+    pub(crate) fn dispatch(&self, incoming: IncomingStream, raw: Arc<dyn ServerStreamRaw>) {
         let route = match self.resolve_for(&incoming.service, &incoming.method, incoming.payload) {
             Ok(r) => r,
             Err(e) => {
@@ -321,10 +321,10 @@ impl Server {
         self.dispatch_route(route, incoming, raw);
     }
 
-    /// As [`Server::dispatch`] for a stream the transport already routed with
+    /// As [`ServerExt::dispatch`](crate::transport::ServerExt::dispatch) for a stream the transport already routed with
     /// [`Server::resolve`]; `incoming.service` and `incoming.method` are not used again (they
     /// may be left empty).
-    pub fn dispatch_route(
+    pub(crate) fn dispatch_route(
         &self,
         route: Route,
         incoming: IncomingStream,
@@ -391,6 +391,40 @@ impl Server {
             run_stream(shared, handler, grace).await;
             drop(guard);
         });
+    }
+}
+
+impl crate::transport::sealed::Sealed for Server {}
+
+impl ServerExt for Server {
+    fn dispatch(&self, incoming: IncomingStream, raw: Arc<dyn ServerStreamRaw>) {
+        Server::dispatch(self, incoming, raw);
+    }
+
+    fn dispatch_route(
+        &self,
+        route: Route,
+        incoming: IncomingStream,
+        raw: Arc<dyn ServerStreamRaw>,
+    ) {
+        Server::dispatch_route(self, route, incoming, raw);
+    }
+
+    fn resolve_for(
+        &self,
+        service: &str,
+        method: &str,
+        payload: Option<PayloadKind>,
+    ) -> Result<Route, RouteError> {
+        Server::resolve_for(self, service, method, payload)
+    }
+
+    fn resolve_path(&self, path: &str, payload: Option<PayloadKind>) -> Result<Route, RouteError> {
+        Server::resolve_path(self, path, payload)
+    }
+
+    fn byte_budget(&self) -> &Arc<ByteBudget> {
+        Server::byte_budget(self)
     }
 }
 

@@ -20,6 +20,12 @@
 //! the stream's slot and buffers. The core has ended the stream before (client: the end was
 //! received or [`ClientStreamRaw::reset`] was called; server: [`ServerStreamRaw::finish`] was
 //! called), so dropping never needs to send anything.
+//!
+//! A transport's server side hands each accepted stream to the [`Server`](crate::Server)
+//! through [`ServerExt`] (routing, dispatch, the shared byte budget): transport-author
+//! operations, kept out of `Server`'s own API so a user reading it sees what a user needs.
+//! A transport's client implements [`ClientTransport`], and [`Connect`] for the one-line
+//! `XxxClient::connect::<T>(addr)` of generated clients.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,7 +37,9 @@ use tokio::time::Instant;
 
 use crate::codec::Encodable;
 use crate::context::{CallContext, PayloadKind, Peer};
+use crate::limits::ByteBudget;
 use crate::metadata::Metadata;
+use crate::route::{Route, RouteError};
 use crate::status::Status;
 
 /// Waker slots for `poll_*` implementations.
@@ -323,6 +331,49 @@ impl IncomingStream {
 pub trait Connect: ClientTransport + Sized {
     /// A transport for `address` with default settings.
     fn connect(address: &str) -> Result<Self, Status>;
+}
+
+/// What a transport's server side does with a [`Server`](crate::Server): route a stream it
+/// accepted, run its handler, and charge the server-wide byte budget. Implemented for
+/// `Server` only (sealed); bring it into scope with `use rpc_core::transport::ServerExt`.
+pub trait ServerExt: sealed::Sealed {
+    /// Routes an accepted stream and runs its handler: polled once right here (a handler that
+    /// completes at once finishes the stream before this returns), then, if it still waits, in
+    /// a new task. Unknown service or method finishes the stream with `UNIMPLEMENTED`
+    /// (transports map it to their wire form, e.g. a ttstream Trailer exception). Must be
+    /// called within a tokio runtime.
+    fn dispatch(&self, incoming: IncomingStream, raw: Arc<dyn ServerStreamRaw>);
+
+    /// As [`ServerExt::dispatch`] for a stream the transport already routed with
+    /// [`ServerExt::resolve_for`] or [`ServerExt::resolve_path`]; `incoming.service` and
+    /// `incoming.method` are not used again (they may be left empty).
+    fn dispatch_route(&self, route: Route, incoming: IncomingStream, raw: Arc<dyn ServerStreamRaw>);
+
+    /// Finds the method for `service` and `method` as they came off the wire, as
+    /// [`Server::resolve`](crate::Server::resolve) does, and when the transport knows the
+    /// payload kind (ttstream protocol id, gRPC content-type) only methods of that kind match,
+    /// so the thrift and protobuf flavours of one IDL service can be hosted side by side.
+    fn resolve_for(
+        &self,
+        service: &str,
+        method: &str,
+        payload: Option<PayloadKind>,
+    ) -> Result<Route, RouteError>;
+
+    /// Routes a gRPC `:path` (`/echo.TestService/Echo`, or `/TestService/Echo`) with one hash
+    /// lookup.
+    fn resolve_path(&self, path: &str, payload: Option<PayloadKind>) -> Result<Route, RouteError>;
+
+    /// The server-wide budget of buffered bytes
+    /// ([`ServerLimits::max_buffered_bytes`](crate::ServerLimits::max_buffered_bytes)) that
+    /// every connection of every listener serving this server charges.
+    fn byte_budget(&self) -> &Arc<ByteBudget>;
+}
+
+/// Keeps [`ServerExt`] implemented by the core's `Server` only.
+pub(crate) mod sealed {
+    /// The seal.
+    pub trait Sealed {}
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use rpc_core::server::RouteError;
+use rpc_core::transport::ServerExt;
 use rpc_core::{CallOptions, Code, Error, ProstCodec, Status};
 use support::*;
 use tokio::time::Instant;

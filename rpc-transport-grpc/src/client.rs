@@ -1,4 +1,4 @@
-//! [`GrpcClient`]: an `rpc_core::ClientTransport` over a small pool of HTTP/2 connections.
+//! [`GrpcClient`]: an `rpc_core::transport::ClientTransport` over a small pool of HTTP/2 connections.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -35,7 +35,7 @@ use crate::stream::{
 ///
 /// ```no_run
 /// # fn f() -> Result<(), rpc_core::Status> {
-/// use rpc_core::Connect;
+/// use rpc_core::transport::Connect;
 /// let transport = rpc_transport_grpc::GrpcClient::connect("tcp://127.0.0.1:50051")?;
 /// let client = rpc_core::Client::new(transport);
 /// # Ok(()) }
@@ -145,7 +145,7 @@ impl GrpcClient {
 }
 
 /// `TestServiceClient::connect::<GrpcClient>("tcp://127.0.0.1:50051")`.
-impl rpc_core::Connect for GrpcClient {
+impl rpc_core::transport::Connect for GrpcClient {
     fn connect(address: &str) -> Result<Self, Status> {
         GrpcClient::parse(address).map_err(|e| Status::invalid_argument(e.to_string()))
     }

@@ -23,7 +23,7 @@
 //!
 //! # Client
 //!
-//! [`GrpcClient`] implements `rpc_core::Connect`:
+//! [`GrpcClient`] implements `rpc_core::transport::Connect`:
 //! `TestServiceClient::connect::<GrpcClient>("tcp://127.0.0.1:50051")`, or
 //! [`GrpcClient::with_config`] with a [`GrpcClientConfig`] (connections per endpoint, windows,
 //! receive limit, keepalive, default compression, user-agent).

@@ -14,7 +14,7 @@ use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use rpc_core::codec::Encodable;
 use rpc_core::serve::{Accepted, Detect, Protocol};
-use rpc_core::transport::{BoxFuture, Finish, IncomingStream, ServerStreamRaw};
+use rpc_core::transport::{BoxFuture, Finish, IncomingStream, ServerExt, ServerStreamRaw};
 use rpc_core::{Code, Metadata, Server, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;

@@ -109,7 +109,7 @@ impl Drop for Inner {
     }
 }
 
-/// A shared-memory client transport (`rpc_core::ClientTransport`): every method, all four
+/// A shared-memory client transport (`rpc_core::transport::ClientTransport`): every method, all four
 /// modes, as TTHeader Streaming frames over a pool of sessions. Cheap to clone; clones share
 /// the pool. Dropping the last clone closes the sessions.
 #[derive(Clone)]

@@ -7,7 +7,7 @@
 //!   it never touches a socket or a clock, so it is tested (and fuzzable) on bytes alone.
 //! - The tokio driver: [`TtHeaderProtocol`] serves an `rpc_core::Server` as one protocol of
 //!   `rpc_core::serve::Listener` (one task pair per connection; unary and streaming told apart
-//!   by the first bytes), and [`TtHeaderClient`] is an `rpc_core::ClientTransport` with
+//!   by the first bytes), and [`TtHeaderClient`] is an `rpc_core::transport::ClientTransport` with
 //!   connection pools to an `rpc_core::Address`. Writes are batched: streams encode
 //!   frames into one buffer per connection and a writer task sends everything queued with one
 //!   syscall. See the stream connection docs for the memory bounds and their trade-off.

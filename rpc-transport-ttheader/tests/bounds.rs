@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rpc_core::codec::encode_to_bytes;
 use rpc_core::limits::ServerLimits;
+use rpc_core::transport::ServerExt;
 use rpc_core::{CallOptions, Client, Code, ThriftCodec};
 use rpc_transport_ttheader::proto::keys::{int_key, kitex_code};
 use rpc_transport_ttheader::proto::thrift_msg::decode_exception_message;

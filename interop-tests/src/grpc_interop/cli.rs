@@ -100,7 +100,7 @@ pub fn connect(
     compression_probe: bool,
 ) -> Result<super::cases::Clients, rpc_core::Status> {
     use super::testing::{TestServiceClient, UnimplementedServiceClient};
-    use rpc_core::Connect;
+    use rpc_core::transport::Connect;
     let address = address.to_string();
     let client = match transport {
         Transport::TtHeader => {

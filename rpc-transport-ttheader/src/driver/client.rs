@@ -135,7 +135,7 @@ struct Inner {
     stats: Arc<Stats>,
 }
 
-/// A TTHeader client transport (`rpc_core::ClientTransport`): thrift pingpong methods use unary
+/// A TTHeader client transport (`rpc_core::transport::ClientTransport`): thrift pingpong methods use unary
 /// TTHeader; every other method — and protobuf pingpong, which unary TTHeader cannot carry —
 /// uses TTHeader Streaming. Cheap to clone; clones share the pools.
 #[derive(Clone)]
@@ -345,7 +345,7 @@ impl Inner {
 
 /// `TestServiceClient::connect::<TtHeaderClient>("tcp://127.0.0.1:8888")`: a client in one
 /// line (connections are made on first use).
-impl rpc_core::Connect for TtHeaderClient {
+impl rpc_core::transport::Connect for TtHeaderClient {
     fn connect(address: &str) -> Result<Self, Status> {
         Self::parse(address).map_err(|e| Status::invalid_argument(e.to_string()))
     }

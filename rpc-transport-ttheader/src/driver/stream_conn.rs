@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use rpc_core::limits::ByteBudget;
+use rpc_core::transport::ServerExt;
 use rpc_core::{Peer, Server, Status};
 
 use super::config::{Limits, Stats};
@@ -31,7 +32,7 @@ impl Session<WriteQueue> {
         stats: &Arc<Stats>,
         server: Option<Server>,
     ) -> Arc<Conn> {
-        let write = WriteQueue::for_conn(&limits, server.as_ref().map(Server::byte_budget));
+        let write = WriteQueue::for_conn(&limits, server.as_ref().map(ServerExt::byte_budget));
         let conn = Session::new(role, write, limits, peer, stats, server);
         conn::start(&conn, io, prefix);
         conn

@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use rpc_core::codec::Encodable;
 use rpc_core::limits::ByteBudget;
+use rpc_core::transport::ServerExt;
 
 use super::conn::ReadTimeouts;
 use rpc_core::transport::waker::{register, wake};

@@ -60,6 +60,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use rpc_core::codec::Encodable;
 use rpc_core::limits::ByteBudget;
+use rpc_core::transport::ServerExt;
 use rpc_core::transport::{ClientStreamRaw, IncomingStream};
 use rpc_core::{CallContext, Code, Error, PayloadKind, Peer, Server, Status};
 use tokio::sync::Notify;
