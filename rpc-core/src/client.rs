@@ -24,6 +24,7 @@ use tower::{Layer, ServiceExt};
 use crate::codec::{Codec, Encodable, MsgCodec};
 use crate::context::{CallContext, CallOptions, MethodDesc};
 use crate::metadata::Metadata;
+pub use crate::metadata::WithMetadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
 use crate::observe::CallObserver;
 use crate::status::{Error, Status};
@@ -350,7 +351,7 @@ impl Client {
         match &self.inner.unary {
             None => self.unary_direct::<C, Req, Res>(ctx, req).await,
             Some(stack) => {
-                let req = crate::unary::request::<C, Req, Res>(self.clone(), ctx, req);
+                let req = UnaryRequest::new(ctx, req, invoke_as::<C, Req, Res>, self.inner.clone());
                 let res = (**stack).clone().oneshot(req).await?;
                 crate::unary::response::<Res>(res)
             }
@@ -375,11 +376,7 @@ impl Client {
         let message = close_and_recv_one(&mut rx).await?;
         let header = header_of(&mut rx.end).await?;
         let trailer = rx.end.shared.trailer().unwrap_or_default();
-        Ok(WithMetadata {
-            header,
-            message,
-            trailer,
-        })
+        Ok(WithMetadata::new(header, message, trailer))
     }
 
     /// Opens a client-streaming call. Returns as soon as the stream is open; it never waits
@@ -735,55 +732,30 @@ impl_stream!(ServerStreamingCall<Res>, Res, rx);
 impl_stream!(BidiReceiver<Res>, Res, rx);
 impl_stream!(BidiCall<Req, Res>, Res, rx.rx);
 
-/// A unary response message with its header and trailer metadata. (Named so it never
-/// collides with an IDL type called `Response`.)
-#[derive(Debug, Clone)]
-pub struct WithMetadata<T> {
-    header: Metadata,
-    message: T,
-    trailer: Metadata,
-}
-
-impl<T> WithMetadata<T> {
-    /// A response from its parts.
-    pub fn new(header: Metadata, message: T, trailer: Metadata) -> WithMetadata<T> {
-        WithMetadata {
-            header,
-            message,
-            trailer,
-        }
-    }
-
-    /// Maps the message, keeping the metadata (generated clients unwrap thrift Result structs
-    /// this way).
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> WithMetadata<U> {
-        WithMetadata {
-            header: self.header,
-            message: f(self.message),
-            trailer: self.trailer,
-        }
-    }
-
-    /// The response message.
-    pub fn get_ref(&self) -> &T {
-        &self.message
-    }
-    /// Takes the response message.
-    pub fn into_inner(self) -> T {
-        self.message
-    }
-    /// Response header metadata.
-    pub fn header(&self) -> &Metadata {
-        &self.header
-    }
-    /// Trailer metadata.
-    pub fn trailer(&self) -> &Metadata {
-        &self.trailer
-    }
-    /// Splits into (header, message, trailer).
-    pub fn into_parts(self) -> (Metadata, T, Metadata) {
-        (self.header, self.message, self.trailer)
-    }
+/// The bottom of a layered unary call: the client's direct path for `Req` and `Res`.
+fn invoke_as<C, Req, Res>(req: UnaryRequest) -> BoxFuture<'static, Result<UnaryResponse, Status>>
+where
+    C: Codec<Req> + Codec<Res>,
+    Req: Clone + Send + Sync + 'static,
+    Res: Send + Sync + 'static,
+{
+    Box::pin(async move {
+        let (ctx, message, origin) = req.into_parts();
+        let Ok(inner) = origin.downcast::<ClientInner>() else {
+            return Err(Status::from(Error::MessageTypeMismatch {
+                expected: std::any::type_name::<Client>(),
+            }));
+        };
+        let message = message.downcast::<Req>().map_err(|_| {
+            Status::from(Error::MessageTypeMismatch {
+                expected: std::any::type_name::<Req>(),
+            })
+        })?;
+        let res = Client { inner }
+            .unary_direct::<C, Req, Res>(ctx, *message)
+            .await?;
+        Ok(res.map(|m| Box::new(m) as crate::unary::AnyMessage))
+    })
 }
 
 /// Common accessors of every client handle.

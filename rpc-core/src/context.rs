@@ -1,13 +1,11 @@
 //! Static method descriptors and the per-call context.
 
-use std::fmt;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::metadata::Metadata;
+pub use crate::peer::Peer;
 
 /// The four interaction modes of a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,59 +73,6 @@ pub struct ServiceDesc {
     pub full_name: &'static str,
     /// Every method of the service.
     pub methods: &'static [MethodDesc],
-}
-
-/// Where the peer of a call is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Peer {
-    /// A TCP peer.
-    Tcp(SocketAddr),
-    /// A Unix-socket peer (path of the socket, if known).
-    Unix(Option<PathBuf>),
-    /// A shared-memory peer (path of the region's control socket).
-    Shm(PathBuf),
-    /// The same process (in-process transport).
-    InProcess,
-    /// A peer over TLS: the socket peer under it and what the handshake told (ALPN, SNI, the
-    /// peer's verified certificate chain: a client's identity under mTLS).
-    #[cfg(feature = "tls")]
-    Tls(std::sync::Arc<crate::net::TlsPeer>),
-}
-
-impl Peer {
-    /// The socket address of a TCP peer (over TLS or not).
-    pub fn socket_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Peer::Tcp(a) => Some(*a),
-            #[cfg(feature = "tls")]
-            Peer::Tls(t) => t.transport().socket_addr(),
-            _ => None,
-        }
-    }
-
-    /// What TLS told about the peer, if the connection is TLS.
-    #[cfg(feature = "tls")]
-    pub fn tls(&self) -> Option<&crate::net::TlsPeer> {
-        match self {
-            Peer::Tls(t) => Some(t),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Peer::Tcp(a) => write!(f, "tcp://{a}"),
-            Peer::Unix(Some(p)) => write!(f, "unix://{}", p.display()),
-            Peer::Unix(None) => f.write_str("unix://(unnamed)"),
-            Peer::Shm(p) => write!(f, "shm://{}", p.display()),
-            Peer::InProcess => f.write_str("inproc"),
-            #[cfg(feature = "tls")]
-            Peer::Tls(t) => write!(f, "tls+{}", t.transport()),
-        }
-    }
 }
 
 /// Everything known about one call: which method, with whom, request metadata and deadline.

@@ -9,9 +9,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::client::OpenStream;
 use crate::context::CallContext;
-use crate::server::{ServerCall, ServerContext};
 use crate::status::Status;
 use crate::transport::BoxFuture;
 
@@ -19,9 +17,8 @@ use crate::transport::BoxFuture;
 /// refuse the call with a status, in which case nothing is sent.
 pub type ClientInterceptor = Arc<dyn Fn(&mut CallContext) -> Result<(), Status> + Send + Sync>;
 
-/// A server interceptor: sees the incoming call (metadata, peer, deadline), may attach
-/// extensions for the handler, or refuse the call with a status (the handler never runs).
-pub type ServerInterceptor = Arc<dyn Fn(&ServerContext) -> Result<(), Status> + Send + Sync>;
+/// A server interceptor (defined with the server, whose context it sees).
+pub use crate::server::ServerInterceptor;
 
 /// The tower service a client interceptor becomes.
 #[derive(Clone)]
@@ -30,14 +27,15 @@ pub(crate) struct ClientIntercept<S> {
     pub(crate) f: ClientInterceptor,
 }
 
-impl<S> tower::Service<CallContext> for ClientIntercept<S>
+impl<S, R> tower::Service<CallContext> for ClientIntercept<S>
 where
-    S: tower::Service<CallContext, Response = OpenStream, Error = Status>,
+    S: tower::Service<CallContext, Response = R, Error = Status>,
     S::Future: Send + 'static,
+    R: Send + 'static,
 {
-    type Response = OpenStream;
+    type Response = R;
     type Error = Status;
-    type Future = BoxFuture<'static, Result<OpenStream, Status>>;
+    type Future = BoxFuture<'static, Result<R, Status>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner.poll_ready(cx)
@@ -46,34 +44,6 @@ where
     fn call(&mut self, mut ctx: CallContext) -> Self::Future {
         match (self.f)(&mut ctx) {
             Ok(()) => Box::pin(self.inner.call(ctx)),
-            Err(status) => Box::pin(std::future::ready(Err(status))),
-        }
-    }
-}
-
-/// The tower service a server interceptor becomes.
-#[derive(Clone)]
-pub(crate) struct ServerIntercept<S> {
-    pub(crate) inner: S,
-    pub(crate) f: ServerInterceptor,
-}
-
-impl<S> tower::Service<ServerCall> for ServerIntercept<S>
-where
-    S: tower::Service<ServerCall, Response = (), Error = Status>,
-    S::Future: Send + 'static,
-{
-    type Response = ();
-    type Error = Status;
-    type Future = BoxFuture<'static, Result<(), Status>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, call: ServerCall) -> Self::Future {
-        match (self.f)(call.context()) {
-            Ok(()) => Box::pin(self.inner.call(call)),
             Err(status) => Box::pin(std::future::ready(Err(status))),
         }
     }

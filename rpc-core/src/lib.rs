@@ -96,6 +96,7 @@ pub mod middleware;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod observe;
+mod peer;
 #[cfg(feature = "resilience")]
 pub mod resilience;
 mod route;

@@ -183,6 +183,57 @@ impl IntoIterator for Metadata {
     }
 }
 
+/// A unary response message with its header and trailer metadata. (Named so it never
+/// collides with an IDL type called `Response`.)
+#[derive(Debug, Clone)]
+pub struct WithMetadata<T> {
+    header: Metadata,
+    message: T,
+    trailer: Metadata,
+}
+
+impl<T> WithMetadata<T> {
+    /// A response from its parts.
+    pub fn new(header: Metadata, message: T, trailer: Metadata) -> WithMetadata<T> {
+        WithMetadata {
+            header,
+            message,
+            trailer,
+        }
+    }
+
+    /// Maps the message, keeping the metadata (generated clients unwrap thrift Result structs
+    /// this way).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> WithMetadata<U> {
+        WithMetadata {
+            header: self.header,
+            message: f(self.message),
+            trailer: self.trailer,
+        }
+    }
+
+    /// The response message.
+    pub fn get_ref(&self) -> &T {
+        &self.message
+    }
+    /// Takes the response message.
+    pub fn into_inner(self) -> T {
+        self.message
+    }
+    /// Response header metadata.
+    pub fn header(&self) -> &Metadata {
+        &self.header
+    }
+    /// Trailer metadata.
+    pub fn trailer(&self) -> &Metadata {
+        &self.trailer
+    }
+    /// Splits into (header, message, trailer).
+    pub fn into_parts(self) -> (Metadata, T, Metadata) {
+        (self.header, self.message, self.trailer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -514,9 +514,20 @@ impl Drop for ConnGauge {
 /// Sets the server-wide gauges (active streams, buffered bytes) from `server`'s counters:
 /// call it before rendering a scrape.
 #[cfg(feature = "metrics")]
-pub fn record_server_gauges(server: &crate::Server) {
+pub fn record_server_gauges(server: &impl ServerGauges) {
     metrics::gauge!(names::ACTIVE_STREAMS).set(server.active_streams() as f64);
-    metrics::gauge!(names::BUFFERED_BYTES).set(server.byte_budget().used() as f64);
+    metrics::gauge!(names::BUFFERED_BYTES).set(server.buffered_bytes() as f64);
+}
+
+/// The counters [`record_server_gauges`] reads: implemented by
+/// [`Server`](crate::Server) (a trait so this module, which the server core records calls
+/// through, does not depend on it).
+#[cfg(feature = "metrics")]
+pub trait ServerGauges {
+    /// Streams and calls whose handlers are running.
+    fn active_streams(&self) -> usize;
+    /// Bytes held buffered against the server-wide budget.
+    fn buffered_bytes(&self) -> usize;
 }
 
 // ------------------------------------------------------------------------------ call observer

@@ -124,9 +124,9 @@ impl ServerBuilder {
         mut self,
         f: impl Fn(&ServerContext) -> Result<(), Status> + Send + Sync + 'static,
     ) -> Self {
-        let f: crate::intercept::ServerInterceptor = Arc::new(f);
+        let f: ServerInterceptor = Arc::new(f);
         self.layers.push(Box::new(move |inner| {
-            BoxCloneSyncService::new(crate::intercept::ServerIntercept { inner, f })
+            BoxCloneSyncService::new(ServerIntercept { inner, f })
         }));
         self
     }
@@ -391,6 +391,17 @@ impl Server {
             run_stream(shared, handler, grace).await;
             drop(guard);
         });
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl crate::observe::ServerGauges for Server {
+    fn active_streams(&self) -> usize {
+        Server::active_streams(self)
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.inner.budget.used()
     }
 }
 
@@ -993,5 +1004,38 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiStream<Req, Res
     /// The handler's context.
     pub fn context(&self) -> ServerContext {
         self.rx.context()
+    }
+}
+
+/// A server interceptor: sees the incoming call (metadata, peer, deadline), may attach
+/// extensions for the handler, or refuse the call with a status (the handler never runs).
+/// Also at [`crate::intercept::ServerInterceptor`].
+pub type ServerInterceptor = Arc<dyn Fn(&ServerContext) -> Result<(), Status> + Send + Sync>;
+
+/// The tower service a server interceptor becomes.
+#[derive(Clone)]
+pub(crate) struct ServerIntercept<S> {
+    pub(crate) inner: S,
+    pub(crate) f: ServerInterceptor,
+}
+
+impl<S> tower::Service<ServerCall> for ServerIntercept<S>
+where
+    S: tower::Service<ServerCall, Response = (), Error = Status>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<(), Status>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: ServerCall) -> Self::Future {
+        match (self.f)(call.context()) {
+            Ok(()) => Box::pin(self.inner.call(call)),
+            Err(status) => Box::pin(std::future::ready(Err(status))),
+        }
     }
 }

@@ -21,9 +21,8 @@ use std::task::{Context, Poll};
 
 use tower::util::BoxCloneSyncService;
 
-use crate::client::{Client, WithMetadata};
-use crate::codec::Codec;
 use crate::context::{CallContext, MethodDesc};
+use crate::metadata::WithMetadata;
 use crate::status::{Error, Status};
 use crate::transport::BoxFuture;
 
@@ -36,14 +35,20 @@ pub type UnaryResponse = WithMetadata<AnyMessage>;
 /// The tower service unary layers wrap.
 pub type UnaryService = BoxCloneSyncService<UnaryRequest, UnaryResponse, Status>;
 
-type Invoke = fn(Client, UnaryRequest) -> BoxFuture<'static, Result<UnaryResponse, Status>>;
+/// Runs a request at the bottom of the stack: the client's direct path, typed for the request's
+/// method (chosen by the client that made the request).
+pub(crate) type Invoke = fn(UnaryRequest) -> BoxFuture<'static, Result<UnaryResponse, Status>>;
+
+/// The client core that made a request, type-erased: this layer does not know the client, the
+/// client's [`Invoke`] does.
+pub(crate) type Origin = Arc<dyn Any + Send + Sync>;
 
 /// One pingpong call on its way through unary layers.
 pub struct UnaryRequest {
     ctx: CallContext,
     message: Box<dyn RequestMessage>,
     invoke: Invoke,
-    client: Client,
+    origin: Origin,
 }
 
 impl std::fmt::Debug for UnaryRequest {
@@ -60,12 +65,32 @@ impl Clone for UnaryRequest {
             ctx: self.ctx.clone(),
             message: self.message.clone_box(),
             invoke: self.invoke,
-            client: self.client.clone(),
+            origin: self.origin.clone(),
         }
     }
 }
 
 impl UnaryRequest {
+    /// A request for `message`, run at the bottom of the stack by `invoke` with `origin`.
+    pub(crate) fn new<T: Clone + Send + Sync + 'static>(
+        ctx: CallContext,
+        message: T,
+        invoke: Invoke,
+        origin: Origin,
+    ) -> UnaryRequest {
+        UnaryRequest {
+            ctx,
+            message: Box::new(message),
+            invoke,
+            origin,
+        }
+    }
+
+    /// Takes the request apart for its [`Invoke`]: context, message, origin.
+    pub(crate) fn into_parts(self) -> (CallContext, AnyMessage, Origin) {
+        (self.ctx, self.message.into_any(), self.origin)
+    }
+
     /// The call's context (method, metadata, deadline, extensions).
     pub fn context(&self) -> &CallContext {
         &self.ctx
@@ -106,8 +131,7 @@ impl tower::Service<UnaryRequest> for Invoker {
     }
 
     fn call(&mut self, req: UnaryRequest) -> Self::Future {
-        let client = req.client.clone();
-        (req.invoke)(client, req)
+        (req.invoke)(req)
     }
 }
 
@@ -132,43 +156,6 @@ impl<T: Clone + Send + Sync + 'static> RequestMessage for T {
     }
     fn into_any(self: Box<Self>) -> AnyMessage {
         self
-    }
-}
-
-fn invoke_as<C, Req, Res>(
-    client: Client,
-    req: UnaryRequest,
-) -> BoxFuture<'static, Result<UnaryResponse, Status>>
-where
-    C: Codec<Req> + Codec<Res>,
-    Req: Clone + Send + Sync + 'static,
-    Res: Send + Sync + 'static,
-{
-    Box::pin(async move {
-        let message = req.message.into_any().downcast::<Req>().map_err(|_| {
-            Status::from(Error::MessageTypeMismatch {
-                expected: std::any::type_name::<Req>(),
-            })
-        })?;
-        let res = client
-            .unary_direct::<C, Req, Res>(req.ctx, *message)
-            .await?;
-        Ok(res.map(|m| Box::new(m) as AnyMessage))
-    })
-}
-
-/// Builds the request for a layered call.
-pub(crate) fn request<C, Req, Res>(client: Client, ctx: CallContext, message: Req) -> UnaryRequest
-where
-    C: Codec<Req> + Codec<Res>,
-    Req: Clone + Send + Sync + 'static,
-    Res: Send + Sync + 'static,
-{
-    UnaryRequest {
-        ctx,
-        message: Box::new(message),
-        invoke: invoke_as::<C, Req, Res>,
-        client,
     }
 }
 

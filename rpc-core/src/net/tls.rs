@@ -30,8 +30,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::Peer;
-
 /// The first byte of every TLS connection: a handshake record (RFC 8446 §5.1,
 /// `ContentType.handshake` = 22). A listener that expects TLS closes a connection starting
 /// with anything else at once, instead of feeding plaintext to the handshake and waiting.
@@ -389,78 +387,4 @@ fn build_client(
     Ok(Arc::new(config))
 }
 
-/// What the TLS handshake told about a peer: [`Peer::Tls`](crate::Peer::Tls) carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TlsPeer {
-    transport: Peer,
-    alpn: Option<Vec<u8>>,
-    sni: Option<String>,
-    certificates: Vec<CertificateDer<'static>>,
-}
-
-impl TlsPeer {
-    pub(crate) fn from_server(transport: Peer, conn: &rustls::ServerConnection) -> TlsPeer {
-        TlsPeer {
-            transport,
-            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
-            sni: conn.server_name().map(str::to_owned),
-            certificates: conn
-                .peer_certificates()
-                .map(<[_]>::to_vec)
-                .unwrap_or_default(),
-        }
-    }
-
-    pub(crate) fn from_client(
-        transport: Peer,
-        conn: &rustls::ClientConnection,
-        name: Option<&str>,
-    ) -> TlsPeer {
-        TlsPeer {
-            transport,
-            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
-            sni: name.map(str::to_owned),
-            certificates: conn
-                .peer_certificates()
-                .map(<[_]>::to_vec)
-                .unwrap_or_default(),
-        }
-    }
-
-    /// The socket peer under TLS (`Peer::Tcp`).
-    pub fn transport(&self) -> &Peer {
-        &self.transport
-    }
-
-    /// The ALPN protocol agreed on, if any (`b"h2"` for gRPC; none for TTHeader).
-    pub fn alpn(&self) -> Option<&[u8]> {
-        self.alpn.as_deref()
-    }
-
-    /// On a server: the SNI name the client asked for. On a client: the name verified.
-    pub fn server_name(&self) -> Option<&str> {
-        self.sni.as_deref()
-    }
-
-    /// The peer's certificate chain, leaf first, as DER: on a server, the client's
-    /// certificates (empty without mTLS); on a client, the server's. Already verified by the
-    /// handshake.
-    pub fn certificates(&self) -> &[CertificateDer<'static>] {
-        &self.certificates
-    }
-
-    /// Whether the peer presented a (verified) certificate whose subject alternative names
-    /// cover `name` (a DNS name or an IP address): the way to authorise an mTLS client by
-    /// identity.
-    pub fn certificate_valid_for(&self, name: &str) -> bool {
-        let Some(leaf) = self.certificates.first() else {
-            return false;
-        };
-        let Ok(name) = ServerName::try_from(name) else {
-            return false;
-        };
-        webpki::EndEntityCert::try_from(leaf)
-            .and_then(|c| c.verify_is_valid_for_subject_name(&name))
-            .is_ok()
-    }
-}
+pub use crate::peer::TlsPeer;
