@@ -105,7 +105,11 @@ pub mod serve;
 pub mod server;
 pub mod status;
 mod stream;
-#[cfg(all(test, feature = "inproc"))]
+#[cfg(all(
+    test,
+    feature = "inproc",
+    any(feature = "balance", feature = "resilience")
+))]
 mod testsvc;
 pub mod transport;
 pub mod unary;

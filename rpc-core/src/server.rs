@@ -2,7 +2,7 @@
 //! typed handles.
 //!
 //! A transport accepts a stream, wraps it as a [`ServerStreamRaw`] and calls
-//! [`ServerExt::dispatch`](crate::transport::ServerExt::dispatch). The server routes by service and method, builds the [`ServerContext`],
+//! [`ServerExt::dispatch`]. The server routes by service and method, builds the [`ServerContext`],
 //! runs call middleware (tower layers, once per stream) and the handler, and finishes the stream
 //! with the handler's outcome. The handler is polled once in the dispatching task: one that
 //! completes at once (a pingpong handler that awaits nothing) costs no task; one that waits

@@ -642,5 +642,5 @@ impl Drop for Tracked {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "inproc"))]
 mod tests;

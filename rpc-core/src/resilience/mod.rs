@@ -643,5 +643,5 @@ where
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "inproc"))]
 mod tests;
