@@ -35,6 +35,10 @@ use crate::stream::{
 /// is not held back long.
 const MAX_ACCEPT_BATCH: usize = 64;
 
+/// A request's header map of at most this capacity is kept (emptied) to build the response
+/// header in; a larger one is freed at once rather than held for the stream.
+const REUSE_HEADERS_MAX: usize = 32;
+
 /// The HTTP/2 client connection preface (RFC 9113 §3.4): what a gRPC connection starts with.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -303,7 +307,7 @@ fn http_error(mut respond: SendResponse<Bytes>, code: StatusCode) {
 
 impl ConnCtx {
     fn on_request(&self, req: Request<h2::RecvStream>, respond: SendResponse<Bytes>) {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         if parts.method != http::Method::POST {
             return http_error(respond, StatusCode::METHOD_NOT_ALLOWED);
         }
@@ -353,12 +357,20 @@ impl ConnCtx {
             .is_some_and(|v| accepts(v.as_bytes(), Compression::Gzip));
         let compression = MessageCompression::new(self.cfg.send_compression);
         compression.set_peer(encoding, accepts_gzip);
+        // The request's header map, emptied, carries the response header (h2 takes each
+        // map it sends and frees it once written; reusing this one saves building another).
+        let reuse = (parts.headers.capacity() <= REUSE_HEADERS_MAX).then(|| {
+            let mut h = std::mem::take(&mut parts.headers);
+            h.clear();
+            h
+        });
         self.activity.active.fetch_add(1, Ordering::AcqRel);
         let stream = Arc::new_cyclic(|me| ServerStream {
             me: me.clone(),
             outbox: self.outbox.clone(),
             send: Mutex::new(SendSide {
                 respond: Some(respond),
+                headers: reuse,
                 stream: None,
                 out: Coalesce::new(),
                 encoding: None,
@@ -393,6 +405,8 @@ impl ConnCtx {
 struct SendSide {
     /// Until the response header is sent.
     respond: Option<SendResponse<Bytes>>,
+    /// An empty header map to build the response header in (the request's).
+    headers: Option<HeaderMap>,
     /// After the response header was sent, until the end.
     stream: Option<SendStream<Bytes>>,
     /// Messages on their way to h2 (see `stream::Outbox`).
@@ -428,7 +442,10 @@ impl Drop for ServerStream {
 impl ServerStream {
     /// The response header block: `:status` 200, content-type, encodings, user metadata.
     fn response_header(&self, md: &Metadata, s: &mut SendSide) -> Result<Response<()>, Status> {
-        let mut headers = HeaderMap::with_capacity(4 + md.len());
+        let mut headers = match s.headers.take() {
+            Some(h) => h,
+            None => HeaderMap::with_capacity(4 + md.len()),
+        };
         headers.insert(CONTENT_TYPE, self.content_type.clone());
         // Announced whenever the client accepts it, so the handler may switch compression on
         // for any later message; each message says by its flag whether it is compressed.
