@@ -475,7 +475,7 @@ impl ClientStreamRaw for ClientStream {
         let s = &mut *s;
         // Only the sending half polls the send stream (the receiving half polls the response
         // and body), so its waker slot needs no fan-out.
-        poll_capacity(&mut s.stream, &mut s.out.pending, None, cx, len)
+        poll_capacity(&mut s.stream, &mut s.out, None, cx, len)
     }
 
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {

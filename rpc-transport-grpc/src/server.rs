@@ -585,7 +585,7 @@ impl ServerStreamRaw for ServerStream {
         let mut s = lock(&self.send);
         let s = &mut *s;
         match s.stream.as_mut() {
-            Some(stream) => poll_capacity(stream, &mut s.out.pending, Some(&self.fanout), cx, len),
+            Some(stream) => poll_capacity(stream, &mut s.out, Some(&self.fanout), cx, len),
             // The header goes first; the first message may follow it into h2's buffer.
             None => Poll::Ready(Ok(())),
         }

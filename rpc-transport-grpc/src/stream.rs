@@ -71,26 +71,43 @@ impl Fanout {
 }
 
 /// Waits until `stream` may take a message of `len` bytes (see [`SEND_READY_CHUNK`]) after the
-/// `pending` bytes not yet handed to h2 (see [`Outbox`]): capacity is reserved for both, and
-/// when h2 has not assigned enough, `pending` is handed to h2 before waiting (so no stream
-/// waits for capacity while holding data h2 has not seen, and what a stream buffers stays
-/// within the window h2 assigned it). `fanout` when another task may poll the stream's reset
-/// at the same time (server side).
+/// pending bytes `q` holds but has not handed to h2 (see [`Outbox`]): capacity is reserved for
+/// both, and when h2 has not assigned enough, the pending bytes are handed to h2 before
+/// waiting (so no stream waits for capacity while holding data h2 has not seen, and what a
+/// stream buffers stays within the window h2 assigned it). `fanout` when another task may poll
+/// the stream's reset at the same time (server side).
+///
+/// While the stream is sending a burst (it is listed in the outbox), room for up to
+/// [`CREDIT_AHEAD`] more bytes is asked for at once, and what h2 assigned beyond this message
+/// is kept as the stream's credit: the burst's next messages spend it without asking h2 again
+/// (each ask takes h2's lock twice). The connection task gives what is left back to h2 when it
+/// flushes the burst (see [`Outbox::flush_listed`]).
 pub(crate) fn poll_capacity(
     stream: &mut SendStream<Bytes>,
-    pending: &mut BytesMut,
+    q: &mut Coalesce,
     fanout: Option<&Fanout>,
     cx: &mut Context<'_>,
     len: usize,
 ) -> Poll<Result<(), Status>> {
     let want = len.saturating_add(PREFIX_LEN);
+    if q.credit >= want {
+        q.credit -= want;
+        return Poll::Ready(Ok(()));
+    }
+    q.credit = 0;
     let enough = want.min(SEND_READY_CHUNK);
-    if !pending.is_empty() {
-        stream.reserve_capacity(want.saturating_add(pending.len()));
-        if stream.capacity() >= enough.saturating_add(pending.len()) {
+    let pending = q.pending.len();
+    if pending > 0 {
+        let ahead = if q.queued { CREDIT_AHEAD } else { 0 };
+        stream.reserve_capacity(want.saturating_add(pending).saturating_add(ahead));
+        let capacity = stream.capacity();
+        if capacity >= enough.saturating_add(pending) {
+            if q.queued {
+                q.credit = capacity.saturating_sub(pending).saturating_sub(want);
+            }
             return Poll::Ready(Ok(()));
         }
-        flush(stream, pending, false)?;
+        flush(stream, &mut q.pending, false)?;
     }
     stream.reserve_capacity(want);
     loop {
@@ -109,6 +126,12 @@ pub(crate) fn poll_capacity(
         }
     }
 }
+
+/// What a stream in the middle of a burst asks h2 for beyond its pending bytes and the next
+/// message (see [`poll_capacity`]): one [`COALESCE_MAX`] block, so a burst asks h2 about once
+/// per DATA frame rather than once per message. Held only until the connection task's next
+/// flush, so an idle stream keeps none of the connection's window.
+pub(crate) const CREDIT_AHEAD: usize = COALESCE_MAX;
 
 /// Hands the `pending` messages to h2 as one DATA payload (`end`: with END_STREAM, sent even
 /// when nothing is pending).
@@ -166,6 +189,9 @@ pub(crate) struct Coalesce {
     queued: bool,
     /// The outbox round in which the stream last handed a message to h2 itself.
     round: u64,
+    /// Send capacity h2 assigned that no message has spent yet (see [`poll_capacity`]); only
+    /// while the stream is listed.
+    credit: usize,
 }
 
 impl Coalesce {
@@ -175,6 +201,7 @@ impl Coalesce {
             queued: false,
             // No round yet: the first message goes straight.
             round: u64::MAX,
+            credit: 0,
         }
     }
 }
@@ -264,8 +291,16 @@ impl Outbox {
     ) -> Result<(), Status> {
         q.queued = false;
         q.round = self.round.load(Ordering::Acquire);
+        let credit = std::mem::take(&mut q.credit);
         match stream {
-            Some(stream) => flush(stream, &mut q.pending, false),
+            Some(stream) => {
+                let flushed = flush(stream, &mut q.pending, false);
+                if credit > 0 {
+                    // The burst's unspent credit goes back to the connection.
+                    stream.reserve_capacity(0);
+                }
+                flushed
+            }
             None => Ok(()),
         }
     }
@@ -852,7 +887,7 @@ mod tests {
             for i in 0..MESSAGES {
                 let mut msg = Raw(Bytes::from(vec![i as u8; 100]));
                 std::future::poll_fn(|cx| {
-                    poll_capacity(&mut stream, &mut BytesMut::new(), None, cx, 100)
+                    poll_capacity(&mut stream, &mut Coalesce::new(), None, cx, 100)
                 })
                 .await
                 .expect("send capacity");
@@ -873,28 +908,44 @@ mod tests {
     /// (as the connection task does once per round), on a window smaller than ten messages:
     /// `poll_capacity` hands the pending messages over itself when h2 has not assigned room
     /// for them and the next one, so the stream never waits on data h2 has not seen, and
-    /// the pending buffer never outgrows the window.
+    /// the pending buffer never outgrows the window — also while the stream is listed and
+    /// spends credit asked for ahead.
     #[tokio::test]
     async fn pending_messages_are_handed_over_before_waiting_for_capacity() {
+        for listed in [false, true] {
+            pending_within_window(listed).await;
+        }
+    }
+
+    async fn pending_within_window(listed: bool) {
         const WINDOW: u32 = 1024;
         const MESSAGES: usize = 2000;
         let (server, _response, mut stream) = small_window_stream(WINDOW).await;
+        let outbox = Outbox::new();
         let sending = async move {
-            let mut pending = BytesMut::new();
+            let mut q = Coalesce::new();
+            q.queued = listed;
             let mut most = 0;
             for i in 0..MESSAGES {
                 let mut msg = Raw(Bytes::from(vec![i as u8; 100]));
-                std::future::poll_fn(|cx| poll_capacity(&mut stream, &mut pending, None, cx, 100))
+                std::future::poll_fn(|cx| poll_capacity(&mut stream, &mut q, None, cx, 100))
                     .await
                     .expect("send capacity");
                 let block = if i > 0 { SCRATCH_CHUNK } else { 0 };
-                encode_into(&mut pending, &mut msg, None, usize::MAX, block).expect("encode");
-                most = most.max(pending.len());
+                encode_into(&mut q.pending, &mut msg, None, usize::MAX, block).expect("encode");
+                most = most.max(q.pending.len());
                 if i % 10 == 9 {
-                    flush(&mut stream, &mut pending, false).expect("send");
+                    if listed {
+                        outbox
+                            .flush_listed(&mut q, Some(&mut stream))
+                            .expect("send");
+                        q.queued = true;
+                    } else {
+                        flush(&mut stream, &mut q.pending, false).expect("send");
+                    }
                 }
             }
-            flush(&mut stream, &mut pending, true).expect("close");
+            flush(&mut stream, &mut q.pending, true).expect("close");
             (stream, most)
         };
         let both = async { tokio::join!(sending, server) };
@@ -904,7 +955,7 @@ mod tests {
         assert_eq!(got.expect("server task"), MESSAGES);
         assert!(
             most <= WINDOW as usize,
-            "{most} bytes pending on a {WINDOW}-byte window"
+            "{most} bytes pending on a {WINDOW}-byte window (listed: {listed})"
         );
     }
 }
