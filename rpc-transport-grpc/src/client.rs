@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
 use h2::SendStream;
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
@@ -25,8 +25,8 @@ use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::{GrpcClientConfig, USER_AGENT as OUR_USER_AGENT};
 use crate::headers::{append_metadata, metadata_from, status_from};
 use crate::stream::{
-    append, encode, flush, lock, poll_capacity, send_data, status_from_h2, Flush, Outbox, Received,
-    Receiver,
+    encode, flush, lock, poll_capacity, send_data, status_from_h2, Coalesce, Flush, Outbox,
+    Received, Receiver,
 };
 
 /// A gRPC client transport: calls to one endpoint (`tcp://HOST:PORT` or `unix:///path`)
@@ -331,10 +331,9 @@ impl ClientTransport for GrpcClient {
                 outbox,
                 send: Mutex::new(ClientSend {
                     stream,
-                    scratch: BytesMut::new(),
+                    out: Coalesce::new(),
                     single,
                     sent: false,
-                    queued: false,
                 }),
                 recv: Mutex::new(RecvState::Waiting(response)),
                 per_message,
@@ -352,11 +351,9 @@ impl ClientTransport for GrpcClient {
 
 struct ClientSend {
     stream: SendStream<Bytes>,
-    /// Encoded messages not yet handed to h2 (see `stream::Outbox`), in shared blocks (see
+    /// Messages on their way to h2 (see `stream::Outbox`), encoded in shared blocks (see
     /// `stream::SCRATCH_CHUNK`).
-    scratch: BytesMut,
-    /// Whether the stream is listed in the connection's outbox.
-    queued: bool,
+    out: Coalesce,
     /// The method sends exactly one message and then half-closes (pingpong, server
     /// streaming: the core always does `send` then `close_send`), so the message carries
     /// END_STREAM itself: one DATA frame and one wake-up of the connection task fewer per call.
@@ -400,7 +397,7 @@ impl ClientStream {
 
     fn cancel_send(&self) {
         let mut s = lock(&self.send);
-        s.scratch.clear();
+        s.out.pending.clear();
         s.stream.send_reset(h2::Reason::CANCEL);
     }
 
@@ -463,8 +460,7 @@ impl Flush for ClientStream {
     fn flush_pending(&self) {
         let mut s = lock(&self.send);
         let s = &mut *s;
-        s.queued = false;
-        if let Err(e) = flush(&mut s.stream, &mut s.scratch, false) {
+        if let Err(e) = self.outbox.flush_listed(&mut s.out, Some(&mut s.stream)) {
             tracing::trace!(error = %e, "grpc: flushing messages of an ended stream");
         }
     }
@@ -479,28 +475,28 @@ impl ClientStreamRaw for ClientStream {
         let s = &mut *s;
         // Only the sending half polls the send stream (the receiving half polls the response
         // and body), so its waker slot needs no fan-out.
-        poll_capacity(&mut s.stream, &mut s.scratch, None, cx, len)
+        poll_capacity(&mut s.stream, &mut s.out, None, cx, len)
     }
 
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
         let c = self.compression();
         let mut s = lock(&self.send);
         let s = &mut *s;
+        let repeat = s.sent;
+        s.sent = true;
         if s.single {
-            let data = encode(&mut s.scratch, msg, c, self.max_send, s.sent)?;
-            s.sent = true;
+            let data = encode(&mut s.out.pending, msg, c, self.max_send, repeat)?;
             return send_data(&mut s.stream, data, true);
         }
-        append(&mut s.stream, &mut s.scratch, msg, c, self.max_send, s.sent)?;
-        s.sent = true;
-        if !s.queued {
-            if self.outbox.enqueue(self.me.clone()) {
-                s.queued = true;
-            } else {
-                flush(&mut s.stream, &mut s.scratch, false)?;
-            }
-        }
-        Ok(())
+        self.outbox.send(
+            &self.me,
+            &mut s.out,
+            &mut s.stream,
+            msg,
+            c,
+            self.max_send,
+            repeat,
+        )
     }
 
     fn close_send(&self) -> Result<(), Status> {
@@ -513,7 +509,7 @@ impl ClientStreamRaw for ClientStream {
             return Ok(()); // the message carried END_STREAM
         }
         let s = &mut *s;
-        if let Err(e) = flush(&mut s.stream, &mut s.scratch, true) {
+        if let Err(e) = flush(&mut s.stream, &mut s.out.pending, true) {
             tracing::trace!(error = %e, "grpc: close_send on an ended stream");
         }
         Ok(())

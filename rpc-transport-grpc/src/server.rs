@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use h2::server::SendResponse;
 use h2::SendStream;
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
@@ -26,13 +26,18 @@ use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::GrpcServerConfig;
 use crate::headers::{append_metadata, append_status, metadata_from};
 use crate::stream::{
-    append, flush, lock, poll_capacity, status_from_h2, Fanout, Flush, Outbox, Received, Receiver,
+    append, encode, flush, lock, poll_capacity, send_data, status_from_h2, Coalesce, Fanout, Flush,
+    Outbox, Received, Receiver,
 };
 
 /// Requests taken off a connection before they are handled as one batch (see `serve_conn`):
 /// enough to write the replies of a burst with one syscall, few enough that the first of them
 /// is not held back long.
 const MAX_ACCEPT_BATCH: usize = 64;
+
+/// A request's header map of at most this capacity is kept (emptied) to build the response
+/// header in; a larger one is freed at once rather than held for the stream.
+const REUSE_HEADERS_MAX: usize = 32;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4): what a gRPC connection starts with.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -302,7 +307,7 @@ fn http_error(mut respond: SendResponse<Bytes>, code: StatusCode) {
 
 impl ConnCtx {
     fn on_request(&self, req: Request<h2::RecvStream>, respond: SendResponse<Bytes>) {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         if parts.method != http::Method::POST {
             return http_error(respond, StatusCode::METHOD_NOT_ALLOWED);
         }
@@ -352,17 +357,24 @@ impl ConnCtx {
             .is_some_and(|v| accepts(v.as_bytes(), Compression::Gzip));
         let compression = MessageCompression::new(self.cfg.send_compression);
         compression.set_peer(encoding, accepts_gzip);
+        // The request's header map, emptied, carries the response header (h2 takes each
+        // map it sends and frees it once written; reusing this one saves building another).
+        let reuse = (parts.headers.capacity() <= REUSE_HEADERS_MAX).then(|| {
+            let mut h = std::mem::take(&mut parts.headers);
+            h.clear();
+            h
+        });
         self.activity.active.fetch_add(1, Ordering::AcqRel);
         let stream = Arc::new_cyclic(|me| ServerStream {
             me: me.clone(),
             outbox: self.outbox.clone(),
             send: Mutex::new(SendSide {
                 respond: Some(respond),
+                headers: reuse,
                 stream: None,
-                scratch: BytesMut::new(),
+                out: Coalesce::new(),
                 encoding: None,
                 sent: false,
-                queued: false,
             }),
             recv: Mutex::new(
                 Receiver::new(
@@ -393,12 +405,12 @@ impl ConnCtx {
 struct SendSide {
     /// Until the response header is sent.
     respond: Option<SendResponse<Bytes>>,
+    /// An empty header map to build the response header in (the request's).
+    headers: Option<HeaderMap>,
     /// After the response header was sent, until the end.
     stream: Option<SendStream<Bytes>>,
-    /// Encoded messages not yet handed to h2 (see `stream::Outbox`).
-    scratch: BytesMut,
-    /// Whether the stream is listed in the connection's outbox.
-    queued: bool,
+    /// Messages on their way to h2 (see `stream::Outbox`).
+    out: Coalesce,
     /// The `grpc-encoding` announced in the response header.
     encoding: Option<Compression>,
     /// Whether a message was sent (later ones are encoded into shared chunks, see
@@ -430,7 +442,10 @@ impl Drop for ServerStream {
 impl ServerStream {
     /// The response header block: `:status` 200, content-type, encodings, user metadata.
     fn response_header(&self, md: &Metadata, s: &mut SendSide) -> Result<Response<()>, Status> {
-        let mut headers = HeaderMap::with_capacity(4 + md.len());
+        let mut headers = match s.headers.take() {
+            Some(h) => h,
+            None => HeaderMap::with_capacity(4 + md.len()),
+        };
         headers.insert(CONTENT_TYPE, self.content_type.clone());
         // Announced whenever the client accepts it, so the handler may switch compression on
         // for any later message; each message says by its flag whether it is compressed.
@@ -470,8 +485,9 @@ impl ServerStream {
         self.compression.send().active()
     }
 
-    /// Appends `msg` to the stream's pending messages; `coalesce`: leaves them for the
-    /// connection task to hand to h2 (see `stream::Outbox`), else hands them over now.
+    /// Sends `msg`; `coalesce`: straight to h2 or with the stream's burst, as the outbox
+    /// decides (see `stream::Outbox`), else with whatever is pending, at once (the last
+    /// message, before the trailers).
     fn send_locked(
         &self,
         s: &mut SendSide,
@@ -483,19 +499,19 @@ impl ServerStream {
             .stream
             .as_mut()
             .ok_or_else(|| Status::internal("message before the response header"))?;
-        append(stream, &mut s.scratch, msg, c, self.max_send, s.sent)?;
+        let repeat = s.sent;
         s.sent = true;
-        if !coalesce {
-            return flush(stream, &mut s.scratch, false);
+        if coalesce {
+            return self
+                .outbox
+                .send(&self.me, &mut s.out, stream, msg, c, self.max_send, repeat);
         }
-        if !s.queued {
-            if self.outbox.enqueue(self.me.clone()) {
-                s.queued = true;
-            } else {
-                flush(stream, &mut s.scratch, false)?;
-            }
+        if s.out.pending.is_empty() {
+            let data = encode(&mut s.out.pending, msg, c, self.max_send, repeat)?;
+            return send_data(stream, data, false);
         }
-        Ok(())
+        append(stream, &mut s.out.pending, msg, c, self.max_send, repeat)?;
+        flush(stream, &mut s.out.pending, false)
     }
 
     fn finish_locked(&self, s: &mut SendSide, finish: Finish<'_>) -> Result<(), Status> {
@@ -530,7 +546,7 @@ impl ServerStream {
             }
         }
         if let Some(stream) = s.stream.as_mut() {
-            if let Err(e) = flush(stream, &mut s.scratch, false) {
+            if let Err(e) = flush(stream, &mut s.out.pending, false) {
                 status = e;
             }
         }
@@ -558,11 +574,8 @@ impl Flush for ServerStream {
     fn flush_pending(&self) {
         let mut s = lock(&self.send);
         let s = &mut *s;
-        s.queued = false;
-        if let Some(stream) = s.stream.as_mut() {
-            if let Err(e) = flush(stream, &mut s.scratch, false) {
-                tracing::trace!(error = %e, "grpc: flushing messages of an ended stream");
-            }
+        if let Err(e) = self.outbox.flush_listed(&mut s.out, s.stream.as_mut()) {
+            tracing::trace!(error = %e, "grpc: flushing messages of an ended stream");
         }
     }
 }
@@ -572,7 +585,7 @@ impl ServerStreamRaw for ServerStream {
         let mut s = lock(&self.send);
         let s = &mut *s;
         match s.stream.as_mut() {
-            Some(stream) => poll_capacity(stream, &mut s.scratch, Some(&self.fanout), cx, len),
+            Some(stream) => poll_capacity(stream, &mut s.out, Some(&self.fanout), cx, len),
             // The header goes first; the first message may follow it into h2's buffer.
             None => Poll::Ready(Ok(())),
         }
@@ -593,7 +606,7 @@ impl ServerStreamRaw for ServerStream {
         if let Err(e) = self.finish_locked(&mut s, finish) {
             tracing::debug!(error = %e, "grpc: could not finish a stream");
             // Whatever half got out, the peer must not wait for more.
-            s.scratch.clear();
+            s.out.pending.clear();
             if let Some(stream) = s.stream.as_mut() {
                 stream.send_reset(h2::Reason::INTERNAL_ERROR);
             } else if let Some(respond) = s.respond.as_mut() {

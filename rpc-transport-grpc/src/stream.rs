@@ -4,10 +4,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::task::AtomicWaker;
 use h2::{RecvStream, SendStream};
 use rpc_core::codec::Encodable;
 use rpc_core::limits::ByteBudget;
@@ -69,26 +71,43 @@ impl Fanout {
 }
 
 /// Waits until `stream` may take a message of `len` bytes (see [`SEND_READY_CHUNK`]) after the
-/// `pending` bytes not yet handed to h2 (see [`Outbox`]): capacity is reserved for both, and
-/// when h2 has not assigned enough, `pending` is handed to h2 before waiting (so no stream
-/// waits for capacity while holding data h2 has not seen, and what a stream buffers stays
-/// within the window h2 assigned it). `fanout` when another task may poll the stream's reset
-/// at the same time (server side).
+/// pending bytes `q` holds but has not handed to h2 (see [`Outbox`]): capacity is reserved for
+/// both, and when h2 has not assigned enough, the pending bytes are handed to h2 before
+/// waiting (so no stream waits for capacity while holding data h2 has not seen, and what a
+/// stream buffers stays within the window h2 assigned it). `fanout` when another task may poll
+/// the stream's reset at the same time (server side).
+///
+/// While the stream is sending a burst (it is listed in the outbox), room for up to
+/// [`CREDIT_AHEAD`] more bytes is asked for at once, and what h2 assigned beyond this message
+/// is kept as the stream's credit: the burst's next messages spend it without asking h2 again
+/// (each ask takes h2's lock twice). The connection task gives what is left back to h2 when it
+/// flushes the burst (see [`Outbox::flush_listed`]).
 pub(crate) fn poll_capacity(
     stream: &mut SendStream<Bytes>,
-    pending: &mut BytesMut,
+    q: &mut Coalesce,
     fanout: Option<&Fanout>,
     cx: &mut Context<'_>,
     len: usize,
 ) -> Poll<Result<(), Status>> {
     let want = len.saturating_add(PREFIX_LEN);
+    if q.credit >= want {
+        q.credit -= want;
+        return Poll::Ready(Ok(()));
+    }
+    q.credit = 0;
     let enough = want.min(SEND_READY_CHUNK);
-    if !pending.is_empty() {
-        stream.reserve_capacity(want.saturating_add(pending.len()));
-        if stream.capacity() >= enough.saturating_add(pending.len()) {
+    let pending = q.pending.len();
+    if pending > 0 {
+        let ahead = if q.queued { CREDIT_AHEAD } else { 0 };
+        stream.reserve_capacity(want.saturating_add(pending).saturating_add(ahead));
+        let capacity = stream.capacity();
+        if capacity >= enough.saturating_add(pending) {
+            if q.queued {
+                q.credit = capacity.saturating_sub(pending).saturating_sub(want);
+            }
             return Poll::Ready(Ok(()));
         }
-        flush(stream, pending, false)?;
+        flush(stream, &mut q.pending, false)?;
     }
     stream.reserve_capacity(want);
     loop {
@@ -107,6 +126,12 @@ pub(crate) fn poll_capacity(
         }
     }
 }
+
+/// What a stream in the middle of a burst asks h2 for beyond its pending bytes and the next
+/// message (see [`poll_capacity`]): one [`COALESCE_MAX`] block, so a burst asks h2 about once
+/// per DATA frame rather than once per message. Held only until the connection task's next
+/// flush, so an idle stream keeps none of the connection's window.
+pub(crate) const CREDIT_AHEAD: usize = COALESCE_MAX;
 
 /// Hands the `pending` messages to h2 as one DATA payload (`end`: with END_STREAM, sent even
 /// when nothing is pending).
@@ -155,12 +180,52 @@ pub(crate) trait Flush: Send + Sync {
     fn flush_pending(&self);
 }
 
-/// A connection's streams that hold pending messages (see [`COALESCE_MAX`]). A stream's first
-/// message after a flush puts the stream here and wakes the connection task; the task hands
-/// every listed stream's messages to h2 right before it polls the connection (see
-/// [`Batched`]), one scheduler round after the wake-up. So a lone message goes out in the same
-/// round as before, and all messages a stream sends within that round go as one DATA frame.
+/// A stream's send-side state for [`Outbox::send`].
+pub(crate) struct Coalesce {
+    /// Encoded messages not yet handed to h2 (see [`Outbox`]); between bursts, the unused
+    /// rest of the block the last messages were encoded into (see [`SCRATCH_CHUNK`]).
+    pub(crate) pending: BytesMut,
+    /// Whether the stream is listed in the connection's outbox.
+    queued: bool,
+    /// The outbox round in which the stream last handed a message to h2 itself.
+    round: u64,
+    /// Send capacity h2 assigned that no message has spent yet (see [`poll_capacity`]); only
+    /// while the stream is listed.
+    credit: usize,
+}
+
+impl Coalesce {
+    pub(crate) fn new() -> Coalesce {
+        Coalesce {
+            pending: BytesMut::new(),
+            queued: false,
+            // No round yet: the first message goes straight.
+            round: u64::MAX,
+            credit: 0,
+        }
+    }
+}
+
+/// How a connection's streams send messages: straight to h2 when that is a lone message,
+/// coalesced into one DATA payload when it is part of a burst.
+///
+/// h2 writes what it holds whenever its connection task polls it, so a message handed to h2
+/// is written on the next poll; the outbox counts those polls (`round`). A stream's message
+/// goes to h2 from the sending task itself when the stream holds nothing pending and the
+/// connection task has polled h2 since the stream last handed it a message (that message is
+/// written or on its way): a lone message costs no extra hop. A message sent before that poll
+/// (the stream is sending a burst faster than the connection writes) is appended to the
+/// stream's pending buffer instead, the stream is listed here once, and the connection task
+/// hands every listed stream's messages to h2 as one payload right before its next poll (see
+/// [`Batched`]). So the first message of a burst is one DATA frame and the rest of the burst
+/// up to that poll is another (split at [`COALESCE_MAX`]).
 pub(crate) struct Outbox {
+    /// Polls of h2 the connection task has started (see [`Batched`]).
+    round: AtomicU64,
+    /// Whether `inner.streams` is non-empty (read by the connection task without the lock).
+    listed: AtomicBool,
+    /// The connection task (woken when the first stream is listed).
+    waker: AtomicWaker,
     inner: Mutex<OutboxInner>,
     /// The connection task's list being flushed (kept to reuse its allocation).
     spare: Mutex<Vec<Weak<dyn Flush>>>,
@@ -168,8 +233,6 @@ pub(crate) struct Outbox {
 
 struct OutboxInner {
     streams: Vec<Weak<dyn Flush>>,
-    /// The connection task.
-    waker: Option<Waker>,
     /// The connection task ended: streams hand their messages to h2 directly.
     closed: bool,
 }
@@ -177,56 +240,114 @@ struct OutboxInner {
 impl Outbox {
     pub(crate) fn new() -> Arc<Outbox> {
         Arc::new(Outbox {
+            round: AtomicU64::new(0),
+            listed: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             inner: Mutex::new(OutboxInner {
                 streams: Vec::new(),
-                waker: None,
                 closed: false,
             }),
             spare: Mutex::new(Vec::new()),
         })
     }
 
+    /// Sends `msg` on `stream` (whose flusher is `me`): straight to h2 when it is a lone
+    /// message, else appended to the stream's pending messages (see [`Outbox`]). `repeat` as
+    /// for [`encode`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send<S: Flush + 'static>(
+        &self,
+        me: &Weak<S>,
+        q: &mut Coalesce,
+        stream: &mut SendStream<Bytes>,
+        msg: &mut dyn Encodable,
+        compression: Option<Compression>,
+        max: usize,
+        repeat: bool,
+    ) -> Result<(), Status> {
+        let round = self.round.load(Ordering::Acquire);
+        if q.pending.is_empty() && q.round != round {
+            let data = encode(&mut q.pending, msg, compression, max, repeat)?;
+            q.round = round;
+            return send_data(stream, data, false);
+        }
+        append(stream, &mut q.pending, msg, compression, max, repeat)?;
+        if !q.queued {
+            let me: Weak<dyn Flush> = me.clone();
+            if self.enqueue(me) {
+                q.queued = true;
+            } else {
+                flush(stream, &mut q.pending, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands `q`'s pending messages to h2 (the connection task's flush of a listed stream).
+    pub(crate) fn flush_listed(
+        &self,
+        q: &mut Coalesce,
+        stream: Option<&mut SendStream<Bytes>>,
+    ) -> Result<(), Status> {
+        q.queued = false;
+        q.round = self.round.load(Ordering::Acquire);
+        let credit = std::mem::take(&mut q.credit);
+        match stream {
+            Some(stream) => {
+                let flushed = flush(stream, &mut q.pending, false);
+                if credit > 0 {
+                    // The burst's unspent credit goes back to the connection.
+                    stream.reserve_capacity(0);
+                }
+                flushed
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Lists `stream` for the next flush; false when the connection task is gone (the
     /// caller flushes itself).
-    pub(crate) fn enqueue(&self, stream: Weak<dyn Flush>) -> bool {
-        let mut o = lock(&self.inner);
-        if o.closed {
-            return false;
-        }
-        o.streams.push(stream);
-        if o.streams.len() == 1 {
-            if let Some(w) = &o.waker {
-                w.wake_by_ref();
+    fn enqueue(&self, stream: Weak<dyn Flush>) -> bool {
+        let first = {
+            let mut o = lock(&self.inner);
+            if o.closed {
+                return false;
             }
+            o.streams.push(stream);
+            let first = o.streams.len() == 1;
+            if first {
+                self.listed.store(true, Ordering::Release);
+            }
+            first
+        };
+        if first {
+            self.waker.wake();
         }
         true
     }
 
-    fn register(&self, cx: &Context<'_>) {
-        let mut o = lock(&self.inner);
-        if !o.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            o.waker = Some(cx.waker().clone());
-        }
-    }
-
-    /// Flushes every listed stream.
+    /// Flushes every listed stream, then counts a new round (the caller polls h2 next).
     fn flush(&self) {
-        let mut spare = lock(&self.spare);
-        let spare = &mut *spare;
-        loop {
-            {
-                let mut o = lock(&self.inner);
-                if o.streams.is_empty() {
-                    return;
+        if self.listed.load(Ordering::Acquire) {
+            let mut spare = lock(&self.spare);
+            let spare = &mut *spare;
+            loop {
+                {
+                    let mut o = lock(&self.inner);
+                    if o.streams.is_empty() {
+                        break;
+                    }
+                    std::mem::swap(&mut o.streams, spare);
+                    self.listed.store(false, Ordering::Release);
                 }
-                std::mem::swap(&mut o.streams, spare);
-            }
-            for s in spare.drain(..) {
-                if let Some(s) = s.upgrade() {
-                    s.flush_pending();
+                for s in spare.drain(..) {
+                    if let Some(s) = s.upgrade() {
+                        s.flush_pending();
+                    }
                 }
             }
         }
+        self.round.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The connection task ended: nothing will flush listed streams any more.
@@ -234,7 +355,7 @@ impl Outbox {
         let mut o = lock(&self.inner);
         o.closed = true;
         o.streams = Vec::new();
-        o.waker = None;
+        self.listed.store(false, Ordering::Release);
     }
 }
 
@@ -255,6 +376,14 @@ pub(crate) fn encode(
     repeat: bool,
 ) -> Result<Bytes, Status> {
     scratch.clear();
+    if !repeat && scratch.capacity() == 0 {
+        // A buffer of its own, frozen whole: when the size hint was exact (it is for
+        // protobuf and thrift), the `Bytes` takes the buffer over without the extra
+        // allocation that splitting it off a shared block costs.
+        let mut own = BytesMut::new();
+        encode_into(&mut own, msg, compression, max, 0)?;
+        return Ok(own.freeze());
+    }
     let block = if repeat { SCRATCH_CHUNK } else { 0 };
     encode_into(scratch, msg, compression, max, block)?;
     Ok(scratch.split().freeze())
@@ -514,7 +643,7 @@ impl Receiver {
 /// that are ready to run queue their frames first, so one poll writes them together (h2
 /// flushes on every poll of its connection; polled at each wake-up under load it writes a
 /// few frames per syscall). Right before that poll, the streams listed in the connection's
-/// [`Outbox`] hand their pending messages to h2.
+/// [`Outbox`] hand their pending messages to h2 and the outbox counts a new round.
 pub(crate) struct Batched<'a, F> {
     inner: F,
     yielded: bool,
@@ -537,7 +666,7 @@ impl<F: Future + Unpin> Future for Batched<'_, F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
         if let Some(o) = this.outbox {
-            o.register(cx);
+            o.waker.register(cx.waker());
         }
         if !this.yielded {
             this.yielded = true;
@@ -627,6 +756,124 @@ mod tests {
         (server, response, stream)
     }
 
+    /// The client half of one h2 stream whose server side forwards each DATA frame it
+    /// receives (as h2 hands them over: one chunk per frame) to the returned channel. The
+    /// client connection is polled by a plain task: no [`Batched`], so nothing ever flushes
+    /// an [`Outbox`].
+    async fn frame_probe() -> (
+        SendStream<Bytes>,
+        tokio::sync::mpsc::Receiver<Bytes>,
+        h2::client::ResponseFuture,
+    ) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(b).await.expect("server handshake");
+            let (req, _respond) = conn
+                .accept()
+                .await
+                .expect("a request")
+                .expect("a valid request");
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            let mut body = req.into_body();
+            while let Some(Ok(chunk)) = body.data().await {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (send, conn) = h2::client::handshake(a).await.expect("client handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut send = send.ready().await.expect("ready");
+        let req = http::Request::post("http://localhost/s.S/M")
+            .body(())
+            .expect("request");
+        let (response, stream) = send.send_request(req, false).expect("open");
+        (stream, rx, response)
+    }
+
+    /// A stream sending through an [`Outbox`], as the client and server streams do.
+    struct Probe {
+        me: Weak<Probe>,
+        outbox: Arc<Outbox>,
+        send: Mutex<(Coalesce, SendStream<Bytes>)>,
+    }
+
+    impl Flush for Probe {
+        fn flush_pending(&self) {
+            let mut s = lock(&self.send);
+            let (q, stream) = &mut *s;
+            self.outbox.flush_listed(q, Some(stream)).expect("flush");
+        }
+    }
+
+    /// A lone message goes to h2 from the sending task: it arrives although no connection
+    /// task ever flushes the outbox. Messages sent after it in the same round (before the
+    /// connection task polled h2) wait in the stream's pending buffer and arrive as one DATA
+    /// frame once the outbox is flushed; the next message after that round goes straight
+    /// again.
+    #[tokio::test]
+    async fn a_lone_message_goes_straight_and_a_burst_is_coalesced() {
+        let wait = Duration::from_secs(10);
+        let (stream, mut frames, _response) = frame_probe().await;
+        let outbox = Outbox::new();
+        let probe = Arc::new_cyclic(|me| Probe {
+            me: me.clone(),
+            outbox: outbox.clone(),
+            send: Mutex::new((Coalesce::new(), stream)),
+        });
+        let send = |i: u8| {
+            let mut s = lock(&probe.send);
+            let (q, stream) = &mut *s;
+            let mut msg = Raw(Bytes::from(vec![i; 100]));
+            outbox
+                .send(&probe.me, q, stream, &mut msg, None, usize::MAX, i > 0)
+                .expect("send");
+        };
+        send(0);
+        let first = tokio::time::timeout(wait, frames.recv())
+            .await
+            .expect("a lone message must reach h2 without the connection task")
+            .expect("a frame");
+        assert_eq!(first.len(), PREFIX_LEN + 100);
+        assert_eq!(first[PREFIX_LEN], 0);
+
+        // Messages 1..=3 follow within the same round: they wait for the flush.
+        for i in 1..=3 {
+            send(i);
+        }
+        assert!(!lock(&probe.send).0.pending.is_empty());
+        // What the connection task does before it polls h2.
+        outbox.flush();
+        assert!(lock(&probe.send).0.pending.is_empty());
+        let burst = tokio::time::timeout(wait, frames.recv())
+            .await
+            .expect("the flushed burst")
+            .expect("a frame");
+        assert_eq!(
+            burst.len(),
+            3 * (PREFIX_LEN + 100),
+            "one DATA frame for the burst"
+        );
+        for i in 1..=3u8 {
+            assert_eq!(
+                burst[(usize::from(i) - 1) * (PREFIX_LEN + 100) + PREFIX_LEN],
+                i
+            );
+        }
+
+        // A new round: straight again.
+        send(4);
+        let next = tokio::time::timeout(wait, frames.recv())
+            .await
+            .expect("a lone message after the round")
+            .expect("a frame");
+        assert_eq!(next[PREFIX_LEN], 4);
+    }
+
     /// A receive window far below [`RELEASE_CHUNK`]: the deferred release must still let a
     /// stream of many small messages through (everything taken is released before the
     /// receiver waits), and each message arrives intact.
@@ -640,7 +887,7 @@ mod tests {
             for i in 0..MESSAGES {
                 let mut msg = Raw(Bytes::from(vec![i as u8; 100]));
                 std::future::poll_fn(|cx| {
-                    poll_capacity(&mut stream, &mut BytesMut::new(), None, cx, 100)
+                    poll_capacity(&mut stream, &mut Coalesce::new(), None, cx, 100)
                 })
                 .await
                 .expect("send capacity");
@@ -661,28 +908,44 @@ mod tests {
     /// (as the connection task does once per round), on a window smaller than ten messages:
     /// `poll_capacity` hands the pending messages over itself when h2 has not assigned room
     /// for them and the next one, so the stream never waits on data h2 has not seen, and
-    /// the pending buffer never outgrows the window.
+    /// the pending buffer never outgrows the window — also while the stream is listed and
+    /// spends credit asked for ahead.
     #[tokio::test]
     async fn pending_messages_are_handed_over_before_waiting_for_capacity() {
+        for listed in [false, true] {
+            pending_within_window(listed).await;
+        }
+    }
+
+    async fn pending_within_window(listed: bool) {
         const WINDOW: u32 = 1024;
         const MESSAGES: usize = 2000;
         let (server, _response, mut stream) = small_window_stream(WINDOW).await;
+        let outbox = Outbox::new();
         let sending = async move {
-            let mut pending = BytesMut::new();
+            let mut q = Coalesce::new();
+            q.queued = listed;
             let mut most = 0;
             for i in 0..MESSAGES {
                 let mut msg = Raw(Bytes::from(vec![i as u8; 100]));
-                std::future::poll_fn(|cx| poll_capacity(&mut stream, &mut pending, None, cx, 100))
+                std::future::poll_fn(|cx| poll_capacity(&mut stream, &mut q, None, cx, 100))
                     .await
                     .expect("send capacity");
                 let block = if i > 0 { SCRATCH_CHUNK } else { 0 };
-                encode_into(&mut pending, &mut msg, None, usize::MAX, block).expect("encode");
-                most = most.max(pending.len());
+                encode_into(&mut q.pending, &mut msg, None, usize::MAX, block).expect("encode");
+                most = most.max(q.pending.len());
                 if i % 10 == 9 {
-                    flush(&mut stream, &mut pending, false).expect("send");
+                    if listed {
+                        outbox
+                            .flush_listed(&mut q, Some(&mut stream))
+                            .expect("send");
+                        q.queued = true;
+                    } else {
+                        flush(&mut stream, &mut q.pending, false).expect("send");
+                    }
                 }
             }
-            flush(&mut stream, &mut pending, true).expect("close");
+            flush(&mut stream, &mut q.pending, true).expect("close");
             (stream, most)
         };
         let both = async { tokio::join!(sending, server) };
@@ -692,7 +955,7 @@ mod tests {
         assert_eq!(got.expect("server task"), MESSAGES);
         assert!(
             most <= WINDOW as usize,
-            "{most} bytes pending on a {WINDOW}-byte window"
+            "{most} bytes pending on a {WINDOW}-byte window (listed: {listed})"
         );
     }
 }

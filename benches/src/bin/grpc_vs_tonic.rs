@@ -18,8 +18,9 @@
 //!   `GrpcClient` with `connections(4)` and 64 calling tasks, which it spreads round-robin;
 //!   tonic: 4 `Channel`s, one connection each, 16 tasks per channel);
 //! * **unary 1×64**: one connection, 64 calls in flight;
-//! * **bidi**: one stream on one connection; a sender task pushes requests as fast as flow
-//!   control lets it, a receiver task counts responses: messages/s echoed.
+//! * **bidi 1 stream**: one stream on one connection; a sender task pushes requests as fast as
+//!   flow control lets it, a receiver task counts responses: messages/s echoed;
+//! * **bidi 16 streams**: the same on 16 streams of one connection.
 //!
 //! Each server runs in its own process (this binary re-executed with `serve-ours` or
 //! `serve-tonic`, which prints its address and serves until its stdin closes), started afresh
@@ -84,20 +85,21 @@ impl Side {
 enum Scenario {
     /// Unary calls: connections × calls in flight per connection.
     Unary { conns: usize, per_conn: usize },
-    /// One bidi stream, pipelined.
-    Bidi,
+    /// Bidi streams on one connection, each pipelined.
+    Bidi { streams: usize },
 }
 
 impl Scenario {
     fn name(self) -> String {
         match self {
             Scenario::Unary { conns, per_conn } => format!("unary {conns}x{per_conn}"),
-            Scenario::Bidi => "bidi 1 stream".into(),
+            Scenario::Bidi { streams: 1 } => "bidi 1 stream".into(),
+            Scenario::Bidi { streams } => format!("bidi {streams} streams"),
         }
     }
 }
 
-const SCENARIOS: [Scenario; 3] = [
+const SCENARIOS: [Scenario; 4] = [
     Scenario::Unary {
         conns: 4,
         per_conn: 16,
@@ -106,7 +108,8 @@ const SCENARIOS: [Scenario; 3] = [
         conns: 1,
         per_conn: 64,
     },
-    Scenario::Bidi,
+    Scenario::Bidi { streams: 1 },
+    Scenario::Bidi { streams: 16 },
 ];
 
 /// What one measurement window gave.
@@ -429,65 +432,35 @@ async fn unary(callers: Vec<Caller>, window: Duration, server: &ServerProcess) -
     }
 }
 
-/// Runs the bidi scenario: messages echoed per second on one stream.
-async fn bidi(side: Side, addr: SocketAddr, window: Duration, server: &ServerProcess) -> Figures {
+/// Runs the bidi scenario: messages echoed per second on `streams` streams of one connection.
+async fn bidi(
+    side: Side,
+    addr: SocketAddr,
+    streams: usize,
+    window: Duration,
+    server: &ServerProcess,
+) -> Figures {
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let message = "x".repeat(MESSAGE_LEN);
-    let (sender, receiver) = match side {
+    let mut tasks = Vec::new();
+    match side {
         Side::Ours => {
             let cfg = GrpcClientConfig::default().connections(1);
             let client = examples::proto::TestServiceClient::new(rpc_core::Client::new(
                 GrpcClient::with_config(addr, cfg),
             ));
-            let (mut tx, mut rx) = client.echo().await.expect("our echo opens").into_split();
-            let stop_tx = stop.clone();
-            let sender = tokio::spawn(async move {
-                let req = examples::proto::Request {
-                    message,
-                    ..Default::default()
-                };
-                while !stop_tx.load(Ordering::Relaxed) {
-                    if tx.send(req.clone()).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = tx.close_send();
-            });
-            let count = received.clone();
-            let receiver = tokio::spawn(async move {
-                while let Ok(Some(_)) = rx.recv().await {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-            (sender, receiver)
+            for _ in 0..streams {
+                tasks.extend(our_bidi(&client, &received, &stop).await);
+            }
         }
         Side::Tonic => {
-            let mut client =
+            let client =
                 tonic_echo::test_service_client::TestServiceClient::new(tonic_channel(addr).await);
-            let req = tonic_echo::Request {
-                message,
-                ..Default::default()
-            };
-            let stop_tx = stop.clone();
-            // The request stream yields as fast as tonic polls it (its encoder and h2's flow
-            // control are the backpressure), until the stop flag.
-            let requests = futures::stream::repeat(req)
-                .take_while(move |_| futures::future::ready(!stop_tx.load(Ordering::Relaxed)));
-            let mut rx = client
-                .echo(requests)
-                .await
-                .expect("tonic echo opens")
-                .into_inner();
-            let count = received.clone();
-            let receiver = tokio::spawn(async move {
-                while let Some(Ok(_)) = rx.next().await {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-            (tokio::spawn(async {}), receiver)
+            for _ in 0..streams {
+                tasks.push(tonic_bidi(client.clone(), &received, &stop).await);
+            }
         }
-    };
+    }
     tokio::time::sleep(WARM_UP).await;
     let cpu0 = server.cpu();
     let own0 = cpu_time(std::process::id());
@@ -499,8 +472,9 @@ async fn bidi(side: Side, addr: SocketAddr, window: Duration, server: &ServerPro
     let cpu1 = server.cpu();
     let own1 = cpu_time(std::process::id());
     stop.store(true, Ordering::Relaxed);
-    let _ = tokio::time::timeout(Duration::from_secs(5), sender).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), receiver).await;
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     let per = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
     Figures {
         per_sec: n as f64 / elapsed.as_secs_f64(),
@@ -509,6 +483,66 @@ async fn bidi(side: Side, addr: SocketAddr, window: Duration, server: &ServerPro
         server_cpu: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a) / per),
         client_cpu: own0.zip(own1).map(|(a, b)| b.saturating_sub(a) / per),
     }
+}
+
+/// One of our bidi streams: a sender task pushing requests until `stop` and a receiver task
+/// counting responses into `received`.
+async fn our_bidi(
+    client: &examples::proto::TestServiceClient,
+    received: &Arc<AtomicU64>,
+    stop: &Arc<AtomicBool>,
+) -> [tokio::task::JoinHandle<()>; 2] {
+    let message = "x".repeat(MESSAGE_LEN);
+    let (mut tx, mut rx) = client.echo().await.expect("our echo opens").into_split();
+    let stop_tx = stop.clone();
+    let sender = tokio::spawn(async move {
+        let req = examples::proto::Request {
+            message,
+            ..Default::default()
+        };
+        while !stop_tx.load(Ordering::Relaxed) {
+            if tx.send(req.clone()).await.is_err() {
+                break;
+            }
+        }
+        let _ = tx.close_send();
+    });
+    let count = received.clone();
+    let receiver = tokio::spawn(async move {
+        while let Ok(Some(_)) = rx.recv().await {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    [sender, receiver]
+}
+
+/// One tonic bidi stream: requests yielded as fast as tonic polls them until `stop`, and a
+/// receiver task counting responses into `received`.
+async fn tonic_bidi(
+    mut client: tonic_echo::test_service_client::TestServiceClient<tonic::transport::Channel>,
+    received: &Arc<AtomicU64>,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let req = tonic_echo::Request {
+        message: "x".repeat(MESSAGE_LEN),
+        ..Default::default()
+    };
+    let stop_tx = stop.clone();
+    // The request stream yields as fast as tonic polls it (its encoder and h2's flow
+    // control are the backpressure), until the stop flag.
+    let requests = futures::stream::repeat(req)
+        .take_while(move |_| futures::future::ready(!stop_tx.load(Ordering::Relaxed)));
+    let mut rx = client
+        .echo(requests)
+        .await
+        .expect("tonic echo opens")
+        .into_inner();
+    let count = received.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(_)) = rx.next().await {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -566,7 +600,9 @@ fn bench(window: Duration, runs: usize) {
                             let c = callers(side, server.addr, conns, per_conn).await;
                             unary(c, window, &server).await
                         }
-                        Scenario::Bidi => bidi(side, server.addr, window, &server).await,
+                        Scenario::Bidi { streams } => {
+                            bidi(side, server.addr, streams, window, &server).await
+                        }
                     }
                 });
                 println!(
