@@ -13,6 +13,20 @@
 //! * a panic → `INTERNAL` ("handler panicked"); the server keeps serving;
 //! * client reset, lost connection or deadline → handles fail with the reason, `cancelled()`
 //!   resolves, and the handler gets [`DEFAULT_CANCEL_GRACE`] to notice before it is dropped.
+//!
+//! # When the response header goes out
+//!
+//! The header (with the metadata set by [`ServerContext::set_header`]) is sent with the first
+//! message, at the end, or by [`ServerContext::send_header`], whichever comes first, and **no
+//! later than the moment a client-streaming or bidi handler waits for a request**: when its
+//! `recv` finds no request ready, the header is sent before it waits. A client that waits for
+//! the header before it sends (tonic's generated bidi call fed by a channel resolves only once
+//! the header arrived) therefore never deadlocks against a handler that reads first. Header
+//! metadata set before the first `recv` goes with it. A handler that wants to set header
+//! metadata from what it reads calls [`ServerContext::hold_header`] before its first `recv`;
+//! its header then goes with the first message or the end, as for the other modes. (Pingpong
+//! and server-streaming handlers get their request before they run, so they never wait for
+//! one.) This is core logic: every transport sees the same `send_header` call.
 
 use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
@@ -351,6 +365,7 @@ impl Server {
             middleware: self.inner.middleware.clone(),
             header: Mutex::new(Some(Metadata::new())),
             header_sent: AtomicBool::new(false),
+            hold_header: AtomicBool::new(false),
             trailer: Mutex::new(Metadata::new()),
             local_cancel: OnceLock::new(),
             cancel_notify: Notify::new(),
@@ -529,6 +544,8 @@ struct ServerShared {
     /// The response header until it is sent (`None` once sent).
     header: Mutex<Option<Metadata>>,
     header_sent: AtomicBool,
+    /// [`ServerContext::hold_header`]: a waiting `recv` does not send the header.
+    hold_header: AtomicBool,
     trailer: Mutex<Metadata>,
     /// Set when the stream was cancelled or its deadline passed; handles fail with it.
     local_cancel: OnceLock<Status>,
@@ -567,6 +584,20 @@ impl ServerShared {
     fn ensure_header_sent(&self) -> Result<(), Status> {
         let finished = lock(&self.finished);
         self.ensure_header_sent_locked(*finished)
+    }
+
+    /// A handler's `recv` is about to wait: sends the header unless it is out already, held
+    /// ([`ServerContext::hold_header`]) or the stream has ended (see the module docs). Two
+    /// atomic loads once the header is out.
+    fn send_header_before_waiting(&self) -> Result<(), Status> {
+        if self.header_sent.load(Ordering::Acquire) || self.hold_header.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let finished = lock(&self.finished);
+        if *finished {
+            return Ok(());
+        }
+        self.ensure_header_sent_locked(false)
     }
 
     /// Sends one message (and the header before it, if needed).
@@ -657,7 +688,9 @@ impl ServerContext {
     }
 
     /// Adds response header metadata. Fails with `FAILED_PRECONDITION` once the header was
-    /// sent (by the first message, by [`ServerContext::send_header`] or by the end).
+    /// sent (by the first message, by [`ServerContext::send_header`], by the end, or — in a
+    /// client-streaming or bidi handler — by the first `recv` that had to wait, unless
+    /// [`ServerContext::hold_header`] was called; see the [module docs](self)).
     pub fn set_header(
         &self,
         key: impl Into<String>,
@@ -672,10 +705,23 @@ impl ServerContext {
         }
     }
 
-    /// Sends the response header now (otherwise it goes with the first message or the end).
+    /// Sends the response header now (otherwise it goes with the first message, the end, or
+    /// before a client-streaming or bidi handler's `recv` waits).
     pub fn send_header(&self) -> Result<(), Status> {
         self.shared.check_cancel()?;
         self.shared.ensure_header_sent()
+    }
+
+    /// Keeps the response header back when a client-streaming or bidi handler's `recv` waits
+    /// for a request (the default sends it then, see the [module docs](self)): it goes with the
+    /// first message, at the end, or on [`ServerContext::send_header`], so header metadata may
+    /// be set from what was read. Call it before the first `recv`.
+    ///
+    /// Beware: a client that waits for the header before it sends anything (tonic's generated
+    /// bidi call fed by a channel) waits forever for a handler that holds the header and reads
+    /// first.
+    pub fn hold_header(&self) {
+        self.shared.hold_header.store(true, Ordering::Release);
     }
 
     /// Adds trailer metadata, sent when the handler returns (OK or error).
@@ -744,6 +790,15 @@ impl ServerCall {
         ServerEnd {
             shared: self.ctx.shared.clone(),
             sending: 0,
+            header_on_wait: false,
+        }
+    }
+
+    /// The end of a handler's request stream: a `recv` that waits sends the header first.
+    fn recv_end(&self) -> ServerEnd {
+        ServerEnd {
+            header_on_wait: true,
+            ..self.end()
         }
     }
 
@@ -771,7 +826,7 @@ impl ServerCall {
         Fut: Future<Output = Result<Res, Status>>,
     {
         let stream = RecvStream {
-            rx: Receiver::new(self.end(), MsgCodec::of::<C>()),
+            rx: Receiver::new(self.recv_end(), MsgCodec::of::<C>()),
         };
         let res = f(self.ctx.clone(), stream).await?;
         self.respond::<C, Res>(res).await
@@ -805,7 +860,7 @@ impl ServerCall {
     {
         let stream = BidiStream {
             rx: RecvStream {
-                rx: Receiver::new(self.end(), MsgCodec::of::<C>()),
+                rx: Receiver::new(self.recv_end(), MsgCodec::of::<C>()),
             },
             tx: SendStream {
                 tx: Sender::new(self.end(), MsgCodec::of::<C>()),
@@ -841,6 +896,8 @@ pub(crate) struct ServerEnd {
     shared: Arc<ServerShared>,
     /// The length of the message being sent (from `poll_send_ready`), for metrics.
     sending: usize,
+    /// A handler's request stream: a `recv` that waits sends the header first.
+    header_on_wait: bool,
 }
 
 /// The call context of a server stream, owned through its shared state (what message
@@ -894,8 +951,15 @@ impl End for ServerEnd {
             .raw
             .poll_recv(cx)
             .map_err(|e| self.prefer_cancel(e));
-        if let Poll::Ready(Ok(Some(b))) = &got {
-            self.shared.observe.received(b.len());
+        match &got {
+            Poll::Ready(Ok(Some(b))) => self.shared.observe.received(b.len()),
+            Poll::Pending if self.header_on_wait => {
+                // About to wait for a request: the header goes out first (module docs).
+                if let Err(e) = self.shared.send_header_before_waiting() {
+                    return Poll::Ready(Err(self.prefer_cancel(e)));
+                }
+            }
+            _ => {}
         }
         got
     }
@@ -908,6 +972,7 @@ impl End for ServerEnd {
         ServerEnd {
             shared: self.shared.clone(),
             sending: 0,
+            header_on_wait: self.header_on_wait,
         }
     }
 }
@@ -929,7 +994,9 @@ pub struct RecvStream<Req: Send + Sync + 'static> {
 
 impl<Req: Send + Sync + 'static> RecvStream<Req> {
     /// The next request; `Ok(None)` after the client's half-close. After the end or an error,
-    /// returns the same outcome again.
+    /// returns the same outcome again. When no request is ready it sends the response header
+    /// before it waits, unless [`ServerContext::hold_header`] was called (see the
+    /// [module docs](self)).
     pub async fn recv(&mut self) -> Result<Option<Req>, Status> {
         self.rx.recv().await
     }
@@ -977,7 +1044,8 @@ pub struct BidiStream<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
 }
 
 impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiStream<Req, Res> {
-    /// The next request; `Ok(None)` after the client's half-close.
+    /// The next request; `Ok(None)` after the client's half-close. Sends the response header
+    /// before it waits, as [`RecvStream::recv`] does.
     pub async fn recv(&mut self) -> Result<Option<Req>, Status> {
         self.rx.recv().await
     }
