@@ -48,7 +48,7 @@
 //! Forward compatibility with newer peers: a frame of an unknown type is ignored (as HTTP/2
 //! ignores unknown frame types, RFC 9113 §4.1); any other frame that is well delimited but
 //! not a valid ttstream frame (no frame type, a non-streaming protocol id or flags, a method
-//! that is not UTF-8, stream id 0 or, for a new stream, a negative id) ends the stream it names
+//! that is not UTF-8, stream id 0) ends the stream it names
 //! with 12004 (illegal frame) if that stream is open and is ignored otherwise. Only a byte
 //! stream that cannot be delimited closes the connection.
 
@@ -64,9 +64,7 @@ use rpc_core::transport::{ClientStreamRaw, IncomingStream};
 use rpc_core::{CallContext, Code, Error, PayloadKind, Peer, Server, Status};
 use tokio::sync::Notify;
 
-use crate::common::{
-    deadline_of, lock, next_id, pause_while, route_refusal, timeout_ms, Lifecycle,
-};
+use crate::common::{deadline_of, lock, pause_while, route_refusal, timeout_ms, Lifecycle};
 use crate::driver::config::{Counted, Limits, Stats};
 use crate::driver::mapping::{metadata_of, str_kvs};
 use crate::proto::keys::{kitex_code, str_key};
@@ -398,10 +396,10 @@ impl<S: FrameSink> Session<S> {
     pub fn on_frame(self: &Arc<Self>, frame: StreamFrame) {
         match self.stream(frame.stream_id) {
             Some(s) => s.on_frame(frame),
-            None if self.role == Role::Server
-                && frame.kind == FrameKind::Header
-                && frame.stream_id > 0 =>
-            {
+            // Any non-zero i32 opens a stream (spec §3): a Kitex client's process-wide counter
+            // wraps past i32::MAX to negative ids. (Id 0 never reaches here: the frame decoder
+            // refuses it for every frame type but Meta.)
+            None if self.role == Role::Server && frame.kind == FrameKind::Header => {
                 self.accept(frame)
             }
             // Frames for unknown or finished streams are ignored, as Kitex does (spec §3).
@@ -558,7 +556,11 @@ impl<S: FrameSink> Session<S> {
         }
         let method = ctx.method();
         let protocol = protocol_of(method.payload);
-        let id = next_id(&self.next_id);
+        let mut streams = lock(&self.streams);
+        if self.retired.load(Ordering::Acquire) {
+            return Err(Status::unavailable("connection closed as idle"));
+        }
+        let id = next_stream_id(&self.next_id, |id| streams.contains_key(&id));
         let mut sm = StreamState::new(Role::Client, id);
         sm.send(FrameKind::Header)
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -572,13 +574,10 @@ impl<S: FrameSink> Session<S> {
         );
         let stream = Stream::new(self, id, method.name.to_owned(), protocol, sm);
         let first = {
-            let mut streams = lock(&self.streams);
-            if self.retired.load(Ordering::Acquire) {
-                return Err(Status::unavailable("connection closed as idle"));
-            }
             streams.insert(id, stream.clone());
             streams.len() == 1
         };
+        drop(streams);
         if first {
             // The reader may sit in an idle read: its silence clock starts now.
             self.life.reader().notify_one();
@@ -596,6 +595,20 @@ impl<S: FrameSink> Session<S> {
         match e {
             SinkError::Closed => self.life.lost_status(),
             SinkError::Frame(status) => status,
+        }
+    }
+}
+
+/// The next stream id of `counter` that is not `live`: any non-zero i32 (spec §3). Ids count up
+/// from 1 and wrap past `i32::MAX` to `i32::MIN`, as a Kitex client's counter does; 0 (control
+/// frames) and ids of streams still open on the connection are skipped (the caller holds the
+/// stream table, which is bounded far below the 2^32 - 1 ids, so the loop ends).
+pub(crate) fn next_stream_id(counter: &AtomicI32, live: impl Fn(i32) -> bool) -> i32 {
+    loop {
+        // `fetch_add` wraps on overflow: i32::MAX + 1 is i32::MIN.
+        let id = counter.fetch_add(1, Ordering::Relaxed);
+        if id != 0 && !live(id) {
+            return id;
         }
     }
 }

@@ -265,3 +265,33 @@ async fn retiring_an_idle_client_session_is_atomic_with_opening_a_stream() {
     assert_eq!(err.code(), rpc_core::Code::Unavailable);
     assert_eq!(s.stream_count(), 0);
 }
+
+#[test]
+fn stream_ids_wrap_past_i32_max_to_negative_skipping_zero_and_live_ids() {
+    use std::sync::atomic::AtomicI32;
+
+    use super::next_stream_id;
+
+    let none = |_: i32| false;
+    let c = AtomicI32::new(i32::MAX - 1);
+    assert_eq!(next_stream_id(&c, none), i32::MAX - 1);
+    assert_eq!(next_stream_id(&c, none), i32::MAX);
+    // Like a Kitex client's counter: on to the negative ids, not back to 1.
+    assert_eq!(next_stream_id(&c, none), i32::MIN);
+    assert_eq!(next_stream_id(&c, none), i32::MIN + 1);
+
+    // 0 is never handed out: -1 is followed by 1.
+    let c = AtomicI32::new(-1);
+    assert_eq!(next_stream_id(&c, none), -1);
+    assert_eq!(next_stream_id(&c, none), 1);
+
+    // Ids of streams still open on the connection are skipped (a counter that went all the
+    // way round meets its oldest streams again).
+    let live = |id: i32| [i32::MIN, i32::MIN + 2, 1].contains(&id);
+    let c = AtomicI32::new(i32::MAX);
+    assert_eq!(next_stream_id(&c, live), i32::MAX);
+    assert_eq!(next_stream_id(&c, live), i32::MIN + 1);
+    assert_eq!(next_stream_id(&c, live), i32::MIN + 3);
+    let c = AtomicI32::new(0);
+    assert_eq!(next_stream_id(&c, live), 2);
+}
