@@ -9,48 +9,9 @@ use bytes::{Bytes, BytesMut};
 use super::error::{EncodeError, FrameError};
 use super::header::{HeadRef, Headers, Limits, Packet, PacketStart, ProtocolId};
 use super::keys::{self, int_key, str_key};
+pub use super::kinds::FrameKind;
 use super::status::BizStatus;
 use super::thrift_msg::{encode_exception_message, ApplicationException};
-
-/// The frame type carried in int key 27.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FrameKind {
-    /// `"1"`: metadata from a proxy (or our credit extension); a Kitex server ignores it.
-    Meta,
-    /// `"2"`: opens the stream (client) or carries the response headers (server).
-    Header,
-    /// `"3"`: one message.
-    Data,
-    /// `"4"`: client CloseSend (empty), or the server's end of stream.
-    Trailer,
-    /// `"5"`: cancel (client) or proxy reset.
-    Rst,
-}
-
-impl FrameKind {
-    /// Parses the value of int key 27: exactly one ASCII digit `"1"`..`"5"`.
-    pub fn from_wire(value: &[u8]) -> Option<Self> {
-        match value {
-            b"1" => Some(FrameKind::Meta),
-            b"2" => Some(FrameKind::Header),
-            b"3" => Some(FrameKind::Data),
-            b"4" => Some(FrameKind::Trailer),
-            b"5" => Some(FrameKind::Rst),
-            _ => None,
-        }
-    }
-
-    /// The ASCII digit written in int key 27.
-    pub fn as_ascii(self) -> u8 {
-        match self {
-            FrameKind::Meta => b'1',
-            FrameKind::Header => b'2',
-            FrameKind::Data => b'3',
-            FrameKind::Trailer => b'4',
-            FrameKind::Rst => b'5',
-        }
-    }
-}
 
 /// The payload encoding of a stream, from its PROTOCOL ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -16,6 +16,7 @@ pub mod error;
 pub mod frame;
 pub mod header;
 pub mod keys;
+mod kinds;
 pub mod status;
 pub mod str_kvs;
 pub mod stream;

@@ -55,27 +55,34 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use rpc_core::codec::Encodable;
 use rpc_core::limits::ByteBudget;
 use rpc_core::transport::{ClientStreamRaw, IncomingStream};
 use rpc_core::{CallContext, Code, Error, PayloadKind, Peer, Server, Status};
 use tokio::sync::Notify;
 
 use crate::common::{deadline_of, lock, pause_while, route_refusal, timeout_ms, Lifecycle};
-use crate::driver::config::{Counted, Limits, Stats};
-use crate::driver::mapping::{metadata_of, str_kvs};
+use crate::mapping::{metadata_of, str_kvs};
 use crate::proto::keys::{kitex_code, str_key};
 use crate::proto::{
     ApplicationException, FrameError, FrameKind, Packet, Role, StreamFrame, StreamProtocol,
     StreamState,
 };
 
+mod limits;
+mod sink;
 mod stream;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use limits::Counted;
+pub use limits::{
+    Limits, Stats, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_CONN_RECV_BUFFER, DEFAULT_CONN_RESERVE,
+    DEFAULT_STREAM_RECV_BUFFER, DEFAULT_WRITE_BUFFER,
+};
+pub(crate) use sink::append_packet;
+pub use sink::{append_data_frame, FrameSink, SinkError};
 
 use stream::{ClientHandle, ServerHandle, Stream};
 
@@ -85,74 +92,6 @@ use stream::{ClientHandle, ServerHandle, Stream};
 /// elsewhere, as gRPC clients treat HTTP/2's REFUSED_STREAM. Graceful shutdown refuses with
 /// the same code; the message tells the two apart.
 pub const REFUSED_STREAM_CODE: i32 = kitex_code::TRANSPORT_CLOSING;
-
-/// Why a [`FrameSink`] did not take a frame.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum SinkError {
-    /// The sink is closed (the connection is gone); nothing was appended.
-    Closed,
-    /// This frame could not be encoded (or is over the frame size limit); nothing was
-    /// appended and the sink stays usable.
-    Frame(Status),
-}
-
-/// Where a [`Session`] writes its encoded frames, in order. Implementations synchronize
-/// internally (all methods take `&self`); frames appended by one call must reach the peer
-/// whole and in append order.
-///
-/// Every frame appended counts toward [`FrameSink::backlog`] until the peer (or the socket)
-/// took it: a server session stops reading while the backlog is at twice
-/// [`Limits::write_buffer`], so control frames, which never wait, are bounded too.
-pub trait FrameSink: Send + Sync + 'static {
-    /// Ready when a Data frame of `len` message bytes (0 when unknown) may be appended now;
-    /// `Err` once the sink is closed. A socket queue waits while its buffer is full; a ring
-    /// waits for a slot of `len` bytes.
-    fn poll_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), SinkError>>;
-
-    /// Appends one control frame (Header, Trailer, Rst) without waiting for room.
-    fn append_frame(&self, frame: &StreamFrame) -> Result<(), SinkError>;
-
-    /// Appends one Data frame: `head` (the stream's encoded Data head, with a LENGTH of 0 that
-    /// the sink sets to the frame's length, `head.len() - 4` plus the message's) followed by
-    /// `msg` encoded straight into the sink's buffer. A frame longer than `max_frame` bytes
-    /// (LENGTH) is not appended: `SinkError::Frame` with `RESOURCE_EXHAUSTED`.
-    fn append_data(
-        &self,
-        head: &[u8],
-        msg: &mut dyn Encodable,
-        max_frame: usize,
-    ) -> Result<(), SinkError>;
-
-    /// Bytes appended and not yet taken by the peer (or the socket), control frames included.
-    fn backlog(&self) -> usize;
-
-    /// Notified (`notify_one`) whenever the backlog shrinks: a paused reader waits on it.
-    fn progress(&self) -> &Notify;
-
-    /// Stops accepting frames: appends fail with [`SinkError::Closed`] and waiters in
-    /// `poll_ready` wake. What was appended before is still delivered if it can be.
-    fn close(&self);
-
-    /// Whether [`FrameSink::close`] ran (or the sink failed on its own).
-    fn is_closed(&self) -> bool;
-}
-
-/// Appends one Data frame to `dst` as [`FrameSink::append_data`] describes it, for sinks that
-/// write into a `BytesMut`: `head`, then `msg` encoded in place, then LENGTH set. On an error
-/// (encoding, or a frame over `max_frame` bytes) nothing is left appended.
-pub fn append_data_frame(
-    dst: &mut BytesMut,
-    head: &[u8],
-    msg: &mut dyn Encodable,
-    max_frame: usize,
-) -> Result<(), Status> {
-    crate::driver::write::append_packet(dst, max_frame, |buf| {
-        buf.extend_from_slice(head);
-        msg.encode(buf)
-    })
-    .map(drop)
-}
 
 /// The streams of one ttstream connection, generic over how frames are written ([`FrameSink`])
 /// and fed by whatever reads them (module docs). Client and server share it; the role decides

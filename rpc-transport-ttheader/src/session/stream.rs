@@ -13,10 +13,10 @@ use rpc_core::transport::waker::{register, wake};
 use rpc_core::transport::{ClientEvent, ClientStreamRaw, Finish, ServerStreamRaw};
 use rpc_core::{Code, Error, Metadata, Status};
 
+use super::Counted;
 use super::{FrameSink, Session};
 use crate::common::lock;
-use crate::driver::config::Counted;
-use crate::driver::mapping::{
+use crate::mapping::{
     biz_of, exception_of, metadata_of, status_from_biz, status_from_exception, status_from_kitex,
     str_kvs, text_only, text_only_finish, RPC_CODE_KEY,
 };

@@ -16,7 +16,7 @@ use rpc_core::{
 use tokio::sync::{Notify, Semaphore};
 
 use super::{append_data_frame, FrameSink, Session, SinkError, REFUSED_STREAM_CODE};
-use crate::driver::config::{Limits, Stats};
+use super::{Limits, Stats};
 use crate::proto::{ApplicationException, Role, StreamFrame, StreamProtocol};
 
 /// Frames appended to a buffer, as a transport would hand them to its peer.
