@@ -41,15 +41,108 @@ impl StreamProtocol {
     }
 }
 
+/// A method name (int key 9): UTF-8, shared without copying — an IDL's `&'static str`
+/// ([`MethodName::from_static`]), a `String` moved in, or a slice of a received frame.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct MethodName(Bytes);
+
+impl MethodName {
+    /// A name the program holds for good (an IDL method): no allocation.
+    pub const fn from_static(name: &'static str) -> MethodName {
+        MethodName(Bytes::from_static(name.as_bytes()))
+    }
+
+    /// A name from received bytes, if they are UTF-8 (no copy).
+    pub fn from_utf8(bytes: Bytes) -> Result<MethodName, Bytes> {
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => Ok(MethodName(bytes)),
+            Err(_) => Err(bytes),
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // UTF-8 by construction (every constructor checks or takes a `str`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The bytes, shared.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl std::ops::Deref for MethodName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for MethodName {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for MethodName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for MethodName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A copy of `name` (use [`MethodName::from_static`] for a name held for good: no copy).
+impl From<&str> for MethodName {
+    fn from(name: &str) -> MethodName {
+        MethodName(Bytes::copy_from_slice(name.as_bytes()))
+    }
+}
+
+impl From<String> for MethodName {
+    fn from(name: String) -> MethodName {
+        MethodName(Bytes::from(name))
+    }
+}
+
+impl From<&String> for MethodName {
+    fn from(name: &String) -> MethodName {
+        MethodName(Bytes::copy_from_slice(name.as_bytes()))
+    }
+}
+
+impl PartialEq<str> for MethodName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for MethodName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
 /// One ttstream frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamFrame {
     /// Int key 27.
     pub kind: FrameKind,
-    /// SEQUENCE ID. Non-zero except possibly on Meta frames.
+    /// SEQUENCE ID: any non-zero i32 (0 only on Meta frames).
     pub stream_id: i32,
     /// Int key 9; empty if the peer omitted it.
-    pub method: String,
+    pub method: MethodName,
     /// PROTOCOL ID.
     pub protocol: StreamProtocol,
     /// Metadata: string KVs, ACL token and int KVs other than 9 and 27 (those are never written
@@ -59,10 +152,44 @@ pub struct StreamFrame {
     pub payload: Bytes,
 }
 
+/// A delimited packet that is not a valid ttstream frame: the stream it names and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadFrame {
+    /// The packet's SEQUENCE ID.
+    pub stream_id: i32,
+    /// What is wrong with it.
+    pub error: FrameError,
+}
+
 impl TryFrom<Packet> for StreamFrame {
     type Error = FrameError;
 
-    fn try_from(p: Packet) -> Result<Self, FrameError> {
+    fn try_from(mut p: Packet) -> Result<Self, FrameError> {
+        // The last entry of a repeated key wins, as in every lookup.
+        let mut kind = None;
+        let mut method = None;
+        p.headers.int_kvs.retain(|(k, v)| match *k {
+            int_key::FRAME_TYPE => {
+                kind = Some(v.clone());
+                false
+            }
+            int_key::TO_METHOD => {
+                method = Some(v.clone());
+                false
+            }
+            _ => true,
+        });
+        StreamFrame::from_parts(p, kind, method)
+    }
+}
+
+impl StreamFrame {
+    /// A frame from a packet whose int keys 27 (`kind`) and 9 (`method`) were lifted out.
+    fn from_parts(
+        p: Packet,
+        kind: Option<Bytes>,
+        method: Option<Bytes>,
+    ) -> Result<StreamFrame, FrameError> {
         if p.flags & keys::FLAGS_STREAMING == 0 {
             return Err(FrameError::NotStreaming { flags: p.flags });
         }
@@ -71,37 +198,75 @@ impl TryFrom<Packet> for StreamFrame {
                 id: p.protocol.as_u8(),
             })?;
         let stream_id = p.seq_id;
-        let ty = p
-            .headers
-            .get_int(int_key::FRAME_TYPE)
-            .ok_or(FrameError::MissingFrameType { stream_id })?;
-        let kind = FrameKind::from_wire(ty).ok_or_else(|| FrameError::UnknownFrameType {
+        let ty = kind.ok_or(FrameError::MissingFrameType { stream_id })?;
+        let kind = FrameKind::from_wire(&ty).ok_or(FrameError::UnknownFrameType {
             stream_id,
-            value: ty.clone(),
+            value: ty,
         })?;
         if stream_id == 0 && kind != FrameKind::Meta {
             return Err(FrameError::ZeroStreamId { kind });
         }
         // The spec says key 9 is always present; tolerate its absence as an empty name and let
         // the server answer "unknown method" rather than killing the connection.
-        let method = match p.headers.get_int(int_key::TO_METHOD) {
-            Some(m) => std::str::from_utf8(m)
-                .map_err(|_| FrameError::MethodNotUtf8 { stream_id })?
-                .to_owned(),
-            None => String::new(),
+        let method = match method {
+            Some(m) => {
+                MethodName::from_utf8(m).map_err(|_| FrameError::MethodNotUtf8 { stream_id })?
+            }
+            None => MethodName::default(),
         };
-        let mut headers = p.headers;
-        headers
-            .int_kvs
-            .retain(|(k, _)| *k != int_key::FRAME_TYPE && *k != int_key::TO_METHOD);
         Ok(StreamFrame {
             kind,
             stream_id,
             method,
             protocol,
-            headers,
+            headers: p.headers,
             payload: p.payload,
         })
+    }
+
+    /// Parses one delimited packet as a frame, lifting int keys 27 and 9 out while parsing
+    /// (no allocation for them). The outer error means the packet itself is malformed
+    /// (connection scope); the inner one, a well-delimited packet that is not a valid frame.
+    fn parse(frame: Bytes) -> Result<Result<StreamFrame, BadFrame>, FrameError> {
+        let mut kind = None;
+        let mut method = None;
+        let p = Packet::parse_taking(frame, &mut |k, v| match k {
+            int_key::FRAME_TYPE => {
+                kind = Some(v.clone());
+                true
+            }
+            int_key::TO_METHOD => {
+                method = Some(v.clone());
+                true
+            }
+            _ => false,
+        })?;
+        let stream_id = p.seq_id;
+        Ok(StreamFrame::from_parts(p, kind, method).map_err(|error| BadFrame { stream_id, error }))
+    }
+
+    /// Decodes one frame from the front of `src` for a reader that keeps going after a bad
+    /// frame: `Ok(None)` while only a prefix is there; `Err` when the bytes cannot be
+    /// delimited or parsed as a packet (the connection must end); `Ok(Some(Err(bad)))` for a
+    /// whole packet that is not a valid ttstream frame (it is consumed: the stream it names
+    /// may end, the connection goes on). Allocates nothing for int keys 27 and 9.
+    pub fn read(
+        src: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Result<StreamFrame, BadFrame>>, FrameError> {
+        match Packet::split(src, limits)? {
+            Some(frame) => StreamFrame::parse(frame).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`StreamFrame::read`] for a frame delivered whole: `frame` must be exactly one packet.
+    pub fn read_whole(
+        frame: Bytes,
+        limits: &Limits,
+    ) -> Result<Result<StreamFrame, BadFrame>, FrameError> {
+        Packet::check_whole(&frame, limits)?;
+        StreamFrame::parse(frame)
     }
 }
 
@@ -114,7 +279,7 @@ impl From<StreamFrame> for Packet {
         headers.int_kvs.splice(
             0..0,
             [
-                (int_key::TO_METHOD, Bytes::from(f.method)),
+                (int_key::TO_METHOD, f.method.into_bytes()),
                 (int_key::FRAME_TYPE, Bytes::from(vec![f.kind.as_ascii()])),
             ],
         );
@@ -133,7 +298,7 @@ impl StreamFrame {
     pub fn new(
         kind: FrameKind,
         stream_id: i32,
-        method: impl Into<String>,
+        method: impl Into<MethodName>,
         protocol: StreamProtocol,
     ) -> Self {
         StreamFrame {
@@ -150,7 +315,7 @@ impl StreamFrame {
     /// metadata), and the deadline as int key 12 (RPC_TIMEOUT, decimal ms) when given.
     pub fn client_header(
         stream_id: i32,
-        method: impl Into<String>,
+        method: impl Into<MethodName>,
         protocol: StreamProtocol,
         service: &str,
         metadata: impl IntoIterator<Item = (String, String)>,
@@ -169,7 +334,7 @@ impl StreamFrame {
     /// The server's response Header with its header map.
     pub fn server_header(
         stream_id: i32,
-        method: impl Into<String>,
+        method: impl Into<MethodName>,
         protocol: StreamProtocol,
         metadata: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
@@ -181,7 +346,7 @@ impl StreamFrame {
     /// A Data frame carrying one encoded message.
     pub fn data(
         stream_id: i32,
-        method: impl Into<String>,
+        method: impl Into<MethodName>,
         protocol: StreamProtocol,
         payload: Bytes,
     ) -> Self {
@@ -191,7 +356,11 @@ impl StreamFrame {
     }
 
     /// The client's CloseSend, or a server's clean end without trailers: an empty Trailer.
-    pub fn close_send(stream_id: i32, method: impl Into<String>, protocol: StreamProtocol) -> Self {
+    pub fn close_send(
+        stream_id: i32,
+        method: impl Into<MethodName>,
+        protocol: StreamProtocol,
+    ) -> Self {
         Self::new(FrameKind::Trailer, stream_id, method, protocol)
     }
 
@@ -199,7 +368,7 @@ impl StreamFrame {
     /// given an EXCEPTION message (method, type 3, seqid = stream id) as payload.
     pub fn trailer(
         stream_id: i32,
-        method: impl Into<String>,
+        method: impl Into<MethodName>,
         protocol: StreamProtocol,
         trailers: impl IntoIterator<Item = (String, String)>,
         biz: Option<&BizStatus>,
@@ -211,7 +380,7 @@ impl StreamFrame {
             biz.push_to(&mut f.headers);
         }
         if let Some(exc) = error {
-            f.payload = exception_payload(&f.method, stream_id, exc)?;
+            f.payload = exception_payload(f.method.as_str(), stream_id, exc)?;
         }
         Ok(f)
     }
@@ -220,7 +389,7 @@ impl StreamFrame {
     /// `{message, code}` (e.g. 12007 user cancel, 12015 stream timeout).
     pub fn rst(
         stream_id: i32,
-        method: impl Into<String>,
+        method: impl Into<MethodName>,
         protocol: StreamProtocol,
         cancel_path: Option<&str>,
         reason: &ApplicationException,
@@ -229,14 +398,14 @@ impl StreamFrame {
         if let Some(path) = cancel_path {
             f.headers.push_str(str_key::CANCEL_PATH, path.to_owned());
         }
-        f.payload = exception_payload(&f.method, stream_id, reason)?;
+        f.payload = exception_payload(f.method.as_str(), stream_id, reason)?;
         Ok(f)
     }
 
     /// Decodes one frame from the front of `src` ([`Packet::decode`] plus the ttstream checks).
     pub fn decode(src: &mut BytesMut, limits: &Limits) -> Result<Option<Self>, FrameError> {
-        match Packet::decode(src, limits)? {
-            Some(p) => StreamFrame::try_from(p).map(Some),
+        match StreamFrame::read(src, limits)? {
+            Some(frame) => frame.map(Some).map_err(|bad| bad.error),
             None => Ok(None),
         }
     }
@@ -530,6 +699,75 @@ mod tests {
         let mut p = ok;
         p.headers.int_kvs.retain(|(k, _)| *k != int_key::TO_METHOD);
         assert_eq!(StreamFrame::try_from(p).unwrap().method, "");
+    }
+
+    #[test]
+    fn read_lifts_type_and_method_out_without_storing_them() {
+        let limits = Limits::default();
+        let mut wire = BytesMut::new();
+        let open = StreamFrame::client_header(-7, "Echo", StreamProtocol::Thrift, "S", [], None);
+        open.encode(&mut wire).unwrap();
+        let f = StreamFrame::read(&mut wire, &limits)
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(f, open);
+        assert_eq!(f.method, "Echo");
+        assert_eq!(
+            f.headers.int_kvs.capacity(),
+            0,
+            "no int KV stored, none allocated"
+        );
+        // Other int keys are kept, after 27 and 9 were taken.
+        let mut timed =
+            StreamFrame::client_header(3, "Echo", StreamProtocol::Thrift, "S", [], Some(5));
+        timed.encode(&mut wire).unwrap();
+        let f = StreamFrame::read(&mut wire, &limits)
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.headers.get_int_decimal(int_key::RPC_TIMEOUT), Some(5));
+        assert_eq!(f, timed);
+
+        // A well-delimited packet that is not a frame is consumed and named.
+        let mut p = Packet::from(StreamFrame::close_send(9, "Echo", StreamProtocol::Thrift));
+        p.headers.int_kvs.retain(|(k, _)| *k != int_key::FRAME_TYPE);
+        p.encode(&mut wire).unwrap();
+        let bad = StreamFrame::read(&mut wire, &limits)
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            bad,
+            BadFrame {
+                stream_id: 9,
+                error: FrameError::MissingFrameType { stream_id: 9 }
+            }
+        );
+        assert!(wire.is_empty());
+        assert_eq!(StreamFrame::read(&mut wire, &limits), Ok(None));
+
+        // Whole frames: the same, and a length that does not match is the connection's error.
+        let mut whole = BytesMut::new();
+        open.encode(&mut whole).unwrap();
+        let whole = whole.freeze();
+        assert_eq!(
+            StreamFrame::read_whole(whole.clone(), &limits),
+            Ok(Ok(open))
+        );
+        assert!(StreamFrame::read_whole(whole.slice(..whole.len() - 1), &limits).is_err());
+    }
+
+    #[test]
+    fn method_names_share_their_bytes() {
+        let m = MethodName::from_static("Echo");
+        assert_eq!(m.as_str(), "Echo");
+        assert_eq!(m, "Echo");
+        assert_eq!(format!("{m} {m:?}"), "Echo \"Echo\"");
+        assert_eq!(MethodName::from("Echo".to_owned()), m);
+        assert_eq!(MethodName::from_utf8(Bytes::from_static(b"Echo")), Ok(m));
+        assert!(MethodName::from_utf8(Bytes::from_static(b"\xff")).is_err());
+        assert_eq!(MethodName::default().as_str(), "");
     }
 
     #[test]

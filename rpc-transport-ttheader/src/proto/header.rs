@@ -257,31 +257,57 @@ impl Packet {
     /// HEADER SIZE are checked as soon as their bytes arrive, and LENGTH is compared with
     /// `limits.max_frame_size` before `src` is grown, so a hostile prefix costs nothing.
     pub fn decode(src: &mut BytesMut, limits: &Limits) -> Result<Option<Packet>, FrameError> {
-        let Some(total) = check_prefix(src, limits)? else {
-            return Ok(None);
-        };
-        if src.len() < total {
-            // tokio-util codec contract: reserve the rest of a frame once its (bounded) length
-            // is known, so the driver reads it without repeated reallocation.
-            src.reserve(total - src.len());
-            return Ok(None);
+        // tokio-util codec contract (in `split`): reserve the rest of a frame once its
+        // (bounded) length is known, so the driver reads it without repeated reallocation.
+        match Packet::split(src, limits)? {
+            Some(frame) => parse_frame(frame, &mut |_, _| false).map(Some),
+            None => Ok(None),
         }
-        let frame = src.split_to(total).freeze();
-        parse_frame(frame).map(Some)
     }
 
     /// Decodes `frame`, which must hold exactly one whole packet (a transport that delivers
     /// frames already delimited, such as shared memory). The header and payload are slices of
     /// `frame`: nothing is copied.
     pub fn decode_whole(frame: Bytes, limits: &Limits) -> Result<Packet, FrameError> {
-        let total = check_prefix(&frame, limits)?.unwrap_or(0);
+        Packet::check_whole(&frame, limits)?;
+        parse_frame(frame, &mut |_, _| false)
+    }
+
+    /// Splits one whole packet off the front of `src`, checked as [`Packet::decode`] checks
+    /// its prefix, without parsing it (`Ok(None)`: only a prefix is there yet).
+    pub(crate) fn split(src: &mut BytesMut, limits: &Limits) -> Result<Option<Bytes>, FrameError> {
+        let Some(total) = check_prefix(src, limits)? else {
+            return Ok(None);
+        };
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        Ok(Some(src.split_to(total).freeze()))
+    }
+
+    /// Checks that `frame` is exactly one whole packet (what [`Packet::decode_whole`] checks
+    /// before parsing).
+    pub(crate) fn check_whole(frame: &Bytes, limits: &Limits) -> Result<(), FrameError> {
+        let total = check_prefix(frame, limits)?.unwrap_or(0);
         if total != frame.len() || frame.len() < FIXED_LEN {
             return Err(FrameError::LengthMismatch {
                 total,
                 len: frame.len(),
             });
         }
-        parse_frame(frame)
+        Ok(())
+    }
+
+    /// Parses a packet [`Packet::split`] or [`Packet::check_whole`] delimited, handing every
+    /// int KV to `take` first: the ones it takes (returns `true` for) are not stored, so a
+    /// caller that lifts its keys out (the ttstream frame type and method) allocates nothing
+    /// for them.
+    pub(crate) fn parse_taking(
+        frame: Bytes,
+        take: &mut dyn FnMut(u16, &Bytes) -> bool,
+    ) -> Result<Packet, FrameError> {
+        parse_frame(frame, take)
     }
 
     /// Appends the encoded packet to `dst`.
@@ -364,8 +390,12 @@ fn check_prefix(src: &[u8], limits: &Limits) -> Result<Option<usize>, FrameError
     Ok(Some(total))
 }
 
-/// Parses a complete frame whose fixed fields were validated by [`check_prefix`].
-fn parse_frame(frame: Bytes) -> Result<Packet, FrameError> {
+/// Parses a complete frame whose fixed fields were validated by [`check_prefix`]; int KVs that
+/// `take` takes are not stored.
+fn parse_frame(
+    frame: Bytes,
+    take: &mut dyn FnMut(u16, &Bytes) -> bool,
+) -> Result<Packet, FrameError> {
     let mut fixed = &frame[4..FIXED_LEN];
     let _magic = fixed.get_u16();
     let flags = fixed.get_u16();
@@ -407,11 +437,20 @@ fn parse_frame(frame: Bytes) -> Result<Packet, FrameError> {
             }
             keys::INFO_INT_KVS => {
                 let count = usize::from(r.u16(Field::IntKvCount)?);
-                headers.int_kvs.reserve(count.min(r.remaining() / 4));
+                let mut left = count;
                 for _ in 0..count {
                     let k = r.u16(Field::IntKey)?;
-                    let v = r.str16_range(Field::IntValue)?;
-                    headers.int_kvs.push((k, header.slice(v)));
+                    let v = header.slice(r.str16_range(Field::IntValue)?);
+                    left -= 1;
+                    if take(k, &v) {
+                        continue;
+                    }
+                    if headers.int_kvs.capacity() == 0 {
+                        // Room for this entry and the rest of the block, bounded by the bytes
+                        // left (an entry takes at least 4).
+                        headers.int_kvs.reserve(1 + left.min(r.remaining() / 4));
+                    }
+                    headers.int_kvs.push((k, v));
                 }
             }
             keys::INFO_ACL_TOKEN => {

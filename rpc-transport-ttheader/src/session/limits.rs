@@ -221,3 +221,76 @@ impl Drop for Counted {
         self.release();
     }
 }
+
+/// What the streams of one session hold received and not yet read: counted for the session's
+/// backpressure ([`Limits::stream_recv_buffer`], [`Limits::conn_recv_buffer`]), in [`Stats`],
+/// and (server side) charged to the server-wide byte budget.
+#[derive(Debug)]
+pub(crate) struct RecvBytes {
+    buffered: AtomicUsize,
+    /// Streams holding more than their limit.
+    over_limit: AtomicUsize,
+    stats: std::sync::Arc<Stats>,
+    budget: Option<std::sync::Arc<rpc_core::limits::ByteBudget>>,
+    stream_limit: usize,
+    conn_limit: usize,
+}
+
+impl RecvBytes {
+    pub(crate) fn new(
+        limits: &Limits,
+        stats: &std::sync::Arc<Stats>,
+        budget: Option<std::sync::Arc<rpc_core::limits::ByteBudget>>,
+    ) -> RecvBytes {
+        RecvBytes {
+            buffered: AtomicUsize::new(0),
+            over_limit: AtomicUsize::new(0),
+            stats: stats.clone(),
+            budget,
+            stream_limit: limits.stream_recv_buffer,
+            conn_limit: limits.conn_recv_buffer,
+        }
+    }
+
+    /// Bytes held now.
+    pub(crate) fn held(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
+    }
+
+    /// Whether the reader must stop for what the streams hold.
+    pub(crate) fn over(&self) -> bool {
+        self.over_limit.load(Ordering::Acquire) > 0 || self.held() > self.conn_limit
+    }
+
+    /// `n` bytes were queued on a stream that now holds `queued`; `over` is the stream's
+    /// over-limit flag, set here when it crosses its limit.
+    pub(crate) fn charge(&self, n: usize, queued: usize, over: &mut bool) {
+        self.buffered.fetch_add(n, Ordering::AcqRel);
+        self.stats.add_buffered(n);
+        if let Some(b) = &self.budget {
+            b.charge(n);
+        }
+        if !*over && queued > self.stream_limit {
+            *over = true;
+            self.over_limit.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// `n` bytes left a stream that now holds `queued` (`over`: its flag, cleared here when
+    /// it is back under its limit). Returns whether the reader should look again (the stream
+    /// or the session went back under its limit).
+    pub(crate) fn release(&self, n: usize, queued: usize, over: &mut bool) -> bool {
+        let before = self.buffered.fetch_sub(n, Ordering::AcqRel);
+        self.stats.sub_buffered(n);
+        if let (Some(b), true) = (&self.budget, n > 0) {
+            b.release(n);
+        }
+        let mut resume = before > self.conn_limit && before - n <= self.conn_limit;
+        if *over && queued <= self.stream_limit {
+            *over = false;
+            self.over_limit.fetch_sub(1, Ordering::AcqRel);
+            resume = true;
+        }
+        resume
+    }
+}

@@ -53,11 +53,12 @@
 //! stream that cannot be delimited closes the connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use rpc_core::limits::ByteBudget;
+use rpc_core::server::Route;
 use rpc_core::transport::{ClientStreamRaw, IncomingStream};
 use rpc_core::{CallContext, Code, Error, PayloadKind, Peer, Server, Status};
 use tokio::sync::Notify;
@@ -66,8 +67,8 @@ use crate::common::{deadline_of, lock, pause_while, route_refusal, timeout_ms, L
 use crate::mapping::{metadata_of, str_kvs};
 use crate::proto::keys::{kitex_code, str_key};
 use crate::proto::{
-    ApplicationException, FrameError, FrameKind, Packet, Role, StreamFrame, StreamProtocol,
-    StreamState,
+    ApplicationException, BadFrame, FrameError, FrameKind, MethodName, Role, StreamFrame,
+    StreamProtocol, StreamState,
 };
 
 mod limits;
@@ -77,6 +78,7 @@ mod stream;
 mod tests;
 
 pub(crate) use limits::Counted;
+use limits::RecvBytes;
 pub use limits::{
     Limits, Stats, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_CONN_RECV_BUFFER, DEFAULT_CONN_RESERVE,
     DEFAULT_STREAM_RECV_BUFFER, DEFAULT_WRITE_BUFFER,
@@ -84,7 +86,7 @@ pub use limits::{
 pub(crate) use sink::append_packet;
 pub use sink::{append_data_frame, FrameSink, SinkError};
 
-use stream::{ClientHandle, ServerHandle, Stream};
+use stream::{Host, Stream};
 
 /// The exception type a server refuses a stream with when the connection already has
 /// `max_concurrent_streams` open. Kitex has no "refused stream" code; 12006 (transport
@@ -100,11 +102,12 @@ pub struct Session<S: FrameSink> {
     role: Role,
     limits: Limits,
     sink: S,
-    streams: Mutex<HashMap<i32, Arc<Stream<S>>>>,
+    streams: Mutex<HashMap<i32, Arc<Stream<Session<S>>>>>,
+    /// Server: streams accepted and not yet handed to the server, waiting for their first
+    /// message (see [`Session::dispatch_pending`]).
+    pending: Mutex<Vec<Pending<S>>>,
     /// Bytes queued in all streams of this session.
-    buffered: AtomicUsize,
-    /// Streams holding more than their receive limit.
-    over_limit: AtomicUsize,
+    rx: RecvBytes,
     life: Lifecycle,
     next_id: AtomicI32,
     peer: Option<Peer>,
@@ -141,13 +144,14 @@ impl<S: FrameSink> Session<S> {
         server: Option<Server>,
     ) -> Arc<Session<S>> {
         let budget = server.as_ref().map(|s| s.byte_budget().clone());
+        let rx = RecvBytes::new(&limits, stats, budget.clone());
         Arc::new(Session {
             role,
             limits,
             sink,
             streams: Mutex::new(HashMap::new()),
-            buffered: AtomicUsize::new(0),
-            over_limit: AtomicUsize::new(0),
+            pending: Mutex::new(Vec::new()),
+            rx,
             life: Lifecycle::new(),
             next_id: AtomicI32::new(1),
             peer,
@@ -247,6 +251,9 @@ impl<S: FrameSink> Session<S> {
         }
         self.sink.close();
         self.counted.release();
+        // Streams accepted and not handed over yet end with the rest; the server never sees
+        // them.
+        lock(&self.pending).clear();
         let streams: Vec<_> = lock(&self.streams).drain().map(|(_, s)| s).collect();
         let code = match self.role {
             Role::Client => kitex_code::TRANSPORT_CLOSING,
@@ -265,36 +272,41 @@ impl<S: FrameSink> Session<S> {
     pub fn on_bytes(self: &Arc<Self>, buf: &mut BytesMut) -> Result<bool, Status> {
         let limits = self.limits.proto();
         let mut decoded = false;
-        loop {
+        let outcome = loop {
             // Most frames are plain Data frames: take them without allocating.
             if let Some(d) = StreamFrame::decode_data(buf, &limits) {
                 decoded = true;
                 self.on_data(d.stream_id, d.payload);
                 continue;
             }
-            match Packet::decode(buf, &limits) {
-                Ok(Some(packet)) => {
+            match StreamFrame::read(buf, &limits) {
+                Ok(Some(frame)) => {
                     decoded = true;
-                    let id = packet.seq_id;
-                    match StreamFrame::try_from(packet) {
-                        Ok(frame) => self.on_frame(frame),
-                        Err(e) => self.on_bad_frame(id, &e),
-                    }
+                    self.on_read(frame);
                 }
-                Ok(None) => return Ok(decoded),
-                Err(e) => {
-                    tracing::warn!(peer = ?self.peer, error = %e, "malformed ttstream frame; closing the connection");
-                    return Err(
-                        Status::internal(format!("malformed frame: {e}")).with_source(
-                            Error::Protocol {
-                                initiator: rpc_core::status::Initiator::Remote,
-                                reason: e.to_string(),
-                            },
-                        ),
-                    );
-                }
+                Ok(None) => break Ok(decoded),
+                Err(e) => break Err(self.malformed(&e)),
             }
+        };
+        // The batch is over: streams whose first message did not come with their Header are
+        // handed to the server now.
+        self.dispatch_pending();
+        outcome
+    }
+
+    fn on_read(self: &Arc<Self>, frame: Result<StreamFrame, BadFrame>) {
+        match frame {
+            Ok(frame) => self.on_frame(frame),
+            Err(bad) => self.on_bad_frame(bad.stream_id, &bad.error),
         }
+    }
+
+    fn malformed(&self, e: &FrameError) -> Status {
+        tracing::warn!(peer = ?self.peer, error = %e, "malformed ttstream frame; closing the connection");
+        Status::internal(format!("malformed frame: {e}")).with_source(Error::Protocol {
+            initiator: rpc_core::status::Initiator::Remote,
+            reason: e.to_string(),
+        })
     }
 
     /// Handles `frame`, exactly one whole frame (a transport that delivers frames delimited,
@@ -306,21 +318,12 @@ impl<S: FrameSink> Session<S> {
             self.on_data(d.stream_id, d.payload);
             return Ok(());
         }
-        match Packet::decode_whole(frame, &limits) {
-            Ok(packet) => {
-                let id = packet.seq_id;
-                match StreamFrame::try_from(packet) {
-                    Ok(frame) => self.on_frame(frame),
-                    Err(e) => self.on_bad_frame(id, &e),
-                }
+        match StreamFrame::read_whole(frame, &limits) {
+            Ok(frame) => {
+                self.on_read(frame);
                 Ok(())
             }
-            Err(e) => Err(
-                Status::internal(format!("malformed frame: {e}")).with_source(Error::Protocol {
-                    initiator: rpc_core::status::Initiator::Remote,
-                    reason: e.to_string(),
-                }),
-            ),
+            Err(e) => Err(self.malformed(&e)),
         }
     }
 
@@ -328,6 +331,38 @@ impl<S: FrameSink> Session<S> {
     pub fn on_data(&self, stream_id: i32, payload: Bytes) {
         if let Some(s) = self.stream(stream_id) {
             s.on_data(payload);
+            // A stream waiting for its first message has it now: its handler can run to
+            // completion right here (a pingpong reply without a task of its own).
+            self.dispatch_pending();
+        }
+    }
+
+    /// Hands every stream accepted and not yet dispatched to the server (a server's handler
+    /// is first polled inline, by `Server::dispatch_route`: one whose request is already
+    /// queued completes without a task of its own). A Header is held back until its stream's
+    /// first message arrives or the reader's batch ends; a reader that feeds frames one at a
+    /// time ([`Session::on_whole_frame`]) calls this when its batch ends, and
+    /// [`Session::on_bytes`] does so itself.
+    pub fn dispatch_pending(&self) {
+        let Some(server) = &self.server else {
+            return;
+        };
+        loop {
+            // One at a time, the lock released while the handler runs (it may open nothing
+            // here, but it finishes streams, which takes the stream table).
+            let next = {
+                let mut pending = lock(&self.pending);
+                if pending.is_empty() {
+                    return;
+                }
+                pending.remove(0)
+            };
+            let Pending {
+                stream,
+                route,
+                incoming,
+            } = next;
+            server.dispatch_route(route, incoming, stream);
         }
     }
 
@@ -367,15 +402,13 @@ impl<S: FrameSink> Session<S> {
     /// Whether the reader must stop reading now (module docs). `unparsed` is what it holds
     /// received and not yet handed over.
     pub fn must_pause(&self, unparsed: usize) -> bool {
-        if self.over_limit.load(Ordering::Acquire) > 0
-            || self.buffered.load(Ordering::Acquire) > self.limits.conn_recv_buffer
-        {
+        if self.rx.over() {
             return true;
         }
         self.limits.writes_block_reading(
             self.sink.backlog(),
             self.budget.as_deref(),
-            unparsed + self.buffered.load(Ordering::Acquire),
+            unparsed + self.rx.held(),
         )
     }
 
@@ -401,7 +434,7 @@ impl<S: FrameSink> Session<S> {
 
     // ------------------------------------------------------------------------------- streams
 
-    fn stream(&self, id: i32) -> Option<Arc<Stream<S>>> {
+    fn stream(&self, id: i32) -> Option<Arc<Stream<Session<S>>>> {
         lock(&self.streams).get(&id).cloned()
     }
 
@@ -418,16 +451,14 @@ impl<S: FrameSink> Session<S> {
         }
     }
 
-    /// Server: a Header for a new stream id.
+    /// Server: a Header for a new stream id. The stream is routed and registered now and
+    /// handed to the server with its first message (see [`Session::dispatch_pending`]).
     fn accept(self: &Arc<Self>, frame: StreamFrame) {
-        let Some(server) = self.server.clone() else {
+        let Some(server) = self.server.as_ref() else {
             return;
         };
         let id = frame.stream_id;
-        let method = frame.method.clone();
         let protocol = frame.protocol;
-        let metadata = metadata_of(&frame.headers);
-        let deadline = deadline_of(&frame.headers);
         let payload = match protocol {
             StreamProtocol::Thrift => PayloadKind::Thrift,
             StreamProtocol::Protobuf => PayloadKind::Protobuf,
@@ -437,12 +468,8 @@ impl<S: FrameSink> Session<S> {
                 .headers
                 .get_str(str_key::IDL_SERVICE_NAME)
                 .unwrap_or_default();
-            server.resolve_for(service, &method, Some(payload))
+            server.resolve_for(service, &frame.method, Some(payload))
         };
-        let mut sm = StreamState::new(Role::Server, id);
-        if sm.recv(frame).is_err() {
-            return;
-        }
         let max = server.limits().max_concurrent_streams;
         let refusal = if self.life.is_draining() {
             Some((
@@ -462,10 +489,18 @@ impl<S: FrameSink> Session<S> {
                 .map(|e| (route_refusal(e), e.to_string()))
         };
         if let Some((kind, message)) = refusal {
-            return self.refuse(id, &method, protocol, kind, message);
+            return self.refuse(id, frame.method, protocol, kind, message);
         }
         let Ok(route) = route else { return };
-        let stream = Stream::new(self, id, method, protocol, sm);
+        let metadata = metadata_of(&frame.headers);
+        let deadline = deadline_of(&frame.headers);
+        let mut sm = StreamState::new(Role::Server, id);
+        if sm.recv(frame).is_err() {
+            return;
+        }
+        // Routing matched the name exactly: the stream names its method with the IDL's
+        // `&'static str` (no copy, and nothing of the read buffer kept alive).
+        let stream = Stream::new(self, id, route.method().name, protocol, sm);
         lock(&self.streams).insert(id, stream.clone());
         // Already routed: `dispatch_route` does not need the names again (no allocation).
         let incoming = IncomingStream::new(String::new(), String::new())
@@ -474,15 +509,29 @@ impl<S: FrameSink> Session<S> {
             .with_deadline(deadline)
             .with_peer(self.peer.clone())
             .with_payload(Some(payload));
-        server.dispatch_route(route, incoming, Arc::new(ServerHandle(stream)));
+        lock(&self.pending).push(Pending {
+            stream,
+            route,
+            incoming,
+        });
     }
 
     /// Refuses a new stream: a Header, then a Trailer carrying the exception.
-    fn refuse(&self, id: i32, method: &str, protocol: StreamProtocol, kind: i32, message: String) {
+    fn refuse(
+        &self,
+        id: i32,
+        method: MethodName,
+        protocol: StreamProtocol,
+        kind: i32,
+        message: String,
+    ) {
         let exc = ApplicationException::new(kind, message);
-        let _ = self
-            .sink
-            .append_frame(&StreamFrame::server_header(id, method, protocol, []));
+        let _ = self.sink.append_frame(&StreamFrame::server_header(
+            id,
+            method.clone(),
+            protocol,
+            [],
+        ));
         if let Ok(t) = StreamFrame::trailer(id, method, protocol, [], None, Some(&exc)) {
             let _ = self.sink.append_frame(&t);
         }
@@ -505,13 +554,13 @@ impl<S: FrameSink> Session<S> {
             .map_err(|e| Status::internal(e.to_string()))?;
         let header = StreamFrame::client_header(
             id,
-            method.name,
+            MethodName::from_static(method.name),
             protocol,
             method.service,
             str_kvs(ctx.metadata()),
             ctx.timeout().map(timeout_ms),
         );
-        let stream = Stream::new(self, id, method.name.to_owned(), protocol, sm);
+        let stream = Stream::new(self, id, method.name, protocol, sm);
         let first = {
             streams.insert(id, stream.clone());
             streams.len() == 1
@@ -522,7 +571,7 @@ impl<S: FrameSink> Session<S> {
             self.life.reader().notify_one();
         }
         match self.sink.append_frame(&header) {
-            Ok(()) => Ok(Arc::new(ClientHandle(stream))),
+            Ok(()) => Ok(stream),
             Err(e) => {
                 self.remove(id);
                 Err(self.sink_error(e))
@@ -535,6 +584,49 @@ impl<S: FrameSink> Session<S> {
             SinkError::Closed => self.life.lost_status(),
             SinkError::Frame(status) => status,
         }
+    }
+}
+
+/// A stream accepted and not yet handed to the server.
+struct Pending<S: FrameSink> {
+    stream: Arc<Stream<Session<S>>>,
+    route: Route,
+    incoming: IncomingStream,
+}
+
+impl<S: FrameSink> Host for Session<S> {
+    type Sink = S;
+
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn recv_bytes(&self) -> &RecvBytes {
+        &self.rx
+    }
+
+    fn reader_signal(&self) -> &Notify {
+        self.life.reader()
+    }
+
+    fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    fn sink_error(&self, e: SinkError) -> Status {
+        Session::sink_error(self, e)
+    }
+
+    fn remove(&self, id: i32) {
+        Session::remove(self, id);
     }
 }
 

@@ -295,3 +295,43 @@ fn stream_ids_wrap_past_i32_max_to_negative_skipping_zero_and_live_ids() {
     let c = AtomicI32::new(0);
     assert_eq!(next_stream_id(&c, live), 2);
 }
+
+#[tokio::test]
+async fn a_stream_whose_first_message_comes_with_its_header_is_served_inline() {
+    let (s, _gate) = session(Limits::default(), ServerLimits::default(), 16);
+    let mut wire = encode(&[open(1), StreamFrame::data(1, "Chat", P, pb("hi"))]);
+    assert!(s.on_bytes(&mut wire).unwrap());
+    // The handler was handed the stream with its request queued: it echoed before `on_bytes`
+    // returned, in the reader's own call (no task ran in between: this runtime has one
+    // thread and the test did not yield).
+    let expected = encode(&[
+        StreamFrame::server_header(1, "Chat", P, []),
+        StreamFrame::data(1, "Chat", P, pb("hi")),
+    ]);
+    assert_eq!(s.sink().take(), expected);
+    s.on_frame(StreamFrame::close_send(1, "Chat", P));
+    within(s.drain()).await;
+    assert_eq!(
+        s.sink().take(),
+        encode(&[StreamFrame::trailer(1, "Chat", P, [], None, None).unwrap()])
+    );
+}
+
+#[tokio::test]
+async fn a_header_alone_is_dispatched_when_the_readers_batch_ends() {
+    let (s, _gate) = session(Limits::default(), ServerLimits::default(), 16);
+    let server = s.server().unwrap().clone();
+    // Fed frame by frame, a Header waits for its first message or the end of the batch.
+    s.on_frame(open(1));
+    assert_eq!(server.active_streams(), 0);
+    s.dispatch_pending();
+    assert_eq!(server.active_streams(), 1);
+    // Fed as bytes, the batch ends with `on_bytes`.
+    let mut wire = encode(&[open(3)]);
+    assert!(s.on_bytes(&mut wire).unwrap());
+    assert_eq!(server.active_streams(), 2);
+    s.on_frame(StreamFrame::close_send(1, "Chat", P));
+    s.on_frame(StreamFrame::close_send(3, "Chat", P));
+    within(s.drain()).await;
+    within(server.wait_idle()).await;
+}
