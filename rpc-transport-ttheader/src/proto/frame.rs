@@ -719,8 +719,7 @@ mod tests {
             "no int KV stored, none allocated"
         );
         // Other int keys are kept, after 27 and 9 were taken.
-        let mut timed =
-            StreamFrame::client_header(3, "Echo", StreamProtocol::Thrift, "S", [], Some(5));
+        let timed = StreamFrame::client_header(3, "Echo", StreamProtocol::Thrift, "S", [], Some(5));
         timed.encode(&mut wire).unwrap();
         let f = StreamFrame::read(&mut wire, &limits)
             .unwrap()

@@ -21,6 +21,58 @@
 //! queue implementing the sink, a writer task and a reader task; a shared-memory transport
 //! implements the sink over its rings and feeds the same session from its ring reader.
 //!
+//! # One state per stream
+//!
+//! The raw-stream contract (`rpc_core::transport`) makes the core the owner of a call's
+//! state; the session keeps only what the protocol and the wire need, once:
+//!
+//! ```text
+//!  rpc-core (ClientShared / ServerShared)     one per call: header sent or received, send
+//!  │                                          half-closed, ended and with what status and
+//!  │  raw-stream primitives, in the           trailer, local cancel, deadline, metadata to
+//!  │  order the contract promises             send; it never calls after the end
+//!  ▼
+//!  session::Stream (this module)              one per stream, one lock:
+//!  │  ├─ proto::StreamState                   the protocol's state machine: each direction
+//!  │  │                                       Idle → Open → Closed, and why it finished
+//!  │  │                                       (trailer, Rst, connection lost); what it
+//!  │  │                                       refuses is not sent
+//!  │  └─ receive queue                        what arrived and the core has not taken:
+//!  │                                          the peer's header (client), messages with
+//!  │                                          their byte accounting, how the receive
+//!  │                                          side ended (EOF / trailer / failure)
+//!  ▼
+//!  Session                                    one per connection: the stream table, id
+//!                                             allocation, accepting/refusing, streams
+//!                                             waiting for their first message, received-
+//!                                             bytes accounting, lifecycle, the FrameSink
+//! ```
+//!
+//! A stream is itself the core's `ClientStreamRaw` / `ServerStreamRaw` (one allocation per
+//! stream) and reaches its connection through the `Host` trait, so it does not depend on the
+//! session module. The crate's module graph has no circle:
+//!
+//! ```text
+//!  proto (kinds ← error ← … ← frame, stream)       sans-IO codecs and state machine
+//!    ▲
+//!  common, mapping                                 lifecycle, ids; Status/Metadata ↔ wire
+//!    ▲
+//!  session (limits, sink ← stream ← mod)           streams of one connection, any carrier
+//!    ▲
+//!  driver (config, io, reader, write, conn, …)     sockets, tasks, pools, unary TTHeader
+//!    ▲
+//!  rpc-transport-shm                               the same session over shared memory
+//! ```
+//!
+//! # Handing streams to the server
+//!
+//! A server session registers a stream when its Header arrives and hands it to the server
+//! with its first message ([`Session::on_data`]), or when the reader's batch of frames ends
+//! ([`Session::dispatch_pending`], which [`Session::on_bytes`] calls itself): a pingpong
+//! request that travels with its Header (as every client writes it) is then queued when the
+//! core first polls the handler, which completes in the reader's call without a task of its
+//! own, as a unary TTHeader call does.
+//!
 //! # Memory bounds and the head-of-line trade-off
 //!
 //! ttstream has no flow control on the wire (Kitex peers have none to speak), so received data
@@ -312,6 +364,7 @@ impl<S: FrameSink> Session<S> {
     /// Handles `frame`, exactly one whole frame (a transport that delivers frames delimited,
     /// such as shared memory). Payloads handed to streams are slices of `frame`: nothing is
     /// copied. An error means the frame cannot be delimited: the connection must end with it.
+    /// Call [`Session::dispatch_pending`] when a batch of frames ends.
     pub fn on_whole_frame(self: &Arc<Self>, frame: Bytes) -> Result<(), Status> {
         let limits = self.limits.proto();
         if let Some(d) = StreamFrame::data_of_whole(&frame, &limits) {
@@ -366,7 +419,9 @@ impl<S: FrameSink> Session<S> {
         }
     }
 
-    /// One decoded frame: routed to its stream, or (server, Header) a new stream.
+    /// One decoded frame: routed to its stream, or (server, Header) a new stream, handed to
+    /// the server with its first message or by [`Session::dispatch_pending`], which a reader
+    /// feeding frames one at a time calls when its batch ends.
     pub fn on_frame(self: &Arc<Self>, frame: StreamFrame) {
         match self.stream(frame.stream_id) {
             Some(s) => s.on_frame(frame),
