@@ -619,40 +619,46 @@ impl HeadRef<'_> {
             .checked_add(payload_len)
             .and_then(|l| u32::try_from(l).ok())
             .ok_or(too_large)?;
-        dst.reserve(4 + after_length);
-        dst.put_u32(length);
-        dst.put_u16(keys::MAGIC);
-        dst.put_u16(self.flags);
-        dst.put_i32(self.seq_id);
+        // The head's size is known: grow `dst` once (zeroed, which is the padding) and write
+        // into that slice, whose fixed-size puts compile to plain stores.
+        let start = dst.len();
+        dst.resize(start + 4 + after_length, 0);
+        let mut w: &mut [u8] = &mut dst[start..];
+        w.put_u32(length);
+        w.put_u16(keys::MAGIC);
+        w.put_u16(self.flags);
+        w.put_i32(self.seq_id);
         // Cannot truncate: checked against MAX_HEADER_WORDS above.
-        dst.put_u16((padded / 4) as u16);
-        dst.put_u8(self.protocol);
-        dst.put_u8(0);
-        // Lengths and counts below were checked by header_len, so the `as u16` casts are exact.
+        w.put_u16((padded / 4) as u16);
+        w.put_u8(self.protocol);
+        w.put_u8(0);
+        // Lengths and counts below were checked by header_len, so the `as u16` casts are exact,
+        // and they add up to the size `w` was made with.
         if let Some(acl) = &self.headers.acl_token {
-            dst.put_u8(keys::INFO_ACL_TOKEN);
-            put_str16(dst, acl);
+            w.put_u8(keys::INFO_ACL_TOKEN);
+            put_str16(&mut w, acl);
         }
         if !self.headers.str_kvs.is_empty() {
-            dst.put_u8(keys::INFO_STR_KVS);
-            dst.put_u16(self.headers.str_kvs.len() as u16);
-            self.headers.str_kvs.encode(dst);
+            w.put_u8(keys::INFO_STR_KVS);
+            w.put_u16(self.headers.str_kvs.len() as u16);
+            self.headers.str_kvs.encode(&mut w);
         }
         let count = self.int_kvs().count();
         if count > 0 {
-            dst.put_u8(keys::INFO_INT_KVS);
-            dst.put_u16(count as u16);
+            w.put_u8(keys::INFO_INT_KVS);
+            w.put_u16(count as u16);
             for (k, v) in self.int_kvs() {
-                dst.put_u16(k);
-                put_str16(dst, v);
+                w.put_u16(k);
+                put_str16(&mut w, v);
             }
         }
-        dst.put_bytes(0, padded - unpadded);
+        // What is left is the padding, already zero.
+        debug_assert_eq!(w.len(), padded - unpadded);
         Ok(())
     }
 }
 
-fn put_str16(dst: &mut BytesMut, s: &[u8]) {
+fn put_str16(dst: &mut impl BufMut, s: &[u8]) {
     dst.put_u16(s.len() as u16);
     dst.put_slice(s);
 }
