@@ -489,9 +489,52 @@ impl StreamFrame {
     }
 }
 
+/// A whole frame at the front of a buffer whose header holds only int keys and padding (what
+/// peers write for Data frames and for Trailer and Rst frames without metadata), seen without
+/// parsing it into a [`StreamFrame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainFrame {
+    /// SEQUENCE ID (never 0).
+    pub stream_id: i32,
+    /// Int key 27.
+    pub kind: FrameKind,
+    /// The frame's length on the wire, LENGTH included.
+    pub len: usize,
+}
+
+impl StreamFrame {
+    /// If `src` starts with a whole, well-formed plain frame ([`PlainFrame`]), what it is;
+    /// `None` for anything else (the caller decodes it fully, which reports errors). A reader
+    /// can drop such a frame for a stream it no longer has without parsing it: decoding it
+    /// would give a valid frame of that stream id and kind.
+    pub fn peek_plain(src: &[u8], limits: &Limits) -> Option<PlainFrame> {
+        let (stream_id, _, kind, _, len) = plain_frame_shape(src, limits)?;
+        Some(PlainFrame {
+            stream_id,
+            kind,
+            len,
+        })
+    }
+}
+
 /// Checks the Data-frame shape of the frame at the start of `src`: returns its stream id,
 /// protocol, where the payload starts and the frame's total length.
 fn data_frame_shape(src: &[u8], limits: &Limits) -> Option<(i32, StreamProtocol, usize, usize)> {
+    match plain_frame_shape(src, limits)? {
+        (stream_id, protocol, FrameKind::Data, header_end, total) => {
+            Some((stream_id, protocol, header_end, total))
+        }
+        _ => None,
+    }
+}
+
+/// Checks the plain-frame shape (header of int keys and padding only, a frame type, a UTF-8
+/// method) of the frame at the start of `src`: returns its stream id, protocol, kind, where
+/// the payload starts and the frame's total length.
+fn plain_frame_shape(
+    src: &[u8],
+    limits: &Limits,
+) -> Option<(i32, StreamProtocol, FrameKind, usize, usize)> {
     let be16 = |b: &[u8], at: usize| -> Option<u16> {
         b.get(at..at + 2).map(|x| u16::from_be_bytes([x[0], x[1]]))
     };
@@ -542,7 +585,8 @@ fn data_frame_shape(src: &[u8], limits: &Limits) -> Option<(i32, StreamProtocol,
             _ => return None,
         }
     }
-    (kind? == b"3").then_some((stream_id, protocol, header_end, total))
+    let kind = FrameKind::from_wire(kind?)?;
+    Some((stream_id, protocol, kind, header_end, total))
 }
 
 fn exception_payload(
@@ -755,6 +799,56 @@ mod tests {
             Ok(Ok(open))
         );
         assert!(StreamFrame::read_whole(whole.slice(..whole.len() - 1), &limits).is_err());
+    }
+
+    #[test]
+    fn plain_frames_are_seen_without_parsing() {
+        let limits = Limits::default();
+        let enc = |f: &StreamFrame| {
+            let mut b = BytesMut::new();
+            f.encode(&mut b).unwrap();
+            b
+        };
+        let close = enc(&StreamFrame::close_send(-3, "Echo", StreamProtocol::Thrift));
+        assert_eq!(
+            StreamFrame::peek_plain(&close, &limits),
+            Some(PlainFrame {
+                stream_id: -3,
+                kind: FrameKind::Trailer,
+                len: close.len()
+            })
+        );
+        let data = enc(&StreamFrame::data(
+            5,
+            "E",
+            StreamProtocol::Protobuf,
+            Bytes::from_static(b"x"),
+        ));
+        assert_eq!(
+            StreamFrame::peek_plain(&data, &limits).map(|p| p.kind),
+            Some(FrameKind::Data)
+        );
+        // Metadata, an incomplete frame, an unknown type: not plain (decode them fully).
+        let open = enc(&StreamFrame::client_header(
+            1,
+            "Echo",
+            StreamProtocol::Thrift,
+            "S",
+            [],
+            None,
+        ));
+        assert_eq!(StreamFrame::peek_plain(&open, &limits), None);
+        assert_eq!(
+            StreamFrame::peek_plain(&close[..close.len() - 1], &limits),
+            None
+        );
+        let mut p = Packet::from(StreamFrame::close_send(1, "Echo", StreamProtocol::Thrift));
+        p.headers.int_kvs.retain(|(k, _)| *k != int_key::FRAME_TYPE);
+        p.headers
+            .push_int(int_key::FRAME_TYPE, Bytes::from_static(b"9"));
+        let mut odd = BytesMut::new();
+        p.encode(&mut odd).unwrap();
+        assert_eq!(StreamFrame::peek_plain(&odd, &limits), None);
     }
 
     #[test]

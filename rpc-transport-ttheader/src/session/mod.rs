@@ -108,7 +108,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use rpc_core::limits::ByteBudget;
 use rpc_core::server::Route;
 use rpc_core::transport::{ClientStreamRaw, IncomingStream};
@@ -331,6 +331,11 @@ impl<S: FrameSink> Session<S> {
                 self.on_data(d.stream_id, d.payload);
                 continue;
             }
+            if let Some(len) = self.unwanted(buf, &limits) {
+                decoded = true;
+                buf.advance(len);
+                continue;
+            }
             match StreamFrame::read(buf, &limits) {
                 Ok(Some(frame)) => {
                     decoded = true;
@@ -344,6 +349,15 @@ impl<S: FrameSink> Session<S> {
         // handed to the server now.
         self.dispatch_pending();
         outcome
+    }
+
+    /// The length of the frame at the front of `buf` if it is a plain frame this session
+    /// would ignore once parsed: one for a stream it does not have that opens none (the
+    /// client's CloseSend arriving after a pingpong reply ended the stream). Dropped unparsed.
+    fn unwanted(&self, buf: &[u8], limits: &crate::proto::Limits) -> Option<usize> {
+        let p = StreamFrame::peek_plain(buf, limits)?;
+        let opens = self.role == Role::Server && p.kind == FrameKind::Header;
+        (!opens && self.stream(p.stream_id).is_none()).then_some(p.len)
     }
 
     fn on_read(self: &Arc<Self>, frame: Result<StreamFrame, BadFrame>) {
@@ -369,6 +383,9 @@ impl<S: FrameSink> Session<S> {
         let limits = self.limits.proto();
         if let Some(d) = StreamFrame::data_of_whole(&frame, &limits) {
             self.on_data(d.stream_id, d.payload);
+            return Ok(());
+        }
+        if self.unwanted(&frame, &limits) == Some(frame.len()) {
             return Ok(());
         }
         match StreamFrame::read_whole(frame, &limits) {

@@ -335,3 +335,44 @@ async fn a_header_alone_is_dispatched_when_the_readers_batch_ends() {
     within(s.drain()).await;
     within(server.wait_idle()).await;
 }
+
+#[tokio::test]
+async fn a_plain_frame_for_a_stream_that_ended_is_dropped_and_the_next_one_served() {
+    let (s, _gate) = session(Limits::default(), ServerLimits::default(), 16);
+    // A stream that already ended (a Rst from the client), then its late CloseSend and a
+    // Data frame for it, then a new stream: the late frames are consumed, nothing answers
+    // them, and the new stream is served from the same bytes.
+    s.on_frame(open(1));
+    s.dispatch_pending();
+    s.on_frame(
+        StreamFrame::rst(
+            1,
+            "Chat",
+            P,
+            None,
+            &ApplicationException::new(12007, "cancel"),
+        )
+        .unwrap(),
+    );
+    // The Rst ended the stream: it left the table (not draining: new streams are welcome).
+    assert_eq!(s.stream_count(), 0);
+    within(s.server().unwrap().wait_idle()).await;
+    s.sink().take();
+    let mut wire = encode(&[
+        StreamFrame::close_send(1, "Chat", P),
+        StreamFrame::data(1, "Chat", P, pb("late")),
+        open(3),
+        StreamFrame::data(3, "Chat", P, pb("hi")),
+    ]);
+    assert!(s.on_bytes(&mut wire).unwrap());
+    assert!(wire.is_empty());
+    assert_eq!(
+        s.sink().take(),
+        encode(&[
+            StreamFrame::server_header(3, "Chat", P, []),
+            StreamFrame::data(3, "Chat", P, pb("hi")),
+        ])
+    );
+    s.on_frame(StreamFrame::close_send(3, "Chat", P));
+    within(s.drain()).await;
+}
