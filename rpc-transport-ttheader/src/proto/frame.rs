@@ -500,6 +500,8 @@ pub struct PlainFrame {
     pub kind: FrameKind,
     /// The frame's length on the wire, LENGTH included.
     pub len: usize,
+    /// Where its payload starts (a Data frame's message: `len - payload_at` bytes).
+    pub payload_at: usize,
 }
 
 impl StreamFrame {
@@ -508,11 +510,12 @@ impl StreamFrame {
     /// can drop such a frame for a stream it no longer has without parsing it: decoding it
     /// would give a valid frame of that stream id and kind.
     pub fn peek_plain(src: &[u8], limits: &Limits) -> Option<PlainFrame> {
-        let (stream_id, _, kind, _, len) = plain_frame_shape(src, limits)?;
+        let (stream_id, _, kind, payload_at, len) = plain_frame_shape(src, limits)?;
         Some(PlainFrame {
             stream_id,
             kind,
             len,
+            payload_at,
         })
     }
 }
@@ -815,7 +818,8 @@ mod tests {
             Some(PlainFrame {
                 stream_id: -3,
                 kind: FrameKind::Trailer,
-                len: close.len()
+                len: close.len(),
+                payload_at: close.len()
             })
         );
         let data = enc(&StreamFrame::data(

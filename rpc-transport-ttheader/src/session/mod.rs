@@ -119,8 +119,8 @@ use crate::common::{deadline_of, lock, pause_while, route_refusal, timeout_ms, L
 use crate::mapping::{metadata_of, str_kvs};
 use crate::proto::keys::{kitex_code, str_key};
 use crate::proto::{
-    ApplicationException, BadFrame, FrameError, FrameKind, MethodName, Role, StreamFrame,
-    StreamProtocol, StreamState,
+    ApplicationException, BadFrame, FrameError, FrameKind, MethodName, PlainFrame, Role,
+    StreamFrame, StreamProtocol, StreamState,
 };
 
 mod limits;
@@ -325,16 +325,20 @@ impl<S: FrameSink> Session<S> {
         let limits = self.limits.proto();
         let mut decoded = false;
         let outcome = loop {
-            // Most frames are plain Data frames: take them without allocating.
-            if let Some(d) = StreamFrame::decode_data(buf, &limits) {
-                decoded = true;
-                self.on_data(d.stream_id, d.payload);
-                continue;
-            }
-            if let Some(len) = self.unwanted(buf, &limits) {
-                decoded = true;
-                buf.advance(len);
-                continue;
+            // Most frames are plain: Data frames are taken without allocating, and a frame
+            // for a stream this session no longer has is dropped unparsed.
+            if let Some(p) = StreamFrame::peek_plain(buf, &limits) {
+                if p.kind == FrameKind::Data {
+                    decoded = true;
+                    let frame = buf.split_to(p.len).freeze();
+                    self.on_data(p.stream_id, frame.slice(p.payload_at..));
+                    continue;
+                }
+                if self.unwanted(&p) {
+                    decoded = true;
+                    buf.advance(p.len);
+                    continue;
+                }
             }
             match StreamFrame::read(buf, &limits) {
                 Ok(Some(frame)) => {
@@ -351,13 +355,12 @@ impl<S: FrameSink> Session<S> {
         outcome
     }
 
-    /// The length of the frame at the front of `buf` if it is a plain frame this session
-    /// would ignore once parsed: one for a stream it does not have that opens none (the
-    /// client's CloseSend arriving after a pingpong reply ended the stream). Dropped unparsed.
-    fn unwanted(&self, buf: &[u8], limits: &crate::proto::Limits) -> Option<usize> {
-        let p = StreamFrame::peek_plain(buf, limits)?;
+    /// Whether the session would ignore plain frame `p` once parsed: it is for a stream the
+    /// session does not have and opens none (the client's CloseSend arriving after a pingpong
+    /// reply ended the stream). Such a frame is dropped unparsed.
+    fn unwanted(&self, p: &PlainFrame) -> bool {
         let opens = self.role == Role::Server && p.kind == FrameKind::Header;
-        (!opens && self.stream(p.stream_id).is_none()).then_some(p.len)
+        !opens && self.stream(p.stream_id).is_none()
     }
 
     fn on_read(self: &Arc<Self>, frame: Result<StreamFrame, BadFrame>) {
@@ -381,12 +384,16 @@ impl<S: FrameSink> Session<S> {
     /// Call [`Session::dispatch_pending`] when a batch of frames ends.
     pub fn on_whole_frame(self: &Arc<Self>, frame: Bytes) -> Result<(), Status> {
         let limits = self.limits.proto();
-        if let Some(d) = StreamFrame::data_of_whole(&frame, &limits) {
-            self.on_data(d.stream_id, d.payload);
-            return Ok(());
-        }
-        if self.unwanted(&frame, &limits) == Some(frame.len()) {
-            return Ok(());
+        if let Some(p) = StreamFrame::peek_plain(&frame, &limits) {
+            if p.len == frame.len() {
+                if p.kind == FrameKind::Data {
+                    self.on_data(p.stream_id, frame.slice(p.payload_at..));
+                    return Ok(());
+                }
+                if self.unwanted(&p) {
+                    return Ok(());
+                }
+            }
         }
         match StreamFrame::read_whole(frame, &limits) {
             Ok(frame) => {
