@@ -152,6 +152,10 @@ pub struct StreamFrame {
     pub payload: Bytes,
 }
 
+/// The longest method name [`StreamFrame::encode_head`] lays out directly (longer ones, which
+/// no IDL has, take the general encoder).
+const PLAIN_METHOD_MAX: usize = 1024;
+
 /// A delimited packet that is not a valid ttstream frame: the stream it names and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadFrame {
@@ -421,6 +425,9 @@ impl StreamFrame {
     /// Appends everything but the payload, with LENGTH computed for `payload_len` bytes the
     /// caller appends next. `self.payload` is ignored.
     pub fn encode_head(&self, payload_len: usize, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        if self.headers.is_empty() && self.method.len() <= PLAIN_METHOD_MAX {
+            return self.encode_plain_head(payload_len, dst);
+        }
         let kind = [self.kind.as_ascii()];
         let extra: [(u16, &[u8]); 2] = [
             (int_key::TO_METHOD, self.method.as_bytes()),
@@ -435,6 +442,47 @@ impl StreamFrame {
             skip_int_keys: &[int_key::TO_METHOD, int_key::FRAME_TYPE],
         }
         .encode(payload_len, dst)
+    }
+
+    /// [`StreamFrame::encode_head`] for a frame without metadata (what most frames are): its
+    /// header is one int KV block of keys 9 and 27, laid out directly. Byte for byte what the
+    /// general encoder writes.
+    fn encode_plain_head(&self, payload_len: usize, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        use bytes::BufMut;
+        let method = self.method.as_bytes();
+        // PROTOCOL ID, NUM TRANSFORMS, the block id and count, key 9 and its value, key 27
+        // and its one-digit value.
+        let unpadded = 2 + 3 + (2 + 2 + method.len()) + (2 + 2 + 1);
+        let padded = unpadded.div_ceil(4) * 4;
+        let after_length = 10 + padded;
+        let length = after_length
+            .checked_add(payload_len)
+            .and_then(|l| u32::try_from(l).ok())
+            .ok_or(EncodeError::FrameTooLarge {
+                len: after_length.saturating_add(payload_len),
+            })?;
+        let start = dst.len();
+        dst.resize(start + 4 + after_length, 0);
+        let mut w: &mut [u8] = &mut dst[start..];
+        w.put_u32(length);
+        w.put_u16(keys::MAGIC);
+        w.put_u16(keys::FLAGS_STREAMING);
+        w.put_i32(self.stream_id);
+        // At most (5 + 4 + PLAIN_METHOD_MAX + 5) / 4 words: far below u16::MAX.
+        w.put_u16((padded / 4) as u16);
+        w.put_u8(self.protocol.protocol_id().as_u8());
+        w.put_u8(0);
+        w.put_u8(keys::INFO_INT_KVS);
+        w.put_u16(2);
+        w.put_u16(int_key::TO_METHOD);
+        // At most PLAIN_METHOD_MAX: the cast is exact.
+        w.put_u16(method.len() as u16);
+        w.put_slice(method);
+        w.put_u16(int_key::FRAME_TYPE);
+        w.put_u16(1);
+        w.put_u8(self.kind.as_ascii());
+        // The rest is padding, already zero.
+        Ok(())
     }
 
     /// Appends everything but the payload with a placeholder LENGTH; append the message and
@@ -853,6 +901,60 @@ mod tests {
         let mut odd = BytesMut::new();
         p.encode(&mut odd).unwrap();
         assert_eq!(StreamFrame::peek_plain(&odd, &limits), None);
+    }
+
+    #[test]
+    fn plain_heads_are_what_the_general_encoder_writes() {
+        let general = |f: &StreamFrame, payload_len: usize| {
+            let kind = [f.kind.as_ascii()];
+            let extra: [(u16, &[u8]); 2] = [
+                (int_key::TO_METHOD, f.method.as_bytes()),
+                (int_key::FRAME_TYPE, &kind),
+            ];
+            let mut b = BytesMut::new();
+            HeadRef {
+                flags: keys::FLAGS_STREAMING,
+                seq_id: f.stream_id,
+                protocol: f.protocol.protocol_id().as_u8(),
+                headers: &f.headers,
+                extra_int_kvs: &extra,
+                skip_int_keys: &[int_key::TO_METHOD, int_key::FRAME_TYPE],
+            }
+            .encode(payload_len, &mut b)
+            .unwrap();
+            b
+        };
+        let long = "m".repeat(PLAIN_METHOD_MAX + 1);
+        for method in [
+            "",
+            "E",
+            "Ec",
+            "Ech",
+            "Echo",
+            "PingPong",
+            "ServerStreaming",
+            long.as_str(),
+        ] {
+            for kind in [
+                FrameKind::Header,
+                FrameKind::Data,
+                FrameKind::Trailer,
+                FrameKind::Rst,
+            ] {
+                for (id, protocol) in [
+                    (1, StreamProtocol::Thrift),
+                    (i32::MIN, StreamProtocol::Protobuf),
+                ] {
+                    let f = StreamFrame::new(kind, id, method.to_owned(), protocol);
+                    for payload_len in [0, 7, 100_000] {
+                        let mut b = BytesMut::from(&b"prefix"[..]);
+                        f.encode_head(payload_len, &mut b).unwrap();
+                        assert_eq!(&b[..6], b"prefix");
+                        assert_eq!(b[6..], general(&f, payload_len)[..], "{kind:?} {method:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
