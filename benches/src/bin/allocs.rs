@@ -1,18 +1,24 @@
-//! `cargo run --release -p benches --bin allocs [-- CALLS]`
+//! `cargo run --release -p benches --bin allocs [-- ttheader|ttstream|grpc] [CALLS]`
 //!
-//! Heap allocations per unary call on the **server** side, counted by a global allocator.
+//! Heap allocations per pingpong call on the **server** side, counted by a global allocator,
+//! for each transport's pingpong (all rows by default, or the one named):
 //!
-//! The echo server (`examples::server()` on an `rpc_core::serve::Listener`, TTHeader over loopback TCP) runs in
-//! this process on a tokio runtime with one worker thread; only allocations made on that thread
-//! are counted (the reader, the handler, the reply, the writer, the I/O driver: everything the
-//! server does for a call). The client is our `TtHeaderClient` (one connection, mux, framed,
-//! 100-character messages, 64 calls in flight) on a runtime of its own whose threads are not
-//! counted. After a warm-up, CALLS calls (default 200,000) are made and the server thread's
-//! `alloc`/`realloc` calls are divided by them.
+//! * `ttheader`: unary TTHeader (thrift payloads; `TtHeaderClient`, mux, framed);
+//! * `ttstream`: TTHeader Streaming (protobuf payloads, which unary TTHeader cannot carry, so
+//!   `TtHeaderClient` sends them as a one-message stream);
+//! * `grpc`: gRPC over h2 (protobuf payloads; `GrpcClient`, one connection).
 //!
-//! With `ALLOC_TRACE=N` set, the first N counted allocations after the warm-up are grouped by
-//! their call stack (frames of this workspace only) and printed, most frequent first: where the
-//! remaining allocations come from.
+//! The echo server (`examples::server()` on an `rpc_core::serve::Listener` over loopback TCP,
+//! `TtHeaderProtocol` or `GrpcProtocol`) runs in this process on a tokio runtime with one worker
+//! thread; only allocations made on that thread are counted (the reader, the handler, the reply,
+//! the writer, the I/O driver: everything the server does for a call). The client runs on a
+//! runtime of its own whose threads are not counted (one connection, 100-character messages, 64
+//! calls in flight). After a warm-up, CALLS calls (default 200,000) are made and the server
+//! thread's `alloc`/`realloc` calls are divided by them.
+//!
+//! With `ALLOC_TRACE=N` set, the first N counted allocations after each row's warm-up are
+//! grouped by their call stack (frames of this workspace only) and printed, most frequent
+//! first: where the remaining allocations come from.
 
 // The one place of the workspace with `unsafe`: a `GlobalAlloc` must be an `unsafe impl`.
 #![allow(unsafe_code)]
@@ -24,8 +30,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use examples::thrift;
+use examples::idl::{Proto, Thrift};
+use examples::EchoIdl;
+use rpc_core::serve::Listener;
 use rpc_core::Client;
+use rpc_transport_grpc::{GrpcClient, GrpcClientConfig, GrpcProtocol};
 use rpc_transport_ttheader::{Framing, TtHeaderClient, TtHeaderProtocol, UnaryMode};
 
 /// `alloc` and `alloc_zeroed` calls on counted threads.
@@ -135,15 +144,46 @@ const IN_FLIGHT: usize = 64;
 /// Calls before counting starts.
 const WARM_UP_CALLS: u64 = 20_000;
 
-/// `IN_FLIGHT` tasks make `calls` calls between them.
-async fn run_calls(client: &thrift::TestServiceClient, calls: u64) {
+/// One row: a transport's pingpong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Row {
+    /// Unary TTHeader, thrift payloads.
+    TtHeader,
+    /// TTHeader Streaming, protobuf payloads.
+    TtStream,
+    /// gRPC, protobuf payloads.
+    Grpc,
+}
+
+impl Row {
+    const ALL: [Row; 3] = [Row::TtHeader, Row::TtStream, Row::Grpc];
+
+    fn name(self) -> &'static str {
+        match self {
+            Row::TtHeader => "ttheader",
+            Row::TtStream => "ttstream",
+            Row::Grpc => "grpc",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Row::TtHeader => "unary TTHeader (thrift, mux, framed)",
+            Row::TtStream => "TTHeader Streaming (protobuf)",
+            Row::Grpc => "gRPC (protobuf, one h2 connection)",
+        }
+    }
+}
+
+/// `IN_FLIGHT` tasks make `calls` pingpong calls of flavour `I` between them.
+async fn run_calls<I: EchoIdl>(client: &I::Client, calls: u64) {
     let left = Arc::new(AtomicU64::new(calls));
     let tasks: Vec<_> = (0..IN_FLIGHT)
         .map(|_| {
             let client = client.clone();
             let left = left.clone();
             tokio::spawn(async move {
-                let req = thrift::Request {
+                let req = examples::EchoRequest {
                     message: "x".repeat(100),
                     ..Default::default()
                 };
@@ -151,7 +191,9 @@ async fn run_calls(client: &thrift::TestServiceClient, calls: u64) {
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                     .is_ok()
                 {
-                    let resp = client.ping_pong(req.clone()).await.expect("pingpong");
+                    let resp = I::ping_pong(&client, req.clone(), rpc_core::CallOptions::new())
+                        .await
+                        .expect("pingpong");
                     assert_eq!(resp.message.len(), 100, "echoed message");
                 }
             })
@@ -162,63 +204,38 @@ async fn run_calls(client: &thrift::TestServiceClient, calls: u64) {
     }
 }
 
-fn main() {
-    let calls: u64 = std::env::args()
-        .nth(1)
-        .map(|s| s.parse().expect("usage: allocs [CALLS]"))
-        .unwrap_or(200_000);
-    let trace: usize = std::env::var("ALLOC_TRACE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+/// Counts the server's allocations over `calls` calls of flavour `I` through `client`, after a
+/// warm-up, and prints the row.
+fn measure<I: EchoIdl>(
+    row: Row,
+    client_rt: &tokio::runtime::Runtime,
+    client: I::Client,
+    calls: u64,
+    trace: usize,
+) {
+    client_rt.block_on(run_calls::<I>(&client, WARM_UP_CALLS));
 
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .on_thread_start(|| SERVER_THREAD.with(|c| c.set(true)))
-        .enable_all()
-        .build()
-        .expect("server runtime");
-    let handle = server_rt.block_on(async {
-        rpc_core::serve::Listener::new(examples::server())
-            .protocol(TtHeaderProtocol::default())
-            .bind("tcp://127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("listen")
-            .start()
-    });
-    let addr = handle.local_addrs()[0]
-        .socket_addr()
-        .expect("a TCP listener has an address");
-
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("client runtime");
-    let client = thrift::TestServiceClient::new(Client::new(
-        TtHeaderClient::builder(addr)
-            .pool_size(1)
-            .unary_mode(UnaryMode::Mux)
-            .unary_framing(Framing::Framed)
-            .build(),
-    ));
-    client_rt.block_on(run_calls(&client, WARM_UP_CALLS));
-
+    ALLOCS.store(0, Ordering::Relaxed);
+    REALLOCS.store(0, Ordering::Relaxed);
+    BYTES.store(0, Ordering::Relaxed);
     TRACE_LEFT.store(trace, Ordering::Relaxed);
     COUNTING.store(true, Ordering::Relaxed);
     let start = Instant::now();
-    client_rt.block_on(run_calls(&client, calls));
+    client_rt.block_on(run_calls::<I>(&client, calls));
     let elapsed = start.elapsed();
     COUNTING.store(false, Ordering::Relaxed);
+    TRACE_LEFT.store(0, Ordering::Relaxed);
 
     let per = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64 / calls as f64;
     println!(
-        "server-side heap allocations per unary call (TTHeader mux framed, 100-byte messages, \
-         {IN_FLIGHT} in flight, {calls} calls, {:.0} calls/s):",
+        "{:<9} server-side heap allocations per pingpong call, {} \
+         (100-byte messages, {IN_FLIGHT} in flight, {calls} calls, {:.0} calls/s):",
+        row.name(),
+        row.describe(),
         calls as f64 / elapsed.as_secs_f64()
     );
     println!(
-        "  allocs/call {:.2}   reallocs/call {:.2}   bytes/call {:.0}",
+        "          allocs/call {:.2}   reallocs/call {:.2}   bytes/call {:.0}",
         per(&ALLOCS),
         per(&REALLOCS),
         per(&BYTES)
@@ -232,6 +249,74 @@ fn main() {
         }
     }
     drop(client);
+}
+
+fn main() {
+    const USAGE: &str = "usage: allocs [ttheader|ttstream|grpc] [CALLS]";
+    let mut rows: Vec<Row> = Row::ALL.to_vec();
+    let mut calls: u64 = 200_000;
+    for arg in std::env::args().skip(1) {
+        if let Some(row) = Row::ALL.into_iter().find(|r| r.name() == arg) {
+            rows = vec![row];
+        } else {
+            calls = arg.parse().expect(USAGE);
+        }
+    }
+    let trace: usize = std::env::var("ALLOC_TRACE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(|| SERVER_THREAD.with(|c| c.set(true)))
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+
+    for row in rows {
+        let handle = server_rt.block_on(async {
+            let listener = Listener::new(examples::server());
+            let listener = match row {
+                Row::TtHeader | Row::TtStream => listener.protocol(TtHeaderProtocol::default()),
+                Row::Grpc => listener.protocol(GrpcProtocol::default()),
+            };
+            listener
+                .bind("tcp://127.0.0.1:0".parse().expect("addr"))
+                .await
+                .expect("listen")
+                .start()
+        });
+        let addr = handle.local_addrs()[0]
+            .socket_addr()
+            .expect("a TCP listener has an address");
+        let tt = || {
+            // The client is built inside the client runtime: connections are made on first use.
+            Client::new(
+                TtHeaderClient::builder(addr)
+                    .pool_size(1)
+                    .unary_mode(UnaryMode::Mux)
+                    .unary_framing(Framing::Framed)
+                    .build(),
+            )
+        };
+        match row {
+            Row::TtHeader => measure::<Thrift>(row, &client_rt, Thrift::client(tt()), calls, trace),
+            Row::TtStream => measure::<Proto>(row, &client_rt, Proto::client(tt()), calls, trace),
+            Row::Grpc => {
+                let grpc = Client::new(GrpcClient::with_config(
+                    addr,
+                    GrpcClientConfig::default().connections(1),
+                ));
+                measure::<Proto>(row, &client_rt, Proto::client(grpc), calls, trace)
+            }
+        }
+        server_rt.block_on(handle.shutdown(Duration::from_millis(100)));
+    }
     client_rt.shutdown_timeout(Duration::from_millis(100));
-    server_rt.block_on(handle.shutdown(Duration::from_millis(100)));
 }
