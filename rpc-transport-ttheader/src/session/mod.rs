@@ -106,7 +106,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::{Buf, Bytes, BytesMut};
 use rpc_core::limits::ByteBudget;
@@ -154,7 +154,10 @@ pub struct Session<S: FrameSink> {
     role: Role,
     limits: Limits,
     sink: S,
-    streams: Mutex<HashMap<i32, Arc<Stream<Session<S>>>>>,
+    /// The open streams, by id. Weak: a stream lives as long as the core holds it (its
+    /// `Drop` ends it if the core never did, see `Stream`), and leaves this table when it
+    /// ends.
+    streams: Mutex<HashMap<i32, Weak<Stream<Session<S>>>>>,
     /// Server: streams accepted and not yet handed to the server, waiting for their first
     /// message (see [`Session::dispatch_pending`]).
     pending: Mutex<Vec<Pending<S>>>,
@@ -306,6 +309,8 @@ impl<S: FrameSink> Session<S> {
         // Streams accepted and not handed over yet end with the rest; the server never sees
         // them.
         lock(&self.pending).clear();
+        // Upgraded outside the table's lock: a stream whose last holder lets go here ends in
+        // its `Drop`, which takes the table.
         let streams: Vec<_> = lock(&self.streams).drain().map(|(_, s)| s).collect();
         let code = match self.role {
             Role::Client => kitex_code::TRANSPORT_CLOSING,
@@ -313,7 +318,7 @@ impl<S: FrameSink> Session<S> {
         };
         let stream_status = Status::unavailable(format!("connection lost: {}", status.message()))
             .with_transport_code(code);
-        for s in streams {
+        for s in streams.iter().filter_map(Weak::upgrade) {
             s.connection_lost(&stream_status);
         }
         self.life.wake_all();
@@ -514,7 +519,7 @@ impl<S: FrameSink> Session<S> {
     // ------------------------------------------------------------------------------- streams
 
     fn stream(&self, id: i32) -> Option<Arc<Stream<Session<S>>>> {
-        lock(&self.streams).get(&id).cloned()
+        lock(&self.streams).get(&id).and_then(Weak::upgrade)
     }
 
     fn remove(&self, id: i32) {
@@ -580,7 +585,7 @@ impl<S: FrameSink> Session<S> {
         // Routing matched the name exactly: the stream names its method with the IDL's
         // `&'static str` (no copy, and nothing of the read buffer kept alive).
         let stream = Stream::new(self, id, route.method().name, protocol, sm);
-        lock(&self.streams).insert(id, stream.clone());
+        lock(&self.streams).insert(id, Arc::downgrade(&stream));
         // Already routed: `dispatch_route` does not need the names again (no allocation).
         let incoming = IncomingStream::new(String::new(), String::new())
             .with_rpc_system("ttheader")
@@ -641,7 +646,7 @@ impl<S: FrameSink> Session<S> {
         );
         let stream = Stream::new(self, id, method.name, protocol, sm);
         let first = {
-            streams.insert(id, stream.clone());
+            streams.insert(id, Arc::downgrade(&stream));
             streams.len() == 1
         };
         drop(streams);
@@ -652,6 +657,8 @@ impl<S: FrameSink> Session<S> {
         match self.sink.append_frame(&header) {
             Ok(()) => Ok(stream),
             Err(e) => {
+                // Its Header never went out: nothing is sent for it when it drops.
+                stream.never_sent();
                 self.remove(id);
                 Err(self.sink_error(e))
             }

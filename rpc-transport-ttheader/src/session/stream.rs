@@ -6,7 +6,8 @@
 //! refuses (a frame after the stream finished) is not sent.
 //!
 //! A [`Stream`] is itself the core's raw stream (`ClientStreamRaw` on a client session,
-//! `ServerStreamRaw` on a server one): one allocation per stream. It knows its connection
+//! `ServerStreamRaw` on a server one): one allocation per stream; the session's table holds it
+//! weakly. It knows its connection
 //! only through [`Host`], so this module depends on the session's lower modules (limits,
 //! sink) and never on the session itself.
 
@@ -423,8 +424,32 @@ impl<H: Host> Stream<H> {
     }
 }
 
+impl<H: Host> Stream<H> {
+    /// The stream's Header could not be written: it is over, with nothing to send.
+    pub(crate) fn never_sent(&self) {
+        self.lock().sm.on_connection_lost();
+    }
+}
+
 impl<H: Host> Drop for Stream<H> {
     fn drop(&mut self) {
+        // The core ends every stream before it lets go (the raw-stream contract); one it
+        // never ended (raw use, a caller that gave up between open and the first call) ends
+        // here as the core would have ended it, so it does not stay in the session's table.
+        if !self.lock().sm.is_finished() {
+            match self.host.role() {
+                Role::Client => ClientStreamRaw::reset(
+                    self,
+                    &Status::cancelled("the client dropped the stream"),
+                ),
+                Role::Server => self.finish(Finish {
+                    header: None,
+                    message: None,
+                    status: Status::internal("the server dropped the stream"),
+                    trailer: Metadata::new(),
+                }),
+            }
+        }
         // Whatever is still queued leaves the session's and the server's counts with it.
         let st = self.st.get_mut().unwrap_or_else(|e| e.into_inner());
         if st.rx.queued > 0 || st.rx.over {

@@ -376,3 +376,36 @@ async fn a_plain_frame_for_a_stream_that_ended_is_dropped_and_the_next_one_serve
     s.on_frame(StreamFrame::close_send(3, "Chat", P));
     within(s.drain()).await;
 }
+
+#[tokio::test]
+async fn a_client_stream_dropped_without_an_end_is_reset_and_leaves_the_table() {
+    let stats = Arc::new(Stats::default());
+    let s = Session::new(
+        Role::Client,
+        MemSink::default(),
+        Limits::default(),
+        None,
+        &stats,
+        None,
+    );
+    let ctx = rpc_core::CallContext::new(&METHODS[0]);
+    let stream = s.open(&ctx).unwrap();
+    assert_eq!((s.stream_count(), stats.streams()), (1, 1));
+    // Raw use that never resets: the stream ends as a cancel would end it.
+    drop(stream);
+    assert_eq!((s.stream_count(), stats.streams()), (0, 0));
+    let exc = ApplicationException::new(12007, "the client dropped the stream");
+    let expected = encode(&[
+        StreamFrame::client_header(1, "Chat", P, "Echo", [], None),
+        StreamFrame::rst(1, "Chat", P, None, &exc).unwrap(),
+        StreamFrame::close_send(1, "Chat", P),
+    ]);
+    assert_eq!(s.sink().take(), expected);
+    // A stream the core reset sends nothing more when it drops.
+    let stream = s.open(&ctx).unwrap();
+    stream.reset(&Status::cancelled("done"));
+    s.sink().take();
+    drop(stream);
+    assert!(s.sink().take().is_empty());
+    assert_eq!(s.stream_count(), 0);
+}
