@@ -161,6 +161,9 @@ pub struct Session<S: FrameSink> {
     /// Server: streams accepted and not yet handed to the server, waiting for their first
     /// message (see [`Session::dispatch_pending`]).
     pending: Mutex<Vec<Pending<S>>>,
+    /// Whether `pending` may hold a stream (set under its lock with each push, cleared under
+    /// it when found empty): a Data frame of a running stream skips the lock.
+    any_pending: AtomicBool,
     /// Bytes queued in all streams of this session.
     rx: RecvBytes,
     life: Lifecycle,
@@ -206,6 +209,7 @@ impl<S: FrameSink> Session<S> {
             sink,
             streams: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
+            any_pending: AtomicBool::new(false),
             rx,
             life: Lifecycle::new(),
             next_id: AtomicI32::new(1),
@@ -429,12 +433,16 @@ impl<S: FrameSink> Session<S> {
         let Some(server) = &self.server else {
             return;
         };
+        if !self.any_pending.load(Ordering::Acquire) {
+            return;
+        }
         loop {
             // One at a time, the lock released while the handler runs (it may open nothing
             // here, but it finishes streams, which takes the stream table).
             let next = {
                 let mut pending = lock(&self.pending);
                 if pending.is_empty() {
+                    self.any_pending.store(false, Ordering::Release);
                     return;
                 }
                 pending.remove(0)
@@ -593,11 +601,13 @@ impl<S: FrameSink> Session<S> {
             .with_deadline(deadline)
             .with_peer(self.peer.clone())
             .with_payload(Some(payload));
-        lock(&self.pending).push(Pending {
+        let mut pending = lock(&self.pending);
+        pending.push(Pending {
             stream,
             route,
             incoming,
         });
+        self.any_pending.store(true, Ordering::Release);
     }
 
     /// Refuses a new stream: a Header, then a Trailer carrying the exception.
