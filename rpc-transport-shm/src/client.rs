@@ -9,7 +9,7 @@ use rpc_core::net::Address;
 use rpc_core::transport::{BoxFuture, ClientStreamRaw, ClientTransport, Connect};
 use rpc_core::{CallContext, Peer, Status};
 use rpc_transport_ttheader::proto::Role;
-use rpc_transport_ttheader::Limits;
+use rpc_transport_ttheader::session::Limits;
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 

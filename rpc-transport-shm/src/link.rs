@@ -762,6 +762,9 @@ impl Reader {
                     self.session.on_whole_frame(f)?;
                 }
             }
+            // Streams whose Header came in this batch without their first message go to the
+            // server now (see `Session::dispatch_pending`).
+            self.session.dispatch_pending();
             if n > 0 && self.consumer.take_waiting() {
                 self.link.signal_peer();
             }

@@ -7,7 +7,7 @@ use rpc_core::serve::{Accepted, Detect, Protocol};
 use rpc_core::transport::BoxFuture;
 use rpc_core::Status;
 use rpc_transport_ttheader::proto::Role;
-use rpc_transport_ttheader::Limits;
+use rpc_transport_ttheader::session::Limits;
 
 use crate::setup::{self, RegionBudget, Sizes, DEFAULT_MAX_REGION_BYTES, HANDSHAKE_TIMEOUT};
 use crate::stats::ShmStats;

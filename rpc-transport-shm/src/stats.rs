@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use rpc_transport_ttheader::Stats;
+use rpc_transport_ttheader::session::Stats;
 
 /// Live counters of one [`ShmClient`](crate::ShmClient) or [`ShmProtocol`](crate::ShmProtocol)
 /// (all of its sessions).

@@ -44,7 +44,7 @@ pub struct ShmProtocol;
 
 impl ShmProtocol {
     /// Session limits (ignored on this platform).
-    pub fn limits(self, _limits: rpc_transport_ttheader::Limits) -> Self {
+    pub fn limits(self, _limits: rpc_transport_ttheader::session::Limits) -> Self {
         self
     }
 }

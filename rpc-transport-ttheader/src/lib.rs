@@ -43,16 +43,20 @@
 
 mod common;
 mod driver;
+mod mapping;
 pub mod proto;
 pub mod session;
 
 pub use driver::client::{ClientBuilder, TtHeaderClient};
 pub use driver::config::{
-    Limits, Stats, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONN_RECV_BUFFER,
-    DEFAULT_CONN_RESERVE, DEFAULT_MAX_UNARY_CONNECTIONS, DEFAULT_POOL_SIZE,
-    DEFAULT_STREAM_RECV_BUFFER, DEFAULT_UNARY_IDLE_TIMEOUT, DEFAULT_WRITE_BUFFER,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_UNARY_CONNECTIONS, DEFAULT_POOL_SIZE,
+    DEFAULT_UNARY_IDLE_TIMEOUT,
 };
-pub use driver::mapping::{biz_status_error, RPC_CODE_KEY};
 pub use driver::server::TtHeaderProtocol;
 pub use driver::unary::{Framing, UnaryMode};
+pub use mapping::{biz_status_error, RPC_CODE_KEY};
 pub use session::REFUSED_STREAM_CODE;
+pub use session::{
+    Limits, Stats, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_CONN_RECV_BUFFER, DEFAULT_CONN_RESERVE,
+    DEFAULT_STREAM_RECV_BUFFER, DEFAULT_WRITE_BUFFER,
+};

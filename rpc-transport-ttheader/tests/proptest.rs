@@ -90,7 +90,7 @@ fn stream_frame() -> impl Strategy<Value = StreamFrame> {
             |(kind, stream_id, method, protocol, headers, payload)| StreamFrame {
                 kind,
                 stream_id,
-                method,
+                method: method.into(),
                 protocol,
                 headers,
                 payload,

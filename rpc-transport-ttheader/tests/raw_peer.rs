@@ -245,3 +245,88 @@ async fn a_unary_payload_we_cannot_read_is_answered_and_the_connection_survives(
     assert_eq!((mh.kind, mh.seq_id), (MessageType::Reply, 10));
     h.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Reads frames until every stream of `ids` got its Trailer; returns each stream's frames in
+/// arrival order.
+async fn frames_of(
+    peer: &mut Peer,
+    ids: &[i32],
+) -> std::collections::HashMap<i32, Vec<StreamFrame>> {
+    let mut got: std::collections::HashMap<i32, Vec<StreamFrame>> = Default::default();
+    let done = |got: &std::collections::HashMap<i32, Vec<StreamFrame>>| {
+        ids.iter().all(|id| {
+            got.get(id)
+                .is_some_and(|fs| fs.iter().any(|f| f.kind == FrameKind::Trailer))
+        })
+    };
+    while !done(&got) {
+        let f = peer.frame().await;
+        assert!(
+            ids.contains(&f.stream_id),
+            "a frame for a stream we did not open: {f:?}"
+        );
+        got.entry(f.stream_id).or_default().push(f);
+    }
+    got
+}
+
+/// One echoed stream: Header, the echo of `text`, a clean Trailer (no exception).
+fn assert_echoed(id: i32, frames: &[StreamFrame], text: &str) {
+    let kinds: Vec<_> = frames.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        [FrameKind::Header, FrameKind::Data, FrameKind::Trailer],
+        "stream {id}"
+    );
+    let echoed: TMsg =
+        <ThriftCodec as rpc_core::codec::Codec<TMsg>>::decode(frames[1].payload.clone())
+            .expect("an echoed message");
+    assert_eq!(echoed.text(), text, "stream {id}");
+    assert!(
+        frames[2].payload.is_empty(),
+        "stream {id} ends without an exception"
+    );
+}
+
+/// Spec §3: a stream id is any non-zero i32. A Kitex client's process-wide counter wraps past
+/// `i32::MAX` to negative ids; those streams are served like any other, alone or interleaved
+/// with positive ones, through the real listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_and_extreme_stream_ids_are_served_in_any_order() {
+    let (server, _probe) = server();
+    let h = serve_tcp(
+        server,
+        "127.0.0.1:0".parse().unwrap(),
+        rpc_transport_ttheader::Limits::default(),
+    )
+    .await
+    .unwrap();
+    let mut peer = Peer::connect(h.local_addr().unwrap()).await;
+    let close = |id| StreamFrame::close_send(id, "Chat", StreamProtocol::Thrift);
+
+    // Each alone: open, one message, half-close.
+    for id in [-5, i32::MIN, i32::MAX, -1] {
+        peer.send(open(id)).await;
+        peer.send(data(id, "alone", 1)).await;
+        peer.send(close(id)).await;
+        let got = frames_of(&mut peer, &[id]).await;
+        assert_echoed(id, &got[&id], "alone");
+    }
+
+    // Interleaved: negative, positive and extreme ids open at once, frames mixed.
+    let ids = [i32::MIN + 1, 4, -40_000, i32::MAX - 1, -2, 2];
+    for &id in &ids {
+        peer.send(open(id)).await;
+    }
+    for &id in ids.iter().rev() {
+        peer.send(data(id, &format!("m{id}"), 1)).await;
+    }
+    for &id in &ids {
+        peer.send(close(id)).await;
+    }
+    let got = frames_of(&mut peer, &ids).await;
+    for &id in &ids {
+        assert_echoed(id, &got[&id], &format!("m{id}"));
+    }
+    h.shutdown(Duration::from_secs(1)).await;
+}

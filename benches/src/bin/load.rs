@@ -12,6 +12,11 @@
 //! * pingpong calls/s and bidi messages/s over gRPC (one h2 connection, same server port);
 //! * the same over the in-process transport, as the framework's own ceiling.
 //!
+//! `LOAD_SERVER_WRAP="valgrind --tool=callgrind --callgrind-out-file=F"` starts the server
+//! process under that command (not with `LOAD_PIN`): with `LOAD_ONLY` selecting one row, the
+//! server's instructions divided by the row's calls give a same-machine, load-independent
+//! cost per call.
+//!
 //! `LOAD_METRICS=1` records every call's metrics (`rpc_core::observe`, Prometheus recorder) in
 //! both processes; `LOAD_TLS=1` runs the TTHeader rows over TLS (certificates generated at
 //! start).
@@ -305,6 +310,11 @@ async fn run() {
             .status();
         let mut c = Command::new("taskset");
         c.arg("-c").arg("0").arg(exe);
+        c
+    } else if let Ok(wrap) = std::env::var("LOAD_SERVER_WRAP") {
+        let mut words = wrap.split_whitespace();
+        let mut c = Command::new(words.next().expect("wrapper"));
+        c.args(words).arg(exe);
         c
     } else {
         Command::new(exe)

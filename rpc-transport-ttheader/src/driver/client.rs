@@ -12,9 +12,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::config::{
-    Limits, Stats, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_UNARY_CONNECTIONS, DEFAULT_POOL_SIZE,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_UNARY_CONNECTIONS, DEFAULT_POOL_SIZE,
     DEFAULT_UNARY_IDLE_TIMEOUT,
 };
+use crate::session::{Limits, Stats};
 use rpc_core::net::{Address, AddressError, ConnectOptions, TcpKeepalive, TlsClientConfig};
 
 use super::io::Io;
@@ -360,7 +361,7 @@ impl ClientTransport for TtHeaderClient {
         &self,
         ctx: &CallContext,
     ) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>> {
-        if let Err(e) = super::mapping::text_only(ctx.metadata()) {
+        if let Err(e) = crate::mapping::text_only(ctx.metadata()) {
             return Box::pin(std::future::ready(Err(e)));
         }
         let inner = self.inner.clone();

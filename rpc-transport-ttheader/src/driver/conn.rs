@@ -10,13 +10,14 @@ use bytes::BytesMut;
 use rpc_core::limits::ByteBudget;
 use rpc_core::Status;
 
-use super::config::{Limits, RxCharge};
+use super::config::RxCharge;
 use super::io::{Io, ReadHalf};
 pub(crate) use super::reader::ReadTimeouts;
 use super::reader::{read_some, Read, ReadClock};
 use super::write::WriteQueue;
 use crate::common::{pause_while, Lifecycle};
 use crate::proto::Packet;
+use crate::session::Limits;
 
 /// A connection driven by [`start`]'s two tasks.
 pub(crate) trait Connection: Send + Sync + 'static {

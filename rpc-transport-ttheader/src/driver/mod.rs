@@ -4,7 +4,6 @@ pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod conn;
 pub(crate) mod io;
-pub(crate) mod mapping;
 pub(crate) mod reader;
 pub(crate) mod server;
 pub(crate) mod stream_conn;

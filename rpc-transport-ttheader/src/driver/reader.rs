@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use super::io::ReadHalf;
+use crate::session::Limits;
 
 /// Which timeout ended a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,16 @@ impl ReadTimeouts {
             frame: Some(limits.frame_timeout),
             idle: limits.idle_timeout,
             silence: None,
+        }
+    }
+
+    /// A client connection's: the frame and silence timeouts of its limits, and the idle
+    /// timeout where the connection idles out by its reader (`idle`).
+    pub(crate) fn client(limits: &Limits, idle: bool) -> ReadTimeouts {
+        ReadTimeouts {
+            frame: limits.frame_timeout,
+            idle: if idle { limits.idle_timeout } else { None },
+            silence: limits.silence_timeout,
         }
     }
 }

@@ -8,10 +8,10 @@ use rpc_core::serve::{Accepted, Detect, Protocol};
 use rpc_core::transport::BoxFuture;
 use rpc_core::Status;
 
-use super::config::{Limits, Stats};
 use super::stream_conn::Conn;
 use super::unary::UnaryServerConn;
 use crate::proto::{detect, Detection, Role};
+use crate::session::{Limits, Stats};
 
 /// The TTHeader protocol for `rpc_core::serve::Listener`: claims connections whose first bytes
 /// are a TTHeader packet, serving unary TTHeader (framed or unframed, plain or mux) and

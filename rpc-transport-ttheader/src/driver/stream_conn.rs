@@ -10,13 +10,12 @@ use rpc_core::limits::ByteBudget;
 use rpc_core::transport::ServerExt;
 use rpc_core::{Peer, Server, Status};
 
-use super::config::{Limits, Stats};
 use super::conn::{self, Connection, ReadTimeouts};
 use super::io::Io;
 use super::write::WriteQueue;
 use crate::common::Lifecycle;
 use crate::proto::Role;
-use crate::session::Session;
+use crate::session::{Limits, Session, Stats};
 
 /// One ttstream connection over a socket.
 pub(crate) type Conn = Session<WriteQueue>;
@@ -60,7 +59,7 @@ impl Connection for Session<WriteQueue> {
     fn read_timeouts(&self) -> ReadTimeouts {
         match self.server() {
             Some(server) => ReadTimeouts::server(server.limits()),
-            None => self.limits().client_timeouts(true),
+            None => ReadTimeouts::client(self.limits(), true),
         }
     }
 

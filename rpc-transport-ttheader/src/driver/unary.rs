@@ -24,18 +24,19 @@ use rpc_core::{CallContext, Code, Error, Metadata, Mode, PayloadKind, Peer, Serv
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::config::{Counted, Held, Limits, Stats};
+use super::config::Held;
 use super::conn::{self, Connection};
 use super::io::Io;
-use super::mapping::{
+use super::write::WriteQueue;
+use crate::common::{deadline_of, lock, next_id, route_refusal, timeout_ms, Lifecycle};
+use crate::mapping::{
     biz_of, metadata_of, status_from_biz, status_from_exception, str_kvs, RPC_CODE_KEY,
 };
-use super::write::{append_packet, WriteQueue};
-use crate::common::{deadline_of, lock, next_id, route_refusal, timeout_ms, Lifecycle};
 use crate::proto::keys::{int_key, str_key, FLAGS_MUX};
 use crate::proto::{
     ApplicationException, BizStatus, MessageHeaderRef, MessageType, Packet, PayloadForm, ProtocolId,
 };
+use crate::session::{append_packet, Counted, Limits, Stats};
 
 /// How a unary message sits in the TTHeader payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -760,7 +761,7 @@ impl Connection for UnaryConn {
 
     fn read_timeouts(&self) -> ReadTimeouts {
         // Plain connections idle out by the pool's sweeper, which reserves them first.
-        self.limits.client_timeouts(self.mode == UnaryMode::Mux)
+        ReadTimeouts::client(&self.limits, self.mode == UnaryMode::Mux)
     }
 
     fn is_idle(&self) -> bool {
@@ -926,7 +927,7 @@ impl ServerStreamRaw for UnaryServer {
     }
 
     fn send_header(&self, header: Metadata) -> Result<(), Status> {
-        super::mapping::text_only(&header)?;
+        crate::mapping::text_only(&header)?;
         lock(&self.st).header.extend(header);
         Ok(())
     }
@@ -948,7 +949,7 @@ impl ServerStreamRaw for UnaryServer {
             status,
             trailer,
             ..
-        } = super::mapping::text_only_finish(finish);
+        } = crate::mapping::text_only_finish(finish);
         let (md, response) = {
             let mut st = lock(&self.st);
             if st.finished {

@@ -26,10 +26,9 @@ use rpc_core::limits::ByteBudget;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-use super::config::Limits;
 use super::io::WriteHalf;
 use crate::proto::StreamFrame;
-use crate::session::{append_data_frame, FrameSink, SinkError};
+use crate::session::{append_data_frame, FrameSink, Limits, SinkError};
 
 pub(crate) struct WriteQueue {
     state: Mutex<WriteState>,
@@ -49,35 +48,6 @@ struct WriteState {
     writing: usize,
     closed: bool,
     waiters: Vec<Waker>,
-}
-
-/// Appends one TTHeader packet whose LENGTH is known only once `write` has written it all:
-/// `write` appends the head (with a placeholder LENGTH) and the payload, then LENGTH is
-/// patched. On an error, or when the packet exceeds `max` bytes, everything appended is removed
-/// and the error is returned (`RESOURCE_EXHAUSTED` for the size). Returns where the packet
-/// starts in `buf`.
-pub(crate) fn append_packet(
-    buf: &mut BytesMut,
-    max: usize,
-    write: impl FnOnce(&mut BytesMut) -> Result<(), rpc_core::Status>,
-) -> Result<usize, rpc_core::Status> {
-    let start = buf.len();
-    if let Err(e) = write(buf) {
-        buf.truncate(start);
-        return Err(e);
-    }
-    let len = buf.len() - start - 4;
-    if len > max {
-        buf.truncate(start);
-        return Err(rpc_core::Error::MessageTooLarge {
-            size: len,
-            limit: max,
-        }
-        .into());
-    }
-    // `len <= max`, and the frame codec caps `max` far below u32::MAX.
-    buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(start)
 }
 
 /// The queue was closed (the connection is gone).

@@ -12,9 +12,8 @@
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::frame::FrameKind;
 use super::keys::kitex_code;
-use super::stream::Role;
+use super::kinds::{FrameKind, Role};
 
 /// The wire field an error refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -257,31 +257,57 @@ impl Packet {
     /// HEADER SIZE are checked as soon as their bytes arrive, and LENGTH is compared with
     /// `limits.max_frame_size` before `src` is grown, so a hostile prefix costs nothing.
     pub fn decode(src: &mut BytesMut, limits: &Limits) -> Result<Option<Packet>, FrameError> {
-        let Some(total) = check_prefix(src, limits)? else {
-            return Ok(None);
-        };
-        if src.len() < total {
-            // tokio-util codec contract: reserve the rest of a frame once its (bounded) length
-            // is known, so the driver reads it without repeated reallocation.
-            src.reserve(total - src.len());
-            return Ok(None);
+        // tokio-util codec contract (in `split`): reserve the rest of a frame once its
+        // (bounded) length is known, so the driver reads it without repeated reallocation.
+        match Packet::split(src, limits)? {
+            Some(frame) => parse_frame(frame, &mut |_, _| false).map(Some),
+            None => Ok(None),
         }
-        let frame = src.split_to(total).freeze();
-        parse_frame(frame).map(Some)
     }
 
     /// Decodes `frame`, which must hold exactly one whole packet (a transport that delivers
     /// frames already delimited, such as shared memory). The header and payload are slices of
     /// `frame`: nothing is copied.
     pub fn decode_whole(frame: Bytes, limits: &Limits) -> Result<Packet, FrameError> {
-        let total = check_prefix(&frame, limits)?.unwrap_or(0);
+        Packet::check_whole(&frame, limits)?;
+        parse_frame(frame, &mut |_, _| false)
+    }
+
+    /// Splits one whole packet off the front of `src`, checked as [`Packet::decode`] checks
+    /// its prefix, without parsing it (`Ok(None)`: only a prefix is there yet).
+    pub(crate) fn split(src: &mut BytesMut, limits: &Limits) -> Result<Option<Bytes>, FrameError> {
+        let Some(total) = check_prefix(src, limits)? else {
+            return Ok(None);
+        };
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        Ok(Some(src.split_to(total).freeze()))
+    }
+
+    /// Checks that `frame` is exactly one whole packet (what [`Packet::decode_whole`] checks
+    /// before parsing).
+    pub(crate) fn check_whole(frame: &Bytes, limits: &Limits) -> Result<(), FrameError> {
+        let total = check_prefix(frame, limits)?.unwrap_or(0);
         if total != frame.len() || frame.len() < FIXED_LEN {
             return Err(FrameError::LengthMismatch {
                 total,
                 len: frame.len(),
             });
         }
-        parse_frame(frame)
+        Ok(())
+    }
+
+    /// Parses a packet [`Packet::split`] or [`Packet::check_whole`] delimited, handing every
+    /// int KV to `take` first: the ones it takes (returns `true` for) are not stored, so a
+    /// caller that lifts its keys out (the ttstream frame type and method) allocates nothing
+    /// for them.
+    pub(crate) fn parse_taking(
+        frame: Bytes,
+        take: &mut dyn FnMut(u16, &Bytes) -> bool,
+    ) -> Result<Packet, FrameError> {
+        parse_frame(frame, take)
     }
 
     /// Appends the encoded packet to `dst`.
@@ -364,8 +390,12 @@ fn check_prefix(src: &[u8], limits: &Limits) -> Result<Option<usize>, FrameError
     Ok(Some(total))
 }
 
-/// Parses a complete frame whose fixed fields were validated by [`check_prefix`].
-fn parse_frame(frame: Bytes) -> Result<Packet, FrameError> {
+/// Parses a complete frame whose fixed fields were validated by [`check_prefix`]; int KVs that
+/// `take` takes are not stored.
+fn parse_frame(
+    frame: Bytes,
+    take: &mut dyn FnMut(u16, &Bytes) -> bool,
+) -> Result<Packet, FrameError> {
     let mut fixed = &frame[4..FIXED_LEN];
     let _magic = fixed.get_u16();
     let flags = fixed.get_u16();
@@ -407,11 +437,20 @@ fn parse_frame(frame: Bytes) -> Result<Packet, FrameError> {
             }
             keys::INFO_INT_KVS => {
                 let count = usize::from(r.u16(Field::IntKvCount)?);
-                headers.int_kvs.reserve(count.min(r.remaining() / 4));
+                let mut left = count;
                 for _ in 0..count {
                     let k = r.u16(Field::IntKey)?;
-                    let v = r.str16_range(Field::IntValue)?;
-                    headers.int_kvs.push((k, header.slice(v)));
+                    let v = header.slice(r.str16_range(Field::IntValue)?);
+                    left -= 1;
+                    if take(k, &v) {
+                        continue;
+                    }
+                    if headers.int_kvs.capacity() == 0 {
+                        // Room for this entry and the rest of the block, bounded by the bytes
+                        // left (an entry takes at least 4).
+                        headers.int_kvs.reserve(1 + left.min(r.remaining() / 4));
+                    }
+                    headers.int_kvs.push((k, v));
                 }
             }
             keys::INFO_ACL_TOKEN => {
@@ -580,40 +619,46 @@ impl HeadRef<'_> {
             .checked_add(payload_len)
             .and_then(|l| u32::try_from(l).ok())
             .ok_or(too_large)?;
-        dst.reserve(4 + after_length);
-        dst.put_u32(length);
-        dst.put_u16(keys::MAGIC);
-        dst.put_u16(self.flags);
-        dst.put_i32(self.seq_id);
+        // The head's size is known: grow `dst` once (zeroed, which is the padding) and write
+        // into that slice, whose fixed-size puts compile to plain stores.
+        let start = dst.len();
+        dst.resize(start + 4 + after_length, 0);
+        let mut w: &mut [u8] = &mut dst[start..];
+        w.put_u32(length);
+        w.put_u16(keys::MAGIC);
+        w.put_u16(self.flags);
+        w.put_i32(self.seq_id);
         // Cannot truncate: checked against MAX_HEADER_WORDS above.
-        dst.put_u16((padded / 4) as u16);
-        dst.put_u8(self.protocol);
-        dst.put_u8(0);
-        // Lengths and counts below were checked by header_len, so the `as u16` casts are exact.
+        w.put_u16((padded / 4) as u16);
+        w.put_u8(self.protocol);
+        w.put_u8(0);
+        // Lengths and counts below were checked by header_len, so the `as u16` casts are exact,
+        // and they add up to the size `w` was made with.
         if let Some(acl) = &self.headers.acl_token {
-            dst.put_u8(keys::INFO_ACL_TOKEN);
-            put_str16(dst, acl);
+            w.put_u8(keys::INFO_ACL_TOKEN);
+            put_str16(&mut w, acl);
         }
         if !self.headers.str_kvs.is_empty() {
-            dst.put_u8(keys::INFO_STR_KVS);
-            dst.put_u16(self.headers.str_kvs.len() as u16);
-            self.headers.str_kvs.encode(dst);
+            w.put_u8(keys::INFO_STR_KVS);
+            w.put_u16(self.headers.str_kvs.len() as u16);
+            self.headers.str_kvs.encode(&mut w);
         }
         let count = self.int_kvs().count();
         if count > 0 {
-            dst.put_u8(keys::INFO_INT_KVS);
-            dst.put_u16(count as u16);
+            w.put_u8(keys::INFO_INT_KVS);
+            w.put_u16(count as u16);
             for (k, v) in self.int_kvs() {
-                dst.put_u16(k);
-                put_str16(dst, v);
+                w.put_u16(k);
+                put_str16(&mut w, v);
             }
         }
-        dst.put_bytes(0, padded - unpadded);
+        // What is left is the padding, already zero.
+        debug_assert_eq!(w.len(), padded - unpadded);
         Ok(())
     }
 }
 
-fn put_str16(dst: &mut BytesMut, s: &[u8]) {
+fn put_str16(dst: &mut impl BufMut, s: &[u8]) {
     dst.put_u16(s.len() as u16);
     dst.put_slice(s);
 }

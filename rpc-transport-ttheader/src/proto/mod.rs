@@ -16,6 +16,7 @@ pub mod error;
 pub mod frame;
 pub mod header;
 pub mod keys;
+mod kinds;
 pub mod status;
 pub mod str_kvs;
 pub mod stream;
@@ -25,7 +26,9 @@ pub use detect::{detect, Detection};
 pub use error::{
     EncodeError, Field, FrameError, Initiator, InvalidBizStatus, StreamError, ThriftError,
 };
-pub use frame::{DataFrame, FrameKind, StreamFrame, StreamProtocol};
+pub use frame::{
+    BadFrame, DataFrame, FrameKind, MethodName, PlainFrame, StreamFrame, StreamProtocol,
+};
 pub use header::{Headers, Limits, Packet, PacketStart, ProtocolId, DEFAULT_MAX_FRAME_SIZE};
 pub use status::{grpc_to_kitex_code, kitex_code_to_grpc, BizStatus};
 pub use str_kvs::{StrKvs, StrValue};

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 
 /// One key or value pushed by the sender: borrowed for `'static` strings (no copy), owned
 /// otherwise.
@@ -115,7 +115,7 @@ impl StrKvs {
     }
 
     /// Appends the entries (without the count); [`StrKvs::encoded_len`] must have passed.
-    pub(crate) fn encode(&self, dst: &mut BytesMut) {
+    pub(crate) fn encode(&self, dst: &mut impl BufMut) {
         dst.put_slice(&self.wire);
         for (k, v) in &self.added {
             for s in [k, v] {
@@ -192,6 +192,7 @@ impl<K: Into<StrValue>, V: Into<StrValue>> FromIterator<(K, V)> for StrKvs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     fn block(entries: &[(&str, &str)]) -> Bytes {
         let mut b = BytesMut::new();

@@ -8,16 +8,8 @@ use super::error::StreamError;
 use super::frame::{FrameKind, StreamFrame};
 use super::header::Headers;
 use super::keys::{kitex_code, str_key};
+pub use super::kinds::Role;
 use super::thrift_msg::{decode_exception_message, ApplicationException};
-
-/// Which end of the stream we are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Opened the stream with a Header frame.
-    Client,
-    /// Accepted the stream.
-    Server,
-}
 
 /// Why a stream finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -21,6 +21,58 @@
 //! queue implementing the sink, a writer task and a reader task; a shared-memory transport
 //! implements the sink over its rings and feeds the same session from its ring reader.
 //!
+//! # One state per stream
+//!
+//! The raw-stream contract (`rpc_core::transport`) makes the core the owner of a call's
+//! state; the session keeps only what the protocol and the wire need, once:
+//!
+//! ```text
+//!  rpc-core (ClientShared / ServerShared)     one per call: header sent or received, send
+//!  │                                          half-closed, ended and with what status and
+//!  │  raw-stream primitives, in the           trailer, local cancel, deadline, metadata to
+//!  │  order the contract promises             send; it never calls after the end
+//!  ▼
+//!  session::Stream (this module)              one per stream, one lock:
+//!  │  ├─ proto::StreamState                   the protocol's state machine: each direction
+//!  │  │                                       Idle → Open → Closed, and why it finished
+//!  │  │                                       (trailer, Rst, connection lost); what it
+//!  │  │                                       refuses is not sent
+//!  │  └─ receive queue                        what arrived and the core has not taken:
+//!  │                                          the peer's header (client), messages with
+//!  │                                          their byte accounting, how the receive
+//!  │                                          side ended (EOF / trailer / failure)
+//!  ▼
+//!  Session                                    one per connection: the stream table, id
+//!                                             allocation, accepting/refusing, streams
+//!                                             waiting for their first message, received-
+//!                                             bytes accounting, lifecycle, the FrameSink
+//! ```
+//!
+//! A stream is itself the core's `ClientStreamRaw` / `ServerStreamRaw` (one allocation per
+//! stream) and reaches its connection through the `Host` trait, so it does not depend on the
+//! session module. The crate's module graph has no circle:
+//!
+//! ```text
+//!  proto (kinds ← error ← … ← frame, stream)       sans-IO codecs and state machine
+//!    ▲
+//!  common, mapping                                 lifecycle, ids; Status/Metadata ↔ wire
+//!    ▲
+//!  session (limits, sink ← stream ← mod)           streams of one connection, any carrier
+//!    ▲
+//!  driver (config, io, reader, write, conn, …)     sockets, tasks, pools, unary TTHeader
+//!    ▲
+//!  rpc-transport-shm                               the same session over shared memory
+//! ```
+//!
+//! # Handing streams to the server
+//!
+//! A server session registers a stream when its Header arrives and hands it to the server
+//! with its first message ([`Session::on_data`]), or when the reader's batch of frames ends
+//! ([`Session::dispatch_pending`], which [`Session::on_bytes`] calls itself): a pingpong
+//! request that travels with its Header (as every client writes it) is then queued when the
+//! core first polls the handler, which completes in the reader's call without a task of its
+//! own, as a unary TTHeader call does.
+//!
 //! # Memory bounds and the head-of-line trade-off
 //!
 //! ttstream has no flow control on the wire (Kitex peers have none to speak), so received data
@@ -48,39 +100,46 @@
 //! Forward compatibility with newer peers: a frame of an unknown type is ignored (as HTTP/2
 //! ignores unknown frame types, RFC 9113 §4.1); any other frame that is well delimited but
 //! not a valid ttstream frame (no frame type, a non-streaming protocol id or flags, a method
-//! that is not UTF-8, stream id 0 or, for a new stream, a negative id) ends the stream it names
+//! that is not UTF-8, stream id 0) ends the stream it names
 //! with 12004 (illegal frame) if that stream is open and is ignored otherwise. Only a byte
 //! stream that cannot be delimited closes the connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
-use bytes::{Bytes, BytesMut};
-use rpc_core::codec::Encodable;
+use bytes::{Buf, Bytes, BytesMut};
 use rpc_core::limits::ByteBudget;
+use rpc_core::server::Route;
 use rpc_core::transport::ServerExt;
 use rpc_core::transport::{ClientStreamRaw, IncomingStream};
 use rpc_core::{CallContext, Code, Error, PayloadKind, Peer, Server, Status};
 use tokio::sync::Notify;
 
-use crate::common::{
-    deadline_of, lock, next_id, pause_while, route_refusal, timeout_ms, Lifecycle,
-};
-use crate::driver::config::{Counted, Limits, Stats};
-use crate::driver::mapping::{metadata_of, str_kvs};
+use crate::common::{deadline_of, lock, pause_while, route_refusal, timeout_ms, Lifecycle};
+use crate::mapping::{metadata_of, str_kvs};
 use crate::proto::keys::{kitex_code, str_key};
 use crate::proto::{
-    ApplicationException, FrameError, FrameKind, Packet, Role, StreamFrame, StreamProtocol,
-    StreamState,
+    ApplicationException, BadFrame, FrameError, FrameKind, MethodName, PlainFrame, Role,
+    StreamFrame, StreamProtocol, StreamState,
 };
 
+mod limits;
+mod sink;
 mod stream;
 #[cfg(test)]
 mod tests;
 
-use stream::{ClientHandle, ServerHandle, Stream};
+pub(crate) use limits::Counted;
+use limits::RecvBytes;
+pub use limits::{
+    Limits, Stats, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_CONN_RECV_BUFFER, DEFAULT_CONN_RESERVE,
+    DEFAULT_STREAM_RECV_BUFFER, DEFAULT_WRITE_BUFFER,
+};
+pub(crate) use sink::append_packet;
+pub use sink::{append_data_frame, FrameSink, SinkError};
+
+use stream::{Host, Stream};
 
 /// The exception type a server refuses a stream with when the connection already has
 /// `max_concurrent_streams` open. Kitex has no "refused stream" code; 12006 (transport
@@ -89,74 +148,6 @@ use stream::{ClientHandle, ServerHandle, Stream};
 /// the same code; the message tells the two apart.
 pub const REFUSED_STREAM_CODE: i32 = kitex_code::TRANSPORT_CLOSING;
 
-/// Why a [`FrameSink`] did not take a frame.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum SinkError {
-    /// The sink is closed (the connection is gone); nothing was appended.
-    Closed,
-    /// This frame could not be encoded (or is over the frame size limit); nothing was
-    /// appended and the sink stays usable.
-    Frame(Status),
-}
-
-/// Where a [`Session`] writes its encoded frames, in order. Implementations synchronize
-/// internally (all methods take `&self`); frames appended by one call must reach the peer
-/// whole and in append order.
-///
-/// Every frame appended counts toward [`FrameSink::backlog`] until the peer (or the socket)
-/// took it: a server session stops reading while the backlog is at twice
-/// [`Limits::write_buffer`], so control frames, which never wait, are bounded too.
-pub trait FrameSink: Send + Sync + 'static {
-    /// Ready when a Data frame of `len` message bytes (0 when unknown) may be appended now;
-    /// `Err` once the sink is closed. A socket queue waits while its buffer is full; a ring
-    /// waits for a slot of `len` bytes.
-    fn poll_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), SinkError>>;
-
-    /// Appends one control frame (Header, Trailer, Rst) without waiting for room.
-    fn append_frame(&self, frame: &StreamFrame) -> Result<(), SinkError>;
-
-    /// Appends one Data frame: `head` (the stream's encoded Data head, with a LENGTH of 0 that
-    /// the sink sets to the frame's length, `head.len() - 4` plus the message's) followed by
-    /// `msg` encoded straight into the sink's buffer. A frame longer than `max_frame` bytes
-    /// (LENGTH) is not appended: `SinkError::Frame` with `RESOURCE_EXHAUSTED`.
-    fn append_data(
-        &self,
-        head: &[u8],
-        msg: &mut dyn Encodable,
-        max_frame: usize,
-    ) -> Result<(), SinkError>;
-
-    /// Bytes appended and not yet taken by the peer (or the socket), control frames included.
-    fn backlog(&self) -> usize;
-
-    /// Notified (`notify_one`) whenever the backlog shrinks: a paused reader waits on it.
-    fn progress(&self) -> &Notify;
-
-    /// Stops accepting frames: appends fail with [`SinkError::Closed`] and waiters in
-    /// `poll_ready` wake. What was appended before is still delivered if it can be.
-    fn close(&self);
-
-    /// Whether [`FrameSink::close`] ran (or the sink failed on its own).
-    fn is_closed(&self) -> bool;
-}
-
-/// Appends one Data frame to `dst` as [`FrameSink::append_data`] describes it, for sinks that
-/// write into a `BytesMut`: `head`, then `msg` encoded in place, then LENGTH set. On an error
-/// (encoding, or a frame over `max_frame` bytes) nothing is left appended.
-pub fn append_data_frame(
-    dst: &mut BytesMut,
-    head: &[u8],
-    msg: &mut dyn Encodable,
-    max_frame: usize,
-) -> Result<(), Status> {
-    crate::driver::write::append_packet(dst, max_frame, |buf| {
-        buf.extend_from_slice(head);
-        msg.encode(buf)
-    })
-    .map(drop)
-}
-
 /// The streams of one ttstream connection, generic over how frames are written ([`FrameSink`])
 /// and fed by whatever reads them (module docs). Client and server share it; the role decides
 /// who opens streams.
@@ -164,11 +155,18 @@ pub struct Session<S: FrameSink> {
     role: Role,
     limits: Limits,
     sink: S,
-    streams: Mutex<HashMap<i32, Arc<Stream<S>>>>,
+    /// The open streams, by id. Weak: a stream lives as long as the core holds it (its
+    /// `Drop` ends it if the core never did, see `Stream`), and leaves this table when it
+    /// ends.
+    streams: Mutex<HashMap<i32, Weak<Stream<Session<S>>>>>,
+    /// Server: streams accepted and not yet handed to the server, waiting for their first
+    /// message (see [`Session::dispatch_pending`]).
+    pending: Mutex<Vec<Pending<S>>>,
+    /// Whether `pending` may hold a stream (set under its lock with each push, cleared under
+    /// it when found empty): a Data frame of a running stream skips the lock.
+    any_pending: AtomicBool,
     /// Bytes queued in all streams of this session.
-    buffered: AtomicUsize,
-    /// Streams holding more than their receive limit.
-    over_limit: AtomicUsize,
+    rx: RecvBytes,
     life: Lifecycle,
     next_id: AtomicI32,
     peer: Option<Peer>,
@@ -205,13 +203,15 @@ impl<S: FrameSink> Session<S> {
         server: Option<Server>,
     ) -> Arc<Session<S>> {
         let budget = server.as_ref().map(|s| s.byte_budget().clone());
+        let rx = RecvBytes::new(&limits, stats, budget.clone());
         Arc::new(Session {
             role,
             limits,
             sink,
             streams: Mutex::new(HashMap::new()),
-            buffered: AtomicUsize::new(0),
-            over_limit: AtomicUsize::new(0),
+            pending: Mutex::new(Vec::new()),
+            any_pending: AtomicBool::new(false),
+            rx,
             life: Lifecycle::new(),
             next_id: AtomicI32::new(1),
             peer,
@@ -311,6 +311,11 @@ impl<S: FrameSink> Session<S> {
         }
         self.sink.close();
         self.counted.release();
+        // Streams accepted and not handed over yet end with the rest; the server never sees
+        // them.
+        lock(&self.pending).clear();
+        // Upgraded outside the table's lock: a stream whose last holder lets go here ends in
+        // its `Drop`, which takes the table.
         let streams: Vec<_> = lock(&self.streams).drain().map(|(_, s)| s).collect();
         let code = match self.role {
             Role::Client => kitex_code::TRANSPORT_CLOSING,
@@ -318,7 +323,7 @@ impl<S: FrameSink> Session<S> {
         };
         let stream_status = Status::unavailable(format!("connection lost: {}", status.message()))
             .with_transport_code(code);
-        for s in streams {
+        for s in streams.iter().filter_map(Weak::upgrade) {
             s.connection_lost(&stream_status);
         }
         self.life.wake_all();
@@ -329,62 +334,83 @@ impl<S: FrameSink> Session<S> {
     pub fn on_bytes(self: &Arc<Self>, buf: &mut BytesMut) -> Result<bool, Status> {
         let limits = self.limits.proto();
         let mut decoded = false;
-        loop {
-            // Most frames are plain Data frames: take them without allocating.
-            if let Some(d) = StreamFrame::decode_data(buf, &limits) {
-                decoded = true;
-                self.on_data(d.stream_id, d.payload);
-                continue;
-            }
-            match Packet::decode(buf, &limits) {
-                Ok(Some(packet)) => {
+        let outcome = loop {
+            // Most frames are plain: Data frames are taken without allocating, and a frame
+            // for a stream this session no longer has is dropped unparsed.
+            if let Some(p) = StreamFrame::peek_plain(buf, &limits) {
+                if p.kind == FrameKind::Data {
                     decoded = true;
-                    let id = packet.seq_id;
-                    match StreamFrame::try_from(packet) {
-                        Ok(frame) => self.on_frame(frame),
-                        Err(e) => self.on_bad_frame(id, &e),
-                    }
+                    let frame = buf.split_to(p.len).freeze();
+                    self.on_data(p.stream_id, frame.slice(p.payload_at..));
+                    continue;
                 }
-                Ok(None) => return Ok(decoded),
-                Err(e) => {
-                    tracing::warn!(peer = ?self.peer, error = %e, "malformed ttstream frame; closing the connection");
-                    return Err(
-                        Status::internal(format!("malformed frame: {e}")).with_source(
-                            Error::Protocol {
-                                initiator: rpc_core::status::Initiator::Remote,
-                                reason: e.to_string(),
-                            },
-                        ),
-                    );
+                if self.unwanted(&p) {
+                    decoded = true;
+                    buf.advance(p.len);
+                    continue;
                 }
             }
+            match StreamFrame::read(buf, &limits) {
+                Ok(Some(frame)) => {
+                    decoded = true;
+                    self.on_read(frame);
+                }
+                Ok(None) => break Ok(decoded),
+                Err(e) => break Err(self.malformed(&e)),
+            }
+        };
+        // The batch is over: streams whose first message did not come with their Header are
+        // handed to the server now.
+        self.dispatch_pending();
+        outcome
+    }
+
+    /// Whether the session would ignore plain frame `p` once parsed: it is for a stream the
+    /// session does not have and opens none (the client's CloseSend arriving after a pingpong
+    /// reply ended the stream). Such a frame is dropped unparsed.
+    fn unwanted(&self, p: &PlainFrame) -> bool {
+        let opens = self.role == Role::Server && p.kind == FrameKind::Header;
+        !opens && self.stream(p.stream_id).is_none()
+    }
+
+    fn on_read(self: &Arc<Self>, frame: Result<StreamFrame, BadFrame>) {
+        match frame {
+            Ok(frame) => self.on_frame(frame),
+            Err(bad) => self.on_bad_frame(bad.stream_id, &bad.error),
         }
+    }
+
+    fn malformed(&self, e: &FrameError) -> Status {
+        tracing::warn!(peer = ?self.peer, error = %e, "malformed ttstream frame; closing the connection");
+        Status::internal(format!("malformed frame: {e}")).with_source(Error::Protocol {
+            initiator: rpc_core::status::Initiator::Remote,
+            reason: e.to_string(),
+        })
     }
 
     /// Handles `frame`, exactly one whole frame (a transport that delivers frames delimited,
     /// such as shared memory). Payloads handed to streams are slices of `frame`: nothing is
     /// copied. An error means the frame cannot be delimited: the connection must end with it.
+    /// Call [`Session::dispatch_pending`] when a batch of frames ends.
     pub fn on_whole_frame(self: &Arc<Self>, frame: Bytes) -> Result<(), Status> {
         let limits = self.limits.proto();
-        if let Some(d) = StreamFrame::data_of_whole(&frame, &limits) {
-            self.on_data(d.stream_id, d.payload);
-            return Ok(());
-        }
-        match Packet::decode_whole(frame, &limits) {
-            Ok(packet) => {
-                let id = packet.seq_id;
-                match StreamFrame::try_from(packet) {
-                    Ok(frame) => self.on_frame(frame),
-                    Err(e) => self.on_bad_frame(id, &e),
+        if let Some(p) = StreamFrame::peek_plain(&frame, &limits) {
+            if p.len == frame.len() {
+                if p.kind == FrameKind::Data {
+                    self.on_data(p.stream_id, frame.slice(p.payload_at..));
+                    return Ok(());
                 }
+                if self.unwanted(&p) {
+                    return Ok(());
+                }
+            }
+        }
+        match StreamFrame::read_whole(frame, &limits) {
+            Ok(frame) => {
+                self.on_read(frame);
                 Ok(())
             }
-            Err(e) => Err(
-                Status::internal(format!("malformed frame: {e}")).with_source(Error::Protocol {
-                    initiator: rpc_core::status::Initiator::Remote,
-                    reason: e.to_string(),
-                }),
-            ),
+            Err(e) => Err(self.malformed(&e)),
         }
     }
 
@@ -392,17 +418,55 @@ impl<S: FrameSink> Session<S> {
     pub fn on_data(&self, stream_id: i32, payload: Bytes) {
         if let Some(s) = self.stream(stream_id) {
             s.on_data(payload);
+            // A stream waiting for its first message has it now: its handler can run to
+            // completion right here (a pingpong reply without a task of its own).
+            self.dispatch_pending();
         }
     }
 
-    /// One decoded frame: routed to its stream, or (server, Header) a new stream.
+    /// Hands every stream accepted and not yet dispatched to the server (a server's handler
+    /// is first polled inline, by `Server::dispatch_route`: one whose request is already
+    /// queued completes without a task of its own). A Header is held back until its stream's
+    /// first message arrives or the reader's batch ends; a reader that feeds frames one at a
+    /// time ([`Session::on_whole_frame`]) calls this when its batch ends, and
+    /// [`Session::on_bytes`] does so itself.
+    pub fn dispatch_pending(&self) {
+        let Some(server) = &self.server else {
+            return;
+        };
+        if !self.any_pending.load(Ordering::Acquire) {
+            return;
+        }
+        loop {
+            // One at a time, the lock released while the handler runs (it may open nothing
+            // here, but it finishes streams, which takes the stream table).
+            let next = {
+                let mut pending = lock(&self.pending);
+                if pending.is_empty() {
+                    self.any_pending.store(false, Ordering::Release);
+                    return;
+                }
+                pending.remove(0)
+            };
+            let Pending {
+                stream,
+                route,
+                incoming,
+            } = next;
+            server.dispatch_route(route, incoming, stream);
+        }
+    }
+
+    /// One decoded frame: routed to its stream, or (server, Header) a new stream, handed to
+    /// the server with its first message or by [`Session::dispatch_pending`], which a reader
+    /// feeding frames one at a time calls when its batch ends.
     pub fn on_frame(self: &Arc<Self>, frame: StreamFrame) {
         match self.stream(frame.stream_id) {
             Some(s) => s.on_frame(frame),
-            None if self.role == Role::Server
-                && frame.kind == FrameKind::Header
-                && frame.stream_id > 0 =>
-            {
+            // Any non-zero i32 opens a stream (spec §3): a Kitex client's process-wide counter
+            // wraps past i32::MAX to negative ids. (Id 0 never reaches here: the frame decoder
+            // refuses it for every frame type but Meta.)
+            None if self.role == Role::Server && frame.kind == FrameKind::Header => {
                 self.accept(frame)
             }
             // Frames for unknown or finished streams are ignored, as Kitex does (spec §3).
@@ -431,15 +495,13 @@ impl<S: FrameSink> Session<S> {
     /// Whether the reader must stop reading now (module docs). `unparsed` is what it holds
     /// received and not yet handed over.
     pub fn must_pause(&self, unparsed: usize) -> bool {
-        if self.over_limit.load(Ordering::Acquire) > 0
-            || self.buffered.load(Ordering::Acquire) > self.limits.conn_recv_buffer
-        {
+        if self.rx.over() {
             return true;
         }
         self.limits.writes_block_reading(
             self.sink.backlog(),
             self.budget.as_deref(),
-            unparsed + self.buffered.load(Ordering::Acquire),
+            unparsed + self.rx.held(),
         )
     }
 
@@ -465,8 +527,8 @@ impl<S: FrameSink> Session<S> {
 
     // ------------------------------------------------------------------------------- streams
 
-    fn stream(&self, id: i32) -> Option<Arc<Stream<S>>> {
-        lock(&self.streams).get(&id).cloned()
+    fn stream(&self, id: i32) -> Option<Arc<Stream<Session<S>>>> {
+        lock(&self.streams).get(&id).and_then(Weak::upgrade)
     }
 
     fn remove(&self, id: i32) {
@@ -482,16 +544,14 @@ impl<S: FrameSink> Session<S> {
         }
     }
 
-    /// Server: a Header for a new stream id.
+    /// Server: a Header for a new stream id. The stream is routed and registered now and
+    /// handed to the server with its first message (see [`Session::dispatch_pending`]).
     fn accept(self: &Arc<Self>, frame: StreamFrame) {
-        let Some(server) = self.server.clone() else {
+        let Some(server) = self.server.as_ref() else {
             return;
         };
         let id = frame.stream_id;
-        let method = frame.method.clone();
         let protocol = frame.protocol;
-        let metadata = metadata_of(&frame.headers);
-        let deadline = deadline_of(&frame.headers);
         let payload = match protocol {
             StreamProtocol::Thrift => PayloadKind::Thrift,
             StreamProtocol::Protobuf => PayloadKind::Protobuf,
@@ -501,12 +561,8 @@ impl<S: FrameSink> Session<S> {
                 .headers
                 .get_str(str_key::IDL_SERVICE_NAME)
                 .unwrap_or_default();
-            server.resolve_for(service, &method, Some(payload))
+            server.resolve_for(service, &frame.method, Some(payload))
         };
-        let mut sm = StreamState::new(Role::Server, id);
-        if sm.recv(frame).is_err() {
-            return;
-        }
         let max = server.limits().max_concurrent_streams;
         let refusal = if self.life.is_draining() {
             Some((
@@ -526,11 +582,19 @@ impl<S: FrameSink> Session<S> {
                 .map(|e| (route_refusal(e), e.to_string()))
         };
         if let Some((kind, message)) = refusal {
-            return self.refuse(id, &method, protocol, kind, message);
+            return self.refuse(id, frame.method, protocol, kind, message);
         }
         let Ok(route) = route else { return };
-        let stream = Stream::new(self, id, method, protocol, sm);
-        lock(&self.streams).insert(id, stream.clone());
+        let metadata = metadata_of(&frame.headers);
+        let deadline = deadline_of(&frame.headers);
+        let mut sm = StreamState::new(Role::Server, id);
+        if sm.recv(frame).is_err() {
+            return;
+        }
+        // Routing matched the name exactly: the stream names its method with the IDL's
+        // `&'static str` (no copy, and nothing of the read buffer kept alive).
+        let stream = Stream::new(self, id, route.method().name, protocol, sm);
+        lock(&self.streams).insert(id, Arc::downgrade(&stream));
         // Already routed: `dispatch_route` does not need the names again (no allocation).
         let incoming = IncomingStream::new(String::new(), String::new())
             .with_rpc_system("ttheader")
@@ -538,15 +602,31 @@ impl<S: FrameSink> Session<S> {
             .with_deadline(deadline)
             .with_peer(self.peer.clone())
             .with_payload(Some(payload));
-        server.dispatch_route(route, incoming, Arc::new(ServerHandle(stream)));
+        let mut pending = lock(&self.pending);
+        pending.push(Pending {
+            stream,
+            route,
+            incoming,
+        });
+        self.any_pending.store(true, Ordering::Release);
     }
 
     /// Refuses a new stream: a Header, then a Trailer carrying the exception.
-    fn refuse(&self, id: i32, method: &str, protocol: StreamProtocol, kind: i32, message: String) {
+    fn refuse(
+        &self,
+        id: i32,
+        method: MethodName,
+        protocol: StreamProtocol,
+        kind: i32,
+        message: String,
+    ) {
         let exc = ApplicationException::new(kind, message);
-        let _ = self
-            .sink
-            .append_frame(&StreamFrame::server_header(id, method, protocol, []));
+        let _ = self.sink.append_frame(&StreamFrame::server_header(
+            id,
+            method.clone(),
+            protocol,
+            [],
+        ));
         if let Ok(t) = StreamFrame::trailer(id, method, protocol, [], None, Some(&exc)) {
             let _ = self.sink.append_frame(&t);
         }
@@ -559,34 +639,37 @@ impl<S: FrameSink> Session<S> {
         }
         let method = ctx.method();
         let protocol = protocol_of(method.payload);
-        let id = next_id(&self.next_id);
+        let mut streams = lock(&self.streams);
+        if self.retired.load(Ordering::Acquire) {
+            return Err(Status::unavailable("connection closed as idle"));
+        }
+        let id = next_stream_id(&self.next_id, |id| streams.contains_key(&id));
         let mut sm = StreamState::new(Role::Client, id);
         sm.send(FrameKind::Header)
             .map_err(|e| Status::internal(e.to_string()))?;
         let header = StreamFrame::client_header(
             id,
-            method.name,
+            MethodName::from_static(method.name),
             protocol,
             method.service,
             str_kvs(ctx.metadata()),
             ctx.timeout().map(timeout_ms),
         );
-        let stream = Stream::new(self, id, method.name.to_owned(), protocol, sm);
+        let stream = Stream::new(self, id, method.name, protocol, sm);
         let first = {
-            let mut streams = lock(&self.streams);
-            if self.retired.load(Ordering::Acquire) {
-                return Err(Status::unavailable("connection closed as idle"));
-            }
-            streams.insert(id, stream.clone());
+            streams.insert(id, Arc::downgrade(&stream));
             streams.len() == 1
         };
+        drop(streams);
         if first {
             // The reader may sit in an idle read: its silence clock starts now.
             self.life.reader().notify_one();
         }
         match self.sink.append_frame(&header) {
-            Ok(()) => Ok(Arc::new(ClientHandle(stream))),
+            Ok(()) => Ok(stream),
             Err(e) => {
+                // Its Header never went out: nothing is sent for it when it drops.
+                stream.never_sent();
                 self.remove(id);
                 Err(self.sink_error(e))
             }
@@ -597,6 +680,63 @@ impl<S: FrameSink> Session<S> {
         match e {
             SinkError::Closed => self.life.lost_status(),
             SinkError::Frame(status) => status,
+        }
+    }
+}
+
+/// A stream accepted and not yet handed to the server.
+struct Pending<S: FrameSink> {
+    stream: Arc<Stream<Session<S>>>,
+    route: Route,
+    incoming: IncomingStream,
+}
+
+impl<S: FrameSink> Host for Session<S> {
+    type Sink = S;
+
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn recv_bytes(&self) -> &RecvBytes {
+        &self.rx
+    }
+
+    fn reader_signal(&self) -> &Notify {
+        self.life.reader()
+    }
+
+    fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    fn sink_error(&self, e: SinkError) -> Status {
+        Session::sink_error(self, e)
+    }
+
+    fn remove(&self, id: i32) {
+        Session::remove(self, id);
+    }
+}
+
+/// The next stream id of `counter` that is not `live`: any non-zero i32 (spec §3). Ids count up
+/// from 1 and wrap past `i32::MAX` to `i32::MIN`, as a Kitex client's counter does; 0 (control
+/// frames) and ids of streams still open on the connection are skipped (the caller holds the
+/// stream table, which is bounded far below the 2^32 - 1 ids, so the loop ends).
+pub(crate) fn next_stream_id(counter: &AtomicI32, live: impl Fn(i32) -> bool) -> i32 {
+    loop {
+        // `fetch_add` wraps on overflow: i32::MAX + 1 is i32::MIN.
+        let id = counter.fetch_add(1, Ordering::Relaxed);
+        if id != 0 && !live(id) {
+            return id;
         }
     }
 }

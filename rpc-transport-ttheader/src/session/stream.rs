@@ -1,10 +1,18 @@
-//! One stream of a [`Session`]: its state machine, its receive queue with byte accounting, and
-//! the raw handles the core drives (`ClientStreamRaw` for the client, `ServerStreamRaw` for the
-//! server).
+//! One stream of a session: the protocol state machine ([`StreamState`]) and the receive queue
+//! (what arrived and the core has not taken yet). Nothing else: the core keeps the call's
+//! state (header sent, half-closed, ended and how, cancelled, deadline) and calls these
+//! primitives in the order the raw-stream contract promises, so a stream never remembers an
+//! outcome to repeat it and never guards against a call after its end. What the state machine
+//! refuses (a frame after the stream finished) is not sent.
+//!
+//! A [`Stream`] is itself the core's raw stream (`ClientStreamRaw` on a client session,
+//! `ServerStreamRaw` on a server one): one allocation per stream; the session's table holds it
+//! weakly. It knows its connection
+//! only through [`Host`], so this module depends on the session's lower modules (limits,
+//! sink) and never on the session itself.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
@@ -12,166 +20,218 @@ use rpc_core::codec::Encodable;
 use rpc_core::transport::waker::{register, wake};
 use rpc_core::transport::{ClientEvent, ClientStreamRaw, Finish, ServerStreamRaw};
 use rpc_core::{Code, Error, Metadata, Status};
+use tokio::sync::Notify;
 
-use super::{FrameSink, Session};
+use super::limits::{Counted, Limits, RecvBytes, Stats};
+use super::sink::{FrameSink, SinkError};
 use crate::common::lock;
-use crate::driver::config::Counted;
-use crate::driver::mapping::{
+use crate::mapping::{
     biz_of, exception_of, metadata_of, status_from_biz, status_from_exception, status_from_kitex,
     str_kvs, text_only, text_only_finish, RPC_CODE_KEY,
 };
 use crate::proto::keys::kitex_code;
 use crate::proto::{
-    ApplicationException, BizStatus, FrameKind, RecvEvent, Role, StreamFrame, StreamProtocol,
-    StreamState,
+    ApplicationException, BizStatus, FrameKind, MethodName, RecvEvent, Role, StreamError,
+    StreamFrame, StreamProtocol, StreamState,
 };
 
+/// What a stream needs of the connection it belongs to (the session implements it).
+pub(crate) trait Host: Send + Sync + 'static {
+    /// Where frames go.
+    type Sink: FrameSink;
+    /// Client or server.
+    fn role(&self) -> Role;
+    /// The connection's sink.
+    fn sink(&self) -> &Self::Sink;
+    /// The connection's limits.
+    fn limits(&self) -> &Limits;
+    /// The connection's received-bytes accounting.
+    fn recv_bytes(&self) -> &RecvBytes;
+    /// Notified when the connection's reader should look again (a queue fell under its limit).
+    fn reader_signal(&self) -> &Notify;
+    /// The counts streams are counted in.
+    fn stats(&self) -> &Arc<Stats>;
+    /// The status a sink error means for a stream (the connection's loss reason when closed).
+    fn sink_error(&self, e: SinkError) -> Status;
+    /// The stream `id` ended: forget it (frames for it are ignored from now on).
+    fn remove(&self, id: i32);
+}
+
 /// One stream of a session.
-pub(crate) struct Stream<S: FrameSink> {
+pub(crate) struct Stream<H: Host> {
     id: i32,
-    method: String,
+    /// The IDL's name (the route's on a server, the call's on a client): no copy per stream.
+    method: &'static str,
     protocol: StreamProtocol,
-    /// The encoded head of this stream's Data frames (LENGTH set by the sink per message).
-    data_head: Bytes,
-    conn: Arc<Session<S>>,
-    st: Mutex<Inner>,
+    /// The encoded head of this stream's Data frames (LENGTH set by the sink per message),
+    /// made on the first `send` (a one-shot reply encodes its head in place instead).
+    data_head: OnceLock<Bytes>,
+    host: Arc<H>,
+    st: Mutex<State>,
     _counted: Counted,
 }
 
-pub(crate) struct Inner {
+/// The state a stream keeps: the protocol's, and what arrived that the core has not taken.
+struct State {
     sm: StreamState,
-    queue: VecDeque<Bytes>,
-    queued: usize,
-    over: bool,
-    recv_waker: Option<Waker>,
-    /// Client: the response header, until the core takes it (the state machine admits one).
-    header: Option<Metadata>,
-    trailer: Option<Metadata>,
-    /// Client: how the receive side ends once the queue is drained. Server: `Ok` once the
-    /// client half-closed.
-    end: Option<Result<(), Status>>,
-    /// Server: why the stream was cancelled (Rst, connection loss, stream error).
-    cancelled: Option<Status>,
-    cancel_waker: Option<Waker>,
-    /// Server: `finish` ran. Client: `cancel` ran.
-    done_locally: bool,
-    /// Server: the peer broke the stream's rules; unlike a Rst, it still gets a Trailer.
-    stream_error: bool,
+    rx: RecvQueue,
 }
 
-impl Inner {
+/// What arrived on a stream and the core has not taken yet, in delivery order: the peer's
+/// header (client), messages, then how the receive side ended.
+struct RecvQueue {
+    /// Client: the server's Header.
+    header: Option<Metadata>,
+    /// The first queued message, kept inline (a pingpong request never allocates a queue).
+    first: Option<Bytes>,
+    /// The messages after `first`.
+    rest: VecDeque<Bytes>,
+    /// Bytes queued.
+    queued: usize,
+    /// Over the stream's receive limit (counted in the session's `RecvBytes`).
+    over: bool,
+    end: Option<RecvEnd>,
+    waker: Option<Waker>,
+    /// Server: the core's `poll_reset`.
+    reset_waker: Option<Waker>,
+}
+
+/// How the receive side of a stream ended.
+enum RecvEnd {
+    /// Server: the client half-closed: EOF once the queue is read.
+    Eof,
+    /// Client: the server's Trailer: this end (status, trailer) once the queue is read.
+    Trailer(Status, Metadata),
+    /// The stream failed (a Rst, a stream error, the connection lost): delivered at once, the
+    /// queue is dropped.
+    Failed(Status),
+}
+
+impl RecvQueue {
+    fn new() -> RecvQueue {
+        RecvQueue {
+            header: None,
+            first: None,
+            rest: VecDeque::new(),
+            queued: 0,
+            over: false,
+            end: None,
+            waker: None,
+            reset_waker: None,
+        }
+    }
+
+    fn failure(&self) -> Option<&Status> {
+        match &self.end {
+            Some(RecvEnd::Failed(s)) => Some(s),
+            _ => None,
+        }
+    }
+
     fn wake_all(&mut self) {
-        wake(&mut self.recv_waker);
-        wake(&mut self.cancel_waker);
+        wake(&mut self.waker);
+        wake(&mut self.reset_waker);
     }
 }
 
-impl<S: FrameSink> Stream<S> {
+impl<H: Host> Stream<H> {
     pub(crate) fn new(
-        conn: &Arc<Session<S>>,
+        host: &Arc<H>,
         id: i32,
-        method: String,
+        method: &'static str,
         protocol: StreamProtocol,
         sm: StreamState,
-    ) -> Arc<Stream<S>> {
-        let mut head = BytesMut::new();
-        // Encoding a head with no headers cannot fail (the method name is bounded by the IDL).
-        let _ = StreamFrame::new(FrameKind::Data, id, method.as_str(), protocol)
-            .encode_head(0, &mut head);
+    ) -> Arc<Stream<H>> {
         Arc::new(Stream {
             id,
             method,
             protocol,
-            data_head: head.freeze(),
-            conn: conn.clone(),
-            st: Mutex::new(Inner {
+            data_head: OnceLock::new(),
+            host: host.clone(),
+            st: Mutex::new(State {
                 sm,
-                queue: VecDeque::new(),
-                queued: 0,
-                over: false,
-                recv_waker: None,
-                header: None,
-                trailer: None,
-                end: None,
-                cancelled: None,
-                cancel_waker: None,
-                done_locally: false,
-                stream_error: false,
+                rx: RecvQueue::new(),
             }),
-            _counted: Counted::new(&conn.stats, |s| &s.streams),
+            _counted: Counted::new(host.stats(), |s| &s.streams),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.st)
     }
 
-    fn push(&self, st: &mut Inner, msg: Bytes) {
-        let n = msg.len();
-        let conn = &self.conn;
-        st.queued += n;
-        st.queue.push_back(msg);
-        conn.buffered.fetch_add(n, Ordering::AcqRel);
-        conn.stats.add_buffered(n);
-        if let Some(b) = &conn.budget {
-            b.charge(n);
-        }
-        if !st.over && st.queued > conn.limits.stream_recv_buffer {
-            st.over = true;
-            conn.over_limit.fetch_add(1, Ordering::AcqRel);
-        }
-        wake(&mut st.recv_waker);
+    /// The method name for a frame (the IDL's string, not copied).
+    fn name(&self) -> MethodName {
+        MethodName::from_static(self.method)
     }
 
-    fn pop(&self, st: &mut Inner) -> Option<Bytes> {
-        let msg = st.queue.pop_front()?;
-        self.release(st, msg.len());
+    // ------------------------------------------------------------------ the receive queue
+
+    fn push(&self, rx: &mut RecvQueue, msg: Bytes) {
+        let n = msg.len();
+        rx.queued += n;
+        if rx.first.is_none() && rx.rest.is_empty() {
+            rx.first = Some(msg);
+        } else {
+            rx.rest.push_back(msg);
+        }
+        self.host.recv_bytes().charge(n, rx.queued, &mut rx.over);
+        wake(&mut rx.waker);
+    }
+
+    fn pop(&self, rx: &mut RecvQueue) -> Option<Bytes> {
+        let msg = rx.first.take()?;
+        rx.first = rx.rest.pop_front();
+        self.release(rx, msg.len());
         Some(msg)
     }
 
     /// `n` queued bytes left the stream: uncharged, and the reader is told when this takes
     /// the stream or the session back under its limit.
-    fn release(&self, st: &mut Inner, n: usize) {
-        let conn = &self.conn;
-        st.queued -= n;
-        let before = conn.buffered.fetch_sub(n, Ordering::AcqRel);
-        conn.stats.sub_buffered(n);
-        if let (Some(b), true) = (&conn.budget, n > 0) {
-            b.release(n);
-        }
-        let limit = conn.limits.conn_recv_buffer;
-        let mut resume = before > limit && before - n <= limit;
-        if st.over && st.queued <= conn.limits.stream_recv_buffer {
-            st.over = false;
-            conn.over_limit.fetch_sub(1, Ordering::AcqRel);
-            resume = true;
-        }
-        if resume {
-            conn.reader_signal().notify_one();
+    fn release(&self, rx: &mut RecvQueue, n: usize) {
+        rx.queued -= n;
+        if self.host.recv_bytes().release(n, rx.queued, &mut rx.over) {
+            self.host.reader_signal().notify_one();
         }
     }
 
-    fn clear_queue(&self, st: &mut Inner) {
-        let n = st.queued;
-        st.queue.clear();
-        if n > 0 || st.over {
-            self.release(st, n);
+    fn clear_queue(&self, rx: &mut RecvQueue) {
+        let n = rx.queued;
+        rx.first = None;
+        rx.rest.clear();
+        if n > 0 || rx.over {
+            self.release(rx, n);
         }
     }
 
-    /// The session was lost: the stream ends with `status` on both sides.
+    /// The receive side failed with `status`: the queue is dropped, every waiter woken.
+    fn fail(&self, rx: &mut RecvQueue, status: Status) {
+        rx.end = Some(RecvEnd::Failed(status));
+        self.clear_queue(rx);
+        rx.wake_all();
+    }
+
+    // ------------------------------------------------------------------------- inbound
+
+    /// The session was lost: the stream fails with `status` (unless a client already has the
+    /// server's end queued).
     pub(crate) fn connection_lost(&self, status: &Status) {
         let mut st = self.lock();
         st.sm.on_connection_lost();
-        st.end.get_or_insert(Err(status.clone()));
-        st.cancelled.get_or_insert(status.clone());
-        self.clear_queue(&mut st);
-        st.wake_all();
+        if !matches!(st.rx.end, Some(RecvEnd::Trailer(..))) {
+            self.fail(&mut st.rx, status.clone());
+        }
     }
 
     pub(crate) fn on_frame(&self, frame: StreamFrame) {
-        let exact_code = frame.headers.get_str(RPC_CODE_KEY).map(str::to_owned);
         let mut st = self.lock();
+        // Only a client's Trailer needs the exact code (read before the frame is consumed).
+        let exact_code = match (frame.kind, self.host.role()) {
+            (FrameKind::Trailer, Role::Client) => {
+                frame.headers.get_str(RPC_CODE_KEY).map(str::to_owned)
+            }
+            _ => None,
+        };
         let event = st.sm.recv(frame);
         self.apply(st, event, exact_code);
     }
@@ -185,47 +245,41 @@ impl<S: FrameSink> Stream<S> {
 
     fn apply(
         &self,
-        mut st: MutexGuard<'_, Inner>,
-        event: Result<RecvEvent, crate::proto::StreamError>,
+        mut st: MutexGuard<'_, State>,
+        event: Result<RecvEvent, StreamError>,
         exact_code: Option<String>,
     ) {
+        let rx = &mut st.rx;
         match event {
+            Ok(RecvEvent::Data(b)) => self.push(rx, b),
             Ok(RecvEvent::Headers(h)) => {
-                st.header = Some(metadata_of(&h));
-                wake(&mut st.recv_waker);
+                rx.header = Some(metadata_of(&h));
+                wake(&mut rx.waker);
             }
-            Ok(RecvEvent::Data(b)) => self.push(&mut st, b),
             Ok(RecvEvent::RemoteClosed) => {
-                st.end.get_or_insert(Ok(()));
-                wake(&mut st.recv_waker);
+                rx.end.get_or_insert(RecvEnd::Eof);
+                wake(&mut rx.waker);
             }
             Ok(RecvEvent::Finished { trailers, error }) => {
                 let md = metadata_of(&trailers);
-                let outcome = match (error, BizStatus::from_headers(&trailers)) {
-                    (Some(exc), _) => Err(status_from_exception(&exc, exact_code.as_deref())
-                        .with_metadata(md.clone())),
-                    (None, Ok(Some(biz))) => Err(status_from_biz(&biz, md.clone())),
-                    (None, Err(e)) => Err(Status::internal(e.to_string())
-                        .with_transport_code(kitex_code::ILLEGAL_BIZ_ERROR)),
-                    (None, Ok(None)) => Ok(()),
+                let status = match (error, BizStatus::from_headers(&trailers)) {
+                    (Some(exc), _) => {
+                        status_from_exception(&exc, exact_code.as_deref()).with_metadata(md.clone())
+                    }
+                    (None, Ok(Some(biz))) => status_from_biz(&biz, md.clone()),
+                    (None, Err(e)) => Status::internal(e.to_string())
+                        .with_transport_code(kitex_code::ILLEGAL_BIZ_ERROR),
+                    (None, Ok(None)) => Status::ok(),
                 };
-                st.trailer = Some(md);
-                st.end.get_or_insert(outcome);
-                st.wake_all();
+                rx.end = Some(RecvEnd::Trailer(status, md));
+                rx.wake_all();
                 drop(st);
-                self.conn.remove(self.id);
+                self.host.remove(self.id);
             }
             Ok(RecvEvent::Reset { code, message, .. }) => {
-                let status = status_from_kitex(code, message);
-                st.cancelled.get_or_insert(status.clone());
-                st.end = match st.end.take() {
-                    Some(Ok(())) if self.conn.role == Role::Server => Some(Ok(())),
-                    _ => Some(Err(status)),
-                };
-                self.clear_queue(&mut st);
-                st.wake_all();
+                self.fail(rx, status_from_kitex(code, message));
                 drop(st);
-                self.conn.remove(self.id);
+                self.host.remove(self.id);
             }
             Ok(_) => {}
             Err(e) => {
@@ -235,18 +289,18 @@ impl<S: FrameSink> Stream<S> {
         }
     }
 
-    /// A stream error ends this stream only; the connection keeps serving others.
-    fn stream_error(&self, mut st: MutexGuard<'_, Inner>, status: Status, code: i32) {
+    /// A stream error ends this stream only; the connection keeps serving others. A server
+    /// fails its receive side (the core cancels the handler and finishes, which still sends
+    /// the Trailer: the state machine allows it); a client resets.
+    fn stream_error(&self, mut st: MutexGuard<'_, State>, status: Status, code: i32) {
         tracing::debug!(id = self.id, %status, "ttstream stream error");
-        match self.conn.role {
-            Role::Server => {
-                st.cancelled.get_or_insert(status);
-                st.stream_error = true;
-                st.wake_all();
-            }
+        match self.host.role() {
+            Role::Server => self.fail(&mut st.rx, status),
             Role::Client => {
+                self.send_reset(&mut st, &status, code);
+                self.fail(&mut st.rx, status);
                 drop(st);
-                self.reset(&status, code);
+                self.host.remove(self.id);
             }
         }
     }
@@ -254,7 +308,7 @@ impl<S: FrameSink> Stream<S> {
     /// A frame naming this stream was delimited but is not a valid ttstream frame.
     pub(crate) fn illegal_frame(&self, reason: String) {
         let st = self.lock();
-        if st.end.is_some() || st.done_locally {
+        if st.rx.end.is_some() || st.sm.is_finished() {
             return;
         }
         let status = Status::internal(format!("illegal frame: {reason}"))
@@ -262,128 +316,198 @@ impl<S: FrameSink> Stream<S> {
         self.stream_error(st, status, kitex_code::ILLEGAL_FRAME);
     }
 
-    /// Appends one frame under the stream lock so the wire order is the state machine's order.
+    // ------------------------------------------------------------------------ outbound
+
+    /// Appends one frame; callers hold the stream lock so the wire order is the state
+    /// machine's order.
     fn write_frame(&self, frame: &StreamFrame) -> Result<(), Status> {
-        self.conn
-            .sink
+        self.host
+            .sink()
             .append_frame(frame)
-            .map_err(|e| self.conn.sink_error(e))
+            .map_err(|e| self.host.sink_error(e))
     }
 
     fn write_data(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
-        let max = self.conn.limits.max_frame_size;
-        self.conn
-            .sink
-            .append_data(&self.data_head, msg, max)
-            .map_err(|e| self.conn.sink_error(e))
+        let head = self.data_head.get_or_init(|| {
+            let mut head = BytesMut::new();
+            self.encode_data_head(&mut head);
+            head.freeze()
+        });
+        self.append_data(head, msg)
+    }
+
+    fn append_data(&self, head: &[u8], msg: &mut dyn Encodable) -> Result<(), Status> {
+        let max = self.host.limits().max_frame_size;
+        self.host
+            .sink()
+            .append_data(head, msg, max)
+            .map_err(|e| self.host.sink_error(e))
+    }
+
+    /// A Data frame for a one-shot reply: its head is encoded into a per-thread scratch buffer
+    /// (no allocation, no cached head for a stream that sends once).
+    fn write_last_data(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        if let Some(head) = self.data_head.get() {
+            return self.append_data(head, msg);
+        }
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<BytesMut> =
+                std::cell::RefCell::new(BytesMut::new());
+        }
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut head) => {
+                head.clear();
+                self.encode_data_head(&mut head);
+                self.append_data(&head, msg)
+            }
+            // Not re-entered in practice (a message's encoder does not write frames).
+            Err(_) => self.write_data(msg),
+        })
+    }
+
+    fn encode_data_head(&self, dst: &mut BytesMut) {
+        // Encoding a head with no headers cannot fail (the method name is bounded by the IDL).
+        let _ = StreamFrame::new(FrameKind::Data, self.id, self.name(), self.protocol)
+            .encode_head(0, dst);
     }
 
     fn poll_write_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
-        self.conn
-            .sink
+        self.host
+            .sink()
             .poll_ready(cx, len)
-            .map_err(|e| self.conn.sink_error(e))
+            .map_err(|e| self.host.sink_error(e))
     }
 
-    /// This stream's half-close: an empty Trailer frame.
-    fn close_send_frame(&self) -> StreamFrame {
-        StreamFrame::close_send(self.id, self.method.as_str(), self.protocol)
+    /// Why nothing more can be sent on a finished stream: its failure, a client's error end,
+    /// or "finished".
+    fn finished_error(&self, st: &State) -> Status {
+        match &st.rx.end {
+            Some(RecvEnd::Failed(s)) => s.clone(),
+            Some(RecvEnd::Trailer(s, _)) if !s.is_ok() => s.clone(),
+            _ => Error::StreamFinished.into(),
+        }
     }
 
-    /// Client cancel: Rst (and the empty Trailer Kitex sends after it), then the stream is over.
-    fn reset(&self, status: &Status, code: i32) {
-        let mut st = self.lock();
-        if st.end.is_some() || st.done_locally {
+    /// Client: Rst (and the empty Trailer Kitex sends after it, if not half-closed yet), as
+    /// far as the state machine allows (nothing once the stream finished).
+    fn send_reset(&self, st: &mut State, status: &Status, code: i32) {
+        if st.sm.send(FrameKind::Rst).is_err() {
             return;
         }
-        st.done_locally = true;
         let exc = ApplicationException::new(code, status.message());
-        if st.sm.send(FrameKind::Rst).is_ok() {
-            if let Ok(rst) =
-                StreamFrame::rst(self.id, self.method.as_str(), self.protocol, None, &exc)
-            {
-                let _ = self.write_frame(&rst);
-            }
-            if !st.sm.is_local_closed() && st.sm.send(FrameKind::Trailer).is_ok() {
-                let _ = self.write_frame(&self.close_send_frame());
-            }
+        if let Ok(rst) = StreamFrame::rst(self.id, self.name(), self.protocol, None, &exc) {
+            let _ = self.write_frame(&rst);
         }
-        st.end = Some(Err(status.clone()));
-        self.clear_queue(&mut st);
-        st.wake_all();
-        drop(st);
-        self.conn.remove(self.id);
+        if !st.sm.is_local_closed() && st.sm.send(FrameKind::Trailer).is_ok() {
+            let _ = self.write_frame(&StreamFrame::close_send(
+                self.id,
+                self.name(),
+                self.protocol,
+            ));
+        }
+    }
+
+    /// Server: the response Header, unless the state machine says it went out already.
+    fn send_header_if_unsent(&self, st: &mut State, header: &Metadata) -> Result<(), Status> {
+        if st.sm.header_sent() {
+            return Ok(());
+        }
+        st.sm
+            .send(FrameKind::Header)
+            .map_err(|_| self.finished_error(st))?;
+        self.write_frame(&StreamFrame::server_header(
+            self.id,
+            self.name(),
+            self.protocol,
+            str_kvs(header),
+        ))
     }
 }
 
-impl<S: FrameSink> Drop for Stream<S> {
+impl<H: Host> Stream<H> {
+    /// The stream's Header could not be written: it is over, with nothing to send.
+    pub(crate) fn never_sent(&self) {
+        self.lock().sm.on_connection_lost();
+    }
+}
+
+impl<H: Host> Drop for Stream<H> {
     fn drop(&mut self) {
+        // The core ends every stream before it lets go (the raw-stream contract); one it
+        // never ended (raw use, a caller that gave up between open and the first call) ends
+        // here as the core would have ended it, so it does not stay in the session's table.
+        if !self.lock().sm.is_finished() {
+            match self.host.role() {
+                Role::Client => ClientStreamRaw::reset(
+                    self,
+                    &Status::cancelled("the client dropped the stream"),
+                ),
+                Role::Server => self.finish(Finish {
+                    header: None,
+                    message: None,
+                    status: Status::internal("the server dropped the stream"),
+                    trailer: Metadata::new(),
+                }),
+            }
+        }
         // Whatever is still queued leaves the session's and the server's counts with it.
         let st = self.st.get_mut().unwrap_or_else(|e| e.into_inner());
-        if st.queued > 0 || st.over {
+        if st.rx.queued > 0 || st.rx.over {
             let mut st = lock(&self.st);
-            self.clear_queue(&mut st);
+            self.clear_queue(&mut st.rx);
         }
     }
 }
 
-/// The client's raw stream.
-pub(crate) struct ClientHandle<S: FrameSink>(pub(crate) Arc<Stream<S>>);
-
-impl<S: FrameSink> ClientStreamRaw for ClientHandle<S> {
+impl<H: Host> ClientStreamRaw for Stream<H> {
     fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
         {
-            let st = self.0.lock();
-            match &st.end {
-                Some(Err(e)) => return Poll::Ready(Err(e.clone())),
-                Some(Ok(())) => return Poll::Ready(Err(Error::StreamFinished.into())),
-                None => {}
+            let st = self.lock();
+            if st.sm.is_finished() {
+                return Poll::Ready(Err(self.finished_error(&st)));
             }
         }
-        self.0.poll_write_ready(cx, len)
+        self.poll_write_ready(cx, len)
     }
 
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
-        let mut st = self.0.lock();
-        if let Some(Err(e)) = &st.end {
-            return Err(e.clone());
-        }
+        let mut st = self.lock();
         if st.sm.send(FrameKind::Data).is_err() {
-            return Err(Error::StreamFinished.into());
+            return Err(self.finished_error(&st));
         }
-        self.0.write_data(msg)
+        self.write_data(msg)
     }
 
     fn close_send(&self) -> Result<(), Status> {
-        let mut st = self.0.lock();
-        if st.sm.is_local_closed() || st.end.is_some() {
-            return Ok(());
-        }
+        let mut st = self.lock();
+        // Refused once the stream finished: nothing is left to half-close.
         if st.sm.send(FrameKind::Trailer).is_ok() {
-            self.0.write_frame(&self.0.close_send_frame())?;
+            self.write_frame(&StreamFrame::close_send(
+                self.id,
+                self.name(),
+                self.protocol,
+            ))?;
         }
         Ok(())
     }
 
     fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent> {
-        let mut st = self.0.lock();
-        if let Some(h) = st.header.take() {
+        let mut st = self.lock();
+        let rx = &mut st.rx;
+        if let Some(h) = rx.header.take() {
             return Poll::Ready(ClientEvent::Header(h));
         }
-        if let Some(m) = self.0.pop(&mut st) {
+        if let Some(m) = self.pop(rx) {
             return Poll::Ready(ClientEvent::Message(m));
         }
-        match &st.end {
-            Some(end) => {
-                let status = match end {
-                    Ok(()) => Status::ok(),
-                    Err(e) => e.clone(),
-                };
-                let trailer = st.trailer.take().unwrap_or_default();
+        match rx.end.take() {
+            Some(RecvEnd::Trailer(status, trailer)) => {
                 Poll::Ready(ClientEvent::End(status, trailer))
             }
-            None => {
-                register(&mut st.recv_waker, cx);
+            Some(RecvEnd::Failed(status)) => Poll::Ready(ClientEvent::End(status, Metadata::new())),
+            // A client never half-closes its receive side.
+            Some(RecvEnd::Eof) | None => {
+                register(&mut rx.waker, cx);
                 Poll::Pending
             }
         }
@@ -395,89 +519,59 @@ impl<S: FrameSink> ClientStreamRaw for ClientHandle<S> {
         } else {
             kitex_code::USER_CANCEL
         };
-        self.0.reset(status, code);
+        let mut st = self.lock();
+        self.send_reset(&mut st, status, code);
+        self.clear_queue(&mut st.rx);
+        drop(st);
+        self.host.remove(self.id);
     }
 }
 
-impl<S: FrameSink> Drop for ClientHandle<S> {
-    fn drop(&mut self) {
-        let ended = self.0.lock().end.is_some();
-        if !ended {
-            // The core resets or sees the end before it drops the stream; this covers raw use.
-            self.reset(&Status::cancelled("the client dropped the stream"));
-        }
-        self.0.conn.remove(self.0.id);
-    }
-}
-
-/// The server's raw stream.
-pub(crate) struct ServerHandle<S: FrameSink>(pub(crate) Arc<Stream<S>>);
-
-impl<S: FrameSink> ServerHandle<S> {
-    fn check(&self, st: &Inner) -> Result<(), Status> {
-        if let Some(c) = &st.cancelled {
-            return Err(c.clone());
-        }
-        if st.done_locally {
-            return Err(Error::StreamFinished.into());
-        }
-        Ok(())
-    }
-
-    fn send_header_locked(&self, st: &mut Inner, header: &Metadata) -> Result<(), Status> {
-        st.sm
-            .send(FrameKind::Header)
-            .map_err(|_| Status::from(Error::HeaderAlreadySent))?;
-        let s = &self.0;
-        s.write_frame(&StreamFrame::server_header(
-            s.id,
-            s.method.as_str(),
-            s.protocol,
-            str_kvs(header),
-        ))
-    }
-}
-
-impl<S: FrameSink> ServerStreamRaw for ServerHandle<S> {
+impl<H: Host> ServerStreamRaw for Stream<H> {
     fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
-        self.check(&self.0.lock())?;
-        self.0.poll_write_ready(cx, len)
+        {
+            let st = self.lock();
+            if st.sm.is_finished() {
+                return Poll::Ready(Err(self.finished_error(&st)));
+            }
+        }
+        self.poll_write_ready(cx, len)
     }
 
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
-        let mut st = self.0.lock();
-        self.check(&st)?;
-        if !st.sm.header_sent() {
-            self.send_header_locked(&mut st, &Metadata::new())?;
+        let mut st = self.lock();
+        self.send_header_if_unsent(&mut st, &Metadata::new())?;
+        if st.sm.send(FrameKind::Data).is_err() {
+            return Err(self.finished_error(&st));
         }
-        st.sm
-            .send(FrameKind::Data)
-            .map_err(|_| Status::from(Error::StreamFinished))?;
-        self.0.write_data(msg)
+        self.write_data(msg)
     }
 
     fn send_header(&self, header: Metadata) -> Result<(), Status> {
         text_only(&header)?;
-        let mut st = self.0.lock();
-        self.check(&st)?;
-        self.send_header_locked(&mut st, &header)
+        let mut st = self.lock();
+        if st.sm.header_sent() {
+            return Err(Error::HeaderAlreadySent.into());
+        }
+        self.send_header_if_unsent(&mut st, &header)
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
-        let mut st = self.0.lock();
-        if let Some(c) = &st.cancelled {
-            return Poll::Ready(Err(c.clone()));
+        let mut st = self.lock();
+        if let Some(failure) = st.rx.failure() {
+            return Poll::Ready(Err(failure.clone()));
         }
-        if let Some(m) = self.0.pop(&mut st) {
+        if let Some(m) = self.pop(&mut st.rx) {
             return Poll::Ready(Ok(Some(m)));
         }
-        if let Some(end) = &st.end {
-            return Poll::Ready(end.clone().map(|()| None));
+        if st.rx.end.is_some() {
+            return Poll::Ready(Ok(None));
         }
-        if st.done_locally {
+        if st.sm.is_finished() {
+            // Finished here (a receiver that outlived its handler): nothing more will come.
             return Poll::Ready(Err(Error::StreamFinished.into()));
         }
-        register(&mut st.recv_waker, cx);
+        register(&mut st.rx.waker, cx);
         Poll::Pending
     }
 
@@ -490,77 +584,71 @@ impl<S: FrameSink> ServerStreamRaw for ServerHandle<S> {
             trailer,
             ..
         } = text_only_finish(finish);
-        let s = &self.0;
-        let mut st = s.lock();
-        if st.done_locally {
-            return;
-        }
-        st.done_locally = true;
-        if st.cancelled.is_none() || st.stream_error {
-            // spec §3.5: the Header goes first even when the handler failed before any data
-            // (Kitex issue #1887).
-            if !st.sm.header_sent() {
-                let _ = self.send_header_locked(&mut st, &header.unwrap_or_default());
-            }
+        let mut st = self.lock();
+        // Whatever the state machine still allows goes out: nothing after a Rst or the
+        // connection's loss; after a stream error, the Header (spec §3.5: first, even when
+        // the handler failed before any data, Kitex issue #1887) and the Trailer.
+        if !st.sm.is_finished() {
+            let _ = self.send_header_if_unsent(&mut st, &header.unwrap_or_default());
             if let Some(msg) = message {
                 let sent = match st.sm.send(FrameKind::Data) {
-                    Ok(_) => s.write_data(msg),
+                    Ok(()) => self.write_last_data(msg),
                     Err(_) => Err(Error::StreamFinished.into()),
                 };
                 if let Err(e) = sent {
                     status = e;
                 }
             }
-            let mut trailers: Vec<(String, String)> = str_kvs(&trailer).collect();
-            let (biz, exc) = if status.is_ok() {
-                (None, None)
-            } else if let Some(biz) = biz_of(&status) {
-                (Some(biz), None)
-            } else {
-                trailers.extend(str_kvs(status.metadata()));
-                trailers.push((RPC_CODE_KEY.to_owned(), status.code().as_i32().to_string()));
-                (None, Some(exception_of(&status)))
-            };
             if st.sm.send(FrameKind::Trailer).is_ok() {
-                match StreamFrame::trailer(
-                    s.id,
-                    s.method.as_str(),
-                    s.protocol,
-                    trailers,
-                    biz.as_ref(),
-                    exc.as_ref(),
-                ) {
+                match self.trailer_frame(&status, &trailer) {
                     Ok(f) => {
-                        let _ = s.write_frame(&f);
+                        let _ = self.write_frame(&f);
                     }
                     Err(e) => tracing::warn!(error = %e, "could not encode the trailer"),
                 }
             }
         }
-        s.clear_queue(&mut st);
-        st.wake_all();
+        self.clear_queue(&mut st.rx);
+        st.rx.wake_all();
         drop(st);
-        s.conn.remove(s.id);
+        self.host.remove(self.id);
     }
 
     fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Status> {
-        let mut st = self.0.lock();
-        if let Some(c) = &st.cancelled {
-            return Poll::Ready(c.clone());
+        let mut st = self.lock();
+        if let Some(failure) = st.rx.failure() {
+            return Poll::Ready(failure.clone());
         }
-        register(&mut st.cancel_waker, cx);
+        register(&mut st.rx.reset_waker, cx);
         Poll::Pending
     }
 }
 
-impl<S: FrameSink> Drop for ServerHandle<S> {
-    fn drop(&mut self) {
-        // The core always finishes first; this covers raw use without the core.
-        self.finish(Finish {
-            header: None,
-            message: None,
-            status: Status::internal("the server dropped the stream"),
-            trailer: Metadata::new(),
-        });
+impl<H: Host> Stream<H> {
+    /// The server's Trailer for `status`: OK, a business status, or an exception (with the
+    /// exact code in [`RPC_CODE_KEY`]).
+    fn trailer_frame(
+        &self,
+        status: &Status,
+        trailer: &Metadata,
+    ) -> Result<StreamFrame, crate::proto::EncodeError> {
+        let mut trailers: Vec<(String, String)> = str_kvs(trailer).collect();
+        let (biz, exc) = if status.is_ok() {
+            (None, None)
+        } else if let Some(biz) = biz_of(status) {
+            (Some(biz), None)
+        } else {
+            trailers.extend(str_kvs(status.metadata()));
+            trailers.push((RPC_CODE_KEY.to_owned(), status.code().as_i32().to_string()));
+            (None, Some(exception_of(status)))
+        };
+        StreamFrame::trailer(
+            self.id,
+            self.name(),
+            self.protocol,
+            trailers,
+            biz.as_ref(),
+            exc.as_ref(),
+        )
     }
 }

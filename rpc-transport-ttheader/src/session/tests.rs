@@ -16,7 +16,7 @@ use rpc_core::{
 use tokio::sync::{Notify, Semaphore};
 
 use super::{append_data_frame, FrameSink, Session, SinkError, REFUSED_STREAM_CODE};
-use crate::driver::config::{Limits, Stats};
+use super::{Limits, Stats};
 use crate::proto::{ApplicationException, Role, StreamFrame, StreamProtocol};
 
 /// Frames appended to a buffer, as a transport would hand them to its peer.
@@ -263,5 +263,149 @@ async fn retiring_an_idle_client_session_is_atomic_with_opening_a_stream() {
     assert!(s.is_retired() && !s.is_usable());
     let err = s.open(&ctx).err().expect("a retired session opens nothing");
     assert_eq!(err.code(), rpc_core::Code::Unavailable);
+    assert_eq!(s.stream_count(), 0);
+}
+
+#[test]
+fn stream_ids_wrap_past_i32_max_to_negative_skipping_zero_and_live_ids() {
+    use std::sync::atomic::AtomicI32;
+
+    use super::next_stream_id;
+
+    let none = |_: i32| false;
+    let c = AtomicI32::new(i32::MAX - 1);
+    assert_eq!(next_stream_id(&c, none), i32::MAX - 1);
+    assert_eq!(next_stream_id(&c, none), i32::MAX);
+    // Like a Kitex client's counter: on to the negative ids, not back to 1.
+    assert_eq!(next_stream_id(&c, none), i32::MIN);
+    assert_eq!(next_stream_id(&c, none), i32::MIN + 1);
+
+    // 0 is never handed out: -1 is followed by 1.
+    let c = AtomicI32::new(-1);
+    assert_eq!(next_stream_id(&c, none), -1);
+    assert_eq!(next_stream_id(&c, none), 1);
+
+    // Ids of streams still open on the connection are skipped (a counter that went all the
+    // way round meets its oldest streams again).
+    let live = |id: i32| [i32::MIN, i32::MIN + 2, 1].contains(&id);
+    let c = AtomicI32::new(i32::MAX);
+    assert_eq!(next_stream_id(&c, live), i32::MAX);
+    assert_eq!(next_stream_id(&c, live), i32::MIN + 1);
+    assert_eq!(next_stream_id(&c, live), i32::MIN + 3);
+    let c = AtomicI32::new(0);
+    assert_eq!(next_stream_id(&c, live), 2);
+}
+
+#[tokio::test]
+async fn a_stream_whose_first_message_comes_with_its_header_is_served_inline() {
+    let (s, _gate) = session(Limits::default(), ServerLimits::default(), 16);
+    let mut wire = encode(&[open(1), StreamFrame::data(1, "Chat", P, pb("hi"))]);
+    assert!(s.on_bytes(&mut wire).unwrap());
+    // The handler was handed the stream with its request queued: it echoed before `on_bytes`
+    // returned, in the reader's own call (no task ran in between: this runtime has one
+    // thread and the test did not yield).
+    let expected = encode(&[
+        StreamFrame::server_header(1, "Chat", P, []),
+        StreamFrame::data(1, "Chat", P, pb("hi")),
+    ]);
+    assert_eq!(s.sink().take(), expected);
+    s.on_frame(StreamFrame::close_send(1, "Chat", P));
+    within(s.drain()).await;
+    assert_eq!(
+        s.sink().take(),
+        encode(&[StreamFrame::trailer(1, "Chat", P, [], None, None).unwrap()])
+    );
+}
+
+#[tokio::test]
+async fn a_header_alone_is_dispatched_when_the_readers_batch_ends() {
+    let (s, _gate) = session(Limits::default(), ServerLimits::default(), 16);
+    let server = s.server().unwrap().clone();
+    // Fed frame by frame, a Header waits for its first message or the end of the batch.
+    s.on_frame(open(1));
+    assert_eq!(server.active_streams(), 0);
+    s.dispatch_pending();
+    assert_eq!(server.active_streams(), 1);
+    // Fed as bytes, the batch ends with `on_bytes`.
+    let mut wire = encode(&[open(3)]);
+    assert!(s.on_bytes(&mut wire).unwrap());
+    assert_eq!(server.active_streams(), 2);
+    s.on_frame(StreamFrame::close_send(1, "Chat", P));
+    s.on_frame(StreamFrame::close_send(3, "Chat", P));
+    within(s.drain()).await;
+    within(server.wait_idle()).await;
+}
+
+#[tokio::test]
+async fn a_plain_frame_for_a_stream_that_ended_is_dropped_and_the_next_one_served() {
+    let (s, _gate) = session(Limits::default(), ServerLimits::default(), 16);
+    // A stream that already ended (a Rst from the client), then its late CloseSend and a
+    // Data frame for it, then a new stream: the late frames are consumed, nothing answers
+    // them, and the new stream is served from the same bytes.
+    s.on_frame(open(1));
+    s.dispatch_pending();
+    s.on_frame(
+        StreamFrame::rst(
+            1,
+            "Chat",
+            P,
+            None,
+            &ApplicationException::new(12007, "cancel"),
+        )
+        .unwrap(),
+    );
+    // The Rst ended the stream: it left the table (not draining: new streams are welcome).
+    assert_eq!(s.stream_count(), 0);
+    within(s.server().unwrap().wait_idle()).await;
+    s.sink().take();
+    let mut wire = encode(&[
+        StreamFrame::close_send(1, "Chat", P),
+        StreamFrame::data(1, "Chat", P, pb("late")),
+        open(3),
+        StreamFrame::data(3, "Chat", P, pb("hi")),
+    ]);
+    assert!(s.on_bytes(&mut wire).unwrap());
+    assert!(wire.is_empty());
+    assert_eq!(
+        s.sink().take(),
+        encode(&[
+            StreamFrame::server_header(3, "Chat", P, []),
+            StreamFrame::data(3, "Chat", P, pb("hi")),
+        ])
+    );
+    s.on_frame(StreamFrame::close_send(3, "Chat", P));
+    within(s.drain()).await;
+}
+
+#[tokio::test]
+async fn a_client_stream_dropped_without_an_end_is_reset_and_leaves_the_table() {
+    let stats = Arc::new(Stats::default());
+    let s = Session::new(
+        Role::Client,
+        MemSink::default(),
+        Limits::default(),
+        None,
+        &stats,
+        None,
+    );
+    let ctx = rpc_core::CallContext::new(&METHODS[0]);
+    let stream = s.open(&ctx).unwrap();
+    assert_eq!((s.stream_count(), stats.streams()), (1, 1));
+    // Raw use that never resets: the stream ends as a cancel would end it.
+    drop(stream);
+    assert_eq!((s.stream_count(), stats.streams()), (0, 0));
+    let exc = ApplicationException::new(12007, "the client dropped the stream");
+    let expected = encode(&[
+        StreamFrame::client_header(1, "Chat", P, "Echo", [], None),
+        StreamFrame::rst(1, "Chat", P, None, &exc).unwrap(),
+        StreamFrame::close_send(1, "Chat", P),
+    ]);
+    assert_eq!(s.sink().take(), expected);
+    // A stream the core reset sends nothing more when it drops.
+    let stream = s.open(&ctx).unwrap();
+    stream.reset(&Status::cancelled("done"));
+    s.sink().take();
+    drop(stream);
+    assert!(s.sink().take().is_empty());
     assert_eq!(s.stream_count(), 0);
 }

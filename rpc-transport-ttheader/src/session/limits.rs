@@ -1,0 +1,296 @@
+//! A connection's limits ([`Limits`], with documented defaults) and live counts ([`Stats`]):
+//! what a session enforces and counts, whatever carries its frames (the socket driver and the
+//! shared-memory transport read the same values).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::proto::DEFAULT_MAX_FRAME_SIZE;
+
+/// Bytes one stream may hold received but not yet read before the connection stops reading
+/// (TCP backpressure): enough for a burst of small messages or one large one.
+pub const DEFAULT_STREAM_RECV_BUFFER: usize = 1024 * 1024;
+/// Bytes all streams of one connection may hold received but not yet read.
+pub const DEFAULT_CONN_RECV_BUFFER: usize = 8 * 1024 * 1024;
+/// Bytes queued for writing on one connection before senders wait.
+pub const DEFAULT_WRITE_BUFFER: usize = 1024 * 1024;
+/// Bytes one server connection may keep holding (received and unread, queued and unwritten)
+/// while the server-wide byte budget is used up. Connections holding less keep being read and
+/// served, so a well-behaved client is not starved by peers that filled the budget by not
+/// reading; the hogs, holding more, wait. 64 KiB fits a burst of small calls and keeps the
+/// worst case at budget + 64 KiB × connections (640 MiB at the default 10,000 connections,
+/// against the 2.8 MiB per connection a non-reading peer could pin without it).
+pub const DEFAULT_CONN_RESERVE: usize = 64 * 1024;
+
+/// How long a client's streaming or mux connection may carry nothing before it closes, so the
+/// pool's slots do not keep connections forever. The same 30 s as
+/// unary idle timeout (`DEFAULT_UNARY_IDLE_TIMEOUT`) for the same reasons (Kitex's pool idle time, well below a
+/// server's 5 min idle timeout, so the client closes first).
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Limits of one connection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest frame accepted or sent (the TTHeader LENGTH field), checked before allocating.
+    pub max_frame_size: usize,
+    /// See [`DEFAULT_STREAM_RECV_BUFFER`].
+    pub stream_recv_buffer: usize,
+    /// See [`DEFAULT_CONN_RECV_BUFFER`].
+    pub conn_recv_buffer: usize,
+    /// See [`DEFAULT_WRITE_BUFFER`].
+    pub write_buffer: usize,
+    /// See [`DEFAULT_CONN_RESERVE`] (server side only).
+    pub conn_reserve: usize,
+    /// Client side: a streaming or mux unary connection with nothing in flight for this long
+    /// is closed ([`DEFAULT_CLIENT_IDLE_TIMEOUT`]; `None`: never). Plain unary connections
+    /// idle out by the pool's own timer (`ClientBuilder::unary_idle_timeout`). A server's
+    /// idle timeout is `rpc_core::ServerLimits::idle_timeout`.
+    pub idle_timeout: Option<Duration>,
+    /// Client side: with calls or streams in flight, no byte from the server for this long
+    /// ends the connection and everything on it with `UNAVAILABLE` — how a client notices a
+    /// server that hung or vanished behind a proxy that keeps the TCP connection open
+    /// (TCP keepalive notices a vanished host; TTHeader has no ping frame Kitex answers).
+    /// Off by default (`None`): a stream may legitimately stay quiet for any time, so only
+    /// the application knows a bound; set it above the longest expected quiet period.
+    pub silence_timeout: Option<Duration>,
+    /// Client side: how long a frame may take from its first byte to its last
+    /// (`rpc_core::limits::DEFAULT_FRAME_TIMEOUT`, as on the server).
+    pub frame_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            stream_recv_buffer: DEFAULT_STREAM_RECV_BUFFER,
+            conn_recv_buffer: DEFAULT_CONN_RECV_BUFFER,
+            write_buffer: DEFAULT_WRITE_BUFFER,
+            conn_reserve: DEFAULT_CONN_RESERVE,
+            idle_timeout: Some(DEFAULT_CLIENT_IDLE_TIMEOUT),
+            silence_timeout: None,
+            frame_timeout: Some(rpc_core::limits::DEFAULT_FRAME_TIMEOUT),
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the largest frame accepted or sent.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets the per-stream receive buffer.
+    pub fn stream_recv_buffer(mut self, bytes: usize) -> Self {
+        self.stream_recv_buffer = bytes;
+        self
+    }
+
+    /// Sets the per-connection receive buffer.
+    pub fn conn_recv_buffer(mut self, bytes: usize) -> Self {
+        self.conn_recv_buffer = bytes;
+        self
+    }
+
+    /// Sets the per-connection write buffer.
+    pub fn write_buffer(mut self, bytes: usize) -> Self {
+        self.write_buffer = bytes;
+        self
+    }
+
+    /// Sets what a server connection may hold while the server-wide budget is used up.
+    pub fn conn_reserve(mut self, bytes: usize) -> Self {
+        self.conn_reserve = bytes;
+        self
+    }
+
+    /// Sets the client idle timeout ([`Limits::idle_timeout`]).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets the client silence timeout ([`Limits::silence_timeout`]).
+    pub fn silence_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.silence_timeout = timeout;
+        self
+    }
+
+    /// Sets the client frame timeout ([`Limits::frame_timeout`]).
+    pub fn frame_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.frame_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn proto(&self) -> crate::proto::Limits {
+        crate::proto::Limits::new().with_max_frame_size(self.max_frame_size)
+    }
+
+    /// Server side: whether a connection's reader must stop for its writes or the server-wide
+    /// budget: its write backlog (queued plus the batch being written) is at twice the write
+    /// limit, or `budget` is used up and the connection holds more than its reserve (`held`,
+    /// what it holds received, plus the backlog). Never without a budget (client side).
+    ///
+    /// Twice: the writer takes everything queued as one batch, so a fast stream routinely has
+    /// a full batch in flight while senders queue the next one (double buffering). Pausing the
+    /// reader at one write limit stalled reading behind every large write and cost a fifth of
+    /// bidi streaming throughput; at two, only a peer that stops reading pauses it.
+    pub(crate) fn writes_block_reading(
+        &self,
+        backlog: usize,
+        budget: Option<&rpc_core::limits::ByteBudget>,
+        held: usize,
+    ) -> bool {
+        let Some(budget) = budget else {
+            return false;
+        };
+        backlog >= 2 * self.write_buffer
+            || (budget.is_exhausted() && held + backlog > self.conn_reserve)
+    }
+}
+
+/// Live counts, for leak checks and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) connections: AtomicUsize,
+    pub(crate) streams: AtomicUsize,
+    pub(crate) buffered: AtomicUsize,
+    pub(crate) max_buffered: AtomicUsize,
+}
+
+impl Stats {
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Streams and unary calls whose state is still allocated.
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Acquire)
+    }
+
+    /// Bytes received and queued for handles, not yet read.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
+    }
+
+    /// The highest value [`Stats::buffered_bytes`] reached.
+    pub fn max_buffered_bytes(&self) -> usize {
+        self.max_buffered.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn add_buffered(&self, n: usize) {
+        let now = self.buffered.fetch_add(n, Ordering::AcqRel) + n;
+        self.max_buffered.fetch_max(now, Ordering::AcqRel);
+    }
+
+    pub(crate) fn sub_buffered(&self, n: usize) {
+        self.buffered.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Counts a live object in [`Stats`] for as long as it exists.
+#[derive(Debug)]
+pub(crate) struct Counted {
+    stats: std::sync::Arc<Stats>,
+    which: fn(&Stats) -> &AtomicUsize,
+    released: std::sync::atomic::AtomicBool,
+}
+
+impl Counted {
+    pub(crate) fn new(stats: &std::sync::Arc<Stats>, which: fn(&Stats) -> &AtomicUsize) -> Self {
+        which(stats).fetch_add(1, Ordering::AcqRel);
+        Counted {
+            stats: stats.clone(),
+            which,
+            released: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Stops counting before the object is dropped (a lost connection a pool still holds).
+    pub(crate) fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            (self.which)(&self.stats).fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// What the streams of one session hold received and not yet read: counted for the session's
+/// backpressure ([`Limits::stream_recv_buffer`], [`Limits::conn_recv_buffer`]), in [`Stats`],
+/// and (server side) charged to the server-wide byte budget.
+#[derive(Debug)]
+pub(crate) struct RecvBytes {
+    buffered: AtomicUsize,
+    /// Streams holding more than their limit.
+    over_limit: AtomicUsize,
+    stats: std::sync::Arc<Stats>,
+    budget: Option<std::sync::Arc<rpc_core::limits::ByteBudget>>,
+    stream_limit: usize,
+    conn_limit: usize,
+}
+
+impl RecvBytes {
+    pub(crate) fn new(
+        limits: &Limits,
+        stats: &std::sync::Arc<Stats>,
+        budget: Option<std::sync::Arc<rpc_core::limits::ByteBudget>>,
+    ) -> RecvBytes {
+        RecvBytes {
+            buffered: AtomicUsize::new(0),
+            over_limit: AtomicUsize::new(0),
+            stats: stats.clone(),
+            budget,
+            stream_limit: limits.stream_recv_buffer,
+            conn_limit: limits.conn_recv_buffer,
+        }
+    }
+
+    /// Bytes held now.
+    pub(crate) fn held(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
+    }
+
+    /// Whether the reader must stop for what the streams hold.
+    pub(crate) fn over(&self) -> bool {
+        self.over_limit.load(Ordering::Acquire) > 0 || self.held() > self.conn_limit
+    }
+
+    /// `n` bytes were queued on a stream that now holds `queued`; `over` is the stream's
+    /// over-limit flag, set here when it crosses its limit.
+    pub(crate) fn charge(&self, n: usize, queued: usize, over: &mut bool) {
+        self.buffered.fetch_add(n, Ordering::AcqRel);
+        self.stats.add_buffered(n);
+        if let Some(b) = &self.budget {
+            b.charge(n);
+        }
+        if !*over && queued > self.stream_limit {
+            *over = true;
+            self.over_limit.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// `n` bytes left a stream that now holds `queued` (`over`: its flag, cleared here when
+    /// it is back under its limit). Returns whether the reader should look again (the stream
+    /// or the session went back under its limit).
+    pub(crate) fn release(&self, n: usize, queued: usize, over: &mut bool) -> bool {
+        let before = self.buffered.fetch_sub(n, Ordering::AcqRel);
+        self.stats.sub_buffered(n);
+        if let (Some(b), true) = (&self.budget, n > 0) {
+            b.release(n);
+        }
+        let mut resume = before > self.conn_limit && before - n <= self.conn_limit;
+        if *over && queued <= self.stream_limit {
+            *over = false;
+            self.over_limit.fetch_sub(1, Ordering::AcqRel);
+            resume = true;
+        }
+        resume
+    }
+}

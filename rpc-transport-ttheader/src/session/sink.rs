@@ -1,0 +1,108 @@
+//! Where a session's frames go: the [`FrameSink`] a transport implements (a socket's write
+//! queue, a shared-memory ring) and the helpers that append frames to a byte buffer.
+
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use rpc_core::codec::Encodable;
+use rpc_core::Status;
+use tokio::sync::Notify;
+
+use crate::proto::StreamFrame;
+
+/// Why a [`FrameSink`] did not take a frame.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The sink is closed (the connection is gone); nothing was appended.
+    Closed,
+    /// This frame could not be encoded (or is over the frame size limit); nothing was
+    /// appended and the sink stays usable.
+    Frame(Status),
+}
+
+/// Where a [`Session`](super::Session) writes its encoded frames, in order. Implementations synchronize
+/// internally (all methods take `&self`); frames appended by one call must reach the peer
+/// whole and in append order.
+///
+/// Every frame appended counts toward [`FrameSink::backlog`] until the peer (or the socket)
+/// took it: a server session stops reading while the backlog is at twice
+/// [`Limits::write_buffer`](super::Limits::write_buffer), so control frames, which never wait, are bounded too.
+pub trait FrameSink: Send + Sync + 'static {
+    /// Ready when a Data frame of `len` message bytes (0 when unknown) may be appended now;
+    /// `Err` once the sink is closed. A socket queue waits while its buffer is full; a ring
+    /// waits for a slot of `len` bytes.
+    fn poll_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), SinkError>>;
+
+    /// Appends one control frame (Header, Trailer, Rst) without waiting for room.
+    fn append_frame(&self, frame: &StreamFrame) -> Result<(), SinkError>;
+
+    /// Appends one Data frame: `head` (the stream's encoded Data head, with a LENGTH of 0 that
+    /// the sink sets to the frame's length, `head.len() - 4` plus the message's) followed by
+    /// `msg` encoded straight into the sink's buffer. A frame longer than `max_frame` bytes
+    /// (LENGTH) is not appended: `SinkError::Frame` with `RESOURCE_EXHAUSTED`.
+    fn append_data(
+        &self,
+        head: &[u8],
+        msg: &mut dyn Encodable,
+        max_frame: usize,
+    ) -> Result<(), SinkError>;
+
+    /// Bytes appended and not yet taken by the peer (or the socket), control frames included.
+    fn backlog(&self) -> usize;
+
+    /// Notified (`notify_one`) whenever the backlog shrinks: a paused reader waits on it.
+    fn progress(&self) -> &Notify;
+
+    /// Stops accepting frames: appends fail with [`SinkError::Closed`] and waiters in
+    /// `poll_ready` wake. What was appended before is still delivered if it can be.
+    fn close(&self);
+
+    /// Whether [`FrameSink::close`] ran (or the sink failed on its own).
+    fn is_closed(&self) -> bool;
+}
+
+/// Appends one Data frame to `dst` as [`FrameSink::append_data`] describes it, for sinks that
+/// write into a `BytesMut`: `head`, then `msg` encoded in place, then LENGTH set. On an error
+/// (encoding, or a frame over `max_frame` bytes) nothing is left appended.
+pub fn append_data_frame(
+    dst: &mut BytesMut,
+    head: &[u8],
+    msg: &mut dyn Encodable,
+    max_frame: usize,
+) -> Result<(), Status> {
+    append_packet(dst, max_frame, |buf| {
+        buf.extend_from_slice(head);
+        msg.encode(buf)
+    })
+    .map(drop)
+}
+
+/// Appends one TTHeader packet whose LENGTH is known only once `write` has written it all:
+/// `write` appends the head (with a placeholder LENGTH) and the payload, then LENGTH is
+/// patched. On an error, or when the packet exceeds `max` bytes, everything appended is removed
+/// and the error is returned (`RESOURCE_EXHAUSTED` for the size). Returns where the packet
+/// starts in `buf`.
+pub(crate) fn append_packet(
+    buf: &mut BytesMut,
+    max: usize,
+    write: impl FnOnce(&mut BytesMut) -> Result<(), rpc_core::Status>,
+) -> Result<usize, rpc_core::Status> {
+    let start = buf.len();
+    if let Err(e) = write(buf) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    let len = buf.len() - start - 4;
+    if len > max {
+        buf.truncate(start);
+        return Err(rpc_core::Error::MessageTooLarge {
+            size: len,
+            limit: max,
+        }
+        .into());
+    }
+    // `len <= max`, and the frame codec caps `max` far below u32::MAX.
+    buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(start)
+}
