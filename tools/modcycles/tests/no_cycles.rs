@@ -6,9 +6,7 @@ use std::path::Path;
 /// The crates checked, by directory under the workspace root.
 const CRATES: &[&str] = &[
     "rpc-core",
-    // rpc-transport-ttheader: session <-> driver is being broken on another branch; enable it
-    // here once that is merged.
-    // "rpc-transport-ttheader",
+    "rpc-transport-ttheader",
     "rpc-transport-grpc",
     "rpc-transport-shm",
     "rpc-codegen",
