@@ -576,6 +576,14 @@ impl ServerShared {
         self.raw.send(msg)
     }
 
+    /// Waits for send capacity and sends one message (the header before it, if needed), with
+    /// the transport's state taken once (see [`ServerStreamRaw::poll_send`]).
+    fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
+        let finished = lock(&self.finished);
+        self.ensure_header_sent_locked(*finished)?;
+        self.raw.poll_send(cx, msg)
+    }
+
     fn cancel_locally(&self, status: Status) {
         let _ = self.local_cancel.set(status);
         self.cancel_notify.notify_waiters();
@@ -876,6 +884,17 @@ impl End for ServerEnd {
         self.shared.send(msg)?;
         self.shared.observe.sent(self.sending);
         Ok(())
+    }
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        msg: &mut dyn Encodable,
+        len: usize,
+    ) -> Poll<Result<(), Status>> {
+        self.shared.check_cancel()?;
+        std::task::ready!(self.shared.poll_send(cx, msg)).map_err(|e| self.prefer_cancel(e))?;
+        self.shared.observe.sent(len);
+        Poll::Ready(Ok(()))
     }
     fn start_send_last(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
         self.shared.check_cancel()?;

@@ -601,6 +601,22 @@ impl ServerStreamRaw for ServerStream {
         self.send_locked(&mut s, msg, true)
     }
 
+    fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
+        let mut s = lock(&self.send);
+        let s = &mut *s;
+        if let Some(stream) = s.stream.as_mut() {
+            let len = msg.encoded_len().unwrap_or(0);
+            std::task::ready!(poll_capacity(
+                stream,
+                &mut s.out,
+                Some(&self.fanout),
+                cx,
+                len
+            ))?;
+        }
+        Poll::Ready(self.send_locked(s, msg, true))
+    }
+
     fn finish(&self, finish: Finish<'_>) {
         let mut s = lock(&self.send);
         if let Err(e) = self.finish_locked(&mut s, finish) {

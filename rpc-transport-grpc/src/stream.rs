@@ -578,6 +578,11 @@ impl Receiver {
         self
     }
 
+    /// Brings the budget's charge to what the decoder holds. Called when a DATA chunk was
+    /// taken and when the decoder runs empty, not per message: while the messages of one
+    /// chunk are handed out the chunk stays charged whole (its memory is one allocation,
+    /// held until the last message of it is dropped), so a burst of small messages costs one
+    /// charge and one release per chunk rather than an atomic operation per message.
     fn recharge(&mut self) {
         let held = self.decoder.buffered();
         if let Some(c) = &mut self.budget {
@@ -587,7 +592,11 @@ impl Receiver {
 
     pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, Status>> {
         let r = self.poll_message_inner(cx);
-        self.recharge();
+        match &r {
+            // Still inside a charged chunk: the charge is updated when it runs out.
+            Poll::Ready(Ok(Received::Message(_))) if !self.decoder.is_empty() => {}
+            _ => self.recharge(),
+        }
         r
     }
 
@@ -618,6 +627,7 @@ impl Receiver {
                         self.release();
                     }
                     self.decoder.push(chunk);
+                    self.recharge();
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.release();
