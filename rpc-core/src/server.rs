@@ -704,9 +704,16 @@ impl ServerContext {
     }
 
     /// A copy of the extension of type `T` a layer or interceptor attached to this call
-    /// ([`ServerContext::insert_extension`]), if any.
+    /// ([`ServerContext::insert_extension`]), or else the transport put in the call
+    /// ([`IncomingStream::extensions`](crate::transport::IncomingStream::extensions)) or
+    /// offers for it (such as gRPC's `MessageCompression`), if any.
     pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        lock(&self.shared.extensions).get::<T>().cloned()
+        if let Some(v) = lock(&self.shared.extensions).get::<T>() {
+            return Some(v.clone());
+        }
+        let mut want: Option<T> = None;
+        self.shared.raw.extension(&mut want);
+        want
     }
 
     /// Attaches a typed value to this call for the handler (and later layers) to read with

@@ -248,6 +248,17 @@ pub trait ServerStreamRaw: Send + Sync + 'static {
     /// Ready with the reason once the stream was reset by the client or its connection was
     /// lost. Polled only by the server core, until ready.
     fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Status>;
+
+    /// A typed value the transport offers the handler for this stream, made only when asked
+    /// (per-call transport controls such as gRPC's message compression): `want` is an
+    /// `Option<T>`, `None`, for the `T` a handler asked
+    /// [`ServerContext::extension`](crate::ServerContext::extension) for; a transport that
+    /// has a `T` for this stream sets it (`want.downcast_mut::<Option<T>>()`). Asked only when
+    /// no layer or interceptor attached a `T`. The default offers nothing. Unlike
+    /// [`IncomingStream::extensions`], a call whose handler never asks costs nothing.
+    fn extension(&self, want: &mut dyn std::any::Any) {
+        let _ = want;
+    }
 }
 
 /// A transport that opens client streams (one per call).

@@ -486,7 +486,12 @@ pub(crate) struct Receiver {
     pub(crate) body: RecvStream,
     pub(crate) decoder: MessageDecoder,
     pub(crate) eof: bool,
+    /// The call's compression handle, told how messages arrive (server side: only once a
+    /// handler asked for it, see [`Receiver::attach`]).
     pub(crate) compression: Option<MessageCompression>,
+    /// The compressed flag of the last message received (`None` before the first): the
+    /// handle is told only when it changes, not per message.
+    last_compressed: Option<bool>,
     /// Server side: the server-wide byte budget, charged with what the decoder holds.
     pub(crate) budget: Option<Charge>,
     /// Bytes taken from h2 whose flow-control capacity is not yet released (see
@@ -560,6 +565,7 @@ impl Receiver {
             decoder: MessageDecoder::new(max, encoding),
             eof: false,
             compression,
+            last_compressed: None,
             budget: None,
             unreleased: 0,
         }
@@ -570,6 +576,15 @@ impl Receiver {
             let _ = self.body.flow_control().release_capacity(self.unreleased);
             self.unreleased = 0;
         }
+    }
+
+    /// Tells `handle` (made after messages may have arrived) how the last one did, and keeps
+    /// it told from now on.
+    pub(crate) fn attach(&mut self, handle: MessageCompression) {
+        if let Some(compressed) = self.last_compressed {
+            handle.record_received(compressed);
+        }
+        self.compression = Some(handle);
     }
 
     /// Charges what the decoder holds to `budget` (server side).
@@ -603,8 +618,11 @@ impl Receiver {
     fn poll_message_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, Status>> {
         loop {
             if let Some(m) = self.decoder.next_message()? {
-                if let Some(c) = &self.compression {
-                    c.record_received(m.compressed);
+                if self.last_compressed != Some(m.compressed) {
+                    self.last_compressed = Some(m.compressed);
+                    if let Some(c) = &self.compression {
+                        c.record_received(m.compressed);
+                    }
                 }
                 return Poll::Ready(Ok(Received::Message(m.bytes)));
             }
