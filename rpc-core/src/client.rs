@@ -597,6 +597,21 @@ impl ClientShared {
         })
     }
 
+    /// Waits for send capacity and sends one message in one transport call (see
+    /// [`ClientStreamRaw::poll_send`]).
+    fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
+        if let Some(e) = self.send_error(&self.lock()) {
+            return Poll::Ready(Err(e));
+        }
+        self.raw.poll_send(cx, msg).map_err(|e| {
+            // Prefer the stream's own end (the server's status) over the transport's reason.
+            match &self.lock().end {
+                Some((status, _)) if !status.is_ok() => status.clone(),
+                _ => e,
+            }
+        })
+    }
+
     /// Sends one message. `poll_send_ready` checked the stream's state just before, and a
     /// half's own close is checked by its `Sender`, so no second look under the lock.
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
@@ -708,6 +723,16 @@ impl End for ClientEnd {
         self.shared.send(msg)?;
         self.shared.observe.sent(self.sending);
         Ok(())
+    }
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        msg: &mut dyn Encodable,
+        len: usize,
+    ) -> Poll<Result<(), Status>> {
+        std::task::ready!(self.poll_with_deadline(cx, |shared, cx| shared.poll_send(cx, msg)))?;
+        self.shared.observe.sent(len);
+        Poll::Ready(Ok(()))
     }
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
         let got = self.poll_with_deadline(cx, |shared, cx| shared.poll_recv(cx));

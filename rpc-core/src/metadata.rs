@@ -4,6 +4,7 @@
 //! the wire; TTHeader keeps them as sent). Order of insertion is preserved, and a key may hold
 //! several values (`append`), as gRPC metadata and HTTP headers allow. `insert` replaces.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
@@ -68,10 +69,11 @@ impl From<Vec<u8>> for MetadataValue {
     }
 }
 
-/// An ordered multimap of metadata entries. Empty metadata does not allocate.
+/// An ordered multimap of metadata entries. Empty metadata does not allocate; a key given as
+/// a `&'static str` ([`Metadata::append_static`]) is not copied.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Metadata {
-    entries: Vec<(String, MetadataValue)>,
+    entries: Vec<(Cow<'static, str>, MetadataValue)>,
 }
 
 impl Metadata {
@@ -96,12 +98,18 @@ impl Metadata {
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<MetadataValue>) {
         let key = key.into();
         self.remove(&key);
-        self.entries.push((key, value.into()));
+        self.entries.push((Cow::Owned(key), value.into()));
     }
 
     /// Adds a value for `key`, keeping earlier ones.
     pub fn append(&mut self, key: impl Into<String>, value: impl Into<MetadataValue>) {
-        self.entries.push((key.into(), value.into()));
+        self.entries.push((Cow::Owned(key.into()), value.into()));
+    }
+
+    /// As [`Metadata::append`] for a key known at compile time (a transport's well-known
+    /// header names): the key is kept as the static string, without an allocation.
+    pub fn append_static(&mut self, key: &'static str, value: impl Into<MetadataValue>) {
+        self.entries.push((Cow::Borrowed(key), value.into()));
     }
 
     /// The first value of `key`.
@@ -147,7 +155,7 @@ impl Metadata {
 
     /// All entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &MetadataValue)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+        self.entries.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
     /// Appends every entry of `other`.
@@ -169,17 +177,26 @@ impl<K: Into<String>, V: Into<MetadataValue>> FromIterator<(K, V)> for Metadata 
         Metadata {
             entries: iter
                 .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
+                .map(|(k, v)| (Cow::Owned(k.into()), v.into()))
                 .collect(),
         }
     }
 }
 
+/// An entry with its key as an owned `String`.
+type OwnedEntry = (String, MetadataValue);
+
 impl IntoIterator for Metadata {
-    type Item = (String, MetadataValue);
-    type IntoIter = std::vec::IntoIter<(String, MetadataValue)>;
+    type Item = OwnedEntry;
+    type IntoIter = std::iter::Map<
+        std::vec::IntoIter<(Cow<'static, str>, MetadataValue)>,
+        fn((Cow<'static, str>, MetadataValue)) -> OwnedEntry,
+    >;
     fn into_iter(self) -> Self::IntoIter {
-        self.entries.into_iter()
+        fn owned((k, v): (Cow<'static, str>, MetadataValue)) -> OwnedEntry {
+            (k.into_owned(), v)
+        }
+        self.entries.into_iter().map(owned as fn(_) -> _)
     }
 }
 
@@ -255,5 +272,24 @@ mod tests {
         assert_eq!(keys, ["b", "a"]);
         assert!(md.remove("B").is_some());
         assert!(!md.contains_key("b"));
+    }
+
+    #[test]
+    fn a_static_key_reads_and_moves_like_any_other() {
+        let mut md = Metadata::new();
+        md.append_static("user-agent", "a");
+        md.append("User-Agent", "b");
+        let all: Vec<_> = md
+            .get_all("USER-AGENT")
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(all, ["a", "b"]);
+        let mut other = Metadata::new();
+        other.append("user-agent", "a");
+        other.append("User-Agent", "b");
+        assert_eq!(md, other, "equal whatever the key's storage");
+        let owned: Vec<(String, MetadataValue)> = md.into_iter().collect();
+        assert_eq!(owned[0].0, "user-agent");
+        assert_eq!(owned[1].0, "User-Agent");
     }
 }

@@ -607,6 +607,14 @@ impl ServerShared {
         self.raw.send(msg)
     }
 
+    /// Waits for send capacity and sends one message (the header before it, if needed), with
+    /// the transport's state taken once (see [`ServerStreamRaw::poll_send`]).
+    fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
+        let finished = lock(&self.finished);
+        self.ensure_header_sent_locked(*finished)?;
+        self.raw.poll_send(cx, msg)
+    }
+
     fn cancel_locally(&self, status: Status) {
         let _ = self.local_cancel.set(status);
         self.cancel_notify.notify_waiters();
@@ -742,9 +750,16 @@ impl ServerContext {
     }
 
     /// A copy of the extension of type `T` a layer or interceptor attached to this call
-    /// ([`ServerContext::insert_extension`]), if any.
+    /// ([`ServerContext::insert_extension`]), or else the transport put in the call
+    /// ([`IncomingStream::extensions`](crate::transport::IncomingStream::extensions)) or
+    /// offers for it (such as gRPC's `MessageCompression`), if any.
     pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        lock(&self.shared.extensions).get::<T>().cloned()
+        if let Some(v) = lock(&self.shared.extensions).get::<T>() {
+            return Some(v.clone());
+        }
+        let mut want: Option<T> = None;
+        self.shared.raw.extension(&mut want);
+        want
     }
 
     /// Attaches a typed value to this call for the handler (and later layers) to read with
@@ -933,6 +948,17 @@ impl End for ServerEnd {
         self.shared.send(msg)?;
         self.shared.observe.sent(self.sending);
         Ok(())
+    }
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        msg: &mut dyn Encodable,
+        len: usize,
+    ) -> Poll<Result<(), Status>> {
+        self.shared.check_cancel()?;
+        std::task::ready!(self.shared.poll_send(cx, msg)).map_err(|e| self.prefer_cancel(e))?;
+        self.shared.observe.sent(len);
+        Poll::Ready(Ok(()))
     }
     fn start_send_last(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
         self.shared.check_cancel()?;

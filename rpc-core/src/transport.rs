@@ -160,6 +160,17 @@ pub trait ClientStreamRaw: Send + Sync + 'static {
     /// `Ready(Ok)`, never after [`ClientStreamRaw::close_send`] or the end.
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status>;
 
+    /// Waits for send capacity for `msg` and sends it, in one call: what the core calls for
+    /// each message of a stream. The default is [`ClientStreamRaw::poll_send_ready`] with
+    /// `msg`'s encoded length, then [`ClientStreamRaw::send`]; a transport overrides it to
+    /// look at its stream state once per message instead of twice. On `Pending` nothing was
+    /// sent and the core polls again with the same message. Same guarantees as `send`.
+    fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
+        let len = msg.encoded_len().unwrap_or(0);
+        std::task::ready!(self.poll_send_ready(cx, len))?;
+        Poll::Ready(self.send(msg))
+    }
+
     /// Half-closes the sending direction (the peer's receive ends with EOF after the messages
     /// already sent). Called at most once, never after a reset.
     fn close_send(&self) -> Result<(), Status>;
@@ -213,6 +224,16 @@ pub trait ServerStreamRaw: Send + Sync + 'static {
     /// `poll_send_ready`, never after `finish`.
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status>;
 
+    /// Waits for send capacity for `msg` and sends it, in one call (as
+    /// [`ClientStreamRaw::poll_send`]): the default is [`ServerStreamRaw::poll_send_ready`]
+    /// with `msg`'s encoded length, then [`ServerStreamRaw::send`]. Called only after
+    /// `send_header`, never after `finish`.
+    fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
+        let len = msg.encoded_len().unwrap_or(0);
+        std::task::ready!(self.poll_send_ready(cx, len))?;
+        Poll::Ready(self.send(msg))
+    }
+
     /// Ends the stream: the header if never sent, an optional last message, the status and the
     /// trailer. Called exactly once (the core calls it for every stream, also after a reset,
     /// when the transport just releases the stream). If encoding the message fails the
@@ -227,6 +248,17 @@ pub trait ServerStreamRaw: Send + Sync + 'static {
     /// Ready with the reason once the stream was reset by the client or its connection was
     /// lost. Polled only by the server core, until ready.
     fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Status>;
+
+    /// A typed value the transport offers the handler for this stream, made only when asked
+    /// (per-call transport controls such as gRPC's message compression): `want` is an
+    /// `Option<T>`, `None`, for the `T` a handler asked
+    /// [`ServerContext::extension`](crate::ServerContext::extension) for; a transport that
+    /// has a `T` for this stream sets it (`want.downcast_mut::<Option<T>>()`). Asked only when
+    /// no layer or interceptor attached a `T`. The default offers nothing. Unlike
+    /// [`IncomingStream::extensions`], a call whose handler never asks costs nothing.
+    fn extension(&self, want: &mut dyn std::any::Any) {
+        let _ = want;
+    }
 }
 
 /// A transport that opens client streams (one per call).

@@ -395,6 +395,30 @@ impl ClientStream {
         }
     }
 
+    /// Sends `msg` with the send state held (see `ClientStreamRaw::send`).
+    fn send_locked(
+        &self,
+        s: &mut ClientSend,
+        msg: &mut dyn Encodable,
+        c: Option<Compression>,
+    ) -> Result<(), Status> {
+        let repeat = s.sent;
+        s.sent = true;
+        if s.single {
+            let data = encode(&mut s.out.pending, msg, c, self.max_send, repeat)?;
+            return send_data(&mut s.stream, data, true);
+        }
+        self.outbox.send(
+            &self.me,
+            &mut s.out,
+            &mut s.stream,
+            msg,
+            c,
+            self.max_send,
+            repeat,
+        )
+    }
+
     fn cancel_send(&self) {
         let mut s = lock(&self.send);
         s.out.pending.clear();
@@ -481,22 +505,18 @@ impl ClientStreamRaw for ClientStream {
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
         let c = self.compression();
         let mut s = lock(&self.send);
-        let s = &mut *s;
-        let repeat = s.sent;
-        s.sent = true;
-        if s.single {
-            let data = encode(&mut s.out.pending, msg, c, self.max_send, repeat)?;
-            return send_data(&mut s.stream, data, true);
+        self.send_locked(&mut s, msg, c)
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
+        let c = self.compression();
+        let mut s = lock(&self.send);
+        if s.sent {
+            let s = &mut *s;
+            let len = msg.encoded_len().unwrap_or(0);
+            std::task::ready!(poll_capacity(&mut s.stream, &mut s.out, None, cx, len))?;
         }
-        self.outbox.send(
-            &self.me,
-            &mut s.out,
-            &mut s.stream,
-            msg,
-            c,
-            self.max_send,
-            repeat,
-        )
+        Poll::Ready(self.send_locked(&mut s, msg, c))
     }
 
     fn close_send(&self) -> Result<(), Status> {

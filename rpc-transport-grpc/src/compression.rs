@@ -62,8 +62,9 @@ struct State {
 /// algorithm the messages sent from now on use (changeable between messages), and whether
 /// the last message received arrived compressed. Cheap to clone (clones share the state).
 ///
-/// **On the server** the gRPC transport puts one into every call's extensions; a handler
-/// finds it with `ctx.extension::<MessageCompression>()`:
+/// **On the server** the gRPC transport offers one to every call, made when the handler
+/// first asks for it with `ctx.extension::<MessageCompression>()` (a call that never asks
+/// costs no handle):
 ///
 /// ```
 /// # use rpc_transport_grpc::{Compression, MessageCompression};

@@ -61,11 +61,24 @@ pub fn metadata_from(headers: &HeaderMap) -> Result<Metadata, Status> {
                 Ok(s) => s.to_owned(),
                 Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
             };
-            md.append(key, text);
+            match WELL_KNOWN.iter().find(|k| **k == key) {
+                Some(k) => md.append_static(k, text),
+                None => md.append(key, text),
+            }
         }
     }
     Ok(md)
 }
+
+/// Header names that arrive on many calls (clients send `user-agent` on every one): their
+/// metadata keys are these static strings instead of a copy per call.
+const WELL_KNOWN: &[&str] = &[
+    "user-agent",
+    "authorization",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+];
 
 /// Appends `grpc-status`, `grpc-message` (percent-encoded) and `grpc-status-details-bin`.
 pub fn append_status(headers: &mut HeaderMap, status: &Status) {

@@ -4,7 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -355,8 +355,6 @@ impl ConnCtx {
         let accepts_gzip = h
             .get(hdr::grpc_accept_encoding())
             .is_some_and(|v| accepts(v.as_bytes(), Compression::Gzip));
-        let compression = MessageCompression::new(self.cfg.send_compression);
-        compression.set_peer(encoding, accepts_gzip);
         // The request's header map, emptied, carries the response header (h2 takes each
         // map it sends and frees it once written; reusing this one saves building another).
         let reuse = (parts.headers.capacity() <= REUSE_HEADERS_MAX).then(|| {
@@ -377,16 +375,14 @@ impl ConnCtx {
                 sent: false,
             }),
             recv: Mutex::new(
-                Receiver::new(
-                    body,
-                    self.cfg.max_recv_message,
-                    encoding,
-                    Some(compression.clone()),
-                )
-                .with_budget(self.server.byte_budget().clone()),
+                Receiver::new(body, self.cfg.max_recv_message, encoding, None)
+                    .with_budget(self.server.byte_budget().clone()),
             ),
             fanout: Fanout::new(),
-            compression: compression.clone(),
+            compression: OnceLock::new(),
+            send_compression: self.cfg.send_compression,
+            peer_encoding: encoding,
+            accepts_gzip,
             content_type: ct,
             max_send: self.cfg.max_send_message,
             activity: self.activity.clone(),
@@ -396,7 +392,6 @@ impl ConnCtx {
             .with_deadline(deadline)
             .with_peer(Some(self.peer.clone()))
             .with_payload(Some(payload))
-            .with_extension(compression)
             .with_rpc_system("grpc");
         self.server.dispatch_route(route, incoming, stream);
     }
@@ -425,7 +420,15 @@ struct ServerStream {
     send: Mutex<SendSide>,
     recv: Mutex<Receiver>,
     fanout: Fanout,
-    compression: MessageCompression,
+    /// The handle a handler asked for (`ServerContext::extension::<MessageCompression>()`);
+    /// made on first ask, so a call that never asks allocates none.
+    compression: OnceLock<MessageCompression>,
+    /// What messages are sent with until a handler changes it through the handle.
+    send_compression: Compression,
+    /// The request's `grpc-encoding`.
+    peer_encoding: Option<Compression>,
+    /// Whether the request's `grpc-accept-encoding` names gzip.
+    accepts_gzip: bool,
     content_type: HeaderValue,
     max_send: usize,
     activity: Arc<Activity>,
@@ -449,7 +452,7 @@ impl ServerStream {
         headers.insert(CONTENT_TYPE, self.content_type.clone());
         // Announced whenever the client accepts it, so the handler may switch compression on
         // for any later message; each message says by its flag whether it is compressed.
-        if self.compression.peer_accepts(Compression::Gzip) {
+        if self.accepts_gzip {
             s.encoding = Some(Compression::Gzip);
             headers.insert(
                 hdr::grpc_encoding(),
@@ -482,7 +485,24 @@ impl ServerStream {
     /// announced an encoding.
     fn message_compression(&self, s: &SendSide) -> Option<Compression> {
         s.encoding?;
-        self.compression.send().active()
+        match self.compression.get() {
+            Some(handle) => handle.send().active(),
+            None => self.send_compression.active(),
+        }
+    }
+
+    /// The call's compression handle, made on first ask: it starts from the configured send
+    /// compression and what the request announced, and learns how the last message arrived
+    /// from the receiver.
+    fn compression_handle(&self) -> MessageCompression {
+        self.compression
+            .get_or_init(|| {
+                let handle = MessageCompression::new(self.send_compression);
+                handle.set_peer(self.peer_encoding, self.accepts_gzip);
+                lock(&self.recv).attach(handle.clone());
+                handle
+            })
+            .clone()
     }
 
     /// Sends `msg`; `coalesce`: straight to h2 or with the stream's burst, as the outbox
@@ -601,6 +621,22 @@ impl ServerStreamRaw for ServerStream {
         self.send_locked(&mut s, msg, true)
     }
 
+    fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
+        let mut s = lock(&self.send);
+        let s = &mut *s;
+        if let Some(stream) = s.stream.as_mut() {
+            let len = msg.encoded_len().unwrap_or(0);
+            std::task::ready!(poll_capacity(
+                stream,
+                &mut s.out,
+                Some(&self.fanout),
+                cx,
+                len
+            ))?;
+        }
+        Poll::Ready(self.send_locked(s, msg, true))
+    }
+
     fn finish(&self, finish: Finish<'_>) {
         let mut s = lock(&self.send);
         if let Err(e) = self.finish_locked(&mut s, finish) {
@@ -623,6 +659,12 @@ impl ServerStreamRaw for ServerStream {
             Ok(Received::Message(m)) => Poll::Ready(Ok(Some(m))),
             Ok(Received::Eof) => Poll::Ready(Ok(None)),
             Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn extension(&self, want: &mut dyn std::any::Any) {
+        if let Some(want) = want.downcast_mut::<Option<MessageCompression>>() {
+            *want = Some(self.compression_handle());
         }
     }
 

@@ -486,7 +486,12 @@ pub(crate) struct Receiver {
     pub(crate) body: RecvStream,
     pub(crate) decoder: MessageDecoder,
     pub(crate) eof: bool,
+    /// The call's compression handle, told how messages arrive (server side: only once a
+    /// handler asked for it, see [`Receiver::attach`]).
     pub(crate) compression: Option<MessageCompression>,
+    /// The compressed flag of the last message received (`None` before the first): the
+    /// handle is told only when it changes, not per message.
+    last_compressed: Option<bool>,
     /// Server side: the server-wide byte budget, charged with what the decoder holds.
     pub(crate) budget: Option<Charge>,
     /// Bytes taken from h2 whose flow-control capacity is not yet released (see
@@ -560,6 +565,7 @@ impl Receiver {
             decoder: MessageDecoder::new(max, encoding),
             eof: false,
             compression,
+            last_compressed: None,
             budget: None,
             unreleased: 0,
         }
@@ -572,12 +578,26 @@ impl Receiver {
         }
     }
 
+    /// Tells `handle` (made after messages may have arrived) how the last one did, and keeps
+    /// it told from now on.
+    pub(crate) fn attach(&mut self, handle: MessageCompression) {
+        if let Some(compressed) = self.last_compressed {
+            handle.record_received(compressed);
+        }
+        self.compression = Some(handle);
+    }
+
     /// Charges what the decoder holds to `budget` (server side).
     pub(crate) fn with_budget(mut self, budget: Arc<ByteBudget>) -> Receiver {
         self.budget = Some(Charge::new(budget));
         self
     }
 
+    /// Brings the budget's charge to what the decoder holds. Called when a DATA chunk was
+    /// taken and when the decoder runs empty, not per message: while the messages of one
+    /// chunk are handed out the chunk stays charged whole (its memory is one allocation,
+    /// held until the last message of it is dropped), so a burst of small messages costs one
+    /// charge and one release per chunk rather than an atomic operation per message.
     fn recharge(&mut self) {
         let held = self.decoder.buffered();
         if let Some(c) = &mut self.budget {
@@ -587,15 +607,22 @@ impl Receiver {
 
     pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, Status>> {
         let r = self.poll_message_inner(cx);
-        self.recharge();
+        match &r {
+            // Still inside a charged chunk: the charge is updated when it runs out.
+            Poll::Ready(Ok(Received::Message(_))) if !self.decoder.is_empty() => {}
+            _ => self.recharge(),
+        }
         r
     }
 
     fn poll_message_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, Status>> {
         loop {
             if let Some(m) = self.decoder.next_message()? {
-                if let Some(c) = &self.compression {
-                    c.record_received(m.compressed);
+                if self.last_compressed != Some(m.compressed) {
+                    self.last_compressed = Some(m.compressed);
+                    if let Some(c) = &self.compression {
+                        c.record_received(m.compressed);
+                    }
                 }
                 return Poll::Ready(Ok(Received::Message(m.bytes)));
             }
@@ -618,6 +645,7 @@ impl Receiver {
                         self.release();
                     }
                     self.decoder.push(chunk);
+                    self.recharge();
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.release();

@@ -619,6 +619,9 @@ impl ClientStreamRaw for Tracked {
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
         self.inner.send(msg)
     }
+    fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
+        self.inner.poll_send(cx, msg)
+    }
     fn close_send(&self) -> Result<(), Status> {
         self.inner.close_send()
     }

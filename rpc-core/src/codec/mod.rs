@@ -95,14 +95,19 @@ impl<T: 'static> MsgCodec<T> {
 pub(crate) struct Outgoing<'a, T> {
     pub(crate) msg: &'a T,
     pub(crate) codec: MsgCodec<T>,
+    /// The codec's [`Codec::encoded_len`] of `msg`, computed once (the sender needs it for
+    /// `poll_send_ready` and a transport asks again to size its buffer).
+    len: Option<usize>,
     _p: PhantomData<&'a T>,
 }
 
 impl<'a, T> Outgoing<'a, T> {
-    pub(crate) fn new(msg: &'a T, codec: MsgCodec<T>) -> Self {
+    /// `msg` whose encoded length the caller already asked the codec for (`len`).
+    pub(crate) fn with_len(msg: &'a T, codec: MsgCodec<T>, len: Option<usize>) -> Self {
         Outgoing {
             msg,
             codec,
+            len,
             _p: PhantomData,
         }
     }
@@ -119,7 +124,7 @@ impl<T: Sync> Encodable for Outgoing<'_, T> {
         (self.codec.encode_dyn)(self.msg, dst)
     }
     fn encoded_len(&self) -> Option<usize> {
-        (self.codec.encoded_len)(self.msg)
+        self.len
     }
 }
 

@@ -3,6 +3,10 @@ use bytes::{BufMut, Bytes};
 use super::Codec;
 use crate::status::{Error, Status};
 
+/// `BufMut::remaining_mut` of a buffer that grows on demand (`BytesMut` and `Vec` report
+/// `isize::MAX` minus what they hold); no fixed slice is ever this large.
+const GROWABLE: usize = (isize::MAX as usize) / 2;
+
 /// Protocol Buffers via `prost`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProstCodec;
@@ -11,7 +15,13 @@ impl<T: prost::Message + Default + 'static> Codec<T> for ProstCodec {
     const NAME: &'static str = "protobuf";
 
     fn encode<B: BufMut + ?Sized>(msg: &T, mut dst: &mut B) -> Result<(), Status> {
-        // `BufMut` grows `BytesMut` on demand; a fixed slice that is too small is reported.
+        if dst.remaining_mut() >= GROWABLE {
+            // A growable buffer (`BytesMut`, `Vec`): `encode`'s room check (which computes
+            // the encoded length once more) cannot fail.
+            msg.encode_raw(&mut dst);
+            return Ok(());
+        }
+        // A fixed slice that is too small is reported.
         msg.encode(&mut dst).map_err(|e| {
             Error::Encode {
                 codec: "protobuf",

@@ -24,6 +24,17 @@ pub(crate) trait End: Send + 'static {
     fn middleware(&self) -> &MessageMiddleware;
     fn poll_send_ready(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>>;
     fn start_send(&mut self, msg: &mut dyn Encodable) -> Result<(), Status>;
+    /// Waits for send capacity and sends `msg` of `len` bytes (its encoded length, 0 when
+    /// unknown) in one step: `poll_send_ready` then `start_send` by default.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        msg: &mut dyn Encodable,
+        len: usize,
+    ) -> Poll<Result<(), Status>> {
+        std::task::ready!(self.poll_send_ready(cx, len))?;
+        Poll::Ready(self.start_send(msg))
+    }
     /// Sends `msg` as the last message and ends the stream in the same call (server unary
     /// replies). Only called on halves created with [`Sender::new_last`].
     fn start_send_last(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
@@ -97,14 +108,15 @@ impl<T: Send + Sync + 'static, E: End> Sender<T, E> {
     }
 
     async fn send_plain(&mut self, msg: &T) -> Result<(), Status> {
-        let len = (self.codec.encoded_len)(msg).unwrap_or(0);
-        poll_fn(|cx| self.end.poll_send_ready(cx, len)).await?;
-        let mut out = Outgoing::new(msg, self.codec);
+        let hint = (self.codec.encoded_len)(msg);
+        let len = hint.unwrap_or(0);
+        let mut out = Outgoing::with_len(msg, self.codec, hint);
         if self.last {
+            poll_fn(|cx| self.end.poll_send_ready(cx, len)).await?;
             self.closed = true;
             self.end.start_send_last(&mut out)
         } else {
-            self.end.start_send(&mut out)
+            poll_fn(|cx| self.end.poll_send(cx, &mut out, len)).await
         }
     }
 }
