@@ -20,11 +20,18 @@
 //! - A malformed descriptor, an impossible ring index, a bogus release or a socket EOF ends the
 //!   session: every stream fails with `UNAVAILABLE`, the socket is closed, our arena's
 //!   bookkeeping is reset (whatever the peer held is ours again).
+//! - The peer being **gone** (socket EOF or error, its process exited) does not overtake what
+//!   it put in our ring before: the ring and the socket are two paths, and a peer ending right
+//!   after its last frames (a server closing a drained session after a stream's trailer) has
+//!   them there when the EOF arrives. The reader takes what the ring holds (at most one ring's
+//!   worth, without pausing for backpressure) and only then ends the session.
+//! - A server ending a drained session closes it only once the frames queued behind a full
+//!   ring or arena went out ([`Link::flushed`]), within its grace period.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
@@ -104,8 +111,14 @@ pub(crate) struct Link {
     wake_peer: OwnedFd,
     closed: AtomicBool,
     closed_notify: Notify,
+    /// Why the peer is gone (socket EOF or error, process exit), once it is: the reader
+    /// takes what the ring still holds, then ends the session with it.
+    gone: OnceLock<Status>,
+    gone_notify: Notify,
     progress: Notify,
     backlog: AtomicUsize,
+    /// Woken when the backlog drops to zero (see [`Link::flushed`]).
+    flushed_notify: Notify,
     fallback: mpsc::UnboundedSender<Bytes>,
     max_frame: usize,
     stats: Arc<ShmStats>,
@@ -173,8 +186,11 @@ impl Link {
             wake_peer,
             closed: AtomicBool::new(false),
             closed_notify: Notify::new(),
+            gone: OnceLock::new(),
+            gone_notify: Notify::new(),
             progress: Notify::new(),
             backlog: AtomicUsize::new(0),
+            flushed_notify: Notify::new(),
             fallback,
             max_frame,
             stats,
@@ -207,6 +223,49 @@ impl Link {
         }
     }
 
+    /// The peer is gone (`status` says how): the reader takes what the ring still holds and
+    /// then ends the session with `status` (module docs). Only the first call counts.
+    pub(crate) fn peer_gone(&self, status: Status) {
+        if self.gone.set(status).is_ok() {
+            self.gone_notify.notify_waiters();
+        }
+    }
+
+    /// Why the peer is gone, once it is.
+    fn gone(&self) -> Option<&Status> {
+        self.gone.get()
+    }
+
+    /// Resolves once the peer is gone ([`Link::peer_gone`]).
+    async fn peer_went(&self) {
+        loop {
+            let n = self.gone_notify.notified();
+            if self.gone.get().is_some() {
+                return;
+            }
+            n.await;
+        }
+    }
+
+    /// Resolves once nothing we sent waits behind a full ring or arena or in the socket's
+    /// queue (the write backlog is empty), or the link is closed.
+    pub(crate) async fn flushed(&self) {
+        loop {
+            let n = self.flushed_notify.notified();
+            if self.backlog.load(Ordering::Acquire) == 0 || self.is_closed() {
+                return;
+            }
+            n.await;
+        }
+    }
+
+    /// `n` bytes left the write backlog.
+    fn unqueued(&self, n: usize) {
+        if self.backlog.fetch_sub(n, Ordering::AcqRel) == n {
+            self.flushed_notify.notify_waiters();
+        }
+    }
+
     /// This session's arena bytes in use.
     pub(crate) fn arena_in_use(&self) -> usize {
         self.in_use.load(Ordering::Relaxed)
@@ -232,6 +291,7 @@ impl Link {
             w.wake();
         }
         self.closed_notify.notify_waiters();
+        self.flushed_notify.notify_waiters();
         self.progress.notify_waiters();
         for t in lock(&self.tasks).drain(..) {
             t.abort();
@@ -426,7 +486,7 @@ impl Link {
             match placed {
                 Placed::Done => {
                     if let Some(p) = tx.overflow.pop_front() {
-                        self.backlog.fetch_sub(p.len(), Ordering::AcqRel);
+                        self.unqueued(p.len());
                     }
                     shrunk = true;
                 }
@@ -493,7 +553,7 @@ impl Link {
     }
 
     fn written(&self, n: usize) {
-        self.backlog.fetch_sub(n, Ordering::AcqRel);
+        self.unqueued(n);
         self.progress.notify_one();
     }
 }
@@ -747,6 +807,11 @@ impl Reader {
             if self.link.is_closed() {
                 return Ok(());
             }
+            // Looked at before the ring: whatever the peer pushed before it went is there now.
+            if let Some(status) = self.link.gone().cloned() {
+                self.take_the_rest().await?;
+                return Err(status);
+            }
             let mut n = 0;
             while n < BATCH {
                 let Some(slot) = self.consumer.pop().map_err(|e| ring_status(&e))? else {
@@ -771,7 +836,11 @@ impl Reader {
             self.link.flush().map_err(|e| ring_status(&e))?;
             if n > 0 {
                 if self.session.must_pause(0) {
-                    self.session.wait_readable(0).await;
+                    // A peer that is gone sends nothing more: what it left is taken at once.
+                    tokio::select! {
+                        _ = self.session.wait_readable(0) => {}
+                        () = self.link.peer_went() => {}
+                    }
                 }
                 continue;
             }
@@ -812,9 +881,31 @@ impl Reader {
                     }
                 }
                 () = self.link.closed() => {}
+                () = self.link.peer_went() => {}
             }
             self.consumer.unpark();
         }
+    }
+
+    /// The peer is gone: hands the session every frame still in the ring (module docs). At
+    /// most one ring's worth: a peer that keeps pushing after it closed its socket gets no
+    /// more than that.
+    async fn take_the_rest(&mut self) -> Result<(), Status> {
+        for _ in 0..self.link.layout.ring_slots {
+            let Some(slot) = self.consumer.pop().map_err(|e| ring_status(&e))? else {
+                break;
+            };
+            let d = slot.decode().map_err(|e| ring_status(&e))?;
+            let frame = match d {
+                Desc::Fallback { len } => Some(self.fallback_frame(len).await?),
+                d => self.frame_of(d)?,
+            };
+            if let Some(f) = frame {
+                self.session.on_whole_frame(f)?;
+            }
+        }
+        self.session.dispatch_pending();
+        Ok(())
     }
 
     async fn fallback_frame(&mut self, len: u32) -> Result<Bytes, Status> {
@@ -867,10 +958,16 @@ pub(crate) async fn socket_reader(
         let mut len = [0u8; 4];
         match r.read_exact(&mut len).await {
             Ok(_) => {}
+            // The peer is gone, but what it pushed into the ring before is still to be read
+            // (module docs): the reader ends the session once it took it.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                break Status::unavailable("shared memory peer closed the connection");
+                return link.peer_gone(Status::unavailable(
+                    "shared memory peer closed the connection",
+                ));
             }
-            Err(e) => break Status::unavailable(format!("shared memory socket: {e}")),
+            Err(e) => {
+                return link.peer_gone(Status::unavailable(format!("shared memory socket: {e}")))
+            }
         }
         let n = u32::from_be_bytes(len) as usize;
         if n > link.max_frame {

@@ -148,6 +148,12 @@ impl Protocol for ShmProtocol {
                 () = session.drain() => {}
                 () = shutdown.closed() => {}
             }
+            // The last streams' trailers may still wait behind a full ring or arena: they go
+            // out before the session closes (within the grace period).
+            tokio::select! {
+                () = link.flushed() => {}
+                () = shutdown.closed() => {}
+            }
             crate::link::lost(&session, &link, Status::unavailable("server shut down"));
         })
     }

@@ -484,15 +484,12 @@ pub(crate) fn start(
         // SAFETY: `pidfd` is an open descriptor we own; the AsyncFd takes ownership, so it
         // stays open and the same for the AsyncFd's lifetime.
         if let Ok(fd) = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
-            let (s, l) = (Arc::downgrade(&session), Arc::downgrade(&link));
+            let l = Arc::downgrade(&link);
             let h = tokio::spawn(async move {
                 if fd.readable().await.is_ok() {
-                    if let (Some(s), Some(l)) = (s.upgrade(), l.upgrade()) {
-                        crate::link::lost(
-                            &s,
-                            &l,
-                            Status::unavailable("shared memory peer process exited"),
-                        );
+                    // What it pushed before it exited is still read (see `Link::peer_gone`).
+                    if let Some(l) = l.upgrade() {
+                        l.peer_gone(Status::unavailable("shared memory peer process exited"));
                     }
                 }
             });

@@ -408,3 +408,65 @@ async fn the_server_refuses_sessions_beyond_its_region_budget() {
         }
     }
 }
+
+/// A hand-driven server peer for `client`: accepts one session at `p` and returns the
+/// producer of its ring (the client reads it) and its socket.
+async fn fake_server(listener: &tokio::net::UnixListener) -> (Producer, tokio::net::UnixStream) {
+    let (stream, _) = within(listener.accept()).await.unwrap();
+    let budget = setup::RegionBudget::new(setup::DEFAULT_MAX_REGION_BYTES);
+    let (est, _reservation) = setup::server(stream, &[], Sizes::default(), &budget)
+        .await
+        .unwrap();
+    let (stream, mine, _wake_peer, slots) = est.into_raw();
+    let mem: Arc<dyn Memory> = mine;
+    (Producer::new(mem, 0, slots).unwrap(), stream)
+}
+
+/// One whole ttstream frame as the peer's session would write it.
+fn frame_bytes(f: rpc_transport_ttheader::proto::StreamFrame) -> Slot {
+    let mut b = bytes::BytesMut::new();
+    rpc_transport_ttheader::proto::Packet::from(f)
+        .encode(&mut b)
+        .unwrap();
+    Slot::inline(&b).expect("a small frame fits a descriptor")
+}
+
+/// A peer that puts its last frames in the ring and closes its socket at once (a server
+/// ending its graceful drain, a process exiting right after its answer): the socket's EOF
+/// must not overtake those frames. The client's reader is parked and no wakeup is sent for
+/// them, so only the EOF wakes it: it reads what the ring holds before it ends the session,
+/// and the stream ends with the server's trailer, not `UNAVAILABLE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_in_the_ring_when_the_peer_closes_are_delivered_before_the_loss() {
+    use rpc_transport_ttheader::proto::{StreamFrame, StreamProtocol};
+    let p = path();
+    let listener = tokio::net::UnixListener::bind(&p).unwrap();
+    let c = Client::new(ShmClient::builder(&p).pool_size(1).build());
+    let (call, peer) = tokio::join!(
+        async { c.bidi::<Raw, Bytes, Bytes>(CHAT, CallOptions::new()).await },
+        fake_server(&listener)
+    );
+    let mut call = call.unwrap();
+    let (mut producer, socket) = peer;
+    // The client's reader finds the ring empty and parks (its flag is in our ring); taking
+    // the flag means no push of ours wakes it.
+    let mut parked = false;
+    eventually("the client's reader parks", || {
+        parked = parked || producer.take_parked();
+        parked
+    })
+    .await;
+    let proto = StreamProtocol::Protobuf;
+    let id = 1;
+    for f in [
+        StreamFrame::server_header(id, "Chat", proto, []),
+        StreamFrame::data(id, "Chat", proto, blob(40, 3)),
+        StreamFrame::trailer(id, "Chat", proto, [], None, None).unwrap(),
+    ] {
+        assert!(producer.push(&frame_bytes(f)).unwrap());
+    }
+    drop(socket);
+    assert_eq!(within(call.recv()).await.unwrap(), Some(blob(40, 3)));
+    assert_eq!(within(call.recv()).await.unwrap(), None);
+    let _ = std::fs::remove_file(&p);
+}

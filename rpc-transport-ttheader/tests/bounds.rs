@@ -123,16 +123,34 @@ async fn unknown_frame_types_are_ignored_and_invalid_frames_end_only_their_strea
     let d = peer.frame().await;
     assert_eq!((d.kind, d.stream_id), (FrameKind::Data, 7));
 
-    // A frame without a frame type for no open stream, and a Header with a negative id: ignored.
+    // A frame without a frame type for no open stream, and a Header with stream id 0 (ids
+    // are non-zero i32s, spec §3): ignored, no stream opens.
     peer.send_packet(with_frame_type(data(43, "x", 0), None))
         .await;
+    peer.send(open(0)).await;
+    // A negative id is a stream like any other (spec §3, a Kitex client's counter wraps
+    // there): opened and served. Its handler waits for a request, so its header comes first.
     peer.send(open(-5)).await;
+    let hdr = peer.frame().await;
+    assert_eq!((hdr.kind, hdr.stream_id), (FrameKind::Header, -5));
+    peer.send(data(-5, "n", 5)).await;
+    let d = peer.frame().await;
+    assert_eq!((d.kind, d.stream_id), (FrameKind::Data, -5));
     // One without a frame type on stream 7 ends stream 7 (illegal frame), not the connection.
     peer.send_packet(with_frame_type(data(7, "x", 0), None))
         .await;
     let t = peer.frame().await;
     assert_eq!((t.kind, t.stream_id), (FrameKind::Trailer, 7));
     assert_eq!(exception_kind(&t), kitex_code::ILLEGAL_FRAME);
+    // Nor stream -5: it still echoes, and ends cleanly on its CloseSend.
+    peer.send(data(-5, "m", 6)).await;
+    let d = peer.frame().await;
+    assert_eq!((d.kind, d.stream_id), (FrameKind::Data, -5));
+    peer.send(StreamFrame::close_send(-5, "Chat", StreamProtocol::Thrift))
+        .await;
+    let t = peer.frame().await;
+    assert_eq!((t.kind, t.stream_id), (FrameKind::Trailer, -5));
+    assert!(t.payload.is_empty(), "a clean end");
 
     peer.send(open(3)).await;
     peer.send(data(3, "c", 3)).await;
