@@ -651,12 +651,13 @@ impl UnaryServerConn {
         let deadline = deadline_of(&packet.headers);
         let body = packet.payload.slice(msg.body_at..);
         // Already routed: `dispatch_route` does not need the names again (no allocation).
-        let incoming = IncomingStream::new(String::new(), String::new())
-            .with_rpc_system("ttheader")
-            .with_metadata(metadata_of(&packet.headers))
-            .with_deadline(deadline)
-            .with_peer(self.peer.clone())
-            .with_payload(Some(PayloadKind::Thrift));
+        // Fields set in place: each builder call would move the whole struct.
+        let mut incoming = IncomingStream::new(String::new(), String::new());
+        incoming.rpc_system = "ttheader";
+        incoming.metadata = metadata_of(&packet.headers);
+        incoming.deadline = deadline;
+        incoming.peer = self.peer.clone();
+        incoming.payload = Some(PayloadKind::Thrift);
         let request_held = Held::new(&self.held, self.server.byte_budget(), body.len());
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::AcqRel);

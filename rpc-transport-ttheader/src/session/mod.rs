@@ -596,12 +596,13 @@ impl<S: FrameSink> Session<S> {
         let stream = Stream::new(self, id, route.method().name, protocol, sm);
         lock(&self.streams).insert(id, Arc::downgrade(&stream));
         // Already routed: `dispatch_route` does not need the names again (no allocation).
-        let incoming = IncomingStream::new(String::new(), String::new())
-            .with_rpc_system("ttheader")
-            .with_metadata(metadata)
-            .with_deadline(deadline)
-            .with_peer(self.peer.clone())
-            .with_payload(Some(payload));
+        // Fields set in place: each builder call would move the whole struct.
+        let mut incoming = IncomingStream::new(String::new(), String::new());
+        incoming.rpc_system = "ttheader";
+        incoming.metadata = metadata;
+        incoming.deadline = deadline;
+        incoming.peer = self.peer.clone();
+        incoming.payload = Some(payload);
         let mut pending = lock(&self.pending);
         pending.push(Pending {
             stream,
