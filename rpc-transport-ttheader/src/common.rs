@@ -207,7 +207,10 @@ mod tests {
             buckets[(h & 63) as usize] += 1;
         }
         // 64 per bucket expected; a clustering hash would leave some empty or far over.
-        assert!(buckets.iter().all(|&n| (16..=160).contains(&n)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|&n| (16..=160).contains(&n)),
+            "{buckets:?}"
+        );
         // Each map draws its own keys.
         assert_ne!(IdHashState::new().hash_one(1i32), s.hash_one(1i32));
         let u = id_map::<u64, ()>();
