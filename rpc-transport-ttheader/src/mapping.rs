@@ -131,7 +131,6 @@ pub(crate) fn str_kvs(md: &Metadata) -> impl Iterator<Item = (String, String)> +
 pub(crate) fn metadata_of(headers: &Headers) -> Metadata {
     headers
         .str_kvs
-        .iter()
-        .filter(|&(k, _)| k != str_key::IDL_SERVICE_NAME && k != RPC_CODE_KEY)
+        .iter_except(&[str_key::IDL_SERVICE_NAME, RPC_CODE_KEY])
         .collect()
 }

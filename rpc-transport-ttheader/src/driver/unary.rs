@@ -6,7 +6,6 @@
 //! EXCEPTION replies (TApplicationException) and `biz-status` keys into `Status`es and back.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
@@ -28,7 +27,9 @@ use super::config::Held;
 use super::conn::{self, Connection};
 use super::io::Io;
 use super::write::WriteQueue;
-use crate::common::{deadline_of, lock, next_id, route_refusal, timeout_ms, Lifecycle};
+use crate::common::{
+    deadline_of, id_map, lock, next_id, route_refusal, timeout_ms, IdMap, Lifecycle,
+};
 use crate::mapping::{
     biz_of, metadata_of, status_from_biz, status_from_exception, str_kvs, RPC_CODE_KEY,
 };
@@ -107,7 +108,7 @@ pub(crate) struct UnaryConn {
     framing: Framing,
     limits: Limits,
     write: WriteQueue,
-    pending: Mutex<HashMap<i32, Arc<Call>>>,
+    pending: Mutex<IdMap<i32, Arc<Call>>>,
     next_seq: AtomicI32,
     life: Lifecycle,
     /// The server asked us not to reuse the connection (`crrst`).
@@ -140,7 +141,7 @@ impl UnaryConn {
             framing,
             write: WriteQueue::new(limits.write_buffer),
             limits,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(id_map()),
             next_seq: AtomicI32::new(1),
             life: Lifecycle::new(),
             reset_requested: AtomicBool::new(false),
@@ -489,7 +490,7 @@ pub(crate) struct UnaryServerConn {
     /// In-flight calls whose handlers wait (registered when the core first asks for a reset),
     /// so a lost connection can cancel them. A call whose handler completes in its first poll
     /// never enters it.
-    calls: Mutex<HashMap<u64, Weak<UnaryServer>>>,
+    calls: Mutex<IdMap<u64, Weak<UnaryServer>>>,
     next_call: std::sync::atomic::AtomicU64,
     _counted: Counted,
 }
@@ -512,7 +513,7 @@ impl UnaryServerConn {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             stats: stats.clone(),
             life: Lifecycle::new(),
-            calls: Mutex::new(HashMap::new()),
+            calls: Mutex::new(id_map()),
             next_call: std::sync::atomic::AtomicU64::new(0),
             _counted: Counted::new(stats, |s| &s.connections),
         });
@@ -651,12 +652,13 @@ impl UnaryServerConn {
         let deadline = deadline_of(&packet.headers);
         let body = packet.payload.slice(msg.body_at..);
         // Already routed: `dispatch_route` does not need the names again (no allocation).
-        let incoming = IncomingStream::new(String::new(), String::new())
-            .with_rpc_system("ttheader")
-            .with_metadata(metadata_of(&packet.headers))
-            .with_deadline(deadline)
-            .with_peer(self.peer.clone())
-            .with_payload(Some(PayloadKind::Thrift));
+        // Fields set in place: each builder call would move the whole struct.
+        let mut incoming = IncomingStream::new(String::new(), String::new());
+        incoming.rpc_system = "ttheader";
+        incoming.metadata = metadata_of(&packet.headers);
+        incoming.deadline = deadline;
+        incoming.peer = self.peer.clone();
+        incoming.payload = Some(PayloadKind::Thrift);
         let request_held = Held::new(&self.held, self.server.byte_budget(), body.len());
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::AcqRel);

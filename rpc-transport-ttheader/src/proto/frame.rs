@@ -7,7 +7,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::error::{EncodeError, FrameError};
-use super::header::{HeadRef, Headers, Limits, Packet, PacketStart, ProtocolId};
+use super::header::{is_utf8, HeadRef, Headers, Limits, Packet, PacketStart, ProtocolId};
 use super::keys::{self, int_key, str_key};
 pub use super::kinds::FrameKind;
 use super::status::BizStatus;
@@ -54,9 +54,10 @@ impl MethodName {
 
     /// A name from received bytes, if they are UTF-8 (no copy).
     pub fn from_utf8(bytes: Bytes) -> Result<MethodName, Bytes> {
-        match std::str::from_utf8(&bytes) {
-            Ok(_) => Ok(MethodName(bytes)),
-            Err(_) => Err(bytes),
+        if is_utf8(&bytes) {
+            Ok(MethodName(bytes))
+        } else {
+            Err(bytes)
         }
     }
 
@@ -69,6 +70,16 @@ impl MethodName {
     /// The name's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The name's length in bytes (no UTF-8 conversion, unlike `as_str().len()`).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the name is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The bytes, shared.
@@ -625,9 +636,7 @@ fn plain_frame_shape(
                     match key {
                         // Repeated keys: the last one wins, as in the full decoder.
                         int_key::FRAME_TYPE => kind = Some(value),
-                        int_key::TO_METHOD => {
-                            std::str::from_utf8(value).ok()?;
-                        }
+                        int_key::TO_METHOD if !is_utf8(value) => return None,
                         _ => {}
                     }
                 }

@@ -527,10 +527,18 @@ impl Reader<'_> {
     fn str16_utf8(&mut self, field: Field) -> Result<(), FrameError> {
         let offset = self.pos;
         let r = self.str16_range(field)?;
-        std::str::from_utf8(&self.buf[r])
-            .map(drop)
-            .map_err(|_| FrameError::InvalidUtf8 { field, offset })
+        if is_utf8(&self.buf[r]) {
+            Ok(())
+        } else {
+            Err(FrameError::InvalidUtf8 { field, offset })
+        }
     }
+}
+
+/// Whether `b` is UTF-8: ASCII (what names and keys on the wire are) is checked word by word,
+/// anything else by the full validator.
+pub(crate) fn is_utf8(b: &[u8]) -> bool {
+    b.is_ascii() || std::str::from_utf8(b).is_ok()
 }
 
 /// A borrowed packet head, shared by [`Packet`] and the streaming frame encoder so a frame can
@@ -666,6 +674,23 @@ fn put_str16(dst: &mut impl BufMut, s: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_utf8_agrees_with_the_full_validator() {
+        let cases: [&[u8]; 8] = [
+            b"",
+            b"Echo",
+            b"a.rather.long.service.Name.with.more.than.sixteen.bytes",
+            "m\u{e9}thode".as_bytes(),
+            "\u{1f600}".as_bytes(),
+            b"\xff",
+            b"ok\xc3",
+            b"\xed\xa0\x80",
+        ];
+        for c in cases {
+            assert_eq!(is_utf8(c), std::str::from_utf8(c).is_ok(), "{c:?}");
+        }
+    }
 
     fn sample() -> Packet {
         let mut p = Packet::new(keys::FLAGS_MUX, 7, ProtocolId::ThriftBinary);

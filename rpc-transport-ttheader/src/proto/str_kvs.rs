@@ -62,18 +62,43 @@ impl StrKvs {
         .chain(self.added.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
     }
 
-    /// The value of `key`; the last entry wins.
+    /// The value of `key`; the last entry wins. Received keys are compared as bytes: only the
+    /// value found is turned into a `&str` (its UTF-8 was checked at decode; safe code checks
+    /// it once more, for that one value).
     pub fn get(&self, key: &str) -> Option<&str> {
         if let Some((_, v)) = self.added.iter().rev().find(|(k, _)| k == key) {
             return Some(v);
         }
-        WireIter {
+        let value = RawIter {
             buf: &self.wire,
             left: self.wire_count,
         }
-        .filter(|(k, _)| *k == key)
-        .last()
-        .map(|(_, v)| v)
+        .filter(|(k, _)| *k == key.as_bytes())
+        .last()?
+        .1;
+        std::str::from_utf8(value).ok()
+    }
+
+    /// The entries in wire order, without those whose key is one of `skip`: the keys of
+    /// received entries are compared as bytes, and only the entries kept are turned into
+    /// `&str`s (a packet carrying only framework keys converts nothing).
+    pub fn iter_except<'a>(
+        &'a self,
+        skip: &'a [&'a str],
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let kept = move |k: &[u8]| !skip.iter().any(|s| s.as_bytes() == k);
+        RawIter {
+            buf: &self.wire,
+            left: self.wire_count,
+        }
+        .filter(move |(k, _)| kept(k))
+        .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
+        .chain(
+            self.added
+                .iter()
+                .filter(move |(k, _)| kept(k.as_bytes()))
+                .map(|(k, v)| (k.as_ref(), v.as_ref())),
+        )
     }
 
     /// Appends an entry (shadowing earlier entries with the same key on lookup). `'static`
@@ -141,6 +166,38 @@ impl<'a> WireIter<'a> {
         let s = rest.get(..len)?;
         self.buf = &rest[len..];
         std::str::from_utf8(s).ok()
+    }
+}
+
+/// Reads checked wire entries as bytes (no UTF-8 conversion); stops early as [`WireIter`] does.
+struct RawIter<'a> {
+    buf: &'a [u8],
+    left: usize,
+}
+
+impl<'a> RawIter<'a> {
+    fn str16(&mut self) -> Option<&'a [u8]> {
+        let (len, rest) = self.buf.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let s = rest.get(..len)?;
+        self.buf = &rest[len..];
+        Some(s)
+    }
+}
+
+impl<'a> Iterator for RawIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let kv = self.str16().zip(self.str16());
+        if kv.is_none() {
+            self.left = 0;
+        }
+        kv
     }
 }
 
@@ -219,6 +276,18 @@ mod tests {
         assert_eq!(got.get("isn"), Some("Svc"));
         assert_eq!(got.get("x"), None);
         assert_eq!(got.len(), 3);
+        assert_eq!(
+            got.iter_except(&["isn"]).collect::<Vec<_>>(),
+            [("k", "1"), ("k", "2")]
+        );
+        assert_eq!(
+            got.iter_except(&["k", "zz"]).collect::<Vec<_>>(),
+            [("isn", "Svc")]
+        );
+        assert_eq!(
+            got.iter_except(&[]).collect::<Vec<_>>(),
+            got.iter().collect::<Vec<_>>()
+        );
 
         // A second block appends (owned); the last entry still wins.
         let mut two = StrKvs::new();

@@ -104,7 +104,6 @@
 //! with 12004 (illegal frame) if that stream is open and is ignored otherwise. Only a byte
 //! stream that cannot be delimited closes the connection.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -116,7 +115,9 @@ use rpc_core::transport::{ClientStreamRaw, IncomingStream};
 use rpc_core::{CallContext, Code, Error, PayloadKind, Peer, Server, Status};
 use tokio::sync::Notify;
 
-use crate::common::{deadline_of, lock, pause_while, route_refusal, timeout_ms, Lifecycle};
+use crate::common::{
+    deadline_of, id_map, lock, pause_while, route_refusal, timeout_ms, IdMap, Lifecycle,
+};
 use crate::mapping::{metadata_of, str_kvs};
 use crate::proto::keys::{kitex_code, str_key};
 use crate::proto::{
@@ -137,7 +138,7 @@ pub use limits::{
     DEFAULT_STREAM_RECV_BUFFER, DEFAULT_WRITE_BUFFER,
 };
 pub(crate) use sink::append_packet;
-pub use sink::{append_data_frame, FrameSink, SinkError};
+pub use sink::{append_data_frame, BufWriter, FrameSink, FrameWriter, SinkError};
 
 use stream::{Host, Stream};
 
@@ -158,7 +159,7 @@ pub struct Session<S: FrameSink> {
     /// The open streams, by id. Weak: a stream lives as long as the core holds it (its
     /// `Drop` ends it if the core never did, see `Stream`), and leaves this table when it
     /// ends.
-    streams: Mutex<HashMap<i32, Weak<Stream<Session<S>>>>>,
+    streams: Mutex<IdMap<i32, Weak<Stream<Session<S>>>>>,
     /// Server: streams accepted and not yet handed to the server, waiting for their first
     /// message (see [`Session::dispatch_pending`]).
     pending: Mutex<Vec<Pending<S>>>,
@@ -208,7 +209,7 @@ impl<S: FrameSink> Session<S> {
             role,
             limits,
             sink,
-            streams: Mutex::new(HashMap::new()),
+            streams: Mutex::new(id_map()),
             pending: Mutex::new(Vec::new()),
             any_pending: AtomicBool::new(false),
             rx,
@@ -596,12 +597,13 @@ impl<S: FrameSink> Session<S> {
         let stream = Stream::new(self, id, route.method().name, protocol, sm);
         lock(&self.streams).insert(id, Arc::downgrade(&stream));
         // Already routed: `dispatch_route` does not need the names again (no allocation).
-        let incoming = IncomingStream::new(String::new(), String::new())
-            .with_rpc_system("ttheader")
-            .with_metadata(metadata)
-            .with_deadline(deadline)
-            .with_peer(self.peer.clone())
-            .with_payload(Some(payload));
+        // Fields set in place: each builder call would move the whole struct.
+        let mut incoming = IncomingStream::new(String::new(), String::new());
+        incoming.rpc_system = "ttheader";
+        incoming.metadata = metadata;
+        incoming.deadline = deadline;
+        incoming.peer = self.peer.clone();
+        incoming.payload = Some(payload);
         let mut pending = lock(&self.pending);
         pending.push(Pending {
             stream,

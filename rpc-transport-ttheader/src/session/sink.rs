@@ -48,6 +48,15 @@ pub trait FrameSink: Send + Sync + 'static {
         max_frame: usize,
     ) -> Result<(), SinkError>;
 
+    /// Appends the frames `write` hands to its [`FrameWriter`], in order, as one batch (a
+    /// stream's last frames: Header, Data, Trailer). Each frame succeeds or fails on its own,
+    /// as with [`FrameSink::append_frame`] and [`FrameSink::append_data`]; a sink that can
+    /// take several frames for the price of one (a socket queue: one lock, one wake-up of its
+    /// writer) overrides this. The default appends them one by one.
+    fn append_batch(&self, write: &mut dyn FnMut(&mut dyn FrameWriter)) {
+        write(&mut OneByOne(self));
+    }
+
     /// Bytes appended and not yet taken by the peer (or the socket), control frames included.
     fn backlog(&self) -> usize;
 
@@ -60,6 +69,61 @@ pub trait FrameSink: Send + Sync + 'static {
 
     /// Whether [`FrameSink::close`] ran (or the sink failed on its own).
     fn is_closed(&self) -> bool;
+}
+
+/// Where [`FrameSink::append_batch`] has its frames appended.
+pub trait FrameWriter {
+    /// Appends one control frame, as [`FrameSink::append_frame`].
+    fn frame(&mut self, frame: &StreamFrame) -> Result<(), SinkError>;
+
+    /// Appends one Data frame, as [`FrameSink::append_data`].
+    fn data(
+        &mut self,
+        head: &[u8],
+        msg: &mut dyn Encodable,
+        max_frame: usize,
+    ) -> Result<(), SinkError>;
+}
+
+/// The default batch: each frame appended to the sink on its own.
+struct OneByOne<'a, S: ?Sized>(&'a S);
+
+impl<S: FrameSink + ?Sized> FrameWriter for OneByOne<'_, S> {
+    fn frame(&mut self, frame: &StreamFrame) -> Result<(), SinkError> {
+        self.0.append_frame(frame)
+    }
+
+    fn data(
+        &mut self,
+        head: &[u8],
+        msg: &mut dyn Encodable,
+        max_frame: usize,
+    ) -> Result<(), SinkError> {
+        self.0.append_data(head, msg, max_frame)
+    }
+}
+
+/// A [`FrameWriter`] over a byte buffer (a sink's queue, its lock held), or over nothing when
+/// the sink is closed (every frame fails with [`SinkError::Closed`]).
+pub struct BufWriter<'a>(pub Option<&'a mut BytesMut>);
+
+impl FrameWriter for BufWriter<'_> {
+    fn frame(&mut self, frame: &StreamFrame) -> Result<(), SinkError> {
+        let buf = self.0.as_deref_mut().ok_or(SinkError::Closed)?;
+        frame
+            .encode(buf)
+            .map_err(|e| SinkError::Frame(Status::internal(format!("encode frame: {e}"))))
+    }
+
+    fn data(
+        &mut self,
+        head: &[u8],
+        msg: &mut dyn Encodable,
+        max_frame: usize,
+    ) -> Result<(), SinkError> {
+        let buf = self.0.as_deref_mut().ok_or(SinkError::Closed)?;
+        append_data_frame(buf, head, msg, max_frame).map_err(SinkError::Frame)
+    }
 }
 
 /// Appends one Data frame to `dst` as [`FrameSink::append_data`] describes it, for sinks that

@@ -344,11 +344,12 @@ impl<H: Host> Stream<H> {
             .map_err(|e| self.host.sink_error(e))
     }
 
-    /// A Data frame for a one-shot reply: its head is encoded into a per-thread scratch buffer
-    /// (no allocation, no cached head for a stream that sends once).
-    fn write_last_data(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
+    /// Runs `f` with this stream's Data head: the cached one, or for a one-shot reply one
+    /// encoded into a per-thread scratch buffer (no allocation, no cached head for a stream
+    /// that sends once).
+    fn with_data_head<R>(&self, mut f: impl FnMut(&[u8]) -> R) -> R {
         if let Some(head) = self.data_head.get() {
-            return self.append_data(head, msg);
+            return f(head);
         }
         thread_local! {
             static SCRATCH: std::cell::RefCell<BytesMut> =
@@ -358,10 +359,14 @@ impl<H: Host> Stream<H> {
             Ok(mut head) => {
                 head.clear();
                 self.encode_data_head(&mut head);
-                self.append_data(&head, msg)
+                f(&head)
             }
             // Not re-entered in practice (a message's encoder does not write frames).
-            Err(_) => self.write_data(msg),
+            Err(_) => {
+                let mut head = BytesMut::new();
+                self.encode_data_head(&mut head);
+                f(&head)
+            }
         })
     }
 
@@ -587,26 +592,40 @@ impl<H: Host> ServerStreamRaw for Stream<H> {
         let mut st = self.lock();
         // Whatever the state machine still allows goes out: nothing after a Rst or the
         // connection's loss; after a stream error, the Header (spec §3.5: first, even when
-        // the handler failed before any data, Kitex issue #1887) and the Trailer.
+        // the handler failed before any data, Kitex issue #1887) and the Trailer. The frames
+        // go to the sink as one batch (a socket queue is locked and its writer woken once).
         if !st.sm.is_finished() {
-            let _ = self.send_header_if_unsent(&mut st, &header.unwrap_or_default());
-            if let Some(msg) = message {
-                let sent = match st.sm.send(FrameKind::Data) {
-                    Ok(()) => self.write_last_data(msg),
-                    Err(_) => Err(Error::StreamFinished.into()),
-                };
-                if let Err(e) = sent {
-                    status = e;
+            let (mut header, mut message) = (header, message);
+            let max = self.host.limits().max_frame_size;
+            self.host.sink().append_batch(&mut |w| {
+                if !st.sm.header_sent() && st.sm.send(FrameKind::Header).is_ok() {
+                    let _ = w.frame(&StreamFrame::server_header(
+                        self.id,
+                        self.name(),
+                        self.protocol,
+                        str_kvs(&header.take().unwrap_or_default()),
+                    ));
                 }
-            }
-            if st.sm.send(FrameKind::Trailer).is_ok() {
-                match self.trailer_frame(&status, &trailer) {
-                    Ok(f) => {
-                        let _ = self.write_frame(&f);
+                if let Some(msg) = message.take() {
+                    let sent = match st.sm.send(FrameKind::Data) {
+                        Ok(()) => self
+                            .with_data_head(|head| w.data(head, msg, max))
+                            .map_err(|e| self.host.sink_error(e)),
+                        Err(_) => Err(Error::StreamFinished.into()),
+                    };
+                    if let Err(e) = sent {
+                        status = e;
                     }
-                    Err(e) => tracing::warn!(error = %e, "could not encode the trailer"),
                 }
-            }
+                if st.sm.send(FrameKind::Trailer).is_ok() {
+                    match self.trailer_frame(&status, &trailer) {
+                        Ok(f) => {
+                            let _ = w.frame(&f);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not encode the trailer"),
+                    }
+                }
+            });
         }
         self.clear_queue(&mut st.rx);
         st.rx.wake_all();
