@@ -627,7 +627,7 @@ async fn unary_row(
     {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(format!("error: {e}")),
-        Err(_) => return Err("hang (connecting)".into()),
+        Err(_) => return Err("hang: connecting".into()),
     };
     let shared = Arc::new(Shared::default());
     let message: Arc<str> = "x".repeat(MESSAGE_LEN).into();
@@ -789,7 +789,7 @@ async fn bidi_row(
     {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(format!("error: {e}")),
-        Err(_) => return Err("hang (the call never resolved)".into()),
+        Err(_) => return Err("hang: the call never resolved".into()),
     }
     let w = measure_window(&shared, window, server_pid).await;
     drain(&mut tasks).await;
@@ -815,7 +815,7 @@ fn run_row(scenario: Scenario, row: Row, window: Duration, pinned: bool) -> Outc
         };
         tokio::time::timeout(limit, row)
             .await
-            .unwrap_or_else(|_| Err("hang (the row did not finish)".into()))
+            .unwrap_or_else(|_| Err("hang: the row did not finish".into()))
     });
     rt.shutdown_timeout(Duration::from_millis(100));
     drop(server);

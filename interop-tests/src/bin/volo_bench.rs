@@ -959,7 +959,7 @@ async fn run(row: Row, addr: SocketAddr, window: Duration, pid: u32, setup: &Set
             {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(format!("error: {e}")),
-                Err(_) => return Err("hang (the streams never opened)".into()),
+                Err(_) => return Err("hang: the streams never opened".into()),
             }
         }
     }
@@ -976,7 +976,7 @@ fn measure(row: Row, window: Duration, setup: &Setup) -> Outcome {
     let outcome = rt.block_on(async move {
         tokio::time::timeout(limit, run(row, addr, window, pid, setup))
             .await
-            .unwrap_or_else(|_| Err("hang (the row did not finish)".into()))
+            .unwrap_or_else(|_| Err("hang: the row did not finish".into()))
     });
     rt.shutdown_timeout(Duration::from_millis(100));
     drop(server);
