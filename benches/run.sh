@@ -32,11 +32,16 @@ echo "gRPC vs tonic: ${secs} s windows, ${rounds} rounds (log: $out/grpc.log)...
 echo "TTHeader vs volo-thrift and the raw floor (log: $out/ttheader.log)..." >&2
 "$target/release/volo_bench" "$secs" --runs "$rounds" --rows "$out/ttheader.md" >"$out/ttheader.log"
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+quiet="$(awk '{ print ($1 < 2) ? "yes" : "no" }' /proc/loadavg)"
 
 echo
 echo "Pinned (server core 0, client core 1, one tokio worker each), 100-byte messages, ${secs} s"
 echo "windows, ${rounds} interleaved rounds, medians; ratios are medians of per-round ratios to the"
 echo "row named under *reference*. Load average after: ${load_after}."
+if [ "$quiet" = no ]; then
+    echo
+    echo "**The load average was 2 or more: other work shared the cores; rerun on a quiet machine.**"
+fi
 echo
 cat "$out/grpc.md"
 tail -n +3 "$out/ttheader.md"
