@@ -333,15 +333,30 @@ fn serve(side: Server) {
                 println!("{addr}");
                 let incoming =
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let server = tonic::transport::Server::builder()
                     .add_service(tonic_echo::test_service_server::TestServiceServer::new(
                         TonicEcho,
                     ))
-                    .serve_with_incoming_shutdown(incoming, until_stdin_closes());
-                // tonic's graceful shutdown waits for every connection; a client that hung
-                // may never close its own, so the wait is bounded.
-                if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), server).await {
-                    eprintln!("tonic server: {e}");
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = stopped.await;
+                    });
+                let mut server = std::pin::pin!(server);
+                tokio::select! {
+                    r = &mut server => {
+                        if let Err(e) = r {
+                            eprintln!("tonic server: {e}");
+                        }
+                    }
+                    () = until_stdin_closes() => {
+                        let _ = stop.send(());
+                        // tonic's graceful shutdown waits for every connection; a client
+                        // that hung may never close its own, so the wait is bounded.
+                        let bounded = tokio::time::timeout(Duration::from_secs(2), server);
+                        if let Ok(Err(e)) = bounded.await {
+                            eprintln!("tonic server: {e}");
+                        }
+                    }
                 }
             }
         }
