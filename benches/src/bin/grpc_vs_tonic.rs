@@ -1,8 +1,8 @@
-//! `cargo run --release -p benches --bin grpc_vs_tonic [-- SECONDS] [--runs N]`
+//! `cargo run --release -p benches --bin grpc_vs_tonic [-- SECONDS] [--runs N] [--rows FILE]`
 //! (`BENCH_ONLY=text` runs only the scenarios whose name contains `text`: `unary 4x16`,
-//! `unary 1x64`, `bidi`)
+//! `unary 1x64`, `bidi 1 stream`, `bidi 16 streams`, or just `bidi`)
 //!
-//! Our gRPC transport side by side with tonic 0.14 in one run, reported as ratios.
+//! Our gRPC transport side by side with tonic 0.14 in one run, both ways, reported as ratios.
 //!
 //! Both sides serve the same echo service (`examples/idl/echo.proto`, the protobuf flavour):
 //! ours is `examples::server()` on `rpc_core::serve::Listener` with `GrpcProtocol`, called
@@ -12,41 +12,63 @@
 //! called through tonic-prost-build's `TestServiceClient` over `tonic::transport::Channel`.
 //! Every request carries a 100-character `message`.
 //!
-//! Scenarios (client → server of the same side):
+//! Scenarios:
 //!
 //! * **unary 4×16**: 4 HTTP/2 connections with 16 calls in flight on each (ours: one
 //!   `GrpcClient` with `connections(4)` and 64 calling tasks, which it spreads round-robin;
 //!   tonic: 4 `Channel`s, one connection each, 16 tasks per channel);
 //! * **unary 1×64**: one connection, 64 calls in flight;
-//! * **bidi 1 stream**: one stream on one connection; a sender task pushes requests as fast as
-//!   flow control lets it, a receiver task counts responses: messages/s echoed;
-//! * **bidi 16 streams**: the same on 16 streams of one connection.
+//! * **bidi 1 stream** and **bidi 16 streams** (one connection): per stream a sender task
+//!   pushes requests as fast as flow control lets it and a receiver task counts responses:
+//!   messages/s echoed over all streams.
+//!
+//! Rows of a scenario, client → server, in the order they run in each round (servers
+//! alternate ours / tonic):
+//!
+//! * `ours → ours`, against `tonic → tonic`: each framework with its own client;
+//! * `tonic → ours`, against `tonic → tonic`: our server under tonic's client. For bidi this
+//!   is tonic's *iterator-fed* request style (`client.echo(stream::repeat(req)...)`: the
+//!   request stream yields as soon as tonic polls it);
+//! * bidi only, `tonic/chan → tonic` and `tonic/chan → ours`: tonic's *channel-fed* style, the
+//!   one its examples use: `client.echo(ReceiverStream::new(rx)).await` first, and only once
+//!   the call resolved does a task start feeding `tx`. tonic resolves the call when the
+//!   response headers arrive, so a server that sends its headers only with its first message
+//!   makes this call hang; such a row is reported as `hang`, not waited for.
+//!
+//! Every row is bounded: opening the calls, the window and the drain each have a timeout, and
+//! a row that opens nothing or completes nothing inside its window is reported as `hang` (or
+//! `error: …` when a call failed) and the harness goes on with the next row.
 //!
 //! Each server runs in its own process (this binary re-executed with `serve-ours` or
 //! `serve-tonic`, which prints its address and serves until its stdin closes), started afresh
-//! for every row. Where `taskset` exists and there are two cores, the server is pinned to core
-//! 0 and this process (the client) to core 1; each side runs a tokio runtime with one worker.
-//! The rows are interleaved (each round runs ours then tonic for every scenario) and the
-//! summary gives medians over the rounds (`--runs`, default 3) of: calls or messages per
-//! second (completed inside the window / its length), p50 and p99 latency (unary), and the
-//! server process's CPU time per call or message (`utime + stime` from `/proc/<pid>/stat`
-//! over the window), and the client's (this process's, same source). Ratios are ours / tonic within each round, then the median.
+//! for every row, and each row's client gets a fresh runtime. Where `taskset` exists and there
+//! are two cores, the server is pinned to core 0 and this process (the client) to core 1; each
+//! side runs a tokio runtime with one worker. The rows are interleaved (each round runs every
+//! row of every scenario once) and the summary gives medians over the rounds (`--runs`,
+//! default 3) of: calls or messages per second (completed inside the window / its length),
+//! p50 and p99 latency (unary), and the server process's CPU time per call or message
+//! (`utime + stime` from `/proc/<pid>/stat` over the window), and the client's (this
+//! process's, same source). Ratios are taken against the row's reference within each round,
+//! then their median. The table marks the gRPC bars of issue 17 met or not met; `--rows FILE`
+//! also writes it (header and rows, markdown) to FILE, for `benches/run.sh`.
 
 #![forbid(unsafe_code)]
 
 use examples::measure::cpu_time;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use rpc_core::serve::Listener;
 use rpc_transport_grpc::{GrpcClient, GrpcClientConfig, GrpcProtocol};
 use tokio::io::AsyncReadExt;
+use tokio::task::JoinSet;
 
 /// tonic's stubs of `examples/idl/echo.proto`, generated by tonic-prost-build (`build.rs`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -62,21 +84,76 @@ const WARM_UP: Duration = Duration::from_millis(500);
 const DEFAULT_SECS: f64 = 2.0;
 /// Rounds when no `--runs` is given.
 const DEFAULT_RUNS: usize = 3;
+/// How long connecting and opening a row's calls or streams may take before the row is a hang.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the calls in flight at the end of the window may take to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The core the server process is pinned to, and the client's.
 const SERVER_CORE: &str = "0";
 const CLIENT_CORE: &str = "1";
+/// Capacity of the channel feeding a channel-fed tonic bidi call.
+const CHANNEL_CAPACITY: usize = 64;
 
+/// Whose server a row measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
+enum Server {
     Ours,
     Tonic,
 }
 
-impl Side {
+impl Server {
     fn name(self) -> &'static str {
         match self {
-            Side::Ours => "ours",
-            Side::Tonic => "tonic",
+            Server::Ours => "ours",
+            Server::Tonic => "tonic",
+        }
+    }
+}
+
+/// Whose client a row measures, and (tonic, bidi) how its requests are fed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    /// Our generated client over `GrpcClient`.
+    Ours,
+    /// tonic's generated client; bidi requests from an iterator-like stream.
+    Tonic,
+    /// tonic's generated client; bidi requests from a channel fed after the call resolved.
+    TonicChan,
+}
+
+impl Caller {
+    fn name(self) -> &'static str {
+        match self {
+            Caller::Ours => "ours",
+            Caller::Tonic => "tonic",
+            Caller::TonicChan => "tonic/chan",
+        }
+    }
+}
+
+/// One client → server combination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Row {
+    client: Caller,
+    server: Server,
+}
+
+impl Row {
+    const fn new(client: Caller, server: Server) -> Self {
+        Self { client, server }
+    }
+
+    fn label(self) -> String {
+        format!("{} → {}", self.client.name(), self.server.name())
+    }
+
+    /// The row this one's ratios are taken against: tonic's server under the same client
+    /// (ours → ours against tonic → tonic); none for tonic's own rows.
+    fn reference(self) -> Option<Row> {
+        match (self.client, self.server) {
+            (_, Server::Tonic) => None,
+            (Caller::Ours, Server::Ours) => Some(Row::new(Caller::Tonic, Server::Tonic)),
+            (client, Server::Ours) => Some(Row::new(client, Server::Tonic)),
         }
     }
 }
@@ -96,6 +173,20 @@ impl Scenario {
             Scenario::Bidi { streams: 1 } => "bidi 1 stream".into(),
             Scenario::Bidi { streams } => format!("bidi {streams} streams"),
         }
+    }
+
+    /// The rows of this scenario, in the order they run within a round.
+    fn rows(self) -> Vec<Row> {
+        let mut rows = vec![
+            Row::new(Caller::Ours, Server::Ours),
+            Row::new(Caller::Tonic, Server::Tonic),
+            Row::new(Caller::Tonic, Server::Ours),
+        ];
+        if let Scenario::Bidi { .. } = self {
+            rows.push(Row::new(Caller::TonicChan, Server::Tonic));
+            rows.push(Row::new(Caller::TonicChan, Server::Ours));
+        }
+        rows
     }
 }
 
@@ -121,6 +212,9 @@ struct Figures {
     server_cpu: Option<Duration>,
     client_cpu: Option<Duration>,
 }
+
+/// A row's result in one round: its figures, or why there are none (`hang`, `error: …`).
+type Outcome = Result<Figures, String>;
 
 fn one_worker_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -213,11 +307,11 @@ impl tonic_echo::test_service_server::TestService for TonicEcho {
 // ---------------------------------------------------------------------------------------------
 // Servers (child processes).
 
-fn serve(side: Side) {
+fn serve(side: Server) {
     let rt = one_worker_runtime();
     rt.block_on(async {
         match side {
-            Side::Ours => {
+            Server::Ours => {
                 let running = Listener::new(examples::server())
                     .protocol(GrpcProtocol::default())
                     .bind(SocketAddr::from(([127, 0, 0, 1], 0)).into())
@@ -231,7 +325,7 @@ fn serve(side: Side) {
                 until_stdin_closes().await;
                 running.shutdown(Duration::from_millis(100)).await;
             }
-            Side::Tonic => {
+            Server::Tonic => {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .expect("tonic binds 127.0.0.1:0");
@@ -239,17 +333,36 @@ fn serve(side: Side) {
                 println!("{addr}");
                 let incoming =
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let server = tonic::transport::Server::builder()
                     .add_service(tonic_echo::test_service_server::TestServiceServer::new(
                         TonicEcho,
                     ))
-                    .serve_with_incoming_shutdown(incoming, until_stdin_closes());
-                if let Err(e) = server.await {
-                    eprintln!("tonic server: {e}");
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = stopped.await;
+                    });
+                let mut server = std::pin::pin!(server);
+                tokio::select! {
+                    r = &mut server => {
+                        if let Err(e) = r {
+                            eprintln!("tonic server: {e}");
+                        }
+                    }
+                    () = until_stdin_closes() => {
+                        let _ = stop.send(());
+                        // tonic's graceful shutdown waits for every connection; a client
+                        // that hung may never close its own, so the wait is bounded.
+                        let bounded = tokio::time::timeout(Duration::from_secs(2), server);
+                        if let Ok(Err(e)) = bounded.await {
+                            eprintln!("tonic server: {e}");
+                        }
+                    }
                 }
             }
         }
     });
+    // Connections still open belong to a client that is gone; do not wait for them.
+    rt.shutdown_timeout(Duration::from_millis(100));
 }
 
 struct ServerProcess {
@@ -259,7 +372,7 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(side: Side, pinned: bool) -> Self {
+    fn start(side: Server, pinned: bool) -> Self {
         let exe = std::env::current_exe().expect("own executable");
         let mut cmd = if pinned {
             let mut c = Command::new("taskset");
@@ -270,8 +383,8 @@ impl ServerProcess {
         };
         let mut child = cmd
             .arg(match side {
-                Side::Ours => "serve-ours",
-                Side::Tonic => "serve-tonic",
+                Server::Ours => "serve-ours",
+                Server::Tonic => "serve-tonic",
             })
             .env("TOKIO_WORKER_THREADS", "1")
             .stdin(Stdio::piped())
@@ -293,14 +406,24 @@ impl ServerProcess {
         }
     }
 
-    fn cpu(&self) -> Option<Duration> {
-        cpu_time(self.child.id())
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // Closing stdin asks the server to stop; one that has not exited within the bound
+        // (a connection it cannot finish) is killed.
         drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -323,234 +446,417 @@ fn pin_self() -> bool {
 // ---------------------------------------------------------------------------------------------
 // Clients.
 
-/// A unary caller: one call, its latency.
+/// What a row's calling tasks share with the row.
+#[derive(Default)]
+struct Shared {
+    /// Set for the measurement window: completions count while it is set.
+    measuring: AtomicBool,
+    /// Set at the end of the window: the tasks stop.
+    stop: AtomicBool,
+    /// Calls or messages completed inside the window.
+    counted: AtomicU64,
+    /// The first failure a task saw before the stop.
+    error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Counts one completion if the window is open; says whether it was.
+    fn complete(&self) -> bool {
+        let counted = self.measuring.load(Ordering::Relaxed);
+        if counted {
+            self.counted.fetch_add(1, Ordering::Relaxed);
+        }
+        counted
+    }
+
+    /// Records a failure (the first one; failures after the stop are the teardown's).
+    fn fail(&self, what: String) {
+        if self.stopped() {
+            return;
+        }
+        let mut error = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        error.get_or_insert(what);
+    }
+}
+
+/// A unary calling handle.
 #[derive(Clone)]
-enum Caller {
+enum UnaryClient {
     Ours(examples::proto::TestServiceClient),
     Tonic(tonic_echo::test_service_client::TestServiceClient<tonic::transport::Channel>),
 }
 
-impl Caller {
-    async fn call(&mut self, message: &str) {
+impl UnaryClient {
+    async fn call(&mut self, message: &str) -> Result<(), String> {
         match self {
-            Caller::Ours(c) => {
+            UnaryClient::Ours(c) => {
                 let req = examples::proto::Request {
                     message: message.to_owned(),
                     ..Default::default()
                 };
-                c.ping_pong(req).await.expect("our ping_pong failed");
+                c.ping_pong(req)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("our ping_pong: {e:?}"))
             }
-            Caller::Tonic(c) => {
+            UnaryClient::Tonic(c) => {
                 let req = tonic_echo::Request {
                     message: message.to_owned(),
                     ..Default::default()
                 };
-                c.ping_pong(req).await.expect("tonic ping_pong failed");
+                c.ping_pong(req)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("tonic ping_pong: {e}"))
             }
         }
     }
 }
 
-async fn tonic_channel(addr: SocketAddr) -> tonic::transport::Channel {
+async fn tonic_channel(addr: SocketAddr) -> Result<tonic::transport::Channel, String> {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
+        .map_err(|e| format!("endpoint: {e}"))?
         .tcp_nodelay(true)
         .connect()
         .await
-        .expect("tonic connects")
+        .map_err(|e| format!("tonic connects: {e}"))
 }
 
-/// `conns` × `per_conn` callers for `side`.
-async fn callers(side: Side, addr: SocketAddr, conns: usize, per_conn: usize) -> Vec<Caller> {
-    match side {
-        Side::Ours => {
+/// `conns` × `per_conn` unary callers of `caller`'s kind.
+async fn unary_clients(
+    caller: Caller,
+    addr: SocketAddr,
+    conns: usize,
+    per_conn: usize,
+) -> Result<Vec<UnaryClient>, String> {
+    match caller {
+        Caller::Ours => {
             let cfg = GrpcClientConfig::default().connections(conns);
             let client = rpc_core::Client::new(GrpcClient::with_config(addr, cfg));
             let c = examples::proto::TestServiceClient::new(client);
-            vec![Caller::Ours(c); conns * per_conn]
+            Ok(vec![UnaryClient::Ours(c); conns * per_conn])
         }
-        Side::Tonic => {
+        Caller::Tonic | Caller::TonicChan => {
             let mut out = Vec::new();
             for _ in 0..conns {
-                let ch = tonic_channel(addr).await;
+                let ch = tonic_channel(addr).await?;
                 let c = tonic_echo::test_service_client::TestServiceClient::new(ch);
-                out.extend(std::iter::repeat_n(Caller::Tonic(c), per_conn));
+                out.extend(std::iter::repeat_n(UnaryClient::Tonic(c), per_conn));
             }
-            out
+            Ok(out)
         }
     }
 }
 
-/// Runs the unary scenario: warm-up, then the window; latencies of the calls that started in
-/// the window.
-async fn unary(callers: Vec<Caller>, window: Duration, server: &ServerProcess) -> Figures {
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
+/// What the window of a row gave, before it becomes [`Figures`].
+struct Window {
+    ops: u64,
+    elapsed: Duration,
+    server_cpu: Option<Duration>,
+    client_cpu: Option<Duration>,
+}
+
+/// Warm-up, then the measurement window over the tasks `shared` belongs to; stops them.
+async fn measure_window(shared: &Shared, window: Duration, server_pid: u32) -> Window {
+    // The timed windows of a benchmark: sleeping is the measurement here, not a wait.
+    tokio::time::sleep(WARM_UP).await;
+    let own_pid = std::process::id();
+    let cpu0 = (cpu_time(server_pid), cpu_time(own_pid));
+    let t0 = Instant::now();
+    shared.measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(window).await;
+    shared.measuring.store(false, Ordering::Relaxed);
+    let elapsed = t0.elapsed();
+    let cpu1 = (cpu_time(server_pid), cpu_time(own_pid));
+    shared.stop.store(true, Ordering::Relaxed);
+    let delta = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+    Window {
+        ops: shared.counted.load(Ordering::Relaxed),
+        elapsed,
+        server_cpu: delta(cpu0.0, cpu1.0),
+        client_cpu: delta(cpu0.1, cpu1.1),
+    }
+}
+
+/// The row's outcome from its window (and, for unary, the latencies of the counted calls).
+fn outcome(shared: &Shared, w: Window, mut latencies: Vec<Duration>) -> Outcome {
+    if let Some(e) = shared
+        .error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        return Err(format!("error: {e}"));
+    }
+    if w.ops == 0 {
+        return Err("hang".into());
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+    };
+    let per = u32::try_from(w.ops).unwrap_or(u32::MAX);
+    Ok(Figures {
+        per_sec: w.ops as f64 / w.elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        server_cpu: w.server_cpu.map(|d| d / per),
+        client_cpu: w.client_cpu.map(|d| d / per),
+    })
+}
+
+/// Waits (bounded) for the tasks to finish after the stop, collecting what they return; the
+/// ones still running are aborted when the set is dropped.
+async fn drain<T: 'static>(tasks: &mut JoinSet<T>) -> Vec<T> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(v) = r {
+                out.push(v);
+            }
+        }
+    })
+    .await;
+    out
+}
+
+/// The unary scenario: warm-up, then the window; latencies of the calls completed in it.
+async fn unary_row(
+    caller: Caller,
+    addr: SocketAddr,
+    (conns, per_conn): (usize, usize),
+    window: Duration,
+    server_pid: u32,
+) -> Outcome {
+    let clients = match tokio::time::timeout(
+        OPEN_TIMEOUT,
+        unary_clients(caller, addr, conns, per_conn),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(format!("error: {e}")),
+        Err(_) => return Err("hang: connecting".into()),
+    };
+    let shared = Arc::new(Shared::default());
     let message: Arc<str> = "x".repeat(MESSAGE_LEN).into();
-    let mut tasks = Vec::new();
-    for mut caller in callers {
-        let (measuring, stop, message) = (measuring.clone(), stop.clone(), message.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(1 << 16);
-            while !stop.load(Ordering::Relaxed) {
-                let counted = measuring.load(Ordering::Relaxed);
+    let mut tasks = JoinSet::new();
+    for mut client in clients {
+        let (shared, message) = (shared.clone(), message.clone());
+        tasks.spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 14);
+            while !shared.stopped() {
                 let t = Instant::now();
-                caller.call(&message).await;
-                if counted && !stop.load(Ordering::Relaxed) {
-                    lat.push(t.elapsed());
+                match client.call(&message).await {
+                    Ok(()) => {
+                        if shared.complete() {
+                            lat.push(t.elapsed());
+                        }
+                    }
+                    Err(e) => {
+                        shared.fail(e);
+                        break;
+                    }
                 }
             }
             lat
-        }));
+        });
     }
-    tokio::time::sleep(WARM_UP).await;
-    let cpu0 = server.cpu();
-    let own0 = cpu_time(std::process::id());
-    let t0 = Instant::now();
-    measuring.store(true, Ordering::Relaxed);
-    tokio::time::sleep(window).await;
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = t0.elapsed();
-    let cpu1 = server.cpu();
-    let own1 = cpu_time(std::process::id());
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("caller task"));
-    }
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-    };
-    let n = all.len().max(1) as u32;
-    Figures {
-        per_sec: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: pct(0.50),
-        p99: pct(0.99),
-        server_cpu: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a) / n),
-        client_cpu: own0.zip(own1).map(|(a, b)| b.saturating_sub(a) / n),
-    }
+    let w = measure_window(&shared, window, server_pid).await;
+    let latencies = drain(&mut tasks).await.into_iter().flatten().collect();
+    outcome(&shared, w, latencies)
 }
 
-/// Runs the bidi scenario: messages echoed per second on `streams` streams of one connection.
-async fn bidi(
-    side: Side,
+/// Opens `streams` bidi calls of `caller`'s kind and starts their sender and receiver tasks.
+async fn open_bidi(
+    caller: Caller,
     addr: SocketAddr,
     streams: usize,
-    window: Duration,
-    server: &ServerProcess,
-) -> Figures {
-    let received = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    match side {
-        Side::Ours => {
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), String> {
+    let message = "x".repeat(MESSAGE_LEN);
+    match caller {
+        Caller::Ours => {
             let cfg = GrpcClientConfig::default().connections(1);
             let client = examples::proto::TestServiceClient::new(rpc_core::Client::new(
                 GrpcClient::with_config(addr, cfg),
             ));
+            let req = examples::proto::Request {
+                message,
+                ..Default::default()
+            };
             for _ in 0..streams {
-                tasks.extend(our_bidi(&client, &received, &stop).await);
+                let call = client
+                    .echo()
+                    .await
+                    .map_err(|e| format!("our echo opens: {e:?}"))?;
+                let (mut tx, mut rx) = call.into_split();
+                let (s, req) = (shared.clone(), req.clone());
+                tasks.spawn(async move {
+                    while !s.stopped() {
+                        if let Err(e) = tx.send(req.clone()).await {
+                            s.fail(format!("our echo send: {e:?}"));
+                            break;
+                        }
+                    }
+                    let _ = tx.close_send();
+                });
+                let (s, keep) = (shared.clone(), client.clone());
+                tasks.spawn(async move {
+                    let _client = keep;
+                    loop {
+                        match rx.recv().await {
+                            Ok(Some(_)) => {
+                                s.complete();
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                s.fail(format!("our echo recv: {e:?}"));
+                                break;
+                            }
+                        }
+                    }
+                });
             }
         }
-        Side::Tonic => {
+        Caller::Tonic | Caller::TonicChan => {
             let client =
-                tonic_echo::test_service_client::TestServiceClient::new(tonic_channel(addr).await);
+                tonic_echo::test_service_client::TestServiceClient::new(tonic_channel(addr).await?);
+            let req = tonic_echo::Request {
+                message,
+                ..Default::default()
+            };
             for _ in 0..streams {
-                tasks.push(tonic_bidi(client.clone(), &received, &stop).await);
+                let mut c = client.clone();
+                let mut rx = if caller == Caller::Tonic {
+                    // The request stream yields as fast as tonic polls it (its encoder and
+                    // h2's flow control are the backpressure), until the stop flag.
+                    let s = shared.clone();
+                    let requests = futures::stream::repeat(req.clone())
+                        .take_while(move |_| futures::future::ready(!s.stopped()));
+                    c.echo(requests)
+                        .await
+                        .map_err(|e| format!("tonic echo opens: {e}"))?
+                        .into_inner()
+                } else {
+                    // tonic's examples: the call resolves first (on the response headers),
+                    // then a task feeds the channel; the channel closing ends the requests.
+                    let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_CAPACITY);
+                    let responses = c
+                        .echo(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        .await
+                        .map_err(|e| format!("tonic echo opens: {e}"))?
+                        .into_inner();
+                    let (s, req) = (shared.clone(), req.clone());
+                    tasks.spawn(async move {
+                        while !s.stopped() {
+                            if tx.send(req.clone()).await.is_err() {
+                                s.fail("tonic echo: the request channel closed".into());
+                                break;
+                            }
+                        }
+                    });
+                    responses
+                };
+                let s = shared.clone();
+                tasks.spawn(async move {
+                    loop {
+                        match rx.next().await {
+                            Some(Ok(_)) => {
+                                s.complete();
+                            }
+                            None => break,
+                            Some(Err(e)) => {
+                                s.fail(format!("tonic echo recv: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                });
             }
         }
     }
-    tokio::time::sleep(WARM_UP).await;
-    let cpu0 = server.cpu();
-    let own0 = cpu_time(std::process::id());
-    let n0 = received.load(Ordering::Relaxed);
-    let t0 = Instant::now();
-    tokio::time::sleep(window).await;
-    let n = received.load(Ordering::Relaxed) - n0;
-    let elapsed = t0.elapsed();
-    let cpu1 = server.cpu();
-    let own1 = cpu_time(std::process::id());
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
-    let per = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
-    Figures {
-        per_sec: n as f64 / elapsed.as_secs_f64(),
-        p50: None,
-        p99: None,
-        server_cpu: cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a) / per),
-        client_cpu: own0.zip(own1).map(|(a, b)| b.saturating_sub(a) / per),
-    }
+    Ok(())
 }
 
-/// One of our bidi streams: a sender task pushing requests until `stop` and a receiver task
-/// counting responses into `received`.
-async fn our_bidi(
-    client: &examples::proto::TestServiceClient,
-    received: &Arc<AtomicU64>,
-    stop: &Arc<AtomicBool>,
-) -> [tokio::task::JoinHandle<()>; 2] {
-    let message = "x".repeat(MESSAGE_LEN);
-    let (mut tx, mut rx) = client.echo().await.expect("our echo opens").into_split();
-    let stop_tx = stop.clone();
-    let sender = tokio::spawn(async move {
-        let req = examples::proto::Request {
-            message,
-            ..Default::default()
+/// The bidi scenario: messages echoed per second over `streams` streams on one connection.
+async fn bidi_row(
+    caller: Caller,
+    addr: SocketAddr,
+    streams: usize,
+    window: Duration,
+    server_pid: u32,
+) -> Outcome {
+    let shared = Arc::new(Shared::default());
+    let mut tasks = JoinSet::new();
+    match tokio::time::timeout(
+        OPEN_TIMEOUT,
+        open_bidi(caller, addr, streams, &shared, &mut tasks),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("error: {e}")),
+        Err(_) => return Err("hang: the call never resolved".into()),
+    }
+    let w = measure_window(&shared, window, server_pid).await;
+    drain(&mut tasks).await;
+    outcome(&shared, w, Vec::new())
+}
+
+/// One row: a fresh server process, a fresh client runtime, every step bounded.
+fn run_row(scenario: Scenario, row: Row, window: Duration, pinned: bool) -> Outcome {
+    let server = ServerProcess::start(row.server, pinned);
+    let rt = one_worker_runtime();
+    let (addr, pid) = (server.addr, server.pid());
+    let limit = OPEN_TIMEOUT + WARM_UP + window + DRAIN_TIMEOUT + Duration::from_secs(5);
+    let out = rt.block_on(async move {
+        let row = async move {
+            match scenario {
+                Scenario::Unary { conns, per_conn } => {
+                    unary_row(row.client, addr, (conns, per_conn), window, pid).await
+                }
+                Scenario::Bidi { streams } => {
+                    bidi_row(row.client, addr, streams, window, pid).await
+                }
+            }
         };
-        while !stop_tx.load(Ordering::Relaxed) {
-            if tx.send(req.clone()).await.is_err() {
-                break;
-            }
-        }
-        let _ = tx.close_send();
+        tokio::time::timeout(limit, row)
+            .await
+            .unwrap_or_else(|_| Err("hang: the row did not finish".into()))
     });
-    let count = received.clone();
-    let receiver = tokio::spawn(async move {
-        while let Ok(Some(_)) = rx.recv().await {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
-    });
-    [sender, receiver]
-}
-
-/// One tonic bidi stream: requests yielded as fast as tonic polls them until `stop`, and a
-/// receiver task counting responses into `received`.
-async fn tonic_bidi(
-    mut client: tonic_echo::test_service_client::TestServiceClient<tonic::transport::Channel>,
-    received: &Arc<AtomicU64>,
-    stop: &Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    let req = tonic_echo::Request {
-        message: "x".repeat(MESSAGE_LEN),
-        ..Default::default()
-    };
-    let stop_tx = stop.clone();
-    // The request stream yields as fast as tonic polls it (its encoder and h2's flow
-    // control are the backpressure), until the stop flag.
-    let requests = futures::stream::repeat(req)
-        .take_while(move |_| futures::future::ready(!stop_tx.load(Ordering::Relaxed)));
-    let mut rx = client
-        .echo(requests)
-        .await
-        .expect("tonic echo opens")
-        .into_inner();
-    let count = received.clone();
-    tokio::spawn(async move {
-        while let Some(Ok(_)) = rx.next().await {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
-    })
+    rt.shutdown_timeout(Duration::from_millis(100));
+    drop(server);
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
 // The run.
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The header of the table (the same in `interop-tests`' `volo_bench`, so that
+/// `benches/run.sh` prints one table of both).
+const TABLE_HEADER: &str = "| suite | scenario | client → server | ops/s | p50 µs | p99 µs | srv CPU µs/op | reference | ops/s × ref | srv CPU × ref | bar (issue 17) | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+/// The median of some values (the mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 fn us(d: Option<Duration>) -> Option<f64> {
@@ -562,7 +868,155 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
         .map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
-fn bench(window: Duration, runs: usize) {
+/// One figure of a row's figures.
+type Pick = fn(&Figures) -> Option<f64>;
+const PER_SEC: Pick = |f| Some(f.per_sec);
+const P50: Pick = |f| us(f.p50);
+const P99: Pick = |f| us(f.p99);
+const SERVER_CPU: Pick = |f| us(f.server_cpu);
+
+/// The median of a figure over the rounds that measured it.
+fn med(v: &[Outcome], pick: Pick) -> Option<f64> {
+    median(v.iter().flatten().filter_map(pick).collect())
+}
+
+/// The median over the rounds of the per-round ratio `a / b` of a figure (rounds where both
+/// rows measured it).
+fn ratio(a: &[Outcome], b: &[Outcome], pick: Pick) -> Option<f64> {
+    median(
+        a.iter()
+            .zip(b)
+            .filter_map(|(x, y)| Some(pick(x.as_ref().ok()?)? / pick(y.as_ref().ok()?)?))
+            .collect(),
+    )
+}
+
+/// A ratio as a table cell: `0.78×`, or `-` where it could not be taken.
+fn times(r: Option<f64>) -> String {
+    match r.filter(|r| r.is_finite()) {
+        Some(r) => format!("{r:.2}×"),
+        None => "-".into(),
+    }
+}
+
+/// A failure as a table cell: one line, no `|`, short.
+fn cell(s: &str) -> String {
+    let s: String = s.replace('|', "/").replace('\n', " ");
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// The ops/s cell: the median, or the failure of the rounds that had no figures.
+fn ops_cell(v: &[Outcome]) -> String {
+    let failed: Vec<&String> = v.iter().filter_map(|o| o.as_ref().err()).collect();
+    match (med(v, PER_SEC), failed.first()) {
+        (Some(m), None) => format!("{m:.0}"),
+        (Some(m), Some(e)) => format!("{m:.0} ({} in {}/{})", cell(e), failed.len(), v.len()),
+        (None, Some(e)) => cell(e),
+        (None, None) => "-".into(),
+    }
+}
+
+/// Whether a row met its bar: every check (`None` where a ratio could not be taken).
+fn verdict(v: &[Outcome], checks: &[Option<bool>]) -> String {
+    let failed = v.iter().filter(|o| o.is_err()).count();
+    if !v.is_empty() && failed == v.len() {
+        let why = v.iter().find_map(|o| o.as_ref().err()).map_or("", |e| e);
+        return format!("**not met** ({})", cell(why));
+    }
+    let base = if checks.iter().any(Option::is_none) {
+        "not measured"
+    } else if checks.iter().all(|c| *c == Some(true)) {
+        "met"
+    } else {
+        "**not met**"
+    };
+    if failed > 0 {
+        format!("{base} ({failed}/{} rounds failed)", v.len())
+    } else {
+        base.into()
+    }
+}
+
+/// The bar of issue 17 a row is held to, with its measured ratios, and the verdict.
+fn bar(
+    scenario: Scenario,
+    row: Row,
+    v: &[Outcome],
+    ops: Option<f64>,
+    cpu: Option<f64>,
+) -> (String, String) {
+    let at_most = |r: Option<f64>, bar: f64| r.map(|r| r <= bar);
+    match (scenario, row.client, row.server) {
+        (Scenario::Unary { .. }, Caller::Tonic, Server::Ours) => (
+            format!(
+                "srv CPU/call ≤ 0.5× tonic's, under tonic's client: {}",
+                times(cpu)
+            ),
+            verdict(v, &[at_most(cpu, 0.5)]),
+        ),
+        (Scenario::Bidi { .. }, Caller::Tonic | Caller::TonicChan, Server::Ours) => (
+            format!(
+                "srv CPU/msg ≤ 0.6× tonic's, under tonic's client: {}",
+                times(cpu)
+            ),
+            verdict(v, &[at_most(cpu, 0.6)]),
+        ),
+        (Scenario::Bidi { .. }, Caller::Ours, Server::Ours) => (
+            format!(
+                "msgs/s ≥ 1.5× tonic→tonic at srv CPU/msg ≤ 0.7×: {}, {}",
+                times(ops),
+                times(cpu)
+            ),
+            verdict(v, &[ops.map(|r| r >= 1.5), at_most(cpu, 0.7)]),
+        ),
+        _ => (String::new(), String::new()),
+    }
+}
+
+/// The table (header and rows, markdown).
+fn table(results: &[(Scenario, Row, Vec<Outcome>)]) -> String {
+    let mut out = String::from(TABLE_HEADER);
+    let runs_of = |s: Scenario, r: Row| {
+        results
+            .iter()
+            .find(|(s2, r2, _)| *s2 == s && *r2 == r)
+            .map(|(_, _, v)| v.as_slice())
+    };
+    for (scenario, row, v) in results {
+        if v.is_empty() {
+            continue;
+        }
+        let reference = row
+            .reference()
+            .and_then(|r| Some((r, runs_of(*scenario, r)?)));
+        let (ops, cpu) = match reference {
+            Some((_, b)) => (ratio(v, b, PER_SEC), ratio(v, b, SERVER_CPU)),
+            None => (None, None),
+        };
+        let (bar, verdict) = bar(*scenario, *row, v, ops, cpu);
+        out.push_str(&format!(
+            "\n| gRPC | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            scenario.name(),
+            row.label(),
+            ops_cell(v),
+            fmt(med(v, P50), 0),
+            fmt(med(v, P99), 0),
+            fmt(med(v, SERVER_CPU), 2),
+            reference.map_or("-".into(), |(r, _)| r.label()),
+            times(ops),
+            times(cpu),
+            bar,
+            verdict,
+        ));
+    }
+    out
+}
+
+fn bench(window: Duration, runs: usize, rows_file: Option<PathBuf>) {
     let pinned = Command::new("taskset")
         .arg("-V")
         .stdout(Stdio::null())
@@ -584,109 +1038,66 @@ fn bench(window: Duration, runs: usize) {
         println!("load average before: {}", load.trim());
     }
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    let rt = one_worker_runtime();
-    // results[scenario][side] = figures per round.
-    let mut results = vec![[Vec::new(), Vec::new()]; SCENARIOS.len()];
+    let mut results: Vec<(Scenario, Row, Vec<Outcome>)> = SCENARIOS
+        .iter()
+        .filter(|s| s.name().contains(only.as_str()))
+        .flat_map(|s| s.rows().into_iter().map(|r| (*s, r, Vec::new())))
+        .collect();
     for round in 0..runs {
-        for (si, scenario) in SCENARIOS.iter().enumerate() {
-            if !scenario.name().contains(only.as_str()) {
-                continue;
-            }
-            for (k, side) in [Side::Ours, Side::Tonic].into_iter().enumerate() {
-                let server = ServerProcess::start(side, pinned);
-                let f = rt.block_on(async {
-                    match *scenario {
-                        Scenario::Unary { conns, per_conn } => {
-                            let c = callers(side, server.addr, conns, per_conn).await;
-                            unary(c, window, &server).await
-                        }
-                        Scenario::Bidi { streams } => {
-                            bidi(side, server.addr, streams, window, &server).await
-                        }
-                    }
-                });
-                println!(
-                    "round {} {:<14} {:<5} {:>10.0}/s p50 {:>7} µs p99 {:>7} µs server {:>6} µs/op client {:>6} µs/op",
+        for (scenario, row, outcomes) in results.iter_mut() {
+            let o = run_row(*scenario, *row, window, pinned);
+            match &o {
+                Ok(f) => println!(
+                    "round {} {:<15} {:<18} {:>10.0}/s p50 {:>7} µs p99 {:>7} µs server {:>6} µs/op client {:>6} µs/op",
                     round + 1,
                     scenario.name(),
-                    side.name(),
+                    row.label(),
                     f.per_sec,
                     fmt(us(f.p50), 0),
                     fmt(us(f.p99), 0),
                     fmt(us(f.server_cpu), 2),
                     fmt(us(f.client_cpu), 2),
-                );
-                results[si][k].push(f);
-                drop(server);
+                ),
+                Err(e) => println!(
+                    "round {} {:<15} {:<18} {e}",
+                    round + 1,
+                    scenario.name(),
+                    row.label()
+                ),
             }
-        }
-    }
-
-    println!();
-    println!("| scenario | side | ops/s | p50 µs | p99 µs | server CPU µs/op | client CPU µs/op | ops/s ratio | p99 ratio | server CPU ratio |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (si, scenario) in SCENARIOS.iter().enumerate() {
-        let [ours, tonic] = &results[si];
-        if ours.is_empty() {
-            continue;
-        }
-        let med = |v: &[Figures], f: &dyn Fn(&Figures) -> Option<f64>| {
-            let xs: Vec<f64> = v.iter().filter_map(f).collect();
-            (!xs.is_empty()).then(|| median(xs))
-        };
-        // Ratios within each round (rows that ran next to each other), then the median.
-        let ratio = |f: &dyn Fn(&Figures) -> Option<f64>| {
-            let xs: Vec<f64> = ours
-                .iter()
-                .zip(tonic)
-                .filter_map(|(o, t)| Some(f(o)? / f(t)?))
-                .collect();
-            (!xs.is_empty()).then(|| median(xs))
-        };
-        let per_sec = |f: &Figures| Some(f.per_sec);
-        let p50 = |f: &Figures| us(f.p50);
-        let p99 = |f: &Figures| us(f.p99);
-        let cpu = |f: &Figures| us(f.server_cpu);
-        let client_cpu = |f: &Figures| us(f.client_cpu);
-        for (side, v) in [("ours", ours), ("tonic", tonic)] {
-            let ratios = if side == "ours" {
-                format!(
-                    "{}× | {}× | {}×",
-                    fmt(ratio(&per_sec), 2),
-                    fmt(ratio(&p99), 2),
-                    fmt(ratio(&cpu), 2)
-                )
-            } else {
-                "| |".into()
-            };
-            println!(
-                "| {} | {side} | {} | {} | {} | {} | {} | {ratios} |",
-                scenario.name(),
-                fmt(med(v, &per_sec), 0),
-                fmt(med(v, &p50), 0),
-                fmt(med(v, &p99), 0),
-                fmt(med(v, &cpu), 2),
-                fmt(med(v, &client_cpu), 2),
-            );
+            outcomes.push(o);
         }
     }
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
         println!("load average after: {}", load.trim());
     }
+    println!();
+    println!(
+        "medians over {runs} rounds; ratios: median of the per-round ratios to the reference row"
+    );
+    let table = table(&results);
+    println!("{table}");
+    if let Some(path) = rows_file {
+        if let Err(e) = std::fs::write(&path, format!("{table}\n")) {
+            eprintln!("grpc_vs_tonic: writing {}: {e}", path.display());
+        }
+    }
 }
 
 fn usage() -> ! {
-    panic!("usage: grpc_vs_tonic [SECONDS] [--runs N]")
+    eprintln!("usage: grpc_vs_tonic [SECONDS] [--runs N] [--rows FILE]");
+    std::process::exit(2)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("serve-ours") => serve(Side::Ours),
-        Some("serve-tonic") => serve(Side::Tonic),
+        Some("serve-ours") => serve(Server::Ours),
+        Some("serve-tonic") => serve(Server::Tonic),
         _ => {
             let mut secs = DEFAULT_SECS;
             let mut runs = DEFAULT_RUNS;
+            let mut rows_file = None;
             let mut it = args.iter().skip(1);
             while let Some(a) = it.next() {
                 match a.as_str() {
@@ -697,6 +1108,9 @@ fn main() {
                             .filter(|n| *n > 0)
                             .unwrap_or_else(|| usage())
                     }
+                    "--rows" => {
+                        rows_file = Some(PathBuf::from(it.next().unwrap_or_else(|| usage())))
+                    }
                     s => {
                         secs = s
                             .parse()
@@ -706,7 +1120,7 @@ fn main() {
                     }
                 }
             }
-            bench(Duration::from_secs_f64(secs), runs);
+            bench(Duration::from_secs_f64(secs), runs, rows_file);
         }
     }
 }

@@ -1,23 +1,31 @@
-//! `cargo run --release -p interop-tests --bin volo_bench [-- SECONDS] [--runs N] [--base EXE]`
+//! `cargo run --release -p interop-tests --bin volo_bench [-- SECONDS] [--runs N] [--base EXE]
+//! [--rows FILE]` (`BENCH_ONLY=text` runs only the scenarios whose name contains `text`)
 //!
-//! Our TTHeader pingpong side by side with volo-thrift 0.12.7 and a raw TCP echo, in one run,
-//! reported as ratios.
+//! Our TTHeader side by side with volo-thrift 0.12.7 and a raw TCP echo (the floor), in one
+//! run, reported as ratios.
 //!
-//! Every row: loopback TCP, TTHeader + Framed binary payloads, the echo `PingPong` with a
-//! 100-character `message`, 64 calls in flight on one connection, 0.5 s of warm-up then a fixed
-//! measurement window (SECONDS, default 3). The rows, client → server:
+//! Every row: loopback TCP, the echo service with a 100-character `message`, 0.5 s of warm-up
+//! then a fixed measurement window (SECONDS, default 3). The scenarios:
 //!
-//! * volo → volo, volo → ours (and volo → base): volo's multiplex client (calls pipelined on
-//!   one connection, one write syscall per call, replies matched by seqid) drives each server;
-//!   the server's CPU and syscalls per call are the figures to compare;
-//! * ours → ours (and ours → base): `TtHeaderClient` (one connection, `UnaryMode::Mux`,
-//!   `Framing::Framed`) under the generated `TestServiceClient`, against `examples::server()`
-//!   served by `rpc_core::serve::Listener`;
-//! * raw → raw, the floor: a length-prefixed (u32 big-endian) echo of 100-byte payloads over
-//!   plain tokio TCP, 64 in flight on one connection. The client keeps 64 requests
-//!   outstanding and answers every read with one write of the requests that replace the
-//!   replies it got; the server echoes everything one read gave with one write. Both ends
-//!   batch, as ours do; no framework can beat it.
+//! * **unary 4x16** (4 connections × 16 calls in flight on each) and **unary 1x64**: TTHeader +
+//!   Framed binary `PingPong`, client → server:
+//!   * volo → volo, volo → ours (and volo → base): volo's multiplex client (calls pipelined on
+//!     one connection per client, one write syscall per call, replies matched by seqid; one
+//!     client per connection) drives each server; the server's CPU and syscalls per call are
+//!     the figures to compare;
+//!   * ours → ours (and ours → base): `TtHeaderClient` (`pool_size(1)`, `UnaryMode::Mux`,
+//!     `Framing::Framed`, one client per connection) under the generated `TestServiceClient`,
+//!     against `examples::server()` served by `rpc_core::serve::Listener`;
+//!   * raw → raw, the floor: a length-prefixed (u32 big-endian) echo of 100-byte payloads over
+//!     plain tokio TCP, the same connections × in flight. The client keeps its requests
+//!     outstanding and answers every read with one write of the requests that replace the
+//!     replies it got; the server echoes everything one read gave with one write. Both ends
+//!     batch, as ours do; no framework can beat it.
+//! * **ttstream pingpong 4x16** and **1x64**: ours → ours, the protobuf `PingPong` over TTHeader
+//!   Streaming (a stream per call; volo has no TTHeader Streaming, the floor is the reference);
+//! * **ttstream bidi 1 stream** and **16 streams**: ours → ours, the thrift `Echo` over TTHeader
+//!   Streaming on one connection, per stream a sender task pushing as fast as the stream takes
+//!   and a receiver counting: messages echoed per second, against the 4x16 floor.
 //!
 //! `--base EXE` adds the server of another build of this binary (run as `EXE serve-ours`; e.g.
 //! the same file built from the commit before a change) so before and after are measured in
@@ -25,23 +33,29 @@
 //!
 //! Each server runs in its own process (this binary re-executed with `serve-volo`,
 //! `serve-ours` or `serve-raw`, which prints its address and serves until its stdin closes),
-//! started afresh for every row, so client and server never share runtime threads. When
-//! `taskset` exists and there are two cores or more, the server process is pinned to core 0
-//! and this process (the client) to core 1; each side runs a tokio runtime with one worker
-//! (`TOKIO_WORKER_THREADS=1` is set for the server process, for builds that use the default).
-//! The rows are interleaved: every round runs each row once, in the order above, and `--runs`
-//! rounds (default 3) are made; the summary gives medians, and ratios are taken within each
-//! round (rows that ran next to each other) before their median is taken.
+//! started afresh for every row, so client and server never share runtime threads; each row's
+//! client gets a fresh runtime. When `taskset` exists and there are two cores or more, the
+//! server process is pinned to core 0 and this process (the client) to core 1; each side runs
+//! a tokio runtime with one worker (`TOKIO_WORKER_THREADS=1` is set for the server process,
+//! for builds that use the default). The rows are interleaved: every round runs each row once,
+//! in the order above, and `--runs` rounds (default 3) are made; the summary gives medians, and
+//! ratios are taken within each round (rows that ran next to each other) before their median is
+//! taken. Every row is bounded (opening, window and drain each have a timeout): a row that
+//! completes nothing in its window is reported as `hang`, one whose calls fail as `error: …`.
 //!
-//! Per row: calls/s (calls completed inside the window over its length), p50 and p99 latency of
-//! those calls, the CPU time the client and the server process spent per call in the window
-//! (`utime + stime` from `/proc/<pid>/stat`, 10 ms ticks: ±0.3% over 3 s at full load), and
-//! the server's **syscalls per call**: `perf stat -e raw_syscalls:sys_enter -p <server pid>`
-//! over the window (an in-kernel tracepoint counter: exact, and without the slowdown
-//! `strace -c`'s ptrace stops would cause, which would change the batching being measured),
-//! with the mix of the common ones (`r` read/readv/recvfrom, `w` write/writev/sendto, `ep`
-//! epoll_wait/epoll_pwait, `fx` futex, `y` sched_yield). `-` where `/proc` or `perf` is not
-//! available.
+//! Per row: calls/s (calls or messages completed inside the window over its length), p50 and
+//! p99 latency of those calls, the CPU time the client and the server process spent per call in
+//! the window (`utime + stime` from `/proc/<pid>/stat`, 10 ms ticks: ±0.3% over 3 s at full
+//! load), and the server's **syscalls per call**: `perf stat -e raw_syscalls:sys_enter -p
+//! <server pid>` over the window (an in-kernel tracepoint counter: exact, and without the
+//! slowdown `strace -c`'s ptrace stops would cause, which would change the batching being
+//! measured), with the mix of the common ones (`r` read/readv/recvfrom, `w`
+//! write/writev/sendto, `ep` epoll_wait/epoll_pwait, `fx` futex, `y` sched_yield). `-` where
+//! `/proc` or `perf` is not available.
+//!
+//! The summary ends with a markdown table: every row as a ratio to the raw floor (calls/s and
+//! server CPU per call), with the TTHeader bars of issue 17 marked met or not met; `--rows
+//! FILE` also writes it (header and rows) to FILE, for `benches/run.sh`.
 
 #![forbid(unsafe_code)]
 
@@ -51,8 +65,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -62,11 +76,8 @@ use interop_tests::volo_peer::{self, VoloServer};
 use rpc_core::serve::Listener;
 use rpc_transport_ttheader::{Framing, TtHeaderClient, TtHeaderProtocol, UnaryMode};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use volo_thrift::MaybeException;
-
-/// Calls in flight at once (one task each, all on the client's one connection).
-const IN_FLIGHT: usize = 64;
 
 /// Length of the `message` of every request (and so of every reply's `message`); also the raw
 /// echo's payload.
@@ -80,6 +91,12 @@ const DEFAULT_SECS: f64 = 3.0;
 
 /// Rounds of all rows when no `--runs` is given.
 const DEFAULT_RUNS: usize = 3;
+
+/// How long opening a row's streams may take before the row is a hang.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the calls in flight at the end of the window may take to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The core the server process is pinned to, and the client's.
 const SERVER_CORE: &str = "0";
@@ -135,6 +152,86 @@ impl Combo {
     }
 }
 
+/// What a row's client does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Work {
+    /// Pingpong calls, `conns` connections with `per_conn` calls in flight on each: unary
+    /// TTHeader (ours, volo), or the raw echo.
+    Unary { conns: usize, per_conn: usize },
+    /// Pingpong calls over TTHeader Streaming (ours, protobuf), one stream per call.
+    StreamPingpong { conns: usize, per_conn: usize },
+    /// Bidi streams over TTHeader Streaming on one connection (ours, thrift), pipelined.
+    StreamBidi { streams: usize },
+}
+
+impl Work {
+    fn name(self) -> String {
+        match self {
+            Work::Unary { conns, per_conn } => format!("unary {conns}x{per_conn}"),
+            Work::StreamPingpong { conns, per_conn } => {
+                format!("ttstream pingpong {conns}x{per_conn}")
+            }
+            Work::StreamBidi { streams: 1 } => "ttstream bidi 1 stream".into(),
+            Work::StreamBidi { streams } => format!("ttstream bidi {streams} streams"),
+        }
+    }
+
+    /// The floor's row this row's ratios are taken against: the raw echo with the same
+    /// connections × in flight (bidi: 4x16, the issue's configuration).
+    fn floor(self) -> Row {
+        let (conns, per_conn) = match self {
+            Work::Unary { conns, per_conn } | Work::StreamPingpong { conns, per_conn } => {
+                (conns, per_conn)
+            }
+            Work::StreamBidi { .. } => (4, 16),
+        };
+        Row {
+            work: Work::Unary { conns, per_conn },
+            combo: Combo::new(Side::Raw, Side::Raw),
+        }
+    }
+}
+
+/// One row of the run: a workload between a client and a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Row {
+    work: Work,
+    combo: Combo,
+}
+
+/// The connection shapes of the pingpong scenarios: the issue's 4×16, and 1×64.
+const SHAPES: [(usize, usize); 2] = [(4, 16), (1, 64)];
+
+/// Every row of a round, in the order they run (peers' and ours alternate where both exist).
+fn rows(has_base: bool) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (conns, per_conn) in SHAPES {
+        let unary = Work::Unary { conns, per_conn };
+        let mut combos = vec![
+            Combo::new(Side::Volo, Side::Volo),
+            Combo::new(Side::Volo, Side::Ours),
+            Combo::new(Side::Raw, Side::Raw),
+            Combo::new(Side::Ours, Side::Ours),
+        ];
+        if has_base {
+            combos.push(Combo::new(Side::Volo, Side::Base));
+            combos.push(Combo::new(Side::Ours, Side::Base));
+        }
+        rows.extend(combos.into_iter().map(|combo| Row { work: unary, combo }));
+        rows.push(Row {
+            work: Work::StreamPingpong { conns, per_conn },
+            combo: Combo::new(Side::Ours, Side::Ours),
+        });
+    }
+    for streams in [1, 16] {
+        rows.push(Row {
+            work: Work::StreamBidi { streams },
+            combo: Combo::new(Side::Ours, Side::Ours),
+        });
+    }
+    rows
+}
+
 /// How the processes are placed.
 #[derive(Clone, Debug)]
 struct Setup {
@@ -150,8 +247,9 @@ struct Setup {
 #[derive(Clone, Debug, Default)]
 struct Figures {
     calls_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
+    /// Latency percentiles of the calls (none for bidi messages).
+    p50: Option<Duration>,
+    p99: Option<Duration>,
     /// Client process CPU time per call in the window.
     client_cpu: Option<Duration>,
     /// Server process CPU time per call in the window.
@@ -161,6 +259,9 @@ struct Figures {
     /// The mix of the common syscalls per call (see the module docs).
     mix: Option<String>,
 }
+
+/// A row's result in one round: its figures, or why there are none (`hang`, `error: …`).
+type Outcome = Result<Figures, String>;
 
 // ---------------------------------------------------------------------------------------------
 // Servers (child processes).
@@ -309,7 +410,17 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // Closing stdin asks the server to stop; one that has not exited within the bound
+        // (a connection it cannot finish) is killed.
         drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -405,13 +516,70 @@ fn pin_self() -> bool {
 // ---------------------------------------------------------------------------------------------
 // Clients.
 
-/// One pingpong call, checked, as a benchmark client makes it.
-trait Caller: Clone + Send + Sync + 'static {
-    /// Makes one call and checks the reply; panics on any failure.
-    fn call(&self) -> impl Future<Output = ()> + Send;
+/// Phases of a measurement, shared with the calling tasks.
+const PHASE_WARM_UP: u8 = 0;
+const PHASE_MEASURE: u8 = 1;
+const PHASE_STOP: u8 = 2;
+
+/// What a row's calling tasks share with the row.
+struct Shared {
+    /// [`PHASE_WARM_UP`], [`PHASE_MEASURE`] or [`PHASE_STOP`].
+    phase: AtomicU8,
+    /// Calls or messages completed inside the window.
+    counted: AtomicU64,
+    /// The first failure a task saw before the stop.
+    error: Mutex<Option<String>>,
 }
 
-/// Our generated client over `TtHeaderClient`.
+impl Shared {
+    fn new() -> Self {
+        Self {
+            phase: AtomicU8::new(PHASE_WARM_UP),
+            counted: AtomicU64::new(0),
+            error: Mutex::new(None),
+        }
+    }
+
+    fn phase(&self) -> u8 {
+        self.phase.load(Ordering::Relaxed)
+    }
+
+    /// Counts one completion if the window is open; says whether it was.
+    fn complete(&self) -> bool {
+        let counted = self.phase() == PHASE_MEASURE;
+        if counted {
+            self.counted.fetch_add(1, Ordering::Relaxed);
+        }
+        counted
+    }
+
+    /// Records a failure (the first one; failures after the stop are the teardown's).
+    fn fail(&self, what: String) {
+        if self.phase() == PHASE_STOP {
+            return;
+        }
+        let mut error = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        error.get_or_insert(what);
+    }
+}
+
+/// One pingpong call, checked, as a benchmark client makes it.
+trait Caller: Clone + Send + Sync + 'static {
+    /// Makes one call and checks the reply.
+    fn call(&self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// A `TtHeaderClient` with one connection, as the benchmark's clients use it.
+fn our_transport(addr: SocketAddr) -> rpc_core::Client {
+    let transport = TtHeaderClient::builder(addr)
+        .pool_size(1)
+        .unary_mode(UnaryMode::Mux)
+        .unary_framing(Framing::Framed)
+        .build();
+    rpc_core::Client::new(transport)
+}
+
+/// Our generated client over `TtHeaderClient`: thrift, unary TTHeader.
 #[derive(Clone)]
 struct OurCaller {
     client: ours::TestServiceClient,
@@ -420,13 +588,8 @@ struct OurCaller {
 
 impl OurCaller {
     fn new(addr: SocketAddr) -> Self {
-        let transport = TtHeaderClient::builder(addr)
-            .pool_size(1)
-            .unary_mode(UnaryMode::Mux)
-            .unary_framing(Framing::Framed)
-            .build();
         Self {
-            client: ours::TestServiceClient::new(rpc_core::Client::new(transport)),
+            client: ours::TestServiceClient::new(our_transport(addr)),
             req: ours::Request {
                 message: "x".repeat(MESSAGE_LEN),
                 ..Default::default()
@@ -436,10 +599,40 @@ impl OurCaller {
 }
 
 impl Caller for OurCaller {
-    async fn call(&self) {
+    async fn call(&self) -> Result<(), String> {
         match self.client.ping_pong(self.req.clone()).await {
-            Ok(resp) => assert_eq!(resp.message.len(), MESSAGE_LEN, "echoed message"),
-            Err(e) => panic!("our client: PingPong failed: {e:?}"),
+            Ok(resp) if resp.message.len() == MESSAGE_LEN => Ok(()),
+            Ok(resp) => Err(format!("echoed {} bytes", resp.message.len())),
+            Err(e) => Err(format!("our PingPong: {e:?}")),
+        }
+    }
+}
+
+/// Our generated client over `TtHeaderClient`: protobuf, so TTHeader Streaming.
+#[derive(Clone)]
+struct OurStreamCaller {
+    client: examples::proto::TestServiceClient,
+    req: examples::proto::Request,
+}
+
+impl OurStreamCaller {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            client: examples::proto::TestServiceClient::new(our_transport(addr)),
+            req: examples::proto::Request {
+                message: "x".repeat(MESSAGE_LEN),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl Caller for OurStreamCaller {
+    async fn call(&self) -> Result<(), String> {
+        match self.client.ping_pong(self.req.clone()).await {
+            Ok(resp) if resp.message.len() == MESSAGE_LEN => Ok(()),
+            Ok(resp) => Err(format!("echoed {} bytes", resp.message.len())),
+            Err(e) => Err(format!("our ttstream PingPong: {e:?}")),
         }
     }
 }
@@ -464,108 +657,188 @@ impl VoloCaller {
 }
 
 impl Caller for VoloCaller {
-    async fn call(&self) {
+    async fn call(&self) -> Result<(), String> {
         match self.client.ping_pong(self.req.clone()).await {
-            Ok(MaybeException::Ok(resp)) => {
-                assert_eq!(resp.message.len(), MESSAGE_LEN, "echoed message")
-            }
-            Ok(MaybeException::Exception(e)) => panic!("volo client: PingPong exception {e:?}"),
-            Err(e) => panic!("volo client: PingPong failed: {e}"),
+            Ok(MaybeException::Ok(resp)) if resp.message.len() == MESSAGE_LEN => Ok(()),
+            Ok(MaybeException::Ok(resp)) => Err(format!("echoed {} bytes", resp.message.len())),
+            Ok(MaybeException::Exception(e)) => Err(format!("volo PingPong exception {e:?}")),
+            Err(e) => Err(format!("volo PingPong: {e}")),
         }
     }
 }
 
-/// Phases of a measurement, shared with the calling tasks.
-const PHASE_WARM_UP: u8 = 0;
-const PHASE_MEASURE: u8 = 1;
-const PHASE_STOP: u8 = 2;
-
-/// `IN_FLIGHT` tasks calling `caller` in a loop until the phase says stop; each returns the
-/// latencies of the calls that completed inside the window.
-fn spawn_callers<C: Caller>(caller: C, phase: &Arc<AtomicU8>) -> Vec<JoinHandle<Vec<Duration>>> {
-    (0..IN_FLIGHT)
-        .map(|_| {
+/// `conns` clients made by `make` (one connection each) with `per_conn` tasks calling each in a
+/// loop until the stop; each task returns the latencies of the calls completed in the window.
+fn spawn_callers<C: Caller>(
+    make: impl Fn() -> C,
+    (conns, per_conn): (usize, usize),
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<Vec<Duration>>,
+) {
+    for _ in 0..conns {
+        let caller = make();
+        for _ in 0..per_conn {
             let caller = caller.clone();
-            let phase = phase.clone();
-            tokio::spawn(async move {
+            let shared = shared.clone();
+            tasks.spawn(async move {
                 let mut latencies = Vec::with_capacity(1 << 14);
-                loop {
+                while shared.phase() != PHASE_STOP {
                     let start = Instant::now();
-                    caller.call().await;
+                    if let Err(e) = caller.call().await {
+                        shared.fail(e);
+                        break;
+                    }
                     let latency = start.elapsed();
                     // A call counts if it completed inside the window.
-                    match phase.load(Ordering::Relaxed) {
-                        PHASE_WARM_UP => {}
-                        PHASE_MEASURE => latencies.push(latency),
-                        _ => break latencies,
+                    if shared.complete() {
+                        latencies.push(latency);
                     }
                 }
-            })
-        })
-        .collect()
+                latencies
+            });
+        }
+    }
 }
 
-/// The raw floor's client: one connection, `IN_FLIGHT` length-prefixed requests outstanding;
-/// every read's replies are answered with one write of as many new requests.
-fn spawn_raw(addr: SocketAddr, phase: &Arc<AtomicU8>) -> Vec<JoinHandle<Vec<Duration>>> {
-    let phase = phase.clone();
-    vec![tokio::spawn(async move {
-        let sock = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connect to the raw echo");
-        sock.set_nodelay(true).expect("TCP_NODELAY");
-        let (mut rd, mut wr) = sock.into_split();
-        let mut frame = Vec::with_capacity(4 + MESSAGE_LEN);
-        frame.put_u32(MESSAGE_LEN as u32);
-        frame.extend(std::iter::repeat_n(b'x', MESSAGE_LEN));
-        let mut sent = std::collections::VecDeque::with_capacity(IN_FLIGHT);
-        let mut out = BytesMut::with_capacity(IN_FLIGHT * frame.len());
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let mut latencies = Vec::with_capacity(1 << 16);
-        let mut fresh = IN_FLIGHT;
-        loop {
-            let now = Instant::now();
-            for _ in 0..fresh {
-                out.extend_from_slice(&frame);
-                sent.push_back(now);
+/// The raw floor's client: `conns` connections, `per_conn` length-prefixed requests
+/// outstanding on each; every read's replies are answered with one write of as many new
+/// requests.
+fn spawn_raw(
+    addr: SocketAddr,
+    (conns, per_conn): (usize, usize),
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<Vec<Duration>>,
+) {
+    for _ in 0..conns {
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 16);
+            if let Err(e) = raw_client(addr, per_conn, &shared, &mut latencies).await {
+                shared.fail(format!("raw echo: {e}"));
             }
-            wr.write_all(&out).await.expect("raw write");
-            out.clear();
-            fresh = 0;
-            while fresh == 0 {
-                if rd.read_buf(&mut buf).await.expect("raw read") == 0 {
-                    panic!("the raw echo closed the connection");
+            latencies
+        });
+    }
+}
+
+/// One connection of the raw floor's client, until the stop.
+async fn raw_client(
+    addr: SocketAddr,
+    in_flight: usize,
+    shared: &Shared,
+    latencies: &mut Vec<Duration>,
+) -> std::io::Result<()> {
+    let sock = tokio::net::TcpStream::connect(addr).await?;
+    sock.set_nodelay(true)?;
+    let (mut rd, mut wr) = sock.into_split();
+    let mut frame = Vec::with_capacity(4 + MESSAGE_LEN);
+    frame.put_u32(MESSAGE_LEN as u32);
+    frame.extend(std::iter::repeat_n(b'x', MESSAGE_LEN));
+    let mut sent = std::collections::VecDeque::with_capacity(in_flight);
+    let mut out = BytesMut::with_capacity(in_flight * frame.len());
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut fresh = in_flight;
+    loop {
+        let now = Instant::now();
+        for _ in 0..fresh {
+            out.extend_from_slice(&frame);
+            sent.push_back(now);
+        }
+        wr.write_all(&out).await?;
+        out.clear();
+        fresh = 0;
+        while fresh == 0 {
+            if rd.read_buf(&mut buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            while buf.len() >= 4 + MESSAGE_LEN {
+                let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                if len != MESSAGE_LEN {
+                    return Err(std::io::Error::other(format!(
+                        "echoed frame of {len} bytes"
+                    )));
                 }
-                while buf.len() >= 4 + MESSAGE_LEN {
-                    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                    assert_eq!(len, MESSAGE_LEN, "echoed frame length");
-                    buf.advance(4 + len);
-                    let start = sent.pop_front().expect("a reply answers a request");
-                    match phase.load(Ordering::Relaxed) {
-                        PHASE_WARM_UP => {}
-                        PHASE_MEASURE => latencies.push(start.elapsed()),
-                        _ => return latencies,
-                    }
-                    fresh += 1;
+                buf.advance(4 + len);
+                let Some(start) = sent.pop_front() else {
+                    return Err(std::io::Error::other("a reply no request asked for"));
+                };
+                if shared.phase() == PHASE_STOP {
+                    return Ok(());
                 }
-                if buf.capacity() - buf.len() < 4096 {
-                    buf.reserve(64 * 1024);
+                if shared.complete() {
+                    latencies.push(start.elapsed());
                 }
+                fresh += 1;
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(64 * 1024);
             }
         }
-    })]
+    }
 }
 
-/// Warm-up, then the window: runs the calling tasks `spawn` starts and measures.
+/// Opens `streams` bidi calls (thrift `Echo` over TTHeader Streaming, one connection) and starts
+/// their sender and receiver tasks.
+async fn open_bidi(
+    addr: SocketAddr,
+    streams: usize,
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<Vec<Duration>>,
+) -> Result<(), String> {
+    let client = ours::TestServiceClient::new(our_transport(addr));
+    let req = ours::Request {
+        message: "x".repeat(MESSAGE_LEN),
+        ..Default::default()
+    };
+    for _ in 0..streams {
+        let call = client
+            .echo()
+            .await
+            .map_err(|e| format!("our Echo opens: {e:?}"))?;
+        let (mut tx, mut rx) = call.into_split();
+        let (s, req) = (shared.clone(), req.clone());
+        tasks.spawn(async move {
+            while s.phase() != PHASE_STOP {
+                if let Err(e) = tx.send(req.clone()).await {
+                    s.fail(format!("our Echo send: {e:?}"));
+                    break;
+                }
+            }
+            let _ = tx.close_send();
+            Vec::new()
+        });
+        let (s, keep) = (shared.clone(), client.clone());
+        tasks.spawn(async move {
+            let _client = keep;
+            loop {
+                match rx.recv().await {
+                    Ok(Some(_)) => {
+                        s.complete();
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        s.fail(format!("our Echo recv: {e:?}"));
+                        break;
+                    }
+                }
+            }
+            Vec::new()
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement.
+
+/// Warm-up, then the window over the calling `tasks`: measures and stops them.
 async fn load(
-    spawn: impl FnOnce(&Arc<AtomicU8>) -> Vec<JoinHandle<Vec<Duration>>>,
+    shared: &Shared,
+    tasks: &mut JoinSet<Vec<Duration>>,
     window: Duration,
     server_pid: u32,
     setup: &Setup,
-) -> Figures {
-    let phase = Arc::new(AtomicU8::new(PHASE_WARM_UP));
-    let tasks = spawn(&phase);
-
+) -> Outcome {
     // The timed windows of a benchmark: sleeping is the measurement here, not a wait.
     tokio::time::sleep(WARM_UP).await;
     let own_pid = std::process::id();
@@ -575,25 +848,45 @@ async fn load(
         None
     };
     let cpu_before = (cpu_time(own_pid), cpu_time(server_pid));
-    phase.store(PHASE_MEASURE, Ordering::Relaxed);
+    shared.phase.store(PHASE_MEASURE, Ordering::Relaxed);
     let start = Instant::now();
     tokio::time::sleep(window).await;
-    phase.store(PHASE_STOP, Ordering::Relaxed);
+    shared.phase.store(PHASE_STOP, Ordering::Relaxed);
     let elapsed = start.elapsed();
     let cpu_after = (cpu_time(own_pid), cpu_time(server_pid));
+    let counted = shared.counted.load(Ordering::Relaxed);
 
+    // The calls in flight at the stop finish (bounded); the set aborts the rest when dropped.
     let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.expect("calling task"));
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(latencies) = r {
+                all.extend(latencies);
+            }
+        }
+    })
+    .await;
+    let counts = perf.and_then(syscall_counts);
+    if let Some(e) = shared
+        .error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        return Err(format!("error: {e}"));
     }
-    assert!(!all.is_empty(), "no call completed in the window");
+    if counted == 0 {
+        return Err("hang".into());
+    }
     all.sort_unstable();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    let calls = all.len() as u32;
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+    };
+    let calls = u32::try_from(counted).unwrap_or(u32::MAX);
     let per_call = |before: Option<Duration>, after: Option<Duration>| {
         Some(after?.checked_sub(before?)? / calls)
     };
-    let counts = perf.and_then(syscall_counts);
     let (syscalls, mix) = match counts {
         Some(counts) => {
             let sum = |col: &str| -> f64 {
@@ -623,46 +916,81 @@ async fn load(
         }
         None => (None, None),
     };
-    Figures {
-        calls_per_sec: f64::from(calls) / elapsed.as_secs_f64(),
+    Ok(Figures {
+        calls_per_sec: counted as f64 / elapsed.as_secs_f64(),
         p50: pct(0.50),
         p99: pct(0.99),
         client_cpu: per_call(cpu_before.0, cpu_after.0),
         server_cpu: per_call(cpu_before.1, cpu_after.1),
         syscalls,
         mix,
-    }
+    })
 }
 
-/// One row: a fresh server process and a fresh client runtime.
-fn measure(combo: Combo, window: Duration, setup: &Setup) -> Figures {
-    let server = ServerProcess::start(combo.server, setup);
+/// Starts a row's calling tasks and measures them.
+async fn run(row: Row, addr: SocketAddr, window: Duration, pid: u32, setup: &Setup) -> Outcome {
+    let shared = Arc::new(Shared::new());
+    let mut tasks = JoinSet::new();
+    match (row.work, row.combo.client) {
+        (Work::Unary { conns, per_conn }, Side::Ours | Side::Base) => spawn_callers(
+            || OurCaller::new(addr),
+            (conns, per_conn),
+            &shared,
+            &mut tasks,
+        ),
+        (Work::Unary { conns, per_conn }, Side::Volo) => spawn_callers(
+            || VoloCaller::new(addr),
+            (conns, per_conn),
+            &shared,
+            &mut tasks,
+        ),
+        (Work::Unary { conns, per_conn }, Side::Raw) => {
+            spawn_raw(addr, (conns, per_conn), &shared, &mut tasks)
+        }
+        (Work::StreamPingpong { conns, per_conn }, _) => spawn_callers(
+            || OurStreamCaller::new(addr),
+            (conns, per_conn),
+            &shared,
+            &mut tasks,
+        ),
+        (Work::StreamBidi { streams }, _) => {
+            match tokio::time::timeout(OPEN_TIMEOUT, open_bidi(addr, streams, &shared, &mut tasks))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("error: {e}")),
+                Err(_) => return Err("hang: the streams never opened".into()),
+            }
+        }
+    }
+    load(&shared, &mut tasks, window, pid, setup).await
+}
+
+/// One row: a fresh server process and a fresh client runtime, every step bounded.
+fn measure(row: Row, window: Duration, setup: &Setup) -> Outcome {
+    let server = ServerProcess::start(row.combo.server, setup);
     let rt = one_worker_runtime();
     let addr = server.addr;
     let pid = server.child.id();
-    let figures = rt.block_on(async move {
-        match combo.client {
-            Side::Ours | Side::Base => {
-                let caller = OurCaller::new(addr);
-                load(|p| spawn_callers(caller, p), window, pid, setup).await
-            }
-            Side::Volo => {
-                let caller = VoloCaller::new(addr);
-                load(|p| spawn_callers(caller, p), window, pid, setup).await
-            }
-            Side::Raw => load(|p| spawn_raw(addr, p), window, pid, setup).await,
-        }
+    let limit = OPEN_TIMEOUT + WARM_UP + window + DRAIN_TIMEOUT + Duration::from_secs(5);
+    let outcome = rt.block_on(async move {
+        tokio::time::timeout(limit, run(row, addr, window, pid, setup))
+            .await
+            .unwrap_or_else(|_| Err("hang: the row did not finish".into()))
     });
     rt.shutdown_timeout(Duration::from_millis(100));
     drop(server);
-    figures
+    outcome
 }
 
 // ---------------------------------------------------------------------------------------------
 // Report.
 
-fn micros(d: Duration) -> String {
-    format!("{:.1}us", d.as_secs_f64() * 1e6)
+fn micros(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:.1}us", d.as_secs_f64() * 1e6),
+    )
 }
 
 fn cpu_micros(d: Option<Duration>) -> String {
@@ -676,24 +1004,32 @@ const HEADER: &str = "client->server";
 
 fn print_header(first: &str) {
     println!(
-        "{first:<4} {HEADER:<14} {:>10} {:>9} {:>9} {:>10} {:>10} {:>8}  mix/call",
-        "calls/s", "p50", "p99", "cli cpu", "srv cpu", "srv sys"
+        "{first:<4} {:<24} {HEADER:<14} {:>10} {:>9} {:>9} {:>10} {:>10} {:>8}  mix/call",
+        "scenario", "calls/s", "p50", "p99", "cli cpu", "srv cpu", "srv sys"
     );
 }
 
-fn print_row(run: &str, combo: Combo, f: &Figures) {
-    println!(
-        "{run:<4} {:<14} {:>10.0} {:>9} {:>9} {:>10} {:>10} {:>8}  {}",
-        combo.label(),
-        f.calls_per_sec,
-        micros(f.p50),
-        micros(f.p99),
-        cpu_micros(f.client_cpu),
-        cpu_micros(f.server_cpu),
-        f.syscalls
-            .map_or_else(|| "-".to_owned(), |s| format!("{s:.2}")),
-        f.mix.as_deref().unwrap_or("-"),
-    );
+fn print_row(run: &str, row: Row, f: &Outcome) {
+    match f {
+        Ok(f) => println!(
+            "{run:<4} {:<24} {:<14} {:>10.0} {:>9} {:>9} {:>10} {:>10} {:>8}  {}",
+            row.work.name(),
+            row.combo.label(),
+            f.calls_per_sec,
+            micros(f.p50),
+            micros(f.p99),
+            cpu_micros(f.client_cpu),
+            cpu_micros(f.server_cpu),
+            f.syscalls
+                .map_or_else(|| "-".to_owned(), |s| format!("{s:.2}")),
+            f.mix.as_deref().unwrap_or("-"),
+        ),
+        Err(e) => println!(
+            "{run:<4} {:<24} {:<14} {e}",
+            row.work.name(),
+            row.combo.label()
+        ),
+    }
 }
 
 /// The median of some values (the mean of the middle two for an even count).
@@ -711,16 +1047,20 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// Median of each figure over the runs (each figure on its own).
-fn medians(runs: &[Figures]) -> Figures {
+/// Median of each figure over the rounds that measured the row (each figure on its own).
+fn medians(runs: &[Outcome]) -> Outcome {
+    let runs: Vec<&Figures> = runs.iter().flatten().collect();
+    if runs.is_empty() {
+        return Err("no round measured this row".into());
+    }
     let secs = |f: &dyn Fn(&Figures) -> Option<Duration>| {
         let v: Option<Vec<f64>> = runs.iter().map(|r| f(r).map(|d| d.as_secs_f64())).collect();
         v.and_then(median).map(Duration::from_secs_f64)
     };
-    Figures {
+    Ok(Figures {
         calls_per_sec: median(runs.iter().map(|f| f.calls_per_sec).collect()).unwrap_or(0.0),
-        p50: secs(&|f| Some(f.p50)).unwrap_or_default(),
-        p99: secs(&|f| Some(f.p99)).unwrap_or_default(),
+        p50: secs(&|f| f.p50),
+        p99: secs(&|f| f.p99),
         client_cpu: secs(&|f| f.client_cpu),
         server_cpu: secs(&|f| f.server_cpu),
         syscalls: runs
@@ -729,40 +1069,192 @@ fn medians(runs: &[Figures]) -> Figures {
             .collect::<Option<Vec<f64>>>()
             .and_then(median),
         mix: None,
-    }
+    })
 }
 
 /// One figure of two rows as a ratio `a / b`, if both have it.
 type Pick = fn(&Figures) -> Option<f64>;
 
+const CALLS: Pick = |f| Some(f.calls_per_sec);
+const SRV_CPU: Pick = |f| f.server_cpu.map(|d| d.as_secs_f64());
+
 const PICKS: [(&str, Pick); 5] = [
-    ("calls/s", |f| Some(f.calls_per_sec)),
-    ("p50", |f| Some(f.p50.as_secs_f64())),
-    ("p99", |f| Some(f.p99.as_secs_f64())),
-    ("srv cpu", |f| f.server_cpu.map(|d| d.as_secs_f64())),
+    ("calls/s", CALLS),
+    ("p50", |f| f.p50.map(|d| d.as_secs_f64())),
+    ("p99", |f| f.p99.map(|d| d.as_secs_f64())),
+    ("srv cpu", SRV_CPU),
     ("srv sys", |f| f.syscalls),
 ];
 
+/// The per-round ratios `a / b` of a figure (rounds where both rows measured it).
+fn per_round(a: &[Outcome], b: &[Outcome], pick: Pick) -> Vec<f64> {
+    a.iter()
+        .zip(b)
+        .filter_map(|(x, y)| Some(pick(x.as_ref().ok()?)? / pick(y.as_ref().ok()?)?))
+        .collect()
+}
+
 /// Prints, for a pair of rows, the median over the rounds of the per-round ratio of each
 /// figure (and the per-round values).
-fn ratio_line(label: &str, a: &[Figures], b: &[Figures]) {
+fn ratio_line(label: &str, a: &[Outcome], b: &[Outcome]) {
     let mut cells = Vec::new();
     for (_, pick) in PICKS {
-        let per_round: Vec<f64> = a
-            .iter()
-            .zip(b)
-            .filter_map(|(x, y)| Some(pick(x)? / pick(y)?))
-            .collect();
+        let per_round = per_round(a, b, pick);
         let rounds: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
         cells.push(match median(per_round) {
             Some(m) => format!("{m:.2} ({})", rounds.join(" ")),
             None => "-".to_owned(),
         });
     }
-    println!("{label:<22} {}", cells.join("  "));
+    println!("{label:<30} {}", cells.join("  "));
 }
 
-fn bench(window: Duration, runs: usize, base: Option<PathBuf>) {
+/// The header of the table (the same in the `benches` crate's `grpc_vs_tonic`, so that
+/// `benches/run.sh` prints one table of both).
+const TABLE_HEADER: &str = "| suite | scenario | client → server | ops/s | p50 µs | p99 µs | srv CPU µs/op | reference | ops/s × ref | srv CPU × ref | bar (issue 17) | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    v.filter(|v| v.is_finite())
+        .map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// A ratio as a table cell: `0.78×`, or `-` where it could not be taken.
+fn times(r: Option<f64>) -> String {
+    match r.filter(|r| r.is_finite()) {
+        Some(r) => format!("{r:.2}×"),
+        None => "-".into(),
+    }
+}
+
+/// A failure as a table cell: one line, no `|`, short.
+fn cell(s: &str) -> String {
+    let s: String = s.replace('|', "/").replace('\n', " ");
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// The ops/s cell: the median, or the failure of the rounds that had no figures.
+fn ops_cell(v: &[Outcome]) -> String {
+    let failed: Vec<&String> = v.iter().filter_map(|o| o.as_ref().err()).collect();
+    let m = median(v.iter().flatten().map(|f| f.calls_per_sec).collect());
+    match (m, failed.first()) {
+        (Some(m), None) => format!("{m:.0}"),
+        (Some(m), Some(e)) => format!("{m:.0} ({} in {}/{})", cell(e), failed.len(), v.len()),
+        (None, Some(e)) => cell(e),
+        (None, None) => "-".into(),
+    }
+}
+
+/// Whether a row met its bar (`None`: the ratio could not be taken).
+fn verdict(v: &[Outcome], check: Option<bool>) -> String {
+    let failed = v.iter().filter(|o| o.is_err()).count();
+    if !v.is_empty() && failed == v.len() {
+        let why = v.iter().find_map(|o| o.as_ref().err()).map_or("", |e| e);
+        return format!("**not met** ({})", cell(why));
+    }
+    let base = match check {
+        None => "not measured",
+        Some(true) => "met",
+        Some(false) => "**not met**",
+    };
+    if failed > 0 {
+        format!("{base} ({failed}/{} rounds failed)", v.len())
+    } else {
+        base.into()
+    }
+}
+
+/// The table (header and rows, markdown): every row against the floor, with the bars.
+fn table(results: &[(Row, Vec<Outcome>)]) -> String {
+    let runs_of = |row: Row| {
+        results
+            .iter()
+            .find(|(r, _)| *r == row)
+            .map(|(_, v)| v.as_slice())
+    };
+    let us = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6);
+    let mut out = String::from(TABLE_HEADER);
+    for (row, v) in results {
+        if v.is_empty() {
+            continue;
+        }
+        let floor = row.work.floor();
+        let is_floor = *row == floor;
+        let floor_runs = runs_of(floor).filter(|_| !is_floor);
+        let (ops, cpu) = match floor_runs {
+            Some(b) => (
+                median(per_round(v, b, CALLS)),
+                median(per_round(v, b, SRV_CPU)),
+            ),
+            None => (None, None),
+        };
+        let med = medians(v).ok();
+        let four_by_sixteen = matches!(
+            row.work,
+            Work::Unary {
+                conns: 4,
+                per_conn: 16
+            } | Work::StreamPingpong {
+                conns: 4,
+                per_conn: 16
+            }
+        );
+        let (bar, verdict) = match (row.work, row.combo.client, row.combo.server) {
+            (Work::Unary { .. }, Side::Ours, Side::Ours) if four_by_sixteen => (
+                format!("calls/s ≥ 0.5× the floor at 4x16: {}", times(ops)),
+                verdict(v, ops.map(|r| r >= 0.5)),
+            ),
+            (Work::StreamPingpong { .. }, _, _) if four_by_sixteen => (
+                format!("calls/s ≥ 0.3× the floor at 4x16: {}", times(ops)),
+                verdict(v, ops.map(|r| r >= 0.3)),
+            ),
+            (Work::Unary { .. }, Side::Volo, Side::Ours) => {
+                let volo = Row {
+                    work: row.work,
+                    combo: Combo::new(Side::Volo, Side::Volo),
+                };
+                let r = runs_of(volo).and_then(|b| median(per_round(v, b, SRV_CPU)));
+                (
+                    format!("srv CPU/call ≤ 0.7× volo→volo's: {}", times(r)),
+                    verdict(v, r.map(|r| r <= 0.7)),
+                )
+            }
+            _ => (String::new(), String::new()),
+        };
+        out.push_str(&format!(
+            "\n| TTHeader | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.work.name(),
+            row.combo.label().replace("->", "→"),
+            ops_cell(v),
+            fmt(med.as_ref().and_then(|f| us(f.p50)), 0),
+            fmt(med.as_ref().and_then(|f| us(f.p99)), 0),
+            fmt(med.as_ref().and_then(|f| us(f.server_cpu)), 2),
+            if is_floor {
+                "(the floor)".to_owned()
+            } else {
+                format!("raw → raw {}", floor.work.name())
+            },
+            if is_floor {
+                "1.00×".to_owned()
+            } else {
+                times(ops)
+            },
+            if is_floor {
+                "1.00×".to_owned()
+            } else {
+                times(cpu)
+            },
+            bar,
+            verdict,
+        ));
+    }
+    out
+}
+
+fn bench(window: Duration, runs: usize, base: Option<PathBuf>, rows_file: Option<PathBuf>) {
     let pinned = pin_self();
     let setup = Setup {
         pinned,
@@ -770,8 +1262,8 @@ fn bench(window: Duration, runs: usize, base: Option<PathBuf>) {
         base,
     };
     println!(
-        "TTHeader + Framed pingpong on loopback TCP: {MESSAGE_LEN}-byte messages, {IN_FLIGHT} calls \
-         in flight on 1 connection, {:.1} s warm-up, {:.1} s per row, {runs} interleaved rounds",
+        "TTHeader on loopback TCP: {MESSAGE_LEN}-byte messages, {:.1} s warm-up, {:.1} s per \
+         row, {runs} interleaved rounds",
         WARM_UP.as_secs_f64(),
         window.as_secs_f64()
     );
@@ -786,10 +1278,12 @@ fn bench(window: Duration, runs: usize, base: Option<PathBuf>) {
         );
     }
     println!(
-        "ours: TtHeaderClient pool_size(1), UnaryMode::Mux, Framing::Framed / examples::server() \
-         on rpc_core::serve::Listener"
+        "ours: TtHeaderClient pool_size(1) per connection, UnaryMode::Mux, Framing::Framed / \
+         examples::server() on rpc_core::serve::Listener; ttstream rows: TTHeader Streaming"
     );
-    println!("volo: volo-thrift 0.12.7 multiplex client (one pipelined connection) / volo server");
+    println!(
+        "volo: volo-thrift 0.12.7 multiplex client (one pipelined connection each) / volo server"
+    );
     println!("raw: length-prefixed echo over plain tokio TCP, both ends batching (the floor)");
     if let Some(b) = &setup.base {
         println!("base: the server of {}", b.display());
@@ -809,43 +1303,37 @@ fn bench(window: Duration, runs: usize, base: Option<PathBuf>) {
     }
     println!();
 
-    let volo_volo = Combo::new(Side::Volo, Side::Volo);
-    let volo_ours = Combo::new(Side::Volo, Side::Ours);
-    let volo_base = Combo::new(Side::Volo, Side::Base);
-    let ours_ours = Combo::new(Side::Ours, Side::Ours);
-    let ours_base = Combo::new(Side::Ours, Side::Base);
-    let raw_raw = Combo::new(Side::Raw, Side::Raw);
-    let has_base = setup.base.is_some();
-    let combos: Vec<Combo> = [
-        volo_volo, volo_ours, volo_base, ours_ours, ours_base, raw_raw,
-    ]
-    .into_iter()
-    .filter(|c| has_base || (c.server != Side::Base))
-    .collect();
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let mut results: Vec<(Row, Vec<Outcome>)> = rows(setup.base.is_some())
+        .into_iter()
+        .filter(|r| r.work.name().contains(only.as_str()))
+        .map(|r| (r, Vec::new()))
+        .collect();
 
     print_header("run");
-    let mut results: Vec<(Combo, Vec<Figures>)> = combos.iter().map(|c| (*c, Vec::new())).collect();
     for run in 1..=runs {
-        for &combo in &combos {
-            let f = measure(combo, window, &setup);
-            print_row(&run.to_string(), combo, &f);
-            if let Some(slot) = results.iter_mut().find(|(c, _)| *c == combo) {
-                slot.1.push(f);
-            }
+        for (row, outcomes) in results.iter_mut() {
+            let f = measure(*row, window, &setup);
+            print_row(&run.to_string(), *row, &f);
+            outcomes.push(f);
         }
     }
-    let runs_of = |combo: Combo| -> &[Figures] {
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        println!("load average after the run: {}", load.join(" "));
+    }
+    let runs_of = |row: Row| -> &[Outcome] {
         results
             .iter()
-            .find(|(c, _)| *c == combo)
-            .map_or(&[], |(_, r)| r)
+            .find(|(r, _)| *r == row)
+            .map_or(&[], |(_, v)| v)
     };
 
     println!();
     println!("medians over {runs} rounds:");
     print_header("");
-    for &combo in &combos {
-        print_row("", combo, &medians(runs_of(combo)));
+    for (row, v) in &results {
+        print_row("", *row, &medians(v));
     }
 
     println!();
@@ -853,50 +1341,76 @@ fn bench(window: Duration, runs: usize, base: Option<PathBuf>) {
         "ratios a/b: median of the per-round ratios (the rounds' values in parentheses); \
          calls/s above 1 = a faster, latency/cpu/syscalls below 1 = a cheaper"
     );
-    println!("{:<22} {}", "a / b", PICKS.map(|(n, _)| n).join(" | "));
-    ratio_line(
-        "srv: volo->ours / volo->volo",
-        runs_of(volo_ours),
-        runs_of(volo_volo),
-    );
-    if has_base {
-        ratio_line(
-            "srv: volo->base / volo->volo",
-            runs_of(volo_base),
-            runs_of(volo_volo),
-        );
-        ratio_line(
-            "srv: volo->ours / volo->base",
-            runs_of(volo_ours),
-            runs_of(volo_base),
-        );
+    println!("{:<30} {}", "a / b", PICKS.map(|(n, _)| n).join(" | "));
+    for (conns, per_conn) in SHAPES {
+        let work = Work::Unary { conns, per_conn };
+        let at = |client, server| Row {
+            work,
+            combo: Combo::new(client, server),
+        };
+        let pairs = [
+            (
+                "srv: volo->ours / volo->volo",
+                at(Side::Volo, Side::Ours),
+                at(Side::Volo, Side::Volo),
+            ),
+            (
+                "srv: volo->base / volo->volo",
+                at(Side::Volo, Side::Base),
+                at(Side::Volo, Side::Volo),
+            ),
+            (
+                "srv: volo->ours / volo->base",
+                at(Side::Volo, Side::Ours),
+                at(Side::Volo, Side::Base),
+            ),
+            (
+                "ours->ours / volo->volo",
+                at(Side::Ours, Side::Ours),
+                at(Side::Volo, Side::Volo),
+            ),
+            (
+                "ours->ours / raw floor",
+                at(Side::Ours, Side::Ours),
+                at(Side::Raw, Side::Raw),
+            ),
+            (
+                "ours->base / raw floor",
+                at(Side::Ours, Side::Base),
+                at(Side::Raw, Side::Raw),
+            ),
+            (
+                "ours->ours / ours->base",
+                at(Side::Ours, Side::Ours),
+                at(Side::Ours, Side::Base),
+            ),
+        ];
+        let (a0, b0) = (runs_of(pairs[0].1), runs_of(pairs[0].2));
+        if a0.is_empty() && b0.is_empty() && runs_of(pairs[4].1).is_empty() {
+            continue;
+        }
+        println!("{}:", work.name());
+        for (label, a, b) in pairs {
+            let (a, b) = (runs_of(a), runs_of(b));
+            if !a.is_empty() && !b.is_empty() {
+                ratio_line(label, a, b);
+            }
+        }
     }
-    ratio_line(
-        "ours->ours / volo->volo",
-        runs_of(ours_ours),
-        runs_of(volo_volo),
-    );
-    ratio_line(
-        "ours->ours / raw floor",
-        runs_of(ours_ours),
-        runs_of(raw_raw),
-    );
-    if has_base {
-        ratio_line(
-            "ours->base / raw floor",
-            runs_of(ours_base),
-            runs_of(raw_raw),
-        );
-        ratio_line(
-            "ours->ours / ours->base",
-            runs_of(ours_ours),
-            runs_of(ours_base),
-        );
+
+    println!();
+    let table = table(&results);
+    println!("{table}");
+    if let Some(path) = rows_file {
+        if let Err(e) = std::fs::write(&path, format!("{table}\n")) {
+            eprintln!("volo_bench: writing {}: {e}", path.display());
+        }
     }
 }
 
 fn usage() -> ! {
-    panic!("usage: volo_bench [SECONDS] [--runs N] [--base EXE]")
+    eprintln!("usage: volo_bench [SECONDS] [--runs N] [--base EXE] [--rows FILE]");
+    std::process::exit(2)
 }
 
 fn main() {
@@ -909,6 +1423,7 @@ fn main() {
             let mut secs = DEFAULT_SECS;
             let mut runs = DEFAULT_RUNS;
             let mut base = None;
+            let mut rows_file = None;
             let mut it = args.iter().skip(1);
             while let Some(a) = it.next() {
                 match a.as_str() {
@@ -920,6 +1435,9 @@ fn main() {
                             .unwrap_or_else(|| usage())
                     }
                     "--base" => base = Some(PathBuf::from(it.next().unwrap_or_else(|| usage()))),
+                    "--rows" => {
+                        rows_file = Some(PathBuf::from(it.next().unwrap_or_else(|| usage())))
+                    }
                     s => {
                         secs = s
                             .parse()
@@ -929,7 +1447,7 @@ fn main() {
                     }
                 }
             }
-            bench(Duration::from_secs_f64(secs), runs, base);
+            bench(Duration::from_secs_f64(secs), runs, base, rows_file);
         }
     }
 }
