@@ -55,6 +55,7 @@
 #![forbid(unsafe_code)]
 
 use examples::measure::cpu_time;
+use examples::measure::table::{self, fmt, median, ops_cell, times, verdict};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -840,32 +841,8 @@ fn run_row(scenario: Scenario, row: Row, window: Duration, pinned: bool) -> Outc
 // ---------------------------------------------------------------------------------------------
 // The run.
 
-/// The header of the table (the same in `interop-tests`' `volo_bench`, so that
-/// `benches/run.sh` prints one table of both).
-const TABLE_HEADER: &str = "| suite | scenario | client → server | ops/s | p50 µs | p99 µs | srv CPU µs/op | reference | ops/s × ref | srv CPU × ref | bar (issue 17) | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
-
-/// The median of some values (the mean of the middle two for an even count).
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
 fn us(d: Option<Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64() * 1e6)
-}
-
-fn fmt(v: Option<f64>, digits: usize) -> String {
-    v.filter(|v| v.is_finite())
-        .map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
 /// One figure of a row's figures.
@@ -889,56 +866,6 @@ fn ratio(a: &[Outcome], b: &[Outcome], pick: Pick) -> Option<f64> {
             .filter_map(|(x, y)| Some(pick(x.as_ref().ok()?)? / pick(y.as_ref().ok()?)?))
             .collect(),
     )
-}
-
-/// A ratio as a table cell: `0.78×`, or `-` where it could not be taken.
-fn times(r: Option<f64>) -> String {
-    match r.filter(|r| r.is_finite()) {
-        Some(r) => format!("{r:.2}×"),
-        None => "-".into(),
-    }
-}
-
-/// A failure as a table cell: one line, no `|`, short.
-fn cell(s: &str) -> String {
-    let s: String = s.replace('|', "/").replace('\n', " ");
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s
-    }
-}
-
-/// The ops/s cell: the median, or the failure of the rounds that had no figures.
-fn ops_cell(v: &[Outcome]) -> String {
-    let failed: Vec<&String> = v.iter().filter_map(|o| o.as_ref().err()).collect();
-    match (med(v, PER_SEC), failed.first()) {
-        (Some(m), None) => format!("{m:.0}"),
-        (Some(m), Some(e)) => format!("{m:.0} ({} in {}/{})", cell(e), failed.len(), v.len()),
-        (None, Some(e)) => cell(e),
-        (None, None) => "-".into(),
-    }
-}
-
-/// Whether a row met its bar: every check (`None` where a ratio could not be taken).
-fn verdict(v: &[Outcome], checks: &[Option<bool>]) -> String {
-    let failed = v.iter().filter(|o| o.is_err()).count();
-    if !v.is_empty() && failed == v.len() {
-        let why = v.iter().find_map(|o| o.as_ref().err()).map_or("", |e| e);
-        return format!("**not met** ({})", cell(why));
-    }
-    let base = if checks.iter().any(Option::is_none) {
-        "not measured"
-    } else if checks.iter().all(|c| *c == Some(true)) {
-        "met"
-    } else {
-        "**not met**"
-    };
-    if failed > 0 {
-        format!("{base} ({failed}/{} rounds failed)", v.len())
-    } else {
-        base.into()
-    }
 }
 
 /// The bar of issue 17 a row is held to, with its measured ratios, and the verdict.
@@ -979,7 +906,7 @@ fn bar(
 
 /// The table (header and rows, markdown).
 fn table(results: &[(Scenario, Row, Vec<Outcome>)]) -> String {
-    let mut out = String::from(TABLE_HEADER);
+    let mut out = String::from(table::HEADER);
     let runs_of = |s: Scenario, r: Row| {
         results
             .iter()
@@ -1002,7 +929,7 @@ fn table(results: &[(Scenario, Row, Vec<Outcome>)]) -> String {
             "\n| gRPC | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             scenario.name(),
             row.label(),
-            ops_cell(v),
+            ops_cell(v, |f| f.per_sec),
             fmt(med(v, P50), 0),
             fmt(med(v, P99), 0),
             fmt(med(v, SERVER_CPU), 2),

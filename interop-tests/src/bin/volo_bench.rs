@@ -60,6 +60,7 @@
 #![forbid(unsafe_code)]
 
 use examples::measure::cpu_time;
+use examples::measure::table::{self, fmt, median, ops_cell, times, verdict};
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -1032,21 +1033,6 @@ fn print_row(run: &str, row: Row, f: &Outcome) {
     }
 }
 
-/// The median of some values (the mean of the middle two for an even count).
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
 /// Median of each figure over the rounds that measured the row (each figure on its own).
 fn medians(runs: &[Outcome]) -> Outcome {
     let runs: Vec<&Figures> = runs.iter().flatten().collect();
@@ -1109,64 +1095,6 @@ fn ratio_line(label: &str, a: &[Outcome], b: &[Outcome]) {
     println!("{label:<30} {}", cells.join("  "));
 }
 
-/// The header of the table (the same in the `benches` crate's `grpc_vs_tonic`, so that
-/// `benches/run.sh` prints one table of both).
-const TABLE_HEADER: &str = "| suite | scenario | client → server | ops/s | p50 µs | p99 µs | srv CPU µs/op | reference | ops/s × ref | srv CPU × ref | bar (issue 17) | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
-
-fn fmt(v: Option<f64>, digits: usize) -> String {
-    v.filter(|v| v.is_finite())
-        .map_or("-".into(), |v| format!("{v:.digits$}"))
-}
-
-/// A ratio as a table cell: `0.78×`, or `-` where it could not be taken.
-fn times(r: Option<f64>) -> String {
-    match r.filter(|r| r.is_finite()) {
-        Some(r) => format!("{r:.2}×"),
-        None => "-".into(),
-    }
-}
-
-/// A failure as a table cell: one line, no `|`, short.
-fn cell(s: &str) -> String {
-    let s: String = s.replace('|', "/").replace('\n', " ");
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s
-    }
-}
-
-/// The ops/s cell: the median, or the failure of the rounds that had no figures.
-fn ops_cell(v: &[Outcome]) -> String {
-    let failed: Vec<&String> = v.iter().filter_map(|o| o.as_ref().err()).collect();
-    let m = median(v.iter().flatten().map(|f| f.calls_per_sec).collect());
-    match (m, failed.first()) {
-        (Some(m), None) => format!("{m:.0}"),
-        (Some(m), Some(e)) => format!("{m:.0} ({} in {}/{})", cell(e), failed.len(), v.len()),
-        (None, Some(e)) => cell(e),
-        (None, None) => "-".into(),
-    }
-}
-
-/// Whether a row met its bar (`None`: the ratio could not be taken).
-fn verdict(v: &[Outcome], check: Option<bool>) -> String {
-    let failed = v.iter().filter(|o| o.is_err()).count();
-    if !v.is_empty() && failed == v.len() {
-        let why = v.iter().find_map(|o| o.as_ref().err()).map_or("", |e| e);
-        return format!("**not met** ({})", cell(why));
-    }
-    let base = match check {
-        None => "not measured",
-        Some(true) => "met",
-        Some(false) => "**not met**",
-    };
-    if failed > 0 {
-        format!("{base} ({failed}/{} rounds failed)", v.len())
-    } else {
-        base.into()
-    }
-}
-
 /// The table (header and rows, markdown): every row against the floor, with the bars.
 fn table(results: &[(Row, Vec<Outcome>)]) -> String {
     let runs_of = |row: Row| {
@@ -1176,7 +1104,7 @@ fn table(results: &[(Row, Vec<Outcome>)]) -> String {
             .map(|(_, v)| v.as_slice())
     };
     let us = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6);
-    let mut out = String::from(TABLE_HEADER);
+    let mut out = String::from(table::HEADER);
     for (row, v) in results {
         if v.is_empty() {
             continue;
@@ -1205,11 +1133,11 @@ fn table(results: &[(Row, Vec<Outcome>)]) -> String {
         let (bar, verdict) = match (row.work, row.combo.client, row.combo.server) {
             (Work::Unary { .. }, Side::Ours, Side::Ours) if four_by_sixteen => (
                 format!("calls/s ≥ 0.5× the floor at 4x16: {}", times(ops)),
-                verdict(v, ops.map(|r| r >= 0.5)),
+                verdict(v, &[ops.map(|r| r >= 0.5)]),
             ),
             (Work::StreamPingpong { .. }, _, _) if four_by_sixteen => (
                 format!("calls/s ≥ 0.3× the floor at 4x16: {}", times(ops)),
-                verdict(v, ops.map(|r| r >= 0.3)),
+                verdict(v, &[ops.map(|r| r >= 0.3)]),
             ),
             (Work::Unary { .. }, Side::Volo, Side::Ours) => {
                 let volo = Row {
@@ -1219,7 +1147,7 @@ fn table(results: &[(Row, Vec<Outcome>)]) -> String {
                 let r = runs_of(volo).and_then(|b| median(per_round(v, b, SRV_CPU)));
                 (
                     format!("srv CPU/call ≤ 0.7× volo→volo's: {}", times(r)),
-                    verdict(v, r.map(|r| r <= 0.7)),
+                    verdict(v, &[r.map(|r| r <= 0.7)]),
                 )
             }
             _ => (String::new(), String::new()),
@@ -1228,7 +1156,7 @@ fn table(results: &[(Row, Vec<Outcome>)]) -> String {
             "\n| TTHeader | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.work.name(),
             row.combo.label().replace("->", "→"),
-            ops_cell(v),
+            ops_cell(v, |f| f.calls_per_sec),
             fmt(med.as_ref().and_then(|f| us(f.p50)), 0),
             fmt(med.as_ref().and_then(|f| us(f.p99)), 0),
             fmt(med.as_ref().and_then(|f| us(f.server_cpu)), 2),
