@@ -813,19 +813,8 @@ impl Reader {
                 return Err(status);
             }
             let mut n = 0;
-            while n < BATCH {
-                let Some(slot) = self.consumer.pop().map_err(|e| ring_status(&e))? else {
-                    break;
-                };
+            while n < BATCH && self.take_one().await? {
                 n += 1;
-                let d = slot.decode().map_err(|e| ring_status(&e))?;
-                let frame = match d {
-                    Desc::Fallback { len } => Some(self.fallback_frame(len).await?),
-                    d => self.frame_of(d)?,
-                };
-                if let Some(f) = frame {
-                    self.session.on_whole_frame(f)?;
-                }
             }
             // Streams whose Header came in this batch without their first message go to the
             // server now (see `Session::dispatch_pending`).
@@ -892,20 +881,28 @@ impl Reader {
     /// more than that.
     async fn take_the_rest(&mut self) -> Result<(), Status> {
         for _ in 0..self.link.layout.ring_slots {
-            let Some(slot) = self.consumer.pop().map_err(|e| ring_status(&e))? else {
+            if !self.take_one().await? {
                 break;
-            };
-            let d = slot.decode().map_err(|e| ring_status(&e))?;
-            let frame = match d {
-                Desc::Fallback { len } => Some(self.fallback_frame(len).await?),
-                d => self.frame_of(d)?,
-            };
-            if let Some(f) = frame {
-                self.session.on_whole_frame(f)?;
             }
         }
         self.session.dispatch_pending();
         Ok(())
+    }
+
+    /// Takes the next frame off the ring, if there is one, and hands it to the session; says
+    /// whether there was one.
+    async fn take_one(&mut self) -> Result<bool, Status> {
+        let Some(slot) = self.consumer.pop().map_err(|e| ring_status(&e))? else {
+            return Ok(false);
+        };
+        let frame = match slot.decode().map_err(|e| ring_status(&e))? {
+            Desc::Fallback { len } => Some(self.fallback_frame(len).await?),
+            d => self.frame_of(d)?,
+        };
+        if let Some(f) = frame {
+            self.session.on_whole_frame(f)?;
+        }
+        Ok(true)
     }
 
     async fn fallback_frame(&mut self, len: u32) -> Result<Bytes, Status> {
