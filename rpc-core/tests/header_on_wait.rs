@@ -56,6 +56,19 @@ struct Waited {
     header_unsent: bool,
 }
 
+/// The handler's report once its first `recv` waited: it did wait, and its header was (or,
+/// when held, was not yet) sent.
+async fn expect_waited(reports: &mut mpsc::Receiver<Waited>, header_unsent: bool) {
+    let waited = within(reports.recv()).await.unwrap();
+    assert_eq!(
+        waited,
+        Waited {
+            pending: true,
+            header_unsent
+        }
+    );
+}
+
 /// Both handlers: hold the header if asked (before anything is read), set header metadata,
 /// poll `recv` once (the client has sent nothing yet), report what they saw, then serve.
 #[derive(Clone)]
@@ -130,14 +143,7 @@ async fn a_waiting_bidi_handler_has_sent_its_header() {
         within(client.bidi::<ProstCodec, String, String>(&METHODS[0], CallOptions::new()))
             .await
             .unwrap();
-    let waited = within(reports.recv()).await.unwrap();
-    assert_eq!(
-        waited,
-        Waited {
-            pending: true,
-            header_unsent: false
-        }
-    );
+    expect_waited(&mut reports, false).await;
     // The header arrives before the client sent anything, with what was set before the wait.
     let header = within(call.header()).await.unwrap();
     assert_eq!(header.get_str("early"), Some("1"));
@@ -156,14 +162,7 @@ async fn a_waiting_client_streaming_handler_has_sent_its_header() {
     )
     .await
     .unwrap();
-    let waited = within(reports.recv()).await.unwrap();
-    assert_eq!(
-        waited,
-        Waited {
-            pending: true,
-            header_unsent: false
-        }
-    );
+    expect_waited(&mut reports, false).await;
     let header = within(call.header()).await.unwrap();
     assert_eq!(header.get_str("early"), Some("1"));
     within(call.send("a".to_owned())).await.unwrap();
@@ -178,14 +177,7 @@ async fn hold_header_keeps_it_until_the_first_message() {
         within(client.bidi::<ProstCodec, String, String>(&METHODS[0], CallOptions::new()))
             .await
             .unwrap();
-    let waited = within(reports.recv()).await.unwrap();
-    assert_eq!(
-        waited,
-        Waited {
-            pending: true,
-            header_unsent: true
-        }
-    );
+    expect_waited(&mut reports, true).await;
     within(call.send("a".to_owned())).await.unwrap();
     // The header came with the first response, with what was set after the wait too.
     let header = within(call.header()).await.unwrap();
@@ -204,14 +196,7 @@ async fn hold_header_in_client_streaming_sends_it_with_the_response() {
     )
     .await
     .unwrap();
-    let waited = within(reports.recv()).await.unwrap();
-    assert_eq!(
-        waited,
-        Waited {
-            pending: true,
-            header_unsent: true
-        }
-    );
+    expect_waited(&mut reports, true).await;
     within(call.send("x".to_owned())).await.unwrap();
     assert_eq!(within(call.close_and_recv()).await.unwrap(), "x");
     let header = within(call.header()).await.unwrap();
