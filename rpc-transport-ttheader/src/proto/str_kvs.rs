@@ -55,11 +55,9 @@ impl StrKvs {
 
     /// The entries in wire order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        WireIter {
-            buf: &self.wire,
-            left: self.wire_count,
-        }
-        .chain(self.added.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+        RawIter::new(&self.wire, self.wire_count)
+            .map_while(utf8_pair)
+            .chain(self.added.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
     }
 
     /// The value of `key`; the last entry wins. Received keys are compared as bytes: only the
@@ -69,13 +67,10 @@ impl StrKvs {
         if let Some((_, v)) = self.added.iter().rev().find(|(k, _)| k == key) {
             return Some(v);
         }
-        let value = RawIter {
-            buf: &self.wire,
-            left: self.wire_count,
-        }
-        .filter(|(k, _)| *k == key.as_bytes())
-        .last()?
-        .1;
+        let value = RawIter::new(&self.wire, self.wire_count)
+            .filter(|(k, _)| *k == key.as_bytes())
+            .last()?
+            .1;
         std::str::from_utf8(value).ok()
     }
 
@@ -87,18 +82,15 @@ impl StrKvs {
         skip: &'a [&'a str],
     ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let kept = move |k: &[u8]| !skip.iter().any(|s| s.as_bytes() == k);
-        RawIter {
-            buf: &self.wire,
-            left: self.wire_count,
-        }
-        .filter(move |(k, _)| kept(k))
-        .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
-        .chain(
-            self.added
-                .iter()
-                .filter(move |(k, _)| kept(k.as_bytes()))
-                .map(|(k, v)| (k.as_ref(), v.as_ref())),
-        )
+        RawIter::new(&self.wire, self.wire_count)
+            .filter(move |(k, _)| kept(k))
+            .filter_map(utf8_pair)
+            .chain(
+                self.added
+                    .iter()
+                    .filter(move |(k, _)| kept(k.as_bytes()))
+                    .map(|(k, v)| (k.as_ref(), v.as_ref())),
+            )
     }
 
     /// Appends an entry (shadowing earlier entries with the same key on lookup). `'static`
@@ -116,11 +108,9 @@ impl StrKvs {
             self.wire_count = count;
             return;
         }
-        let owned = WireIter {
-            buf: &block,
-            left: count,
-        }
-        .map(|(k, v)| (Cow::Owned(k.to_owned()), Cow::Owned(v.to_owned())));
+        let owned = RawIter::new(&block, count)
+            .map_while(utf8_pair)
+            .map(|(k, v)| (Cow::Owned(k.to_owned()), Cow::Owned(v.to_owned())));
         self.added.extend(owned);
     }
 
@@ -152,30 +142,19 @@ impl StrKvs {
     }
 }
 
-/// Reads checked wire entries. Stops early, rather than failing, on bytes that are not what the
-/// decoder accepted (which cannot happen: `wire` is private and set only by `push_block`).
-struct WireIter<'a> {
-    buf: &'a [u8],
-    left: usize,
-}
-
-impl<'a> WireIter<'a> {
-    fn str16(&mut self) -> Option<&'a str> {
-        let (len, rest) = self.buf.split_first_chunk::<2>()?;
-        let len = usize::from(u16::from_be_bytes(*len));
-        let s = rest.get(..len)?;
-        self.buf = &rest[len..];
-        std::str::from_utf8(s).ok()
-    }
-}
-
-/// Reads checked wire entries as bytes (no UTF-8 conversion); stops early as [`WireIter`] does.
+/// Reads checked wire entries as bytes (no UTF-8 conversion). Stops early, rather than
+/// failing, on bytes that are not what the decoder accepted (which cannot happen: `wire` is
+/// private and set only by `push_block`).
 struct RawIter<'a> {
     buf: &'a [u8],
     left: usize,
 }
 
 impl<'a> RawIter<'a> {
+    fn new(buf: &'a [u8], left: usize) -> RawIter<'a> {
+        RawIter { buf, left }
+    }
+
     fn str16(&mut self) -> Option<&'a [u8]> {
         let (len, rest) = self.buf.split_first_chunk::<2>()?;
         let len = usize::from(u16::from_be_bytes(*len));
@@ -201,20 +180,9 @@ impl<'a> Iterator for RawIter<'a> {
     }
 }
 
-impl<'a> Iterator for WireIter<'a> {
-    type Item = (&'a str, &'a str);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        let kv = self.str16().zip(self.str16());
-        if kv.is_none() {
-            self.left = 0;
-        }
-        kv
-    }
+/// A received entry as `&str`s (its UTF-8 was checked at decode; safe code checks it again).
+fn utf8_pair<'a>((k, v): (&'a [u8], &'a [u8])) -> Option<(&'a str, &'a str)> {
+    Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?))
 }
 
 impl PartialEq for StrKvs {
