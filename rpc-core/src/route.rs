@@ -6,14 +6,14 @@
 //! unknown method, so each transport answers in its own terms (a ttstream Trailer exception of
 //! type 20 or 1, gRPC `UNIMPLEMENTED`).
 //!
-//! The tables hash names with [`NameHasher`], not std's SipHash: every key is a name the server
+//! The tables hash names with foldhash (a folded multiply, the hasher hashbrown uses), not
+//! std's SipHash: every key is a name the server
 //! registered when it was built, and nothing a peer sends is ever inserted, so a peer cannot grow
 //! a bucket; a name crafted to collide only makes its own lookup compare against the few
 //! routes in one bucket (at most every route the server hosts). SipHash's flooding resistance
 //! buys nothing here and cost about 370 instructions per call (two lookups for TTHeader).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::context::{MethodDesc, PayloadKind, ServiceDesc};
 use crate::status::Status;
@@ -73,49 +73,8 @@ impl From<RouteError> for Status {
 /// are hosted side by side.
 type Candidates = Vec<Route>;
 
-/// A word-at-a-time multiply–rotate hash for the router's fixed tables of names (see the
-/// [module docs](self) for why a keyless hash is safe there).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct NameHasher(u64);
-
-/// An odd 64-bit constant with well-spread bits (the fractional part of the golden ratio).
-const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl NameHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0 ^ word).wrapping_mul(MUL).rotate_left(29);
-    }
-}
-
-impl Hasher for NameHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.mix(u64::from_le_bytes([
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
-            ]));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            // The length tells `ab` from `ab\0`.
-            self.mix(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.mix(u64::from(i));
-    }
-
-    fn finish(&self) -> u64 {
-        // hashbrown takes its control bits from the top of the hash: fold the low half in.
-        let h = self.0.wrapping_mul(MUL);
-        h ^ (h >> 32)
-    }
-}
-
-type NameMap<K, V> = HashMap<K, V, BuildHasherDefault<NameHasher>>;
+/// The router's tables: foldhash (see the [module docs](self) for why it is safe here).
+type NameMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The routing tables of one server.
 #[derive(Debug, Default)]
@@ -243,7 +202,7 @@ mod tests {
     use super::*;
 
     fn hash(s: &str) -> u64 {
-        BuildHasherDefault::<NameHasher>::default().hash_one(s)
+        foldhash::fast::FixedState::default().hash_one(s)
     }
 
     #[test]

@@ -179,6 +179,24 @@ async fn first_of(
     }
 }
 
+/// A map keyed by stream, sequence or call ids, hashed with foldhash's per-map seeded hasher
+/// (a folded multiply, the one hashbrown uses) instead of std's SipHash.
+///
+/// Why not SipHash: ids are hashed several times per call (route a frame, drop a late one,
+/// insert, remove) and SipHash costs ~100 instructions each on a 4-byte key. Why this is safe
+/// with ids a peer chooses (a ttstream server's table): each map draws its own random seed,
+/// which the peer never observes (no hash value or table order leaves the process), so it
+/// cannot pick ids that collide short of guessing the seed; and even if it did, a server's
+/// table holds at most `max_concurrent_streams` entries (`ServerLimits`), so a lookup compares
+/// at most that many keys: the worst case is bounded and linear, never the unbounded growth
+/// hash flooding aims at. Other tables hold ids this process allocated itself.
+pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A new, empty [`IdMap`] with its own random seed.
+pub(crate) fn id_map<K, V>() -> IdMap<K, V> {
+    IdMap::default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,7 +216,7 @@ mod tests {
         assert!(m.is_empty());
         // Consecutive ids (what clients send) neither collide nor share their low bits
         // (a table's bucket index) more than chance allows.
-        let s = IdHashState::new();
+        let s = foldhash::fast::RandomState::default();
         let hashes: Vec<u64> = (1..=4096i32).map(|id| s.hash_one(id)).collect();
         let distinct: std::collections::HashSet<_> = hashes.iter().collect();
         assert_eq!(distinct.len(), hashes.len());
@@ -212,7 +230,10 @@ mod tests {
             "{buckets:?}"
         );
         // Each map draws its own keys.
-        assert_ne!(IdHashState::new().hash_one(1i32), s.hash_one(1i32));
+        assert_ne!(
+            foldhash::fast::RandomState::default().hash_one(1i32),
+            s.hash_one(1i32)
+        );
         let u = id_map::<u64, ()>();
         assert_eq!(u.hasher().hash_one(5u64), u.hasher().hash_one(5u64));
     }
@@ -238,97 +259,5 @@ mod tests {
         assert!(d > Instant::now() + Duration::from_millis(1000));
         assert_eq!(timeout_ms(Duration::from_micros(10)), 1);
         assert_eq!(timeout_ms(Duration::from_millis(1500)), 1500);
-    }
-}
-
-/// A map keyed by stream, sequence or call ids, hashed with [`IdHasher`].
-pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, IdHashState>;
-
-/// A new, empty [`IdMap`] with its own random key.
-pub(crate) fn id_map<K, V>() -> IdMap<K, V> {
-    IdMap::with_hasher(IdHashState::new())
-}
-
-/// The keys of one [`IdMap`]: two random 64-bit words drawn for each map (from the standard
-/// library's randomly seeded SipHash, once per map, not per lookup).
-///
-/// Why not SipHash per lookup: ids are hashed several times per call (route a frame, drop a
-/// late one, insert, remove) and SipHash costs ~100 instructions each on a 4-byte key. Why this
-/// is safe with ids a peer chooses (a ttstream server's table): the hash is a folded 128-bit
-/// multiply of the id mixed with the map's secret keys, which the peer never observes (no
-/// hash value or table order leaves the process), so it cannot pick ids that collide short of
-/// guessing 128 secret bits; and even if it did, a server's table holds at most
-/// `max_concurrent_streams` entries (`ServerLimits`), so a lookup compares at most that many
-/// keys: the worst case is bounded and linear, never the unbounded growth hash flooding
-/// aims at. Other tables hold ids this process allocated itself.
-#[derive(Clone, Debug)]
-pub(crate) struct IdHashState {
-    k0: u64,
-    k1: u64,
-}
-
-impl IdHashState {
-    pub(crate) fn new() -> IdHashState {
-        use std::hash::{BuildHasher, RandomState};
-        let s = RandomState::new();
-        IdHashState {
-            k0: s.hash_one(0x5eed_u64),
-            // Odd: the multiply then loses no bit of the mixed id.
-            k1: s.hash_one(0x5eed_u64 + 1) | 1,
-        }
-    }
-}
-
-impl std::hash::BuildHasher for IdHashState {
-    type Hasher = IdHasher;
-
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher {
-            acc: self.k0,
-            k1: self.k1,
-        }
-    }
-}
-
-/// Hashes integer ids (see [`IdHashState`]): each integer written is mixed into the
-/// accumulator with one folded multiply.
-#[derive(Clone, Debug)]
-pub(crate) struct IdHasher {
-    acc: u64,
-    k1: u64,
-}
-
-impl IdHasher {
-    fn mix(&mut self, x: u64) {
-        let m = u128::from(self.acc ^ x) * u128::from(self.k1);
-        // Folding keeps the high half of the product, where every input bit has reached.
-        self.acc = (m as u64) ^ ((m >> 64) as u64);
-    }
-}
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.acc
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used by integer keys; correct for any other key all the same.
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word) ^ ((chunk.len() as u64) << 59));
-        }
-    }
-
-    fn write_u32(&mut self, i: u32) {
-        self.mix(u64::from(i));
-    }
-
-    fn write_i32(&mut self, i: i32) {
-        self.mix(u64::from(i as u32));
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.mix(i);
     }
 }
