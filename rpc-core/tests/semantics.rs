@@ -192,7 +192,10 @@ async fn close_send_is_idempotent_and_send_after_it_fails_with_nothing_sent() {
     h.assert_no_leaks().await;
 }
 
-#[tokio::test]
+// Paused time: the in-process path has no I/O, so the clock moves only when every task waits
+// on a timer. A cancel that travels by events takes no virtual time at all; one that waited on
+// some timer would show that timer's length. Wall-clock load cannot fail this.
+#[tokio::test(start_paused = true)]
 async fn dropping_a_client_handle_cancels_the_server_within_100ms() {
     let mut h = harness();
     let mut call = within(
@@ -239,7 +242,9 @@ async fn explicit_cancel_fails_server_recv_with_cancelled() {
     h.assert_no_leaks().await;
 }
 
-#[tokio::test]
+// Paused time: the 10 ms pacing and the 200 ms deadline run on the virtual clock, so the
+// number of round trips before the deadline does not depend on the machine's load.
+#[tokio::test(start_paused = true)]
 async fn deadline_ends_a_long_bidi_stream_on_both_sides() {
     let mut h = harness();
     let mut call = within(h.client.bidi::<ProstCodec, Msg, Msg>(

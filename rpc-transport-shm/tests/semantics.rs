@@ -174,11 +174,10 @@ async fn cancel_by_drop_reaches_the_server_and_deadlines_are_enforced_by_it() {
     drop(call);
     let s = probe.ended().await;
     assert_eq!(s.code(), Code::Cancelled);
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
-    );
+    // Event-driven: about a millisecond when idle. Nothing but the Rst ends this handler (it
+    // waits for a cancel), so the bound only has to tell "promptly" from "stuck"; it is generous
+    // for a loaded machine.
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 
     for (method, thrift) in [(&PB[0], false), (&TH[0], true)] {
         let opts = CallOptions::new().timeout(Duration::from_millis(150));

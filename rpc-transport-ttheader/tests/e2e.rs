@@ -244,11 +244,10 @@ async fn cancel_by_drop_reaches_the_server_as_rst() {
     let s = probe.ended().await;
     assert_eq!(s.code(), Code::Cancelled);
     assert_eq!(s.transport_code(), Some(12007));
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
-    );
+    // Event-driven: about a millisecond when idle. Nothing but the Rst ends this handler (it
+    // waits for a cancel), so the bound only has to tell "promptly" from "stuck"; it is generous
+    // for a loaded machine.
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     no_leaks(&transport, &h).await;
     h.shutdown(Duration::from_secs(1)).await;
 }
@@ -269,8 +268,14 @@ async fn deadline_is_sent_on_the_wire_and_enforced_by_the_server() {
         assert_eq!(e.code(), Code::DeadlineExceeded);
         assert_eq!(probe.ended().await.code(), Code::DeadlineExceeded);
     }
-    // unary TTHeader: int key 12 reaches the server, which ends the handler on time
-    let e = within(client.unary::<ThriftCodec, TMsg, TMsg>(
+    // unary TTHeader: int key 12 reaches the server, which ends the handler on time. Mux
+    // mode, because a plain-mode client that gives up closes its connection (the late reply
+    // would be taken for the next call's), and that close races the server's own timer: the
+    // handler would end as cancelled or as timed out depending on the machine's load.
+    let mux = TtHeaderClient::builder(endpoint(&h))
+        .unary_mode(UnaryMode::Mux)
+        .build();
+    let e = within(Client::new(mux.clone()).unary::<ThriftCodec, TMsg, TMsg>(
         &TH[0],
         msg("wait-cancel", 0),
         CallOptions::new().timeout(Duration::from_millis(150)),
@@ -280,6 +285,7 @@ async fn deadline_is_sent_on_the_wire_and_enforced_by_the_server() {
     assert_eq!(e.code(), Code::DeadlineExceeded);
     assert_eq!(probe.ended().await.code(), Code::DeadlineExceeded);
     no_leaks(&transport, &h).await;
+    no_leaks(&mux, &h).await;
     h.shutdown(Duration::from_secs(1)).await;
 }
 
