@@ -524,7 +524,7 @@ async fn soak(length: Duration) {
         ]
     };
     let mut churn: Vec<Option<EchoServer>> = (0..2)
-        .map(|n| Some(EchoServer::start(&&strs(&registered(n)))))
+        .map(|n| Some(EchoServer::start(&strs(&registered(n)))))
         .collect();
     let churn_shm = temp_path("churn");
     let churn_shm_url = format!("shm://{churn_shm}");
@@ -598,7 +598,7 @@ async fn soak(length: Duration) {
 
     // Faults and readings, until the time is up.
     let own_pid = std::process::id();
-    let mut readings: Vec<(Duration, (u64, u64), (u64, u64))> = Vec::new();
+    let mut readings: Vec<Reading> = Vec::new();
     let (mut last_kill, mut last_reset, mut last_etcd) = (started, started, started);
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
     let mut n = 0usize;
@@ -618,7 +618,7 @@ async fn soak(length: Duration) {
                 tokio::task::spawn_blocking(move || old.stop(graceful))
                     .await
                     .expect("stop");
-                churn[which] = Some(EchoServer::start(&&strs(&registered(which))));
+                churn[which] = Some(EchoServer::start(&strs(&registered(which))));
             } else {
                 let old = churn_shm_server.take().expect("running");
                 tokio::task::spawn_blocking(move || old.stop(graceful))
@@ -693,16 +693,16 @@ async fn soak(length: Duration) {
     drop((stable, churn, churn_shm_server, etcd));
 }
 
+/// When (since the start), and (RSS bytes, open fds) of the stable server and of this process.
+type Reading = (Duration, (u64, u64), (u64, u64));
+
 struct Flatness {
     report: Vec<String>,
     problems: Vec<String>,
 }
 
 /// Compares the highest readings of the first and last thirds after warm-up.
-fn flat_after_warm_up(
-    readings: &[(Duration, (u64, u64), (u64, u64))],
-    length: Duration,
-) -> Flatness {
+fn flat_after_warm_up(readings: &[Reading], length: Duration) -> Flatness {
     let warm = length.mul_f64(WARM_UP_SHARE);
     let after: Vec<_> = readings.iter().filter(|r| r.0 >= warm).collect();
     let third = after.len() / 3;
@@ -716,7 +716,7 @@ fn flat_after_warm_up(
         return out;
     }
     let (first, last) = (&after[..third], &after[after.len() - third..]);
-    type Pick = fn(&(Duration, (u64, u64), (u64, u64))) -> u64;
+    type Pick = fn(&Reading) -> u64;
     let series: [(&str, Pick, u64); 4] = [
         ("stable server RSS", |r| r.1 .0, RSS_SLACK),
         ("stable server fds", |r| r.1 .1, FD_SLACK),
