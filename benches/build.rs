@@ -1,10 +1,7 @@
 //! Generates tonic's stubs of the echo service (`examples/idl/echo.proto`) into `OUT_DIR` with
 //! tonic-prost-build, tonic's own generator, so the tonic peer of the `grpc_vs_tonic` bench is
-//! what tonic users run. No `protoc`: protox compiles the proto to a descriptor set (prost
-//! 0.13 types), which is re-decoded as prost 0.14's (the same protobuf message).
-
-use prost::Message as _;
-use prost_013::Message as _;
+//! what tonic users run. No `protoc`: protox compiles the proto to the descriptor set
+//! tonic-prost-build takes.
 
 fn main() {
     println!("cargo:rerun-if-changed=../examples/idl/echo.proto");
@@ -12,11 +9,6 @@ fn main() {
     let fds = match protox::compile(["echo.proto"], ["../examples/idl"]) {
         Ok(f) => f,
         Err(e) => panic!("protox failed on examples/idl/echo.proto: {e}"),
-    };
-    let bytes = fds.encode_to_vec();
-    let fds = match prost_types_014::FileDescriptorSet::decode(bytes.as_slice()) {
-        Ok(f) => f,
-        Err(e) => panic!("re-decoding the descriptor set: {e}"),
     };
     if let Err(e) = tonic_prost_build::configure()
         .build_client(true)

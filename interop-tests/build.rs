@@ -7,13 +7,8 @@
 //!   rpc-codegen: the service our `interop-server` and `interop-client` implement.
 //! * `tonic/echo.rs`: tonic's stubs of the echo service (`../examples/idl/echo.proto`, the proto
 //!   our side serves and calls through `examples::proto`), written by tonic-prost-build, for
-//!   `tests/tonic.rs`. No `protoc`: protox compiles the proto to a descriptor set (prost 0.13
-//!   types), re-decoded as prost 0.14's (the same protobuf message). The messages derive through
-//!   `::prost_014` (this crate's name for prost 0.14; `prost` is the 0.13 the rpc-codegen stubs
-//!   use).
-
-use prost::Message as _;
-use prost_014::Message as _;
+//!   `tests/tonic.rs`. No `protoc`: protox compiles the proto to a descriptor set. tonic's and
+//!   rpc-codegen's messages derive through the same `::prost` (0.14, one line in Cargo.lock).
 
 fn main() {
     println!("cargo:rerun-if-changed=idl/echo.thrift");
@@ -39,11 +34,6 @@ fn tonic_stubs() {
         Ok(f) => f,
         Err(e) => panic!("protox failed on ../examples/idl/echo.proto: {e}"),
     };
-    let bytes = fds.encode_to_vec();
-    let fds = match tonic_prost_build::FileDescriptorSet::decode(bytes.as_slice()) {
-        Ok(f) => f,
-        Err(e) => panic!("re-decoding the descriptor set: {e}"),
-    };
     let out = match std::env::var_os("OUT_DIR") {
         Some(d) => std::path::PathBuf::from(d).join("tonic"),
         None => panic!("cargo sets OUT_DIR for build scripts"),
@@ -51,13 +41,11 @@ fn tonic_stubs() {
     if let Err(e) = std::fs::create_dir_all(&out) {
         panic!("creating {}: {e}", out.display());
     }
-    let mut config = tonic_prost_build::Config::new();
-    config.prost_path("::prost_014");
     if let Err(e) = tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .out_dir(&out)
-        .compile_fds_with_config(fds, config)
+        .compile_fds(fds)
     {
         panic!("tonic-prost-build failed on ../examples/idl/echo.proto: {e}");
     }

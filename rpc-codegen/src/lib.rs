@@ -72,7 +72,7 @@
 //!
 //! # Proto frontend
 //!
-//! protox compiles the file and its imports (no `protoc`); prost-build 0.13 (matching the
+//! protox compiles the file and its imports (no `protoc`); prost-build 0.14 (matching the
 //! workspace's prost) generates the messages; our generator adds the services. prost's derives
 //! name `::prost`, so a crate using proto IDLs depends on `prost` (and on `prost-types` when
 //! it imports `google/protobuf/*`).

@@ -15,7 +15,7 @@
 //! `XxxMethodException` enum.
 //!
 //! Generated code reaches dependencies only through `::rpc_core::codegen` (and `::prost` for
-//! prost's derives, which hard-code that path in prost 0.13), spells out `::std`/`::core`
+//! prost's derives, which hard-code that path; prost 0.14), spells out `::std`/`::core`
 //! paths so IDL types named `String` or `Result` cannot shadow them, and names same-module
 //! types `self::T` where a generic parameter is in scope. Every top-level item carries
 //! `#[allow(..)]` for the lints in `ALLOWED_LINTS`, so a crate with strict lints that uses part of the
