@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use crate::cancel::Cancellation;
 use crate::metadata::Metadata;
 
 /// gRPC canonical status codes (`google.rpc.Code`), shared by every transport.
@@ -51,11 +52,17 @@ pub enum Code {
     DataLoss = 15,
     /// The request does not have valid authentication credentials.
     Unauthenticated = 16,
+    /// A stream's `recv` waited longer than its recv timeout
+    /// ([`TimeoutConfig`](crate::cancel::TimeoutConfig)). Not a `google.rpc.Code`: Kitex's
+    /// extension (`codes.RecvDeadlineExceeded = 17` of its gRPC transport, the status its
+    /// recv timeout returns; ttstream carries it as exception type 12014).
+    RecvDeadlineExceeded = 17,
 }
 
 impl Code {
-    /// Maps a wire integer to a code; values outside 0..=16 become [`Code::Unknown`]
-    /// (gRPC spec: unknown status codes are treated as UNKNOWN).
+    /// Maps a wire integer to a code; values outside 0..=17 become [`Code::Unknown`]
+    /// (gRPC spec: unknown status codes are treated as UNKNOWN; 17 is Kitex's
+    /// [`Code::RecvDeadlineExceeded`]).
     pub fn from_i32(v: i32) -> Code {
         match v {
             0 => Code::Ok,
@@ -75,6 +82,7 @@ impl Code {
             14 => Code::Unavailable,
             15 => Code::DataLoss,
             16 => Code::Unauthenticated,
+            17 => Code::RecvDeadlineExceeded,
             _ => Code::Unknown,
         }
     }
@@ -104,6 +112,7 @@ impl Code {
             Code::Unavailable => "UNAVAILABLE",
             Code::DataLoss => "DATA_LOSS",
             Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::RecvDeadlineExceeded => "RECV_DEADLINE_EXCEEDED",
         }
     }
 }
@@ -132,6 +141,7 @@ struct Inner {
     metadata: Metadata,
     transport_code: Option<i32>,
     source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+    cancellation: Option<Arc<Cancellation>>,
 }
 
 /// What an unboxed (plain OK) status reads as.
@@ -142,6 +152,7 @@ static PLAIN_OK: Inner = Inner {
     metadata: Metadata::new(),
     transport_code: None,
     source: None,
+    cancellation: None,
 };
 
 macro_rules! ctor {
@@ -169,6 +180,7 @@ impl Status {
             metadata: Metadata::new(),
             transport_code: None,
             source: None,
+            cancellation: None,
         })))
     }
 
@@ -289,6 +301,20 @@ impl Status {
         self.inner().source.as_deref()
     }
 
+    /// How the stream was cancelled, when this status is a cancellation or a stream timeout
+    /// ([`crate::cancel`]): who cancelled (the user, upstream, downstream, a returning handler,
+    /// a timeout), the cancel path (the services the cancel passed through, Kitex `ttscp`) and
+    /// the Kitex code it travels with.
+    pub fn cancellation(&self) -> Option<&Cancellation> {
+        self.inner().cancellation.as_deref()
+    }
+
+    /// Attaches how the stream was cancelled (see [`Status::cancellation`]).
+    pub fn with_cancellation(mut self, cancellation: Cancellation) -> Status {
+        self.inner_mut().cancellation = Some(Arc::new(cancellation));
+        self
+    }
+
     /// The library error behind this status, if it was produced by one.
     pub fn library_error(&self) -> Option<&Error> {
         self.source_error().and_then(|e| e.downcast_ref::<Error>())
@@ -311,6 +337,9 @@ impl fmt::Debug for Status {
         }
         if let Some(s) = &self.inner().source {
             d.field("source", s);
+        }
+        if let Some(c) = &self.inner().cancellation {
+            d.field("cancellation", c);
         }
         d.finish()
     }
@@ -458,10 +487,11 @@ mod tests {
 
     #[test]
     fn code_round_trips_and_unknown_values_map_to_unknown() {
-        for v in 0..=16 {
+        for v in 0..=17 {
             assert_eq!(Code::from_i32(v).as_i32(), v);
         }
-        assert_eq!(Code::from_i32(17), Code::Unknown);
+        // 17 is Kitex's RecvDeadlineExceeded; the first value past the known codes is UNKNOWN.
+        assert_eq!(Code::from_i32(18), Code::Unknown);
         assert_eq!(Code::from_i32(-1), Code::Unknown);
     }
 
