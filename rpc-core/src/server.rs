@@ -661,9 +661,11 @@ impl ServerShared {
     }
 
     fn cancel_locally(&self, status: Status) {
-        self.end_children(&status);
-        let _ = self.local_cancel.set(status);
+        // The handler's own handles fail first, then the cascade: a handler that sees its
+        // downstream call fail finds its own call already cancelled.
+        let _ = self.local_cancel.set(status.clone());
         self.cancel_notify.notify_waiters();
+        self.end_children(&status);
     }
 
     /// The call ended with `reason`: every client stream the handler opened and has not
