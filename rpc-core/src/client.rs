@@ -330,7 +330,7 @@ impl Client {
         let parent = match per_call.parent {
             Parent::Inherit => crate::cancel::current(),
             Parent::Detached => None,
-            Parent::Of(server) => Some(server.as_parent()),
+            Parent::Of(handle) => Some(handle.0),
         };
         let name = match (&self.inner.cancel.from_service, &parent) {
             (Some(n), _) => HopName::Shared(n.clone()),

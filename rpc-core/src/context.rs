@@ -232,9 +232,10 @@ impl CallOptions {
         self
     }
 
-    /// Sets which call this one joins for cascading cancel ([`Parent`]).
-    pub fn parent(mut self, parent: Parent) -> CallOptions {
-        self.parent = parent;
+    /// Sets which call this one joins for cascading cancel ([`Parent`]; `&ctx` of a
+    /// handler joins that handler's call from anywhere, a task it spawned included).
+    pub fn parent(mut self, parent: impl Into<Parent>) -> CallOptions {
+        self.parent = parent.into();
         self
     }
 

@@ -855,6 +855,13 @@ impl ServerContext {
     }
 }
 
+impl From<&ServerContext> for crate::cancel::Parent {
+    /// Joins the client call to this server call ([`crate::cancel::Parent::Of`]).
+    fn from(ctx: &ServerContext) -> Self {
+        crate::cancel::Parent::Of(crate::cancel::CallHandle(ctx.as_parent()))
+    }
+}
+
 /// One accepted stream, routed, on its way to a handler: what call middleware and generated
 /// service adapters receive.
 pub struct ServerCall {
