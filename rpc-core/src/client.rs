@@ -21,8 +21,9 @@ use tokio::time::{Instant, Sleep};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
+use crate::cancel::{CallChild, CancelKind, Cancellation, Parent, TimeoutConfig};
 use crate::codec::{Codec, Encodable, MsgCodec};
-use crate::context::{CallContext, CallOptions, MethodDesc};
+use crate::context::{CallCancel, CallContext, CallOptions, MethodDesc};
 use crate::metadata::Metadata;
 pub use crate::metadata::WithMetadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
@@ -84,6 +85,15 @@ pub struct ClientBuilder {
     middleware: MessageMiddleware,
     timeout: Option<Duration>,
     metadata: Metadata,
+    cancel: ClientCancel,
+}
+
+/// The client's cancel settings ([`crate::cancel`]).
+#[derive(Debug, Clone, Default)]
+struct ClientCancel {
+    from_service: Option<Arc<str>>,
+    stream_timeout: Option<Duration>,
+    recv_timeout: Option<TimeoutConfig>,
 }
 
 impl ClientBuilder {
@@ -158,6 +168,28 @@ impl ClientBuilder {
         self
     }
 
+    /// The name this client appends to the cancel path of the streams it resets (Kitex: the
+    /// client's `From` service name, sent as `ttscp`). Unset, a call made from a handler
+    /// appends the name of the handler's service, and one made elsewhere appends nothing.
+    pub fn from_service(mut self, name: impl Into<String>) -> Self {
+        let name: String = name.into();
+        self.cancel.from_service = (!name.is_empty()).then(|| Arc::from(name));
+        self
+    }
+
+    /// Default stream timeout of every stream (see [`CallOptions::stream_timeout`]).
+    pub fn stream_timeout(mut self, timeout: Duration) -> Self {
+        self.cancel.stream_timeout = Some(timeout);
+        self
+    }
+
+    /// Default recv timeout of every stream (Kitex `client.WithStreamRecvTimeoutConfig`; see
+    /// [`crate::cancel`]). Pingpong calls are not affected.
+    pub fn recv_timeout(mut self, config: TimeoutConfig) -> Self {
+        self.cancel.recv_timeout = Some(config);
+        self
+    }
+
     /// Metadata sent with every call, before the per-call metadata.
     pub fn metadata(
         mut self,
@@ -196,6 +228,7 @@ impl ClientBuilder {
                 middleware: self.middleware,
                 timeout: self.timeout,
                 metadata: self.metadata,
+                cancel: self.cancel,
             }),
         }
     }
@@ -208,6 +241,7 @@ struct ClientInner {
     middleware: MessageMiddleware,
     timeout: Option<Duration>,
     metadata: Metadata,
+    cancel: ClientCancel,
 }
 
 /// The transport-independent client core. Cheap to clone, `Send + Sync`; generated clients wrap
@@ -246,6 +280,7 @@ impl Client {
             middleware: MessageMiddleware::default(),
             timeout: None,
             metadata: Metadata::new(),
+            cancel: ClientCancel::default(),
         }
     }
 
@@ -263,6 +298,16 @@ impl Client {
         if !opts.extensions.is_empty() {
             ctx.extensions_mut().extend(opts.extensions);
         }
+        if opts.stream_timeout.is_some()
+            || opts.recv_timeout.is_some()
+            || !matches!(opts.parent, Parent::Inherit)
+        {
+            ctx.extensions_mut().insert(CallCancel {
+                stream_timeout: opts.stream_timeout,
+                recv_timeout: opts.recv_timeout,
+                parent: opts.parent,
+            });
+        }
         ctx
     }
 
@@ -270,15 +315,37 @@ impl Client {
         &self,
         method: &'static MethodDesc,
         opts: CallOptions,
-    ) -> Result<(Arc<ClientShared>, Option<Instant>), Status> {
+    ) -> Result<(Arc<ClientShared>, Timers), Status> {
         let ctx = self.context(method, opts);
         self.open_ctx(ctx).await
     }
 
-    async fn open_ctx(
-        &self,
-        mut ctx: CallContext,
-    ) -> Result<(Arc<ClientShared>, Option<Instant>), Status> {
+    async fn open_ctx(&self, mut ctx: CallContext) -> Result<(Arc<ClientShared>, Timers), Status> {
+        // Cascading cancel: the call joins its parent (decided now, where it is made), and
+        // fails at once, sending nothing, when that call has already ended.
+        let per_call = ctx
+            .extensions_mut()
+            .remove::<CallCancel>()
+            .unwrap_or_default();
+        let parent = match per_call.parent {
+            Parent::Inherit => crate::cancel::current(),
+            Parent::Detached => None,
+            Parent::Of(handle) => Some(handle.0),
+        };
+        let name = match (&self.inner.cancel.from_service, &parent) {
+            (Some(n), _) => HopName::Shared(n.clone()),
+            (None, Some(p)) => HopName::Static(p.service_name()),
+            (None, None) => HopName::Static(""),
+        };
+        if let Some(reason) = parent.as_ref().and_then(|p| p.ended()) {
+            return Err(crate::cancel::cascade_from(&reason, name.as_str()));
+        }
+        let stream_timeout = per_call.stream_timeout.or(self.inner.cancel.stream_timeout);
+        let recv_timeout = per_call
+            .recv_timeout
+            .or(self.inner.cancel.recv_timeout)
+            .filter(|_| ctx.mode() != crate::context::Mode::PingPong);
+        let stream_deadline = stream_timeout.map(|t| Instant::now() + t);
         let observe = CallObserver::client(&mut ctx, self.inner.transport.rpc_system());
         let deadline = ctx.deadline();
         let open: BoxFuture<'static, Result<OpenStream, Status>> = match &self.inner.open {
@@ -304,21 +371,40 @@ impl Client {
         }
         .inspect_err(|e| observe.end(e))?;
         let deadline = open.ctx.deadline();
+        let shared = Arc::new(ClientShared {
+            raw: open.stream,
+            ctx: Arc::new(open.ctx),
+            middleware: self.inner.middleware.clone(),
+            st: Mutex::new(ClientState::default()),
+            observe,
+            name,
+        });
+        if let Some(parent) = parent {
+            let weak = Arc::downgrade(&shared);
+            let weak: std::sync::Weak<dyn CallChild> = weak;
+            if let Err(reason) = parent.adopt(weak) {
+                shared.parent_ended(&reason);
+            }
+        }
+        // The earlier of the deadline and the stream timeout ends the stream.
+        let end_at = match (deadline, stream_deadline) {
+            (Some(d), Some(s)) if s < d => Some((s, CancelKind::StreamTimeout)),
+            (Some(d), _) => Some((d, CancelKind::Deadline)),
+            (None, Some(s)) => Some((s, CancelKind::StreamTimeout)),
+            (None, None) => None,
+        };
         Ok((
-            Arc::new(ClientShared {
-                raw: open.stream,
-                ctx: Arc::new(open.ctx),
-                middleware: self.inner.middleware.clone(),
-                st: Mutex::new(ClientState::default()),
-                observe,
-            }),
-            deadline,
+            shared,
+            Timers {
+                end_at,
+                recv_timeout,
+            },
         ))
     }
 
     fn halves<Req, Res, C>(
         shared: Arc<ClientShared>,
-        deadline: Option<Instant>,
+        deadline: Timers,
     ) -> (Sender<Req, ClientEnd>, Receiver<Res, ClientEnd>)
     where
         Req: Send + Sync + 'static,
@@ -464,6 +550,31 @@ async fn header_of(end: &mut ClientEnd) -> Result<Metadata, Status> {
     poll_fn(|cx| end.poll_with_deadline(cx, |shared, cx| shared.poll_header(cx))).await
 }
 
+/// The name a client call appends to cancel paths: the client's `from_service`, or the
+/// parent handler's service name, or nothing.
+#[derive(Clone)]
+enum HopName {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl HopName {
+    fn as_str(&self) -> &str {
+        match self {
+            HopName::Static(s) => s,
+            HopName::Shared(s) => s,
+        }
+    }
+}
+
+/// The timers of a client stream: the end of the whole stream (the deadline or the stream
+/// timeout, whichever comes first) and the recv timeout.
+#[derive(Clone, Copy, Default)]
+struct Timers {
+    end_at: Option<(Instant, CancelKind)>,
+    recv_timeout: Option<TimeoutConfig>,
+}
+
 /// What both halves of a client stream share: the raw stream and the call's state, kept here
 /// and nowhere else (the transport delivers events once; this remembers them).
 struct ClientShared {
@@ -474,6 +585,17 @@ struct ClientShared {
     st: Mutex<ClientState>,
     /// Span and metrics of the call (nothing when nobody observes).
     observe: CallObserver,
+    /// What this hop appends to the cancel path.
+    name: HopName,
+}
+
+impl CallChild for ClientShared {
+    fn parent_ended(&self, reason: &Status) {
+        if self.ended() {
+            return;
+        }
+        self.reset(&crate::cancel::cascade_from(reason, self.name.as_str()));
+    }
 }
 
 #[derive(Default)]
@@ -488,6 +610,9 @@ struct ClientState {
     end: Option<(Status, Metadata)>,
     /// `close_send` was called.
     send_closed: bool,
+    /// The task waiting for an event (a receive or the header), woken by a reset from
+    /// another task (a cancel, a parent's cascade): the transport does not wake it then.
+    waiter: Option<std::task::Waker>,
 }
 
 fn outcome_of(status: &Status) -> Result<Option<Bytes>, Status> {
@@ -522,7 +647,7 @@ impl ClientShared {
         }
         loop {
             match self.raw.poll_event(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => return self.wait(cx),
                 Poll::Ready(ClientEvent::Header(h)) => {
                     self.lock().header.get_or_insert(h);
                 }
@@ -547,7 +672,7 @@ impl ClientShared {
             }
         }
         match self.raw.poll_event(cx) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => self.wait(cx),
             Poll::Ready(ClientEvent::Header(h)) => {
                 self.lock().header = Some(h.clone());
                 Poll::Ready(Ok(h))
@@ -572,6 +697,19 @@ impl ClientShared {
 
     fn trailer(&self) -> Option<Metadata> {
         self.lock().end.as_ref().map(|(_, t)| t.clone())
+    }
+
+    /// The transport has nothing yet: remembers the waiting task so a reset from another task
+    /// wakes it, unless that reset came in between (then the end is the outcome).
+    fn wait<R>(&self, cx: &mut Context<'_>) -> Poll<Result<R, Status>> {
+        let mut st = self.lock();
+        if let Some((status, _)) = &st.end {
+            if !status.is_ok() {
+                return Poll::Ready(Err(status.clone()));
+            }
+        }
+        crate::transport::waker::register(&mut st.waiter, cx);
+        Poll::Pending
     }
 
     /// The error a send reports once the stream cannot carry more messages.
@@ -638,6 +776,7 @@ impl ClientShared {
             }
             st.header.get_or_insert_with(Metadata::new);
             st.end = Some((status.clone(), Metadata::new()));
+            crate::transport::waker::wake(&mut st.waiter);
         }
         self.observe.end(status);
         self.raw.reset(status);
@@ -648,23 +787,31 @@ impl ClientShared {
     }
 }
 
-/// One half's view of a client stream, with the deadline timer of that half.
+/// One half's view of a client stream, with the timers of that half.
 pub(crate) struct ClientEnd {
     shared: Arc<ClientShared>,
-    deadline: Option<Instant>,
+    timers: Timers,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The recv timeout of the `recv` waiting now.
+    recv_sleep: Option<Pin<Box<Sleep>>>,
     /// The length of the message being sent (from `poll_send_ready`), for metrics.
     sending: usize,
 }
 
 impl ClientEnd {
-    fn new(shared: Arc<ClientShared>, deadline: Option<Instant>) -> Self {
+    fn new(shared: Arc<ClientShared>, timers: Timers) -> Self {
         ClientEnd {
             shared,
-            deadline,
+            timers,
             sleep: None,
+            recv_sleep: None,
             sending: 0,
         }
+    }
+
+    /// A cancellation starting at this hop (a user cancel, a timeout).
+    fn origin(&self, kind: CancelKind, cause: impl Into<String>) -> Status {
+        Cancellation::new(kind, self.shared.name.as_str(), kind.kitex_code(), cause).into_status()
     }
 
     /// Polls `op`; while it is pending, the deadline is watched: once it passes, the stream is
@@ -677,7 +824,7 @@ impl ClientEnd {
         if let Poll::Ready(r) = op(&self.shared, cx) {
             return Poll::Ready(r);
         }
-        let Some(deadline) = self.deadline else {
+        let Some((deadline, kind)) = self.timers.end_at else {
             return Poll::Pending;
         };
         let sleep = self
@@ -685,7 +832,7 @@ impl ClientEnd {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                let status = Status::deadline_exceeded("deadline exceeded");
+                let status = self.origin(kind, "");
                 self.shared.reset(&status);
                 // The stream may have ended just before: report its real end then.
                 Poll::Ready(Err(match &self.shared.lock().end {
@@ -699,9 +846,39 @@ impl ClientEnd {
 
     fn cancel(&self) {
         if !self.shared.ended() {
-            self.shared
-                .reset(&Status::cancelled("cancelled by the client"));
+            self.shared.reset(&self.origin(CancelKind::User, ""));
         }
+    }
+
+    /// A receive, with the recv timeout watched while it waits: when it fires the outcome is
+    /// `RECV_DEADLINE_EXCEEDED`, and the stream is reset unless the config keeps it alive.
+    fn poll_recv_timed(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
+        let got = self.poll_with_deadline(cx, |shared, cx| shared.poll_recv(cx));
+        let Some(cfg) = self.timers.recv_timeout else {
+            return got;
+        };
+        if got.is_ready() {
+            self.recv_sleep = None;
+            return got;
+        }
+        let sleep = self
+            .recv_sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(cfg.timeout)));
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.recv_sleep = None;
+        let status = self.origin(
+            CancelKind::RecvTimeout,
+            format!("stream recv timeout, timeout={:?}", cfg.timeout),
+        );
+        if !cfg.disable_cancel_remote {
+            self.shared.reset(&status);
+            if let Some((end, _)) = &self.shared.lock().end {
+                return Poll::Ready(outcome_of(end));
+            }
+        }
+        Poll::Ready(Err(status))
     }
 }
 
@@ -735,13 +912,17 @@ impl End for ClientEnd {
         Poll::Ready(Ok(()))
     }
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
-        let got = self.poll_with_deadline(cx, |shared, cx| shared.poll_recv(cx));
+        let got = self.poll_recv_timed(cx);
         if let Poll::Ready(Ok(Some(b))) = &got {
             self.shared.observe.received(b.len());
         }
         got
     }
     fn recv_ended(&self) {}
+    fn transient(&self, status: &Status) -> bool {
+        // A recv timeout that left the stream alive (`disable_cancel_remote`).
+        status.code() == crate::status::Code::RecvDeadlineExceeded && !self.shared.ended()
+    }
     fn fail(&self, status: &Status) {
         self.shared.reset(status);
     }
@@ -749,7 +930,7 @@ impl End for ClientEnd {
         self.cancel();
     }
     fn fork(&self) -> Self {
-        ClientEnd::new(self.shared.clone(), self.deadline)
+        ClientEnd::new(self.shared.clone(), self.timers)
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::cancel::{Parent, TimeoutConfig};
 use crate::metadata::Metadata;
 pub use crate::peer::Peer;
 
@@ -188,6 +189,22 @@ pub struct CallOptions {
     /// Typed values for the call's [`CallContext::extensions`] (layers and the transport read
     /// them: gRPC's per-call compression, for one). Never sent as such.
     pub extensions: http::Extensions,
+    /// This client's own limit on the whole stream (not sent to the server, unlike the
+    /// timeout); overrides the client's ([`crate::cancel`]).
+    pub stream_timeout: Option<Duration>,
+    /// The limit on each `recv` of a stream; overrides the client's ([`crate::cancel`]).
+    pub recv_timeout: Option<TimeoutConfig>,
+    /// Which call this one joins for cascading cancel (default: the handler running it).
+    pub parent: Parent,
+}
+
+/// The per-call cancel settings, carried in the call's extensions from [`CallOptions`] to
+/// the open (so unary layers and retries keep them).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallCancel {
+    pub(crate) stream_timeout: Option<Duration>,
+    pub(crate) recv_timeout: Option<TimeoutConfig>,
+    pub(crate) parent: Parent,
 }
 
 impl CallOptions {
@@ -200,6 +217,31 @@ impl CallOptions {
     pub fn timeout(mut self, timeout: Duration) -> CallOptions {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// Sets the stream timeout: this client's own limit on the whole stream, not sent to the
+    /// server; when it passes the stream is reset with `DEADLINE_EXCEEDED` (Kitex 12015).
+    pub fn stream_timeout(mut self, timeout: Duration) -> CallOptions {
+        self.stream_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the recv timeout of this stream (Kitex `streamcall.WithRecvTimeoutConfig`).
+    pub fn recv_timeout(mut self, config: TimeoutConfig) -> CallOptions {
+        self.recv_timeout = Some(config);
+        self
+    }
+
+    /// Sets which call this one joins for cascading cancel ([`Parent`]; `&ctx` of a
+    /// handler joins that handler's call from anywhere, a task it spawned included).
+    pub fn parent(mut self, parent: impl Into<Parent>) -> CallOptions {
+        self.parent = parent.into();
+        self
+    }
+
+    /// Joins no call: this one lives on when the handler making it ends.
+    pub fn detached(self) -> CallOptions {
+        self.parent(Parent::Detached)
     }
 
     /// Adds a typed value to the call's [`CallContext::extensions`].

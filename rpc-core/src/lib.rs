@@ -20,6 +20,8 @@
 //! * [`limits`] — [`ServerLimits`]: what a peer can make a server hold.
 //! * [`observe`] — a tracing span per call on both sides, W3C trace context in metadata,
 //!   metrics through the `metrics` facade (feature `metrics`).
+//! * [`cancel`] — cascading cancel (a handler's client calls end with its call, the cancel
+//!   path travelling with them), stream and recv timeouts.
 //!
 //! The rest is optional, each a cargo feature (all on by default, so `rpc-core = "..."` gets
 //! everything; a crate that needs only the call model says `default-features = false`):
@@ -78,6 +80,7 @@
 pub mod address;
 #[cfg(feature = "balance")]
 pub mod balance;
+pub mod cancel;
 pub mod client;
 pub mod codec;
 #[doc(hidden)]
@@ -115,6 +118,7 @@ pub mod transport;
 pub mod unary;
 
 pub use address::Address;
+pub use cancel::{CancelKind, Cancellation, Parent, TimeoutConfig};
 pub use client::{
     BidiCall, BidiReceiver, BidiSender, Client, ClientBuilder, ClientStreamingCall,
     ServerStreamingCall, WithMetadata,

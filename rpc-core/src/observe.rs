@@ -473,6 +473,7 @@ pub fn code_name(code: Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+        Code::RecvDeadlineExceeded => "RECV_DEADLINE_EXCEEDED",
     }
 }
 

@@ -31,7 +31,7 @@
 use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,6 +41,9 @@ use tokio::sync::Notify;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
+use crate::cancel::{
+    kitex_code, CallChild, CallParent, CancelKind, Cancellation, Children, Scoped,
+};
 use crate::codec::{Codec, Encodable, MsgCodec};
 use crate::context::{CallContext, MethodDesc, Mode, PayloadKind, Peer, ServiceDesc};
 use crate::limits::{ByteBudget, ServerLimits};
@@ -371,6 +374,7 @@ impl Server {
             cancel_notify: Notify::new(),
             finished: Mutex::new(false),
             observe,
+            children: Mutex::new(Children::default()),
         });
         let call = ServerCall {
             ctx: ServerContext {
@@ -383,8 +387,10 @@ impl Server {
             None => self.inner.services[route.service_index].call(call),
             Some(svc) => Box::pin(svc.clone().oneshot(call)),
         };
-        // Observed: the handler runs inside the call's span and trace context.
+        // Observed: the handler runs inside the call's span and trace context, and as the
+        // parent of the client calls it makes (cascading cancel).
         let fut = crate::observe::instrument(&shared.observe, fut);
+        let fut = Scoped::new(shared.clone(), fut);
         self.inner.active.fetch_add(1, Ordering::AcqRel);
         let guard = ActiveGuard(self.inner.clone());
         // First poll here, in the transport's task: a handler that completes at once (a
@@ -488,7 +494,7 @@ fn handler_status(
 
 /// A handler future, its panics caught.
 type Handler =
-    futures::future::CatchUnwind<AssertUnwindSafe<BoxFuture<'static, Result<(), Status>>>>;
+    futures::future::CatchUnwind<AssertUnwindSafe<Scoped<BoxFuture<'static, Result<(), Status>>>>>;
 
 struct ActiveGuard(Arc<ServerInner>);
 
@@ -509,12 +515,15 @@ async fn run_stream(shared: Arc<ServerShared>, mut handler: Handler, grace: Dura
     let cancelled = {
         let shared = shared.clone();
         async move {
-            let by_peer = poll_fn(|cx| shared.raw.poll_reset(cx));
+            let by_peer = async { upstream(poll_fn(|cx| shared.raw.poll_reset(cx)).await) };
             match shared.ctx.deadline() {
                 None => by_peer.await,
                 Some(d) => tokio::select! {
                     s = by_peer => s,
-                    () = tokio::time::sleep_until(d) => Status::deadline_exceeded("deadline exceeded"),
+                    () = tokio::time::sleep_until(d) => {
+                        Cancellation::new(CancelKind::Deadline, "", kitex_code::STREAM_TIMEOUT, "")
+                            .into_status()
+                    }
                 },
             }
         }
@@ -529,6 +538,26 @@ async fn run_stream(shared: Arc<ServerShared>, mut handler: Handler, grace: Dura
             // outcome no longer matters.
             let _ = tokio::time::timeout(grace, handler).await;
         }
+    }
+}
+
+/// A reset the peer sent, as the handler sees it: a cancel by upstream, with the path and
+/// code the transport read (a reset without them — gRPC's `RST_STREAM(CANCEL)` — is one too).
+/// A lost connection stays `UNAVAILABLE`.
+fn upstream(status: Status) -> Status {
+    match status.cancellation() {
+        Some(c) if c.kind() == CancelKind::Upstream => status,
+        Some(c) => c
+            .received_as(CancelKind::Upstream)
+            .into_status_with(status.code()),
+        None if status.code() == crate::status::Code::Cancelled => Cancellation::new(
+            CancelKind::Upstream,
+            "",
+            status.transport_code().unwrap_or(kitex_code::USER_CANCEL),
+            status.message(),
+        )
+        .into_status(),
+        None => status,
     }
 }
 
@@ -556,6 +585,22 @@ struct ServerShared {
     finished: Mutex<bool>,
     /// Span and metrics of the call (nothing when nobody observes).
     observe: CallObserver,
+    /// Client streams the handler opened (cascading cancel).
+    children: Mutex<Children>,
+}
+
+impl CallParent for ServerShared {
+    fn adopt(&self, child: Weak<dyn CallChild>) -> Result<(), Status> {
+        lock(&self.children).adopt(child)
+    }
+
+    fn ended(&self) -> Option<Status> {
+        lock(&self.children).ended().cloned()
+    }
+
+    fn service_name(&self) -> &'static str {
+        self.ctx.method().service
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -616,8 +661,18 @@ impl ServerShared {
     }
 
     fn cancel_locally(&self, status: Status) {
-        let _ = self.local_cancel.set(status);
+        // The handler's own handles fail first, then the cascade: a handler that sees its
+        // downstream call fail finds its own call already cancelled.
+        let _ = self.local_cancel.set(status.clone());
         self.cancel_notify.notify_waiters();
+        self.end_children(&status);
+    }
+
+    /// The call ended with `reason`: every client stream the handler opened and has not
+    /// finished is reset, the reason cascading down (once; later calls do nothing).
+    fn end_children(&self, reason: &Status) {
+        let children = lock(&self.children).end(reason);
+        crate::cancel::end_children(children, reason);
     }
 
     /// Ends the stream (once; later calls return `false`), with an optional last message.
@@ -640,6 +695,20 @@ impl ServerShared {
             status,
             trailer,
         });
+        drop(finished);
+        // The handler's call is over: streams it opened and left open end with it (Kitex
+        // 12012). Nothing to do when it opened none.
+        if lock(&self.children).has_children() {
+            self.end_children(
+                &Cancellation::new(
+                    CancelKind::HandlerReturned,
+                    "",
+                    kitex_code::HANDLER_RETURNED,
+                    "",
+                )
+                .into_status(),
+            );
+        }
         true
     }
 
@@ -771,6 +840,25 @@ impl ServerContext {
     /// Whether the stream has been cancelled (see [`ServerContext::cancelled`]).
     pub fn is_cancelled(&self) -> bool {
         self.shared.local_cancel.get().is_some()
+    }
+
+    /// Runs `fut` with this call as the parent of the client calls it makes (cascading
+    /// cancel, [`crate::cancel`]): for a task the handler spawns. The handler itself runs so
+    /// already.
+    pub fn scope<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
+        Scoped::new(self.as_parent(), fut)
+    }
+
+    /// This call as the parent of client calls ([`crate::cancel::Parent::Of`]).
+    pub(crate) fn as_parent(&self) -> Arc<dyn CallParent> {
+        self.shared.clone()
+    }
+}
+
+impl From<&ServerContext> for crate::cancel::Parent {
+    /// Joins the client call to this server call ([`crate::cancel::Parent::Of`]).
+    fn from(ctx: &ServerContext) -> Self {
+        crate::cancel::Parent::Of(crate::cancel::CallHandle(ctx.as_parent()))
     }
 }
 

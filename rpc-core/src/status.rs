@@ -51,11 +51,17 @@ pub enum Code {
     DataLoss = 15,
     /// The request does not have valid authentication credentials.
     Unauthenticated = 16,
+    /// A stream's `recv` waited longer than its recv timeout
+    /// ([`TimeoutConfig`](crate::cancel::TimeoutConfig)). Not a `google.rpc.Code`: Kitex's
+    /// extension (`codes.RecvDeadlineExceeded = 17` of its gRPC transport, the status its
+    /// recv timeout returns; ttstream carries it as exception type 12014).
+    RecvDeadlineExceeded = 17,
 }
 
 impl Code {
-    /// Maps a wire integer to a code; values outside 0..=16 become [`Code::Unknown`]
-    /// (gRPC spec: unknown status codes are treated as UNKNOWN).
+    /// Maps a wire integer to a code; values outside 0..=17 become [`Code::Unknown`]
+    /// (gRPC spec: unknown status codes are treated as UNKNOWN; 17 is Kitex's
+    /// [`Code::RecvDeadlineExceeded`]).
     pub fn from_i32(v: i32) -> Code {
         match v {
             0 => Code::Ok,
@@ -75,6 +81,7 @@ impl Code {
             14 => Code::Unavailable,
             15 => Code::DataLoss,
             16 => Code::Unauthenticated,
+            17 => Code::RecvDeadlineExceeded,
             _ => Code::Unknown,
         }
     }
@@ -104,6 +111,7 @@ impl Code {
             Code::Unavailable => "UNAVAILABLE",
             Code::DataLoss => "DATA_LOSS",
             Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::RecvDeadlineExceeded => "RECV_DEADLINE_EXCEEDED",
         }
     }
 }
@@ -132,6 +140,7 @@ struct Inner {
     metadata: Metadata,
     transport_code: Option<i32>,
     source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+    cancellation: Option<Arc<Cancellation>>,
 }
 
 /// What an unboxed (plain OK) status reads as.
@@ -142,6 +151,7 @@ static PLAIN_OK: Inner = Inner {
     metadata: Metadata::new(),
     transport_code: None,
     source: None,
+    cancellation: None,
 };
 
 macro_rules! ctor {
@@ -169,6 +179,7 @@ impl Status {
             metadata: Metadata::new(),
             transport_code: None,
             source: None,
+            cancellation: None,
         })))
     }
 
@@ -289,6 +300,20 @@ impl Status {
         self.inner().source.as_deref()
     }
 
+    /// How the stream was cancelled, when this status is a cancellation or a stream timeout
+    /// ([`crate::cancel`]): who cancelled (the user, upstream, downstream, a returning handler,
+    /// a timeout), the cancel path (the services the cancel passed through, Kitex `ttscp`) and
+    /// the Kitex code it travels with.
+    pub fn cancellation(&self) -> Option<&Cancellation> {
+        self.inner().cancellation.as_deref()
+    }
+
+    /// Attaches how the stream was cancelled (see [`Status::cancellation`]).
+    pub fn with_cancellation(mut self, cancellation: Cancellation) -> Status {
+        self.inner_mut().cancellation = Some(Arc::new(cancellation));
+        self
+    }
+
     /// The library error behind this status, if it was produced by one.
     pub fn library_error(&self) -> Option<&Error> {
         self.source_error().and_then(|e| e.downcast_ref::<Error>())
@@ -311,6 +336,9 @@ impl fmt::Debug for Status {
         }
         if let Some(s) = &self.inner().source {
             d.field("source", s);
+        }
+        if let Some(c) = &self.inner().cancellation {
+            d.field("cancellation", c);
         }
         d.finish()
     }
@@ -339,6 +367,218 @@ impl PartialEq for Status {
             && self.inner().message == other.inner().message
             && self.inner().details == other.inner().details
             && self.inner().metadata == other.inner().metadata
+    }
+}
+
+// -------------------------------------------- cancellations (see `crate::cancel`)
+
+/// Kitex's ttstream exception codes for the ways a stream ends early
+/// (`pkg/remote/trans/ttstream/exception.go`, Kitex v0.15.1+).
+pub mod kitex_code {
+    /// `errBizCancel`: the user cancelled (Kitex: `cancel()` of the stream's context).
+    pub const USER_CANCEL: i32 = 12007;
+    /// `errBizCancelWithCause`: cancelled with a cause.
+    pub const CANCEL_WITH_CAUSE: i32 = 12008;
+    /// `errDownstreamCancel`: the server we called reset the stream.
+    pub const DOWNSTREAM_CANCEL: i32 = 12009;
+    /// `errUpstreamCancel`: the call this stream was made from was cancelled.
+    pub const UPSTREAM_CANCEL: i32 = 12010;
+    /// `errInternalCancel`: cancelled for another reason (a non-ttstream parent).
+    pub const INTERNAL_CANCEL: i32 = 12011;
+    /// `errBizHandlerReturnCancel`: the handler the stream was made from returned.
+    pub const HANDLER_RETURNED: i32 = 12012;
+    /// `errConnectionClosedCancel`: the parent's connection closed.
+    pub const CONNECTION_CLOSED: i32 = 12013;
+    /// `errRecvTimeoutTypeId`: a recv waited longer than its recv timeout.
+    pub const RECV_TIMEOUT: i32 = 12014;
+    /// `errStreamTimeoutTypeId`: the stream timeout (or deadline) passed.
+    pub const STREAM_TIMEOUT: i32 = 12015;
+}
+
+/// Who or what ended a stream early (Kitex's `errBizCancel`, `errUpstreamCancel`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CancelKind {
+    /// This side's user cancelled: `cancel()` or a handle dropped before the end (12007).
+    User,
+    /// The peer that called us cancelled, or the call this stream was made from was (12010).
+    Upstream,
+    /// The server we called reset the stream (12009).
+    Downstream,
+    /// The handler this stream was made from returned while the stream was still open (12012).
+    HandlerReturned,
+    /// A `recv` waited longer than the recv timeout (12014).
+    RecvTimeout,
+    /// The client's stream timeout passed (12015).
+    StreamTimeout,
+    /// The call's deadline passed (Kitex has no separate code: 12015).
+    Deadline,
+}
+
+impl CancelKind {
+    /// The Kitex code a cancel of this kind starts with (a cascade keeps its origin's).
+    pub fn kitex_code(self) -> i32 {
+        match self {
+            CancelKind::User => kitex_code::USER_CANCEL,
+            CancelKind::Upstream => kitex_code::UPSTREAM_CANCEL,
+            CancelKind::Downstream => kitex_code::DOWNSTREAM_CANCEL,
+            CancelKind::HandlerReturned => kitex_code::HANDLER_RETURNED,
+            CancelKind::RecvTimeout => kitex_code::RECV_TIMEOUT,
+            CancelKind::StreamTimeout | CancelKind::Deadline => kitex_code::STREAM_TIMEOUT,
+        }
+    }
+
+    /// The status code a stream ended this way reports.
+    pub fn code(self) -> Code {
+        match self {
+            CancelKind::RecvTimeout => Code::RecvDeadlineExceeded,
+            CancelKind::StreamTimeout | CancelKind::Deadline => Code::DeadlineExceeded,
+            _ => Code::Cancelled,
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            CancelKind::User => "canceled by the user",
+            CancelKind::Upstream => "canceled by upstream",
+            CancelKind::Downstream => "canceled by downstream",
+            CancelKind::HandlerReturned => "canceled by the handler returning",
+            CancelKind::RecvTimeout => "stream recv timeout",
+            CancelKind::StreamTimeout => "stream timeout",
+            CancelKind::Deadline => "deadline exceeded",
+        }
+    }
+}
+
+/// How a stream was cancelled: attached to the [`Status`] it ended with
+/// ([`Status::cancellation`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancellation {
+    kind: CancelKind,
+    path: String,
+    code: i32,
+    cause: String,
+}
+
+impl Cancellation {
+    /// A cancellation of `kind` whose path (comma-joined service names, as Kitex's `ttscp`) is
+    /// `path`, travelling with Kitex code `code`, for `cause` (the origin's message).
+    pub fn new(
+        kind: CancelKind,
+        path: impl Into<String>,
+        code: i32,
+        cause: impl Into<String>,
+    ) -> Cancellation {
+        Cancellation {
+            kind,
+            path: path.into(),
+            code,
+            cause: cause.into(),
+        }
+    }
+
+    /// Who or what cancelled, seen from this side.
+    pub fn kind(&self) -> CancelKind {
+        self.kind
+    }
+
+    /// The cancel path as it travels: service names joined by `,` (`"A,B"`), empty when no
+    /// name is known.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The services on the cancel path, origin first.
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.path.split(',').filter(|s| !s.is_empty())
+    }
+
+    /// The Kitex code the cancel travels with: its origin's (12007 when a user started it).
+    pub fn kitex_code(&self) -> i32 {
+        self.code
+    }
+
+    /// The origin's message.
+    pub fn cause(&self) -> &str {
+        &self.cause
+    }
+
+    /// The status this cancellation ends a stream with: the kind's code, a message naming the
+    /// path (`canceled by upstream [canceled path: A -> B]: <cause>`), the Kitex code as the
+    /// transport code.
+    pub fn into_status(self) -> Status {
+        let code = self.kind.code();
+        self.into_status_with(code)
+    }
+
+    /// As [`Cancellation::into_status`] with the status code `code` (a peer's reset keeps
+    /// the code its transport maps the Kitex code to: 12015 is `DEADLINE_EXCEEDED`).
+    pub fn into_status_with(self, code: Code) -> Status {
+        let message = self.to_string();
+        Status::new(code, message)
+            .with_transport_code(self.code)
+            .with_cancellation(self)
+    }
+
+    /// The message a transport sends with the cancel (Kitex's `getMessage`): the origin's
+    /// cause, or what the kind means when there is none.
+    pub fn wire_message(&self) -> &str {
+        if self.cause.is_empty() {
+            self.kind.text()
+        } else {
+            &self.cause
+        }
+    }
+
+    /// The same cancel seen from a stream this one cascades to: kind `kind`, this hop's `name`
+    /// appended to the path, the origin's code and cause kept.
+    pub(crate) fn cascade(&self, kind: CancelKind, name: &str) -> Cancellation {
+        Cancellation {
+            kind,
+            path: append_path(&self.path, name),
+            code: self.code,
+            cause: self.cause.clone(),
+        }
+    }
+
+    /// The same cancel as the peer that received it sees it (kind `kind`, path and code kept).
+    pub fn received_as(&self, kind: CancelKind) -> Cancellation {
+        Cancellation {
+            kind,
+            ..self.clone()
+        }
+    }
+}
+
+impl fmt::Display for Cancellation {
+    /// `canceled by upstream [canceled path: A -> B]: user canceled` (Kitex writes the path the
+    /// same way: names joined by ` -> `).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind.text())?;
+        if !self.path.is_empty() {
+            f.write_str(" [canceled path: ")?;
+            for (i, n) in self.path.split(',').enumerate() {
+                if i > 0 {
+                    f.write_str(" -> ")?;
+                }
+                f.write_str(n)?;
+            }
+            f.write_str("]")?;
+        }
+        if !self.cause.is_empty() {
+            write!(f, ": {}", self.cause)?;
+        }
+        Ok(())
+    }
+}
+
+/// `path` with `name` appended (Kitex `appendCancelPath`): `"A"` + `"B"` = `"A,B"`; an empty
+/// name adds nothing.
+pub fn append_path(path: &str, name: &str) -> String {
+    match (path.is_empty(), name.is_empty()) {
+        (_, true) => path.to_owned(),
+        (true, false) => name.to_owned(),
+        (false, false) => format!("{path},{name}"),
     }
 }
 
@@ -458,10 +698,11 @@ mod tests {
 
     #[test]
     fn code_round_trips_and_unknown_values_map_to_unknown() {
-        for v in 0..=16 {
+        for v in 0..=17 {
             assert_eq!(Code::from_i32(v).as_i32(), v);
         }
-        assert_eq!(Code::from_i32(17), Code::Unknown);
+        // 17 is Kitex's RecvDeadlineExceeded; the first value past the known codes is UNKNOWN.
+        assert_eq!(Code::from_i32(18), Code::Unknown);
         assert_eq!(Code::from_i32(-1), Code::Unknown);
     }
 

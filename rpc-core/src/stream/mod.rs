@@ -43,6 +43,12 @@ pub(crate) trait End: Send + 'static {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>>;
     /// The receive direction reached its end (EOF or error).
     fn recv_ended(&self);
+    /// `status`, returned by a receive, fails that receive only: the stream lives on (a recv
+    /// timeout with `disable_cancel_remote`).
+    fn transient(&self, status: &Status) -> bool {
+        let _ = status;
+        false
+    }
     /// A local error (decode failure) makes the stream unusable: reset it.
     fn fail(&self, status: &Status);
     /// The half was dropped before its end.
@@ -187,6 +193,7 @@ impl<T: Send + Sync + 'static, E: End> Receiver<T, E> {
         match got {
             Ok(Some(_)) => {}
             Ok(None) => self.done = Some(Ok(())),
+            Err(e) if self.end.transient(e) => {}
             Err(e) => self.done = Some(Err(e.clone())),
         }
     }
@@ -269,6 +276,7 @@ impl<T: Send + Sync + 'static, E: End> Receiver<T, E> {
                 }
             },
             Ok(None) => Ok(()),
+            Err(status) if self.end.transient(&status) => return Poll::Ready(Err(status)),
             Err(status) => Err(status),
         };
         self.done = Some(outcome.clone());

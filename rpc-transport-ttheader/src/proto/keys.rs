@@ -1,5 +1,42 @@
 //! Wire constants: magic, flags, protocol ids, info block ids, int and string keys, frame types
-//! and Kitex stream error codes. Numbers follow the spec (`ttheader.md` §1 and §3).
+//! and Kitex stream error codes. Numbers follow the spec (`ttheader.md` §1 and §3) and, for
+//! cancel and timeouts, the section below (the spec predates Kitex v0.15.1).
+//!
+//! # §3.6 Cascading cancel (`ttscp`) and stream timeouts
+//!
+//! Taken from Kitex's source (`pkg/remote/trans/ttstream`: `exception.go`,
+//! `stream_client.go`, `stream_server.go`, `stream.go`, `codec.go`; Kitex v0.15.1–v0.16.2):
+//!
+//! * **Rst frame** (key 27 = `"5"`, client → server; a client accepts one from a proxy):
+//!   string key `ttscp` = the cancel path, service names joined by `,` (`"A,B"`; omitted when
+//!   empty); payload = a Thrift EXCEPTION message (`80 01 00 03`, the method, seqid = stream
+//!   id) holding `TApplicationException{1: message, 2: type}` (`EncodeException`: type =
+//!   the exception's code, message = its cause's text). An empty payload means type 13 `"rst"`.
+//! * **Who writes what** (`clientStream.parseCancelErr`): a user cancel sends type 12007
+//!   and `ttscp` = the client's own service name; a stream timeout 12015 and the same path;
+//!   a recv timeout 12014 (unless `DisableCancelRemote`: then nothing is sent and the stream
+//!   lives on); a cascade — the handler's call was cancelled, so its client streams are —
+//!   sends the **origin's** type (12007 stays 12007 down the chain) and `ttscp` = the path it
+//!   received with its own service name appended. A parent that is not ttstream gives 12011
+//!   with the path `non-ttstream path,<name>` in Kitex; we give the code of the parent's end
+//!   (12007 cancelled, 12015 deadline, 12013 connection lost, 12011 otherwise) and the names
+//!   we know. A handler that returns while its client streams are open ends them with 12012.
+//! * **Who reads it** (`onReadRstFrame`): a server reports "canceled by upstream"
+//!   (`errUpstreamCancel`, category 12010) with type = the Rst's type and the path; a client
+//!   "canceled by downstream" (12009). Kitex formats it as
+//!   `[ttstream error, code=12007] [server-side stream] [canceled path: A -> B] <message>`;
+//!   we give a `Status` whose [`rpc_core::Cancellation`] has the kind, the path and the code,
+//!   and whose message is `canceled by upstream [canceled path: A -> B]: <message>`.
+//! * **Codes** (`exception.go` constants): 12007 user cancel, 12008 cancel with cause, 12009
+//!   downstream, 12010 upstream, 12011 internal, 12012 handler returned, 12013 connection
+//!   closed, 12014 recv timeout, 12015 stream timeout, 12016 stream internal. (Some Kitex
+//!   branches number the timeouts 12014 stream / 12015 recv / 12016 send in their tests; the
+//!   released constants are the ones above.)
+//! * **Recv timeout status**: Kitex's client-side wrapper returns gRPC-style code 17
+//!   `RecvDeadlineExceeded` (`pkg/remote/trans/nphttp2/codes`, `client/stream.go`
+//!   `callWithTimeout`) locally; on the ttstream wire the cancel is the Rst type 12014, and a
+//!   handler that ends with that status sends exception type 12014 with our exact-code key
+//!   (`rpc-code: 17`). A received 12014 maps to `DEADLINE_EXCEEDED`.
 
 /// TTHeader magic at bytes 4..6 of every packet.
 pub const MAGIC: u16 = 0x1000;
@@ -136,9 +173,9 @@ pub mod kitex_code {
     pub const USER_CANCEL: i32 = 12007;
     /// Canceled with a cause.
     pub const CANCEL_WITH_CAUSE: i32 = 12008;
-    /// Canceled by a downstream service.
+    /// Canceled by a downstream service (`errDownstreamCancel`).
     pub const CANCELED_BY_DOWNSTREAM: i32 = 12009;
-    /// Canceled by an upstream service.
+    /// Canceled by an upstream service (`errUpstreamCancel`).
     pub const CANCELED_BY_UPSTREAM: i32 = 12010;
     /// Internal cancellation.
     pub const INTERNAL_CANCEL: i32 = 12011;

@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use rpc_core::codec::Encodable;
 use rpc_core::transport::waker::{register, wake};
 use rpc_core::transport::{ClientEvent, ClientStreamRaw, Finish, ServerStreamRaw};
-use rpc_core::{Code, Error, Metadata, Status};
+use rpc_core::{CancelKind, Cancellation, Code, Error, Metadata, Status};
 use tokio::sync::Notify;
 
 use super::limits::{Counted, Limits, RecvBytes, Stats};
@@ -276,8 +276,22 @@ impl<H: Host> Stream<H> {
                 drop(st);
                 self.host.remove(self.id);
             }
-            Ok(RecvEvent::Reset { code, message, .. }) => {
-                self.fail(rx, status_from_kitex(code, message));
+            Ok(RecvEvent::Reset {
+                code,
+                message,
+                cancel_path,
+            }) => {
+                // A client's Rst cancels a server stream from upstream; a proxy's Rst on a
+                // client stream is a cancel from downstream (Kitex `onReadRstFrame`).
+                let kind = match self.host.role() {
+                    Role::Server => CancelKind::Upstream,
+                    Role::Client => CancelKind::Downstream,
+                };
+                let code_of = status_from_kitex(code, "").code();
+                let status =
+                    Cancellation::new(kind, cancel_path.unwrap_or_default(), code, message)
+                        .into_status_with(code_of);
+                self.fail(rx, status);
                 drop(st);
                 self.host.remove(self.id);
             }
@@ -399,8 +413,17 @@ impl<H: Host> Stream<H> {
         if st.sm.send(FrameKind::Rst).is_err() {
             return;
         }
-        let exc = ApplicationException::new(code, status.message());
-        if let Ok(rst) = StreamFrame::rst(self.id, self.name(), self.protocol, None, &exc) {
+        // Kitex v0.15.1 cascading cancel (`stream.go` sendRst): the exception carries the
+        // origin's code and message, the `ttscp` string key the cancel path so far, this
+        // hop's name included.
+        let (exc, path) = match status.cancellation() {
+            Some(c) => (
+                ApplicationException::new(c.kitex_code(), c.wire_message()),
+                Some(c.path()).filter(|p| !p.is_empty()),
+            ),
+            None => (ApplicationException::new(code, status.message()), None),
+        };
+        if let Ok(rst) = StreamFrame::rst(self.id, self.name(), self.protocol, path, &exc) {
             let _ = self.write_frame(&rst);
         }
         if !st.sm.is_local_closed() && st.sm.send(FrameKind::Trailer).is_ok() {
@@ -519,10 +542,10 @@ impl<H: Host> ClientStreamRaw for Stream<H> {
     }
 
     fn reset(&self, status: &Status) {
-        let code = if status.code() == Code::DeadlineExceeded {
-            kitex_code::STREAM_TIMEOUT
-        } else {
-            kitex_code::USER_CANCEL
+        let code = match status.code() {
+            Code::DeadlineExceeded => kitex_code::STREAM_TIMEOUT,
+            Code::RecvDeadlineExceeded => kitex_code::RECV_TIMEOUT,
+            _ => kitex_code::USER_CANCEL,
         };
         let mut st = self.lock();
         self.send_reset(&mut st, status, code);
