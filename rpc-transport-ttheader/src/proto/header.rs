@@ -133,8 +133,12 @@ pub struct Headers {
 
 impl Headers {
     /// Empty headers.
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        Headers {
+            acl_token: None,
+            str_kvs: StrKvs::new(),
+            int_kvs: Vec::new(),
+        }
     }
 
     /// Whether no block would be written.
