@@ -52,6 +52,14 @@ impl TtHeaderProtocol {
     /// name (`Service:method` from TMultiplexedProtocol routes by service) or business
     /// status (it arrives as an `INTERNAL_ERROR` exception naming the code). `false` leaves
     /// such connections unclaimed (the listener closes them).
+    ///
+    /// ```
+    /// use rpc_transport_ttheader::TtHeaderProtocol;
+    ///
+    /// // TTHeader and TTHeader Streaming only: a plain Thrift client's connection is closed.
+    /// let ttheader_only = TtHeaderProtocol::default().plain_thrift(false);
+    /// # drop(ttheader_only);
+    /// ```
     pub fn plain_thrift(mut self, serve: bool) -> TtHeaderProtocol {
         self.no_plain = !serve;
         self
