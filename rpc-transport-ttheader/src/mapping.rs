@@ -16,18 +16,10 @@ pub const RPC_CODE_KEY: &str = "rpc-code";
 /// A business-status error (Kitex `kerrors.NewBizStatusError`): travels as `biz-status`,
 /// `biz-message` and `biz-extra` string keys on a normal reply or trailer, not as an exception.
 /// The client sees a `Status` with code `UNKNOWN`, the message, the keys in its metadata and
-/// `transport_code() == Some(code)`.
+/// `transport_code() == Some(code)`. The same as [`rpc_core::Status::biz_error`], which every
+/// transport carries (this name stays for existing callers).
 pub fn biz_status_error(code: i32, message: impl Into<String>, extra: Option<String>) -> Status {
-    let message = message.into();
-    let mut md = Metadata::new();
-    md.insert(str_key::BIZ_STATUS, code.to_string());
-    md.insert(str_key::BIZ_MESSAGE, message.clone());
-    if let Some(extra) = extra {
-        md.insert(str_key::BIZ_EXTRA, extra);
-    }
-    Status::unknown(message)
-        .with_metadata(md)
-        .with_transport_code(code)
+    Status::biz_error(code, message, extra)
 }
 
 /// The biz status a `Status` carries, if it was made by [`biz_status_error`] (or received).
