@@ -31,7 +31,7 @@ use crate::common::{
     deadline_of, id_map, lock, next_id, route_refusal, timeout_ms, IdMap, Lifecycle,
 };
 use crate::mapping::{
-    biz_of, metadata_of, status_from_biz, status_from_exception, str_kvs, RPC_CODE_KEY,
+    biz_of, extend_kvs, metadata_of, status_from_biz, status_from_exception, RPC_CODE_KEY,
 };
 use crate::proto::keys::{int_key, str_key, FLAGS_MUX};
 use crate::proto::{
@@ -413,7 +413,7 @@ impl ClientStreamRaw for UnaryClient {
         packet
             .headers
             .push_str(str_key::IDL_SERVICE_NAME, self.service);
-        packet.headers.str_kvs.extend(str_kvs(&self.metadata));
+        extend_kvs(&mut packet.headers.str_kvs, &self.metadata);
         if let Some(t) = self.timeout {
             packet
                 .headers
@@ -771,7 +771,7 @@ impl UnaryServerConn {
         let plain = self.plain.as_ref().map(|d| lock(d).framing());
         let mut packet = Packet::new(to.flags, to.seq, ProtocolId::ThriftBinary);
         if plain.is_none() {
-            packet.headers.str_kvs.extend(str_kvs(md));
+            extend_kvs(&mut packet.headers.str_kvs, md);
         }
         if self.life.is_draining() && plain.is_none() {
             packet.headers.push_str(str_key::CONN_RESET, "1");
@@ -796,7 +796,7 @@ impl UnaryServerConn {
                     biz.push_to(&mut packet.headers);
                     (MessageType::Reply, Ok(Body::Bytes(&EMPTY_STRUCT)))
                 } else {
-                    packet.headers.str_kvs.extend(str_kvs(status.metadata()));
+                    extend_kvs(&mut packet.headers.str_kvs, status.metadata());
                     packet
                         .headers
                         .push_str(RPC_CODE_KEY, status.code().as_i32().to_string());
@@ -1041,7 +1041,6 @@ impl ServerStreamRaw for UnaryServer {
     }
 
     fn send_header(&self, header: Metadata) -> Result<(), Status> {
-        crate::mapping::text_only(&header)?;
         lock(&self.st).header.extend(header);
         Ok(())
     }
@@ -1056,14 +1055,13 @@ impl ServerStreamRaw for UnaryServer {
     }
 
     fn finish(&self, finish: Finish<'_>) {
-        // Binary metadata cannot travel: the call fails with that error instead.
         let Finish {
             header,
             message,
             status,
             trailer,
             ..
-        } = crate::mapping::text_only_finish(finish);
+        } = finish;
         let (md, response) = {
             let mut st = lock(&self.st);
             if st.finished {
