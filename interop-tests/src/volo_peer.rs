@@ -224,6 +224,31 @@ pub fn multiplex_client(addr: SocketAddr, framing: Framing) -> TestServiceClient
     build_client(addr, framing, true)
 }
 
+/// Plain Thrift without TTHeader, as volo-thrift's `DefaultMakeCodec::framed()` and
+/// `DefaultMakeCodec::buffered()` speak it (and every Apache Thrift client).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlainFraming {
+    /// `u32` length + binary message (`DefaultMakeCodec::framed()`).
+    Framed,
+    /// The bare binary message (`DefaultMakeCodec::buffered()`).
+    Buffered,
+}
+
+impl PlainFraming {
+    /// Both, for tests that run once per framing.
+    pub const ALL: [PlainFraming; 2] = [PlainFraming::Framed, PlainFraming::Buffered];
+}
+
+/// A volo-thrift `TestService` client of the server at `addr` speaking plain Thrift (no
+/// TTHeader) in `framing`, volo's defaults otherwise.
+pub fn plain_client(addr: SocketAddr, framing: PlainFraming) -> TestServiceClient {
+    let builder = TestServiceClientBuilder::new(SERVICE_NAME).address(addr);
+    match framing {
+        PlainFraming::Framed => builder.make_codec(DefaultMakeCodec::framed()).build(),
+        PlainFraming::Buffered => builder.make_codec(DefaultMakeCodec::buffered()).build(),
+    }
+}
+
 fn build_client(addr: SocketAddr, framing: Framing, multiplex: bool) -> TestServiceClient {
     let builder = TestServiceClientBuilder::new(SERVICE_NAME)
         .address(addr)

@@ -25,7 +25,10 @@
 //! On every request: `sleep_ms` waits first (ours stops early when the call is cancelled or its
 //! deadline passes, and reports why); `fail` ends the call with `UNKNOWN`, that text as the
 //! message, [`DETAILS`] as `grpc-status-details-bin`, and trailer metadata `x-fail-bin` (the
-//! text's bytes) plus `x-data-trailer-bin` when the request had `x-data-bin`.
+//! text's bytes) plus `x-data-trailer-bin` when the request had `x-data-bin` — except a `fail`
+//! of `biz:CODE:MESSAGE`, a Kitex business status: our server returns
+//! `Status::biz_error(CODE, MESSAGE, Some(BIZ_EXTRA))`, tonic's writes the trailers a Kitex gRPC
+//! server writes for one (`grpc-status: 13`, `grpc-message`, `biz-status`, `biz-extra`).
 //!
 //! tonic's client is driven in both of its request styles: **channel-fed**
 //! (`ReceiverStream::new(rx)`, with messages sent only after the call resolved — the pattern of
@@ -74,6 +77,15 @@ const DATA: &[u8] = b"\x00\x01bin\xfe\xff";
 const CONCURRENT: usize = 200;
 /// What the servers report to the test (bounded: a full queue drops the report).
 const EVENTS: usize = 1024;
+
+/// The extra map of the business statuses the peers send, as Kitex encodes it (JSON object).
+const BIZ_EXTRA: &str = r#"{"k":"v"}"#;
+
+/// A `fail` of `biz:CODE:MESSAGE`: a business status.
+fn biz_fail(fail: &str) -> Option<(i32, &str)> {
+    let (code, message) = fail.strip_prefix("biz:")?.split_once(':')?;
+    Some((code.parse().ok()?, message))
+}
 
 /// Waits for `f` at most [`STEP`]; a hang fails the test with `what`.
 async fn step<T>(what: &str, f: impl Future<Output = T>) -> T {
@@ -190,6 +202,9 @@ impl OursPeer {
                     return Err(reason);
                 }
             }
+        }
+        if let Some((code, message)) = req.fail.as_deref().and_then(biz_fail) {
+            return Err(Status::biz_error(code, message, Some(BIZ_EXTRA.into())));
         }
         match &req.fail {
             Some(text) => {
@@ -357,6 +372,21 @@ impl TonicPeer {
 async fn tonic_hooks(echoed: &Echoed, req: &tonic_echo::Request) -> Result<(), tonic::Status> {
     if let Some(ms) = req.sleep_ms.filter(|ms| *ms > 0) {
         tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(0))).await;
+    }
+    if let Some((code, message)) = req.fail.as_deref().and_then(biz_fail) {
+        // What Kitex's gRPC server writes for a BizStatusError (nphttp2 `WriteStatus`):
+        // INTERNAL with the business message, plus `biz-status` and `biz-extra`.
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert(
+            "biz-status",
+            code.to_string().parse().expect("ascii header value"),
+        );
+        md.insert("biz-extra", BIZ_EXTRA.parse().expect("ascii header value"));
+        return Err(tonic::Status::with_metadata(
+            tonic::Code::Internal,
+            message,
+            md,
+        ));
     }
     match &req.fail {
         Some(text) => {
@@ -1194,4 +1224,105 @@ async fn our_client_200_concurrent_calls_against_tonic() {
         }
     })
     .await;
+}
+
+// ---- business status (Kitex `biz-status` / `biz-extra` trailers) ------------------------------
+
+/// Our server's business status, read by tonic's client: the trailers are Kitex's —
+/// `grpc-status: 13` (INTERNAL), the message in `grpc-message`, `biz-status` and `biz-extra`,
+/// and no `biz-message` (Kitex never sends one over gRPC).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_client_reads_our_biz_status_as_kitex_trailers() {
+    let (running, addr, _events) = start_ours().await;
+    let mut client = TonicClient::new(tonic_channel(addr).await);
+    let req = tonic_echo::Request {
+        fail: Some("biz:4001:insufficient balance".into()),
+        ..t_request("x")
+    };
+    let err = step("tonic ping_pong", client.ping_pong(req))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    assert_eq!(err.message(), "insufficient balance");
+    let md = err.metadata();
+    assert_eq!(
+        md.get("biz-status").and_then(|v| v.to_str().ok()),
+        Some("4001")
+    );
+    assert_eq!(
+        md.get("biz-extra").and_then(|v| v.to_str().ok()),
+        Some(BIZ_EXTRA)
+    );
+    assert!(md.get("biz-message").is_none(), "{md:?}");
+    running.shutdown(Duration::from_millis(100)).await;
+}
+
+/// A Kitex-style gRPC server's business status (as tonic's server writes it here) reaches our
+/// client as the business status: `biz_status()`, `transport_code()`, code `UNKNOWN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_reads_kitex_biz_trailers() {
+    let (server, _events) = start_tonic().await;
+    let client = our_client(server.addr);
+    let req = proto::Request {
+        fail: Some("biz:4002:out of stock".into()),
+        ..request("x")
+    };
+    let status = match step("ping_pong", client.ping_pong(req)).await {
+        Err(s) => s,
+        Ok(r) => panic!("answered {r:?}"),
+    };
+    let biz = status.biz_status().expect("a business status");
+    assert_eq!(biz.code, 4002);
+    assert_eq!(biz.message, "out of stock");
+    assert_eq!(biz.extra.as_deref(), Some(BIZ_EXTRA));
+    assert_eq!(status.transport_code(), Some(4002));
+    assert_eq!(status.code(), Code::Unknown);
+    assert_eq!(status.message(), "out of stock");
+}
+
+/// One handler's business status reads the same through our gRPC client and our TTHeader
+/// client (ttstream and unary): same code, message, transport code and `biz_status()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn biz_status_reads_the_same_over_grpc_and_ttheader() {
+    let (events, _rx) = mpsc::channel(EVENTS);
+    let server = rpc_core::Server::builder()
+        .add_service(proto::TestServiceServer::new(OursPeer { events }))
+        .build();
+    let running = step(
+        "binding our server",
+        Listener::new(server)
+            .protocol(GrpcProtocol::default())
+            .protocol(rpc_transport_ttheader::TtHeaderProtocol::default())
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)).into()),
+    )
+    .await
+    .expect("binds")
+    .start();
+    let addr = running.local_addrs()[0].socket_addr().expect("tcp");
+    let grpc = our_client(addr);
+    let ttheader = proto::TestServiceClient::new(rpc_core::Client::new(
+        rpc_transport_ttheader::TtHeaderClient::new(addr),
+    ));
+    let req = || proto::Request {
+        fail: Some("biz:4003:quota".into()),
+        ..request("x")
+    };
+    let mut seen = Vec::new();
+    for client in [&grpc, &ttheader] {
+        let status = match step("ping_pong", client.ping_pong(req())).await {
+            Err(s) => s,
+            Ok(r) => panic!("answered {r:?}"),
+        };
+        seen.push((
+            status.code(),
+            status.message().to_owned(),
+            status.transport_code(),
+            status.biz_status(),
+        ));
+    }
+    assert_eq!(seen[0], seen[1]);
+    let biz = seen[0].3.clone().expect("a business status");
+    assert_eq!((biz.code, biz.message.as_str()), (4003, "quota"));
+    assert_eq!(biz.extra.as_deref(), Some(BIZ_EXTRA));
+    running.shutdown(Duration::from_millis(100)).await;
 }

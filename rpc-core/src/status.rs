@@ -318,6 +318,77 @@ impl Status {
     pub fn library_error(&self) -> Option<&Error> {
         self.source_error().and_then(|e| e.downcast_ref::<Error>())
     }
+
+    /// A business status error, Kitex's `kerrors.NewBizStatusError(code, message)` (with
+    /// `extra`: `NewBizStatusErrorWithExtra`, the extra map as a JSON object text): the call
+    /// reached the handler and the business said no, which monitoring should not count as an
+    /// RPC failure. The status has code `UNKNOWN`, the message, [`Status::transport_code`]
+    /// `Some(code)` and the [`BIZ_STATUS_KEY`], [`BIZ_MESSAGE_KEY`] and [`BIZ_EXTRA_KEY`]
+    /// entries in its metadata; [`Status::biz_status`] reads them back.
+    ///
+    /// Each transport carries it as Kitex does: TTHeader as the `biz-*` string keys on a normal
+    /// reply or trailer; gRPC as `grpc-status: 13` (INTERNAL), `grpc-message` and the
+    /// `biz-status` and `biz-extra` trailers. A client of ours gets the same `Status` back from
+    /// either.
+    ///
+    /// ```
+    /// use rpc_core::Status;
+    ///
+    /// let s = Status::biz_error(4001, "insufficient balance", Some(r#"{"k":"v"}"#.into()));
+    /// let biz = s.biz_status().expect("a business status");
+    /// assert_eq!((biz.code, biz.message.as_str()), (4001, "insufficient balance"));
+    /// assert_eq!(biz.extra.as_deref(), Some(r#"{"k":"v"}"#));
+    /// assert_eq!(s.transport_code(), Some(4001));
+    /// ```
+    pub fn biz_error(code: i32, message: impl Into<String>, extra: Option<String>) -> Status {
+        let message = message.into();
+        let mut md = Metadata::new();
+        md.insert(BIZ_STATUS_KEY, code.to_string());
+        md.insert(BIZ_MESSAGE_KEY, message.clone());
+        if let Some(extra) = extra {
+            md.insert(BIZ_EXTRA_KEY, extra);
+        }
+        Status::unknown(message)
+            .with_metadata(md)
+            .with_transport_code(code)
+    }
+
+    /// The business status this status carries (made by [`Status::biz_error`], or received
+    /// from a peer that sent one): `None` without a decimal [`BIZ_STATUS_KEY`] entry. The
+    /// message is [`BIZ_MESSAGE_KEY`]'s, or the status message when absent (Kitex's gRPC
+    /// transport sends it as `grpc-message` only).
+    pub fn biz_status(&self) -> Option<BizStatus> {
+        let md = self.metadata();
+        let code = md.get_str(BIZ_STATUS_KEY)?.trim().parse().ok()?;
+        Some(BizStatus {
+            code,
+            message: md
+                .get_str(BIZ_MESSAGE_KEY)
+                .unwrap_or(self.message())
+                .to_owned(),
+            extra: md.get_str(BIZ_EXTRA_KEY).map(str::to_owned),
+        })
+    }
+}
+
+/// Metadata key of a business status code (decimal `i32`), Kitex's `biz-status`.
+pub const BIZ_STATUS_KEY: &str = "biz-status";
+/// Metadata key of a business status message, Kitex's `biz-message`.
+pub const BIZ_MESSAGE_KEY: &str = "biz-message";
+/// Metadata key of a business status's extra map as a JSON object text, Kitex's `biz-extra`.
+pub const BIZ_EXTRA_KEY: &str = "biz-extra";
+
+/// A business status ([`Status::biz_error`], [`Status::biz_status`]): Kitex's
+/// `BizStatusErrorIface` (`BizStatusCode`, `BizMessage`, `BizExtra`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BizStatus {
+    /// The business code.
+    pub code: i32,
+    /// The business message.
+    pub message: String,
+    /// The extra map as a JSON object text (`{"k":"v"}`), if any.
+    pub extra: Option<String>,
 }
 
 impl fmt::Debug for Status {

@@ -23,7 +23,7 @@ use crate::codec::{
 };
 use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::{GrpcClientConfig, USER_AGENT as OUR_USER_AGENT};
-use crate::headers::{append_metadata, metadata_from, status_from};
+use crate::headers::{append_metadata, metadata_from, status_from, status_with_trailers};
 use crate::stream::{
     encode, flush, lock, poll_capacity, send_data, status_from_h2, Coalesce, Flush, Outbox,
     Received, Receiver,
@@ -444,12 +444,7 @@ impl ClientStream {
         if let Some(status) = end_status(headers) {
             // Trailers-Only.
             let md = metadata_from(headers).unwrap_or_default();
-            let status = if status.is_ok() {
-                status
-            } else {
-                status.with_metadata(md.clone())
-            };
-            return Err(ClientEvent::End(status, md));
+            return Err(ClientEvent::End(status_with_trailers(status, &md), md));
         }
         let ct_ok = headers
             .get(CONTENT_TYPE)
@@ -568,12 +563,7 @@ impl ClientStreamRaw for ClientStream {
                         Ok(Some(t)) => match end_status(&t) {
                             Some(status) => {
                                 let md = metadata_from(&t).unwrap_or_default();
-                                let status = if status.is_ok() {
-                                    status
-                                } else {
-                                    status.with_metadata(md.clone())
-                                };
-                                ClientEvent::End(status, md)
+                                ClientEvent::End(status_with_trailers(status, &md), md)
                             }
                             None => ClientEvent::End(
                                 Status::internal("trailers without grpc-status"),

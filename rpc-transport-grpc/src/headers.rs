@@ -1,6 +1,7 @@
 //! Between `rpc_core` values (metadata, status) and HTTP/2 header maps. Pure.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use rpc_core::status::{BIZ_MESSAGE_KEY, BIZ_STATUS_KEY};
 use rpc_core::{Code, Metadata, MetadataValue, Status};
 
 use crate::codec::{
@@ -81,8 +82,16 @@ const WELL_KNOWN: &[&str] = &[
 ];
 
 /// Appends `grpc-status`, `grpc-message` (percent-encoded) and `grpc-status-details-bin`.
+/// A business status ([`Status::biz_error`]) goes out as Kitex's gRPC transport sends one:
+/// `grpc-status: 13` (INTERNAL) with its message; its `biz-status` and `biz-extra` trailers
+/// come from the status metadata (see [`status_trailer`]).
 pub fn append_status(headers: &mut HeaderMap, status: &Status) {
-    headers.insert(GRPC_STATUS, HeaderValue::from(status.code().as_i32()));
+    let code = if status.biz_status().is_some() {
+        Code::Internal
+    } else {
+        status.code()
+    };
+    headers.insert(GRPC_STATUS, HeaderValue::from(code.as_i32()));
     if !status.message().is_empty() {
         let msg = percent_encode_message(status.message());
         if let Ok(v) = HeaderValue::from_str(&msg) {
@@ -94,6 +103,42 @@ pub fn append_status(headers: &mut HeaderMap, status: &Status) {
             headers.insert(GRPC_STATUS_DETAILS, v);
         }
     }
+}
+
+/// The metadata a status adds to the trailers: all of it, except that a business status's
+/// `biz-message` is left out (Kitex sends the message as `grpc-message` only, and its
+/// clients read it from there).
+pub fn status_trailer(status: &Status) -> Metadata {
+    let mut md = status.metadata().clone();
+    if status.biz_status().is_some() {
+        md.remove(BIZ_MESSAGE_KEY);
+    }
+    md
+}
+
+/// A received error status with its trailers attached as its metadata. Trailers with a
+/// decimal `biz-status` (Kitex's business status, paired with any non-OK `grpc-status`) make
+/// it the business status [`Status::biz_error`] would have made — code `UNKNOWN`, the
+/// `grpc-message`, `transport_code() == Some(biz code)`, `biz-message` added when absent —
+/// so it reads the same as one received over TTHeader.
+pub fn status_with_trailers(status: Status, trailers: &Metadata) -> Status {
+    if status.is_ok() {
+        return status;
+    }
+    let biz = trailers
+        .get_str(BIZ_STATUS_KEY)
+        .and_then(|c| c.trim().parse::<i32>().ok());
+    let Some(code) = biz else {
+        return status.with_metadata(trailers.clone());
+    };
+    let mut md = trailers.clone();
+    if !md.contains_key(BIZ_MESSAGE_KEY) {
+        md.insert(BIZ_MESSAGE_KEY, status.message().to_owned());
+    }
+    Status::unknown(status.message())
+        .with_details(status.details().clone())
+        .with_metadata(md)
+        .with_transport_code(code)
 }
 
 /// The status in a trailer block (or a Trailers-Only header block), with the block's user
@@ -150,6 +195,49 @@ mod tests {
                 .code(),
             Code::Internal
         );
+    }
+
+    /// A business status's trailer block, header for header, is what Kitex's nphttp2
+    /// `WriteStatus` writes for a `BizStatusError`; and Kitex's block reads back as the same
+    /// business status.
+    #[test]
+    fn biz_status_trailers_are_kitex_s() {
+        let s = Status::biz_error(4001, "insufficient balance", Some(r#"{"k":"v"}"#.into()));
+        let mut h = HeaderMap::new();
+        append_status(&mut h, &s);
+        append_metadata(&mut h, &status_trailer(&s)).unwrap();
+        let mut got: Vec<_> = h
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("biz-extra", r#"{"k":"v"}"#),
+                ("biz-status", "4001"),
+                ("grpc-message", "insufficient balance"),
+                ("grpc-status", "13"),
+            ]
+        );
+        // Read back (Kitex's block is the same bytes): the status a TTHeader peer would get.
+        let read = status_with_trailers(status_from(&h).unwrap(), &metadata_from(&h).unwrap());
+        assert_eq!(read.code(), Code::Unknown);
+        assert_eq!(read.message(), "insufficient balance");
+        assert_eq!(read.transport_code(), Some(4001));
+        assert_eq!(read.biz_status(), s.biz_status());
+        // Without `biz-extra` (Kitex leaves it out when the map is empty), and with a
+        // `biz-status` that is not a number (an ordinary error then).
+        let mut h = HeaderMap::new();
+        h.insert(GRPC_STATUS, HeaderValue::from_static("13"));
+        h.insert("biz-status", HeaderValue::from_static("7"));
+        let read = status_with_trailers(status_from(&h).unwrap(), &metadata_from(&h).unwrap());
+        let biz = read.biz_status().unwrap();
+        assert_eq!((biz.code, biz.message.as_str(), biz.extra), (7, "", None));
+        h.insert("biz-status", HeaderValue::from_static("x"));
+        let read = status_with_trailers(status_from(&h).unwrap(), &metadata_from(&h).unwrap());
+        assert_eq!((read.code(), read.transport_code()), (Code::Internal, None));
+        assert!(read.biz_status().is_none());
     }
 
     #[test]

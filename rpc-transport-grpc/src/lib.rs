@@ -76,5 +76,8 @@ pub use config::{
     DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_RECV_MESSAGE, DEFAULT_MAX_SEND_BUFFER,
     DEFAULT_STREAM_WINDOW, USER_AGENT,
 };
-pub use headers::{append_metadata, append_status, metadata_from, status_from};
+pub use headers::{
+    append_metadata, append_status, metadata_from, status_from, status_trailer,
+    status_with_trailers,
+};
 pub use server::{GrpcProtocol, PREFACE};

@@ -24,7 +24,7 @@ use crate::codec::{
 };
 use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::GrpcServerConfig;
-use crate::headers::{append_metadata, append_status, metadata_from};
+use crate::headers::{append_metadata, append_status, metadata_from, status_trailer};
 use crate::stream::{
     append, encode, flush, lock, poll_capacity, send_data, status_from_h2, Coalesce, Fanout, Flush,
     Outbox, Received, Receiver,
@@ -541,7 +541,7 @@ impl ServerStream {
             status,
             mut trailer,
         } = finish;
-        trailer.extend(status.metadata().clone());
+        trailer.extend(status_trailer(&status));
         if let Some(h) = header {
             if message.is_none() && h.is_empty() && s.respond.is_some() {
                 // Trailers-Only: one HEADERS frame with END_STREAM.

@@ -218,18 +218,7 @@ impl ClientTransport for ShmClient {
         &self,
         ctx: &CallContext,
     ) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>> {
-        // TTHeader frames carry text metadata only: refuse binary values instead of dropping
-        // them (as the TTHeader transport does).
-        if let Some((k, _)) = ctx
-            .metadata()
-            .iter()
-            .find(|(_, v)| matches!(v, rpc_core::MetadataValue::Binary(_)))
-        {
-            let e = Status::invalid_argument(format!(
-                "metadata {k:?} is binary, and the shared-memory transport (TTHeader frames) carries text values only"
-            ));
-            return Box::pin(std::future::ready(Err(e)));
-        }
+        // Binary metadata travels as raw string-KV bytes, as over TTHeader.
         let inner = self.inner.clone();
         let ctx = ctx.clone();
         Box::pin(async move {

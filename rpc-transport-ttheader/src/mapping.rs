@@ -1,11 +1,10 @@
 //! Mapping between `rpc_core` values (Status, Metadata) and their TTHeader wire forms.
 
-use rpc_core::transport::Finish;
 use rpc_core::{Code, Metadata, MetadataValue, Status};
 
 use crate::proto::keys::{kitex_code, str_key};
 use crate::proto::{
-    grpc_to_kitex_code, kitex_code_to_grpc, ApplicationException, BizStatus, Headers,
+    grpc_to_kitex_code, kitex_code_to_grpc, ApplicationException, BizStatus, Headers, StrKvs,
 };
 
 /// String key carrying the exact gRPC code of an error between two of our peers (Kitex maps
@@ -16,18 +15,10 @@ pub const RPC_CODE_KEY: &str = "rpc-code";
 /// A business-status error (Kitex `kerrors.NewBizStatusError`): travels as `biz-status`,
 /// `biz-message` and `biz-extra` string keys on a normal reply or trailer, not as an exception.
 /// The client sees a `Status` with code `UNKNOWN`, the message, the keys in its metadata and
-/// `transport_code() == Some(code)`.
+/// `transport_code() == Some(code)`. The same as [`rpc_core::Status::biz_error`], which every
+/// transport carries (this name stays for existing callers).
 pub fn biz_status_error(code: i32, message: impl Into<String>, extra: Option<String>) -> Status {
-    let message = message.into();
-    let mut md = Metadata::new();
-    md.insert(str_key::BIZ_STATUS, code.to_string());
-    md.insert(str_key::BIZ_MESSAGE, message.clone());
-    if let Some(extra) = extra {
-        md.insert(str_key::BIZ_EXTRA, extra);
-    }
-    Status::unknown(message)
-        .with_metadata(md)
-        .with_transport_code(code)
+    Status::biz_error(code, message, extra)
 }
 
 /// The biz status a `Status` carries, if it was made by [`biz_status_error`] (or received).
@@ -84,53 +75,32 @@ pub(crate) fn status_from_kitex(code: i32, message: impl Into<String>) -> Status
         .with_transport_code(code)
 }
 
-/// Fails with `INVALID_ARGUMENT` naming the first binary value of `md`: TTHeader string KVs
-/// carry text only, and dropping a value silently would lose what the caller meant to send.
-pub(crate) fn text_only(md: &Metadata) -> Result<(), rpc_core::Status> {
-    match md
-        .iter()
-        .find(|(_, v)| matches!(v, MetadataValue::Binary(_)))
-    {
-        None => Ok(()),
-        Some((k, _)) => Err(rpc_core::Status::invalid_argument(format!(
-            "metadata {k:?} is binary, and TTHeader carries text values only (encode it as text, or use the gRPC transport)"
-        ))),
+/// Appends `md` to string KVs: text values as text, binary values as their bytes (Kitex
+/// carries binary metainfo this way: its values are Go strings, any bytes, with no prefix or
+/// encoding; a value over 64 KiB fails when the packet is encoded, as text does).
+pub(crate) fn extend_kvs(kvs: &mut StrKvs, md: &Metadata) {
+    for (k, v) in md.iter() {
+        match v {
+            MetadataValue::Text(s) => kvs.push(k.to_owned(), s.clone()),
+            MetadataValue::Binary(b) => kvs.push_bytes(k.to_owned(), b.clone()),
+        }
     }
 }
 
-/// `finish` with binary metadata (which TTHeader cannot carry) turned into the stream's
-/// error: the status becomes that `INVALID_ARGUMENT`, and the header, the trailer and a last
-/// message are dropped.
-pub(crate) fn text_only_finish(finish: Finish<'_>) -> Finish<'_> {
-    let checked = finish
-        .header
-        .as_ref()
-        .map_or(Ok(()), text_only)
-        .and_then(|()| text_only(&finish.trailer));
-    match checked {
-        Ok(()) => finish,
-        Err(status) => Finish {
-            header: None,
-            message: None,
-            status,
-            trailer: Metadata::new(),
-        },
-    }
-}
-
-/// Text metadata as string KVs (binary values are refused earlier by [`text_only`]).
-pub(crate) fn str_kvs(md: &Metadata) -> impl Iterator<Item = (String, String)> + '_ {
-    md.iter().filter_map(|(k, v)| match v {
-        MetadataValue::Text(s) => Some((k.to_owned(), s.clone())),
-        MetadataValue::Binary(_) => None,
-    })
-}
-
-/// String KVs as metadata, without the framework's own keys. Allocates nothing when no other
-/// key is there (empty metadata holds no buffer).
+/// String KVs as metadata, without the framework's own keys: a value is binary when it is
+/// not UTF-8 or its key ends in `-bin` (the gRPC convention, so binary metadata between two of
+/// our peers keeps its kind even when its bytes happen to be UTF-8), text otherwise. Allocates
+/// nothing when no other key is there (empty metadata holds no buffer).
 pub(crate) fn metadata_of(headers: &Headers) -> Metadata {
-    headers
+    let mut md = Metadata::new();
+    for (k, v) in headers
         .str_kvs
-        .iter_except(&[str_key::IDL_SERVICE_NAME, RPC_CODE_KEY])
-        .collect()
+        .iter_raw_except(&[str_key::IDL_SERVICE_NAME, RPC_CODE_KEY])
+    {
+        match std::str::from_utf8(v) {
+            Ok(text) if !k.ends_with("-bin") => md.append(k, text.to_owned()),
+            _ => md.append(k, bytes::Bytes::copy_from_slice(v)),
+        }
+    }
+    md
 }

@@ -11,8 +11,9 @@ use proptest::sample::Index;
 use rpc_transport_ttheader::proto::keys::int_key;
 use rpc_transport_ttheader::proto::thrift_msg::decode_exception_message;
 use rpc_transport_ttheader::proto::{
-    ApplicationException, FrameKind, Headers, Limits, MessageHeader, Packet, PayloadForm,
-    ProtocolId, RecvEvent, Role, StreamFrame, StreamProtocol, StreamState,
+    detect_plain, ApplicationException, FrameKind, Headers, Limits, MessageHeader,
+    MessageHeaderRef, MessageType, Packet, PayloadForm, PlainDecoder, PlainFraming, ProtocolId,
+    RecvEvent, Role, StreamFrame, StreamProtocol, StreamState,
 };
 
 fn protocol() -> impl Strategy<Value = ProtocolId> {
@@ -251,6 +252,59 @@ proptest! {
         let _ = ApplicationException::decode(&data);
         let _ = decode_exception_message(&data);
         let _ = PayloadForm::split(&data);
+    }
+
+    /// Plain Thrift: detection and both decoders are total on any bytes, fed whole or
+    /// split anywhere, and a buffered decoder never takes more than it was given.
+    #[test]
+    fn plain_thrift_decoders_never_panic(
+        data in proptest::collection::vec(any::<u8>(), 0..300),
+        cut in any::<Index>(),
+        max in 0usize..400,
+    ) {
+        let _ = detect_plain(&data);
+        let _ = MessageHeaderRef::decode_lenient(&data);
+        for framing in [PlainFraming::Framed, PlainFraming::Buffered] {
+            let mut d = PlainDecoder::new(framing, max);
+            let at = cut.index(data.len() + 1);
+            let mut buf = BytesMut::from(&data[..at]);
+            let mut taken = 0;
+            for more in [&data[at..], &[][..]] {
+                buf.extend_from_slice(more);
+                while let Ok(Some(m)) = d.decode(&mut buf) {
+                    prop_assert!(m.len() <= max);
+                    taken += m.len();
+                }
+            }
+            prop_assert!(taken <= data.len());
+        }
+    }
+
+    /// A buffered decoder finds a strict message whose Args struct is a random (valid) packet
+    /// body wrapped as a binary field, at any split point.
+    #[test]
+    fn plain_buffered_finds_whole_messages(
+        name in "[A-Za-z]{1,12}",
+        seq in any::<i32>(),
+        payload in bytes(300),
+        cut in any::<Index>(),
+    ) {
+        let mut m = Vec::new();
+        MessageHeaderRef { name: &name, kind: MessageType::Call, seq_id: seq }
+            .encode(&mut m)
+            .unwrap();
+        m.extend_from_slice(&[11, 0, 1]);
+        m.extend_from_slice(&(payload.len() as i32).to_be_bytes());
+        m.extend_from_slice(&payload);
+        m.push(0);
+        let mut d = PlainDecoder::new(PlainFraming::Buffered, 1 << 20);
+        let at = cut.index(m.len() + 1);
+        let mut buf = BytesMut::from(&m[..at]);
+        let first = d.decode(&mut buf).unwrap();
+        prop_assert_eq!(first.is_some(), at == m.len());
+        buf.extend_from_slice(&m[at..]);
+        let got = first.or_else(|| d.decode(&mut buf).unwrap());
+        prop_assert_eq!(got.as_deref(), Some(&m[..]));
     }
 
     #[test]

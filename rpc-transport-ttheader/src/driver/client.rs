@@ -361,9 +361,6 @@ impl ClientTransport for TtHeaderClient {
         &self,
         ctx: &CallContext,
     ) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>> {
-        if let Err(e) = crate::mapping::text_only(ctx.metadata()) {
-            return Box::pin(std::future::ready(Err(e)));
-        }
         let inner = self.inner.clone();
         let ctx = ctx.clone();
         Box::pin(async move {

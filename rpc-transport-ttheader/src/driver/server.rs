@@ -15,7 +15,8 @@ use crate::session::{Limits, Stats};
 
 /// The TTHeader protocol for `rpc_core::serve::Listener`: claims connections whose first bytes
 /// are a TTHeader packet, serving unary TTHeader (framed or unframed, plain or mux) and
-/// TTHeader Streaming.
+/// TTHeader Streaming, and plain Thrift without TTHeader (framed or buffered; see
+/// [`TtHeaderProtocol::plain_thrift`]).
 ///
 /// On graceful shutdown a unary connection answers its remaining calls with `crrst` set (the
 /// Kitex "connection reset" hint, so the client does not reuse it) and a streaming connection
@@ -27,6 +28,8 @@ use crate::session::{Limits, Stats};
 pub struct TtHeaderProtocol {
     limits: Limits,
     stats: Arc<Stats>,
+    /// Refuse plain Thrift (framed or buffered, no TTHeader) instead of serving it.
+    no_plain: bool,
 }
 
 impl TtHeaderProtocol {
@@ -35,7 +38,31 @@ impl TtHeaderProtocol {
         TtHeaderProtocol {
             limits,
             stats: Arc::default(),
+            no_plain: false,
         }
+    }
+
+    /// Whether connections speaking plain Thrift — framed (`u32` length + message) or buffered
+    /// (the bare message), strict or old non-strict envelope, no TTHeader, as Apache Thrift's
+    /// `TFramedTransport`/`TBufferedTransport` clients and volo-thrift's `framed()`/`buffered()`
+    /// codecs send — are served on this port (the default, as Kitex and volo-thrift servers
+    /// do). Their pingpong calls are served and answered in the same framing; unknown
+    /// methods get an `UNKNOWN_METHOD` exception and streaming methods an exception saying
+    /// they need TTHeader Streaming. Without a header there is no metadata, deadline, service
+    /// name (`Service:method` from TMultiplexedProtocol routes by service) or business
+    /// status (it arrives as an `INTERNAL_ERROR` exception naming the code). `false` leaves
+    /// such connections unclaimed (the listener closes them).
+    ///
+    /// ```
+    /// use rpc_transport_ttheader::TtHeaderProtocol;
+    ///
+    /// // TTHeader and TTHeader Streaming only: a plain Thrift client's connection is closed.
+    /// let ttheader_only = TtHeaderProtocol::default().plain_thrift(false);
+    /// # drop(ttheader_only);
+    /// ```
+    pub fn plain_thrift(mut self, serve: bool) -> TtHeaderProtocol {
+        self.no_plain = !serve;
+        self
     }
 
     /// Sets the connection limits.
@@ -109,6 +136,8 @@ impl Protocol for TtHeaderProtocol {
     fn detect(&self, prefix: &[u8]) -> Detect {
         match detect(prefix) {
             Detection::TTHeader | Detection::TTHeaderStreaming => Detect::Yes,
+            Detection::Plain(_) if !self.no_plain => Detect::Yes,
+            Detection::Plain(_) => Detect::No,
             Detection::NeedMore => Detect::NeedMore,
             Detection::Unknown => Detect::No,
         }
@@ -145,6 +174,16 @@ impl Protocol for TtHeaderProtocol {
                     Some(peer),
                     &stats,
                     server,
+                    None,
+                )),
+                Detection::Plain(framing) => Served::Unary(UnaryServerConn::start(
+                    io,
+                    prefix,
+                    limits,
+                    Some(peer),
+                    &stats,
+                    server,
+                    Some(framing),
                 )),
                 // The listener hands over only what `detect` claimed.
                 Detection::NeedMore | Detection::Unknown => return,

@@ -31,11 +31,12 @@ use crate::common::{
     deadline_of, id_map, lock, next_id, route_refusal, timeout_ms, IdMap, Lifecycle,
 };
 use crate::mapping::{
-    biz_of, metadata_of, status_from_biz, status_from_exception, str_kvs, RPC_CODE_KEY,
+    biz_of, extend_kvs, metadata_of, status_from_biz, status_from_exception, RPC_CODE_KEY,
 };
 use crate::proto::keys::{int_key, str_key, FLAGS_MUX};
 use crate::proto::{
-    ApplicationException, BizStatus, MessageHeaderRef, MessageType, Packet, PayloadForm, ProtocolId,
+    ApplicationException, BizStatus, Headers, MessageHeaderRef, MessageType, Packet, PayloadForm,
+    PlainDecoder, PlainFraming, ProtocolId,
 };
 use crate::session::{append_packet, Counted, Limits, Stats};
 
@@ -98,6 +99,47 @@ fn write_packet(
         buf[framed_at..framed_at + 4].copy_from_slice(&inner.to_be_bytes());
     }
     Ok(())
+}
+
+/// Appends one plain Thrift reply (no TTHeader): the message, after its `u32` length when
+/// framed. A message over `max` is refused as [`write_packet`] refuses a packet.
+fn write_plain(
+    buf: &mut BytesMut,
+    framing: PlainFraming,
+    msg: &MessageHeaderRef<'_>,
+    max: usize,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
+) -> Result<(), Status> {
+    let write = |buf: &mut BytesMut| {
+        msg.encode(buf)
+            .map_err(|e| Status::internal(format!("encode message header: {e}")))?;
+        body(buf)
+    };
+    match framing {
+        // `append_packet` writes and patches the leading u32 length, as a frame needs.
+        PlainFraming::Framed => append_packet(buf, max, |buf| {
+            buf.put_u32(0);
+            write(buf)
+        })
+        .map(drop),
+        PlainFraming::Buffered => {
+            let start = buf.len();
+            if let Err(e) = write(buf) {
+                buf.truncate(start);
+                return Err(e);
+            }
+            let len = buf.len() - start;
+            if len > max {
+                buf.truncate(start);
+                return Err(Error::MessageTooLarge {
+                    size: len,
+                    limit: max,
+                }
+                .into());
+            }
+            Ok(())
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------ client
@@ -371,7 +413,7 @@ impl ClientStreamRaw for UnaryClient {
         packet
             .headers
             .push_str(str_key::IDL_SERVICE_NAME, self.service);
-        packet.headers.str_kvs.extend(str_kvs(&self.metadata));
+        extend_kvs(&mut packet.headers.str_kvs, &self.metadata);
         if let Some(t) = self.timeout {
             packet
                 .headers
@@ -492,6 +534,9 @@ pub(crate) struct UnaryServerConn {
     /// never enters it.
     calls: Mutex<IdMap<u64, Weak<UnaryServer>>>,
     next_call: std::sync::atomic::AtomicU64,
+    /// Plain Thrift (no TTHeader): how its messages are delimited. Only the reader task
+    /// decodes; the lock is uncontended.
+    plain: Option<Mutex<PlainDecoder>>,
     _counted: Counted,
 }
 
@@ -503,8 +548,10 @@ impl UnaryServerConn {
         peer: Option<Peer>,
         stats: &Arc<Stats>,
         server: Server,
+        plain: Option<PlainFraming>,
     ) -> Arc<UnaryServerConn> {
         let conn = Arc::new(UnaryServerConn {
+            plain: plain.map(|f| Mutex::new(PlainDecoder::new(f, limits.max_frame_size))),
             write: WriteQueue::for_conn(&limits, Some(server.byte_budget())),
             limits,
             server,
@@ -601,6 +648,34 @@ impl UnaryServerConn {
                 return Ok(());
             }
         };
+        self.on_message(flags, seq_id, &packet.headers, &packet.payload, msg)
+    }
+
+    /// A plain Thrift message (no TTHeader): the envelope, strict or not, then the Args
+    /// struct. Apache Thrift's TMultiplexedProtocol names the method `Service:method`.
+    fn on_plain(self: &Arc<Self>, message: Bytes) -> Result<(), Status> {
+        let (head, used) = MessageHeaderRef::decode_lenient(&message)
+            .map_err(|e| Status::internal(format!("malformed plain thrift message: {e}")))?;
+        let msg = MessageAt {
+            framing: Framing::Unframed,
+            kind: head.kind,
+            seq_id: head.seq_id,
+            name: head.name,
+            body_at: used,
+        };
+        self.on_message(0, head.seq_id, &PLAIN_HEADERS, &message, msg)
+    }
+
+    /// Routes and dispatches one call, or answers it with an exception (unknown method,
+    /// streaming method over a unary transport).
+    fn on_message(
+        self: &Arc<Self>,
+        flags: u16,
+        seq_id: i32,
+        headers: &Headers,
+        payload: &Bytes,
+        msg: MessageAt<'_>,
+    ) -> Result<(), Status> {
         let oneway = match msg.kind {
             MessageType::Call => false,
             MessageType::Oneway => true,
@@ -618,13 +693,18 @@ impl UnaryServerConn {
             oneway,
         };
         // Names borrowed from the packet: routing copies nothing.
-        let service = packet
-            .headers
+        let mut service = headers
             .get_str(str_key::IDL_SERVICE_NAME)
             .unwrap_or_default();
+        let mut method = msg.name;
+        if self.plain.is_some() {
+            if let Some((s, m)) = msg.name.split_once(':') {
+                (service, method) = (s, m);
+            }
+        }
         let route = match self
             .server
-            .resolve_for(service, msg.name, Some(PayloadKind::Thrift))
+            .resolve_for(service, method, Some(PayloadKind::Thrift))
         {
             Ok(r) => r,
             Err(e) => {
@@ -649,13 +729,13 @@ impl UnaryServerConn {
             self.reply(&reply_to, &Metadata::new(), Err(&status));
             return Ok(());
         }
-        let deadline = deadline_of(&packet.headers);
-        let body = packet.payload.slice(msg.body_at..);
+        let deadline = deadline_of(headers);
+        let body = payload.slice(msg.body_at..);
         // Already routed: `dispatch_route` does not need the names again (no allocation).
         // Fields set in place: each builder call would move the whole struct.
         let mut incoming = IncomingStream::new(String::new(), String::new());
         incoming.rpc_system = "ttheader";
-        incoming.metadata = metadata_of(&packet.headers);
+        incoming.metadata = metadata_of(headers);
         incoming.deadline = deadline;
         incoming.peer = self.peer.clone();
         incoming.payload = Some(PayloadKind::Thrift);
@@ -688,21 +768,35 @@ impl UnaryServerConn {
         if to.oneway {
             return;
         }
+        let plain = self.plain.as_ref().map(|d| lock(d).framing());
         let mut packet = Packet::new(to.flags, to.seq, ProtocolId::ThriftBinary);
-        packet.headers.str_kvs.extend(str_kvs(md));
-        if self.life.is_draining() {
+        if plain.is_none() {
+            extend_kvs(&mut packet.headers.str_kvs, md);
+        }
+        if self.life.is_draining() && plain.is_none() {
             packet.headers.push_str(str_key::CONN_RESET, "1");
         }
         let (kind, mut body): (MessageType, Result<Body<'_>, ApplicationException>) = match outcome
         {
             Ok(b) => (MessageType::Reply, Ok(b)),
             Err(status) => {
-                if let Some(biz) = biz_of(status) {
+                if plain.is_some() {
+                    // No header to carry `rpc-code`, metadata or a business status: the
+                    // exception is all a plain Thrift client can get.
+                    let exc = match biz_of(status) {
+                        Some(biz) => ApplicationException::new(
+                            ApplicationException::INTERNAL_ERROR,
+                            format!("biz status {}: {}", biz.code, biz.message),
+                        ),
+                        None => unary_exception_of(status),
+                    };
+                    (MessageType::Exception, Err(exc))
+                } else if let Some(biz) = biz_of(status) {
                     // A business status travels on a normal REPLY with an empty Result struct.
                     biz.push_to(&mut packet.headers);
                     (MessageType::Reply, Ok(Body::Bytes(&EMPTY_STRUCT)))
                 } else {
-                    packet.headers.str_kvs.extend(str_kvs(status.metadata()));
+                    extend_kvs(&mut packet.headers.str_kvs, status.metadata());
                     packet
                         .headers
                         .push_str(RPC_CODE_KEY, status.code().as_i32().to_string());
@@ -717,24 +811,21 @@ impl UnaryServerConn {
         };
         let max = self.limits.max_frame_size;
         let res = self.write.append(|buf| {
-            write_packet(
-                buf,
-                &packet,
-                to.framing,
-                &header,
-                max,
-                |b| match &mut body {
-                    Ok(Body::Bytes(bytes)) => {
-                        b.extend_from_slice(bytes);
-                        Ok(())
-                    }
-                    // The handler's response is encoded straight into the reply packet.
-                    Ok(Body::Message(msg)) => msg.encode(b),
-                    Err(exc) => exc
-                        .encode(b)
-                        .map_err(|e| Status::internal(format!("encode exception: {e}"))),
-                },
-            )
+            let body = |b: &mut BytesMut| match &mut body {
+                Ok(Body::Bytes(bytes)) => {
+                    b.extend_from_slice(bytes);
+                    Ok(())
+                }
+                // The handler's response is encoded straight into the reply packet.
+                Ok(Body::Message(msg)) => msg.encode(b),
+                Err(exc) => exc
+                    .encode(b)
+                    .map_err(|e| Status::internal(format!("encode exception: {e}"))),
+            };
+            match plain {
+                Some(framing) => write_plain(buf, framing, &header, max, body),
+                None => write_packet(buf, &packet, to.framing, &header, max, body),
+            }
         });
         match res {
             Ok(Err(e)) if matches!(body, Ok(Body::Message(_))) => {
@@ -800,6 +891,24 @@ impl Connection for UnaryServerConn {
     fn parse(self: &Arc<Self>, buf: &mut BytesMut) -> Result<bool, Status> {
         // Stop parsing (not only reading) at the in-flight cap: pipelined calls already in the
         // buffer wait there, charged to the budget.
+        if let Some(decoder) = &self.plain {
+            let mut decoded = false;
+            while !self.must_pause(buf.len()) {
+                let message = lock(decoder).decode(buf);
+                match message {
+                    Ok(Some(m)) => {
+                        decoded = true;
+                        self.on_plain(m)?;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "malformed plain thrift stream; closing the connection");
+                        return Err(Status::internal(e.to_string()));
+                    }
+                }
+            }
+            return Ok(decoded);
+        }
         conn::decode_packets(
             buf,
             &self.limits,
@@ -828,6 +937,9 @@ impl Connection for UnaryServerConn {
         UnaryServerConn::fail(self, status);
     }
 }
+
+/// The headers of a plain Thrift call: none.
+static PLAIN_HEADERS: Headers = Headers::new();
 
 /// An empty Thrift struct (STOP): the Result of a REPLY that carries a business status.
 static EMPTY_STRUCT: Bytes = Bytes::from_static(&[0]);
@@ -929,7 +1041,6 @@ impl ServerStreamRaw for UnaryServer {
     }
 
     fn send_header(&self, header: Metadata) -> Result<(), Status> {
-        crate::mapping::text_only(&header)?;
         lock(&self.st).header.extend(header);
         Ok(())
     }
@@ -944,14 +1055,13 @@ impl ServerStreamRaw for UnaryServer {
     }
 
     fn finish(&self, finish: Finish<'_>) {
-        // Binary metadata cannot travel: the call fails with that error instead.
         let Finish {
             header,
             message,
             status,
             trailer,
             ..
-        } = crate::mapping::text_only_finish(finish);
+        } = finish;
         let (md, response) = {
             let mut st = lock(&self.st);
             if st.finished {

@@ -123,8 +123,8 @@ pub struct Headers {
     /// The ACL token block (info id 0x11): the value of string key `RPC_TRANSIT_gdpr-token`.
     /// Kept as raw bytes and apart from `str_kvs` so it round-trips in its own block.
     pub acl_token: Option<Bytes>,
-    /// String KVs (info id 0x01). Keys and values must be UTF-8. Read in place from the
-    /// received header (decoding allocates nothing for them).
+    /// String KVs (info id 0x01). Keys must be UTF-8; values are any bytes (binary metadata).
+    /// Read in place from the received header (decoding allocates nothing for them).
     pub str_kvs: StrKvs,
     /// Int KVs (info id 0x10). Values are raw str16 bytes: volo-thrift writes MSG_TYPE as a raw
     /// byte, so no charset is assumed.
@@ -133,8 +133,12 @@ pub struct Headers {
 
 impl Headers {
     /// Empty headers.
-    pub fn new() -> Self {
-        Self::default()
+    pub const fn new() -> Self {
+        Headers {
+            acl_token: None,
+            str_kvs: StrKvs::new(),
+            int_kvs: Vec::new(),
+        }
     }
 
     /// Whether no block would be written.
@@ -429,7 +433,8 @@ fn parse_frame(
                 let start = r.pos;
                 for _ in 0..count {
                     r.str16_utf8(Field::StrKey)?;
-                    r.str16_utf8(Field::StrValue)?;
+                    // Values are bytes: Kitex's metainfo values are Go strings, any bytes.
+                    r.str16_range(Field::StrValue)?;
                 }
                 headers
                     .str_kvs
@@ -877,6 +882,26 @@ mod tests {
                 available: 1
             })
         );
+    }
+
+    /// Kitex's binary metainfo: a Go string value holding any bytes, written as they are. It
+    /// decodes (keys alone must be UTF-8), and re-encodes to the same bytes.
+    #[test]
+    fn non_utf8_string_kv_values_are_bytes() {
+        let wire = [
+            0, 0, 0, 22, 0x10, 0, 0, 0, 0, 0, 0, 1, 0, 3, 0, 0, 1, 0, 1, 0, 1, b'k', 0, 1, 0xff, 0,
+        ];
+        let p = Packet::decode(&mut BytesMut::from(&wire[..]), &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            p.headers.str_kvs.iter_raw().collect::<Vec<_>>(),
+            [("k", &[0xff][..])]
+        );
+        assert_eq!(p.headers.get_str("k"), None, "not text");
+        let mut again = BytesMut::new();
+        p.encode(&mut again).unwrap();
+        assert_eq!(&again[..], &wire[..]);
     }
 
     #[test]

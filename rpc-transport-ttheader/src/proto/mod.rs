@@ -8,6 +8,8 @@
 //! - [`status`]: Kitex ↔ gRPC code mapping and business status.
 //! - [`mod@detect`]: TTHeader / TTHeader Streaming detection on a fresh connection (other
 //!   protocols, gRPC among them, claim theirs through the serving layer).
+//! - [`plain`]: plain Thrift (framed or buffered, no TTHeader) on the same port: detection and
+//!   message delimiting.
 //! - [`keys`]: wire constants.
 //! - [`error`]: typed errors by scope.
 
@@ -17,6 +19,7 @@ pub mod frame;
 pub mod header;
 pub mod keys;
 mod kinds;
+pub mod plain;
 pub mod status;
 pub mod str_kvs;
 pub mod stream;
@@ -30,6 +33,7 @@ pub use frame::{
     BadFrame, DataFrame, FrameKind, MethodName, PlainFrame, StreamFrame, StreamProtocol,
 };
 pub use header::{Headers, Limits, Packet, PacketStart, ProtocolId, DEFAULT_MAX_FRAME_SIZE};
+pub use plain::{detect_plain, PlainDecoder, PlainError, PlainFraming};
 pub use status::{grpc_to_kitex_code, kitex_code_to_grpc, BizStatus};
 pub use str_kvs::{StrKvs, StrValue};
 pub use stream::{FinishCause, RecvEvent, Role, StreamState};

@@ -3,9 +3,13 @@
 //!
 //! Decoding a packet allocates nothing for its string KVs: the entries of the block stay in
 //! their wire form (`str16 key, str16 value` repeated) inside the packet's `Bytes`, checked for
-//! bounds and UTF-8 once when the packet is decoded, and are read from there on lookup. Entries
-//! pushed afterwards (when building a packet to send) are kept apart, as `&'static str` or
-//! `String` without copying, and follow the received ones.
+//! bounds (and keys for UTF-8) once when the packet is decoded, and are read from there on
+//! lookup. Entries pushed afterwards (when building a packet to send) are kept apart, as
+//! `&'static str`, `String` or `Bytes` without copying, and follow the received ones.
+//!
+//! Values are bytes on the wire: Kitex's metainfo values are Go strings, which hold any bytes,
+//! and travel as they are (no prefix, no encoding). [`StrKvs::iter`], [`StrKvs::get`] and
+//! [`StrKvs::iter_except`] see the values that are UTF-8; [`StrKvs::iter_raw`] sees them all.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -25,12 +29,12 @@ pub type StrValue = Cow<'static, str>;
 #[derive(Clone, Default)]
 pub struct StrKvs {
     /// The entries of the first received block in wire form, every length in bounds and every
-    /// key and value valid UTF-8 (checked by the packet decoder).
+    /// key valid UTF-8 (checked by the packet decoder); values are any bytes.
     wire: Bytes,
     /// How many entries `wire` holds.
     wire_count: usize,
     /// Entries pushed, or read from a second block (a writer emits one, a reader appends).
-    added: Vec<(StrValue, StrValue)>,
+    added: Vec<(StrValue, Value)>,
 }
 
 impl StrKvs {
@@ -53,11 +57,17 @@ impl StrKvs {
         self.len() == 0
     }
 
-    /// The entries in wire order.
+    /// The entries whose value is UTF-8, in wire order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.iter_raw()
+            .filter_map(|(k, v)| Some((k, std::str::from_utf8(v).ok()?)))
+    }
+
+    /// Every entry, its value as bytes, in wire order.
+    pub fn iter_raw(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         RawIter::new(&self.wire, self.wire_count)
-            .map_while(utf8_pair)
-            .chain(self.added.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+            .filter_map(utf8_key)
+            .chain(self.added.iter().map(|(k, v)| (k.as_ref(), v.as_bytes())))
     }
 
     /// The value of `key`; the last entry wins. Received keys are compared as bytes: only the
@@ -65,7 +75,7 @@ impl StrKvs {
     /// it once more, for that one value).
     pub fn get(&self, key: &str) -> Option<&str> {
         if let Some((_, v)) = self.added.iter().rev().find(|(k, _)| k == key) {
-            return Some(v);
+            return std::str::from_utf8(v.as_bytes()).ok();
         }
         let value = RawIter::new(&self.wire, self.wire_count)
             .filter(|(k, _)| *k == key.as_bytes())
@@ -81,22 +91,37 @@ impl StrKvs {
         &'a self,
         skip: &'a [&'a str],
     ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.iter_raw_except(skip)
+            .filter_map(|(k, v)| Some((k, std::str::from_utf8(v).ok()?)))
+    }
+
+    /// As [`StrKvs::iter_except`], every value as bytes (UTF-8 or not).
+    pub fn iter_raw_except<'a>(
+        &'a self,
+        skip: &'a [&'a str],
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
         let kept = move |k: &[u8]| !skip.iter().any(|s| s.as_bytes() == k);
         RawIter::new(&self.wire, self.wire_count)
             .filter(move |(k, _)| kept(k))
-            .filter_map(utf8_pair)
+            .filter_map(utf8_key)
             .chain(
                 self.added
                     .iter()
                     .filter(move |(k, _)| kept(k.as_bytes()))
-                    .map(|(k, v)| (k.as_ref(), v.as_ref())),
+                    .map(|(k, v)| (k.as_ref(), v.as_bytes())),
             )
     }
 
     /// Appends an entry (shadowing earlier entries with the same key on lookup). `'static`
     /// strings and `String`s are stored without a copy.
     pub fn push(&mut self, key: impl Into<StrValue>, value: impl Into<StrValue>) {
-        self.added.push((key.into(), value.into()));
+        self.added.push((key.into(), Value::Text(value.into())));
+    }
+
+    /// Appends an entry whose value is any bytes, sent as they are (Kitex's binary metainfo:
+    /// a Go string value holding non-UTF-8 bytes travels the same way).
+    pub fn push_bytes(&mut self, key: impl Into<StrValue>, value: Bytes) {
+        self.added.push((key.into(), Value::Bytes(value)));
     }
 
     /// Adds a received block: `count` entries in wire form, every str16 in bounds and UTF-8
@@ -109,8 +134,8 @@ impl StrKvs {
             return;
         }
         let owned = RawIter::new(&block, count)
-            .map_while(utf8_pair)
-            .map(|(k, v)| (Cow::Owned(k.to_owned()), Cow::Owned(v.to_owned())));
+            .filter_map(utf8_key)
+            .map(|(k, v)| (Cow::Owned(k.to_owned()), Value::Bytes(block.slice_ref(v))));
         self.added.extend(owned);
     }
 
@@ -119,7 +144,7 @@ impl StrKvs {
     pub(crate) fn encoded_len(&self) -> Result<usize, (bool, usize)> {
         let mut n = self.wire.len();
         for (k, v) in &self.added {
-            for (key, s) in [(true, k), (false, v)] {
+            for (key, s) in [(true, k.as_bytes()), (false, v.as_bytes())] {
                 if s.len() > usize::from(u16::MAX) {
                     return Err((key, s.len()));
                 }
@@ -133,10 +158,10 @@ impl StrKvs {
     pub(crate) fn encode(&self, dst: &mut impl BufMut) {
         dst.put_slice(&self.wire);
         for (k, v) in &self.added {
-            for s in [k, v] {
+            for s in [k.as_bytes(), v.as_bytes()] {
                 // Checked by `encoded_len`: the cast is exact.
                 dst.put_u16(s.len() as u16);
-                dst.put_slice(s.as_bytes());
+                dst.put_slice(s);
             }
         }
     }
@@ -180,14 +205,31 @@ impl<'a> Iterator for RawIter<'a> {
     }
 }
 
-/// A received entry as `&str`s (its UTF-8 was checked at decode; safe code checks it again).
-fn utf8_pair<'a>((k, v): (&'a [u8], &'a [u8])) -> Option<(&'a str, &'a str)> {
-    Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?))
+/// A received entry with its key as `&str` (its UTF-8 was checked at decode; safe code checks
+/// it again).
+fn utf8_key<'a>((k, v): (&'a [u8], &'a [u8])) -> Option<(&'a str, &'a [u8])> {
+    Some((std::str::from_utf8(k).ok()?, v))
+}
+
+/// A pushed value: text, or bytes sent as they are.
+#[derive(Clone)]
+enum Value {
+    Text(StrValue),
+    Bytes(Bytes),
+}
+
+impl Value {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Value::Text(s) => s.as_bytes(),
+            Value::Bytes(b) => b,
+        }
+    }
 }
 
 impl PartialEq for StrKvs {
     fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
+        self.len() == other.len() && self.iter_raw().eq(other.iter_raw())
     }
 }
 
@@ -195,14 +237,21 @@ impl Eq for StrKvs {}
 
 impl fmt::Debug for StrKvs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
+        f.debug_list()
+            .entries(self.iter_raw().map(|(k, v)| match std::str::from_utf8(v) {
+                Ok(text) => (k, Cow::Borrowed(text)),
+                Err(_) => (k, Cow::Owned(format!("bytes{v:02x?}"))),
+            }))
+            .finish()
     }
 }
 
 impl<K: Into<StrValue>, V: Into<StrValue>> Extend<(K, V)> for StrKvs {
     fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
-        self.added
-            .extend(iter.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self.added.extend(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), Value::Text(v.into()))),
+        );
     }
 }
 
@@ -271,5 +320,32 @@ mod tests {
         two.encode(&mut enc);
         assert_eq!(Ok(enc.len()), two.encoded_len());
         assert_eq!(enc, block(&[("isn", "Svc"), ("k", "1"), ("k", "3")]));
+    }
+
+    #[test]
+    fn binary_values_are_kept_as_bytes() {
+        let mut raw = BytesMut::new();
+        for s in [&b"k"[..], b"\xff\x00", b"t", b"text"] {
+            raw.put_u16(s.len() as u16);
+            raw.put_slice(s);
+        }
+        let mut got = StrKvs::new();
+        got.push_block(raw.freeze(), 2);
+        got.push_bytes("b", Bytes::from_static(b"\x80"));
+        // Text views skip the binary values; the raw view has them all.
+        assert_eq!(got.iter().collect::<Vec<_>>(), [("t", "text")]);
+        assert_eq!(got.get("k"), None);
+        assert_eq!(
+            got.iter_raw().collect::<Vec<_>>(),
+            [("k", &b"\xff\x00"[..]), ("t", b"text"), ("b", b"\x80")]
+        );
+        assert_eq!(
+            got.iter_raw_except(&["t"]).collect::<Vec<_>>(),
+            [("k", &b"\xff\x00"[..]), ("b", b"\x80")]
+        );
+        let mut enc = BytesMut::new();
+        got.encode(&mut enc);
+        assert_eq!(Ok(enc.len()), got.encoded_len());
+        assert!(format!("{got:?}").contains("bytes[ff, 00]"));
     }
 }

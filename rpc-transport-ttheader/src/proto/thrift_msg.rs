@@ -129,6 +129,30 @@ impl<'a> MessageHeaderRef<'a> {
         Ok((MessageHeaderRef { name, kind, seq_id }, r.pos))
     }
 
+    /// As [`MessageHeaderRef::decode`], also accepting the old non-strict envelope Apache
+    /// Thrift clients write with `strictWrite = false`: `i32 len` + method name, `u8 type`,
+    /// `i32 seqid` (the first word is the name's length, so its top bit is clear). Plain Thrift
+    /// peers (no TTHeader) may send either; TTHeader payloads are always strict.
+    pub fn decode_lenient(buf: &'a [u8]) -> Result<(Self, usize), ThriftError> {
+        let Some(first) = buf.first() else {
+            return Err(ThriftError::Truncated {
+                offset: 0,
+                need: 4,
+                available: 0,
+            });
+        };
+        if first & 0x80 != 0 {
+            return Self::decode(buf);
+        }
+        let mut r = Reader { buf, pos: 0 };
+        let name = r.binary()?;
+        let name = std::str::from_utf8(name).map_err(|_| ThriftError::InvalidUtf8 { offset: 0 })?;
+        let ty = r.u8()?;
+        let kind = MessageType::from_u8(ty).ok_or(ThriftError::UnknownMessageType { ty })?;
+        let seq_id = r.i32()?;
+        Ok((MessageHeaderRef { name, kind, seq_id }, r.pos))
+    }
+
     /// The envelope with its own copy of the name.
     pub fn to_owned(&self) -> MessageHeader {
         MessageHeader {
@@ -366,19 +390,19 @@ fn thrift_len(len: usize) -> Result<i32, EncodeError> {
     i32::try_from(len).map_err(|_| EncodeError::ThriftStringTooLong { len })
 }
 
-const TYPE_STOP: u8 = 0;
-const TYPE_BOOL: u8 = 2;
-const TYPE_BYTE: u8 = 3;
-const TYPE_DOUBLE: u8 = 4;
-const TYPE_I16: u8 = 6;
-const TYPE_I32: u8 = 8;
-const TYPE_I64: u8 = 10;
-const TYPE_STRING: u8 = 11;
-const TYPE_STRUCT: u8 = 12;
-const TYPE_MAP: u8 = 13;
-const TYPE_SET: u8 = 14;
-const TYPE_LIST: u8 = 15;
-const TYPE_UUID: u8 = 16;
+pub(crate) const TYPE_STOP: u8 = 0;
+pub(crate) const TYPE_BOOL: u8 = 2;
+pub(crate) const TYPE_BYTE: u8 = 3;
+pub(crate) const TYPE_DOUBLE: u8 = 4;
+pub(crate) const TYPE_I16: u8 = 6;
+pub(crate) const TYPE_I32: u8 = 8;
+pub(crate) const TYPE_I64: u8 = 10;
+pub(crate) const TYPE_STRING: u8 = 11;
+pub(crate) const TYPE_STRUCT: u8 = 12;
+pub(crate) const TYPE_MAP: u8 = 13;
+pub(crate) const TYPE_SET: u8 = 14;
+pub(crate) const TYPE_LIST: u8 = 15;
+pub(crate) const TYPE_UUID: u8 = 16;
 
 /// Skips one value of type `ty`. Every element consumes at least one byte or fails, so the work
 /// is bounded by the input length; nesting is bounded by [`MAX_SKIP_DEPTH`].

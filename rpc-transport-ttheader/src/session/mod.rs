@@ -118,7 +118,7 @@ use tokio::sync::Notify;
 use crate::common::{
     deadline_of, id_map, lock, pause_while, route_refusal, timeout_ms, IdMap, Lifecycle,
 };
-use crate::mapping::{metadata_of, str_kvs};
+use crate::mapping::{extend_kvs, metadata_of};
 use crate::proto::keys::{kitex_code, str_key};
 use crate::proto::{
     ApplicationException, BadFrame, FrameError, FrameKind, MethodName, PlainFrame, Role,
@@ -649,14 +649,15 @@ impl<S: FrameSink> Session<S> {
         let mut sm = StreamState::new(Role::Client, id);
         sm.send(FrameKind::Header)
             .map_err(|e| Status::internal(e.to_string()))?;
-        let header = StreamFrame::client_header(
+        let mut header = StreamFrame::client_header(
             id,
             MethodName::from_static(method.name),
             protocol,
             method.service,
-            str_kvs(ctx.metadata()),
+            [],
             ctx.timeout().map(timeout_ms),
         );
+        extend_kvs(&mut header.headers.str_kvs, ctx.metadata());
         let stream = Stream::new(self, id, method.name, protocol, sm);
         let first = {
             streams.insert(id, Arc::downgrade(&stream));

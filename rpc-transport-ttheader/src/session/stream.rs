@@ -26,8 +26,8 @@ use super::limits::{Counted, Limits, RecvBytes, Stats};
 use super::sink::{FrameSink, SinkError};
 use crate::common::lock;
 use crate::mapping::{
-    biz_of, exception_of, metadata_of, status_from_biz, status_from_exception, status_from_kitex,
-    str_kvs, text_only, text_only_finish, RPC_CODE_KEY,
+    biz_of, exception_of, extend_kvs, metadata_of, status_from_biz, status_from_exception,
+    status_from_kitex, RPC_CODE_KEY,
 };
 use crate::proto::keys::kitex_code;
 use crate::proto::{
@@ -443,12 +443,9 @@ impl<H: Host> Stream<H> {
         st.sm
             .send(FrameKind::Header)
             .map_err(|_| self.finished_error(st))?;
-        self.write_frame(&StreamFrame::server_header(
-            self.id,
-            self.name(),
-            self.protocol,
-            str_kvs(header),
-        ))
+        let mut frame = StreamFrame::server_header(self.id, self.name(), self.protocol, []);
+        extend_kvs(&mut frame.headers.str_kvs, header);
+        self.write_frame(&frame)
     }
 }
 
@@ -576,7 +573,6 @@ impl<H: Host> ServerStreamRaw for Stream<H> {
     }
 
     fn send_header(&self, header: Metadata) -> Result<(), Status> {
-        text_only(&header)?;
         let mut st = self.lock();
         if st.sm.header_sent() {
             return Err(Error::HeaderAlreadySent.into());
@@ -604,14 +600,13 @@ impl<H: Host> ServerStreamRaw for Stream<H> {
     }
 
     fn finish(&self, finish: Finish<'_>) {
-        // Binary metadata cannot travel: the stream fails with that error instead.
         let Finish {
             header,
             message,
             mut status,
             trailer,
             ..
-        } = text_only_finish(finish);
+        } = finish;
         let mut st = self.lock();
         // Whatever the state machine still allows goes out: nothing after a Rst or the
         // connection's loss; after a stream error, the Header (spec §3.5: first, even when
@@ -622,12 +617,13 @@ impl<H: Host> ServerStreamRaw for Stream<H> {
             let max = self.host.limits().max_frame_size;
             self.host.sink().append_batch(&mut |w| {
                 if !st.sm.header_sent() && st.sm.send(FrameKind::Header).is_ok() {
-                    let _ = w.frame(&StreamFrame::server_header(
-                        self.id,
-                        self.name(),
-                        self.protocol,
-                        str_kvs(&header.take().unwrap_or_default()),
-                    ));
+                    let mut frame =
+                        StreamFrame::server_header(self.id, self.name(), self.protocol, []);
+                    extend_kvs(
+                        &mut frame.headers.str_kvs,
+                        &header.take().unwrap_or_default(),
+                    );
+                    let _ = w.frame(&frame);
                 }
                 if let Some(msg) = message.take() {
                     let sent = match st.sm.send(FrameKind::Data) {
@@ -674,23 +670,28 @@ impl<H: Host> Stream<H> {
         status: &Status,
         trailer: &Metadata,
     ) -> Result<StreamFrame, crate::proto::EncodeError> {
-        let mut trailers: Vec<(String, String)> = str_kvs(trailer).collect();
         let (biz, exc) = if status.is_ok() {
             (None, None)
         } else if let Some(biz) = biz_of(status) {
             (Some(biz), None)
         } else {
-            trailers.extend(str_kvs(status.metadata()));
-            trailers.push((RPC_CODE_KEY.to_owned(), status.code().as_i32().to_string()));
             (None, Some(exception_of(status)))
         };
-        StreamFrame::trailer(
+        let code = exc
+            .is_some()
+            .then(|| (RPC_CODE_KEY.to_owned(), status.code().as_i32().to_string()));
+        let mut frame = StreamFrame::trailer(
             self.id,
             self.name(),
             self.protocol,
-            trailers,
+            code,
             biz.as_ref(),
             exc.as_ref(),
-        )
+        )?;
+        extend_kvs(&mut frame.headers.str_kvs, trailer);
+        if exc.is_some() {
+            extend_kvs(&mut frame.headers.str_kvs, status.metadata());
+        }
+        Ok(frame)
     }
 }

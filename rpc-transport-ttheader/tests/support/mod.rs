@@ -289,6 +289,14 @@ where
                 if let Some(v) = ctx.metadata().get_str("x-echo") {
                     ctx.set_header("x-echo", v.to_owned())?;
                 }
+                // Binary metadata comes back as it came, in the header and the trailer, under
+                // every key the request had it.
+                for (k, v) in ctx.metadata().iter() {
+                    if let rpc_core::MetadataValue::Binary(b) = v {
+                        ctx.set_header(format!("echo-{k}"), b.clone())?;
+                        ctx.set_trailer(format!("trailer-{k}"), b.clone());
+                    }
+                }
                 ctx.set_trailer("x-trailer", "t");
                 Ok(req)
             })),
