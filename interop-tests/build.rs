@@ -26,6 +26,33 @@ fn main() {
         panic!("rpc-codegen failed on proto/grpc/testing/test.proto: {e}");
     }
     tonic_stubs();
+    tonic_stubs_on_our_messages();
+}
+
+/// tonic's client and server stubs of the same proto, but with the messages mapped
+/// (`extern_path`) to the ones rpc-codegen generated in `examples::proto`: one message type for
+/// both stacks, as a team migrating service by service has it. Into `OUT_DIR/tonic_shared/`.
+fn tonic_stubs_on_our_messages() {
+    let fds = match protox::compile(["echo.proto"], ["../examples/idl"]) {
+        Ok(f) => f,
+        Err(e) => panic!("protox failed on ../examples/idl/echo.proto: {e}"),
+    };
+    let out = match std::env::var_os("OUT_DIR") {
+        Some(d) => std::path::PathBuf::from(d).join("tonic_shared"),
+        None => panic!("cargo sets OUT_DIR for build scripts"),
+    };
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        panic!("creating {}: {e}", out.display());
+    }
+    if let Err(e) = tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .extern_path(".echo", "::examples::proto")
+        .out_dir(&out)
+        .compile_fds(fds)
+    {
+        panic!("tonic-prost-build (extern_path) failed on ../examples/idl/echo.proto: {e}");
+    }
 }
 
 /// tonic's stubs of `../examples/idl/echo.proto` into `OUT_DIR/tonic/echo.rs`.

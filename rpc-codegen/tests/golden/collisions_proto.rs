@@ -52,7 +52,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\xBA\x06\n\x10collisions.proto\x12\nc
 /// Package `collisions`.
 pub mod collisions {
     /// The `Status` message.
-    #[derive(Clone, PartialEq, ::prost::Message)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
     pub struct Status {
         /// The `code` field.
         #[prost(int32, tag = "1")]
@@ -62,28 +62,28 @@ pub mod collisions {
         pub message: ::prost::alloc::string::String,
     }
     /// The `Result` message.
-    #[derive(Clone, Copy, PartialEq, ::prost::Message)]
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
     pub struct Result {
         /// The `ok` field.
         #[prost(bool, tag = "1")]
         pub ok: bool,
     }
     /// The `Option` message.
-    #[derive(Clone, PartialEq, ::prost::Message)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
     pub struct Option {
         /// The `value` field.
         #[prost(string, optional, tag = "1")]
         pub value: ::core::option::Option<::prost::alloc::string::String>,
     }
     /// The `String` message.
-    #[derive(Clone, PartialEq, ::prost::Message)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
     pub struct String {
         /// The `value` field.
         #[prost(string, tag = "1")]
         pub value: ::prost::alloc::string::String,
     }
     /// The `Box` message.
-    #[derive(Clone, PartialEq, ::prost::Message)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
     pub struct Box {
         /// The `contents` field.
         #[prost(bytes = "vec", tag = "1")]
@@ -97,21 +97,21 @@ pub mod collisions {
         pub items: ::prost::alloc::vec::Vec<String>,
     }
     /// The `Client` message.
-    #[derive(Clone, PartialEq, ::prost::Message)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
     pub struct Client {
         /// The `inner` field.
         #[prost(string, tag = "1")]
         pub inner: ::prost::alloc::string::String,
     }
     /// The `Server` message.
-    #[derive(Clone, PartialEq, ::prost::Message)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
     pub struct Server {
         /// The `inner` field.
         #[prost(string, tag = "1")]
         pub inner: ::prost::alloc::string::String,
     }
     /// The `Response` message.
-    #[derive(Clone, PartialEq, ::prost::Message)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
     pub struct Response {
         /// The `status` field.
         #[prost(message, optional, tag = "1")]
@@ -131,7 +131,7 @@ pub mod collisions {
         >,
     }
     /// The `T` message.
-    #[derive(Clone, PartialEq, ::prost::Message)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
     pub struct T {
         /// The `b` field.
         #[prost(message, optional, tag = "1")]

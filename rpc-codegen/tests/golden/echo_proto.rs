@@ -52,7 +52,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\xC6\x03\n\necho.proto\x12\x04echo\"\
 /// Package `echo`.
 pub mod echo {
     /// The `Request` message.
-    #[derive(Clone, PartialEq, ::prost::Message)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
     pub struct Request {
         /// The `message` field.
         #[prost(string, tag = "1")]
@@ -68,7 +68,7 @@ pub mod echo {
         pub sleep_ms: ::core::option::Option<i64>,
     }
     /// The `Response` message.
-    #[derive(Clone, PartialEq, ::prost::Message)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
     pub struct Response {
         /// The `message` field.
         #[prost(string, tag = "1")]

@@ -54,7 +54,7 @@ pub mod acme {
     /// Package `acme.common`.
     pub mod common {
         /// A page of results.
-        #[derive(Clone, Copy, PartialEq, ::prost::Message)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
         pub struct Page {
             /// The `offset` field.
             #[prost(uint32, tag = "1")]
@@ -130,14 +130,14 @@ pub mod acme {
         /// Nested message and enum types in `Item`.
         pub mod item {
             /// The `Tag` message.
-            #[derive(Clone, PartialEq, ::prost::Message)]
+            #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
             pub struct Tag {
                 /// The `key` field.
                 #[prost(string, tag = "1")]
                 pub key: ::prost::alloc::string::String,
             }
             /// The `Payload` oneof.
-            #[derive(Clone, PartialEq, ::prost::Oneof)]
+            #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
             pub enum Payload {
                 /// `Text`.
                 #[prost(string, tag = "4")]
@@ -148,7 +148,7 @@ pub mod acme {
             }
         }
         /// The `ListRequest` message.
-        #[derive(Clone, Copy, PartialEq, ::prost::Message)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
         pub struct ListRequest {
             /// The `page` field.
             #[prost(message, optional, tag = "1")]
