@@ -27,6 +27,15 @@ fn main() {
     }
     tonic_stubs();
     tonic_stubs_on_our_messages();
+    // The reverse: our service stubs on tonic's messages (`tests/shared_messages.rs` includes
+    // tonic's `echo.rs` as `crate::tonic_echo`).
+    if let Err(e) = rpc_codegen::Builder::new()
+        .output_name("echo_on_tonic")
+        .extern_path(".echo", "crate::tonic_echo")
+        .compile(&["../examples/idl/echo.proto"], &["../examples/idl"])
+    {
+        panic!("rpc-codegen (extern_path) failed on ../examples/idl/echo.proto: {e}");
+    }
 }
 
 /// tonic's client and server stubs of the same proto, but with the messages mapped

@@ -1,7 +1,12 @@
-//! One message type for both stacks: tonic 0.14's generated client, built (`extern_path`) on
-//! the prost messages rpc-codegen generated for `examples/idl/echo.proto`, calls our generated
-//! server over gRPC. A team migrating service by service passes the same `Request` value to a
-//! tonic stub and to ours; this compiles only because both sit on one prost (0.14).
+//! One message type for both stacks, both ways round (`extern_path`), over gRPC:
+//!
+//! * tonic 0.14's generated client, built on the prost messages rpc-codegen generated for
+//!   `examples/idl/echo.proto`, calls our generated server;
+//! * our generated server, built on the messages tonic-prost-build generated, is called by
+//!   tonic's own client.
+//!
+//! A team migrating service by service passes the same `Request` value to a tonic stub and to
+//! ours; this compiles only because both sit on one prost (0.14).
 
 use std::time::Duration;
 
@@ -16,7 +21,133 @@ mod tonic_shared {
     include!(concat!(env!("OUT_DIR"), "/tonic_shared/echo.rs"));
 }
 
+/// tonic's stubs (messages, client, server) of the same proto.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+mod tonic_echo {
+    include!(concat!(env!("OUT_DIR"), "/tonic/echo.rs"));
+}
+
+/// Our stubs, on tonic's messages (see `build.rs`).
+mod ours_on_tonic {
+    rpc_core::include_generated!("echo_on_tonic");
+}
+
 const STEP: Duration = Duration::from_secs(10);
+
+/// An echo of the four modes, written against our generated trait with tonic's types.
+struct OnTonicTypes;
+
+impl ours_on_tonic::TestService for OnTonicTypes {
+    async fn ping_pong(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        request: tonic_echo::Request,
+    ) -> Result<tonic_echo::Response, rpc_core::Status> {
+        Ok(tonic_echo::Response {
+            message: request.message,
+            index: Some(0),
+        })
+    }
+
+    async fn echo(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        mut stream: rpc_core::BidiStream<tonic_echo::Request, tonic_echo::Response>,
+    ) -> Result<(), rpc_core::Status> {
+        let mut index = 0;
+        while let Some(r) = stream.recv().await? {
+            stream
+                .send(tonic_echo::Response {
+                    message: r.message,
+                    index: Some(index),
+                })
+                .await?;
+            index += 1;
+        }
+        Ok(())
+    }
+
+    async fn echo_client(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        mut stream: rpc_core::RecvStream<tonic_echo::Request>,
+    ) -> Result<tonic_echo::Response, rpc_core::Status> {
+        let (mut all, mut count) = (String::new(), 0);
+        while let Some(r) = stream.recv().await? {
+            all.push_str(&r.message);
+            count += 1;
+        }
+        Ok(tonic_echo::Response {
+            message: all,
+            index: Some(count),
+        })
+    }
+
+    async fn echo_server(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        request: tonic_echo::Request,
+        mut stream: rpc_core::SendStream<tonic_echo::Response>,
+    ) -> Result<(), rpc_core::Status> {
+        for index in 0..request.repeat.unwrap_or(3) {
+            stream
+                .send(tonic_echo::Response {
+                    message: request.message.clone(),
+                    index: Some(index),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn our_server_on_tonic_message_types_serves_tonic_client() {
+    let server = rpc_core::Server::builder()
+        .add_service(ours_on_tonic::TestServiceServer::new(OnTonicTypes))
+        .build();
+    let running = Listener::new(server)
+        .protocol(GrpcProtocol::default())
+        .bind(Address::tcp(([127, 0, 0, 1], 0).into()))
+        .await
+        .expect("bind")
+        .start();
+    let addr = running.local_addrs()[0].socket_addr().expect("tcp");
+    let mut tonic = tokio::time::timeout(
+        STEP,
+        tonic_echo::test_service_client::TestServiceClient::connect(format!("http://{addr}")),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    let request = tonic_echo::Request {
+        message: "tonic's type".into(),
+        repeat: Some(2),
+        ..Default::default()
+    };
+    let reply = tokio::time::timeout(STEP, tonic.ping_pong(request.clone()))
+        .await
+        .expect("answered in time")
+        .expect("ok")
+        .into_inner();
+    assert_eq!(reply.message, "tonic's type");
+    let mut stream = tokio::time::timeout(STEP, tonic.echo_server(request))
+        .await
+        .expect("answered in time")
+        .expect("ok")
+        .into_inner();
+    let mut indices = Vec::new();
+    while let Some(r) = tokio::time::timeout(STEP, stream.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+    {
+        assert_eq!(r.message, "tonic's type");
+        indices.push(r.index.unwrap_or(0));
+    }
+    assert_eq!(indices, [0, 1]);
+    running.shutdown(Duration::from_secs(1)).await;
+}
 
 #[tokio::test]
 async fn a_tonic_client_on_our_message_types_calls_our_server() {

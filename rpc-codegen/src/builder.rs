@@ -28,6 +28,7 @@ pub struct Builder {
     out_dir: Option<PathBuf>,
     output_name: Option<String>,
     rerun_if_changed: Option<bool>,
+    extern_paths: Vec<(String, String)>,
 }
 
 /// The code generated for one IDL file.
@@ -68,6 +69,31 @@ impl Builder {
     /// inside a build script (when `OUT_DIR` is set and no [`Builder::out_dir`] was given).
     pub fn emit_rerun_if_changed(mut self, yes: bool) -> Builder {
         self.rerun_if_changed = Some(yes);
+        self
+    }
+
+    /// Protobuf: uses the Rust types at `rust_path` for the protobuf package or message at
+    /// `proto_path` (both fully qualified: `.echo` → `::my_crate::echo`) instead of generating
+    /// them. The services are still generated, on those types. This is how stubs reuse messages
+    /// a crate already has — those of tonic's generated code while a team migrates service by
+    /// service (both are prost 0.14 messages), or a shared `*-types` crate. The same rule as
+    /// prost-build's `Config::extern_path`, which it is passed to.
+    ///
+    /// ```no_run
+    /// // build.rs: our service stubs on the messages tonic-prost-build generated into
+    /// // `crate::pb` (a module that `include!`s tonic's output).
+    /// rpc_codegen::Builder::new()
+    ///     .extern_path(".echo", "crate::pb")
+    ///     .compile(&["idl/echo.proto"], &["idl"])
+    ///     .unwrap();
+    /// ```
+    pub fn extern_path(
+        mut self,
+        proto_path: impl Into<String>,
+        rust_path: impl Into<String>,
+    ) -> Builder {
+        self.extern_paths
+            .push((proto_path.into(), rust_path.into()));
         self
     }
 
@@ -128,7 +154,10 @@ impl Builder {
         includes: &[impl AsRef<Path>],
     ) -> Result<GeneratedFile, Error> {
         let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_path_buf()).collect();
-        let ir = load(idl, &includes)?;
+        let ir = match kind_of(idl) {
+            Some(IdlKind::Protobuf) => crate::proto::load(idl, &includes, &self.extern_paths)?,
+            _ => load(idl, &includes)?,
+        };
         let code = crate::gen::generate(&ir)?;
         let name = match &self.output_name {
             Some(n) => n.clone(),
@@ -150,7 +179,7 @@ impl Builder {
 pub fn load(idl: &Path, includes: &[PathBuf]) -> Result<Ir, Error> {
     match kind_of(idl) {
         Some(IdlKind::Thrift) => crate::thrift::load(idl, includes),
-        Some(IdlKind::Protobuf) => crate::proto::load(idl, includes),
+        Some(IdlKind::Protobuf) => crate::proto::load(idl, includes, &[]),
         None => Err(Error::UnknownExtension(idl.to_path_buf())),
     }
 }

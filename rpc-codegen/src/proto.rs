@@ -19,8 +19,13 @@ use prost_types::FileDescriptorProto;
 use crate::error::{Error, IdlError, IdlErrorKind, Location};
 use crate::ir::*;
 
-/// Compiles `root` and its imports into one [`Ir`].
-pub(crate) fn load(root: &Path, include_dirs: &[PathBuf]) -> Result<Ir, Error> {
+/// Compiles `root` and its imports into one [`Ir`]; messages under an `extern_paths` entry
+/// (protobuf path, Rust path) are not generated but named at that Rust path.
+pub(crate) fn load(
+    root: &Path,
+    include_dirs: &[PathBuf],
+    extern_paths: &[(String, String)],
+) -> Result<Ir, Error> {
     if !root.is_file() {
         return Err(Error::NotFound(root.to_path_buf()));
     }
@@ -67,6 +72,9 @@ pub(crate) fn load(root: &Path, include_dirs: &[PathBuf]) -> Result<Ir, Error> {
     let captured = Rc::new(RefCell::new(Vec::new()));
     let mut config = prost_build::Config::new();
     config.service_generator(Box::new(Capture(captured.clone())));
+    for (proto_path, rust_path) in extern_paths {
+        config.extern_path(proto_path, rust_path);
+    }
     let code = config.generate(requests).map_err(Error::Prost)?;
 
     let mut packages: BTreeMap<Vec<String>, Package> = BTreeMap::new();
