@@ -10,8 +10,10 @@
 //! Dropping a handle before its stream ended, calling `cancel()`, or passing the deadline resets
 //! the stream; the server observes it within milliseconds. The deadline covers the whole stream.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -376,6 +378,7 @@ impl Client {
             ctx: Arc::new(open.ctx),
             middleware: self.inner.middleware.clone(),
             st: Mutex::new(ClientState::default()),
+            marks: AtomicU8::new(0),
             observe,
             name,
         });
@@ -416,7 +419,7 @@ impl Client {
                 ClientEnd::new(shared.clone(), deadline),
                 MsgCodec::of::<C>(),
             ),
-            Receiver::new(ClientEnd::new(shared, deadline), MsgCodec::of::<C>()),
+            Receiver::new(ClientEnd::receiving(shared, deadline), MsgCodec::of::<C>()),
         )
     }
 
@@ -583,6 +586,12 @@ struct ClientShared {
     ctx: Arc<CallContext>,
     middleware: MessageMiddleware,
     st: Mutex<ClientState>,
+    /// What of `st` a message's send or receive has to look at ([`EARLY`], [`ENDED`],
+    /// [`SEND_CLOSED`]), kept in step with it under its lock: while none is set (a stream in
+    /// the middle of its messages) sends and receives go to the transport without taking the
+    /// lock. A mark set concurrently with a message is the same race as the lock released
+    /// just before the transport call.
+    marks: AtomicU8,
     /// Span and metrics of the call (nothing when nobody observes).
     observe: CallObserver,
     /// What this hop appends to the cancel path.
@@ -597,6 +606,13 @@ impl CallChild for ClientShared {
         self.reset(&crate::cancel::cascade_from(reason, self.name.as_str()));
     }
 }
+
+/// [`ClientShared::marks`]: a message arrived before the header and waits in `early`.
+const EARLY: u8 = 1;
+/// [`ClientShared::marks`]: the end is known (`end`).
+const ENDED: u8 = 2;
+/// [`ClientShared::marks`]: `close_send` was called.
+const SEND_CLOSED: u8 = 4;
 
 #[derive(Default)]
 struct ClientState {
@@ -628,25 +644,65 @@ impl ClientShared {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Brings `marks` in step with `st` (called with the lock held, after a change).
+    fn mark(&self, st: &ClientState) {
+        let mut m = 0;
+        if st.early.is_some() {
+            m |= EARLY;
+        }
+        if st.end.is_some() {
+            m |= ENDED;
+        }
+        if st.send_closed {
+            m |= SEND_CLOSED;
+        }
+        self.marks.store(m, Ordering::Release);
+    }
+
+    /// Whether any of `marks` is set.
+    fn marked(&self, marks: u8) -> bool {
+        self.marks.load(Ordering::Acquire) & marks != 0
+    }
+
     fn record_end(&self, status: Status, trailer: Metadata) {
         self.observe.end(&status);
         let mut st = self.lock();
         st.header.get_or_insert_with(Metadata::new);
         st.end.get_or_insert((status, trailer));
+        self.mark(&st);
     }
 
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
-        {
+    /// The next message: one `ready` holds (taken from the transport with an earlier one,
+    /// up to `batch` at a time), else the transport's next event.
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        ready: &mut VecDeque<Bytes>,
+        batch: usize,
+    ) -> Poll<Result<Option<Bytes>, Status>> {
+        if self.marked(EARLY | ENDED) {
             let mut st = self.lock();
             if let Some(b) = st.early.take() {
+                self.mark(&st);
                 return Poll::Ready(Ok(Some(b)));
             }
             if let Some((status, _)) = &st.end {
+                // A local end (cancel, deadline, a response that failed to decode): the
+                // responses still queued are not delivered after it.
+                ready.clear();
                 return Poll::Ready(outcome_of(status));
             }
         }
+        if let Some(b) = ready.pop_front() {
+            return Poll::Ready(Ok(Some(b)));
+        }
         loop {
-            match self.raw.poll_event(cx) {
+            let event = if batch > 0 {
+                self.raw.poll_event_many(cx, ready, batch)
+            } else {
+                self.raw.poll_event(cx)
+            };
+            match event {
                 Poll::Pending => return self.wait(cx),
                 Poll::Ready(ClientEvent::Header(h)) => {
                     self.lock().header.get_or_insert(h);
@@ -681,6 +737,7 @@ impl ClientShared {
                 let mut st = self.lock();
                 st.early = Some(b);
                 st.header = Some(Metadata::new());
+                self.mark(&st);
                 Poll::Ready(Ok(Metadata::new()))
             }
             Poll::Ready(ClientEvent::End(status, trailer)) => {
@@ -723,8 +780,10 @@ impl ClientShared {
     }
 
     fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
-        if let Some(e) = self.send_error(&self.lock()) {
-            return Poll::Ready(Err(e));
+        if self.marked(ENDED | SEND_CLOSED) {
+            if let Some(e) = self.send_error(&self.lock()) {
+                return Poll::Ready(Err(e));
+            }
         }
         self.raw.poll_send_ready(cx, len).map_err(|e| {
             // Prefer the stream's own end (the server's status) over the transport's reason.
@@ -738,8 +797,10 @@ impl ClientShared {
     /// Waits for send capacity and sends one message in one transport call (see
     /// [`ClientStreamRaw::poll_send`]).
     fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
-        if let Some(e) = self.send_error(&self.lock()) {
-            return Poll::Ready(Err(e));
+        if self.marked(ENDED | SEND_CLOSED) {
+            if let Some(e) = self.send_error(&self.lock()) {
+                return Poll::Ready(Err(e));
+            }
         }
         self.raw.poll_send(cx, msg).map_err(|e| {
             // Prefer the stream's own end (the server's status) over the transport's reason.
@@ -763,6 +824,7 @@ impl ClientShared {
                 return Ok(());
             }
             st.send_closed = true;
+            self.mark(&st);
         }
         self.raw.close_send()
     }
@@ -776,6 +838,7 @@ impl ClientShared {
             }
             st.header.get_or_insert_with(Metadata::new);
             st.end = Some((status.clone(), Metadata::new()));
+            self.mark(&st);
             crate::transport::waker::wake(&mut st.waiter);
         }
         self.observe.end(status);
@@ -783,7 +846,7 @@ impl ClientShared {
     }
 
     fn ended(&self) -> bool {
-        self.lock().end.is_some()
+        self.marked(ENDED)
     }
 }
 
@@ -796,7 +859,19 @@ pub(crate) struct ClientEnd {
     recv_sleep: Option<Pin<Box<Sleep>>>,
     /// The length of the message being sent (from `poll_send_ready`), for metrics.
     sending: usize,
+    /// Responses taken from the transport and not yet handed out (see [`RECV_BATCH`]).
+    ready: VecDeque<Bytes>,
+    /// How many responses one call to the transport may add to `ready` (0: one at a time).
+    batch: usize,
 }
+
+/// Responses a receiving half takes from its transport in one call beyond the first
+/// ([`ClientStreamRaw::poll_event_many`]): a burst of small messages costs one call and one
+/// lock of the transport's receive state per this many. The transport hands out only
+/// messages it already holds (for gRPC: of the DATA chunk it is decoding), so the queue
+/// holds no memory the transport did not; 32 entries are 1 KiB per stream, allocated on the
+/// first burst.
+const RECV_BATCH: usize = 32;
 
 impl ClientEnd {
     fn new(shared: Arc<ClientShared>, timers: Timers) -> Self {
@@ -806,6 +881,23 @@ impl ClientEnd {
             sleep: None,
             recv_sleep: None,
             sending: 0,
+            ready: VecDeque::new(),
+            batch: 0,
+        }
+    }
+
+    /// The end of a receiving half: responses the transport holds ready are taken a burst at
+    /// a time (not when recv middleware run: a middleware's receive may run on a fork of this
+    /// end, which must not find responses queued here).
+    fn receiving(shared: Arc<ClientShared>, timers: Timers) -> Self {
+        let batch = if shared.middleware.recv.is_empty() {
+            RECV_BATCH
+        } else {
+            0
+        };
+        ClientEnd {
+            batch,
+            ..ClientEnd::new(shared, timers)
         }
     }
 
@@ -853,7 +945,9 @@ impl ClientEnd {
     /// A receive, with the recv timeout watched while it waits: when it fires the outcome is
     /// `RECV_DEADLINE_EXCEEDED`, and the stream is reset unless the config keeps it alive.
     fn poll_recv_timed(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
-        let got = self.poll_with_deadline(cx, |shared, cx| shared.poll_recv(cx));
+        let (mut ready, batch) = (std::mem::take(&mut self.ready), self.batch);
+        let got = self.poll_with_deadline(cx, |shared, cx| shared.poll_recv(cx, &mut ready, batch));
+        self.ready = ready;
         let Some(cfg) = self.timers.recv_timeout else {
             return got;
         };

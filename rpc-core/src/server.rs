@@ -28,6 +28,7 @@
 //! and server-streaming handlers get their request before they run, so they never wait for
 //! one.) This is core logic: every transport sees the same `send_header` call.
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -364,6 +365,7 @@ impl Server {
         let shared = Arc::new(ServerShared {
             extensions,
             ctx,
+            unlocked_sends: raw.refuses_after_finish(),
             raw,
             middleware: self.inner.middleware.clone(),
             header: Mutex::new(Some(Metadata::new())),
@@ -581,8 +583,12 @@ struct ServerShared {
     cancel_notify: Notify,
     /// Whether the stream was finished. Held while sending, so no message or header ever
     /// reaches the transport after `finish` (the raw-stream contract), even from a split
-    /// sender still running in another task when the handler returns.
+    /// sender still running in another task when the handler returns; not held for a
+    /// message once the header is out when the transport refuses what comes after `finish`
+    /// itself (`unlocked_sends`).
     finished: Mutex<bool>,
+    /// [`ServerStreamRaw::refuses_after_finish`].
+    unlocked_sends: bool,
     /// Span and metrics of the call (nothing when nobody observes).
     observe: CallObserver,
     /// Client streams the handler opened (cascading cancel).
@@ -645,8 +651,27 @@ impl ServerShared {
         self.ensure_header_sent_locked(false)
     }
 
+    /// Whether a message may go to the transport without the `finished` lock: the
+    /// transport refuses it after `finish` itself, and no header has to go first.
+    fn unlocked_send(&self) -> bool {
+        self.unlocked_sends && self.header_sent.load(Ordering::Acquire)
+    }
+
+    /// A transport's refusal of an unlocked send: the stream finished (the core's error for
+    /// that), or the transport's own error.
+    fn refused(&self, e: Status) -> Status {
+        if *lock(&self.finished) {
+            Error::StreamFinished.into()
+        } else {
+            e
+        }
+    }
+
     /// Sends one message (and the header before it, if needed).
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        if self.unlocked_send() {
+            return self.raw.send(msg).map_err(|e| self.refused(e));
+        }
         let finished = lock(&self.finished);
         self.ensure_header_sent_locked(*finished)?;
         self.raw.send(msg)
@@ -655,6 +680,9 @@ impl ServerShared {
     /// Waits for send capacity and sends one message (the header before it, if needed), with
     /// the transport's state taken once (see [`ServerStreamRaw::poll_send`]).
     fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
+        if self.unlocked_send() {
+            return self.raw.poll_send(cx, msg).map_err(|e| self.refused(e));
+        }
         let finished = lock(&self.finished);
         self.ensure_header_sent_locked(*finished)?;
         self.raw.poll_send(cx, msg)
@@ -894,13 +922,24 @@ impl ServerCall {
             shared: self.ctx.shared.clone(),
             sending: 0,
             header_on_wait: false,
+            ready: VecDeque::new(),
+            batch: 0,
         }
     }
 
-    /// The end of a handler's request stream: a `recv` that waits sends the header first.
+    /// The end of a handler's request stream: a `recv` that waits sends the header first,
+    /// and requests the transport holds ready are taken a burst at a time (not when recv
+    /// middleware run: a middleware's receive may run on a fork of this end, which must
+    /// not find requests queued here).
     fn recv_end(&self) -> ServerEnd {
+        let batch = if self.ctx.shared.middleware.recv.is_empty() {
+            RECV_BATCH
+        } else {
+            0
+        };
         ServerEnd {
             header_on_wait: true,
+            batch,
             ..self.end()
         }
     }
@@ -994,6 +1033,14 @@ impl ServerCall {
     }
 }
 
+/// Requests a handler's request stream takes from its transport in one call beyond the first
+/// ([`ServerStreamRaw::poll_recv_many`]): a burst of small messages costs one call and one
+/// lock of the transport's receive state per this many. The transport hands out only
+/// messages it already holds (for gRPC: of the DATA chunk it is decoding), so the queue
+/// holds no memory the transport did not; 32 entries are 1 KiB per stream, allocated on the
+/// first burst.
+const RECV_BATCH: usize = 32;
+
 /// The server's view of a stream for one handle.
 pub(crate) struct ServerEnd {
     shared: Arc<ServerShared>,
@@ -1001,6 +1048,10 @@ pub(crate) struct ServerEnd {
     sending: usize,
     /// A handler's request stream: a `recv` that waits sends the header first.
     header_on_wait: bool,
+    /// Requests taken from the transport and not yet handed out (see [`RECV_BATCH`]).
+    ready: VecDeque<Bytes>,
+    /// How many requests one call to the transport may add to `ready` (0: one at a time).
+    batch: usize,
 }
 
 /// The call context of a server stream, owned through its shared state (what message
@@ -1060,11 +1111,18 @@ impl End for ServerEnd {
     }
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
         self.shared.check_cancel()?;
-        let got = self
-            .shared
-            .raw
-            .poll_recv(cx)
-            .map_err(|e| self.prefer_cancel(e));
+        if let Some(b) = self.ready.pop_front() {
+            self.shared.observe.received(b.len());
+            return Poll::Ready(Ok(Some(b)));
+        }
+        let got = if self.batch > 0 {
+            self.shared
+                .raw
+                .poll_recv_many(cx, &mut self.ready, self.batch)
+        } else {
+            self.shared.raw.poll_recv(cx)
+        }
+        .map_err(|e| self.prefer_cancel(e));
         match &got {
             Poll::Ready(Ok(Some(b))) => self.shared.observe.received(b.len()),
             Poll::Pending if self.header_on_wait => {
@@ -1087,6 +1145,8 @@ impl End for ServerEnd {
             shared: self.shared.clone(),
             sending: 0,
             header_on_wait: self.header_on_wait,
+            ready: VecDeque::new(),
+            batch: 0,
         }
     }
 }

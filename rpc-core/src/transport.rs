@@ -171,6 +171,25 @@ pub trait ClientStreamRaw: Send + Sync + 'static {
         Poll::Ready(self.send(msg))
     }
 
+    /// As [`ClientStreamRaw::poll_event`], and when it returns a message, it may also append
+    /// up to `max` more to `more`: messages that are whole and ready now, so one call (one
+    /// lock of the transport's receive state) hands out a burst instead of one call per
+    /// message. Only after the header was delivered; an end the transport met behind them is
+    /// reported by a later call, never instead of a message. The core hands the queued
+    /// messages out in order before it polls again (unless the call ended locally: cancel,
+    /// deadline). A transport appends only what it already holds in memory of its own, so
+    /// the queue holds no more than the transport did. The default returns one event
+    /// (`poll_event`).
+    fn poll_event_many(
+        &self,
+        cx: &mut Context<'_>,
+        more: &mut std::collections::VecDeque<Bytes>,
+        max: usize,
+    ) -> Poll<ClientEvent> {
+        let _ = (more, max);
+        self.poll_event(cx)
+    }
+
     /// Half-closes the sending direction (the peer's receive ends with EOF after the messages
     /// already sent). Called at most once, never after a reset.
     fn close_send(&self) -> Result<(), Status>;
@@ -234,6 +253,17 @@ pub trait ServerStreamRaw: Send + Sync + 'static {
         Poll::Ready(self.send(msg))
     }
 
+    /// Whether this stream refuses, with an error and without sending anything, every
+    /// [`ServerStreamRaw::send`] and [`ServerStreamRaw::poll_send`] that comes after
+    /// [`ServerStreamRaw::finish`], deciding that under the same lock `finish` takes. The core
+    /// then lets a message go to the transport without serialising it against `finish` itself
+    /// once the header is out (one lock per message fewer) and reports such a refusal as the
+    /// stream having finished; otherwise it guarantees the order of the two. Asked once per
+    /// stream. The default is `false`.
+    fn refuses_after_finish(&self) -> bool {
+        false
+    }
+
     /// Ends the stream: the header if never sent, an optional last message, the status and the
     /// trailer. Called exactly once (the core calls it for every stream, also after a reset,
     /// when the transport just releases the stream). If encoding the message fails the
@@ -244,6 +274,24 @@ pub trait ServerStreamRaw: Send + Sync + 'static {
     /// (`CANCELLED` when the client reset, `UNAVAILABLE` when the connection was lost). Not
     /// polled again after `Ok(None)` or an error.
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>>;
+
+    /// As [`ServerStreamRaw::poll_recv`], and when it returns a message, it may also append
+    /// up to `max` more to `more`: messages that are whole and ready now, so one call (one
+    /// lock of the transport's receive state) hands out a burst instead of one call per
+    /// message. What the core queues this way it hands to the handler in order before it
+    /// polls again; an end or error the transport met behind them must be reported by a later
+    /// call, never instead of a message. A transport appends only what it already holds in
+    /// memory of its own (e.g. messages of the chunk it decodes), so the queue holds no more
+    /// than the transport did. The default returns one message (`poll_recv`).
+    fn poll_recv_many(
+        &self,
+        cx: &mut Context<'_>,
+        more: &mut std::collections::VecDeque<Bytes>,
+        max: usize,
+    ) -> Poll<Result<Option<Bytes>, Status>> {
+        let _ = (more, max);
+        self.poll_recv(cx)
+    }
 
     /// Ready with the reason once the stream was reset by the client or its connection was
     /// lost. Polled only by the server core, until ready.

@@ -1,5 +1,6 @@
 //! [`GrpcClient`]: an `rpc_core::transport::ClientTransport` over a small pool of HTTP/2 connections.
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -531,6 +532,32 @@ impl ClientStreamRaw for ClientStream {
     }
 
     fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent> {
+        self.poll_event_into(cx, None)
+    }
+
+    fn poll_event_many(
+        &self,
+        cx: &mut Context<'_>,
+        more: &mut VecDeque<Bytes>,
+        max: usize,
+    ) -> Poll<ClientEvent> {
+        self.poll_event_into(cx, Some((more, max)))
+    }
+
+    fn reset(&self, _status: &Status) {
+        self.cancel_send();
+        *lock(&self.recv) = RecvState::Done;
+    }
+}
+
+impl ClientStream {
+    /// The next event; with `more`, a message comes with up to `max` more that are whole in
+    /// the chunk being decoded (see `ClientStreamRaw::poll_event_many`).
+    fn poll_event_into(
+        &self,
+        cx: &mut Context<'_>,
+        more: Option<(&mut VecDeque<Bytes>, usize)>,
+    ) -> Poll<ClientEvent> {
         let mut st = lock(&self.recv);
         match &mut *st {
             RecvState::Waiting(fut) => {
@@ -557,7 +584,12 @@ impl ClientStreamRaw for ClientStream {
                 }
             }
             RecvState::Body(rx) => match std::task::ready!(rx.poll_message(cx)) {
-                Ok(Received::Message(m)) => Poll::Ready(ClientEvent::Message(m)),
+                Ok(Received::Message(m)) => {
+                    if let Some((more, max)) = more {
+                        rx.take_ready(more, max);
+                    }
+                    Poll::Ready(ClientEvent::Message(m))
+                }
                 Ok(Received::Eof) => {
                     let end = match std::task::ready!(rx.body.poll_trailers(cx)) {
                         Ok(Some(t)) => match end_status(&t) {
@@ -587,10 +619,5 @@ impl ClientStreamRaw for ClientStream {
             },
             RecvState::Done => Poll::Pending,
         }
-    }
-
-    fn reset(&self, _status: &Status) {
-        self.cancel_send();
-        *lock(&self.recv) = RecvState::Done;
     }
 }

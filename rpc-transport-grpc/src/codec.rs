@@ -131,6 +131,23 @@ impl MessageDecoder {
         }
     }
 
+    /// The next message when it is whole inside the current chunk, uncompressed and valid:
+    /// handed out as a slice of the chunk, without assembling. `None` otherwise, with
+    /// nothing consumed, so [`MessageDecoder::next_message`] then handles it (and reports
+    /// what is wrong with it).
+    pub fn next_in_chunk(&mut self) -> Option<Bytes> {
+        if !self.partial.is_empty() || self.head.len() < PREFIX_LEN {
+            return None;
+        }
+        let len = u32::from_be_bytes([self.head[1], self.head[2], self.head[3], self.head[4]]);
+        let len = len as usize;
+        if self.head[0] != 0 || len > self.max_message || self.head.len() - PREFIX_LEN < len {
+            return None;
+        }
+        self.head.advance(PREFIX_LEN);
+        Some(self.head.split_to(len))
+    }
+
     /// Called when the stream's DATA ended: a partial message left over is an error.
     pub fn finish_stream(&self) -> Result<(), Status> {
         if self.is_empty() {

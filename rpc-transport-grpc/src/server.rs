@@ -1,6 +1,7 @@
 //! [`GrpcProtocol`]: gRPC as one protocol of `rpc_core::serve::Listener`, claimed by the
 //! HTTP/2 client preface.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -515,10 +516,9 @@ impl ServerStream {
         coalesce: bool,
     ) -> Result<(), Status> {
         let c = self.message_compression(s);
-        let stream = s
-            .stream
-            .as_mut()
-            .ok_or_else(|| Status::internal("message before the response header"))?;
+        let stream = s.stream.as_mut().ok_or_else(|| {
+            Status::internal("no send stream: the header was not sent or the stream ended")
+        })?;
         let repeat = s.sent;
         s.sent = true;
         if coalesce {
@@ -637,6 +637,12 @@ impl ServerStreamRaw for ServerStream {
         Poll::Ready(self.send_locked(s, msg, true))
     }
 
+    /// `finish` ends with `respond` and `stream` both `None`, under the send lock, and every
+    /// send takes that lock and fails without a send stream.
+    fn refuses_after_finish(&self) -> bool {
+        true
+    }
+
     fn finish(&self, finish: Finish<'_>) {
         let mut s = lock(&self.send);
         if let Err(e) = self.finish_locked(&mut s, finish) {
@@ -657,6 +663,23 @@ impl ServerStreamRaw for ServerStream {
         let mut r = lock(&self.recv);
         match std::task::ready!(r.poll_message(cx)) {
             Ok(Received::Message(m)) => Poll::Ready(Ok(Some(m))),
+            Ok(Received::Eof) => Poll::Ready(Ok(None)),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_recv_many(
+        &self,
+        cx: &mut Context<'_>,
+        more: &mut VecDeque<Bytes>,
+        max: usize,
+    ) -> Poll<Result<Option<Bytes>, Status>> {
+        let mut r = lock(&self.recv);
+        match std::task::ready!(r.poll_message(cx)) {
+            Ok(Received::Message(m)) => {
+                r.take_ready(more, max);
+                Poll::Ready(Ok(Some(m)))
+            }
             Ok(Received::Eof) => Poll::Ready(Ok(None)),
             Err(e) => Poll::Ready(Err(e)),
         }

@@ -440,9 +440,22 @@ fn encode_at(
 ) -> Result<(), Status> {
     let hint = msg.encoded_len();
     let body = start + PREFIX_LEN;
-    match compression {
-        None => {
-            let need = PREFIX_LEN + hint.unwrap_or(64);
+    match (compression, hint) {
+        (None, Some(len)) => {
+            // The length is known: the message is written into exactly its bytes. A codec's
+            // writes into a slice are plain stores, where each write into a `BytesMut`
+            // (prost writes every varint byte on its own) checks and grows the buffer.
+            check_send_size(len, max)?;
+            let need = PREFIX_LEN + len;
+            if buf.capacity() - start < need {
+                buf.reserve(need.max(block));
+            }
+            buf.put_bytes(0, need);
+            write_prefix(&mut buf[start..body], len)?;
+            msg.encode_slice(&mut buf[body..])?;
+        }
+        (None, None) => {
+            let need = PREFIX_LEN + 64;
             if buf.capacity() - start < need {
                 buf.reserve(need.max(block));
             }
@@ -452,7 +465,7 @@ fn encode_at(
             check_send_size(len, max)?;
             write_prefix(&mut buf[start..body], len)?;
         }
-        Some(c) => {
+        (Some(c), _) => {
             let mut plain = BytesMut::with_capacity(hint.unwrap_or(64));
             msg.encode(&mut plain)?;
             check_send_size(plain.len(), max)?;
@@ -613,6 +626,33 @@ impl Receiver {
             _ => self.recharge(),
         }
         r
+    }
+
+    /// After [`Receiver::poll_message`] gave a message: appends up to `max` more that are
+    /// whole, uncompressed and valid in the chunk being decoded (see
+    /// [`MessageDecoder::next_in_chunk`]) to `more`, taking nothing more from h2. Anything
+    /// else (the end, an error, a compressed or partial message) is left for the next
+    /// `poll_message`. The queued messages are slices of the chunk, which was charged to the
+    /// byte budget while they were in it; like a message handed out one at a time, they are
+    /// the handler's from here.
+    pub(crate) fn take_ready(&mut self, more: &mut std::collections::VecDeque<Bytes>, max: usize) {
+        if self.last_compressed != Some(false) {
+            // The compression handle is told when the flag changes; this path never does.
+            return;
+        }
+        let mut taken = 0;
+        while taken < max {
+            match self.decoder.next_in_chunk() {
+                Some(m) => {
+                    more.push_back(m);
+                    taken += 1;
+                }
+                None => break,
+            }
+        }
+        if taken > 0 && self.decoder.is_empty() {
+            self.recharge();
+        }
     }
 
     fn poll_message_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, Status>> {

@@ -39,6 +39,11 @@
 //! a row that opens nothing or completes nothing inside its window is reported as `hang` (or
 //! `error: …` when a call failed) and the harness goes on with the next row.
 //!
+//! `GRPC_SERVER_WRAP="valgrind --tool=callgrind --callgrind-out-file=F"` (or `perf record
+//! ...`) starts each server process under that command, unpinned: with `BENCH_ONLY` and one
+//! round, the server's instructions over two window lengths, divided by the difference of
+//! the messages counted, give a load-independent cost per message.
+//!
 //! Each server runs in its own process (this binary re-executed with `serve-ours` or
 //! `serve-tonic`, which prints its address and serves until its stdin closes), started afresh
 //! for every row, and each row's client gets a fresh runtime. Where `taskset` exists and there
@@ -375,7 +380,14 @@ struct ServerProcess {
 impl ServerProcess {
     fn start(side: Server, pinned: bool) -> Self {
         let exe = std::env::current_exe().expect("own executable");
-        let mut cmd = if pinned {
+        let wrap = std::env::var("GRPC_SERVER_WRAP").ok();
+        let mut cmd = if let Some(wrap) = wrap.as_deref().filter(|w| !w.trim().is_empty()) {
+            // A profiler around the server process (callgrind, perf record): not pinned.
+            let mut words = wrap.split_whitespace();
+            let mut c = Command::new(words.next().unwrap_or("env"));
+            c.args(words).arg(&exe);
+            c
+        } else if pinned {
             let mut c = Command::new("taskset");
             c.arg("-c").arg(SERVER_CORE).arg(&exe);
             c

@@ -14,8 +14,10 @@
 //!
 //! `LOAD_SERVER_WRAP="valgrind --tool=callgrind --callgrind-out-file=F"` starts the server
 //! process under that command (not with `LOAD_PIN`): with `LOAD_ONLY` selecting one row, the
-//! server's instructions divided by the row's calls give a same-machine, load-independent
-//! cost per call.
+//! server's instructions divided by the row's operations (printed as `ops N`: every operation
+//! the server served, not only those in the window) give a same-machine, load-independent
+//! cost per operation; the difference of two runs of different lengths leaves out the
+//! server's start and end.
 //!
 //! `LOAD_METRICS=1` records every call's metrics (`rpc_core::observe`, Prometheus recorder) in
 //! both processes; `LOAD_TLS=1` runs the TTHeader rows over TLS (certificates generated at
@@ -219,7 +221,11 @@ fn wanted(name: &str) -> bool {
 }
 
 fn row(name: &str, f: &Figures, costs: Costs) {
-    let costs = costs.finish(f.ops).unwrap_or_default();
+    let mut costs = costs.finish(f.ops).unwrap_or_default();
+    if std::env::var_os("LOAD_SERVER_WRAP").is_some() {
+        // The server's instructions are divided by every operation it served, warm-up included.
+        costs.push_str(&format!("  ops {}", f.ops));
+    }
     if f.p50.is_zero() {
         println!("{name:<44} {:>12.0}/s{costs}", f.ops_per_sec);
     } else {

@@ -58,6 +58,9 @@ pub trait Encodable: Send {
 pub(crate) struct MsgCodec<T> {
     pub(crate) encode: fn(&T, &mut BytesMut) -> Result<(), Status>,
     pub(crate) encode_slice: fn(&T, &mut [u8]) -> Result<(), Status>,
+    /// As `encode_slice` for a slice of the length the codec gave for this message: the
+    /// length is not computed again (the codec's own room check still runs).
+    pub(crate) encode_sized: fn(&T, &mut [u8]) -> Result<(), Status>,
     pub(crate) encode_dyn: fn(&T, &mut dyn BufMut) -> Result<(), Status>,
     pub(crate) encoded_len: fn(&T) -> Option<usize>,
     pub(crate) decode: fn(Bytes) -> Result<T, Status>,
@@ -81,9 +84,13 @@ impl<T: 'static> MsgCodec<T> {
         fn enc_slice<C: Codec<T>, T>(m: &T, dst: &mut [u8]) -> Result<(), Status> {
             encode_exact::<C, T>(m, dst)
         }
+        fn enc_sized<C: Codec<T>, T>(m: &T, dst: &mut [u8]) -> Result<(), Status> {
+            fill_exact::<C, T>(m, dst)
+        }
         MsgCodec {
             encode: enc::<C, T>,
             encode_slice: enc_slice::<C, T>,
+            encode_sized: enc_sized::<C, T>,
             encode_dyn: enc_dyn::<C, T>,
             encoded_len: C::encoded_len,
             decode: C::decode,
@@ -118,6 +125,10 @@ impl<T: Sync> Encodable for Outgoing<'_, T> {
         (self.codec.encode)(self.msg, dst)
     }
     fn encode_slice(&mut self, dst: &mut [u8]) -> Result<(), Status> {
+        if self.len == Some(dst.len()) {
+            // The length was asked of the codec for this very message: not again.
+            return (self.codec.encode_sized)(self.msg, dst);
+        }
         (self.codec.encode_slice)(self.msg, dst)
     }
     fn encode_dyn(&mut self, dst: &mut dyn BufMut) -> Result<(), Status> {
@@ -146,6 +157,13 @@ pub fn encode_exact<C: Codec<T>, T>(msg: &T, dst: &mut [u8]) -> Result<(), Statu
             dst.len()
         )));
     }
+    fill_exact::<C, T>(msg, dst)
+}
+
+/// Encodes `msg` into `dst`, which the codec said is its length: a codec that writes fewer
+/// bytes is an `INTERNAL` error (more cannot happen without the codec's room check failing).
+fn fill_exact<C: Codec<T>, T>(msg: &T, dst: &mut [u8]) -> Result<(), Status> {
+    let expected = dst.len();
     let mut cursor: &mut [u8] = dst;
     C::encode(msg, &mut cursor)?;
     if !cursor.is_empty() {
