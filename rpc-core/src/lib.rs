@@ -86,6 +86,7 @@ pub mod context;
 #[cfg(feature = "discovery")]
 pub mod discovery;
 pub mod exception;
+pub mod generic;
 #[cfg(feature = "inproc")]
 pub mod inproc;
 pub mod intercept;

@@ -70,8 +70,31 @@ pub trait Service: Send + Sync + 'static {
 /// The tower service server call middleware wrap: runs one stream's handler.
 pub type CallService = BoxCloneSyncService<ServerCall, (), Status>;
 
+/// Runs the unknown-method handler for a call ([`ServerBuilder::unknown_method_handler`]).
+type Fallback = Arc<dyn Fn(ServerCall) -> BoxFuture<'static, Result<(), Status>> + Send + Sync>;
+
+/// The hosted services and the unknown-method handler: runs the handler a route names.
 #[derive(Clone)]
-struct Routed(Arc<[Arc<dyn Service>]>);
+struct Routed {
+    services: Arc<[Arc<dyn Service>]>,
+    fallback: Option<Fallback>,
+}
+
+impl Routed {
+    fn run(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+        if call.service_index == crate::route::FALLBACK_INDEX {
+            return match &self.fallback {
+                Some(f) => f(call),
+                // Fallback routes are only made when a handler is registered.
+                None => Box::pin(std::future::ready(Err(Status::unimplemented(format!(
+                    "{}: unknown method",
+                    call.ctx.method().path
+                ))))),
+            };
+        }
+        self.services[call.service_index].call(call)
+    }
+}
 
 impl tower::Service<ServerCall> for Routed {
     type Response = ();
@@ -83,7 +106,7 @@ impl tower::Service<ServerCall> for Routed {
     }
 
     fn call(&mut self, call: ServerCall) -> Self::Future {
-        self.0[call.service_index].call(call)
+        self.run(call)
     }
 }
 
@@ -92,6 +115,7 @@ type LayerFn = Box<dyn FnOnce(CallService) -> CallService + Send>;
 /// Builds a [`Server`].
 pub struct ServerBuilder {
     services: Vec<Arc<dyn Service>>,
+    fallback: Option<Fallback>,
     layers: Vec<LayerFn>,
     middleware: MessageMiddleware,
     cancel_grace: Duration,
@@ -108,6 +132,23 @@ impl ServerBuilder {
     /// Hosts a service (a generated `XxxServer` adapter).
     pub fn add_service(mut self, service: impl Service) -> Self {
         self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Serves every call for a service or method this server does not host with `handler`,
+    /// on payload bytes (Kitex's unknown service or method handler): the base of gateways and
+    /// proxies. `ctx.method()` names what the client called, with the payload kind the
+    /// transport reported (protobuf when it reports none); the handler's
+    /// [`ping_pong`](crate::generic::GenericHandler::ping_pong) runs where the framing says
+    /// pingpong (TTHeader unary), its [`bidi`](crate::generic::GenericHandler::bidi) for every
+    /// other call, since no wire tells a stream's mode (see [`crate::generic`]). Layers and
+    /// message middleware apply as to hosted methods. Without one, such calls end with
+    /// `UNIMPLEMENTED` (each transport's wire form of it).
+    pub fn unknown_method_handler(mut self, handler: impl crate::generic::GenericHandler) -> Self {
+        let handler = Arc::new(handler);
+        self.fallback = Some(Arc::new(move |call| {
+            Box::pin(crate::generic::serve(handler.clone(), call))
+        }));
         self
     }
 
@@ -169,10 +210,14 @@ impl ServerBuilder {
         let services: Arc<[Arc<dyn Service>]> = self.services.into();
         let descs: Vec<_> = services.iter().map(|s| s.descriptor()).collect();
         let router = Router::new(&descs);
+        let routed = Routed {
+            services,
+            fallback: self.fallback,
+        };
         let layered = if self.layers.is_empty() {
             None
         } else {
-            let mut svc = BoxCloneSyncService::new(Routed(services.clone()));
+            let mut svc = BoxCloneSyncService::new(routed.clone());
             for layer in self.layers.into_iter().rev() {
                 svc = layer(svc);
             }
@@ -180,7 +225,7 @@ impl ServerBuilder {
         };
         Server {
             inner: Arc::new(ServerInner {
-                services,
+                routed,
                 layered,
                 middleware: self.middleware,
                 cancel_grace: self.cancel_grace,
@@ -196,7 +241,7 @@ impl ServerBuilder {
 }
 
 struct ServerInner {
-    services: Arc<[Arc<dyn Service>]>,
+    routed: Routed,
     layered: Option<CallService>,
     middleware: MessageMiddleware,
     cancel_grace: Duration,
@@ -219,6 +264,7 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<_> = self
             .inner
+            .routed
             .services
             .iter()
             .map(|s| s.descriptor().full_name)
@@ -235,6 +281,7 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             services: Vec::new(),
+            fallback: None,
             layers: Vec::new(),
             middleware: MessageMiddleware::default(),
             cancel_grace: DEFAULT_CANCEL_GRACE,
@@ -255,13 +302,14 @@ impl Server {
 
     /// Descriptions of the hosted services.
     pub fn services(&self) -> impl Iterator<Item = &'static ServiceDesc> + '_ {
-        self.inner.services.iter().map(|s| s.descriptor())
+        self.inner.routed.services.iter().map(|s| s.descriptor())
     }
 
     /// Finds the method for `service` and `method` as they came off the wire (one hash lookup
     /// each). `service` matches the fully-qualified name (`echo.TestService`) or the bare IDL
     /// name (`TestService`); an empty service name matches a method name that only one hosted
-    /// service has.
+    /// service has. With an [unknown-method handler](ServerBuilder::unknown_method_handler),
+    /// a name no hosted service has routes to it.
     pub fn resolve(&self, service: &str, method: &str) -> Result<Route, RouteError> {
         self.resolve_for(service, method, None)
     }
@@ -275,7 +323,38 @@ impl Server {
         method: &str,
         payload: Option<PayloadKind>,
     ) -> Result<Route, RouteError> {
-        self.inner.router.resolve(service, method, payload)
+        self.inner
+            .router
+            .resolve(service, method, payload)
+            .or_else(|e| self.fallback_route(e, service, method, payload))
+    }
+
+    /// The route to the unknown-method handler for a name routing did not find, if there is
+    /// a handler (else `e`). Names past the generic table's bound
+    /// ([`crate::generic::MAX_GENERIC_METHODS`]) stay unknown.
+    fn fallback_route(
+        &self,
+        e: RouteError,
+        service: &str,
+        method: &str,
+        payload: Option<PayloadKind>,
+    ) -> Result<Route, RouteError> {
+        if self.inner.routed.fallback.is_none()
+            || !matches!(
+                e,
+                RouteError::UnknownService(_) | RouteError::UnknownMethod { .. }
+            )
+        {
+            return Err(e);
+        }
+        let payload = payload.unwrap_or(PayloadKind::Protobuf);
+        match crate::generic::method(service, method, Mode::Bidi, payload) {
+            Ok(desc) => Ok(Route::fallback(desc)),
+            Err(status) => {
+                tracing::warn!(service, method, %status, "no route to the unknown-method handler");
+                Err(e)
+            }
+        }
     }
 
     /// Routes a gRPC `:path` (`/echo.TestService/Echo`, or `/TestService/Echo`) with one hash
@@ -285,7 +364,12 @@ impl Server {
         path: &str,
         payload: Option<PayloadKind>,
     ) -> Result<Route, RouteError> {
-        self.inner.router.resolve_path(path, payload)
+        self.inner.router.resolve_path(path, payload).or_else(|e| {
+            match crate::route::split_path(path) {
+                Some((service, method)) => self.fallback_route(e, service, method, payload),
+                None => Err(e),
+            }
+        })
     }
 
     /// Number of streams whose handlers are running.
@@ -380,7 +464,7 @@ impl Server {
             method_index: route.method_index,
         };
         let fut: BoxFuture<'static, Result<(), Status>> = match &self.inner.layered {
-            None => self.inner.services[route.service_index].call(call),
+            None => self.inner.routed.run(call),
             Some(svc) => Box::pin(svc.clone().oneshot(call)),
         };
         // Observed: the handler runs inside the call's span and trace context.
