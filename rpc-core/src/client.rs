@@ -23,6 +23,7 @@ use tower::{Layer, ServiceExt};
 
 use crate::codec::{Codec, Encodable, MsgCodec};
 use crate::context::{CallContext, CallOptions, MethodDesc};
+use crate::events::{Observers, StreamObserver};
 use crate::metadata::Metadata;
 pub use crate::metadata::WithMetadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
@@ -82,6 +83,7 @@ pub struct ClientBuilder {
     layers: Vec<Box<dyn FnOnce(OpenService) -> OpenService + Send>>,
     unary_layers: Vec<UnaryLayerFn>,
     middleware: MessageMiddleware,
+    observers: Vec<Arc<dyn StreamObserver>>,
     timeout: Option<Duration>,
     metadata: Metadata,
 }
@@ -152,6 +154,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Adds a stream observer: told of every stream this client opens — its start, each
+    /// message, the response header and the end (see [`crate::events`]). With none
+    /// registered there is no cost.
+    pub fn observer(mut self, observer: impl StreamObserver) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
     /// Default timeout of every call (none by default: calls may run forever).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -194,6 +204,7 @@ impl ClientBuilder {
                 open,
                 unary,
                 middleware: self.middleware,
+                observers: self.observers.into(),
                 timeout: self.timeout,
                 metadata: self.metadata,
             }),
@@ -206,6 +217,7 @@ struct ClientInner {
     open: Option<OpenService>,
     unary: Option<crate::unary::Stack>,
     middleware: MessageMiddleware,
+    observers: Observers,
     timeout: Option<Duration>,
     metadata: Metadata,
 }
@@ -244,6 +256,7 @@ impl Client {
             layers: Vec::new(),
             unary_layers: Vec::new(),
             middleware: MessageMiddleware::default(),
+            observers: Vec::new(),
             timeout: None,
             metadata: Metadata::new(),
         }
@@ -279,7 +292,11 @@ impl Client {
         &self,
         mut ctx: CallContext,
     ) -> Result<(Arc<ClientShared>, Option<Instant>), Status> {
-        let observe = CallObserver::client(&mut ctx, self.inner.transport.rpc_system());
+        let observe = CallObserver::client(
+            &mut ctx,
+            self.inner.transport.rpc_system(),
+            &self.inner.observers,
+        );
         let deadline = ctx.deadline();
         let open: BoxFuture<'static, Result<OpenStream, Status>> = match &self.inner.open {
             None => {
@@ -524,6 +541,7 @@ impl ClientShared {
             match self.raw.poll_event(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(ClientEvent::Header(h)) => {
+                    self.observe.header(&h);
                     self.lock().header.get_or_insert(h);
                 }
                 Poll::Ready(ClientEvent::Message(b)) => return Poll::Ready(Ok(Some(b))),
@@ -549,6 +567,7 @@ impl ClientShared {
         match self.raw.poll_event(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(ClientEvent::Header(h)) => {
+                self.observe.header(&h);
                 self.lock().header = Some(h.clone());
                 Poll::Ready(Ok(h))
             }

@@ -45,13 +45,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 #[cfg(feature = "metrics")]
 use std::sync::Mutex;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 #[cfg(feature = "metrics")]
 use crate::context::Mode;
 use crate::context::{CallContext, MethodDesc};
+use crate::events::{self, StreamEvents, StreamFinish, StreamObserver, StreamStart};
 use crate::status::{Code, Status};
 
 /// The metadata key of the W3C trace context (<https://www.w3.org/TR/trace-context/>).
@@ -537,6 +538,8 @@ pub(crate) struct CallObserver(Option<Box<Active>>);
 
 struct Active {
     side: Side,
+    /// The per-stream events of the registered observers ([`crate::events`]).
+    hooks: Vec<Box<dyn StreamEvents>>,
     span: tracing::Span,
     metrics: Option<&'static MethodMetrics>,
     start: Instant,
@@ -601,11 +604,15 @@ fn open_span(side: Side, ctx: &CallContext, system: &'static str) -> tracing::Sp
 impl CallObserver {
     /// A client call about to open: its span, its trace context (written to the call's
     /// metadata as `traceparent`), its metrics.
-    pub(crate) fn client(ctx: &mut CallContext, system: &'static str) -> CallObserver {
+    pub(crate) fn client(
+        ctx: &mut CallContext,
+        system: &'static str,
+        observers: &[Arc<dyn StreamObserver>],
+    ) -> CallObserver {
         let span = open_span(Side::Client, ctx, system);
         let metrics = metrics_for(ctx.method(), Side::Client, system);
         let parent = TraceContext::current();
-        if span.is_disabled() && metrics.is_none() && parent.is_none() {
+        if span.is_disabled() && metrics.is_none() && parent.is_none() && observers.is_empty() {
             return CallObserver(None);
         }
         // Propagate when tracing here, or when passing on a trace this call is part of.
@@ -630,13 +637,18 @@ impl CallObserver {
             span.record("span_id", own.span_id_hex());
             trace = Some(own);
         }
-        Self::start(Side::Client, span, metrics, trace)
+        let hooks = start_hooks(events::Side::Client, ctx, system, observers);
+        Self::start(Side::Client, span, metrics, trace, hooks)
     }
 
     /// A server stream about to run: its span (joined to the client's trace through the
     /// request's `traceparent`), its metrics. The trace context goes into the call's
     /// extensions ([`TraceContext`]) for the handler.
-    pub(crate) fn server(ctx: &mut CallContext, system: &'static str) -> CallObserver {
+    pub(crate) fn server(
+        ctx: &mut CallContext,
+        system: &'static str,
+        observers: &[Arc<dyn StreamObserver>],
+    ) -> CallObserver {
         let span = open_span(Side::Server, ctx, system);
         let metrics = metrics_for(ctx.method(), Side::Server, system);
         let remote = ctx
@@ -644,8 +656,14 @@ impl CallObserver {
             .get(TRACEPARENT)
             .and_then(|v| v.as_str())
             .and_then(TraceContext::parse);
-        if span.is_disabled() && metrics.is_none() && remote.is_none() {
-            return CallObserver(None);
+        let traced = !span.is_disabled() || metrics.is_some() || remote.is_some();
+        if !traced {
+            if observers.is_empty() {
+                return CallObserver(None);
+            }
+            // Only observers: no trace context is made for them.
+            let hooks = start_hooks(events::Side::Server, ctx, system, observers);
+            return Self::start(Side::Server, span, metrics, None, hooks);
         }
         let trace = match remote {
             Some(p) => {
@@ -657,7 +675,8 @@ impl CallObserver {
         span.record("trace_id", trace.trace_id_hex());
         span.record("span_id", trace.span_id_hex());
         ctx.extensions_mut().insert(trace);
-        Self::start(Side::Server, span, metrics, Some(trace))
+        let hooks = start_hooks(events::Side::Server, ctx, system, observers);
+        Self::start(Side::Server, span, metrics, Some(trace), hooks)
     }
 
     fn start(
@@ -665,12 +684,14 @@ impl CallObserver {
         span: tracing::Span,
         metrics: Option<&'static MethodMetrics>,
         trace: Option<TraceContext>,
+        hooks: Vec<Box<dyn StreamEvents>>,
     ) -> CallObserver {
         if let Some(m) = &metrics {
             m.on_start();
         }
         CallObserver(Some(Box::new(Active {
             side,
+            hooks,
             span,
             metrics,
             start: Instant::now(),
@@ -699,6 +720,15 @@ impl CallObserver {
         if let Some(a) = &self.0 {
             a.msgs_sent.fetch_add(1, Ordering::Relaxed);
             a.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+            a.hooks.iter().for_each(|h| h.on_send(bytes));
+        }
+    }
+
+    /// The response header was received (client) or sent (server).
+    #[inline]
+    pub(crate) fn header(&self, header: &crate::metadata::Metadata) {
+        if let Some(a) = &self.0 {
+            a.hooks.iter().for_each(|h| h.on_header(header));
         }
     }
 
@@ -708,6 +738,7 @@ impl CallObserver {
         if let Some(a) = &self.0 {
             a.msgs_received.fetch_add(1, Ordering::Relaxed);
             a.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+            a.hooks.iter().for_each(|h| h.on_recv(bytes));
         }
     }
 
@@ -729,6 +760,17 @@ impl CallObserver {
         );
         if let Some(m) = &a.metrics {
             m.on_end(code, elapsed, [ms, mr, bs, br]);
+        }
+        if !a.hooks.is_empty() {
+            let finish = StreamFinish {
+                status,
+                messages_sent: ms,
+                messages_received: mr,
+                bytes_sent: bs,
+                bytes_received: br,
+                duration: elapsed,
+            };
+            a.hooks.iter().for_each(|h| h.on_finish(&finish));
         }
         if a.span.is_disabled() {
             return;
@@ -774,6 +816,27 @@ impl Drop for CallObserver {
             self.end(&Status::cancelled("dropped before its end"));
         }
     }
+}
+
+/// The events of the observers that follow this stream (no allocation when none does).
+fn start_hooks(
+    side: events::Side,
+    ctx: &CallContext,
+    rpc_system: &'static str,
+    observers: &[Arc<dyn StreamObserver>],
+) -> Vec<Box<dyn StreamEvents>> {
+    if observers.is_empty() {
+        return Vec::new();
+    }
+    let start = StreamStart {
+        side,
+        ctx,
+        rpc_system,
+    };
+    observers
+        .iter()
+        .filter_map(|o| o.on_start(&start))
+        .collect()
 }
 
 /// `fut` running inside the call's span and with its trace context current (boxed once more

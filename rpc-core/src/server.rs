@@ -43,6 +43,7 @@ use tower::{Layer, ServiceExt};
 
 use crate::codec::{Codec, Encodable, MsgCodec};
 use crate::context::{CallContext, MethodDesc, Mode, PayloadKind, Peer, ServiceDesc};
+use crate::events::{Observers, StreamObserver};
 use crate::limits::{ByteBudget, ServerLimits};
 use crate::metadata::Metadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
@@ -118,6 +119,7 @@ pub struct ServerBuilder {
     fallback: Option<Fallback>,
     layers: Vec<LayerFn>,
     middleware: MessageMiddleware,
+    observers: Vec<Arc<dyn StreamObserver>>,
     cancel_grace: Duration,
     limits: ServerLimits,
 }
@@ -199,6 +201,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Adds a stream observer: told of every stream this server serves — its start, each
+    /// message, the response header and the end (see [`crate::events`]). With none
+    /// registered there is no cost.
+    pub fn observer(mut self, observer: impl StreamObserver) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
     /// How long a cancelled handler may keep running (default [`DEFAULT_CANCEL_GRACE`]).
     pub fn cancel_grace(mut self, grace: Duration) -> Self {
         self.cancel_grace = grace;
@@ -228,6 +238,7 @@ impl ServerBuilder {
                 routed,
                 layered,
                 middleware: self.middleware,
+                observers: self.observers.into(),
                 cancel_grace: self.cancel_grace,
                 router,
                 budget: ByteBudget::new(self.limits.max_buffered_bytes),
@@ -244,6 +255,7 @@ struct ServerInner {
     routed: Routed,
     layered: Option<CallService>,
     middleware: MessageMiddleware,
+    observers: Observers,
     cancel_grace: Duration,
     router: Router,
     limits: ServerLimits,
@@ -284,6 +296,7 @@ impl Server {
             fallback: None,
             layers: Vec::new(),
             middleware: MessageMiddleware::default(),
+            observers: Vec::new(),
             cancel_grace: DEFAULT_CANCEL_GRACE,
             limits: ServerLimits::default(),
         }
@@ -437,7 +450,7 @@ impl Server {
         if !incoming.extensions.is_empty() {
             ctx.extensions_mut().extend(incoming.extensions);
         }
-        let observe = CallObserver::server(&mut ctx, incoming.rpc_system);
+        let observe = CallObserver::server(&mut ctx, incoming.rpc_system, &self.inner.observers);
         // The call's extensions (the transport's and the trace context) move to their one
         // home, where the handler and layers read and add them: no copy per call.
         let extensions = Mutex::new(std::mem::take(ctx.extensions_mut()));
@@ -660,7 +673,10 @@ impl ServerShared {
         let header = lock(&self.header).take();
         self.header_sent.store(true, Ordering::Release);
         match header {
-            Some(h) => self.raw.send_header(h),
+            Some(h) => {
+                self.observe.header(&h);
+                self.raw.send_header(h)
+            }
             None => Ok(()),
         }
     }
@@ -705,7 +721,9 @@ impl ServerShared {
     }
 
     /// Ends the stream (once; later calls return `false`), with an optional last message.
-    fn finish_with(&self, status: Status, message: Option<&mut dyn Encodable>) -> bool {
+    /// `message` is the last message and its length (for the observers: header, message
+    /// and end are seen in wire order).
+    fn finish_with(&self, status: Status, message: Option<(&mut dyn Encodable, usize)>) -> bool {
         let mut finished = lock(&self.finished);
         if *finished {
             return false;
@@ -717,6 +735,13 @@ impl ServerShared {
             lock(&self.header).take()
         };
         let trailer = std::mem::take(&mut *lock(&self.trailer));
+        if let Some(h) = &header {
+            self.observe.header(h);
+        }
+        let message = message.map(|(m, len)| {
+            self.observe.sent(len);
+            m
+        });
         self.observe.end(&status);
         self.raw.finish(Finish {
             header,
@@ -1046,9 +1071,11 @@ impl End for ServerEnd {
     }
     fn start_send_last(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
         self.shared.check_cancel()?;
-        // Counted before the end is recorded (the finish below records it).
-        self.shared.observe.sent(self.sending);
-        if self.shared.finish_with(Status::ok(), Some(msg)) {
+        // Counted inside, after the header and before the end is recorded.
+        if self
+            .shared
+            .finish_with(Status::ok(), Some((msg, self.sending)))
+        {
             Ok(())
         } else {
             Err(Error::StreamFinished.into())
