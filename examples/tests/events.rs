@@ -27,15 +27,18 @@ enum Ev {
     },
 }
 
+/// One stream's events, in arrival order.
+type Events = Arc<Mutex<Vec<Ev>>>;
+
 /// Records every stream's events, per stream, in arrival order.
 #[derive(Clone, Default)]
 struct Recorder {
-    streams: Arc<Mutex<Vec<Arc<Mutex<Vec<Ev>>>>>>,
+    streams: Arc<Mutex<Vec<Events>>>,
     finished: Arc<tokio::sync::Notify>,
 }
 
 struct Stream {
-    events: Arc<Mutex<Vec<Ev>>>,
+    events: Events,
     finished: Arc<tokio::sync::Notify>,
 }
 
