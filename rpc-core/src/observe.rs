@@ -14,6 +14,13 @@
 //! end` (status, messages and bytes each way, duration) at `DEBUG`, and `rpc cancelled` /
 //! `rpc deadline exceeded` when the call ended so.
 //!
+//! The spans and metrics are one observer of the stream events of [`crate::events`], built
+//! in: the counters every observer's [`StreamFinish`](crate::events::StreamFinish) reports are
+//! theirs, and at the end they record from the same `StreamFinish` (called statically, before
+//! the registered observers). What they do besides — open the span before the call, put the
+//! trace context in the request metadata, run the handler inside the span — an observer
+//! cannot, so that stays here.
+//!
 //! # Trace context
 //!
 //! The trace id travels as a W3C `traceparent` metadata entry ([`TRACEPARENT`]): TTHeader
@@ -537,11 +544,11 @@ pub trait ServerGauges {
 pub(crate) struct CallObserver(Option<Box<Active>>);
 
 struct Active {
-    side: Side,
+    /// The span and the metrics: the built-in observer, a [`StreamEvents`] like the
+    /// registered ones (called first, statically).
+    builtin: Builtin,
     /// The per-stream events of the registered observers ([`crate::events`]).
     hooks: Vec<Box<dyn StreamEvents>>,
-    span: tracing::Span,
-    metrics: Option<&'static MethodMetrics>,
     start: Instant,
     trace: Option<TraceContext>,
     msgs_sent: AtomicU64,
@@ -690,10 +697,12 @@ impl CallObserver {
             m.on_start();
         }
         CallObserver(Some(Box::new(Active {
-            side,
+            builtin: Builtin {
+                side,
+                span,
+                metrics,
+            },
             hooks,
-            span,
-            metrics,
             start: Instant::now(),
             trace,
             msgs_sent: AtomicU64::new(0),
@@ -706,7 +715,7 @@ impl CallObserver {
 
     /// The call's span (disabled when nobody observes).
     pub(crate) fn span(&self) -> Option<&tracing::Span> {
-        self.0.as_ref().map(|a| &a.span)
+        self.0.as_ref().map(|a| &a.builtin.span)
     }
 
     /// The call's trace context, if traced.
@@ -750,48 +759,60 @@ impl CallObserver {
         if a.ended.swap(true, Ordering::AcqRel) {
             return;
         }
-        let elapsed = a.start.elapsed();
+        let finish = StreamFinish {
+            status,
+            messages_sent: a.msgs_sent.load(Ordering::Relaxed),
+            messages_received: a.msgs_received.load(Ordering::Relaxed),
+            bytes_sent: a.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: a.bytes_received.load(Ordering::Relaxed),
+            duration: a.start.elapsed(),
+        };
+        a.builtin.on_finish(&finish);
+        a.hooks.iter().for_each(|h| h.on_finish(&finish));
+    }
+}
+
+/// Spans and metrics, as one observer of the stream events: at the end it records the
+/// metrics, the span's status fields and the end events.
+struct Builtin {
+    side: Side,
+    span: tracing::Span,
+    metrics: Option<&'static MethodMetrics>,
+}
+
+impl StreamEvents for Builtin {
+    fn on_finish(&self, f: &StreamFinish<'_>) {
+        let (status, elapsed) = (f.status, f.duration);
         let code = status.code();
         let (ms, mr, bs, br) = (
-            a.msgs_sent.load(Ordering::Relaxed),
-            a.msgs_received.load(Ordering::Relaxed),
-            a.bytes_sent.load(Ordering::Relaxed),
-            a.bytes_received.load(Ordering::Relaxed),
+            f.messages_sent,
+            f.messages_received,
+            f.bytes_sent,
+            f.bytes_received,
         );
-        if let Some(m) = &a.metrics {
+        if let Some(m) = &self.metrics {
             m.on_end(code, elapsed, [ms, mr, bs, br]);
         }
-        if !a.hooks.is_empty() {
-            let finish = StreamFinish {
-                status,
-                messages_sent: ms,
-                messages_received: mr,
-                bytes_sent: bs,
-                bytes_received: br,
-                duration: elapsed,
-            };
-            a.hooks.iter().for_each(|h| h.on_finish(&finish));
-        }
-        if a.span.is_disabled() {
+        if self.span.is_disabled() {
             return;
         }
-        a.span.record("rpc.status_code", code as i32);
-        a.span.record(
+        self.span.record("rpc.status_code", code as i32);
+        self.span.record(
             "otel.status_code",
             if status.is_ok() { "OK" } else { "ERROR" },
         );
-        let side = a.side.kind();
+        let side = self.side.kind();
         match code {
             Code::Cancelled => {
-                tracing::info!(parent: &a.span, side, reason = %status.message(), "rpc cancelled")
+                tracing::info!(parent: &self.span, side, reason = %status.message(), "rpc cancelled")
             }
             Code::DeadlineExceeded => {
-                tracing::info!(parent: &a.span, side, reason = %status.message(), "rpc deadline exceeded")
+                tracing::info!(parent: &self.span, side, reason = %status.message(), "rpc deadline exceeded")
             }
             _ => {}
         }
         tracing::debug!(
-            parent: &a.span,
+            parent: &self.span,
             side,
             status = code_name(code),
             reason = %status.message(),
