@@ -93,6 +93,7 @@ pub mod generic;
 #[cfg(feature = "inproc")]
 pub mod inproc;
 pub mod intercept;
+mod interned;
 mod keepalive;
 pub mod limits;
 pub mod metadata;

@@ -15,7 +15,7 @@
 //! `rpc deadline exceeded` when the call ended so.
 //!
 //! The spans and metrics are one observer of the stream events of [`crate::events`], built
-//! in: the counters every observer's [`StreamFinish`](crate::events::StreamFinish) reports are
+//! in: the counters every observer's [`StreamFinish`] reports are
 //! theirs, and at the end they record from the same `StreamFinish` (called statically, before
 //! the registered observers). What they do besides — open the span before the call, put the
 //! trace context in the request metadata, run the handler inside the span — an observer

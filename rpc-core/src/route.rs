@@ -59,7 +59,7 @@ impl Route {
             return self;
         }
         let m = self.method;
-        match crate::generic::method(m.full_service, m.name, Mode::PingPong, m.payload) {
+        match crate::interned::method(m.full_service, m.name, Mode::PingPong, m.payload) {
             Ok(method) => Route { method, ..self },
             Err(_) => self,
         }

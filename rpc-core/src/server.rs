@@ -71,8 +71,9 @@ pub trait Service: Send + Sync + 'static {
 /// The tower service server call middleware wrap: runs one stream's handler.
 pub type CallService = BoxCloneSyncService<ServerCall, (), Status>;
 
-/// Runs the unknown-method handler for a call ([`ServerBuilder::unknown_method_handler`]).
-type Fallback = Arc<dyn Fn(ServerCall) -> BoxFuture<'static, Result<(), Status>> + Send + Sync>;
+/// Runs the unknown-method handler for a call (`ServerBuilder::unknown_method_handler`).
+pub(crate) type Fallback =
+    Arc<dyn Fn(ServerCall) -> BoxFuture<'static, Result<(), Status>> + Send + Sync>;
 
 /// The hosted services and the unknown-method handler: runs the handler a route names.
 #[derive(Clone)]
@@ -137,20 +138,10 @@ impl ServerBuilder {
         self
     }
 
-    /// Serves every call for a service or method this server does not host with `handler`,
-    /// on payload bytes (Kitex's unknown service or method handler): the base of gateways and
-    /// proxies. `ctx.method()` names what the client called, with the payload kind the
-    /// transport reported (protobuf when it reports none); the handler's
-    /// [`ping_pong`](crate::generic::GenericHandler::ping_pong) runs where the framing says
-    /// pingpong (TTHeader unary), its [`bidi`](crate::generic::GenericHandler::bidi) for every
-    /// other call, since no wire tells a stream's mode (see [`crate::generic`]). Layers and
-    /// message middleware apply as to hosted methods. Without one, such calls end with
-    /// `UNIMPLEMENTED` (each transport's wire form of it).
-    pub fn unknown_method_handler(mut self, handler: impl crate::generic::GenericHandler) -> Self {
-        let handler = Arc::new(handler);
-        self.fallback = Some(Arc::new(move |call| {
-            Box::pin(crate::generic::serve(handler.clone(), call))
-        }));
+    /// Sets the handler of calls no hosted service routes (what
+    /// `ServerBuilder::unknown_method_handler`, in `generic`, installs).
+    pub(crate) fn fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = Some(fallback);
         self
     }
 
@@ -343,8 +334,8 @@ impl Server {
     }
 
     /// The route to the unknown-method handler for a name routing did not find, if there is
-    /// a handler (else `e`). Names past the generic table's bound
-    /// ([`crate::generic::MAX_GENERIC_METHODS`]) stay unknown.
+    /// a handler (else `e`). Names past the bound of run-time descriptors
+    /// (`MAX_GENERIC_METHODS`) stay unknown.
     fn fallback_route(
         &self,
         e: RouteError,
@@ -361,7 +352,7 @@ impl Server {
             return Err(e);
         }
         let payload = payload.unwrap_or(PayloadKind::Protobuf);
-        match crate::generic::method(service, method, Mode::Bidi, payload) {
+        match crate::interned::method(service, method, Mode::Bidi, payload) {
             Ok(desc) => Ok(Route::fallback(desc)),
             Err(status) => {
                 tracing::warn!(service, method, %status, "no route to the unknown-method handler");
