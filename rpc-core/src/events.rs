@@ -30,29 +30,26 @@
 //! they return, and a dynamic call per event.
 //!
 //! ```
-//! use std::sync::atomic::{AtomicU64, Ordering};
-//! use std::sync::Arc;
-//! use rpc_core::events::{Side, StreamEvents, StreamFinish, StreamObserver, StreamStart};
+//! use rpc_core::events::{StreamEvents, StreamFinish, StreamObserver, StreamStart};
 //!
-//! /// Counts the bytes every finished stream moved.
-//! #[derive(Default)]
-//! struct Bytes(Arc<AtomicU64>);
+//! struct SlowCalls;
+//! struct Timer(&'static str);
 //!
-//! struct Stream(Arc<AtomicU64>);
-//!
-//! impl StreamObserver for Bytes {
+//! impl StreamObserver for SlowCalls {
 //!     fn on_start(&self, start: &StreamStart<'_>) -> Option<Box<dyn StreamEvents>> {
-//!         (start.side == Side::Server).then(|| Box::new(Stream(self.0.clone())) as _)
+//!         Some(Box::new(Timer(start.ctx.method().path)))
 //!     }
 //! }
 //!
-//! impl StreamEvents for Stream {
+//! impl StreamEvents for Timer {
 //!     fn on_finish(&self, end: &StreamFinish<'_>) {
-//!         self.0.fetch_add(end.bytes_sent + end.bytes_received, Ordering::Relaxed);
+//!         if end.duration.as_millis() > 100 {
+//!             eprintln!("{} took {:?}: {:?}", self.0, end.duration, end.status.code());
+//!         }
 //!     }
 //! }
 //!
-//! let server = rpc_core::Server::builder().observer(Bytes::default()).build();
+//! let server = rpc_core::Server::builder().observer(SlowCalls).build();
 //! # drop(server);
 //! ```
 
