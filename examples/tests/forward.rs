@@ -588,3 +588,134 @@ fn stop(child: &mut std::process::Child, lines: &std::sync::mpsc::Receiver<Strin
     let status = child.wait().expect("echo-server exit status");
     assert!(status.success(), "echo-server exited with {status}");
 }
+
+/// How each watched handler of one hop ended, and when.
+type Ended = (&'static str, tokio::time::Instant, Result<(), Status>);
+
+/// A server layer that reports when each watched handler (`x-watch-cancel`) of hop `hop`
+/// ended and how.
+#[derive(Clone)]
+struct HopEnds<S> {
+    inner: S,
+    hop: &'static str,
+    tx: mpsc::Sender<Ended>,
+}
+
+impl<S> tower::Service<ServerCall> for HopEnds<S>
+where
+    S: tower::Service<ServerCall, Response = (), Error = Status>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<(), Status>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Status>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: ServerCall) -> Self::Future {
+        let watched = call.context().metadata().contains_key("x-watch-cancel");
+        let handler = self.inner.call(call);
+        let (tx, hop) = (self.tx.clone(), self.hop);
+        Box::pin(async move {
+            let outcome = handler.await;
+            if watched {
+                let _ = tx.try_send((hop, tokio::time::Instant::now(), outcome.clone()));
+            }
+            outcome
+        })
+    }
+}
+
+/// client → proxy A → proxy B → backend: a client's cancel ends the handler of every hop,
+/// and every server is idle again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_ends_every_hop_of_a_three_hop_chain() {
+    for wire in WIRES {
+        let (tx, mut ended) = mpsc::channel(16);
+        let hop = |name: &'static str, to: &Address| {
+            let tx = tx.clone();
+            Server::builder()
+                .layer(tower::layer::layer_fn(move |inner| HopEnds {
+                    inner,
+                    hop: name,
+                    tx: tx.clone(),
+                }))
+                .unknown_method_handler(examples::forward::Forward::new(client_for(wire, to)))
+                .build()
+        };
+        let backend = Server::builder()
+            .add_service(examples::proto::TestServiceServer::new(examples::Echo))
+            .layer(tower::layer::layer_fn({
+                let tx = tx.clone();
+                move |inner| HopEnds {
+                    inner,
+                    hop: "backend",
+                    tx: tx.clone(),
+                }
+            }))
+            .build();
+        let backend_running = listen(backend.clone()).await;
+        let b = hop("proxy B", &backend_running.local_addrs()[0]);
+        let b_running = listen(b.clone()).await;
+        let a = hop("proxy A", &b_running.local_addrs()[0]);
+        let a_running = listen(a.clone()).await;
+
+        let proto = Proto::client(client_for(wire, &a_running.local_addrs()[0]));
+        let mut call = Proto::echo(&proto, CallOptions::new().metadata("x-watch-cancel", "1"))
+            .await
+            .unwrap();
+        // A first echo proves every hop is up; the second request sleeps at the backend.
+        call.send(req("first").into()).await.unwrap();
+        tokio::time::timeout(WAIT, call.recv())
+            .await
+            .expect("no echo through three hops")
+            .unwrap()
+            .unwrap();
+        let mut slow = req("slow");
+        slow.sleep_ms = Some(60_000);
+        call.send(slow.into()).await.unwrap();
+        let cancelled_at = tokio::time::Instant::now();
+        call.cancel();
+        let mut timeline = Vec::new();
+        for _ in 0..3 {
+            let (hop, at, outcome) = tokio::time::timeout(WAIT, ended.recv())
+                .await
+                .expect("a hop's handler did not end after the cancel")
+                .unwrap();
+            let why = outcome.expect_err("a hop ended cleanly after a cancel");
+            assert!(
+                matches!(why.code(), Code::Cancelled),
+                "{wire:?} {hop}: {why:?}"
+            );
+            timeline.push((hop, at - cancelled_at));
+        }
+        eprintln!("{wire:?}: cancel → handler end per hop: {timeline:?}");
+        let mut hops: Vec<_> = timeline.iter().map(|(h, _)| *h).collect();
+        hops.sort_unstable();
+        assert_eq!(hops, ["backend", "proxy A", "proxy B"], "{wire:?}");
+        for (hop, took) in &timeline {
+            assert!(*took < Duration::from_secs(1), "{wire:?} {hop}: {took:?}");
+        }
+        tokio::time::timeout(WAIT, async {
+            a.wait_idle().await;
+            b.wait_idle().await;
+            backend.wait_idle().await;
+        })
+        .await
+        .expect("a hop still runs a handler");
+        assert_eq!(
+            (
+                a.active_streams(),
+                b.active_streams(),
+                backend.active_streams()
+            ),
+            (0, 0, 0)
+        );
+        drop((a_running, b_running, backend_running));
+    }
+}
