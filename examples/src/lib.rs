@@ -18,6 +18,7 @@
 //!   written once for both.
 //! * [`check`] — the client side of the contract: one scenario per mode, verified.
 //! * [`transport`] — the transports the demo runs over, one row each.
+//! * [`forward`] — the streaming proxy of `echo-server --forward`.
 //!
 //! ```
 //! use examples::{check, idl::Thrift, transport::Transport, EchoIdl};
@@ -35,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod forward;
 pub mod idl;
 pub mod measure;
 pub mod metrics_http;

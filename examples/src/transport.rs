@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rpc_core::inproc::InProcTransport;
 use rpc_core::serve::Listener;
 use rpc_core::Address;
-use rpc_core::{Client, Server, Status};
+use rpc_core::{Client, ClientBuilder, Server, Status};
 use rpc_transport_grpc::{GrpcClient, GrpcProtocol};
 use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol};
 
@@ -60,9 +60,15 @@ impl Transport {
 
     /// Serves `server` over this transport and returns a client connected to it.
     pub async fn connect(self, server: Server) -> Result<Client, Status> {
+        Ok(self.connect_builder(server).await?.build())
+    }
+
+    /// As [`Transport::connect`], returning the client's builder (to add middleware,
+    /// observers, ...).
+    pub async fn connect_builder(self, server: Server) -> Result<ClientBuilder, Status> {
         let io = |e: std::io::Error| Status::unavailable(format!("listen: {e}"));
         match self {
-            Transport::InProc => Ok(Client::new(InProcTransport::new(server))),
+            Transport::InProc => Ok(Client::builder(InProcTransport::new(server))),
             Transport::Shm => {
                 let path = socket_path();
                 let running = Listener::new(server)
@@ -72,7 +78,7 @@ impl Transport {
                     .map_err(io)?
                     .start();
                 drop(running);
-                Ok(Client::new(rpc_transport_shm::ShmClient::new(path)))
+                Ok(Client::builder(rpc_transport_shm::ShmClient::new(path)))
             }
             _ => {
                 let addr = if matches!(self, Transport::TtHeaderTcp | Transport::GrpcTcp) {
@@ -90,8 +96,10 @@ impl Transport {
                     .start();
                 let bound = running.local_addrs().remove(0);
                 Ok(match self {
-                    Transport::GrpcTcp | Transport::GrpcUnix => Client::new(GrpcClient::new(bound)),
-                    _ => Client::new(TtHeaderClient::new(bound)),
+                    Transport::GrpcTcp | Transport::GrpcUnix => {
+                        Client::builder(GrpcClient::new(bound))
+                    }
+                    _ => Client::builder(TtHeaderClient::new(bound)),
                 })
             }
         }

@@ -26,6 +26,7 @@ use tower::{Layer, ServiceExt};
 use crate::cancel::{CallChild, CancelKind, Cancellation, Parent, TimeoutConfig};
 use crate::codec::{Codec, Encodable, MsgCodec};
 use crate::context::{CallCancel, CallContext, CallOptions, MethodDesc};
+use crate::events::{Observers, StreamObserver};
 use crate::metadata::Metadata;
 pub use crate::metadata::WithMetadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
@@ -85,6 +86,7 @@ pub struct ClientBuilder {
     layers: Vec<Box<dyn FnOnce(OpenService) -> OpenService + Send>>,
     unary_layers: Vec<UnaryLayerFn>,
     middleware: MessageMiddleware,
+    observers: Vec<Arc<dyn StreamObserver>>,
     timeout: Option<Duration>,
     metadata: Metadata,
     cancel: ClientCancel,
@@ -164,6 +166,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Adds a stream observer: told of every stream this client opens — its start, each
+    /// message, the response header and the end (see [`crate::events`]). With none
+    /// registered there is no cost.
+    pub fn observer(mut self, observer: impl StreamObserver) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
     /// Default timeout of every call (none by default: calls may run forever).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -228,6 +238,7 @@ impl ClientBuilder {
                 open,
                 unary,
                 middleware: self.middleware,
+                observers: self.observers.into(),
                 timeout: self.timeout,
                 metadata: self.metadata,
                 cancel: self.cancel,
@@ -241,6 +252,7 @@ struct ClientInner {
     open: Option<OpenService>,
     unary: Option<crate::unary::Stack>,
     middleware: MessageMiddleware,
+    observers: Observers,
     timeout: Option<Duration>,
     metadata: Metadata,
     cancel: ClientCancel,
@@ -280,6 +292,7 @@ impl Client {
             layers: Vec::new(),
             unary_layers: Vec::new(),
             middleware: MessageMiddleware::default(),
+            observers: Vec::new(),
             timeout: None,
             metadata: Metadata::new(),
             cancel: ClientCancel::default(),
@@ -348,7 +361,11 @@ impl Client {
             .or(self.inner.cancel.recv_timeout)
             .filter(|_| ctx.mode() != crate::context::Mode::PingPong);
         let stream_deadline = stream_timeout.map(|t| Instant::now() + t);
-        let observe = CallObserver::client(&mut ctx, self.inner.transport.rpc_system());
+        let observe = CallObserver::client(
+            &mut ctx,
+            self.inner.transport.rpc_system(),
+            &self.inner.observers,
+        );
         let deadline = ctx.deadline();
         let open: BoxFuture<'static, Result<OpenStream, Status>> = match &self.inner.open {
             None => {
@@ -705,6 +722,7 @@ impl ClientShared {
             match event {
                 Poll::Pending => return self.wait(cx),
                 Poll::Ready(ClientEvent::Header(h)) => {
+                    self.observe.header(&h);
                     self.lock().header.get_or_insert(h);
                 }
                 Poll::Ready(ClientEvent::Message(b)) => return Poll::Ready(Ok(Some(b))),
@@ -730,6 +748,7 @@ impl ClientShared {
         match self.raw.poll_event(cx) {
             Poll::Pending => self.wait(cx),
             Poll::Ready(ClientEvent::Header(h)) => {
+                self.observe.header(&h);
                 self.lock().header = Some(h.clone());
                 Poll::Ready(Ok(h))
             }

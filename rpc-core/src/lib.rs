@@ -18,6 +18,8 @@
 //! * [`address`] — [`Address`] (`tcp://`, `unix://`, `shm://`), parsed without touching the
 //!   network.
 //! * [`limits`] — [`ServerLimits`]: what a peer can make a server hold.
+//! * [`events`] — stream event hooks: an observer of every stream's start, messages, header
+//!   and end, on both sides.
 //! * [`observe`] — a tracing span per call on both sides, W3C trace context in metadata,
 //!   metrics through the `metrics` facade (feature `metrics`).
 //! * [`cancel`] — cascading cancel (a handler's client calls end with its call, the cancel
@@ -88,10 +90,13 @@ pub mod codegen;
 pub mod context;
 #[cfg(feature = "discovery")]
 pub mod discovery;
+pub mod events;
 pub mod exception;
+pub mod generic;
 #[cfg(feature = "inproc")]
 pub mod inproc;
 pub mod intercept;
+mod interned;
 mod keepalive;
 pub mod limits;
 pub mod metadata;

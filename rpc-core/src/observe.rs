@@ -14,6 +14,13 @@
 //! end` (status, messages and bytes each way, duration) at `DEBUG`, and `rpc cancelled` /
 //! `rpc deadline exceeded` when the call ended so.
 //!
+//! The spans and metrics are one observer of the stream events of [`crate::events`], built
+//! in: the counters every observer's [`StreamFinish`] reports are
+//! theirs, and at the end they record from the same `StreamFinish` (called statically, before
+//! the registered observers). What they do besides — open the span before the call, put the
+//! trace context in the request metadata, run the handler inside the span — an observer
+//! cannot, so that stays here.
+//!
 //! # Trace context
 //!
 //! The trace id travels as a W3C `traceparent` metadata entry ([`TRACEPARENT`]): TTHeader
@@ -45,13 +52,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 #[cfg(feature = "metrics")]
 use std::sync::Mutex;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 #[cfg(feature = "metrics")]
 use crate::context::Mode;
 use crate::context::{CallContext, MethodDesc};
+use crate::events::{self, StreamEvents, StreamFinish, StreamObserver, StreamStart};
 use crate::status::{Code, Status};
 
 /// The metadata key of the W3C trace context (<https://www.w3.org/TR/trace-context/>).
@@ -537,9 +545,11 @@ pub trait ServerGauges {
 pub(crate) struct CallObserver(Option<Box<Active>>);
 
 struct Active {
-    side: Side,
-    span: tracing::Span,
-    metrics: Option<&'static MethodMetrics>,
+    /// The span and the metrics: the built-in observer, a [`StreamEvents`] like the
+    /// registered ones (called first, statically).
+    builtin: Builtin,
+    /// The per-stream events of the registered observers ([`crate::events`]).
+    hooks: Vec<Box<dyn StreamEvents>>,
     start: Instant,
     trace: Option<TraceContext>,
     msgs_sent: AtomicU64,
@@ -602,11 +612,15 @@ fn open_span(side: Side, ctx: &CallContext, system: &'static str) -> tracing::Sp
 impl CallObserver {
     /// A client call about to open: its span, its trace context (written to the call's
     /// metadata as `traceparent`), its metrics.
-    pub(crate) fn client(ctx: &mut CallContext, system: &'static str) -> CallObserver {
+    pub(crate) fn client(
+        ctx: &mut CallContext,
+        system: &'static str,
+        observers: &[Arc<dyn StreamObserver>],
+    ) -> CallObserver {
         let span = open_span(Side::Client, ctx, system);
         let metrics = metrics_for(ctx.method(), Side::Client, system);
         let parent = TraceContext::current();
-        if span.is_disabled() && metrics.is_none() && parent.is_none() {
+        if span.is_disabled() && metrics.is_none() && parent.is_none() && observers.is_empty() {
             return CallObserver(None);
         }
         // Propagate when tracing here, or when passing on a trace this call is part of.
@@ -631,13 +645,18 @@ impl CallObserver {
             span.record("span_id", own.span_id_hex());
             trace = Some(own);
         }
-        Self::start(Side::Client, span, metrics, trace)
+        let hooks = start_hooks(events::Side::Client, ctx, system, observers);
+        Self::start(Side::Client, span, metrics, trace, hooks)
     }
 
     /// A server stream about to run: its span (joined to the client's trace through the
     /// request's `traceparent`), its metrics. The trace context goes into the call's
     /// extensions ([`TraceContext`]) for the handler.
-    pub(crate) fn server(ctx: &mut CallContext, system: &'static str) -> CallObserver {
+    pub(crate) fn server(
+        ctx: &mut CallContext,
+        system: &'static str,
+        observers: &[Arc<dyn StreamObserver>],
+    ) -> CallObserver {
         let span = open_span(Side::Server, ctx, system);
         let metrics = metrics_for(ctx.method(), Side::Server, system);
         let remote = ctx
@@ -645,8 +664,14 @@ impl CallObserver {
             .get(TRACEPARENT)
             .and_then(|v| v.as_str())
             .and_then(TraceContext::parse);
-        if span.is_disabled() && metrics.is_none() && remote.is_none() {
-            return CallObserver(None);
+        let traced = !span.is_disabled() || metrics.is_some() || remote.is_some();
+        if !traced {
+            if observers.is_empty() {
+                return CallObserver(None);
+            }
+            // Only observers: no trace context is made for them.
+            let hooks = start_hooks(events::Side::Server, ctx, system, observers);
+            return Self::start(Side::Server, span, metrics, None, hooks);
         }
         let trace = match remote {
             Some(p) => {
@@ -658,7 +683,8 @@ impl CallObserver {
         span.record("trace_id", trace.trace_id_hex());
         span.record("span_id", trace.span_id_hex());
         ctx.extensions_mut().insert(trace);
-        Self::start(Side::Server, span, metrics, Some(trace))
+        let hooks = start_hooks(events::Side::Server, ctx, system, observers);
+        Self::start(Side::Server, span, metrics, Some(trace), hooks)
     }
 
     fn start(
@@ -666,14 +692,18 @@ impl CallObserver {
         span: tracing::Span,
         metrics: Option<&'static MethodMetrics>,
         trace: Option<TraceContext>,
+        hooks: Vec<Box<dyn StreamEvents>>,
     ) -> CallObserver {
         if let Some(m) = &metrics {
             m.on_start();
         }
         CallObserver(Some(Box::new(Active {
-            side,
-            span,
-            metrics,
+            builtin: Builtin {
+                side,
+                span,
+                metrics,
+            },
+            hooks,
             start: Instant::now(),
             trace,
             msgs_sent: AtomicU64::new(0),
@@ -686,7 +716,7 @@ impl CallObserver {
 
     /// The call's span (disabled when nobody observes).
     pub(crate) fn span(&self) -> Option<&tracing::Span> {
-        self.0.as_ref().map(|a| &a.span)
+        self.0.as_ref().map(|a| &a.builtin.span)
     }
 
     /// The call's trace context, if traced.
@@ -700,6 +730,15 @@ impl CallObserver {
         if let Some(a) = &self.0 {
             a.msgs_sent.fetch_add(1, Ordering::Relaxed);
             a.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+            a.hooks.iter().for_each(|h| h.on_send(bytes));
+        }
+    }
+
+    /// The response header was received (client) or sent (server).
+    #[inline]
+    pub(crate) fn header(&self, header: &crate::metadata::Metadata) {
+        if let Some(a) = &self.0 {
+            a.hooks.iter().for_each(|h| h.on_header(header));
         }
     }
 
@@ -709,6 +748,7 @@ impl CallObserver {
         if let Some(a) = &self.0 {
             a.msgs_received.fetch_add(1, Ordering::Relaxed);
             a.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+            a.hooks.iter().for_each(|h| h.on_recv(bytes));
         }
     }
 
@@ -720,37 +760,60 @@ impl CallObserver {
         if a.ended.swap(true, Ordering::AcqRel) {
             return;
         }
-        let elapsed = a.start.elapsed();
+        let finish = StreamFinish {
+            status,
+            messages_sent: a.msgs_sent.load(Ordering::Relaxed),
+            messages_received: a.msgs_received.load(Ordering::Relaxed),
+            bytes_sent: a.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: a.bytes_received.load(Ordering::Relaxed),
+            duration: a.start.elapsed(),
+        };
+        a.builtin.on_finish(&finish);
+        a.hooks.iter().for_each(|h| h.on_finish(&finish));
+    }
+}
+
+/// Spans and metrics, as one observer of the stream events: at the end it records the
+/// metrics, the span's status fields and the end events.
+struct Builtin {
+    side: Side,
+    span: tracing::Span,
+    metrics: Option<&'static MethodMetrics>,
+}
+
+impl StreamEvents for Builtin {
+    fn on_finish(&self, f: &StreamFinish<'_>) {
+        let (status, elapsed) = (f.status, f.duration);
         let code = status.code();
         let (ms, mr, bs, br) = (
-            a.msgs_sent.load(Ordering::Relaxed),
-            a.msgs_received.load(Ordering::Relaxed),
-            a.bytes_sent.load(Ordering::Relaxed),
-            a.bytes_received.load(Ordering::Relaxed),
+            f.messages_sent,
+            f.messages_received,
+            f.bytes_sent,
+            f.bytes_received,
         );
-        if let Some(m) = &a.metrics {
+        if let Some(m) = &self.metrics {
             m.on_end(code, elapsed, [ms, mr, bs, br]);
         }
-        if a.span.is_disabled() {
+        if self.span.is_disabled() {
             return;
         }
-        a.span.record("rpc.status_code", code as i32);
-        a.span.record(
+        self.span.record("rpc.status_code", code as i32);
+        self.span.record(
             "otel.status_code",
             if status.is_ok() { "OK" } else { "ERROR" },
         );
-        let side = a.side.kind();
+        let side = self.side.kind();
         match code {
             Code::Cancelled => {
-                tracing::info!(parent: &a.span, side, reason = %status.message(), "rpc cancelled")
+                tracing::info!(parent: &self.span, side, reason = %status.message(), "rpc cancelled")
             }
             Code::DeadlineExceeded => {
-                tracing::info!(parent: &a.span, side, reason = %status.message(), "rpc deadline exceeded")
+                tracing::info!(parent: &self.span, side, reason = %status.message(), "rpc deadline exceeded")
             }
             _ => {}
         }
         tracing::debug!(
-            parent: &a.span,
+            parent: &self.span,
             side,
             status = code_name(code),
             reason = %status.message(),
@@ -775,6 +838,27 @@ impl Drop for CallObserver {
             self.end(&Status::cancelled("dropped before its end"));
         }
     }
+}
+
+/// The events of the observers that follow this stream (no allocation when none does).
+fn start_hooks(
+    side: events::Side,
+    ctx: &CallContext,
+    rpc_system: &'static str,
+    observers: &[Arc<dyn StreamObserver>],
+) -> Vec<Box<dyn StreamEvents>> {
+    if observers.is_empty() {
+        return Vec::new();
+    }
+    let start = StreamStart {
+        side,
+        ctx,
+        rpc_system,
+    };
+    observers
+        .iter()
+        .filter_map(|o| o.on_start(&start))
+        .collect()
 }
 
 /// `fut` running inside the call's span and with its trace context current (boxed once more

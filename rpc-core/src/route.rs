@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use crate::context::{MethodDesc, PayloadKind, ServiceDesc};
+use crate::context::{MethodDesc, Mode, PayloadKind, ServiceDesc};
 use crate::status::Status;
 
 /// The result of routing a service and method name.
@@ -26,11 +26,51 @@ pub struct Route {
     pub(crate) method: &'static MethodDesc,
 }
 
+/// The `service_index` of a route to the server's unknown-method handler.
+pub(crate) const FALLBACK_INDEX: usize = usize::MAX;
+
 impl Route {
     /// The resolved method.
     pub fn method(&self) -> &'static MethodDesc {
         self.method
     }
+
+    /// A route to the unknown-method handler for `method` (a generic descriptor).
+    pub(crate) fn fallback(method: &'static MethodDesc) -> Route {
+        Route {
+            service_index: FALLBACK_INDEX,
+            method_index: 0,
+            method,
+        }
+    }
+
+    /// Whether this route goes to the server's
+    /// [unknown-method handler](crate::ServerBuilder::unknown_method_handler).
+    pub fn is_unknown_method(&self) -> bool {
+        self.service_index == FALLBACK_INDEX
+    }
+
+    /// For a transport whose framing says the call is a pingpong (TTHeader unary, a Thrift
+    /// CALL): a route to the unknown-method handler then runs its pingpong handler instead
+    /// of the bidi one it gets when the mode is not known. Other routes are returned as they
+    /// are (their mode is the IDL's).
+    pub fn framed_as_pingpong(self) -> Route {
+        if !self.is_unknown_method() || self.method.mode == Mode::PingPong {
+            return self;
+        }
+        let m = self.method;
+        match crate::interned::method(m.full_service, m.name, Mode::PingPong, m.payload) {
+            Ok(method) => Route { method, ..self },
+            Err(_) => self,
+        }
+    }
+}
+
+/// Splits a gRPC `:path` into service and method (`/pkg.Service/Method`), when well formed.
+pub(crate) fn split_path(path: &str) -> Option<(&str, &str)> {
+    path.strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .filter(|(s, m)| !s.is_empty() && !m.is_empty() && !m.contains('/'))
 }
 
 /// Why a stream could not be routed.
@@ -183,11 +223,7 @@ impl Router {
             return Ok(r);
         }
         // Slow path, errors only: say what is wrong.
-        let Some((service, method)) = path
-            .strip_prefix('/')
-            .and_then(|p| p.split_once('/'))
-            .filter(|(s, m)| !s.is_empty() && !m.is_empty() && !m.contains('/'))
-        else {
+        let Some((service, method)) = split_path(path) else {
             return Err(RouteError::MalformedPath(path.to_owned()));
         };
         self.resolve(service, method, payload)

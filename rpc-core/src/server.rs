@@ -47,6 +47,7 @@ use crate::cancel::{
 };
 use crate::codec::{Codec, Encodable, MsgCodec};
 use crate::context::{CallContext, MethodDesc, Mode, PayloadKind, Peer, ServiceDesc};
+use crate::events::{Observers, StreamObserver};
 use crate::limits::{ByteBudget, ServerLimits};
 use crate::metadata::Metadata;
 use crate::middleware::{MessageMiddleware, RecvMiddleware, SendMiddleware};
@@ -74,8 +75,32 @@ pub trait Service: Send + Sync + 'static {
 /// The tower service server call middleware wrap: runs one stream's handler.
 pub type CallService = BoxCloneSyncService<ServerCall, (), Status>;
 
+/// Runs the unknown-method handler for a call (`ServerBuilder::unknown_method_handler`).
+pub(crate) type Fallback =
+    Arc<dyn Fn(ServerCall) -> BoxFuture<'static, Result<(), Status>> + Send + Sync>;
+
+/// The hosted services and the unknown-method handler: runs the handler a route names.
 #[derive(Clone)]
-struct Routed(Arc<[Arc<dyn Service>]>);
+struct Routed {
+    services: Arc<[Arc<dyn Service>]>,
+    fallback: Option<Fallback>,
+}
+
+impl Routed {
+    fn run(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+        if call.service_index == crate::route::FALLBACK_INDEX {
+            return match &self.fallback {
+                Some(f) => f(call),
+                // Fallback routes are only made when a handler is registered.
+                None => Box::pin(std::future::ready(Err(Status::unimplemented(format!(
+                    "{}: unknown method",
+                    call.ctx.method().path
+                ))))),
+            };
+        }
+        self.services[call.service_index].call(call)
+    }
+}
 
 impl tower::Service<ServerCall> for Routed {
     type Response = ();
@@ -87,7 +112,7 @@ impl tower::Service<ServerCall> for Routed {
     }
 
     fn call(&mut self, call: ServerCall) -> Self::Future {
-        self.0[call.service_index].call(call)
+        self.run(call)
     }
 }
 
@@ -96,8 +121,10 @@ type LayerFn = Box<dyn FnOnce(CallService) -> CallService + Send>;
 /// Builds a [`Server`].
 pub struct ServerBuilder {
     services: Vec<Arc<dyn Service>>,
+    fallback: Option<Fallback>,
     layers: Vec<LayerFn>,
     middleware: MessageMiddleware,
+    observers: Vec<Arc<dyn StreamObserver>>,
     cancel_grace: Duration,
     limits: ServerLimits,
 }
@@ -112,6 +139,13 @@ impl ServerBuilder {
     /// Hosts a service (a generated `XxxServer` adapter).
     pub fn add_service(mut self, service: impl Service) -> Self {
         self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Sets the handler of calls no hosted service routes (what
+    /// `ServerBuilder::unknown_method_handler`, in `generic`, installs).
+    pub(crate) fn fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = Some(fallback);
         self
     }
 
@@ -162,6 +196,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Adds a stream observer: told of every stream this server serves — its start, each
+    /// message, the response header and the end (see [`crate::events`]). With none
+    /// registered there is no cost.
+    pub fn observer(mut self, observer: impl StreamObserver) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
     /// How long a cancelled handler may keep running (default [`DEFAULT_CANCEL_GRACE`]).
     pub fn cancel_grace(mut self, grace: Duration) -> Self {
         self.cancel_grace = grace;
@@ -173,10 +215,14 @@ impl ServerBuilder {
         let services: Arc<[Arc<dyn Service>]> = self.services.into();
         let descs: Vec<_> = services.iter().map(|s| s.descriptor()).collect();
         let router = Router::new(&descs);
+        let routed = Routed {
+            services,
+            fallback: self.fallback,
+        };
         let layered = if self.layers.is_empty() {
             None
         } else {
-            let mut svc = BoxCloneSyncService::new(Routed(services.clone()));
+            let mut svc = BoxCloneSyncService::new(routed.clone());
             for layer in self.layers.into_iter().rev() {
                 svc = layer(svc);
             }
@@ -184,9 +230,10 @@ impl ServerBuilder {
         };
         Server {
             inner: Arc::new(ServerInner {
-                services,
+                routed,
                 layered,
                 middleware: self.middleware,
+                observers: self.observers.into(),
                 cancel_grace: self.cancel_grace,
                 router,
                 budget: ByteBudget::new(self.limits.max_buffered_bytes),
@@ -200,9 +247,10 @@ impl ServerBuilder {
 }
 
 struct ServerInner {
-    services: Arc<[Arc<dyn Service>]>,
+    routed: Routed,
     layered: Option<CallService>,
     middleware: MessageMiddleware,
+    observers: Observers,
     cancel_grace: Duration,
     router: Router,
     limits: ServerLimits,
@@ -223,6 +271,7 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<_> = self
             .inner
+            .routed
             .services
             .iter()
             .map(|s| s.descriptor().full_name)
@@ -239,8 +288,10 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             services: Vec::new(),
+            fallback: None,
             layers: Vec::new(),
             middleware: MessageMiddleware::default(),
+            observers: Vec::new(),
             cancel_grace: DEFAULT_CANCEL_GRACE,
             limits: ServerLimits::default(),
         }
@@ -259,13 +310,14 @@ impl Server {
 
     /// Descriptions of the hosted services.
     pub fn services(&self) -> impl Iterator<Item = &'static ServiceDesc> + '_ {
-        self.inner.services.iter().map(|s| s.descriptor())
+        self.inner.routed.services.iter().map(|s| s.descriptor())
     }
 
     /// Finds the method for `service` and `method` as they came off the wire (one hash lookup
     /// each). `service` matches the fully-qualified name (`echo.TestService`) or the bare IDL
     /// name (`TestService`); an empty service name matches a method name that only one hosted
-    /// service has.
+    /// service has. With an [unknown-method handler](ServerBuilder::unknown_method_handler),
+    /// a name no hosted service has routes to it.
     pub fn resolve(&self, service: &str, method: &str) -> Result<Route, RouteError> {
         self.resolve_for(service, method, None)
     }
@@ -279,7 +331,38 @@ impl Server {
         method: &str,
         payload: Option<PayloadKind>,
     ) -> Result<Route, RouteError> {
-        self.inner.router.resolve(service, method, payload)
+        self.inner
+            .router
+            .resolve(service, method, payload)
+            .or_else(|e| self.fallback_route(e, service, method, payload))
+    }
+
+    /// The route to the unknown-method handler for a name routing did not find, if there is
+    /// a handler (else `e`). Names past the bound of run-time descriptors
+    /// (`MAX_GENERIC_METHODS`) stay unknown.
+    fn fallback_route(
+        &self,
+        e: RouteError,
+        service: &str,
+        method: &str,
+        payload: Option<PayloadKind>,
+    ) -> Result<Route, RouteError> {
+        if self.inner.routed.fallback.is_none()
+            || !matches!(
+                e,
+                RouteError::UnknownService(_) | RouteError::UnknownMethod { .. }
+            )
+        {
+            return Err(e);
+        }
+        let payload = payload.unwrap_or(PayloadKind::Protobuf);
+        match crate::interned::method(service, method, Mode::Bidi, payload) {
+            Ok(desc) => Ok(Route::fallback(desc)),
+            Err(status) => {
+                tracing::warn!(service, method, %status, "no route to the unknown-method handler");
+                Err(e)
+            }
+        }
     }
 
     /// Routes a gRPC `:path` (`/echo.TestService/Echo`, or `/TestService/Echo`) with one hash
@@ -289,7 +372,12 @@ impl Server {
         path: &str,
         payload: Option<PayloadKind>,
     ) -> Result<Route, RouteError> {
-        self.inner.router.resolve_path(path, payload)
+        self.inner.router.resolve_path(path, payload).or_else(|e| {
+            match crate::route::split_path(path) {
+                Some((service, method)) => self.fallback_route(e, service, method, payload),
+                None => Err(e),
+            }
+        })
     }
 
     /// Number of streams whose handlers are running.
@@ -357,7 +445,7 @@ impl Server {
         if !incoming.extensions.is_empty() {
             ctx.extensions_mut().extend(incoming.extensions);
         }
-        let observe = CallObserver::server(&mut ctx, incoming.rpc_system);
+        let observe = CallObserver::server(&mut ctx, incoming.rpc_system, &self.inner.observers);
         // The call's extensions (the transport's and the trace context) move to their one
         // home, where the handler and layers read and add them: no copy per call.
         let extensions = Mutex::new(std::mem::take(ctx.extensions_mut()));
@@ -386,7 +474,7 @@ impl Server {
             method_index: route.method_index,
         };
         let fut: BoxFuture<'static, Result<(), Status>> = match &self.inner.layered {
-            None => self.inner.services[route.service_index].call(call),
+            None => self.inner.routed.run(call),
             Some(svc) => Box::pin(svc.clone().oneshot(call)),
         };
         // Observed: the handler runs inside the call's span and trace context, and as the
@@ -627,7 +715,10 @@ impl ServerShared {
         let header = lock(&self.header).take();
         self.header_sent.store(true, Ordering::Release);
         match header {
-            Some(h) => self.raw.send_header(h),
+            Some(h) => {
+                self.observe.header(&h);
+                self.raw.send_header(h)
+            }
             None => Ok(()),
         }
     }
@@ -704,7 +795,9 @@ impl ServerShared {
     }
 
     /// Ends the stream (once; later calls return `false`), with an optional last message.
-    fn finish_with(&self, status: Status, message: Option<&mut dyn Encodable>) -> bool {
+    /// `message` is the last message and its length (for the observers: header, message
+    /// and end are seen in wire order).
+    fn finish_with(&self, status: Status, message: Option<(&mut dyn Encodable, usize)>) -> bool {
         let mut finished = lock(&self.finished);
         if *finished {
             return false;
@@ -716,6 +809,13 @@ impl ServerShared {
             lock(&self.header).take()
         };
         let trailer = std::mem::take(&mut *lock(&self.trailer));
+        if let Some(h) = &header {
+            self.observe.header(h);
+        }
+        let message = message.map(|(m, len)| {
+            self.observe.sent(len);
+            m
+        });
         self.observe.end(&status);
         self.raw.finish(Finish {
             header,
@@ -1101,9 +1201,11 @@ impl End for ServerEnd {
     }
     fn start_send_last(&mut self, msg: &mut dyn Encodable) -> Result<(), Status> {
         self.shared.check_cancel()?;
-        // Counted before the end is recorded (the finish below records it).
-        self.shared.observe.sent(self.sending);
-        if self.shared.finish_with(Status::ok(), Some(msg)) {
+        // Counted inside, after the header and before the end is recorded.
+        if self
+            .shared
+            .finish_with(Status::ok(), Some((msg, self.sending)))
+        {
             Ok(())
         } else {
             Err(Error::StreamFinished.into())

@@ -14,6 +14,13 @@
 //! over TLS, verifying the server's certificate against `ca.pem` and the address's host (or
 //! NAME), presenting a client certificate when given (mTLS); over `--protocol grpc` it asks
 //! for ALPN `h2`.
+//!
+//! Any method of any server that serves gRPC reflection, without its IDL:
+//! `--call pkg.Service/Method [--data TEXT ...]` fetches the descriptors through
+//! `grpc.reflection.v1` (over gRPC, whatever `--protocol` the call itself uses), sends each
+//! `--data` (a request in the protobuf text format, `message: "hi"`; none means one empty
+//! request) and prints each response in the text format, one per line
+//! (`rpc_grpc_services::dynamic`). `--call list` prints the services.
 
 #![forbid(unsafe_code)]
 
@@ -31,7 +38,8 @@ use rpc_transport_ttheader::TtHeaderClient;
 fn usage() -> ExitCode {
     eprintln!(
         "usage: echo-client --connect URL [--idl thrift|proto] [--mode all|pingpong|client|server|bidi] [--protocol ttheader|grpc] [--lb rr|p2c|hash]\n\
-         \x20      [--tls-ca ca.pem [--tls-cert c.pem --tls-key c.key] [--tls-server-name NAME]]"
+         \x20      [--tls-ca ca.pem [--tls-cert c.pem --tls-key c.key] [--tls-server-name NAME]]\n\
+         \x20      [--call pkg.Service/Method|list [--data TEXT ...]]"
     );
     ExitCode::from(2)
 }
@@ -63,6 +71,7 @@ async fn main() -> ExitCode {
     let (mut tls_ca, mut tls_cert, mut tls_key, mut tls_name) = (None, None, None, None);
     let mut args = std::env::args().skip(1);
     let (mut etcd, mut lb) = (None, rpc_core::balance::Policy::RoundRobin);
+    let (mut call, mut data) = (None, Vec::new());
     while let Some(a) = args.next() {
         let Some(v) = args.next() else { return usage() };
         match a.as_str() {
@@ -94,6 +103,8 @@ async fn main() -> ExitCode {
             "--tls-cert" => tls_cert = Some(v),
             "--tls-key" => tls_key = Some(v),
             "--tls-server-name" => tls_name = Some(v),
+            "--call" => call = Some(v),
+            "--data" => data.push(v),
             _ => return usage(),
         }
     }
@@ -156,26 +167,68 @@ async fn main() -> ExitCode {
     } else if tls_cert.is_some() || tls_key.is_some() || tls_name.is_some() {
         return usage();
     }
+    let grpc = |tls: Option<TlsClientConfig>| {
+        let mut cfg = GrpcClientConfig::default();
+        if let Some(t) = tls {
+            cfg = cfg.tls(t);
+        }
+        Client::new(GrpcClient::with_config(builder_addr.clone(), cfg))
+    };
+    let reflection = call.as_ref().map(|_| grpc(tls.clone()));
     let client = match protocol.as_str() {
         "ttheader" => match tls {
             Some(t) => Client::new(builder.tls(t).build()),
             None => Client::new(builder.build()),
         },
-        "grpc" => {
-            let mut cfg = GrpcClientConfig::default();
-            if let Some(t) = tls {
-                cfg = cfg.tls(t);
-            }
-            Client::new(GrpcClient::with_config(builder_addr, cfg))
-        }
+        "grpc" => grpc(tls),
         _ => return usage(),
     };
+    if let (Some(method), Some(reflection)) = (call, reflection) {
+        return match dynamic_call(reflection, client, &method, &data).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("echo-client: {method}: {:?} {}", e.code(), e.message());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let ok = match idl.as_str() {
         "thrift" => run::<Thrift>(client, &modes).await,
         "proto" => run::<Proto>(client, &modes).await,
         _ => return usage(),
     };
     finish(ok)
+}
+
+/// `--call`: the descriptors through reflection, then the call over `client`.
+async fn dynamic_call(
+    reflection: Client,
+    client: Client,
+    method: &str,
+    data: &[String],
+) -> Result<(), rpc_core::Status> {
+    use rpc_grpc_services::dynamic::DynamicClient;
+    let reflected = DynamicClient::from_reflection(reflection).await?;
+    let dynamic = DynamicClient::new(client, reflected.pool().clone());
+    if method == "list" {
+        dynamic.services().iter().for_each(|s| println!("{s}"));
+        return Ok(());
+    }
+    let m = dynamic.method(method)?;
+    let texts: Vec<&str> = match data {
+        [] => vec![""],
+        d => d.iter().map(String::as_str).collect(),
+    };
+    let requests = texts
+        .iter()
+        .map(|t| dynamic.parse_request(&m, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    dynamic
+        .call_with(&m, requests, rpc_core::CallOptions::new(), |r| {
+            println!("{}", r.to_text_format());
+            Ok(())
+        })
+        .await
 }
 
 fn finish(ok: bool) -> ExitCode {

@@ -29,6 +29,12 @@
 //! shutdown) and server reflection (`grpc.reflection.v1` and `v1alpha`: `grpcurl` and
 //! `grpc_cli` list and describe `echo.TestService`).
 //!
+//! Proxy: `--forward URL [--protocol ttheader|grpc|shm]` serves no service of its own and
+//! relays every call it receives, in every mode, to the server at URL over that protocol
+//! (default `ttheader`: TTHeader unary for thrift pingpong, TTHeader Streaming otherwise):
+//! payloads untouched, request metadata, the remaining deadline, the half-close and cancel
+//! downstream; header, messages, trailer and status back (`examples::forward`).
+//!
 //! Metrics: `--metrics HOST:PORT` serves every call's metrics (`rpc_core::observe`) in the
 //! Prometheus text format at `http://HOST:PORT/metrics` and prints `metrics <addr>`; on Linux
 //! the shared-memory listener's counters come with them (`rpc_shm_*`).
@@ -74,9 +80,32 @@ fn usage() -> ExitCode {
         "usage: echo-server --listen URL [--listen URL ...]   (URL: tcp://HOST:PORT, unix:///path, shm:///path)\n\
          \x20      [--max-frame-bytes N] [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]\n\
          \x20      [--register etcd://HOST:PORT/SERVICE [--lease-ttl-s N] [--weight N] [--advertise-host HOST]]\n\
-         \x20      [--tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem]] [--metrics HOST:PORT]"
+         \x20      [--tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem]] [--metrics HOST:PORT]\n\
+         \x20      [--forward URL [--protocol ttheader|grpc|shm]]"
     );
     ExitCode::from(2)
+}
+
+/// The client `--forward URL --protocol P` relays through.
+fn forward_client(url: &str, protocol: &str) -> Result<rpc_core::Client, String> {
+    use rpc_core::transport::Connect;
+    let client = match protocol {
+        "ttheader" => rpc_core::Client::new(
+            rpc_transport_ttheader::TtHeaderClient::connect(url).map_err(|e| e.to_string())?,
+        ),
+        "grpc" => rpc_core::Client::new(
+            rpc_transport_grpc::GrpcClient::connect(url).map_err(|e| e.to_string())?,
+        ),
+        "shm" => rpc_core::Client::new(
+            rpc_transport_shm::ShmClient::connect(url).map_err(|e| e.to_string())?,
+        ),
+        other => {
+            return Err(format!(
+                "unknown protocol {other:?} (ttheader, grpc or shm)"
+            ))
+        }
+    };
+    Ok(client)
 }
 
 #[tokio::main]
@@ -87,6 +116,7 @@ async fn main() -> ExitCode {
     let mut limits = rpc_core::limits::ServerLimits::default();
     let mut reg = Register::default();
     let mut conn_limits = rpc_transport_ttheader::Limits::default();
+    let (mut forward, mut protocol) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let number = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<u64>().ok());
@@ -148,6 +178,8 @@ async fn main() -> ExitCode {
                 }
             },
             ("--advertise-host", Some(v)) => reg.advertise = Some(v),
+            ("--forward", Some(v)) => forward = Some(v),
+            ("--protocol", Some(v)) => protocol = Some(v),
             _ => return usage(),
         }
     }
@@ -181,7 +213,17 @@ async fn main() -> ExitCode {
         None => None,
     };
     let health = rpc_grpc_services::health::HealthReporter::new();
-    let server = examples::server_with_grpc_services(limits, &health);
+    let server = match forward {
+        None if protocol.is_some() => return usage(),
+        None => examples::server_with_grpc_services(limits, &health),
+        Some(url) => match forward_client(&url, protocol.as_deref().unwrap_or("ttheader")) {
+            Ok(client) => examples::forward::server(client, limits),
+            Err(e) => {
+                eprintln!("echo-server: --forward {url}: {e}");
+                return usage();
+            }
+        },
+    };
     let shm = rpc_transport_shm::ShmProtocol::default().limits(conn_limits.clone());
     #[cfg(target_os = "linux")]
     let on_scrape: examples::metrics_http::ScrapeHook = {

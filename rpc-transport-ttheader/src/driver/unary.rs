@@ -706,7 +706,8 @@ impl UnaryServerConn {
             .server
             .resolve_for(service, method, Some(PayloadKind::Thrift))
         {
-            Ok(r) => r,
+            // A Thrift CALL is a pingpong: an unknown-method handler serves it as one.
+            Ok(r) => r.framed_as_pingpong(),
             Err(e) => {
                 reply_to.method = Cow::Owned(msg.name.to_owned());
                 let kind = route_refusal(&e);
