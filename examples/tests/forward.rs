@@ -48,6 +48,16 @@ fn client_for(wire: Wire, addr: &Address) -> Client {
     }
 }
 
+/// As [`client_for`], appending `name` to the cancel path (`ttscp`) of the calls it makes.
+fn named_client_for(wire: Wire, addr: &Address, name: &str) -> Client {
+    match wire {
+        Wire::TtHeader => Client::builder(TtHeaderClient::new(addr.clone())),
+        Wire::Grpc => Client::builder(GrpcClient::new(addr.clone())),
+    }
+    .from_service(name)
+    .build()
+}
+
 async fn listen(server: Server) -> Running {
     Listener::new(server)
         .protocol(TtHeaderProtocol::default())
@@ -645,7 +655,9 @@ async fn a_cancel_ends_every_hop_of_a_three_hop_chain() {
                     hop: name,
                     tx: tx.clone(),
                 }))
-                .unknown_method_handler(examples::forward::Forward::new(client_for(wire, to)))
+                .unknown_method_handler(examples::forward::Forward::new(named_client_for(
+                    wire, to, name,
+                )))
                 .build()
         };
         let backend = Server::builder()
@@ -692,6 +704,17 @@ async fn a_cancel_ends_every_hop_of_a_three_hop_chain() {
                 matches!(why.code(), Code::Cancelled),
                 "{wire:?} {hop}: {why:?}"
             );
+            // ttstream carries the cancel path (Kitex's `ttscp`): the backend's reason names
+            // both forwarders, in order. (RST_STREAM carries only a code: over gRPC the
+            // backend learns "cancelled upstream" without the path.)
+            if hop == "backend" && wire == Wire::TtHeader {
+                let path = why.cancellation().map(|c| c.path().to_owned());
+                assert_eq!(
+                    path.as_deref(),
+                    Some("proxy A,proxy B"),
+                    "{wire:?} backend: {why:?}"
+                );
+            }
             timeline.push((hop, at - cancelled_at));
         }
         eprintln!("{wire:?}: cancel → handler end per hop: {timeline:?}");

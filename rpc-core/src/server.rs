@@ -1258,8 +1258,21 @@ impl_stream!(BidiStream<Req, Res>, Req, rx.rx);
 
 impl ServerEnd {
     /// After a local cancel (deadline), report that rather than the transport's "finished".
+    ///
+    /// A reset from the peer that reaches the handler through one of its handles (before the
+    /// core's own watch saw it) cancels the call here first, so the streams the handler opened
+    /// get the cascade (with the path so far) before the handler can react to the error —
+    /// dropping its downstream call, say, which alone would read as its own user cancel.
     fn prefer_cancel(&self, e: Status) -> Status {
-        self.shared.local_cancel.get().cloned().unwrap_or(e)
+        if let Some(local) = self.shared.local_cancel.get() {
+            return local.clone();
+        }
+        if e.cancellation().is_some() || e.code() == crate::status::Code::Cancelled {
+            let reason = upstream(e);
+            self.shared.cancel_locally(reason.clone());
+            return reason;
+        }
+        e
     }
 }
 

@@ -33,7 +33,9 @@
 //! relays every call it receives, in every mode, to the server at URL over that protocol
 //! (default `ttheader`: TTHeader unary for thrift pingpong, TTHeader Streaming otherwise):
 //! payloads untouched, request metadata, the remaining deadline, the half-close and cancel
-//! downstream; header, messages, trailer and status back (`examples::forward`).
+//! downstream; header, messages, trailer and status back (`examples::forward`). A cancel
+//! cascades through it: over TTHeader Streaming the reset it sends downstream carries the
+//! cancel path so far plus its `--name` (default `echo-server-forward`), as Kitex's `ttscp`.
 //!
 //! Metrics: `--metrics HOST:PORT` serves every call's metrics (`rpc_core::observe`) in the
 //! Prometheus text format at `http://HOST:PORT/metrics` and prints `metrics <addr>`; on Linux
@@ -81,22 +83,26 @@ fn usage() -> ExitCode {
          \x20      [--max-frame-bytes N] [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]\n\
          \x20      [--register etcd://HOST:PORT/SERVICE [--lease-ttl-s N] [--weight N] [--advertise-host HOST]]\n\
          \x20      [--tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem]] [--metrics HOST:PORT]\n\
-         \x20      [--forward URL [--protocol ttheader|grpc|shm]]"
+         \x20      [--forward URL [--protocol ttheader|grpc|shm] [--name NAME]]"
     );
     ExitCode::from(2)
 }
 
-/// The client `--forward URL --protocol P` relays through.
-fn forward_client(url: &str, protocol: &str) -> Result<rpc_core::Client, String> {
+/// The cancel-path name of a `--forward` proxy without `--name`.
+const DEFAULT_FORWARD_NAME: &str = "echo-server-forward";
+
+/// The client `--forward URL --protocol P` relays through; `name` is what it appends to the
+/// cancel path of the calls it relays.
+fn forward_client(url: &str, protocol: &str, name: &str) -> Result<rpc_core::Client, String> {
     use rpc_core::transport::Connect;
-    let client = match protocol {
-        "ttheader" => rpc_core::Client::new(
+    let builder = match protocol {
+        "ttheader" => rpc_core::Client::builder(
             rpc_transport_ttheader::TtHeaderClient::connect(url).map_err(|e| e.to_string())?,
         ),
-        "grpc" => rpc_core::Client::new(
+        "grpc" => rpc_core::Client::builder(
             rpc_transport_grpc::GrpcClient::connect(url).map_err(|e| e.to_string())?,
         ),
-        "shm" => rpc_core::Client::new(
+        "shm" => rpc_core::Client::builder(
             rpc_transport_shm::ShmClient::connect(url).map_err(|e| e.to_string())?,
         ),
         other => {
@@ -105,7 +111,7 @@ fn forward_client(url: &str, protocol: &str) -> Result<rpc_core::Client, String>
             ))
         }
     };
-    Ok(client)
+    Ok(builder.from_service(name).build())
 }
 
 #[tokio::main]
@@ -116,7 +122,7 @@ async fn main() -> ExitCode {
     let mut limits = rpc_core::limits::ServerLimits::default();
     let mut reg = Register::default();
     let mut conn_limits = rpc_transport_ttheader::Limits::default();
-    let (mut forward, mut protocol) = (None, None);
+    let (mut forward, mut protocol, mut name) = (None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let number = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<u64>().ok());
@@ -180,6 +186,7 @@ async fn main() -> ExitCode {
             ("--advertise-host", Some(v)) => reg.advertise = Some(v),
             ("--forward", Some(v)) => forward = Some(v),
             ("--protocol", Some(v)) => protocol = Some(v),
+            ("--name", Some(v)) => name = Some(v),
             _ => return usage(),
         }
     }
@@ -214,9 +221,13 @@ async fn main() -> ExitCode {
     };
     let health = rpc_grpc_services::health::HealthReporter::new();
     let server = match forward {
-        None if protocol.is_some() => return usage(),
+        None if protocol.is_some() || name.is_some() => return usage(),
         None => examples::server_with_grpc_services(limits, &health),
-        Some(url) => match forward_client(&url, protocol.as_deref().unwrap_or("ttheader")) {
+        Some(url) => match forward_client(
+            &url,
+            protocol.as_deref().unwrap_or("ttheader"),
+            name.as_deref().unwrap_or(DEFAULT_FORWARD_NAME),
+        ) {
             Ok(client) => examples::forward::server(client, limits),
             Err(e) => {
                 eprintln!("echo-server: --forward {url}: {e}");
