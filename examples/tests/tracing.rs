@@ -10,7 +10,7 @@ use examples::idl::{Proto, Thrift};
 use examples::{EchoIdl, EchoRequest};
 use rpc_core::serve::Listener;
 use rpc_core::{CallOptions, Client, Code};
-use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol};
+use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol, UnaryMode};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
@@ -110,7 +110,14 @@ async fn client() -> Client {
         .start();
     let addr = running.local_addrs().remove(0);
     std::mem::forget(running); // serves until the runtime ends
-    Client::new(TtHeaderClient::new(addr))
+                               // Mux mode for unary TTHeader: a plain-mode client that gives up at its deadline closes
+                               // the connection, and that close races the server's own deadline timer, so the server's
+                               // span would end "cancelled" or "deadline exceeded" depending on the machine's load.
+    Client::new(
+        TtHeaderClient::builder(addr)
+            .unary_mode(UnaryMode::Mux)
+            .build(),
+    )
 }
 
 /// Waits (bounded) until `f` holds; the server finishes its span just after the client's end.
