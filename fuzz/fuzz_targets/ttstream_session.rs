@@ -223,10 +223,25 @@ async fn drive(u: &mut Unstructured<'_>) -> Result<()> {
     let mut wire = BytesMut::new();
     let mut lost = false;
     let result: Result<()> = async {
+        let trace = std::env::var_os("FUZZ_TRACE").is_some();
         for _ in 0..u.int_in_range(1..=48)? {
-            match u.int_in_range(0..=7u8)? {
+            let op = u.int_in_range(0..=7u8)?;
+            if trace {
+                eprintln!(
+                    "op {op}, wire {} bytes, streams {}",
+                    wire.len(),
+                    s.stream_count()
+                );
+            }
+            match op {
                 0 | 1 => {
                     let f = frame(u)?;
+                    if trace {
+                        eprintln!(
+                            "  {:?} {} {} {:?} {:?}",
+                            f.kind, f.stream_id, f.method, f.headers, f.payload
+                        );
+                    }
                     let _ = f.encode(&mut wire);
                 }
                 2 => {
@@ -249,6 +264,12 @@ async fn drive(u: &mut Unstructured<'_>) -> Result<()> {
                 4 => {
                     // A frame delivered whole (shared memory).
                     let f = frame(u)?;
+                    if trace {
+                        eprintln!(
+                            "  whole {:?} {} {} {:?} {:?}",
+                            f.kind, f.stream_id, f.method, f.headers, f.payload
+                        );
+                    }
                     let mut b = BytesMut::new();
                     if f.encode(&mut b).is_ok() && !lost {
                         if s.on_whole_frame(b.freeze()).is_err() {
