@@ -90,3 +90,17 @@ mod thrift;
 pub use builder::{load, Builder, GeneratedFile};
 pub use error::{Error, IdlError, IdlErrorKind, Location};
 pub use gen::generate;
+
+/// Entry points for the fuzz targets in `fuzz/` (not API: hidden, may change at any time).
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    use crate::{ir::Ir, Error};
+
+    /// Parses, resolves and checks one `.thrift` file given as text, as [`crate::load`] does
+    /// for a file on disk (named `fuzz.thrift` in errors; includes are reported missing).
+    pub fn load_thrift_str(text: &str) -> Result<Ir, Error> {
+        crate::thrift::load_str(Path::new("fuzz.thrift"), text)
+    }
+}

@@ -72,6 +72,12 @@ fn sys_drain(fd: &std::os::fd::OwnedFd) -> bool {
     sys::drain(fd)
 }
 
+/// Entry points for the fuzz targets in `fuzz/` (not API: hidden, may change at any time).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::ring::arena_span;
+}
+
 #[cfg(not(target_os = "linux"))]
 mod unsupported;
 #[cfg(not(target_os = "linux"))]

@@ -43,7 +43,9 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::arena::Arena;
 use crate::mem::Memory;
-use crate::ring::{release_offsets, Consumer, Desc, Producer, RingError, Slot, INLINE_MAX};
+use crate::ring::{
+    arena_span, release_offsets, Consumer, Desc, Producer, RingError, Slot, INLINE_MAX,
+};
 use crate::stats::ShmStats;
 
 /// A Data frame's head is at most this long in practice (fixed fields, method, frame type):
@@ -778,19 +780,16 @@ impl Reader {
         match d {
             Desc::Inline(b) => Ok(Some(Bytes::copy_from_slice(b))),
             Desc::Arena { offset, len } => {
-                let len = len as usize;
-                let l = &self.link.layout;
-                let end = (offset as usize).checked_add(len);
-                if len == 0 || end.is_none_or(|e| e > l.arena_len) {
-                    return Err(Status::internal(format!(
-                        "shared memory session: descriptor [{offset}, +{len}) outside the peer's arena of {} bytes",
-                        l.arena_len
-                    )));
-                }
+                let arena_len = self.link.layout.arena_len;
+                let span = arena_span(offset, len, arena_len).map_err(|_| {
+                    Status::internal(format!(
+                        "shared memory session: descriptor [{offset}, +{len}) outside the peer's arena of {arena_len} bytes",
+                    ))
+                })?;
                 Ok(Some(Bytes::from_owner(RxBlock {
                     link: self.link.clone(),
                     offset,
-                    len,
+                    len: span.len(),
                 })))
             }
             Desc::Release(offsets) => {

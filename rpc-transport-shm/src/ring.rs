@@ -194,6 +194,25 @@ impl Slot {
     }
 }
 
+/// Where the frame of a [`Desc::Arena`] lies in the producer's arena of `arena_len` bytes:
+/// `offset..offset + len`, or an error when it is empty or reaches past the arena (a peer's
+/// descriptor is never trusted; the reader slices the peer's region with this range). Not
+/// API: public for the fuzz targets only (`crate::fuzzing`).
+#[doc(hidden)]
+pub fn arena_span(
+    offset: u32,
+    len: u32,
+    arena_len: usize,
+) -> Result<std::ops::Range<usize>, RingError> {
+    let start = offset as usize;
+    match start.checked_add(len as usize) {
+        Some(end) if len > 0 && end <= arena_len => Ok(start..end),
+        _ => Err(RingError::BadDescriptor(
+            "arena frame outside the peer's arena",
+        )),
+    }
+}
+
 /// The offsets of a [`Desc::Release`].
 pub fn release_offsets(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
     bytes

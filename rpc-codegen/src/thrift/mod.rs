@@ -77,6 +77,29 @@ impl Loader<'_> {
                 source,
             },
         })?;
+        let index = self.add(path.clone(), key, text)?;
+        let includes = self.files[index].doc.includes.clone();
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for inc in includes {
+            let candidates = std::iter::once(dir.join(&inc.path))
+                .chain(self.include_dirs.iter().map(|d| d.join(&inc.path)));
+            let found = candidates
+                .into_iter()
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| dir.join(&inc.path));
+            let child = self.load(found, Some((index, inc.span, &inc.path)))?;
+            let stem = Path::new(&inc.path)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            self.files[index].includes.insert(stem, child);
+        }
+        Ok(index)
+    }
+
+    /// Parses `text`, the contents of `path` (`key`: its canonical form), and adds it; its
+    /// includes are not loaded.
+    fn add(&mut self, path: PathBuf, key: PathBuf, text: String) -> Result<usize, Error> {
         let lines = LineIndex::new(&text);
         let doc = match parser::parse(&text) {
             Ok(doc) => doc,
@@ -95,9 +118,8 @@ impl Loader<'_> {
         let (module, package) = namespace(&doc);
         let index = self.files.len();
         self.by_path.insert(key, index);
-        let includes = doc.includes.clone();
         self.files.push(SourceFile {
-            path: path.clone(),
+            path,
             text,
             lines,
             doc,
@@ -105,23 +127,25 @@ impl Loader<'_> {
             module,
             package,
         });
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        for inc in includes {
-            let candidates = std::iter::once(dir.join(&inc.path))
-                .chain(self.include_dirs.iter().map(|d| d.join(&inc.path)));
-            let found = candidates
-                .into_iter()
-                .find(|p| p.is_file())
-                .unwrap_or_else(|| dir.join(&inc.path));
-            let child = self.load(found, Some((index, inc.span, &inc.path)))?;
-            let stem = Path::new(&inc.path)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            self.files[index].includes.insert(stem, child);
-        }
         Ok(index)
     }
+}
+
+/// Compiles one thrift file given as text (named `path` in errors) into an [`Ir`], without
+/// touching the file system: an `include` is reported missing. For the fuzz targets
+/// (`crate::fuzzing`).
+pub(crate) fn load_str(path: &Path, text: &str) -> Result<Ir, Error> {
+    let mut loader = Loader {
+        include_dirs: &[],
+        files: Vec::new(),
+        by_path: HashMap::new(),
+    };
+    let index = loader.add(path.to_path_buf(), path.to_path_buf(), text.to_owned())?;
+    let file = &loader.files[index];
+    if let Some(inc) = file.doc.includes.first() {
+        return Err(file.err(inc.span, IdlErrorKind::MissingInclude(inc.path.clone())));
+    }
+    Resolver::new(&loader.files).run()
 }
 
 /// (Rust module path, wire package) of a file.

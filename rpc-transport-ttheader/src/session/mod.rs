@@ -532,9 +532,13 @@ impl<S: FrameSink> Session<S> {
         lock(&self.streams).get(&id).and_then(Weak::upgrade)
     }
 
-    fn remove(&self, id: i32) {
+    /// Forgets stream `id` if the table still holds `stream` under it (see `Host::remove`).
+    fn remove(&self, id: i32, stream: *const Stream<Session<S>>) {
         let mut streams = lock(&self.streams);
-        let removed = streams.remove(&id).is_some();
+        let removed = match streams.get(&id) {
+            Some(w) if std::ptr::eq(w.as_ptr(), stream) => streams.remove(&id).is_some(),
+            _ => false,
+        };
         if streams.is_empty() {
             drop(streams);
             self.life.became_idle();
@@ -673,7 +677,7 @@ impl<S: FrameSink> Session<S> {
             Err(e) => {
                 // Its Header never went out: nothing is sent for it when it drops.
                 stream.never_sent();
-                self.remove(id);
+                self.remove(id, Arc::as_ptr(&stream));
                 Err(self.sink_error(e))
             }
         }
@@ -725,8 +729,8 @@ impl<S: FrameSink> Host for Session<S> {
         Session::sink_error(self, e)
     }
 
-    fn remove(&self, id: i32) {
-        Session::remove(self, id);
+    fn remove(&self, id: i32, stream: *const Stream<Self>) {
+        Session::remove(self, id, stream);
     }
 }
 

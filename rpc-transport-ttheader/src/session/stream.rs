@@ -53,8 +53,12 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn stats(&self) -> &Arc<Stats>;
     /// The status a sink error means for a stream (the connection's loss reason when closed).
     fn sink_error(&self, e: SinkError) -> Status;
-    /// The stream `id` ended: forget it (frames for it are ignored from now on).
-    fn remove(&self, id: i32);
+    /// The stream `id` ended: forget it (frames for it are ignored from now on). `stream` is
+    /// the one that ended: a stream that already left the table (reset by the peer) may end
+    /// after the peer opened a new stream with the same id, and that one stays.
+    fn remove(&self, id: i32, stream: *const Stream<Self>)
+    where
+        Self: Sized;
 }
 
 /// One stream of a session.
@@ -274,7 +278,7 @@ impl<H: Host> Stream<H> {
                 rx.end = Some(RecvEnd::Trailer(status, md));
                 rx.wake_all();
                 drop(st);
-                self.host.remove(self.id);
+                self.host.remove(self.id, self);
             }
             Ok(RecvEvent::Reset {
                 code,
@@ -293,7 +297,7 @@ impl<H: Host> Stream<H> {
                         .into_status_with(code_of);
                 self.fail(rx, status);
                 drop(st);
-                self.host.remove(self.id);
+                self.host.remove(self.id, self);
             }
             Ok(_) => {}
             Err(e) => {
@@ -314,7 +318,7 @@ impl<H: Host> Stream<H> {
                 self.send_reset(&mut st, &status, code);
                 self.fail(&mut st.rx, status);
                 drop(st);
-                self.host.remove(self.id);
+                self.host.remove(self.id, self);
             }
         }
     }
@@ -548,7 +552,7 @@ impl<H: Host> ClientStreamRaw for Stream<H> {
         self.send_reset(&mut st, status, code);
         self.clear_queue(&mut st.rx);
         drop(st);
-        self.host.remove(self.id);
+        self.host.remove(self.id, self);
     }
 }
 
@@ -649,7 +653,7 @@ impl<H: Host> ServerStreamRaw for Stream<H> {
         self.clear_queue(&mut st.rx);
         st.rx.wake_all();
         drop(st);
-        self.host.remove(self.id);
+        self.host.remove(self.id, self);
     }
 
     fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Status> {

@@ -409,3 +409,43 @@ async fn a_client_stream_dropped_without_an_end_is_reset_and_leaves_the_table() 
     assert!(s.sink().take().is_empty());
     assert_eq!(s.stream_count(), 0);
 }
+
+/// Found by the `ttstream_session` fuzz target: a stream the peer reset leaves the table at
+/// once, but ends only when its handler is done (here: dropped after the cancel grace). A
+/// peer that reopened the same id meanwhile must keep its new stream: before, the old
+/// stream's end removed whatever stream held the id, orphaning the new one (its frames
+/// ignored, its handler never ended by the connection's loss, and the stream cap blind to it).
+#[tokio::test(start_paused = true)]
+async fn a_reset_stream_ending_late_leaves_a_new_stream_with_its_id_alone() {
+    let (s, gate) = session(Limits::default(), ServerLimits::default(), 0);
+    s.on_frame(open(1));
+    s.dispatch_pending();
+    let cancel = ApplicationException::new(12007, "cancel");
+    s.on_frame(StreamFrame::rst(1, "Chat", P, None, &cancel).unwrap());
+    assert_eq!(s.stream_count(), 0);
+    s.on_frame(open(1));
+    s.dispatch_pending();
+    assert_eq!(s.stream_count(), 1);
+    // The first handler waits on the gate past its cancel grace and is dropped: its stream
+    // ends now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        s.stream_count(),
+        1,
+        "the old stream's end removed the new one"
+    );
+    // The new stream is served: its message is echoed and it ends cleanly.
+    gate.add_permits(1);
+    let mut wire = encode(&[
+        StreamFrame::data(1, "Chat", P, pb("hi")),
+        StreamFrame::close_send(1, "Chat", P),
+    ]);
+    assert!(s.on_bytes(&mut wire).unwrap());
+    within(s.drain()).await;
+    let out = s.sink().take();
+    let reply = encode(&[StreamFrame::data(1, "Chat", P, pb("hi"))]);
+    assert!(
+        out.windows(reply.len()).any(|w| w == &reply[..]),
+        "the new stream's message was not echoed"
+    );
+}
