@@ -52,7 +52,12 @@ for t in "${targets[@]}"; do
     echo "== $t for ${secs}s"
     # -jobs=1: one process (CI and developer machines have 2 cores shared with others).
     # The log's last lines give executions (#N), coverage (cov:, ft:) and corpus size.
-    if ! cargo +nightly fuzz run "${build_flags[@]}" "$t" "corpus/$t" "seeds/$t" -- \
+    # Seeds: the checked-in ones, and for the IDL parser the codegen's own test IDLs, read
+    # where they are rather than copied.
+    seeds=()
+    [ -d "seeds/$t" ] && seeds+=("seeds/$t")
+    [ "$t" = thrift_idl ] && seeds+=("../rpc-codegen/tests/idl")
+    if ! cargo +nightly fuzz run "${build_flags[@]}" "$t" "corpus/$t" "${seeds[@]}" -- \
         -max_total_time="$secs" -print_final_stats=1 -timeout=20 \
         -artifact_prefix="artifacts/$t/" >"artifacts/$t.log" 2>&1; then
         tail -50 "artifacts/$t.log"
