@@ -1,4 +1,5 @@
-//! What the benchmarks read off processes: CPU time from `/proc/<pid>/stat`, for the
+//! What the benchmarks and the memory tests read off processes: resident memory from
+//! `/proc/<pid>/status`, CPU time from `/proc/<pid>/stat`, for the
 //! "server CPU per call" figures every side-by-side benchmark reports; and [`table`], the cells
 //! of the one markdown table `benches/run.sh` prints from `grpc_vs_tonic` and `volo_bench`.
 
@@ -18,6 +19,21 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(Duration::from_secs_f64((utime + stime) as f64 / USER_HZ))
+}
+
+/// Resident memory (`VmRSS`) of process `pid` in bytes; `None` where `/proc` is not readable
+/// (not Linux, or the process is gone).
+pub fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// The cells of the issue-17 table both side-by-side benchmarks print (`benches/run.sh`

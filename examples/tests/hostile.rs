@@ -61,14 +61,7 @@ impl Server {
     }
 
     fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the server is alive");
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS");
-        kib * 1024
+        examples::measure::rss(self.child.id()).expect("the server is alive, with a VmRSS")
     }
 }
 
@@ -95,16 +88,8 @@ impl RssSampler {
             let (stop, max) = (stop.clone(), max.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Acquire) {
-                    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                        if let Some(kib) = s
-                            .lines()
-                            .find_map(|l| l.strip_prefix("VmRSS:"))
-                            .and_then(|v| {
-                                v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
-                            })
-                        {
-                            max.fetch_max(kib * 1024, Ordering::AcqRel);
-                        }
+                    if let Some(bytes) = examples::measure::rss(pid) {
+                        max.fetch_max(bytes, Ordering::AcqRel);
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }

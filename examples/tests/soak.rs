@@ -145,13 +145,9 @@ impl Drop for EchoServer {
 
 /// RSS bytes and open fds of `pid` (`/proc`), or `None` once it is gone.
 fn footprint(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())?;
+    let rss = examples::measure::rss(pid)?;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-    Some((rss_kib * 1024, fds))
+    Some((rss, fds))
 }
 
 // ----------------------------------------------------------------------------------- proxy
