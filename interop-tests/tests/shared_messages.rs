@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use examples::proto::{Request, Response};
-use rpc_core::serve::Listener;
+use rpc_core::serve::{Listener, Running};
 use rpc_core::Address;
 use rpc_transport_grpc::GrpcProtocol;
 
@@ -33,6 +33,25 @@ mod ours_on_tonic {
 }
 
 const STEP: Duration = Duration::from_secs(10);
+
+/// `fut`, or a panic after [`STEP`] (a hang fails the test).
+async fn within<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::time::timeout(STEP, fut)
+        .await
+        .expect("no answer within STEP (hung)")
+}
+
+/// `server` over gRPC on a loopback port: the running server and its address.
+async fn serve_grpc(server: rpc_core::Server) -> (Running, std::net::SocketAddr) {
+    let running = Listener::new(server)
+        .protocol(GrpcProtocol::default())
+        .bind(Address::tcp(([127, 0, 0, 1], 0).into()))
+        .await
+        .expect("bind")
+        .start();
+    let addr = running.local_addrs()[0].socket_addr().expect("tcp");
+    (running, addr)
+}
 
 /// An echo of the four modes, written against our generated trait with tonic's types.
 struct OnTonicTypes;
@@ -106,42 +125,28 @@ async fn our_server_on_tonic_message_types_serves_tonic_client() {
     let server = rpc_core::Server::builder()
         .add_service(ours_on_tonic::TestServiceServer::new(OnTonicTypes))
         .build();
-    let running = Listener::new(server)
-        .protocol(GrpcProtocol::default())
-        .bind(Address::tcp(([127, 0, 0, 1], 0).into()))
-        .await
-        .expect("bind")
-        .start();
-    let addr = running.local_addrs()[0].socket_addr().expect("tcp");
-    let mut tonic = tokio::time::timeout(
-        STEP,
-        tonic_echo::test_service_client::TestServiceClient::connect(format!("http://{addr}")),
-    )
+    let (running, addr) = serve_grpc(server).await;
+    let mut tonic = within(tonic_echo::test_service_client::TestServiceClient::connect(
+        format!("http://{addr}"),
+    ))
     .await
-    .expect("connect in time")
     .expect("connect");
     let request = tonic_echo::Request {
         message: "tonic's type".into(),
         repeat: Some(2),
         ..Default::default()
     };
-    let reply = tokio::time::timeout(STEP, tonic.ping_pong(request.clone()))
+    let reply = within(tonic.ping_pong(request.clone()))
         .await
-        .expect("answered in time")
         .expect("ok")
         .into_inner();
     assert_eq!(reply.message, "tonic's type");
-    let mut stream = tokio::time::timeout(STEP, tonic.echo_server(request))
+    let mut stream = within(tonic.echo_server(request))
         .await
-        .expect("answered in time")
         .expect("ok")
         .into_inner();
     let mut indices = Vec::new();
-    while let Some(r) = tokio::time::timeout(STEP, stream.message())
-        .await
-        .expect("in time")
-        .expect("ok")
-    {
+    while let Some(r) = within(stream.message()).await.expect("ok") {
         assert_eq!(r.message, "tonic's type");
         indices.push(r.index.unwrap_or(0));
     }
@@ -151,19 +156,11 @@ async fn our_server_on_tonic_message_types_serves_tonic_client() {
 
 #[tokio::test]
 async fn a_tonic_client_on_our_message_types_calls_our_server() {
-    let running = Listener::new(examples::server())
-        .protocol(GrpcProtocol::default())
-        .bind(Address::tcp(([127, 0, 0, 1], 0).into()))
-        .await
-        .expect("bind")
-        .start();
-    let addr = running.local_addrs()[0].socket_addr().expect("tcp");
-    let mut tonic = tokio::time::timeout(
-        STEP,
+    let (running, addr) = serve_grpc(examples::server()).await;
+    let mut tonic = within(
         tonic_shared::test_service_client::TestServiceClient::connect(format!("http://{addr}")),
     )
     .await
-    .expect("connect in time")
     .expect("connect");
 
     // The same value goes to tonic's stub here and would go to ours unchanged.
@@ -171,32 +168,23 @@ async fn a_tonic_client_on_our_message_types_calls_our_server() {
         message: "one type".into(),
         ..Request::default()
     };
-    let reply: Response = tokio::time::timeout(STEP, tonic.ping_pong(request.clone()))
+    let reply: Response = within(tonic.ping_pong(request.clone()))
         .await
-        .expect("answered in time")
         .expect("ok")
         .into_inner();
     assert_eq!(reply.message, "one type");
     assert_eq!(reply.index.unwrap_or(0), 0);
 
     // A server stream too, to see the stub's decoder on our type.
-    let mut stream = tokio::time::timeout(
-        STEP,
-        tonic.echo_server(Request {
-            repeat: Some(3),
-            ..request
-        }),
-    )
+    let mut stream = within(tonic.echo_server(Request {
+        repeat: Some(3),
+        ..request
+    }))
     .await
-    .expect("answered in time")
     .expect("ok")
     .into_inner();
     let mut indices = Vec::new();
-    while let Some(r) = tokio::time::timeout(STEP, stream.message())
-        .await
-        .expect("in time")
-        .expect("ok")
-    {
+    while let Some(r) = within(stream.message()).await.expect("ok") {
         assert_eq!(r.message, "one type");
         indices.push(r.index.unwrap_or(0));
     }
