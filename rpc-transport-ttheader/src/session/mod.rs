@@ -138,7 +138,7 @@ pub use limits::{
     DEFAULT_STREAM_RECV_BUFFER, DEFAULT_WRITE_BUFFER,
 };
 pub(crate) use sink::append_packet;
-pub use sink::{append_data_frame, BufWriter, FrameSink, FrameWriter, SinkError};
+pub use sink::{append_data_frame, BufWriter, FrameSink, FrameWriter, MemorySink, SinkError};
 
 use stream::{Host, Stream};
 

@@ -170,3 +170,76 @@ pub(crate) fn append_packet(
     buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(start)
 }
+
+/// A [`FrameSink`] that keeps what a session writes in memory, as a socket's write queue
+/// would hold it: for driving a [`super::Session`] with bytes and no socket (the session's own
+/// tests, the fuzz targets, a user's tests of a transport built on it). Unbounded by design:
+/// the caller drains it with [`MemorySink::take`].
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    buf: std::sync::Mutex<BytesMut>,
+    closed: std::sync::atomic::AtomicBool,
+    progress: Notify,
+}
+
+impl MemorySink {
+    /// Takes everything written so far (as the socket writer would), waking a session that
+    /// waits for the backlog to shrink.
+    pub fn take(&self) -> BytesMut {
+        let b = self.lock().split();
+        self.progress.notify_one();
+        b
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BytesMut> {
+        // Plain appends and splits: a panic cannot leave the buffer inconsistent.
+        self.buf.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check(&self) -> Result<(), SinkError> {
+        if self.is_closed() {
+            return Err(SinkError::Closed);
+        }
+        Ok(())
+    }
+}
+
+impl FrameSink for MemorySink {
+    fn poll_ready(&self, _cx: &mut Context<'_>, _len: usize) -> Poll<Result<(), SinkError>> {
+        Poll::Ready(self.check())
+    }
+
+    fn append_frame(&self, frame: &StreamFrame) -> Result<(), SinkError> {
+        self.check()?;
+        frame
+            .encode(&mut self.lock())
+            .map_err(|e| SinkError::Frame(Status::internal(e.to_string())))
+    }
+
+    fn append_data(
+        &self,
+        head: &[u8],
+        msg: &mut dyn Encodable,
+        max_frame: usize,
+    ) -> Result<(), SinkError> {
+        self.check()?;
+        append_data_frame(&mut self.lock(), head, msg, max_frame).map_err(SinkError::Frame)
+    }
+
+    fn backlog(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn progress(&self) -> &Notify {
+        &self.progress
+    }
+
+    fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+}

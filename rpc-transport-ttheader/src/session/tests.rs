@@ -1,84 +1,20 @@
 //! The session driven without sockets: an in-memory sink, frames fed by hand.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use rpc_core::codec::Encodable;
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
     MethodDesc, Mode, PayloadKind, ProstCodec, Server, ServerCall, ServerLimits, Service,
     ServiceDesc, Status,
 };
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
-use super::{append_data_frame, FrameSink, Session, SinkError, REFUSED_STREAM_CODE};
+use super::{FrameSink, MemorySink, Session, REFUSED_STREAM_CODE};
 use super::{Limits, Stats};
 use crate::proto::{ApplicationException, Role, StreamFrame, StreamProtocol};
-
-/// Frames appended to a buffer, as a transport would hand them to its peer.
-#[derive(Default)]
-struct MemSink {
-    buf: Mutex<BytesMut>,
-    closed: AtomicBool,
-    progress: Notify,
-}
-
-impl MemSink {
-    fn take(&self) -> BytesMut {
-        self.buf.lock().unwrap().split()
-    }
-
-    fn check(&self) -> Result<(), SinkError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(SinkError::Closed);
-        }
-        Ok(())
-    }
-}
-
-impl FrameSink for MemSink {
-    fn poll_ready(&self, _cx: &mut Context<'_>, _len: usize) -> Poll<Result<(), SinkError>> {
-        Poll::Ready(self.check())
-    }
-
-    fn append_frame(&self, frame: &StreamFrame) -> Result<(), SinkError> {
-        self.check()?;
-        frame
-            .encode(&mut self.buf.lock().unwrap())
-            .map_err(|e| SinkError::Frame(Status::internal(e.to_string())))
-    }
-
-    fn append_data(
-        &self,
-        head: &[u8],
-        msg: &mut dyn Encodable,
-        max_frame: usize,
-    ) -> Result<(), SinkError> {
-        self.check()?;
-        append_data_frame(&mut self.buf.lock().unwrap(), head, msg, max_frame)
-            .map_err(SinkError::Frame)
-    }
-
-    fn backlog(&self) -> usize {
-        self.buf.lock().unwrap().len()
-    }
-
-    fn progress(&self) -> &Notify {
-        &self.progress
-    }
-
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
 
 static METHODS: [MethodDesc; 1] = [MethodDesc {
     package: "t",
@@ -127,7 +63,7 @@ fn session(
     limits: Limits,
     server_limits: ServerLimits,
     permits: usize,
-) -> (Arc<Session<MemSink>>, Arc<Semaphore>) {
+) -> (Arc<Session<MemorySink>>, Arc<Semaphore>) {
     let gate = Arc::new(Semaphore::new(permits));
     let server = Server::builder()
         .limits(server_limits)
@@ -136,7 +72,7 @@ fn session(
     let stats = Arc::new(Stats::default());
     let s = Session::new(
         Role::Server,
-        MemSink::default(),
+        MemorySink::default(),
         limits,
         None,
         &stats,
@@ -245,7 +181,7 @@ async fn retiring_an_idle_client_session_is_atomic_with_opening_a_stream() {
     let stats = Arc::new(Stats::default());
     let s = Session::new(
         Role::Client,
-        MemSink::default(),
+        MemorySink::default(),
         Limits::default(),
         None,
         &stats,
@@ -382,7 +318,7 @@ async fn a_client_stream_dropped_without_an_end_is_reset_and_leaves_the_table() 
     let stats = Arc::new(Stats::default());
     let s = Session::new(
         Role::Client,
-        MemSink::default(),
+        MemorySink::default(),
         Limits::default(),
         None,
         &stats,
