@@ -480,6 +480,17 @@ async fn caller(seed: u64, targets: Arc<Vec<Target>>, counts: Arc<Counts>, stop:
 
 // ------------------------------------------------------------------------------------ soak
 
+/// Stops `old` (see [`EchoServer::stop`]) and starts a server with `args`, off the runtime's
+/// workers: both wait on the child process.
+async fn restart(old: EchoServer, graceful: bool, args: Vec<String>) -> EchoServer {
+    tokio::task::spawn_blocking(move || {
+        old.stop(graceful);
+        EchoServer::start(&strs(&args))
+    })
+    .await
+    .expect("restart")
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -609,19 +620,16 @@ async fn soak(length: Duration) {
         if now - last_kill >= KILL_EVERY {
             let graceful = n % 2 == 1;
             let which = n % 3;
-            if which < 2 {
-                let old = churn[which].take().expect("running");
-                tokio::task::spawn_blocking(move || old.stop(graceful))
-                    .await
-                    .expect("stop");
-                churn[which] = Some(EchoServer::start(&strs(&registered(which))));
+            let (slot, args) = if which < 2 {
+                (&mut churn[which], registered(which))
             } else {
-                let old = churn_shm_server.take().expect("running");
-                tokio::task::spawn_blocking(move || old.stop(graceful))
-                    .await
-                    .expect("stop");
-                churn_shm_server = Some(EchoServer::start(&["--listen", &churn_shm_url]));
-            }
+                (
+                    &mut churn_shm_server,
+                    vec!["--listen".to_owned(), churn_shm_url.clone()],
+                )
+            };
+            let old = slot.take().expect("running");
+            *slot = Some(restart(old, graceful, args).await);
             *faults
                 .entry(if graceful {
                     "server SIGTERM + restart"
