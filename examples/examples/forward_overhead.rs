@@ -35,6 +35,8 @@ struct Row {
     server_us_per_call: f64,
 }
 
+use examples::measure::table::median;
+
 fn servers_cpu(pids: &[u32]) -> Option<Duration> {
     pids.iter().map(|p| examples::measure::cpu_time(*p)).sum()
 }
@@ -92,11 +94,6 @@ async fn run<I: EchoIdl>(client: Client, secs: f64, in_flight: usize, pids: &[u3
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(backend), Some(via_tt), Some(via_grpc), Some(pids)) =
@@ -143,7 +140,9 @@ fn main() {
         println!("medians of {rounds} rounds ({in_flight} in flight, {secs} s each):");
         for (i, (name, _, _)) in rows.iter().enumerate() {
             let direct = i - i % 2;
-            let med = |j: usize, f: &dyn Fn(&Row) -> f64| median(results[j].iter().map(f).collect());
+            let med = |j: usize, f: &dyn Fn(&Row) -> f64| {
+                median(results[j].iter().map(f).collect()).unwrap_or(f64::NAN)
+            };
             let cps = med(i, &|r| r.calls_per_s);
             let p99 = med(i, &|r| r.p99.as_secs_f64() * 1e6);
             let cpu = med(i, &|r| r.server_us_per_call);
