@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use examples::idl::{Proto, Thrift};
+use examples::measure::table::median;
 use examples::{EchoIdl, EchoRequest};
 use rpc_core::{Address, CallOptions, Client};
 use rpc_transport_grpc::GrpcClient;
@@ -34,8 +35,6 @@ struct Row {
     p99: Duration,
     server_us_per_call: f64,
 }
-
-use examples::measure::table::median;
 
 fn servers_cpu(pids: &[u32]) -> Option<Duration> {
     pids.iter().map(|p| examples::measure::cpu_time(*p)).sum()
