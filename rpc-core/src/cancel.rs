@@ -32,7 +32,7 @@
 //! this client's own limit on the whole stream, not sent; when it passes the stream is reset
 //! with `DEADLINE_EXCEEDED` ([`CancelKind::StreamTimeout`], Kitex 12015). A *recv timeout*
 //! ([`TimeoutConfig`]) limits each `recv`: one that waits longer returns
-//! [`Code::RecvDeadlineExceeded`](crate::Code::RecvDeadlineExceeded) (Kitex 12014) and resets
+//! [`Code::RecvDeadlineExceeded`] (Kitex 12014) and resets
 //! the stream, unless [`TimeoutConfig::disable_cancel_remote`] is set — then the stream lives
 //! on and a later `recv` may still get the message.
 //!

@@ -95,8 +95,10 @@ pub fn generate(ir: &Ir) -> Result<String, Error> {
 /// includes it cleanly: a binary that uses only part of the stubs (`dead_code`, unused
 /// re-exports), paths spelled out in full so IDL names cannot shadow them
 /// (`unused_qualifications`), names taken from the IDL, ignored `insert` results, empty wire
-/// structs without `Copy`, and clippy's style lints (generated code is not the user's to
-/// restyle). `missing_docs` is not among them: every generated item is documented, and
+/// structs without `Copy`, clippy's style lints (generated code is not the user's to
+/// restyle), and rustdoc's lints on doc text copied from IDL comments (a `.proto` comment
+/// saying `<package>.<type>` or a bare URL must not fail a `cargo doc` run with warnings denied,
+/// as it did for grpc's own health and reflection protos). `missing_docs` is not among them: every generated item is documented, and
 /// allowing a lint a user has `forbid`den is an error.
 const ALLOWED_LINTS: &[&str] = &[
     "dead_code",
@@ -112,6 +114,10 @@ const ALLOWED_LINTS: &[&str] = &[
     "clippy::all",
     "clippy::pedantic",
     "clippy::nursery",
+    "rustdoc::invalid_html_tags",
+    "rustdoc::bare_urls",
+    "rustdoc::broken_intra_doc_links",
+    "rustdoc::invalid_rust_codeblocks",
 ];
 
 /// The attributes of a top-level item of a generated file (every kind the generator and

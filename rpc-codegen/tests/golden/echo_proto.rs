@@ -13,7 +13,11 @@
     non_upper_case_globals,
     clippy::all,
     clippy::pedantic,
-    clippy::nursery
+    clippy::nursery,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_rust_codeblocks
 )]
 pub use self::echo::*;
 #[allow(
@@ -29,7 +33,11 @@ pub use self::echo::*;
     non_upper_case_globals,
     clippy::all,
     clippy::pedantic,
-    clippy::nursery
+    clippy::nursery,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_rust_codeblocks
 )]
 /// The serialized `google.protobuf.FileDescriptorSet` of the compiled file and
 /// every file it imports (without source info), for server reflection.
@@ -47,7 +55,11 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\xC6\x03\n\necho.proto\x12\x04echo\"\
     non_upper_case_globals,
     clippy::all,
     clippy::pedantic,
-    clippy::nursery
+    clippy::nursery,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_rust_codeblocks
 )]
 /// Package `echo`.
 pub mod echo {

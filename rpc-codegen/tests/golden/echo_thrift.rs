@@ -13,7 +13,11 @@
     non_upper_case_globals,
     clippy::all,
     clippy::pedantic,
-    clippy::nursery
+    clippy::nursery,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_rust_codeblocks
 )]
 pub use self::echo::*;
 #[allow(
@@ -29,7 +33,11 @@ pub use self::echo::*;
     non_upper_case_globals,
     clippy::all,
     clippy::pedantic,
-    clippy::nursery
+    clippy::nursery,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_rust_codeblocks
 )]
 /// Package `echo`.
 pub mod echo {

@@ -13,7 +13,11 @@
     non_upper_case_globals,
     clippy::all,
     clippy::pedantic,
-    clippy::nursery
+    clippy::nursery,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_rust_codeblocks
 )]
 pub use self::kitchen::sink::*;
 #[allow(
@@ -29,7 +33,11 @@ pub use self::kitchen::sink::*;
     non_upper_case_globals,
     clippy::all,
     clippy::pedantic,
-    clippy::nursery
+    clippy::nursery,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_rust_codeblocks
 )]
 /// Package `base`.
 pub mod base {
@@ -736,7 +744,11 @@ pub mod base {
     non_upper_case_globals,
     clippy::all,
     clippy::pedantic,
-    clippy::nursery
+    clippy::nursery,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_rust_codeblocks
 )]
 /// Packages under `kitchen`.
 pub mod kitchen {

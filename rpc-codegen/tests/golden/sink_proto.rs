@@ -13,7 +13,11 @@
     non_upper_case_globals,
     clippy::all,
     clippy::pedantic,
-    clippy::nursery
+    clippy::nursery,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_rust_codeblocks
 )]
 pub use self::acme::sink::*;
 #[allow(
@@ -29,7 +33,11 @@ pub use self::acme::sink::*;
     non_upper_case_globals,
     clippy::all,
     clippy::pedantic,
-    clippy::nursery
+    clippy::nursery,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_rust_codeblocks
 )]
 /// The serialized `google.protobuf.FileDescriptorSet` of the compiled file and
 /// every file it imports (without source info), for server reflection.
@@ -47,7 +55,11 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = b"\n\x95\x01\n\x13common/common.proto\x12
     non_upper_case_globals,
     clippy::all,
     clippy::pedantic,
-    clippy::nursery
+    clippy::nursery,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_rust_codeblocks
 )]
 /// Packages under `acme`.
 pub mod acme {
