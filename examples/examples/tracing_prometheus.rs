@@ -5,6 +5,8 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use rpc_core::{serve::Listener, Server, ServerContext, Status};
 use rpc_transport_grpc::{GrpcClient, GrpcProtocol};
+use tracing::Level;
+use tracing_subscriber::{filter::Targets, prelude::*};
 
 rpc_core::include_generated!("hello");
 
@@ -13,18 +15,20 @@ struct Hi;
 impl Greeter for Hi {
     async fn say_hello(&self, _: ServerContext, req: HelloRequest) -> Result<HelloReply, Status> {
         tracing::info!(name = %req.name, "in the handler: inside the rpc.server span");
-        Ok(HelloReply {
-            message: format!("hello, {}", req.name),
-        })
+        let message = format!("hello, {}", req.name);
+        Ok(HelloReply { message })
     }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The end-of-call event is DEBUG (errors are WARN): at INFO a successful call prints nothing.
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .init();
+    // The end-of-call event is DEBUG (errors are WARN): at INFO a successful call prints
+    // nothing. DEBUG for the framework's own events only (h2's frame log is DEBUG too).
+    let filter = Targets::new()
+        .with_target("rpc_core", Level::DEBUG)
+        .with_default(Level::INFO);
+    let fmt = tracing_subscriber::fmt::layer().with_filter(filter);
+    tracing_subscriber::registry().with(fmt).init();
 
     // Histograms rather than summaries for the durations, with buckets from 50 µs to 10 s.
     let buckets = [0.000_05, 0.000_25, 0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0];

@@ -170,6 +170,103 @@ fn cancel_deadline() {
     );
 }
 
+#[test]
+fn typed_errors() {
+    let out = run("typed_errors", &[]);
+    let biz = r#"biz=Some((1001, "account frozen", Some("{\"until\":\"2027\"}")))"#;
+    let frozen = format!(r#"UNKNOWN "account frozen" x-balance=None details=0B {biz}"#);
+    let carol = r#"NOT_FOUND "no account \"carol\"" x-balance=None details=0B biz=None"#;
+    has_lines(
+        "typed_errors",
+        &out,
+        &[
+            "grpc alice: ok, 20 left",
+            r#"grpc alice: FAILED_PRECONDITION "insufficient funds" x-balance=Some("30") details=2B biz=None"#,
+            &format!("grpc bob: {frozen}"),
+            &format!("grpc carol: {carol}"),
+            "ttheader alice: ok, 20 left",
+            // TTHeader carries the error's metadata but not its details bytes.
+            r#"ttheader alice: FAILED_PRECONDITION "insufficient funds" x-balance=Some("30") details=0B biz=None"#,
+            &format!("ttheader bob: {frozen}"),
+            &format!("ttheader carol: {carol}"),
+        ],
+    );
+}
+
+#[test]
+fn tls_limits() {
+    let out = run("tls_limits", &[]);
+    has_lines(
+        "tls_limits",
+        &out,
+        &[
+            "ttheader: HELLO (over TLS: true)",
+            "grpc: HELLO (over TLS: true)",
+            "grpc, 5 MiB message: RESOURCE_EXHAUSTED",
+        ],
+    );
+}
+
+#[test]
+fn tracing_prometheus() {
+    let out = run("tracing_prometheus", &[]);
+    let trace_ids = |span: &str| -> std::collections::BTreeSet<String> {
+        out.lines()
+            .filter(|l| l.contains(&format!("{span}{{")) && l.contains("rpc end"))
+            .filter_map(|l| l.split("trace_id=\"").nth(1)?.split('"').next())
+            .map(str::to_owned)
+            .collect()
+    };
+    // One span per call on each side; the server's joins the client's trace.
+    let (client, server) = (trace_ids("rpc.client"), trace_ids("rpc.server"));
+    assert_eq!(client.len(), 2, "{out}");
+    assert_eq!(client, server, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" INFO rpc.server{") && l.contains("in the handler")),
+        "{out}"
+    );
+    let method = r#"rpc_system="grpc",rpc_service="hello.Greeter",rpc_method="SayHello""#;
+    has_lines(
+        "tracing_prometheus",
+        &out,
+        &[
+            &format!(r#"rpc_server_finished_total{{{method},rpc_status="OK"}} 2"#),
+            &format!(r#"rpc_client_finished_total{{{method},rpc_status="OK"}} 2"#),
+            &format!(
+                r#"rpc_server_duration_seconds_bucket{{{method},rpc_status="OK",le="+Inf"}} 2"#
+            ),
+            "rpc_server_active_streams 0",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_balance() {
+    let etcd = etcd_support::Etcd::start().await;
+    let endpoint = etcd.endpoint();
+    let out = tokio::task::spawn_blocking(move || run("etcd_balance", &[&endpoint]))
+        .await
+        .expect("the example's runner");
+    has_lines("etcd_balance", &out, &["instances: 3"]);
+    let six = out
+        .lines()
+        .find_map(|l| l.strip_prefix("6 calls: "))
+        .expect("6 calls");
+    for server in ["server 0", "server 1", "server 2"] {
+        assert!(six.contains(server), "round robin skipped {server}: {out}");
+    }
+    let after = out
+        .lines()
+        .find_map(|l| l.strip_prefix("after a stop, 4 calls: "))
+        .expect("after a stop");
+    assert!(
+        !after.contains("server 0"),
+        "a stopped server was called: {out}"
+    );
+    drop(etcd);
+}
+
 /// A child process killed when the test ends, passed or not.
 struct Killed(std::process::Child);
 
