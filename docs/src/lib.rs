@@ -12,3 +12,15 @@ pub mod first_service {}
 
 #[doc = include_str!("../guide/02-streaming.md")]
 pub mod streaming {}
+
+#[doc = include_str!("../guide/03-middleware.md")]
+pub mod middleware {}
+
+#[doc = include_str!("../guide/04-transports.md")]
+pub mod transports {}
+
+#[doc = include_str!("../guide/05-discovery.md")]
+pub mod discovery {}
+
+#[doc = include_str!("../guide/06-production.md")]
+pub mod production {}
