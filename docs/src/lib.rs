@@ -24,3 +24,25 @@ pub mod discovery {}
 
 #[doc = include_str!("../guide/06-production.md")]
 pub mod production {}
+
+#[doc = include_str!("../guide/07-performance.md")]
+pub mod performance {}
+
+#[doc = include_str!("../guide/08-from-tonic.md")]
+pub mod from_tonic {}
+
+#[doc = include_str!("../guide/09-from-kitex.md")]
+pub mod from_kitex {}
+
+#[doc = include_str!("../guide/10-generic-calls.md")]
+pub mod generic_calls {}
+
+#[doc = include_str!("../guide/11-writing-a-transport.md")]
+pub mod writing_a_transport {}
+
+#[doc = include_str!("../guide/12-testing.md")]
+pub mod testing {}
+
+/// The repository's README, so that its example is compiled and run too.
+#[doc = include_str!("../../README.md")]
+pub mod readme {}
