@@ -32,7 +32,10 @@ fn the_readme_is_a_front_page() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
     let lines = readme.lines().count();
-    assert!(lines < 150, "README.md has {lines} lines: move the details into docs/guide");
+    assert!(
+        lines < 150,
+        "README.md has {lines} lines: move the details into docs/guide"
+    );
     for command in [
         "cargo run --release -p examples --bin echo\n",
         "cargo test --workspace\n",
