@@ -54,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (from, interval_ms) = (1000, 10);
     let slow = Countdown { from, interval_ms };
     let options = CallOptions::new().timeout(Duration::from_millis(200));
-    let mut call = client.count_with(slow.clone(), options).await?;
+    let mut call = client.count_with(slow, options).await?;
     let ended = loop {
         match call.recv().await {
             Ok(Some(_)) => {}
