@@ -44,6 +44,18 @@ pub enum Address {
     Shm(PathBuf),
 }
 
+/// What to write instead of a URL scheme users of HTTP-based stacks (tonic, grpc-go) type: an
+/// address names the socket, and the client's type picks the protocol.
+fn scheme_hint(scheme: &str) -> &'static str {
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" | "https" | "grpc" | "grpcs" | "h2" | "h2c" => {
+            "; for gRPC (or any protocol) over TCP write tcp://HOST:PORT: the client type \
+             (GrpcClient, TtHeaderClient) picks the protocol, and TLS is a client setting"
+        }
+        _ => "",
+    }
+}
+
 /// Why a string is not an [`Address`]. Each message quotes the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -52,7 +64,7 @@ pub enum AddressError {
     #[error("`{0}`: expected tcp://HOST:PORT, unix://PATH or shm://PATH")]
     MissingScheme(String),
     /// A scheme other than `tcp`, `unix` and `shm`.
-    #[error("`{input}`: unknown scheme `{scheme}` (expected tcp, unix or shm)")]
+    #[error("`{input}`: unknown scheme `{scheme}` (expected tcp, unix or shm){}", scheme_hint(.scheme))]
     UnknownScheme {
         /// The whole input.
         input: String,
@@ -292,6 +304,23 @@ mod tests {
             assert_eq!(got.to_string(), text, "display of {text}");
             assert_eq!(got.to_string().parse::<Address>(), Ok(got));
         }
+    }
+
+    #[test]
+    fn an_http_url_is_answered_with_the_tcp_address_to_write() {
+        for url in [
+            "http://127.0.0.1:50051",
+            "https://api.example:443",
+            "grpc://h:1",
+        ] {
+            let message = url.parse::<Address>().unwrap_err().to_string();
+            assert!(message.contains("write tcp://HOST:PORT"), "{message}");
+        }
+        let other = "udp://h:1".parse::<Address>().unwrap_err().to_string();
+        assert_eq!(
+            other,
+            "`udp://h:1`: unknown scheme `udp` (expected tcp, unix or shm)"
+        );
     }
 
     #[test]
