@@ -240,9 +240,10 @@ impl Inner {
                     Status::internal(format!("invalid method path {:?}", ctx.method().path))
                 })?;
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(match self.cfg.tls {
-            Some(_) => Scheme::HTTPS,
-            None => Scheme::HTTP,
+        parts.scheme = Some(if self.cfg.uses_tls() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
         });
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path);

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use rpc_core::net::{ConnectOptions, TcpKeepalive, TlsClientConfig};
+#[cfg(feature = "tls")]
+use rpc_core::net::TlsClientConfig;
+use rpc_core::net::{ConnectOptions, TcpKeepalive};
 
 use crate::compression::Compression;
 
@@ -159,7 +161,9 @@ pub struct GrpcClientConfig {
     /// `grpc.primary_user_agent` does.
     pub user_agent: Option<String>,
     /// TLS, if the server serves it (off by default). Set it with
-    /// [`GrpcClientConfig::tls`], which also asks for ALPN `h2`.
+    /// [`GrpcClientConfig::tls`], which also asks for ALPN `h2`. (Cargo feature `tls`, on by
+    /// default.)
+    #[cfg(feature = "tls")]
     pub tls: Option<TlsClientConfig>,
     /// TCP keepalive on each connection (on by default, [`TcpKeepalive::default`]); `None`
     /// turns it off.
@@ -182,6 +186,7 @@ impl Default for GrpcClientConfig {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             send_compression: Compression::Identity,
             user_agent: None,
+            #[cfg(feature = "tls")]
             tls: None,
             tcp_keepalive: Some(TcpKeepalive::default()),
         }
@@ -241,7 +246,8 @@ impl GrpcClientConfig {
     }
 
     /// Connects over TLS with `tls`, asking for ALPN `h2` (what gRPC servers expect; ours
-    /// serve gRPC and TTHeader on one TLS port either way).
+    /// serve gRPC and TTHeader on one TLS port either way). (Cargo feature `tls`, on by default.)
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: TlsClientConfig) -> Self {
         self.tls = Some(tls.alpn(&[b"h2"]));
         self
@@ -257,9 +263,19 @@ impl GrpcClientConfig {
     /// [`GrpcClientConfig::tcp_keepalive`] and [`GrpcClientConfig::tls`], for
     /// `rpc_core::net::Io::connect_with`.
     pub fn connect_options(&self) -> ConnectOptions {
-        ConnectOptions::new()
+        let options = ConnectOptions::new()
             .timeout(self.connect_timeout)
-            .keepalive(self.tcp_keepalive)
-            .tls(self.tls.clone())
+            .keepalive(self.tcp_keepalive);
+        #[cfg(feature = "tls")]
+        let options = options.tls(self.tls.clone());
+        options
+    }
+
+    /// Whether connections are made over TLS (the request URIs' scheme: `https` or `http`).
+    pub(crate) fn uses_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }

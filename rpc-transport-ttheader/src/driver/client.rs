@@ -16,7 +16,9 @@ use super::config::{
     DEFAULT_UNARY_IDLE_TIMEOUT,
 };
 use crate::session::{Limits, Stats};
-use rpc_core::net::{Address, AddressError, ConnectOptions, TcpKeepalive, TlsClientConfig};
+#[cfg(feature = "tls")]
+use rpc_core::net::TlsClientConfig;
+use rpc_core::net::{Address, AddressError, ConnectOptions, TcpKeepalive};
 
 use super::io::Io;
 use super::stream_conn::Conn;
@@ -71,7 +73,8 @@ impl ClientBuilder {
 
     /// Connects with TLS (`rpc_core::net::tls`): the server certificate is verified against
     /// the configured CAs and the address's host (or the configured server name). TTHeader
-    /// asks for no ALPN protocol.
+    /// asks for no ALPN protocol. (Cargo feature `tls`, on by default.)
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: TlsClientConfig) -> Self {
         self.connect.tls = Some(tls);
         self
