@@ -35,6 +35,22 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// thousands of hostile non-reading clients long before the machine runs out of memory.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 * 1024 * 1024;
 
+/// What one connection may cost beyond [`ServerLimits::max_buffered_bytes`]: the fixed
+/// per-connection part of the server's memory bound (see [`ServerLimits`]). It covers the
+/// connection's own state (its tasks, socket, tables and smallest buffers, about 20–30 KiB
+/// measured) plus what a connection may keep holding while the budget is spent (its reserve,
+/// 64 KiB by default: enough to keep serving small calls to a well-behaved peer while hostile
+/// ones wait).
+pub const PER_CONNECTION_BYTES: usize = 96 * 1024;
+
+/// What an open stream or in-flight unary call is charged to the byte budget for its state for
+/// as long as it lives: the transport's and the core's per-call state and the task of a small
+/// handler (measured about 2–3 KiB with the echo service). Charging it makes streams count
+/// towards the budget like the bytes they buffer, so many connections each opening their
+/// maximum of streams cannot hold memory past the bound; a handler's own allocations are the
+/// application's and are not counted.
+pub const STREAM_STATE_BYTES: usize = 4 * 1024;
+
 /// How long a connection may stay open with no stream and no call in flight. Five minutes
 /// matches common load-balancer idle timeouts (so we close before a middlebox silently drops
 /// the flow) and frees the slots of clients that connected and walked away.
@@ -147,12 +163,14 @@ impl ServerLimits {
 }
 
 /// A byte budget shared by many connections: a counter with a limit. Connections charge what
-/// they buffer and release it when it leaves; a reader that finds the budget exhausted stops
+/// they hold and release it when it leaves; a reader that finds the budget exhausted stops
 /// reading until [`ByteBudget::is_exhausted`] turns false (it may poll with
 /// [`ByteBudget::notified`]).
 ///
-/// Charging never fails: bytes that already arrived are accounted even past the limit (they
-/// are in memory either way); the limit decides whether more are read.
+/// [`ByteBudget::charge`] never fails: bytes that already arrived are accounted even past the
+/// limit (they are in memory either way); the limit decides whether more are read. Memory a
+/// connection is about to allocate (a read buffer growing for a large frame) is taken with
+/// [`ByteBudget::try_charge`] instead, which never goes past the limit.
 #[derive(Debug)]
 pub struct ByteBudget {
     used: AtomicUsize,
@@ -161,6 +179,12 @@ pub struct ByteBudget {
 }
 
 impl ByteBudget {
+    /// Room a waiter for [`ByteBudget::try_charge`] is woken for: [`ByteBudget::notified`]
+    /// also resolves when a release leaves at least this much available. A connection asks for
+    /// at most this much at once while the budget is nearly spent, so the wake-up always
+    /// comes with enough room for it.
+    pub const ROOM: usize = 64 * 1024;
+
     /// A budget of `limit` bytes.
     pub fn new(limit: usize) -> Arc<ByteBudget> {
         Arc::new(ByteBudget {
@@ -180,6 +204,11 @@ impl ByteBudget {
         self.used.load(Ordering::Acquire)
     }
 
+    /// Bytes that may still be charged before the limit.
+    pub fn available(&self) -> usize {
+        self.limit.saturating_sub(self.used())
+    }
+
     /// Whether readers should stop reading.
     pub fn is_exhausted(&self) -> bool {
         self.used() >= self.limit
@@ -190,18 +219,31 @@ impl ByteBudget {
         self.used.fetch_add(n, Ordering::AcqRel);
     }
 
-    /// Releases `n` bytes charged earlier; wakes readers waiting for room when the budget
-    /// drops below its limit.
+    /// Charges `n` bytes if that stays within the limit; says whether it did.
+    pub fn try_charge(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&after| after <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Releases `n` bytes charged earlier; wakes waiters when the budget drops below its
+    /// limit, and when it leaves [`ByteBudget::ROOM`] bytes available.
     pub fn release(&self, n: usize) {
         let before = self.used.fetch_sub(n, Ordering::AcqRel);
         debug_assert!(before >= n, "released more than charged");
-        if before >= self.limit && before - n < self.limit {
+        let after = before - n;
+        let crossed = |limit: usize| before >= limit && after < limit;
+        if crossed(self.limit) || crossed(self.limit.saturating_sub(Self::ROOM)) {
             self.released.notify_waiters();
         }
     }
 
-    /// Resolves after the next release that brings the budget below its limit. Create the
-    /// future, then check [`ByteBudget::is_exhausted`], then await (no lost wakeups).
+    /// Resolves after the next release that brings the budget below its limit or leaves
+    /// [`ByteBudget::ROOM`] bytes available. Create the future, then check
+    /// [`ByteBudget::is_exhausted`] (or [`ByteBudget::available`]), then await (no lost
+    /// wakeups).
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.released.notified()
     }
@@ -223,6 +265,47 @@ mod tests {
         assert!(!b.is_exhausted());
         b.release(90);
         assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn try_charge_never_passes_the_limit() {
+        let b = ByteBudget::new(100);
+        assert!(b.try_charge(60));
+        assert_eq!(b.available(), 40);
+        assert!(!b.try_charge(41), "past the limit");
+        assert_eq!(b.used(), 60, "a refused charge charges nothing");
+        assert!(b.try_charge(40));
+        assert!(b.is_exhausted());
+        assert!(!b.try_charge(1));
+        b.charge(10);
+        assert_eq!(b.available(), 0);
+        b.release(110);
+        assert!(!b.try_charge(usize::MAX), "no overflow");
+    }
+
+    #[tokio::test]
+    async fn release_that_leaves_room_wakes_a_waiter() {
+        // Used stays below the limit throughout: only the room crossing wakes.
+        let b = ByteBudget::new(4 * ByteBudget::ROOM);
+        b.charge(4 * ByteBudget::ROOM - 10);
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                loop {
+                    let n = b.notified();
+                    if b.available() >= ByteBudget::ROOM {
+                        return;
+                    }
+                    n.await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        b.release(ByteBudget::ROOM);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken within the timeout")
+            .expect("no panic");
     }
 
     #[tokio::test]
