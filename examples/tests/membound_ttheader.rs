@@ -500,3 +500,68 @@ fn tiny_frame_flood_on_many_connections() {
             .collect()
     });
 }
+
+/// Measures (prints) the server's RSS per idle connection and per open stream: the figures
+/// behind `PER_CONNECTION_BYTES` and `STREAM_STATE_BYTES`. Not an assertion; run with
+/// `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_fixed_costs() {
+    use std::io::Read;
+    const CONNS: usize = 1000;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start();
+    let settle = |server: &Server| {
+        // Sampling, not synchronisation: the server takes the connections' bytes.
+        std::thread::sleep(Duration::from_millis(1500));
+        server.rss()
+    };
+    // A pingpong each over TTHeader unary, answered, the connection left open.
+    let call = unary_call(1, false, 10).freeze();
+    let mut ttheader = Vec::new();
+    let base = settle(&server);
+    for _ in 0..CONNS {
+        let mut s = TcpStream::connect(server.addr).expect("connect");
+        s.write_all(&call).expect("call");
+        ttheader.push(s);
+    }
+    for s in &mut ttheader {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 256];
+        assert!(s.read(&mut b).expect("a reply") > 0);
+    }
+    let unary = settle(&server);
+    // A ttstream connection each with one stream whose handler sleeps.
+    let sleepy = Request {
+        sleep_ms: Some(60_000),
+        ..req("sleep", None)
+    };
+    let mut wire = BytesMut::new();
+    header(1, "Echo", &mut wire);
+    data(1, "Echo", &sleepy, &mut wire);
+    let mut streaming = Vec::new();
+    for _ in 0..CONNS {
+        let mut s = TcpStream::connect(server.addr).expect("connect");
+        s.write_all(&wire).expect("stream");
+        streaming.push(s);
+    }
+    let one_stream = settle(&server);
+    // 15 more streams on each of the first 100 streaming connections.
+    let mut more = BytesMut::new();
+    for id in 2..=16 {
+        header(id, "Echo", &mut more);
+        data(id, "Echo", &sleepy, &mut more);
+    }
+    for s in streaming.iter_mut().take(100) {
+        s.write_all(&more).expect("streams");
+    }
+    let streams = settle(&server);
+    let kib = |a: u64, b: u64, n: usize| (b.saturating_sub(a)) as f64 / 1024.0 / n as f64;
+    println!(
+        "[membound-tt] per unary connection (one call done) {:.1} KiB; per ttstream connection \
+         with one sleeping stream {:.1} KiB; per further stream {:.2} KiB",
+        kib(base, unary, CONNS),
+        kib(unary, one_stream, CONNS),
+        kib(one_stream, streams, 1500),
+    );
+}
