@@ -515,8 +515,8 @@ impl Drop for UnaryClient {
 /// batch being written; a
 /// client that never reads its socket cannot make replies pile up), and while the server-wide
 /// byte budget is used up and this connection holds more than [`Limits::conn_reserve`]
-/// (unparsed bytes, requests not yet taken by their handler and queued replies are charged to
-/// it). A frame must complete within `frame_timeout` of its first bytes, and a connection with
+/// (its read buffer's capacity, requests not yet taken by their handler with their overhead,
+/// each call's state and the write buffers are charged to it). A frame must complete within `frame_timeout` of its first bytes, and a connection with
 /// no call in flight and no bytes for `idle_timeout` is closed.
 pub(crate) struct UnaryServerConn {
     limits: Limits,

@@ -16,11 +16,13 @@ pub const DEFAULT_STREAM_RECV_BUFFER: usize = 1024 * 1024;
 pub const DEFAULT_CONN_RECV_BUFFER: usize = 8 * 1024 * 1024;
 /// Bytes queued for writing on one connection before senders wait.
 pub const DEFAULT_WRITE_BUFFER: usize = 1024 * 1024;
-/// Bytes one server connection may keep holding (received and unread, queued and unwritten)
-/// while the server-wide byte budget is used up. Connections holding less keep being read and
-/// served, so a well-behaved client is not starved by peers that filled the budget by not
-/// reading; the hogs, holding more, wait. 64 KiB fits a burst of small calls and keeps the
-/// worst case at budget + 64 KiB × connections (640 MiB at the default 10,000 connections,
+/// Bytes one server connection may keep holding (its read buffer, messages received and
+/// unread, stream state, write buffers) while the server-wide byte budget is used up.
+/// Connections holding less keep being read and served, and may open streams, so a
+/// well-behaved client is not starved by peers that filled the budget by not reading; the
+/// hogs, holding more, wait (and have new streams refused). 64 KiB fits a burst of small calls;
+/// with the connection's own state it makes the per-connection term of the server's memory
+/// bound, `rpc_core::limits::PER_CONNECTION_BYTES` (96 KiB: budget + 96 KiB × connections,
 /// against the 2.8 MiB per connection a non-reading peer could pin without it).
 pub const DEFAULT_CONN_RESERVE: usize = 64 * 1024;
 

@@ -89,10 +89,18 @@
 //! - its reader also stops while the sink's backlog, control frames included, is at twice
 //!   [`Limits::write_buffer`] (a full queue behind a full batch in flight; a peer that never reads cannot make it queue replies or
 //!   refusals without bound), and while the server-wide byte budget is used up and this
-//!   connection holds more than [`Limits::conn_reserve`] (received-unread plus
-//!   queued-unwritten bytes are charged to the budget);
+//!   connection holds more than [`Limits::conn_reserve`];
+//! - the budget is charged with what the connection holds: messages queued for handles (each
+//!   with a per-message overhead, so a flood of tiny messages counts for what it costs;
+//!   a small message is copied out of the read buffer when queued, so it never pins a read
+//!   chunk), the state of each open stream (`rpc_core::limits::STREAM_STATE_BYTES`), the
+//!   sink's buffers ([`FrameSink::held`]) and, in the socket driver, the read buffer's
+//!   capacity — together the bound `budget + PER_CONNECTION_BYTES × connections`
+//!   (`rpc_core::limits`);
 //! - at most `max_concurrent_streams` streams are open at once: a Header beyond that is
-//!   refused with a Header + Trailer carrying an exception of type [`REFUSED_STREAM_CODE`];
+//!   refused with a Header + Trailer carrying an exception of type [`REFUSED_STREAM_CODE`],
+//!   and so is one arriving while the budget is spent and the connection holds more than its
+//!   reserve (retryable, `UNAVAILABLE`);
 //! - (socket transport) a frame must complete within `frame_timeout` of its first bytes, and a
 //!   connection with no open stream ([`Session::is_idle`]) and no bytes for `idle_timeout` is
 //!   closed.
