@@ -409,3 +409,103 @@ pub(crate) async fn read_some(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpc_core::limits::ByteBudget;
+
+    /// Fills the buffer's room, as a read would (`n` bytes at most).
+    fn arrive(rb: &mut ReadBuffer, n: usize) {
+        let room = (rb.buf.capacity() - rb.buf.len()).min(n);
+        rb.buf.extend_from_slice(&vec![7u8; room]);
+    }
+
+    #[test]
+    fn a_large_frame_grows_in_bounded_steps_to_exactly_its_size() {
+        const TOTAL: usize = 16 * 1024 * 1024;
+        let budget = ByteBudget::new(64 * 1024 * 1024);
+        let mut rb = ReadBuffer::new(BytesMut::new(), Some(budget.clone()));
+        let mut steps = 0;
+        while rb.buf.len() < TOTAL {
+            assert_eq!(rb.grow(Some(TOTAL), |_| false), Room::Ready);
+            let (len, cap) = (rb.buf.len(), rb.buf.capacity());
+            assert!(cap > len, "room to read into");
+            assert!(
+                cap <= TOTAL && cap <= 2 * len.max(MAX_CHUNK) + MAX_CHUNK,
+                "capacity {cap} for {len} buffered: at most twice what arrived"
+            );
+            assert_eq!(budget.used(), rb.charged(), "the capacity is charged");
+            assert_eq!(rb.charged(), cap);
+            arrive(&mut rb, usize::MAX);
+            steps += 1;
+        }
+        assert_eq!(rb.buf.capacity(), TOTAL, "exactly the frame once complete");
+        assert!(steps < 16, "{steps} steps: geometric, not one per chunk");
+        drop(rb);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn growth_past_the_reserve_waits_for_room_in_the_budget() {
+        const TOTAL: usize = 1024 * 1024;
+        let budget = ByteBudget::new(256 * 1024);
+        let mut rb = ReadBuffer::new(BytesMut::new(), Some(budget.clone()));
+        // Within the budget: grows, charged with `try_charge`.
+        while rb.grow(Some(TOTAL), |_| false) == Room::Ready && rb.buf.len() < TOTAL {
+            arrive(&mut rb, usize::MAX);
+            assert!(budget.used() <= budget.limit(), "never past the limit");
+        }
+        assert!(rb.buf.len() < TOTAL);
+        assert!(rb.must_wait(Some(TOTAL), |_| false));
+        let charged = rb.charged();
+        assert_eq!(budget.used(), charged);
+        // The reserve allows a little more even with the budget spent.
+        budget.charge(budget.available());
+        assert_eq!(rb.grow(Some(TOTAL), |_| false), Room::Wait);
+        assert_eq!(rb.charged(), charged, "a refused growth charges nothing");
+        // The connection's reserve lets it grow even with the budget spent (charged past the
+        // limit: the reserve is the per-connection term of the bound).
+        assert!(!rb.must_wait(Some(TOTAL), |_| true));
+        assert_eq!(rb.grow(Some(TOTAL), |_| true), Room::Ready);
+        assert!(rb.charged() > charged);
+        assert_eq!(budget.used(), budget.limit() - charged + rb.charged());
+    }
+
+    #[test]
+    fn an_emptied_large_buffer_is_let_go_and_reads_start_small() {
+        let budget = ByteBudget::new(1 << 30);
+        let mut rb = ReadBuffer::new(BytesMut::new(), Some(budget.clone()));
+        assert_eq!(rb.grow(Some(1 << 20), |_| false), Room::Ready);
+        arrive(&mut rb, usize::MAX);
+        let frame = rb.buf.split_to(rb.buf.len());
+        rb.after_parse();
+        assert_eq!(rb.charged(), 0, "the emptied buffer is released");
+        assert_eq!(budget.used(), 0);
+        drop(frame);
+        // No frame in progress: a small chunk.
+        assert_eq!(rb.grow(None, |_| true), Room::Ready);
+        assert_eq!(rb.buf.capacity(), MIN_CHUNK);
+        // Reads that fill it double the chunk (up to MAX_CHUNK); small ones halve it.
+        for _ in 0..10 {
+            let spare = rb.buf.capacity() - rb.buf.len();
+            rb.after_read(spare, spare);
+        }
+        assert_eq!(rb.chunk, MAX_CHUNK);
+        for _ in 0..10 {
+            rb.after_read(10, MAX_CHUNK);
+        }
+        assert_eq!(rb.chunk, MIN_CHUNK);
+    }
+
+    #[test]
+    fn a_decoder_that_reallocates_is_noticed() {
+        let budget = ByteBudget::new(1 << 30);
+        let mut rb = ReadBuffer::new(BytesMut::with_capacity(16), Some(budget.clone()));
+        assert_eq!(budget.used(), rb.buf.capacity());
+        rb.buf.reserve(100_000);
+        rb.sync();
+        assert_eq!(rb.charged(), rb.buf.capacity());
+        assert_eq!(budget.used(), rb.buf.capacity());
+    }
+}

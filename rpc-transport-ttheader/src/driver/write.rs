@@ -364,6 +364,26 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_charges_its_buffers_capacity_and_releases_it_when_dropped() {
+        let budget = ByteBudget::new(1 << 30);
+        let limits = Limits::default();
+        let q = WriteQueue::for_conn(&limits, Some(&budget));
+        assert_eq!(
+            (q.held(), budget.used()),
+            (0, 0),
+            "nothing allocated up front"
+        );
+        for _ in 0..100 {
+            q.append_data(&head(1), &mut Raw(1000), 1 << 20).unwrap();
+        }
+        let held = q.held();
+        assert!(held >= q.backlog(), "capacity, not only the bytes queued");
+        assert_eq!(budget.used(), held);
+        drop(q);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
     fn a_batch_appends_in_order_like_single_appends_and_each_frame_fails_alone() {
         let header = StreamFrame::server_header(1, "M", P, []);
         let trailer = StreamFrame::trailer(1, "M", P, [], None, None).unwrap();

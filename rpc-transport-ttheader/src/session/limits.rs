@@ -362,3 +362,33 @@ impl RecvBytes {
         resume
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_messages_of_small_frames_are_copied_and_large_ones_are_not() {
+        let chunk = Bytes::from(vec![1u8; MAX_CHUNK]);
+        let small = chunk.slice(100..1100);
+        let kept = keep(small.clone(), 1200);
+        assert_eq!(kept, small);
+        let inside = |b: &Bytes| chunk.as_ptr_range().contains(&b.as_ptr());
+        assert!(!inside(&kept), "a small message does not pin the chunk");
+
+        let frame = Bytes::from(vec![2u8; 1 << 20]);
+        let payload = frame.slice(40..);
+        let kept = keep(payload.clone(), frame.len());
+        assert_eq!(
+            kept.as_ptr(),
+            payload.as_ptr(),
+            "a large frame's payload is not copied"
+        );
+        // A large frame that is mostly header: copied, so it holds only the payload.
+        let padded = frame.slice((1 << 20) - 1000..);
+        assert_ne!(keep(padded.clone(), frame.len()).as_ptr(), padded.as_ptr());
+        // What a kept message is charged covers what it may hold.
+        assert_eq!(held_for(0), MESSAGE_OVERHEAD);
+        assert!(held_for(payload.len()) >= frame.len());
+    }
+}
