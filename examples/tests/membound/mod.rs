@@ -26,6 +26,9 @@ pub(crate) const MIB: u64 = 1024 * 1024;
 /// How long an attack may keep pushing at most (it usually stalls on the server's
 /// backpressure much sooner).
 const ATTACK: Duration = Duration::from_secs(4);
+/// How long an attack is held at most once its bytes are sent (while the server's memory
+/// still grows).
+const HOLD: Duration = Duration::from_secs(8);
 /// Each of the good client's calls must end OK within this deadline.
 const GOOD_CALL_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -89,6 +92,10 @@ impl RssSampler {
             })
         };
         RssSampler { stop, max, thread }
+    }
+
+    fn peak(&self) -> u64 {
+        self.max.load(Ordering::Acquire)
     }
 
     fn finish(self) -> u64 {
@@ -342,11 +349,16 @@ pub(crate) fn run(name: &str, budget: u64, make: impl FnOnce(SocketAddr) -> Vec<
     let mut attackers = make(server.addr);
     let conns = attackers.len() as u64;
     let sent = attack(&mut attackers);
-    // Hold the attack (connections open, nothing read) a moment longer while sampling: what
-    // the server holds now is what the attackers made it hold.
+    // Hold the attack (connections open, nothing read) while the server works through what
+    // it took (handlers still producing replies): until its RSS has not risen for a second,
+    // at most `HOLD`. Sampling, not synchronisation: the bound must hold at every sample.
     let hold = Instant::now();
-    while hold.elapsed() < Duration::from_millis(500) {
-        std::thread::sleep(Duration::from_millis(20));
+    let (mut peak, mut risen) = (rss.peak(), Instant::now());
+    while hold.elapsed() < HOLD && risen.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(50));
+        if rss.peak() > peak {
+            (peak, risen) = (rss.peak(), Instant::now());
+        }
     }
     let max = rss.finish();
     let (calls, p50, p99) = good.finish();
