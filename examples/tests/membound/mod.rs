@@ -169,6 +169,9 @@ async fn one_round(client: &TestServiceClient, lat: &mut Vec<Duration>) -> Resul
         return Err("ping_pong: wrong reply".into());
     }
     lat.push(start.elapsed());
+    if start.elapsed() > Duration::from_millis(50) {
+        eprintln!("[membound-tt] slow pingpong {:?}", start.elapsed());
+    }
     let start = Instant::now();
     let mut call = client
         .echo_server_with(req("good", Some(3)), opts())
@@ -186,6 +189,9 @@ async fn one_round(client: &TestServiceClient, lat: &mut Vec<Duration>) -> Resul
         return Err(format!("echo_server: {n} messages"));
     }
     lat.push(start.elapsed());
+    if start.elapsed() > Duration::from_millis(50) {
+        eprintln!("[membound-tt] slow stream {:?}", start.elapsed());
+    }
     Ok(())
 }
 
