@@ -14,8 +14,8 @@
 //! [`ByteBudget`](rpc_core::limits::ByteBudget): the capacity of its buffers (what the process
 //! holds, growth slack included), not only the bytes queued. The writer takes the queued bytes
 //! as a whole buffer (the queue goes on in a spare one) and, once they are written, keeps that
-//! buffer as the next spare only if it is small ([`SPARE_MAX`]): an idle connection holds at
-//! most two small buffers, and a burst's large ones are freed as soon as they are written.
+//! buffer as the next spare while more is queued; when the queue runs dry it lets buffers over
+//! [`SPARE_MAX`] go: an idle connection holds at most two small buffers.
 //! While the budget is used up, a queue holding more than its reserve
 //! ([`Limits::conn_reserve`]) makes senders wait too, so connections to peers that do not read
 //! cannot together hold more than the budget plus one reserve each.
@@ -34,8 +34,10 @@ use super::io::WriteHalf;
 use crate::proto::StreamFrame;
 use crate::session::{append_data_frame, BufWriter, FrameSink, FrameWriter, Limits, SinkError};
 
-/// The largest buffer the writer keeps for reuse once written: queues of small frames reuse
-/// theirs (no allocation per batch); a larger one (a burst, a big message) is freed.
+/// The largest buffer the writer keeps for reuse once written while the connection is idle
+/// (nothing queued): queues of small frames reuse theirs (no allocation per batch), and an idle
+/// connection holds at most two such buffers. While more is queued (a stream in full flow) it
+/// keeps the written buffer whatever its size, up to the queue's limit, for the next batch.
 pub(crate) const SPARE_MAX: usize = 8 * 1024;
 
 pub(crate) struct WriteQueue {
@@ -224,6 +226,14 @@ impl WriteQueue {
                     if st.closed {
                         break None;
                     }
+                    // Idle: let large buffers go (a burst's), keep small ones.
+                    if st.spare.capacity() > SPARE_MAX {
+                        st.spare = BytesMut::new();
+                    }
+                    if st.buf.capacity() > SPARE_MAX {
+                        st.buf = BytesMut::new();
+                    }
+                    self.recharge(&mut st);
                 }
                 notified.await;
                 // Woken by the first frame of a burst: let the tasks that are ready right now
@@ -238,7 +248,12 @@ impl WriteQueue {
                         let mut st = self.lock();
                         st.writing = 0;
                         st.writing_cap = 0;
-                        if batch.capacity() <= SPARE_MAX && st.spare.capacity() == 0 {
+                        let keep = if st.buf.is_empty() {
+                            SPARE_MAX
+                        } else {
+                            self.limit.max(SPARE_MAX)
+                        };
+                        if batch.capacity() <= keep && st.spare.capacity() == 0 {
                             batch.clear();
                             st.spare = std::mem::take(&mut batch);
                         }
