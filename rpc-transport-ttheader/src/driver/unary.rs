@@ -671,7 +671,12 @@ impl UnaryServerConn {
             name: head.name,
             body_at: used,
         };
-        let frame_len = message.len();
+        // A framed message had a buffer of exactly its frame when large; a buffered one grew
+        // by doubling (its length is not on the wire), so its body is always copied out.
+        let frame_len = match self.plain.as_ref().map(|d| lock(d).framing()) {
+            Some(PlainFraming::Framed) => message.len() + 4,
+            _ => 0,
+        };
         self.on_message(0, head.seq_id, &PLAIN_HEADERS, &message, msg, frame_len)
     }
 
