@@ -124,7 +124,8 @@ async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, prefix: Byte
         }
         let frame_len = conn.frame_len(&rb.buf);
         if rb.grow(frame_len, within) == Room::Wait {
-            // The room went to another connection meanwhile: wait again.
+            // The room went to another connection meanwhile: let it run, then wait again.
+            tokio::task::yield_now().await;
             continue;
         }
         let spare = rb.buf.capacity() - rb.buf.len();
