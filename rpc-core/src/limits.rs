@@ -8,6 +8,48 @@
 //!
 //! The server-wide byte budget is shared by all connections of all listeners of one
 //! [`Server`](crate::Server): see [`ByteBudget`].
+//!
+//! # The memory bound
+//!
+//! What peers can make a server hold is bounded by one formula a deployment can plan with:
+//!
+//! ```text
+//! RSS over baseline ≤ max_buffered_bytes + PER_CONNECTION_BYTES × connections
+//! ```
+//!
+//! ([`ServerLimits::max_buffered_bytes`], [`PER_CONNECTION_BYTES`] = 96 KiB; with the defaults,
+//! 256 MiB + 96 KiB per connection, at most 1.2 GiB at the 10,000-connection cap). The budget
+//! is charged with what the process *holds*, not only the bytes that arrived: the capacity of
+//! read buffers (partial frames included; a large frame's buffer grows in bounded steps as
+//! its bytes arrive), messages received and not yet taken by handlers (with a per-message
+//! overhead, so floods of tiny messages count), encoded replies not yet written (the capacity
+//! of the write buffers), and the state of every open stream or in-flight call
+//! ([`STREAM_STATE_BYTES`] each). Each transport's crate docs say how it charges its own
+//! buffers (HTTP/2 windows, shared-memory arenas).
+//!
+//! At the budget the server never crashes and never drops a message: a connection holding
+//! more than its small reserve stops reading (TCP pushes back on its peer) or, for a new
+//! stream, refuses it with a retryable status (`UNAVAILABLE`, as over the stream cap), until
+//! handlers or the network free memory. A connection within its reserve keeps being served,
+//! so a well-behaved client is not starved by peers that filled the budget. The per-connection
+//! term is that reserve plus the connection's own state (its tasks, socket, tables, smallest
+//! buffers), measured and stated per transport.
+//!
+//! ```
+//! use rpc_core::limits::{ServerLimits, PER_CONNECTION_BYTES};
+//!
+//! // 64 MiB of buffers and at most 2,000 connections (one listener): the most the server's RSS
+//! // can grow over its baseline because of what peers send or do not read.
+//! let limits = ServerLimits::default().max_buffered_bytes(64 << 20).max_connections(2_000);
+//! let bound = limits.max_buffered_bytes + PER_CONNECTION_BYTES * limits.max_connections;
+//! assert_eq!(bound, 64 * 1024 * 1024 + 2_000 * 96 * 1024); // 251.5 MiB
+//! let server = rpc_core::Server::builder().limits(limits);
+//! # drop(server);
+//! ```
+//!
+//! Not counted: what handlers allocate themselves (decoded messages they hold, their own
+//! state), the kernel's socket buffers (bounded by [`ServerLimits::socket_send_buffer`] and
+//! the kernel's receive settings), and the code and runtime that make up the baseline.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,12 +70,32 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: usize = 1024;
 /// common `ulimit -n` settings for servers, so the process never dies of EMFILE first.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
-/// Bytes all connections of a server together may hold buffered — received and not yet read
-/// by handlers, plus queued for writing and not yet written. When it is used up, readers stop
-/// reading (TCP pushes back on the peers) until handlers or the network catch up. 256 MiB lets
-/// a busy server keep hundreds of connections streaming large messages, and still stops
+/// Bytes all connections of a server together may hold — read buffers (by capacity, partial
+/// frames included), messages received and not yet read by handlers, replies queued for
+/// writing and not yet written, and the state of open streams and calls: the `budget` term of
+/// the memory bound (module docs), `RSS over baseline ≤ budget + PER_CONNECTION_BYTES ×
+/// connections`. When it is used up, connections over their reserve stop reading (TCP pushes
+/// back on the peers) and refuse new streams until handlers or the network catch up. 256 MiB
+/// lets a busy server keep hundreds of connections streaming large messages, and still stops
 /// thousands of hostile non-reading clients long before the machine runs out of memory.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 * 1024 * 1024;
+
+/// What one connection may cost beyond [`ServerLimits::max_buffered_bytes`]: the
+/// per-connection term of the memory bound (module docs). It covers the connection's own
+/// state — its tasks, socket, tables and smallest buffers: 13 KiB for an idle TTHeader
+/// connection, 12 KiB for a ttstream one, measured — plus what it may keep holding past a
+/// spent budget, its reserve (64 KiB by default, `rpc_transport_ttheader::Limits::conn_reserve`:
+/// enough to keep serving small calls to a well-behaved peer while hostile ones wait), with
+/// room left for the allocator's rounding.
+pub const PER_CONNECTION_BYTES: usize = 96 * 1024;
+
+/// What an open stream or in-flight unary call is charged to the byte budget for its state for
+/// as long as it lives: the transport's and the core's per-call state and the task of a small
+/// handler (3.3 KiB measured per sleeping ttstream stream of the echo service). Charging it
+/// makes streams count towards the budget like the bytes they buffer, so many connections
+/// each opening their maximum of streams cannot hold memory past the bound; a handler's own
+/// allocations are the application's and are not counted.
+pub const STREAM_STATE_BYTES: usize = 4 * 1024;
 
 /// How long a connection may stay open with no stream and no call in flight. Five minutes
 /// matches common load-balancer idle timeouts (so we close before a middlebox silently drops
@@ -59,6 +121,10 @@ pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
 pub const DEFAULT_SOCKET_SEND_BUFFER: usize = 512 * 1024;
 
 /// The limits of one server. Build with [`ServerLimits::default`] and the setters.
+///
+/// Together they bound the server's memory: `RSS over baseline ≤ max_buffered_bytes +
+/// PER_CONNECTION_BYTES × connections` (see [the module docs](self#the-memory-bound)), and
+/// connections are at most `max_connections` per listener.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerLimits {
@@ -147,12 +213,14 @@ impl ServerLimits {
 }
 
 /// A byte budget shared by many connections: a counter with a limit. Connections charge what
-/// they buffer and release it when it leaves; a reader that finds the budget exhausted stops
+/// they hold and release it when it leaves; a reader that finds the budget exhausted stops
 /// reading until [`ByteBudget::is_exhausted`] turns false (it may poll with
 /// [`ByteBudget::notified`]).
 ///
-/// Charging never fails: bytes that already arrived are accounted even past the limit (they
-/// are in memory either way); the limit decides whether more are read.
+/// [`ByteBudget::charge`] never fails: bytes that already arrived are accounted even past the
+/// limit (they are in memory either way); the limit decides whether more are read. Memory a
+/// connection is about to allocate (a read buffer growing for a large frame) is taken with
+/// [`ByteBudget::try_charge`] instead, which never goes past the limit.
 #[derive(Debug)]
 pub struct ByteBudget {
     used: AtomicUsize,
@@ -161,6 +229,12 @@ pub struct ByteBudget {
 }
 
 impl ByteBudget {
+    /// Room a waiter for [`ByteBudget::try_charge`] is woken for: [`ByteBudget::notified`]
+    /// also resolves when a release leaves at least this much available. A connection asks for
+    /// at most this much at once while the budget is nearly spent, so the wake-up always
+    /// comes with enough room for it.
+    pub const ROOM: usize = 64 * 1024;
+
     /// A budget of `limit` bytes.
     pub fn new(limit: usize) -> Arc<ByteBudget> {
         Arc::new(ByteBudget {
@@ -180,6 +254,11 @@ impl ByteBudget {
         self.used.load(Ordering::Acquire)
     }
 
+    /// Bytes that may still be charged before the limit.
+    pub fn available(&self) -> usize {
+        self.limit.saturating_sub(self.used())
+    }
+
     /// Whether readers should stop reading.
     pub fn is_exhausted(&self) -> bool {
         self.used() >= self.limit
@@ -190,18 +269,31 @@ impl ByteBudget {
         self.used.fetch_add(n, Ordering::AcqRel);
     }
 
-    /// Releases `n` bytes charged earlier; wakes readers waiting for room when the budget
-    /// drops below its limit.
+    /// Charges `n` bytes if that stays within the limit; says whether it did.
+    pub fn try_charge(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&after| after <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Releases `n` bytes charged earlier; wakes waiters when the budget drops below its
+    /// limit, and when it leaves [`ByteBudget::ROOM`] bytes available.
     pub fn release(&self, n: usize) {
         let before = self.used.fetch_sub(n, Ordering::AcqRel);
         debug_assert!(before >= n, "released more than charged");
-        if before >= self.limit && before - n < self.limit {
+        let after = before - n;
+        let crossed = |limit: usize| before >= limit && after < limit;
+        if crossed(self.limit) || crossed(self.limit.saturating_sub(Self::ROOM)) {
             self.released.notify_waiters();
         }
     }
 
-    /// Resolves after the next release that brings the budget below its limit. Create the
-    /// future, then check [`ByteBudget::is_exhausted`], then await (no lost wakeups).
+    /// Resolves after the next release that brings the budget below its limit or leaves
+    /// [`ByteBudget::ROOM`] bytes available. Create the future, then check
+    /// [`ByteBudget::is_exhausted`] (or [`ByteBudget::available`]), then await (no lost
+    /// wakeups).
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.released.notified()
     }
@@ -223,6 +315,47 @@ mod tests {
         assert!(!b.is_exhausted());
         b.release(90);
         assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn try_charge_never_passes_the_limit() {
+        let b = ByteBudget::new(100);
+        assert!(b.try_charge(60));
+        assert_eq!(b.available(), 40);
+        assert!(!b.try_charge(41), "past the limit");
+        assert_eq!(b.used(), 60, "a refused charge charges nothing");
+        assert!(b.try_charge(40));
+        assert!(b.is_exhausted());
+        assert!(!b.try_charge(1));
+        b.charge(10);
+        assert_eq!(b.available(), 0);
+        b.release(110);
+        assert!(!b.try_charge(usize::MAX), "no overflow");
+    }
+
+    #[tokio::test]
+    async fn release_that_leaves_room_wakes_a_waiter() {
+        // Used stays below the limit throughout: only the room crossing wakes.
+        let b = ByteBudget::new(4 * ByteBudget::ROOM);
+        b.charge(4 * ByteBudget::ROOM - 10);
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                loop {
+                    let n = b.notified();
+                    if b.available() >= ByteBudget::ROOM {
+                        return;
+                    }
+                    n.await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        b.release(ByteBudget::ROOM);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken within the timeout")
+            .expect("no panic");
     }
 
     #[tokio::test]

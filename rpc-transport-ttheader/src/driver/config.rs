@@ -54,8 +54,9 @@ impl Drop for Held {
     }
 }
 
-/// The bytes a server reader has received and not yet parsed, charged to the server-wide
-/// budget; released when dropped.
+/// What a server reader's buffer holds (the capacity of its allocation), charged to the
+/// server-wide budget; released when dropped. Client readers have no budget: nothing is
+/// charged, only counted.
 #[derive(Debug)]
 pub(crate) struct RxCharge {
     budget: Option<std::sync::Arc<rpc_core::limits::ByteBudget>>,
@@ -67,7 +68,8 @@ impl RxCharge {
         RxCharge { budget, n: 0 }
     }
 
-    /// Charges or releases so that exactly `n` bytes are charged.
+    /// Charges or releases so that exactly `n` bytes are charged (past the budget's limit if
+    /// need be: for memory already allocated, or allowed by the connection's reserve).
     pub(crate) fn set(&mut self, n: usize) {
         if let Some(b) = &self.budget {
             if n > self.n {
@@ -79,9 +81,29 @@ impl RxCharge {
         self.n = n;
     }
 
+    /// Charges up to `n` bytes in all if the budget has room for the increase; says whether
+    /// it did.
+    pub(crate) fn try_grow(&mut self, n: usize) -> bool {
+        if n <= self.n {
+            return true;
+        }
+        if let Some(b) = &self.budget {
+            if !b.try_charge(n - self.n) {
+                return false;
+            }
+        }
+        self.n = n;
+        true
+    }
+
     /// Bytes charged now.
     pub(crate) fn get(&self) -> usize {
         self.n
+    }
+
+    /// The budget charged, if any.
+    pub(crate) fn budget(&self) -> Option<&rpc_core::limits::ByteBudget> {
+        self.budget.as_deref()
     }
 }
 

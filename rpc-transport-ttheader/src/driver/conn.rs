@@ -10,10 +10,9 @@ use bytes::BytesMut;
 use rpc_core::limits::ByteBudget;
 use rpc_core::Status;
 
-use super::config::RxCharge;
 use super::io::{Io, ReadHalf};
 pub(crate) use super::reader::ReadTimeouts;
-use super::reader::{read_some, Read, ReadClock};
+use super::reader::{read_some, Read, ReadBuffer, ReadClock, Room};
 use super::write::WriteQueue;
 use crate::common::{pause_while, Lifecycle};
 use crate::proto::Packet;
@@ -39,9 +38,23 @@ pub(crate) trait Connection: Send + Sync + 'static {
         None
     }
 
-    /// Whether the reader must stop reading; `unparsed` is what it holds unparsed.
+    /// Whether the reader must stop reading; `unparsed` is what its buffer holds (charged).
     fn must_pause(&self, _unparsed: usize) -> bool {
         false
+    }
+
+    /// Server side: whether the connection may hold a read buffer of `reader` bytes on its
+    /// reserve (`Limits::conn_reserve`) with everything else it holds, past a spent budget.
+    fn within_reserve(&self, _reader: usize) -> bool {
+        true
+    }
+
+    /// The length of the frame at the front of `buf`, when its bytes say it (a TTHeader
+    /// packet's or a framed Thrift message's `u32` length, plus those 4 bytes).
+    fn frame_len(&self, buf: &[u8]) -> Option<usize> {
+        let len = buf.get(..4)?;
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        len.checked_add(4)
     }
 
     /// Whether nothing is in flight (the idle clock runs).
@@ -79,44 +92,54 @@ pub(crate) fn start<C: Connection>(conn: &Arc<C>, io: Io, prefix: BytesMut) {
 }
 
 /// Parses, pauses while it must, reads; until the connection ends. Returns why.
-async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, mut buf: BytesMut) -> Status {
+async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, prefix: BytesMut) -> Status {
     let mut clock = ReadClock::new(conn.read_timeouts());
-    let mut rx = RxCharge::new(conn.budget().cloned());
+    let mut rb = ReadBuffer::new(prefix, conn.budget().cloned());
     let life = conn.life();
     loop {
-        let decoded = match conn.parse(&mut buf) {
+        let decoded = match conn.parse(&mut rb.buf) {
             Ok(d) => d,
             Err(status) => return status,
         };
-        rx.set(buf.len());
-        clock.after_decode(buf.len(), decoded);
+        rb.after_parse();
+        clock.after_decode(rb.buf.len(), decoded);
         // Backpressure: stop reading while the connection must not take more (the
-        // connection's `must_pause` says why).
+        // connection's `must_pause` says why), or while its buffer must grow and the budget
+        // has no room for it.
+        let within = |n: usize| conn.within_reserve(n);
         let paused = pause_while(
             conn.budget().map(|b| &**b),
             [life.reader(), &conn.write_queue().progress],
-            || conn.must_pause(rx.get()),
+            || conn.must_pause(rb.charged()) || rb.must_wait(conn.frame_len(&rb.buf), within),
             || life.lost().is_some(),
         )
         .await;
         if paused {
-            clock.after_pause(buf.len());
+            clock.after_pause(rb.buf.len());
             // Parse what is buffered before reading more.
             continue;
         }
         if let Some(s) = life.lost() {
             return s.clone();
         }
+        let frame_len = conn.frame_len(&rb.buf);
+        if rb.grow(frame_len, within) == Room::Wait {
+            // The room went to another connection meanwhile: let it run, then wait again.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let spare = rb.buf.capacity() - rb.buf.len();
+        let before = rb.buf.len();
         match read_some(
             &mut rd,
-            &mut buf,
+            &mut rb.buf,
             &mut clock,
             || conn.is_idle(),
             life.reader(),
         )
         .await
         {
-            Read::Bytes => rx.set(buf.len()),
+            Read::Bytes => rb.after_read(rb.buf.len() - before, spare),
             Read::Woken => {}
             Read::End(status) => return status,
             Read::Idle(status) => {
@@ -129,21 +152,22 @@ async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, mut buf: Byt
 }
 
 /// Decodes whole TTHeader packets off the front of `buf` while `go_on(unparsed)` holds and
-/// hands each to `handle`; returns whether it took any. A byte stream that cannot be delimited
+/// hands each to `handle` with its length on the wire; returns whether it took any. A byte stream that cannot be delimited
 /// (or a `handle` error) ends the connection.
 pub(crate) fn decode_packets(
     buf: &mut BytesMut,
     limits: &Limits,
     mut go_on: impl FnMut(usize) -> bool,
-    mut handle: impl FnMut(Packet) -> Result<(), Status>,
+    mut handle: impl FnMut(Packet, usize) -> Result<(), Status>,
 ) -> Result<bool, Status> {
     let limits = limits.proto();
     let mut decoded = false;
     while go_on(buf.len()) {
+        let before = buf.len();
         match Packet::decode(buf, &limits) {
             Ok(Some(p)) => {
                 decoded = true;
-                handle(p)?;
+                handle(p, before - buf.len())?;
             }
             Ok(None) => break,
             Err(e) => {

@@ -1,4 +1,5 @@
-//! One read of a connection's socket, bounded by the frame, idle and silence timeouts.
+//! One read of a connection's socket, bounded by the frame, idle and silence timeouts, into a
+//! [`ReadBuffer`] that holds (and charges) no more than its bytes need.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -10,8 +11,192 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
+use super::config::RxCharge;
 use super::io::ReadHalf;
-use crate::session::Limits;
+use crate::session::{Limits, MAX_CHUNK};
+
+/// The smallest read chunk: what an idle or lightly used connection's buffer settles to.
+pub(crate) const MIN_CHUNK: usize = 8 * 1024;
+/// Room under which a buffer is grown (or reclaimed) before the next read.
+const MIN_SPARE: usize = 1024;
+
+/// A connection's read buffer: one allocation at a time, sized to what is being read, its
+/// capacity charged to the server-wide budget (what the process holds, not only the bytes
+/// received).
+///
+/// - With no frame in progress it reads in chunks of [`MIN_CHUNK`]..[`MAX_CHUNK`] bytes,
+///   doubling while reads fill the buffer and halving when they come small, and drops an
+///   emptied buffer larger than the current chunk (an idle connection holds 8 KiB).
+/// - A frame larger than what is buffered gets room in steps: at most as much again as is
+///   buffered (at least a chunk), never past the frame's end, so a frame's buffer holds
+///   exactly that frame when complete and a peer that stops half-way holds at most twice
+///   what it sent. Growing past the connection's reserve takes room from the budget first
+///   ([`ReadBuffer::grow`]); without room the reader waits.
+pub(crate) struct ReadBuffer {
+    pub(crate) buf: BytesMut,
+    /// The capacity of the allocation `buf` reads into, charged.
+    charge: RxCharge,
+    /// The end of that allocation (to notice a decoder that reallocated it).
+    end: usize,
+    chunk: usize,
+}
+
+/// Whether a read buffer can grow now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// It has room (or was given it).
+    Ready,
+    /// It must grow and the budget has no room: wait for a release.
+    Wait,
+}
+
+impl ReadBuffer {
+    /// A buffer starting with `prefix` (bytes already read), charging `budget` if any.
+    pub(crate) fn new(
+        prefix: BytesMut,
+        budget: Option<std::sync::Arc<rpc_core::limits::ByteBudget>>,
+    ) -> ReadBuffer {
+        let mut rb = ReadBuffer {
+            buf: prefix,
+            charge: RxCharge::new(budget),
+            end: 0,
+            chunk: MIN_CHUNK,
+        };
+        rb.sync();
+        rb
+    }
+
+    fn end_of(buf: &BytesMut) -> usize {
+        buf.as_ptr() as usize + buf.capacity()
+    }
+
+    /// Bytes charged (the buffer's allocation).
+    pub(crate) fn charged(&self) -> usize {
+        self.charge.get()
+    }
+
+    /// After a decoder ran: if it moved the buffer to a new allocation, charge that one.
+    pub(crate) fn sync(&mut self) {
+        let end = Self::end_of(&self.buf);
+        if end != self.end {
+            self.end = end;
+            self.charge.set(self.buf.capacity());
+        }
+    }
+
+    /// After parsing: an emptied buffer larger than the current chunk is let go.
+    pub(crate) fn after_parse(&mut self) {
+        self.sync();
+        if self.buf.is_empty() && self.charged() > self.chunk {
+            self.buf = BytesMut::new();
+            self.end = Self::end_of(&self.buf);
+            self.charge.set(0);
+        }
+    }
+
+    /// After a read of `n` bytes into `spare` bytes of room: the next chunk's size.
+    pub(crate) fn after_read(&mut self, n: usize, spare: usize) {
+        if n >= spare {
+            self.chunk = (self.chunk * 2).min(MAX_CHUNK);
+        } else if n < self.chunk / 4 {
+            self.chunk = (self.chunk / 2).max(MIN_CHUNK);
+        }
+    }
+
+    /// The capacity the buffer needs before the next read, if it must grow; `frame_len` is
+    /// the length of the frame at its front when known.
+    fn wanted(&self, frame_len: Option<usize>) -> Option<usize> {
+        let len = self.buf.len();
+        let spare = self.buf.capacity() - len;
+        match frame_len {
+            Some(total) if total > len => {
+                let rest = total - len;
+                if spare >= rest.min(MIN_SPARE) {
+                    return None;
+                }
+                // A small frame: room for it and the frames after it; a large one: bounded
+                // steps up to exactly its end.
+                let step = if total <= MAX_CHUNK {
+                    rest.max(self.chunk)
+                } else {
+                    rest.min(len.max(MAX_CHUNK))
+                };
+                Some(len + step)
+            }
+            // Length unknown (plain buffered Thrift) with bytes buffered: double.
+            None if len > 0 && spare < MIN_SPARE => Some(len + len.max(self.chunk)),
+            _ if spare < MIN_SPARE => Some(len + self.chunk),
+            _ => None,
+        }
+    }
+
+    /// Makes room for the next read. `within_reserve(n)` says whether the connection may hold
+    /// a read buffer of `n` bytes on its reserve (past a spent budget); beyond it, the growth
+    /// is taken from the budget's room, in steps of at most [`ByteBudget::ROOM`] while it is
+    /// nearly spent. `Wait` when there is no room: the reader waits for a release.
+    ///
+    /// [`ByteBudget::ROOM`]: rpc_core::limits::ByteBudget::ROOM
+    pub(crate) fn grow(
+        &mut self,
+        frame_len: Option<usize>,
+        within_reserve: impl Fn(usize) -> bool,
+    ) -> Room {
+        let Some(want) = self.wanted(frame_len) else {
+            return Room::Ready;
+        };
+        let len = self.buf.len();
+        let mut cap = want;
+        // What the new allocation adds to the charge (the old one is let go).
+        if let Some(budget) = self.charge.budget() {
+            if cap > self.charged() && !within_reserve(cap) {
+                let room = budget.available();
+                let need = cap - self.charged();
+                if room < need.min(rpc_core::limits::ByteBudget::ROOM) {
+                    return Room::Wait;
+                }
+                cap = self.charged() + need.min(room);
+                if cap <= len {
+                    return Room::Wait;
+                }
+                if !self.charge.try_grow(cap) {
+                    // Another connection took the room meanwhile.
+                    return Room::Wait;
+                }
+            }
+        }
+        if len == 0 && self.charged() >= cap && self.buf.try_reclaim(cap) {
+            // The same allocation, reused: its charge stays.
+            let n = self.charged().max(self.buf.capacity());
+            self.charge.set(n);
+        } else {
+            // Grown in place where the allocator can (a large buffer is remapped, not copied,
+            // and leaves no freed block behind): the bytes move to the front of their own
+            // allocation (a copy only if it is shared), which then grows to exactly `cap`.
+            let mut v = Vec::from(std::mem::take(&mut self.buf));
+            v.reserve_exact(cap - v.len());
+            // (`Bytes` adopts the vector, `BytesMut` takes it back whole: no copy.)
+            self.buf = BytesMut::from(bytes::Bytes::from(v));
+            self.charge.set(self.buf.capacity());
+        }
+        self.end = Self::end_of(&self.buf);
+        Room::Ready
+    }
+
+    /// Whether growing now would have to wait (see [`ReadBuffer::grow`]), without growing.
+    pub(crate) fn must_wait(
+        &self,
+        frame_len: Option<usize>,
+        within_reserve: impl Fn(usize) -> bool,
+    ) -> bool {
+        let (Some(want), Some(budget)) = (self.wanted(frame_len), self.charge.budget()) else {
+            return false;
+        };
+        if want <= self.charged() || within_reserve(want) {
+            return false;
+        }
+        budget.available() < (want - self.charged()).min(rpc_core::limits::ByteBudget::ROOM)
+    }
+}
 
 /// Which timeout ended a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,8 +363,9 @@ pub(crate) async fn read_some(
     wake: &Notify,
 ) -> Read {
     let idle = is_idle();
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(64 * 1024);
+    if buf.capacity() == buf.len() {
+        // Never in the driver (its `ReadBuffer` makes room first); `read_buf` would reserve.
+        buf.reserve(MIN_CHUNK);
     }
     let deadline = clock.deadline(idle);
     loop {
@@ -221,5 +407,105 @@ pub(crate) async fn read_some(
                 return Read::End(what.status());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpc_core::limits::ByteBudget;
+
+    /// Fills the buffer's room, as a read would (`n` bytes at most).
+    fn arrive(rb: &mut ReadBuffer, n: usize) {
+        let room = (rb.buf.capacity() - rb.buf.len()).min(n);
+        rb.buf.extend_from_slice(&vec![7u8; room]);
+    }
+
+    #[test]
+    fn a_large_frame_grows_in_bounded_steps_to_exactly_its_size() {
+        const TOTAL: usize = 16 * 1024 * 1024;
+        let budget = ByteBudget::new(64 * 1024 * 1024);
+        let mut rb = ReadBuffer::new(BytesMut::new(), Some(budget.clone()));
+        let mut steps = 0;
+        while rb.buf.len() < TOTAL {
+            assert_eq!(rb.grow(Some(TOTAL), |_| false), Room::Ready);
+            let (len, cap) = (rb.buf.len(), rb.buf.capacity());
+            assert!(cap > len, "room to read into");
+            assert!(
+                cap <= TOTAL && cap <= 2 * len.max(MAX_CHUNK) + MAX_CHUNK,
+                "capacity {cap} for {len} buffered: at most twice what arrived"
+            );
+            assert_eq!(budget.used(), rb.charged(), "the capacity is charged");
+            assert_eq!(rb.charged(), cap);
+            arrive(&mut rb, usize::MAX);
+            steps += 1;
+        }
+        assert_eq!(rb.buf.capacity(), TOTAL, "exactly the frame once complete");
+        assert!(steps < 16, "{steps} steps: geometric, not one per chunk");
+        drop(rb);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn growth_past_the_reserve_waits_for_room_in_the_budget() {
+        const TOTAL: usize = 1024 * 1024;
+        let budget = ByteBudget::new(256 * 1024);
+        let mut rb = ReadBuffer::new(BytesMut::new(), Some(budget.clone()));
+        // Within the budget: grows, charged with `try_charge`.
+        while rb.grow(Some(TOTAL), |_| false) == Room::Ready && rb.buf.len() < TOTAL {
+            arrive(&mut rb, usize::MAX);
+            assert!(budget.used() <= budget.limit(), "never past the limit");
+        }
+        assert!(rb.buf.len() < TOTAL);
+        assert!(rb.must_wait(Some(TOTAL), |_| false));
+        let charged = rb.charged();
+        assert_eq!(budget.used(), charged);
+        // The reserve allows a little more even with the budget spent.
+        budget.charge(budget.available());
+        assert_eq!(rb.grow(Some(TOTAL), |_| false), Room::Wait);
+        assert_eq!(rb.charged(), charged, "a refused growth charges nothing");
+        // The connection's reserve lets it grow even with the budget spent (charged past the
+        // limit: the reserve is the per-connection term of the bound).
+        assert!(!rb.must_wait(Some(TOTAL), |_| true));
+        assert_eq!(rb.grow(Some(TOTAL), |_| true), Room::Ready);
+        assert!(rb.charged() > charged);
+        assert_eq!(budget.used(), budget.limit() - charged + rb.charged());
+    }
+
+    #[test]
+    fn an_emptied_large_buffer_is_let_go_and_reads_start_small() {
+        let budget = ByteBudget::new(1 << 30);
+        let mut rb = ReadBuffer::new(BytesMut::new(), Some(budget.clone()));
+        assert_eq!(rb.grow(Some(1 << 20), |_| false), Room::Ready);
+        arrive(&mut rb, usize::MAX);
+        let frame = rb.buf.split_to(rb.buf.len());
+        rb.after_parse();
+        assert_eq!(rb.charged(), 0, "the emptied buffer is released");
+        assert_eq!(budget.used(), 0);
+        drop(frame);
+        // No frame in progress: a small chunk.
+        assert_eq!(rb.grow(None, |_| true), Room::Ready);
+        assert_eq!(rb.buf.capacity(), MIN_CHUNK);
+        // Reads that fill it double the chunk (up to MAX_CHUNK); small ones halve it.
+        for _ in 0..10 {
+            let spare = rb.buf.capacity() - rb.buf.len();
+            rb.after_read(spare, spare);
+        }
+        assert_eq!(rb.chunk, MAX_CHUNK);
+        for _ in 0..10 {
+            rb.after_read(10, MAX_CHUNK);
+        }
+        assert_eq!(rb.chunk, MIN_CHUNK);
+    }
+
+    #[test]
+    fn a_decoder_that_reallocates_is_noticed() {
+        let budget = ByteBudget::new(1 << 30);
+        let mut rb = ReadBuffer::new(BytesMut::with_capacity(16), Some(budget.clone()));
+        assert_eq!(budget.used(), rb.buf.capacity());
+        rb.buf.reserve(100_000);
+        rb.sync();
+        assert_eq!(rb.charged(), rb.buf.capacity());
+        assert_eq!(budget.used(), rb.buf.capacity());
     }
 }

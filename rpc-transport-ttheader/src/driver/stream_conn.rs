@@ -71,6 +71,10 @@ impl Connection for Session<WriteQueue> {
         Session::must_pause(self, unparsed)
     }
 
+    fn within_reserve(&self, reader: usize) -> bool {
+        Session::within_reserve(self, reader)
+    }
+
     fn is_idle(&self) -> bool {
         Session::is_idle(self)
     }

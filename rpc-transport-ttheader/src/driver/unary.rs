@@ -38,7 +38,8 @@ use crate::proto::{
     ApplicationException, BizStatus, Headers, MessageHeaderRef, MessageType, Packet, PayloadForm,
     PlainDecoder, PlainFraming, ProtocolId,
 };
-use crate::session::{append_packet, Counted, Limits, Stats};
+use crate::session::{append_packet, held_for, keep, Counted, Limits, Stats};
+use rpc_core::limits::STREAM_STATE_BYTES;
 
 /// How a unary message sits in the TTHeader payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -514,8 +515,8 @@ impl Drop for UnaryClient {
 /// batch being written; a
 /// client that never reads its socket cannot make replies pile up), and while the server-wide
 /// byte budget is used up and this connection holds more than [`Limits::conn_reserve`]
-/// (unparsed bytes, requests not yet taken by their handler and queued replies are charged to
-/// it). A frame must complete within `frame_timeout` of its first bytes, and a connection with
+/// (its read buffer's capacity, requests not yet taken by their handler with their overhead,
+/// each call's state and the write buffers are charged to it). A frame must complete within `frame_timeout` of its first bytes, and a connection with
 /// no call in flight and no bytes for `idle_timeout` is closed.
 pub(crate) struct UnaryServerConn {
     limits: Limits,
@@ -604,7 +605,7 @@ impl UnaryServerConn {
             || self.limits.writes_block_reading(
                 self.write.backlog(),
                 Some(self.server.byte_budget()),
-                rx + self.held.load(Ordering::Acquire),
+                rx + self.held.load(Ordering::Acquire) + self.write.held(),
             )
     }
 
@@ -619,7 +620,7 @@ impl UnaryServerConn {
         self.life.reader().notify_one();
     }
 
-    fn on_call(self: &Arc<Self>, packet: Packet) -> Result<(), Status> {
+    fn on_call(self: &Arc<Self>, packet: Packet, frame_len: usize) -> Result<(), Status> {
         if packet.protocol != ProtocolId::ThriftBinary
             && packet.protocol != ProtocolId::ThriftCompactV2
         {
@@ -648,7 +649,14 @@ impl UnaryServerConn {
                 return Ok(());
             }
         };
-        self.on_message(flags, seq_id, &packet.headers, &packet.payload, msg)
+        self.on_message(
+            flags,
+            seq_id,
+            &packet.headers,
+            &packet.payload,
+            msg,
+            frame_len,
+        )
     }
 
     /// A plain Thrift message (no TTHeader): the envelope, strict or not, then the Args
@@ -663,11 +671,17 @@ impl UnaryServerConn {
             name: head.name,
             body_at: used,
         };
-        self.on_message(0, head.seq_id, &PLAIN_HEADERS, &message, msg)
+        // A framed message had a buffer of exactly its frame when large; a buffered one grew
+        // by doubling (its length is not on the wire), so its body is always copied out.
+        let frame_len = match self.plain.as_ref().map(|d| lock(d).framing()) {
+            Some(PlainFraming::Framed) => message.len() + 4,
+            _ => 0,
+        };
+        self.on_message(0, head.seq_id, &PLAIN_HEADERS, &message, msg, frame_len)
     }
 
     /// Routes and dispatches one call, or answers it with an exception (unknown method,
-    /// streaming method over a unary transport).
+    /// streaming method over a unary transport). `frame_len`: the call's length on the wire.
     fn on_message(
         self: &Arc<Self>,
         flags: u16,
@@ -675,6 +689,7 @@ impl UnaryServerConn {
         headers: &Headers,
         payload: &Bytes,
         msg: MessageAt<'_>,
+        frame_len: usize,
     ) -> Result<(), Status> {
         let oneway = match msg.kind {
             MessageType::Call => false,
@@ -731,7 +746,9 @@ impl UnaryServerConn {
             return Ok(());
         }
         let deadline = deadline_of(headers);
-        let body = payload.slice(msg.body_at..);
+        // Kept until the handler takes it: out of the read chunk unless its frame had a
+        // buffer of its own (`keep`), charged with its overhead, and the call's state with it.
+        let body = keep(payload.slice(msg.body_at..), frame_len);
         // Already routed: `dispatch_route` does not need the names again (no allocation).
         // Fields set in place: each builder call would move the whole struct.
         let mut incoming = IncomingStream::new(String::new(), String::new());
@@ -740,7 +757,8 @@ impl UnaryServerConn {
         incoming.deadline = deadline;
         incoming.peer = self.peer.clone();
         incoming.payload = Some(PayloadKind::Thrift);
-        let request_held = Held::new(&self.held, self.server.byte_budget(), body.len());
+        let request_held = Held::new(&self.held, self.server.byte_budget(), held_for(body.len()));
+        let state_held = Held::new(&self.held, self.server.byte_budget(), STREAM_STATE_BYTES);
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         // One allocation for the call's transport state (the core holds it as its raw stream).
@@ -760,6 +778,7 @@ impl UnaryServerConn {
                 registered: false,
             }),
             _counted: Counted::new(&self.stats, |s| &s.streams),
+            _state: state_held,
         });
         self.server.dispatch_route(route, incoming, raw);
         Ok(())
@@ -850,7 +869,7 @@ impl Connection for UnaryConn {
     }
 
     fn parse(self: &Arc<Self>, buf: &mut BytesMut) -> Result<bool, Status> {
-        conn::decode_packets(buf, &self.limits, |_| true, |p| self.on_reply(p))
+        conn::decode_packets(buf, &self.limits, |_| true, |p, _| self.on_reply(p))
     }
 
     fn read_timeouts(&self) -> ReadTimeouts {
@@ -914,7 +933,7 @@ impl Connection for UnaryServerConn {
             buf,
             &self.limits,
             |unparsed| !self.must_pause(unparsed),
-            |p| self.on_call(p),
+            |p, len| self.on_call(p, len),
         )
     }
 
@@ -928,6 +947,21 @@ impl Connection for UnaryServerConn {
 
     fn must_pause(&self, unparsed: usize) -> bool {
         UnaryServerConn::must_pause(self, unparsed)
+    }
+
+    fn within_reserve(&self, reader: usize) -> bool {
+        reader + self.held.load(Ordering::Acquire) + self.write.held() <= self.limits.conn_reserve
+    }
+
+    fn frame_len(&self, buf: &[u8]) -> Option<usize> {
+        let framing = self.plain.as_ref().map(|d| lock(d).framing());
+        let len = buf.get(..4)?;
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        match framing {
+            // A bare message: its length is known only once it is parsed.
+            Some(PlainFraming::Buffered) => None,
+            _ => len.checked_add(4),
+        }
     }
 
     fn is_idle(&self) -> bool {
@@ -1017,6 +1051,8 @@ struct UnaryServer {
     me: Weak<UnaryServer>,
     st: Mutex<ServerCallInner>,
     _counted: Counted,
+    /// The call's state, charged to the connection and the budget while it lives.
+    _state: Held,
 }
 
 impl ServerStreamRaw for UnaryServer {

@@ -10,11 +10,15 @@
 //! limit ([`WriteQueue::backlog`]: one full queue behind one full batch in flight), so a peer that never reads cannot make the server queue
 //! replies or refusals without bound.
 //!
-//! On the server, every queued byte is also charged to the server-wide
-//! [`ByteBudget`](rpc_core::limits::ByteBudget) until the socket took it. While the budget is
-//! used up, a queue holding more than its reserve ([`Limits::conn_reserve`]) makes senders wait
-//! too, so connections to peers that do not read cannot together hold more than the budget plus
-//! one reserve each.
+//! On the server, the queue's memory is charged to the server-wide
+//! [`ByteBudget`](rpc_core::limits::ByteBudget): the capacity of its buffers (what the process
+//! holds, growth slack included), not only the bytes queued. The writer takes the queued bytes
+//! as a whole buffer (the queue goes on in a spare one) and, once they are written, keeps that
+//! buffer as the next spare while more is queued; when the queue runs dry it lets buffers over
+//! [`SPARE_MAX`] go: an idle connection holds at most two small buffers.
+//! While the budget is used up, a queue holding more than its reserve
+//! ([`Limits::conn_reserve`]) makes senders wait too, so connections to peers that do not read
+//! cannot together hold more than the budget plus one reserve each.
 //!
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,6 +34,12 @@ use super::io::WriteHalf;
 use crate::proto::StreamFrame;
 use crate::session::{append_data_frame, BufWriter, FrameSink, FrameWriter, Limits, SinkError};
 
+/// The largest buffer the writer keeps for reuse once written while the connection is idle
+/// (nothing queued): queues of small frames reuse theirs (no allocation per batch), and an idle
+/// connection holds at most two such buffers. While more is queued (a stream in full flow) it
+/// keeps the written buffer whatever its size, up to the queue's limit, for the next batch.
+pub(crate) const SPARE_MAX: usize = 8 * 1024;
+
 pub(crate) struct WriteQueue {
     state: Mutex<WriteState>,
     writer: Notify,
@@ -37,8 +47,8 @@ pub(crate) struct WriteQueue {
     /// reader waits on it while the queue is over its limit.
     pub(crate) progress: Notify,
     limit: usize,
-    /// Server side: the server-wide budget every queued byte is charged to, and the backlog
-    /// this queue may keep growing to while that budget is used up.
+    /// Server side: the server-wide budget the queue's buffers are charged to, and what this
+    /// queue may keep holding while that budget is used up.
     budget: Option<(Arc<ByteBudget>, usize)>,
 }
 
@@ -46,6 +56,13 @@ struct WriteState {
     buf: BytesMut,
     /// Bytes of the batch the writer is writing now (taken out of `buf`, not yet written).
     writing: usize,
+    /// The capacity of that batch's buffer.
+    writing_cap: usize,
+    /// An emptied buffer (at most [`SPARE_MAX`]) the queue goes on in when the writer takes
+    /// the next batch.
+    spare: BytesMut,
+    /// The capacity of the three buffers, as charged to the budget (server side).
+    held: usize,
     closed: bool,
     waiters: Vec<Waker>,
 }
@@ -58,8 +75,11 @@ impl WriteQueue {
     pub(crate) fn new(limit: usize) -> WriteQueue {
         WriteQueue {
             state: Mutex::new(WriteState {
-                buf: BytesMut::with_capacity(8 * 1024),
+                buf: BytesMut::new(),
                 writing: 0,
+                writing_cap: 0,
+                spare: BytesMut::new(),
+                held: 0,
                 closed: false,
                 waiters: Vec::new(),
             }),
@@ -71,8 +91,8 @@ impl WriteQueue {
     }
 
     /// A connection's queue: bounded by [`Limits::write_buffer`]; on the server side
-    /// (`budget`), queued bytes are charged to the server-wide budget, and while it is used up
-    /// senders wait once the backlog exceeds [`Limits::conn_reserve`].
+    /// (`budget`), its buffers are charged to the server-wide budget, and while it is used up
+    /// senders wait once the queue holds more than [`Limits::conn_reserve`].
     pub(crate) fn for_conn(limits: &Limits, budget: Option<&Arc<ByteBudget>>) -> WriteQueue {
         let mut q = WriteQueue::new(limits.write_buffer);
         q.budget = budget.map(|b| (b.clone(), limits.conn_reserve));
@@ -86,16 +106,29 @@ impl WriteQueue {
         st.buf.len() + st.writing
     }
 
-    fn budget_blocks(&self, st: &WriteState) -> bool {
-        self.budget
-            .as_ref()
-            .is_some_and(|(b, reserve)| b.is_exhausted() && st.buf.len() + st.writing > *reserve)
+    /// The capacity of the queue's buffers (what it holds, charged to the budget).
+    pub(crate) fn held(&self) -> usize {
+        self.lock().held
     }
 
-    fn release(&self, n: usize) {
-        if let (Some((b, _)), true) = (&self.budget, n > 0) {
-            b.release(n);
+    fn budget_blocks(&self, st: &WriteState) -> bool {
+        // Only with a backlog, whose writing wakes the waiters: no wakeup is lost.
+        self.budget.as_ref().is_some_and(|(b, reserve)| {
+            b.is_exhausted() && st.buf.len() + st.writing > 0 && st.held > *reserve
+        })
+    }
+
+    /// Charges or releases the change in the buffers' capacity.
+    fn recharge(&self, st: &mut WriteState) {
+        let now = st.buf.capacity() + st.writing_cap + st.spare.capacity();
+        if let Some((b, _)) = &self.budget {
+            if now > st.held {
+                b.charge(now - st.held);
+            } else if now < st.held {
+                b.release(st.held - now);
+            }
         }
+        st.held = now;
     }
 
     fn lock(&self) -> MutexGuard<'_, WriteState> {
@@ -127,13 +160,10 @@ impl WriteQueue {
             return Err(Closed);
         }
         let was_empty = st.buf.is_empty();
-        let before = st.buf.len();
         let r = f(&mut st.buf);
         let has_bytes = !st.buf.is_empty();
-        if let Some((b, _)) = &self.budget {
-            // Charged under the lock, before the writer can see (and release) the bytes.
-            b.charge(st.buf.len().saturating_sub(before));
-        }
+        // Charged under the lock, before the writer can see (and release) the bytes.
+        self.recharge(&mut st);
         drop(st);
         if was_empty && has_bytes {
             self.writer.notify_one();
@@ -160,15 +190,16 @@ impl WriteQueue {
     /// socket fails. On return the queue is closed and holds nothing (all charges released).
     pub(crate) async fn run_writer(&self, out: WriteHalf) -> std::io::Result<()> {
         let r = self.write_batches(out).await;
-        let (dropped, waiters) = {
+        let waiters = {
             let mut st = self.lock();
             st.closed = true;
-            let n = st.buf.len() + st.writing;
             st.buf = BytesMut::new();
+            st.spare = BytesMut::new();
             st.writing = 0;
-            (n, std::mem::take(&mut st.waiters))
+            st.writing_cap = 0;
+            self.recharge(&mut st);
+            std::mem::take(&mut st.waiters)
         };
-        self.release(dropped);
         waiters.into_iter().for_each(Waker::wake);
         self.progress.notify_one();
         r
@@ -181,8 +212,12 @@ impl WriteQueue {
                 {
                     let mut st = self.lock();
                     if !st.buf.is_empty() {
-                        let batch = st.buf.split();
+                        // The whole buffer is the batch; the queue goes on in the spare.
+                        let spare = std::mem::take(&mut st.spare);
+                        let batch = std::mem::replace(&mut st.buf, spare);
                         st.writing = batch.len();
+                        st.writing_cap = batch.capacity();
+                        self.recharge(&mut st);
                         let waiters = std::mem::take(&mut st.waiters);
                         drop(st);
                         waiters.into_iter().for_each(Waker::wake);
@@ -191,6 +226,14 @@ impl WriteQueue {
                     if st.closed {
                         break None;
                     }
+                    // Idle: let large buffers go (a burst's), keep small ones.
+                    if st.spare.capacity() > SPARE_MAX {
+                        st.spare = BytesMut::new();
+                    }
+                    if st.buf.capacity() > SPARE_MAX {
+                        st.buf = BytesMut::new();
+                    }
+                    self.recharge(&mut st);
                 }
                 notified.await;
                 // Woken by the first frame of a burst: let the tasks that are ready right now
@@ -198,15 +241,26 @@ impl WriteQueue {
                 tokio::task::yield_now().await;
             };
             match batch {
-                Some(batch) => {
+                Some(mut batch) => {
                     // On an error the batch stays counted in `writing`; `run_writer` releases it.
                     out.write_all(&batch).await?;
                     let waiters = {
                         let mut st = self.lock();
                         st.writing = 0;
+                        st.writing_cap = 0;
+                        let keep = if st.buf.is_empty() {
+                            SPARE_MAX
+                        } else {
+                            self.limit.max(SPARE_MAX)
+                        };
+                        if batch.capacity() <= keep && st.spare.capacity() == 0 {
+                            batch.clear();
+                            st.spare = std::mem::take(&mut batch);
+                        }
+                        self.recharge(&mut st);
                         std::mem::take(&mut st.waiters)
                     };
-                    self.release(batch.len());
+                    drop(batch);
                     waiters.into_iter().for_each(Waker::wake);
                     self.progress.notify_one();
                 }
@@ -223,11 +277,10 @@ impl Drop for WriteQueue {
     fn drop(&mut self) {
         // A queue whose writer never ran (or bytes appended after it stopped, before `closed`
         // was seen): release what is still charged.
-        let n = {
-            let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-            st.buf.len() + st.writing
-        };
-        self.release(n);
+        let held = self.state.get_mut().unwrap_or_else(|e| e.into_inner()).held;
+        if let (Some((b, _)), true) = (&self.budget, held > 0) {
+            b.release(held);
+        }
     }
 }
 
@@ -269,6 +322,10 @@ impl FrameSink for WriteQueue {
 
     fn backlog(&self) -> usize {
         WriteQueue::backlog(self)
+    }
+
+    fn held(&self) -> usize {
+        WriteQueue::held(self)
     }
 
     fn progress(&self) -> &Notify {
@@ -319,6 +376,26 @@ mod tests {
             .encode_head(0, &mut b)
             .unwrap();
         b.to_vec()
+    }
+
+    #[test]
+    fn the_queue_charges_its_buffers_capacity_and_releases_it_when_dropped() {
+        let budget = ByteBudget::new(1 << 30);
+        let limits = Limits::default();
+        let q = WriteQueue::for_conn(&limits, Some(&budget));
+        assert_eq!(
+            (q.held(), budget.used()),
+            (0, 0),
+            "nothing allocated up front"
+        );
+        for _ in 0..100 {
+            q.append_data(&head(1), &mut Raw(1000), 1 << 20).unwrap();
+        }
+        let held = q.held();
+        assert!(held >= q.backlog(), "capacity, not only the bytes queued");
+        assert_eq!(budget.used(), held);
+        drop(q);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

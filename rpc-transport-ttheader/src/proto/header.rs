@@ -262,7 +262,8 @@ impl Packet {
     /// `limits.max_frame_size` before `src` is grown, so a hostile prefix costs nothing.
     pub fn decode(src: &mut BytesMut, limits: &Limits) -> Result<Option<Packet>, FrameError> {
         // tokio-util codec contract (in `split`): reserve the rest of a frame once its
-        // (bounded) length is known, so the driver reads it without repeated reallocation.
+        // (bounded) length is known, so the driver reads it without repeated reallocation;
+        // only for frames up to `RESERVE_AHEAD_MAX` (see `reserve_frame`).
         match Packet::split(src, limits)? {
             Some(frame) => parse_frame(frame, &mut |_, _| false).map(Some),
             None => Ok(None),
@@ -284,7 +285,7 @@ impl Packet {
             return Ok(None);
         };
         if src.len() < total {
-            src.reserve(total - src.len());
+            reserve_frame(src, total);
             return Ok(None);
         }
         Ok(Some(src.split_to(total).freeze()))
@@ -342,6 +343,26 @@ impl Packet {
         let start = dst.len();
         self.encode_head(0, dst)?;
         Ok(PacketStart { start })
+    }
+}
+
+/// The largest frame a decoder reserves room for as soon as its length is known. A larger
+/// frame is not reserved up front (a peer that sends a 16 MiB LENGTH and then a trickle would
+/// otherwise make the process allocate, and the budget charge, 16 MiB at once): the driver's
+/// reader grows its buffer for it in bounded steps as the bytes arrive.
+pub const RESERVE_AHEAD_MAX: usize = 64 * 1024;
+
+/// Makes room for the rest of a `total`-byte frame at the front of `src` (the decoders'
+/// reserve), exactly: a frame of at most [`RESERVE_AHEAD_MAX`] gets a buffer of its size, not
+/// the doubled one `BytesMut::reserve` may pick; a larger one gets nothing here.
+pub(crate) fn reserve_frame(src: &mut BytesMut, total: usize) {
+    if total > RESERVE_AHEAD_MAX || src.capacity() >= total {
+        return;
+    }
+    if !src.try_reclaim(total - src.len()) {
+        let mut grown = BytesMut::with_capacity(total);
+        grown.extend_from_slice(src);
+        *src = grown;
     }
 }
 

@@ -258,7 +258,7 @@ impl PlainDecoder {
             });
         }
         if buf.len() < 4 + len {
-            buf.reserve(4 + len - buf.len());
+            crate::proto::header::reserve_frame(buf, 4 + len);
             return Ok(None);
         }
         buf.advance(4);

@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::proto::DEFAULT_MAX_FRAME_SIZE;
 
 /// Bytes one stream may hold received but not yet read before the connection stops reading
@@ -14,11 +16,13 @@ pub const DEFAULT_STREAM_RECV_BUFFER: usize = 1024 * 1024;
 pub const DEFAULT_CONN_RECV_BUFFER: usize = 8 * 1024 * 1024;
 /// Bytes queued for writing on one connection before senders wait.
 pub const DEFAULT_WRITE_BUFFER: usize = 1024 * 1024;
-/// Bytes one server connection may keep holding (received and unread, queued and unwritten)
-/// while the server-wide byte budget is used up. Connections holding less keep being read and
-/// served, so a well-behaved client is not starved by peers that filled the budget by not
-/// reading; the hogs, holding more, wait. 64 KiB fits a burst of small calls and keeps the
-/// worst case at budget + 64 KiB × connections (640 MiB at the default 10,000 connections,
+/// Bytes one server connection may keep holding (its read buffer, messages received and
+/// unread, stream state, write buffers) while the server-wide byte budget is used up.
+/// Connections holding less keep being read and served, and may open streams, so a
+/// well-behaved client is not starved by peers that filled the budget by not reading; the
+/// hogs, holding more, wait (and have new streams refused). 64 KiB fits a burst of small calls;
+/// with the connection's own state it makes the per-connection term of the server's memory
+/// bound, `rpc_core::limits::PER_CONNECTION_BYTES` (96 KiB: budget + 96 KiB × connections,
 /// against the 2.8 MiB per connection a non-reading peer could pin without it).
 pub const DEFAULT_CONN_RESERVE: usize = 64 * 1024;
 
@@ -129,8 +133,9 @@ impl Limits {
 
     /// Server side: whether a connection's reader must stop for its writes or the server-wide
     /// budget: its write backlog (queued plus the batch being written) is at twice the write
-    /// limit, or `budget` is used up and the connection holds more than its reserve (`held`,
-    /// what it holds received, plus the backlog). Never without a budget (client side).
+    /// limit, or `budget` is used up and the connection holds more than its reserve (`held`:
+    /// everything it holds, its read buffer, queued messages, stream state and write buffers).
+    /// Never without a budget (client side).
     ///
     /// Twice: the writer takes everything queued as one batch, so a fast stream routinely has
     /// a full batch in flight while senders queue the next one (double buffering). Pausing the
@@ -145,10 +150,40 @@ impl Limits {
         let Some(budget) = budget else {
             return false;
         };
-        backlog >= 2 * self.write_buffer
-            || (budget.is_exhausted() && held + backlog > self.conn_reserve)
+        backlog >= 2 * self.write_buffer || (budget.is_exhausted() && held > self.conn_reserve)
     }
 }
+
+/// The largest read chunk of the socket driver's reader (reads that keep filling its buffer
+/// double it up to this). Frames larger than this get a buffer of their own, grown in bounded
+/// steps to exactly their size; messages of smaller frames are copied out of the read buffer
+/// when they are kept (see [`keep`]), so a small message never pins a chunk.
+pub(crate) const MAX_CHUNK: usize = 64 * 1024;
+
+/// A payload to keep past the reader's batch (queued for a handle): a copy when its frame
+/// (`frame_len` bytes on the wire) came in a shared read chunk, so it holds exactly its bytes
+/// and not the chunk; the slice itself (no copy) when its frame had a buffer of its own
+/// ([`MAX_CHUNK`]) and the rest of that frame is small (at most 1/64 of the payload). What a
+/// kept payload may hold is thus at most [`held_for`] of its length.
+pub(crate) fn keep(payload: Bytes, frame_len: usize) -> Bytes {
+    let head = frame_len.saturating_sub(payload.len());
+    if frame_len > MAX_CHUNK && head.saturating_mul(64) <= payload.len() {
+        payload
+    } else {
+        Bytes::copy_from_slice(&payload)
+    }
+}
+
+/// What a payload of `len` bytes, kept with [`keep`], is charged: its bytes, the frame head a
+/// zero-copy payload keeps alive (at most 1/64), and the allocator's and queue's overhead per
+/// message (a tiny-message flood holds far more than its payload bytes).
+pub(crate) fn held_for(len: usize) -> usize {
+    len + len / 64 + MESSAGE_OVERHEAD
+}
+
+/// What one kept message costs beyond its bytes: the allocator's header and rounding (up to
+/// 32 bytes) and its queue slot (a `Bytes`, 32 bytes).
+pub(crate) const MESSAGE_OVERHEAD: usize = 64;
 
 /// Live counts, for leak checks and metrics.
 #[derive(Debug, Default)]
@@ -228,6 +263,9 @@ impl Drop for Counted {
 #[derive(Debug)]
 pub(crate) struct RecvBytes {
     buffered: AtomicUsize,
+    /// What the open streams' state is charged ([`rpc_core::limits::STREAM_STATE_BYTES`]
+    /// each; server side).
+    state: AtomicUsize,
     /// Streams holding more than their limit.
     over_limit: AtomicUsize,
     stats: std::sync::Arc<Stats>,
@@ -244,6 +282,7 @@ impl RecvBytes {
     ) -> RecvBytes {
         RecvBytes {
             buffered: AtomicUsize::new(0),
+            state: AtomicUsize::new(0),
             over_limit: AtomicUsize::new(0),
             stats: stats.clone(),
             budget,
@@ -255,6 +294,35 @@ impl RecvBytes {
     /// Bytes held now.
     pub(crate) fn held(&self) -> usize {
         self.buffered.load(Ordering::Acquire)
+    }
+
+    /// What the open streams' state is charged now.
+    pub(crate) fn state(&self) -> usize {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Server side: a stream opened; its state is charged to the budget until
+    /// [`RecvBytes::close_stream`].
+    pub(crate) fn open_stream(&self) {
+        if let Some(b) = &self.budget {
+            let n = rpc_core::limits::STREAM_STATE_BYTES;
+            self.state.fetch_add(n, Ordering::AcqRel);
+            b.charge(n);
+        }
+    }
+
+    /// Server side: a stream [`RecvBytes::open_stream`] counted is gone.
+    pub(crate) fn close_stream(&self) {
+        if let Some(b) = &self.budget {
+            let n = rpc_core::limits::STREAM_STATE_BYTES;
+            self.state.fetch_sub(n, Ordering::AcqRel);
+            b.release(n);
+        }
+    }
+
+    /// Whether the budget (server side) is spent.
+    pub(crate) fn budget_spent(&self) -> bool {
+        self.budget.as_ref().is_some_and(|b| b.is_exhausted())
     }
 
     /// Whether the reader must stop for what the streams hold.
@@ -292,5 +360,35 @@ impl RecvBytes {
             resume = true;
         }
         resume
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_messages_of_small_frames_are_copied_and_large_ones_are_not() {
+        let chunk = Bytes::from(vec![1u8; MAX_CHUNK]);
+        let small = chunk.slice(100..1100);
+        let kept = keep(small.clone(), 1200);
+        assert_eq!(kept, small);
+        let inside = |b: &Bytes| chunk.as_ptr_range().contains(&b.as_ptr());
+        assert!(!inside(&kept), "a small message does not pin the chunk");
+
+        let frame = Bytes::from(vec![2u8; 1 << 20]);
+        let payload = frame.slice(40..);
+        let kept = keep(payload.clone(), frame.len());
+        assert_eq!(
+            kept.as_ptr(),
+            payload.as_ptr(),
+            "a large frame's payload is not copied"
+        );
+        // A large frame that is mostly header: copied, so it holds only the payload.
+        let padded = frame.slice((1 << 20) - 1000..);
+        assert_ne!(keep(padded.clone(), frame.len()).as_ptr(), padded.as_ptr());
+        // What a kept message is charged covers what it may hold.
+        assert_eq!(held_for(0), MESSAGE_OVERHEAD);
+        assert!(held_for(payload.len()) >= frame.len());
     }
 }

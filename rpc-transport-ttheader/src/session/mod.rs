@@ -89,10 +89,18 @@
 //! - its reader also stops while the sink's backlog, control frames included, is at twice
 //!   [`Limits::write_buffer`] (a full queue behind a full batch in flight; a peer that never reads cannot make it queue replies or
 //!   refusals without bound), and while the server-wide byte budget is used up and this
-//!   connection holds more than [`Limits::conn_reserve`] (received-unread plus
-//!   queued-unwritten bytes are charged to the budget);
+//!   connection holds more than [`Limits::conn_reserve`];
+//! - the budget is charged with what the connection holds: messages queued for handles (each
+//!   with a per-message overhead, so a flood of tiny messages counts for what it costs;
+//!   a small message is copied out of the read buffer when queued, so it never pins a read
+//!   chunk), the state of each open stream (`rpc_core::limits::STREAM_STATE_BYTES`), the
+//!   sink's buffers ([`FrameSink::held`]) and, in the socket driver, the read buffer's
+//!   capacity — together the bound `budget + PER_CONNECTION_BYTES × connections`
+//!   (`rpc_core::limits`);
 //! - at most `max_concurrent_streams` streams are open at once: a Header beyond that is
-//!   refused with a Header + Trailer carrying an exception of type [`REFUSED_STREAM_CODE`];
+//!   refused with a Header + Trailer carrying an exception of type [`REFUSED_STREAM_CODE`],
+//!   and so is one arriving while the budget is spent and the connection holds more than its
+//!   reserve (retryable, `UNAVAILABLE`);
 //! - (socket transport) a frame must complete within `frame_timeout` of its first bytes, and a
 //!   connection with no open stream ([`Session::is_idle`]) and no bytes for `idle_timeout` is
 //!   closed.
@@ -131,8 +139,8 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use limits::Counted;
 use limits::RecvBytes;
+pub(crate) use limits::{held_for, keep, Counted, MAX_CHUNK};
 pub use limits::{
     Limits, Stats, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_CONN_RECV_BUFFER, DEFAULT_CONN_RESERVE,
     DEFAULT_STREAM_RECV_BUFFER, DEFAULT_WRITE_BUFFER,
@@ -342,7 +350,7 @@ impl<S: FrameSink> Session<S> {
                 if p.kind == FrameKind::Data {
                     decoded = true;
                     let frame = buf.split_to(p.len).freeze();
-                    self.on_data(p.stream_id, frame.slice(p.payload_at..));
+                    self.on_data(p.stream_id, self.kept(frame.slice(p.payload_at..), p.len));
                     continue;
                 }
                 if self.unwanted(&p) {
@@ -351,9 +359,16 @@ impl<S: FrameSink> Session<S> {
                     continue;
                 }
             }
+            let before = buf.len();
             match StreamFrame::read(buf, &limits) {
-                Ok(Some(frame)) => {
+                Ok(Some(mut frame)) => {
                     decoded = true;
+                    if let Ok(f) = &mut frame {
+                        if !f.payload.is_empty() {
+                            let len = before - buf.len();
+                            f.payload = self.kept(std::mem::take(&mut f.payload), len);
+                        }
+                    }
                     self.on_read(frame);
                 }
                 Ok(None) => break Ok(decoded),
@@ -364,6 +379,16 @@ impl<S: FrameSink> Session<S> {
         // handed to the server now.
         self.dispatch_pending();
         outcome
+    }
+
+    /// A payload of a frame of `frame_len` bytes cut from the reader's buffer, as a server
+    /// keeps it (see [`keep`]: small messages are copied out of the read chunk, so what they
+    /// hold is what they are charged). A client keeps the slice.
+    fn kept(&self, payload: Bytes, frame_len: usize) -> Bytes {
+        match self.budget {
+            Some(_) => keep(payload, frame_len),
+            None => payload,
+        }
     }
 
     /// Whether the session would ignore plain frame `p` once parsed: it is for a stream the
@@ -502,8 +527,21 @@ impl<S: FrameSink> Session<S> {
         self.limits.writes_block_reading(
             self.sink.backlog(),
             self.budget.as_deref(),
-            unparsed + self.rx.held(),
+            unparsed + self.held() + self.sink.held(),
         )
+    }
+
+    /// What the session holds apart from its reader's buffer and its sink: messages queued
+    /// for handles and (server side) the state of its open streams.
+    fn held(&self) -> usize {
+        self.rx.held() + self.rx.state()
+    }
+
+    /// Server side: whether the connection may hold a read buffer of `reader` bytes with
+    /// everything else it holds on its reserve ([`Limits::conn_reserve`]) while the budget is
+    /// spent.
+    pub fn within_reserve(&self, reader: usize) -> bool {
+        reader + self.held() + self.sink.held() <= self.limits.conn_reserve
     }
 
     /// Notified (`notify_one`) when the reader should look again: a stream's queue fell back
@@ -573,6 +611,16 @@ impl<S: FrameSink> Session<S> {
             Some((
                 kitex_code::TRANSPORT_CLOSING,
                 "server is shutting down".to_owned(),
+            ))
+        } else if self.rx.budget_spent()
+            && !self.within_reserve(rpc_core::limits::STREAM_STATE_BYTES)
+        {
+            // The server's memory budget is spent and this connection holds more than its
+            // reserve: a new stream would add state past the bound. Retryable, like a
+            // refusal over the stream cap.
+            Some((
+                REFUSED_STREAM_CODE,
+                "server memory budget spent; retry later".to_owned(),
             ))
         } else if self.stream_count() >= max {
             // Bounded like every write: the reader stops while the backlog is over its limit.

@@ -60,6 +60,12 @@ pub trait FrameSink: Send + Sync + 'static {
     /// Bytes appended and not yet taken by the peer (or the socket), control frames included.
     fn backlog(&self) -> usize;
 
+    /// Memory the sink holds for its backlog (its buffers' capacity), which a server session
+    /// counts against its reserve; the backlog itself by default.
+    fn held(&self) -> usize {
+        self.backlog()
+    }
+
     /// Notified (`notify_one`) whenever the backlog shrinks: a paused reader waits on it.
     fn progress(&self) -> &Notify;
 

@@ -22,7 +22,7 @@ use rpc_core::transport::{ClientEvent, ClientStreamRaw, Finish, ServerStreamRaw}
 use rpc_core::{CancelKind, Cancellation, Code, Error, Metadata, Status};
 use tokio::sync::Notify;
 
-use super::limits::{Counted, Limits, RecvBytes, Stats};
+use super::limits::{held_for, Counted, Limits, RecvBytes, Stats};
 use super::sink::{FrameSink, SinkError};
 use crate::common::lock;
 use crate::mapping::{
@@ -146,7 +146,7 @@ impl<H: Host> Stream<H> {
         protocol: StreamProtocol,
         sm: StreamState,
     ) -> Arc<Stream<H>> {
-        Arc::new(Stream {
+        let stream = Arc::new(Stream {
             id,
             method,
             protocol,
@@ -157,7 +157,11 @@ impl<H: Host> Stream<H> {
                 rx: RecvQueue::new(),
             }),
             _counted: Counted::new(host.stats(), |s| &s.streams),
-        })
+        });
+        if host.role() == Role::Server {
+            host.recv_bytes().open_stream();
+        }
+        stream
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -172,7 +176,7 @@ impl<H: Host> Stream<H> {
     // ------------------------------------------------------------------ the receive queue
 
     fn push(&self, rx: &mut RecvQueue, msg: Bytes) {
-        let n = msg.len();
+        let n = held_for(msg.len());
         rx.queued += n;
         if rx.first.is_none() && rx.rest.is_empty() {
             rx.first = Some(msg);
@@ -186,7 +190,7 @@ impl<H: Host> Stream<H> {
     fn pop(&self, rx: &mut RecvQueue) -> Option<Bytes> {
         let msg = rx.first.take()?;
         rx.first = rx.rest.pop_front();
-        self.release(rx, msg.len());
+        self.release(rx, held_for(msg.len()));
         Some(msg)
     }
 
@@ -462,6 +466,9 @@ impl<H: Host> Stream<H> {
 
 impl<H: Host> Drop for Stream<H> {
     fn drop(&mut self) {
+        if self.host.role() == Role::Server {
+            self.host.recv_bytes().close_stream();
+        }
         // The core ends every stream before it lets go (the raw-stream contract); one it
         // never ended (raw use, a caller that gave up between open and the first call) ends
         // here as the core would have ended it, so it does not stay in the session's table.

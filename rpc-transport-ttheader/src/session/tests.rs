@@ -385,3 +385,55 @@ async fn a_reset_stream_ending_late_leaves_a_new_stream_with_its_id_alone() {
         "the new stream's message was not echoed"
     );
 }
+
+#[tokio::test]
+async fn stream_state_is_charged_and_new_streams_are_refused_past_the_reserve_while_the_budget_is_spent(
+) {
+    use rpc_core::limits::STREAM_STATE_BYTES;
+    use rpc_core::transport::ServerExt;
+    let (s, gate) = session(
+        Limits::default().conn_reserve(2 * STREAM_STATE_BYTES),
+        ServerLimits::default().max_buffered_bytes(1 << 20),
+        0,
+    );
+    let budget = s.server().expect("a server session").byte_budget().clone();
+    s.on_frame(open(1));
+    assert_eq!(
+        budget.used(),
+        STREAM_STATE_BYTES,
+        "an open stream's state is charged"
+    );
+    // Another connection spends the budget: this one, within its reserve, still opens one.
+    let others = budget.available();
+    budget.charge(others);
+    s.on_frame(open(3));
+    assert_eq!(s.stream_count(), 2);
+    // Past its reserve: the next is refused, retryably.
+    s.on_frame(open(5));
+    assert_eq!(s.stream_count(), 2);
+    let exc = ApplicationException::new(
+        REFUSED_STREAM_CODE,
+        "server memory budget spent; retry later",
+    );
+    let expected = encode(&[
+        StreamFrame::server_header(5, "Chat", P, []),
+        StreamFrame::trailer(5, "Chat", P, [], None, Some(&exc)).unwrap(),
+    ]);
+    assert_eq!(s.sink().take(), expected);
+    // Tiny messages count for what they hold, not their one byte.
+    s.on_data(1, Bytes::from_static(b"t"));
+    assert_eq!(
+        budget.used(),
+        others + 2 * STREAM_STATE_BYTES + super::held_for(1)
+    );
+    s.on_lost(Status::unavailable("test over"));
+    gate.add_permits(2);
+    within(s.drain()).await;
+    // Everything this connection charged is released once its streams are gone.
+    within(async {
+        while budget.used() != others {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
