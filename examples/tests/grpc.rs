@@ -12,6 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use examples::proto::{Request, Response, TestService, TestServiceClient, TestServiceServer};
 use http::HeaderMap;
 use prost::Message;
+use rpc_core::error_details::ErrorDetails;
 use rpc_core::serve::{Listener, Running};
 use rpc_core::transport::ServerExt;
 use rpc_core::{
@@ -21,7 +22,7 @@ use rpc_core::{
 use rpc_transport_grpc::{
     Compression, GrpcClient, GrpcClientConfig, GrpcProtocol, MessageCompression,
 };
-use rpc_transport_ttheader::TtHeaderProtocol;
+use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol};
 use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -54,6 +55,15 @@ impl TestService for Probe {
         match req.message.as_str() {
             "details" => Err(Status::new(Code::NotFound, "ünï\ncode 100%")
                 .with_details(Bytes::from_static(b"\x00\x01details"))),
+            "typed details" => {
+                let mut d = ErrorDetails::with_bad_request_violation("name", "empty");
+                d.set_retry_info(Some(Duration::from_millis(250)));
+                Err(Status::with_error_details(
+                    Code::InvalidArgument,
+                    "typed",
+                    d,
+                ))
+            }
             "sleep" => {
                 self.wait_cancel(&ctx).await;
                 Err(Status::cancelled("gone"))
@@ -191,6 +201,31 @@ async fn text_and_binary_metadata_and_status_details_round_trip() {
     assert_eq!(e.code(), Code::NotFound);
     assert_eq!(e.message(), "ünï\ncode 100%");
     assert_eq!(&e.details()[..], b"\x00\x01details");
+}
+
+/// Typed error details reach a gRPC client (`grpc-status-details-bin`); over TTHeader, as with
+/// Kitex, they are not carried: the same call on the same port ends without them.
+#[tokio::test]
+async fn typed_error_details_cross_grpc_and_not_ttheader() {
+    let (_running, addr) = serve(Probe::default()).await;
+    let e = client(&addr)
+        .ping_pong(req("typed details"))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "typed"));
+    let bad = e.get_details_bad_request().expect("a BadRequest over gRPC");
+    assert_eq!(bad.field_violations[0].field, "name");
+    let retry = e.get_details_retry_info().expect("a RetryInfo over gRPC");
+    assert_eq!(retry.retry_delay(), Some(Duration::from_millis(250)));
+
+    let over_ttheader = TestServiceClient::new(Client::new(TtHeaderClient::new(addr.clone())));
+    let e = over_ttheader
+        .ping_pong(req("typed details"))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "typed"));
+    assert!(e.details().is_empty(), "TTHeader carries no status details");
+    assert!(e.get_error_details().is_empty());
 }
 
 #[tokio::test]
