@@ -44,7 +44,10 @@
 //! The messages are prost 0.14 messages (`prost::Message`), with `google.protobuf.Any` and
 //! `Duration` from prost-types, so they pass to tonic-types' or any other prost code as bytes
 //! and to `prost_types::Any::to_msg`-style helpers as they are. This module is the
-//! `error-details` feature of rpc-core (on by default).
+//! `error-details` feature of rpc-core (on by default; it adds only prost-types). It lives in
+//! rpc-core, not in a separate crate, so the constructors and accessors are `Status`'s own
+//! methods (no extension trait to import, unlike tonic-types' `StatusExt`) and read the same
+//! on every transport's statuses.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -785,6 +788,56 @@ impl ErrorDetails {
         self
     }
 
+    /// The [`ErrorInfo`], if set (tonic-types' accessor name; the field is public too).
+    pub fn error_info(&self) -> Option<&ErrorInfo> {
+        self.error_info.as_ref()
+    }
+
+    /// The [`RetryInfo`], if set.
+    pub fn retry_info(&self) -> Option<&RetryInfo> {
+        self.retry_info.as_ref()
+    }
+
+    /// The [`DebugInfo`], if set.
+    pub fn debug_info(&self) -> Option<&DebugInfo> {
+        self.debug_info.as_ref()
+    }
+
+    /// The [`QuotaFailure`], if set.
+    pub fn quota_failure(&self) -> Option<&QuotaFailure> {
+        self.quota_failure.as_ref()
+    }
+
+    /// The [`PreconditionFailure`], if set.
+    pub fn precondition_failure(&self) -> Option<&PreconditionFailure> {
+        self.precondition_failure.as_ref()
+    }
+
+    /// The [`BadRequest`], if set.
+    pub fn bad_request(&self) -> Option<&BadRequest> {
+        self.bad_request.as_ref()
+    }
+
+    /// The [`RequestInfo`], if set.
+    pub fn request_info(&self) -> Option<&RequestInfo> {
+        self.request_info.as_ref()
+    }
+
+    /// The [`ResourceInfo`], if set.
+    pub fn resource_info(&self) -> Option<&ResourceInfo> {
+        self.resource_info.as_ref()
+    }
+
+    /// The [`Help`], if set.
+    pub fn help(&self) -> Option<&Help> {
+        self.help.as_ref()
+    }
+
+    /// The [`LocalizedMessage`], if set.
+    pub fn localized_message(&self) -> Option<&LocalizedMessage> {
+        self.localized_message.as_ref()
+    }
+
     /// Whether no detail is set.
     pub fn is_empty(&self) -> bool {
         self == &ErrorDetails::default()
@@ -1012,6 +1065,19 @@ mod tests {
         );
         let details = status.get_error_details();
         assert_eq!(details.to_vec(), vec![detail]);
+        let set = [
+            details.error_info().is_some(),
+            details.retry_info().is_some(),
+            details.debug_info().is_some(),
+            details.quota_failure().is_some(),
+            details.precondition_failure().is_some(),
+            details.bad_request().is_some(),
+            details.request_info().is_some(),
+            details.resource_info().is_some(),
+            details.help().is_some(),
+            details.localized_message().is_some(),
+        ];
+        assert_eq!(set.iter().filter(|s| **s).count(), 1);
     }
 
     #[test]
