@@ -49,7 +49,10 @@
 //! use rpc_core::CallOptions;
 //! use rpc_transport_grpc::Compression;
 //! // One call's requests in zstd (a generated client's `*_with` methods take the options):
+//! # #[cfg(feature = "zstd")]
 //! let opts = CallOptions::new().extension(Compression::Zstd);
+//! # #[cfg(not(feature = "zstd"))]
+//! # let opts = CallOptions::new().extension(Compression::Gzip);
 //! # let _ = (client, opts); Ok(()) }
 //! ```
 //!
