@@ -12,6 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use examples::proto::{Request, Response, TestService, TestServiceClient, TestServiceServer};
 use http::HeaderMap;
 use prost::Message;
+use rpc_core::error_details::ErrorDetails;
 use rpc_core::serve::{Listener, Running};
 use rpc_core::transport::ServerExt;
 use rpc_core::{
@@ -21,7 +22,7 @@ use rpc_core::{
 use rpc_transport_grpc::{
     Compression, GrpcClient, GrpcClientConfig, GrpcProtocol, MessageCompression,
 };
-use rpc_transport_ttheader::TtHeaderProtocol;
+use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol};
 use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -54,14 +55,25 @@ impl TestService for Probe {
         match req.message.as_str() {
             "details" => Err(Status::new(Code::NotFound, "ünï\ncode 100%")
                 .with_details(Bytes::from_static(b"\x00\x01details"))),
+            "typed details" => {
+                let mut d = ErrorDetails::with_bad_request_violation("name", "empty");
+                d.set_retry_info(Some(Duration::from_millis(250)));
+                Err(Status::with_error_details(
+                    Code::InvalidArgument,
+                    "typed",
+                    d,
+                ))
+            }
             "sleep" => {
                 self.wait_cancel(&ctx).await;
                 Err(Status::cancelled("gone"))
             }
             "compressed?" => {
                 let c = compression(&ctx);
-                if req.repeat == Some(1) {
-                    c.set_send(Compression::Gzip);
+                match req.repeat {
+                    Some(1) => c.set_send(Compression::Gzip),
+                    Some(2) => c.set_send(Compression::Zstd),
+                    _ => {}
                 }
                 Ok(Response {
                     message: format!("{}", c.last_received_compressed()),
@@ -189,6 +201,31 @@ async fn text_and_binary_metadata_and_status_details_round_trip() {
     assert_eq!(e.code(), Code::NotFound);
     assert_eq!(e.message(), "ünï\ncode 100%");
     assert_eq!(&e.details()[..], b"\x00\x01details");
+}
+
+/// Typed error details reach a gRPC client (`grpc-status-details-bin`); over TTHeader, as with
+/// Kitex, they are not carried: the same call on the same port ends without them.
+#[tokio::test]
+async fn typed_error_details_cross_grpc_and_not_ttheader() {
+    let (_running, addr) = serve(Probe::default()).await;
+    let e = client(&addr)
+        .ping_pong(req("typed details"))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "typed"));
+    let bad = e.get_details_bad_request().expect("a BadRequest over gRPC");
+    assert_eq!(bad.field_violations[0].field, "name");
+    let retry = e.get_details_retry_info().expect("a RetryInfo over gRPC");
+    assert_eq!(retry.retry_delay(), Some(Duration::from_millis(250)));
+
+    let over_ttheader = TestServiceClient::new(Client::new(TtHeaderClient::new(addr.clone())));
+    let e = over_ttheader
+        .ping_pong(req("typed details"))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "typed"));
+    assert!(e.details().is_empty(), "TTHeader carries no status details");
+    assert!(e.get_error_details().is_empty());
 }
 
 #[tokio::test]
@@ -443,7 +480,7 @@ async fn wire_details_seen_by_a_raw_http2_client() {
         )
         .await;
     assert_eq!(headers["grpc-status"], "12");
-    assert_eq!(headers["grpc-accept-encoding"], "gzip");
+    assert_eq!(headers["grpc-accept-encoding"], "gzip,zstd");
 
     // Compressed flag without grpc-encoding: INTERNAL.
     let mut flagged = body.clone();
@@ -509,6 +546,129 @@ async fn wire_details_seen_by_a_raw_http2_client() {
         .await;
     assert_eq!(trailers.unwrap()["grpc-status"], "0");
     assert_eq!(Response::decode(&data[5..]).unwrap().message, "zipped");
+}
+
+/// What a client accepts decides the response's `grpc-encoding`: the handler's choice when
+/// accepted, else another algorithm the client accepts, else none (plain messages).
+#[tokio::test]
+async fn the_response_encoding_is_one_the_client_accepts() {
+    let (_running, addr) = serve(Probe::default()).await;
+    let mut h = RawClient::connect(&addr).await;
+    let mut r = req("compressed?");
+    r.repeat = Some(2); // the handler asks for zstd
+    let body = prefixed(&r.encode_to_vec());
+    let path = "/echo.TestService/PingPong";
+    for (accept, announced) in [
+        (Some("zstd"), Some("zstd")),
+        (Some("gzip,zstd"), Some("zstd")),
+        (Some("identity, gzip"), Some("gzip")),
+        (Some("snappy, identity"), None),
+        (None, None),
+    ] {
+        let extra: Vec<_> = accept
+            .map(|a| ("grpc-accept-encoding", a))
+            .into_iter()
+            .collect();
+        let (headers, data, trailers) = h.call(path, &extra, &body).await;
+        assert_eq!(trailers.unwrap()["grpc-status"], "0", "accept {accept:?}");
+        assert_eq!(headers["grpc-accept-encoding"], "gzip,zstd");
+        let got = headers.get("grpc-encoding").map(|v| v.to_str().unwrap());
+        assert_eq!(got, announced, "accept {accept:?}");
+        let plain = match (data[0], got) {
+            (0, None) => data.slice(5..),
+            (1, Some("zstd")) => Bytes::from(zstd::stream::decode_all(&data[5..]).unwrap()),
+            (1, Some("gzip")) => {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[5..]), &mut out)
+                    .unwrap();
+                Bytes::from(out)
+            }
+            other => panic!("accept {accept:?}: flag and encoding {other:?}"),
+        };
+        let res = Response::decode(plain).unwrap();
+        assert_eq!(res.message, "false", "the request went plain");
+    }
+    // A zstd request (with its content size, as our encoder writes it) reads as compressed.
+    let mut zipped =
+        prefixed(&zstd::bulk::compress(&req("compressed?").encode_to_vec(), 1).unwrap());
+    zipped[0] = 1;
+    let (_, data, trailers) = h.call(path, &[("grpc-encoding", "zstd")], &zipped).await;
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
+    assert_eq!(Response::decode(&data[5..]).unwrap().message, "true");
+}
+
+/// zstd zip bombs against the 4 MiB receive limit: `RESOURCE_EXHAUSTED`, whether the frame says
+/// its size (refused before inflating) or not (refused at the limit while inflating).
+#[tokio::test]
+async fn a_zstd_bomb_ends_the_call_with_resource_exhausted() {
+    let (_running, addr) = serve(Probe::default()).await;
+    let mut h = RawClient::connect(&addr).await;
+    let zeros = vec![0u8; 16 << 20];
+    let sized = zstd::bulk::compress(&zeros, 1).unwrap();
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    enc.include_contentsize(false).unwrap();
+    std::io::Write::write_all(&mut enc, &zeros).unwrap();
+    let streamed = enc.finish().unwrap();
+    for bomb in [sized, streamed] {
+        assert!(
+            bomb.len() < 64 << 10,
+            "a bomb is small: {} bytes",
+            bomb.len()
+        );
+        let mut wire = prefixed(&bomb);
+        wire[0] = 1;
+        let (headers, _, trailers) = h
+            .call(
+                "/echo.TestService/PingPong",
+                &[("grpc-encoding", "zstd")],
+                &wire,
+            )
+            .await;
+        assert_eq!(trailers.unwrap_or(headers)["grpc-status"], "8");
+    }
+}
+
+/// Our client and server in zstd: per call, and per message with the handle telling the
+/// client what the server announced and accepts.
+#[tokio::test]
+async fn zstd_per_call_and_per_message_between_our_client_and_server() {
+    let (_running, addr) = serve(Probe::default()).await;
+    let c = client(&addr);
+    let mut r = req("compressed?");
+    r.repeat = Some(2);
+    let seen = MessageCompression::new(Compression::Zstd);
+    let res = c
+        .ping_pong_with(r, CallOptions::new().extension(seen.clone()))
+        .await
+        .unwrap();
+    assert_eq!(res.get_ref().message, "true", "the request arrived in zstd");
+    assert_eq!(seen.peer_encoding(), Compression::Zstd);
+    assert!(seen.peer_accepts(Compression::Zstd) && seen.peer_accepts(Compression::Gzip));
+    assert!(
+        seen.last_received_compressed(),
+        "the response came back in zstd"
+    );
+    // Per message: zstd, plain, zstd.
+    let per = MessageCompression::new(Compression::Zstd);
+    let mut call = c
+        .echo_client_with(CallOptions::new().extension(per.clone()))
+        .await
+        .unwrap();
+    for (i, mode) in [Compression::Zstd, Compression::Identity, Compression::Zstd]
+        .into_iter()
+        .enumerate()
+    {
+        per.set_send(mode);
+        call.send(req(&format!("m{i}"))).await.unwrap();
+    }
+    assert_eq!(call.close_and_recv().await.unwrap().message, "1,0,1");
+    // Per call, from the client's config.
+    let cfg = GrpcClientConfig::default().send_compression(Compression::Zstd);
+    let c = TestServiceClient::new(Client::new(GrpcClient::with_config(addr.clone(), cfg)));
+    assert_eq!(
+        c.ping_pong(req("compressed?")).await.unwrap().message,
+        "true"
+    );
 }
 
 /// A peer that answers with plain HTTP: the client maps the HTTP status per

@@ -1,12 +1,12 @@
 //! The gRPC message framer (`rpc_transport_grpc::codec::MessageDecoder`, `encode_message`,
-//! gzip `decompress`) on arbitrary DATA bytes in arbitrary chunkings.
+//! gzip and zstd `decompress`) on arbitrary DATA bytes in arbitrary chunkings.
 //!
 //! Asserts, beyond "no panic":
 //! - chunking never changes the outcome: the same messages, then the same error (code and
 //!   text) or the same bytes left buffered;
 //! - bounds: no message (after inflating) is over the receive limit, and the decoder never
 //!   holds more than the bytes pushed into it;
-//! - round trip: messages framed by `encode_message` (plain or gzip) and cut at arbitrary
+//! - round trip: messages framed by `encode_message` (plain, gzip or zstd) and cut at arbitrary
 //!   places decode to the same bodies, with the compressed flag as sent.
 #![no_main]
 
@@ -60,7 +60,13 @@ fn run(
 fuzz_target!(|data: &[u8]| {
     let (config, data) = split_first(data);
     let max = MAX[usize::from(config & 3)];
-    let encoding = (config & 4 != 0).then_some(Compression::Gzip);
+    // Bit 4 picks the algorithm of the stream (and of the round trip): gzip or zstd.
+    let algorithm = if config & 16 != 0 {
+        Compression::Zstd
+    } else {
+        Compression::Gzip
+    };
+    let encoding = (config & 4 != 0).then_some(algorithm);
     let (sizes, wire) = split2(data);
 
     // Arbitrary bytes: whole, then chunked.
@@ -68,13 +74,15 @@ fuzz_target!(|data: &[u8]| {
     let chunked = run(&chunks(wire, sizes), max, encoding);
     assert_eq!(whole, chunked, "chunking changed the outcome");
 
-    if let Ok(out) = decompress(Compression::Gzip, wire, max) {
-        assert!(out.len() <= max);
+    for c in [Compression::Gzip, Compression::Zstd] {
+        if let Ok(out) = decompress(c, wire, max) {
+            assert!(out.len() <= max);
+        }
     }
 
     // Round trip: the input's pieces as message bodies, framed, cut elsewhere.
     let bodies = chunks(wire, sizes);
-    let send = (config & 8 != 0).then_some(Compression::Gzip);
+    let send = (config & 8 != 0).then_some(algorithm);
     let mut framed = BytesMut::new();
     for b in &bodies {
         encode_message(b, send, &mut framed).expect("frames");

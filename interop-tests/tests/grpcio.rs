@@ -37,13 +37,16 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The grpcio release the suite runs against, and the tools and protobuf matching it; the
-/// standard services' Python packages are the clients of the health and reflection tests.
-const PINS: [&str; 5] = [
+/// standard services' Python packages are the clients of the health and reflection tests, and
+/// `grpcio-status` (with googleapis-common-protos' `google.rpc` messages) the peer of the
+/// error-details tests.
+const PINS: [&str; 6] = [
     "grpcio==1.85.3",
     "grpcio-tools==1.85.1",
     "protobuf==7.36.2",
     "grpcio-health-checking==1.85.1",
     "grpcio-reflection==1.85.1",
+    "grpcio-status==1.85.1",
 ];
 
 /// Creating the virtualenv and installing the pins (a download on the first run).
@@ -461,16 +464,22 @@ struct Lines {
 
 impl Lines {
     fn start(grpcio: &Grpcio, args: &[&str]) -> Lines {
+        Lines::start_script(grpcio, "services.py", args)
+    }
+
+    /// `python/<script>` with `args`; its stdin stays open until it is dropped.
+    fn start_script(grpcio: &Grpcio, script: &str, args: &[&str]) -> Lines {
         let mut child = Command::new(&grpcio.python)
-            .arg(crate_dir().join("python/services.py"))
+            .arg(crate_dir().join("python").join(script))
             .args(args)
+            .stdin(Stdio::piped())
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONPATH", &grpcio.dir)
             .kill_on_drop(true)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start services.py");
+            .unwrap_or_else(|e| panic!("start {script}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         Lines {
             _child: child,
@@ -558,4 +567,159 @@ async fn grpcio_reflection_client_against_our_reflection_service() {
     py.expect(&format!("v1 services {services}")).await;
     py.expect("v1 files grpc/health/v1/health.proto").await;
     running.shutdown(Duration::from_secs(1)).await;
+}
+
+// ---- typed error details with grpcio-status ------------------------------------------------
+
+/// The details both sides send: one of each standard `google.rpc` detail (the same values as
+/// `fixture()` in `python/status_details.py`).
+fn fixture() -> rpc_core::error_details::ErrorDetails {
+    use rpc_core::error_details::{ErrorDetails, PreconditionViolation, QuotaViolation};
+    let mut d = ErrorDetails::with_error_info(
+        "QUOTA_EXCEEDED",
+        "example.com",
+        [("zone".to_owned(), "eu".to_owned())],
+    );
+    d.set_retry_info(Some(Duration::from_millis(1500)))
+        .set_debug_info(["a.rs:1".to_owned(), "b.rs:2".to_owned()], "boom")
+        .set_quota_failure([QuotaViolation {
+            subject: "clientip:127.0.0.1".into(),
+            description: "daily limit".into(),
+        }])
+        .set_precondition_failure([PreconditionViolation {
+            r#type: "TOS".into(),
+            subject: "user:1".into(),
+            description: "not accepted".into(),
+        }])
+        .add_bad_request_violation("name", "empty")
+        .add_bad_request_violation("age", "negative")
+        .set_request_info("req-1", "trace")
+        .set_resource_info("table", "users", "team", "missing")
+        .add_help_link("docs", "https://example.com/docs")
+        .set_localized_message("de-DE", "Fehler");
+    d
+}
+
+/// PingPong fails with [`fixture`] when the request says "details"; nothing else is served.
+struct Detailed;
+
+impl examples::proto::TestService for Detailed {
+    async fn ping_pong(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        req: examples::proto::Request,
+    ) -> Result<examples::proto::Response, rpc_core::Status> {
+        match req.message.as_str() {
+            "details" => Err(rpc_core::Status::with_error_details(
+                rpc_core::Code::InvalidArgument,
+                "from ours",
+                fixture(),
+            )),
+            other => Err(rpc_core::Status::invalid_argument(format!("no {other:?}"))),
+        }
+    }
+
+    async fn echo(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        _stream: rpc_core::BidiStream<examples::proto::Request, examples::proto::Response>,
+    ) -> Result<(), rpc_core::Status> {
+        Err(rpc_core::Status::unimplemented("not in this test"))
+    }
+
+    async fn echo_client(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        _stream: rpc_core::RecvStream<examples::proto::Request>,
+    ) -> Result<examples::proto::Response, rpc_core::Status> {
+        Err(rpc_core::Status::unimplemented("not in this test"))
+    }
+
+    async fn echo_server(
+        &self,
+        _ctx: rpc_core::ServerContext,
+        _req: examples::proto::Request,
+        _stream: rpc_core::SendStream<examples::proto::Response>,
+    ) -> Result<(), rpc_core::Status> {
+        Err(rpc_core::Status::unimplemented("not in this test"))
+    }
+}
+
+/// grpcio-status's `rpc_status.from_call` reads our `grpc-status-details-bin`: the
+/// `google.rpc.Status` agrees with `grpc-status` and `grpc-message` (from_call checks), and
+/// every standard detail unpacks equal to the fixture, in our order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_status_reads_our_error_details() {
+    let grpcio = Grpcio::install().await;
+    let server = rpc_core::Server::builder()
+        .add_service(examples::proto::TestServiceServer::new(Detailed))
+        .build();
+    let running = rpc_core::serve::Listener::new(server)
+        .protocol(rpc_transport_grpc::GrpcProtocol::default())
+        .bind("tcp://127.0.0.1:0".parse().expect("an address"))
+        .await
+        .expect("bind")
+        .start();
+    let port = running.local_addrs()[0]
+        .socket_addr()
+        .expect("a tcp address")
+        .port();
+    let mut py = Lines::start_script(&grpcio, "status_details.py", &["read", &port.to_string()]);
+    py.expect("status INVALID_ARGUMENT from ours").await;
+    py.expect("details 10 3 from ours").await;
+    for name in [
+        "ErrorInfo",
+        "RetryInfo",
+        "DebugInfo",
+        "QuotaFailure",
+        "PreconditionFailure",
+        "BadRequest",
+        "RequestInfo",
+        "ResourceInfo",
+        "Help",
+        "LocalizedMessage",
+    ] {
+        py.expect(&format!("{name} ok")).await;
+    }
+    py.expect("done").await;
+    running.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Our client reads the details a grpcio server packs with `rpc_status.to_status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_reads_grpcio_status_details() {
+    let grpcio = Grpcio::install().await;
+    let port = free_port();
+    let mut py = Lines::start_script(&grpcio, "status_details.py", &["serve", &port.to_string()]);
+    py.expect("serving").await;
+    let addr: rpc_core::Address = format!("tcp://127.0.0.1:{port}")
+        .parse()
+        .expect("an address");
+    let client = examples::proto::TestServiceClient::new(rpc_core::Client::new(
+        rpc_transport_grpc::GrpcClient::new(addr),
+    ));
+    let req = examples::proto::Request {
+        message: "details".into(),
+        ..Default::default()
+    };
+    let e = tokio::time::timeout(START_TIMEOUT, client.ping_pong(req))
+        .await
+        .expect("the call ends in time")
+        .expect_err("grpcio's server fails the call");
+    assert_eq!(e.code(), rpc_core::Code::InvalidArgument, "{e:?}");
+    assert_eq!(e.message(), "from grpcio");
+    let rpc = e
+        .check_rpc_status()
+        .expect("a google.rpc.Status")
+        .expect("details present");
+    assert_eq!((rpc.code, rpc.message.as_str()), (3, "from grpcio"));
+    assert_eq!(
+        e.check_error_details().expect("standard details decode"),
+        fixture()
+    );
+    assert_eq!(e.get_error_details_vec(), fixture().to_vec());
+    let bad = e.get_details_bad_request().expect("a BadRequest");
+    assert_eq!(bad.field_violations[1].field, "age");
+    let retry = e.get_details_retry_info().expect("a RetryInfo");
+    assert_eq!(retry.retry_delay(), Some(Duration::from_millis(1500)));
 }

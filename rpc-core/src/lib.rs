@@ -90,6 +90,8 @@ pub mod codegen;
 pub mod context;
 #[cfg(feature = "discovery")]
 pub mod discovery;
+#[cfg(feature = "error-details")]
+pub mod error_details;
 pub mod events;
 pub mod exception;
 pub mod generic;

@@ -22,7 +22,7 @@ use crate::codec::{
     code_from_http_status, content_type_for, encode_timeout, hdr, is_grpc_content_type,
     parse_encoding,
 };
-use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
+use crate::compression::{AcceptedEncodings, Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::{GrpcClientConfig, USER_AGENT as OUR_USER_AGENT};
 use crate::headers::{append_metadata, metadata_from, status_from, status_with_trailers};
 use crate::stream::{
@@ -285,7 +285,9 @@ fn send_choice(
     default: Compression,
 ) -> (Option<MessageCompression>, Compression) {
     if let Some(m) = ctx.extensions().get::<MessageCompression>() {
-        return (Some(m.clone()), Compression::Gzip);
+        // A handle that starts plain announces gzip, so it can switch compression on later.
+        let announced = m.send().active().unwrap_or(Compression::Gzip);
+        return (Some(m.clone()), announced);
     }
     let c = ctx
         .extensions()
@@ -392,7 +394,8 @@ struct ClientStream {
 impl ClientStream {
     fn compression(&self) -> Option<Compression> {
         match &self.per_message {
-            Some(m) => m.send().active(),
+            // The algorithm is the one announced at open; the handle says whether to use it.
+            Some(m) => m.send().active().and(self.fixed),
             None => self.fixed,
         }
     }
@@ -472,6 +475,13 @@ impl ClientStream {
         };
         let md = metadata_from(headers).map_err(|s| ClientEvent::End(s, Metadata::new()))?;
         // Only a per-message handle is told what arrives (nothing else can read it).
+        if let Some(m) = &self.per_message {
+            let accepts = headers
+                .get(hdr::grpc_accept_encoding())
+                .map(|v| AcceptedEncodings::parse(v.as_bytes()))
+                .unwrap_or_default();
+            m.set_peer(encoding, accepts);
+        }
         let rx = Receiver::new(body, self.max_recv, encoding, self.per_message.clone());
         Ok((md, rx))
     }

@@ -208,7 +208,10 @@ fn too_large(len: usize, max: usize) -> Status {
     )
 }
 
-/// Inflates `body` compressed with `c`, refusing more than `max` bytes of output.
+/// Inflates `body` compressed with `c`, refusing more than `max` bytes of output: the output
+/// buffer never grows past `max + 1` bytes (a zip bomb is refused with `RESOURCE_EXHAUSTED`
+/// after at most that much), and a zstd frame that declares more content than `max`, or a
+/// window above [`ZSTD_MAX_WINDOW_LOG`] (or `max`, if larger), is refused before inflating.
 pub fn decompress(c: Compression, body: &[u8], max: usize) -> Result<Bytes, Status> {
     match c {
         Compression::Identity => {
@@ -218,21 +221,96 @@ pub fn decompress(c: Compression, body: &[u8], max: usize) -> Result<Bytes, Stat
             Ok(Bytes::copy_from_slice(body))
         }
         Compression::Gzip => {
-            let mut out = Vec::with_capacity(body.len().saturating_mul(2).min(max));
-            let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-            flate2::read::GzDecoder::new(body)
-                .take(limit)
-                .read_to_end(&mut out)
-                .map_err(|e| Status::internal(format!("corrupt gzip message: {e}")))?;
-            if out.len() > max {
-                return Err(Status::new(
-                    Code::ResourceExhausted,
-                    format!("decompressed message exceeds the receive limit of {max} bytes"),
-                ));
+            inflate_capped(flate2::read::GzDecoder::new(body), "gzip", body.len(), max)
+        }
+        #[cfg(feature = "zstd")]
+        Compression::Zstd => zstd_decompress(body, max),
+    }
+}
+
+/// What an inflating buffer grows by at least (until the cap): small messages take one or two
+/// reads, and a large one doubles its buffer as it goes, never past the cap.
+const INFLATE_STEP: usize = 8 * 1024;
+
+fn inflated_too_large(max: usize) -> Status {
+    Status::new(
+        Code::ResourceExhausted,
+        format!("decompressed message exceeds the receive limit of {max} bytes"),
+    )
+}
+
+/// Reads `r` to its end into a buffer that is never allowed more than `max + 1` bytes (the
+/// extra byte tells "exactly `max`" from "more").
+fn inflate_capped(
+    mut r: impl Read,
+    what: &str,
+    compressed_len: usize,
+    max: usize,
+) -> Result<Bytes, Status> {
+    let cap = max.saturating_add(1);
+    let mut out: Vec<u8> = Vec::new();
+    out.reserve_exact(compressed_len.saturating_mul(2).max(INFLATE_STEP).min(cap));
+    loop {
+        if out.len() > max {
+            return Err(inflated_too_large(max));
+        }
+        if out.len() == out.capacity() {
+            let grow = out.capacity().max(INFLATE_STEP).min(cap - out.len());
+            out.reserve_exact(grow);
+        }
+        let filled = out.len();
+        out.resize(out.capacity(), 0);
+        match r.read(&mut out[filled..]) {
+            Ok(0) => {
+                out.truncate(filled);
+                return Ok(Bytes::from(out));
             }
-            Ok(Bytes::from(out))
+            Ok(n) => out.truncate(filled + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => out.truncate(filled),
+            Err(e) => {
+                return Err(if e.to_string().contains("too much memory") {
+                    // zstd: the frame's window is above the decoder's limit.
+                    Status::new(
+                        Code::ResourceExhausted,
+                        format!("{what} message needs a larger window than allowed: {e}"),
+                    )
+                } else {
+                    Status::internal(format!("corrupt {what} message: {e}"))
+                });
+            }
         }
     }
+}
+
+/// The largest zstd window (log2 of bytes) we let a frame ask for when the receive limit is
+/// smaller: 8 MiB. Streaming encoders that do not know the size up front (tonic's, grpc-go's)
+/// declare the window of their level (2 MiB at the default level 3, 8 MiB up to level 19)
+/// even for a 10-byte message, and the decoder allocates the window (or the frame's declared
+/// content size, when smaller) before inflating. Above the receive limit, the limit (rounded
+/// up to a power of two) is the bound instead; zstd's own default is 2^27.
+#[cfg(feature = "zstd")]
+pub const ZSTD_MAX_WINDOW_LOG: u32 = 23;
+
+#[cfg(feature = "zstd")]
+fn zstd_decompress(body: &[u8], max: usize) -> Result<Bytes, Status> {
+    // A frame that says how much it holds is refused before anything is inflated.
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(body) {
+        if size > u64::try_from(max).unwrap_or(u64::MAX) {
+            return Err(Status::new(
+                Code::ResourceExhausted,
+                format!(
+                    "zstd message of {size} bytes (decompressed) exceeds the receive limit of {max} bytes"
+                ),
+            ));
+        }
+    }
+    let limit_log = usize::BITS - max.saturating_sub(1).leading_zeros();
+    let window_log = limit_log.clamp(ZSTD_MAX_WINDOW_LOG, 31);
+    let mut dec = zstd::stream::read::Decoder::with_buffer(body)
+        .map_err(|e| Status::internal(format!("zstd decoder: {e}")))?;
+    dec.window_log_max(window_log)
+        .map_err(|e| Status::internal(format!("zstd decoder: {e}")))?;
+    inflate_capped(dec, "zstd", body.len(), max)
 }
 
 /// Compresses `body` with `c`, appending to `dst`.
@@ -249,8 +327,32 @@ pub fn compress(c: Compression, body: &[u8], dst: &mut BytesMut) -> Result<(), S
                 .and_then(|()| enc.finish().map(drop))
                 .map_err(|e| Status::internal(format!("gzip: {e}")))
         }
+        #[cfg(feature = "zstd")]
+        Compression::Zstd => {
+            // One shot, so the frame records its content size (the peer can refuse an
+            // oversized message before inflating it) and its window is no larger than the
+            // message.
+            let start = dst.len();
+            let bound = zstd::zstd_safe::compress_bound(body.len());
+            dst.resize(start + bound, 0);
+            match zstd::bulk::compress_to_buffer(body, &mut dst[start..], ZSTD_LEVEL) {
+                Ok(n) => {
+                    dst.truncate(start + n);
+                    Ok(())
+                }
+                Err(e) => {
+                    dst.truncate(start);
+                    Err(Status::internal(format!("zstd: {e}")))
+                }
+            }
+        }
     }
 }
+
+/// The zstd level we compress with: 1, the fastest, as gzip's `fast()` (RPC messages are
+/// compressed on the call's path; zstd's level 1 already beats gzip's ratio).
+#[cfg(feature = "zstd")]
+const ZSTD_LEVEL: i32 = 1;
 
 /// Appends one message with its prefix to `dst`: `body` as is (flag 0) or compressed with
 /// `compression` (flag 1).
@@ -261,12 +363,12 @@ pub fn encode_message(
 ) -> Result<(), Status> {
     let start = dst.len();
     dst.put_bytes(0, PREFIX_LEN);
-    match compression {
-        Some(c @ Compression::Gzip) => {
+    match compression.and_then(Compression::active) {
+        Some(c) => {
             compress(c, body, dst)?;
             dst[start] = 1;
         }
-        _ => dst.extend_from_slice(body),
+        None => dst.extend_from_slice(body),
     }
     let len = dst.len() - start - PREFIX_LEN;
     let len = u32::try_from(len)
@@ -529,14 +631,21 @@ pub fn parse_encoding(v: &[u8]) -> Result<Option<Compression>, String> {
     match v.trim_ascii() {
         b"" | b"identity" => Ok(None),
         b"gzip" => Ok(Some(Compression::Gzip)),
-        other => Err(String::from_utf8_lossy(other).into_owned()),
+        #[cfg(feature = "zstd")]
+        b"zstd" => Ok(Some(Compression::Zstd)),
+        other => match std::str::from_utf8(other)
+            .ok()
+            .and_then(Compression::from_name)
+        {
+            Some(c) => Ok(c.active()),
+            None => Err(String::from_utf8_lossy(other).into_owned()),
+        },
     }
 }
 
-/// Whether a `grpc-accept-encoding` list names `c`.
+/// Whether a `grpc-accept-encoding` list names `c` (identity always counts as accepted).
 pub fn accepts(list: &[u8], c: Compression) -> bool {
-    list.split(|&b| b == b',')
-        .any(|e| e.trim_ascii().eq_ignore_ascii_case(c.name().as_bytes()))
+    crate::compression::AcceptedEncodings::parse(list).contains(c)
 }
 
 #[cfg(test)]
@@ -612,6 +721,132 @@ mod tests {
             d.next_message().unwrap_err().code(),
             Code::ResourceExhausted
         );
+    }
+
+    /// gzip inflating exactly to the limit is fine; one byte more is refused, and the output
+    /// never grew past the limit to find out.
+    #[test]
+    fn gzip_exactly_at_the_limit() {
+        let mut wire = BytesMut::new();
+        compress(Compression::Gzip, &[1u8; 5000], &mut wire).unwrap();
+        assert_eq!(
+            decompress(Compression::Gzip, &wire, 5000).unwrap().len(),
+            5000
+        );
+        let e = decompress(Compression::Gzip, &wire, 4999).unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        let e = decompress(Compression::Gzip, b"not gzip", 5000).unwrap_err();
+        assert_eq!(e.code(), Code::Internal);
+    }
+
+    #[cfg(feature = "zstd")]
+    mod zstd_tests {
+        use super::*;
+        use std::io::Write;
+
+        /// A streamed zstd frame (no content size in its header, the window of its level), as
+        /// streaming encoders write it.
+        fn streamed(body: &[u8], window_log: u32) -> Vec<u8> {
+            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            enc.include_contentsize(false).unwrap();
+            enc.window_log(window_log).unwrap();
+            enc.write_all(body).unwrap();
+            enc.finish().unwrap()
+        }
+
+        #[test]
+        fn zstd_round_trips_per_message() {
+            let body = b"zstd zstd zstd zstd zstd zstd zstd zstd".repeat(100);
+            let mut wire = BytesMut::new();
+            encode_message(&body, Some(Compression::Zstd), &mut wire).unwrap();
+            encode_message(b"plain", None, &mut wire).unwrap();
+            assert_eq!(wire[0], 1);
+            assert!(wire.len() < body.len() / 10);
+            let mut d = MessageDecoder::new(body.len(), Some(Compression::Zstd));
+            d.push(wire.freeze());
+            let m = d.next_message().unwrap().unwrap();
+            assert!(m.compressed);
+            assert_eq!(m.bytes, body);
+            let m = d.next_message().unwrap().unwrap();
+            assert!(!m.compressed);
+            assert_eq!(m.bytes, &b"plain"[..]);
+            // A streamed frame from another encoder decodes too, and empty messages work.
+            let other = streamed(&body, 21);
+            assert_eq!(
+                decompress(Compression::Zstd, &other, body.len()).unwrap(),
+                body
+            );
+            let mut empty = BytesMut::new();
+            compress(Compression::Zstd, b"", &mut empty).unwrap();
+            assert!(decompress(Compression::Zstd, &empty, 0).unwrap().is_empty());
+        }
+
+        /// A zip bomb whose frame says its size: refused before inflating anything.
+        #[test]
+        fn zstd_bomb_with_a_content_size_is_refused_up_front() {
+            let bomb = zstd::bulk::compress(&vec![0u8; 16 << 20], 1).unwrap();
+            assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+            let mut wire = BytesMut::new();
+            wire.put_u8(1);
+            wire.put_u32(bomb.len() as u32);
+            wire.extend_from_slice(&bomb);
+            let mut d = MessageDecoder::new(4 << 20, Some(Compression::Zstd));
+            d.push(wire.freeze());
+            let e = d.next_message().unwrap_err();
+            assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        }
+
+        /// A zip bomb that does not say its size: refused while inflating, at the limit.
+        #[test]
+        fn zstd_streamed_bomb_is_refused_at_the_limit() {
+            let bomb = streamed(&vec![0u8; 4 << 20], 20);
+            assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+            let e = decompress(Compression::Zstd, &bomb, 1 << 20).unwrap_err();
+            assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+            // Exactly at the limit is fine.
+            let exact = streamed(&vec![7u8; 1 << 20], 20);
+            assert_eq!(
+                decompress(Compression::Zstd, &exact, 1 << 20)
+                    .unwrap()
+                    .len(),
+                1 << 20
+            );
+        }
+
+        /// A frame asking for a window past the bound (8 MiB, or the limit when larger) is
+        /// refused before the decoder allocates it.
+        #[test]
+        fn zstd_window_above_the_bound_is_refused() {
+            let big_window = streamed(b"tiny", 27);
+            let e = decompress(Compression::Zstd, &big_window, 4 << 20).unwrap_err();
+            assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+            // The same window is allowed when the receive limit is that large.
+            assert_eq!(
+                decompress(Compression::Zstd, &big_window, 128 << 20).unwrap(),
+                &b"tiny"[..]
+            );
+            // The level-3 window streaming encoders use is allowed under a small limit.
+            let level3 = streamed(b"tiny", 21);
+            assert_eq!(
+                decompress(Compression::Zstd, &level3, 64).unwrap(),
+                &b"tiny"[..]
+            );
+        }
+
+        #[test]
+        fn corrupt_zstd_is_internal() {
+            let e = decompress(Compression::Zstd, b"\x28\xb5\x2f\xfd garbage", 4096).unwrap_err();
+            assert_eq!(e.code(), Code::Internal, "{e:?}");
+        }
+
+        #[test]
+        fn zstd_encoding_names() {
+            assert_eq!(parse_encoding(b"zstd"), Ok(Some(Compression::Zstd)));
+            assert_eq!(parse_encoding(b"ZSTD"), Ok(Some(Compression::Zstd)));
+            assert_eq!(parse_encoding(b"snappy"), Err("snappy".to_owned()));
+            assert!(accepts(b"gzip, zstd", Compression::Zstd));
+            assert!(!accepts(b"gzip", Compression::Zstd));
+        }
     }
 
     #[test]

@@ -13,6 +13,10 @@ pub enum Compression {
     Identity,
     /// gzip (RFC 1952), what every gRPC implementation supports.
     Gzip,
+    /// Zstandard (RFC 8878): better ratios than gzip at a fraction of its CPU; tonic, grpc-go
+    /// and volo speak it. Needs the `zstd` feature (on by default).
+    #[cfg(feature = "zstd")]
+    Zstd,
 }
 
 impl Compression {
@@ -21,21 +25,42 @@ impl Compression {
         match self {
             Compression::Identity => "identity",
             Compression::Gzip => "gzip",
+            #[cfg(feature = "zstd")]
+            Compression::Zstd => "zstd",
         }
+    }
+
+    /// The algorithm a `grpc-encoding` name stands for (ASCII case ignored), `None` for a name
+    /// this build does not support.
+    pub fn from_name(name: &str) -> Option<Compression> {
+        SUPPORTED
+            .iter()
+            .copied()
+            .chain([Compression::Identity])
+            .find(|c| c.name().eq_ignore_ascii_case(name))
     }
 
     fn to_u8(self) -> u8 {
         match self {
             Compression::Identity => 0,
             Compression::Gzip => 1,
+            #[cfg(feature = "zstd")]
+            Compression::Zstd => 2,
         }
     }
 
     fn from_u8(v: u8) -> Compression {
         match v {
             1 => Compression::Gzip,
+            #[cfg(feature = "zstd")]
+            2 => Compression::Zstd,
             _ => Compression::Identity,
         }
+    }
+
+    /// This algorithm's bit in an [`AcceptedEncodings`] set.
+    fn bit(self) -> u8 {
+        1 << self.to_u8()
     }
 
     /// `Some(self)` unless identity.
@@ -44,18 +69,70 @@ impl Compression {
     }
 }
 
-/// The `grpc-accept-encoding` we send: every algorithm we can decode.
+/// Every algorithm this build compresses and decompresses, in the order we prefer them when
+/// the peer accepts several and the application did not choose.
+#[cfg(feature = "zstd")]
+pub const SUPPORTED: &[Compression] = &[Compression::Gzip, Compression::Zstd];
+/// Every algorithm this build compresses and decompresses.
+#[cfg(not(feature = "zstd"))]
+pub const SUPPORTED: &[Compression] = &[Compression::Gzip];
+
+/// The `grpc-accept-encoding` we send: every algorithm we can decode ([`SUPPORTED`]).
+#[cfg(feature = "zstd")]
+pub(crate) const ACCEPT_ENCODING: &str = "gzip,zstd";
+/// The `grpc-accept-encoding` we send: every algorithm we can decode ([`SUPPORTED`]).
+#[cfg(not(feature = "zstd"))]
 pub(crate) const ACCEPT_ENCODING: &str = "gzip";
+
+/// The algorithms a peer's `grpc-accept-encoding` names (of those we support), as a bit set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct AcceptedEncodings(u8);
+
+impl AcceptedEncodings {
+    /// The supported algorithms named in a `grpc-accept-encoding` list (names compared
+    /// ignoring ASCII case and blanks; unknown names skipped).
+    pub(crate) fn parse(list: &[u8]) -> AcceptedEncodings {
+        let mut bits = 0;
+        for name in list.split(|&b| b == b',') {
+            let name = name.trim_ascii();
+            if let Some(c) = SUPPORTED
+                .iter()
+                .find(|c| c.name().as_bytes().eq_ignore_ascii_case(name))
+            {
+                bits |= c.bit();
+            }
+        }
+        AcceptedEncodings(bits)
+    }
+
+    /// Whether `c` is in the set (identity always is).
+    pub(crate) fn contains(self, c: Compression) -> bool {
+        c == Compression::Identity || self.0 & c.bit() != 0
+    }
+
+    /// The `grpc-encoding` to announce in a response, given what the application wants its
+    /// messages sent with: `want` when the peer accepts it; otherwise the first of
+    /// [`SUPPORTED`] the peer accepts (messages the application wants compressed then use that
+    /// one, and the handler may switch compression on later); `None` when the peer accepts
+    /// none.
+    pub(crate) fn response_encoding(self, want: Compression) -> Option<Compression> {
+        if want != Compression::Identity && self.contains(want) {
+            return Some(want);
+        }
+        SUPPORTED.iter().copied().find(|c| self.contains(*c))
+    }
+}
 
 const FLAG_ARRIVED: u8 = 1;
 const FLAG_LAST_COMPRESSED: u8 = 2;
-const FLAG_PEER_ACCEPTS_GZIP: u8 = 4;
 
 #[derive(Debug, Default)]
 struct State {
     send: AtomicU8,
     flags: AtomicU8,
     request_encoding: AtomicU8,
+    /// The peer's [`AcceptedEncodings`] set.
+    peer_accepts: AtomicU8,
 }
 
 /// One call's compression, shared between the transport and the application: which
@@ -80,16 +157,27 @@ struct State {
 /// # Ok(()) }
 /// ```
 ///
-/// When the client accepts gzip (`grpc-accept-encoding`), the response header announces
-/// `grpc-encoding: gzip` and each message follows the choice current when it is sent, through
-/// its per-message flag (so one response stream may mix compressed and plain messages, as the
-/// spec allows). A client that does not accept gzip gets plain messages whatever the choice.
+/// gRPC fixes one algorithm per stream and direction (`grpc-encoding`, in the header); each
+/// message then says by its flag whether it is compressed with it, so one stream may mix
+/// compressed and plain messages, as the spec allows. The response header announces the
+/// handler's choice at the time it goes out (the configured
+/// `GrpcServerConfig::send_compression` if the handler has not chosen) when the client's
+/// `grpc-accept-encoding` names it, and otherwise the first algorithm of [`SUPPORTED`] the
+/// client accepts, so the handler can still switch compression on for later messages. From
+/// then on, a choice other than identity compresses with the announced algorithm (a handler
+/// that picks zstd for a client accepting only gzip sends gzip); a client that accepts no
+/// algorithm gets plain messages whatever the choice. [`MessageCompression::peer_accepts`]
+/// says what the client accepts.
 ///
 /// **On the client** put a [`Compression`] into the call context's extensions for the whole
-/// call (`ctx.extensions_mut().insert(Compression::Gzip)`, from an interceptor or layer), or
-/// a `MessageCompression` you keep a clone of to change it between messages. The request
-/// header announces gzip when either says gzip at open; the client's
-/// `GrpcClientConfig::send_compression` is the default.
+/// call (`ctx.extensions_mut().insert(Compression::Zstd)`, from an interceptor or layer, or
+/// `CallOptions::new().extension(Compression::Zstd)`), or a `MessageCompression` you keep a
+/// clone of to change it between messages. The request header announces the algorithm either
+/// says at open (a handle that says identity then announces gzip, so it can switch on later);
+/// the client's `GrpcClientConfig::send_compression` is the default. A server that does not
+/// support the algorithm answers `UNIMPLEMENTED`. Once the response header arrived, a handle
+/// also tells [`MessageCompression::peer_encoding`] (the response's `grpc-encoding`) and
+/// [`MessageCompression::peer_accepts`] (the server's `grpc-accept-encoding`).
 #[derive(Debug, Clone, Default)]
 pub struct MessageCompression(Arc<State>);
 
@@ -129,31 +217,93 @@ impl MessageCompression {
 
     /// Whether the peer's `grpc-accept-encoding` names `c` (identity always).
     pub fn peer_accepts(&self, c: Compression) -> bool {
-        match c {
-            Compression::Identity => true,
-            Compression::Gzip => self.0.flags.load(Ordering::Acquire) & FLAG_PEER_ACCEPTS_GZIP != 0,
-        }
+        AcceptedEncodings(self.0.peer_accepts.load(Ordering::Acquire)).contains(c)
     }
 
     pub(crate) fn record_received(&self, compressed: bool) {
         let set = FLAG_ARRIVED | if compressed { FLAG_LAST_COMPRESSED } else { 0 };
-        let keep = FLAG_PEER_ACCEPTS_GZIP;
-        let _ = self
-            .0
-            .flags
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
-                Some((f & keep) | set)
-            });
+        self.0.flags.store(set, Ordering::Release);
     }
 
-    pub(crate) fn set_peer(&self, encoding: Option<Compression>, accepts_gzip: bool) {
+    pub(crate) fn set_peer(&self, encoding: Option<Compression>, accepts: AcceptedEncodings) {
         self.0
             .request_encoding
             .store(encoding.unwrap_or_default().to_u8(), Ordering::Release);
-        if accepts_gzip {
-            self.0
-                .flags
-                .fetch_or(FLAG_PEER_ACCEPTS_GZIP, Ordering::AcqRel);
+        self.0.peer_accepts.store(accepts.0, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sets_and_the_response_encoding() {
+        let none = AcceptedEncodings::parse(b"");
+        assert!(none.contains(Compression::Identity));
+        assert!(!none.contains(Compression::Gzip));
+        assert_eq!(none.response_encoding(Compression::Gzip), None);
+        let gzip = AcceptedEncodings::parse(b"identity, GZIP ,deflate");
+        assert!(gzip.contains(Compression::Gzip));
+        // What the handler wants when the client accepts it, else the first one it accepts.
+        assert_eq!(
+            gzip.response_encoding(Compression::Identity),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            gzip.response_encoding(Compression::Gzip),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(Compression::from_name("Gzip"), Some(Compression::Gzip));
+        assert_eq!(
+            Compression::from_name("identity"),
+            Some(Compression::Identity)
+        );
+        assert_eq!(Compression::from_name("snappy"), None);
+        #[cfg(feature = "zstd")]
+        {
+            assert!(!gzip.contains(Compression::Zstd));
+            assert_eq!(
+                gzip.response_encoding(Compression::Zstd),
+                Some(Compression::Gzip)
+            );
+            let zstd = AcceptedEncodings::parse(b"zstd");
+            assert_eq!(
+                zstd.response_encoding(Compression::Identity),
+                Some(Compression::Zstd)
+            );
+            assert_eq!(
+                zstd.response_encoding(Compression::Gzip),
+                Some(Compression::Zstd)
+            );
+            let both = AcceptedEncodings::parse(b"gzip,zstd");
+            assert_eq!(
+                both.response_encoding(Compression::Zstd),
+                Some(Compression::Zstd)
+            );
+            assert_eq!(
+                both.response_encoding(Compression::Identity),
+                Some(Compression::Gzip)
+            );
+            assert_eq!(AcceptedEncodings::parse(ACCEPT_ENCODING.as_bytes()), both);
         }
+        assert_eq!(
+            AcceptedEncodings::parse(ACCEPT_ENCODING.as_bytes())
+                .0
+                .count_ones() as usize,
+            SUPPORTED.len()
+        );
+    }
+
+    #[test]
+    fn the_handle_keeps_peer_and_arrival_apart() {
+        let m = MessageCompression::new(Compression::Gzip);
+        m.set_peer(Some(Compression::Gzip), AcceptedEncodings::parse(b"gzip"));
+        m.record_received(true);
+        assert!(m.last_received_compressed() && m.received_any());
+        m.record_received(false);
+        assert!(!m.last_received_compressed() && m.received_any());
+        assert!(m.peer_accepts(Compression::Gzip));
+        assert_eq!(m.peer_encoding(), Compression::Gzip);
     }
 }

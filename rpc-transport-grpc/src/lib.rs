@@ -30,13 +30,31 @@
 //!
 //! # Compression
 //!
-//! gzip both ways (`grpc-encoding`, `grpc-accept-encoding`, the per-message flag). A client
-//! call compresses its requests when its context's extensions hold [`Compression::Gzip`] (or a
-//! [`MessageCompression`] handle, to switch per message); a handler finds the call's
-//! [`MessageCompression`] with `ctx.extension::<MessageCompression>()` to learn whether the
-//! last request arrived compressed and to choose compression of its responses, per call or per
-//! message. A compressed message without `grpc-encoding` is `INTERNAL`; an unsupported
-//! `grpc-encoding` is `UNIMPLEMENTED`.
+//! gzip and zstd (the `zstd` cargo feature, on by default; without it only gzip), both ways:
+//! `grpc-encoding`, `grpc-accept-encoding` (we advertise every algorithm we decode) and the
+//! per-message flag. A client call compresses its requests when its context's extensions hold
+//! a [`Compression`] such as [`Compression::Zstd`] (or a [`MessageCompression`] handle, to
+//! switch per message); a handler finds the call's [`MessageCompression`] with
+//! `ctx.extension::<MessageCompression>()` to learn how the requests arrived and what the
+//! client accepts, and to choose compression of its responses, per call or per message. The
+//! server answers only in an algorithm the client's `grpc-accept-encoding` names (see
+//! [`MessageCompression`] for the choice). A compressed message without `grpc-encoding` is
+//! `INTERNAL`; an unsupported `grpc-encoding` is `UNIMPLEMENTED`, answered with our
+//! `grpc-accept-encoding`. Decompression is capped by the receive limit: a message that
+//! inflates past it ends the stream with `RESOURCE_EXHAUSTED`, and the output buffer never
+//! grows past the limit (a zip bomb costs at most the limit); see [`codec::decompress`].
+//!
+//! ```no_run
+//! # async fn run(client: rpc_core::Client) -> Result<(), rpc_core::Status> {
+//! use rpc_core::CallOptions;
+//! use rpc_transport_grpc::Compression;
+//! // One call's requests in zstd (a generated client's `*_with` methods take the options):
+//! # #[cfg(feature = "zstd")]
+//! let opts = CallOptions::new().extension(Compression::Zstd);
+//! # #[cfg(not(feature = "zstd"))]
+//! # let opts = CallOptions::new().extension(Compression::Gzip);
+//! # let _ = (client, opts); Ok(()) }
+//! ```
 //!
 //! # Wire details
 //!
@@ -69,7 +87,7 @@ mod server;
 mod stream;
 
 pub use client::GrpcClient;
-pub use compression::{Compression, MessageCompression};
+pub use compression::{Compression, MessageCompression, SUPPORTED};
 pub use config::{
     GrpcClientConfig, GrpcServerConfig, DEFAULT_CONNECTIONS, DEFAULT_CONNECTION_WINDOW,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_FRAME_SIZE,

@@ -21,9 +21,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::codec::{
-    accepts, content_type_payload, hdr, is_grpc_content_type, parse_encoding, parse_timeout,
+    content_type_payload, hdr, is_grpc_content_type, parse_encoding, parse_timeout,
 };
-use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
+use crate::compression::{AcceptedEncodings, Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::GrpcServerConfig;
 use crate::headers::{append_metadata, append_status, metadata_from, status_trailer};
 use crate::stream::{
@@ -336,7 +336,7 @@ impl ConnCtx {
             Some(Ok(e)) => e,
             Some(Err(name)) => {
                 let s = Status::unimplemented(format!(
-                    "grpc-encoding {name:?} is not supported (gzip is)"
+                    "grpc-encoding {name:?} is not supported (grpc-accept-encoding: {ACCEPT_ENCODING})"
                 ));
                 return trailers_only(respond, ct, &s);
             }
@@ -353,9 +353,10 @@ impl ConnCtx {
             Ok(m) => m,
             Err(s) => return trailers_only(respond, ct, &s),
         };
-        let accepts_gzip = h
+        let accepts = h
             .get(hdr::grpc_accept_encoding())
-            .is_some_and(|v| accepts(v.as_bytes(), Compression::Gzip));
+            .map(|v| AcceptedEncodings::parse(v.as_bytes()))
+            .unwrap_or_default();
         // The request's header map, emptied, carries the response header (h2 takes each
         // map it sends and frees it once written; reusing this one saves building another).
         let reuse = (parts.headers.capacity() <= REUSE_HEADERS_MAX).then(|| {
@@ -383,7 +384,7 @@ impl ConnCtx {
             compression: OnceLock::new(),
             send_compression: self.cfg.send_compression,
             peer_encoding: encoding,
-            accepts_gzip,
+            accepts,
             content_type: ct,
             max_send: self.cfg.max_send_message,
             activity: self.activity.clone(),
@@ -428,8 +429,8 @@ struct ServerStream {
     send_compression: Compression,
     /// The request's `grpc-encoding`.
     peer_encoding: Option<Compression>,
-    /// Whether the request's `grpc-accept-encoding` names gzip.
-    accepts_gzip: bool,
+    /// What the request's `grpc-accept-encoding` names.
+    accepts: AcceptedEncodings,
     content_type: HeaderValue,
     max_send: usize,
     activity: Arc<Activity>,
@@ -451,14 +452,12 @@ impl ServerStream {
             None => HeaderMap::with_capacity(4 + md.len()),
         };
         headers.insert(CONTENT_TYPE, self.content_type.clone());
-        // Announced whenever the client accepts it, so the handler may switch compression on
-        // for any later message; each message says by its flag whether it is compressed.
-        if self.accepts_gzip {
-            s.encoding = Some(Compression::Gzip);
-            headers.insert(
-                hdr::grpc_encoding(),
-                HeaderValue::from_static(Compression::Gzip.name()),
-            );
+        // Announced whenever the client accepts an algorithm, so the handler may switch
+        // compression on for any later message; each message says by its flag whether it is
+        // compressed (see `MessageCompression`).
+        s.encoding = self.accepts.response_encoding(self.wanted());
+        if let Some(c) = s.encoding {
+            headers.insert(hdr::grpc_encoding(), HeaderValue::from_static(c.name()));
         }
         headers.insert(
             hdr::grpc_accept_encoding(),
@@ -485,10 +484,16 @@ impl ServerStream {
     /// The compression of the next message: the handler's current choice, if the header
     /// announced an encoding.
     fn message_compression(&self, s: &SendSide) -> Option<Compression> {
-        s.encoding?;
+        let announced = s.encoding?;
+        self.wanted().active().map(|_| announced)
+    }
+
+    /// What the handler wants messages sent with now (the configured compression until it
+    /// chooses through its handle).
+    fn wanted(&self) -> Compression {
         match self.compression.get() {
-            Some(handle) => handle.send().active(),
-            None => self.send_compression.active(),
+            Some(handle) => handle.send(),
+            None => self.send_compression,
         }
     }
 
@@ -499,7 +504,7 @@ impl ServerStream {
         self.compression
             .get_or_init(|| {
                 let handle = MessageCompression::new(self.send_compression);
-                handle.set_peer(self.peer_encoding, self.accepts_gzip);
+                handle.set_peer(self.peer_encoding, self.accepts);
                 lock(&self.recv).attach(handle.clone());
                 handle
             })

@@ -60,6 +60,36 @@ proptest! {
         let _ = d.finish_stream();
     }
 
+    /// zstd as gzip above: messages round-trip, and inflating anything never panics and
+    /// never returns more than the limit.
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn zstd_round_trips_and_never_exceeds_its_limit(
+        msgs in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..2000), any::<bool>()), 0..8),
+        junk in prop::collection::vec(any::<u8>(), 0..300),
+        max in 0usize..512,
+    ) {
+        let mut wire = BytesMut::new();
+        for (m, z) in &msgs {
+            encode_message(m, z.then_some(Compression::Zstd), &mut wire).unwrap();
+        }
+        let mut d = MessageDecoder::new(4096, Some(Compression::Zstd));
+        d.push(wire.freeze());
+        let mut got = Vec::new();
+        while let Some(m) = d.next_message().unwrap() {
+            got.push((m.bytes.to_vec(), m.compressed));
+        }
+        prop_assert_eq!(got, msgs);
+        // Arbitrary bytes, and arbitrary bytes behind a zstd magic number.
+        let mut magic = vec![0x28, 0xb5, 0x2f, 0xfd];
+        magic.extend_from_slice(&junk);
+        for body in [&junk, &magic] {
+            if let Ok(b) = rpc_transport_grpc::codec::decompress(Compression::Zstd, body, max) {
+                prop_assert!(b.len() <= max);
+            }
+        }
+    }
+
     #[test]
     fn timeouts_round_trip_never_shorter(nanos in 0u64..(1u64 << 62)) {
         let t = Duration::from_nanos(nanos);

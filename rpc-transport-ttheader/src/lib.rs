@@ -12,6 +12,17 @@
 //!   frames into one buffer per connection and a writer task sends everything queued with one
 //!   syscall. See the stream connection docs for the memory bounds and their trade-off.
 //!
+//! # Errors on the wire
+//!
+//! An error status travels as Kitex sends one: a `TApplicationException` (unary) or a
+//! trailer exception (streaming) with Kitex's code, plus the [`RPC_CODE_KEY`] string key so two
+//! of our peers keep the exact gRPC code; a business status as `biz-status`, `biz-message`,
+//! `biz-extra`. `Status::details` (gRPC's `grpc-status-details-bin`, the typed
+//! `rpc_core::error_details`) is **not carried**: Kitex sends gRPC status details only over
+//! gRPC, and its TTHeader codecs have no key for them, so the client gets the code and message
+//! without details. Use a business status's `extra` for structured errors a TTHeader client
+//! must see.
+//!
 //! # Example
 //!
 //! Decode a TTHeader Streaming Data frame and feed it to a server-side stream:
