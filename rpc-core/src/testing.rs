@@ -131,12 +131,12 @@ pub fn serve(service: impl Service) -> Client {
 /// A server in process with the clients of a test: [`serve`] with the server kept at hand.
 ///
 /// ```
-/// # fn demo(service: impl rpc_core::Service, layer_free: rpc_core::Server) {
+/// # fn demo(service: impl rpc_core::Service, app_server: rpc_core::Server) {
 /// use rpc_core::testing::TestServer;
 /// let server = TestServer::new(service);
 /// let client = server.client(); // wrap it in the generated client
-/// // A whole server: several services, layers, limits, observers.
-/// let server = TestServer::from_server(layer_free);
+/// // The application's whole server: its services, layers, limits and observers.
+/// let server = TestServer::from_server(app_server);
 /// # }
 /// ```
 #[derive(Debug, Clone)]
