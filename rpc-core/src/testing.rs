@@ -3,9 +3,9 @@
 //!
 //! * [`serve`] — one line from a service to a client: `TestServiceClient::new(testing::serve(
 //!   TestServiceServer::new(MyService)))`. The client and the handlers talk through
-//!   [`InProcTransport`](crate::inproc::InProcTransport): no socket, but the real stream
-//!   semantics of every mode (bounded buffers, EOF, half-close, cancel, deadlines, header
-//!   and trailer metadata), the same server core, layers and middleware as over a network.
+//!   [`InProcTransport`]: no socket, but the real stream semantics of every mode (bounded
+//!   buffers, EOF, half-close, cancel, deadlines, header and trailer metadata), the same
+//!   server core, layers and middleware as over a network.
 //! * [`TestServer`] — the same with the server kept at hand: build the client with
 //!   middleware ([`TestServer::client_builder`]), host a whole [`Server`] (several services,
 //!   layers, limits), and wait for every handler to return ([`TestServer::expect_idle`]).
