@@ -412,8 +412,8 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> ScriptedCall<Req, R
     }
 
     /// Sends one request and returns what the stream said, for a test where the handler may
-    /// end the stream first (a send then fails with the stream's end or `FAILED_PRECONDITION`
-    /// / `INTERNAL` for a finished stream; the end itself comes from the next receive step).
+    /// end the stream first (the send then fails; the end itself comes from the next receive
+    /// step).
     ///
     /// # Panics
     ///
