@@ -1,6 +1,8 @@
 //! The echo contract (`shared/echo/README.md`) over every transport, for both IDLs: the four
 //! modes, the `fail` hook (exact messages, the typed declared exception) and the `sleep_ms`
-//! hook (deadlines, and handlers that stop early when the call is cancelled).
+//! hook (deadlines, and handlers that stop early when the call is cancelled). Streams are
+//! scripted with `rpc_core::testing::ScriptedCall`, which drives any transport's call handles;
+//! `echo_handlers.rs` tests the same handlers in process only.
 
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use examples::check::{self, Mode};
 use examples::idl::{PingPongError, Proto, Thrift};
 use examples::transport::Transport;
 use examples::{proto, thrift, Echo, EchoIdl, EchoRequest, EchoResponse};
+use rpc_core::testing::{ScriptedCall, TestServer};
 use rpc_core::{CallOptions, Code, MethodError, Server, Status};
 
 fn request(message: &str) -> EchoRequest {
@@ -113,17 +116,15 @@ async fn bidi_fail_keeps_earlier_answers<I: EchoIdl>() {
 
 async fn bidi_fail_keeps_earlier_answers_on<I: EchoIdl>(c: &I::Client) {
     let c = c.clone();
-    let mut call = I::echo(&c, CallOptions::new()).await.unwrap();
-    call.send(request("first").into()).await.unwrap();
-    let first: EchoResponse = call.recv().await.unwrap().unwrap().into();
+    let mut call = ScriptedCall::new(I::echo(&c, CallOptions::new()).await.unwrap());
+    call.send(request("first").into()).await;
+    let first: EchoResponse = call.expect_message().await.into();
     assert_eq!((first.message.as_str(), first.index), ("first", Some(0)));
-    call.send(failing("second", "bad second").into())
-        .await
-        .unwrap();
-    let err = call.recv().await.unwrap_err();
+    call.send(failing("second", "bad second").into()).await;
+    let err = call.expect_status(Code::Unknown).await;
     assert_app_error(&err, "bad second");
     // The end is sticky.
-    assert_app_error(&call.recv().await.unwrap_err(), "bad second");
+    assert_app_error(&call.expect_status(Code::Unknown).await, "bad second");
 }
 
 #[tokio::test]
@@ -193,11 +194,14 @@ async fn sleep_ms_with_a_short_timeout_is_deadline_exceeded() {
 async fn sleeping_handlers_stop_when_the_call_is_cancelled() {
     // A grace far longer than the test: the handler must end by itself, through
     // `ctx.cancelled()`, not by being dropped after the grace.
-    let server = Server::builder()
-        .add_service(proto::TestServiceServer::new(Echo))
-        .cancel_grace(Duration::from_secs(300))
-        .build();
-    let c = Proto::client(Transport::InProc.connect(server.clone()).await.unwrap());
+    let server = TestServer::from_server(
+        Server::builder()
+            .add_service(proto::TestServiceServer::new(Echo))
+            .cancel_grace(Duration::from_secs(300))
+            .build(),
+    )
+    .with_timeout(Duration::from_secs(10));
+    let c = Proto::client(server.client());
     let slow = EchoRequest {
         sleep_ms: Some(300_000),
         ..request("slow")
@@ -209,18 +213,16 @@ async fn sleeping_handlers_stop_when_the_call_is_cancelled() {
     )
     .await;
     assert!(matches!(res, Err(PingPongError::Status(ref s)) if s.code() == Code::DeadlineExceeded));
-    tokio::time::timeout(Duration::from_secs(10), server.wait_idle())
-        .await
-        .expect("the handler stopped sleeping when its deadline passed");
+    // The handler stopped sleeping when its deadline passed.
+    server.expect_idle().await;
 
     // Dropping a streaming call cancels it just the same.
     let mut call = Proto::echo(&c, CallOptions::new()).await.unwrap();
     call.send(slow.into()).await.unwrap();
-    while server.active_streams() == 0 {
+    while server.server().active_streams() == 0 {
         tokio::task::yield_now().await;
     }
     drop(call);
-    tokio::time::timeout(Duration::from_secs(10), server.wait_idle())
-        .await
-        .expect("the handler stopped sleeping when the client cancelled");
+    // The handler stopped sleeping when the client cancelled.
+    server.expect_idle().await;
 }

@@ -1138,6 +1138,19 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> ClientStreamingCall
         close_and_recv_one(&mut self.rx).await
     }
 
+    /// Half-closes without waiting for the response ([`crate::testing::ScriptedCall`]).
+    #[cfg(feature = "testing")]
+    pub(crate) fn close_send_only(&mut self) -> Result<(), Status> {
+        close_sender(&mut self.tx)
+    }
+
+    /// The response as a stream would deliver it: `Some(response)`, then `None` at an `OK`
+    /// end, or the failure; half-closed or not ([`crate::testing::ScriptedCall`]).
+    #[cfg(feature = "testing")]
+    pub(crate) async fn recv_response(&mut self) -> Result<Option<Res>, Status> {
+        self.rx.recv().await
+    }
+
     client_handle_common!(rx.end);
 }
 

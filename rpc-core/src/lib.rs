@@ -31,6 +31,7 @@
 //! | feature | what | pulls in |
 //! |---|---|---|
 //! | `inproc` | [`inproc`]: an in-process transport | nothing |
+//! | `testing` | [`testing`]: a test kit — a typed client wired to a service in process, a scripted peer for streaming handlers, status and metadata assertions | `inproc` |
 //! | `net` | `net`: the socket every socket transport connects and serves with (TCP, Unix, keepalive); `serve`: one `serve::Listener` runs any set of protocols (TTHeader, gRPC, ...) with connection limits and graceful shutdown | socket2 |
 //! | `tls` | `net::tls`: TLS and mTLS for every `net` client and listener | rustls, webpki |
 //! | `discovery` | `discovery`: resolvers (static, DNS; etcd in `rpc-registry-etcd`) and registrars | nothing |
@@ -115,6 +116,8 @@ pub mod serve;
 pub mod server;
 pub mod status;
 mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(all(
     test,
     feature = "inproc",
