@@ -82,6 +82,12 @@ impl MessageDecoder {
         self.head.len() + self.partial.len()
     }
 
+    /// Memory the decoder holds: the rest of the last chunk and the capacity of the message
+    /// being assembled (which grows ahead of its bytes).
+    pub fn held(&self) -> usize {
+        self.head.len() + self.partial.capacity()
+    }
+
     /// Whether no partial message is buffered (a clean place for the stream to end).
     pub fn is_empty(&self) -> bool {
         self.buffered() == 0

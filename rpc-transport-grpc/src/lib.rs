@@ -65,6 +65,7 @@ pub mod codec;
 mod compression;
 mod config;
 mod headers;
+mod ledger;
 mod server;
 mod stream;
 

@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use h2::server::SendResponse;
-use h2::SendStream;
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use rpc_core::codec::Encodable;
@@ -26,9 +25,10 @@ use crate::codec::{
 use crate::compression::{Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::GrpcServerConfig;
 use crate::headers::{append_metadata, append_status, metadata_from, status_trailer};
+use crate::ledger::{Gate, Ledger, STREAM_COST};
 use crate::stream::{
-    append, encode, flush, lock, poll_capacity, send_data, status_from_h2, Coalesce, Fanout, Flush,
-    Outbox, Received, Receiver,
+    append, encode, flush, lock, poll_capacity, send_data, status_from_h2, Coalesce, DataOut,
+    Fanout, Flush, Outbox, Received, Receiver,
 };
 
 /// Requests taken off a connection before they are handled as one batch (see `serve_conn`):
@@ -103,10 +103,14 @@ impl Protocol for GrpcProtocol {
     }
 }
 
-/// The socket with the bytes already read during detection put back in front.
+/// The socket as h2 sees it: the bytes already read during detection put back in front, and
+/// every byte in and out shown to the connection's [`Ledger`]; reading stops while the
+/// ledger says the connection is over its share of a used-up budget (see `ledger`).
 struct Rewind<T> {
     prefix: Bytes,
     io: T,
+    ledger: Arc<Ledger>,
+    gate: Gate,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
@@ -115,13 +119,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
+        let this = &mut *self;
+        std::task::ready!(this.gate.poll_open(&this.ledger, cx));
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.ledger.on_read(&this.prefix[..n]);
+            this.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        this.ledger.on_read(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -131,14 +141,26 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
+        self.ledger.on_write(&buf[..n]);
+        Poll::Ready(Ok(n))
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let n = std::task::ready!(Pin::new(&mut self.io).poll_write_vectored(cx, bufs))?;
+        let mut left = n;
+        for b in bufs {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(b.len());
+            self.ledger.on_write(&b[..take]);
+            left -= take;
+        }
+        Poll::Ready(Ok(n))
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
@@ -167,9 +189,12 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
         ..
     } = conn;
     let limits = server.limits().clone();
+    let ledger = Ledger::new(server.byte_budget().clone());
     let io = Rewind {
         prefix: prefix.freeze(),
         io,
+        ledger: ledger.clone(),
+        gate: Gate::default(),
     };
     let max_streams = u32::try_from(limits.max_concurrent_streams).unwrap_or(u32::MAX);
     let mut builder = h2::server::Builder::new();
@@ -202,6 +227,7 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
         peer,
         activity: activity.clone(),
         outbox: Outbox::new(),
+        ledger,
     };
     let _close = CloseOutbox(conn_ctx.outbox.clone());
     let mut draining = false;
@@ -273,6 +299,8 @@ struct ConnCtx {
     activity: Arc<Activity>,
     /// Streams with messages for the connection task to hand to h2.
     outbox: Arc<Outbox>,
+    /// What the connection holds, charged to the server's budget.
+    ledger: Arc<Ledger>,
 }
 
 /// Closes the connection's outbox when its task ends (streams then flush themselves).
@@ -307,25 +335,55 @@ fn http_error(mut respond: SendResponse<Bytes>, code: StatusCode) {
 }
 
 impl ConnCtx {
-    fn on_request(&self, req: Request<h2::RecvStream>, respond: SendResponse<Bytes>) {
+    fn on_request(&self, req: Request<h2::RecvStream>, mut respond: SendResponse<Bytes>) {
+        let id = u32::from(respond.stream_id());
+        if self.ledger.blocked() {
+            // The budget is used up and this connection holds more than its reserve: the
+            // client may retry the stream (UNAVAILABLE), here later or elsewhere.
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            self.ledger.drop_stream(id);
+            return;
+        }
+        let fixed = STREAM_COST + header_list_size(req.headers());
+        self.ledger.open(id, fixed);
+        let kept = self.on_request_inner(req, respond, id);
+        if !kept {
+            self.ledger.close(id);
+        }
+    }
+
+    /// Handles a request whose stream `id` the ledger has opened; false when no handler
+    /// keeps it (answered here).
+    fn on_request_inner(
+        &self,
+        req: Request<h2::RecvStream>,
+        respond: SendResponse<Bytes>,
+        id: u32,
+    ) -> bool {
         let (mut parts, body) = req.into_parts();
         if parts.method != http::Method::POST {
-            return http_error(respond, StatusCode::METHOD_NOT_ALLOWED);
+            http_error(respond, StatusCode::METHOD_NOT_ALLOWED);
+            return false;
         }
         let ct = parts.headers.get(CONTENT_TYPE);
         let Some(ct) = ct.filter(|v| is_grpc_content_type(v.as_bytes())).cloned() else {
-            return http_error(respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            http_error(respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            return false;
         };
         let Some(payload) = content_type_payload(ct.as_bytes()) else {
             let s = Status::unimplemented(format!(
                 "content-type {:?} is not supported (application/grpc, application/grpc+proto, application/grpc+thrift are)",
                 String::from_utf8_lossy(ct.as_bytes())
             ));
-            return trailers_only(respond, ct, &s);
+            trailers_only(respond, ct, &s);
+            return false;
         };
         let route = match self.server.resolve_path(parts.uri.path(), Some(payload)) {
             Ok(r) => r,
-            Err(e) => return trailers_only(respond, ct, &Status::from(e)),
+            Err(e) => {
+                trailers_only(respond, ct, &Status::from(e));
+                return false;
+            }
         };
         let h = &parts.headers;
         let encoding = match h
@@ -338,7 +396,8 @@ impl ConnCtx {
                 let s = Status::unimplemented(format!(
                     "grpc-encoding {name:?} is not supported (gzip is)"
                 ));
-                return trailers_only(respond, ct, &s);
+                trailers_only(respond, ct, &s);
+                return false;
             }
         };
         let deadline = match h
@@ -347,11 +406,17 @@ impl ConnCtx {
         {
             None => None,
             Some(Ok(t)) => Instant::now().checked_add(t),
-            Some(Err(s)) => return trailers_only(respond, ct, &s),
+            Some(Err(s)) => {
+                trailers_only(respond, ct, &s);
+                return false;
+            }
         };
         let metadata = match metadata_from(h) {
             Ok(m) => m,
-            Err(s) => return trailers_only(respond, ct, &s),
+            Err(s) => {
+                trailers_only(respond, ct, &s);
+                return false;
+            }
         };
         let accepts_gzip = h
             .get(hdr::grpc_accept_encoding())
@@ -372,12 +437,13 @@ impl ConnCtx {
                 headers: reuse,
                 stream: None,
                 out: Coalesce::new(),
+                gate: Gate::default(),
                 encoding: None,
                 sent: false,
             }),
             recv: Mutex::new(
                 Receiver::new(body, self.cfg.max_recv_message, encoding, None)
-                    .with_budget(self.server.byte_budget().clone()),
+                    .with_ledger(self.ledger.clone(), id),
             ),
             fanout: Fanout::new(),
             compression: OnceLock::new(),
@@ -387,6 +453,8 @@ impl ConnCtx {
             content_type: ct,
             max_send: self.cfg.max_send_message,
             activity: self.activity.clone(),
+            id,
+            ledger: self.ledger.clone(),
         });
         let incoming = IncomingStream::new("", "")
             .with_metadata(metadata)
@@ -395,7 +463,14 @@ impl ConnCtx {
             .with_payload(Some(payload))
             .with_rpc_system("grpc");
         self.server.dispatch_route(route, incoming, stream);
+        true
     }
+}
+
+/// The size of a header list as HTTP/2 counts it (RFC 9113 §6.5.2: name, value and 32 bytes
+/// per field), what the server keeps of a request's headers at most.
+fn header_list_size(h: &HeaderMap) -> usize {
+    h.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum()
 }
 
 struct SendSide {
@@ -404,7 +479,9 @@ struct SendSide {
     /// An empty header map to build the response header in (the request's).
     headers: Option<HeaderMap>,
     /// After the response header was sent, until the end.
-    stream: Option<SendStream<Bytes>>,
+    stream: Option<DataOut>,
+    /// Holds the handler back while the connection is over its share of a used-up budget.
+    gate: Gate,
     /// Messages on their way to h2 (see `stream::Outbox`).
     out: Coalesce,
     /// The `grpc-encoding` announced in the response header.
@@ -433,10 +510,14 @@ struct ServerStream {
     content_type: HeaderValue,
     max_send: usize,
     activity: Arc<Activity>,
+    /// The HTTP/2 stream id, as the ledger knows the stream.
+    id: u32,
+    ledger: Arc<Ledger>,
 }
 
 impl Drop for ServerStream {
     fn drop(&mut self) {
+        self.ledger.close(self.id);
         if self.activity.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             *lock(&self.activity.last_end) = Instant::now();
         }
@@ -478,7 +559,7 @@ impl ServerStream {
         let stream = respond
             .send_response(res, false)
             .map_err(|e| status_from_h2(&e, "send header"))?;
-        s.stream = Some(stream);
+        s.stream = Some(DataOut::charged(stream, self.ledger.clone(), self.id));
         Ok(())
     }
 
@@ -583,6 +664,7 @@ impl ServerStream {
         }
         match s.stream.as_mut() {
             Some(stream) => stream
+                .h2
                 .send_trailers(trailers)
                 .map_err(|e| status_from_h2(&e, "send trailers")),
             None => Err(Status::internal("trailers before the response header")),
@@ -604,6 +686,7 @@ impl ServerStreamRaw for ServerStream {
     fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
         let mut s = lock(&self.send);
         let s = &mut *s;
+        std::task::ready!(s.gate.poll_open(&self.ledger, cx));
         match s.stream.as_mut() {
             Some(stream) => poll_capacity(stream, &mut s.out, Some(&self.fanout), cx, len),
             // The header goes first; the first message may follow it into h2's buffer.
@@ -624,6 +707,7 @@ impl ServerStreamRaw for ServerStream {
     fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
         let mut s = lock(&self.send);
         let s = &mut *s;
+        std::task::ready!(s.gate.poll_open(&self.ledger, cx));
         if let Some(stream) = s.stream.as_mut() {
             let len = msg.encoded_len().unwrap_or(0);
             std::task::ready!(poll_capacity(
@@ -650,7 +734,7 @@ impl ServerStreamRaw for ServerStream {
             // Whatever half got out, the peer must not wait for more.
             s.out.pending.clear();
             if let Some(stream) = s.stream.as_mut() {
-                stream.send_reset(h2::Reason::INTERNAL_ERROR);
+                stream.h2.send_reset(h2::Reason::INTERNAL_ERROR);
             } else if let Some(respond) = s.respond.as_mut() {
                 respond.send_reset(h2::Reason::INTERNAL_ERROR);
             }
@@ -696,7 +780,7 @@ impl ServerStreamRaw for ServerStream {
         let waker = self.fanout.register(cx);
         let mut fcx = Context::from_waker(waker);
         let r = if let Some(stream) = s.stream.as_mut() {
-            stream.poll_reset(&mut fcx)
+            stream.h2.poll_reset(&mut fcx)
         } else if let Some(respond) = s.respond.as_mut() {
             respond.poll_reset(&mut fcx)
         } else {
