@@ -314,8 +314,8 @@ async fn raw_connect(addr: SocketAddr, settings: &[(u16, u32)]) -> Option<tokio:
 /// unless it is charged and stopped.
 #[test]
 fn unread_replies_on_many_connections() {
-    const CONNECTIONS: u64 = 8;
-    const STREAMS: u32 = 32;
+    const CONNECTIONS: u64 = 200;
+    const STREAMS: u32 = 4;
     run_attack("unread replies", CONNECTIONS, |addr| async move {
         let mut tasks = Vec::new();
         for _ in 0..CONNECTIONS {
@@ -325,7 +325,7 @@ fn unread_replies_on_many_connections() {
                 let mut wire = Vec::new();
                 frame(0x8, 0, 0, &(0x7fff_ffffu32 - 65_535).to_be_bytes(), &mut wire);
                 let body =
-                    grpc_message(&echo_request("r".repeat(16 * 1024), Some(1_000_000), None));
+                    grpc_message(&echo_request("r".repeat(1024), Some(1_000_000), None));
                 let block = request_block("/echo.TestService/EchoServer");
                 for i in 0..STREAMS {
                     let id = 2 * i + 1;
@@ -457,6 +457,21 @@ fn control_and_continuation_floods_on_many_connections() {
         for t in tasks {
             conns.extend(t.await.ok().flatten());
         }
+        settle_hold(conns, Vec::<()>::new()).await;
+    });
+}
+
+/// Many connections that finish the HTTP/2 handshake and do nothing more: the fixed cost of
+/// a connection (F), which the bound allows per connection.
+#[test]
+fn idle_connections() {
+    const CONNECTIONS: u64 = 400;
+    run_attack("idle connections", CONNECTIONS, |addr| async move {
+        let mut conns = Vec::new();
+        for _ in 0..CONNECTIONS {
+            conns.extend(h2_connect(addr).await);
+        }
+        assert_eq!(conns.len() as u64, CONNECTIONS, "every connection is accepted");
         settle_hold(conns, Vec::<()>::new()).await;
     });
 }

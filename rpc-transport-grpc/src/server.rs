@@ -27,8 +27,8 @@ use crate::config::GrpcServerConfig;
 use crate::headers::{append_metadata, append_status, metadata_from, status_trailer};
 use crate::ledger::{Gate, Ledger, STREAM_COST};
 use crate::stream::{
-    append, encode, flush, lock, poll_capacity, send_data, status_from_h2, Coalesce, DataOut,
-    Fanout, Flush, Outbox, Received, Receiver,
+    append, encode, flush, lock, poll_capacity, send_data, status_from_h2, Charge, Coalesce,
+    DataOut, Fanout, Flush, Outbox, Received, Receiver,
 };
 
 /// Requests taken off a connection before they are handled as one batch (see `serve_conn`):
@@ -438,6 +438,7 @@ impl ConnCtx {
                 stream: None,
                 out: Coalesce::new(),
                 gate: Gate::default(),
+                pending: Charge::new(self.ledger.clone(), id),
                 encoding: None,
                 sent: false,
             }),
@@ -482,6 +483,9 @@ struct SendSide {
     stream: Option<DataOut>,
     /// Holds the handler back while the connection is over its share of a used-up budget.
     gate: Gate,
+    /// Charges what `out.pending` holds (encoded messages not yet handed to h2, and the rest
+    /// of the block they are encoded into).
+    pending: Charge,
     /// Messages on their way to h2 (see `stream::Outbox`).
     out: Coalesce,
     /// The `grpc-encoding` announced in the response header.
@@ -672,6 +676,14 @@ impl ServerStream {
     }
 }
 
+impl SendSide {
+    /// Brings the charge for the pending messages up to date (after every change to them).
+    fn settle(&mut self) {
+        let held = self.out.pending.capacity();
+        self.pending.set(held);
+    }
+}
+
 impl Flush for ServerStream {
     fn flush_pending(&self) {
         let mut s = lock(&self.send);
@@ -679,6 +691,7 @@ impl Flush for ServerStream {
         if let Err(e) = self.outbox.flush_listed(&mut s.out, s.stream.as_mut()) {
             tracing::trace!(error = %e, "grpc: flushing messages of an ended stream");
         }
+        s.settle();
     }
 }
 
@@ -687,11 +700,13 @@ impl ServerStreamRaw for ServerStream {
         let mut s = lock(&self.send);
         let s = &mut *s;
         std::task::ready!(s.gate.poll_open(&self.ledger, cx));
-        match s.stream.as_mut() {
+        let r = match s.stream.as_mut() {
             Some(stream) => poll_capacity(stream, &mut s.out, Some(&self.fanout), cx, len),
             // The header goes first; the first message may follow it into h2's buffer.
             None => Poll::Ready(Ok(())),
-        }
+        };
+        s.settle();
+        r
     }
 
     fn send_header(&self, header: Metadata) -> Result<(), Status> {
@@ -701,7 +716,9 @@ impl ServerStreamRaw for ServerStream {
 
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
         let mut s = lock(&self.send);
-        self.send_locked(&mut s, msg, true)
+        let r = self.send_locked(&mut s, msg, true);
+        s.settle();
+        r
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
@@ -710,15 +727,15 @@ impl ServerStreamRaw for ServerStream {
         std::task::ready!(s.gate.poll_open(&self.ledger, cx));
         if let Some(stream) = s.stream.as_mut() {
             let len = msg.encoded_len().unwrap_or(0);
-            std::task::ready!(poll_capacity(
-                stream,
-                &mut s.out,
-                Some(&self.fanout),
-                cx,
-                len
-            ))?;
+            let ready = poll_capacity(stream, &mut s.out, Some(&self.fanout), cx, len);
+            if !matches!(ready, Poll::Ready(Ok(()))) {
+                s.settle();
+                return ready;
+            }
         }
-        Poll::Ready(self.send_locked(s, msg, true))
+        let r = self.send_locked(s, msg, true);
+        s.settle();
+        Poll::Ready(r)
     }
 
     /// `finish` ends with `respond` and `stream` both `None`, under the send lock, and every
@@ -741,6 +758,7 @@ impl ServerStreamRaw for ServerStream {
         }
         s.respond = None;
         s.stream = None;
+        s.settle();
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {

@@ -178,7 +178,7 @@ pub(crate) fn send_data(stream: &mut DataOut, data: Bytes, end: bool) -> Result<
     match stream.h2.send_data(data, end) {
         Ok(()) => {
             if let Some((ledger, id)) = &stream.ledger {
-                ledger.handed(*id, n);
+                ledger.handed(*id, n + crate::ledger::FRAME_COST);
             }
             Ok(())
         }
@@ -562,7 +562,8 @@ impl Charge {
         }
     }
 
-    fn set(&mut self, n: usize) {
+    /// Brings the charge to `n` bytes.
+    pub(crate) fn set(&mut self, n: usize) {
         if n > self.charged {
             self.ledger.adjust(n - self.charged, true);
         } else if n < self.charged {
