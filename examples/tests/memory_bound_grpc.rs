@@ -12,7 +12,7 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use examples::proto::{Request, TestServiceClient};
@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn start_server() -> (ServerChild, SocketAddr) {
     let budget = BUDGET.to_string();
-    let (child, urls, _lines) = support::spawn_echo_server(
+    let (child, urls, _lines) = support::spawn_echo_server_with_env(
         &[
             "--listen",
             "tcp://127.0.0.1:0",
@@ -32,6 +32,7 @@ fn start_server() -> (ServerChild, SocketAddr) {
             &budget,
         ],
         1,
+        SERVER_ENV,
     );
     let addr = urls[0]
         .strip_prefix("tcp://")
@@ -98,6 +99,7 @@ where
     rt.block_on(async {
         attack(addr).await;
         settle(server.pid()).await;
+        eprintln!("server after the attack: {}", rss_parts(server.pid()));
     });
     stop.store(true, Ordering::Release);
     let log = rt.block_on(log).expect("well-behaved client task");
@@ -121,22 +123,6 @@ where
         bound / KIB
     );
     drop(server);
-}
-
-/// Waits until the server's RSS stopped growing (no more than 1 MiB over 500 ms), at most
-/// 10 s: the attacks have no completion event on the server side to wait for.
-async fn settle(pid: u32) {
-    let rss = || examples::measure::rss(pid).unwrap_or(0);
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut last = rss();
-    while Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = rss();
-        if now <= last + MIB {
-            return;
-        }
-        last = now;
-    }
 }
 
 /// A gRPC message: the 5-byte prefix and `body`.
@@ -227,7 +213,9 @@ fn unread_request_streams_on_many_connections() {
             for _ in 0..STREAMS {
                 let mut send = send.clone();
                 tasks.push(tokio::spawn(async move {
-                    let Ok(s) = send.ready().await else { return (0, None) };
+                    let Ok(s) = send.ready().await else {
+                        return (0, None);
+                    };
                     send = s;
                     let Ok((resp, mut stream)) =
                         send.send_request(grpc_request("/echo.TestService/EchoClient"), false)
@@ -323,9 +311,14 @@ fn unread_replies_on_many_connections() {
                 // SETTINGS_INITIAL_WINDOW_SIZE: the largest window; the connection window too.
                 let mut s = raw_connect(addr, &[(0x4, 0x7fff_ffff)]).await?;
                 let mut wire = Vec::new();
-                frame(0x8, 0, 0, &(0x7fff_ffffu32 - 65_535).to_be_bytes(), &mut wire);
-                let body =
-                    grpc_message(&echo_request("r".repeat(1024), Some(1_000_000), None));
+                frame(
+                    0x8,
+                    0,
+                    0,
+                    &(0x7fff_ffffu32 - 65_535).to_be_bytes(),
+                    &mut wire,
+                );
+                let body = grpc_message(&echo_request("r".repeat(1024), Some(1_000_000), None));
                 let block = request_block("/echo.TestService/EchoServer");
                 for i in 0..STREAMS {
                     let id = 2 * i + 1;
@@ -349,33 +342,37 @@ fn unread_replies_on_many_connections() {
 #[test]
 fn partial_max_size_messages_on_many_connections() {
     const CONNECTIONS: u64 = 100;
-    run_attack("partial max-size messages", CONNECTIONS, |addr| async move {
-        let mut tasks = Vec::new();
-        for _ in 0..CONNECTIONS {
-            tasks.push(tokio::spawn(async move {
-                let mut send = h2_connect(addr).await?;
-                let (resp, mut stream) = send
-                    .send_request(grpc_request("/echo.TestService/PingPong"), false)
-                    .ok()?;
-                let mut prefix = BytesMut::new();
-                prefix.put_u8(0);
-                prefix.put_u32((4 << 20) - 16);
-                let _ = stream.send_data(prefix.freeze(), false);
-                let sent = push_within_window(&mut stream, (4 << 20) - 64 * 1024).await;
-                Some((sent, resp, stream, send))
-            }));
-        }
-        let mut held = Vec::new();
-        let mut total = 0;
-        for t in tasks {
-            if let Ok(Some((sent, resp, stream, send))) = t.await {
-                total += sent;
-                held.push((resp, stream, send));
+    run_attack(
+        "partial max-size messages",
+        CONNECTIONS,
+        |addr| async move {
+            let mut tasks = Vec::new();
+            for _ in 0..CONNECTIONS {
+                tasks.push(tokio::spawn(async move {
+                    let mut send = h2_connect(addr).await?;
+                    let (resp, mut stream) = send
+                        .send_request(grpc_request("/echo.TestService/PingPong"), false)
+                        .ok()?;
+                    let mut prefix = BytesMut::new();
+                    prefix.put_u8(0);
+                    prefix.put_u32((4 << 20) - 16);
+                    let _ = stream.send_data(prefix.freeze(), false);
+                    let sent = push_within_window(&mut stream, (4 << 20) - 64 * 1024).await;
+                    Some((sent, resp, stream, send))
+                }));
             }
-        }
-        eprintln!("partial messages: {} KiB pushed", total / 1024);
-        settle_hold(held, Vec::<()>::new()).await;
-    });
+            let mut held = Vec::new();
+            let mut total = 0;
+            for t in tasks {
+                if let Ok(Some((sent, resp, stream, send))) = t.await {
+                    total += sent;
+                    held.push((resp, stream, send));
+                }
+            }
+            eprintln!("partial messages: {} KiB pushed", total / 1024);
+            settle_hold(held, Vec::<()>::new()).await;
+        },
+    );
 }
 
 /// Many connections each open as many streams as the server allows (and more) and send
@@ -412,53 +409,57 @@ fn idle_streams_on_many_connections() {
 #[test]
 fn control_and_continuation_floods_on_many_connections() {
     const CONNECTIONS: u64 = 60;
-    run_attack("PING/SETTINGS/CONTINUATION floods", CONNECTIONS, |addr| async move {
-        let mut tasks = Vec::new();
-        for c in 0..CONNECTIONS {
-            tasks.push(tokio::spawn(async move {
-                let mut s = raw_connect(addr, &[]).await?;
-                let mut wire = Vec::new();
-                match c % 3 {
-                    0 => {
-                        for i in 0..50_000u64 {
-                            frame(0x6, 0, 0, &i.to_be_bytes(), &mut wire);
+    run_attack(
+        "PING/SETTINGS/CONTINUATION floods",
+        CONNECTIONS,
+        |addr| async move {
+            let mut tasks = Vec::new();
+            for c in 0..CONNECTIONS {
+                tasks.push(tokio::spawn(async move {
+                    let mut s = raw_connect(addr, &[]).await?;
+                    let mut wire = Vec::new();
+                    match c % 3 {
+                        0 => {
+                            for i in 0..50_000u64 {
+                                frame(0x6, 0, 0, &i.to_be_bytes(), &mut wire);
+                            }
+                        }
+                        1 => {
+                            for _ in 0..50_000 {
+                                frame(0x4, 0, 0, &[0, 0x3, 0, 0, 0, 100], &mut wire);
+                            }
+                        }
+                        _ => {
+                            // A request whose header block never ends: ~15 KiB of header list in
+                            // 150-byte CONTINUATION frames.
+                            let mut block = request_block("/echo.TestService/PingPong");
+                            let v = "v".repeat(100);
+                            for i in 0..140 {
+                                let k = format!("x-cont-{i:03}");
+                                block.push(0x00);
+                                block.push(k.len() as u8);
+                                block.extend_from_slice(k.as_bytes());
+                                block.push(v.len() as u8);
+                                block.extend_from_slice(v.as_bytes());
+                            }
+                            let mut pieces = block.chunks(150);
+                            frame(0x1, 0, 1, pieces.next().unwrap_or(&[]), &mut wire);
+                            for p in pieces {
+                                frame(0x9, 0, 1, p, &mut wire);
+                            }
                         }
                     }
-                    1 => {
-                        for _ in 0..50_000 {
-                            frame(0x4, 0, 0, &[0, 0x3, 0, 0, 0, 100], &mut wire);
-                        }
-                    }
-                    _ => {
-                        // A request whose header block never ends: ~15 KiB of header list in
-                        // 150-byte CONTINUATION frames.
-                        let mut block = request_block("/echo.TestService/PingPong");
-                        let v = "v".repeat(100);
-                        for i in 0..140 {
-                            let k = format!("x-cont-{i:03}");
-                            block.push(0x00);
-                            block.push(k.len() as u8);
-                            block.extend_from_slice(k.as_bytes());
-                            block.push(v.len() as u8);
-                            block.extend_from_slice(v.as_bytes());
-                        }
-                        let mut pieces = block.chunks(150);
-                        frame(0x1, 0, 1, pieces.next().unwrap_or(&[]), &mut wire);
-                        for p in pieces {
-                            frame(0x9, 0, 1, p, &mut wire);
-                        }
-                    }
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(3), s.write_all(&wire)).await;
-                Some(s)
-            }));
-        }
-        let mut conns = Vec::new();
-        for t in tasks {
-            conns.extend(t.await.ok().flatten());
-        }
-        settle_hold(conns, Vec::<()>::new()).await;
-    });
+                    let _ = tokio::time::timeout(Duration::from_secs(3), s.write_all(&wire)).await;
+                    Some(s)
+                }));
+            }
+            let mut conns = Vec::new();
+            for t in tasks {
+                conns.extend(t.await.ok().flatten());
+            }
+            settle_hold(conns, Vec::<()>::new()).await;
+        },
+    );
 }
 
 /// Many connections that finish the HTTP/2 handshake and do nothing more: the fixed cost of
@@ -471,7 +472,11 @@ fn idle_connections() {
         for _ in 0..CONNECTIONS {
             conns.extend(h2_connect(addr).await);
         }
-        assert_eq!(conns.len() as u64, CONNECTIONS, "every connection is accepted");
+        assert_eq!(
+            conns.len() as u64,
+            CONNECTIONS,
+            "every connection is accepted"
+        );
         settle_hold(conns, Vec::<()>::new()).await;
     });
 }

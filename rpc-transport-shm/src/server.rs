@@ -102,7 +102,13 @@ impl Protocol for ShmProtocol {
             };
             let est = match tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,
-                setup::server(stream, &prefix, this.max, &this.budget),
+                setup::server(
+                    stream,
+                    &prefix,
+                    this.max,
+                    &this.budget,
+                    Some(rpc_core::transport::ServerExt::byte_budget(&server)),
+                ),
             )
             .await
             {
@@ -113,7 +119,7 @@ impl Protocol for ShmProtocol {
                 }
                 Err(_) => return,
             };
-            let (est, _reservation) = est;
+            let (est, _held) = est;
             let running = match setup::start(
                 est,
                 Role::Server,
