@@ -61,7 +61,8 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The server's `ServerLimits` apply: `max_concurrent_streams` is advertised as
 /// `SETTINGS_MAX_CONCURRENT_STREAMS` (h2 refuses streams above it with `REFUSED_STREAM`),
 /// `frame_timeout` bounds the HTTP/2 handshake, `idle_timeout` closes (with `GOAWAY`) a
-/// connection that had no stream for that long. On graceful shutdown each connection sends
+/// connection that had no stream for that long, and what each connection holds is charged to
+/// `max_buffered_bytes` (see the crate docs, "Memory bound"). On graceful shutdown each connection sends
 /// `GOAWAY`, lets its open streams finish, and closes; at the end of the grace period the
 /// rest is closed.
 #[derive(Debug, Clone, Default)]

@@ -15,7 +15,8 @@ use crate::stats::ShmStats;
 /// Serves a `rpc_core::Server` over shared memory: add it to a
 /// [`Listener`](rpc_core::serve::Listener) bound to `shm:///path` (a Unix socket the clients
 /// connect to for the handshake). The server's limits apply as over TTHeader (streams per
-/// session, the server-wide byte budget, graceful drain).
+/// session, the server-wide byte budget, graceful drain); each session's regions are charged
+/// to the byte budget too (see the crate docs, "Memory bound").
 #[derive(Debug, Clone)]
 pub struct ShmProtocol {
     max: Sizes,
