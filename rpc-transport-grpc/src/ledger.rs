@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use rpc_core::limits::ByteBudget;
 
@@ -229,6 +229,10 @@ struct Book {
     accepted: u32,
     /// Everything this connection has charged now (its share of the budget).
     charged: usize,
+    /// Receivers waiting for more of a large partial message: woken when the connection is
+    /// stopped, so they give their partial message up (see `stream::STREAM_RESERVE`) rather
+    /// than wait for bytes that are not read.
+    parked: HashMap<u32, Waker>,
 }
 
 /// The charges of one server connection (see the module docs).
@@ -476,6 +480,32 @@ impl Ledger {
         }
     }
 
+    /// `stream`'s receiver waits for more of a partial message above its reserve: `waker` is
+    /// woken when the connection is stopped (see [`Ledger::wake_parked`]).
+    pub(crate) fn park(&self, stream: u32, waker: &Waker) {
+        let mut g = lock(&self.inner);
+        match g.book.parked.get_mut(&stream) {
+            Some(w) if w.will_wake(waker) => {}
+            Some(w) => w.clone_from(waker),
+            None => {
+                g.book.parked.insert(stream, waker.clone());
+            }
+        }
+    }
+
+    /// Forgets `stream`'s parked receiver.
+    pub(crate) fn unpark(&self, stream: u32) {
+        lock(&self.inner).book.parked.remove(&stream);
+    }
+
+    /// Wakes every parked receiver (the connection stopped reading).
+    fn wake_parked(&self) {
+        let parked = std::mem::take(&mut lock(&self.inner).book.parked);
+        for (_, w) in parked {
+            w.wake();
+        }
+    }
+
     /// A receiver's partial message grew (`more`) or shrank by `n` bytes.
     pub(crate) fn adjust(&self, n: usize, more: bool) {
         let mut g = lock(&self.inner);
@@ -521,6 +551,9 @@ impl Gate {
             if !ledger.blocked() {
                 self.wait = None;
                 return Poll::Ready(());
+            }
+            if self.wait.is_none() {
+                ledger.wake_parked();
             }
             let wait = self.wait.get_or_insert_with(|| {
                 let budget = ledger.budget().clone();

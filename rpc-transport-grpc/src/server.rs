@@ -443,10 +443,10 @@ impl ConnCtx {
                 encoding: None,
                 sent: false,
             }),
-            recv: Mutex::new(
+            recv: Mutex::new(Some(
                 Receiver::new(body, self.cfg.max_recv_message, encoding, None)
                     .with_ledger(self.ledger.clone(), id),
-            ),
+            )),
             fanout: Fanout::new(),
             compression: OnceLock::new(),
             send_compression: self.cfg.send_compression,
@@ -501,7 +501,9 @@ struct ServerStream {
     me: Weak<ServerStream>,
     outbox: Arc<Outbox>,
     send: Mutex<SendSide>,
-    recv: Mutex<Receiver>,
+    /// Until the stream is finished: then h2 is told (by dropping the receiving half) to
+    /// drop what the client still sends, instead of buffering it for nobody.
+    recv: Mutex<Option<Receiver>>,
     fanout: Fanout,
     /// The handle a handler asked for (`ServerContext::extension::<MessageCompression>()`);
     /// made on first ask, so a call that never asks allocates none.
@@ -586,7 +588,9 @@ impl ServerStream {
             .get_or_init(|| {
                 let handle = MessageCompression::new(self.send_compression);
                 handle.set_peer(self.peer_encoding, self.accepts_gzip);
-                lock(&self.recv).attach(handle.clone());
+                if let Some(r) = lock(&self.recv).as_mut() {
+                    r.attach(handle.clone());
+                }
                 handle
             })
             .clone()
@@ -760,10 +764,20 @@ impl ServerStreamRaw for ServerStream {
         s.respond = None;
         s.stream = None;
         s.settle();
+        drop(s);
+        // The call is over: with the last handle on the h2 stream gone, h2 drops what the
+        // client still sends (and ends the stream with RST_STREAM(NO_ERROR) after the
+        // trailers when the client has not ended its side, as HTTP/2 asks).
+        let r = lock(&self.recv).take();
+        drop(r);
+        self.ledger.close(self.id);
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
         let mut r = lock(&self.recv);
+        let Some(r) = r.as_mut() else {
+            return Poll::Ready(Ok(None));
+        };
         match std::task::ready!(r.poll_message(cx)) {
             Ok(Received::Message(m)) => Poll::Ready(Ok(Some(m))),
             Ok(Received::Eof) => Poll::Ready(Ok(None)),
@@ -778,6 +792,9 @@ impl ServerStreamRaw for ServerStream {
         max: usize,
     ) -> Poll<Result<Option<Bytes>, Status>> {
         let mut r = lock(&self.recv);
+        let Some(r) = r.as_mut() else {
+            return Poll::Ready(Ok(None));
+        };
         match std::task::ready!(r.poll_message(cx)) {
             Ok(Received::Message(m)) => {
                 r.take_ready(more, max);

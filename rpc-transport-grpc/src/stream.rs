@@ -576,6 +576,7 @@ impl Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         self.set(0);
+        self.ledger.unpark(self.stream);
     }
 }
 
@@ -734,6 +735,13 @@ impl Receiver {
                     // Everything taken is released before waiting: the peer may be stopped
                     // on exactly this capacity.
                     self.release();
+                    if let Some(c) = &self.budget {
+                        if self.decoder.buffered() > STREAM_RESERVE {
+                            // Woken if the connection stops being read meanwhile: the check
+                            // above then gives the partial message up.
+                            c.ledger.park(c.stream, cx.waker());
+                        }
+                    }
                     return Poll::Pending;
                 }
             }
