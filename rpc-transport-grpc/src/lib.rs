@@ -74,13 +74,16 @@
 //! > RSS over baseline ≤ budget + F × connections, F = 96 KiB
 //!
 //! F is what a connection costs outside the budget: its h2 state and buffers (an idle
-//! connection measures 24 KiB), its 32 KiB reserve, and h2's write buffer. The figure assumes
-//! an allocator that returns freed large buffers to the system (glibc with a fixed
-//! `MALLOC_MMAP_THRESHOLD_`, jemalloc, mimalloc): glibc's default raises its mmap threshold to
-//! the largest block freed, after which churned message buffers stay resident, and peaks were
-//! measured up to 20 % above the bound. `examples/tests/memory_bound_grpc.rs` runs one attack
-//! per kind (unread request streams, unread replies, partial 4 MiB messages, idle streams,
-//! PING/SETTINGS/CONTINUATION floods, idle connections) on many connections against it.
+//! connection measures 24 KiB), its 32 KiB reserve, and h2's write buffer. A message being
+//! assembled holds the bytes that arrived up to 64 KiB ([`codec::EAGER_ASSEMBLY`]), then its
+//! whole checked length at once, charged as it is reserved: no doubling through every size
+//! below it, whose freed buffers an allocator would keep resident. RSS also depends on the
+//! allocator returning what is freed: glibc's default raises its mmap threshold to the
+//! largest block freed, so freed message buffers stay in its heap; the attacks measured within
+//! the bound with glibc's defaults and with more margin with a fixed `MALLOC_MMAP_THRESHOLD_`
+//! (what `examples/tests/memory_bound_grpc.rs` runs the server with, one attack per kind:
+//! unread request streams, unread replies, partial 4 MiB messages, idle streams,
+//! PING/SETTINGS/CONTINUATION floods, idle connections, each on many connections).
 //!
 //! The codecs are pure and tested on bytes in [`codec`].
 
