@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
-use h2::SendStream;
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Uri};
@@ -26,8 +25,8 @@ use crate::compression::{AcceptedEncodings, Compression, MessageCompression, ACC
 use crate::config::{GrpcClientConfig, USER_AGENT as OUR_USER_AGENT};
 use crate::headers::{append_metadata, metadata_from, status_from, status_with_trailers};
 use crate::stream::{
-    encode, flush, lock, poll_capacity, send_data, status_from_h2, Coalesce, Flush, Outbox,
-    Received, Receiver,
+    encode, flush, lock, poll_capacity, send_data, status_from_h2, Coalesce, DataOut, Flush,
+    Outbox, Received, Receiver,
 };
 
 /// A gRPC client transport: calls to one endpoint (`tcp://HOST:PORT` or `unix:///path`)
@@ -334,7 +333,7 @@ impl ClientTransport for GrpcClient {
                 me: me.clone(),
                 outbox,
                 send: Mutex::new(ClientSend {
-                    stream,
+                    stream: DataOut::plain(stream),
                     out: Coalesce::new(),
                     single,
                     sent: false,
@@ -354,7 +353,7 @@ impl ClientTransport for GrpcClient {
 }
 
 struct ClientSend {
-    stream: SendStream<Bytes>,
+    stream: DataOut,
     /// Messages on their way to h2 (see `stream::Outbox`), encoded in shared blocks (see
     /// `stream::SCRATCH_CHUNK`).
     out: Coalesce,
@@ -427,7 +426,7 @@ impl ClientStream {
     fn cancel_send(&self) {
         let mut s = lock(&self.send);
         s.out.pending.clear();
-        s.stream.send_reset(h2::Reason::CANCEL);
+        s.stream.h2.send_reset(h2::Reason::CANCEL);
     }
 
     /// Reads the response header: the end (Trailers-Only, a non-200 HTTP status, a malformed

@@ -33,6 +33,12 @@ pub struct Decoded {
     pub compressed: bool,
 }
 
+/// A message being assembled from chunks grows with the bytes that arrive up to this size,
+/// then reserves the rest of its (checked) length at once (see
+/// [`MessageDecoder::held`]): a peer must send this much of a message before the decoder
+/// holds more than it sent.
+pub const EAGER_ASSEMBLY: usize = 64 * 1024;
+
 /// Decodes length-prefixed messages from the DATA chunks of one stream.
 ///
 /// The length in each prefix is checked against `max_message` before anything of the body is
@@ -82,6 +88,12 @@ impl MessageDecoder {
         self.head.len() + self.partial.len()
     }
 
+    /// Memory the decoder holds: the rest of the last chunk and the capacity of the message
+    /// being assembled (which grows ahead of its bytes).
+    pub fn held(&self) -> usize {
+        self.head.len() + self.partial.capacity()
+    }
+
     /// Whether no partial message is buffered (a clean place for the stream to end).
     pub fn is_empty(&self) -> bool {
         self.buffered() == 0
@@ -121,10 +133,15 @@ impl MessageDecoder {
                 return Ok(None);
             }
             let take = need.min(self.head.len());
-            if self.partial.len() == PREFIX_LEN {
-                // The length is known and checked; reserve what the first chunk brings, not
-                // the whole claimed length (memory follows the bytes that really arrive).
-                self.partial.reserve(need.min(self.head.len()));
+            if self.partial.capacity() - self.partial.len() < take {
+                // The length is known and checked. Up to `EAGER_ASSEMBLY` bytes, memory
+                // follows the bytes that really arrive; past it, the rest of the message is
+                // reserved at once: one allocation of its exact size, instead of doubling
+                // through every size below it (each copied and freed, and kept by the
+                // allocator as memory the process still holds).
+                let have = self.partial.len() + take;
+                let want = if have <= EAGER_ASSEMBLY { take } else { need };
+                self.partial.reserve(want);
             }
             self.partial.extend_from_slice(&self.head[..take]);
             self.head.advance(take);

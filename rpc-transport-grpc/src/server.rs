@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use h2::server::SendResponse;
-use h2::SendStream;
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use rpc_core::codec::Encodable;
@@ -26,9 +25,10 @@ use crate::codec::{
 use crate::compression::{AcceptedEncodings, Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::GrpcServerConfig;
 use crate::headers::{append_metadata, append_status, metadata_from, status_trailer};
+use crate::ledger::{Gate, Ledger, STREAM_COST};
 use crate::stream::{
-    append, encode, flush, lock, poll_capacity, send_data, status_from_h2, Coalesce, Fanout, Flush,
-    Outbox, Received, Receiver,
+    append, encode, flush, lock, poll_capacity, send_data, status_from_h2, Charge, Coalesce,
+    DataOut, Fanout, Flush, Outbox, Received, Receiver,
 };
 
 /// Requests taken off a connection before they are handled as one batch (see `serve_conn`):
@@ -61,7 +61,8 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The server's `ServerLimits` apply: `max_concurrent_streams` is advertised as
 /// `SETTINGS_MAX_CONCURRENT_STREAMS` (h2 refuses streams above it with `REFUSED_STREAM`),
 /// `frame_timeout` bounds the HTTP/2 handshake, `idle_timeout` closes (with `GOAWAY`) a
-/// connection that had no stream for that long. On graceful shutdown each connection sends
+/// connection that had no stream for that long, and what each connection holds is charged to
+/// `max_buffered_bytes` (see the crate docs, "Memory bound"). On graceful shutdown each connection sends
 /// `GOAWAY`, lets its open streams finish, and closes; at the end of the grace period the
 /// rest is closed.
 #[derive(Debug, Clone, Default)]
@@ -103,10 +104,14 @@ impl Protocol for GrpcProtocol {
     }
 }
 
-/// The socket with the bytes already read during detection put back in front.
+/// The socket as h2 sees it: the bytes already read during detection put back in front, and
+/// every byte in and out shown to the connection's [`Ledger`]; reading stops while the
+/// ledger says the connection is over its share of a used-up budget (see `ledger`).
 struct Rewind<T> {
     prefix: Bytes,
     io: T,
+    ledger: Arc<Ledger>,
+    gate: Gate,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
@@ -115,13 +120,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
+        let this = &mut *self;
+        std::task::ready!(this.gate.poll_open(&this.ledger, cx));
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.ledger.on_read(&this.prefix[..n]);
+            this.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        this.ledger.on_read(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -131,14 +142,26 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
+        self.ledger.on_write(&buf[..n]);
+        Poll::Ready(Ok(n))
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let n = std::task::ready!(Pin::new(&mut self.io).poll_write_vectored(cx, bufs))?;
+        let mut left = n;
+        for b in bufs {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(b.len());
+            self.ledger.on_write(&b[..take]);
+            left -= take;
+        }
+        Poll::Ready(Ok(n))
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
@@ -167,9 +190,12 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
         ..
     } = conn;
     let limits = server.limits().clone();
+    let ledger = Ledger::new(server.byte_budget().clone());
     let io = Rewind {
         prefix: prefix.freeze(),
         io,
+        ledger: ledger.clone(),
+        gate: Gate::default(),
     };
     let max_streams = u32::try_from(limits.max_concurrent_streams).unwrap_or(u32::MAX);
     let mut builder = h2::server::Builder::new();
@@ -202,6 +228,7 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
         peer,
         activity: activity.clone(),
         outbox: Outbox::new(),
+        ledger,
     };
     let _close = CloseOutbox(conn_ctx.outbox.clone());
     let mut draining = false;
@@ -273,6 +300,8 @@ struct ConnCtx {
     activity: Arc<Activity>,
     /// Streams with messages for the connection task to hand to h2.
     outbox: Arc<Outbox>,
+    /// What the connection holds, charged to the server's budget.
+    ledger: Arc<Ledger>,
 }
 
 /// Closes the connection's outbox when its task ends (streams then flush themselves).
@@ -307,25 +336,55 @@ fn http_error(mut respond: SendResponse<Bytes>, code: StatusCode) {
 }
 
 impl ConnCtx {
-    fn on_request(&self, req: Request<h2::RecvStream>, respond: SendResponse<Bytes>) {
+    fn on_request(&self, req: Request<h2::RecvStream>, mut respond: SendResponse<Bytes>) {
+        let id = u32::from(respond.stream_id());
+        if self.ledger.blocked() {
+            // The budget is used up and this connection holds more than its reserve: the
+            // client may retry the stream (UNAVAILABLE), here later or elsewhere.
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            self.ledger.drop_stream(id);
+            return;
+        }
+        let fixed = STREAM_COST + header_list_size(req.headers());
+        self.ledger.open(id, fixed);
+        let kept = self.on_request_inner(req, respond, id);
+        if !kept {
+            self.ledger.close(id);
+        }
+    }
+
+    /// Handles a request whose stream `id` the ledger has opened; false when no handler
+    /// keeps it (answered here).
+    fn on_request_inner(
+        &self,
+        req: Request<h2::RecvStream>,
+        respond: SendResponse<Bytes>,
+        id: u32,
+    ) -> bool {
         let (mut parts, body) = req.into_parts();
         if parts.method != http::Method::POST {
-            return http_error(respond, StatusCode::METHOD_NOT_ALLOWED);
+            http_error(respond, StatusCode::METHOD_NOT_ALLOWED);
+            return false;
         }
         let ct = parts.headers.get(CONTENT_TYPE);
         let Some(ct) = ct.filter(|v| is_grpc_content_type(v.as_bytes())).cloned() else {
-            return http_error(respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            http_error(respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            return false;
         };
         let Some(payload) = content_type_payload(ct.as_bytes()) else {
             let s = Status::unimplemented(format!(
                 "content-type {:?} is not supported (application/grpc, application/grpc+proto, application/grpc+thrift are)",
                 String::from_utf8_lossy(ct.as_bytes())
             ));
-            return trailers_only(respond, ct, &s);
+            trailers_only(respond, ct, &s);
+            return false;
         };
         let route = match self.server.resolve_path(parts.uri.path(), Some(payload)) {
             Ok(r) => r,
-            Err(e) => return trailers_only(respond, ct, &Status::from(e)),
+            Err(e) => {
+                trailers_only(respond, ct, &Status::from(e));
+                return false;
+            }
         };
         let h = &parts.headers;
         let encoding = match h
@@ -338,7 +397,8 @@ impl ConnCtx {
                 let s = Status::unimplemented(format!(
                     "grpc-encoding {name:?} is not supported (grpc-accept-encoding: {ACCEPT_ENCODING})"
                 ));
-                return trailers_only(respond, ct, &s);
+                trailers_only(respond, ct, &s);
+                return false;
             }
         };
         let deadline = match h
@@ -347,11 +407,17 @@ impl ConnCtx {
         {
             None => None,
             Some(Ok(t)) => Instant::now().checked_add(t),
-            Some(Err(s)) => return trailers_only(respond, ct, &s),
+            Some(Err(s)) => {
+                trailers_only(respond, ct, &s);
+                return false;
+            }
         };
         let metadata = match metadata_from(h) {
             Ok(m) => m,
-            Err(s) => return trailers_only(respond, ct, &s),
+            Err(s) => {
+                trailers_only(respond, ct, &s);
+                return false;
+            }
         };
         let accepts = h
             .get(hdr::grpc_accept_encoding())
@@ -373,13 +439,15 @@ impl ConnCtx {
                 headers: reuse,
                 stream: None,
                 out: Coalesce::new(),
+                gate: Gate::default(),
+                pending: Charge::new(self.ledger.clone(), id),
                 encoding: None,
                 sent: false,
             }),
-            recv: Mutex::new(
+            recv: Mutex::new(Some(
                 Receiver::new(body, self.cfg.max_recv_message, encoding, None)
-                    .with_budget(self.server.byte_budget().clone()),
-            ),
+                    .with_ledger(self.ledger.clone(), id),
+            )),
             fanout: Fanout::new(),
             compression: OnceLock::new(),
             send_compression: self.cfg.send_compression,
@@ -388,6 +456,8 @@ impl ConnCtx {
             content_type: ct,
             max_send: self.cfg.max_send_message,
             activity: self.activity.clone(),
+            id,
+            ledger: self.ledger.clone(),
         });
         let incoming = IncomingStream::new("", "")
             .with_metadata(metadata)
@@ -396,7 +466,14 @@ impl ConnCtx {
             .with_payload(Some(payload))
             .with_rpc_system("grpc");
         self.server.dispatch_route(route, incoming, stream);
+        true
     }
+}
+
+/// The size of a header list as HTTP/2 counts it (RFC 9113 §6.5.2: name, value and 32 bytes
+/// per field), what the server keeps of a request's headers at most.
+fn header_list_size(h: &HeaderMap) -> usize {
+    h.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum()
 }
 
 struct SendSide {
@@ -405,7 +482,12 @@ struct SendSide {
     /// An empty header map to build the response header in (the request's).
     headers: Option<HeaderMap>,
     /// After the response header was sent, until the end.
-    stream: Option<SendStream<Bytes>>,
+    stream: Option<DataOut>,
+    /// Holds the handler back while the connection is over its share of a used-up budget.
+    gate: Gate,
+    /// Charges what `out.pending` holds (encoded messages not yet handed to h2, and the rest
+    /// of the block they are encoded into).
+    pending: Charge,
     /// Messages on their way to h2 (see `stream::Outbox`).
     out: Coalesce,
     /// The `grpc-encoding` announced in the response header.
@@ -420,7 +502,9 @@ struct ServerStream {
     me: Weak<ServerStream>,
     outbox: Arc<Outbox>,
     send: Mutex<SendSide>,
-    recv: Mutex<Receiver>,
+    /// Until the stream is finished: then h2 is told (by dropping the receiving half) to
+    /// drop what the client still sends, instead of buffering it for nobody.
+    recv: Mutex<Option<Receiver>>,
     fanout: Fanout,
     /// The handle a handler asked for (`ServerContext::extension::<MessageCompression>()`);
     /// made on first ask, so a call that never asks allocates none.
@@ -434,10 +518,14 @@ struct ServerStream {
     content_type: HeaderValue,
     max_send: usize,
     activity: Arc<Activity>,
+    /// The HTTP/2 stream id, as the ledger knows the stream.
+    id: u32,
+    ledger: Arc<Ledger>,
 }
 
 impl Drop for ServerStream {
     fn drop(&mut self) {
+        self.ledger.close(self.id);
         if self.activity.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             *lock(&self.activity.last_end) = Instant::now();
         }
@@ -477,7 +565,7 @@ impl ServerStream {
         let stream = respond
             .send_response(res, false)
             .map_err(|e| status_from_h2(&e, "send header"))?;
-        s.stream = Some(stream);
+        s.stream = Some(DataOut::charged(stream, self.ledger.clone(), self.id));
         Ok(())
     }
 
@@ -505,7 +593,9 @@ impl ServerStream {
             .get_or_init(|| {
                 let handle = MessageCompression::new(self.send_compression);
                 handle.set_peer(self.peer_encoding, self.accepts);
-                lock(&self.recv).attach(handle.clone());
+                if let Some(r) = lock(&self.recv).as_mut() {
+                    r.attach(handle.clone());
+                }
                 handle
             })
             .clone()
@@ -588,10 +678,19 @@ impl ServerStream {
         }
         match s.stream.as_mut() {
             Some(stream) => stream
+                .h2
                 .send_trailers(trailers)
                 .map_err(|e| status_from_h2(&e, "send trailers")),
             None => Err(Status::internal("trailers before the response header")),
         }
+    }
+}
+
+impl SendSide {
+    /// Brings the charge for the pending messages up to date (after every change to them).
+    fn settle(&mut self) {
+        let held = self.out.pending.capacity();
+        self.pending.set(held);
     }
 }
 
@@ -602,6 +701,7 @@ impl Flush for ServerStream {
         if let Err(e) = self.outbox.flush_listed(&mut s.out, s.stream.as_mut()) {
             tracing::trace!(error = %e, "grpc: flushing messages of an ended stream");
         }
+        s.settle();
     }
 }
 
@@ -609,11 +709,14 @@ impl ServerStreamRaw for ServerStream {
     fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
         let mut s = lock(&self.send);
         let s = &mut *s;
-        match s.stream.as_mut() {
+        std::task::ready!(s.gate.poll_open(&self.ledger, cx));
+        let r = match s.stream.as_mut() {
             Some(stream) => poll_capacity(stream, &mut s.out, Some(&self.fanout), cx, len),
             // The header goes first; the first message may follow it into h2's buffer.
             None => Poll::Ready(Ok(())),
-        }
+        };
+        s.settle();
+        r
     }
 
     fn send_header(&self, header: Metadata) -> Result<(), Status> {
@@ -623,23 +726,26 @@ impl ServerStreamRaw for ServerStream {
 
     fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
         let mut s = lock(&self.send);
-        self.send_locked(&mut s, msg, true)
+        let r = self.send_locked(&mut s, msg, true);
+        s.settle();
+        r
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, msg: &mut dyn Encodable) -> Poll<Result<(), Status>> {
         let mut s = lock(&self.send);
         let s = &mut *s;
+        std::task::ready!(s.gate.poll_open(&self.ledger, cx));
         if let Some(stream) = s.stream.as_mut() {
             let len = msg.encoded_len().unwrap_or(0);
-            std::task::ready!(poll_capacity(
-                stream,
-                &mut s.out,
-                Some(&self.fanout),
-                cx,
-                len
-            ))?;
+            let ready = poll_capacity(stream, &mut s.out, Some(&self.fanout), cx, len);
+            if !matches!(ready, Poll::Ready(Ok(()))) {
+                s.settle();
+                return ready;
+            }
         }
-        Poll::Ready(self.send_locked(s, msg, true))
+        let r = self.send_locked(s, msg, true);
+        s.settle();
+        Poll::Ready(r)
     }
 
     /// `finish` ends with `respond` and `stream` both `None`, under the send lock, and every
@@ -655,17 +761,28 @@ impl ServerStreamRaw for ServerStream {
             // Whatever half got out, the peer must not wait for more.
             s.out.pending.clear();
             if let Some(stream) = s.stream.as_mut() {
-                stream.send_reset(h2::Reason::INTERNAL_ERROR);
+                stream.h2.send_reset(h2::Reason::INTERNAL_ERROR);
             } else if let Some(respond) = s.respond.as_mut() {
                 respond.send_reset(h2::Reason::INTERNAL_ERROR);
             }
         }
         s.respond = None;
         s.stream = None;
+        s.settle();
+        drop(s);
+        // The call is over: with the last handle on the h2 stream gone, h2 drops what the
+        // client still sends (and ends the stream with RST_STREAM(NO_ERROR) after the
+        // trailers when the client has not ended its side, as HTTP/2 asks).
+        let r = lock(&self.recv).take();
+        drop(r);
+        self.ledger.close(self.id);
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
         let mut r = lock(&self.recv);
+        let Some(r) = r.as_mut() else {
+            return Poll::Ready(Ok(None));
+        };
         match std::task::ready!(r.poll_message(cx)) {
             Ok(Received::Message(m)) => Poll::Ready(Ok(Some(m))),
             Ok(Received::Eof) => Poll::Ready(Ok(None)),
@@ -680,6 +797,9 @@ impl ServerStreamRaw for ServerStream {
         max: usize,
     ) -> Poll<Result<Option<Bytes>, Status>> {
         let mut r = lock(&self.recv);
+        let Some(r) = r.as_mut() else {
+            return Poll::Ready(Ok(None));
+        };
         match std::task::ready!(r.poll_message(cx)) {
             Ok(Received::Message(m)) => {
                 r.take_ready(more, max);
@@ -701,7 +821,7 @@ impl ServerStreamRaw for ServerStream {
         let waker = self.fanout.register(cx);
         let mut fcx = Context::from_waker(waker);
         let r = if let Some(stream) = s.stream.as_mut() {
-            stream.poll_reset(&mut fcx)
+            stream.h2.poll_reset(&mut fcx)
         } else if let Some(respond) = s.respond.as_mut() {
             respond.poll_reset(&mut fcx)
         } else {

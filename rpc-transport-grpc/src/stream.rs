@@ -12,12 +12,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures::task::AtomicWaker;
 use h2::{RecvStream, SendStream};
 use rpc_core::codec::Encodable;
-use rpc_core::limits::ByteBudget;
 use rpc_core::transport::waker::{fanout_waker, WakerSet};
 use rpc_core::{Code, Status};
 
 use crate::codec::{compress, write_prefix, MessageDecoder, PREFIX_LEN};
 use crate::compression::{Compression, MessageCompression};
+use crate::ledger::Ledger;
 
 /// A sender is ready for a message once h2 has assigned it this much window (or the whole
 /// message, when smaller): waiting for a whole large message's worth could wait forever on a
@@ -27,6 +27,28 @@ pub(crate) const SEND_READY_CHUNK: usize = 16 * 1024;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A stream's sending half as the send paths use it: h2's, and on the server the connection's
+/// [`Ledger`] and the stream's id, so that what is handed to h2 is charged until written.
+pub(crate) struct DataOut {
+    pub(crate) h2: SendStream<Bytes>,
+    ledger: Option<(Arc<Ledger>, u32)>,
+}
+
+impl DataOut {
+    /// A client stream's: nothing charged.
+    pub(crate) fn plain(h2: SendStream<Bytes>) -> DataOut {
+        DataOut { h2, ledger: None }
+    }
+
+    /// A server stream's: what is handed to h2 is charged to `ledger` as `stream`'s.
+    pub(crate) fn charged(h2: SendStream<Bytes>, ledger: Arc<Ledger>, stream: u32) -> DataOut {
+        DataOut {
+            h2,
+            ledger: Some((ledger, stream)),
+        }
+    }
 }
 
 /// A status for an h2 error on a stream or its connection.
@@ -83,7 +105,7 @@ impl Fanout {
 /// (each ask takes h2's lock twice). The connection task gives what is left back to h2 when it
 /// flushes the burst (see [`Outbox::flush_listed`]).
 pub(crate) fn poll_capacity(
-    stream: &mut SendStream<Bytes>,
+    stream: &mut DataOut,
     q: &mut Coalesce,
     fanout: Option<&Fanout>,
     cx: &mut Context<'_>,
@@ -99,8 +121,10 @@ pub(crate) fn poll_capacity(
     let pending = q.pending.len();
     if pending > 0 {
         let ahead = if q.queued { CREDIT_AHEAD } else { 0 };
-        stream.reserve_capacity(want.saturating_add(pending).saturating_add(ahead));
-        let capacity = stream.capacity();
+        stream
+            .h2
+            .reserve_capacity(want.saturating_add(pending).saturating_add(ahead));
+        let capacity = stream.h2.capacity();
         if capacity >= enough.saturating_add(pending) {
             if q.queued {
                 q.credit = capacity.saturating_sub(pending).saturating_sub(want);
@@ -109,14 +133,16 @@ pub(crate) fn poll_capacity(
         }
         flush(stream, &mut q.pending, false)?;
     }
-    stream.reserve_capacity(want);
+    stream.h2.reserve_capacity(want);
     loop {
-        if stream.capacity() >= enough {
+        if stream.h2.capacity() >= enough {
             return Poll::Ready(Ok(()));
         }
         let polled = match fanout {
-            Some(f) => stream.poll_capacity(&mut Context::from_waker(f.register(cx))),
-            None => stream.poll_capacity(cx),
+            Some(f) => stream
+                .h2
+                .poll_capacity(&mut Context::from_waker(f.register(cx))),
+            None => stream.h2.poll_capacity(cx),
         };
         match polled {
             Poll::Ready(Some(Ok(_))) => continue,
@@ -135,11 +161,7 @@ pub(crate) const CREDIT_AHEAD: usize = COALESCE_MAX;
 
 /// Hands the `pending` messages to h2 as one DATA payload (`end`: with END_STREAM, sent even
 /// when nothing is pending).
-pub(crate) fn flush(
-    stream: &mut SendStream<Bytes>,
-    pending: &mut BytesMut,
-    end: bool,
-) -> Result<(), Status> {
+pub(crate) fn flush(stream: &mut DataOut, pending: &mut BytesMut, end: bool) -> Result<(), Status> {
     if pending.is_empty() && !end {
         return Ok(());
     }
@@ -151,13 +173,15 @@ pub(crate) fn flush(
 /// arrives before the request's message is handed over), the data could never be processed,
 /// and the end the peer sent is what the receiving side reports (as grpc-go's SendMsg returns
 /// EOF and leaves the status to RecvMsg). Resets and lost connections stay errors.
-pub(crate) fn send_data(
-    stream: &mut SendStream<Bytes>,
-    data: Bytes,
-    end: bool,
-) -> Result<(), Status> {
-    match stream.send_data(data, end) {
-        Ok(()) => Ok(()),
+pub(crate) fn send_data(stream: &mut DataOut, data: Bytes, end: bool) -> Result<(), Status> {
+    let n = data.len();
+    match stream.h2.send_data(data, end) {
+        Ok(()) => {
+            if let Some((ledger, id)) = &stream.ledger {
+                ledger.handed(*id, n + crate::ledger::FRAME_COST);
+            }
+            Ok(())
+        }
         Err(e) if e.reason().is_none() && !e.is_io() => {
             tracing::trace!(error = %e, "grpc: data for a stream the peer ended");
             Ok(())
@@ -259,7 +283,7 @@ impl Outbox {
         &self,
         me: &Weak<S>,
         q: &mut Coalesce,
-        stream: &mut SendStream<Bytes>,
+        stream: &mut DataOut,
         msg: &mut dyn Encodable,
         compression: Option<Compression>,
         max: usize,
@@ -287,7 +311,7 @@ impl Outbox {
     pub(crate) fn flush_listed(
         &self,
         q: &mut Coalesce,
-        stream: Option<&mut SendStream<Bytes>>,
+        stream: Option<&mut DataOut>,
     ) -> Result<(), Status> {
         q.queued = false;
         q.round = self.round.load(Ordering::Acquire);
@@ -297,7 +321,7 @@ impl Outbox {
                 let flushed = flush(stream, &mut q.pending, false);
                 if credit > 0 {
                     // The burst's unspent credit goes back to the connection.
-                    stream.reserve_capacity(0);
+                    stream.h2.reserve_capacity(0);
                 }
                 flushed
             }
@@ -395,7 +419,7 @@ pub(crate) fn encode(
 /// is [`COALESCE_MAX`] large, since the stream is sending a burst. So a stream holds at
 /// most one such block beyond what h2 holds.
 pub(crate) fn append(
-    stream: &mut SendStream<Bytes>,
+    stream: &mut DataOut,
     pending: &mut BytesMut,
     msg: &mut dyn Encodable,
     compression: Option<Compression>,
@@ -505,7 +529,7 @@ pub(crate) struct Receiver {
     /// The compressed flag of the last message received (`None` before the first): the
     /// handle is told only when it changes, not per message.
     last_compressed: Option<bool>,
-    /// Server side: the server-wide byte budget, charged with what the decoder holds.
+    /// Server side: the connection's ledger, charged with what the decoder holds.
     pub(crate) budget: Option<Charge>,
     /// Bytes taken from h2 whose flow-control capacity is not yet released (see
     /// [`RELEASE_CHUNK`]).
@@ -521,22 +545,29 @@ pub(crate) struct Receiver {
 pub(crate) const RELEASE_CHUNK: usize = 16 * 1024;
 
 /// Bytes a server stream's decoder holds (a partly received message), charged to the
-/// server-wide budget (`ServerLimits::max_buffered_bytes`) until released.
+/// server-wide budget (`ServerLimits::max_buffered_bytes`) through the connection's
+/// [`Ledger`] until released; and the stream's id, to tell the ledger when DATA leaves h2.
 pub(crate) struct Charge {
-    budget: Arc<ByteBudget>,
+    ledger: Arc<Ledger>,
+    stream: u32,
     charged: usize,
 }
 
 impl Charge {
-    pub(crate) fn new(budget: Arc<ByteBudget>) -> Charge {
-        Charge { budget, charged: 0 }
+    pub(crate) fn new(ledger: Arc<Ledger>, stream: u32) -> Charge {
+        Charge {
+            ledger,
+            stream,
+            charged: 0,
+        }
     }
 
-    fn set(&mut self, n: usize) {
+    /// Brings the charge to `n` bytes.
+    pub(crate) fn set(&mut self, n: usize) {
         if n > self.charged {
-            self.budget.charge(n - self.charged);
+            self.ledger.adjust(n - self.charged, true);
         } else if n < self.charged {
-            self.budget.release(self.charged - n);
+            self.ledger.adjust(self.charged - n, false);
         }
         self.charged = n;
     }
@@ -545,6 +576,7 @@ impl Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         self.set(0);
+        self.ledger.unpark(self.stream);
     }
 }
 
@@ -600,9 +632,10 @@ impl Receiver {
         self.compression = Some(handle);
     }
 
-    /// Charges what the decoder holds to `budget` (server side).
-    pub(crate) fn with_budget(mut self, budget: Arc<ByteBudget>) -> Receiver {
-        self.budget = Some(Charge::new(budget));
+    /// Charges what the decoder holds, and tells what it takes from h2, to the connection's
+    /// `ledger` as `stream`'s (server side).
+    pub(crate) fn with_ledger(mut self, ledger: Arc<Ledger>, stream: u32) -> Receiver {
+        self.budget = Some(Charge::new(ledger, stream));
         self
     }
 
@@ -612,7 +645,7 @@ impl Receiver {
     /// held until the last message of it is dropped), so a burst of small messages costs one
     /// charge and one release per chunk rather than an atomic operation per message.
     fn recharge(&mut self) {
-        let held = self.decoder.buffered();
+        let held = self.decoder.held();
         if let Some(c) = &mut self.budget {
             c.set(held);
         }
@@ -671,7 +704,7 @@ impl Receiver {
                 return Poll::Ready(Ok(Received::Eof));
             }
             if let Some(c) = &self.budget {
-                if c.budget.is_exhausted() && self.decoder.buffered() > STREAM_RESERVE {
+                if c.ledger.budget().is_exhausted() && self.decoder.buffered() > STREAM_RESERVE {
                     return Poll::Ready(Err(Status::new(
                         Code::ResourceExhausted,
                         "the server's buffer budget is used up; this stream holds a large partial message",
@@ -680,6 +713,9 @@ impl Receiver {
             }
             match self.body.poll_data(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
+                    if let Some(c) = &self.budget {
+                        c.ledger.taken(c.stream, chunk.len());
+                    }
                     self.unreleased += chunk.len();
                     if self.unreleased >= RELEASE_CHUNK {
                         self.release();
@@ -699,6 +735,13 @@ impl Receiver {
                     // Everything taken is released before waiting: the peer may be stopped
                     // on exactly this capacity.
                     self.release();
+                    if let Some(c) = &self.budget {
+                        if self.decoder.buffered() > STREAM_RESERVE {
+                            // Woken if the connection stops being read meanwhile: the check
+                            // above then gives the partial message up.
+                            c.ledger.park(c.stream, cx.waker());
+                        }
+                    }
                     return Poll::Pending;
                 }
             }
@@ -784,7 +827,7 @@ mod tests {
     ) -> (
         tokio::task::JoinHandle<usize>,
         h2::client::ResponseFuture,
-        SendStream<Bytes>,
+        DataOut,
     ) {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let server = tokio::spawn(async move {
@@ -821,7 +864,7 @@ mod tests {
             .body(())
             .expect("request");
         let (response, stream) = send.send_request(req, false).expect("open");
-        (server, response, stream)
+        (server, response, DataOut::plain(stream))
     }
 
     /// The client half of one h2 stream whose server side forwards each DATA frame it
@@ -829,7 +872,7 @@ mod tests {
     /// client connection is polled by a plain task: no [`Batched`], so nothing ever flushes
     /// an [`Outbox`].
     async fn frame_probe() -> (
-        SendStream<Bytes>,
+        DataOut,
         tokio::sync::mpsc::Receiver<Bytes>,
         h2::client::ResponseFuture,
     ) {
@@ -860,14 +903,14 @@ mod tests {
             .body(())
             .expect("request");
         let (response, stream) = send.send_request(req, false).expect("open");
-        (stream, rx, response)
+        (DataOut::plain(stream), rx, response)
     }
 
     /// A stream sending through an [`Outbox`], as the client and server streams do.
     struct Probe {
         me: Weak<Probe>,
         outbox: Arc<Outbox>,
-        send: Mutex<(Coalesce, SendStream<Bytes>)>,
+        send: Mutex<(Coalesce, DataOut)>,
     }
 
     impl Flush for Probe {
@@ -960,9 +1003,9 @@ mod tests {
                 .await
                 .expect("send capacity");
                 let data = encode(&mut scratch, &mut msg, None, usize::MAX, i > 0).expect("encode");
-                stream.send_data(data, false).expect("send");
+                stream.h2.send_data(data, false).expect("send");
             }
-            stream.send_data(Bytes::new(), true).expect("close");
+            stream.h2.send_data(Bytes::new(), true).expect("close");
             stream
         };
         let both = async { tokio::join!(sending, server) };

@@ -25,6 +25,21 @@
 //!   arena, the reader task, wakeups, backpressure, the socket fallback, peer death.
 //! - `setup` (Linux): the handshake; `sys` (Linux): memfd, seals, mmap, eventfd, `SCM_RIGHTS`.
 //!
+//! # Memory bound
+//!
+//! A session's regions make the server hold up to both of them: its own (pre-faulted) and the
+//! client's (mapped; its pages count for the server once it reads frames from them). The
+//! server charges twice the region size to its byte budget (`ServerLimits::max_buffered_bytes`,
+//! shared with every transport) for the session's life and refuses a session at the handshake
+//! when that does not fit (the client sees a busy server and retries later), next to the
+//! region budget of [`ShmProtocol::max_region_bytes`]. A client that stops returning buffers
+//! fills only the server's own arena, which is already counted; the server's senders wait.
+//! So the sessions' regions stay within the budget of the bound every transport documents
+//! (RSS over baseline ≤ budget + F × connections). At the default sizes (16 MiB arenas) a
+//! session costs about 32 MiB of budget: raise `max_buffered_bytes` or lower
+//! [`ShmProtocol::max_sizes`] for many sessions. The ttstream session each carries charges
+//! its own buffers as over TCP (`rpc-transport-ttheader`).
+//!
 //! On other platforms the crate compiles and [`ShmClient`] / [`ShmProtocol`] fail at run
 //! time with an "unsupported platform" error.
 

@@ -15,7 +15,8 @@ use crate::stats::ShmStats;
 /// Serves a `rpc_core::Server` over shared memory: add it to a
 /// [`Listener`](rpc_core::serve::Listener) bound to `shm:///path` (a Unix socket the clients
 /// connect to for the handshake). The server's limits apply as over TTHeader (streams per
-/// session, the server-wide byte budget, graceful drain).
+/// session, the server-wide byte budget, graceful drain); each session's regions are charged
+/// to the byte budget too (see the crate docs, "Memory bound").
 #[derive(Debug, Clone)]
 pub struct ShmProtocol {
     max: Sizes,
@@ -102,7 +103,13 @@ impl Protocol for ShmProtocol {
             };
             let est = match tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,
-                setup::server(stream, &prefix, this.max, &this.budget),
+                setup::server(
+                    stream,
+                    &prefix,
+                    this.max,
+                    &this.budget,
+                    Some(rpc_core::transport::ServerExt::byte_budget(&server)),
+                ),
             )
             .await
             {
@@ -113,7 +120,7 @@ impl Protocol for ShmProtocol {
                 }
                 Err(_) => return,
             };
-            let (est, _reservation) = est;
+            let (est, _held) = est;
             let running = match setup::start(
                 est,
                 Role::Server,

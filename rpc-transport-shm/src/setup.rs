@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rpc_core::limits::ByteBudget;
 use rpc_core::{Peer, Server, Status};
 use rpc_transport_ttheader::proto::Role;
 use rpc_transport_ttheader::session::{Limits, Session};
@@ -103,6 +104,45 @@ impl RegionBudget {
     /// Region bytes committed now.
     pub(crate) fn used(&self) -> usize {
         self.used.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// A session's regions charged to the server-wide byte budget
+/// (`ServerLimits::max_buffered_bytes`) for its life; released on drop.
+#[derive(Debug)]
+pub(crate) struct BudgetHold {
+    budget: Arc<ByteBudget>,
+    bytes: usize,
+}
+
+impl Drop for BudgetHold {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+/// Serialises the check-then-charge of [`BudgetHold::take`] between concurrent handshakes.
+static HOLD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl BudgetHold {
+    /// What a session of `sizes` makes the server hold: its own region (pre-faulted) and the
+    /// client's (mapped; its pages count for the server once it reads frames from them).
+    pub(crate) fn cost(sizes: Sizes) -> usize {
+        sizes.region_len().saturating_mul(2)
+    }
+
+    /// Charges a session of `sizes` to `budget` if it fits within the budget's limit.
+    fn take(budget: &Arc<ByteBudget>, sizes: Sizes) -> Option<BudgetHold> {
+        let bytes = BudgetHold::cost(sizes);
+        let _one = HOLD.lock().unwrap_or_else(|e| e.into_inner());
+        if budget.used().saturating_add(bytes) > budget.limit() {
+            return None;
+        }
+        budget.charge(bytes);
+        Some(BudgetHold {
+            budget: budget.clone(),
+            bytes,
+        })
     }
 }
 
@@ -314,13 +354,24 @@ pub(crate) async fn client(stream: UnixStream, want: Sizes) -> std::io::Result<E
     })
 }
 
-/// Server side: `prefix` holds what the serving layer already read of the hello.
+/// What a server keeps for a session's life: its share of the region budget and of the
+/// server-wide byte budget.
+#[derive(Debug)]
+pub(crate) struct Held {
+    _region: Reservation,
+    _bytes: Option<BudgetHold>,
+}
+
+/// Server side: `prefix` holds what the serving layer already read of the hello. The session's
+/// regions are reserved from `budget` and, with `bytes` (the server's byte budget), charged
+/// there too; a client they do not fit is refused (busy, retry later).
 pub(crate) async fn server(
     stream: UnixStream,
     prefix: &[u8],
     max: Sizes,
     budget: &Arc<RegionBudget>,
-) -> std::io::Result<(Established, Reservation)> {
+    bytes: Option<&Arc<ByteBudget>>,
+) -> std::io::Result<(Established, Held)> {
     let mut b = [0u8; MSG_LEN];
     let have = prefix.len().min(MSG_LEN);
     if prefix.len() > MSG_LEN {
@@ -369,6 +420,21 @@ pub(crate) async fn server(
             budget.used()
         )));
     };
+    let hold = match bytes {
+        Some(b) => match BudgetHold::take(b, sizes) {
+            Some(h) => Some(h),
+            None => {
+                let _ = sys::send_with_fds(&stream, &reject(REJECT_BUSY).encode(), &[]).await;
+                return Err(proto_err(format!(
+                    "the server's byte budget of {} bytes has no room for a session's {} bytes of regions ({} in use)",
+                    b.limit(),
+                    BudgetHold::cost(sizes),
+                    b.used()
+                )));
+            }
+        },
+        None => None,
+    };
     let (mine, memfd, wake_me) = own_region(sizes)?;
     let accept = Msg {
         kind: KIND_ACCEPT,
@@ -399,7 +465,10 @@ pub(crate) async fn server(
             wake_me,
             wake_peer,
         },
-        reservation,
+        Held {
+            _region: reservation,
+            _bytes: hold,
+        },
     ))
 }
 

@@ -414,7 +414,7 @@ async fn the_server_refuses_sessions_beyond_its_region_budget() {
 async fn fake_server(listener: &tokio::net::UnixListener) -> (Producer, tokio::net::UnixStream) {
     let (stream, _) = within(listener.accept()).await.unwrap();
     let budget = setup::RegionBudget::new(setup::DEFAULT_MAX_REGION_BYTES);
-    let (est, _reservation) = setup::server(stream, &[], Sizes::default(), &budget)
+    let (est, _held) = setup::server(stream, &[], Sizes::default(), &budget, None)
         .await
         .unwrap();
     let (stream, mine, _wake_peer, slots) = est.into_raw();

@@ -7,12 +7,23 @@ use std::time::Duration;
 
 /// Starts `echo-server` with `args` and waits for `count` `listening <url>` lines; returns the
 /// child, the URLs it reported, and its remaining stdout lines.
+#[allow(dead_code)] // the memory-bound tests use only the variant with an environment
 pub(crate) fn spawn_echo_server(
     args: &[&str],
     count: usize,
 ) -> (Child, Vec<String>, mpsc::Receiver<String>) {
+    spawn_echo_server_with_env(args, count, &[])
+}
+
+/// [`spawn_echo_server`] with `env` set for the child.
+pub(crate) fn spawn_echo_server_with_env(
+    args: &[&str],
+    count: usize,
+    env: &[(&str, &str)],
+) -> (Child, Vec<String>, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_echo-server"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn echo-server");

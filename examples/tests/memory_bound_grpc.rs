@@ -1,0 +1,482 @@
+//! The gRPC transport under memory attacks from many connections: `echo-server` runs as a
+//! child with a 32 MiB budget (`--max-buffered-bytes`), each test attacks it over real
+//! sockets, samples its RSS and checks it against the bound `rpc-transport-grpc` documents
+//! (RSS over baseline ≤ budget + F × connections), while a well-behaved gRPC client on its own
+//! connection keeps being answered (every call within a deadline; its p99 is printed).
+//!
+//! Run with `--nocapture` to see one `MEMBOUND` line per attack.
+
+mod memory_bound;
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use examples::proto::{Request, TestServiceClient};
+use memory_bound::*;
+use prost::Message;
+use rpc_core::{Address, Client};
+use rpc_transport_grpc::GrpcClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn start_server() -> (ServerChild, SocketAddr) {
+    let budget = BUDGET.to_string();
+    let (child, urls, _lines) = support::spawn_echo_server_with_env(
+        &[
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--max-buffered-bytes",
+            &budget,
+        ],
+        1,
+        SERVER_ENV,
+    );
+    let addr = urls[0]
+        .strip_prefix("tcp://")
+        .and_then(|a| a.parse().ok())
+        .expect("a tcp:// socket address");
+    (ServerChild { child }, addr)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// One attack: the server, its baseline after a warm-up, the sampler and the well-behaved
+/// client around `attack`, then the check against the bound for `connections`.
+fn run_attack<F, Fut>(name: &str, connections: u64, attack: F)
+where
+    F: FnOnce(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (server, addr) = start_server();
+    let rt = runtime();
+    let good = TestServiceClient::new(Client::new(GrpcClient::new(Address::from(addr))));
+    // Warm-up: the good client's connection and the server's threads exist before the
+    // baseline is taken.
+    rt.block_on(async {
+        for i in 0..20 {
+            good.ping_pong(Request {
+                message: format!("warm {i}"),
+                ..Default::default()
+            })
+            .await
+            .expect("warm-up call");
+        }
+    });
+    let base = server.rss();
+    let sampler = RssSampler::start(server.pid());
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = {
+        let good = good.clone();
+        well_behaved(rt.handle(), stop.clone(), move |i| {
+            let good = good.clone();
+            async move {
+                let m = format!("good {i}");
+                let r = good
+                    .ping_pong(Request {
+                        message: m.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.message == m {
+                    Ok(())
+                } else {
+                    Err(format!("echoed {:?}", r.message))
+                }
+            }
+        })
+    };
+    rt.block_on(async {
+        attack(addr).await;
+        settle(server.pid()).await;
+        eprintln!("server after the attack: {}", rss_parts(server.pid()));
+    });
+    stop.store(true, Ordering::Release);
+    let log = rt.block_on(log).expect("well-behaved client task");
+    let max = sampler.finish();
+    // The well-behaved connection counts as one of the connections.
+    let (over, bound) = report(name, connections + 1, base, max, &log);
+    assert!(
+        log.failures.is_empty(),
+        "{name}: the well-behaved client failed: {:?}",
+        &log.failures[..log.failures.len().min(5)]
+    );
+    assert!(
+        log.calls.len() >= 5,
+        "{name}: the well-behaved client made only {} calls",
+        log.calls.len()
+    );
+    assert!(
+        over <= bound,
+        "{name}: RSS over baseline {} KiB exceeds the bound {} KiB",
+        over / KIB,
+        bound / KIB
+    );
+    drop(server);
+}
+
+/// A gRPC message: the 5-byte prefix and `body`.
+fn grpc_message(body: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + body.len());
+    b.put_u8(0);
+    b.put_u32(body.len() as u32);
+    b.put_slice(body);
+    b.freeze()
+}
+
+fn echo_request(message: String, repeat: Option<i32>, sleep_ms: Option<i64>) -> Vec<u8> {
+    Request {
+        message,
+        repeat,
+        sleep_ms,
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// An h2 client connection (driven by its own task) to `addr`.
+async fn h2_connect(addr: SocketAddr) -> Option<h2::client::SendRequest<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (send, conn) = h2::client::handshake(tcp).await.ok()?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send.ready().await.ok()
+}
+
+fn grpc_request(path: &str) -> http::Request<()> {
+    http::Request::post(format!("http://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request")
+}
+
+/// Sends `total` bytes of `filler` on `stream` in 16 KiB pieces, each only once h2 has the
+/// flow-control window for it; stops early when the server grants no window for 1 s (it
+/// stopped reading) or resets the stream.
+async fn push_within_window(stream: &mut h2::SendStream<Bytes>, total: usize) -> usize {
+    const PIECE: usize = 16 * 1024;
+    let piece = Bytes::from(vec![0x5a; PIECE]);
+    let mut sent = 0;
+    while sent < total {
+        let want = PIECE.min(total - sent);
+        stream.reserve_capacity(want);
+        let cap = loop {
+            if stream.capacity() > 0 {
+                break stream.capacity();
+            }
+            match tokio::time::timeout(
+                Duration::from_secs(1),
+                std::future::poll_fn(|cx| stream.poll_capacity(cx)),
+            )
+            .await
+            {
+                Ok(Some(Ok(_))) => continue,
+                _ => return sent,
+            }
+        };
+        let n = cap.min(want);
+        if stream.send_data(piece.slice(..n), false).is_err() {
+            return sent;
+        }
+        sent += n;
+    }
+    sent
+}
+
+/// Many connections, each with streams whose handler reads the first message and then sleeps
+/// (the echo service's `sleep_ms`), so nothing else the client sends is read: every stream
+/// pushes up to a full stream window of DATA the server must hold or refuse.
+#[test]
+fn unread_request_streams_on_many_connections() {
+    const CONNECTIONS: u64 = 40;
+    const STREAMS: usize = 8;
+    run_attack("unread request streams", CONNECTIONS, |addr| async move {
+        let mut tasks = Vec::new();
+        let mut keep = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let Some(send) = h2_connect(addr).await else {
+                continue;
+            };
+            keep.push(send.clone());
+            for _ in 0..STREAMS {
+                let mut send = send.clone();
+                tasks.push(tokio::spawn(async move {
+                    let Ok(s) = send.ready().await else {
+                        return (0, None);
+                    };
+                    send = s;
+                    let Ok((resp, mut stream)) =
+                        send.send_request(grpc_request("/echo.TestService/EchoClient"), false)
+                    else {
+                        return (0, None);
+                    };
+                    let first = grpc_message(&echo_request("x".into(), None, Some(60_000)));
+                    let _ = stream.send_data(first, false);
+                    let sent = push_within_window(&mut stream, 2 << 20).await;
+                    (sent, Some((resp, stream)))
+                }));
+            }
+        }
+        let mut total = 0;
+        let mut streams = Vec::new();
+        for t in tasks {
+            if let Ok((sent, s)) = t.await {
+                total += sent;
+                streams.extend(s);
+            }
+        }
+        eprintln!("unread request streams: {} KiB pushed", total / 1024);
+        // The streams (and their connections) stay open while the server is measured.
+        settle_hold(streams, keep).await;
+    });
+}
+
+/// Keeps what an attack opened alive until the server's RSS settled.
+async fn settle_hold<T, U>(streams: Vec<T>, conns: Vec<U>) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop((streams, conns));
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8], out: &mut Vec<u8>) {
+    let len = payload.len() as u32;
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// An HPACK block for a gRPC request, literals only (no dynamic table).
+fn request_block(path: &str) -> Vec<u8> {
+    let mut b = vec![0x83, 0x86]; // :method POST, :scheme http
+    let lit_indexed = |b: &mut Vec<u8>, idx: u8, v: &str| {
+        b.push(idx);
+        b.push(v.len() as u8);
+        b.extend_from_slice(v.as_bytes());
+    };
+    lit_indexed(&mut b, 0x04, path); // :path
+    lit_indexed(&mut b, 0x01, "localhost"); // :authority
+    for (k, v) in [("content-type", "application/grpc"), ("te", "trailers")] {
+        b.push(0x00);
+        b.push(k.len() as u8);
+        b.extend_from_slice(k.as_bytes());
+        b.push(v.len() as u8);
+        b.extend_from_slice(v.as_bytes());
+    }
+    b
+}
+
+/// A raw connection: the preface, our SETTINGS (`settings`: id/value pairs) and the ACK of
+/// the server's, with a receive buffer of 4 KiB (the kernel rounds it up), so a client that
+/// never reads stops the server's writes almost at once.
+async fn raw_connect(addr: SocketAddr, settings: &[(u16, u32)]) -> Option<tokio::net::TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4().ok()?;
+    let _ = sock.set_recv_buffer_size(4096);
+    let mut s = sock.connect(addr).await.ok()?;
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut p = Vec::new();
+    for (id, v) in settings {
+        p.extend_from_slice(&id.to_be_bytes());
+        p.extend_from_slice(&v.to_be_bytes());
+    }
+    frame(0x4, 0, 0, &p, &mut hello);
+    frame(0x4, 0x1, 0, &[], &mut hello);
+    s.write_all(&hello).await.ok()?;
+    Some(s)
+}
+
+/// Many connections ask for endless server streams while advertising huge flow-control
+/// windows and never reading the socket: everything the handlers write stays in the server
+/// unless it is charged and stopped.
+#[test]
+fn unread_replies_on_many_connections() {
+    const CONNECTIONS: u64 = 200;
+    const STREAMS: u32 = 4;
+    run_attack("unread replies", CONNECTIONS, |addr| async move {
+        let mut tasks = Vec::new();
+        for _ in 0..CONNECTIONS {
+            tasks.push(tokio::spawn(async move {
+                // SETTINGS_INITIAL_WINDOW_SIZE: the largest window; the connection window too.
+                let mut s = raw_connect(addr, &[(0x4, 0x7fff_ffff)]).await?;
+                let mut wire = Vec::new();
+                frame(
+                    0x8,
+                    0,
+                    0,
+                    &(0x7fff_ffffu32 - 65_535).to_be_bytes(),
+                    &mut wire,
+                );
+                let body = grpc_message(&echo_request("r".repeat(1024), Some(1_000_000), None));
+                let block = request_block("/echo.TestService/EchoServer");
+                for i in 0..STREAMS {
+                    let id = 2 * i + 1;
+                    frame(0x1, 0x4, id, &block, &mut wire);
+                    frame(0x0, 0x1, id, &body, &mut wire);
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.write_all(&wire)).await;
+                Some(s)
+            }));
+        }
+        let mut conns = Vec::new();
+        for t in tasks {
+            conns.extend(t.await.ok().flatten());
+        }
+        settle_hold(conns, Vec::<()>::new()).await;
+    });
+}
+
+/// Many connections each send most of a 4 MiB message (the default receive limit) and
+/// stall: partial messages the server must hold or cut.
+#[test]
+fn partial_max_size_messages_on_many_connections() {
+    const CONNECTIONS: u64 = 100;
+    run_attack(
+        "partial max-size messages",
+        CONNECTIONS,
+        |addr| async move {
+            let mut tasks = Vec::new();
+            for _ in 0..CONNECTIONS {
+                tasks.push(tokio::spawn(async move {
+                    let mut send = h2_connect(addr).await?;
+                    let (resp, mut stream) = send
+                        .send_request(grpc_request("/echo.TestService/PingPong"), false)
+                        .ok()?;
+                    let mut prefix = BytesMut::new();
+                    prefix.put_u8(0);
+                    prefix.put_u32((4 << 20) - 16);
+                    let _ = stream.send_data(prefix.freeze(), false);
+                    let sent = push_within_window(&mut stream, (4 << 20) - 64 * 1024).await;
+                    Some((sent, resp, stream, send))
+                }));
+            }
+            let mut held = Vec::new();
+            let mut total = 0;
+            for t in tasks {
+                if let Ok(Some((sent, resp, stream, send))) = t.await {
+                    total += sent;
+                    held.push((resp, stream, send));
+                }
+            }
+            eprintln!("partial messages: {} KiB pushed", total / 1024);
+            settle_hold(held, Vec::<()>::new()).await;
+        },
+    );
+}
+
+/// Many connections each open as many streams as the server allows (and more) and send
+/// nothing on them: per-stream state the server must charge or refuse.
+#[test]
+fn idle_streams_on_many_connections() {
+    const CONNECTIONS: u64 = 16;
+    run_attack("idle streams", CONNECTIONS, |addr| async move {
+        let mut conns = Vec::new();
+        let block = request_block("/echo.TestService/Echo");
+        for _ in 0..CONNECTIONS {
+            let Some(s) = raw_connect(addr, &[]).await else {
+                continue;
+            };
+            let (mut r, mut w) = s.into_split();
+            // Drained, so the server's refusals and SETTINGS never block it.
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+            let mut wire = Vec::new();
+            for i in 0..2_000u32 {
+                frame(0x1, 0x4, 2 * i + 1, &block, &mut wire);
+            }
+            let _ = w.write_all(&wire).await;
+            conns.push(w);
+        }
+        settle_hold(conns, Vec::<()>::new()).await;
+    });
+}
+
+/// Many connections that never read flood the server with frames it must answer or keep:
+/// PINGs, SETTINGS, and header blocks split over CONTINUATION frames.
+#[test]
+fn control_and_continuation_floods_on_many_connections() {
+    const CONNECTIONS: u64 = 60;
+    run_attack(
+        "PING/SETTINGS/CONTINUATION floods",
+        CONNECTIONS,
+        |addr| async move {
+            let mut tasks = Vec::new();
+            for c in 0..CONNECTIONS {
+                tasks.push(tokio::spawn(async move {
+                    let mut s = raw_connect(addr, &[]).await?;
+                    let mut wire = Vec::new();
+                    match c % 3 {
+                        0 => {
+                            for i in 0..50_000u64 {
+                                frame(0x6, 0, 0, &i.to_be_bytes(), &mut wire);
+                            }
+                        }
+                        1 => {
+                            for _ in 0..50_000 {
+                                frame(0x4, 0, 0, &[0, 0x3, 0, 0, 0, 100], &mut wire);
+                            }
+                        }
+                        _ => {
+                            // A request whose header block never ends: ~15 KiB of header list in
+                            // 150-byte CONTINUATION frames.
+                            let mut block = request_block("/echo.TestService/PingPong");
+                            let v = "v".repeat(100);
+                            for i in 0..140 {
+                                let k = format!("x-cont-{i:03}");
+                                block.push(0x00);
+                                block.push(k.len() as u8);
+                                block.extend_from_slice(k.as_bytes());
+                                block.push(v.len() as u8);
+                                block.extend_from_slice(v.as_bytes());
+                            }
+                            let mut pieces = block.chunks(150);
+                            frame(0x1, 0, 1, pieces.next().unwrap_or(&[]), &mut wire);
+                            for p in pieces {
+                                frame(0x9, 0, 1, p, &mut wire);
+                            }
+                        }
+                    }
+                    let _ = tokio::time::timeout(Duration::from_secs(3), s.write_all(&wire)).await;
+                    Some(s)
+                }));
+            }
+            let mut conns = Vec::new();
+            for t in tasks {
+                conns.extend(t.await.ok().flatten());
+            }
+            settle_hold(conns, Vec::<()>::new()).await;
+        },
+    );
+}
+
+/// Many connections that finish the HTTP/2 handshake and do nothing more: the fixed cost of
+/// a connection (F), which the bound allows per connection.
+#[test]
+fn idle_connections() {
+    const CONNECTIONS: u64 = 400;
+    run_attack("idle connections", CONNECTIONS, |addr| async move {
+        let mut conns = Vec::new();
+        for _ in 0..CONNECTIONS {
+            conns.extend(h2_connect(addr).await);
+        }
+        assert_eq!(
+            conns.len() as u64,
+            CONNECTIONS,
+            "every connection is accepted"
+        );
+        settle_hold(conns, Vec::<()>::new()).await;
+    });
+}

@@ -1,0 +1,776 @@
+//! What one server connection makes the process hold for its peer, charged to the
+//! server-wide byte budget (`ServerLimits::max_buffered_bytes`), and the gates that stop a
+//! connection at the budget.
+//!
+//! h2 buffers on its own: DATA received and not yet taken by a handler, DATA handed to it and
+//! not yet written, and its state per stream. None of that is visible through h2's API, so
+//! the connection's socket is read and written through a [`FrameScan`] on each direction,
+//! which sees every frame go in and out:
+//!
+//! - **Partial frames** being read are charged as their bytes arrive.
+//! - **Received DATA** is charged per stream (its length plus [`FRAME_COST`] for h2's record
+//!   of it) when its frame is complete, and released when the handler's receiver takes it
+//!   from h2, when the stream is reset (`RST_STREAM` either way: h2 drops what it held), or
+//!   when the server side of the stream is dropped (h2 clears its receive buffer).
+//! - **Sent DATA** is charged per stream when a handler's message is handed to h2 and
+//!   released as its frames are written to the socket (or the stream is reset).
+//! - **Each stream** costs [`STREAM_COST`] plus its request header list while the server
+//!   side of it lives, and until its last frame (`END_STREAM` or `RST_STREAM`) is written.
+//! - A receiver's **partial message** is charged by the receiver (see `stream::Charge`),
+//!   through the ledger, so it counts for the connection too.
+//!
+//! Everything a connection still has charged is released when its last holder goes. A
+//! connection may always hold its [`CONN_RESERVE`]; beyond it, and while the budget is used
+//! up, it is stopped: its socket is not read (TCP pushes back on the peer), new streams are
+//! refused with `REFUSED_STREAM` (UNAVAILABLE, retryable), and handlers wait before handing
+//! it more to send. A connection with little charged, such as a well-behaved client's, is
+//! never stopped by what others hold.
+//!
+//! The protocol logic ([`FrameScan`], [`Ledger`]'s bookkeeping) is synchronous and tested on
+//! bytes; the socket wrapper only moves bytes through it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use rpc_core::limits::ByteBudget;
+
+use crate::stream::lock;
+
+/// What a connection may hold without regard to the budget: enough for a few concurrent
+/// unary calls with small messages (each costs about [`STREAM_COST`] plus its headers and
+/// messages), so a well-behaved client is served while hostile connections hold the rest of
+/// the budget. It is part of the per-connection cost in the documented bound.
+pub(crate) const CONN_RESERVE: usize = 32 * 1024;
+
+/// What one open stream costs beyond its request header list and its messages: h2's stream
+/// record and its slab slot, the server's stream state, the handler's task and call context
+/// (measured with `examples/tests/memory_bound_grpc.rs`, idle streams on 16 connections:
+/// between 2.7 and 5.7 KiB each with their headers, depending on how far h2's and the
+/// handlers' allocations had grown; rounded up).
+pub(crate) const STREAM_COST: usize = 8 * 1024;
+
+/// What h2's record of one buffered DATA frame costs beyond its bytes (its receive or send
+/// queue entry), so that many tiny frames are charged for what they hold.
+pub(crate) const FRAME_COST: usize = 64;
+
+/// Bytes of the HTTP/2 client connection preface the inbound scan skips.
+const PREFACE_LEN: usize = 24;
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const END_STREAM: u8 = 0x1;
+const PADDED: u8 = 0x8;
+
+/// What [`FrameScan`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scanned {
+    /// `n` payload bytes of the frame being read arrived.
+    Payload(usize),
+    /// A frame is complete: its type, flags, stream and payload length, and for a padded
+    /// DATA frame the pad length.
+    Frame {
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        len: usize,
+        pad: usize,
+    },
+}
+
+/// Splits a byte stream into HTTP/2 frames, reporting each payload's bytes as they pass and
+/// each frame once it is complete. Never fails: whatever the bytes are, they are counted
+/// (h2 itself rejects what is malformed).
+#[derive(Debug)]
+pub(crate) struct FrameScan {
+    /// Preface bytes still to skip.
+    skip: usize,
+    head: [u8; 9],
+    have: usize,
+    /// Payload bytes of the current frame still to come (`None` while reading a header).
+    left: Option<usize>,
+    pad: usize,
+}
+
+impl FrameScan {
+    /// A scan of what a client sends (it starts with the connection preface).
+    pub(crate) fn inbound() -> FrameScan {
+        FrameScan {
+            skip: PREFACE_LEN,
+            ..FrameScan::outbound()
+        }
+    }
+
+    /// A scan of what the server sends.
+    pub(crate) fn outbound() -> FrameScan {
+        FrameScan {
+            skip: 0,
+            head: [0; 9],
+            have: 0,
+            left: None,
+            pad: 0,
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        self.head[3]
+    }
+
+    fn flags(&self) -> u8 {
+        self.head[4]
+    }
+
+    fn len(&self) -> usize {
+        (usize::from(self.head[0]) << 16)
+            | (usize::from(self.head[1]) << 8)
+            | usize::from(self.head[2])
+    }
+
+    fn stream(&self) -> u32 {
+        u32::from_be_bytes([self.head[5], self.head[6], self.head[7], self.head[8]]) & 0x7fff_ffff
+    }
+
+    fn complete(&mut self, out: &mut impl FnMut(Scanned)) {
+        out(Scanned::Frame {
+            kind: self.kind(),
+            flags: self.flags(),
+            stream: self.stream(),
+            len: self.len(),
+            pad: self.pad,
+        });
+        self.left = None;
+        self.have = 0;
+        self.pad = 0;
+    }
+
+    /// Feeds `bytes`, reporting to `out`.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8], out: &mut impl FnMut(Scanned)) {
+        let skip = self.skip.min(bytes.len());
+        self.skip -= skip;
+        bytes = &bytes[skip..];
+        while !bytes.is_empty() {
+            match self.left {
+                None => {
+                    let take = (9 - self.have).min(bytes.len());
+                    self.head[self.have..self.have + take].copy_from_slice(&bytes[..take]);
+                    self.have += take;
+                    bytes = &bytes[take..];
+                    if self.have == 9 {
+                        self.left = Some(self.len());
+                        if self.len() == 0 {
+                            self.complete(out);
+                        }
+                    }
+                }
+                Some(left) => {
+                    let take = left.min(bytes.len());
+                    if self.kind() == DATA
+                        && self.flags() & PADDED != 0
+                        && left == self.len()
+                        && take > 0
+                    {
+                        self.pad = usize::from(bytes[0]);
+                    }
+                    out(Scanned::Payload(take));
+                    bytes = &bytes[take..];
+                    self.left = Some(left - take);
+                    if left == take {
+                        self.complete(out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One stream's charges.
+#[derive(Debug, Default)]
+struct Entry {
+    /// Received DATA h2 holds for the stream (with [`FRAME_COST`] per frame).
+    held_in: usize,
+    /// DATA handed to h2 and not yet written.
+    out: usize,
+    /// [`STREAM_COST`] and the request header list, from the request until the stream is
+    /// done on both sides.
+    fixed: usize,
+    /// The server side of the stream is gone (h2 no longer keeps received DATA for it).
+    local_closed: bool,
+    /// Its last frame was written, or it was reset.
+    ended: bool,
+}
+
+impl Entry {
+    fn total(&self) -> usize {
+        self.held_in + self.out + self.fixed
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    inbound: FrameScan,
+    outbound: FrameScan,
+    book: Book,
+}
+
+/// The charges, apart from the scans that feed them.
+#[derive(Debug, Default)]
+struct Book {
+    /// Bytes of the inbound frame being read, charged as they arrive.
+    partial: usize,
+    /// Streams the server accepted (or whose DATA arrived before it was accepted).
+    streams: HashMap<u32, Entry>,
+    /// DATA of streams not accepted yet (h2 queues them for `accept`, or refuses them).
+    pending: BTreeMap<u32, usize>,
+    /// The highest stream the server accepted or answered: DATA of a lower stream that is
+    /// not in `streams` is for one h2 no longer keeps (it drops it).
+    accepted: u32,
+    /// Everything this connection has charged now (its share of the budget).
+    charged: usize,
+    /// Receivers waiting for more of a large partial message: woken when the connection is
+    /// stopped, so they give their partial message up (see `stream::STREAM_RESERVE`) rather
+    /// than wait for bytes that are not read.
+    parked: HashMap<u32, Waker>,
+}
+
+/// The charges of one server connection (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    budget: Arc<ByteBudget>,
+    inner: Mutex<Inner>,
+}
+
+impl Ledger {
+    pub(crate) fn new(budget: Arc<ByteBudget>) -> Arc<Ledger> {
+        Arc::new(Ledger {
+            budget,
+            inner: Mutex::new(Inner {
+                inbound: FrameScan::inbound(),
+                outbound: FrameScan::outbound(),
+                book: Book::default(),
+            }),
+        })
+    }
+
+    pub(crate) fn budget(&self) -> &Arc<ByteBudget> {
+        &self.budget
+    }
+
+    /// Bytes this connection has charged now.
+    pub(crate) fn charged(&self) -> usize {
+        lock(&self.inner).book.charged
+    }
+
+    /// Whether the connection must stop taking more: the budget is used up and it holds
+    /// more than its [`CONN_RESERVE`].
+    pub(crate) fn blocked(&self) -> bool {
+        self.budget.is_exhausted() && self.charged() > CONN_RESERVE
+    }
+
+    fn charge(&self, i: &mut Book, n: usize) {
+        if n > 0 {
+            i.charged += n;
+            self.budget.charge(n);
+        }
+    }
+
+    fn release(&self, i: &mut Book, n: usize) {
+        let n = n.min(i.charged);
+        if n > 0 {
+            i.charged -= n;
+            self.budget.release(n);
+        }
+    }
+
+    /// Bytes read from the socket, on their way to h2.
+    pub(crate) fn on_read(&self, bytes: &[u8]) {
+        let mut g = lock(&self.inner);
+        let Inner { inbound, book, .. } = &mut *g;
+        inbound.feed(bytes, &mut |e| self.scanned_in(book, e));
+    }
+
+    fn scanned_in(&self, i: &mut Book, e: Scanned) {
+        match e {
+            Scanned::Payload(n) => {
+                i.partial += n;
+                self.charge(i, n);
+            }
+            Scanned::Frame {
+                kind,
+                flags,
+                stream,
+                len,
+                pad,
+            } => {
+                let partial = std::mem::take(&mut i.partial);
+                self.release(i, partial);
+                match kind {
+                    DATA if stream != 0 => {
+                        let padding = if flags & PADDED != 0 { 1 + pad } else { 0 };
+                        let data = len.saturating_sub(padding);
+                        if data > 0 {
+                            self.received(i, stream, data + FRAME_COST);
+                        }
+                    }
+                    RST_STREAM => self.reset(i, stream),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn received(&self, i: &mut Book, stream: u32, n: usize) {
+        if let Some(e) = i.streams.get_mut(&stream) {
+            if e.local_closed || e.ended {
+                return;
+            }
+            e.held_in += n;
+        } else if stream > i.accepted {
+            *i.pending.entry(stream).or_default() += n;
+        } else {
+            return;
+        }
+        self.charge(i, n);
+    }
+
+    /// Bytes written to the socket by h2.
+    pub(crate) fn on_write(&self, bytes: &[u8]) {
+        let mut g = lock(&self.inner);
+        let Inner { outbound, book, .. } = &mut *g;
+        outbound.feed(bytes, &mut |e| self.scanned_out(book, e));
+    }
+
+    fn scanned_out(&self, i: &mut Book, e: Scanned) {
+        let Scanned::Frame {
+            kind,
+            flags,
+            stream,
+            len,
+            ..
+        } = e
+        else {
+            return;
+        };
+        match kind {
+            DATA | HEADERS if stream != 0 => {
+                if let Some(e) = i.streams.get_mut(&stream) {
+                    let n = if kind == DATA {
+                        (len + FRAME_COST).min(e.out)
+                    } else {
+                        0
+                    };
+                    e.out -= n;
+                    if flags & END_STREAM != 0 {
+                        e.ended = true;
+                    }
+                    self.release(i, n);
+                    self.maybe_remove(i, stream);
+                }
+            }
+            RST_STREAM => self.reset(i, stream),
+            _ => {}
+        }
+    }
+
+    /// A stream was reset (either way): h2 drops what it held of it.
+    fn reset(&self, i: &mut Book, stream: u32) {
+        if let Some(n) = i.pending.remove(&stream) {
+            self.release(i, n);
+        }
+        if let Some(e) = i.streams.get_mut(&stream) {
+            let n = e.held_in + e.out;
+            e.held_in = 0;
+            e.out = 0;
+            e.ended = true;
+            self.release(i, n);
+            self.maybe_remove(i, stream);
+        }
+    }
+
+    fn maybe_remove(&self, i: &mut Book, stream: u32) {
+        let done = i
+            .streams
+            .get(&stream)
+            .is_some_and(|e| e.local_closed && e.ended);
+        if done {
+            if let Some(e) = i.streams.remove(&stream) {
+                self.release(i, e.total());
+            }
+        }
+    }
+
+    /// The server accepted `stream` and keeps it (`fixed`: its [`STREAM_COST`] and header
+    /// list). Streams below it that were never accepted were refused by h2: their DATA is
+    /// gone.
+    pub(crate) fn open(&self, stream: u32, fixed: usize) {
+        let mut g = lock(&self.inner);
+        let i = &mut g.book;
+        self.settle_below(i, stream);
+        let held_in = i.pending.remove(&stream).unwrap_or(0);
+        i.streams.insert(
+            stream,
+            Entry {
+                held_in,
+                fixed,
+                ..Entry::default()
+            },
+        );
+        self.charge(i, fixed);
+    }
+
+    /// The server answered `stream` without keeping it (refused, or an error before any
+    /// handler): nothing of it stays.
+    pub(crate) fn drop_stream(&self, stream: u32) {
+        let mut g = lock(&self.inner);
+        let i = &mut g.book;
+        self.settle_below(i, stream);
+        if let Some(n) = i.pending.remove(&stream) {
+            self.release(i, n);
+        }
+    }
+
+    fn settle_below(&self, i: &mut Book, stream: u32) {
+        i.accepted = i.accepted.max(stream);
+        let mut gone = 0;
+        while let Some((&id, _)) = i.pending.first_key_value() {
+            if id >= stream {
+                break;
+            }
+            gone += i.pending.remove(&id).unwrap_or(0);
+        }
+        self.release(i, gone);
+    }
+
+    /// The handler's receiver took `n` bytes of `stream`'s DATA from h2 (one frame).
+    pub(crate) fn taken(&self, stream: u32, n: usize) {
+        let mut g = lock(&self.inner);
+        let i = &mut g.book;
+        if let Some(e) = i.streams.get_mut(&stream) {
+            let n = (n + FRAME_COST).min(e.held_in);
+            e.held_in -= n;
+            self.release(i, n);
+        }
+    }
+
+    /// `n` bytes of `stream`'s messages were handed to h2 for sending.
+    pub(crate) fn handed(&self, stream: u32, n: usize) {
+        let mut g = lock(&self.inner);
+        let i = &mut g.book;
+        if let Some(e) = i.streams.get_mut(&stream) {
+            if !e.ended {
+                e.out += n;
+                self.charge(i, n);
+            }
+        }
+    }
+
+    /// The server side of `stream` is gone: h2 drops the DATA it still held for it; what it
+    /// has to send stays charged until written.
+    pub(crate) fn close(&self, stream: u32) {
+        let mut g = lock(&self.inner);
+        let i = &mut g.book;
+        if let Some(e) = i.streams.get_mut(&stream) {
+            let n = e.held_in;
+            e.held_in = 0;
+            e.local_closed = true;
+            self.release(i, n);
+            self.maybe_remove(i, stream);
+        }
+    }
+
+    /// `stream`'s receiver waits for more of a partial message above its reserve: `waker` is
+    /// woken when the connection is stopped (see [`Ledger::wake_parked`]).
+    pub(crate) fn park(&self, stream: u32, waker: &Waker) {
+        let mut g = lock(&self.inner);
+        match g.book.parked.get_mut(&stream) {
+            Some(w) if w.will_wake(waker) => {}
+            Some(w) => w.clone_from(waker),
+            None => {
+                g.book.parked.insert(stream, waker.clone());
+            }
+        }
+    }
+
+    /// Forgets `stream`'s parked receiver.
+    pub(crate) fn unpark(&self, stream: u32) {
+        lock(&self.inner).book.parked.remove(&stream);
+    }
+
+    /// Wakes every parked receiver (the connection stopped reading).
+    fn wake_parked(&self) {
+        let parked = std::mem::take(&mut lock(&self.inner).book.parked);
+        for (_, w) in parked {
+            w.wake();
+        }
+    }
+
+    /// A receiver's partial message grew (`more`) or shrank by `n` bytes.
+    pub(crate) fn adjust(&self, n: usize, more: bool) {
+        let mut g = lock(&self.inner);
+        if more {
+            self.charge(&mut g.book, n);
+        } else {
+            self.release(&mut g.book, n);
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let i = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        let n = std::mem::take(&mut i.book.charged);
+        if n > 0 {
+            self.budget.release(n);
+        }
+    }
+}
+
+/// Waits until a connection is no longer [`Ledger::blocked`]: polled by whatever must stop
+/// (the socket reader, a sender), it resolves once the budget drops below its limit or the
+/// connection's own charges fall within its reserve.
+#[derive(Default)]
+pub(crate) struct Gate {
+    wait: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("waiting", &self.wait.is_some())
+            .finish()
+    }
+}
+
+impl Gate {
+    /// Ready when `ledger` may take more; else registers `cx` to be woken at the next
+    /// release of budget.
+    pub(crate) fn poll_open(&mut self, ledger: &Ledger, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if !ledger.blocked() {
+                self.wait = None;
+                return Poll::Ready(());
+            }
+            if self.wait.is_none() {
+                ledger.wake_parked();
+            }
+            let wait = self.wait.get_or_insert_with(|| {
+                let budget = ledger.budget().clone();
+                Box::pin(async move { budget.notified().await })
+            });
+            // The first poll creates and registers the waiter; the check above runs again
+            // after it, so a release in between is not missed.
+            match wait.as_mut().poll(cx) {
+                Poll::Ready(()) => self.wait = None,
+                Poll::Pending => {
+                    if !ledger.blocked() {
+                        self.wait = None;
+                        return Poll::Ready(());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let len = payload.len() as u32;
+        out.extend_from_slice(&len.to_be_bytes()[1..]);
+        out.push(kind);
+        out.push(flags);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn preface() -> Vec<u8> {
+        crate::server::PREFACE.to_vec()
+    }
+
+    #[test]
+    fn the_scan_reports_frames_split_anywhere() {
+        let mut wire = preface();
+        wire.extend(frame(DATA, PADDED | END_STREAM, 3, &[4, 1, 2, 0, 0, 0, 0]));
+        wire.extend(frame(0x4, 0, 0, &[]));
+        wire.extend(frame(RST_STREAM, 0, 5, &[0, 0, 0, 8]));
+        for split in 1..wire.len() {
+            let mut scan = FrameScan::inbound();
+            let mut got = Vec::new();
+            scan.feed(&wire[..split], &mut |e| got.push(e));
+            scan.feed(&wire[split..], &mut |e| got.push(e));
+            let payload: usize = got
+                .iter()
+                .map(|e| match e {
+                    Scanned::Payload(n) => *n,
+                    _ => 0,
+                })
+                .sum();
+            assert_eq!(payload, 11, "split at {split}");
+            let frames: Vec<_> = got
+                .into_iter()
+                .filter(|e| matches!(e, Scanned::Frame { .. }))
+                .collect();
+            assert_eq!(
+                frames,
+                [
+                    Scanned::Frame {
+                        kind: DATA,
+                        flags: PADDED | END_STREAM,
+                        stream: 3,
+                        len: 7,
+                        pad: 4
+                    },
+                    Scanned::Frame {
+                        kind: 0x4,
+                        flags: 0,
+                        stream: 0,
+                        len: 0,
+                        pad: 0
+                    },
+                    Scanned::Frame {
+                        kind: RST_STREAM,
+                        flags: 0,
+                        stream: 5,
+                        len: 4,
+                        pad: 0
+                    },
+                ],
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_partial_frame_is_charged_as_it_arrives_and_settled_when_complete() {
+        let budget = ByteBudget::new(1 << 20);
+        let l = Ledger::new(budget.clone());
+        let mut wire = preface();
+        wire.extend(frame(0x8, 0, 0, &[0; 4])); // WINDOW_UPDATE
+        let data = frame(DATA, 0, 1, &[7; 1000]);
+        wire.extend(&data[..509]); // header + 500 bytes
+        l.on_read(&wire);
+        assert_eq!(budget.used(), 500);
+        l.open(1, 100);
+        l.on_read(&data[509..]);
+        assert_eq!(budget.used(), 100 + 1000 + FRAME_COST);
+        l.taken(1, 1000);
+        assert_eq!(budget.used(), 100);
+        l.close(1);
+        // Still charged until its end is written.
+        assert_eq!(budget.used(), 100);
+        l.on_write(&frame(HEADERS, END_STREAM | 0x4, 1, &[0x88]));
+        assert_eq!(budget.used(), 0);
+        assert_eq!(l.charged(), 0);
+    }
+
+    #[test]
+    fn data_before_accept_moves_to_the_stream_and_refused_streams_release_theirs() {
+        let budget = ByteBudget::new(1 << 20);
+        let l = Ledger::new(budget.clone());
+        let mut wire = preface();
+        wire.extend(frame(DATA, 0, 1, &[0; 100]));
+        wire.extend(frame(DATA, 0, 3, &[0; 200]));
+        wire.extend(frame(DATA, 0, 5, &[0; 300]));
+        l.on_read(&wire);
+        assert_eq!(budget.used(), 600 + 3 * FRAME_COST);
+        // Stream 1 refused by h2 (its RST_STREAM written), stream 3 never accepted, 5 is.
+        l.on_write(&frame(RST_STREAM, 0, 1, &[0, 0, 0, 7]));
+        l.open(5, 10);
+        assert_eq!(budget.used(), 300 + FRAME_COST + 10);
+        // DATA for a stream below the accepted one and not kept is dropped by h2.
+        l.on_read(&frame(DATA, 0, 3, &[0; 50]));
+        assert_eq!(budget.used(), 300 + FRAME_COST + 10);
+        drop(l);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn sent_data_is_charged_until_written_or_reset() {
+        let budget = ByteBudget::new(1 << 20);
+        let l = Ledger::new(budget.clone());
+        l.on_read(&preface());
+        l.open(1, 0);
+        l.open(3, 0);
+        l.handed(1, 5000);
+        l.handed(3, 7000);
+        assert_eq!(budget.used(), 12_000);
+        l.on_write(&frame(DATA, 0, 1, &[0; 4000 - FRAME_COST]));
+        assert_eq!(budget.used(), 8000);
+        // The peer resets stream 3: h2 drops what it had to send.
+        l.on_read(&frame(RST_STREAM, 0, 3, &[0, 0, 0, 8]));
+        assert_eq!(budget.used(), 1000);
+        l.on_write(&frame(DATA, END_STREAM, 1, &[0; 1000]));
+        assert_eq!(budget.used(), 0);
+        l.close(1);
+        l.close(3);
+        assert_eq!(l.charged(), 0);
+    }
+
+    #[test]
+    fn padding_and_tiny_frames_are_charged_for_what_h2_keeps() {
+        let budget = ByteBudget::new(1 << 20);
+        let l = Ledger::new(budget.clone());
+        l.on_read(&preface());
+        l.open(1, 0);
+        // 1 byte of data, 1 pad-length byte, 10 bytes of padding.
+        let mut p = vec![10, 0xaa];
+        p.extend([0; 10]);
+        l.on_read(&frame(DATA, PADDED, 1, &p));
+        assert_eq!(budget.used(), 1 + FRAME_COST);
+        for _ in 0..100 {
+            l.on_read(&frame(DATA, 0, 1, &[1]));
+        }
+        assert_eq!(budget.used(), 101 * (1 + FRAME_COST));
+        l.close(1);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_connection_within_its_reserve_is_never_blocked() {
+        let budget = ByteBudget::new(1000);
+        let hog = Ledger::new(budget.clone());
+        let good = Ledger::new(budget.clone());
+        hog.on_read(&preface());
+        hog.open(1, CONN_RESERVE + 5000);
+        assert!(budget.is_exhausted());
+        assert!(hog.blocked());
+        good.open(1, 500);
+        assert!(!good.blocked());
+        hog.close(1);
+        hog.on_write(&frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]));
+        assert!(!budget.is_exhausted());
+        assert!(!hog.blocked());
+    }
+
+    #[tokio::test]
+    async fn the_gate_opens_when_the_budget_is_released() {
+        let budget = ByteBudget::new(1000);
+        let hog = Ledger::new(budget.clone());
+        hog.open(1, CONN_RESERVE + 5000);
+        let other = Ledger::new(budget.clone());
+        other.open(1, 10);
+        let waiter = {
+            let hog = hog.clone();
+            tokio::spawn(async move {
+                let mut gate = Gate::default();
+                std::future::poll_fn(|cx| gate.poll_open(&hog, cx)).await;
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        // The hog's own stream ends: it falls within its reserve and the budget recovers.
+        hog.close(1);
+        hog.on_write(&frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the gate opened")
+            .expect("no panic");
+    }
+}
