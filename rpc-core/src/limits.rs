@@ -47,6 +47,23 @@
 //! # drop(server);
 //! ```
 //!
+//! Per transport: TTHeader and ttstream as above; gRPC counts every HTTP/2 frame as it crosses
+//! the socket (h2 does not expose its buffers) and charges partial frames, DATA h2 holds for a
+//! handler that has not taken it, encoded replies not yet handed to h2 or written, partial
+//! messages by capacity, and 8 KiB plus the header list per open stream; shared memory charges
+//! each session twice its region size for the session's life (the server's region and the
+//! client's, whose pages it touches) and refuses a session that does not fit at the handshake
+//! with a retryable "busy". With the default 16 MiB regions that is 32 MiB per shm session, so
+//! a 256 MiB budget admits about 7 shm sessions next to the other transports' buffers: raise
+//! the budget with the number of shm clients you plan for.
+//!
+//! **The allocator.** The bound holds for an allocator that returns freed large blocks to the
+//! system: jemalloc, mimalloc, or glibc's malloc with a fixed mmap threshold
+//! (`MALLOC_MMAP_THRESHOLD_=131072` in the environment, or `mallopt(M_MMAP_THRESHOLD, ..)`).
+//! glibc's default raises its mmap threshold to the size of any large block freed (up to
+//! 32 MiB), after which freed message buffers stay in the heap and in RSS; with it, the gRPC
+//! attacks measured up to 7 % above the bound.
+//!
 //! Not counted: what handlers allocate themselves (decoded messages they hold, their own
 //! state), the kernel's socket buffers (bounded by [`ServerLimits::socket_send_buffer`] and
 //! the kernel's receive settings), and the code and runtime that make up the baseline.
