@@ -24,9 +24,10 @@ use crate::codec::{
 use crate::compression::{AcceptedEncodings, Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::{GrpcClientConfig, USER_AGENT as OUR_USER_AGENT};
 use crate::headers::{append_metadata, metadata_from, status_from, status_with_trailers};
+use crate::lock;
 use crate::stream::{
-    encode, flush, lock, poll_capacity, send_data, status_from_h2, Coalesce, DataOut, Flush,
-    Outbox, Received, Receiver,
+    encode, flush, poll_capacity, send_data, status_from_h2, Coalesce, DataOut, Flush, Outbox,
+    Received, Receiver,
 };
 
 /// A gRPC client transport: calls to one endpoint (`tcp://HOST:PORT` or `unix:///path`)

@@ -37,7 +37,7 @@ use std::task::{Context, Poll, Waker};
 
 use rpc_core::limits::ByteBudget;
 
-use crate::stream::lock;
+use crate::lock;
 
 /// What a connection may hold without regard to the budget: enough for a few concurrent
 /// unary calls with small messages (each costs about [`STREAM_COST`] plus its headers and
@@ -57,7 +57,7 @@ pub(crate) const STREAM_COST: usize = 8 * 1024;
 pub(crate) const FRAME_COST: usize = 64;
 
 /// Bytes of the HTTP/2 client connection preface the inbound scan skips.
-const PREFACE_LEN: usize = 24;
+pub(crate) const PREFACE_LEN: usize = 24;
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
@@ -590,8 +590,10 @@ mod tests {
         out
     }
 
+    /// The client connection preface (`server::PREFACE`, spelled out: the server imports the
+    /// ledger, not the other way round).
     fn preface() -> Vec<u8> {
-        crate::server::PREFACE.to_vec()
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec()
     }
 
     #[test]

@@ -130,3 +130,9 @@ pub use headers::{
     status_with_trailers,
 };
 pub use server::{GrpcProtocol, PREFACE};
+
+/// Locks a mutex, taking the data of one a panicking thread poisoned (every critical section
+/// here leaves its data consistent at each step, so a panic elsewhere is no reason to fail).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -26,9 +26,10 @@ use crate::compression::{AcceptedEncodings, Compression, MessageCompression, ACC
 use crate::config::GrpcServerConfig;
 use crate::headers::{append_metadata, append_status, metadata_from, status_trailer};
 use crate::ledger::{Gate, Ledger, STREAM_COST};
+use crate::lock;
 use crate::stream::{
-    append, encode, flush, lock, poll_capacity, send_data, status_from_h2, Charge, Coalesce,
-    DataOut, Fanout, Flush, Outbox, Received, Receiver,
+    append, encode, flush, poll_capacity, send_data, status_from_h2, Charge, Coalesce, DataOut,
+    Fanout, Flush, Outbox, Received, Receiver,
 };
 
 /// Requests taken off a connection before they are handled as one batch (see `serve_conn`):
@@ -42,6 +43,9 @@ const REUSE_HEADERS_MAX: usize = 32;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4): what a gRPC connection starts with.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+// The ledger's inbound scan skips exactly the preface.
+const _: () = assert!(PREFACE.len() == crate::ledger::PREFACE_LEN);
 
 /// The gRPC protocol for `rpc_core::serve::Listener`: claims connections that start with the
 /// HTTP/2 client preface and serves gRPC on them with `h2`.

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -18,16 +18,13 @@ use rpc_core::{Code, Status};
 use crate::codec::{compress, write_prefix, MessageDecoder, PREFIX_LEN};
 use crate::compression::{Compression, MessageCompression};
 use crate::ledger::Ledger;
+use crate::lock;
 
 /// A sender is ready for a message once h2 has assigned it this much window (or the whole
 /// message, when smaller): waiting for a whole large message's worth could wait forever on a
 /// peer whose window is smaller than the message; 16 KiB is below every HTTP/2 peer's initial
 /// window (65,535 by default).
 pub(crate) const SEND_READY_CHUNK: usize = 16 * 1024;
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A stream's sending half as the send paths use it: h2's, and on the server the connection's
 /// [`Ledger`] and the stream's id, so that what is handed to h2 is charged until written.
