@@ -26,7 +26,7 @@ pub unsafe trait Memory: Send + Sync + 'static {
     }
     /// Under `--cfg loom` only: the model checker's stand-ins for the atomics and slots of
     /// this memory (only the ring's loom model has them; see `crate::sync`).
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     #[doc(hidden)]
     fn loom_shadow(&self) -> Option<&crate::sync::Shadow> {
         None

@@ -1,4 +1,4 @@
-//! What the ring synchronizes with: the standard library's atomics, or under `--cfg loom` the
+//! What the ring synchronizes with: the standard library's atomics, or in the loom model's test build (`--cfg loom`) the
 //! loom model checker's (see the crate docs' Testing section).
 //!
 //! Both processes reinterpret bytes of a shared mapping as atomics; loom's atomics are objects
@@ -10,10 +10,10 @@
 //! code and loom checks both its wake-ups and that every slot copy is ordered after the one
 //! before it.
 
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 pub(crate) use std::sync::atomic::{fence, AtomicU64, Ordering};
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) use loom::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::mem::Memory;
@@ -24,7 +24,7 @@ use crate::mem::Memory;
 ///
 /// `offset + 8 <= mem.len()`, `offset` is 8-aligned (so the address is: `Memory` bases are
 /// page-aligned), and every side only ever accesses those 8 bytes as this atomic.
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 #[inline(always)]
 pub(crate) unsafe fn atomic_u64(mem: &dyn Memory, offset: usize) -> &AtomicU64 {
     // SAFETY: in bounds and aligned (the caller's contract), valid for as long as `mem` is
@@ -34,14 +34,14 @@ pub(crate) unsafe fn atomic_u64(mem: &dyn Memory, offset: usize) -> &AtomicU64 {
 }
 
 /// Runs `copy`, which writes the slot at byte `offset` of `mem`.
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 #[inline(always)]
 pub(crate) fn writing<R>(_mem: &dyn Memory, _offset: usize, copy: impl FnOnce() -> R) -> R {
     copy()
 }
 
 /// Runs `copy`, which reads the slot at byte `offset` of `mem`.
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 #[inline(always)]
 pub(crate) fn reading<R>(_mem: &dyn Memory, _offset: usize, copy: impl FnOnce() -> R) -> R {
     copy()
@@ -52,25 +52,25 @@ pub(crate) fn reading<R>(_mem: &dyn Memory, _offset: usize, copy: impl FnOnce() 
 /// # Safety
 ///
 /// None needed under loom (kept `unsafe` so that callers read the same in both builds).
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) unsafe fn atomic_u64(mem: &dyn Memory, offset: usize) -> &AtomicU64 {
     shadow(mem).word(offset)
 }
 
 /// Under loom: runs `copy` as a write access to the slot at byte `offset` (loom fails the
 /// model if another thread's access to it is not ordered before this one).
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) fn writing<R>(mem: &dyn Memory, offset: usize, copy: impl FnOnce() -> R) -> R {
     shadow(mem).cell(offset).with_mut(|_| copy())
 }
 
 /// Under loom: runs `copy` as a read access to the slot at byte `offset`.
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) fn reading<R>(mem: &dyn Memory, offset: usize, copy: impl FnOnce() -> R) -> R {
     shadow(mem).cell(offset).with(|_| copy())
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 fn shadow(mem: &dyn Memory) -> &Shadow {
     mem.loom_shadow()
         .expect("under --cfg loom the ring runs only on memory with a loom Shadow (its model)")
@@ -78,7 +78,7 @@ fn shadow(mem: &dyn Memory) -> &Shadow {
 
 /// Under loom: the model's stand-ins for a memory's shared words and slots, by byte offset.
 /// Built inside `loom::model` (loom objects belong to one execution).
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 #[allow(unreachable_pub)]
 #[derive(Debug)]
 pub struct Shadow {
@@ -86,7 +86,7 @@ pub struct Shadow {
     cells: Vec<(usize, loom::cell::UnsafeCell<()>)>,
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 impl Shadow {
     /// Atomics at the byte offsets `words`, cells for the slots at the byte offsets `cells`.
     #[allow(unreachable_pub)]
