@@ -180,7 +180,7 @@ fn order_for(len: usize) -> Option<u32> {
     Some(order.max(MIN_ORDER))
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
