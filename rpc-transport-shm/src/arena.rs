@@ -180,7 +180,7 @@ fn order_for(len: usize) -> Option<u32> {
     Some(order.max(MIN_ORDER))
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -242,6 +242,7 @@ mod tests {
         /// arena, `in_use` is the sum of live blocks, and freeing everything restores one
         /// whole block.
         #[test]
+        #[cfg_attr(miri, ignore = "proptest takes minutes per case under miri; the unit tests cover the allocator")]
         fn never_overlaps_and_always_merges(ops in proptest::collection::vec((any::<bool>(), 1usize..40_000, any::<prop::sample::Index>()), 0..300)) {
             let len = 1 << 18;
             let mut a = Arena::new(len).unwrap();

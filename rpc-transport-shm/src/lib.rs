@@ -19,7 +19,7 @@
 //! # Layout
 //!
 //! - [`ring`]: the single-producer/single-consumer descriptor ring (pure; unit, property and
-//!   stress tested on heap memory).
+//!   stress tested on heap memory, model-checked with loom; see Testing below).
 //! - [`arena`]: the sender-owned arena's buddy allocator (pure, private bookkeeping).
 //! - `link` (Linux): the data plane — the ttstream session's `FrameSink` over the ring and
 //!   arena, the reader task, wakeups, backpressure, the socket fallback, peer death.
@@ -40,49 +40,86 @@
 //! [`ShmProtocol::max_sizes`] for many sessions. The ttstream session each carries charges
 //! its own buffers as over TCP (`rpc-transport-ttheader`).
 //!
+//! # Testing the lock-free and unsafe parts
+//!
+//! The ring is the one lock-free protocol between the two processes, and the ring and memory
+//! code hold most of the crate's `unsafe`. Besides their unit, property and two-thread stress
+//! tests, two tools check them:
+//!
+//! - **loom**: `RUSTFLAGS="--cfg loom" cargo test -p rpc-transport-shm --release --lib loom`
+//!   (a few seconds after the build; `.ci/run` runs it). Three models of one producer and one
+//!   consumer run the ring's own code on heap memory, loom's atomics standing in for the
+//!   header words and loom's cells recording every slot copy, and the threads sleep and wake
+//!   each other the way the link does around its eventfds. Loom explores their interleavings
+//!   and weak-memory outcomes (up to a preemption bound per model; `LOOM_MAX_PREEMPTIONS`
+//!   raises it) and fails the model if
+//!   - a wake-up is lost: the consumer sets its parked flag and re-checks the ring, the
+//!     producer publishes and then checks the flag, and one of them must see the other (the
+//!     same for the producer's waiting flag when the ring is full); a side left asleep is a
+//!     deadlock to loom;
+//!   - a slot is read before its write is visible (the head's Release/Acquire) or rewritten
+//!     before the consumer's copy of it is done (the tail's): a causality violation;
+//!   - a descriptor is lost, repeated or out of order.
+//!
+//!   Under `--cfg loom` the crate builds only [`ring`], [`arena`] and [`mem`] (tokio has no
+//!   `net` module under that cfg). The flags are written with swaps, not stores, because loom
+//!   orders a plain store racing with the other side's swap only partially and would report a
+//!   lost wake-up the memory model rules out (see [`ring::Consumer::park`]).
+//! - **miri**: `cargo +nightly miri test -p rpc-transport-shm --lib` (needs the nightly
+//!   `miri` and `rust-src` components; about 10 s of tests after building the dependencies
+//!   for miri, which takes minutes, so CI does not run it). It runs the ring, arena and
+//!   handshake-message unit tests and the two-thread stress test (2,000 descriptors) on heap
+//!   memory and checks every raw-pointer access is in bounds, aligned and to live memory, and
+//!   that the slot copies never race with each other (miri's data-race detector and
+//!   weak-memory emulation, over the schedule each run draws). Ignored under miri: the
+//!   session tests (memfd, mmap, eventfds and Unix sockets are system calls it does not run),
+//!   so the `unsafe` that maps regions and slices them is exercised by those tests only, and
+//!   the property tests (minutes per case).
+//!
 //! On other platforms the crate compiles and [`ShmClient`] / [`ShmProtocol`] fail at run
 //! time with an "unsupported platform" error.
 
 pub mod arena;
 pub mod mem;
 pub mod ring;
+mod sync;
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 mod client;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 mod link;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 mod server;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 pub mod setup;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 mod stats;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 mod sys;
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 pub use client::{
     ShmClient, ShmClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE,
     INITIAL_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF,
 };
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 pub use link::{ShmSession, ShmSink};
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 pub use server::ShmProtocol;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 pub use setup::{Sizes, DEFAULT_MAX_REGION_BYTES};
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 pub use stats::ShmStats;
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(all(test, target_os = "linux", not(loom)))]
 mod tests;
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 fn sys_signal(fd: &std::os::fd::OwnedFd) {
     sys::signal(fd)
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 fn sys_drain(fd: &std::os::fd::OwnedFd) -> bool {
     sys::drain(fd)
 }
@@ -93,7 +130,7 @@ pub mod fuzzing {
     pub use crate::ring::arena_span;
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", loom)))]
 mod unsupported;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", loom)))]
 pub use unsupported::{ShmClient, ShmProtocol};

@@ -24,6 +24,13 @@ pub unsafe trait Memory: Send + Sync + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Under `--cfg loom` only: the model checker's stand-ins for the atomics and slots of
+    /// this memory (only the ring's loom model has them; see `crate::sync`).
+    #[cfg(all(test, loom))]
+    #[doc(hidden)]
+    fn loom_shadow(&self) -> Option<&crate::sync::Shadow> {
+        None
+    }
 }
 
 /// Zeroed heap memory aligned like a mapping: rings and arenas in one process (tests, stress

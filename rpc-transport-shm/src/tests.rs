@@ -133,6 +133,10 @@ async fn pingpong(c: &Client, m: Bytes) -> Result<Bytes, Status> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    miri,
+    ignore = "memfd, mmap and Unix sockets: system calls miri does not run"
+)]
 async fn frames_larger_than_the_arena_go_over_the_socket_for_that_frame_only() {
     let protocol = ShmProtocol::default();
     let server_stats = protocol.stats().clone();
@@ -157,6 +161,10 @@ async fn frames_larger_than_the_arena_go_over_the_socket_for_that_frame_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    miri,
+    ignore = "memfd, mmap and Unix sockets: system calls miri does not run"
+)]
 async fn a_full_ring_and_arena_make_senders_wait_and_nothing_is_lost() {
     let (_running, p) = serve(ShmProtocol::default()).await;
     let shm = ShmClient::builder(&p)
@@ -199,6 +207,10 @@ async fn a_full_ring_and_arena_make_senders_wait_and_nothing_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    miri,
+    ignore = "memfd, mmap and Unix sockets: system calls miri does not run"
+)]
 async fn arena_usage_returns_to_zero_and_counters_move() {
     let protocol = ShmProtocol::default();
     let server_stats = protocol.stats().clone();
@@ -294,6 +306,10 @@ async fn hostile_peer(p: &PathBuf, g: Garbage) -> tokio::net::UnixStream {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    miri,
+    ignore = "memfd, mmap and Unix sockets: system calls miri does not run"
+)]
 async fn a_peer_writing_garbage_loses_its_session_and_others_are_served() {
     let protocol = ShmProtocol::default();
     let server_stats = protocol.stats().clone();
@@ -326,6 +342,10 @@ async fn a_peer_writing_garbage_loses_its_session_and_others_are_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    miri,
+    ignore = "memfd, mmap and Unix sockets: system calls miri does not run"
+)]
 async fn a_dead_peer_ends_every_stream_with_unavailable_promptly_and_reconnects() {
     let protocol = ShmProtocol::default();
     let (running, p) = serve(protocol).await;
@@ -378,6 +398,10 @@ async fn a_dead_peer_ends_every_stream_with_unavailable_promptly_and_reconnects(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    miri,
+    ignore = "memfd, mmap and Unix sockets: system calls miri does not run"
+)]
 async fn the_server_refuses_sessions_beyond_its_region_budget() {
     let small = Sizes {
         ring_slots: 64,
@@ -437,6 +461,10 @@ fn frame_bytes(f: rpc_transport_ttheader::proto::StreamFrame) -> Slot {
 /// them, so only the EOF wakes it: it reads what the ring holds before it ends the session,
 /// and the stream ends with the server's trailer, not `UNAVAILABLE`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    miri,
+    ignore = "memfd, mmap and Unix sockets: system calls miri does not run"
+)]
 async fn frames_in_the_ring_when_the_peer_closes_are_delivered_before_the_loss() {
     use rpc_transport_ttheader::proto::{StreamFrame, StreamProtocol};
     let p = path();
