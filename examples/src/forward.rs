@@ -22,7 +22,7 @@
 use bytes::Bytes;
 use rpc_core::generic::{GenericHandler, RawCodec};
 use rpc_core::limits::ServerLimits;
-use rpc_core::{BidiStream, CallOptions, Client, Server, ServerContext, Status};
+use rpc_core::{BidiStreamingServer, CallOptions, Client, Server, ServerContext, Status};
 
 /// Request metadata the proxy does not relay: each hop's client sends its own.
 const HOP_BY_HOP: &[&str] = &["user-agent"];
@@ -89,7 +89,7 @@ impl GenericHandler for Forward {
     async fn bidi(
         &self,
         ctx: ServerContext,
-        stream: BidiStream<Bytes, Bytes>,
+        stream: BidiStreamingServer<Bytes, Bytes>,
     ) -> Result<(), Status> {
         // The header is the backend's: it goes out when that arrives (or with the end).
         ctx.hold_header();

@@ -24,7 +24,7 @@ use rpc_core::inproc::InProcTransport;
 use rpc_core::serve::{Listener, Running};
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    Address, CallOptions, Client, Code, Metadata, PayloadKind, ProstCodec, Server, ServerCall,
+    Address, CallOptions, Client, Code, IncomingCall, Metadata, PayloadKind, ProstCodec, Server,
     ServerContext, Status, ThriftCodec,
 };
 use rpc_transport_grpc::{GrpcClient, GrpcProtocol};
@@ -99,9 +99,9 @@ struct Outcomes<S> {
     tx: mpsc::Sender<(&'static str, Result<(), Status>)>,
 }
 
-impl<S> tower::Service<ServerCall> for Outcomes<S>
+impl<S> tower::Service<IncomingCall> for Outcomes<S>
 where
-    S: tower::Service<ServerCall, Response = (), Error = Status>,
+    S: tower::Service<IncomingCall, Response = (), Error = Status>,
     S::Future: Send + 'static,
 {
     type Response = ();
@@ -115,7 +115,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         let path = call.context().method().path;
         let watched = call.context().metadata().contains_key("x-watch-cancel");
         let handler = self.inner.call(call);
@@ -611,9 +611,9 @@ struct HopEnds<S> {
     tx: mpsc::Sender<Ended>,
 }
 
-impl<S> tower::Service<ServerCall> for HopEnds<S>
+impl<S> tower::Service<IncomingCall> for HopEnds<S>
 where
-    S: tower::Service<ServerCall, Response = (), Error = Status>,
+    S: tower::Service<IncomingCall, Response = (), Error = Status>,
     S::Future: Send + 'static,
 {
     type Response = ();
@@ -627,7 +627,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         let watched = call.context().metadata().contains_key("x-watch-cancel");
         let handler = self.inner.call(call);
         let (tx, hop) = (self.tx.clone(), self.hop);

@@ -614,14 +614,14 @@ impl ours::TestService for OurBiz {
     async fn echo(
         &self,
         _ctx: rpc_core::ServerContext,
-        _stream: rpc_core::BidiStream<ours::Request, ours::Response>,
+        _stream: rpc_core::BidiStreamingServer<ours::Request, ours::Response>,
     ) -> Result<(), rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("only PingPong"))
     }
     async fn echo_client(
         &self,
         _ctx: rpc_core::ServerContext,
-        _stream: rpc_core::RecvStream<ours::Request>,
+        _stream: rpc_core::ClientStreamingServer<ours::Request>,
     ) -> Result<ours::Response, rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("only PingPong"))
     }
@@ -629,7 +629,7 @@ impl ours::TestService for OurBiz {
         &self,
         _ctx: rpc_core::ServerContext,
         _req: ours::Request,
-        _stream: rpc_core::SendStream<ours::Response>,
+        _stream: rpc_core::ServerStreamingServer<ours::Response>,
     ) -> Result<(), rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("only PingPong"))
     }
@@ -910,14 +910,14 @@ impl ours::TestService for OurGate {
     async fn echo(
         &self,
         _ctx: rpc_core::ServerContext,
-        _stream: rpc_core::BidiStream<ours::Request, ours::Response>,
+        _stream: rpc_core::BidiStreamingServer<ours::Request, ours::Response>,
     ) -> Result<(), rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("only PingPong"))
     }
     async fn echo_client(
         &self,
         _ctx: rpc_core::ServerContext,
-        _stream: rpc_core::RecvStream<ours::Request>,
+        _stream: rpc_core::ClientStreamingServer<ours::Request>,
     ) -> Result<ours::Response, rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("only PingPong"))
     }
@@ -925,7 +925,7 @@ impl ours::TestService for OurGate {
         &self,
         _ctx: rpc_core::ServerContext,
         _req: ours::Request,
-        _stream: rpc_core::SendStream<ours::Response>,
+        _stream: rpc_core::ServerStreamingServer<ours::Response>,
     ) -> Result<(), rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("only PingPong"))
     }

@@ -3,9 +3,9 @@
 //! | mode | call | handle |
 //! |---|---|---|
 //! | pingpong | [`Client::unary`] | — ([`WithMetadata`]) |
-//! | client streaming | [`Client::client_streaming`] | [`ClientStreamingCall`]: `send`, `close_and_recv` |
-//! | server streaming | [`Client::server_streaming`] | [`ServerStreamingCall`]: `recv` |
-//! | bidi | [`Client::bidi`] | [`BidiCall`]: `send`, `close_send`, `recv`, `into_split` |
+//! | client streaming | [`Client::client_streaming`] | [`ClientStreamingClient`]: `send`, `close_and_recv` |
+//! | server streaming | [`Client::server_streaming`] | [`ServerStreamingClient`]: `recv` |
+//! | bidi | [`Client::bidi`] | [`BidiStreamingClient`]: `send`, `close_send`, `recv`, `into_split` |
 //!
 //! Dropping a handle before its stream ended, calling `cancel()`, or passing the deadline resets
 //! the stream; the server observes it within milliseconds. The deadline covers the whole stream.
@@ -491,7 +491,7 @@ impl Client {
         &self,
         method: &'static MethodDesc,
         opts: CallOptions,
-    ) -> Result<ClientStreamingCall<Req, Res>, Status>
+    ) -> Result<ClientStreamingClient<Req, Res>, Status>
     where
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
@@ -499,7 +499,7 @@ impl Client {
     {
         let (shared, deadline) = self.open(method, opts).await?;
         let (tx, rx) = Self::halves::<Req, Res, C>(shared, deadline);
-        Ok(ClientStreamingCall { tx, rx })
+        Ok(ClientStreamingClient { tx, rx })
     }
 
     /// Opens a server-streaming call: sends `req` and half-closes before returning (StreamX
@@ -509,7 +509,7 @@ impl Client {
         method: &'static MethodDesc,
         req: Req,
         opts: CallOptions,
-    ) -> Result<ServerStreamingCall<Res>, Status>
+    ) -> Result<ServerStreamingClient<Res>, Status>
     where
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
@@ -519,7 +519,7 @@ impl Client {
         let (mut tx, rx) = Self::halves::<Req, Res, C>(shared, deadline);
         tx.send(req).await?;
         close_sender(&mut tx)?;
-        Ok(ServerStreamingCall { rx })
+        Ok(ServerStreamingClient { rx })
     }
 
     /// Opens a bidirectional call.
@@ -527,7 +527,7 @@ impl Client {
         &self,
         method: &'static MethodDesc,
         opts: CallOptions,
-    ) -> Result<BidiCall<Req, Res>, Status>
+    ) -> Result<BidiStreamingClient<Req, Res>, Status>
     where
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
@@ -535,9 +535,9 @@ impl Client {
     {
         let (shared, deadline) = self.open(method, opts).await?;
         let (tx, rx) = Self::halves::<Req, Res, C>(shared, deadline);
-        Ok(BidiCall {
-            tx: BidiSender { tx },
-            rx: BidiReceiver { rx },
+        Ok(BidiStreamingClient {
+            tx: ClientSender { tx },
+            rx: ClientReceiver { rx },
         })
     }
 }
@@ -1047,9 +1047,9 @@ impl End for ClientEnd {
     }
 }
 
-impl_stream!(ServerStreamingCall<Res>, Res, rx);
-impl_stream!(BidiReceiver<Res>, Res, rx);
-impl_stream!(BidiCall<Req, Res>, Res, rx.rx);
+impl_stream!(ServerStreamingClient<Res>, Res, rx);
+impl_stream!(ClientReceiver<Res>, Res, rx);
+impl_stream!(BidiStreamingClient<Req, Res>, Res, rx.rx);
 
 /// The bottom of a layered unary call: the client's direct path for `Req` and `Res`.
 fn invoke_as<C, Req, Res>(req: UnaryRequest) -> BoxFuture<'static, Result<UnaryResponse, Status>>
@@ -1110,13 +1110,15 @@ macro_rules! client_handle_common {
     };
 }
 
-/// A client-streaming call: `send` requests, then `close_and_recv` for the response.
-pub struct ClientStreamingCall<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
+/// The client's handle of a client-streaming call (grpc-go's `ClientStreamingClient`):
+/// `send` requests, then `close_and_recv` for the response. The server's side is
+/// [`crate::ClientStreamingServer`].
+pub struct ClientStreamingClient<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
     tx: Sender<Req, ClientEnd>,
     rx: Receiver<Res, ClientEnd>,
 }
 
-impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> ClientStreamingCall<Req, Res> {
+impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> ClientStreamingClient<Req, Res> {
     /// Sends one request (waits while the send buffer is full). Fails with
     /// `FAILED_PRECONDITION` after `close_and_recv`.
     pub async fn send(&mut self, msg: Req) -> Result<(), Status> {
@@ -1154,12 +1156,13 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> ClientStreamingCall
     client_handle_common!(rx.end);
 }
 
-/// A server-streaming call: `recv` responses until `Ok(None)`.
-pub struct ServerStreamingCall<Res: Send + Sync + 'static> {
+/// The client's handle of a server-streaming call: `recv` responses until `Ok(None)`.
+/// The server's side is [`crate::ServerStreamingServer`].
+pub struct ServerStreamingClient<Res: Send + Sync + 'static> {
     rx: Receiver<Res, ClientEnd>,
 }
 
-impl<Res: Send + Sync + 'static> ServerStreamingCall<Res> {
+impl<Res: Send + Sync + 'static> ServerStreamingClient<Res> {
     /// The next response; `Ok(None)` at the end. After the end or an error, returns the same
     /// outcome again.
     pub async fn recv(&mut self) -> Result<Option<Res>, Status> {
@@ -1169,13 +1172,15 @@ impl<Res: Send + Sync + 'static> ServerStreamingCall<Res> {
     client_handle_common!(rx.end);
 }
 
-/// A bidirectional call.
-pub struct BidiCall<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
-    tx: BidiSender<Req>,
-    rx: BidiReceiver<Res>,
+/// The client's handle of a bidirectional streaming call; [`into_split`](Self::into_split)
+/// gives a [`ClientSender`] and a [`ClientReceiver`]. The server's side is
+/// [`crate::BidiStreamingServer`].
+pub struct BidiStreamingClient<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
+    tx: ClientSender<Req>,
+    rx: ClientReceiver<Res>,
 }
 
-impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiCall<Req, Res> {
+impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiStreamingClient<Req, Res> {
     /// Sends one message (waits while the send buffer is full).
     pub async fn send(&mut self, msg: Req) -> Result<(), Status> {
         self.tx.send(msg).await
@@ -1202,19 +1207,19 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiCall<Req, Res> 
 
     /// Splits into halves that can run in different tasks. Dropping the sender without
     /// `close_send`, or the receiver before the end, resets the stream.
-    pub fn into_split(self) -> (BidiSender<Req>, BidiReceiver<Res>) {
+    pub fn into_split(self) -> (ClientSender<Req>, ClientReceiver<Res>) {
         (self.tx, self.rx)
     }
 
     client_handle_common!(rx.rx.end);
 }
 
-/// The sending half of a [`BidiCall`].
-pub struct BidiSender<Req: Send + Sync + 'static> {
+/// The sending half of a [`BidiStreamingClient`].
+pub struct ClientSender<Req: Send + Sync + 'static> {
     tx: Sender<Req, ClientEnd>,
 }
 
-impl<Req: Send + Sync + 'static> BidiSender<Req> {
+impl<Req: Send + Sync + 'static> ClientSender<Req> {
     /// Sends one message.
     pub async fn send(&mut self, msg: Req) -> Result<(), Status> {
         self.tx.send(msg).await
@@ -1240,12 +1245,12 @@ impl<Req: Send + Sync + 'static> BidiSender<Req> {
     }
 }
 
-/// The receiving half of a [`BidiCall`].
-pub struct BidiReceiver<Res: Send + Sync + 'static> {
+/// The receiving half of a [`BidiStreamingClient`].
+pub struct ClientReceiver<Res: Send + Sync + 'static> {
     rx: Receiver<Res, ClientEnd>,
 }
 
-impl<Res: Send + Sync + 'static> BidiReceiver<Res> {
+impl<Res: Send + Sync + 'static> ClientReceiver<Res> {
     /// The next message; `Ok(None)` at the end.
     pub async fn recv(&mut self) -> Result<Option<Res>, Status> {
         self.rx.recv().await

@@ -3,7 +3,7 @@
 //! proxies and tools that do not link the IDL's generated code.
 //!
 //! * [`RawCodec`]: the identity [`Codec`] for [`Bytes`]. Every typed handle of the core works
-//!   with it (`Client::bidi::<RawCodec, Bytes, Bytes>`, `ServerCall::unary::<RawCodec, ..>`),
+//!   with it (`Client::bidi::<RawCodec, Bytes, Bytes>`, `IncomingCall::unary::<RawCodec, ..>`),
 //!   so generic calls get the same semantics as typed ones (EOF, CloseSend, cancel, deadlines,
 //!   middleware, tracing) with no transport-specific code.
 //! * [`method`]: a [`MethodDesc`] made at run time from a service name, a method name, a mode
@@ -45,13 +45,14 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 
-use crate::client::{BidiCall, Client, ClientStreamingCall, ServerStreamingCall};
+use crate::client::{BidiStreamingClient, Client, ClientStreamingClient, ServerStreamingClient};
 use crate::codec::Codec;
 use crate::context::{CallOptions, MethodDesc, Mode, PayloadKind, ServiceDesc};
 pub use crate::interned::{method, MAX_GENERIC_METHODS, MAX_GENERIC_NAME_BYTES};
 use crate::metadata::WithMetadata;
 use crate::server::{
-    BidiStream, RecvStream, SendStream, ServerBuilder, ServerCall, ServerContext, Service,
+    BidiStreamingServer, ClientStreamingServer, IncomingCall, ServerBuilder, ServerContext,
+    ServerStreamingServer, Service,
 };
 use crate::status::{Error, Status};
 use crate::transport::BoxFuture;
@@ -107,7 +108,7 @@ pub trait GenericHandler: Send + Sync + 'static {
     fn client_streaming(
         &self,
         ctx: ServerContext,
-        requests: RecvStream<Bytes>,
+        requests: ClientStreamingServer<Bytes>,
     ) -> impl Future<Output = Result<Bytes, Status>> + Send {
         let _ = requests;
         async move { Err(unimplemented_mode(&ctx)) }
@@ -118,7 +119,7 @@ pub trait GenericHandler: Send + Sync + 'static {
         &self,
         ctx: ServerContext,
         request: Bytes,
-        responses: SendStream<Bytes>,
+        responses: ServerStreamingServer<Bytes>,
     ) -> impl Future<Output = Result<(), Status>> + Send {
         let _ = (request, responses);
         async move { Err(unimplemented_mode(&ctx)) }
@@ -129,7 +130,7 @@ pub trait GenericHandler: Send + Sync + 'static {
     fn bidi(
         &self,
         ctx: ServerContext,
-        stream: BidiStream<Bytes, Bytes>,
+        stream: BidiStreamingServer<Bytes, Bytes>,
     ) -> impl Future<Output = Result<(), Status>> + Send {
         let _ = stream;
         async move { Err(unimplemented_mode(&ctx)) }
@@ -147,7 +148,7 @@ fn unimplemented_mode(ctx: &ServerContext) -> Status {
 /// Runs `handler` for `call` in the call's mode.
 pub(crate) async fn serve<H: GenericHandler>(
     handler: Arc<H>,
-    call: ServerCall,
+    call: IncomingCall,
 ) -> Result<(), Status> {
     match call.mode() {
         Mode::PingPong => {
@@ -224,7 +225,7 @@ impl<H: GenericHandler> Service for GenericService<H> {
         self.desc
     }
 
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         Box::pin(serve(self.handler.clone(), call))
     }
 }
@@ -248,7 +249,7 @@ impl<H: GenericHandler> Service for GenericService<H> {
 ///     async fn bidi(
 ///         &self,
 ///         _: ServerContext,
-///         mut stream: rpc_core::BidiStream<Bytes, Bytes>,
+///         mut stream: rpc_core::BidiStreamingServer<Bytes, Bytes>,
 ///     ) -> Result<(), Status> {
 ///         while let Some(m) = stream.recv().await? {
 ///             stream.send(m).await?;
@@ -320,7 +321,7 @@ impl GenericClient {
         &self,
         name: &str,
         opts: CallOptions,
-    ) -> Result<ClientStreamingCall<Bytes, Bytes>, Status> {
+    ) -> Result<ClientStreamingClient<Bytes, Bytes>, Status> {
         let m = self.method(name, Mode::ClientStreaming)?;
         self.client
             .client_streaming::<RawCodec, Bytes, Bytes>(m, opts)
@@ -333,7 +334,7 @@ impl GenericClient {
         name: &str,
         request: Bytes,
         opts: CallOptions,
-    ) -> Result<ServerStreamingCall<Bytes>, Status> {
+    ) -> Result<ServerStreamingClient<Bytes>, Status> {
         let m = self.method(name, Mode::ServerStreaming)?;
         self.client
             .server_streaming::<RawCodec, Bytes, Bytes>(m, request, opts)
@@ -345,7 +346,7 @@ impl GenericClient {
         &self,
         name: &str,
         opts: CallOptions,
-    ) -> Result<BidiCall<Bytes, Bytes>, Status> {
+    ) -> Result<BidiStreamingClient<Bytes, Bytes>, Status> {
         let m = self.method(name, Mode::Bidi)?;
         self.client.bidi::<RawCodec, Bytes, Bytes>(m, opts).await
     }

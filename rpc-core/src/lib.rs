@@ -45,7 +45,7 @@
 //!
 //! ```
 //! use rpc_core::{inproc::InProcTransport, CallOptions, Client, MethodDesc, Mode, PayloadKind,
-//!                ProstCodec, Server, ServerCall, Service, ServiceDesc, Status};
+//!                ProstCodec, Server, IncomingCall, Service, ServiceDesc, Status};
 //! use rpc_core::transport::BoxFuture;
 //!
 //! static METHODS: [MethodDesc; 1] = [MethodDesc {
@@ -59,7 +59,7 @@
 //! struct Upper;
 //! impl Service for Upper {
 //!     fn descriptor(&self) -> &'static ServiceDesc { &DESC }
-//!     fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+//!     fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
 //!         Box::pin(call.unary::<ProstCodec, String, String, _, _>(|_ctx, s| async move {
 //!             Ok(s.to_uppercase())
 //!         }))
@@ -130,8 +130,8 @@ pub mod unary;
 pub use address::Address;
 pub use cancel::{CancelKind, Cancellation, Parent, TimeoutConfig};
 pub use client::{
-    BidiCall, BidiReceiver, BidiSender, Client, ClientBuilder, ClientStreamingCall,
-    ServerStreamingCall, WithMetadata,
+    BidiStreamingClient, Client, ClientBuilder, ClientReceiver, ClientSender,
+    ClientStreamingClient, ServerStreamingClient, WithMetadata,
 };
 pub use codec::{Codec, ProstCodec, ThriftCodec};
 pub use context::{CallContext, CallOptions, MethodDesc, Mode, PayloadKind, Peer, ServiceDesc};
@@ -140,7 +140,8 @@ pub use limits::ServerLimits;
 pub use metadata::{Metadata, MetadataValue};
 pub use middleware::{RecvMiddleware, SendMiddleware};
 pub use server::{
-    BidiStream, RecvStream, SendStream, Server, ServerBuilder, ServerCall, ServerContext, Service,
+    BidiStreamingServer, ClientStreamingServer, IncomingCall, Server, ServerBuilder, ServerContext,
+    ServerStreamingServer, Service,
 };
 pub use status::{BizStatus, Code, Error, Status};
 

@@ -69,15 +69,15 @@ pub trait Service: Send + Sync + 'static {
     fn descriptor(&self) -> &'static ServiceDesc;
 
     /// Runs the handler of `call.method_index()` to completion.
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>>;
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>>;
 }
 
 /// The tower service server call middleware wrap: runs one stream's handler.
-pub type CallService = BoxCloneSyncService<ServerCall, (), Status>;
+pub type CallService = BoxCloneSyncService<IncomingCall, (), Status>;
 
 /// Runs the unknown-method handler for a call (`ServerBuilder::unknown_method_handler`).
 pub(crate) type Fallback =
-    Arc<dyn Fn(ServerCall) -> BoxFuture<'static, Result<(), Status>> + Send + Sync>;
+    Arc<dyn Fn(IncomingCall) -> BoxFuture<'static, Result<(), Status>> + Send + Sync>;
 
 /// The hosted services and the unknown-method handler: runs the handler a route names.
 #[derive(Clone)]
@@ -87,7 +87,7 @@ struct Routed {
 }
 
 impl Routed {
-    fn run(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn run(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         if call.service_index == crate::route::FALLBACK_INDEX {
             return match &self.fallback {
                 Some(f) => f(call),
@@ -102,7 +102,7 @@ impl Routed {
     }
 }
 
-impl tower::Service<ServerCall> for Routed {
+impl tower::Service<IncomingCall> for Routed {
     type Response = ();
     type Error = Status;
     type Future = BoxFuture<'static, Result<(), Status>>;
@@ -111,7 +111,7 @@ impl tower::Service<ServerCall> for Routed {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         self.run(call)
     }
 }
@@ -155,12 +155,12 @@ impl ServerBuilder {
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<CallService> + Send + 'static,
-        L::Service: tower::Service<ServerCall, Response = (), Error = Status>
+        L::Service: tower::Service<IncomingCall, Response = (), Error = Status>
             + Clone
             + Send
             + Sync
             + 'static,
-        <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
+        <L::Service as tower::Service<IncomingCall>>::Future: Send + 'static,
     {
         self.layers.push(Box::new(move |inner| {
             BoxCloneSyncService::new(layer.layer(inner))
@@ -466,7 +466,7 @@ impl Server {
             observe,
             children: Mutex::new(Children::default()),
         });
-        let call = ServerCall {
+        let call = IncomingCall {
             ctx: ServerContext {
                 shared: shared.clone(),
             },
@@ -991,22 +991,23 @@ impl From<&ServerContext> for crate::cancel::Parent {
 }
 
 /// One accepted stream, routed, on its way to a handler: what call middleware and generated
-/// service adapters receive.
-pub struct ServerCall {
+/// service adapters receive. Its `unary`, `client_streaming`, `server_streaming` and `bidi`
+/// run a handler of that mode with the mode's handle.
+pub struct IncomingCall {
     ctx: ServerContext,
     service_index: usize,
     method_index: usize,
 }
 
-impl std::fmt::Debug for ServerCall {
+impl std::fmt::Debug for IncomingCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerCall")
+        f.debug_struct("IncomingCall")
             .field("ctx", &self.ctx)
             .finish()
     }
 }
 
-impl ServerCall {
+impl IncomingCall {
     /// The handler's context.
     pub fn context(&self) -> &ServerContext {
         &self.ctx
@@ -1064,10 +1065,10 @@ impl ServerCall {
         C: Codec<Req> + Codec<Res>,
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
-        F: FnOnce(ServerContext, RecvStream<Req>) -> Fut,
+        F: FnOnce(ServerContext, ClientStreamingServer<Req>) -> Fut,
         Fut: Future<Output = Result<Res, Status>>,
     {
-        let stream = RecvStream {
+        let stream = ClientStreamingServer {
             rx: Receiver::new(self.recv_end(), MsgCodec::of::<C>()),
         };
         let res = f(self.ctx.clone(), stream).await?;
@@ -1081,11 +1082,11 @@ impl ServerCall {
         C: Codec<Req> + Codec<Res>,
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
-        F: FnOnce(ServerContext, Req, SendStream<Res>) -> Fut,
+        F: FnOnce(ServerContext, Req, ServerStreamingServer<Res>) -> Fut,
         Fut: Future<Output = Result<(), Status>>,
     {
         let req = self.first_request::<C, Req>().await?;
-        let stream = SendStream {
+        let stream = ServerStreamingServer {
             tx: Sender::new(self.end(), MsgCodec::of::<C>()),
         };
         f(self.ctx.clone(), req, stream).await
@@ -1097,14 +1098,14 @@ impl ServerCall {
         C: Codec<Req> + Codec<Res>,
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
-        F: FnOnce(ServerContext, BidiStream<Req, Res>) -> Fut,
+        F: FnOnce(ServerContext, BidiStreamingServer<Req, Res>) -> Fut,
         Fut: Future<Output = Result<(), Status>>,
     {
-        let stream = BidiStream {
-            rx: RecvStream {
+        let stream = BidiStreamingServer {
+            rx: ClientStreamingServer {
                 rx: Receiver::new(self.recv_end(), MsgCodec::of::<C>()),
             },
-            tx: SendStream {
+            tx: ServerStreamingServer {
                 tx: Sender::new(self.end(), MsgCodec::of::<C>()),
             },
         };
@@ -1253,8 +1254,8 @@ impl End for ServerEnd {
     }
 }
 
-impl_stream!(RecvStream<Req>, Req, rx);
-impl_stream!(BidiStream<Req, Res>, Req, rx.rx);
+impl_stream!(ClientStreamingServer<Req>, Req, rx);
+impl_stream!(BidiStreamingServer<Req, Res>, Req, rx.rx);
 
 impl ServerEnd {
     /// After a local cancel (deadline), report that rather than the transport's "finished".
@@ -1276,12 +1277,14 @@ impl ServerEnd {
     }
 }
 
-/// The request stream of a client-streaming or bidi handler.
-pub struct RecvStream<Req: Send + Sync + 'static> {
+/// The server's handle of a client-streaming call (grpc-go's `ClientStreamingServer`): the
+/// request stream a handler `recv`s from; also the receiving half of a split
+/// [`BidiStreamingServer`]. The client's side is [`crate::ClientStreamingClient`].
+pub struct ClientStreamingServer<Req: Send + Sync + 'static> {
     rx: Receiver<Req, ServerEnd>,
 }
 
-impl<Req: Send + Sync + 'static> RecvStream<Req> {
+impl<Req: Send + Sync + 'static> ClientStreamingServer<Req> {
     /// The next request; `Ok(None)` after the client's half-close. After the end or an error,
     /// returns the same outcome again. When no request is ready it sends the response header
     /// before it waits, unless [`ServerContext::hold_header`] was called (see the
@@ -1298,12 +1301,14 @@ impl<Req: Send + Sync + 'static> RecvStream<Req> {
     }
 }
 
-/// The response stream of a server-streaming or bidi handler.
-pub struct SendStream<Res: Send + Sync + 'static> {
+/// The server's handle of a server-streaming call: the response stream a handler `send`s
+/// to; also the sending half of a split [`BidiStreamingServer`]. The client's side is
+/// [`crate::ServerStreamingClient`].
+pub struct ServerStreamingServer<Res: Send + Sync + 'static> {
     tx: Sender<Res, ServerEnd>,
 }
 
-impl<Res: Send + Sync + 'static> SendStream<Res> {
+impl<Res: Send + Sync + 'static> ServerStreamingServer<Res> {
     /// Sends one response (waits while the send buffer is full). The first send also sends
     /// the response header.
     pub async fn send(&mut self, msg: Res) -> Result<(), Status> {
@@ -1326,15 +1331,16 @@ impl<Res: Send + Sync + 'static> SendStream<Res> {
     }
 }
 
-/// The stream of a bidi handler: `recv` requests and `send` responses, or split them.
-pub struct BidiStream<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
-    rx: RecvStream<Req>,
-    tx: SendStream<Res>,
+/// The server's handle of a bidirectional streaming call: `recv` requests and `send`
+/// responses, or split them. The client's side is [`crate::BidiStreamingClient`].
+pub struct BidiStreamingServer<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
+    rx: ClientStreamingServer<Req>,
+    tx: ServerStreamingServer<Res>,
 }
 
-impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiStream<Req, Res> {
+impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiStreamingServer<Req, Res> {
     /// The next request; `Ok(None)` after the client's half-close. Sends the response header
-    /// before it waits, as [`RecvStream::recv`] does.
+    /// before it waits, as [`ClientStreamingServer::recv`] does.
     pub async fn recv(&mut self) -> Result<Option<Req>, Status> {
         self.rx.recv().await
     }
@@ -1354,7 +1360,7 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiStream<Req, Res
 
     /// Splits into the two directions so they can run in different tasks. The stream still ends
     /// when the handler returns; handles used after that fail with an error.
-    pub fn into_split(self) -> (SendStream<Res>, RecvStream<Req>) {
+    pub fn into_split(self) -> (ServerStreamingServer<Res>, ClientStreamingServer<Req>) {
         (self.tx, self.rx)
     }
 
@@ -1376,9 +1382,9 @@ pub(crate) struct ServerIntercept<S> {
     pub(crate) f: ServerInterceptor,
 }
 
-impl<S> tower::Service<ServerCall> for ServerIntercept<S>
+impl<S> tower::Service<IncomingCall> for ServerIntercept<S>
 where
-    S: tower::Service<ServerCall, Response = (), Error = Status>,
+    S: tower::Service<IncomingCall, Response = (), Error = Status>,
     S::Future: Send + 'static,
 {
     type Response = ();
@@ -1389,7 +1395,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         match (self.f)(call.context()) {
             Ok(()) => Box::pin(self.inner.call(call)),
             Err(status) => Box::pin(std::future::ready(Err(status))),

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use rpc_core::client::OpenStream;
 use rpc_core::middleware::{recv_fn, send_fn, AnyMessage};
-use rpc_core::server::ServerCall;
+use rpc_core::server::IncomingCall;
 use rpc_core::transport::BoxFuture;
 use rpc_core::{CallContext, CallOptions, Code, ProstCodec, Status};
 use support::*;
@@ -207,9 +207,9 @@ where
     }
 }
 
-impl<S> tower::Service<ServerCall> for Tag<S>
+impl<S> tower::Service<IncomingCall> for Tag<S>
 where
-    S: tower::Service<ServerCall, Response = (), Error = Status> + Send + 'static,
+    S: tower::Service<IncomingCall, Response = (), Error = Status> + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = ();
@@ -218,7 +218,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner.poll_ready(cx)
     }
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         log_entry(&self.log, self.name);
         if self.name == "auth" && call.context().metadata().get_str("authorization") != Some("ok") {
             return Box::pin(async { Err(Status::unauthenticated("no credentials")) });

@@ -7,7 +7,7 @@ use rpc_core::inproc::InProcTransport;
 use rpc_core::observe::{TraceContext, TRACEPARENT};
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    CallOptions, Client, MethodDesc, Mode, PayloadKind, ProstCodec, Server, ServerCall, Service,
+    CallOptions, Client, IncomingCall, MethodDesc, Mode, PayloadKind, ProstCodec, Server, Service,
     ServiceDesc, Status,
 };
 
@@ -48,7 +48,7 @@ impl Service for Back {
     fn descriptor(&self) -> &'static ServiceDesc {
         &BACK
     }
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         Box::pin(
             call.unary::<ProstCodec, String, String, _, _>(|ctx, _| async move {
                 Ok(ctx.metadata().get_str(TRACEPARENT).unwrap_or("").to_owned())
@@ -63,7 +63,7 @@ impl Service for Front {
     fn descriptor(&self) -> &'static ServiceDesc {
         &FRONT
     }
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         let back = self.0.clone();
         Box::pin(
             call.unary::<ProstCodec, String, String, _, _>(move |ctx, _| async move {

@@ -231,7 +231,10 @@ async fn reflect_files(client: &Client) -> Result<Vec<FileDescriptorProto>, Stat
 }
 
 async fn answer(
-    stream: &mut rpc_core::BidiCall<v1::ServerReflectionRequest, v1::ServerReflectionResponse>,
+    stream: &mut rpc_core::BidiStreamingClient<
+        v1::ServerReflectionRequest,
+        v1::ServerReflectionResponse,
+    >,
 ) -> Result<MessageResponse, Status> {
     stream
         .recv()

@@ -11,7 +11,7 @@ use rpc_core::codec::Codec;
 use rpc_core::serve::{Listener, Running};
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    CallOptions, Client, Code, MethodDesc, Mode, PayloadKind, Server, ServerCall, Service,
+    CallOptions, Client, Code, IncomingCall, MethodDesc, Mode, PayloadKind, Server, Service,
     ServiceDesc, Status,
 };
 use tokio::io::AsyncReadExt;
@@ -69,7 +69,7 @@ impl Service for Blob {
     fn descriptor(&self) -> &'static ServiceDesc {
         &DESC
     }
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         match call.method_index() {
             0 => Box::pin(call.unary::<Raw, Bytes, Bytes, _, _>(|_, req| async move { Ok(req) })),
             _ => Box::pin(call.bidi::<Raw, Bytes, Bytes, _, _>(|_, mut s| async move {

@@ -241,7 +241,7 @@ impl<'a> Cx<'a> {
 
                 fn call(
                     &self,
-                    call: #rc::ServerCall,
+                    call: #rc::IncomingCall,
                 ) -> #rc::BoxFuture<'static, ::core::result::Result<(), #rc::Status>> {
                     #body
                 }
@@ -431,18 +431,18 @@ impl<'a> Cx<'a> {
                 )
             }
             Mode::ClientStreaming => (
-                quote!(stream: #rc::RecvStream<#req>),
+                quote!(stream: #rc::ClientStreamingServer<#req>),
                 quote!(::core::result::Result<#res, #status>),
             ),
             Mode::ServerStreaming => {
                 let arg = &first_arg(m);
                 (
-                    quote!(#arg: #req, stream: #rc::SendStream<#res>),
+                    quote!(#arg: #req, stream: #rc::ServerStreamingServer<#res>),
                     quote!(::core::result::Result<(), #status>),
                 )
             }
             Mode::Bidi => (
-                quote!(stream: #rc::BidiStream<#req, #res>),
+                quote!(stream: #rc::BidiStreamingServer<#req, #res>),
                 quote!(::core::result::Result<(), #status>),
             ),
         };
@@ -706,7 +706,7 @@ impl<'a> Cx<'a> {
             }
             Mode::ClientStreaming => quote! {
                 #doc
-                pub async fn #call(&self) -> ::core::result::Result<#rc::ClientStreamingCall<#req, #res>, #status> {
+                pub async fn #call(&self) -> ::core::result::Result<#rc::ClientStreamingClient<#req, #res>, #status> {
                     self.#call_with(#rc::CallOptions::new()).await
                 }
 
@@ -714,7 +714,7 @@ impl<'a> Cx<'a> {
                 pub async fn #call_with(
                     &self,
                     options: #rc::CallOptions,
-                ) -> ::core::result::Result<#rc::ClientStreamingCall<#req, #res>, #status> {
+                ) -> ::core::result::Result<#rc::ClientStreamingClient<#req, #res>, #status> {
                     self.inner.client_streaming::<#codec, #req, #res>(#desc, options).await
                 }
             },
@@ -722,7 +722,7 @@ impl<'a> Cx<'a> {
                 let arg = &first_arg(m);
                 quote! {
                     #doc
-                    pub async fn #call(&self, #arg: #req) -> ::core::result::Result<#rc::ServerStreamingCall<#res>, #status> {
+                    pub async fn #call(&self, #arg: #req) -> ::core::result::Result<#rc::ServerStreamingClient<#res>, #status> {
                         self.#call_with(#arg, #rc::CallOptions::new()).await
                     }
 
@@ -731,14 +731,14 @@ impl<'a> Cx<'a> {
                         &self,
                         #arg: #req,
                         options: #rc::CallOptions,
-                    ) -> ::core::result::Result<#rc::ServerStreamingCall<#res>, #status> {
+                    ) -> ::core::result::Result<#rc::ServerStreamingClient<#res>, #status> {
                         self.inner.server_streaming::<#codec, #req, #res>(#desc, #arg, options).await
                     }
                 }
             }
             Mode::Bidi => quote! {
                 #doc
-                pub async fn #call(&self) -> ::core::result::Result<#rc::BidiCall<#req, #res>, #status> {
+                pub async fn #call(&self) -> ::core::result::Result<#rc::BidiStreamingClient<#req, #res>, #status> {
                     self.#call_with(#rc::CallOptions::new()).await
                 }
 
@@ -746,7 +746,7 @@ impl<'a> Cx<'a> {
                 pub async fn #call_with(
                     &self,
                     options: #rc::CallOptions,
-                ) -> ::core::result::Result<#rc::BidiCall<#req, #res>, #status> {
+                ) -> ::core::result::Result<#rc::BidiStreamingClient<#req, #res>, #status> {
                     self.inner.bidi::<#codec, #req, #res>(#desc, options).await
                 }
             },

@@ -3997,7 +3997,7 @@ pub mod collisions {
         fn stream(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
-            stream: ::rpc_core::codegen::BidiStream<T, T>,
+            stream: ::rpc_core::codegen::BidiStreamingServer<T, T>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -4005,7 +4005,7 @@ pub mod collisions {
         fn collect(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
-            stream: ::rpc_core::codegen::RecvStream<T>,
+            stream: ::rpc_core::codegen::ClientStreamingServer<T>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<B, ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -4014,7 +4014,7 @@ pub mod collisions {
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
             b: B,
-            stream: ::rpc_core::codegen::SendStream<T>,
+            stream: ::rpc_core::codegen::ServerStreamingServer<T>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -4065,7 +4065,7 @@ pub mod collisions {
         }
         fn call(
             &self,
-            call: ::rpc_core::codegen::ServerCall,
+            call: ::rpc_core::codegen::IncomingCall,
         ) -> ::rpc_core::codegen::BoxFuture<
             'static,
             ::core::result::Result<(), ::rpc_core::codegen::Status>,
@@ -4399,7 +4399,7 @@ pub mod collisions {
         pub async fn stream(
             &self,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::BidiCall<T, T>,
+            ::rpc_core::codegen::BidiStreamingClient<T, T>,
             ::rpc_core::codegen::Status,
         > {
             self.stream_with(::rpc_core::codegen::CallOptions::new()).await
@@ -4409,7 +4409,7 @@ pub mod collisions {
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::BidiCall<T, T>,
+            ::rpc_core::codegen::BidiStreamingClient<T, T>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -4424,7 +4424,7 @@ pub mod collisions {
         pub async fn collect(
             &self,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ClientStreamingCall<T, B>,
+            ::rpc_core::codegen::ClientStreamingClient<T, B>,
             ::rpc_core::codegen::Status,
         > {
             self.collect_with(::rpc_core::codegen::CallOptions::new()).await
@@ -4434,7 +4434,7 @@ pub mod collisions {
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ClientStreamingCall<T, B>,
+            ::rpc_core::codegen::ClientStreamingClient<T, B>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -4450,7 +4450,7 @@ pub mod collisions {
             &self,
             b: B,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ServerStreamingCall<T>,
+            ::rpc_core::codegen::ServerStreamingClient<T>,
             ::rpc_core::codegen::Status,
         > {
             self.spread_with(b, ::rpc_core::codegen::CallOptions::new()).await
@@ -4461,7 +4461,7 @@ pub mod collisions {
             b: B,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ServerStreamingCall<T>,
+            ::rpc_core::codegen::ServerStreamingClient<T>,
             ::rpc_core::codegen::Status,
         > {
             self.inner

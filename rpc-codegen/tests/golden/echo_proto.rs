@@ -151,7 +151,7 @@ pub mod echo {
         fn echo(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
-            stream: ::rpc_core::codegen::BidiStream<Request, Response>,
+            stream: ::rpc_core::codegen::BidiStreamingServer<Request, Response>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -159,7 +159,7 @@ pub mod echo {
         fn echo_client(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
-            stream: ::rpc_core::codegen::RecvStream<Request>,
+            stream: ::rpc_core::codegen::ClientStreamingServer<Request>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<Response, ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -168,7 +168,7 @@ pub mod echo {
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
             request: Request,
-            stream: ::rpc_core::codegen::SendStream<Response>,
+            stream: ::rpc_core::codegen::ServerStreamingServer<Response>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -211,7 +211,7 @@ pub mod echo {
         }
         fn call(
             &self,
-            call: ::rpc_core::codegen::ServerCall,
+            call: ::rpc_core::codegen::IncomingCall,
         ) -> ::rpc_core::codegen::BoxFuture<
             'static,
             ::core::result::Result<(), ::rpc_core::codegen::Status>,
@@ -342,7 +342,7 @@ pub mod echo {
         pub async fn echo(
             &self,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::BidiCall<Request, Response>,
+            ::rpc_core::codegen::BidiStreamingClient<Request, Response>,
             ::rpc_core::codegen::Status,
         > {
             self.echo_with(::rpc_core::codegen::CallOptions::new()).await
@@ -352,7 +352,7 @@ pub mod echo {
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::BidiCall<Request, Response>,
+            ::rpc_core::codegen::BidiStreamingClient<Request, Response>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -367,7 +367,7 @@ pub mod echo {
         pub async fn echo_client(
             &self,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ClientStreamingCall<Request, Response>,
+            ::rpc_core::codegen::ClientStreamingClient<Request, Response>,
             ::rpc_core::codegen::Status,
         > {
             self.echo_client_with(::rpc_core::codegen::CallOptions::new()).await
@@ -377,7 +377,7 @@ pub mod echo {
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ClientStreamingCall<Request, Response>,
+            ::rpc_core::codegen::ClientStreamingClient<Request, Response>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -393,7 +393,7 @@ pub mod echo {
             &self,
             request: Request,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ServerStreamingCall<Response>,
+            ::rpc_core::codegen::ServerStreamingClient<Response>,
             ::rpc_core::codegen::Status,
         > {
             self.echo_server_with(request, ::rpc_core::codegen::CallOptions::new()).await
@@ -404,7 +404,7 @@ pub mod echo {
             request: Request,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ServerStreamingCall<Response>,
+            ::rpc_core::codegen::ServerStreamingClient<Response>,
             ::rpc_core::codegen::Status,
         > {
             self.inner

@@ -750,7 +750,7 @@ pub mod echo {
         fn echo(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
-            stream: ::rpc_core::codegen::BidiStream<Request, Response>,
+            stream: ::rpc_core::codegen::BidiStreamingServer<Request, Response>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -758,7 +758,7 @@ pub mod echo {
         fn echo_client(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
-            stream: ::rpc_core::codegen::RecvStream<Request>,
+            stream: ::rpc_core::codegen::ClientStreamingServer<Request>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<Response, ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -767,7 +767,7 @@ pub mod echo {
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
             req: Request,
-            stream: ::rpc_core::codegen::SendStream<Response>,
+            stream: ::rpc_core::codegen::ServerStreamingServer<Response>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -810,7 +810,7 @@ pub mod echo {
         }
         fn call(
             &self,
-            call: ::rpc_core::codegen::ServerCall,
+            call: ::rpc_core::codegen::IncomingCall,
         ) -> ::rpc_core::codegen::BoxFuture<
             'static,
             ::core::result::Result<(), ::rpc_core::codegen::Status>,
@@ -985,7 +985,7 @@ pub mod echo {
         pub async fn echo(
             &self,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::BidiCall<Request, Response>,
+            ::rpc_core::codegen::BidiStreamingClient<Request, Response>,
             ::rpc_core::codegen::Status,
         > {
             self.echo_with(::rpc_core::codegen::CallOptions::new()).await
@@ -995,7 +995,7 @@ pub mod echo {
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::BidiCall<Request, Response>,
+            ::rpc_core::codegen::BidiStreamingClient<Request, Response>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -1010,7 +1010,7 @@ pub mod echo {
         pub async fn echo_client(
             &self,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ClientStreamingCall<Request, Response>,
+            ::rpc_core::codegen::ClientStreamingClient<Request, Response>,
             ::rpc_core::codegen::Status,
         > {
             self.echo_client_with(::rpc_core::codegen::CallOptions::new()).await
@@ -1020,7 +1020,7 @@ pub mod echo {
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ClientStreamingCall<Request, Response>,
+            ::rpc_core::codegen::ClientStreamingClient<Request, Response>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -1036,7 +1036,7 @@ pub mod echo {
             &self,
             req: Request,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ServerStreamingCall<Response>,
+            ::rpc_core::codegen::ServerStreamingClient<Response>,
             ::rpc_core::codegen::Status,
         > {
             self.echo_server_with(req, ::rpc_core::codegen::CallOptions::new()).await
@@ -1047,7 +1047,7 @@ pub mod echo {
             req: Request,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ServerStreamingCall<Response>,
+            ::rpc_core::codegen::ServerStreamingClient<Response>,
             ::rpc_core::codegen::Status,
         > {
             self.inner

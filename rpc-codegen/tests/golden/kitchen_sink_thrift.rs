@@ -619,7 +619,7 @@ pub mod base {
         }
         fn call(
             &self,
-            call: ::rpc_core::codegen::ServerCall,
+            call: ::rpc_core::codegen::IncomingCall,
         ) -> ::rpc_core::codegen::BoxFuture<
             'static,
             ::core::result::Result<(), ::rpc_core::codegen::Status>,
@@ -4175,7 +4175,7 @@ pub mod kitchen {
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
                 start: Node,
-                stream: ::rpc_core::codegen::SendStream<Node>,
+                stream: ::rpc_core::codegen::ServerStreamingServer<Node>,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
@@ -4183,7 +4183,7 @@ pub mod kitchen {
             fn collect(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
-                stream: ::rpc_core::codegen::RecvStream<Node>,
+                stream: ::rpc_core::codegen::ClientStreamingServer<Node>,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<Node, ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
@@ -4191,7 +4191,7 @@ pub mod kitchen {
             fn chat(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
-                stream: ::rpc_core::codegen::BidiStream<Value, Value>,
+                stream: ::rpc_core::codegen::BidiStreamingServer<Value, Value>,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
@@ -4242,7 +4242,7 @@ pub mod kitchen {
             }
             fn call(
                 &self,
-                call: ::rpc_core::codegen::ServerCall,
+                call: ::rpc_core::codegen::IncomingCall,
             ) -> ::rpc_core::codegen::BoxFuture<
                 'static,
                 ::core::result::Result<(), ::rpc_core::codegen::Status>,
@@ -4571,7 +4571,7 @@ pub mod kitchen {
                 &self,
                 start: Node,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ServerStreamingCall<Node>,
+                ::rpc_core::codegen::ServerStreamingClient<Node>,
                 ::rpc_core::codegen::Status,
             > {
                 self.walk_with(start, ::rpc_core::codegen::CallOptions::new()).await
@@ -4582,7 +4582,7 @@ pub mod kitchen {
                 start: Node,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ServerStreamingCall<Node>,
+                ::rpc_core::codegen::ServerStreamingClient<Node>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner
@@ -4597,7 +4597,7 @@ pub mod kitchen {
             pub async fn collect(
                 &self,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ClientStreamingCall<Node, Node>,
+                ::rpc_core::codegen::ClientStreamingClient<Node, Node>,
                 ::rpc_core::codegen::Status,
             > {
                 self.collect_with(::rpc_core::codegen::CallOptions::new()).await
@@ -4607,7 +4607,7 @@ pub mod kitchen {
                 &self,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ClientStreamingCall<Node, Node>,
+                ::rpc_core::codegen::ClientStreamingClient<Node, Node>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner
@@ -4622,7 +4622,7 @@ pub mod kitchen {
             pub async fn chat(
                 &self,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::BidiCall<Value, Value>,
+                ::rpc_core::codegen::BidiStreamingClient<Value, Value>,
                 ::rpc_core::codegen::Status,
             > {
                 self.chat_with(::rpc_core::codegen::CallOptions::new()).await
@@ -4632,7 +4632,7 @@ pub mod kitchen {
                 &self,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::BidiCall<Value, Value>,
+                ::rpc_core::codegen::BidiStreamingClient<Value, Value>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner
@@ -4733,7 +4733,7 @@ pub mod kitchen {
             }
             fn call(
                 &self,
-                call: ::rpc_core::codegen::ServerCall,
+                call: ::rpc_core::codegen::IncomingCall,
             ) -> ::rpc_core::codegen::BoxFuture<
                 'static,
                 ::core::result::Result<(), ::rpc_core::codegen::Status>,

@@ -221,7 +221,7 @@ pub mod acme {
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
                 request: ListRequest,
-                stream: ::rpc_core::codegen::SendStream<Item>,
+                stream: ::rpc_core::codegen::ServerStreamingServer<Item>,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
@@ -229,7 +229,7 @@ pub mod acme {
             fn put(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
-                stream: ::rpc_core::codegen::RecvStream<Item>,
+                stream: ::rpc_core::codegen::ClientStreamingServer<Item>,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
@@ -245,7 +245,7 @@ pub mod acme {
             fn sync(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
-                stream: ::rpc_core::codegen::BidiStream<Item, Item>,
+                stream: ::rpc_core::codegen::BidiStreamingServer<Item, Item>,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
@@ -288,7 +288,7 @@ pub mod acme {
             }
             fn call(
                 &self,
-                call: ::rpc_core::codegen::ServerCall,
+                call: ::rpc_core::codegen::IncomingCall,
             ) -> ::rpc_core::codegen::BoxFuture<
                 'static,
                 ::core::result::Result<(), ::rpc_core::codegen::Status>,
@@ -394,7 +394,7 @@ pub mod acme {
                 &self,
                 request: ListRequest,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ServerStreamingCall<Item>,
+                ::rpc_core::codegen::ServerStreamingClient<Item>,
                 ::rpc_core::codegen::Status,
             > {
                 self.list_with(request, ::rpc_core::codegen::CallOptions::new()).await
@@ -405,7 +405,7 @@ pub mod acme {
                 request: ListRequest,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ServerStreamingCall<Item>,
+                ::rpc_core::codegen::ServerStreamingClient<Item>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner
@@ -420,7 +420,7 @@ pub mod acme {
             pub async fn put(
                 &self,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ClientStreamingCall<Item, ()>,
+                ::rpc_core::codegen::ClientStreamingClient<Item, ()>,
                 ::rpc_core::codegen::Status,
             > {
                 self.put_with(::rpc_core::codegen::CallOptions::new()).await
@@ -430,7 +430,7 @@ pub mod acme {
                 &self,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ClientStreamingCall<Item, ()>,
+                ::rpc_core::codegen::ClientStreamingClient<Item, ()>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner
@@ -471,7 +471,7 @@ pub mod acme {
             pub async fn sync(
                 &self,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::BidiCall<Item, Item>,
+                ::rpc_core::codegen::BidiStreamingClient<Item, Item>,
                 ::rpc_core::codegen::Status,
             > {
                 self.sync_with(::rpc_core::codegen::CallOptions::new()).await
@@ -481,7 +481,7 @@ pub mod acme {
                 &self,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::BidiCall<Item, Item>,
+                ::rpc_core::codegen::BidiStreamingClient<Item, Item>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner

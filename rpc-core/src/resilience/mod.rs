@@ -44,7 +44,7 @@ pub use breaker::{Breaker, BreakerConfig, BreakerState};
 
 use crate::client::OpenStream;
 use crate::context::CallContext;
-use crate::server::ServerCall;
+use crate::server::IncomingCall;
 use crate::status::{Code, Status};
 use crate::transport::BoxFuture;
 use crate::unary::{UnaryRequest, UnaryResponse};
@@ -519,9 +519,9 @@ pub struct ConcurrencyLimit<S> {
     permits: Arc<tokio::sync::Semaphore>,
 }
 
-impl<S> tower::Service<ServerCall> for ConcurrencyLimit<S>
+impl<S> tower::Service<IncomingCall> for ConcurrencyLimit<S>
 where
-    S: tower::Service<ServerCall, Response = (), Error = Status>,
+    S: tower::Service<IncomingCall, Response = (), Error = Status>,
     S::Future: Send + 'static,
 {
     type Response = ();
@@ -530,7 +530,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner.poll_ready(cx)
     }
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let f = self.inner.call(call);
@@ -616,9 +616,9 @@ pub struct RateLimit<S> {
     bucket: Arc<Mutex<TokenBucket>>,
 }
 
-impl<S> tower::Service<ServerCall> for RateLimit<S>
+impl<S> tower::Service<IncomingCall> for RateLimit<S>
 where
-    S: tower::Service<ServerCall, Response = (), Error = Status>,
+    S: tower::Service<IncomingCall, Response = (), Error = Status>,
     S::Future: Send + 'static,
 {
     type Response = ();
@@ -627,7 +627,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner.poll_ready(cx)
     }
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         let ok = self
             .bucket
             .lock()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rpc_core::inproc::InProcTransport;
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    Client, MethodDesc, Mode, PayloadKind, ProstCodec, Server, ServerCall, Service, ServiceDesc,
+    Client, IncomingCall, MethodDesc, Mode, PayloadKind, ProstCodec, Server, Service, ServiceDesc,
     Status,
 };
 use tokio::sync::mpsc;
@@ -96,7 +96,7 @@ impl Service for TestService {
         &DESC
     }
 
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         let this = self.clone();
         match call.method_index() {
             0 => Box::pin(call.unary::<ProstCodec, Msg, Msg, _, _>(move |ctx, req| async move {

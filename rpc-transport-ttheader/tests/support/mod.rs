@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes};
 use rpc_core::codec::thrift::{wire, ThriftMessage};
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    CallOptions, Codec, MethodDesc, Mode, PayloadKind, ProstCodec, ServerCall, Service,
+    CallOptions, Codec, IncomingCall, MethodDesc, Mode, PayloadKind, ProstCodec, Service,
     ServiceDesc, Status, ThriftCodec,
 };
 use thrift::protocol::{
@@ -262,7 +262,7 @@ where
         <Self as Flavour>::desc()
     }
 
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         let this = self.clone();
         match call.method_index() {
             0 => Box::pin(call.unary::<C, M, M, _, _>(move |ctx, req| async move {
