@@ -15,7 +15,7 @@
 //! * **Cancel**: a client that cancels, or a deadline that passes, cancels the backend call at
 //!   once; a backend that fails ends the client's call with its status.
 //!
-//! Pingpong calls that arrive over TTHeader unary are relayed as pingpong (so a TTHeader
+//! Unary calls that arrive over TTHeader unary are relayed as unary (so a TTHeader
 //! backend gets a Thrift CALL); every other call is relayed as a bidi stream, which is exact
 //! for every mode since no wire tells the mode (see `rpc_core::generic`).
 
@@ -63,7 +63,7 @@ fn options(ctx: &ServerContext) -> CallOptions {
 }
 
 impl GenericHandler for Forward {
-    async fn ping_pong(&self, ctx: ServerContext, request: Bytes) -> Result<Bytes, Status> {
+    async fn unary(&self, ctx: ServerContext, request: Bytes) -> Result<Bytes, Status> {
         let call =
             self.client
                 .unary::<RawCodec, Bytes, Bytes>(ctx.method(), request, options(&ctx));

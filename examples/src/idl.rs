@@ -11,7 +11,7 @@ use rpc_core::{
 use crate::service::{Echo, EchoRequest, EchoResponse};
 use crate::{proto, thrift};
 
-/// How a pingpong call failed.
+/// How a unary call failed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PingPongError {
     /// The declared `EchoError{reason}` (thrift only).

@@ -10,7 +10,7 @@
 //!
 //! Hooks, on every request: `sleep_ms` waits that long first (stopping early when the call
 //! is cancelled or its deadline passes); `fail` then ends the call with exactly that message
-//! (`UNKNOWN`), or — thrift pingpong with the [`DECLARED_PREFIX`] — with the declared
+//! (`UNKNOWN`), or — thrift unary with the [`DECLARED_PREFIX`] — with the declared
 //! `EchoError{reason: fail}`. Responses already sent stay sent.
 
 use std::time::Duration;
@@ -22,7 +22,7 @@ use rpc_core::{
 
 use crate::{proto, thrift};
 
-/// A `fail` text starting with this makes thrift pingpong answer with the declared
+/// A `fail` text starting with this makes thrift unary answer with the declared
 /// `EchoError` exception instead of an application error.
 pub const DECLARED_PREFIX: &str = "declared:";
 

@@ -401,7 +401,7 @@ async fn an_unknown_method_comes_back_as_the_backends_status() {
                 let generic = GenericClient::new(client.clone(), service, payload);
                 let err = tokio::time::timeout(
                     WAIT,
-                    generic.ping_pong("Nope", Bytes::from_static(b"\0"), CallOptions::new()),
+                    generic.unary("Nope", Bytes::from_static(b"\0"), CallOptions::new()),
                 )
                 .await
                 .unwrap()
@@ -470,7 +470,7 @@ async fn generic_clients_and_handlers_work_in_every_mode_over_every_transport() 
                 .unwrap()
         };
         let res = proto
-            .ping_pong("PingPong", encode("p"), CallOptions::new())
+            .unary("PingPong", encode("p"), CallOptions::new())
             .await
             .unwrap();
         assert_eq!(decode(res.into_inner()).message, "p", "{transport}");
@@ -514,7 +514,7 @@ async fn generic_clients_and_handlers_work_in_every_mode_over_every_transport() 
             req: examples::thrift::Request::from(req("t")),
         };
         let res = thrift
-            .ping_pong(
+            .unary(
                 "PingPong",
                 encode_to_bytes::<ThriftCodec, _>(&args).unwrap(),
                 CallOptions::new(),

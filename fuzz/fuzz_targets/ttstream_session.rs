@@ -51,7 +51,7 @@ static METHODS: [MethodDesc; 3] = [
         full_service: "t.Echo",
         name: "Ping",
         path: "/t.Echo/Ping",
-        mode: Mode::PingPong,
+        mode: Mode::Unary,
         payload: PayloadKind::Protobuf,
     },
     MethodDesc {

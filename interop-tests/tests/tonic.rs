@@ -1156,7 +1156,7 @@ async fn our_client_unknown_method_against_tonic() {
             full_service: "echo.TestService",
             name: "Nope",
             path: "/echo.TestService/Nope",
-            mode: Mode::PingPong,
+            mode: Mode::Unary,
             payload: PayloadKind::Protobuf,
         },
         MethodDesc {
@@ -1165,7 +1165,7 @@ async fn our_client_unknown_method_against_tonic() {
             full_service: "echo.NoSuchService",
             name: "PingPong",
             path: "/echo.NoSuchService/PingPong",
-            mode: Mode::PingPong,
+            mode: Mode::Unary,
             payload: PayloadKind::Protobuf,
         },
     ];

@@ -20,7 +20,7 @@
 //! For each service `TestService` the generated code has:
 //!
 //! * `trait TestService` — one `fn` per method returning `impl Future + Send` (implement it
-//!   with `async fn`): pingpong `ping_pong(&self, ctx, req) -> Result<Response, Status>`
+//!   with `async fn`): unary `ping_pong(&self, ctx, req) -> Result<Response, Status>`
 //!   (`Result<Response, MethodError<TestServicePingPongException>>` when the thrift method
 //!   declares `throws`), client streaming `echo_client(&self, ctx, ClientStreamingServer<Request>) ->
 //!   Result<Response, Status>`, server streaming `echo_server(&self, ctx, req,

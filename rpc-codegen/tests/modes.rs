@@ -337,7 +337,7 @@ async fn descriptors_follow_the_idl() {
     assert_eq!(
         paths,
         [
-            ("/echo.TestService/PingPong", rpc_core::Mode::PingPong),
+            ("/echo.TestService/PingPong", rpc_core::Mode::Unary),
             ("/echo.TestService/Echo", rpc_core::Mode::Bidi),
             (
                 "/echo.TestService/EchoClient",

@@ -2,7 +2,7 @@
 //!
 //! | mode | call | handle |
 //! |---|---|---|
-//! | pingpong | [`Client::unary`] | — ([`WithMetadata`]) |
+//! | unary | [`Client::unary`] | — ([`WithMetadata`]) |
 //! | client streaming | [`Client::client_streaming`] | [`ClientStreamingClient`]: `send`, `close_and_recv` |
 //! | server streaming | [`Client::server_streaming`] | [`ServerStreamingClient`]: `recv` |
 //! | bidi | [`Client::bidi`] | [`BidiStreamingClient`]: `send`, `close_send`, `recv`, `into_split` |
@@ -119,7 +119,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Wraps every pingpong call in a tower layer that sees it whole: the request message
+    /// Wraps every unary call in a tower layer that sees it whole: the request message
     /// ([`UnaryRequest::message`]), then the response or the final status — for retries,
     /// status metrics, auth. Unary layers run outside the stream layers (each attempt opens its
     /// own stream); the first added is the outermost. See [`crate::unary`].
@@ -196,7 +196,7 @@ impl ClientBuilder {
     }
 
     /// Default recv timeout of every stream (Kitex `client.WithStreamRecvTimeoutConfig`; see
-    /// [`crate::cancel`]). Pingpong calls are not affected.
+    /// [`crate::cancel`]). Unary calls are not affected.
     pub fn recv_timeout(mut self, config: TimeoutConfig) -> Self {
         self.cancel.recv_timeout = Some(config);
         self
@@ -359,7 +359,7 @@ impl Client {
         let recv_timeout = per_call
             .recv_timeout
             .or(self.inner.cancel.recv_timeout)
-            .filter(|_| ctx.mode() != crate::context::Mode::PingPong);
+            .filter(|_| ctx.mode() != crate::context::Mode::Unary);
         let stream_deadline = stream_timeout.map(|t| Instant::now() + t);
         let observe = CallObserver::client(
             &mut ctx,
@@ -440,7 +440,7 @@ impl Client {
         )
     }
 
-    /// A pingpong call: sends `req`, returns the response with header and trailer metadata.
+    /// A unary call: sends `req`, returns the response with header and trailer metadata.
     /// Runs through the unary layers when any are registered ([`ClientBuilder::unary_layer`]).
     pub async fn unary<C, Req, Res>(
         &self,
@@ -464,7 +464,7 @@ impl Client {
         }
     }
 
-    /// A pingpong call with a ready context, without the unary layers.
+    /// A unary call with a ready context, without the unary layers.
     pub(crate) async fn unary_direct<C, Req, Res>(
         &self,
         ctx: CallContext,

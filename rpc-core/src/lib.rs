@@ -11,7 +11,7 @@
 //!   ([`transport::ClientStreamRaw`], [`transport::ServerStreamRaw`],
 //!   [`transport::ClientTransport`], [`transport::Connect`]) a transport implements, and
 //!   [`transport::ServerExt`], how its server side hands streams to a [`Server`].
-//! * [`client`] / [`server`] — typed handles for pingpong, client streaming, server streaming
+//! * [`client`] / [`server`] — typed handles for unary, client streaming, server streaming
 //!   and bidi, with the semantics of DESIGN §3 (EOF as `Ok(None)`, idempotent `close_send`,
 //!   cancel by drop, deadlines over the whole stream).
 //! * [`middleware`] — send/recv chains on every message; call middleware are tower layers.
@@ -50,7 +50,7 @@
 //!
 //! static METHODS: [MethodDesc; 1] = [MethodDesc {
 //!     package: "demo", service: "Upper", full_service: "demo.Upper", name: "Call",
-//!     path: "/demo.Upper/Call", mode: Mode::PingPong, payload: PayloadKind::Protobuf,
+//!     path: "/demo.Upper/Call", mode: Mode::Unary, payload: PayloadKind::Protobuf,
 //! }];
 //! static DESC: ServiceDesc = ServiceDesc {
 //!     package: "demo", name: "Upper", full_name: "demo.Upper", methods: &METHODS,

@@ -1,6 +1,6 @@
 //! Per-message send and recv middleware (DESIGN §4).
 //!
-//! Call middleware (once per pingpong call or stream open) are plain `tower::Layer`s, added with
+//! Call middleware (once per unary call or stream open) are plain `tower::Layer`s, added with
 //! `ClientBuilder::layer` and `ServerBuilder::layer`. This module holds the per-message kind,
 //! which no tower stack can express: chains that run on **every** message of a stream, on both
 //! sides.

@@ -5,7 +5,7 @@
 //! [`ServerExt::dispatch`]. The server routes by service and method, builds the [`ServerContext`],
 //! runs call middleware (tower layers, once per stream) and the handler, and finishes the stream
 //! with the handler's outcome. The handler is polled once in the dispatching task: one that
-//! completes at once (a pingpong handler that awaits nothing) costs no task; one that waits
+//! completes at once (a unary handler that awaits nothing) costs no task; one that waits
 //! continues in a task of its own:
 //!
 //! * `Ok` → trailer with OK status and the trailer metadata the handler set;
@@ -24,7 +24,7 @@
 //! the header arrived) therefore never deadlocks against a handler that reads first. Header
 //! metadata set before the first `recv` goes with it. A handler that wants to set header
 //! metadata from what it reads calls [`ServerContext::hold_header`] before its first `recv`;
-//! its header then goes with the first message or the end, as for the other modes. (Pingpong
+//! its header then goes with the first message or the end, as for the other modes. (Unary
 //! and server-streaming handlers get their request before they run, so they never wait for
 //! one.) This is core logic: every transport sees the same `send_header` call.
 
@@ -484,7 +484,7 @@ impl Server {
         self.inner.active.fetch_add(1, Ordering::AcqRel);
         let guard = ActiveGuard(self.inner.clone());
         // First poll here, in the transport's task: a handler that completes at once (a
-        // pingpong handler that does not wait for anything) finishes its stream now, without a
+        // unary handler that does not wait for anything) finishes its stream now, without a
         // task of its own. Only one that is still pending is spawned; the spawned task polls it
         // again with its own waker (the wakers registered by this first poll are dropped, which
         // the `Future` contract allows: the latest poll's waker is the one that counts). The
@@ -551,7 +551,7 @@ impl ServerExt for Server {
 }
 
 /// Ends the stream with the handler's outcome, unless a handler that returned `Ok` already
-/// ended it (a pingpong reply finishes the stream as it is sent: no second OK status is built).
+/// ended it (a unary reply finishes the stream as it is sent: no second OK status is built).
 fn finish_outcome(
     shared: &ServerShared,
     outcome: Result<Result<(), Status>, Box<dyn std::any::Any + Send>>,
@@ -1045,7 +1045,7 @@ impl IncomingCall {
         }
     }
 
-    /// Runs a pingpong handler: receives the request, calls `f`, sends its response.
+    /// Runs a unary handler: receives the request, calls `f`, sends its response.
     pub async fn unary<C, Req, Res, F, Fut>(self, f: F) -> Result<(), Status>
     where
         C: Codec<Req> + Codec<Res>,

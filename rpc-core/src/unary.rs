@@ -1,4 +1,4 @@
-//! The typed unary call layer: tower layers that see a pingpong call whole — the request
+//! The typed unary call layer: tower layers that see a unary call whole — the request
 //! message going in, the response message or the final status coming out — so retries,
 //! per-status metrics, hedging, caching or auth can be written once for every method.
 //!
@@ -43,7 +43,7 @@ pub(crate) type Invoke = fn(UnaryRequest) -> BoxFuture<'static, Result<UnaryResp
 /// client's [`Invoke`] does.
 pub(crate) type Origin = Arc<dyn Any + Send + Sync>;
 
-/// One pingpong call on its way through unary layers.
+/// One unary call on its way through unary layers.
 pub struct UnaryRequest {
     ctx: CallContext,
     message: Box<dyn RequestMessage>,

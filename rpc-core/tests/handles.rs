@@ -136,7 +136,7 @@ mod who {
         full_service: "demo.Who",
         name: "Am",
         path: "/demo.Who/Am",
-        mode: Mode::PingPong,
+        mode: Mode::Unary,
         payload: PayloadKind::Protobuf,
     }];
     static DESC: ServiceDesc = ServiceDesc {

@@ -17,7 +17,7 @@ static BACK_METHODS: [MethodDesc; 1] = [MethodDesc {
     full_service: "t.Back",
     name: "Call",
     path: "/t.Back/Call",
-    mode: Mode::PingPong,
+    mode: Mode::Unary,
     payload: PayloadKind::Protobuf,
 }];
 static BACK: ServiceDesc = ServiceDesc {
@@ -32,7 +32,7 @@ static FRONT_METHODS: [MethodDesc; 1] = [MethodDesc {
     full_service: "t.Front",
     name: "Call",
     path: "/t.Front/Call",
-    mode: Mode::PingPong,
+    mode: Mode::Unary,
     payload: PayloadKind::Protobuf,
 }];
 static FRONT: ServiceDesc = ServiceDesc {

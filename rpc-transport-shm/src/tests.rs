@@ -52,7 +52,7 @@ macro_rules! method {
     };
 }
 
-static METHODS: [MethodDesc; 2] = [method!("Echo", PingPong), method!("Chat", Bidi)];
+static METHODS: [MethodDesc; 2] = [method!("Echo", Unary), method!("Chat", Bidi)];
 static ECHO: &MethodDesc = &METHODS[0];
 static CHAT: &MethodDesc = &METHODS[1];
 static DESC: ServiceDesc = ServiceDesc {
@@ -126,7 +126,7 @@ fn blob(len: usize, seed: u8) -> Bytes {
         .into()
 }
 
-async fn pingpong(c: &Client, m: Bytes) -> Result<Bytes, Status> {
+async fn unary(c: &Client, m: Bytes) -> Result<Bytes, Status> {
     c.unary::<Raw, Bytes, Bytes>(ECHO, m, CallOptions::new())
         .await
         .map(|r| r.into_inner())
@@ -144,13 +144,13 @@ async fn frames_larger_than_the_arena_go_over_the_socket_for_that_frame_only() {
     let stats = shm.stats().clone();
     let c = Client::new(shm);
     let big = blob(1 << 20, 1);
-    assert_eq!(within(pingpong(&c, big.clone())).await.unwrap(), big);
+    assert_eq!(within(unary(&c, big.clone())).await.unwrap(), big);
     assert_eq!(stats.fallback_messages(), 1, "the request");
     assert_eq!(server_stats.fallback_messages(), 1, "the reply");
     // The session keeps carrying frames in shared memory (no breaker).
     let small = blob(20_000, 2);
     for _ in 0..10 {
-        assert_eq!(within(pingpong(&c, small.clone())).await.unwrap(), small);
+        assert_eq!(within(unary(&c, small.clone())).await.unwrap(), small);
     }
     assert_eq!(stats.fallback_messages(), 1);
     assert_eq!(stats.live_sessions(), 1);
@@ -300,7 +300,7 @@ async fn a_peer_writing_garbage_loses_its_session_and_others_are_served() {
     let (_running, p) = serve(protocol).await;
     let good = Client::new(ShmClient::builder(&p).pool_size(1).build());
     let m = blob(3000, 9);
-    assert_eq!(within(pingpong(&good, m.clone())).await.unwrap(), m);
+    assert_eq!(within(unary(&good, m.clone())).await.unwrap(), m);
     for g in [
         Garbage::Kind,
         Garbage::Offset,
@@ -313,11 +313,7 @@ async fn a_peer_writing_garbage_loses_its_session_and_others_are_served() {
         let mut b = [0u8; 16];
         let n = within(s.read(&mut b)).await;
         assert!(matches!(n, Ok(0) | Err(_)), "{g:?}: {n:?}");
-        assert_eq!(
-            within(pingpong(&good, m.clone())).await.unwrap(),
-            m,
-            "{g:?}"
-        );
+        assert_eq!(within(unary(&good, m.clone())).await.unwrap(), m, "{g:?}");
     }
     eventually("only the good client's session is left", || {
         server_stats.live_sessions() == 1
@@ -364,7 +360,7 @@ async fn a_dead_peer_ends_every_stream_with_unavailable_promptly_and_reconnects(
     let m = blob(50, 4);
     let t0 = std::time::Instant::now();
     loop {
-        match pingpong(&c, m.clone()).await {
+        match unary(&c, m.clone()).await {
             Ok(got) => {
                 assert_eq!(got, m);
                 break;
@@ -389,17 +385,17 @@ async fn the_server_refuses_sessions_beyond_its_region_budget() {
     let (_running, p) = serve(protocol.clone()).await;
     let first = Client::new(ShmClient::builder(&p).sizes(small).pool_size(1).build());
     let m = blob(100, 1);
-    assert_eq!(within(pingpong(&first, m.clone())).await.unwrap(), m);
+    assert_eq!(within(unary(&first, m.clone())).await.unwrap(), m);
     assert_eq!(protocol.region_bytes(), one);
     let second = Client::new(ShmClient::builder(&p).sizes(small).pool_size(1).build());
-    let e = within(pingpong(&second, m.clone())).await.unwrap_err();
+    let e = within(unary(&second, m.clone())).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e}");
     assert!(e.message().contains("no shared memory left"), "{e}");
     drop(first);
     eventually("budget returned", || protocol.region_bytes() == 0).await;
     let t0 = std::time::Instant::now();
     loop {
-        match pingpong(&second, m.clone()).await {
+        match unary(&second, m.clone()).await {
             Ok(got) => break assert_eq!(got, m),
             Err(e) => {
                 assert_eq!(e.code(), Code::Unavailable, "{e}");

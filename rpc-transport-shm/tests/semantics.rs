@@ -147,7 +147,7 @@ static MISSING: [MethodDesc; 2] = [
         full_service: "test.Ghost",
         name: "Echo",
         path: "/test.Ghost/Echo",
-        mode: rpc_core::Mode::PingPong,
+        mode: rpc_core::Mode::Unary,
         payload: rpc_core::PayloadKind::Thrift,
     },
 ];

@@ -157,7 +157,7 @@ pub mod collisions {
             full_service: "collisions.Service",
             name: "Call",
             path: "/collisions.Service/Call",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Protobuf,
         },
         ::rpc_core::codegen::MethodDesc {
@@ -199,7 +199,7 @@ pub mod collisions {
     ///
     /// Implement it and host it with [`ServiceServer`]; call it with [`ServiceClient`].
     pub trait Service: ::core::marker::Send + ::core::marker::Sync + 'static {
-        /// `Call` (pingpong).
+        /// `Call` (unary).
         fn call(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -372,7 +372,7 @@ pub mod collisions {
         pub fn inner(&self) -> &::rpc_core::codegen::Client {
             &self.inner
         }
-        /// Calls `Call` (pingpong).
+        /// Calls `Call` (unary).
         pub async fn call(
             &self,
             request: Client,

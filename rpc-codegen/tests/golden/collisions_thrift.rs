@@ -3894,7 +3894,7 @@ pub mod collisions {
             full_service: "collisions.Service",
             name: "Call",
             path: "/collisions.Service/Call",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Thrift,
         },
         ::rpc_core::codegen::MethodDesc {
@@ -3903,7 +3903,7 @@ pub mod collisions {
             full_service: "collisions.Service",
             name: "Check",
             path: "/collisions.Service/Check",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Thrift,
         },
         ::rpc_core::codegen::MethodDesc {
@@ -3912,7 +3912,7 @@ pub mod collisions {
             full_service: "collisions.Service",
             name: "Fire",
             path: "/collisions.Service/Fire",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Thrift,
         },
         ::rpc_core::codegen::MethodDesc {
@@ -3948,7 +3948,7 @@ pub mod collisions {
             full_service: "collisions.Service",
             name: "Pick",
             path: "/collisions.Service/Pick",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Thrift,
         },
     ];
@@ -3963,7 +3963,7 @@ pub mod collisions {
     ///
     /// Implement it and host it with [`ServiceServer`]; call it with [`ServiceClient`].
     pub trait Service: ::core::marker::Send + ::core::marker::Sync + 'static {
-        /// `Call` (pingpong).
+        /// `Call` (unary).
         fn call(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -3976,7 +3976,7 @@ pub mod collisions {
                 ::rpc_core::codegen::MethodError<ServiceCallException>,
             >,
         > + ::core::marker::Send;
-        /// `Check` (pingpong).
+        /// `Check` (unary).
         fn check(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -3985,7 +3985,7 @@ pub mod collisions {
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<Result, ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
-        /// `Fire` (pingpong).
+        /// `Fire` (unary).
         fn fire(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -4018,7 +4018,7 @@ pub mod collisions {
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
-        /// `Pick` (pingpong).
+        /// `Pick` (unary).
         fn pick(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -4250,7 +4250,7 @@ pub mod collisions {
         pub fn inner(&self) -> &::rpc_core::codegen::Client {
             &self.inner
         }
-        /// Calls `Call` (pingpong).
+        /// Calls `Call` (unary).
         pub async fn call(
             &self,
             request: Request,
@@ -4317,7 +4317,7 @@ pub mod collisions {
                 ),
             )
         }
-        /// Calls `Check` (pingpong).
+        /// Calls `Check` (unary).
         pub async fn check(
             &self,
             ctx_: T,
@@ -4364,7 +4364,7 @@ pub mod collisions {
                 ),
             )
         }
-        /// Calls `Fire` (pingpong).
+        /// Calls `Fire` (unary).
         pub async fn fire(
             &self,
             stream_: Box,
@@ -4472,7 +4472,7 @@ pub mod collisions {
                 >(&SERVICE_METHODS[5], b, options)
                 .await
         }
-        /// Calls `Pick` (pingpong).
+        /// Calls `Pick` (unary).
         pub async fn pick(
             &self,
             e: Either,

@@ -693,7 +693,7 @@ pub mod echo {
             full_service: "echo.TestService",
             name: "PingPong",
             path: "/echo.TestService/PingPong",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Thrift,
         },
         ::rpc_core::codegen::MethodDesc {
@@ -735,7 +735,7 @@ pub mod echo {
     ///
     /// Implement it and host it with [`TestServiceServer`]; call it with [`TestServiceClient`].
     pub trait TestService: ::core::marker::Send + ::core::marker::Sync + 'static {
-        /// `PingPong` (pingpong).
+        /// `PingPong` (unary).
         fn ping_pong(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -931,7 +931,7 @@ pub mod echo {
         pub fn inner(&self) -> &::rpc_core::codegen::Client {
             &self.inner
         }
-        /// Calls `PingPong` (pingpong).
+        /// Calls `PingPong` (unary).
         pub async fn ping_pong(
             &self,
             req: Request,

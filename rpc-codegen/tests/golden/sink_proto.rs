@@ -192,7 +192,7 @@ pub mod acme {
                 full_service: "acme.sink.Sink",
                 name: "Get",
                 path: "/acme.sink.Sink/Get",
-                mode: ::rpc_core::codegen::Mode::PingPong,
+                mode: ::rpc_core::codegen::Mode::Unary,
                 payload: ::rpc_core::codegen::PayloadKind::Protobuf,
             },
             ::rpc_core::codegen::MethodDesc {
@@ -233,7 +233,7 @@ pub mod acme {
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
-            /// `Get` (pingpong).
+            /// `Get` (unary).
             fn get(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
@@ -441,7 +441,7 @@ pub mod acme {
                     >(&SINK_METHODS[1], options)
                     .await
             }
-            /// Calls `Get` (pingpong).
+            /// Calls `Get` (unary).
             pub async fn get(
                 &self,
                 request: super::common::Page,

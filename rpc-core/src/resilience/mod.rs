@@ -1,7 +1,7 @@
 //! Resilience layers, usable on every transport.
 //!
 //! Client, over the typed unary layer ([`ClientBuilder::unary_layer`](crate::ClientBuilder::unary_layer)),
-//! so they see a pingpong call whole:
+//! so they see a unary call whole:
 //!
 //! * [`TimeoutLayer`] — a per-call timeout (per method if wanted). It tightens the call's
 //!   deadline, so it covers every retry attempt and reaches the server with the request.
@@ -21,7 +21,7 @@
 //! Recommended order (first added = outermost): timeout, retry, circuit breaker — the timeout
 //! bounds the whole call, each attempt passes the breaker.
 //!
-//! Streams are never retried: unary layers see only pingpong calls, and the balancer retries
+//! Streams are never retried: unary layers see only unary calls, and the balancer retries
 //! an open on another instance only when the open itself failed, before any message was sent.
 //!
 //! Server, over call middleware ([`ServerBuilder::layer`](crate::ServerBuilder::layer)):
@@ -116,7 +116,7 @@ where
 // ---------------------------------------------------------------------------------------------
 // Timeout
 
-/// A per-call timeout for pingpong calls: the call's deadline becomes at most now + timeout
+/// A per-call timeout for unary calls: the call's deadline becomes at most now + timeout
 /// (a per-method timeout overrides the default). The core enforces the deadline (the stream is
 /// reset, the call fails `DEADLINE_EXCEEDED`) and transports send it to the server.
 #[derive(Debug, Clone)]
@@ -294,7 +294,7 @@ impl RetryPolicy {
     }
 }
 
-/// Retries pingpong calls by a [`RetryPolicy`]. See the [module docs](self).
+/// Retries unary calls by a [`RetryPolicy`]. See the [module docs](self).
 #[derive(Debug, Clone, Default)]
 pub struct RetryLayer {
     policy: RetryPolicy,
@@ -392,7 +392,7 @@ pub fn is_breaker_failure(status: &Status) -> bool {
     )
 }
 
-/// A circuit breaker per method (by gRPC path) over pingpong calls.
+/// A circuit breaker per method (by gRPC path) over unary calls.
 #[derive(Clone, Debug, Default)]
 pub struct CircuitBreakerLayer {
     cfg: BreakerConfig,

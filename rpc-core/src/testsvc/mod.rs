@@ -20,7 +20,7 @@ pub(crate) static METHODS: [MethodDesc; 2] = [
         full_service: "t.Named",
         name: "Call",
         path: "/t.Named/Call",
-        mode: Mode::PingPong,
+        mode: Mode::Unary,
         payload: PayloadKind::Protobuf,
     },
     MethodDesc {

@@ -42,7 +42,7 @@ macro_rules! method {
 }
 
 pub static METHODS: [MethodDesc; 4] = [
-    method!("Echo", PingPong),
+    method!("Echo", Unary),
     method!("Sum", ClientStreaming),
     method!("Count", ServerStreaming),
     method!("Chat", Bidi),
@@ -58,7 +58,7 @@ pub static UNKNOWN: MethodDesc = MethodDesc {
     full_service: "test.Nope",
     name: "Echo",
     path: "/test.Nope/Echo",
-    mode: Mode::PingPong,
+    mode: Mode::Unary,
     payload: PayloadKind::Protobuf,
 };
 

@@ -156,7 +156,7 @@ pub fn msg<M: TestMsg>(text: &str, n: i64) -> M {
 macro_rules! methods {
     ($svc:literal, $payload:ident) => {
         [
-            method!($svc, "Echo", PingPong, $payload),
+            method!($svc, "Echo", Unary, $payload),
             method!($svc, "Sum", ClientStreaming, $payload),
             method!($svc, "Count", ServerStreaming, $payload),
             method!($svc, "Chat", Bidi, $payload),
@@ -476,7 +476,7 @@ where
     C: Codec<M>,
     M: TestMsg,
 {
-    // pingpong, with metadata both ways
+    // unary, with metadata both ways
     let res = within(client.unary::<C, M, M>(
         &methods[0],
         msg("hi", 7),
