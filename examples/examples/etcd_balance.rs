@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rpc_core::balance::{Balanced, Policy};
 use rpc_core::discovery::{Instance, Registered, Resolver};
-use rpc_core::resilience::{RetryLayer, RetryPolicy, TimeoutLayer};
+use rpc_core::resilience::{RetryLayer, RetryPolicy};
 use rpc_core::{serve::Listener, Client, Server, ServerContext, Status};
 use rpc_registry_etcd::EtcdRegistry;
 use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol};
@@ -57,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let retry = RetryPolicy::default().idempotent(["/hello.Greeter/SayHello"]);
     let client = GreeterClient::new(
         Client::builder(balanced.clone())
-            .unary_layer(TimeoutLayer::new(Duration::from_secs(1))) // whole call, all attempts
+            .timeout(Duration::from_secs(1)) // the deadline: whole call, every attempt
             .unary_layer(RetryLayer::new(retry)) // UNAVAILABLE: if unsent, or idempotent
             .build(),
     );

@@ -10,7 +10,7 @@
 //! Dropping a handle before its stream ended, calling `cancel()`, or passing the deadline resets
 //! the stream; the server observes it within milliseconds. The deadline covers the whole stream.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -88,6 +88,7 @@ pub struct ClientBuilder {
     middleware: MessageMiddleware,
     observers: Vec<Arc<dyn StreamObserver>>,
     timeout: Option<Duration>,
+    method_timeouts: HashMap<String, Duration>,
     metadata: Metadata,
     cancel: ClientCancel,
 }
@@ -101,8 +102,17 @@ struct ClientCancel {
 }
 
 impl ClientBuilder {
-    /// Wraps stream opening in a tower layer (call middleware: auth, tracing, metrics, timeouts).
+    /// Wraps stream opening in a tower layer (call middleware: auth, tracing, metrics, routing).
     /// Layers run once per call or stream open; the first added is the outermost.
+    ///
+    /// A layer sees the open, not the call: a layer that times out its own future (tower's
+    /// `timeout`, which also returns a `BoxError` rather than a [`Status`]) would bound only the
+    /// connect and the stream's opening. Timeouts that bound the whole call or stream, in
+    /// every mode, are [`timeout`](Self::timeout), [`method_timeout`](Self::method_timeout)
+    /// and [`CallOptions::timeout`] (the deadline, sent to the server) and
+    /// [`stream_timeout`](Self::stream_timeout) (this client's own limit); a layer may also
+    /// tighten the deadline with [`CallContext::set_deadline`], which then bounds the whole
+    /// call.
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<OpenService> + Send + 'static,
@@ -174,9 +184,22 @@ impl ClientBuilder {
         self
     }
 
-    /// Default timeout of every call (none by default: calls may run forever).
+    /// Default timeout of every call (none by default: calls may run forever): the call's
+    /// deadline, which bounds the whole call or stream in every mode — opening (connecting)
+    /// included, every retry attempt of a unary call included — and is sent to the server.
+    /// [`method_timeout`](Self::method_timeout) overrides it for one method,
+    /// [`CallOptions::timeout`] for one call.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Default timeout of every call of the method with gRPC path `path`
+    /// (`/pkg.Service/Method`, [`MethodDesc::path`]), in any mode: as
+    /// [`timeout`](Self::timeout), which it overrides for that method;
+    /// [`CallOptions::timeout`] overrides both.
+    pub fn method_timeout(mut self, path: impl Into<String>, timeout: Duration) -> Self {
+        self.method_timeouts.insert(path.into(), timeout);
         self
     }
 
@@ -240,6 +263,7 @@ impl ClientBuilder {
                 middleware: self.middleware,
                 observers: self.observers.into(),
                 timeout: self.timeout,
+                method_timeouts: self.method_timeouts,
                 metadata: self.metadata,
                 cancel: self.cancel,
             }),
@@ -254,6 +278,7 @@ struct ClientInner {
     middleware: MessageMiddleware,
     observers: Observers,
     timeout: Option<Duration>,
+    method_timeouts: HashMap<String, Duration>,
     metadata: Metadata,
     cancel: ClientCancel,
 }
@@ -294,6 +319,7 @@ impl Client {
             middleware: MessageMiddleware::default(),
             observers: Vec::new(),
             timeout: None,
+            method_timeouts: HashMap::new(),
             metadata: Metadata::new(),
             cancel: ClientCancel::default(),
         }
@@ -305,6 +331,7 @@ impl Client {
         metadata.extend(opts.metadata);
         let deadline = opts
             .timeout
+            .or_else(|| self.inner.method_timeouts.get(method.path).copied())
             .or(self.inner.timeout)
             .map(|t| Instant::now() + t);
         let mut ctx = CallContext::new(method)

@@ -35,7 +35,7 @@
 //! | `net` | `net`: the socket every socket transport connects and serves with (TCP, Unix, keepalive); `serve`: one `serve::Listener` runs any set of protocols (TTHeader, gRPC, ...) with connection limits and graceful shutdown | socket2 |
 //! | `tls` | `net::tls`: TLS and mTLS for every `net` client and listener | rustls, webpki |
 //! | `discovery` | `discovery`: resolvers (static, DNS; etcd in `rpc-registry-etcd`) and registrars | nothing |
-//! | `resilience` | `resilience`: timeout, retry (budgeted, idempotency-aware), circuit breaker, server load shedding | tower's `retry` |
+//! | `resilience` | `resilience`: retry (budgeted, idempotency-aware), circuit breaker, server load shedding (timeouts are the call deadline, in the core) | tower's `retry` |
 //! | `balance` | `balance`: a transport that picks an instance per call or stream (round robin, power of two choices, consistent hashing) and ejects failing ones | `discovery`, `resilience` |
 //! | `metrics` | per-call metrics in [`observe`] through the `metrics` facade | metrics |
 //!
