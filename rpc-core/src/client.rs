@@ -1100,7 +1100,7 @@ where
         let res = Client { inner }
             .unary_direct::<C, Req, Res>(ctx, *message)
             .await?;
-        Ok(res.map(|m| Box::new(m) as crate::unary::AnyMessage))
+        Ok(res.map(|m| Box::new(m) as Box<crate::middleware::AnyMessage>))
     })
 }
 

@@ -268,3 +268,82 @@ async fn tower_layers_wrap_calls_in_registration_order_and_can_reject() {
     assert!(h.events.try_recv().is_err());
     h.assert_no_leaks().await;
 }
+
+/// Records the size `next` reports, per direction, in both chains.
+struct Sizes {
+    tag: &'static str,
+    log: Arc<Mutex<Vec<(String, Option<usize>)>>>,
+}
+
+impl rpc_core::SendMiddleware for Sizes {
+    fn on_send<'a>(
+        &'a self,
+        ctx: &'a CallContext,
+        msg: &'a mut AnyMessage,
+        next: rpc_core::middleware::SendNext<'a>,
+    ) -> BoxFuture<'a, Result<Option<usize>, Status>> {
+        Box::pin(async move {
+            let size = next.run(ctx, msg).await?;
+            let tag = format!("{}-send", self.tag);
+            self.log.lock().unwrap().push((tag, size));
+            Ok(size)
+        })
+    }
+}
+
+impl rpc_core::RecvMiddleware for Sizes {
+    fn on_recv<'a>(
+        &'a self,
+        ctx: &'a CallContext,
+        next: rpc_core::middleware::RecvNext<'a>,
+    ) -> BoxFuture<'a, Result<Option<rpc_core::middleware::Received>, Status>> {
+        Box::pin(async move {
+            let got = next.run(ctx).await?;
+            if let Some(r) = &got {
+                assert!(r.message.downcast_ref::<Msg>().is_some());
+                let tag = format!("{}-recv", self.tag);
+                self.log.lock().unwrap().push((tag, Some(r.encoded_len)));
+            }
+            Ok(got)
+        })
+    }
+}
+
+#[tokio::test]
+async fn send_and_recv_middleware_see_the_encoded_size_on_both_sides() {
+    let log: Arc<Mutex<Vec<(String, Option<usize>)>>> = Arc::default();
+    let sizes = |tag| Sizes {
+        tag,
+        log: log.clone(),
+    };
+    let mut h = harness_with(
+        |s| {
+            s.recv_middleware(sizes("server"))
+                .send_middleware(sizes("server"))
+        },
+        |c| {
+            c.send_middleware(sizes("client"))
+                .recv_middleware(sizes("client"))
+        },
+        rpc_core::inproc::DEFAULT_STREAM_BUFFER,
+    );
+    let mut call = within(
+        h.client
+            .bidi::<ProstCodec, Msg, Msg>(CHAT, CallOptions::new()),
+    )
+    .await
+    .unwrap();
+    let sent = msg("a message of some size", 123_456);
+    let len = prost::Message::encoded_len(&sent);
+    within(call.send(sent.clone())).await.unwrap();
+    assert!(matches!(h.event().await, Event::Got(m) if m == sent));
+    assert_eq!(within(call.recv()).await.unwrap(), Some(sent));
+    call.close_send().unwrap();
+    assert_eq!(within(call.recv()).await.unwrap(), None);
+    // The order of a send's entry and the peer's recv entry is a race: compare sorted.
+    let mut log = log.lock().unwrap().clone();
+    log.sort();
+    let expect = ["client-recv", "client-send", "server-recv", "server-send"]
+        .map(|t| (t.to_owned(), Some(len)));
+    assert_eq!(log, expect);
+}
