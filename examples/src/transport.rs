@@ -78,7 +78,9 @@ impl Transport {
                     .map_err(io)?
                     .start();
                 drop(running);
-                Ok(Client::builder(rpc_transport_shm::ShmClient::new(path)))
+                Ok(Client::builder(rpc_transport_shm::ShmClient::new(
+                    Address::Shm(path),
+                )))
             }
             _ => {
                 let addr = if matches!(self, Transport::TtHeaderTcp | Transport::GrpcTcp) {

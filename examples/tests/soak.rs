@@ -561,7 +561,7 @@ async fn soak(length: Duration) {
         Target {
             name: "stable shm",
             stable: true,
-            client: Client::new(ShmClient::new(temp_path("stable"))),
+            client: Client::new(ShmClient::new(rpc_core::Address::shm(temp_path("stable")))),
         },
         Target {
             name: "reset ttheader/tcp",
@@ -586,7 +586,7 @@ async fn soak(length: Duration) {
         Target {
             name: "churn shm",
             stable: false,
-            client: Client::new(ShmClient::new(&churn_shm)),
+            client: Client::new(ShmClient::new(rpc_core::Address::shm(&churn_shm))),
         },
     ]);
 

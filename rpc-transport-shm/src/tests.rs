@@ -137,7 +137,7 @@ async fn frames_larger_than_the_arena_go_over_the_socket_for_that_frame_only() {
     let protocol = ShmProtocol::default();
     let server_stats = protocol.stats().clone();
     let (_running, p) = serve(protocol).await;
-    let shm = ShmClient::builder(&p)
+    let shm = ShmClient::builder(rpc_core::Address::shm(&p))
         .arena_bytes(64 * 1024)
         .pool_size(1)
         .build();
@@ -159,7 +159,7 @@ async fn frames_larger_than_the_arena_go_over_the_socket_for_that_frame_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_ring_and_arena_make_senders_wait_and_nothing_is_lost() {
     let (_running, p) = serve(ShmProtocol::default()).await;
-    let shm = ShmClient::builder(&p)
+    let shm = ShmClient::builder(rpc_core::Address::shm(&p))
         .sizes(Sizes {
             ring_slots: 8,
             arena_bytes: 64 * 1024,
@@ -203,7 +203,9 @@ async fn arena_usage_returns_to_zero_and_counters_move() {
     let protocol = ShmProtocol::default();
     let server_stats = protocol.stats().clone();
     let (_running, p) = serve(protocol).await;
-    let shm = ShmClient::builder(&p).pool_size(1).build();
+    let shm = ShmClient::builder(rpc_core::Address::shm(&p))
+        .pool_size(1)
+        .build();
     let stats = shm.stats().clone();
     let c = Client::new(shm.clone());
     let m = blob(100_000, 3);
@@ -298,7 +300,11 @@ async fn a_peer_writing_garbage_loses_its_session_and_others_are_served() {
     let protocol = ShmProtocol::default();
     let server_stats = protocol.stats().clone();
     let (_running, p) = serve(protocol).await;
-    let good = Client::new(ShmClient::builder(&p).pool_size(1).build());
+    let good = Client::new(
+        ShmClient::builder(rpc_core::Address::shm(&p))
+            .pool_size(1)
+            .build(),
+    );
     let m = blob(3000, 9);
     assert_eq!(within(unary(&good, m.clone())).await.unwrap(), m);
     for g in [
@@ -325,7 +331,9 @@ async fn a_peer_writing_garbage_loses_its_session_and_others_are_served() {
 async fn a_dead_peer_ends_every_stream_with_unavailable_promptly_and_reconnects() {
     let protocol = ShmProtocol::default();
     let (running, p) = serve(protocol).await;
-    let shm = ShmClient::builder(&p).pool_size(1).build();
+    let shm = ShmClient::builder(rpc_core::Address::shm(&p))
+        .pool_size(1)
+        .build();
     let c = Client::new(shm);
     let mut calls = Vec::new();
     for _ in 0..10 {
@@ -383,11 +391,21 @@ async fn the_server_refuses_sessions_beyond_its_region_budget() {
     let one = one.div_ceil(crate::mem::PAGE) * crate::mem::PAGE + small.arena_bytes;
     let protocol = ShmProtocol::default().max_region_bytes(one);
     let (_running, p) = serve(protocol.clone()).await;
-    let first = Client::new(ShmClient::builder(&p).sizes(small).pool_size(1).build());
+    let first = Client::new(
+        ShmClient::builder(rpc_core::Address::shm(&p))
+            .sizes(small)
+            .pool_size(1)
+            .build(),
+    );
     let m = blob(100, 1);
     assert_eq!(within(unary(&first, m.clone())).await.unwrap(), m);
     assert_eq!(protocol.region_bytes(), one);
-    let second = Client::new(ShmClient::builder(&p).sizes(small).pool_size(1).build());
+    let second = Client::new(
+        ShmClient::builder(rpc_core::Address::shm(&p))
+            .sizes(small)
+            .pool_size(1)
+            .build(),
+    );
     let e = within(unary(&second, m.clone())).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e}");
     assert!(e.message().contains("no shared memory left"), "{e}");
@@ -437,7 +455,11 @@ async fn frames_in_the_ring_when_the_peer_closes_are_delivered_before_the_loss()
     use rpc_transport_ttheader::proto::{StreamFrame, StreamProtocol};
     let p = path();
     let listener = tokio::net::UnixListener::bind(&p).unwrap();
-    let c = Client::new(ShmClient::builder(&p).pool_size(1).build());
+    let c = Client::new(
+        ShmClient::builder(rpc_core::Address::shm(&p))
+            .pool_size(1)
+            .build(),
+    );
     let (call, peer) = tokio::join!(
         async { c.bidi::<Raw, Bytes, Bytes>(CHAT, CallOptions::new()).await },
         fake_server(&listener)

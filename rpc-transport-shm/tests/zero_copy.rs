@@ -101,7 +101,9 @@ async fn a_1mib_message_is_not_copied_on_send_or_receive() {
         .await
         .unwrap()
         .start();
-    let shm = ShmClient::builder(&path).pool_size(1).build();
+    let shm = ShmClient::builder(rpc_core::Address::shm(&path))
+        .pool_size(1)
+        .build();
     let stats = shm.stats().clone();
     let client = Client::new(shm);
     let mut call = client

@@ -360,7 +360,7 @@ async fn ours_client(
     secs: Duration,
     server_pid: &str,
 ) -> (f64, f64, f64, f64) {
-    let shm = rpc_transport_shm::ShmClient::builder(path)
+    let shm = rpc_transport_shm::ShmClient::builder(rpc_core::Address::shm(path))
         .pool_size(1)
         .build();
     let stats = shm.stats().clone();

@@ -134,12 +134,12 @@ async fn main() -> ExitCode {
     let Some(url) = url else { return usage() };
     // A tcp:// host name is resolved at each connect; failures show up as UNAVAILABLE calls.
     // shm:///path: the shared-memory transport (Linux), set up through that control socket.
-    if let Address::Shm(path) = &url {
+    if let Address::Shm(_) = &url {
         if tls_ca.is_some() || protocol != "ttheader" {
             eprintln!("echo-client: shm:// carries TTHeader Streaming frames, without TLS");
             return ExitCode::from(2);
         }
-        let client = Client::new(rpc_transport_shm::ShmClient::new(path.clone()));
+        let client = Client::new(rpc_transport_shm::ShmClient::new(url.clone()));
         return finish(match idl.as_str() {
             "thrift" => run::<Thrift>(client, &modes).await,
             "proto" => run::<Proto>(client, &modes).await,
