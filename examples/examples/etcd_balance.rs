@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rpc_core::balance::{Balanced, Policy};
-use rpc_core::discovery::{Instance, Registered, Resolver};
+use rpc_core::discovery::{InstanceMeta, Registered, Resolver};
 use rpc_core::resilience::{RetryLayer, RetryPolicy};
 use rpc_core::{serve::Listener, Client, Server, ServerContext, Status};
 use rpc_registry_etcd::EtcdRegistry;
@@ -45,10 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .bind("tcp://127.0.0.1:0".parse()?) // the real port is registered
             .await?
             .start();
-        let template = Instance::new(running.local_addrs()[0].clone()).with_weight(10);
-        let registered = Registered::register(running, &registry, &service, None, template)
+        let meta = InstanceMeta::new().with_weight(10); // weight and tags; no address
+        let registered = Registered::register(running, &registry, &service, None, meta)
             .await
-            .map_err(|(_, e)| e)?; // registers what `running` bound, with the template's weight
+            .map_err(|(_, e)| e)?; // registers what `running` bound, with that weight
         servers.push(registered);
     }
 

@@ -287,14 +287,13 @@ async fn main() -> ExitCode {
     };
     if let Some((endpoint, service)) = reg.target {
         let registry = rpc_registry_etcd::EtcdRegistry::new([endpoint]).lease_ttl(reg.ttl);
-        let template = rpc_core::discovery::Instance::new(running.local_addrs()[0].clone())
-            .with_weight(reg.weight);
+        let meta = rpc_core::discovery::InstanceMeta::new().with_weight(reg.weight);
         let registered = match rpc_core::discovery::Registered::register(
             running,
             &registry,
             &service,
             reg.advertise.as_deref(),
-            template,
+            meta,
         )
         .await
         {
