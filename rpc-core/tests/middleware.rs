@@ -269,10 +269,13 @@ async fn tower_layers_wrap_calls_in_registration_order_and_can_reject() {
     h.assert_no_leaks().await;
 }
 
+/// (middleware and direction, the size `next` reported).
+type SizeLog = Arc<Mutex<Vec<(String, Option<usize>)>>>;
+
 /// Records the size `next` reports, per direction, in both chains.
 struct Sizes {
     tag: &'static str,
-    log: Arc<Mutex<Vec<(String, Option<usize>)>>>,
+    log: SizeLog,
 }
 
 impl rpc_core::SendMiddleware for Sizes {
@@ -311,7 +314,7 @@ impl rpc_core::RecvMiddleware for Sizes {
 
 #[tokio::test]
 async fn send_and_recv_middleware_see_the_encoded_size_on_both_sides() {
-    let log: Arc<Mutex<Vec<(String, Option<usize>)>>> = Arc::default();
+    let log: SizeLog = Arc::default();
     let sizes = |tag| Sizes {
         tag,
         log: log.clone(),
