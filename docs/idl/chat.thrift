@@ -1,5 +1,5 @@
 // The guide's Kitex chapter (docs/guide/09-from-kitex.md): a thrift service as a Kitex user
-// writes it, with a pingpong method (unary TTHeader) and a bidi one (TTHeader Streaming).
+// writes it, with a unary method (unary TTHeader) and a bidi one (TTHeader Streaming).
 namespace go chat
 namespace rs chat
 

@@ -9,7 +9,7 @@
 //! Rows, interleaved per round: `direct` (a client over one `TtHeaderClient`), `balanced rr`
 //! and `balanced p2c` (a [`Balanced`] transport over a static resolution holding that one
 //! instance: the whole balancer path — pick, per-stream tracking, breaker bookkeeping — with
-//! nothing else changed). Thrift pingpong, 100-byte messages, 64 calls in flight, one tokio
+//! nothing else changed). Thrift unary, 100-byte messages, 64 calls in flight, one tokio
 //! worker. Prints calls/s, p50/p99 latency and the server's and this client's CPU per call
 //! (from `/proc/PID/stat`, `/proc/self/stat`) per row and round, then medians.
 

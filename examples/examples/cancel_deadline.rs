@@ -2,7 +2,9 @@
 //! cancel by dropping the handle, as the handler sees them.
 use std::time::Duration;
 
-use rpc_core::{serve::Listener, CallOptions, SendStream, Server, ServerContext, Status};
+use rpc_core::{
+    serve::Listener, CallOptions, Server, ServerContext, ServerStreamingServer, Status,
+};
 use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol};
 use tokio::sync::mpsc;
 
@@ -16,7 +18,7 @@ impl Clock for Countdowns {
         &self,
         ctx: ServerContext,
         req: Countdown,
-        mut stream: SendStream<Note>,
+        mut stream: ServerStreamingServer<Note>,
     ) -> Result<(), Status> {
         let every = Duration::from_millis(req.interval_ms.max(1).unsigned_abs());
         let work = async {

@@ -1,7 +1,7 @@
 //! `cargo run -p examples --example chat_grpc`: a bidirectional streaming service over gRPC.
 use std::time::Duration;
 
-use rpc_core::{serve::Listener, BidiStream, Server, ServerContext, Status};
+use rpc_core::{serve::Listener, BidiStreamingServer, Server, ServerContext, Status};
 use rpc_transport_grpc::{GrpcClient, GrpcProtocol};
 
 // `Chat`, `ChatServer`, `ChatClient` and `Note`, generated from `idl/cookbook.proto`.
@@ -13,7 +13,7 @@ impl Chat for Upper {
     async fn talk(
         &self,
         _: ServerContext,
-        mut stream: BidiStream<Note, Note>,
+        mut stream: BidiStreamingServer<Note, Note>,
     ) -> Result<(), Status> {
         // `Ok(None)` is the client's CloseSend; returning `Ok(())` ends the stream with OK.
         while let Some(note) = stream.recv().await? {

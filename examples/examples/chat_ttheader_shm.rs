@@ -2,7 +2,7 @@
 //! over TTHeader Streaming on TCP (what Kitex speaks) and over shared memory, from one listener.
 use std::time::Duration;
 
-use rpc_core::{serve::Listener, BidiStream, Server, ServerContext, Status};
+use rpc_core::{serve::Listener, BidiStreamingServer, Server, ServerContext, Status};
 use rpc_transport_shm::{ShmClient, ShmProtocol};
 use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol};
 
@@ -14,7 +14,7 @@ impl Chat for Upper {
     async fn talk(
         &self,
         _: ServerContext,
-        mut stream: BidiStream<Note, Note>,
+        mut stream: BidiStreamingServer<Note, Note>,
     ) -> Result<(), Status> {
         while let Some(note) = stream.recv().await? {
             let text = note.text.to_uppercase();

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rpc_core::balance::{Balanced, Policy};
-use rpc_core::discovery::{Instance, Registered, Resolver};
-use rpc_core::resilience::{RetryLayer, RetryPolicy, TimeoutLayer};
+use rpc_core::discovery::{InstanceMeta, Registered, Resolver};
+use rpc_core::resilience::{RetryLayer, RetryPolicy};
 use rpc_core::{serve::Listener, Client, Server, ServerContext, Status};
 use rpc_registry_etcd::EtcdRegistry;
 use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol};
@@ -45,10 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .bind("tcp://127.0.0.1:0".parse()?) // the real port is registered
             .await?
             .start();
-        let template = Instance::new(running.local_addrs()[0].clone()).with_weight(10);
-        let registered = Registered::register(running, &registry, &service, None, template)
+        let meta = InstanceMeta::new().with_weight(10); // weight and tags; no address
+        let registered = Registered::register(running, &registry, &service, None, meta)
             .await
-            .map_err(|(_, e)| e)?; // registers what `running` bound, with the template's weight
+            .map_err(|(_, e)| e)?; // registers what `running` bound, with that weight
         servers.push(registered);
     }
 
@@ -57,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let retry = RetryPolicy::default().idempotent(["/hello.Greeter/SayHello"]);
     let client = GreeterClient::new(
         Client::builder(balanced.clone())
-            .unary_layer(TimeoutLayer::new(Duration::from_secs(1))) // whole call, all attempts
+            .timeout(Duration::from_secs(1)) // the deadline: whole call, every attempt
             .unary_layer(RetryLayer::new(retry)) // UNAVAILABLE: if unsent, or idempotent
             .build(),
     );

@@ -11,7 +11,7 @@
 //!     tcp://127.0.0.1:7778 tcp://127.0.0.1:7779 $B,$PT,$PG [SECONDS] [ROUNDS] [IN_FLIGHT]
 //! ```
 //!
-//! Rows, interleaved per round: thrift pingpong over TTHeader and protobuf pingpong over gRPC,
+//! Rows, interleaved per round: thrift unary over TTHeader and protobuf unary over gRPC,
 //! each `direct` (client → backend) and `1 hop` (client → proxy → backend, the proxy relaying
 //! over the same protocol). 100-byte messages, 64 calls in flight by default, one tokio worker
 //! here; the servers each have one core's worth of workers (`taskset`). Prints calls/s, p50/p99

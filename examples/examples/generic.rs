@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .encode_to_vec(),
     );
     let response = generic
-        .ping_pong("SayHello", request, CallOptions::new())
+        .unary("SayHello", request, CallOptions::new())
         .await?;
     println!("{}", HelloReply::decode(response.into_inner())?.message);
 

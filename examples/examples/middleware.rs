@@ -2,7 +2,9 @@
 //! chains) and on every call (tower layers, interceptors), on both sides of a stream.
 use rpc_core::inproc::InProcTransport;
 use rpc_core::middleware::{recv_fn, send_fn};
-use rpc_core::{BidiStream, CallContext, Client, Server, ServerCall, ServerContext, Status};
+use rpc_core::{
+    BidiStreamingServer, CallContext, Client, IncomingCall, Server, ServerContext, Status,
+};
 use tower::util::MapRequestLayer;
 
 rpc_core::include_generated!("cookbook");
@@ -13,7 +15,7 @@ impl Chat for Upper {
     async fn talk(
         &self,
         ctx: ServerContext,
-        mut stream: BidiStream<Note, Note>,
+        mut stream: BidiStreamingServer<Note, Note>,
     ) -> Result<(), Status> {
         // Metadata an interceptor added on the client side.
         let user = ctx.metadata().get_str("x-user").map(str::to_owned);
@@ -30,8 +32,8 @@ impl Chat for Upper {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::builder()
         .add_service(ChatServer::new(Upper))
-        // Once per call, around the handler: any tower layer over `ServerCall`.
-        .layer(MapRequestLayer::new(|call: ServerCall| {
+        // Once per call, around the handler: any tower layer over `IncomingCall`.
+        .layer(MapRequestLayer::new(|call: IncomingCall| {
             println!("server layer: call to {}", call.context().method().path);
             call
         }))

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rpc_core::net::{TlsClientConfig, TlsServerConfig};
-use rpc_core::{serve::Listener, BidiStream, Client, Server, ServerContext, ServerLimits, Status};
+use rpc_core::{
+    serve::Listener, BidiStreamingServer, Client, Server, ServerContext, ServerLimits, Status,
+};
 use rpc_transport_grpc::{GrpcClient, GrpcClientConfig, GrpcProtocol};
 use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol};
 
@@ -16,7 +18,7 @@ impl Chat for Upper {
     async fn talk(
         &self,
         ctx: ServerContext,
-        mut stream: BidiStream<Note, Note>,
+        mut stream: BidiStreamingServer<Note, Note>,
     ) -> Result<(), Status> {
         let tls = ctx.peer().and_then(|p| p.tls()).is_some();
         while let Some(note) = stream.recv().await? {

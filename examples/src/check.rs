@@ -14,8 +14,8 @@ use crate::service::{EchoRequest, EchoResponse, DEFAULT_REPEAT};
 /// The four modes, as the demo names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
-    /// `PingPong`.
-    PingPong,
+    /// `PingPong` (the one unary method of the echo contract).
+    Unary,
     /// `EchoClient`.
     Client,
     /// `EchoServer`.
@@ -26,12 +26,12 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode, in the order the demo runs them.
-    pub const ALL: [Mode; 4] = [Mode::PingPong, Mode::Client, Mode::Server, Mode::Bidi];
+    pub const ALL: [Mode; 4] = [Mode::Unary, Mode::Client, Mode::Server, Mode::Bidi];
 
     /// The name used by `echo-client --mode` and in tables.
     pub fn name(self) -> &'static str {
         match self {
-            Mode::PingPong => "pingpong",
+            Mode::Unary => "unary",
             Mode::Client => "client",
             Mode::Server => "server",
             Mode::Bidi => "bidi",
@@ -83,7 +83,7 @@ pub async fn run<I: EchoIdl>(client: &I::Client, mode: Mode) -> Outcome {
     let start = Instant::now();
     let mut messages = 0;
     let result = match mode {
-        Mode::PingPong => pingpong::<I>(client, &mut messages).await,
+        Mode::Unary => unary::<I>(client, &mut messages).await,
         Mode::Client => client_streaming::<I>(client, &mut messages).await,
         Mode::Server => server_streaming::<I>(client, &mut messages).await,
         Mode::Bidi => bidi::<I>(client, &mut messages).await,
@@ -104,7 +104,7 @@ pub async fn run_all<I: EchoIdl>(client: &I::Client) -> Vec<(Mode, Outcome)> {
     out
 }
 
-async fn pingpong<I: EchoIdl>(client: &I::Client, messages: &mut usize) -> Result<(), String> {
+async fn unary<I: EchoIdl>(client: &I::Client, messages: &mut usize) -> Result<(), String> {
     *messages += 1;
     let res = I::ping_pong(client, request("hello"), CallOptions::new())
         .await

@@ -15,14 +15,14 @@
 //! * **Cancel**: a client that cancels, or a deadline that passes, cancels the backend call at
 //!   once; a backend that fails ends the client's call with its status.
 //!
-//! Pingpong calls that arrive over TTHeader unary are relayed as pingpong (so a TTHeader
+//! Unary calls that arrive over TTHeader unary are relayed as unary (so a TTHeader
 //! backend gets a Thrift CALL); every other call is relayed as a bidi stream, which is exact
 //! for every mode since no wire tells the mode (see `rpc_core::generic`).
 
 use bytes::Bytes;
 use rpc_core::generic::{GenericHandler, RawCodec};
 use rpc_core::limits::ServerLimits;
-use rpc_core::{BidiStream, CallOptions, Client, Server, ServerContext, Status};
+use rpc_core::{BidiStreamingServer, CallOptions, Client, Server, ServerContext, Status};
 
 /// Request metadata the proxy does not relay: each hop's client sends its own.
 const HOP_BY_HOP: &[&str] = &["user-agent"];
@@ -63,7 +63,7 @@ fn options(ctx: &ServerContext) -> CallOptions {
 }
 
 impl GenericHandler for Forward {
-    async fn ping_pong(&self, ctx: ServerContext, request: Bytes) -> Result<Bytes, Status> {
+    async fn unary(&self, ctx: ServerContext, request: Bytes) -> Result<Bytes, Status> {
         let call =
             self.client
                 .unary::<RawCodec, Bytes, Bytes>(ctx.method(), request, options(&ctx));
@@ -89,7 +89,7 @@ impl GenericHandler for Forward {
     async fn bidi(
         &self,
         ctx: ServerContext,
-        stream: BidiStream<Bytes, Bytes>,
+        stream: BidiStreamingServer<Bytes, Bytes>,
     ) -> Result<(), Status> {
         // The header is the backend's: it goes out when that arrives (or with the end).
         ctx.hold_header();

@@ -4,14 +4,14 @@
 use std::future::Future;
 
 use rpc_core::{
-    BidiCall, CallOptions, Client, ClientStreamingCall, MethodError, Server, ServerStreamingCall,
-    Status,
+    BidiStreamingClient, CallOptions, Client, ClientStreamingClient, MethodError, Server,
+    ServerStreamingClient, Status,
 };
 
 use crate::service::{Echo, EchoRequest, EchoResponse};
 use crate::{proto, thrift};
 
-/// How a pingpong call failed.
+/// How a unary call failed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PingPongError {
     /// The declared `EchoError{reason}` (thrift only).
@@ -58,20 +58,20 @@ pub trait EchoIdl: Send + Sync + 'static {
     fn echo(
         client: &Self::Client,
         options: CallOptions,
-    ) -> impl Future<Output = Result<BidiCall<Self::Request, Self::Response>, Status>> + Send;
+    ) -> impl Future<Output = Result<BidiStreamingClient<Self::Request, Self::Response>, Status>> + Send;
 
     /// `EchoClient` (client streaming).
     fn echo_client(
         client: &Self::Client,
         options: CallOptions,
-    ) -> impl Future<Output = Result<ClientStreamingCall<Self::Request, Self::Response>, Status>> + Send;
+    ) -> impl Future<Output = Result<ClientStreamingClient<Self::Request, Self::Response>, Status>> + Send;
 
     /// `EchoServer` (server streaming).
     fn echo_server(
         client: &Self::Client,
         req: EchoRequest,
         options: CallOptions,
-    ) -> impl Future<Output = Result<ServerStreamingCall<Self::Response>, Status>> + Send;
+    ) -> impl Future<Output = Result<ServerStreamingClient<Self::Response>, Status>> + Send;
 }
 
 /// The thrift flavour (`idl/echo.thrift`, thrift binary payloads).
@@ -111,14 +111,14 @@ impl EchoIdl for Thrift {
     async fn echo(
         client: &Self::Client,
         options: CallOptions,
-    ) -> Result<BidiCall<Self::Request, Self::Response>, Status> {
+    ) -> Result<BidiStreamingClient<Self::Request, Self::Response>, Status> {
         client.echo_with(options).await
     }
 
     async fn echo_client(
         client: &Self::Client,
         options: CallOptions,
-    ) -> Result<ClientStreamingCall<Self::Request, Self::Response>, Status> {
+    ) -> Result<ClientStreamingClient<Self::Request, Self::Response>, Status> {
         client.echo_client_with(options).await
     }
 
@@ -126,7 +126,7 @@ impl EchoIdl for Thrift {
         client: &Self::Client,
         req: EchoRequest,
         options: CallOptions,
-    ) -> Result<ServerStreamingCall<Self::Response>, Status> {
+    ) -> Result<ServerStreamingClient<Self::Response>, Status> {
         client.echo_server_with(req.into(), options).await
     }
 }
@@ -166,14 +166,14 @@ impl EchoIdl for Proto {
     async fn echo(
         client: &Self::Client,
         options: CallOptions,
-    ) -> Result<BidiCall<Self::Request, Self::Response>, Status> {
+    ) -> Result<BidiStreamingClient<Self::Request, Self::Response>, Status> {
         client.echo_with(options).await
     }
 
     async fn echo_client(
         client: &Self::Client,
         options: CallOptions,
-    ) -> Result<ClientStreamingCall<Self::Request, Self::Response>, Status> {
+    ) -> Result<ClientStreamingClient<Self::Request, Self::Response>, Status> {
         client.echo_client_with(options).await
     }
 
@@ -181,7 +181,7 @@ impl EchoIdl for Proto {
         client: &Self::Client,
         req: EchoRequest,
         options: CallOptions,
-    ) -> Result<ServerStreamingCall<Self::Response>, Status> {
+    ) -> Result<ServerStreamingClient<Self::Response>, Status> {
         client.echo_server_with(req.into(), options).await
     }
 }

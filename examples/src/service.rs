@@ -10,16 +10,19 @@
 //!
 //! Hooks, on every request: `sleep_ms` waits that long first (stopping early when the call
 //! is cancelled or its deadline passes); `fail` then ends the call with exactly that message
-//! (`UNKNOWN`), or — thrift pingpong with the [`DECLARED_PREFIX`] — with the declared
+//! (`UNKNOWN`), or — thrift unary with the [`DECLARED_PREFIX`] — with the declared
 //! `EchoError{reason: fail}`. Responses already sent stay sent.
 
 use std::time::Duration;
 
-use rpc_core::{BidiStream, MethodError, RecvStream, SendStream, ServerContext, Status};
+use rpc_core::{
+    BidiStreamingServer, ClientStreamingServer, MethodError, ServerContext, ServerStreamingServer,
+    Status,
+};
 
 use crate::{proto, thrift};
 
-/// A `fail` text starting with this makes thrift pingpong answer with the declared
+/// A `fail` text starting with this makes thrift unary answer with the declared
 /// `EchoError` exception instead of an application error.
 pub const DECLARED_PREFIX: &str = "declared:";
 
@@ -140,7 +143,10 @@ async fn ping_pong(ctx: &ServerContext, req: EchoRequest) -> Result<EchoResponse
     Ok(EchoResponse::new(req.message, 0))
 }
 
-async fn bidi<Req, Res>(ctx: &ServerContext, mut stream: BidiStream<Req, Res>) -> Result<(), Status>
+async fn bidi<Req, Res>(
+    ctx: &ServerContext,
+    mut stream: BidiStreamingServer<Req, Res>,
+) -> Result<(), Status>
 where
     Req: Into<EchoRequest> + Send + Sync + 'static,
     Res: From<EchoResponse> + Send + Sync + 'static,
@@ -159,7 +165,7 @@ where
 
 async fn client_streaming<Req>(
     ctx: &ServerContext,
-    mut stream: RecvStream<Req>,
+    mut stream: ClientStreamingServer<Req>,
 ) -> Result<EchoResponse, Status>
 where
     Req: Into<EchoRequest> + Send + Sync + 'static,
@@ -178,7 +184,7 @@ where
 async fn server_streaming<Res>(
     ctx: &ServerContext,
     req: EchoRequest,
-    mut stream: SendStream<Res>,
+    mut stream: ServerStreamingServer<Res>,
 ) -> Result<(), Status>
 where
     Res: From<EchoResponse> + Send + Sync + 'static,
@@ -216,7 +222,7 @@ impl thrift::TestService for Echo {
     async fn echo(
         &self,
         ctx: ServerContext,
-        stream: BidiStream<thrift::Request, thrift::Response>,
+        stream: BidiStreamingServer<thrift::Request, thrift::Response>,
     ) -> Result<(), Status> {
         bidi(&ctx, stream).await
     }
@@ -224,7 +230,7 @@ impl thrift::TestService for Echo {
     async fn echo_client(
         &self,
         ctx: ServerContext,
-        stream: RecvStream<thrift::Request>,
+        stream: ClientStreamingServer<thrift::Request>,
     ) -> Result<thrift::Response, Status> {
         Ok(client_streaming(&ctx, stream).await?.into())
     }
@@ -233,7 +239,7 @@ impl thrift::TestService for Echo {
         &self,
         ctx: ServerContext,
         req: thrift::Request,
-        stream: SendStream<thrift::Response>,
+        stream: ServerStreamingServer<thrift::Response>,
     ) -> Result<(), Status> {
         server_streaming(&ctx, req.into(), stream).await
     }
@@ -251,7 +257,7 @@ impl proto::TestService for Echo {
     async fn echo(
         &self,
         ctx: ServerContext,
-        stream: BidiStream<proto::Request, proto::Response>,
+        stream: BidiStreamingServer<proto::Request, proto::Response>,
     ) -> Result<(), Status> {
         bidi(&ctx, stream).await
     }
@@ -259,7 +265,7 @@ impl proto::TestService for Echo {
     async fn echo_client(
         &self,
         ctx: ServerContext,
-        stream: RecvStream<proto::Request>,
+        stream: ClientStreamingServer<proto::Request>,
     ) -> Result<proto::Response, Status> {
         Ok(client_streaming(&ctx, stream).await?.into())
     }
@@ -268,7 +274,7 @@ impl proto::TestService for Echo {
         &self,
         ctx: ServerContext,
         request: proto::Request,
-        stream: SendStream<proto::Response>,
+        stream: ServerStreamingServer<proto::Response>,
     ) -> Result<(), Status> {
         server_streaming(&ctx, request.into(), stream).await
     }

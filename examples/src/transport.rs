@@ -21,7 +21,7 @@ use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol};
 pub enum Transport {
     /// `rpc_core::inproc`: bounded in-memory queues, no sockets.
     InProc,
-    /// TTHeader over TCP: unary TTHeader for thrift pingpong, TTHeader Streaming otherwise.
+    /// TTHeader over TCP: unary TTHeader for thrift unary, TTHeader Streaming otherwise.
     TtHeaderTcp,
     /// TTHeader over a Unix socket.
     TtHeaderUnix,
@@ -78,7 +78,9 @@ impl Transport {
                     .map_err(io)?
                     .start();
                 drop(running);
-                Ok(Client::builder(rpc_transport_shm::ShmClient::new(path)))
+                Ok(Client::builder(rpc_transport_shm::ShmClient::new(
+                    Address::Shm(path),
+                )))
             }
             _ => {
                 let addr = if matches!(self, Transport::TtHeaderTcp | Transport::GrpcTcp) {

@@ -54,7 +54,7 @@ fn echo_client_passes_against_echo_server_over_tcp_and_unix_with_ttheader_and_gr
         ] {
             let (ok, out) = client(url, idl, protocol);
             assert!(ok, "{url} {idl} {protocol}:\n{out}");
-            for mode in ["pingpong", "client", "server", "bidi"] {
+            for mode in ["unary", "client", "server", "bidi"] {
                 assert!(
                     out.lines().any(|l| l.starts_with(&format!("ok {mode} "))),
                     "{out}"

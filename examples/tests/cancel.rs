@@ -16,8 +16,8 @@ use bytes::{BufMut, BytesMut};
 use examples::proto::{Request, Response, TestService, TestServiceClient, TestServiceServer};
 use rpc_core::serve::{Listener, Running};
 use rpc_core::{
-    BidiStream, CallOptions, CancelKind, Client, Code, RecvStream, SendStream, Server,
-    ServerContext, Status, TimeoutConfig,
+    BidiStreamingServer, CallOptions, CancelKind, Client, ClientStreamingServer, Code, Server,
+    ServerContext, ServerStreamingServer, Status, TimeoutConfig,
 };
 use rpc_transport_grpc::{GrpcClient, GrpcProtocol};
 use rpc_transport_ttheader::proto::{FrameKind, Limits, StreamFrame};
@@ -56,14 +56,18 @@ impl TestService for Hop {
         })
     }
 
-    async fn echo(&self, _: ServerContext, _: BidiStream<Request, Response>) -> Result<(), Status> {
+    async fn echo(
+        &self,
+        _: ServerContext,
+        _: BidiStreamingServer<Request, Response>,
+    ) -> Result<(), Status> {
         Err(Status::unimplemented("not in this test"))
     }
 
     async fn echo_client(
         &self,
         _: ServerContext,
-        _: RecvStream<Request>,
+        _: ClientStreamingServer<Request>,
     ) -> Result<Response, Status> {
         Err(Status::unimplemented("not in this test"))
     }
@@ -72,7 +76,7 @@ impl TestService for Hop {
         &self,
         ctx: ServerContext,
         req: Request,
-        mut out: SendStream<Response>,
+        mut out: ServerStreamingServer<Response>,
     ) -> Result<(), Status> {
         let Some(next) = &self.next else {
             out.send(Response {
@@ -282,7 +286,7 @@ fn exception_bytes(method: &str, sid: i32, message: &str, code: i32) -> Vec<u8> 
 }
 
 async fn rst_of(
-    cancel: impl FnOnce(&mut rpc_core::ServerStreamingCall<Response>),
+    cancel: impl FnOnce(&mut rpc_core::ServerStreamingClient<Response>),
     opts: CallOptions,
 ) -> (StreamFrame, i32) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -366,14 +370,18 @@ impl TestService for Slow {
         })
     }
 
-    async fn echo(&self, _: ServerContext, _: BidiStream<Request, Response>) -> Result<(), Status> {
+    async fn echo(
+        &self,
+        _: ServerContext,
+        _: BidiStreamingServer<Request, Response>,
+    ) -> Result<(), Status> {
         Err(Status::unimplemented("not in this test"))
     }
 
     async fn echo_client(
         &self,
         _: ServerContext,
-        _: RecvStream<Request>,
+        _: ClientStreamingServer<Request>,
     ) -> Result<Response, Status> {
         Err(Status::unimplemented("not in this test"))
     }
@@ -382,7 +390,7 @@ impl TestService for Slow {
         &self,
         ctx: ServerContext,
         _: Request,
-        mut out: SendStream<Response>,
+        mut out: ServerStreamingServer<Response>,
     ) -> Result<(), Status> {
         for i in 0..2 {
             tokio::select! {

@@ -45,7 +45,7 @@ async fn all_modes<I: EchoIdl>() {
         for (mode, outcome) in outcomes {
             assert_eq!(outcome.result, Ok(()), "{transport} {} {mode}", I::NAME);
             let expected = match mode {
-                Mode::PingPong => 2,
+                Mode::Unary => 2,
                 Mode::Client | Mode::Server => 4,
                 Mode::Bidi => 6,
             };

@@ -24,7 +24,7 @@ use rpc_core::inproc::InProcTransport;
 use rpc_core::serve::{Listener, Running};
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    Address, CallOptions, Client, Code, Metadata, PayloadKind, ProstCodec, Server, ServerCall,
+    Address, CallOptions, Client, Code, IncomingCall, Metadata, PayloadKind, ProstCodec, Server,
     ServerContext, Status, ThriftCodec,
 };
 use rpc_transport_grpc::{GrpcClient, GrpcProtocol};
@@ -99,9 +99,9 @@ struct Outcomes<S> {
     tx: mpsc::Sender<(&'static str, Result<(), Status>)>,
 }
 
-impl<S> tower::Service<ServerCall> for Outcomes<S>
+impl<S> tower::Service<IncomingCall> for Outcomes<S>
 where
-    S: tower::Service<ServerCall, Response = (), Error = Status>,
+    S: tower::Service<IncomingCall, Response = (), Error = Status>,
     S::Future: Send + 'static,
 {
     type Response = ();
@@ -115,7 +115,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         let path = call.context().method().path;
         let watched = call.context().metadata().contains_key("x-watch-cancel");
         let handler = self.inner.call(call);
@@ -401,7 +401,7 @@ async fn an_unknown_method_comes_back_as_the_backends_status() {
                 let generic = GenericClient::new(client.clone(), service, payload);
                 let err = tokio::time::timeout(
                     WAIT,
-                    generic.ping_pong("Nope", Bytes::from_static(b"\0"), CallOptions::new()),
+                    generic.unary("Nope", Bytes::from_static(b"\0"), CallOptions::new()),
                 )
                 .await
                 .unwrap()
@@ -470,7 +470,7 @@ async fn generic_clients_and_handlers_work_in_every_mode_over_every_transport() 
                 .unwrap()
         };
         let res = proto
-            .ping_pong("PingPong", encode("p"), CallOptions::new())
+            .unary("PingPong", encode("p"), CallOptions::new())
             .await
             .unwrap();
         assert_eq!(decode(res.into_inner()).message, "p", "{transport}");
@@ -514,7 +514,7 @@ async fn generic_clients_and_handlers_work_in_every_mode_over_every_transport() 
             req: examples::thrift::Request::from(req("t")),
         };
         let res = thrift
-            .ping_pong(
+            .unary(
                 "PingPong",
                 encode_to_bytes::<ThriftCodec, _>(&args).unwrap(),
                 CallOptions::new(),
@@ -611,9 +611,9 @@ struct HopEnds<S> {
     tx: mpsc::Sender<Ended>,
 }
 
-impl<S> tower::Service<ServerCall> for HopEnds<S>
+impl<S> tower::Service<IncomingCall> for HopEnds<S>
 where
-    S: tower::Service<ServerCall, Response = (), Error = Status>,
+    S: tower::Service<IncomingCall, Response = (), Error = Status>,
     S::Future: Send + 'static,
 {
     type Response = ();
@@ -627,7 +627,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         let watched = call.context().metadata().contains_key("x-watch-cancel");
         let handler = self.inner.call(call);
         let (tx, hop) = (self.tx.clone(), self.hop);

@@ -16,8 +16,8 @@ use rpc_core::error_details::ErrorDetails;
 use rpc_core::serve::{Listener, Running};
 use rpc_core::transport::ServerExt;
 use rpc_core::{
-    Address, BidiStream, CallOptions, Client, Code, RecvStream, SendStream, Server, ServerContext,
-    Status,
+    Address, BidiStreamingServer, CallOptions, Client, ClientStreamingServer, Code, Server,
+    ServerContext, ServerStreamingServer, Status,
 };
 use rpc_transport_grpc::{
     Compression, GrpcClient, GrpcClientConfig, GrpcProtocol, MessageCompression,
@@ -99,7 +99,7 @@ impl TestService for Probe {
     async fn echo(
         &self,
         ctx: ServerContext,
-        _stream: BidiStream<Request, Response>,
+        _stream: BidiStreamingServer<Request, Response>,
     ) -> Result<(), Status> {
         // Never reads, never sends: holds the stream until it is cancelled.
         self.wait_cancel(&ctx).await;
@@ -109,7 +109,7 @@ impl TestService for Probe {
     async fn echo_client(
         &self,
         ctx: ServerContext,
-        mut stream: RecvStream<Request>,
+        mut stream: ClientStreamingServer<Request>,
     ) -> Result<Response, Status> {
         // Reports which requests arrived compressed: "1,0,...".
         let c = compression(&ctx);
@@ -131,7 +131,7 @@ impl TestService for Probe {
         &self,
         ctx: ServerContext,
         req: Request,
-        mut stream: SendStream<Response>,
+        mut stream: ServerStreamingServer<Response>,
     ) -> Result<(), Status> {
         // Alternates identity and gzip per message (plain first: the header is sent before
         // any message asks for gzip).

@@ -17,7 +17,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use examples::proto::{Request, Response, TestService, TestServiceServer};
 use prost::Message;
 use rpc_core::serve::{Listener, Running};
-use rpc_core::{Address, BidiStream, Code, RecvStream, SendStream, Server, ServerContext, Status};
+use rpc_core::{
+    Address, BidiStreamingServer, ClientStreamingServer, Code, Server, ServerContext,
+    ServerStreamingServer, Status,
+};
 use rpc_transport_grpc::GrpcProtocol;
 use tokio::sync::{mpsc, Notify};
 
@@ -43,7 +46,7 @@ impl Batch {
     async fn drain(
         &self,
         ctx: &ServerContext,
-        rx: &mut RecvStream<Request>,
+        rx: &mut ClientStreamingServer<Request>,
         stop_after: Option<usize>,
     ) {
         let mut n = 0;
@@ -81,7 +84,7 @@ impl TestService for Batch {
     async fn echo(
         &self,
         ctx: ServerContext,
-        stream: BidiStream<Request, Response>,
+        stream: BidiStreamingServer<Request, Response>,
     ) -> Result<(), Status> {
         let (_tx, mut rx) = stream.into_split();
         self.drain(&ctx, &mut rx, Some(1)).await;
@@ -92,7 +95,7 @@ impl TestService for Batch {
     async fn echo_client(
         &self,
         ctx: ServerContext,
-        mut stream: RecvStream<Request>,
+        mut stream: ClientStreamingServer<Request>,
     ) -> Result<Response, Status> {
         self.drain(&ctx, &mut stream, None).await;
         Ok(Response::default())
@@ -104,7 +107,7 @@ impl TestService for Batch {
         &self,
         _ctx: ServerContext,
         req: Request,
-        mut stream: SendStream<Response>,
+        mut stream: ServerStreamingServer<Response>,
     ) -> Result<(), Status> {
         stream
             .send(Response {

@@ -12,7 +12,7 @@ use examples::idl::{PingPongError, Proto, Thrift};
 use examples::{EchoIdl, EchoRequest};
 use rpc_core::serve::Listener;
 use rpc_core::{Address, CallOptions, Client, Code};
-use rpc_transport_ttheader::{Limits, TtHeaderClient, TtHeaderProtocol, UnaryMode};
+use rpc_transport_ttheader::{ConnectionMode, Limits, TtHeaderClient, TtHeaderProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -89,7 +89,7 @@ async fn a_blackholed_peer_ends_every_stream_with_unavailable_within_the_silence
     let addr = proxy(server, blackhole.clone()).await;
     let transport = TtHeaderClient::builder(addr)
         .pool_size(1) // every stream on one connection
-        .unary_mode(UnaryMode::Mux)
+        .connection_mode(ConnectionMode::Multiplexed)
         .limits(Limits::default().silence_timeout(Some(SILENCE)))
         .build();
     let client = Client::new(transport.clone());
@@ -144,7 +144,7 @@ async fn a_blackholed_peer_ends_every_stream_with_unavailable_within_the_silence
 async fn idle_client_connections_close_and_the_next_call_reconnects() {
     let server = echo_server().await;
     let transport = TtHeaderClient::builder(Address::tcp(server))
-        .unary_mode(UnaryMode::Mux)
+        .connection_mode(ConnectionMode::Multiplexed)
         .limits(Limits::default().idle_timeout(Some(Duration::from_millis(100))))
         .build();
     let client = Client::new(transport.clone());
@@ -192,7 +192,7 @@ async fn calls_racing_the_idle_timeout_never_fail() {
     let server = echo_server().await;
     let idle = Duration::from_millis(2);
     let transport = TtHeaderClient::builder(Address::tcp(server))
-        .unary_mode(UnaryMode::Mux)
+        .connection_mode(ConnectionMode::Multiplexed)
         .pool_size(1)
         .limits(Limits::default().idle_timeout(Some(idle)))
         .build();

@@ -47,7 +47,7 @@ fn sessions_that_never_return_buffers() {
         .build()
         .expect("runtime");
     let good = TestServiceClient::new(Client::new(
-        ShmClient::builder(&path)
+        ShmClient::builder(rpc_core::Address::shm(&path))
             .arena_bytes(GOOD_ARENA)
             .pool_size(1)
             .build(),
@@ -92,7 +92,7 @@ fn sessions_that_never_return_buffers() {
         let mut accepted = 0;
         for _ in 0..SESSIONS {
             let c = TestServiceClient::new(Client::new(
-                ShmClient::builder(&path)
+                ShmClient::builder(rpc_core::Address::shm(&path))
                     .arena_bytes(HOSTILE_ARENA)
                     .pool_size(1)
                     .build(),

@@ -196,7 +196,7 @@ fn a_scrape_shows_the_shared_memory_counters() {
         .enable_all()
         .build()
         .unwrap();
-    let shm = rpc_transport_shm::ShmClient::new(path.clone());
+    let shm = rpc_transport_shm::ShmClient::new(rpc_core::Address::shm(path.clone()));
     rt.block_on(async {
         let proto = Proto::client(Client::new(shm.clone()));
         // Larger than a descriptor's inline bytes: these travel through the arenas.

@@ -41,7 +41,7 @@ fn spawn_server(tag: &str) -> (std::process::Child, std::path::PathBuf) {
 }
 
 fn client(path: &std::path::Path) -> (ShmClient, Client) {
-    let shm = ShmClient::builder(path)
+    let shm = ShmClient::builder(rpc_core::Address::shm(path))
         .limits(Limits::default().max_frame_size(MAX_FRAME))
         .build();
     (shm.clone(), Client::new(shm))
@@ -65,7 +65,7 @@ fn echo_client_passes_every_mode_for_both_idls_over_shm() {
             .expect("run echo-client");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{idl}:\n{text}");
-        for mode in ["pingpong", "client", "server", "bidi"] {
+        for mode in ["unary", "client", "server", "bidi"] {
             assert!(
                 text.lines().any(|l| l.starts_with(&format!("ok {mode} "))),
                 "{text}"
@@ -223,7 +223,11 @@ fn shm_child_client_holding_replies() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let c = Proto::client(Client::new(ShmClient::builder(&path).pool_size(1).build()));
+        let c = Proto::client(Client::new(
+            ShmClient::builder(rpc_core::Address::shm(&path))
+                .pool_size(1)
+                .build(),
+        ));
         let mut call = Proto::echo(&c, CallOptions::new()).await.expect("open");
         for _ in 0..4 {
             call.send(request("y".repeat(200_000)).into())

@@ -206,7 +206,7 @@ struct Target {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Mode {
-    PingPong,
+    Unary,
     ClientStreaming,
     ServerStreaming,
     Bidi,
@@ -289,7 +289,7 @@ async fn call<I: EchoIdl>(c: &I::Client, id: u64, mode: Mode, slow: bool, big: b
     };
     let run = async {
         match mode {
-            Mode::PingPong => {
+            Mode::Unary => {
                 let m = text(id, 0, big);
                 match I::ping_pong(c, req(m.clone(), slow), options).await {
                     Ok(r) => check(r, &m, 0),
@@ -396,7 +396,7 @@ async fn caller(seed: u64, targets: Arc<Vec<Target>>, counts: Arc<Counts>, stop:
     while !stop.load(Ordering::Relaxed) {
         let t = &targets[rng.below(targets.len() as u64) as usize];
         let mode = [
-            Mode::PingPong,
+            Mode::Unary,
             Mode::ClientStreaming,
             Mode::ServerStreaming,
             Mode::Bidi,
@@ -561,7 +561,7 @@ async fn soak(length: Duration) {
         Target {
             name: "stable shm",
             stable: true,
-            client: Client::new(ShmClient::new(temp_path("stable"))),
+            client: Client::new(ShmClient::new(rpc_core::Address::shm(temp_path("stable")))),
         },
         Target {
             name: "reset ttheader/tcp",
@@ -586,7 +586,7 @@ async fn soak(length: Duration) {
         Target {
             name: "churn shm",
             stable: false,
-            client: Client::new(ShmClient::new(&churn_shm)),
+            client: Client::new(ShmClient::new(rpc_core::Address::shm(&churn_shm))),
         },
     ]);
 

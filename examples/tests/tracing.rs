@@ -10,7 +10,7 @@ use examples::idl::{Proto, Thrift};
 use examples::{EchoIdl, EchoRequest};
 use rpc_core::serve::Listener;
 use rpc_core::{CallOptions, Client, Code};
-use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol, UnaryMode};
+use rpc_transport_ttheader::{ConnectionMode, TtHeaderClient, TtHeaderProtocol};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
@@ -110,12 +110,12 @@ async fn client() -> Client {
         .start();
     let addr = running.local_addrs().remove(0);
     std::mem::forget(running); // serves until the runtime ends
-                               // Mux mode for unary TTHeader: a plain-mode client that gives up at its deadline closes
+                               // Multiplexed mode for unary TTHeader: a pooled-mode client that gives up at its deadline closes
                                // the connection, and that close races the server's own deadline timer, so the server's
                                // span would end "cancelled" or "deadline exceeded" depending on the machine's load.
     Client::new(
         TtHeaderClient::builder(addr)
-            .unary_mode(UnaryMode::Mux)
+            .connection_mode(ConnectionMode::Multiplexed)
             .build(),
     )
 }

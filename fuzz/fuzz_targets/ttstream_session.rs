@@ -23,7 +23,7 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use rpc_core::transport::{BoxFuture, ServerExt};
 use rpc_core::{
-    MethodDesc, Mode, PayloadKind, ProstCodec, Server, ServerCall, ServerLimits, Service,
+    MethodDesc, Mode, PayloadKind, ProstCodec, Server, IncomingCall, ServerLimits, Service,
     ServiceDesc, Status,
 };
 use rpc_fuzz::MemSink;
@@ -51,7 +51,7 @@ static METHODS: [MethodDesc; 3] = [
         full_service: "t.Echo",
         name: "Ping",
         path: "/t.Echo/Ping",
-        mode: Mode::PingPong,
+        mode: Mode::Unary,
         payload: PayloadKind::Protobuf,
     },
     MethodDesc {
@@ -78,7 +78,7 @@ impl Service for Echo {
         &DESC
     }
 
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         match call.method_index() {
             0 => Box::pin(call.bidi::<ProstCodec, String, String, _, _>(
                 |_ctx, mut stream| async move {

@@ -622,7 +622,7 @@ impl examples::proto::TestService for Detailed {
     async fn echo(
         &self,
         _ctx: rpc_core::ServerContext,
-        _stream: rpc_core::BidiStream<examples::proto::Request, examples::proto::Response>,
+        _stream: rpc_core::BidiStreamingServer<examples::proto::Request, examples::proto::Response>,
     ) -> Result<(), rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("not in this test"))
     }
@@ -630,7 +630,7 @@ impl examples::proto::TestService for Detailed {
     async fn echo_client(
         &self,
         _ctx: rpc_core::ServerContext,
-        _stream: rpc_core::RecvStream<examples::proto::Request>,
+        _stream: rpc_core::ClientStreamingServer<examples::proto::Request>,
     ) -> Result<examples::proto::Response, rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("not in this test"))
     }
@@ -639,7 +639,7 @@ impl examples::proto::TestService for Detailed {
         &self,
         _ctx: rpc_core::ServerContext,
         _req: examples::proto::Request,
-        _stream: rpc_core::SendStream<examples::proto::Response>,
+        _stream: rpc_core::ServerStreamingServer<examples::proto::Response>,
     ) -> Result<(), rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("not in this test"))
     }

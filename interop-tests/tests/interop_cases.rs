@@ -64,12 +64,9 @@ fn generated_descriptors_have_the_interop_paths_and_modes() {
     assert_eq!(
         paths,
         [
-            ("/grpc.testing.TestService/EmptyCall", Mode::PingPong),
-            ("/grpc.testing.TestService/UnaryCall", Mode::PingPong),
-            (
-                "/grpc.testing.TestService/CacheableUnaryCall",
-                Mode::PingPong
-            ),
+            ("/grpc.testing.TestService/EmptyCall", Mode::Unary),
+            ("/grpc.testing.TestService/UnaryCall", Mode::Unary),
+            ("/grpc.testing.TestService/CacheableUnaryCall", Mode::Unary),
             (
                 "/grpc.testing.TestService/StreamingOutputCall",
                 Mode::ServerStreaming
@@ -80,10 +77,7 @@ fn generated_descriptors_have_the_interop_paths_and_modes() {
             ),
             ("/grpc.testing.TestService/FullDuplexCall", Mode::Bidi),
             ("/grpc.testing.TestService/HalfDuplexCall", Mode::Bidi),
-            (
-                "/grpc.testing.TestService/UnimplementedCall",
-                Mode::PingPong
-            ),
+            ("/grpc.testing.TestService/UnimplementedCall", Mode::Unary),
         ]
     );
     assert_eq!(

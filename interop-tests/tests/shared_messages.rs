@@ -71,7 +71,7 @@ impl ours_on_tonic::TestService for OnTonicTypes {
     async fn echo(
         &self,
         _ctx: rpc_core::ServerContext,
-        mut stream: rpc_core::BidiStream<tonic_echo::Request, tonic_echo::Response>,
+        mut stream: rpc_core::BidiStreamingServer<tonic_echo::Request, tonic_echo::Response>,
     ) -> Result<(), rpc_core::Status> {
         let mut index = 0;
         while let Some(r) = stream.recv().await? {
@@ -89,7 +89,7 @@ impl ours_on_tonic::TestService for OnTonicTypes {
     async fn echo_client(
         &self,
         _ctx: rpc_core::ServerContext,
-        mut stream: rpc_core::RecvStream<tonic_echo::Request>,
+        mut stream: rpc_core::ClientStreamingServer<tonic_echo::Request>,
     ) -> Result<tonic_echo::Response, rpc_core::Status> {
         let (mut all, mut count) = (String::new(), 0);
         while let Some(r) = stream.recv().await? {
@@ -106,7 +106,7 @@ impl ours_on_tonic::TestService for OnTonicTypes {
         &self,
         _ctx: rpc_core::ServerContext,
         request: tonic_echo::Request,
-        mut stream: rpc_core::SendStream<tonic_echo::Response>,
+        mut stream: rpc_core::ServerStreamingServer<tonic_echo::Response>,
     ) -> Result<(), rpc_core::Status> {
         for index in 0..request.repeat.unwrap_or(3) {
             stream

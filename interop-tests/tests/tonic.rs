@@ -233,7 +233,7 @@ impl proto::TestService for OursPeer {
     async fn echo(
         &self,
         ctx: ServerContext,
-        mut stream: rpc_core::BidiStream<proto::Request, proto::Response>,
+        mut stream: rpc_core::BidiStreamingServer<proto::Request, proto::Response>,
     ) -> Result<(), Status> {
         self.start(&ctx, "Echo")?;
         let mut index = 0;
@@ -248,7 +248,7 @@ impl proto::TestService for OursPeer {
     async fn echo_client(
         &self,
         ctx: ServerContext,
-        mut stream: rpc_core::RecvStream<proto::Request>,
+        mut stream: rpc_core::ClientStreamingServer<proto::Request>,
     ) -> Result<proto::Response, Status> {
         self.start(&ctx, "EchoClient")?;
         let (mut message, mut count) = (String::new(), 0);
@@ -264,7 +264,7 @@ impl proto::TestService for OursPeer {
         &self,
         ctx: ServerContext,
         req: proto::Request,
-        mut stream: rpc_core::SendStream<proto::Response>,
+        mut stream: rpc_core::ServerStreamingServer<proto::Response>,
     ) -> Result<(), Status> {
         self.start(&ctx, "EchoServer")?;
         self.hooks(&ctx, &req).await?;
@@ -1156,7 +1156,7 @@ async fn our_client_unknown_method_against_tonic() {
             full_service: "echo.TestService",
             name: "Nope",
             path: "/echo.TestService/Nope",
-            mode: Mode::PingPong,
+            mode: Mode::Unary,
             payload: PayloadKind::Protobuf,
         },
         MethodDesc {
@@ -1165,7 +1165,7 @@ async fn our_client_unknown_method_against_tonic() {
             full_service: "echo.NoSuchService",
             name: "PingPong",
             path: "/echo.NoSuchService/PingPong",
-            mode: Mode::PingPong,
+            mode: Mode::Unary,
             payload: PayloadKind::Protobuf,
         },
     ];

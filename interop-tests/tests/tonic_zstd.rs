@@ -88,7 +88,7 @@ impl proto::TestService for OursZstd {
     async fn echo(
         &self,
         ctx: ServerContext,
-        mut stream: rpc_core::BidiStream<proto::Request, proto::Response>,
+        mut stream: rpc_core::BidiStreamingServer<proto::Request, proto::Response>,
     ) -> Result<(), Status> {
         let mut index = 0;
         while let Some(req) = stream.recv().await? {
@@ -107,7 +107,7 @@ impl proto::TestService for OursZstd {
     async fn echo_client(
         &self,
         _ctx: ServerContext,
-        mut stream: rpc_core::RecvStream<proto::Request>,
+        mut stream: rpc_core::ClientStreamingServer<proto::Request>,
     ) -> Result<proto::Response, Status> {
         let mut count = 0;
         while stream.recv().await?.is_some() {
@@ -123,7 +123,7 @@ impl proto::TestService for OursZstd {
         &self,
         _ctx: ServerContext,
         _req: proto::Request,
-        _stream: rpc_core::SendStream<proto::Response>,
+        _stream: rpc_core::ServerStreamingServer<proto::Response>,
     ) -> Result<(), Status> {
         Ok(())
     }

@@ -22,7 +22,7 @@ use interop_tests::{
 };
 use rpc_core::serve::{Listener, Running};
 use rpc_core::{Code, MethodError};
-use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol, UnaryMode};
+use rpc_transport_ttheader::{ConnectionMode, TtHeaderClient, TtHeaderProtocol};
 use tokio::sync::Notify;
 use volo_thrift::{ApplicationExceptionKind, BizError, ClientError, MaybeException, ServerError};
 
@@ -77,10 +77,10 @@ fn our_framing(framing: Framing) -> rpc_transport_ttheader::Framing {
     }
 }
 
-fn our_client(addr: SocketAddr, framing: Framing, mode: UnaryMode) -> ours::TestServiceClient {
+fn our_client(addr: SocketAddr, framing: Framing, mode: ConnectionMode) -> ours::TestServiceClient {
     let transport = TtHeaderClient::builder(addr)
         .unary_framing(our_framing(framing))
-        .unary_mode(mode)
+        .connection_mode(mode)
         // One connection, so "on one connection" is what the mux checks measure.
         .pool_size(1)
         .build();
@@ -234,7 +234,7 @@ async fn volo_client_to_our_server_unframed() {
 // ---------------------------------------------------------------------------------------------
 // (2) our client -> volo server.
 
-async fn we_call_volo(framing: Framing, mode: UnaryMode) {
+async fn we_call_volo(framing: Framing, mode: ConnectionMode) {
     let server = within("volo server start", VoloServer::start(framing))
         .await
         .expect("volo server");
@@ -289,7 +289,7 @@ async fn we_call_volo(framing: Framing, mode: UnaryMode) {
     let record = proxy.record(0).expect("one connection");
     check_unary_exchange(&record, framing, &[REPLY, REPLY, EXCEPTION]);
     let expected_flags = match mode {
-        UnaryMode::Plain => 0,
+        ConnectionMode::Pooled => 0,
         _ => 1,
     };
     for call in frames(&record, Direction::ToServer) {
@@ -304,22 +304,22 @@ async fn we_call_volo(framing: Framing, mode: UnaryMode) {
 
 #[tokio::test]
 async fn our_client_to_volo_server_framed() {
-    we_call_volo(Framing::Framed, UnaryMode::Plain).await;
+    we_call_volo(Framing::Framed, ConnectionMode::Pooled).await;
 }
 
 #[tokio::test]
 async fn our_client_to_volo_server_unframed() {
-    we_call_volo(Framing::Unframed, UnaryMode::Plain).await;
+    we_call_volo(Framing::Unframed, ConnectionMode::Pooled).await;
 }
 
 #[tokio::test]
 async fn our_mux_client_to_volo_server_framed() {
-    we_call_volo(Framing::Framed, UnaryMode::Mux).await;
+    we_call_volo(Framing::Framed, ConnectionMode::Multiplexed).await;
 }
 
 #[tokio::test]
 async fn our_mux_client_to_volo_server_unframed() {
-    we_call_volo(Framing::Unframed, UnaryMode::Mux).await;
+    we_call_volo(Framing::Unframed, ConnectionMode::Multiplexed).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,7 +499,7 @@ async fn our_client_many_sequential_calls_on_one_connection() {
         let proxy = RecordingProxy::start(server.local_addr())
             .await
             .expect("proxy");
-        let client = our_client(proxy.local_addr(), framing, UnaryMode::Plain);
+        let client = our_client(proxy.local_addr(), framing, ConnectionMode::Pooled);
         within("sequential calls", async {
             for i in 0..SEQUENTIAL {
                 let resp = client
@@ -517,7 +517,7 @@ async fn our_client_many_sequential_calls_on_one_connection() {
     }
 }
 
-async fn our_concurrent_calls(mode: UnaryMode) {
+async fn our_concurrent_calls(mode: ConnectionMode) {
     for framing in Framing::ALL {
         let server = VoloServer::start(framing).await.expect("volo server");
         let proxy = RecordingProxy::start(server.local_addr())
@@ -538,9 +538,9 @@ async fn our_concurrent_calls(mode: UnaryMode) {
         }
         let conns = proxy.connections();
         match mode {
-            // Mux: every call on the one pooled connection; volo's pingpong server answers
+            // Multiplexed: every call on the one pooled connection; volo's pingpong server answers
             // them one after the other.
-            UnaryMode::Mux => assert_eq!(conns, 1, "{framing:?}"),
+            ConnectionMode::Multiplexed => assert_eq!(conns, 1, "{framing:?}"),
             _ => assert!((1..=CONCURRENT).contains(&conns), "{conns} connections"),
         }
         for record in proxy.records() {
@@ -552,12 +552,12 @@ async fn our_concurrent_calls(mode: UnaryMode) {
 
 #[tokio::test]
 async fn our_mux_client_concurrent_calls_on_one_connection() {
-    our_concurrent_calls(UnaryMode::Mux).await;
+    our_concurrent_calls(ConnectionMode::Multiplexed).await;
 }
 
 #[tokio::test]
 async fn our_plain_client_concurrent_calls() {
-    our_concurrent_calls(UnaryMode::Plain).await;
+    our_concurrent_calls(ConnectionMode::Pooled).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -614,14 +614,14 @@ impl ours::TestService for OurBiz {
     async fn echo(
         &self,
         _ctx: rpc_core::ServerContext,
-        _stream: rpc_core::BidiStream<ours::Request, ours::Response>,
+        _stream: rpc_core::BidiStreamingServer<ours::Request, ours::Response>,
     ) -> Result<(), rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("only PingPong"))
     }
     async fn echo_client(
         &self,
         _ctx: rpc_core::ServerContext,
-        _stream: rpc_core::RecvStream<ours::Request>,
+        _stream: rpc_core::ClientStreamingServer<ours::Request>,
     ) -> Result<ours::Response, rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("only PingPong"))
     }
@@ -629,7 +629,7 @@ impl ours::TestService for OurBiz {
         &self,
         _ctx: rpc_core::ServerContext,
         _req: ours::Request,
-        _stream: rpc_core::SendStream<ours::Response>,
+        _stream: rpc_core::ServerStreamingServer<ours::Response>,
     ) -> Result<(), rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("only PingPong"))
     }
@@ -693,7 +693,7 @@ async fn volo_biz_error_reaches_our_client() {
         let proxy = RecordingProxy::start(server.local_addr())
             .await
             .expect("proxy");
-        let client = our_client(proxy.local_addr(), framing, UnaryMode::Plain);
+        let client = our_client(proxy.local_addr(), framing, ConnectionMode::Pooled);
         let status = match within("biz call", client.ping_pong(our_request("x", None))).await {
             Err(MethodError::Status(status)) => status,
             other => panic!("{framing:?}: {other:?}"),
@@ -808,7 +808,7 @@ async fn large_messages_both_ways() {
         }
 
         let volo_server = VoloServer::start(framing).await.expect("volo server");
-        let our_client = our_client(volo_server.local_addr(), framing, UnaryMode::Plain);
+        let our_client = our_client(volo_server.local_addr(), framing, ConnectionMode::Pooled);
         let resp = within(
             "ours -> volo",
             our_client.ping_pong(our_request(&big, None)),
@@ -863,7 +863,7 @@ async fn deadlines_travel_as_rpc_timeout() {
     let proxy = RecordingProxy::start(volo_server.local_addr())
         .await
         .expect("proxy");
-    let client = our_client(proxy.local_addr(), Framing::Framed, UnaryMode::Plain);
+    let client = our_client(proxy.local_addr(), Framing::Framed, ConnectionMode::Pooled);
     let resp = within(
         "call",
         client.ping_pong_with(
@@ -910,14 +910,14 @@ impl ours::TestService for OurGate {
     async fn echo(
         &self,
         _ctx: rpc_core::ServerContext,
-        _stream: rpc_core::BidiStream<ours::Request, ours::Response>,
+        _stream: rpc_core::BidiStreamingServer<ours::Request, ours::Response>,
     ) -> Result<(), rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("only PingPong"))
     }
     async fn echo_client(
         &self,
         _ctx: rpc_core::ServerContext,
-        _stream: rpc_core::RecvStream<ours::Request>,
+        _stream: rpc_core::ClientStreamingServer<ours::Request>,
     ) -> Result<ours::Response, rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("only PingPong"))
     }
@@ -925,7 +925,7 @@ impl ours::TestService for OurGate {
         &self,
         _ctx: rpc_core::ServerContext,
         _req: ours::Request,
-        _stream: rpc_core::SendStream<ours::Response>,
+        _stream: rpc_core::ServerStreamingServer<ours::Response>,
     ) -> Result<(), rpc_core::Status> {
         Err(rpc_core::Status::unimplemented("only PingPong"))
     }

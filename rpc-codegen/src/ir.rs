@@ -257,7 +257,7 @@ impl TypeRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// One request, one response.
-    PingPong,
+    Unary,
     /// A stream of requests, one response.
     ClientStreaming,
     /// One request, a stream of responses.

@@ -20,11 +20,11 @@
 //! For each service `TestService` the generated code has:
 //!
 //! * `trait TestService` — one `fn` per method returning `impl Future + Send` (implement it
-//!   with `async fn`): pingpong `ping_pong(&self, ctx, req) -> Result<Response, Status>`
+//!   with `async fn`): unary `ping_pong(&self, ctx, req) -> Result<Response, Status>`
 //!   (`Result<Response, MethodError<TestServicePingPongException>>` when the thrift method
-//!   declares `throws`), client streaming `echo_client(&self, ctx, RecvStream<Request>) ->
+//!   declares `throws`), client streaming `echo_client(&self, ctx, ClientStreamingServer<Request>) ->
 //!   Result<Response, Status>`, server streaming `echo_server(&self, ctx, req,
-//!   SendStream<Response>) -> Result<(), Status>`, bidi `echo(&self, ctx, BidiStream<Request,
+//!   ServerStreamingServer<Response>) -> Result<(), Status>`, bidi `echo(&self, ctx, BidiStreamingServer<Request,
 //!   Response>) -> Result<(), Status>`;
 //! * `TestServiceServer<T>` — the adapter a `rpc_core::Server` hosts;
 //! * `TestServiceClient` — wraps a `rpc_core::Client`; `ping_pong(req)`, `echo_client()`,

@@ -181,7 +181,7 @@ fn service(svc: &prost_build::Service, origins: &Origins, root: &Path) -> Servic
                 .cloned()
                 .unwrap_or_else(|| fallback.clone()),
             mode: match (m.client_streaming, m.server_streaming) {
-                (false, false) => Mode::PingPong,
+                (false, false) => Mode::Unary,
                 (true, false) => Mode::ClientStreaming,
                 (false, true) => Mode::ServerStreaming,
                 (true, true) => Mode::Bidi,

@@ -24,8 +24,8 @@ pub mod generated {
 use generated::{echo_proto, echo_thrift, sink_proto, sink_thrift};
 use rpc_core::inproc::InProcTransport;
 use rpc_core::{
-    BidiStream, CallOptions, Client, Code, MethodError, RecvStream, SendStream, Server,
-    ServerContext, Status,
+    BidiStreamingServer, CallOptions, Client, ClientStreamingServer, Code, MethodError, Server,
+    ServerContext, ServerStreamingServer, Status,
 };
 
 fn client_for(server: Server) -> Client {
@@ -61,7 +61,7 @@ impl echo_thrift::TestService for ThriftEcho {
     async fn echo(
         &self,
         _ctx: ServerContext,
-        mut stream: BidiStream<echo_thrift::Request, echo_thrift::Response>,
+        mut stream: BidiStreamingServer<echo_thrift::Request, echo_thrift::Response>,
     ) -> Result<(), Status> {
         let mut i = 0;
         while let Some(req) = stream.recv().await? {
@@ -79,7 +79,7 @@ impl echo_thrift::TestService for ThriftEcho {
     async fn echo_client(
         &self,
         _ctx: ServerContext,
-        mut stream: RecvStream<echo_thrift::Request>,
+        mut stream: ClientStreamingServer<echo_thrift::Request>,
     ) -> Result<echo_thrift::Response, Status> {
         let mut message = String::new();
         let mut n = 0;
@@ -97,7 +97,7 @@ impl echo_thrift::TestService for ThriftEcho {
         &self,
         _ctx: ServerContext,
         req: echo_thrift::Request,
-        mut stream: SendStream<echo_thrift::Response>,
+        mut stream: ServerStreamingServer<echo_thrift::Response>,
     ) -> Result<(), Status> {
         for i in 0..req.repeat.unwrap_or(3) {
             stream
@@ -228,7 +228,7 @@ impl echo_proto::TestService for ProtoEcho {
     async fn echo(
         &self,
         _ctx: ServerContext,
-        mut stream: BidiStream<echo_proto::Request, echo_proto::Response>,
+        mut stream: BidiStreamingServer<echo_proto::Request, echo_proto::Response>,
     ) -> Result<(), Status> {
         let mut i = 0;
         while let Some(req) = stream.recv().await? {
@@ -246,7 +246,7 @@ impl echo_proto::TestService for ProtoEcho {
     async fn echo_client(
         &self,
         _ctx: ServerContext,
-        mut stream: RecvStream<echo_proto::Request>,
+        mut stream: ClientStreamingServer<echo_proto::Request>,
     ) -> Result<echo_proto::Response, Status> {
         let mut message = String::new();
         let mut n = 0;
@@ -264,7 +264,7 @@ impl echo_proto::TestService for ProtoEcho {
         &self,
         _ctx: ServerContext,
         request: echo_proto::Request,
-        mut stream: SendStream<echo_proto::Response>,
+        mut stream: ServerStreamingServer<echo_proto::Response>,
     ) -> Result<(), Status> {
         for i in 0..request.repeat.unwrap_or(3) {
             stream
@@ -337,7 +337,7 @@ async fn descriptors_follow_the_idl() {
     assert_eq!(
         paths,
         [
-            ("/echo.TestService/PingPong", rpc_core::Mode::PingPong),
+            ("/echo.TestService/PingPong", rpc_core::Mode::Unary),
             ("/echo.TestService/Echo", rpc_core::Mode::Bidi),
             (
                 "/echo.TestService/EchoClient",
@@ -423,7 +423,7 @@ impl sink_thrift::Child for Child {
         &self,
         _ctx: ServerContext,
         start: sink_thrift::Node,
-        mut stream: SendStream<sink_thrift::Node>,
+        mut stream: ServerStreamingServer<sink_thrift::Node>,
     ) -> Result<(), Status> {
         let mut next = Some(Box::new(start));
         while let Some(node) = next {
@@ -437,7 +437,7 @@ impl sink_thrift::Child for Child {
     async fn collect(
         &self,
         _ctx: ServerContext,
-        mut stream: RecvStream<sink_thrift::Node>,
+        mut stream: ClientStreamingServer<sink_thrift::Node>,
     ) -> Result<sink_thrift::Node, Status> {
         let mut root = sink_thrift::Node::default();
         while let Some(n) = stream.recv().await? {
@@ -449,7 +449,7 @@ impl sink_thrift::Child for Child {
     async fn chat(
         &self,
         _ctx: ServerContext,
-        mut stream: BidiStream<sink_thrift::Value, sink_thrift::Value>,
+        mut stream: BidiStreamingServer<sink_thrift::Value, sink_thrift::Value>,
     ) -> Result<(), Status> {
         while let Some(v) = stream.recv().await? {
             stream
@@ -599,7 +599,7 @@ impl sink::Sink for Sink {
         &self,
         _ctx: ServerContext,
         request: sink::ListRequest,
-        mut stream: SendStream<sink::Item>,
+        mut stream: ServerStreamingServer<sink::Item>,
     ) -> Result<(), Status> {
         let limit = request.page.map_or(0, |p| p.limit);
         for i in 0..limit {
@@ -616,7 +616,7 @@ impl sink::Sink for Sink {
     async fn put(
         &self,
         _ctx: ServerContext,
-        mut stream: RecvStream<sink::Item>,
+        mut stream: ClientStreamingServer<sink::Item>,
     ) -> Result<(), Status> {
         while stream.recv().await?.is_some() {}
         Ok(())
@@ -634,7 +634,7 @@ impl sink::Sink for Sink {
     async fn sync(
         &self,
         _ctx: ServerContext,
-        mut stream: BidiStream<sink::Item, sink::Item>,
+        mut stream: BidiStreamingServer<sink::Item, sink::Item>,
     ) -> Result<(), Status> {
         while let Some(item) = stream.recv().await? {
             stream.send(item).await?;

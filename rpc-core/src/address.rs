@@ -115,6 +115,12 @@ impl Address {
         Address::Unix(path.into())
     }
 
+    /// `shm://` at this path (the shared-memory transport's control socket; an absolute
+    /// path displays as `shm:///path`).
+    pub fn shm(path: impl Into<PathBuf>) -> Address {
+        Address::Shm(path.into())
+    }
+
     /// The scheme: `tcp`, `unix` or `shm`.
     pub fn scheme(&self) -> &'static str {
         match self {
@@ -298,6 +304,10 @@ mod tests {
             ("unix://rel.sock", Address::Unix("rel.sock".into())),
             ("shm:///dev/shm/echo", Address::Shm("/dev/shm/echo".into())),
         ];
+        assert_eq!(
+            Address::shm("/dev/shm/echo").to_string(),
+            "shm:///dev/shm/echo"
+        );
         for (text, want) in cases {
             let got: Address = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(got, want, "{text}");

@@ -2,15 +2,15 @@
 //!
 //! | mode | call | handle |
 //! |---|---|---|
-//! | pingpong | [`Client::unary`] | — ([`WithMetadata`]) |
-//! | client streaming | [`Client::client_streaming`] | [`ClientStreamingCall`]: `send`, `close_and_recv` |
-//! | server streaming | [`Client::server_streaming`] | [`ServerStreamingCall`]: `recv` |
-//! | bidi | [`Client::bidi`] | [`BidiCall`]: `send`, `close_send`, `recv`, `into_split` |
+//! | unary | [`Client::unary`] | — ([`WithMetadata`]) |
+//! | client streaming | [`Client::client_streaming`] | [`ClientStreamingClient`]: `send`, `close_and_recv` |
+//! | server streaming | [`Client::server_streaming`] | [`ServerStreamingClient`]: `recv` |
+//! | bidi | [`Client::bidi`] | [`BidiStreamingClient`]: `send`, `close_send`, `recv`, `into_split` |
 //!
 //! Dropping a handle before its stream ended, calling `cancel()`, or passing the deadline resets
 //! the stream; the server observes it within milliseconds. The deadline covers the whole stream.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -88,6 +88,7 @@ pub struct ClientBuilder {
     middleware: MessageMiddleware,
     observers: Vec<Arc<dyn StreamObserver>>,
     timeout: Option<Duration>,
+    method_timeouts: HashMap<String, Duration>,
     metadata: Metadata,
     cancel: ClientCancel,
 }
@@ -101,8 +102,17 @@ struct ClientCancel {
 }
 
 impl ClientBuilder {
-    /// Wraps stream opening in a tower layer (call middleware: auth, tracing, metrics, timeouts).
+    /// Wraps stream opening in a tower layer (call middleware: auth, tracing, metrics, routing).
     /// Layers run once per call or stream open; the first added is the outermost.
+    ///
+    /// A layer sees the open, not the call: a layer that times out its own future (tower's
+    /// `timeout`, which also returns a `BoxError` rather than a [`Status`]) would bound only the
+    /// connect and the stream's opening. Timeouts that bound the whole call or stream, in
+    /// every mode, are [`timeout`](Self::timeout), [`method_timeout`](Self::method_timeout)
+    /// and [`CallOptions::timeout`] (the deadline, sent to the server) and
+    /// [`stream_timeout`](Self::stream_timeout) (this client's own limit); a layer may also
+    /// tighten the deadline with [`CallContext::set_deadline`], which then bounds the whole
+    /// call.
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<OpenService> + Send + 'static,
@@ -119,7 +129,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Wraps every pingpong call in a tower layer that sees it whole: the request message
+    /// Wraps every unary call in a tower layer that sees it whole: the request message
     /// ([`UnaryRequest::message`]), then the response or the final status — for retries,
     /// status metrics, auth. Unary layers run outside the stream layers (each attempt opens its
     /// own stream); the first added is the outermost. See [`crate::unary`].
@@ -174,9 +184,22 @@ impl ClientBuilder {
         self
     }
 
-    /// Default timeout of every call (none by default: calls may run forever).
+    /// Default timeout of every call (none by default: calls may run forever): the call's
+    /// deadline, which bounds the whole call or stream in every mode — opening (connecting)
+    /// included, every retry attempt of a unary call included — and is sent to the server.
+    /// [`method_timeout`](Self::method_timeout) overrides it for one method,
+    /// [`CallOptions::timeout`] for one call.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Default timeout of every call of the method with gRPC path `path`
+    /// (`/pkg.Service/Method`, [`MethodDesc::path`]), in any mode: as
+    /// [`timeout`](Self::timeout), which it overrides for that method;
+    /// [`CallOptions::timeout`] overrides both.
+    pub fn method_timeout(mut self, path: impl Into<String>, timeout: Duration) -> Self {
+        self.method_timeouts.insert(path.into(), timeout);
         self
     }
 
@@ -196,7 +219,7 @@ impl ClientBuilder {
     }
 
     /// Default recv timeout of every stream (Kitex `client.WithStreamRecvTimeoutConfig`; see
-    /// [`crate::cancel`]). Pingpong calls are not affected.
+    /// [`crate::cancel`]). Unary calls are not affected.
     pub fn recv_timeout(mut self, config: TimeoutConfig) -> Self {
         self.cancel.recv_timeout = Some(config);
         self
@@ -240,6 +263,7 @@ impl ClientBuilder {
                 middleware: self.middleware,
                 observers: self.observers.into(),
                 timeout: self.timeout,
+                method_timeouts: self.method_timeouts,
                 metadata: self.metadata,
                 cancel: self.cancel,
             }),
@@ -254,6 +278,7 @@ struct ClientInner {
     middleware: MessageMiddleware,
     observers: Observers,
     timeout: Option<Duration>,
+    method_timeouts: HashMap<String, Duration>,
     metadata: Metadata,
     cancel: ClientCancel,
 }
@@ -294,6 +319,7 @@ impl Client {
             middleware: MessageMiddleware::default(),
             observers: Vec::new(),
             timeout: None,
+            method_timeouts: HashMap::new(),
             metadata: Metadata::new(),
             cancel: ClientCancel::default(),
         }
@@ -305,6 +331,7 @@ impl Client {
         metadata.extend(opts.metadata);
         let deadline = opts
             .timeout
+            .or_else(|| self.inner.method_timeouts.get(method.path).copied())
             .or(self.inner.timeout)
             .map(|t| Instant::now() + t);
         let mut ctx = CallContext::new(method)
@@ -359,7 +386,7 @@ impl Client {
         let recv_timeout = per_call
             .recv_timeout
             .or(self.inner.cancel.recv_timeout)
-            .filter(|_| ctx.mode() != crate::context::Mode::PingPong);
+            .filter(|_| ctx.mode() != crate::context::Mode::Unary);
         let stream_deadline = stream_timeout.map(|t| Instant::now() + t);
         let observe = CallObserver::client(
             &mut ctx,
@@ -440,7 +467,7 @@ impl Client {
         )
     }
 
-    /// A pingpong call: sends `req`, returns the response with header and trailer metadata.
+    /// A unary call: sends `req`, returns the response with header and trailer metadata.
     /// Runs through the unary layers when any are registered ([`ClientBuilder::unary_layer`]).
     pub async fn unary<C, Req, Res>(
         &self,
@@ -464,7 +491,7 @@ impl Client {
         }
     }
 
-    /// A pingpong call with a ready context, without the unary layers.
+    /// A unary call with a ready context, without the unary layers.
     pub(crate) async fn unary_direct<C, Req, Res>(
         &self,
         ctx: CallContext,
@@ -491,7 +518,7 @@ impl Client {
         &self,
         method: &'static MethodDesc,
         opts: CallOptions,
-    ) -> Result<ClientStreamingCall<Req, Res>, Status>
+    ) -> Result<ClientStreamingClient<Req, Res>, Status>
     where
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
@@ -499,7 +526,7 @@ impl Client {
     {
         let (shared, deadline) = self.open(method, opts).await?;
         let (tx, rx) = Self::halves::<Req, Res, C>(shared, deadline);
-        Ok(ClientStreamingCall { tx, rx })
+        Ok(ClientStreamingClient { tx, rx })
     }
 
     /// Opens a server-streaming call: sends `req` and half-closes before returning (StreamX
@@ -509,7 +536,7 @@ impl Client {
         method: &'static MethodDesc,
         req: Req,
         opts: CallOptions,
-    ) -> Result<ServerStreamingCall<Res>, Status>
+    ) -> Result<ServerStreamingClient<Res>, Status>
     where
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
@@ -519,7 +546,7 @@ impl Client {
         let (mut tx, rx) = Self::halves::<Req, Res, C>(shared, deadline);
         tx.send(req).await?;
         close_sender(&mut tx)?;
-        Ok(ServerStreamingCall { rx })
+        Ok(ServerStreamingClient { rx })
     }
 
     /// Opens a bidirectional call.
@@ -527,7 +554,7 @@ impl Client {
         &self,
         method: &'static MethodDesc,
         opts: CallOptions,
-    ) -> Result<BidiCall<Req, Res>, Status>
+    ) -> Result<BidiStreamingClient<Req, Res>, Status>
     where
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
@@ -535,9 +562,9 @@ impl Client {
     {
         let (shared, deadline) = self.open(method, opts).await?;
         let (tx, rx) = Self::halves::<Req, Res, C>(shared, deadline);
-        Ok(BidiCall {
-            tx: BidiSender { tx },
-            rx: BidiReceiver { rx },
+        Ok(BidiStreamingClient {
+            tx: ClientSender { tx },
+            rx: ClientReceiver { rx },
         })
     }
 }
@@ -1047,9 +1074,9 @@ impl End for ClientEnd {
     }
 }
 
-impl_stream!(ServerStreamingCall<Res>, Res, rx);
-impl_stream!(BidiReceiver<Res>, Res, rx);
-impl_stream!(BidiCall<Req, Res>, Res, rx.rx);
+impl_stream!(ServerStreamingClient<Res>, Res, rx);
+impl_stream!(ClientReceiver<Res>, Res, rx);
+impl_stream!(BidiStreamingClient<Req, Res>, Res, rx.rx);
 
 /// The bottom of a layered unary call: the client's direct path for `Req` and `Res`.
 fn invoke_as<C, Req, Res>(req: UnaryRequest) -> BoxFuture<'static, Result<UnaryResponse, Status>>
@@ -1073,7 +1100,7 @@ where
         let res = Client { inner }
             .unary_direct::<C, Req, Res>(ctx, *message)
             .await?;
-        Ok(res.map(|m| Box::new(m) as crate::unary::AnyMessage))
+        Ok(res.map(|m| Box::new(m) as Box<crate::middleware::AnyMessage>))
     })
 }
 
@@ -1110,13 +1137,15 @@ macro_rules! client_handle_common {
     };
 }
 
-/// A client-streaming call: `send` requests, then `close_and_recv` for the response.
-pub struct ClientStreamingCall<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
+/// The client's handle of a client-streaming call (grpc-go's `ClientStreamingClient`):
+/// `send` requests, then `close_and_recv` for the response. The server's side is
+/// [`crate::ClientStreamingServer`].
+pub struct ClientStreamingClient<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
     tx: Sender<Req, ClientEnd>,
     rx: Receiver<Res, ClientEnd>,
 }
 
-impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> ClientStreamingCall<Req, Res> {
+impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> ClientStreamingClient<Req, Res> {
     /// Sends one request (waits while the send buffer is full). Fails with
     /// `FAILED_PRECONDITION` after `close_and_recv`.
     pub async fn send(&mut self, msg: Req) -> Result<(), Status> {
@@ -1154,12 +1183,13 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> ClientStreamingCall
     client_handle_common!(rx.end);
 }
 
-/// A server-streaming call: `recv` responses until `Ok(None)`.
-pub struct ServerStreamingCall<Res: Send + Sync + 'static> {
+/// The client's handle of a server-streaming call: `recv` responses until `Ok(None)`.
+/// The server's side is [`crate::ServerStreamingServer`].
+pub struct ServerStreamingClient<Res: Send + Sync + 'static> {
     rx: Receiver<Res, ClientEnd>,
 }
 
-impl<Res: Send + Sync + 'static> ServerStreamingCall<Res> {
+impl<Res: Send + Sync + 'static> ServerStreamingClient<Res> {
     /// The next response; `Ok(None)` at the end. After the end or an error, returns the same
     /// outcome again.
     pub async fn recv(&mut self) -> Result<Option<Res>, Status> {
@@ -1169,13 +1199,15 @@ impl<Res: Send + Sync + 'static> ServerStreamingCall<Res> {
     client_handle_common!(rx.end);
 }
 
-/// A bidirectional call.
-pub struct BidiCall<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
-    tx: BidiSender<Req>,
-    rx: BidiReceiver<Res>,
+/// The client's handle of a bidirectional streaming call; [`into_split`](Self::into_split)
+/// gives a [`ClientSender`] and a [`ClientReceiver`]. The server's side is
+/// [`crate::BidiStreamingServer`].
+pub struct BidiStreamingClient<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
+    tx: ClientSender<Req>,
+    rx: ClientReceiver<Res>,
 }
 
-impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiCall<Req, Res> {
+impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiStreamingClient<Req, Res> {
     /// Sends one message (waits while the send buffer is full).
     pub async fn send(&mut self, msg: Req) -> Result<(), Status> {
         self.tx.send(msg).await
@@ -1202,19 +1234,19 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiCall<Req, Res> 
 
     /// Splits into halves that can run in different tasks. Dropping the sender without
     /// `close_send`, or the receiver before the end, resets the stream.
-    pub fn into_split(self) -> (BidiSender<Req>, BidiReceiver<Res>) {
+    pub fn into_split(self) -> (ClientSender<Req>, ClientReceiver<Res>) {
         (self.tx, self.rx)
     }
 
     client_handle_common!(rx.rx.end);
 }
 
-/// The sending half of a [`BidiCall`].
-pub struct BidiSender<Req: Send + Sync + 'static> {
+/// The sending half of a [`BidiStreamingClient`].
+pub struct ClientSender<Req: Send + Sync + 'static> {
     tx: Sender<Req, ClientEnd>,
 }
 
-impl<Req: Send + Sync + 'static> BidiSender<Req> {
+impl<Req: Send + Sync + 'static> ClientSender<Req> {
     /// Sends one message.
     pub async fn send(&mut self, msg: Req) -> Result<(), Status> {
         self.tx.send(msg).await
@@ -1240,12 +1272,12 @@ impl<Req: Send + Sync + 'static> BidiSender<Req> {
     }
 }
 
-/// The receiving half of a [`BidiCall`].
-pub struct BidiReceiver<Res: Send + Sync + 'static> {
+/// The receiving half of a [`BidiStreamingClient`].
+pub struct ClientReceiver<Res: Send + Sync + 'static> {
     rx: Receiver<Res, ClientEnd>,
 }
 
-impl<Res: Send + Sync + 'static> BidiReceiver<Res> {
+impl<Res: Send + Sync + 'static> ClientReceiver<Res> {
     /// The next message; `Ok(None)` at the end.
     pub async fn recv(&mut self) -> Result<Option<Res>, Status> {
         self.rx.recv().await

@@ -1,13 +1,18 @@
 //! The one path generated code uses to reach its dependencies (like `tonic::codegen`), so a
 //! user crate depends only on `rpc-core`. Not part of the stable API.
 
-pub use crate::client::{BidiCall, Client, ClientStreamingCall, ServerStreamingCall, WithMetadata};
+pub use crate::client::{
+    BidiStreamingClient, Client, ClientStreamingClient, ServerStreamingClient, WithMetadata,
+};
 pub use crate::codec::thrift::{wire as thrift_wire, ThriftMessage};
 pub use crate::codec::{ProstCodec, ThriftCodec};
 pub use crate::context::{CallOptions, MethodDesc, Mode, PayloadKind, ServiceDesc};
 pub use crate::exception::MethodError;
 pub use crate::metadata::Metadata;
-pub use crate::server::{BidiStream, RecvStream, SendStream, ServerCall, ServerContext, Service};
+pub use crate::server::{
+    BidiStreamingServer, ClientStreamingServer, IncomingCall, ServerContext, ServerStreamingServer,
+    Service,
+};
 pub use crate::status::{Code, Status};
 pub use crate::transport::{BoxFuture, Connect};
 pub use bytes;

@@ -11,8 +11,8 @@ pub use crate::peer::Peer;
 /// The four interaction modes of a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
-    /// One request, one response (unary).
-    PingPong,
+    /// One request, one response (unary; Kitex calls it pingpong).
+    Unary,
     /// A stream of requests, one response.
     ClientStreaming,
     /// One request, a stream of responses.

@@ -3,7 +3,7 @@
 //! proxies and tools that do not link the IDL's generated code.
 //!
 //! * [`RawCodec`]: the identity [`Codec`] for [`Bytes`]. Every typed handle of the core works
-//!   with it (`Client::bidi::<RawCodec, Bytes, Bytes>`, `ServerCall::unary::<RawCodec, ..>`),
+//!   with it (`Client::bidi::<RawCodec, Bytes, Bytes>`, `IncomingCall::unary::<RawCodec, ..>`),
 //!   so generic calls get the same semantics as typed ones (EOF, CloseSend, cancel, deadlines,
 //!   middleware, tracing) with no transport-specific code.
 //! * [`method`]: a [`MethodDesc`] made at run time from a service name, a method name, a mode
@@ -24,7 +24,7 @@
 //!   Data frame with protocol id 0x11 carries);
 //! * thrift streaming methods: the bare request or response struct (a ttstream Data frame's
 //!   payload; `application/grpc+thrift`'s message);
-//! * thrift pingpong: the method's *args* struct (field 1: the request) and *result* struct
+//! * thrift unary: the method's *args* struct (field 1: the request) and *result* struct
 //!   (field 0: success, then the declared exceptions), as rpc-codegen names them
 //!   `XxxArgs`/`XxxResult`. The Thrift message envelope (name, type, sequence id) is the
 //!   transport's: TTHeader unary writes it around these bytes, and maps an error status to an
@@ -35,8 +35,8 @@
 //!
 //! No wire tells the mode of a stream: a ttstream or HTTP/2 stream looks the same in every
 //! mode. An [unknown-method handler](crate::ServerBuilder::unknown_method_handler) therefore
-//! gets [`GenericHandler::ping_pong`] where the framing says pingpong (TTHeader unary, a Thrift
-//! CALL) and [`GenericHandler::bidi`] for every other call — any streaming mode, or a pingpong
+//! gets [`GenericHandler::unary`] where the framing says unary (TTHeader unary, a Thrift
+//! CALL) and [`GenericHandler::bidi`] for every other call — any streaming mode, or a unary
 //! over a stream transport (gRPC unary, ttstream). Relaying as bidi is exact for all four
 //! modes: messages both ways, the half-close, the header, the trailer and the status.
 
@@ -45,13 +45,14 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 
-use crate::client::{BidiCall, Client, ClientStreamingCall, ServerStreamingCall};
+use crate::client::{BidiStreamingClient, Client, ClientStreamingClient, ServerStreamingClient};
 use crate::codec::Codec;
 use crate::context::{CallOptions, MethodDesc, Mode, PayloadKind, ServiceDesc};
 pub use crate::interned::{method, MAX_GENERIC_METHODS, MAX_GENERIC_NAME_BYTES};
 use crate::metadata::WithMetadata;
 use crate::server::{
-    BidiStream, RecvStream, SendStream, ServerBuilder, ServerCall, ServerContext, Service,
+    BidiStreamingServer, ClientStreamingServer, IncomingCall, ServerBuilder, ServerContext,
+    ServerStreamingServer, Service,
 };
 use crate::status::{Error, Status};
 use crate::transport::BoxFuture;
@@ -91,10 +92,10 @@ impl Codec<Bytes> for RawCodec {
 ///
 /// Hosted for a known service with [`GenericService`], or for every call the server cannot
 /// route with [`ServerBuilder::unknown_method_handler`](crate::ServerBuilder::unknown_method_handler),
-/// which uses only [`ping_pong`](Self::ping_pong) and [`bidi`](Self::bidi).
+/// which uses only [`unary`](Self::unary) and [`bidi`](Self::bidi).
 pub trait GenericHandler: Send + Sync + 'static {
-    /// A pingpong call: the request payload in, the response payload out.
-    fn ping_pong(
+    /// A unary call: the request payload in, the response payload out.
+    fn unary(
         &self,
         ctx: ServerContext,
         request: Bytes,
@@ -107,7 +108,7 @@ pub trait GenericHandler: Send + Sync + 'static {
     fn client_streaming(
         &self,
         ctx: ServerContext,
-        requests: RecvStream<Bytes>,
+        requests: ClientStreamingServer<Bytes>,
     ) -> impl Future<Output = Result<Bytes, Status>> + Send {
         let _ = requests;
         async move { Err(unimplemented_mode(&ctx)) }
@@ -118,18 +119,18 @@ pub trait GenericHandler: Send + Sync + 'static {
         &self,
         ctx: ServerContext,
         request: Bytes,
-        responses: SendStream<Bytes>,
+        responses: ServerStreamingServer<Bytes>,
     ) -> impl Future<Output = Result<(), Status>> + Send {
         let _ = (request, responses);
         async move { Err(unimplemented_mode(&ctx)) }
     }
 
     /// A bidirectional call (and, for an unknown method, any call that is not known to be a
-    /// pingpong: see the [module docs](self#the-mode-of-an-unknown-method)).
+    /// unary: see the [module docs](self#the-mode-of-an-unknown-method)).
     fn bidi(
         &self,
         ctx: ServerContext,
-        stream: BidiStream<Bytes, Bytes>,
+        stream: BidiStreamingServer<Bytes, Bytes>,
     ) -> impl Future<Output = Result<(), Status>> + Send {
         let _ = stream;
         async move { Err(unimplemented_mode(&ctx)) }
@@ -147,12 +148,12 @@ fn unimplemented_mode(ctx: &ServerContext) -> Status {
 /// Runs `handler` for `call` in the call's mode.
 pub(crate) async fn serve<H: GenericHandler>(
     handler: Arc<H>,
-    call: ServerCall,
+    call: IncomingCall,
 ) -> Result<(), Status> {
     match call.mode() {
-        Mode::PingPong => {
+        Mode::Unary => {
             call.unary::<RawCodec, Bytes, Bytes, _, _>(move |ctx, req| async move {
-                handler.ping_pong(ctx, req).await
+                handler.unary(ctx, req).await
             })
             .await
         }
@@ -182,7 +183,7 @@ impl ServerBuilder {
     /// on payload bytes (Kitex's unknown service or method handler): the base of gateways and
     /// proxies. `ctx.method()` names what the client called, with the payload kind the
     /// transport reported (protobuf when it reports none); the handler's
-    /// [`ping_pong`](GenericHandler::ping_pong) runs where the framing says pingpong (TTHeader
+    /// [`unary`](GenericHandler::unary) runs where the framing says unary (TTHeader
     /// unary), its [`bidi`](GenericHandler::bidi) for every other call, since no wire tells a
     /// stream's mode (see the [module docs](self)). Layers and message middleware apply as to
     /// hosted methods. Without one, such calls end with `UNIMPLEMENTED` (each transport's wire
@@ -224,7 +225,7 @@ impl<H: GenericHandler> Service for GenericService<H> {
         self.desc
     }
 
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         Box::pin(serve(self.handler.clone(), call))
     }
 }
@@ -242,13 +243,13 @@ impl<H: GenericHandler> Service for GenericService<H> {
 /// // A server that answers every method it does not host by echoing the payload back.
 /// struct Mirror;
 /// impl GenericHandler for Mirror {
-///     async fn ping_pong(&self, _: ServerContext, req: Bytes) -> Result<Bytes, Status> {
+///     async fn unary(&self, _: ServerContext, req: Bytes) -> Result<Bytes, Status> {
 ///         Ok(req)
 ///     }
 ///     async fn bidi(
 ///         &self,
 ///         _: ServerContext,
-///         mut stream: rpc_core::BidiStream<Bytes, Bytes>,
+///         mut stream: rpc_core::BidiStreamingServer<Bytes, Bytes>,
 ///     ) -> Result<(), Status> {
 ///         while let Some(m) = stream.recv().await? {
 ///             stream.send(m).await?;
@@ -302,14 +303,14 @@ impl GenericClient {
         method(&self.service, name, mode, self.payload)
     }
 
-    /// A pingpong call of `name`: the response payload with header and trailer metadata.
-    pub async fn ping_pong(
+    /// A unary call of `name`: the response payload with header and trailer metadata.
+    pub async fn unary(
         &self,
         name: &str,
         request: Bytes,
         opts: CallOptions,
     ) -> Result<WithMetadata<Bytes>, Status> {
-        let m = self.method(name, Mode::PingPong)?;
+        let m = self.method(name, Mode::Unary)?;
         self.client
             .unary::<RawCodec, Bytes, Bytes>(m, request, opts)
             .await
@@ -320,7 +321,7 @@ impl GenericClient {
         &self,
         name: &str,
         opts: CallOptions,
-    ) -> Result<ClientStreamingCall<Bytes, Bytes>, Status> {
+    ) -> Result<ClientStreamingClient<Bytes, Bytes>, Status> {
         let m = self.method(name, Mode::ClientStreaming)?;
         self.client
             .client_streaming::<RawCodec, Bytes, Bytes>(m, opts)
@@ -333,7 +334,7 @@ impl GenericClient {
         name: &str,
         request: Bytes,
         opts: CallOptions,
-    ) -> Result<ServerStreamingCall<Bytes>, Status> {
+    ) -> Result<ServerStreamingClient<Bytes>, Status> {
         let m = self.method(name, Mode::ServerStreaming)?;
         self.client
             .server_streaming::<RawCodec, Bytes, Bytes>(m, request, opts)
@@ -345,7 +346,7 @@ impl GenericClient {
         &self,
         name: &str,
         opts: CallOptions,
-    ) -> Result<BidiCall<Bytes, Bytes>, Status> {
+    ) -> Result<BidiStreamingClient<Bytes, Bytes>, Status> {
         let m = self.method(name, Mode::Bidi)?;
         self.client.bidi::<RawCodec, Bytes, Bytes>(m, opts).await
     }

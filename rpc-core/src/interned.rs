@@ -34,7 +34,7 @@ static INTERNED: RwLock<Option<Interned>> = RwLock::new(None);
 
 fn mode_index(mode: Mode) -> usize {
     match mode {
-        Mode::PingPong => 0,
+        Mode::Unary => 0,
         Mode::ClientStreaming => 1,
         Mode::ServerStreaming => 2,
         Mode::Bidi => 3,
@@ -138,7 +138,7 @@ fn leak_descs(service: &str, name: &str, payload: PayloadKind) -> &'static [Meth
         payload,
     };
     Box::leak(Box::new([
-        desc(Mode::PingPong),
+        desc(Mode::Unary),
         desc(Mode::ClientStreaming),
         desc(Mode::ServerStreaming),
         desc(Mode::Bidi),
@@ -158,8 +158,8 @@ mod tests {
         assert_eq!(a.service, "Svc");
         assert_eq!(a.full_service, "demo.v1.Svc");
         assert_eq!(a.path, "/demo.v1.Svc/Call");
-        let p = method("demo.v1.Svc", "Call", Mode::PingPong, PayloadKind::Thrift).unwrap();
-        assert_eq!(p.mode, Mode::PingPong);
+        let p = method("demo.v1.Svc", "Call", Mode::Unary, PayloadKind::Thrift).unwrap();
+        assert_eq!(p.mode, Mode::Unary);
         assert!(std::ptr::eq(p.path, a.path), "one set of names per method");
         let pb = method("demo.v1.Svc", "Call", Mode::Bidi, PayloadKind::Protobuf).unwrap();
         assert_eq!(pb.payload, PayloadKind::Protobuf);

@@ -11,7 +11,7 @@
 //!   ([`transport::ClientStreamRaw`], [`transport::ServerStreamRaw`],
 //!   [`transport::ClientTransport`], [`transport::Connect`]) a transport implements, and
 //!   [`transport::ServerExt`], how its server side hands streams to a [`Server`].
-//! * [`client`] / [`server`] — typed handles for pingpong, client streaming, server streaming
+//! * [`client`] / [`server`] — typed handles for unary, client streaming, server streaming
 //!   and bidi, with the semantics of DESIGN §3 (EOF as `Ok(None)`, idempotent `close_send`,
 //!   cancel by drop, deadlines over the whole stream).
 //! * [`middleware`] — send/recv chains on every message; call middleware are tower layers.
@@ -35,7 +35,7 @@
 //! | `net` | `net`: the socket every socket transport connects and serves with (TCP, Unix, keepalive); `serve`: one `serve::Listener` runs any set of protocols (TTHeader, gRPC, ...) with connection limits and graceful shutdown | socket2 |
 //! | `tls` | `net::tls`: TLS and mTLS for every `net` client and listener | rustls, webpki |
 //! | `discovery` | `discovery`: resolvers (static, DNS; etcd in `rpc-registry-etcd`) and registrars | nothing |
-//! | `resilience` | `resilience`: timeout, retry (budgeted, idempotency-aware), circuit breaker, server load shedding | tower's `retry` |
+//! | `resilience` | `resilience`: retry (budgeted, idempotency-aware), circuit breaker, server load shedding (timeouts are the call deadline, in the core) | tower's `retry` |
 //! | `balance` | `balance`: a transport that picks an instance per call or stream (round robin, power of two choices, consistent hashing) and ejects failing ones | `discovery`, `resilience` |
 //! | `metrics` | per-call metrics in [`observe`] through the `metrics` facade | metrics |
 //!
@@ -45,12 +45,12 @@
 //!
 //! ```
 //! use rpc_core::{inproc::InProcTransport, CallOptions, Client, MethodDesc, Mode, PayloadKind,
-//!                ProstCodec, Server, ServerCall, Service, ServiceDesc, Status};
+//!                ProstCodec, Server, IncomingCall, Service, ServiceDesc, Status};
 //! use rpc_core::transport::BoxFuture;
 //!
 //! static METHODS: [MethodDesc; 1] = [MethodDesc {
 //!     package: "demo", service: "Upper", full_service: "demo.Upper", name: "Call",
-//!     path: "/demo.Upper/Call", mode: Mode::PingPong, payload: PayloadKind::Protobuf,
+//!     path: "/demo.Upper/Call", mode: Mode::Unary, payload: PayloadKind::Protobuf,
 //! }];
 //! static DESC: ServiceDesc = ServiceDesc {
 //!     package: "demo", name: "Upper", full_name: "demo.Upper", methods: &METHODS,
@@ -59,7 +59,7 @@
 //! struct Upper;
 //! impl Service for Upper {
 //!     fn descriptor(&self) -> &'static ServiceDesc { &DESC }
-//!     fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+//!     fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
 //!         Box::pin(call.unary::<ProstCodec, String, String, _, _>(|_ctx, s| async move {
 //!             Ok(s.to_uppercase())
 //!         }))
@@ -130,8 +130,8 @@ pub mod unary;
 pub use address::Address;
 pub use cancel::{CancelKind, Cancellation, Parent, TimeoutConfig};
 pub use client::{
-    BidiCall, BidiReceiver, BidiSender, Client, ClientBuilder, ClientStreamingCall,
-    ServerStreamingCall, WithMetadata,
+    BidiStreamingClient, Client, ClientBuilder, ClientReceiver, ClientSender,
+    ClientStreamingClient, ServerStreamingClient, WithMetadata,
 };
 pub use codec::{Codec, ProstCodec, ThriftCodec};
 pub use context::{CallContext, CallOptions, MethodDesc, Mode, PayloadKind, Peer, ServiceDesc};
@@ -140,7 +140,8 @@ pub use limits::ServerLimits;
 pub use metadata::{Metadata, MetadataValue};
 pub use middleware::{RecvMiddleware, SendMiddleware};
 pub use server::{
-    BidiStream, RecvStream, SendStream, Server, ServerBuilder, ServerCall, ServerContext, Service,
+    BidiStreamingServer, ClientStreamingServer, IncomingCall, Server, ServerBuilder, ServerContext,
+    ServerStreamingServer, Service,
 };
 pub use status::{BizStatus, Code, Error, Status};
 

@@ -1,6 +1,6 @@
 //! Per-message send and recv middleware (DESIGN §4).
 //!
-//! Call middleware (once per pingpong call or stream open) are plain `tower::Layer`s, added with
+//! Call middleware (once per unary call or stream open) are plain `tower::Layer`s, added with
 //! `ClientBuilder::layer` and `ServerBuilder::layer`. This module holds the per-message kind,
 //! which no tower stack can express: chains that run on **every** message of a stream, on both
 //! sides.
@@ -19,8 +19,41 @@
 //!
 //! With no middleware registered the typed handles never enter this module: no boxing, no
 //! dynamic dispatch, no allocation per message. With middleware, each call boxes its future
-//! and a received message is boxed as `Box<dyn Any + Send>` so it can be handed through the
+//! and a received message is boxed as `Box<AnyMessage>` so it can be handed through the
 //! chain and downcast (`downcast_mut::<MyMessage>()`).
+//!
+//! # Sizes
+//!
+//! Both chains learn the message's encoded size from `next`, where the core knows it:
+//! [`SendNext::run`] returns the size of the message it sent (`Some` when the codec knew it
+//! before encoding, as the protobuf and thrift codecs do), [`RecvNext::run`] returns a
+//! [`Received`] whose [`encoded_len`](Received::encoded_len) is the size the codec decoded
+//! (after any decompression, as the send size is before compression). These are the sizes
+//! stream observers ([`crate::events`]) see.
+//!
+//! ```
+//! use rpc_core::middleware::{Received, RecvMiddleware, RecvNext};
+//! use rpc_core::transport::BoxFuture;
+//! use rpc_core::{CallContext, Status};
+//!
+//! /// Refuses received messages over 1 KiB (after decoding them).
+//! struct MaxRecv;
+//! impl RecvMiddleware for MaxRecv {
+//!     fn on_recv<'a>(
+//!         &'a self,
+//!         ctx: &'a CallContext,
+//!         next: RecvNext<'a>,
+//!     ) -> BoxFuture<'a, Result<Option<Received>, Status>> {
+//!         Box::pin(async move {
+//!             let got = next.run(ctx).await?;
+//!             match &got {
+//!                 Some(r) if r.encoded_len > 1024 => Err(Status::resource_exhausted("too big")),
+//!                 _ => Ok(got),
+//!             }
+//!         })
+//!     }
+//! }
+//! ```
 
 use std::any::Any;
 use std::sync::Arc;
@@ -29,40 +62,68 @@ use crate::context::CallContext;
 use crate::status::Status;
 use crate::transport::BoxFuture;
 
-/// A message handed to send middleware: downcast with `downcast_mut::<T>()`.
+/// A type-erased message, as send and recv middleware and unary layers
+/// ([`crate::unary`]) see it: downcast with `downcast_ref::<T>()` / `downcast_mut::<T>()`
+/// (`Box<AnyMessage>`: `downcast::<T>()`).
 pub type AnyMessage = dyn Any + Send + Sync;
+
+/// A received message as recv middleware see it: the decoded message and its encoded size.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Received {
+    /// The decoded message: downcast with `downcast_mut::<T>()`. A middleware may replace it
+    /// with another value of the same type.
+    pub message: Box<AnyMessage>,
+    /// The size in bytes of the encoded message the codec decoded (after any decompression).
+    pub encoded_len: usize,
+}
+
+impl Received {
+    /// A received `message` of `encoded_len` bytes.
+    pub fn new(message: Box<AnyMessage>, encoded_len: usize) -> Received {
+        Received {
+            message,
+            encoded_len,
+        }
+    }
+}
 
 /// Middleware run on every message sent, on a client or server stream.
 pub trait SendMiddleware: Send + Sync + 'static {
-    /// Inspect or modify `msg`, then call `next.run(ctx, msg)` to continue; return an error to
-    /// reject the message (nothing is sent and the caller's `send` returns the error).
+    /// Inspect or modify `msg`, then call `next.run(ctx, msg)` to continue (it returns the
+    /// encoded size of what it sent, when known; return it on); return an error to reject the
+    /// message (nothing is sent and the caller's `send` returns the error).
     fn on_send<'a>(
         &'a self,
         ctx: &'a CallContext,
         msg: &'a mut AnyMessage,
         next: SendNext<'a>,
-    ) -> BoxFuture<'a, Result<(), Status>>;
+    ) -> BoxFuture<'a, Result<Option<usize>, Status>>;
 }
 
 /// Middleware run on every receive, on a client or server stream.
 pub trait RecvMiddleware: Send + Sync + 'static {
     /// Call `next.run(ctx)` to receive (`Ok(None)` is the end of the stream), then inspect or
-    /// modify the message, or reject it by returning an error (the caller's `recv` returns it).
+    /// modify the message (its encoded size is in [`Received::encoded_len`]), or reject it by
+    /// returning an error (the caller's `recv` returns it).
     fn on_recv<'a>(
         &'a self,
         ctx: &'a CallContext,
         next: RecvNext<'a>,
-    ) -> BoxFuture<'a, Result<Option<Box<AnyMessage>>, Status>>;
+    ) -> BoxFuture<'a, Result<Option<Received>, Status>>;
 }
 
 /// The innermost send step (encode and queue), type-erased.
 pub(crate) trait SendSink: Send {
-    fn send<'a>(&'a mut self, msg: &'a mut AnyMessage) -> BoxFuture<'a, Result<(), Status>>;
+    fn send<'a>(
+        &'a mut self,
+        msg: &'a mut AnyMessage,
+    ) -> BoxFuture<'a, Result<Option<usize>, Status>>;
 }
 
 /// The innermost recv step (receive and decode), type-erased.
 pub(crate) trait RecvSource: Send {
-    fn recv(&mut self) -> BoxFuture<'_, Result<Option<Box<AnyMessage>>, Status>>;
+    fn recv(&mut self) -> BoxFuture<'_, Result<Option<Received>, Status>>;
 }
 
 /// The rest of a send chain.
@@ -76,12 +137,13 @@ impl<'a> SendNext<'a> {
         SendNext { chain, sink }
     }
 
-    /// Runs the remaining middleware and then sends the message.
+    /// Runs the remaining middleware and then sends the message; returns its encoded size
+    /// when the codec knew it before encoding (the protobuf and thrift codecs do).
     pub fn run(
         self,
         ctx: &'a CallContext,
         msg: &'a mut AnyMessage,
-    ) -> BoxFuture<'a, Result<(), Status>> {
+    ) -> BoxFuture<'a, Result<Option<usize>, Status>> {
         match self.chain.split_first() {
             Some((first, rest)) => first.on_send(ctx, msg, SendNext::new(rest, self.sink)),
             None => self.sink.send(msg),
@@ -103,11 +165,9 @@ impl<'a> RecvNext<'a> {
         RecvNext { chain, source }
     }
 
-    /// Runs the remaining middleware and the receive; `Ok(None)` is the end of the stream.
-    pub fn run(
-        self,
-        ctx: &'a CallContext,
-    ) -> BoxFuture<'a, Result<Option<Box<AnyMessage>>, Status>> {
+    /// Runs the remaining middleware and the receive: the message with its encoded size;
+    /// `Ok(None)` is the end of the stream.
+    pub fn run(self, ctx: &'a CallContext) -> BoxFuture<'a, Result<Option<Received>, Status>> {
         match self.chain.split_first() {
             Some((first, rest)) => first.on_recv(ctx, RecvNext::new(rest, self.source)),
             None => self.source.recv(),
@@ -146,7 +206,9 @@ impl std::fmt::Debug for MessageMiddleware {
 }
 
 /// A send middleware from a closure run before the message goes on (synchronous inspection or
-/// modification; return `Err` to reject).
+/// modification; return `Err` to reject). The closure runs before encoding; a middleware that
+/// needs the encoded size implements [`SendMiddleware`] and reads what [`SendNext::run`]
+/// returns.
 pub fn send_fn<F>(f: F) -> impl SendMiddleware
 where
     F: Fn(&CallContext, &mut AnyMessage) -> Result<(), Status> + Send + Sync + 'static,
@@ -161,7 +223,7 @@ where
             ctx: &'a CallContext,
             msg: &'a mut AnyMessage,
             next: SendNext<'a>,
-        ) -> BoxFuture<'a, Result<(), Status>> {
+        ) -> BoxFuture<'a, Result<Option<usize>, Status>> {
             Box::pin(async move {
                 (self.0)(ctx, msg)?;
                 next.run(ctx, msg).await
@@ -172,6 +234,8 @@ where
 }
 
 /// A recv middleware from a closure run on each received message (not on the end of stream).
+/// A middleware that needs the encoded size implements [`RecvMiddleware`] and reads
+/// [`Received::encoded_len`].
 pub fn recv_fn<F>(f: F) -> impl RecvMiddleware
 where
     F: Fn(&CallContext, &mut AnyMessage) -> Result<(), Status> + Send + Sync + 'static,
@@ -185,13 +249,13 @@ where
             &'a self,
             ctx: &'a CallContext,
             next: RecvNext<'a>,
-        ) -> BoxFuture<'a, Result<Option<Box<AnyMessage>>, Status>> {
+        ) -> BoxFuture<'a, Result<Option<Received>, Status>> {
             Box::pin(async move {
-                let mut msg = next.run(ctx).await?;
-                if let Some(m) = msg.as_deref_mut() {
-                    (self.0)(ctx, m)?;
+                let mut got = next.run(ctx).await?;
+                if let Some(r) = got.as_mut() {
+                    (self.0)(ctx, &mut *r.message)?;
                 }
-                Ok(msg)
+                Ok(got)
             })
         }
     }

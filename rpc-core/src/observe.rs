@@ -360,8 +360,8 @@ impl MethodMetrics {
             ("rpc_method", method.name),
         ];
         let s = side as usize;
-        // Requests per RPC of a pingpong or server-streaming method, responses per RPC of a
-        // pingpong or client-streaming one: always 1, not worth a histogram record per call.
+        // Requests per RPC of a unary or server-streaming method, responses per RPC of a
+        // unary or client-streaming one: always 1, not worth a histogram record per call.
         let varies = matches!(
             (side, method.mode),
             (_, Mode::Bidi)

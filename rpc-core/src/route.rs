@@ -50,16 +50,16 @@ impl Route {
         self.service_index == FALLBACK_INDEX
     }
 
-    /// For a transport whose framing says the call is a pingpong (TTHeader unary, a Thrift
-    /// CALL): a route to the unknown-method handler then runs its pingpong handler instead
+    /// For a transport whose framing says the call is unary (TTHeader unary, a Thrift
+    /// CALL): a route to the unknown-method handler then runs its unary handler instead
     /// of the bidi one it gets when the mode is not known. Other routes are returned as they
     /// are (their mode is the IDL's).
-    pub fn framed_as_pingpong(self) -> Route {
-        if !self.is_unknown_method() || self.method.mode == Mode::PingPong {
+    pub fn framed_as_unary(self) -> Route {
+        if !self.is_unknown_method() || self.method.mode == Mode::Unary {
             return self;
         }
         let m = self.method;
-        match crate::interned::method(m.full_service, m.name, Mode::PingPong, m.payload) {
+        match crate::interned::method(m.full_service, m.name, Mode::Unary, m.payload) {
             Ok(method) => Route { method, ..self },
             Err(_) => self,
         }
@@ -264,7 +264,7 @@ mod tests {
                 full_service: "demo.Upper",
                 name: "Call",
                 path: "/demo.Upper/Call",
-                mode: crate::context::Mode::PingPong,
+                mode: crate::context::Mode::Unary,
                 payload: PayloadKind::Protobuf,
             },
             MethodDesc {

@@ -5,7 +5,7 @@
 //! [`ServerExt::dispatch`]. The server routes by service and method, builds the [`ServerContext`],
 //! runs call middleware (tower layers, once per stream) and the handler, and finishes the stream
 //! with the handler's outcome. The handler is polled once in the dispatching task: one that
-//! completes at once (a pingpong handler that awaits nothing) costs no task; one that waits
+//! completes at once (a unary handler that awaits nothing) costs no task; one that waits
 //! continues in a task of its own:
 //!
 //! * `Ok` → trailer with OK status and the trailer metadata the handler set;
@@ -24,7 +24,7 @@
 //! the header arrived) therefore never deadlocks against a handler that reads first. Header
 //! metadata set before the first `recv` goes with it. A handler that wants to set header
 //! metadata from what it reads calls [`ServerContext::hold_header`] before its first `recv`;
-//! its header then goes with the first message or the end, as for the other modes. (Pingpong
+//! its header then goes with the first message or the end, as for the other modes. (Unary
 //! and server-streaming handlers get their request before they run, so they never wait for
 //! one.) This is core logic: every transport sees the same `send_header` call.
 
@@ -69,15 +69,15 @@ pub trait Service: Send + Sync + 'static {
     fn descriptor(&self) -> &'static ServiceDesc;
 
     /// Runs the handler of `call.method_index()` to completion.
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>>;
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>>;
 }
 
 /// The tower service server call middleware wrap: runs one stream's handler.
-pub type CallService = BoxCloneSyncService<ServerCall, (), Status>;
+pub type CallService = BoxCloneSyncService<IncomingCall, (), Status>;
 
 /// Runs the unknown-method handler for a call (`ServerBuilder::unknown_method_handler`).
 pub(crate) type Fallback =
-    Arc<dyn Fn(ServerCall) -> BoxFuture<'static, Result<(), Status>> + Send + Sync>;
+    Arc<dyn Fn(IncomingCall) -> BoxFuture<'static, Result<(), Status>> + Send + Sync>;
 
 /// The hosted services and the unknown-method handler: runs the handler a route names.
 #[derive(Clone)]
@@ -87,7 +87,7 @@ struct Routed {
 }
 
 impl Routed {
-    fn run(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn run(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         if call.service_index == crate::route::FALLBACK_INDEX {
             return match &self.fallback {
                 Some(f) => f(call),
@@ -102,7 +102,7 @@ impl Routed {
     }
 }
 
-impl tower::Service<ServerCall> for Routed {
+impl tower::Service<IncomingCall> for Routed {
     type Response = ();
     type Error = Status;
     type Future = BoxFuture<'static, Result<(), Status>>;
@@ -111,7 +111,7 @@ impl tower::Service<ServerCall> for Routed {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         self.run(call)
     }
 }
@@ -155,12 +155,12 @@ impl ServerBuilder {
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<CallService> + Send + 'static,
-        L::Service: tower::Service<ServerCall, Response = (), Error = Status>
+        L::Service: tower::Service<IncomingCall, Response = (), Error = Status>
             + Clone
             + Send
             + Sync
             + 'static,
-        <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
+        <L::Service as tower::Service<IncomingCall>>::Future: Send + 'static,
     {
         self.layers.push(Box::new(move |inner| {
             BoxCloneSyncService::new(layer.layer(inner))
@@ -466,7 +466,7 @@ impl Server {
             observe,
             children: Mutex::new(Children::default()),
         });
-        let call = ServerCall {
+        let call = IncomingCall {
             ctx: ServerContext {
                 shared: shared.clone(),
             },
@@ -484,7 +484,7 @@ impl Server {
         self.inner.active.fetch_add(1, Ordering::AcqRel);
         let guard = ActiveGuard(self.inner.clone());
         // First poll here, in the transport's task: a handler that completes at once (a
-        // pingpong handler that does not wait for anything) finishes its stream now, without a
+        // unary handler that does not wait for anything) finishes its stream now, without a
         // task of its own. Only one that is still pending is spawned; the spawned task polls it
         // again with its own waker (the wakers registered by this first poll are dropped, which
         // the `Future` contract allows: the latest poll's waker is the one that counts). The
@@ -551,7 +551,7 @@ impl ServerExt for Server {
 }
 
 /// Ends the stream with the handler's outcome, unless a handler that returned `Ok` already
-/// ended it (a pingpong reply finishes the stream as it is sent: no second OK status is built).
+/// ended it (a unary reply finishes the stream as it is sent: no second OK status is built).
 fn finish_outcome(
     shared: &ServerShared,
     outcome: Result<Result<(), Status>, Box<dyn std::any::Any + Send>>,
@@ -991,22 +991,23 @@ impl From<&ServerContext> for crate::cancel::Parent {
 }
 
 /// One accepted stream, routed, on its way to a handler: what call middleware and generated
-/// service adapters receive.
-pub struct ServerCall {
+/// service adapters receive. Its `unary`, `client_streaming`, `server_streaming` and `bidi`
+/// run a handler of that mode with the mode's handle.
+pub struct IncomingCall {
     ctx: ServerContext,
     service_index: usize,
     method_index: usize,
 }
 
-impl std::fmt::Debug for ServerCall {
+impl std::fmt::Debug for IncomingCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerCall")
+        f.debug_struct("IncomingCall")
             .field("ctx", &self.ctx)
             .finish()
     }
 }
 
-impl ServerCall {
+impl IncomingCall {
     /// The handler's context.
     pub fn context(&self) -> &ServerContext {
         &self.ctx
@@ -1044,7 +1045,7 @@ impl ServerCall {
         }
     }
 
-    /// Runs a pingpong handler: receives the request, calls `f`, sends its response.
+    /// Runs a unary handler: receives the request, calls `f`, sends its response.
     pub async fn unary<C, Req, Res, F, Fut>(self, f: F) -> Result<(), Status>
     where
         C: Codec<Req> + Codec<Res>,
@@ -1064,10 +1065,10 @@ impl ServerCall {
         C: Codec<Req> + Codec<Res>,
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
-        F: FnOnce(ServerContext, RecvStream<Req>) -> Fut,
+        F: FnOnce(ServerContext, ClientStreamingServer<Req>) -> Fut,
         Fut: Future<Output = Result<Res, Status>>,
     {
-        let stream = RecvStream {
+        let stream = ClientStreamingServer {
             rx: Receiver::new(self.recv_end(), MsgCodec::of::<C>()),
         };
         let res = f(self.ctx.clone(), stream).await?;
@@ -1081,11 +1082,11 @@ impl ServerCall {
         C: Codec<Req> + Codec<Res>,
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
-        F: FnOnce(ServerContext, Req, SendStream<Res>) -> Fut,
+        F: FnOnce(ServerContext, Req, ServerStreamingServer<Res>) -> Fut,
         Fut: Future<Output = Result<(), Status>>,
     {
         let req = self.first_request::<C, Req>().await?;
-        let stream = SendStream {
+        let stream = ServerStreamingServer {
             tx: Sender::new(self.end(), MsgCodec::of::<C>()),
         };
         f(self.ctx.clone(), req, stream).await
@@ -1097,14 +1098,14 @@ impl ServerCall {
         C: Codec<Req> + Codec<Res>,
         Req: Send + Sync + 'static,
         Res: Send + Sync + 'static,
-        F: FnOnce(ServerContext, BidiStream<Req, Res>) -> Fut,
+        F: FnOnce(ServerContext, BidiStreamingServer<Req, Res>) -> Fut,
         Fut: Future<Output = Result<(), Status>>,
     {
-        let stream = BidiStream {
-            rx: RecvStream {
+        let stream = BidiStreamingServer {
+            rx: ClientStreamingServer {
                 rx: Receiver::new(self.recv_end(), MsgCodec::of::<C>()),
             },
-            tx: SendStream {
+            tx: ServerStreamingServer {
                 tx: Sender::new(self.end(), MsgCodec::of::<C>()),
             },
         };
@@ -1253,8 +1254,8 @@ impl End for ServerEnd {
     }
 }
 
-impl_stream!(RecvStream<Req>, Req, rx);
-impl_stream!(BidiStream<Req, Res>, Req, rx.rx);
+impl_stream!(ClientStreamingServer<Req>, Req, rx);
+impl_stream!(BidiStreamingServer<Req, Res>, Req, rx.rx);
 
 impl ServerEnd {
     /// After a local cancel (deadline), report that rather than the transport's "finished".
@@ -1276,12 +1277,14 @@ impl ServerEnd {
     }
 }
 
-/// The request stream of a client-streaming or bidi handler.
-pub struct RecvStream<Req: Send + Sync + 'static> {
+/// The server's handle of a client-streaming call (grpc-go's `ClientStreamingServer`): the
+/// request stream a handler `recv`s from; also the receiving half of a split
+/// [`BidiStreamingServer`]. The client's side is [`crate::ClientStreamingClient`].
+pub struct ClientStreamingServer<Req: Send + Sync + 'static> {
     rx: Receiver<Req, ServerEnd>,
 }
 
-impl<Req: Send + Sync + 'static> RecvStream<Req> {
+impl<Req: Send + Sync + 'static> ClientStreamingServer<Req> {
     /// The next request; `Ok(None)` after the client's half-close. After the end or an error,
     /// returns the same outcome again. When no request is ready it sends the response header
     /// before it waits, unless [`ServerContext::hold_header`] was called (see the
@@ -1298,12 +1301,14 @@ impl<Req: Send + Sync + 'static> RecvStream<Req> {
     }
 }
 
-/// The response stream of a server-streaming or bidi handler.
-pub struct SendStream<Res: Send + Sync + 'static> {
+/// The server's handle of a server-streaming call: the response stream a handler `send`s
+/// to; also the sending half of a split [`BidiStreamingServer`]. The client's side is
+/// [`crate::ServerStreamingClient`].
+pub struct ServerStreamingServer<Res: Send + Sync + 'static> {
     tx: Sender<Res, ServerEnd>,
 }
 
-impl<Res: Send + Sync + 'static> SendStream<Res> {
+impl<Res: Send + Sync + 'static> ServerStreamingServer<Res> {
     /// Sends one response (waits while the send buffer is full). The first send also sends
     /// the response header.
     pub async fn send(&mut self, msg: Res) -> Result<(), Status> {
@@ -1326,15 +1331,16 @@ impl<Res: Send + Sync + 'static> SendStream<Res> {
     }
 }
 
-/// The stream of a bidi handler: `recv` requests and `send` responses, or split them.
-pub struct BidiStream<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
-    rx: RecvStream<Req>,
-    tx: SendStream<Res>,
+/// The server's handle of a bidirectional streaming call: `recv` requests and `send`
+/// responses, or split them. The client's side is [`crate::BidiStreamingClient`].
+pub struct BidiStreamingServer<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
+    rx: ClientStreamingServer<Req>,
+    tx: ServerStreamingServer<Res>,
 }
 
-impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiStream<Req, Res> {
+impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiStreamingServer<Req, Res> {
     /// The next request; `Ok(None)` after the client's half-close. Sends the response header
-    /// before it waits, as [`RecvStream::recv`] does.
+    /// before it waits, as [`ClientStreamingServer::recv`] does.
     pub async fn recv(&mut self) -> Result<Option<Req>, Status> {
         self.rx.recv().await
     }
@@ -1354,7 +1360,7 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> BidiStream<Req, Res
 
     /// Splits into the two directions so they can run in different tasks. The stream still ends
     /// when the handler returns; handles used after that fail with an error.
-    pub fn into_split(self) -> (SendStream<Res>, RecvStream<Req>) {
+    pub fn into_split(self) -> (ServerStreamingServer<Res>, ClientStreamingServer<Req>) {
         (self.tx, self.rx)
     }
 
@@ -1376,9 +1382,9 @@ pub(crate) struct ServerIntercept<S> {
     pub(crate) f: ServerInterceptor,
 }
 
-impl<S> tower::Service<ServerCall> for ServerIntercept<S>
+impl<S> tower::Service<IncomingCall> for ServerIntercept<S>
 where
-    S: tower::Service<ServerCall, Response = (), Error = Status>,
+    S: tower::Service<IncomingCall, Response = (), Error = Status>,
     S::Future: Send + 'static,
 {
     type Response = ();
@@ -1389,7 +1395,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         match (self.f)(call.context()) {
             Ok(()) => Box::pin(self.inner.call(call)),
             Err(status) => Box::pin(std::future::ready(Err(status))),

@@ -42,14 +42,14 @@
 //! #         package: "demo", name: "Echo", full_name: "demo.Echo", methods: &METHODS,
 //! #     };
 //! #     pub trait Echo: Send + Sync + 'static {
-//! #         fn chat(&self, ctx: ServerContext, stream: BidiStream<String, String>)
+//! #         fn chat(&self, ctx: ServerContext, stream: BidiStreamingServer<String, String>)
 //! #             -> impl Future<Output = Result<(), Status>> + Send;
 //! #     }
 //! #     pub struct EchoServer<T>(Arc<T>);
 //! #     impl<T> EchoServer<T> { pub fn new(inner: T) -> Self { EchoServer(Arc::new(inner)) } }
 //! #     impl<T: Echo> Service for EchoServer<T> {
 //! #         fn descriptor(&self) -> &'static ServiceDesc { &DESC }
-//! #         fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+//! #         fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
 //! #             let inner = self.0.clone();
 //! #             Box::pin(call.bidi::<ProstCodec, String, String, _, _>(
 //! #                 move |ctx, stream| async move { inner.chat(ctx, stream).await }))
@@ -58,20 +58,20 @@
 //! #     pub struct EchoClient(Client);
 //! #     impl EchoClient {
 //! #         pub fn new(inner: Client) -> Self { EchoClient(inner) }
-//! #         pub async fn chat(&self) -> Result<BidiCall<String, String>, Status> {
+//! #         pub async fn chat(&self) -> Result<BidiStreamingClient<String, String>, Status> {
 //! #             self.0.bidi::<ProstCodec, String, String>(&METHODS[0], CallOptions::new()).await
 //! #         }
 //! #     }
 //! # }
 //! use echo::{Echo, EchoClient, EchoServer};
 //! use rpc_core::testing::{self, ScriptedCall};
-//! use rpc_core::{BidiStream, Code, ServerContext, Status};
+//! use rpc_core::{BidiStreamingServer, Code, ServerContext, Status};
 //!
 //! /// Answers every message in capitals; an empty one is an error.
 //! struct Shout;
 //!
 //! impl Echo for Shout {
-//!     async fn chat(&self, _: ServerContext, mut s: BidiStream<String, String>) -> Result<(), Status> {
+//!     async fn chat(&self, _: ServerContext, mut s: BidiStreamingServer<String, String>) -> Result<(), Status> {
 //!         while let Some(text) = s.recv().await? {
 //!             if text.is_empty() {
 //!                 return Err(Status::invalid_argument("nothing to shout"));
@@ -105,7 +105,9 @@ use std::future::Future;
 use std::panic::Location;
 use std::time::Duration;
 
-use crate::client::{BidiCall, Client, ClientBuilder, ClientStreamingCall, ServerStreamingCall};
+use crate::client::{
+    BidiStreamingClient, Client, ClientBuilder, ClientStreamingClient, ServerStreamingClient,
+};
 use crate::context::CallContext;
 use crate::inproc::InProcTransport;
 use crate::metadata::{Metadata, MetadataValue};
@@ -218,9 +220,9 @@ impl TestServer {
 
 /// The call handle a [`ScriptedCall`] drives.
 enum Handle<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
-    Bidi(BidiCall<Req, Res>),
-    ClientStreaming(ClientStreamingCall<Req, Res>),
-    ServerStreaming(ServerStreamingCall<Res>),
+    Bidi(BidiStreamingClient<Req, Res>),
+    ClientStreaming(ClientStreamingClient<Req, Res>),
+    ServerStreaming(ServerStreamingClient<Res>),
 }
 
 impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> Handle<Req, Res> {
@@ -287,8 +289,8 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> Handle<Req, Res> {
 /// The client of one stream, played step by step by a test: what the handler under test sees
 /// as its peer.
 ///
-/// Make one from the handle a generated client returns — [`BidiCall`],
-/// [`ClientStreamingCall`] or [`ServerStreamingCall`] (its request type is then
+/// Make one from the handle a generated client returns — [`BidiStreamingClient`],
+/// [`ClientStreamingClient`] or [`ServerStreamingClient`] (its request type is then
 /// [`Infallible`]: its one request went out when it opened) — over the in-process transport
 /// of [`serve`] or any other. Each step waits at most the step timeout
 /// ([`DEFAULT_STEP_TIMEOUT`]); a step that fails panics with the method, the step number, the
@@ -303,7 +305,7 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> Handle<Req, Res> {
 /// ([`expect_ok`](Self::expect_ok)) or a status ([`expect_status`](Self::expect_status)),
 /// which every later receive sees again. A client-streaming call delivers its one response
 /// as a message before its end, and — unlike
-/// [`ClientStreamingCall::close_and_recv`] — a script can wait for it without
+/// [`ClientStreamingClient::close_and_recv`] — a script can wait for it without
 /// half-closing, to see a handler that ends before the client does.
 pub struct ScriptedCall<Req: Send + Sync + 'static, Res: Send + Sync + 'static> {
     handle: Handle<Req, Res>,
@@ -321,24 +323,26 @@ impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> fmt::Debug for Scri
     }
 }
 
-impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> From<BidiCall<Req, Res>>
+impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> From<BidiStreamingClient<Req, Res>>
     for ScriptedCall<Req, Res>
 {
-    fn from(call: BidiCall<Req, Res>) -> Self {
+    fn from(call: BidiStreamingClient<Req, Res>) -> Self {
         ScriptedCall::with_handle(Handle::Bidi(call))
     }
 }
 
-impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> From<ClientStreamingCall<Req, Res>>
+impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> From<ClientStreamingClient<Req, Res>>
     for ScriptedCall<Req, Res>
 {
-    fn from(call: ClientStreamingCall<Req, Res>) -> Self {
+    fn from(call: ClientStreamingClient<Req, Res>) -> Self {
         ScriptedCall::with_handle(Handle::ClientStreaming(call))
     }
 }
 
-impl<Res: Send + Sync + 'static> From<ServerStreamingCall<Res>> for ScriptedCall<Infallible, Res> {
-    fn from(call: ServerStreamingCall<Res>) -> Self {
+impl<Res: Send + Sync + 'static> From<ServerStreamingClient<Res>>
+    for ScriptedCall<Infallible, Res>
+{
+    fn from(call: ServerStreamingClient<Res>) -> Self {
         ScriptedCall::with_handle(Handle::ServerStreaming(call))
     }
 }
@@ -353,7 +357,7 @@ fn describe<Res: fmt::Debug>(got: &Result<Option<Res>, Status>) -> String {
 }
 
 impl<Req: Send + Sync + 'static, Res: Send + Sync + 'static> ScriptedCall<Req, Res> {
-    /// Scripts `call`: a [`BidiCall`], [`ClientStreamingCall`] or [`ServerStreamingCall`].
+    /// Scripts `call`: a [`BidiStreamingClient`], [`ClientStreamingClient`] or [`ServerStreamingClient`].
     pub fn new(call: impl Into<ScriptedCall<Req, Res>>) -> Self {
         call.into()
     }

@@ -62,7 +62,7 @@ pub mod waker {
     }
 
     /// Several tasks waiting on one event: for a primitive that keeps a single waker slot but
-    /// is needed by more than one operation (h2's `SendStream::poll_capacity` and `poll_reset`
+    /// is needed by more than one operation (h2's `ServerStreamingServer::poll_capacity` and `poll_reset`
     /// share one; a split bidi stream polls them from two tasks). Each operation registers its
     /// task here and polls the primitive with the shared waker of [`fanout_waker`], so whichever
     /// task the primitive wakes, all of them are woken.

@@ -1,4 +1,4 @@
-//! The typed unary call layer: tower layers that see a pingpong call whole — the request
+//! The typed unary call layer: tower layers that see a unary call whole — the request
 //! message going in, the response message or the final status coming out — so retries,
 //! per-status metrics, hedging, caching or auth can be written once for every method.
 //!
@@ -23,14 +23,14 @@ use tower::util::BoxCloneSyncService;
 
 use crate::context::{CallContext, MethodDesc};
 use crate::metadata::WithMetadata;
+use crate::middleware::AnyMessage;
 use crate::status::{Error, Status};
 use crate::transport::BoxFuture;
 
-/// A type-erased message.
-pub type AnyMessage = Box<dyn Any + Send + Sync>;
-
-/// The response of a unary call as layers see it.
-pub type UnaryResponse = WithMetadata<AnyMessage>;
+/// The response of a unary call as layers see it: the message type-erased as
+/// [`Box<AnyMessage>`](AnyMessage) (downcast with `downcast::<T>()`), as message middleware
+/// see it.
+pub type UnaryResponse = WithMetadata<Box<AnyMessage>>;
 
 /// The tower service unary layers wrap.
 pub type UnaryService = BoxCloneSyncService<UnaryRequest, UnaryResponse, Status>;
@@ -43,7 +43,7 @@ pub(crate) type Invoke = fn(UnaryRequest) -> BoxFuture<'static, Result<UnaryResp
 /// client's [`Invoke`] does.
 pub(crate) type Origin = Arc<dyn Any + Send + Sync>;
 
-/// One pingpong call on its way through unary layers.
+/// One unary call on its way through unary layers.
 pub struct UnaryRequest {
     ctx: CallContext,
     message: Box<dyn RequestMessage>,
@@ -87,7 +87,7 @@ impl UnaryRequest {
     }
 
     /// Takes the request apart for its [`Invoke`]: context, message, origin.
-    pub(crate) fn into_parts(self) -> (CallContext, AnyMessage, Origin) {
+    pub(crate) fn into_parts(self) -> (CallContext, Box<AnyMessage>, Origin) {
         (self.ctx, self.message.into_any(), self.origin)
     }
 
@@ -139,22 +139,22 @@ impl tower::Service<UnaryRequest> for Invoker {
 /// and reachable only as its own type, so it can never be swapped for another.
 trait RequestMessage: Send + Sync {
     fn clone_box(&self) -> Box<dyn RequestMessage>;
-    fn as_any(&self) -> &(dyn Any + Send + Sync);
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync);
-    fn into_any(self: Box<Self>) -> AnyMessage;
+    fn as_any(&self) -> &AnyMessage;
+    fn as_any_mut(&mut self) -> &mut AnyMessage;
+    fn into_any(self: Box<Self>) -> Box<AnyMessage>;
 }
 
 impl<T: Clone + Send + Sync + 'static> RequestMessage for T {
     fn clone_box(&self) -> Box<dyn RequestMessage> {
         Box::new(self.clone())
     }
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+    fn as_any(&self) -> &AnyMessage {
         self
     }
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+    fn as_any_mut(&mut self) -> &mut AnyMessage {
         self
     }
-    fn into_any(self: Box<Self>) -> AnyMessage {
+    fn into_any(self: Box<Self>) -> Box<AnyMessage> {
         self
     }
 }

@@ -127,7 +127,7 @@ async fn dropping_a_stream_mid_poll_with_middleware_resets_and_leaks_nothing() {
 mod who {
     use rpc_core::transport::BoxFuture;
     use rpc_core::{
-        MethodDesc, Mode, PayloadKind, ProstCodec, ServerCall, Service, ServiceDesc, Status,
+        IncomingCall, MethodDesc, Mode, PayloadKind, ProstCodec, Service, ServiceDesc, Status,
     };
 
     pub(crate) static METHODS: [MethodDesc; 1] = [MethodDesc {
@@ -136,7 +136,7 @@ mod who {
         full_service: "demo.Who",
         name: "Am",
         path: "/demo.Who/Am",
-        mode: Mode::PingPong,
+        mode: Mode::Unary,
         payload: PayloadKind::Protobuf,
     }];
     static DESC: ServiceDesc = ServiceDesc {
@@ -156,7 +156,7 @@ mod who {
         fn descriptor(&self) -> &'static ServiceDesc {
             &DESC
         }
-        fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+        fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
             Box::pin(
                 call.unary::<ProstCodec, String, String, _, _>(|ctx, _req| async move {
                     let p = ctx

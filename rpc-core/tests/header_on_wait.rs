@@ -15,7 +15,7 @@ use futures::FutureExt;
 use rpc_core::inproc::InProcTransport;
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    CallOptions, Client, MethodDesc, Mode, PayloadKind, ProstCodec, Server, ServerCall, Service,
+    CallOptions, Client, IncomingCall, MethodDesc, Mode, PayloadKind, ProstCodec, Server, Service,
     ServiceDesc, Status,
 };
 use tokio::sync::mpsc;
@@ -82,7 +82,7 @@ impl Service for Hdr {
         &DESC
     }
 
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         let Hdr { hold, report } = self.clone();
         if hold {
             call.context().hold_header();

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use rpc_core::client::OpenStream;
 use rpc_core::middleware::{recv_fn, send_fn, AnyMessage};
-use rpc_core::server::ServerCall;
+use rpc_core::server::IncomingCall;
 use rpc_core::transport::BoxFuture;
 use rpc_core::{CallContext, CallOptions, Code, ProstCodec, Status};
 use support::*;
@@ -207,9 +207,9 @@ where
     }
 }
 
-impl<S> tower::Service<ServerCall> for Tag<S>
+impl<S> tower::Service<IncomingCall> for Tag<S>
 where
-    S: tower::Service<ServerCall, Response = (), Error = Status> + Send + 'static,
+    S: tower::Service<IncomingCall, Response = (), Error = Status> + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = ();
@@ -218,7 +218,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner.poll_ready(cx)
     }
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         log_entry(&self.log, self.name);
         if self.name == "auth" && call.context().metadata().get_str("authorization") != Some("ok") {
             return Box::pin(async { Err(Status::unauthenticated("no credentials")) });
@@ -267,4 +267,86 @@ async fn tower_layers_wrap_calls_in_registration_order_and_can_reject() {
     // The handler never ran for the rejected call: no events at all were produced.
     assert!(h.events.try_recv().is_err());
     h.assert_no_leaks().await;
+}
+
+/// (middleware and direction, the size `next` reported).
+type SizeLog = Arc<Mutex<Vec<(String, Option<usize>)>>>;
+
+/// Records the size `next` reports, per direction, in both chains.
+struct Sizes {
+    tag: &'static str,
+    log: SizeLog,
+}
+
+impl rpc_core::SendMiddleware for Sizes {
+    fn on_send<'a>(
+        &'a self,
+        ctx: &'a CallContext,
+        msg: &'a mut AnyMessage,
+        next: rpc_core::middleware::SendNext<'a>,
+    ) -> BoxFuture<'a, Result<Option<usize>, Status>> {
+        Box::pin(async move {
+            let size = next.run(ctx, msg).await?;
+            let tag = format!("{}-send", self.tag);
+            self.log.lock().unwrap().push((tag, size));
+            Ok(size)
+        })
+    }
+}
+
+impl rpc_core::RecvMiddleware for Sizes {
+    fn on_recv<'a>(
+        &'a self,
+        ctx: &'a CallContext,
+        next: rpc_core::middleware::RecvNext<'a>,
+    ) -> BoxFuture<'a, Result<Option<rpc_core::middleware::Received>, Status>> {
+        Box::pin(async move {
+            let got = next.run(ctx).await?;
+            if let Some(r) = &got {
+                assert!(r.message.downcast_ref::<Msg>().is_some());
+                let tag = format!("{}-recv", self.tag);
+                self.log.lock().unwrap().push((tag, Some(r.encoded_len)));
+            }
+            Ok(got)
+        })
+    }
+}
+
+#[tokio::test]
+async fn send_and_recv_middleware_see_the_encoded_size_on_both_sides() {
+    let log: SizeLog = Arc::default();
+    let sizes = |tag| Sizes {
+        tag,
+        log: log.clone(),
+    };
+    let mut h = harness_with(
+        |s| {
+            s.recv_middleware(sizes("server"))
+                .send_middleware(sizes("server"))
+        },
+        |c| {
+            c.send_middleware(sizes("client"))
+                .recv_middleware(sizes("client"))
+        },
+        rpc_core::inproc::DEFAULT_STREAM_BUFFER,
+    );
+    let mut call = within(
+        h.client
+            .bidi::<ProstCodec, Msg, Msg>(CHAT, CallOptions::new()),
+    )
+    .await
+    .unwrap();
+    let sent = msg("a message of some size", 123_456);
+    let len = prost::Message::encoded_len(&sent);
+    within(call.send(sent.clone())).await.unwrap();
+    assert!(matches!(h.event().await, Event::Got(m) if m == sent));
+    assert_eq!(within(call.recv()).await.unwrap(), Some(sent));
+    call.close_send().unwrap();
+    assert_eq!(within(call.recv()).await.unwrap(), None);
+    // The order of a send's entry and the peer's recv entry is a race: compare sorted.
+    let mut log = log.lock().unwrap().clone();
+    log.sort();
+    let expect = ["client-recv", "client-send", "server-recv", "server-send"]
+        .map(|t| (t.to_owned(), Some(len)));
+    assert_eq!(log, expect);
 }

@@ -7,7 +7,7 @@ use rpc_core::inproc::InProcTransport;
 use rpc_core::observe::{TraceContext, TRACEPARENT};
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    CallOptions, Client, MethodDesc, Mode, PayloadKind, ProstCodec, Server, ServerCall, Service,
+    CallOptions, Client, IncomingCall, MethodDesc, Mode, PayloadKind, ProstCodec, Server, Service,
     ServiceDesc, Status,
 };
 
@@ -17,7 +17,7 @@ static BACK_METHODS: [MethodDesc; 1] = [MethodDesc {
     full_service: "t.Back",
     name: "Call",
     path: "/t.Back/Call",
-    mode: Mode::PingPong,
+    mode: Mode::Unary,
     payload: PayloadKind::Protobuf,
 }];
 static BACK: ServiceDesc = ServiceDesc {
@@ -32,7 +32,7 @@ static FRONT_METHODS: [MethodDesc; 1] = [MethodDesc {
     full_service: "t.Front",
     name: "Call",
     path: "/t.Front/Call",
-    mode: Mode::PingPong,
+    mode: Mode::Unary,
     payload: PayloadKind::Protobuf,
 }];
 static FRONT: ServiceDesc = ServiceDesc {
@@ -48,7 +48,7 @@ impl Service for Back {
     fn descriptor(&self) -> &'static ServiceDesc {
         &BACK
     }
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         Box::pin(
             call.unary::<ProstCodec, String, String, _, _>(|ctx, _| async move {
                 Ok(ctx.metadata().get_str(TRACEPARENT).unwrap_or("").to_owned())
@@ -63,7 +63,7 @@ impl Service for Front {
     fn descriptor(&self) -> &'static ServiceDesc {
         &FRONT
     }
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         let back = self.0.clone();
         Box::pin(
             call.unary::<ProstCodec, String, String, _, _>(move |ctx, _| async move {

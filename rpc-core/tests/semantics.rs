@@ -405,7 +405,7 @@ async fn sender_blocks_when_receiver_never_reads_and_memory_stays_bounded() {
 #[tokio::test]
 async fn server_header_rules_and_handles_outliving_the_handler() {
     use rpc_core::transport::BoxFuture;
-    use rpc_core::{MethodDesc, Mode, PayloadKind, ServerCall, Service, ServiceDesc, Status};
+    use rpc_core::{IncomingCall, MethodDesc, Mode, PayloadKind, Service, ServiceDesc, Status};
 
     static M: [MethodDesc; 1] = [MethodDesc {
         package: "",
@@ -427,7 +427,7 @@ async fn server_header_rules_and_handles_outliving_the_handler() {
         fn descriptor(&self) -> &'static ServiceDesc {
             &D
         }
-        fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+        fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
             let report = self.0.clone();
             Box::pin(call.server_streaming::<ProstCodec, Msg, Msg, _, _>(
                 move |ctx, _req, mut stream| async move {
@@ -530,7 +530,7 @@ async fn ten_thousand_streams_dropped_at_random_points_leave_nothing_behind() {
 #[tokio::test]
 async fn thrift_and_protobuf_flavours_of_one_service_route_by_payload() {
     use rpc_core::transport::BoxFuture;
-    use rpc_core::{MethodDesc, Mode, PayloadKind, ServerCall, Service, ServiceDesc, Status};
+    use rpc_core::{IncomingCall, MethodDesc, Mode, PayloadKind, Service, ServiceDesc, Status};
 
     static THRIFT_CHAT: [MethodDesc; 1] = [MethodDesc {
         package: "test",
@@ -552,7 +552,7 @@ async fn thrift_and_protobuf_flavours_of_one_service_route_by_payload() {
         fn descriptor(&self) -> &'static ServiceDesc {
             &THRIFT_DESC
         }
-        fn call(&self, _call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+        fn call(&self, _call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
             Box::pin(async { Err(Status::aborted("thrift flavour")) })
         }
     }

@@ -112,7 +112,7 @@ impl DynamicClient {
         DynamicMessage::parse_text_format(method.input(), text).map_err(invalid)
     }
 
-    /// Calls `method` in its mode: sends `requests` (exactly one for pingpong and server
+    /// Calls `method` in its mode: sends `requests` (exactly one for unary and server
     /// streaming), half-closes, and returns every response (at most
     /// [`MAX_COLLECTED_RESPONSES`]).
     pub async fn call(
@@ -145,7 +145,7 @@ impl DynamicClient {
         mut each: impl FnMut(DynamicMessage) -> Result<(), Status>,
     ) -> Result<(), Status> {
         let mode = match (method.is_client_streaming(), method.is_server_streaming()) {
-            (false, false) => Mode::PingPong,
+            (false, false) => Mode::Unary,
             (true, false) => Mode::ClientStreaming,
             (false, true) => Mode::ServerStreaming,
             (true, true) => Mode::Bidi,
@@ -231,7 +231,10 @@ async fn reflect_files(client: &Client) -> Result<Vec<FileDescriptorProto>, Stat
 }
 
 async fn answer(
-    stream: &mut rpc_core::BidiCall<v1::ServerReflectionRequest, v1::ServerReflectionResponse>,
+    stream: &mut rpc_core::BidiStreamingClient<
+        v1::ServerReflectionRequest,
+        v1::ServerReflectionResponse,
+    >,
 ) -> Result<MessageResponse, Status> {
     stream
         .recv()

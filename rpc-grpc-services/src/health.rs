@@ -45,7 +45,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rpc_core::codegen::{SendStream, ServerContext};
+use rpc_core::codegen::{ServerContext, ServerStreamingServer};
 use rpc_core::serve::{DrainHook, Shutdown};
 use rpc_core::{Server, Status};
 use tokio::sync::watch;
@@ -291,7 +291,7 @@ impl HealthReporter {
         ctx: &ServerContext,
         service: &str,
         mut rx: watch::Receiver<WireStatus>,
-        stream: &mut SendStream<HealthCheckResponse>,
+        stream: &mut ServerStreamingServer<HealthCheckResponse>,
     ) -> Result<(), Status> {
         let mut draining = self.state.draining.subscribe();
         // Each status goes out once: a wake-up that changed nothing the watcher can see (the
@@ -370,7 +370,7 @@ impl Health for HealthService {
         &self,
         ctx: ServerContext,
         request: HealthCheckRequest,
-        mut stream: SendStream<HealthCheckResponse>,
+        mut stream: ServerStreamingServer<HealthCheckResponse>,
     ) -> Result<(), Status> {
         let rx = self.reporter.subscribe(&request.service)?;
         let watching = rx.clone();

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorProto, FileDescriptorSet};
-use rpc_core::codegen::{BidiStream, ServerContext};
+use rpc_core::codegen::{BidiStreamingServer, ServerContext};
 use rpc_core::{Code, Status};
 
 mod gen_v1 {
@@ -227,7 +227,7 @@ impl Reflection {
 
     async fn serve<Req, Res>(
         &self,
-        mut stream: BidiStream<Req, Res>,
+        mut stream: BidiStreamingServer<Req, Res>,
         into: impl Fn(Req) -> Result<v1::ServerReflectionRequest, Status>,
         from: impl Fn(v1::ServerReflectionResponse) -> Result<Res, Status>,
     ) -> Result<(), Status>
@@ -261,7 +261,7 @@ impl v1::ServerReflection for Reflection {
     async fn server_reflection_info(
         &self,
         _ctx: ServerContext,
-        stream: BidiStream<v1::ServerReflectionRequest, v1::ServerReflectionResponse>,
+        stream: BidiStreamingServer<v1::ServerReflectionRequest, v1::ServerReflectionResponse>,
     ) -> Result<(), Status> {
         self.serve(stream, Ok, Ok).await
     }
@@ -271,7 +271,10 @@ impl v1alpha::ServerReflection for Reflection {
     async fn server_reflection_info(
         &self,
         _ctx: ServerContext,
-        stream: BidiStream<v1alpha::ServerReflectionRequest, v1alpha::ServerReflectionResponse>,
+        stream: BidiStreamingServer<
+            v1alpha::ServerReflectionRequest,
+            v1alpha::ServerReflectionResponse,
+        >,
     ) -> Result<(), Status> {
         self.serve(stream, |r| convert(&r), |r| convert(&r)).await
     }

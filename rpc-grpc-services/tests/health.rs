@@ -19,7 +19,7 @@ fn req(service: &str) -> HealthCheckRequest {
 }
 
 async fn next(
-    call: &mut rpc_core::ServerStreamingCall<rpc_grpc_services::health::HealthCheckResponse>,
+    call: &mut rpc_core::ServerStreamingClient<rpc_grpc_services::health::HealthCheckResponse>,
 ) -> Option<Wire> {
     tokio::time::timeout(WAIT, call.recv())
         .await

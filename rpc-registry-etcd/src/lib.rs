@@ -430,7 +430,7 @@ async fn put_keys(etcd: &Etcd, reg: &Registered, lease: i64) -> Result<(), Statu
 
 /// One keepalive round trip on the stream: the lease's new TTL.
 async fn keep_alive_once(
-    call: &mut rpc_core::BidiCall<LeaseKeepAliveRequest, LeaseKeepAliveResponse>,
+    call: &mut rpc_core::BidiStreamingClient<LeaseKeepAliveRequest, LeaseKeepAliveResponse>,
     lease: i64,
     timeout: Duration,
 ) -> Result<i64, Status> {
@@ -610,7 +610,7 @@ async fn watch_from(
     etcd: &Etcd,
     prefix: &str,
     rev: i64,
-) -> Result<rpc_core::BidiCall<WatchRequest, WatchResponse>, Status> {
+) -> Result<rpc_core::BidiStreamingClient<WatchRequest, WatchResponse>, Status> {
     let mut call = etcd.watch.watch().await.map_err(|e| status("watch", e))?;
     let create = WatchCreateRequest {
         key: prefix.as_bytes().to_vec(),

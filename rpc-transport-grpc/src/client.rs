@@ -358,7 +358,7 @@ struct ClientSend {
     /// Messages on their way to h2 (see `stream::Outbox`), encoded in shared blocks (see
     /// `stream::SCRATCH_CHUNK`).
     out: Coalesce,
-    /// The method sends exactly one message and then half-closes (pingpong, server
+    /// The method sends exactly one message and then half-closes (unary, server
     /// streaming: the core always does `send` then `close_send`), so the message carries
     /// END_STREAM itself: one DATA frame and one wake-up of the connection task fewer per call.
     single: bool,

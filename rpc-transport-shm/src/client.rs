@@ -30,7 +30,7 @@ pub const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 /// Builds a [`ShmClient`].
 #[derive(Debug, Clone)]
 pub struct ShmClientBuilder {
-    path: PathBuf,
+    address: Address,
     sizes: Sizes,
     limits: Limits,
     pool_size: usize,
@@ -120,17 +120,21 @@ pub struct ShmClient {
 impl std::fmt::Debug for ShmClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShmClient")
-            .field("path", &self.inner.cfg.path)
+            .field("address", &self.inner.cfg.address)
             .field("stats", &self.inner.stats)
             .finish()
     }
 }
 
 impl ShmClient {
-    /// A builder for the server whose control socket is at `path`.
-    pub fn builder(path: impl Into<PathBuf>) -> ShmClientBuilder {
+    /// A builder for the server at `address`: an `shm://PATH` address, PATH being the
+    /// server's control socket (`Address::shm(path)`, or `"shm:///path".parse()`), as every
+    /// transport's client takes an [`Address`]. Any other scheme is refused when the client
+    /// connects: every call then fails with `INVALID_ARGUMENT` (nothing is retried);
+    /// [`ShmClient::parse`] checks a text address up front.
+    pub fn builder(address: impl Into<Address>) -> ShmClientBuilder {
         ShmClientBuilder {
-            path: path.into(),
+            address: address.into(),
             sizes: Sizes::default(),
             limits: Limits::default(),
             pool_size: DEFAULT_POOL_SIZE,
@@ -138,9 +142,20 @@ impl ShmClient {
         }
     }
 
-    /// A client with default settings.
-    pub fn new(path: impl Into<PathBuf>) -> ShmClient {
-        Self::builder(path).build()
+    /// A client with default settings for the server at `address` (see
+    /// [`builder`](Self::builder)).
+    pub fn new(address: impl Into<Address>) -> ShmClient {
+        Self::builder(address).build()
+    }
+
+    /// A client with default settings for the `shm://PATH` address in `address`; fails on
+    /// text that is not an address or an address of another scheme.
+    pub fn parse(address: &str) -> Result<ShmClient, Status> {
+        let address = address
+            .parse::<Address>()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        shm_path(&address)?;
+        Ok(ShmClient::new(address))
     }
 
     /// Counters of this client's sessions.
@@ -159,8 +174,20 @@ impl ShmClient {
     }
 }
 
+/// The control socket path of an `shm://` address; `INVALID_ARGUMENT` for another scheme.
+fn shm_path(address: &Address) -> Result<&PathBuf, Status> {
+    match address {
+        Address::Shm(path) => Ok(path),
+        other => Err(Status::invalid_argument(format!(
+            "{other}: the shared-memory transport needs an shm://PATH address"
+        ))),
+    }
+}
+
 impl Inner {
     async fn session(&self) -> Result<Running, Status> {
+        // A wrong scheme is the caller's error, not an outage: no reconnect backoff.
+        shm_path(&self.cfg.address)?;
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[i].lock().await;
         if let Some(r) = slot.running.as_ref().filter(|r| r.session.is_usable()) {
@@ -189,7 +216,7 @@ impl Inner {
     }
 
     async fn connect(&self) -> Result<Running, Status> {
-        let path = &self.cfg.path;
+        let path = shm_path(&self.cfg.address)?;
         let unavailable = |e: std::io::Error| {
             Status::unavailable(format!("connect to shm://{}: {e}", path.display()))
         };
@@ -230,12 +257,6 @@ impl ClientTransport for ShmClient {
 
 impl Connect for ShmClient {
     fn connect(address: &str) -> Result<Self, Status> {
-        match address.parse::<Address>() {
-            Ok(Address::Shm(path)) => Ok(ShmClient::new(path)),
-            Ok(other) => Err(Status::invalid_argument(format!(
-                "{other}: the shared-memory transport needs an shm://PATH address"
-            ))),
-            Err(e) => Err(Status::invalid_argument(e.to_string())),
-        }
+        ShmClient::parse(address)
     }
 }

@@ -7,12 +7,13 @@
 //! use rpc_core::serve::Listener;
 //! use rpc_transport_shm::{ShmClient, ShmProtocol};
 //!
+//! let address = rpc_core::Address::shm("/tmp/echo.shm"); // or "shm:///tmp/echo.shm".parse()?
 //! let running = Listener::new(server)
 //!     .protocol(ShmProtocol::default())
-//!     .bind("shm:///tmp/echo.shm".parse()?)
+//!     .bind(address.clone())
 //!     .await?
 //!     .start();
-//! let client = ShmClient::new("/tmp/echo.shm"); // or `Connect::connect("shm:///tmp/echo.shm")`
+//! let client = ShmClient::new(address); // an Address, as every transport's client takes
 //! # Ok(()) }
 //! ```
 //!

@@ -11,7 +11,7 @@ use rpc_core::codec::Codec;
 use rpc_core::serve::{Listener, Running};
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    CallOptions, Client, Code, MethodDesc, Mode, PayloadKind, Server, ServerCall, Service,
+    CallOptions, Client, Code, IncomingCall, MethodDesc, Mode, PayloadKind, Server, Service,
     ServiceDesc, Status,
 };
 use tokio::io::AsyncReadExt;
@@ -52,7 +52,7 @@ macro_rules! method {
     };
 }
 
-static METHODS: [MethodDesc; 2] = [method!("Echo", PingPong), method!("Chat", Bidi)];
+static METHODS: [MethodDesc; 2] = [method!("Echo", Unary), method!("Chat", Bidi)];
 static ECHO: &MethodDesc = &METHODS[0];
 static CHAT: &MethodDesc = &METHODS[1];
 static DESC: ServiceDesc = ServiceDesc {
@@ -69,7 +69,7 @@ impl Service for Blob {
     fn descriptor(&self) -> &'static ServiceDesc {
         &DESC
     }
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         match call.method_index() {
             0 => Box::pin(call.unary::<Raw, Bytes, Bytes, _, _>(|_, req| async move { Ok(req) })),
             _ => Box::pin(call.bidi::<Raw, Bytes, Bytes, _, _>(|_, mut s| async move {
@@ -126,7 +126,7 @@ fn blob(len: usize, seed: u8) -> Bytes {
         .into()
 }
 
-async fn pingpong(c: &Client, m: Bytes) -> Result<Bytes, Status> {
+async fn unary(c: &Client, m: Bytes) -> Result<Bytes, Status> {
     c.unary::<Raw, Bytes, Bytes>(ECHO, m, CallOptions::new())
         .await
         .map(|r| r.into_inner())
@@ -141,20 +141,20 @@ async fn frames_larger_than_the_arena_go_over_the_socket_for_that_frame_only() {
     let protocol = ShmProtocol::default();
     let server_stats = protocol.stats().clone();
     let (_running, p) = serve(protocol).await;
-    let shm = ShmClient::builder(&p)
+    let shm = ShmClient::builder(rpc_core::Address::shm(&p))
         .arena_bytes(64 * 1024)
         .pool_size(1)
         .build();
     let stats = shm.stats().clone();
     let c = Client::new(shm);
     let big = blob(1 << 20, 1);
-    assert_eq!(within(pingpong(&c, big.clone())).await.unwrap(), big);
+    assert_eq!(within(unary(&c, big.clone())).await.unwrap(), big);
     assert_eq!(stats.fallback_messages(), 1, "the request");
     assert_eq!(server_stats.fallback_messages(), 1, "the reply");
     // The session keeps carrying frames in shared memory (no breaker).
     let small = blob(20_000, 2);
     for _ in 0..10 {
-        assert_eq!(within(pingpong(&c, small.clone())).await.unwrap(), small);
+        assert_eq!(within(unary(&c, small.clone())).await.unwrap(), small);
     }
     assert_eq!(stats.fallback_messages(), 1);
     assert_eq!(stats.live_sessions(), 1);
@@ -167,7 +167,7 @@ async fn frames_larger_than_the_arena_go_over_the_socket_for_that_frame_only() {
 )]
 async fn a_full_ring_and_arena_make_senders_wait_and_nothing_is_lost() {
     let (_running, p) = serve(ShmProtocol::default()).await;
-    let shm = ShmClient::builder(&p)
+    let shm = ShmClient::builder(rpc_core::Address::shm(&p))
         .sizes(Sizes {
             ring_slots: 8,
             arena_bytes: 64 * 1024,
@@ -215,7 +215,9 @@ async fn arena_usage_returns_to_zero_and_counters_move() {
     let protocol = ShmProtocol::default();
     let server_stats = protocol.stats().clone();
     let (_running, p) = serve(protocol).await;
-    let shm = ShmClient::builder(&p).pool_size(1).build();
+    let shm = ShmClient::builder(rpc_core::Address::shm(&p))
+        .pool_size(1)
+        .build();
     let stats = shm.stats().clone();
     let c = Client::new(shm.clone());
     let m = blob(100_000, 3);
@@ -314,9 +316,13 @@ async fn a_peer_writing_garbage_loses_its_session_and_others_are_served() {
     let protocol = ShmProtocol::default();
     let server_stats = protocol.stats().clone();
     let (_running, p) = serve(protocol).await;
-    let good = Client::new(ShmClient::builder(&p).pool_size(1).build());
+    let good = Client::new(
+        ShmClient::builder(rpc_core::Address::shm(&p))
+            .pool_size(1)
+            .build(),
+    );
     let m = blob(3000, 9);
-    assert_eq!(within(pingpong(&good, m.clone())).await.unwrap(), m);
+    assert_eq!(within(unary(&good, m.clone())).await.unwrap(), m);
     for g in [
         Garbage::Kind,
         Garbage::Offset,
@@ -329,11 +335,7 @@ async fn a_peer_writing_garbage_loses_its_session_and_others_are_served() {
         let mut b = [0u8; 16];
         let n = within(s.read(&mut b)).await;
         assert!(matches!(n, Ok(0) | Err(_)), "{g:?}: {n:?}");
-        assert_eq!(
-            within(pingpong(&good, m.clone())).await.unwrap(),
-            m,
-            "{g:?}"
-        );
+        assert_eq!(within(unary(&good, m.clone())).await.unwrap(), m, "{g:?}");
     }
     eventually("only the good client's session is left", || {
         server_stats.live_sessions() == 1
@@ -349,7 +351,9 @@ async fn a_peer_writing_garbage_loses_its_session_and_others_are_served() {
 async fn a_dead_peer_ends_every_stream_with_unavailable_promptly_and_reconnects() {
     let protocol = ShmProtocol::default();
     let (running, p) = serve(protocol).await;
-    let shm = ShmClient::builder(&p).pool_size(1).build();
+    let shm = ShmClient::builder(rpc_core::Address::shm(&p))
+        .pool_size(1)
+        .build();
     let c = Client::new(shm);
     let mut calls = Vec::new();
     for _ in 0..10 {
@@ -384,7 +388,7 @@ async fn a_dead_peer_ends_every_stream_with_unavailable_promptly_and_reconnects(
     let m = blob(50, 4);
     let t0 = std::time::Instant::now();
     loop {
-        match pingpong(&c, m.clone()).await {
+        match unary(&c, m.clone()).await {
             Ok(got) => {
                 assert_eq!(got, m);
                 break;
@@ -411,19 +415,29 @@ async fn the_server_refuses_sessions_beyond_its_region_budget() {
     let one = one.div_ceil(crate::mem::PAGE) * crate::mem::PAGE + small.arena_bytes;
     let protocol = ShmProtocol::default().max_region_bytes(one);
     let (_running, p) = serve(protocol.clone()).await;
-    let first = Client::new(ShmClient::builder(&p).sizes(small).pool_size(1).build());
+    let first = Client::new(
+        ShmClient::builder(rpc_core::Address::shm(&p))
+            .sizes(small)
+            .pool_size(1)
+            .build(),
+    );
     let m = blob(100, 1);
-    assert_eq!(within(pingpong(&first, m.clone())).await.unwrap(), m);
+    assert_eq!(within(unary(&first, m.clone())).await.unwrap(), m);
     assert_eq!(protocol.region_bytes(), one);
-    let second = Client::new(ShmClient::builder(&p).sizes(small).pool_size(1).build());
-    let e = within(pingpong(&second, m.clone())).await.unwrap_err();
+    let second = Client::new(
+        ShmClient::builder(rpc_core::Address::shm(&p))
+            .sizes(small)
+            .pool_size(1)
+            .build(),
+    );
+    let e = within(unary(&second, m.clone())).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e}");
     assert!(e.message().contains("no shared memory left"), "{e}");
     drop(first);
     eventually("budget returned", || protocol.region_bytes() == 0).await;
     let t0 = std::time::Instant::now();
     loop {
-        match pingpong(&second, m.clone()).await {
+        match unary(&second, m.clone()).await {
             Ok(got) => break assert_eq!(got, m),
             Err(e) => {
                 assert_eq!(e.code(), Code::Unavailable, "{e}");
@@ -469,7 +483,11 @@ async fn frames_in_the_ring_when_the_peer_closes_are_delivered_before_the_loss()
     use rpc_transport_ttheader::proto::{StreamFrame, StreamProtocol};
     let p = path();
     let listener = tokio::net::UnixListener::bind(&p).unwrap();
-    let c = Client::new(ShmClient::builder(&p).pool_size(1).build());
+    let c = Client::new(
+        ShmClient::builder(rpc_core::Address::shm(&p))
+            .pool_size(1)
+            .build(),
+    );
     let (call, peer) = tokio::join!(
         async { c.bidi::<Raw, Bytes, Bytes>(CHAT, CallOptions::new()).await },
         fake_server(&listener)

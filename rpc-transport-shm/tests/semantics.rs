@@ -62,7 +62,7 @@ async fn no_leaks(client: &ShmClient, server: &Served) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_modes_with_protobuf_and_thrift_and_no_leaks() {
     let (h, _probe) = shm_server().await;
-    let transport = ShmClient::new(&h.path);
+    let transport = ShmClient::new(rpc_core::Address::shm(&h.path));
     let client = Client::new(transport.clone());
     all_modes::<ProstCodec, PbMsg>(&client, &PB).await;
     all_modes::<ThriftCodec, TMsg>(&client, &TH).await;
@@ -73,7 +73,7 @@ async fn all_modes_with_protobuf_and_thrift_and_no_leaks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handler_errors_biz_status_and_binary_metadata() {
     let (h, _probe) = shm_server().await;
-    let client = Client::new(ShmClient::new(&h.path));
+    let client = Client::new(ShmClient::new(rpc_core::Address::shm(&h.path)));
     let e =
         within(client.unary::<ThriftCodec, TMsg, TMsg>(&TH[0], msg("fail", 0), CallOptions::new()))
             .await
@@ -147,7 +147,7 @@ static MISSING: [MethodDesc; 2] = [
         full_service: "test.Ghost",
         name: "Echo",
         path: "/test.Ghost/Echo",
-        mode: rpc_core::Mode::PingPong,
+        mode: rpc_core::Mode::Unary,
         payload: rpc_core::PayloadKind::Thrift,
     },
 ];
@@ -155,7 +155,7 @@ static MISSING: [MethodDesc; 2] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_method_or_service_is_answered_not_left_hanging() {
     let (h, _probe) = shm_server().await;
-    let client = Client::new(ShmClient::new(&h.path));
+    let client = Client::new(ShmClient::new(rpc_core::Address::shm(&h.path)));
     let mut call = within(client.bidi::<ProstCodec, PbMsg, PbMsg>(&MISSING[0], CallOptions::new()))
         .await
         .unwrap();
@@ -175,7 +175,7 @@ async fn unknown_method_or_service_is_answered_not_left_hanging() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_by_drop_reaches_the_server_and_deadlines_are_enforced_by_it() {
     let (h, mut probe) = shm_server().await;
-    let transport = ShmClient::new(&h.path);
+    let transport = ShmClient::new(rpc_core::Address::shm(&h.path));
     let client = Client::new(transport.clone());
     let mut call = within(client.bidi::<ProstCodec, PbMsg, PbMsg>(&PB[3], CallOptions::new()))
         .await
@@ -212,7 +212,9 @@ async fn cancel_by_drop_reaches_the_server_and_deadlines_are_enforced_by_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_open_streams_finish_and_refuses_new_ones() {
     let (h, _probe) = shm_server().await;
-    let transport = ShmClient::builder(&h.path).pool_size(1).build();
+    let transport = ShmClient::builder(rpc_core::Address::shm(&h.path))
+        .pool_size(1)
+        .build();
     let client = Client::new(transport.clone());
     let mut call = within(client.bidi::<ThriftCodec, TMsg, TMsg>(&TH[3], CallOptions::new()))
         .await
@@ -231,4 +233,26 @@ async fn graceful_shutdown_lets_open_streams_finish_and_refuses_new_ones() {
             .await
             .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn an_address_of_another_scheme_is_an_invalid_argument_not_a_panic() {
+    // Parsed up front: refused with the reason.
+    let e = ShmClient::parse("tcp://127.0.0.1:1").unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("shm://PATH"), "{e}");
+    assert!(ShmClient::parse("shm:///tmp/x.sock").is_ok());
+    // Built from an Address: every call fails at connect, again and at once (no backoff).
+    let client = Client::new(ShmClient::new(rpc_core::Address::unix("/tmp/x.sock")));
+    for _ in 0..2 {
+        let e = within(client.unary::<ProstCodec, PbMsg, PbMsg>(
+            &MISSING[0],
+            PbMsg::default(),
+            CallOptions::new(),
+        ))
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        assert!(e.message().starts_with("unix:///tmp/x.sock"), "{e}");
+    }
 }

@@ -13,7 +13,7 @@ use rpc_core::codec::Codec;
 use rpc_core::serve::Listener;
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    CallOptions, Client, MethodDesc, Mode, PayloadKind, Server, ServerCall, Service, ServiceDesc,
+    CallOptions, Client, IncomingCall, MethodDesc, Mode, PayloadKind, Server, Service, ServiceDesc,
     Status,
 };
 use rpc_transport_shm::{ShmClient, ShmProtocol};
@@ -80,7 +80,7 @@ impl Service for Blob {
     fn descriptor(&self) -> &'static ServiceDesc {
         &DESC
     }
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         Box::pin(call.bidi::<Raw, Bytes, Bytes, _, _>(|_, mut s| async move {
             while let Some(m) = s.recv().await? {
                 s.send(m).await?;
@@ -101,7 +101,9 @@ async fn a_1mib_message_is_not_copied_on_send_or_receive() {
         .await
         .unwrap()
         .start();
-    let shm = ShmClient::builder(&path).pool_size(1).build();
+    let shm = ShmClient::builder(rpc_core::Address::shm(&path))
+        .pool_size(1)
+        .build();
     let stats = shm.stats().clone();
     let client = Client::new(shm);
     let mut call = client

@@ -64,7 +64,7 @@ pub use driver::config::{
     DEFAULT_UNARY_IDLE_TIMEOUT,
 };
 pub use driver::server::TtHeaderProtocol;
-pub use driver::unary::{Framing, UnaryMode};
+pub use driver::unary::{ConnectionMode, Framing};
 pub use mapping::{biz_status_error, RPC_CODE_KEY};
 pub use session::REFUSED_STREAM_CODE;
 pub use session::{

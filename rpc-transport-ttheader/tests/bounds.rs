@@ -224,10 +224,10 @@ async fn every_byte_charged_to_the_budget_is_released() {
     let h = serve(server).await;
     let addr = h.local_addr().unwrap();
     for mode in [
-        rpc_transport_ttheader::UnaryMode::Plain,
-        rpc_transport_ttheader::UnaryMode::Mux,
+        rpc_transport_ttheader::ConnectionMode::Pooled,
+        rpc_transport_ttheader::ConnectionMode::Multiplexed,
     ] {
-        let transport = TtHeaderClient::builder(addr).unary_mode(mode).build();
+        let transport = TtHeaderClient::builder(addr).connection_mode(mode).build();
         let client = Client::new(transport);
         for i in 0..20 {
             let r = within(client.unary::<ThriftCodec, TMsg, TMsg>(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rpc_core::Address;
 use rpc_core::{CallOptions, Client, Code, MethodDesc, ProstCodec, ThriftCodec};
-use rpc_transport_ttheader::{Framing, Limits, TtHeaderClient, UnaryMode};
+use rpc_transport_ttheader::{ConnectionMode, Framing, Limits, TtHeaderClient};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -67,13 +67,13 @@ async fn all_modes_over_unix_sockets() {
 async fn unary_thrift_framed_unframed_plain_and_mux() {
     let (h, _probe) = tcp_server().await;
     for framing in [Framing::Unframed, Framing::Framed] {
-        for mode in [UnaryMode::Plain, UnaryMode::Mux] {
+        for mode in [ConnectionMode::Pooled, ConnectionMode::Multiplexed] {
             let transport = TtHeaderClient::builder(endpoint(&h))
                 .unary_framing(framing)
-                .unary_mode(mode)
+                .connection_mode(mode)
                 .build();
             let client = Client::new(transport.clone());
-            // concurrent calls: plain mode opens more connections, mux shares them
+            // concurrent calls: pooled mode opens more connections, multiplexed mode shares them
             let calls = (0..20).map(|i| {
                 let client = client.clone();
                 async move {
@@ -209,7 +209,7 @@ static MISSING: [MethodDesc; 2] = [
         full_service: "test.Ghost",
         name: "Echo",
         path: "/test.Ghost/Echo",
-        mode: rpc_core::Mode::PingPong,
+        mode: rpc_core::Mode::Unary,
         payload: rpc_core::PayloadKind::Thrift,
     },
 ];
@@ -284,12 +284,12 @@ async fn deadline_is_sent_on_the_wire_and_enforced_by_the_server() {
         assert_eq!(e.code(), Code::DeadlineExceeded);
         assert_eq!(probe.ended().await.code(), Code::DeadlineExceeded);
     }
-    // unary TTHeader: int key 12 reaches the server, which ends the handler on time. Mux
-    // mode, because a plain-mode client that gives up closes its connection (the late reply
+    // unary TTHeader: int key 12 reaches the server, which ends the handler on time. Multiplexed
+    // mode, because a pooled-mode client that gives up closes its connection (the late reply
     // would be taken for the next call's), and that close races the server's own timer: the
     // handler would end as cancelled or as timed out depending on the machine's load.
     let mux = TtHeaderClient::builder(endpoint(&h))
-        .unary_mode(UnaryMode::Mux)
+        .connection_mode(ConnectionMode::Multiplexed)
         .build();
     let e = within(Client::new(mux.clone()).unary::<ThriftCodec, TMsg, TMsg>(
         &TH[0],

@@ -1,5 +1,5 @@
 //! Plain Thrift (no TTHeader) on the TTHeader port, driven byte by byte by a hand-rolled
-//! Apache-Thrift-style peer: framed and buffered, strict and non-strict envelopes; pingpong
+//! Apache-Thrift-style peer: framed and buffered, strict and non-strict envelopes; unary
 //! served in the request's framing with its seqid, unknown and streaming methods answered with
 //! an exception on a connection that stays usable, limits applied, and the knob that turns it
 //! off.
@@ -172,7 +172,7 @@ async fn pingpong_unknown_and_streaming_methods_in_every_framing() {
         for strict in [true, false] {
             let what = format!("{wire:?} strict={strict}");
             let mut c = Client::connect(addr, wire, strict).await;
-            // A pingpong call, byte by byte: the reply carries its seqid and the echo.
+            // A unary call, byte by byte: the reply carries its seqid and the echo.
             c.call_chunked("Echo", 77, &request("hi", 5), 1).await;
             let r = c.reply().await;
             assert_eq!(

@@ -10,7 +10,7 @@ use rpc_core::codec::Codec;
 use rpc_core::serve::Listener;
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    CallOptions, Client, MethodDesc, Mode, PayloadKind, Server, ServerCall, Service, ServiceDesc,
+    CallOptions, Client, IncomingCall, MethodDesc, Mode, PayloadKind, Server, Service, ServiceDesc,
     Status,
 };
 
@@ -55,7 +55,7 @@ impl Service for Blob {
     fn descriptor(&self) -> &'static ServiceDesc {
         &DESC
     }
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         // Echo: encoding the reply reads every request byte and writes every reply byte.
         Box::pin(call.bidi::<Raw, Bytes, Bytes, _, _>(|_, mut s| async move {
             while let Some(m) = s.recv().await? {
@@ -360,7 +360,7 @@ async fn ours_client(
     secs: Duration,
     server_pid: &str,
 ) -> (f64, f64, f64, f64) {
-    let shm = rpc_transport_shm::ShmClient::builder(path)
+    let shm = rpc_transport_shm::ShmClient::builder(rpc_core::Address::shm(path))
         .pool_size(1)
         .build();
     let stats = shm.stats().clone();
@@ -372,7 +372,7 @@ async fn ours_client(
         ))
     };
     let body = payload(size, 3);
-    let round = |mut call: rpc_core::BidiCall<Bytes, Bytes>, body: Vec<u8>| async move {
+    let round = |mut call: rpc_core::BidiStreamingClient<Bytes, Bytes>, body: Vec<u8>| async move {
         let mut n = 0u64;
         let mut sink = 0u64;
         let mut times = Vec::new();

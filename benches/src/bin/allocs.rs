@@ -35,7 +35,7 @@ use examples::EchoIdl;
 use rpc_core::serve::Listener;
 use rpc_core::Client;
 use rpc_transport_grpc::{GrpcClient, GrpcClientConfig, GrpcProtocol};
-use rpc_transport_ttheader::{Framing, TtHeaderClient, TtHeaderProtocol, UnaryMode};
+use rpc_transport_ttheader::{ConnectionMode, Framing, TtHeaderClient, TtHeaderProtocol};
 
 /// `alloc` and `alloc_zeroed` calls on counted threads.
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -300,7 +300,7 @@ fn main() {
             Client::new(
                 TtHeaderClient::builder(addr)
                     .pool_size(1)
-                    .unary_mode(UnaryMode::Mux)
+                    .connection_mode(ConnectionMode::Multiplexed)
                     .unary_framing(Framing::Framed)
                     .build(),
             )

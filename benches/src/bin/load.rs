@@ -36,7 +36,7 @@ use rpc_core::serve::Listener;
 use rpc_core::Address;
 use rpc_core::Client;
 use rpc_transport_grpc::{GrpcClient, GrpcClientConfig, GrpcProtocol};
-use rpc_transport_ttheader::{TtHeaderClient, TtHeaderProtocol, UnaryMode};
+use rpc_transport_ttheader::{ConnectionMode, TtHeaderClient, TtHeaderProtocol};
 use tokio::io::AsyncBufReadExt;
 
 /// Calls in flight (`LOAD_CONCURRENCY` overrides).
@@ -355,7 +355,7 @@ async fn run() {
     let tt = |mode| {
         let b = TtHeaderClient::builder(addr.clone())
             .pool_size(1)
-            .unary_mode(mode);
+            .connection_mode(mode);
         let b = match &client_tls {
             Some(t) => b.tls(t.clone()),
             None => b,
@@ -364,22 +364,38 @@ async fn run() {
     };
     if wanted("pingpong thrift, unary TTHeader mux") {
         let c = Costs::start(server);
-        let f = pingpong::<Thrift>(thrift::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
+        let f = pingpong::<Thrift>(
+            thrift::TestServiceClient::new(tt(ConnectionMode::Multiplexed)),
+            secs,
+        )
+        .await;
         row("pingpong thrift, unary TTHeader mux", &f, c);
     }
     if wanted("pingpong protobuf, TTHeader Streaming") {
         let c = Costs::start(server);
-        let f = pingpong::<Proto>(proto::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
+        let f = pingpong::<Proto>(
+            proto::TestServiceClient::new(tt(ConnectionMode::Multiplexed)),
+            secs,
+        )
+        .await;
         row("pingpong protobuf, TTHeader Streaming", &f, c);
     }
     if wanted("bidi stream thrift, messages echoed") {
         let c = Costs::start(server);
-        let f = stream::<Thrift>(thrift::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
+        let f = stream::<Thrift>(
+            thrift::TestServiceClient::new(tt(ConnectionMode::Multiplexed)),
+            secs,
+        )
+        .await;
         row("bidi stream thrift, messages echoed", &f, c);
     }
     if wanted("bidi stream protobuf, messages echoed") {
         let c = Costs::start(server);
-        let f = stream::<Proto>(proto::TestServiceClient::new(tt(UnaryMode::Mux)), secs).await;
+        let f = stream::<Proto>(
+            proto::TestServiceClient::new(tt(ConnectionMode::Multiplexed)),
+            secs,
+        )
+        .await;
         row("bidi stream protobuf, messages echoed", &f, c);
     }
     let grpc = || {

@@ -1,4 +1,4 @@
-//! `echo-client --connect URL [--idl thrift|proto] [--mode all|pingpong|client|server|bidi]
+//! `echo-client --connect URL [--idl thrift|proto] [--mode all|unary|client|server|bidi]
 //! [--protocol ttheader|grpc]`
 //!
 //! Checks the echo contract against a server: runs the chosen modes, verifies every response,
@@ -37,7 +37,7 @@ use rpc_transport_ttheader::TtHeaderClient;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: echo-client --connect URL [--idl thrift|proto] [--mode all|pingpong|client|server|bidi] [--protocol ttheader|grpc] [--lb rr|p2c|hash]\n\
+        "usage: echo-client --connect URL [--idl thrift|proto] [--mode all|unary|client|server|bidi] [--protocol ttheader|grpc] [--lb rr|p2c|hash]\n\
          \x20      [--tls-ca ca.pem [--tls-cert c.pem --tls-key c.key] [--tls-server-name NAME]]\n\
          \x20      [--call pkg.Service/Method|list [--data TEXT ...]]"
     );
@@ -110,6 +110,8 @@ async fn main() -> ExitCode {
     }
     let modes: Vec<Mode> = match mode.as_str() {
         "all" => Mode::ALL.to_vec(),
+        // `pingpong` (Kitex's word for unary) stays accepted on the command line.
+        "pingpong" => vec![Mode::Unary],
         m => match Mode::ALL.into_iter().find(|x| x.name() == m) {
             Some(x) => vec![x],
             None => return usage(),
@@ -132,12 +134,12 @@ async fn main() -> ExitCode {
     let Some(url) = url else { return usage() };
     // A tcp:// host name is resolved at each connect; failures show up as UNAVAILABLE calls.
     // shm:///path: the shared-memory transport (Linux), set up through that control socket.
-    if let Address::Shm(path) = &url {
+    if let Address::Shm(_) = &url {
         if tls_ca.is_some() || protocol != "ttheader" {
             eprintln!("echo-client: shm:// carries TTHeader Streaming frames, without TLS");
             return ExitCode::from(2);
         }
-        let client = Client::new(rpc_transport_shm::ShmClient::new(path.clone()));
+        let client = Client::new(rpc_transport_shm::ShmClient::new(url.clone()));
         return finish(match idl.as_str() {
             "thrift" => run::<Thrift>(client, &modes).await,
             "proto" => run::<Proto>(client, &modes).await,

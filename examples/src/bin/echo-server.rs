@@ -31,7 +31,7 @@
 //!
 //! Proxy: `--forward URL [--protocol ttheader|grpc|shm]` serves no service of its own and
 //! relays every call it receives, in every mode, to the server at URL over that protocol
-//! (default `ttheader`: TTHeader unary for thrift pingpong, TTHeader Streaming otherwise):
+//! (default `ttheader`: TTHeader unary for thrift unary, TTHeader Streaming otherwise):
 //! payloads untouched, request metadata, the remaining deadline, the half-close and cancel
 //! downstream; header, messages, trailer and status back (`examples::forward`). A cancel
 //! cascades through it: over TTHeader Streaming the reset it sends downstream carries the
@@ -287,14 +287,13 @@ async fn main() -> ExitCode {
     };
     if let Some((endpoint, service)) = reg.target {
         let registry = rpc_registry_etcd::EtcdRegistry::new([endpoint]).lease_ttl(reg.ttl);
-        let template = rpc_core::discovery::Instance::new(running.local_addrs()[0].clone())
-            .with_weight(reg.weight);
+        let meta = rpc_core::discovery::InstanceMeta::new().with_weight(reg.weight);
         let registered = match rpc_core::discovery::Registered::register(
             running,
             &registry,
             &service,
             reg.advertise.as_deref(),
-            template,
+            meta,
         )
         .await
         {

@@ -13,7 +13,7 @@
 //!     one connection per client, one write syscall per call, replies matched by seqid; one
 //!     client per connection) drives each server; the server's CPU and syscalls per call are
 //!     the figures to compare;
-//!   * ours → ours (and ours → base): `TtHeaderClient` (`pool_size(1)`, `UnaryMode::Mux`,
+//!   * ours → ours (and ours → base): `TtHeaderClient` (`pool_size(1)`, `ConnectionMode::Multiplexed`,
 //!     `Framing::Framed`, one client per connection) under the generated `TestServiceClient`,
 //!     against `examples::server()` served by `rpc_core::serve::Listener`;
 //!   * raw → raw, the floor: a length-prefixed (u32 big-endian) echo of 100-byte payloads over
@@ -75,7 +75,7 @@ use examples::thrift as ours;
 use interop_tests::echo as volo;
 use interop_tests::volo_peer::{self, VoloServer};
 use rpc_core::serve::Listener;
-use rpc_transport_ttheader::{Framing, TtHeaderClient, TtHeaderProtocol, UnaryMode};
+use rpc_transport_ttheader::{ConnectionMode, Framing, TtHeaderClient, TtHeaderProtocol};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use volo_thrift::MaybeException;
@@ -574,7 +574,7 @@ trait Caller: Clone + Send + Sync + 'static {
 fn our_transport(addr: SocketAddr) -> rpc_core::Client {
     let transport = TtHeaderClient::builder(addr)
         .pool_size(1)
-        .unary_mode(UnaryMode::Mux)
+        .connection_mode(ConnectionMode::Multiplexed)
         .unary_framing(Framing::Framed)
         .build();
     rpc_core::Client::new(transport)
@@ -1206,7 +1206,7 @@ fn bench(window: Duration, runs: usize, base: Option<PathBuf>, rows_file: Option
         );
     }
     println!(
-        "ours: TtHeaderClient pool_size(1) per connection, UnaryMode::Mux, Framing::Framed / \
+        "ours: TtHeaderClient pool_size(1) per connection, ConnectionMode::Multiplexed, Framing::Framed / \
          examples::server() on rpc_core::serve::Listener; ttstream rows: TTHeader Streaming"
     );
     println!(

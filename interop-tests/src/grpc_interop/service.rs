@@ -10,7 +10,10 @@
 
 use std::time::Duration;
 
-use rpc_core::{BidiStream, Code, RecvStream, SendStream, Server, ServerContext, Status};
+use rpc_core::{
+    BidiStreamingServer, ClientStreamingServer, Code, Server, ServerContext, ServerStreamingServer,
+    Status,
+};
 
 use super::compression;
 use super::testing::{
@@ -141,15 +144,17 @@ trait AsyncSend {
     async fn send(&mut self, msg: StreamingOutputCallResponse) -> Result<(), Status>;
 }
 
-impl AsyncSend for &mut SendStream<StreamingOutputCallResponse> {
+impl AsyncSend for &mut ServerStreamingServer<StreamingOutputCallResponse> {
     async fn send(&mut self, msg: StreamingOutputCallResponse) -> Result<(), Status> {
-        SendStream::send(self, msg).await
+        ServerStreamingServer::send(self, msg).await
     }
 }
 
-impl AsyncSend for &mut BidiStream<StreamingOutputCallRequest, StreamingOutputCallResponse> {
+impl AsyncSend
+    for &mut BidiStreamingServer<StreamingOutputCallRequest, StreamingOutputCallResponse>
+{
     async fn send(&mut self, msg: StreamingOutputCallResponse) -> Result<(), Status> {
-        BidiStream::send(self, msg).await
+        BidiStreamingServer::send(self, msg).await
     }
 }
 
@@ -209,7 +214,7 @@ impl TestService for InteropService {
         &self,
         ctx: ServerContext,
         req: StreamingOutputCallRequest,
-        mut stream: SendStream<StreamingOutputCallResponse>,
+        mut stream: ServerStreamingServer<StreamingOutputCallResponse>,
     ) -> Result<(), Status> {
         echo_metadata(&ctx)?;
         echo_status(req.response_status.as_ref())?;
@@ -220,7 +225,7 @@ impl TestService for InteropService {
     async fn streaming_input_call(
         &self,
         ctx: ServerContext,
-        mut stream: RecvStream<StreamingInputCallRequest>,
+        mut stream: ClientStreamingServer<StreamingInputCallRequest>,
     ) -> Result<StreamingInputCallResponse, Status> {
         let mut total: i32 = 0;
         while let Some(req) = stream.recv().await? {
@@ -241,7 +246,7 @@ impl TestService for InteropService {
     async fn full_duplex_call(
         &self,
         ctx: ServerContext,
-        mut stream: BidiStream<StreamingOutputCallRequest, StreamingOutputCallResponse>,
+        mut stream: BidiStreamingServer<StreamingOutputCallRequest, StreamingOutputCallResponse>,
     ) -> Result<(), Status> {
         echo_metadata(&ctx)?;
         while let Some(req) = stream.recv().await? {
@@ -255,7 +260,7 @@ impl TestService for InteropService {
     async fn half_duplex_call(
         &self,
         ctx: ServerContext,
-        mut stream: BidiStream<StreamingOutputCallRequest, StreamingOutputCallResponse>,
+        mut stream: BidiStreamingServer<StreamingOutputCallRequest, StreamingOutputCallResponse>,
     ) -> Result<(), Status> {
         /// Requests buffered before the first response: bounded so a peer cannot make the
         /// server hold an unbounded stream (the cases send at most a handful).

@@ -11,7 +11,7 @@
 //! `ThriftMessage` for thrift), constants, and per service: `XXX_METHODS`/`XXX_DESCRIPTOR`
 //! statics, the server trait `Xxx`, the `XxxServer<T>` adapter, the `XxxClient` (`new`,
 //! `connect::<Transport>(address)`, one method and one `_with` method per IDL method), and for
-//! thrift pingpong methods the `XxxMethodArgs`/`XxxMethodResult` wire structs and the
+//! thrift unary methods the `XxxMethodArgs`/`XxxMethodResult` wire structs and the
 //! `XxxMethodException` enum.
 //!
 //! Generated code reaches dependencies only through `::rpc_core::codegen` (and `::prost` for

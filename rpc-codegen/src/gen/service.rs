@@ -1,8 +1,8 @@
 //! Per service: method descriptors, the server trait, the `XxxServer<T>` adapter, the typed
-//! `XxxClient`, and for thrift pingpong methods the Args/Result wire structs and the enum of
+//! `XxxClient`, and for thrift unary methods the Args/Result wire structs and the enum of
 //! declared exceptions.
 //!
-//! Thrift pingpong methods carry the Args struct (field id = argument id) on the request and
+//! Thrift unary methods carry the Args struct (field id = argument id) on the request and
 //! the Result struct (field 0 = success, 1.. = declared exceptions) on the response (TTHeader
 //! spec §2, §4); streaming methods carry the bare argument and response structs. Protobuf
 //! methods carry the messages as they are.
@@ -26,7 +26,7 @@ pub(super) fn generated_names(kind: IdlKind, s: &ServiceDef) -> Vec<String> {
     ];
     for m in &s.methods {
         let base = format!("{}{}", s.rust_name, names::camel(&m.name));
-        if kind == IdlKind::Thrift && m.mode == Mode::PingPong {
+        if kind == IdlKind::Thrift && m.mode == Mode::Unary {
             out.push(format!("{base}Args"));
             out.push(format!("{base}Result"));
         }
@@ -43,9 +43,9 @@ struct MethodNames {
     call: Ident,
     /// `ping_pong_with`
     call_with: Ident,
-    /// `TestServicePingPongArgs` (thrift pingpong)
+    /// `TestServicePingPongArgs` (thrift unary)
     args: Ident,
-    /// `TestServicePingPongResult` (thrift pingpong)
+    /// `TestServicePingPongResult` (thrift unary)
     result: Ident,
     /// `TestServicePingPongException` (methods with `throws`)
     exception: Ident,
@@ -241,7 +241,7 @@ impl<'a> Cx<'a> {
 
                 fn call(
                     &self,
-                    call: #rc::ServerCall,
+                    call: #rc::IncomingCall,
                 ) -> #rc::BoxFuture<'static, ::core::result::Result<(), #rc::Status>> {
                     #body
                 }
@@ -295,7 +295,7 @@ impl<'a> Cx<'a> {
         items
     }
 
-    /// The Args/Result structs (thrift pingpong) and the exception enum (with `throws`).
+    /// The Args/Result structs (thrift unary) and the exception enum (with `throws`).
     fn method_types(&self, p: &Package, s: &ServiceDef, m: &MethodDef) -> TokenStream {
         let n = method_names(s, m);
         let mut out = TokenStream::new();
@@ -334,7 +334,7 @@ impl<'a> Cx<'a> {
                 impl ::std::error::Error for #exception {}
             });
         }
-        if self.ir.kind != IdlKind::Thrift || m.mode != Mode::PingPong {
+        if self.ir.kind != IdlKind::Thrift || m.mode != Mode::Unary {
             return out;
         }
         let args_doc = doc_attrs(
@@ -377,7 +377,7 @@ impl<'a> Cx<'a> {
         out
     }
 
-    /// A pingpong argument's type as the Args struct holds it (`Option` when optional).
+    /// A unary argument's type as the Args struct holds it (`Option` when optional).
     fn arg_type(&self, p: &Package, a: &FieldDef) -> TokenStream {
         let ty = self.rust_type(p, &a.ty);
         if a.req == Requiredness::Optional {
@@ -400,9 +400,9 @@ impl<'a> Cx<'a> {
             .map_or_else(|| quote!(()), |a| self.rust_type(p, &a.ty))
     }
 
-    /// The error type of a pingpong method: `MethodError<Exception>` with `throws`, else
+    /// The error type of a unary method: `MethodError<Exception>` with `throws`, else
     /// `Status`.
-    fn pingpong_error(&self, s: &ServiceDef, m: &MethodDef) -> TokenStream {
+    fn unary_error(&self, s: &ServiceDef, m: &MethodDef) -> TokenStream {
         let rc = rc();
         if m.exceptions.is_empty() {
             quote!(#rc::Status)
@@ -421,28 +421,28 @@ impl<'a> Cx<'a> {
         let res = self.response_type(p, m);
         let status = quote!(#rc::Status);
         let (params, output) = match m.mode {
-            Mode::PingPong => {
+            Mode::Unary => {
                 let names = arg_idents(m);
                 let types = m.args.iter().map(|a| self.arg_type(p, a));
-                let err = self.pingpong_error(s, m);
+                let err = self.unary_error(s, m);
                 (
                     quote!(#(#names: #types),*),
                     quote!(::core::result::Result<#res, #err>),
                 )
             }
             Mode::ClientStreaming => (
-                quote!(stream: #rc::RecvStream<#req>),
+                quote!(stream: #rc::ClientStreamingServer<#req>),
                 quote!(::core::result::Result<#res, #status>),
             ),
             Mode::ServerStreaming => {
                 let arg = &first_arg(m);
                 (
-                    quote!(#arg: #req, stream: #rc::SendStream<#res>),
+                    quote!(#arg: #req, stream: #rc::ServerStreamingServer<#res>),
                     quote!(::core::result::Result<(), #status>),
                 )
             }
             Mode::Bidi => (
-                quote!(stream: #rc::BidiStream<#req, #res>),
+                quote!(stream: #rc::BidiStreamingServer<#req, #res>),
                 quote!(::core::result::Result<(), #status>),
             ),
         };
@@ -479,7 +479,7 @@ impl<'a> Cx<'a> {
             .map_or_else(|| quote!(()), |r| self.rust_type_qualified(p, r));
         let thrift = self.ir.kind == IdlKind::Thrift;
         let body = match m.mode {
-            Mode::PingPong if thrift => {
+            Mode::Unary if thrift => {
                 let (args, result) = (&n.args, &n.result);
                 let fields = m.args.iter().map(|a| names::ident(&a.rust_name));
                 let has_success = m.response.is_some();
@@ -557,7 +557,7 @@ impl<'a> Cx<'a> {
                     .await
                 }
             }
-            Mode::PingPong => quote! {
+            Mode::Unary => quote! {
                 call.unary::<#codec, #req, #res, _, _>(move |ctx, request| async move {
                     inner.#call(ctx, request).await
                 })
@@ -609,14 +609,14 @@ impl<'a> Cx<'a> {
         let with_doc = format!(" As [`Self::{call}`], with per-call options (timeout, metadata).");
         let thrift = self.ir.kind == IdlKind::Thrift;
         match m.mode {
-            Mode::PingPong => {
+            Mode::Unary => {
                 let with_doc = format!(
                     " As [`Self::{call}`], with per-call options (timeout, metadata); the response \
                      comes with its header and trailer metadata."
                 );
                 let arg_names = arg_idents(m);
                 let arg_types: Vec<_> = m.args.iter().map(|a| self.arg_type(p, a)).collect();
-                let err = self.pingpong_error(s, m);
+                let err = self.unary_error(s, m);
                 let body = if thrift {
                     let (args, result) = (&n.args, &n.result);
                     let inits = m.args.iter().zip(&arg_names).map(|(a, arg)| {
@@ -706,7 +706,7 @@ impl<'a> Cx<'a> {
             }
             Mode::ClientStreaming => quote! {
                 #doc
-                pub async fn #call(&self) -> ::core::result::Result<#rc::ClientStreamingCall<#req, #res>, #status> {
+                pub async fn #call(&self) -> ::core::result::Result<#rc::ClientStreamingClient<#req, #res>, #status> {
                     self.#call_with(#rc::CallOptions::new()).await
                 }
 
@@ -714,7 +714,7 @@ impl<'a> Cx<'a> {
                 pub async fn #call_with(
                     &self,
                     options: #rc::CallOptions,
-                ) -> ::core::result::Result<#rc::ClientStreamingCall<#req, #res>, #status> {
+                ) -> ::core::result::Result<#rc::ClientStreamingClient<#req, #res>, #status> {
                     self.inner.client_streaming::<#codec, #req, #res>(#desc, options).await
                 }
             },
@@ -722,7 +722,7 @@ impl<'a> Cx<'a> {
                 let arg = &first_arg(m);
                 quote! {
                     #doc
-                    pub async fn #call(&self, #arg: #req) -> ::core::result::Result<#rc::ServerStreamingCall<#res>, #status> {
+                    pub async fn #call(&self, #arg: #req) -> ::core::result::Result<#rc::ServerStreamingClient<#res>, #status> {
                         self.#call_with(#arg, #rc::CallOptions::new()).await
                     }
 
@@ -731,14 +731,14 @@ impl<'a> Cx<'a> {
                         &self,
                         #arg: #req,
                         options: #rc::CallOptions,
-                    ) -> ::core::result::Result<#rc::ServerStreamingCall<#res>, #status> {
+                    ) -> ::core::result::Result<#rc::ServerStreamingClient<#res>, #status> {
                         self.inner.server_streaming::<#codec, #req, #res>(#desc, #arg, options).await
                     }
                 }
             }
             Mode::Bidi => quote! {
                 #doc
-                pub async fn #call(&self) -> ::core::result::Result<#rc::BidiCall<#req, #res>, #status> {
+                pub async fn #call(&self) -> ::core::result::Result<#rc::BidiStreamingClient<#req, #res>, #status> {
                     self.#call_with(#rc::CallOptions::new()).await
                 }
 
@@ -746,7 +746,7 @@ impl<'a> Cx<'a> {
                 pub async fn #call_with(
                     &self,
                     options: #rc::CallOptions,
-                ) -> ::core::result::Result<#rc::BidiCall<#req, #res>, #status> {
+                ) -> ::core::result::Result<#rc::BidiStreamingClient<#req, #res>, #status> {
                     self.inner.bidi::<#codec, #req, #res>(#desc, options).await
                 }
             },
@@ -757,7 +757,7 @@ impl<'a> Cx<'a> {
 fn mode_tokens(mode: Mode) -> TokenStream {
     let rc = rc();
     match mode {
-        Mode::PingPong => quote!(#rc::Mode::PingPong),
+        Mode::Unary => quote!(#rc::Mode::Unary),
         Mode::ClientStreaming => quote!(#rc::Mode::ClientStreaming),
         Mode::ServerStreaming => quote!(#rc::Mode::ServerStreaming),
         Mode::Bidi => quote!(#rc::Mode::Bidi),
@@ -766,7 +766,7 @@ fn mode_tokens(mode: Mode) -> TokenStream {
 
 fn mode_name(mode: Mode) -> &'static str {
     match mode {
-        Mode::PingPong => "pingpong",
+        Mode::Unary => "unary",
         Mode::ClientStreaming => "client streaming",
         Mode::ServerStreaming => "server streaming",
         Mode::Bidi => "bidirectional streaming",

@@ -128,7 +128,7 @@ impl<'a> Cx<'a> {
     }
 
     /// A struct, exception or union with its `TSerializable` implementation. Also used for
-    /// the Args and Result structs of pingpong methods.
+    /// the Args and Result structs of unary methods.
     pub(super) fn struct_like(
         &self,
         p: &Package,

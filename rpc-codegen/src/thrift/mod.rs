@@ -586,7 +586,7 @@ impl<'a> Resolver<'a> {
                 "bidirectional" => Mode::Bidi,
                 "client" => Mode::ClientStreaming,
                 "server" => Mode::ServerStreaming,
-                "unary" => Mode::PingPong,
+                "unary" => Mode::Unary,
                 other => return Err(f.err(span, IdlErrorKind::BadStreamingMode(other.to_owned()))),
             });
         }
@@ -599,14 +599,14 @@ impl<'a> Resolver<'a> {
                 },
             ));
         }
-        let mode = mode.unwrap_or(Mode::PingPong);
+        let mode = mode.unwrap_or(Mode::Unary);
         let args = self.fields(file, &func.args, FieldUse::Args)?;
         let response = match &func.ret {
             Some(t) => Some(self.ty(file, t)?),
             None => None,
         };
         let exceptions = self.fields(file, &func.throws, FieldUse::Throws)?;
-        if mode != Mode::PingPong {
+        if mode != Mode::Unary {
             let streaming = |what: &str| {
                 IdlErrorKind::Invalid(format!("streaming method `{}` {what}", func.name.text))
             };

@@ -157,7 +157,7 @@ pub mod collisions {
             full_service: "collisions.Service",
             name: "Call",
             path: "/collisions.Service/Call",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Protobuf,
         },
         ::rpc_core::codegen::MethodDesc {
@@ -199,7 +199,7 @@ pub mod collisions {
     ///
     /// Implement it and host it with [`ServiceServer`]; call it with [`ServiceClient`].
     pub trait Service: ::core::marker::Send + ::core::marker::Sync + 'static {
-        /// `Call` (pingpong).
+        /// `Call` (unary).
         fn call(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -211,7 +211,7 @@ pub mod collisions {
         fn stream(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
-            stream: ::rpc_core::codegen::BidiStream<T, T>,
+            stream: ::rpc_core::codegen::BidiStreamingServer<T, T>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -219,7 +219,7 @@ pub mod collisions {
         fn collect(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
-            stream: ::rpc_core::codegen::RecvStream<T>,
+            stream: ::rpc_core::codegen::ClientStreamingServer<T>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<Result, ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -228,7 +228,7 @@ pub mod collisions {
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
             request: Server,
-            stream: ::rpc_core::codegen::SendStream<T>,
+            stream: ::rpc_core::codegen::ServerStreamingServer<T>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -271,7 +271,7 @@ pub mod collisions {
         }
         fn call(
             &self,
-            call: ::rpc_core::codegen::ServerCall,
+            call: ::rpc_core::codegen::IncomingCall,
         ) -> ::rpc_core::codegen::BoxFuture<
             'static,
             ::core::result::Result<(), ::rpc_core::codegen::Status>,
@@ -372,7 +372,7 @@ pub mod collisions {
         pub fn inner(&self) -> &::rpc_core::codegen::Client {
             &self.inner
         }
-        /// Calls `Call` (pingpong).
+        /// Calls `Call` (unary).
         pub async fn call(
             &self,
             request: Client,
@@ -402,7 +402,7 @@ pub mod collisions {
         pub async fn stream(
             &self,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::BidiCall<T, T>,
+            ::rpc_core::codegen::BidiStreamingClient<T, T>,
             ::rpc_core::codegen::Status,
         > {
             self.stream_with(::rpc_core::codegen::CallOptions::new()).await
@@ -412,7 +412,7 @@ pub mod collisions {
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::BidiCall<T, T>,
+            ::rpc_core::codegen::BidiStreamingClient<T, T>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -427,7 +427,7 @@ pub mod collisions {
         pub async fn collect(
             &self,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ClientStreamingCall<T, Result>,
+            ::rpc_core::codegen::ClientStreamingClient<T, Result>,
             ::rpc_core::codegen::Status,
         > {
             self.collect_with(::rpc_core::codegen::CallOptions::new()).await
@@ -437,7 +437,7 @@ pub mod collisions {
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ClientStreamingCall<T, Result>,
+            ::rpc_core::codegen::ClientStreamingClient<T, Result>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -453,7 +453,7 @@ pub mod collisions {
             &self,
             request: Server,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ServerStreamingCall<T>,
+            ::rpc_core::codegen::ServerStreamingClient<T>,
             ::rpc_core::codegen::Status,
         > {
             self.spread_with(request, ::rpc_core::codegen::CallOptions::new()).await
@@ -464,7 +464,7 @@ pub mod collisions {
             request: Server,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ServerStreamingCall<T>,
+            ::rpc_core::codegen::ServerStreamingClient<T>,
             ::rpc_core::codegen::Status,
         > {
             self.inner

@@ -3894,7 +3894,7 @@ pub mod collisions {
             full_service: "collisions.Service",
             name: "Call",
             path: "/collisions.Service/Call",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Thrift,
         },
         ::rpc_core::codegen::MethodDesc {
@@ -3903,7 +3903,7 @@ pub mod collisions {
             full_service: "collisions.Service",
             name: "Check",
             path: "/collisions.Service/Check",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Thrift,
         },
         ::rpc_core::codegen::MethodDesc {
@@ -3912,7 +3912,7 @@ pub mod collisions {
             full_service: "collisions.Service",
             name: "Fire",
             path: "/collisions.Service/Fire",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Thrift,
         },
         ::rpc_core::codegen::MethodDesc {
@@ -3948,7 +3948,7 @@ pub mod collisions {
             full_service: "collisions.Service",
             name: "Pick",
             path: "/collisions.Service/Pick",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Thrift,
         },
     ];
@@ -3963,7 +3963,7 @@ pub mod collisions {
     ///
     /// Implement it and host it with [`ServiceServer`]; call it with [`ServiceClient`].
     pub trait Service: ::core::marker::Send + ::core::marker::Sync + 'static {
-        /// `Call` (pingpong).
+        /// `Call` (unary).
         fn call(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -3976,7 +3976,7 @@ pub mod collisions {
                 ::rpc_core::codegen::MethodError<ServiceCallException>,
             >,
         > + ::core::marker::Send;
-        /// `Check` (pingpong).
+        /// `Check` (unary).
         fn check(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -3985,7 +3985,7 @@ pub mod collisions {
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<Result, ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
-        /// `Fire` (pingpong).
+        /// `Fire` (unary).
         fn fire(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -3997,7 +3997,7 @@ pub mod collisions {
         fn stream(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
-            stream: ::rpc_core::codegen::BidiStream<T, T>,
+            stream: ::rpc_core::codegen::BidiStreamingServer<T, T>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -4005,7 +4005,7 @@ pub mod collisions {
         fn collect(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
-            stream: ::rpc_core::codegen::RecvStream<T>,
+            stream: ::rpc_core::codegen::ClientStreamingServer<T>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<B, ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -4014,11 +4014,11 @@ pub mod collisions {
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
             b: B,
-            stream: ::rpc_core::codegen::SendStream<T>,
+            stream: ::rpc_core::codegen::ServerStreamingServer<T>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
-        /// `Pick` (pingpong).
+        /// `Pick` (unary).
         fn pick(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -4065,7 +4065,7 @@ pub mod collisions {
         }
         fn call(
             &self,
-            call: ::rpc_core::codegen::ServerCall,
+            call: ::rpc_core::codegen::IncomingCall,
         ) -> ::rpc_core::codegen::BoxFuture<
             'static,
             ::core::result::Result<(), ::rpc_core::codegen::Status>,
@@ -4250,7 +4250,7 @@ pub mod collisions {
         pub fn inner(&self) -> &::rpc_core::codegen::Client {
             &self.inner
         }
-        /// Calls `Call` (pingpong).
+        /// Calls `Call` (unary).
         pub async fn call(
             &self,
             request: Request,
@@ -4317,7 +4317,7 @@ pub mod collisions {
                 ),
             )
         }
-        /// Calls `Check` (pingpong).
+        /// Calls `Check` (unary).
         pub async fn check(
             &self,
             ctx_: T,
@@ -4364,7 +4364,7 @@ pub mod collisions {
                 ),
             )
         }
-        /// Calls `Fire` (pingpong).
+        /// Calls `Fire` (unary).
         pub async fn fire(
             &self,
             stream_: Box,
@@ -4399,7 +4399,7 @@ pub mod collisions {
         pub async fn stream(
             &self,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::BidiCall<T, T>,
+            ::rpc_core::codegen::BidiStreamingClient<T, T>,
             ::rpc_core::codegen::Status,
         > {
             self.stream_with(::rpc_core::codegen::CallOptions::new()).await
@@ -4409,7 +4409,7 @@ pub mod collisions {
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::BidiCall<T, T>,
+            ::rpc_core::codegen::BidiStreamingClient<T, T>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -4424,7 +4424,7 @@ pub mod collisions {
         pub async fn collect(
             &self,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ClientStreamingCall<T, B>,
+            ::rpc_core::codegen::ClientStreamingClient<T, B>,
             ::rpc_core::codegen::Status,
         > {
             self.collect_with(::rpc_core::codegen::CallOptions::new()).await
@@ -4434,7 +4434,7 @@ pub mod collisions {
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ClientStreamingCall<T, B>,
+            ::rpc_core::codegen::ClientStreamingClient<T, B>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -4450,7 +4450,7 @@ pub mod collisions {
             &self,
             b: B,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ServerStreamingCall<T>,
+            ::rpc_core::codegen::ServerStreamingClient<T>,
             ::rpc_core::codegen::Status,
         > {
             self.spread_with(b, ::rpc_core::codegen::CallOptions::new()).await
@@ -4461,7 +4461,7 @@ pub mod collisions {
             b: B,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ServerStreamingCall<T>,
+            ::rpc_core::codegen::ServerStreamingClient<T>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -4472,7 +4472,7 @@ pub mod collisions {
                 >(&SERVICE_METHODS[5], b, options)
                 .await
         }
-        /// Calls `Pick` (pingpong).
+        /// Calls `Pick` (unary).
         pub async fn pick(
             &self,
             e: Either,

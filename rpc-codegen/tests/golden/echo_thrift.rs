@@ -693,7 +693,7 @@ pub mod echo {
             full_service: "echo.TestService",
             name: "PingPong",
             path: "/echo.TestService/PingPong",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Thrift,
         },
         ::rpc_core::codegen::MethodDesc {
@@ -735,7 +735,7 @@ pub mod echo {
     ///
     /// Implement it and host it with [`TestServiceServer`]; call it with [`TestServiceClient`].
     pub trait TestService: ::core::marker::Send + ::core::marker::Sync + 'static {
-        /// `PingPong` (pingpong).
+        /// `PingPong` (unary).
         fn ping_pong(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -750,7 +750,7 @@ pub mod echo {
         fn echo(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
-            stream: ::rpc_core::codegen::BidiStream<Request, Response>,
+            stream: ::rpc_core::codegen::BidiStreamingServer<Request, Response>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -758,7 +758,7 @@ pub mod echo {
         fn echo_client(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
-            stream: ::rpc_core::codegen::RecvStream<Request>,
+            stream: ::rpc_core::codegen::ClientStreamingServer<Request>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<Response, ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -767,7 +767,7 @@ pub mod echo {
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
             req: Request,
-            stream: ::rpc_core::codegen::SendStream<Response>,
+            stream: ::rpc_core::codegen::ServerStreamingServer<Response>,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
         > + ::core::marker::Send;
@@ -810,7 +810,7 @@ pub mod echo {
         }
         fn call(
             &self,
-            call: ::rpc_core::codegen::ServerCall,
+            call: ::rpc_core::codegen::IncomingCall,
         ) -> ::rpc_core::codegen::BoxFuture<
             'static,
             ::core::result::Result<(), ::rpc_core::codegen::Status>,
@@ -931,7 +931,7 @@ pub mod echo {
         pub fn inner(&self) -> &::rpc_core::codegen::Client {
             &self.inner
         }
-        /// Calls `PingPong` (pingpong).
+        /// Calls `PingPong` (unary).
         pub async fn ping_pong(
             &self,
             req: Request,
@@ -985,7 +985,7 @@ pub mod echo {
         pub async fn echo(
             &self,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::BidiCall<Request, Response>,
+            ::rpc_core::codegen::BidiStreamingClient<Request, Response>,
             ::rpc_core::codegen::Status,
         > {
             self.echo_with(::rpc_core::codegen::CallOptions::new()).await
@@ -995,7 +995,7 @@ pub mod echo {
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::BidiCall<Request, Response>,
+            ::rpc_core::codegen::BidiStreamingClient<Request, Response>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -1010,7 +1010,7 @@ pub mod echo {
         pub async fn echo_client(
             &self,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ClientStreamingCall<Request, Response>,
+            ::rpc_core::codegen::ClientStreamingClient<Request, Response>,
             ::rpc_core::codegen::Status,
         > {
             self.echo_client_with(::rpc_core::codegen::CallOptions::new()).await
@@ -1020,7 +1020,7 @@ pub mod echo {
             &self,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ClientStreamingCall<Request, Response>,
+            ::rpc_core::codegen::ClientStreamingClient<Request, Response>,
             ::rpc_core::codegen::Status,
         > {
             self.inner
@@ -1036,7 +1036,7 @@ pub mod echo {
             &self,
             req: Request,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ServerStreamingCall<Response>,
+            ::rpc_core::codegen::ServerStreamingClient<Response>,
             ::rpc_core::codegen::Status,
         > {
             self.echo_server_with(req, ::rpc_core::codegen::CallOptions::new()).await
@@ -1047,7 +1047,7 @@ pub mod echo {
             req: Request,
             options: ::rpc_core::codegen::CallOptions,
         ) -> ::core::result::Result<
-            ::rpc_core::codegen::ServerStreamingCall<Response>,
+            ::rpc_core::codegen::ServerStreamingClient<Response>,
             ::rpc_core::codegen::Status,
         > {
             self.inner

@@ -555,7 +555,7 @@ pub mod base {
             full_service: "base.BaseService",
             name: "Ping",
             path: "/base.BaseService/Ping",
-            mode: ::rpc_core::codegen::Mode::PingPong,
+            mode: ::rpc_core::codegen::Mode::Unary,
             payload: ::rpc_core::codegen::PayloadKind::Thrift,
         },
     ];
@@ -570,7 +570,7 @@ pub mod base {
     ///
     /// Implement it and host it with [`BaseServiceServer`]; call it with [`BaseServiceClient`].
     pub trait BaseService: ::core::marker::Send + ::core::marker::Sync + 'static {
-        /// `Ping` (pingpong).
+        /// `Ping` (unary).
         fn ping(
             &self,
             ctx: ::rpc_core::codegen::ServerContext,
@@ -619,7 +619,7 @@ pub mod base {
         }
         fn call(
             &self,
-            call: ::rpc_core::codegen::ServerCall,
+            call: ::rpc_core::codegen::IncomingCall,
         ) -> ::rpc_core::codegen::BoxFuture<
             'static,
             ::core::result::Result<(), ::rpc_core::codegen::Status>,
@@ -693,7 +693,7 @@ pub mod base {
         pub fn inner(&self) -> &::rpc_core::codegen::Client {
             &self.inner
         }
-        /// Calls `Ping` (pingpong).
+        /// Calls `Ping` (unary).
         pub async fn ping(
             &self,
         ) -> ::core::result::Result<::std::string::String, ::rpc_core::codegen::Status> {
@@ -4070,7 +4070,7 @@ pub mod kitchen {
                 full_service: "sink.Child",
                 name: "Ping",
                 path: "/sink.Child/Ping",
-                mode: ::rpc_core::codegen::Mode::PingPong,
+                mode: ::rpc_core::codegen::Mode::Unary,
                 payload: ::rpc_core::codegen::PayloadKind::Thrift,
             },
             ::rpc_core::codegen::MethodDesc {
@@ -4079,7 +4079,7 @@ pub mod kitchen {
                 full_service: "sink.Child",
                 name: "Get",
                 path: "/sink.Child/Get",
-                mode: ::rpc_core::codegen::Mode::PingPong,
+                mode: ::rpc_core::codegen::Mode::Unary,
                 payload: ::rpc_core::codegen::PayloadKind::Thrift,
             },
             ::rpc_core::codegen::MethodDesc {
@@ -4088,7 +4088,7 @@ pub mod kitchen {
                 full_service: "sink.Child",
                 name: "Fire",
                 path: "/sink.Child/Fire",
-                mode: ::rpc_core::codegen::Mode::PingPong,
+                mode: ::rpc_core::codegen::Mode::Unary,
                 payload: ::rpc_core::codegen::PayloadKind::Thrift,
             },
             ::rpc_core::codegen::MethodDesc {
@@ -4124,7 +4124,7 @@ pub mod kitchen {
                 full_service: "sink.Child",
                 name: "Single",
                 path: "/sink.Child/Single",
-                mode: ::rpc_core::codegen::Mode::PingPong,
+                mode: ::rpc_core::codegen::Mode::Unary,
                 payload: ::rpc_core::codegen::PayloadKind::Thrift,
             },
         ];
@@ -4139,7 +4139,7 @@ pub mod kitchen {
         ///
         /// Implement it and host it with [`ChildServer`]; call it with [`ChildClient`].
         pub trait Child: ::core::marker::Send + ::core::marker::Sync + 'static {
-            /// `Ping` (pingpong).
+            /// `Ping` (unary).
             fn ping(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
@@ -4149,7 +4149,7 @@ pub mod kitchen {
                     ::rpc_core::codegen::Status,
                 >,
             > + ::core::marker::Send;
-            /// `Get` (pingpong).
+            /// `Get` (unary).
             fn get(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
@@ -4162,7 +4162,7 @@ pub mod kitchen {
                     ::rpc_core::codegen::MethodError<ChildGetException>,
                 >,
             > + ::core::marker::Send;
-            /// `Fire` (pingpong).
+            /// `Fire` (unary).
             fn fire(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
@@ -4175,7 +4175,7 @@ pub mod kitchen {
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
                 start: Node,
-                stream: ::rpc_core::codegen::SendStream<Node>,
+                stream: ::rpc_core::codegen::ServerStreamingServer<Node>,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
@@ -4183,7 +4183,7 @@ pub mod kitchen {
             fn collect(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
-                stream: ::rpc_core::codegen::RecvStream<Node>,
+                stream: ::rpc_core::codegen::ClientStreamingServer<Node>,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<Node, ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
@@ -4191,11 +4191,11 @@ pub mod kitchen {
             fn chat(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
-                stream: ::rpc_core::codegen::BidiStream<Value, Value>,
+                stream: ::rpc_core::codegen::BidiStreamingServer<Value, Value>,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
-            /// `Single` (pingpong).
+            /// `Single` (unary).
             fn single(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
@@ -4242,7 +4242,7 @@ pub mod kitchen {
             }
             fn call(
                 &self,
-                call: ::rpc_core::codegen::ServerCall,
+                call: ::rpc_core::codegen::IncomingCall,
             ) -> ::rpc_core::codegen::BoxFuture<
                 'static,
                 ::core::result::Result<(), ::rpc_core::codegen::Status>,
@@ -4435,7 +4435,7 @@ pub mod kitchen {
             pub fn inner(&self) -> &::rpc_core::codegen::Client {
                 &self.inner
             }
-            /// Calls `Ping` (pingpong).
+            /// Calls `Ping` (unary).
             pub async fn ping(
                 &self,
             ) -> ::core::result::Result<
@@ -4474,7 +4474,7 @@ pub mod kitchen {
                     ),
                 )
             }
-            /// Calls `Get` (pingpong).
+            /// Calls `Get` (unary).
             pub async fn get(
                 &self,
                 id: Id,
@@ -4535,7 +4535,7 @@ pub mod kitchen {
                     ),
                 )
             }
-            /// Calls `Fire` (pingpong).
+            /// Calls `Fire` (unary).
             pub async fn fire(
                 &self,
                 what: ::std::string::String,
@@ -4571,7 +4571,7 @@ pub mod kitchen {
                 &self,
                 start: Node,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ServerStreamingCall<Node>,
+                ::rpc_core::codegen::ServerStreamingClient<Node>,
                 ::rpc_core::codegen::Status,
             > {
                 self.walk_with(start, ::rpc_core::codegen::CallOptions::new()).await
@@ -4582,7 +4582,7 @@ pub mod kitchen {
                 start: Node,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ServerStreamingCall<Node>,
+                ::rpc_core::codegen::ServerStreamingClient<Node>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner
@@ -4597,7 +4597,7 @@ pub mod kitchen {
             pub async fn collect(
                 &self,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ClientStreamingCall<Node, Node>,
+                ::rpc_core::codegen::ClientStreamingClient<Node, Node>,
                 ::rpc_core::codegen::Status,
             > {
                 self.collect_with(::rpc_core::codegen::CallOptions::new()).await
@@ -4607,7 +4607,7 @@ pub mod kitchen {
                 &self,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ClientStreamingCall<Node, Node>,
+                ::rpc_core::codegen::ClientStreamingClient<Node, Node>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner
@@ -4622,7 +4622,7 @@ pub mod kitchen {
             pub async fn chat(
                 &self,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::BidiCall<Value, Value>,
+                ::rpc_core::codegen::BidiStreamingClient<Value, Value>,
                 ::rpc_core::codegen::Status,
             > {
                 self.chat_with(::rpc_core::codegen::CallOptions::new()).await
@@ -4632,7 +4632,7 @@ pub mod kitchen {
                 &self,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::BidiCall<Value, Value>,
+                ::rpc_core::codegen::BidiStreamingClient<Value, Value>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner
@@ -4643,7 +4643,7 @@ pub mod kitchen {
                     >(&CHILD_METHODS[5], options)
                     .await
             }
-            /// Calls `Single` (pingpong).
+            /// Calls `Single` (unary).
             pub async fn single(
                 &self,
                 n: Node,
@@ -4733,7 +4733,7 @@ pub mod kitchen {
             }
             fn call(
                 &self,
-                call: ::rpc_core::codegen::ServerCall,
+                call: ::rpc_core::codegen::IncomingCall,
             ) -> ::rpc_core::codegen::BoxFuture<
                 'static,
                 ::core::result::Result<(), ::rpc_core::codegen::Status>,

@@ -192,7 +192,7 @@ pub mod acme {
                 full_service: "acme.sink.Sink",
                 name: "Get",
                 path: "/acme.sink.Sink/Get",
-                mode: ::rpc_core::codegen::Mode::PingPong,
+                mode: ::rpc_core::codegen::Mode::Unary,
                 payload: ::rpc_core::codegen::PayloadKind::Protobuf,
             },
             ::rpc_core::codegen::MethodDesc {
@@ -221,7 +221,7 @@ pub mod acme {
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
                 request: ListRequest,
-                stream: ::rpc_core::codegen::SendStream<Item>,
+                stream: ::rpc_core::codegen::ServerStreamingServer<Item>,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
@@ -229,11 +229,11 @@ pub mod acme {
             fn put(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
-                stream: ::rpc_core::codegen::RecvStream<Item>,
+                stream: ::rpc_core::codegen::ClientStreamingServer<Item>,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
-            /// `Get` (pingpong).
+            /// `Get` (unary).
             fn get(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
@@ -245,7 +245,7 @@ pub mod acme {
             fn sync(
                 &self,
                 ctx: ::rpc_core::codegen::ServerContext,
-                stream: ::rpc_core::codegen::BidiStream<Item, Item>,
+                stream: ::rpc_core::codegen::BidiStreamingServer<Item, Item>,
             ) -> impl ::core::future::Future<
                 Output = ::core::result::Result<(), ::rpc_core::codegen::Status>,
             > + ::core::marker::Send;
@@ -288,7 +288,7 @@ pub mod acme {
             }
             fn call(
                 &self,
-                call: ::rpc_core::codegen::ServerCall,
+                call: ::rpc_core::codegen::IncomingCall,
             ) -> ::rpc_core::codegen::BoxFuture<
                 'static,
                 ::core::result::Result<(), ::rpc_core::codegen::Status>,
@@ -394,7 +394,7 @@ pub mod acme {
                 &self,
                 request: ListRequest,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ServerStreamingCall<Item>,
+                ::rpc_core::codegen::ServerStreamingClient<Item>,
                 ::rpc_core::codegen::Status,
             > {
                 self.list_with(request, ::rpc_core::codegen::CallOptions::new()).await
@@ -405,7 +405,7 @@ pub mod acme {
                 request: ListRequest,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ServerStreamingCall<Item>,
+                ::rpc_core::codegen::ServerStreamingClient<Item>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner
@@ -420,7 +420,7 @@ pub mod acme {
             pub async fn put(
                 &self,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ClientStreamingCall<Item, ()>,
+                ::rpc_core::codegen::ClientStreamingClient<Item, ()>,
                 ::rpc_core::codegen::Status,
             > {
                 self.put_with(::rpc_core::codegen::CallOptions::new()).await
@@ -430,7 +430,7 @@ pub mod acme {
                 &self,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::ClientStreamingCall<Item, ()>,
+                ::rpc_core::codegen::ClientStreamingClient<Item, ()>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner
@@ -441,7 +441,7 @@ pub mod acme {
                     >(&SINK_METHODS[1], options)
                     .await
             }
-            /// Calls `Get` (pingpong).
+            /// Calls `Get` (unary).
             pub async fn get(
                 &self,
                 request: super::common::Page,
@@ -471,7 +471,7 @@ pub mod acme {
             pub async fn sync(
                 &self,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::BidiCall<Item, Item>,
+                ::rpc_core::codegen::BidiStreamingClient<Item, Item>,
                 ::rpc_core::codegen::Status,
             > {
                 self.sync_with(::rpc_core::codegen::CallOptions::new()).await
@@ -481,7 +481,7 @@ pub mod acme {
                 &self,
                 options: ::rpc_core::codegen::CallOptions,
             ) -> ::core::result::Result<
-                ::rpc_core::codegen::BidiCall<Item, Item>,
+                ::rpc_core::codegen::BidiStreamingClient<Item, Item>,
                 ::rpc_core::codegen::Status,
             > {
                 self.inner

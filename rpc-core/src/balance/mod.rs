@@ -2,7 +2,7 @@
 //! transport.
 //!
 //! [`Balanced`] is itself a [`ClientTransport`]: each [`open`](ClientTransport::open) — one per
-//! pingpong call, one per stream — picks an instance with the client's [`Policy`] and opens the
+//! unary call, one per stream — picks an instance with the client's [`Policy`] and opens the
 //! stream on that instance's own transport client (its connection pool). A stream therefore
 //! stays on the instance it was opened on for its whole life, and every layer above (unary
 //! layers, retries, stream middleware) works unchanged. Make one with

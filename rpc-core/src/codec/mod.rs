@@ -54,7 +54,7 @@ pub trait Encodable: Send {
 }
 
 /// The codec of one message type, resolved to plain function pointers so typed handles carry no
-/// codec type parameter (`BidiCall<Req, Res>`, not `BidiCall<Req, Res, C>`).
+/// codec type parameter (`BidiStreamingClient<Req, Res>`, not `BidiStreamingClient<Req, Res, C>`).
 pub(crate) struct MsgCodec<T> {
     pub(crate) encode: fn(&T, &mut BytesMut) -> Result<(), Status>,
     pub(crate) encode_slice: fn(&T, &mut [u8]) -> Result<(), Status>,

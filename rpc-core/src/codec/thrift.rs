@@ -25,7 +25,7 @@ use thrift::{ProtocolError, ProtocolErrorKind};
 use super::Codec;
 use crate::status::{Error, Status};
 
-/// A thrift struct (union, exception, pingpong Args/Result wrapper) that knows the exact length
+/// A thrift struct (union, exception, unary Args/Result wrapper) that knows the exact length
 /// of its encoding and writes it with static dispatch: no `dyn` call per field, no error check
 /// per field, and a transport can size a frame (TTHeader's LENGTH, an h2 capacity reservation,
 /// a shared-memory slot) before writing a byte. `rpc-codegen` implements it, together with

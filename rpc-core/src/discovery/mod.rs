@@ -45,6 +45,45 @@ pub const MAX_WEIGHT: u32 = 1000;
 /// server that accepts it.
 pub const DEFAULT_DEREGISTER_DELAY: Duration = Duration::from_millis(300);
 
+/// What an instance says besides its address — weight and tags — for
+/// [`Registered::register`] and [`instances_for`], which take the addresses from what a
+/// listener bound.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceMeta {
+    /// Relative share of calls (1..=[`MAX_WEIGHT`]; 0 is read as 1 by balancers).
+    pub weight: u32,
+    /// Free-form labels (zone, version, ...).
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Default for InstanceMeta {
+    fn default() -> InstanceMeta {
+        InstanceMeta {
+            weight: DEFAULT_WEIGHT,
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+impl InstanceMeta {
+    /// [`DEFAULT_WEIGHT`] and no tags.
+    pub fn new() -> InstanceMeta {
+        InstanceMeta::default()
+    }
+
+    /// Sets the weight.
+    pub fn with_weight(mut self, weight: u32) -> InstanceMeta {
+        self.weight = weight;
+        self
+    }
+
+    /// Adds a tag.
+    pub fn with_tag(mut self, key: impl Into<String>, value: impl Into<String>) -> InstanceMeta {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+}
+
 /// One instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Instance {
@@ -211,13 +250,13 @@ impl Registration {
 }
 
 /// The instances to register for a listener's bound addresses: each address as bound (with its
-/// real port), weight and tags from `template`. A `tcp://` address bound to an unspecified IP
+/// real port), weight and tags from `meta`. A `tcp://` address bound to an unspecified IP
 /// (`0.0.0.0`, `[::]`) is not reachable as such: pass `advertise_host` to register that host
 /// instead (a `tcp://0.0.0.0:0` listener with host `10.0.0.5` registers `tcp://10.0.0.5:PORT`).
 pub fn instances_for(
     addrs: &[Address],
     advertise_host: Option<&str>,
-    template: &Instance,
+    meta: &InstanceMeta,
 ) -> Vec<Instance> {
     addrs
         .iter()
@@ -231,8 +270,8 @@ pub fn instances_for(
             };
             Instance {
                 address,
-                weight: template.weight,
-                tags: template.tags.clone(),
+                weight: meta.weight,
+                tags: meta.tags.clone(),
             }
         })
         .collect()
@@ -250,16 +289,16 @@ pub struct Registered {
 
 #[cfg(feature = "net")]
 impl Registered {
-    /// Registers every address `running` actually bound under `service` (with `template`'s
-    /// weight and tags; see [`instances_for`] for `advertise_host`).
+    /// Registers every address `running` actually bound under `service`, with `meta`'s
+    /// weight and tags (see [`instances_for`] for `advertise_host`).
     pub async fn register(
         running: Running,
         registrar: &dyn Registrar,
         service: &str,
         advertise_host: Option<&str>,
-        template: Instance,
+        meta: InstanceMeta,
     ) -> Result<Registered, (Running, Status)> {
-        let instances = instances_for(&running.local_addrs(), advertise_host, &template);
+        let instances = instances_for(&running.local_addrs(), advertise_host, &meta);
         match registrar.register(service, instances).await {
             Ok(registration) => Ok(Registered {
                 running,
@@ -447,10 +486,8 @@ mod tests {
             "tcp://0.0.0.0:4000".parse().unwrap(),
             "unix:///tmp/x.sock".parse().unwrap(),
         ];
-        let t = Instance::new(bound[0].clone())
-            .with_weight(5)
-            .with_tag("zone", "a");
-        let v = instances_for(&bound, Some("10.0.0.5"), &t);
+        let meta = InstanceMeta::new().with_weight(5).with_tag("zone", "a");
+        let v = instances_for(&bound, Some("10.0.0.5"), &meta);
         assert_eq!(v[0].address.to_string(), "tcp://10.0.0.5:4000");
         assert_eq!(v[1].address, bound[1]);
         assert!(v.iter().all(|i| i.weight == 5 && i.tags["zone"] == "a"));

@@ -1,10 +1,8 @@
 //! Resilience layers, usable on every transport.
 //!
 //! Client, over the typed unary layer ([`ClientBuilder::unary_layer`](crate::ClientBuilder::unary_layer)),
-//! so they see a pingpong call whole:
+//! so they see a unary call whole:
 //!
-//! * [`TimeoutLayer`] — a per-call timeout (per method if wanted). It tightens the call's
-//!   deadline, so it covers every retry attempt and reaches the server with the request.
 //! * [`RetryLayer`] — retries on retryable statuses (`UNAVAILABLE` by default) with backoff and
 //!   a retry budget ([`tower::retry::budget::TpsBudget`]: retries may add at most a set
 //!   percentage to the calls that succeed, so a sick service is not hit twice as hard). A call
@@ -18,10 +16,17 @@
 //!   exponential backoff, half-open probes. While open, calls fail fast with `UNAVAILABLE`
 //!   (marked [`NotSent`]). The balancer keeps one breaker per instance as well.
 //!
-//! Recommended order (first added = outermost): timeout, retry, circuit breaker — the timeout
-//! bounds the whole call, each attempt passes the breaker.
+//! Recommended order (first added = outermost): retry, circuit breaker — each attempt passes
+//! the breaker.
 //!
-//! Streams are never retried: unary layers see only pingpong calls, and the balancer retries
+//! Timeouts are not a layer: [`ClientBuilder::timeout`](crate::ClientBuilder::timeout),
+//! [`ClientBuilder::method_timeout`](crate::ClientBuilder::method_timeout) and
+//! [`CallOptions::timeout`](crate::CallOptions::timeout) set the call's deadline before any
+//! layer runs, so it bounds the whole call in every mode (a unary call's retry attempts
+//! included; the retry layer stops when the next backoff would end past it) and reaches the
+//! server with the request.
+//!
+//! Streams are never retried: unary layers see only unary calls, and the balancer retries
 //! an open on another instance only when the open itself failed, before any message was sent.
 //!
 //! Server, over call middleware ([`ServerBuilder::layer`](crate::ServerBuilder::layer)):
@@ -44,7 +49,7 @@ pub use breaker::{Breaker, BreakerConfig, BreakerState};
 
 use crate::client::OpenStream;
 use crate::context::CallContext;
-use crate::server::ServerCall;
+use crate::server::IncomingCall;
 use crate::status::{Code, Status};
 use crate::transport::BoxFuture;
 use crate::unary::{UnaryRequest, UnaryResponse};
@@ -110,99 +115,6 @@ where
     fn call(&mut self, ctx: CallContext) -> Self::Future {
         let f = self.0.call(ctx);
         Box::pin(async move { f.await.map_err(NotSent::mark) })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Timeout
-
-/// A per-call timeout for pingpong calls: the call's deadline becomes at most now + timeout
-/// (a per-method timeout overrides the default). The core enforces the deadline (the stream is
-/// reset, the call fails `DEADLINE_EXCEEDED`) and transports send it to the server.
-#[derive(Debug, Clone)]
-pub struct TimeoutLayer {
-    default: Option<Duration>,
-    per_method: Arc<HashMap<String, Duration>>,
-}
-
-impl TimeoutLayer {
-    /// Every call gets at most `timeout`.
-    pub fn new(timeout: Duration) -> TimeoutLayer {
-        TimeoutLayer {
-            default: Some(timeout),
-            per_method: Arc::default(),
-        }
-    }
-
-    /// No default; only methods given with [`TimeoutLayer::method`] get a timeout.
-    pub fn per_method() -> TimeoutLayer {
-        TimeoutLayer {
-            default: None,
-            per_method: Arc::default(),
-        }
-    }
-
-    /// The timeout of the method with gRPC path `path` (`/pkg.Service/Method`).
-    pub fn method(mut self, path: impl Into<String>, timeout: Duration) -> TimeoutLayer {
-        Arc::make_mut(&mut self.per_method).insert(path.into(), timeout);
-        self
-    }
-}
-
-impl<S> Layer<S> for TimeoutLayer {
-    type Service = Timeout<S>;
-    fn layer(&self, inner: S) -> Timeout<S> {
-        Timeout {
-            inner,
-            cfg: self.clone(),
-        }
-    }
-}
-
-/// The service of [`TimeoutLayer`].
-#[derive(Debug, Clone)]
-pub struct Timeout<S> {
-    inner: S,
-    cfg: TimeoutLayer,
-}
-
-impl<S> tower::Service<UnaryRequest> for Timeout<S>
-where
-    S: tower::Service<UnaryRequest, Response = UnaryResponse, Error = Status>,
-    S::Future: Send + 'static,
-{
-    type Response = UnaryResponse;
-    type Error = Status;
-    type Future = BoxFuture<'static, Result<UnaryResponse, Status>>;
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.inner.poll_ready(cx)
-    }
-    fn call(&mut self, mut req: UnaryRequest) -> Self::Future {
-        let t = self
-            .cfg
-            .per_method
-            .get(req.method().path)
-            .copied()
-            .or(self.cfg.default);
-        let Some(t) = t else {
-            return Box::pin(self.inner.call(req));
-        };
-        let at = Instant::now() + t;
-        let deadline = match req.context().deadline() {
-            Some(d) if d <= at => d,
-            _ => at,
-        };
-        req.context_mut().set_deadline(Some(deadline));
-        let f = self.inner.call(req);
-        Box::pin(async move {
-            // The core enforces the deadline; this bounds layers below that might not.
-            match tokio::time::timeout_at(deadline, f).await {
-                Ok(r) => r,
-                Err(_) => Err(Status::deadline_exceeded(format!(
-                    "call timed out after {t:?}"
-                ))),
-            }
-        })
     }
 }
 
@@ -294,7 +206,7 @@ impl RetryPolicy {
     }
 }
 
-/// Retries pingpong calls by a [`RetryPolicy`]. See the [module docs](self).
+/// Retries unary calls by a [`RetryPolicy`]. See the [module docs](self).
 #[derive(Debug, Clone, Default)]
 pub struct RetryLayer {
     policy: RetryPolicy,
@@ -392,7 +304,7 @@ pub fn is_breaker_failure(status: &Status) -> bool {
     )
 }
 
-/// A circuit breaker per method (by gRPC path) over pingpong calls.
+/// A circuit breaker per method (by gRPC path) over unary calls.
 #[derive(Clone, Debug, Default)]
 pub struct CircuitBreakerLayer {
     cfg: BreakerConfig,
@@ -519,9 +431,9 @@ pub struct ConcurrencyLimit<S> {
     permits: Arc<tokio::sync::Semaphore>,
 }
 
-impl<S> tower::Service<ServerCall> for ConcurrencyLimit<S>
+impl<S> tower::Service<IncomingCall> for ConcurrencyLimit<S>
 where
-    S: tower::Service<ServerCall, Response = (), Error = Status>,
+    S: tower::Service<IncomingCall, Response = (), Error = Status>,
     S::Future: Send + 'static,
 {
     type Response = ();
@@ -530,7 +442,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner.poll_ready(cx)
     }
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let f = self.inner.call(call);
@@ -616,9 +528,9 @@ pub struct RateLimit<S> {
     bucket: Arc<Mutex<TokenBucket>>,
 }
 
-impl<S> tower::Service<ServerCall> for RateLimit<S>
+impl<S> tower::Service<IncomingCall> for RateLimit<S>
 where
-    S: tower::Service<ServerCall, Response = (), Error = Status>,
+    S: tower::Service<IncomingCall, Response = (), Error = Status>,
     S::Future: Send + 'static,
 {
     type Response = ();
@@ -627,7 +539,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner.poll_ready(cx)
     }
-    fn call(&mut self, call: ServerCall) -> Self::Future {
+    fn call(&mut self, call: IncomingCall) -> Self::Future {
         let ok = self
             .bucket
             .lock()

@@ -30,10 +30,8 @@ fn policy() -> RetryPolicy {
 async fn a_timeout_ends_the_call_with_deadline_exceeded_at_the_timeout() {
     let (_svc, b) = server();
     let c = b
-        .unary_layer(
-            TimeoutLayer::new(Duration::from_millis(100))
-                .method(CALL.path.to_owned(), Duration::from_millis(250)),
-        )
+        .timeout(Duration::from_millis(100))
+        .method_timeout(CALL.path, Duration::from_millis(250))
         .build();
     let t0 = Instant::now();
     let e = call(&c, "sleep:10000").await.unwrap_err();
@@ -44,9 +42,7 @@ async fn a_timeout_ends_the_call_with_deadline_exceeded_at_the_timeout() {
         "the per-method timeout wins: {took:?}"
     );
     let (_svc, b) = server();
-    let c = b
-        .unary_layer(TimeoutLayer::new(Duration::from_millis(100)))
-        .build();
+    let c = b.timeout(Duration::from_millis(100)).build();
     let t0 = Instant::now();
     assert_eq!(
         call(&c, "sleep:10000").await.unwrap_err().code(),
@@ -57,6 +53,29 @@ async fn a_timeout_ends_the_call_with_deadline_exceeded_at_the_timeout() {
         call(&c, "sleep:50").await.unwrap(),
         "s",
         "in time: answered"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_method_timeout_bounds_a_whole_stream_not_only_its_open() {
+    let (_svc, b) = server();
+    let c = b
+        .method_timeout(crate::testsvc::BIDI.path, Duration::from_millis(100))
+        .build();
+    let t0 = Instant::now();
+    let mut s = c
+        .bidi::<ProstCodec, String, String>(crate::testsvc::BIDI, CallOptions::new())
+        .await
+        .unwrap();
+    s.send("a".to_owned()).await.unwrap();
+    assert_eq!(s.recv().await.unwrap().as_deref(), Some("s:a"));
+    // The stream stays open and idle: the timeout ends it.
+    let e = s.recv().await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(150),
+        "{took:?}"
     );
 }
 
@@ -141,7 +160,7 @@ async fn retries_stop_when_the_budget_is_spent_or_the_deadline_is_near() {
 
     let (svc, b) = server();
     let c = b
-        .unary_layer(TimeoutLayer::new(Duration::from_millis(5)))
+        .timeout(Duration::from_millis(5))
         .unary_layer(RetryLayer::new(
             policy()
                 .idempotent([CALL.path])

@@ -11,7 +11,9 @@ use bytes::Bytes;
 
 use crate::codec::{Encodable, MsgCodec, Outgoing};
 use crate::context::CallContext;
-use crate::middleware::{AnyMessage, MessageMiddleware, RecvNext, RecvSource, SendNext, SendSink};
+use crate::middleware::{
+    AnyMessage, MessageMiddleware, Received, RecvNext, RecvSource, SendNext, SendSink,
+};
 use crate::status::{Error, Status};
 use crate::transport::BoxFuture;
 
@@ -91,12 +93,15 @@ impl<T: Send + Sync + 'static, E: End> Sender<T, E> {
             return Err(Error::SendAfterClose.into());
         }
         if self.end.middleware().send.is_empty() {
-            return self.send_plain(&msg).await;
+            return self.send_plain(&msg).await.map(drop);
         }
         let chain = self.end.middleware().send.clone();
         let ctx = self.end.ctx();
         let mut sink = Sink { tx: self };
-        SendNext::new(&chain, &mut sink).run(&ctx, &mut msg).await
+        SendNext::new(&chain, &mut sink)
+            .run(&ctx, &mut msg)
+            .await
+            .map(drop)
     }
 
     /// Sends every message of `msgs` in order, waiting for send capacity before each; stops at
@@ -113,17 +118,19 @@ impl<T: Send + Sync + 'static, E: End> Sender<T, E> {
         Ok(())
     }
 
-    async fn send_plain(&mut self, msg: &T) -> Result<(), Status> {
+    /// Sends `msg`; returns its encoded size when the codec knew it before encoding.
+    async fn send_plain(&mut self, msg: &T) -> Result<Option<usize>, Status> {
         let hint = (self.codec.encoded_len)(msg);
         let len = hint.unwrap_or(0);
         let mut out = Outgoing::with_len(msg, self.codec, hint);
         if self.last {
             poll_fn(|cx| self.end.poll_send_ready(cx, len)).await?;
             self.closed = true;
-            self.end.start_send_last(&mut out)
+            self.end.start_send_last(&mut out)?;
         } else {
-            poll_fn(|cx| self.end.poll_send(cx, &mut out, len)).await
+            poll_fn(|cx| self.end.poll_send(cx, &mut out, len)).await?;
         }
+        Ok(hint)
     }
 }
 
@@ -132,7 +139,10 @@ struct Sink<'a, T, E: End> {
 }
 
 impl<T: Send + Sync + 'static, E: End> SendSink for Sink<'_, T, E> {
-    fn send<'a>(&'a mut self, msg: &'a mut AnyMessage) -> BoxFuture<'a, Result<(), Status>> {
+    fn send<'a>(
+        &'a mut self,
+        msg: &'a mut AnyMessage,
+    ) -> BoxFuture<'a, Result<Option<usize>, Status>> {
         Box::pin(async move {
             let msg = msg.downcast_ref::<T>().ok_or(Error::MessageTypeMismatch {
                 expected: std::any::type_name::<T>(),
@@ -245,7 +255,7 @@ impl<T: Send + Sync + 'static, E: End> Receiver<T, E> {
         let got = match got {
             Err(e) => Err(e),
             Ok(None) => Ok(None),
-            Ok(Some(b)) => match b.downcast::<T>() {
+            Ok(Some(r)) => match r.message.downcast::<T>() {
                 Ok(m) => Ok(Some(*m)),
                 Err(_) => Err(Error::MessageTypeMismatch {
                     expected: std::any::type_name::<T>(),
@@ -262,14 +272,27 @@ impl<T: Send + Sync + 'static, E: End> Receiver<T, E> {
     }
 
     fn poll_recv_plain(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, Status>> {
+        self.poll_recv_sized(cx)
+            .map(|r| r.map(|m| m.map(|(m, _)| m)))
+    }
+
+    /// A received message with its encoded size (for recv middleware).
+    async fn recv_sized(&mut self) -> Result<Option<(T, usize)>, Status> {
+        poll_fn(|cx| self.poll_recv_sized(cx)).await
+    }
+
+    fn poll_recv_sized(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<(T, usize)>, Status>> {
         if let Some(done) = &self.done {
             return Poll::Ready(done.clone().map(|()| None));
         }
         let got = std::task::ready!(self.end.poll_recv(cx));
         let outcome = match got {
-            Ok(Some(bytes)) => match (self.codec.decode)(bytes) {
-                Ok(m) => return Poll::Ready(Ok(Some(m))),
-                Err(status) => {
+            Ok(Some(bytes)) => match (bytes.len(), (self.codec.decode)(bytes)) {
+                (len, Ok(m)) => return Poll::Ready(Ok(Some((m, len)))),
+                (_, Err(status)) => {
                     // gRPC: a message that fails to parse ends the call with INTERNAL.
                     self.end.fail(&status);
                     Err(status)
@@ -298,13 +321,13 @@ struct Source<'a, T, E: End> {
 }
 
 impl<T: Send + Sync + 'static, E: End> RecvSource for Source<'_, T, E> {
-    fn recv(&mut self) -> BoxFuture<'_, Result<Option<Box<AnyMessage>>, Status>> {
+    fn recv(&mut self) -> BoxFuture<'_, Result<Option<Received>, Status>> {
         Box::pin(async move {
             Ok(self
                 .rx
-                .recv_plain()
+                .recv_sized()
                 .await?
-                .map(|m| Box::new(m) as Box<AnyMessage>))
+                .map(|(m, len)| Received::new(Box::new(m), len)))
         })
     }
 }

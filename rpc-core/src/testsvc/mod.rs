@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::inproc::InProcTransport;
 use crate::transport::BoxFuture;
 use crate::{
-    Code, MethodDesc, Mode, PayloadKind, ProstCodec, Server, ServerCall, Service, ServiceDesc,
+    Code, IncomingCall, MethodDesc, Mode, PayloadKind, ProstCodec, Server, Service, ServiceDesc,
     Status,
 };
 
@@ -20,7 +20,7 @@ pub(crate) static METHODS: [MethodDesc; 2] = [
         full_service: "t.Named",
         name: "Call",
         path: "/t.Named/Call",
-        mode: Mode::PingPong,
+        mode: Mode::Unary,
         payload: PayloadKind::Protobuf,
     },
     MethodDesc {
@@ -54,7 +54,7 @@ impl Service for Named {
     fn descriptor(&self) -> &'static ServiceDesc {
         &DESC
     }
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         let this = self.clone();
         this.calls.fetch_add(1, Ordering::SeqCst);
         if call.method_index() == 1 {

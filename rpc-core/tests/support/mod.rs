@@ -7,7 +7,7 @@ use std::time::Duration;
 use rpc_core::inproc::InProcTransport;
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    Client, MethodDesc, Mode, PayloadKind, ProstCodec, Server, ServerCall, Service, ServiceDesc,
+    Client, IncomingCall, MethodDesc, Mode, PayloadKind, ProstCodec, Server, Service, ServiceDesc,
     Status,
 };
 use tokio::sync::mpsc;
@@ -42,7 +42,7 @@ macro_rules! method {
 }
 
 pub static METHODS: [MethodDesc; 4] = [
-    method!("Echo", PingPong),
+    method!("Echo", Unary),
     method!("Sum", ClientStreaming),
     method!("Count", ServerStreaming),
     method!("Chat", Bidi),
@@ -58,7 +58,7 @@ pub static UNKNOWN: MethodDesc = MethodDesc {
     full_service: "test.Nope",
     name: "Echo",
     path: "/test.Nope/Echo",
-    mode: Mode::PingPong,
+    mode: Mode::Unary,
     payload: PayloadKind::Protobuf,
 };
 
@@ -96,7 +96,7 @@ impl Service for TestService {
         &DESC
     }
 
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         let this = self.clone();
         match call.method_index() {
             0 => Box::pin(call.unary::<ProstCodec, Msg, Msg, _, _>(move |ctx, req| async move {

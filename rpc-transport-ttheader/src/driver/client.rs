@@ -22,7 +22,7 @@ use rpc_core::net::{Address, AddressError, ConnectOptions, TcpKeepalive};
 
 use super::io::Io;
 use super::stream_conn::Conn;
-use super::unary::{Framing, UnaryConn, UnaryMode};
+use super::unary::{ConnectionMode, Framing, UnaryConn};
 use crate::proto::Role;
 
 /// Builds a [`TtHeaderClient`].
@@ -33,20 +33,20 @@ pub struct ClientBuilder {
     pool_size: usize,
     connect: ConnectOptions,
     framing: Framing,
-    mode: UnaryMode,
+    mode: ConnectionMode,
     max_unary_connections: usize,
     unary_idle_timeout: Duration,
 }
 
 impl ClientBuilder {
-    /// Plain-mode unary connections at most (default [`DEFAULT_MAX_UNARY_CONNECTIONS`]); calls
+    /// Pooled-mode unary connections at most (default [`DEFAULT_MAX_UNARY_CONNECTIONS`]); calls
     /// beyond it wait for a free connection, until their deadline.
     pub fn max_unary_connections(mut self, n: usize) -> Self {
         self.max_unary_connections = n.max(1);
         self
     }
 
-    /// How long a plain-mode unary connection may stay unused before the pool closes it
+    /// How long a pooled-mode unary connection may stay unused before the pool closes it
     /// (default [`DEFAULT_UNARY_IDLE_TIMEOUT`]).
     pub fn unary_idle_timeout(mut self, t: Duration) -> Self {
         self.unary_idle_timeout = t;
@@ -59,7 +59,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Streaming (and mux unary) connections per endpoint (default [`DEFAULT_POOL_SIZE`]).
+    /// Streaming (and multiplexed unary) connections per endpoint (default [`DEFAULT_POOL_SIZE`]).
     pub fn pool_size(mut self, n: usize) -> Self {
         self.pool_size = n.max(1);
         self
@@ -93,14 +93,15 @@ impl ClientBuilder {
         self
     }
 
-    /// How unary (thrift pingpong) messages are framed (default unframed).
+    /// How unary (thrift unary) messages are framed (default unframed).
     pub fn unary_framing(mut self, framing: Framing) -> Self {
         self.framing = framing;
         self
     }
 
-    /// Plain (one call per connection, pooled; default, what every peer speaks) or mux.
-    pub fn unary_mode(mut self, mode: UnaryMode) -> Self {
+    /// [`ConnectionMode::Pooled`] (one call per connection, pooled; default, what every peer
+    /// speaks) or [`ConnectionMode::Multiplexed`] (many calls per connection).
+    pub fn connection_mode(mut self, mode: ConnectionMode) -> Self {
         self.mode = mode;
         self
     }
@@ -139,8 +140,8 @@ struct Inner {
     stats: Arc<Stats>,
 }
 
-/// A TTHeader client transport (`rpc_core::transport::ClientTransport`): thrift pingpong methods use unary
-/// TTHeader; every other method — and protobuf pingpong, which unary TTHeader cannot carry —
+/// A TTHeader client transport (`rpc_core::transport::ClientTransport`): thrift unary methods use unary
+/// TTHeader; every other method — and protobuf unary, which unary TTHeader cannot carry —
 /// uses TTHeader Streaming. Cheap to clone; clones share the pools.
 #[derive(Clone)]
 pub struct TtHeaderClient {
@@ -165,7 +166,7 @@ impl TtHeaderClient {
             pool_size: DEFAULT_POOL_SIZE,
             connect: ConnectOptions::new().timeout(DEFAULT_CONNECT_TIMEOUT),
             framing: Framing::default(),
-            mode: UnaryMode::default(),
+            mode: ConnectionMode::default(),
             max_unary_connections: DEFAULT_MAX_UNARY_CONNECTIONS,
             unary_idle_timeout: DEFAULT_UNARY_IDLE_TIMEOUT,
         }
@@ -188,7 +189,7 @@ impl TtHeaderClient {
     }
 }
 
-/// The plain-mode unary pool: connections, and connects in progress (both count toward the
+/// The pooled-mode unary pool: connections, and connects in progress (both count toward the
 /// maximum).
 #[derive(Default)]
 struct Plain {
@@ -272,7 +273,7 @@ impl Inner {
         };
         let conn = UnaryConn::start(
             io,
-            UnaryMode::Plain,
+            ConnectionMode::Pooled,
             self.cfg.framing,
             self.cfg.limits.clone(),
             &self.stats,
@@ -324,7 +325,7 @@ impl Inner {
         self: &Arc<Self>,
         deadline: Option<Instant>,
     ) -> Result<Arc<UnaryConn>, Status> {
-        if self.cfg.mode == UnaryMode::Plain {
+        if self.cfg.mode == ConnectionMode::Pooled {
             return self.plain_conn(deadline).await;
         }
         let mut slot = self.mux_slots[self.slot()].lock().await;
@@ -334,7 +335,7 @@ impl Inner {
         let (io, _) = self.connect().await?;
         let conn = UnaryConn::start(
             io,
-            UnaryMode::Mux,
+            ConnectionMode::Multiplexed,
             self.cfg.framing,
             self.cfg.limits.clone(),
             &self.stats,
@@ -368,7 +369,7 @@ impl ClientTransport for TtHeaderClient {
         let ctx = ctx.clone();
         Box::pin(async move {
             let method = ctx.method();
-            if method.mode == Mode::PingPong && method.payload == PayloadKind::Thrift {
+            if method.mode == Mode::Unary && method.payload == PayloadKind::Thrift {
                 let conn = inner.unary_conn(ctx.deadline()).await?;
                 Ok(conn.open(&ctx))
             } else {

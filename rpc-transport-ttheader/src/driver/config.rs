@@ -10,13 +10,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections per endpoint in the client pool, for each of unary and streaming: more than one,
 /// so a single connection's reader or writer task does not cap throughput (see h2 issue 531).
 pub const DEFAULT_POOL_SIZE: usize = 4;
-/// Plain-mode unary connections per endpoint at most. A plain connection carries one call at a
+/// Pooled-mode unary connections per endpoint at most. A pooled connection carries one call at a
 /// time, so this caps the calls in flight to one endpoint; calls beyond it wait (bounded by
 /// their deadline) for a connection to come free. 512 is above the concurrency one process
 /// usually drives to one server, and far below both `ulimit -n` and a server's connection cap
 /// (`rpc_core::limits::DEFAULT_MAX_CONNECTIONS`), so one busy client cannot take them all.
 pub const DEFAULT_MAX_UNARY_CONNECTIONS: usize = 512;
-/// How long a plain-mode unary connection may sit unused in the pool before it is closed.
+/// How long a pooled-mode unary connection may sit unused in the pool before it is closed.
 /// 30 s is Kitex's default idle time for its connection pool, and well below a server's idle
 /// timeout (`rpc_core::limits::DEFAULT_IDLE_TIMEOUT`, 5 min), so the client closes first and
 /// never picks a connection the server is about to close.

@@ -14,7 +14,7 @@ use crate::proto::{detect, Detection, Role};
 use crate::session::{Limits, Stats};
 
 /// The TTHeader protocol for `rpc_core::serve::Listener`: claims connections whose first bytes
-/// are a TTHeader packet, serving unary TTHeader (framed or unframed, plain or mux) and
+/// are a TTHeader packet, serving unary TTHeader (framed or unframed, pooled or multiplexed) and
 /// TTHeader Streaming, and plain Thrift without TTHeader (framed or buffered; see
 /// [`TtHeaderProtocol::plain_thrift`]).
 ///
@@ -46,7 +46,7 @@ impl TtHeaderProtocol {
     /// (the bare message), strict or old non-strict envelope, no TTHeader, as Apache Thrift's
     /// `TFramedTransport`/`TBufferedTransport` clients and volo-thrift's `framed()`/`buffered()`
     /// codecs send — are served on this port (the default, as Kitex and volo-thrift servers
-    /// do). Their pingpong calls are served and answered in the same framing; unknown
+    /// do). Their unary calls are served and answered in the same framing; unknown
     /// methods get an `UNKNOWN_METHOD` exception and streaming methods an exception saying
     /// they need TTHeader Streaming. Without a header there is no metadata, deadline, service
     /// name (`Service:method` from TMultiplexedProtocol routes by service) or business

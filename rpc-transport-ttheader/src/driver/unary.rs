@@ -1,5 +1,5 @@
-//! Pingpong over TTHeader (spec §2): one TTHeader packet carrying a strict Thrift-binary CALL
-//! message each way, framed or unframed, plain or mux.
+//! Unary over TTHeader (spec §2): one TTHeader packet carrying a strict Thrift-binary CALL
+//! message each way, framed or unframed, pooled or multiplexed.
 //!
 //! The typed layer sends the method's Args struct and receives its Result struct (codegen wraps
 //! and unwraps them); this module adds the message envelope (method, type, seqid) and turns
@@ -51,15 +51,17 @@ pub enum Framing {
     Framed,
 }
 
-/// Whether calls share a connection.
+/// Whether unary TTHeader calls share a connection (set with
+/// [`ClientBuilder::connection_mode`](crate::ClientBuilder::connection_mode)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum UnaryMode {
+pub enum ConnectionMode {
     /// One outstanding call per connection; connections are pooled (what every TTHeader peer
     /// speaks).
     #[default]
-    Plain,
-    /// Many outstanding calls per connection, matched by seqid (FLAGS 0x0001; Kitex "mux").
-    Mux,
+    Pooled,
+    /// Many outstanding calls per connection, matched by seqid (FLAGS 0x0001; Kitex's
+    /// `WithMuxConnection`).
+    Multiplexed,
 }
 
 /// The TApplicationException a failed unary call travels as: Kitex reports handler errors as
@@ -147,7 +149,7 @@ fn write_plain(
 
 /// A client connection for unary calls.
 pub(crate) struct UnaryConn {
-    mode: UnaryMode,
+    mode: ConnectionMode,
     framing: Framing,
     limits: Limits,
     write: WriteQueue,
@@ -156,15 +158,15 @@ pub(crate) struct UnaryConn {
     life: Lifecycle,
     /// The server asked us not to reuse the connection (`crrst`).
     reset_requested: AtomicBool,
-    /// Plain mode: a call holds the connection.
+    /// Pooled mode: a call holds the connection.
     busy: AtomicBool,
-    /// Mux mode: calls holding the connection (acquired, handle not dropped yet).
+    /// Multiplexed mode: calls holding the connection (acquired, handle not dropped yet).
     handles: AtomicUsize,
-    /// Mux mode: retired as idle, takes no new call.
+    /// Multiplexed mode: retired as idle, takes no new call.
     retired: AtomicBool,
-    /// Plain mode: when the last call let go of the connection (for idling out).
+    /// Pooled mode: when the last call let go of the connection (for idling out).
     released_at: Mutex<Instant>,
-    /// Plain mode: the pool's signal that a connection came free (or died).
+    /// Pooled mode: the pool's signal that a connection came free (or died).
     freed: Option<Arc<Notify>>,
     stats: Arc<Stats>,
     counted: Counted,
@@ -173,7 +175,7 @@ pub(crate) struct UnaryConn {
 impl UnaryConn {
     pub(crate) fn start(
         io: Io,
-        mode: UnaryMode,
+        mode: ConnectionMode,
         framing: Framing,
         limits: Limits,
         stats: &Arc<Stats>,
@@ -200,7 +202,7 @@ impl UnaryConn {
         conn
     }
 
-    /// Usable for a new call (and, in plain mode, now reserved for it).
+    /// Usable for a new call (and, in pooled mode, now reserved for it).
     pub(crate) fn try_acquire(&self) -> bool {
         if self.life.lost().is_some()
             || self.reset_requested.load(Ordering::Acquire)
@@ -209,7 +211,7 @@ impl UnaryConn {
             return false;
         }
         match self.mode {
-            UnaryMode::Mux => {
+            ConnectionMode::Multiplexed => {
                 // Under the pending lock, atomically with `retire_idle`.
                 let _pending = lock(&self.pending);
                 if self.retired.load(Ordering::Acquire) {
@@ -218,7 +220,7 @@ impl UnaryConn {
                 self.handles.fetch_add(1, Ordering::AcqRel);
                 true
             }
-            UnaryMode::Plain => self
+            ConnectionMode::Pooled => self
                 .busy
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok(),
@@ -230,7 +232,7 @@ impl UnaryConn {
     }
 
     fn release(&self) {
-        if self.mode == UnaryMode::Mux {
+        if self.mode == ConnectionMode::Multiplexed {
             if self.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
                 // The last call let go: the reader's idle clock starts.
                 self.life.reader().notify_one();
@@ -244,7 +246,7 @@ impl UnaryConn {
         }
     }
 
-    /// Plain mode: closes the connection if no call has used it for `idle`; says whether it did.
+    /// Pooled mode: closes the connection if no call has used it for `idle`; says whether it did.
     pub(crate) fn retire_if_idle(&self, idle: Duration) -> bool {
         if self.busy.load(Ordering::Acquire) || lock(&self.released_at).elapsed() < idle {
             return false;
@@ -289,18 +291,18 @@ impl UnaryConn {
         let (kind, seq_id) = (head.kind, head.seq_id);
         let body = packet.payload.slice(head.body_at..);
         let headers = &packet.headers;
-        // Mux control frame: seqid 0, method "none" (graceful shutdown notice).
-        if self.mode == UnaryMode::Mux && seq_id == 0 && kind == MessageType::Reply {
+        // Multiplexed control frame: seqid 0, method "none" (graceful shutdown notice).
+        if self.mode == ConnectionMode::Multiplexed && seq_id == 0 && kind == MessageType::Reply {
             return Ok(());
         }
         let call = {
             let mut pending = lock(&self.pending);
             match pending.remove(&seq_id) {
                 Some(c) => Some(c),
-                // spec §2: EXCEPTION replies may carry seqid 0 (proxies); in plain mode the one
+                // spec §2: EXCEPTION replies may carry seqid 0 (proxies); in pooled mode the one
                 // pending call is the one it answers.
                 None if kind == MessageType::Exception
-                    && self.mode == UnaryMode::Plain
+                    && self.mode == ConnectionMode::Pooled
                     && pending.len() == 1 =>
                 {
                     let key = pending.keys().next().copied();
@@ -403,7 +405,7 @@ impl ClientStreamRaw for UnaryClient {
         let conn = &self.conn;
         let seq = next_id(&conn.next_seq);
         let mut packet = Packet::new(
-            if conn.mode == UnaryMode::Mux {
+            if conn.mode == ConnectionMode::Multiplexed {
                 FLAGS_MUX
             } else {
                 0
@@ -488,9 +490,9 @@ impl ClientStreamRaw for UnaryClient {
         };
         if let Some(seq) = seq {
             let was_pending = lock(&self.conn.pending).remove(&seq).is_some();
-            // Plain mode: the reply will still arrive on this connection and would be taken
+            // Pooled mode: the reply will still arrive on this connection and would be taken
             // for the next call's; the connection cannot be reused.
-            if was_pending && self.conn.mode == UnaryMode::Plain {
+            if was_pending && self.conn.mode == ConnectionMode::Pooled {
                 self.conn
                     .fail(Status::cancelled("a call on this connection was abandoned"));
             }
@@ -721,8 +723,8 @@ impl UnaryServerConn {
             .server
             .resolve_for(service, method, Some(PayloadKind::Thrift))
         {
-            // A Thrift CALL is a pingpong: an unknown-method handler serves it as one.
-            Ok(r) => r.framed_as_pingpong(),
+            // A Thrift CALL is a unary: an unknown-method handler serves it as one.
+            Ok(r) => r.framed_as_unary(),
             Err(e) => {
                 reply_to.method = Cow::Owned(msg.name.to_owned());
                 let kind = route_refusal(&e);
@@ -734,8 +736,8 @@ impl UnaryServerConn {
         // Routing matched the name exactly: the reply names the method with the descriptor's
         // `&'static str`.
         reply_to.method = Cow::Borrowed(route.method().name);
-        if route.method().mode != Mode::PingPong {
-            // volo-build turns streaming methods into pingpong ones; a streaming handler cannot
+        if route.method().mode != Mode::Unary {
+            // volo-build turns streaming methods into unary ones; a streaming handler cannot
             // run over one CALL/REPLY, so say so instead of failing on the payload.
             let status = Status::unimplemented(format!(
                 "{} is a streaming method: call it over TTHeader Streaming",
@@ -873,15 +875,15 @@ impl Connection for UnaryConn {
     }
 
     fn read_timeouts(&self) -> ReadTimeouts {
-        // Plain connections idle out by the pool's sweeper, which reserves them first.
-        ReadTimeouts::client(&self.limits, self.mode == UnaryMode::Mux)
+        // Pooled connections idle out by the pool's sweeper, which reserves them first.
+        ReadTimeouts::client(&self.limits, self.mode == ConnectionMode::Multiplexed)
     }
 
     fn is_idle(&self) -> bool {
         match self.mode {
-            // A mux call holds the connection from `try_acquire` to its handle's drop.
-            UnaryMode::Mux => self.handles.load(Ordering::Acquire) == 0,
-            UnaryMode::Plain => lock(&self.pending).is_empty(),
+            // A multiplexed call holds the connection from `try_acquire` to its handle's drop.
+            ConnectionMode::Multiplexed => self.handles.load(Ordering::Acquire) == 0,
+            ConnectionMode::Pooled => lock(&self.pending).is_empty(),
         }
     }
 

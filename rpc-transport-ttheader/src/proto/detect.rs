@@ -8,7 +8,7 @@ use super::plain::{detect_plain, PlainFraming};
 pub enum Detection {
     /// Too few bytes to decide; read more.
     NeedMore,
-    /// TTHeader unary (pingpong), FLAGS without the streaming bit.
+    /// TTHeader unary, FLAGS without the streaming bit.
     TTHeader,
     /// TTHeader Streaming (FLAGS & 0x0002).
     TTHeaderStreaming,

@@ -26,7 +26,7 @@ pub const DEFAULT_WRITE_BUFFER: usize = 1024 * 1024;
 /// against the 2.8 MiB per connection a non-reading peer could pin without it).
 pub const DEFAULT_CONN_RESERVE: usize = 64 * 1024;
 
-/// How long a client's streaming or mux connection may carry nothing before it closes, so the
+/// How long a client's streaming or multiplexed connection may carry nothing before it closes, so the
 /// pool's slots do not keep connections forever. The same 30 s as
 /// unary idle timeout (`DEFAULT_UNARY_IDLE_TIMEOUT`) for the same reasons (Kitex's pool idle time, well below a
 /// server's 5 min idle timeout, so the client closes first).
@@ -46,8 +46,8 @@ pub struct Limits {
     pub write_buffer: usize,
     /// See [`DEFAULT_CONN_RESERVE`] (server side only).
     pub conn_reserve: usize,
-    /// Client side: a streaming or mux unary connection with nothing in flight for this long
-    /// is closed ([`DEFAULT_CLIENT_IDLE_TIMEOUT`]; `None`: never). Plain unary connections
+    /// Client side: a streaming or multiplexed unary connection with nothing in flight for this long
+    /// is closed ([`DEFAULT_CLIENT_IDLE_TIMEOUT`]; `None`: never). Pooled unary connections
     /// idle out by the pool's own timer (`ClientBuilder::unary_idle_timeout`). A server's
     /// idle timeout is `rpc_core::ServerLimits::idle_timeout`.
     pub idle_timeout: Option<Duration>,

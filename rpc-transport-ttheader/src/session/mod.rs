@@ -68,7 +68,7 @@
 //!
 //! A server session registers a stream when its Header arrives and hands it to the server
 //! with its first message ([`Session::on_data`]), or when the reader's batch of frames ends
-//! ([`Session::dispatch_pending`], which [`Session::on_bytes`] calls itself): a pingpong
+//! ([`Session::dispatch_pending`], which [`Session::on_bytes`] calls itself): a unary
 //! request that travels with its Header (as every client writes it) is then queued when the
 //! core first polls the handler, which completes in the reader's call without a task of its
 //! own, as a unary TTHeader call does.
@@ -392,7 +392,7 @@ impl<S: FrameSink> Session<S> {
     }
 
     /// Whether the session would ignore plain frame `p` once parsed: it is for a stream the
-    /// session does not have and opens none (the client's CloseSend arriving after a pingpong
+    /// session does not have and opens none (the client's CloseSend arriving after a unary
     /// reply ended the stream). Such a frame is dropped unparsed.
     fn unwanted(&self, p: &PlainFrame) -> bool {
         let opens = self.role == Role::Server && p.kind == FrameKind::Header;
@@ -445,7 +445,7 @@ impl<S: FrameSink> Session<S> {
         if let Some(s) = self.stream(stream_id) {
             s.on_data(payload);
             // A stream waiting for its first message has it now: its handler can run to
-            // completion right here (a pingpong reply without a task of its own).
+            // completion right here (a unary reply without a task of its own).
             self.dispatch_pending();
         }
     }

@@ -86,7 +86,7 @@ struct State {
 struct RecvQueue {
     /// Client: the server's Header.
     header: Option<Metadata>,
-    /// The first queued message, kept inline (a pingpong request never allocates a queue).
+    /// The first queued message, kept inline (a unary request never allocates a queue).
     first: Option<Bytes>,
     /// The messages after `first`.
     rest: VecDeque<Bytes>,

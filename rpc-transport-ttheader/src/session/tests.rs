@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    MethodDesc, Mode, PayloadKind, ProstCodec, Server, ServerCall, ServerLimits, Service,
+    IncomingCall, MethodDesc, Mode, PayloadKind, ProstCodec, Server, ServerLimits, Service,
     ServiceDesc, Status,
 };
 use tokio::sync::Semaphore;
@@ -42,7 +42,7 @@ impl Service for Echo {
         &DESC
     }
 
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         let gate = self.gate.clone();
         Box::pin(call.bidi::<ProstCodec, String, String, _, _>(
             move |_ctx, mut stream| async move {

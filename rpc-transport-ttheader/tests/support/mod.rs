@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes};
 use rpc_core::codec::thrift::{wire, ThriftMessage};
 use rpc_core::transport::BoxFuture;
 use rpc_core::{
-    CallOptions, Codec, MethodDesc, Mode, PayloadKind, ProstCodec, ServerCall, Service,
+    CallOptions, Codec, IncomingCall, MethodDesc, Mode, PayloadKind, ProstCodec, Service,
     ServiceDesc, Status, ThriftCodec,
 };
 use thrift::protocol::{
@@ -156,7 +156,7 @@ pub fn msg<M: TestMsg>(text: &str, n: i64) -> M {
 macro_rules! methods {
     ($svc:literal, $payload:ident) => {
         [
-            method!($svc, "Echo", PingPong, $payload),
+            method!($svc, "Echo", Unary, $payload),
             method!($svc, "Sum", ClientStreaming, $payload),
             method!($svc, "Count", ServerStreaming, $payload),
             method!($svc, "Chat", Bidi, $payload),
@@ -262,7 +262,7 @@ where
         <Self as Flavour>::desc()
     }
 
-    fn call(&self, call: ServerCall) -> BoxFuture<'static, Result<(), Status>> {
+    fn call(&self, call: IncomingCall) -> BoxFuture<'static, Result<(), Status>> {
         let this = self.clone();
         match call.method_index() {
             0 => Box::pin(call.unary::<C, M, M, _, _>(move |ctx, req| async move {
@@ -476,7 +476,7 @@ where
     C: Codec<M>,
     M: TestMsg,
 {
-    // pingpong, with metadata both ways
+    // unary, with metadata both ways
     let res = within(client.unary::<C, M, M>(
         &methods[0],
         msg("hi", 7),
