@@ -28,7 +28,7 @@ pub unsafe trait Memory: Send + Sync + 'static {
     /// this memory (only the ring's loom model has them; see `crate::sync`).
     #[cfg(all(test, loom))]
     #[doc(hidden)]
-    fn loom_shadow(&self) -> Option<&crate::sync::Shadow> {
+    fn loom_shadow(&self) -> Option<&Shadow> {
         None
     }
 }
@@ -76,5 +76,43 @@ impl Drop for HeapMemory {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with exactly this layout and not freed before.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+/// Under loom: the model's stand-ins for a memory's shared words and slots, by byte offset.
+/// Built inside `loom::model` (loom objects belong to one execution).
+#[cfg(all(test, loom))]
+#[allow(unreachable_pub)]
+#[derive(Debug)]
+pub struct Shadow {
+    words: Vec<(usize, loom::sync::atomic::AtomicU64)>,
+    cells: Vec<(usize, loom::cell::UnsafeCell<()>)>,
+}
+
+#[cfg(all(test, loom))]
+impl Shadow {
+    /// Atomics at the byte offsets `words`, cells for the slots at the byte offsets `cells`.
+    #[allow(unreachable_pub)]
+    pub fn new(words: &[usize], cells: &[usize]) -> Shadow {
+        Shadow {
+            words: words
+                .iter()
+                .map(|&o| (o, loom::sync::atomic::AtomicU64::new(0)))
+                .collect(),
+            cells: cells
+                .iter()
+                .map(|&o| (o, loom::cell::UnsafeCell::new(())))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn word(&self, offset: usize) -> &loom::sync::atomic::AtomicU64 {
+        let found = self.words.iter().find(|(o, _)| *o == offset);
+        &found.expect("no shadow atomic at this offset").1
+    }
+
+    pub(crate) fn cell(&self, offset: usize) -> &loom::cell::UnsafeCell<()> {
+        let found = self.cells.iter().find(|(o, _)| *o == offset);
+        &found.expect("no shadow cell at this offset").1
     }
 }

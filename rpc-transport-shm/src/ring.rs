@@ -735,7 +735,7 @@ mod loom_model {
     /// and slots.
     struct LoomMemory {
         heap: HeapMemory,
-        shadow: sync::Shadow,
+        shadow: crate::mem::Shadow,
     }
 
     // SAFETY: the heap block is valid and page-aligned for as long as `heap` lives (its own
@@ -747,7 +747,7 @@ mod loom_model {
         fn len(&self) -> usize {
             self.heap.len()
         }
-        fn loom_shadow(&self) -> Option<&sync::Shadow> {
+        fn loom_shadow(&self) -> Option<&crate::mem::Shadow> {
             Some(&self.shadow)
         }
     }
@@ -764,7 +764,7 @@ mod loom_model {
         let cells: Vec<usize> = (0..cap).map(|i| HEADER + i * SLOT).collect();
         let mem: Arc<dyn Memory> = Arc::new(LoomMemory {
             heap: HeapMemory::new(ring_bytes(cap)),
-            shadow: sync::Shadow::new(&words, &cells),
+            shadow: crate::mem::Shadow::new(&words, &cells),
         });
         init(&mem, 0, cap).unwrap();
         (

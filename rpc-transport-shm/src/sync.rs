@@ -5,7 +5,7 @@
 //! it creates and tracks itself and cannot live at an address in a byte buffer. So the ring
 //! reaches its header words only through [`atomic_u64`] and records its slot copies with
 //! [`writing`] and [`reading`]: without loom these are the plain cast and a direct call; under
-//! loom the memory supplies a [`Shadow`] with a loom atomic per header word and a loom cell per
+//! loom the memory supplies a `Shadow` (in `mem`) with a loom atomic per header word and a loom cell per
 //! slot (the slot bytes still go through the real memory), so the model runs the ring's own
 //! code and loom checks both its wake-ups and that every slot copy is ordered after the one
 //! before it.
@@ -17,6 +17,8 @@ pub(crate) use std::sync::atomic::{fence, AtomicU64, Ordering};
 pub(crate) use loom::sync::atomic::{fence, AtomicU64, Ordering};
 
 use crate::mem::Memory;
+#[cfg(all(test, loom))]
+use crate::mem::Shadow;
 
 /// The `u64` at byte `offset` of `mem`, as an atomic shared with the other process.
 ///
@@ -74,39 +76,4 @@ pub(crate) fn reading<R>(mem: &dyn Memory, offset: usize, copy: impl FnOnce() ->
 fn shadow(mem: &dyn Memory) -> &Shadow {
     mem.loom_shadow()
         .expect("under --cfg loom the ring runs only on memory with a loom Shadow (its model)")
-}
-
-/// Under loom: the model's stand-ins for a memory's shared words and slots, by byte offset.
-/// Built inside `loom::model` (loom objects belong to one execution).
-#[cfg(all(test, loom))]
-#[allow(unreachable_pub)]
-#[derive(Debug)]
-pub struct Shadow {
-    words: Vec<(usize, AtomicU64)>,
-    cells: Vec<(usize, loom::cell::UnsafeCell<()>)>,
-}
-
-#[cfg(all(test, loom))]
-impl Shadow {
-    /// Atomics at the byte offsets `words`, cells for the slots at the byte offsets `cells`.
-    #[allow(unreachable_pub)]
-    pub fn new(words: &[usize], cells: &[usize]) -> Shadow {
-        Shadow {
-            words: words.iter().map(|&o| (o, AtomicU64::new(0))).collect(),
-            cells: cells
-                .iter()
-                .map(|&o| (o, loom::cell::UnsafeCell::new(())))
-                .collect(),
-        }
-    }
-
-    fn word(&self, offset: usize) -> &AtomicU64 {
-        let found = self.words.iter().find(|(o, _)| *o == offset);
-        &found.expect("no shadow atomic at this offset").1
-    }
-
-    fn cell(&self, offset: usize) -> &loom::cell::UnsafeCell<()> {
-        let found = self.cells.iter().find(|(o, _)| *o == offset);
-        &found.expect("no shadow cell at this offset").1
-    }
 }
