@@ -125,8 +125,10 @@ impl Drop for BudgetHold {
 static HOLD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl BudgetHold {
-    /// What a session of `sizes` makes the server hold: its own region (pre-faulted) and the
-    /// client's (mapped; its pages count for the server once it reads frames from them).
+    /// What a session of `sizes` makes the server hold at most: its own region and the
+    /// client's (mapped; its pages count for the server once it reads frames from them). Both
+    /// are faulted in as used, so this is the ceiling of the session's resident memory, not
+    /// what it holds from the start.
     pub(crate) fn cost(sizes: Sizes) -> usize {
         sizes.region_len().saturating_mul(2)
     }
@@ -157,7 +159,8 @@ pub const MAX_RING_SLOTS: usize = 65536;
 /// Largest arena a server accepts per direction.
 pub const MAX_ARENA_BYTES: usize = 1 << 30;
 /// Shared memory a server commits to sessions at most, over all of them (its own regions,
-/// pre-faulted): 1 GiB is 63 sessions at the default sizes. A client beyond it is refused at
+/// faulted in as used, so this bounds what they can grow to): 1 GiB is 63 sessions at the
+/// default sizes. A client beyond it is refused at
 /// the handshake (`UNAVAILABLE`, retry later), so a peer opening sessions in a loop cannot make
 /// the server commit memory without bound.
 pub const DEFAULT_MAX_REGION_BYTES: usize = 1 << 30;

@@ -360,6 +360,12 @@ fn setup_client(kind: &str, path: &str, n: &str) {
         }
         times
     });
+    if std::env::var_os("SETUP_TRACE").is_some() {
+        eprintln!(
+            "{:?}",
+            times.iter().map(|t| t.as_micros()).collect::<Vec<_>>()
+        );
+    }
     times.sort();
     let ms = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
     println!("result {} {} {}", ms(0.5), ms(0.9), ms(1.0));
