@@ -34,8 +34,10 @@ use crate::sys::{self, Region};
 
 /// The preface: the first 8 bytes a client sends.
 pub const MAGIC: [u8; 8] = *b"RPCSHM\x00\x01";
-/// The protocol version this crate speaks.
-pub const VERSION: u16 = 1;
+/// The protocol version this crate speaks. 2: a descriptor carries one frame or several back
+/// to back (a one-shot request's Header, message and half-close; a reply's Header, message
+/// and Trailer).
+pub const VERSION: u16 = 2;
 /// Feature bit: frames larger than the arena travel over the socket.
 pub const FEATURE_FALLBACK: u32 = 1;
 /// Feature bit: small frames inline in descriptors.
