@@ -52,8 +52,9 @@
 //! handler that has not taken it, encoded replies not yet handed to h2 or written, partial
 //! messages by capacity, and 8 KiB plus the header list per open stream; shared memory charges
 //! each session twice its region size for the session's life (the server's region and the
-//! client's, whose pages it touches) and refuses a session that does not fit at the handshake
-//! with a retryable "busy". With the default 16 MiB regions that is 32 MiB per shm session, so
+//! client's, whose pages it touches; both faulted in as used, so this is the session's ceiling,
+//! not its resident size) and refuses a session that does not fit at the handshake with a
+//! retryable "busy". With the default 16 MiB regions that is 32 MiB per shm session, so
 //! a 256 MiB budget admits about 7 shm sessions next to the other transports' buffers: raise
 //! the budget with the number of shm clients you plan for.
 //!

@@ -1,7 +1,7 @@
 //! The client transport: a pool of shared-memory sessions to one `shm://PATH` server.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,9 @@ use crate::setup::{self, Running, Sizes};
 use crate::stats::ShmStats;
 
 /// Sessions per client by default: two, so one session's reader task does not cap throughput
-/// on a multi-core host, while each costs two regions (`2 × (arena + ring)` of memory).
+/// on a multi-core host, while each costs two regions (`2 × (arena + ring)` of memory at most;
+/// pages are faulted in as used). The first call opens one session; the others open in the
+/// background behind it, so a fresh client pays one handshake before its first reply.
 pub const DEFAULT_POOL_SIZE: usize = 2;
 /// How long a connect (socket and handshake) may take.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,12 +70,16 @@ impl ShmClientBuilder {
         self
     }
 
-    /// The client (sessions are made on first use).
+    /// The client (sessions are made on first use: the first call's, then the rest of the
+    /// pool in the background).
     pub fn build(self) -> ShmClient {
         ShmClient {
             inner: Arc::new(Inner {
                 slots: (0..self.pool_size)
                     .map(|_| tokio::sync::Mutex::new(SlotState::default()))
+                    .collect(),
+                filling: (0..self.pool_size)
+                    .map(|_| AtomicBool::new(false))
                     .collect(),
                 next: AtomicUsize::new(0),
                 stats: Arc::new(ShmStats::default()),
@@ -93,6 +99,8 @@ struct SlotState {
 struct Inner {
     cfg: ShmClientBuilder,
     slots: Vec<tokio::sync::Mutex<SlotState>>,
+    /// Per slot: a background task is opening its session (see `Inner::fill_later`).
+    filling: Vec<AtomicBool>,
     next: AtomicUsize,
     stats: Arc<ShmStats>,
 }
@@ -185,10 +193,35 @@ fn shm_path(address: &Address) -> Result<&PathBuf, Status> {
 }
 
 impl Inner {
-    async fn session(&self) -> Result<Running, Status> {
+    /// A usable session for the next call. Slots are used in turn; a slot with no session
+    /// connects — but while another slot has a live one, the call goes there and this slot's
+    /// session is opened in the background, so a fresh client pays one handshake before its
+    /// first call, not one per pool slot.
+    async fn session(self: &Arc<Self>) -> Result<Running, Status> {
         // A wrong scheme is the caller's error, not an outage: no reconnect backoff.
         shm_path(&self.cfg.address)?;
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let n = self.slots.len();
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        if n > 1 {
+            if let Ok(slot) = self.slots[i].try_lock() {
+                if let Some(r) = slot.running.as_ref().filter(|r| r.session.is_usable()) {
+                    return Ok(r.clone());
+                }
+            }
+            // Slot `i` is empty (or being filled): borrow a live sibling, fill `i` behind it.
+            for k in (1..n).map(|d| (i + d) % n) {
+                let live = self.slots[k].try_lock().ok().and_then(|s| {
+                    s.running
+                        .as_ref()
+                        .filter(|r| r.session.is_usable())
+                        .cloned()
+                });
+                if let Some(r) = live {
+                    self.fill_later(i);
+                    return Ok(r);
+                }
+            }
+        }
         let mut slot = self.slots[i].lock().await;
         if let Some(r) = slot.running.as_ref().filter(|r| r.session.is_usable()) {
             return Ok(r.clone());
@@ -202,6 +235,10 @@ impl Inner {
                 slot.failures = 0;
                 slot.retry_at = None;
                 slot.running = Some(r.clone());
+                drop(slot);
+                for k in (1..n).map(|d| (i + d) % n) {
+                    self.fill_later(k);
+                }
                 Ok(r)
             }
             Err(e) => {
@@ -215,29 +252,90 @@ impl Inner {
         }
     }
 
-    async fn connect(&self) -> Result<Running, Status> {
-        let path = shm_path(&self.cfg.address)?;
-        let unavailable = |e: std::io::Error| {
-            Status::unavailable(format!("connect to shm://{}: {e}", path.display()))
+    /// Opens slot `k`'s session in a background task unless it has a live one, one is being
+    /// opened, or its reconnect backoff has not passed. The task holds only a weak reference
+    /// while it connects: a client dropped meanwhile closes the new session at once.
+    fn fill_later(self: &Arc<Self>, k: usize) {
+        if self.filling[k].swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let busy = match self.slots[k].try_lock() {
+            Ok(s) => {
+                s.running.as_ref().is_some_and(|r| r.session.is_usable())
+                    || s.retry_at.is_some_and(|at| at > Instant::now())
+            }
+            Err(_) => true,
         };
-        let est = tokio::time::timeout(self.cfg.connect_timeout, async {
-            let stream = UnixStream::connect(path).await?;
-            setup::client(stream, self.cfg.sizes).await
-        })
-        .await
-        .map_err(|_| {
-            Status::unavailable(format!("connect to shm://{}: timed out", path.display()))
-        })?
-        .map_err(unavailable)?;
-        setup::start(
-            est,
-            Role::Client,
-            self.cfg.limits.clone(),
-            Some(Peer::Shm(path.clone())),
-            &self.stats,
-            None,
-        )
+        if busy {
+            self.filling[k].store(false, Ordering::Release);
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let cfg = self.cfg.clone();
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            let result = connect(&cfg, &stats).await;
+            let Some(inner) = weak.upgrade() else {
+                if let Ok(r) = result {
+                    crate::link::lost(&r.session, r.link(), Status::unavailable("client dropped"));
+                }
+                return;
+            };
+            {
+                let mut slot = inner.slots[k].lock().await;
+                match result {
+                    Ok(r) if slot.running.as_ref().is_some_and(|r| r.session.is_usable()) => {
+                        // A caller filled it first.
+                        crate::link::lost(&r.session, r.link(), Status::unavailable("not needed"));
+                    }
+                    Ok(r) => {
+                        slot.failures = 0;
+                        slot.retry_at = None;
+                        slot.running = Some(r);
+                    }
+                    Err(e) => {
+                        tracing::debug!(%e, "shm background connect failed");
+                        let backoff = INITIAL_RECONNECT_BACKOFF
+                            .saturating_mul(1 << slot.failures.min(16))
+                            .min(MAX_RECONNECT_BACKOFF);
+                        slot.failures += 1;
+                        slot.retry_at = Some(Instant::now() + backoff);
+                    }
+                }
+            }
+            inner.filling[k].store(false, Ordering::Release);
+            // The slot's guard is gone before `inner`: if this was the last reference, its
+            // Drop finds every slot unlocked and closes the sessions.
+            drop(inner);
+        });
     }
+
+    async fn connect(&self) -> Result<Running, Status> {
+        connect(&self.cfg, &self.stats).await
+    }
+}
+
+/// Connects one session: the socket, the handshake, the session's tasks.
+async fn connect(cfg: &ShmClientBuilder, stats: &Arc<ShmStats>) -> Result<Running, Status> {
+    let path = shm_path(&cfg.address)?;
+    let unavailable = |e: std::io::Error| {
+        Status::unavailable(format!("connect to shm://{}: {e}", path.display()))
+    };
+    let est = tokio::time::timeout(cfg.connect_timeout, async {
+        let stream = UnixStream::connect(path).await?;
+        setup::client(stream, cfg.sizes).await
+    })
+    .await
+    .map_err(|_| Status::unavailable(format!("connect to shm://{}: timed out", path.display())))?
+    .map_err(unavailable)?;
+    setup::start(
+        est,
+        Role::Client,
+        cfg.limits.clone(),
+        Some(Peer::Shm(path.clone())),
+        stats,
+        None,
+    )
 }
 
 impl ClientTransport for ShmClient {

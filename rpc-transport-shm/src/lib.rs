@@ -28,16 +28,22 @@
 //!
 //! # Memory bound
 //!
-//! A session's regions make the server hold up to both of them: its own (pre-faulted) and the
-//! client's (mapped; its pages count for the server once it reads frames from them). The
+//! A session's regions make the server hold up to both of them: its own and the client's
+//! (mapped; its pages count for the server once it reads frames from them). Neither is
+//! pre-faulted: a page is allocated when first written (or read), so a session's resident
+//! memory grows with the frames it carries — LIFO block reuse keeps a steady load on a few
+//! pages — and never beyond its two regions, whatever the peer does (a hostile client can
+//! make the server touch pages of the client's region by pointing descriptors at unwritten
+//! arena bytes, but only inside that region). The
 //! server charges twice the region size to its byte budget (`ServerLimits::max_buffered_bytes`,
 //! shared with every transport) for the session's life and refuses a session at the handshake
 //! when that does not fit (the client sees a busy server and retries later), next to the
 //! region budget of [`ShmProtocol::max_region_bytes`]. A client that stops returning buffers
 //! fills only the server's own arena, which is already counted; the server's senders wait.
 //! So the sessions' regions stay within the budget of the bound every transport documents
-//! (RSS over baseline ≤ budget + F × connections). At the default sizes (16 MiB arenas) a
-//! session costs about 32 MiB of budget: raise `max_buffered_bytes` or lower
+//! (RSS over baseline ≤ budget + F × connections). The charge is that ceiling, not the
+//! (usually far smaller) resident size. At the default sizes (16 MiB arenas) a session costs
+//! about 32 MiB of budget: raise `max_buffered_bytes` or lower
 //! [`ShmProtocol::max_sizes`] for many sessions. The ttstream session each carries charges
 //! its own buffers as over TCP (`rpc-transport-ttheader`).
 //!

@@ -7,6 +7,15 @@
 //! `Bytes` pointing into it is dropped), or — larger than the arena — over the Unix socket
 //! for that frame only. The socket otherwise only tells us when the peer is gone (EOF).
 //!
+//! A batch of frames (`FrameSink::append_batch`) travels as one descriptor too, its frames
+//! back to back (`Packer`; protocol version 2): a unary or server-streaming request holds
+//! its Header back and sends it with its one message and the half-close, and a server's last
+//! frames (Header, message, Trailer) go together, so a unary call is one descriptor each
+//! way and the server's reader has the whole request before it dispatches the call (the
+//! handler completes inline). A message over 4 KiB is not copied into a pack: it is encoded
+//! straight into the arena, between the frames packed before and after it. Streams keep
+//! ttstream's frames otherwise.
+//!
 //! - The **sink** ([`ShmSink`], the session's `FrameSink`) encodes a Data frame's message
 //!   straight into an arena block (`Encodable::encode_slice`), pushes control frames inline,
 //!   and makes senders wait (`poll_ready`) while the ring or the arena is full — never drops,
@@ -38,7 +47,9 @@ use bytes::{Bytes, BytesMut};
 use rpc_core::codec::Encodable;
 use rpc_core::{Code, Status};
 use rpc_transport_ttheader::proto::StreamFrame;
-use rpc_transport_ttheader::session::{append_data_frame, FrameSink, Session, SinkError};
+use rpc_transport_ttheader::session::{
+    append_data_frame, FrameSink, FrameWriter, Session, SinkError,
+};
 use tokio::sync::{mpsc, Notify};
 
 use crate::arena::Arena;
@@ -343,6 +354,7 @@ impl Link {
         if tx.overflow.is_empty() {
             self.push_releases(tx)?;
             if tx.producer.push(&slot)? {
+                self.sent_frame();
                 self.announce(tx);
                 return Ok(());
             }
@@ -384,7 +396,9 @@ impl Link {
             let _ = self.fallback.send(frame.clone());
             Slot::fallback(len)
         };
-        tx.producer.push(&slot)?;
+        if tx.producer.push(&slot)? {
+            self.sent_frame();
+        }
         self.announce(tx);
         Ok(Placed::Done)
     }
@@ -424,10 +438,43 @@ impl Link {
         Ok(())
     }
 
+    /// A descriptor carrying a frame (or a pack of them) went into the ring.
+    fn sent_frame(&self) {
+        self.stats.descriptors_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn note_alloc(&self, tx: &Tx) {
         let now = tx.arena.in_use();
         let before = self.in_use.load(Ordering::Relaxed);
         self.set_in_use(before, now);
+    }
+
+    /// Places a pack of whole frames (at most the arena's size) as one descriptor, copied
+    /// into an inline slot or an arena block; behind queued frames or without room, it is
+    /// queued like any frame.
+    fn place_packed(&self, tx: &mut Tx, pack: &[u8]) -> Result<(), RingError> {
+        if tx.overflow.is_empty() {
+            self.push_releases(tx)?;
+            if tx.producer.has_space()? {
+                let slot = if let Some(s) = Slot::inline(pack) {
+                    Some(s)
+                } else if let Some((off, _)) = tx.arena.alloc(pack.len()) {
+                    self.note_alloc(tx);
+                    self.arena_slice(tx, off, pack.len()).copy_from_slice(pack);
+                    Some(Slot::arena(off, pack.len() as u32))
+                } else {
+                    None
+                };
+                if let Some(slot) = slot {
+                    if tx.producer.push(&slot)? {
+                        self.sent_frame();
+                    }
+                    self.announce(tx);
+                    return Ok(());
+                }
+            }
+        }
+        self.place_frame(tx, Bytes::copy_from_slice(pack))
     }
 
     fn place_frame(&self, tx: &mut Tx, frame: Bytes) -> Result<(), RingError> {
@@ -475,6 +522,7 @@ impl Link {
             let placed = match front {
                 Pending::Slot(s) => {
                     if tx.producer.push(s)? {
+                        self.sent_frame();
                         Placed::Done
                     } else {
                         Placed::NoRoom
@@ -732,6 +780,34 @@ impl FrameSink for ShmSink {
         })
     }
 
+    fn append_batch(&self, write: &mut dyn FnMut(&mut dyn FrameWriter)) {
+        thread_local! {
+            /// Where a batch is packed before it is copied into a slot or a block (kept per
+            /// thread, at most `PACK_KEEP` bytes of it, so a batch allocates nothing).
+            static PACK: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+        }
+        PACK.with(|cell| {
+            let mut fresh = BytesMut::new();
+            let mut scratch = cell.try_borrow_mut();
+            let buf = match scratch.as_deref_mut() {
+                Ok(b) => b,
+                // Re-entered (not in practice): a buffer of its own.
+                Err(_) => &mut fresh,
+            };
+            buf.clear();
+            let mut packer = Packer { sink: self, buf };
+            write(&mut packer);
+            packer.flush();
+            if buf.capacity() > PACK_KEEP {
+                *buf = BytesMut::new();
+            }
+        });
+    }
+
+    fn batches_one_shot_requests(&self) -> bool {
+        true
+    }
+
     fn backlog(&self) -> usize {
         self.0.backlog.load(Ordering::Acquire)
     }
@@ -746,6 +822,77 @@ impl FrameSink for ShmSink {
 
     fn is_closed(&self) -> bool {
         self.0.is_closed()
+    }
+}
+
+/// Frames of a batch ([`FrameSink::append_batch`]: a one-shot request's Header, message and
+/// half-close; a reply's Header, message and Trailer) packed back to back into one
+/// descriptor, so the peer's reader takes them as one unit ([`Session::on_frames`]). A message
+/// larger than [`PACK_MAX`] is not copied into the pack: what is packed so far goes out, then
+/// the message through the zero-copy path of [`FrameSink::append_data`].
+struct Packer<'a> {
+    sink: &'a ShmSink,
+    buf: &'a mut BytesMut,
+}
+
+/// Largest message a pack copies (larger ones are encoded straight into the arena).
+const PACK_MAX: usize = 4096;
+/// Capacity a thread keeps for packing between batches.
+const PACK_KEEP: usize = 64 * 1024;
+
+impl Packer<'_> {
+    /// Places what is packed as one descriptor (or, larger than the arena, frame by frame).
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let link = &self.sink.0;
+        let mut tx = link.tx();
+        let r = if self.buf.len() <= link.layout.arena_len {
+            link.place_packed(&mut tx, self.buf)
+        } else {
+            let mut r = Ok(());
+            while r.is_ok() && self.buf.len() >= 4 {
+                let n = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                let end = (n as usize + 4).min(self.buf.len());
+                r = link.place_frame(&mut tx, self.buf.split_to(end).freeze());
+            }
+            r
+        };
+        self.buf.clear();
+        if let Err(e) = r {
+            drop(tx);
+            let _ = self.sink.fail(e);
+        }
+    }
+}
+
+impl FrameWriter for Packer<'_> {
+    fn frame(&mut self, frame: &StreamFrame) -> Result<(), SinkError> {
+        if self.sink.0.is_closed() {
+            return Err(SinkError::Closed);
+        }
+        frame
+            .encode(self.buf)
+            .map_err(|e| SinkError::Frame(Status::internal(e.to_string())))
+    }
+
+    fn data(
+        &mut self,
+        head: &[u8],
+        msg: &mut dyn Encodable,
+        max_frame: usize,
+    ) -> Result<(), SinkError> {
+        let link = &self.sink.0;
+        if link.is_closed() {
+            return Err(SinkError::Closed);
+        }
+        if msg.encoded_len().is_none_or(|n| n > PACK_MAX) {
+            self.flush();
+            return self.sink.append_data(head, msg, max_frame);
+        }
+        append_data_frame(self.buf, head, msg, max_frame.min(link.max_frame))
+            .map_err(SinkError::Frame)
     }
 }
 
@@ -894,12 +1041,18 @@ impl Reader {
         let Some(slot) = self.consumer.pop().map_err(|e| ring_status(&e))? else {
             return Ok(false);
         };
-        let frame = match slot.decode().map_err(|e| ring_status(&e))? {
+        let desc = slot.decode().map_err(|e| ring_status(&e))?;
+        let is_fallback = matches!(desc, Desc::Fallback { .. });
+        let frame = match desc {
             Desc::Fallback { len } => Some(self.fallback_frame(len).await?),
             d => self.frame_of(d)?,
         };
         if let Some(f) = frame {
-            self.session.on_whole_frame(f)?;
+            match is_fallback {
+                true => self.session.on_whole_frame(f)?,
+                // A descriptor carries one frame or a pack of them (`Packer`).
+                false => self.session.on_frames(f)?,
+            }
         }
         Ok(true)
     }

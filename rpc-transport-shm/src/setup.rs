@@ -34,8 +34,10 @@ use crate::sys::{self, Region};
 
 /// The preface: the first 8 bytes a client sends.
 pub const MAGIC: [u8; 8] = *b"RPCSHM\x00\x01";
-/// The protocol version this crate speaks.
-pub const VERSION: u16 = 1;
+/// The protocol version this crate speaks. 2: a descriptor carries one frame or several back
+/// to back (a one-shot request's Header, message and half-close; a reply's Header, message
+/// and Trailer).
+pub const VERSION: u16 = 2;
 /// Feature bit: frames larger than the arena travel over the socket.
 pub const FEATURE_FALLBACK: u32 = 1;
 /// Feature bit: small frames inline in descriptors.
@@ -125,8 +127,10 @@ impl Drop for BudgetHold {
 static HOLD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl BudgetHold {
-    /// What a session of `sizes` makes the server hold: its own region (pre-faulted) and the
-    /// client's (mapped; its pages count for the server once it reads frames from them).
+    /// What a session of `sizes` makes the server hold at most: its own region and the
+    /// client's (mapped; its pages count for the server once it reads frames from them). Both
+    /// are faulted in as used, so this is the ceiling of the session's resident memory, not
+    /// what it holds from the start.
     pub(crate) fn cost(sizes: Sizes) -> usize {
         sizes.region_len().saturating_mul(2)
     }
@@ -157,7 +161,8 @@ pub const MAX_RING_SLOTS: usize = 65536;
 /// Largest arena a server accepts per direction.
 pub const MAX_ARENA_BYTES: usize = 1 << 30;
 /// Shared memory a server commits to sessions at most, over all of them (its own regions,
-/// pre-faulted): 1 GiB is 63 sessions at the default sizes. A client beyond it is refused at
+/// faulted in as used, so this bounds what they can grow to): 1 GiB is 63 sessions at the
+/// default sizes. A client beyond it is refused at
 /// the handshake (`UNAVAILABLE`, retry later), so a peer opening sessions in a loop cannot make
 /// the server commit memory without bound.
 pub const DEFAULT_MAX_REGION_BYTES: usize = 1 << 30;

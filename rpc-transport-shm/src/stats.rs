@@ -14,6 +14,7 @@ pub struct ShmStats {
     pub(crate) wakeups_sent: AtomicU64,
     pub(crate) wakeups_received: AtomicU64,
     pub(crate) sender_waits: AtomicU64,
+    pub(crate) descriptors_sent: AtomicU64,
     pub(crate) sessions: Arc<Stats>,
 }
 
@@ -38,6 +39,13 @@ impl ShmStats {
     /// Times a sender had to wait for ring or arena space.
     pub fn sender_waits(&self) -> u64 {
         self.sender_waits.load(Ordering::Relaxed)
+    }
+    /// Descriptors carrying frames pushed into our rings (returned blocks not counted): one
+    /// per frame, or one per pack of frames (a one-shot request's Header, message and
+    /// half-close; a reply's Header, message and Trailer), so a unary call costs one each
+    /// way.
+    pub fn frame_descriptors_sent(&self) -> u64 {
+        self.descriptors_sent.load(Ordering::Relaxed)
     }
     /// Live sessions.
     pub fn live_sessions(&self) -> usize {

@@ -259,6 +259,53 @@ async fn arena_usage_returns_to_zero_and_counters_move() {
     .await;
 }
 
+/// A unary call travels as one descriptor each way (the request's Header, message and
+/// half-close packed; the reply's Header, message and Trailer packed), at every size that
+/// packs; a larger message still crosses (its Header and half-close around it); a bidi stream
+/// keeps ttstream's frames, one descriptor each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_call_is_one_descriptor_each_way_and_streams_keep_their_frames() {
+    let protocol = ShmProtocol::default();
+    let server_stats = protocol.stats().clone();
+    let (_running, p) = serve(protocol).await;
+    let shm = ShmClient::builder(rpc_core::Address::shm(&p))
+        .pool_size(1)
+        .build();
+    let stats = shm.stats().clone();
+    let c = Client::new(shm);
+    let sent = || {
+        (
+            stats.frame_descriptors_sent(),
+            server_stats.frame_descriptors_sent(),
+        )
+    };
+    assert_eq!(within(unary(&c, blob(10, 1))).await.unwrap(), blob(10, 1));
+    for (size, seed) in [(0, 2), (10, 3), (300, 4), (4000, 5)] {
+        let (c0, s0) = sent();
+        let m = blob(size, seed);
+        assert_eq!(within(unary(&c, m.clone())).await.unwrap(), m);
+        let (c1, s1) = sent();
+        assert_eq!((c1 - c0, s1 - s0), (1, 1), "descriptors each way, {size} B");
+    }
+    let m = blob(200_000, 6);
+    assert_eq!(within(unary(&c, m.clone())).await.unwrap(), m);
+
+    let (c0, s0) = sent();
+    let mut call = within(c.bidi::<Raw, Bytes, Bytes>(CHAT, CallOptions::new()))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        call.send(blob(50, i)).await.unwrap();
+        assert_eq!(within(call.recv()).await.unwrap(), Some(blob(50, i)));
+    }
+    call.close_send().unwrap();
+    assert_eq!(within(call.recv()).await.unwrap(), None);
+    let (c1, s1) = sent();
+    // Client: Header, 3 messages, half-close. Server: Header, 3 messages, Trailer.
+    assert_eq!((c1 - c0, s1 - s0), (5, 5));
+    let _ = std::fs::remove_file(&p);
+}
+
 /// What a hostile peer writes into its own ring.
 #[derive(Clone, Copy, Debug)]
 enum Garbage {

@@ -86,6 +86,19 @@ pub(crate) fn main() {
     if args.get(1).map(String::as_str) == Some("--client") {
         return client(&args[2], &args[3], &args[4], &args[5], &args[6]);
     }
+    if args.get(1).map(String::as_str) == Some("--serve-echo") {
+        return serve_echo(&args[2], &args[3]);
+    }
+    if args.get(1).map(String::as_str) == Some("--setup-client") {
+        return setup_client(&args[2], &args[3], &args[4]);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--setup") {
+        let n = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(SETUP_CLIENTS);
+        return setup(n);
+    }
     let mut secs = 2.0f64;
     let mut runs = 3usize;
     let mut sizes = vec![64usize, 4096, 65536, 1 << 20];
@@ -229,6 +242,135 @@ fn one_row(kind: &str, size: usize, secs: f64, pin: bool) -> Result<[f64; 4], St
         })?;
     let v: Vec<f64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
     v.try_into().map_err(|_| format!("bad result line {line}"))
+}
+
+/// Fresh clients the set-up scenario times by default.
+const SETUP_CLIENTS: usize = 100;
+
+/// The set-up scenario (`--setup [N]`): N fresh clients, one at a time, each timed from its
+/// creation to the reply of its first `PingPong` (the echo service `echo-client --mode
+/// unary` calls, protobuf flavour). Our shm client with its default pool, against
+/// TTHeader over a Unix socket; server on core 1, client on core 0 as in the other rows.
+fn setup(n: usize) {
+    let pin = Command::new("taskset").arg("-V").output().is_ok();
+    println!("\nset-up: {n} fresh clients one at a time, creation to first unary reply");
+    println!("| transport | median ms | p90 ms | max ms |");
+    println!("|---|---|---|---|");
+    for kind in ["shm", "uds"] {
+        match setup_row(kind, n, pin) {
+            Ok(v) => println!("| {kind} | {:.3} | {:.3} | {:.3} |", v[0], v[1], v[2]),
+            Err(e) => eprintln!("set-up {kind}: {e}"),
+        }
+    }
+}
+
+fn setup_row(kind: &str, n: usize, pin: bool) -> Result<Vec<f64>, String> {
+    let path = std::env::temp_dir().join(format!(
+        "rpc-shm-bench-setup-{}-{kind}.sock",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let spawn = |core: &str, args: &[&str]| {
+        let mut c = if pin {
+            let mut c = Command::new("taskset");
+            c.args(["-c", core]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        c.args(args).stdout(Stdio::piped()).spawn()
+    };
+    let p = path.to_string_lossy().into_owned();
+    let mut server = spawn("1", &["--serve-echo", kind, &p]).map_err(|e| e.to_string())?;
+    let mut lines = BufReader::new(server.stdout.take().ok_or("stdout")?).lines();
+    if !matches!(lines.next(), Some(Ok(l)) if l == "ready") {
+        let _ = server.kill();
+        return Err("server did not start".into());
+    }
+    let out = spawn("0", &["--setup-client", kind, &p, &n.to_string()])
+        .and_then(|c| c.wait_with_output());
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_file(&path);
+    let out = out.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("result "))
+        .ok_or_else(|| {
+            format!(
+                "client failed: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    Ok(line.split(' ').filter_map(|x| x.parse().ok()).collect())
+}
+
+fn serve_echo(kind: &str, path: &str) {
+    rt().block_on(async move {
+        let listener = Listener::new(examples::server());
+        let running = if kind == "shm" {
+            listener
+                .protocol(rpc_transport_shm::ShmProtocol::default())
+                .bind(rpc_core::Address::Shm(path.into()))
+                .await
+        } else {
+            listener
+                .protocol(rpc_transport_ttheader::TtHeaderProtocol::default())
+                .bind(rpc_core::Address::unix(path))
+                .await
+        }
+        .expect("bind")
+        .start();
+        println!("ready");
+        std::future::pending::<()>().await;
+        drop(running);
+    });
+}
+
+fn setup_client(kind: &str, path: &str, n: &str) {
+    use examples::idl::Proto;
+    use examples::EchoIdl;
+    let n: usize = n.parse().expect("clients");
+    let mut times = rt().block_on(async move {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            let client = if kind == "shm" {
+                Client::new(rpc_transport_shm::ShmClient::new(rpc_core::Address::shm(
+                    path,
+                )))
+            } else {
+                Client::new(rpc_transport_ttheader::TtHeaderClient::new(
+                    rpc_core::Address::unix(path),
+                ))
+            };
+            let client = Proto::client(client);
+            let req = examples::EchoRequest {
+                message: "hello".into(),
+                ..Default::default()
+            };
+            let resp = Proto::ping_pong(&client, req, CallOptions::new())
+                .await
+                .expect("pingpong");
+            times.push(start.elapsed());
+            assert_eq!(resp.message, "hello");
+            drop(client);
+            // Let the dropped client's tasks end before the next one starts.
+            tokio::task::yield_now().await;
+        }
+        times
+    });
+    if std::env::var_os("SETUP_TRACE").is_some() {
+        eprintln!(
+            "{:?}",
+            times.iter().map(|t| t.as_micros()).collect::<Vec<_>>()
+        );
+    }
+    times.sort();
+    let ms = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    println!("result {} {} {}", ms(0.5), ms(0.9), ms(1.0));
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -6,10 +6,11 @@
 //! * `ttheader`: unary TTHeader (thrift payloads; `TtHeaderClient`, mux, framed);
 //! * `ttstream`: TTHeader Streaming (protobuf payloads, which unary TTHeader cannot carry, so
 //!   `TtHeaderClient` sends them as a one-message stream);
-//! * `grpc`: gRPC over h2 (protobuf payloads; `GrpcClient`, one connection).
+//! * `grpc`: gRPC over h2 (protobuf payloads; `GrpcClient`, one connection);
+//! * `shm`: shared memory (protobuf payloads; `ShmClient`, one session), Linux only.
 //!
 //! The echo server (`examples::server()` on an `rpc_core::serve::Listener` over loopback TCP,
-//! `TtHeaderProtocol` or `GrpcProtocol`) runs in this process on a tokio runtime with one worker
+//! `TtHeaderProtocol` or `GrpcProtocol`, or a Unix socket path with `ShmProtocol`) runs in this process on a tokio runtime with one worker
 //! thread; only allocations made on that thread are counted (the reader, the handler, the reply,
 //! the writer, the I/O driver: everything the server does for a call). The client runs on a
 //! runtime of its own whose threads are not counted (one connection, 100-character messages, 64
@@ -153,16 +154,18 @@ enum Row {
     TtStream,
     /// gRPC, protobuf payloads.
     Grpc,
+    Shm,
 }
 
 impl Row {
-    const ALL: [Row; 3] = [Row::TtHeader, Row::TtStream, Row::Grpc];
+    const ALL: [Row; 4] = [Row::TtHeader, Row::TtStream, Row::Grpc, Row::Shm];
 
     fn name(self) -> &'static str {
         match self {
             Row::TtHeader => "ttheader",
             Row::TtStream => "ttstream",
             Row::Grpc => "grpc",
+            Row::Shm => "shm",
         }
     }
 
@@ -171,6 +174,7 @@ impl Row {
             Row::TtHeader => "unary TTHeader (thrift, mux, framed)",
             Row::TtStream => "TTHeader Streaming (protobuf)",
             Row::Grpc => "gRPC (protobuf, one h2 connection)",
+            Row::Shm => "shared memory (protobuf, one session)",
         }
     }
 }
@@ -252,7 +256,7 @@ fn measure<I: EchoIdl>(
 }
 
 fn main() {
-    const USAGE: &str = "usage: allocs [ttheader|ttstream|grpc] [CALLS]";
+    const USAGE: &str = "usage: allocs [ttheader|ttstream|grpc|shm] [CALLS]";
     let mut rows: Vec<Row> = Row::ALL.to_vec();
     let mut calls: u64 = 200_000;
     for arg in std::env::args().skip(1) {
@@ -280,25 +284,36 @@ fn main() {
         .expect("client runtime");
 
     for row in rows {
+        #[cfg(not(target_os = "linux"))]
+        if row == Row::Shm {
+            println!("shm: shared memory needs Linux; skipped");
+            continue;
+        }
+        let shm_path = std::env::temp_dir().join(format!("rpc-allocs-{}.shm", std::process::id()));
         let handle = server_rt.block_on(async {
             let listener = Listener::new(examples::server());
-            let listener = match row {
-                Row::TtHeader | Row::TtStream => listener.protocol(TtHeaderProtocol::default()),
-                Row::Grpc => listener.protocol(GrpcProtocol::default()),
+            let (listener, at) = match row {
+                Row::TtHeader | Row::TtStream => {
+                    (listener.protocol(TtHeaderProtocol::default()), None)
+                }
+                Row::Grpc => (listener.protocol(GrpcProtocol::default()), None),
+                Row::Shm => (
+                    listener.protocol(rpc_transport_shm::ShmProtocol::default()),
+                    Some(rpc_core::Address::Shm(shm_path.clone())),
+                ),
             };
-            listener
-                .bind("tcp://127.0.0.1:0".parse().expect("addr"))
-                .await
-                .expect("listen")
-                .start()
+            let at = at.unwrap_or_else(|| "tcp://127.0.0.1:0".parse().expect("addr"));
+            listener.bind(at).await.expect("listen").start()
         });
-        let addr = handle.local_addrs()[0]
-            .socket_addr()
-            .expect("a TCP listener has an address");
+        let addr = || {
+            handle.local_addrs()[0]
+                .socket_addr()
+                .expect("a TCP listener has an address")
+        };
         let tt = || {
             // The client is built inside the client runtime: connections are made on first use.
             Client::new(
-                TtHeaderClient::builder(addr)
+                TtHeaderClient::builder(addr())
                     .pool_size(1)
                     .connection_mode(ConnectionMode::Multiplexed)
                     .unary_framing(Framing::Framed)
@@ -308,9 +323,22 @@ fn main() {
         match row {
             Row::TtHeader => measure::<Thrift>(row, &client_rt, Thrift::client(tt()), calls, trace),
             Row::TtStream => measure::<Proto>(row, &client_rt, Proto::client(tt()), calls, trace),
+            Row::Shm => {
+                let shm = rpc_transport_shm::ShmClient::builder(rpc_core::Address::shm(&shm_path))
+                    .pool_size(1)
+                    .build();
+                measure::<Proto>(
+                    row,
+                    &client_rt,
+                    Proto::client(Client::new(shm)),
+                    calls,
+                    trace,
+                );
+                let _ = std::fs::remove_file(&shm_path);
+            }
             Row::Grpc => {
                 let grpc = Client::new(GrpcClient::with_config(
-                    addr,
+                    addr(),
                     GrpcClientConfig::default().connections(1),
                 ));
                 measure::<Proto>(row, &client_rt, Proto::client(grpc), calls, trace)

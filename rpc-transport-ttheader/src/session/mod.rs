@@ -71,7 +71,11 @@
 //! ([`Session::dispatch_pending`], which [`Session::on_bytes`] calls itself): a unary
 //! request that travels with its Header (as every client writes it) is then queued when the
 //! core first polls the handler, which completes in the reader's call without a task of its
-//! own, as a unary TTHeader call does.
+//! own, as a unary TTHeader call does. A carrier that delivers frames in packs
+//! ([`Session::on_frames`]; shared memory, whose sink says
+//! [`FrameSink::batches_one_shot_requests`]: a one-shot request's Header waits for its message
+//! and half-close and goes with them) dispatches once the whole pack is in, so the handler
+//! finds the half-close queued too.
 //!
 //! # Memory bounds and the head-of-line trade-off
 //!
@@ -419,22 +423,62 @@ impl<S: FrameSink> Session<S> {
     /// copied. An error means the frame cannot be delimited: the connection must end with it.
     /// Call [`Session::dispatch_pending`] when a batch of frames ends.
     pub fn on_whole_frame(self: &Arc<Self>, frame: Bytes) -> Result<(), Status> {
+        self.whole_frame(frame, true).map(drop)
+    }
+
+    /// Handles `pack`: one or more whole frames back to back, delivered as one unit (a
+    /// shared-memory descriptor carrying a stream's Header, message and half-close, or a
+    /// server's Header, message and Trailer). Streams are handed to the server once the whole
+    /// pack is in (a pingpong request's handler then finds its message and the half-close
+    /// queued and completes inline) if the pack carried a message, as [`Session::on_data`]
+    /// does; otherwise when the batch ends ([`Session::dispatch_pending`]). Payloads are
+    /// slices of `pack`. An error means the pack cannot be delimited: the connection must end.
+    pub fn on_frames(self: &Arc<Self>, mut pack: Bytes) -> Result<(), Status> {
+        let mut data = false;
+        while !pack.is_empty() {
+            let total = pack
+                .get(..4)
+                .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+                .and_then(|n| n.checked_add(4));
+            let end = total.filter(|end| *end <= pack.len()).ok_or_else(|| {
+                self.malformed(&FrameError::LengthMismatch {
+                    total: total.unwrap_or(usize::MAX),
+                    len: pack.len(),
+                })
+            })?;
+            data |= self.whole_frame(pack.split_to(end), false)?;
+        }
+        if data {
+            self.dispatch_pending();
+        }
+        Ok(())
+    }
+
+    /// One whole frame; Data dispatches waiting streams if `dispatch`. Says whether it was a
+    /// Data frame.
+    fn whole_frame(self: &Arc<Self>, frame: Bytes, dispatch: bool) -> Result<bool, Status> {
         let limits = self.limits.proto();
         if let Some(p) = StreamFrame::peek_plain(&frame, &limits) {
             if p.len == frame.len() {
                 if p.kind == FrameKind::Data {
-                    self.on_data(p.stream_id, frame.slice(p.payload_at..));
-                    return Ok(());
+                    let payload = frame.slice(p.payload_at..);
+                    if dispatch {
+                        self.on_data(p.stream_id, payload);
+                    } else if let Some(s) = self.stream(p.stream_id) {
+                        s.on_data(payload);
+                    }
+                    return Ok(true);
                 }
                 if self.unwanted(&p) {
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }
         match StreamFrame::read_whole(frame, &limits) {
             Ok(frame) => {
+                let data = matches!(&frame, Ok(f) if f.kind == FrameKind::Data);
                 self.on_read(frame);
-                Ok(())
+                Ok(data)
             }
             Err(e) => Err(self.malformed(&e)),
         }
@@ -719,6 +763,11 @@ impl<S: FrameSink> Session<S> {
         if first {
             // The reader may sit in an idle read: its silence clock starts now.
             self.life.reader().notify_one();
+        }
+        if !method.mode.client_streams() && self.sink.batches_one_shot_requests() {
+            // One message then the half-close: the Header waits for them (`Stream::send`).
+            stream.cork(header);
+            return Ok(stream);
         }
         match self.sink.append_frame(&header) {
             Ok(()) => Ok(stream),

@@ -57,6 +57,15 @@ pub trait FrameSink: Send + Sync + 'static {
         write(&mut OneByOne(self));
     }
 
+    /// Whether a client stream that sends exactly one message (pingpong, server streaming)
+    /// holds its Header back and sends Header, message and half-close as one
+    /// [`FrameSink::append_batch`]. A sink that delivers a batch as one unit, so the peer
+    /// dispatches the call with the whole request there (shared memory), says yes; the
+    /// default, a socket to any ttstream peer, sends the Header when the stream opens.
+    fn batches_one_shot_requests(&self) -> bool {
+        false
+    }
+
     /// Bytes appended and not yet taken by the peer (or the socket), control frames included.
     fn backlog(&self) -> usize;
 

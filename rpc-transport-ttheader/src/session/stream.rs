@@ -79,6 +79,10 @@ pub(crate) struct Stream<H: Host> {
 struct State {
     sm: StreamState,
     rx: RecvQueue,
+    /// Client, one-shot request over a sink that batches it
+    /// ([`FrameSink::batches_one_shot_requests`]): the Header not written yet; it goes out
+    /// with the message and the half-close.
+    corked: Option<Box<StreamFrame>>,
 }
 
 /// What arrived on a stream and the core has not taken yet, in delivery order: the peer's
@@ -155,6 +159,7 @@ impl<H: Host> Stream<H> {
             st: Mutex::new(State {
                 sm,
                 rx: RecvQueue::new(),
+                corked: None,
             }),
             _counted: Counted::new(host.stats(), |s| &s.streams),
         });
@@ -462,6 +467,51 @@ impl<H: Host> Stream<H> {
     pub(crate) fn never_sent(&self) {
         self.lock().sm.on_connection_lost();
     }
+
+    /// Client: holds the stream's Header back until its one message (or half-close, or the
+    /// first wait for the server) sends it.
+    pub(crate) fn cork(&self, header: StreamFrame) {
+        self.lock().corked = Some(Box::new(header));
+    }
+
+    /// Client: writes the held-back Header now (the stream waits for the server before it
+    /// sent anything).
+    fn uncork(&self, st: &mut State) -> Result<(), Status> {
+        match st.corked.take() {
+            Some(header) => self.write_frame(&header),
+            None => Ok(()),
+        }
+    }
+
+    /// Client, one-shot request: the held-back Header, the message and (if `close`) the
+    /// half-close as one batch. The caller has moved the state machine past the Data.
+    fn send_one_shot(
+        &self,
+        st: &mut State,
+        header: &StreamFrame,
+        msg: &mut dyn Encodable,
+    ) -> Result<(), Status> {
+        let max = self.host.limits().max_frame_size;
+        let mut msg = Some(msg);
+        let mut result = Ok(());
+        self.host.sink().append_batch(&mut |w| {
+            result = w.frame(header);
+            if result.is_err() {
+                return;
+            }
+            if let Some(msg) = msg.take() {
+                result = self.with_data_head(|head| w.data(head, msg, max));
+            }
+            if result.is_ok() && st.sm.send(FrameKind::Trailer).is_ok() {
+                let _ = w.frame(&StreamFrame::close_send(
+                    self.id,
+                    self.name(),
+                    self.protocol,
+                ));
+            }
+        });
+        result.map_err(|e| self.host.sink_error(e))
+    }
 }
 
 impl<H: Host> Drop for Stream<H> {
@@ -511,11 +561,17 @@ impl<H: Host> ClientStreamRaw for Stream<H> {
         if st.sm.send(FrameKind::Data).is_err() {
             return Err(self.finished_error(&st));
         }
+        if let Some(header) = st.corked.take() {
+            // The one message of a one-shot request: it goes out with its Header and the
+            // half-close (the core's `close_send` that follows finds it done).
+            return self.send_one_shot(&mut st, &header, msg);
+        }
         self.write_data(msg)
     }
 
     fn close_send(&self) -> Result<(), Status> {
         let mut st = self.lock();
+        self.uncork(&mut st)?;
         // Refused once the stream finished: nothing is left to half-close.
         if st.sm.send(FrameKind::Trailer).is_ok() {
             self.write_frame(&StreamFrame::close_send(
@@ -529,6 +585,12 @@ impl<H: Host> ClientStreamRaw for Stream<H> {
 
     fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent> {
         let mut st = self.lock();
+        if st.corked.is_some() {
+            // Waiting for the server before sending: the server must hear of the stream.
+            if let Err(status) = self.uncork(&mut st) {
+                return Poll::Ready(ClientEvent::End(status, Metadata::new()));
+            }
+        }
         let rx = &mut st.rx;
         if let Some(h) = rx.header.take() {
             return Poll::Ready(ClientEvent::Header(h));
@@ -556,7 +618,12 @@ impl<H: Host> ClientStreamRaw for Stream<H> {
             _ => kitex_code::USER_CANCEL,
         };
         let mut st = self.lock();
-        self.send_reset(&mut st, status, code);
+        if st.corked.take().is_some() {
+            // The server never heard of this stream: nothing to cancel on the wire.
+            st.sm.on_connection_lost();
+        } else {
+            self.send_reset(&mut st, status, code);
+        }
         self.clear_queue(&mut st.rx);
         drop(st);
         self.host.remove(self.id, self);
