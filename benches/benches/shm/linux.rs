@@ -308,25 +308,29 @@ fn setup_row(kind: &str, n: usize, pin: bool) -> Result<Vec<f64>, String> {
 }
 
 fn serve_echo(kind: &str, path: &str) {
-    rt().block_on(async move {
-        let listener = Listener::new(examples::server());
-        let running = if kind == "shm" {
-            listener
-                .protocol(rpc_transport_shm::ShmProtocol::default())
-                .bind(rpc_core::Address::Shm(path.into()))
-                .await
-        } else {
-            listener
-                .protocol(rpc_transport_ttheader::TtHeaderProtocol::default())
-                .bind(rpc_core::Address::unix(path))
-                .await
-        }
-        .expect("bind")
-        .start();
-        println!("ready");
-        std::future::pending::<()>().await;
-        drop(running);
-    });
+    rt().block_on(serve_until_killed(examples::server(), kind, path));
+}
+
+/// Serves `server` on `shm://path` (`kind` "shm") or TTHeader over the Unix socket `path`,
+/// says "ready", and runs until the process is killed.
+async fn serve_until_killed(server: Server, kind: &str, path: &str) {
+    let listener = Listener::new(server);
+    let running = if kind == "shm" {
+        listener
+            .protocol(rpc_transport_shm::ShmProtocol::default())
+            .bind(rpc_core::Address::Shm(path.into()))
+            .await
+    } else {
+        listener
+            .protocol(rpc_transport_ttheader::TtHeaderProtocol::default())
+            .bind(rpc_core::Address::unix(path))
+            .await
+    }
+    .expect("bind")
+    .start();
+    println!("ready");
+    std::future::pending::<()>().await;
+    drop(running);
 }
 
 fn setup_client(kind: &str, path: &str, n: &str) {
@@ -385,23 +389,7 @@ fn serve(kind: &str, path: &str) {
         match kind {
             "shm" | "uds" => {
                 let server = Server::builder().add_service(Blob).build();
-                let listener = Listener::new(server);
-                let running = if kind == "shm" {
-                    listener
-                        .protocol(rpc_transport_shm::ShmProtocol::default())
-                        .bind(rpc_core::Address::Shm(path.into()))
-                        .await
-                } else {
-                    listener
-                        .protocol(rpc_transport_ttheader::TtHeaderProtocol::default())
-                        .bind(rpc_core::Address::unix(path))
-                        .await
-                }
-                .expect("bind")
-                .start();
-                println!("ready");
-                std::future::pending::<()>().await;
-                drop(running);
+                serve_until_killed(server, kind, path).await;
             }
             _ => shmipc_serve(kind, path).await,
         }
