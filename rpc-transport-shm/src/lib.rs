@@ -102,6 +102,8 @@ pub mod setup;
 #[cfg(all(target_os = "linux", not(loom)))]
 mod stats;
 #[cfg(all(target_os = "linux", not(loom)))]
+pub mod stream;
+#[cfg(all(target_os = "linux", not(loom)))]
 mod sys;
 
 #[cfg(all(target_os = "linux", not(loom)))]
@@ -117,6 +119,8 @@ pub use server::ShmProtocol;
 pub use setup::{Sizes, DEFAULT_MAX_REGION_BYTES};
 #[cfg(all(target_os = "linux", not(loom)))]
 pub use stats::ShmStats;
+#[cfg(all(target_os = "linux", not(loom)))]
+pub use stream::{ShmStream, ShmStreamBuilder, ShmStreamListener};
 
 #[cfg(all(test, target_os = "linux", not(loom)))]
 mod tests;

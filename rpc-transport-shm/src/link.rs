@@ -63,13 +63,13 @@ use crate::stats::ShmStats;
 /// `poll_ready` reserves it on top of the message.
 const HEAD_ESTIMATE: usize = 128;
 /// Descriptors the reader handles before it looks at backpressure and returned space.
-const BATCH: usize = 64;
+pub(crate) const BATCH: usize = 64;
 /// The reader spins (`yield_now`, so the runtime's other tasks keep running) at least this
 /// long on an empty ring before it parks: a peer answering within it costs no wakeup.
-const MIN_SPIN: std::time::Duration = std::time::Duration::from_micros(2);
+pub(crate) const MIN_SPIN: std::time::Duration = std::time::Duration::from_micros(2);
 /// At most this long: the spin doubles each time it catches a frame and halves each time it
 /// ends in parking, between the two bounds.
-const MAX_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+pub(crate) const MAX_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// The ttstream session over shared memory.
 pub type ShmSession = Session<ShmSink>;

@@ -42,6 +42,9 @@ pub const VERSION: u16 = 2;
 pub const FEATURE_FALLBACK: u32 = 1;
 /// Feature bit: small frames inline in descriptors.
 pub const FEATURE_INLINE: u32 = 2;
+/// Feature bit: the session is a byte stream (`ShmStream`), not a ttstream session. Not a
+/// negotiable option but the mode: a server serves one mode and rejects a hello of the other.
+pub const FEATURE_BYTE_STREAM: u32 = 4;
 const FEATURES: u32 = FEATURE_FALLBACK | FEATURE_INLINE;
 
 const MSG_LEN: usize = 64;
@@ -52,6 +55,7 @@ const KIND_REJECT: u16 = 4;
 /// Reject reasons (in the reject message's feature field).
 const REJECT_VERSION: u32 = 1;
 const REJECT_BUSY: u32 = 2;
+const REJECT_MODE: u32 = 3;
 
 /// The server-wide budget of region bytes (see [`DEFAULT_MAX_REGION_BYTES`]).
 #[derive(Debug)]
@@ -188,14 +192,14 @@ impl Default for Sizes {
 }
 
 impl Sizes {
-    fn valid(&self) -> bool {
+    pub(crate) fn valid(&self) -> bool {
         self.ring_slots.is_power_of_two()
             && (8..=MAX_RING_SLOTS).contains(&self.ring_slots)
             && self.arena_bytes.is_power_of_two()
             && (64 * 1024..=MAX_ARENA_BYTES).contains(&self.arena_bytes)
     }
 
-    fn layout(&self) -> Layout {
+    pub(crate) fn layout(&self) -> Layout {
         let arena_off = ring_bytes(self.ring_slots).div_ceil(PAGE) * PAGE;
         Layout {
             ring_slots: self.ring_slots,
@@ -204,7 +208,7 @@ impl Sizes {
         }
     }
 
-    fn region_len(&self) -> usize {
+    pub(crate) fn region_len(&self) -> usize {
         self.layout().arena_off + self.arena_bytes
     }
 }
@@ -261,12 +265,12 @@ fn proto_err(msg: impl Into<String>) -> std::io::Error {
 
 /// What a finished handshake leaves: our region, the peer's, the two eventfds, the socket.
 pub(crate) struct Established {
-    stream: UnixStream,
-    sizes: Sizes,
-    mine: Arc<Region>,
-    theirs: Arc<Region>,
-    wake_me: OwnedFd,
-    wake_peer: OwnedFd,
+    pub(crate) stream: UnixStream,
+    pub(crate) sizes: Sizes,
+    pub(crate) mine: Arc<Region>,
+    pub(crate) theirs: Arc<Region>,
+    pub(crate) wake_me: OwnedFd,
+    pub(crate) wake_peer: OwnedFd,
 }
 
 #[cfg(test)]
@@ -303,10 +307,20 @@ fn peer_parts(fds: Vec<OwnedFd>, sizes: Sizes) -> std::io::Result<(Arc<Region>, 
 
 /// Client side of the handshake, asking for `want`.
 pub(crate) async fn client(stream: UnixStream, want: Sizes) -> std::io::Result<Established> {
+    client_with(stream, want, 0).await
+}
+
+/// Client side of the handshake in a mode: `mode` is 0 (a ttstream session) or
+/// [`FEATURE_BYTE_STREAM`].
+pub(crate) async fn client_with(
+    stream: UnixStream,
+    want: Sizes,
+    mode: u32,
+) -> std::io::Result<Established> {
     let hello = Msg {
         kind: KIND_HELLO,
         version: VERSION,
-        features: FEATURES,
+        features: FEATURES | mode,
         sizes: want,
         region_len: 0,
     };
@@ -319,6 +333,11 @@ pub(crate) async fn client(stream: UnixStream, want: Sizes) -> std::io::Result<E
             std::io::Error::new(
                 std::io::ErrorKind::ConnectionRefused,
                 "server has no shared memory left for another session",
+            )
+        } else if accept.features == REJECT_MODE {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "server serves the other shared-memory mode (byte streams vs. RPC sessions)",
             )
         } else {
             proto_err(format!(
@@ -334,6 +353,7 @@ pub(crate) async fn client(stream: UnixStream, want: Sizes) -> std::io::Result<E
         || sizes.ring_slots > want.ring_slots
         || sizes.arena_bytes > want.arena_bytes
         || accept.region_len != sizes.region_len() as u64
+        || accept.features & FEATURE_BYTE_STREAM != mode
     {
         return Err(proto_err(format!("bad handshake reply {accept:?}")));
     }
@@ -377,6 +397,18 @@ pub(crate) async fn server(
     budget: &Arc<RegionBudget>,
     bytes: Option<&Arc<ByteBudget>>,
 ) -> std::io::Result<(Established, Held)> {
+    server_with(stream, prefix, max, budget, bytes, 0).await
+}
+
+/// Server side in a mode (see [`client_with`]): a hello of the other mode is rejected.
+pub(crate) async fn server_with(
+    stream: UnixStream,
+    prefix: &[u8],
+    max: Sizes,
+    budget: &Arc<RegionBudget>,
+    bytes: Option<&Arc<ByteBudget>>,
+    mode: u32,
+) -> std::io::Result<(Established, Held)> {
     let mut b = [0u8; MSG_LEN];
     let have = prefix.len().min(MSG_LEN);
     if prefix.len() > MSG_LEN {
@@ -409,6 +441,12 @@ pub(crate) async fn server(
             "client speaks version {}, we speak {VERSION}",
             hello.version
         )));
+    }
+    if hello.features & FEATURE_BYTE_STREAM != mode {
+        let _ = sys::send_with_fds(&stream, &reject(REJECT_MODE).encode(), &[]).await;
+        return Err(proto_err(
+            "client asked for the other shared-memory mode (byte streams vs. RPC sessions)",
+        ));
     }
     let sizes = Sizes {
         ring_slots: hello.sizes.ring_slots.min(max.ring_slots),
@@ -444,7 +482,7 @@ pub(crate) async fn server(
     let accept = Msg {
         kind: KIND_ACCEPT,
         version: VERSION,
-        features: hello.features & FEATURES,
+        features: hello.features & (FEATURES | mode),
         sizes,
         region_len: sizes.region_len() as u64,
     };
