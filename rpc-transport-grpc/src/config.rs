@@ -4,7 +4,7 @@ use std::time::Duration;
 
 #[cfg(feature = "tls")]
 use rpc_core::net::TlsClientConfig;
-use rpc_core::net::{ConnectOptions, TcpKeepalive};
+use rpc_core::net::{ConnectOptions, Connector, TcpKeepalive};
 
 use crate::compression::Compression;
 
@@ -168,6 +168,10 @@ pub struct GrpcClientConfig {
     /// TCP keepalive on each connection (on by default, [`TcpKeepalive::default`]); `None`
     /// turns it off.
     pub tcp_keepalive: Option<TcpKeepalive>,
+    /// Dials connections instead of TCP / Unix sockets (`None`, the default), e.g.
+    /// `rpc_transport_shm::stream::connector()` for HTTP/2 over shared memory at `shm://`
+    /// addresses. See `rpc_core::net::ConnectOptions::connector`.
+    pub connector: Option<Connector>,
 }
 
 impl Default for GrpcClientConfig {
@@ -189,6 +193,7 @@ impl Default for GrpcClientConfig {
             #[cfg(feature = "tls")]
             tls: None,
             tcp_keepalive: Some(TcpKeepalive::default()),
+            connector: None,
         }
     }
 }
@@ -259,13 +264,20 @@ impl GrpcClientConfig {
         self
     }
 
+    /// Sets [`GrpcClientConfig::connector`].
+    pub fn connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
     /// How connections are made: [`GrpcClientConfig::connect_timeout`],
     /// [`GrpcClientConfig::tcp_keepalive`] and [`GrpcClientConfig::tls`], for
     /// `rpc_core::net::Io::connect_with`.
     pub fn connect_options(&self) -> ConnectOptions {
         let options = ConnectOptions::new()
             .timeout(self.connect_timeout)
-            .keepalive(self.tcp_keepalive);
+            .keepalive(self.tcp_keepalive)
+            .connector(self.connector.clone());
         #[cfg(feature = "tls")]
         let options = options.tls(self.tls.clone());
         options

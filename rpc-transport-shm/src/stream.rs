@@ -8,10 +8,12 @@
 //! travels differs: a descriptor carries a chunk of the stream, not a frame.
 //!
 //! - **Write**: bytes are copied into the current block of our arena; the block is published
-//!   (one descriptor) when it is full or on `flush`/`shutdown`, so many small writes (HTTP/2
-//!   writes many small frames) cost one descriptor and at most one wake-up per flush. A block
-//!   is sized for the write that opens it (a power of two between [`MIN_CHUNK`] and the
-//!   builder's `max_chunk`). Like a `BufWriter`: **bytes not flushed are not sent**.
+//!   (one descriptor) when it is full, on `flush`/`shutdown`, or — for protocols that never
+//!   flush because a socket does not need it (TTHeader's writer) — by the pump once the
+//!   writing task has yielded (a zero-delay Nagle). So the small writes of one burst (HTTP/2
+//!   writes many small frames) cost one descriptor and at most one wake-up. A block is sized
+//!   for the write that opens it (a power of two between [`MIN_CHUNK`] and the builder's
+//!   `max_chunk`).
 //! - **Backpressure**: with the ring or the arena full, `poll_write` returns `Pending` until
 //!   the peer pops descriptors or returns blocks; never an error, never a drop.
 //! - **Read**: a task per stream (the *pump*) pops descriptors: a chunk is queued (it stays
@@ -44,7 +46,10 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
+
+use rpc_core::net::{Connector, Io};
+use rpc_core::{Address, Peer};
 
 use crate::arena::{Arena, MIN_ORDER};
 use crate::link::{Layout, BATCH, MAX_SPIN, MIN_SPIN};
@@ -55,6 +60,20 @@ use crate::setup::{
     HANDSHAKE_TIMEOUT,
 };
 use crate::sys;
+
+/// [`ShmStreamBuilder::connector`] with the default sizes: HTTP/2 (our gRPC client), TTHeader
+/// or any client built on `rpc_core::net::Io::connect_with` over shared memory.
+///
+/// ```no_run
+/// # fn f() {
+/// use rpc_transport_grpc::{GrpcClient, GrpcClientConfig};
+/// let cfg = GrpcClientConfig::default().connector(rpc_transport_shm::stream::connector());
+/// let client = GrpcClient::with_config(rpc_core::Address::shm("/tmp/grpc.shm"), cfg);
+/// # }
+/// ```
+pub fn connector() -> Connector {
+    ShmStreamBuilder::default().connector()
+}
 
 /// Default descriptor slots per ring of a byte stream: 256 × 128 B = 32 KiB. Chunks are at
 /// least [`MIN_CHUNK`] bytes, so the arena fills before the ring does under any bulk load.
@@ -194,6 +213,32 @@ impl ShmStreamBuilder {
         ShmStream::start(e, self.max_chunk, None)
     }
 
+    /// A connector for our transports' clients (`rpc_core::net::ConnectOptions::connector`,
+    /// `GrpcClientConfig::connector`, TTHeader's `ClientBuilder::connect_options`): it dials
+    /// `shm://PATH` addresses with a [`ShmStream`] of these sizes (the peer is
+    /// `Peer::Shm(PATH)`); any other address is `Unsupported`.
+    pub fn connector(&self) -> Connector {
+        let builder = self.clone();
+        Connector::new(move |addr: &Address| {
+            let builder = builder.clone();
+            let addr = addr.clone();
+            Box::pin(async move {
+                match addr {
+                    Address::Shm(path) => {
+                        let s = builder.connect(&path).await?;
+                        Ok((Io::boxed(s), Peer::Shm(path)))
+                    }
+                    other => Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        format!(
+                            "{other}: the shared-memory stream connector dials shm:// addresses only"
+                        ),
+                    )),
+                }
+            })
+        })
+    }
+
     /// Binds a listener at `path` (a Unix socket; a socket file left there by an earlier run
     /// is replaced, any other file is an `AddrInUse` error). Needs a tokio runtime.
     pub fn bind(&self, path: impl AsRef<Path>) -> io::Result<ShmStreamListener> {
@@ -256,6 +301,11 @@ struct Shared {
     wake_peer: OwnedFd,
     /// The peer is gone or the stream failed: writes fail with `BrokenPipe`.
     broken: AtomicBool,
+    /// A write left a partly filled block unpublished: the pump publishes it once the
+    /// writing task has yielded (see the module docs, "Write").
+    dirty: AtomicBool,
+    /// Wakes a parked pump for `dirty`.
+    publish_soon: Notify,
     max_chunk: usize,
     /// Received chunks queued at most (see the module docs, "Bounds").
     max_queue: usize,
@@ -482,6 +532,9 @@ impl Shared {
         if self.push_releases(&mut tx)? {
             self.announce(&tx);
         }
+        if self.dirty.load(Ordering::Acquire) {
+            self.publish_dirty(&mut tx)?;
+        }
         if let Some(w) = tx.waker.take() {
             w.wake();
         }
@@ -493,9 +546,9 @@ impl Shared {
 /// AsyncWrite`, so HTTP/2, TTHeader or any tokio protocol runs over it. Open one with
 /// [`ShmStream::connect`] (or [`ShmStream::builder`]) to a [`ShmStreamListener`].
 ///
-/// Writes are buffered in shared memory until a block fills or the stream is flushed: call
-/// `flush` (or `shutdown`) when the peer should see what was written, as with a
-/// `BufWriter`. See the crate docs, "Byte-stream mode".
+/// Writes are coalesced in shared memory until a block fills, the stream is flushed, or the
+/// writing task yields (then the stream's own task sends them, as a socket would have): a
+/// `flush` sends at once. See the crate docs, "Byte-stream mode".
 pub struct ShmStream {
     shared: Arc<Shared>,
     pump: tokio::task::AbortHandle,
@@ -580,6 +633,8 @@ impl ShmStream {
             peer_flags,
             wake_peer,
             broken: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+            publish_soon: Notify::new(),
             max_chunk,
             max_queue: (layout.arena_len >> MIN_ORDER).max(1),
         });
@@ -627,6 +682,10 @@ impl ShmStream {
             }
             let n = s.write(&mut tx, bufs).map_err(ring_err)?;
             if n > 0 {
+                if matches!(tx.cur, Some(b) if b.len > 0) && !s.dirty.swap(true, Ordering::AcqRel)
+                {
+                    s.publish_soon.notify_one();
+                }
                 return Poll::Ready(Ok(n));
             }
             // Nothing fit: a full block waits for a ring slot, or the arena has no block.
@@ -670,6 +729,18 @@ impl ShmStream {
 }
 
 impl Shared {
+    /// Publishes a block a write left partly filled (the writer did not flush): what a
+    /// socket would have sent by now.
+    fn publish_dirty(&self, tx: &mut Tx) -> Result<(), RingError> {
+        self.dirty.store(false, Ordering::Release);
+        if !tx.shut && !self.publish(tx)? {
+            // Ring full: retried when the peer pops (it wakes us) or by the writer's flush.
+            self.dirty.store(true, Ordering::Release);
+            tx.producer.set_waiting()?;
+        }
+        Ok(())
+    }
+
     /// Pushes the end marker (after the current block); `false` when the ring is full.
     fn push_end(&self, tx: &mut Tx) -> Result<bool, RingError> {
         if !self.publish(tx)? {
@@ -869,12 +940,23 @@ impl Pump {
                 }
                 continue;
             }
+            if shared.dirty.load(Ordering::Acquire) {
+                // Let the writing task finish its burst first (its writes coalesce), then send
+                // what it did not flush.
+                tokio::task::yield_now().await;
+                shared
+                    .publish_dirty(&mut lock(&shared.tx))
+                    .map_err(ring_err)?;
+                continue;
+            }
             // Nothing: spin a little (the peer may be about to answer), then park.
             let mut found = false;
             let until = std::time::Instant::now() + spin;
             loop {
                 tokio::task::yield_now().await;
-                if !self.consumer.is_empty().map_err(ring_err)? {
+                if !self.consumer.is_empty().map_err(ring_err)?
+                    || shared.dirty.load(Ordering::Acquire)
+                {
                     found = true;
                     break;
                 }
@@ -912,6 +994,7 @@ impl Pump {
                         Err(_) => Some(Gone::Closed),
                     }
                 }
+                () = shared.publish_soon.notified() => None,
                 r = async {
                     match &self.pidfd {
                         Some(fd) => fd.readable().await.map(drop),
@@ -1006,6 +1089,29 @@ impl ShmStreamListener {
     /// Region bytes committed to this listener's live streams now.
     pub fn region_bytes(&self) -> usize {
         self.budget.used()
+    }
+
+    /// The streams with their peer (`Peer::Shm(path)`), for
+    /// `rpc_core::serve::Listener::incoming`: every protocol of a listener (gRPC, TTHeader)
+    /// served over shared-memory byte streams.
+    ///
+    /// ```no_run
+    /// # async fn f(server: rpc_core::Server) -> std::io::Result<()> {
+    /// use rpc_core::serve::Listener;
+    /// use rpc_transport_shm::ShmStreamListener;
+    /// let path = "/tmp/grpc.shm";
+    /// let running = Listener::new(server)
+    ///     .protocol(rpc_transport_grpc::GrpcProtocol::default())
+    ///     .incoming(rpc_core::Address::shm(path), ShmStreamListener::bind(path)?.into_incoming())
+    ///     .start();
+    /// # Ok(()) }
+    /// ```
+    pub fn into_incoming(
+        self,
+    ) -> impl futures::Stream<Item = io::Result<(ShmStream, Peer)>> + Send + 'static {
+        use futures::StreamExt;
+        let peer = Peer::Shm(self.path.clone());
+        self.map(move |r| r.map(|s| (s, peer.clone())))
     }
 }
 

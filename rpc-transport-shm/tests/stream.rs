@@ -183,6 +183,22 @@ async fn many_small_writes() {
     assert!(got == expected, "bytes differ");
 }
 
+/// A writer that never flushes (as over a socket, where `write_all` alone sends): its bytes
+/// still arrive, sent by the stream's own task once the writer yields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unflushed_writes_arrive() {
+    let (mut a, mut b) = pair("unflushed", ShmStream::builder()).await;
+    within("unflushed bytes", async {
+        for i in 0..50u8 {
+            a.write_all(&[i; 33]).await.unwrap();
+            let mut got = [0u8; 33];
+            b.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, [i; 33]);
+        }
+    })
+    .await;
+}
+
 /// Half-close: the client shuts its side down; the server reads every byte, then EOF, and
 /// can still answer; the client reads the answer and then EOF once the server shuts down.
 /// Writing after shutdown is an error.

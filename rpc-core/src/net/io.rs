@@ -18,6 +18,46 @@ use super::{Address, TcpKeepalive};
 use super::{TlsClientConfig, TlsPeer};
 use crate::Peer;
 
+/// Dials a connection in place of the built-in TCP and Unix-socket connect (see
+/// [`ConnectOptions::connector`]): a byte stream of any kind for an address, e.g. a
+/// shared-memory byte stream for `shm://` (`rpc_transport_shm::stream::connector`), so a
+/// transport's client runs over it unchanged. Cheap to clone.
+#[derive(Clone)]
+pub struct Connector(
+    Arc<
+        dyn Fn(&Address) -> crate::transport::BoxFuture<'static, io::Result<(Io, Peer)>>
+            + Send
+            + Sync,
+    >,
+);
+
+impl Connector {
+    /// A connector dialing with `dial`.
+    pub fn new<F>(dial: F) -> Connector
+    where
+        F: Fn(&Address) -> crate::transport::BoxFuture<'static, io::Result<(Io, Peer)>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        Connector(Arc::new(dial))
+    }
+
+    /// Dials `addr`.
+    pub fn dial(
+        &self,
+        addr: &Address,
+    ) -> crate::transport::BoxFuture<'static, io::Result<(Io, Peer)>> {
+        (self.0)(addr)
+    }
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connector")
+    }
+}
+
 /// How a client connects: the timeout, TCP keepalive and TLS. Transports keep one in their
 /// client configuration and pass it to [`Io::connect_with`], so every transport gets TLS and
 /// keepalive the same way.
@@ -32,6 +72,10 @@ pub struct ConnectOptions {
     /// TLS, if the server serves it (off by default).
     #[cfg(feature = "tls")]
     pub tls: Option<TlsClientConfig>,
+    /// Dials instead of the built-in connect (`None`, the default: TCP for `tcp://`, a Unix
+    /// socket for `unix://`). Keepalive is then the connector's business; TLS, if set, still
+    /// runs over what it returns; the timeout covers both.
+    pub connector: Option<Connector>,
 }
 
 /// How long a client waits for a connection to be established (TCP connect, name resolution
@@ -46,6 +90,7 @@ impl Default for ConnectOptions {
             keepalive: Some(TcpKeepalive::default()),
             #[cfg(feature = "tls")]
             tls: None,
+            connector: None,
         }
     }
 }
@@ -72,6 +117,12 @@ impl ConnectOptions {
     #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: Option<TlsClientConfig>) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Dials with `connector` instead of the built-in connect (`None`: built-in).
+    pub fn connector(mut self, connector: Option<Connector>) -> Self {
+        self.connector = connector;
         self
     }
 }
@@ -280,12 +331,14 @@ impl Io {
     /// only add latency) and keepalive. With TLS the connection returned is encrypted and the
     /// peer is [`Peer::Tls`]; a handshake failure is an error naming the address (a server
     /// that does not speak TLS shows as the connection closed during the handshake).
-    /// `shm://` is not a socket address: `Unsupported`.
+    /// `shm://` is not a socket address: `Unsupported` (unless `options` carry a
+    /// [`Connector`], which then dials every address).
     pub async fn connect_with(addr: &Address, options: &ConnectOptions) -> io::Result<(Io, Peer)> {
         let timeout = options.timeout;
         let connect = async {
-            let (io, peer) = match addr {
-                Address::Tcp { .. } => {
+            let (io, peer) = match (addr, &options.connector) {
+                (_, Some(c)) => c.dial(addr).await?,
+                (Address::Tcp { .. }, None) => {
                     let mut last = None;
                     let mut connected = None;
                     for a in addr.resolve().await? {
@@ -310,14 +363,14 @@ impl Io {
                         }
                     }
                 }
-                Address::Unix(path) => (
+                (Address::Unix(path), None) => (
                     Io::new(IoStream::Unix(UnixStream::connect(path).await?)),
                     Peer::Unix(Some(path.clone())),
                 ),
-                Address::Shm(_) => {
+                (Address::Shm(_), None) => {
                     return Err(io::Error::new(
                         io::ErrorKind::Unsupported,
-                        format!("{addr}: shared memory is not a socket; use the shm transport"),
+                        format!("{addr}: shared memory is not a socket; use the shm transport (or a shared-memory byte stream as the connector)"),
                     ))
                 }
             };

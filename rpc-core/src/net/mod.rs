@@ -17,7 +17,7 @@ pub use crate::keepalive::{
     TcpKeepalive, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_RETRIES, DEFAULT_KEEPALIVE_TIME,
 };
 pub use io::{
-    AsyncIo, CloseHandle, ConnectOptions, Io, IoGuard, IoStream, ReadHalf, WriteHalf,
+    AsyncIo, CloseHandle, ConnectOptions, Connector, Io, IoGuard, IoStream, ReadHalf, WriteHalf,
     DEFAULT_CONNECT_TIMEOUT,
 };
 #[cfg(feature = "tls")]

@@ -74,6 +74,9 @@ struct Bound {
 enum Socket {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
+    /// Connections from elsewhere ([`Listener::incoming`]); in a mutex only to be `Sync` like
+    /// the sockets (the accept loop owns it and never locks: `get_mut`).
+    Incoming(Mutex<futures::stream::BoxStream<'static, io::Result<(IoStream, Peer)>>>),
 }
 
 impl Listener {
@@ -141,10 +144,33 @@ impl Listener {
         };
         let addr = match &socket {
             Socket::Tcp(l) => Address::from(l.local_addr()?),
-            Socket::Unix(..) => addr,
+            Socket::Unix(..) | Socket::Incoming(_) => addr,
         };
         self.bound.push(Bound { addr, socket, tls });
         Ok(self)
+    }
+
+    /// Serves the connections `incoming` yields as if accepted on a bound address: any byte
+    /// streams (a shared-memory `ShmStreamListener`'s, an in-memory pipe's) get this
+    /// listener's protocols, detection, limits (`max_connections` applies to the source as to
+    /// an address: at the cap it is not polled) and graceful shutdown. `addr` names the
+    /// source in [`Listener::local_addrs`] and logs. An `Err` item is logged and skipped as
+    /// an accept error is; the source ending stops it (the others go on).
+    pub fn incoming<S, T>(mut self, addr: Address, incoming: S) -> Listener
+    where
+        S: futures::Stream<Item = io::Result<(T, Peer)>> + Send + 'static,
+        T: crate::net::AsyncIo,
+    {
+        use futures::StreamExt;
+        let stream = incoming
+            .map(|r| r.map(|(io, peer)| (IoStream::Boxed(Box::new(io)), peer)))
+            .boxed();
+        self.bound.push(Bound {
+            addr,
+            socket: Socket::Incoming(Mutex::new(stream)),
+            tls: None,
+        });
+        self
     }
 
     /// The bound addresses, in bind order (a `tcp://` address with its actual port).
@@ -382,7 +408,7 @@ impl Drop for Slot {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: Socket) {
+async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, mut socket: Socket) {
     let shutdown = shared.shutdown();
     loop {
         // At the cap, stop accepting until a connection closes (see the module docs).
@@ -394,7 +420,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: 
             () = shutdown.reached(Phase::Draining) => break,
         };
         let accepted = tokio::select! {
-            r = accept(&socket, shared.server.limits()) => r,
+            r = next_conn(&mut socket, shared.server.limits()) => match r {
+                Some(r) => r,
+                // An incoming source ended.
+                None => break,
+            },
             () = shutdown.reached(Phase::Draining) => break,
         };
         match accepted {
@@ -414,6 +444,20 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: 
         if let Err(e) = std::fs::remove_file(&path) {
             tracing::debug!(path = %path.display(), error = %e, "could not remove the socket file");
         }
+    }
+}
+
+/// The next connection; `None` once an incoming source ended.
+async fn next_conn(
+    socket: &mut Socket,
+    limits: &ServerLimits,
+) -> Option<io::Result<(IoStream, Peer)>> {
+    match socket {
+        Socket::Incoming(s) => {
+            let s = s.get_mut().unwrap_or_else(|e| e.into_inner());
+            futures::StreamExt::next(s).await
+        }
+        s => Some(accept(s, limits).await),
     }
 }
 
@@ -442,6 +486,8 @@ async fn accept(socket: &Socket, limits: &ServerLimits) -> io::Result<(IoStream,
             let (s, _) = l.accept().await?;
             Ok((IoStream::Unix(s), Peer::Unix(Some(path.clone()))))
         }
+        // Taken by `next_conn` (never reaches here).
+        Socket::Incoming(_) => Err(io::ErrorKind::Unsupported.into()),
     }
 }
 
