@@ -25,6 +25,48 @@
 //! - `link` (Linux): the data plane — the ttstream session's `FrameSink` over the ring and
 //!   arena, the reader task, wakeups, backpressure, the socket fallback, peer death.
 //! - `setup` (Linux): the handshake; `sys` (Linux): memfd, seals, mmap, eventfd, `SCM_RIGHTS`.
+//! - [`stream`] (Linux): the byte-stream mode (below) over the same rings, arenas and set-up.
+//!
+//! # Byte-stream mode
+//!
+//! [`ShmStream`] is a full-duplex byte stream over the same regions (Linux):
+//! `tokio::io::AsyncRead + AsyncWrite`, so any tokio protocol runs over shared memory —
+//! HTTP/2 with `h2`, our gRPC and TTHeader transports, a user's own. [`ShmStream::connect`]
+//! dials a [`ShmStreamListener`] (bound at a Unix socket path, `accept` or a
+//! `futures::Stream` of streams); [`ShmStream::builder`] sets the ring, arena and chunk
+//! sizes. Our transports take it through two hooks in `rpc-core`:
+//!
+//! ```no_run
+//! # async fn run(server: rpc_core::Server) -> Result<(), Box<dyn std::error::Error>> {
+//! use rpc_core::{serve::Listener, Address};
+//! use rpc_transport_grpc::{GrpcClient, GrpcClientConfig, GrpcProtocol};
+//! use rpc_transport_shm::{stream, ShmStreamListener};
+//!
+//! let path = "/tmp/grpc.shm";
+//! // Server: every protocol of the listener, served on the accepted streams.
+//! let running = Listener::new(server)
+//!     .protocol(GrpcProtocol::default())
+//!     .incoming(Address::shm(path), ShmStreamListener::bind(path)?.into_incoming())
+//!     .start();
+//! // Client: HTTP/2 dialled through the stream connector.
+//! let cfg = GrpcClientConfig::default().connector(stream::connector());
+//! let client = GrpcClient::with_config(Address::shm(path), cfg);
+//! # Ok(()) }
+//! ```
+//!
+//! (TTHeader: `TtHeaderClient::builder(addr).connect_options(ConnectOptions::new()
+//! .connector(Some(stream::connector())))`.) The handshake is the RPC sessions' with the mode
+//! in its features ([`setup::FEATURE_BYTE_STREAM`]): a stream and an RPC session never pair
+//! up (`ConnectionRefused`). A write copies into the current arena block, published when it
+//! fills, on `flush`, or — for protocols that never flush, as sockets allow — by the stream's
+//! task once the writer yields, so a burst of small writes (HTTP/2 frames) is one descriptor;
+//! a full ring or arena makes `poll_write` wait. `poll_read` copies out of the peer's arena
+//! and returns each block once read whole. `shutdown` is a half-close (the peer reads EOF
+//! after the last byte); a dropped stream reads as EOF too, a killed peer as
+//! `ConnectionReset` (socket EOF or its pidfd; never a hang), and writes to a gone peer fail
+//! with `BrokenPipe`. Memory is the two regions (4 MiB arenas by default,
+//! [`stream::DEFAULT_STREAM_ARENA_BYTES`]); the queue of received chunks is bounded by the
+//! peer's arena. See [`stream`] for the details and limits.
 //!
 //! # Memory bound
 //!

@@ -415,7 +415,10 @@ impl Shared {
                 self.block_mut(tx, b)[b.len..b.len + n].copy_from_slice(&rest[..n]);
                 rest = &rest[n..];
                 written += n;
-                tx.cur = Some(Block { len: b.len + n, ..b });
+                tx.cur = Some(Block {
+                    len: b.len + n,
+                    ..b
+                });
             }
         }
         // A full block goes out now (publishing stops at the first write that cannot go on,
@@ -586,11 +589,7 @@ impl ShmStream {
         lock(&self.shared.tx).arena.in_use()
     }
 
-    fn start(
-        e: setup::Established,
-        max_chunk: usize,
-        held: Option<Held>,
-    ) -> io::Result<ShmStream> {
+    fn start(e: setup::Established, max_chunk: usize, held: Option<Held>) -> io::Result<ShmStream> {
         let setup::Established {
             stream,
             sizes,
@@ -682,8 +681,7 @@ impl ShmStream {
             }
             let n = s.write(&mut tx, bufs).map_err(ring_err)?;
             if n > 0 {
-                if matches!(tx.cur, Some(b) if b.len > 0) && !s.dirty.swap(true, Ordering::AcqRel)
-                {
+                if matches!(tx.cur, Some(b) if b.len > 0) && !s.dirty.swap(true, Ordering::AcqRel) {
                     s.publish_soon.notify_one();
                 }
                 return Poll::Ready(Ok(n));
@@ -1045,7 +1043,10 @@ impl ShmStreamListener {
             Ok(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
-                    format!("{}: a file that is not a socket is in the way", path.display()),
+                    format!(
+                        "{}: a file that is not a socket is in the way",
+                        path.display()
+                    ),
                 ))
             }
             Err(_) => {}
@@ -1161,14 +1162,7 @@ async fn accept_loop(
         let (cfg, budget, out) = (cfg.clone(), budget.clone(), out.clone());
         handshakes.spawn(async move {
             let _permit = permit;
-            let hs = setup::server_with(
-                socket,
-                &[],
-                cfg.sizes,
-                &budget,
-                None,
-                FEATURE_BYTE_STREAM,
-            );
+            let hs = setup::server_with(socket, &[], cfg.sizes, &budget, None, FEATURE_BYTE_STREAM);
             let r = match tokio::time::timeout(HANDSHAKE_TIMEOUT, hs).await {
                 Ok(r) => r,
                 Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "handshake timeout")),
@@ -1180,5 +1174,108 @@ async fn accept_loop(
                 Err(e) => tracing::debug!(error = %e, "shared memory stream handshake failed"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair(name: &str) -> (ShmStream, ShmStream) {
+        let path = std::env::temp_dir().join(format!(
+            "rpc-shm-stream-unit-{name}-{}.sock",
+            std::process::id()
+        ));
+        let mut l = ShmStreamListener::bind(&path).unwrap();
+        let (c, s) = tokio::join!(ShmStream::connect(&path), l.accept());
+        (c.unwrap(), s.unwrap())
+    }
+
+    /// Pushes `slot` into `from`'s ring as a hostile peer would, and wakes the other side.
+    fn push_raw(from: &ShmStream, slot: Slot) {
+        let s = &*from.shared;
+        let mut tx = lock(&s.tx);
+        assert!(tx.producer.push(&slot).unwrap());
+        tx.producer.take_parked();
+        s.signal_peer();
+    }
+
+    /// Every malformed descriptor ends the stream with `InvalidData` on the receiving side's
+    /// reads and `BrokenPipe` on its writes — never a panic or a hang.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_descriptors_are_typed_errors() {
+        let bad: [(&str, Slot); 5] = [
+            ("outside the arena", Slot::arena(u32::MAX - 10, 100)),
+            ("empty chunk", Slot::arena(0, 0)),
+            (
+                "inline data",
+                Slot::inline(b"not a stream descriptor").unwrap(),
+            ),
+            ("fallback", Slot::fallback(10)),
+            ("bogus release", Slot::release(&[4096 * 3 + 1]).0),
+        ];
+        for (what, slot) in bad {
+            let (mut a, mut b) = pair("hostile").await;
+            a.write_all(b"ok").await.unwrap();
+            a.flush().await.unwrap();
+            push_raw(&a, slot);
+            let r = tokio::time::timeout(Duration::from_secs(10), async {
+                let mut got = Vec::new();
+                b.read_to_end(&mut got).await.map(|_| got)
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{what}: hang"));
+            let e = r.expect_err(what);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{what}: {e}");
+            let w = b.write_all(b"x").await.and(b.flush().await);
+            assert_eq!(w.unwrap_err().kind(), io::ErrorKind::BrokenPipe, "{what}");
+        }
+    }
+
+    /// A peer flooding chunks it never could have allocated (the same block over and over)
+    /// is cut off at the queue bound instead of growing it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunk_queue_is_bounded() {
+        let (a, mut b) = pair("flood").await;
+        let bound = b.shared.max_queue;
+        let mut pushed = 0;
+        let err = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let full = {
+                    let s = &*a.shared;
+                    let mut tx = lock(&s.tx);
+                    let ok = tx.producer.push(&Slot::arena(0, 1024)).unwrap();
+                    tx.producer.take_parked();
+                    s.signal_peer();
+                    !ok
+                };
+                if full {
+                    tokio::task::yield_now().await;
+                } else {
+                    pushed += 1;
+                }
+                if b.shared.broken.load(Ordering::Acquire) {
+                    break;
+                }
+            }
+            // Reads drain what was queued, then fail.
+            let mut sink = vec![0u8; 1 << 16];
+            loop {
+                match b.read(&mut sink).await {
+                    Ok(0) => panic!("EOF instead of an error"),
+                    Ok(_) => {}
+                    Err(e) => break e,
+                }
+            }
+        })
+        .await
+        .expect("no hang");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(
+            pushed <= bound + 2 * DEFAULT_STREAM_RING_SLOTS,
+            "{pushed} vs {bound}"
+        );
+        assert!(lock(&b.shared.rx).queue.len() <= bound);
     }
 }

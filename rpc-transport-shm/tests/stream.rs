@@ -19,10 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn sock(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "rpc-shm-stream-{name}-{}.sock",
-        std::process::id()
-    ))
+    std::env::temp_dir().join(format!("rpc-shm-stream-{name}-{}.sock", std::process::id()))
 }
 
 async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
@@ -229,7 +226,9 @@ async fn half_close() {
 async fn dropped_peer_is_eof_then_broken_pipe() {
     let (mut c, mut s) = pair(
         "drop",
-        ShmStream::builder().arena_bytes(64 * 1024).max_chunk(16 * 1024),
+        ShmStream::builder()
+            .arena_bytes(64 * 1024)
+            .max_chunk(16 * 1024),
     )
     .await;
     c.write_all(b"last words").await.unwrap();
@@ -253,7 +252,9 @@ async fn dropped_peer_is_eof_then_broken_pipe() {
     // A writer already blocked on the full arena when the peer goes.
     let (c, mut s) = pair(
         "drop-blocked",
-        ShmStream::builder().arena_bytes(64 * 1024).max_chunk(16 * 1024),
+        ShmStream::builder()
+            .arena_bytes(64 * 1024)
+            .max_chunk(16 * 1024),
     )
     .await;
     let writer = tokio::spawn(async move {
@@ -297,7 +298,9 @@ async fn killed_peer_is_connection_reset() {
         .expect("spawn the child");
     let mut s = within("child connects", listener.accept()).await.unwrap();
     let mut got = [0u8; 14];
-    within("child's bytes", s.read_exact(&mut got)).await.unwrap();
+    within("child's bytes", s.read_exact(&mut got))
+        .await
+        .unwrap();
     assert_eq!(&got, b"from the child");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -385,7 +388,9 @@ fn no_leaks() {
             loop {
                 let (f, m) = (open_fds(), region_maps());
                 if f <= fds && m <= maps {
-                    println!("no_leaks: fds {f} (baseline {fds}), region mappings {m} (baseline {maps})");
+                    println!(
+                        "no_leaks: fds {f} (baseline {fds}), region mappings {m} (baseline {maps})"
+                    );
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;

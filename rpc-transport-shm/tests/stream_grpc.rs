@@ -76,14 +76,12 @@ impl Service for Echo {
         if call.method_index() == 0 {
             Box::pin(call.unary::<Raw, Bytes, Bytes, _, _>(|_, req| async move { Ok(req) }))
         } else {
-            Box::pin(
-                call.bidi::<Raw, Bytes, Bytes, _, _>(|_, mut s| async move {
-                    while let Some(m) = s.recv().await? {
-                        s.send(m).await?;
-                    }
-                    Ok(())
-                }),
-            )
+            Box::pin(call.bidi::<Raw, Bytes, Bytes, _, _>(|_, mut s| async move {
+                while let Some(m) = s.recv().await? {
+                    s.send(m).await?;
+                }
+                Ok(())
+            }))
         }
     }
 }
@@ -130,7 +128,10 @@ async fn exercise(c: &Client, name: &str) {
     assert!(bidi.recv().await.expect("end").is_none());
     let calls = (0..16).map(|i| async move {
         let m = payload(10_000 + i * 1000, i as u8);
-        assert!(unary(c, m.clone()).await == m, "{name}: concurrent call {i}");
+        assert!(
+            unary(c, m.clone()).await == m,
+            "{name}: concurrent call {i}"
+        );
     });
     futures::future::join_all(calls).await;
 }
@@ -243,5 +244,8 @@ async fn grpc_and_ttheader_over_shm_streams_and_unix_sockets() {
     }
     drop((grpc_shm, grpc_uds, tt_shm, tt_uds));
     within("shutdown", running.shutdown(Duration::from_secs(5))).await;
-    assert!(!shm_path.exists(), "the stream listener's socket file is removed at shutdown");
+    assert!(
+        !shm_path.exists(),
+        "the stream listener's socket file is removed at shutdown"
+    );
 }

@@ -203,7 +203,12 @@ async fn h2_over_shm_stream_and_unix_socket() {
             tokio::spawn(serve(s));
         }
     });
-    let mut shm = connect(within("shm connect", ShmStream::connect(&path)).await.unwrap()).await;
+    let mut shm = connect(
+        within("shm connect", ShmStream::connect(&path))
+            .await
+            .unwrap(),
+    )
+    .await;
     within("h2 over shm", exercise(&mut shm)).await;
 
     // A Unix socket, the same server code.
