@@ -23,13 +23,11 @@ use crate::Peer;
 /// shared-memory byte stream for `shm://` (`rpc_transport_shm::stream::connector`), so a
 /// transport's client runs over it unchanged. Cheap to clone.
 #[derive(Clone)]
-pub struct Connector(
-    Arc<
-        dyn Fn(&Address) -> crate::transport::BoxFuture<'static, io::Result<(Io, Peer)>>
-            + Send
-            + Sync,
-    >,
-);
+pub struct Connector(Arc<DialFn>);
+
+/// What a [`Connector`] runs: an address in, a connection (and its peer) out.
+type DialFn =
+    dyn Fn(&Address) -> crate::transport::BoxFuture<'static, io::Result<(Io, Peer)>> + Send + Sync;
 
 impl Connector {
     /// A connector dialing with `dial`.
