@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use proptest::prelude::*;
 use rpc_transport_shm::{ShmStream, ShmStreamListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -383,6 +384,12 @@ fn no_leaks() {
                 drop(c);
             }
         }
+        within("region budget released", async {
+            while listener.region_bytes() != 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
         drop(listener);
         within("descriptors and mappings released", async {
             loop {
@@ -398,4 +405,59 @@ fn no_leaks() {
         })
         .await;
     });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Any sequence of writes (sizes up to 100 KB, each followed by a flush or not), read
+    /// with any read sizes, through a 64 KiB arena and an 8-slot ring: the bytes arrive
+    /// exactly, and the end marker after them.
+    #[test]
+    fn any_writes_any_reads(
+        writes in proptest::collection::vec((1usize..100_000, any::<bool>()), 1..30),
+        reads in proptest::collection::vec(1usize..150_000, 1..10),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (sent, got) = rt.block_on(async {
+            let builder = ShmStream::builder()
+                .arena_bytes(64 * 1024)
+                .ring_slots(8)
+                .max_chunk(16 * 1024);
+            let (mut a, mut b) = pair("prop", builder).await;
+            let mut rng = Rng(writes.len() as u64 * 31 + 7);
+            let data: Vec<Vec<u8>> = writes.iter().map(|&(n, _)| rng.bytes(n)).collect();
+            within("proptest case", async {
+                let writer = async {
+                    for (d, &(_, flush)) in data.iter().zip(&writes) {
+                        a.write_all(d).await.unwrap();
+                        if flush {
+                            a.flush().await.unwrap();
+                        }
+                    }
+                    a.shutdown().await.unwrap();
+                };
+                let reader = async {
+                    let mut got = Vec::new();
+                    for i in 0.. {
+                        let mut buf = vec![0u8; reads[i % reads.len()]];
+                        let n = b.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    got
+                };
+                let ((), got) = tokio::join!(writer, reader);
+                (data.concat(), got)
+            })
+            .await
+        });
+        prop_assert!(sent == got, "{} bytes sent, {} received", sent.len(), got.len());
+    }
 }
