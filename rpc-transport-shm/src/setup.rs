@@ -44,7 +44,8 @@ pub const FEATURE_FALLBACK: u32 = 1;
 pub const FEATURE_INLINE: u32 = 2;
 /// Feature bit: the session is a byte stream (`ShmStream`), not a ttstream session. Not a
 /// negotiable option but the mode: a server serves one mode and rejects a hello of the other.
-pub const FEATURE_BYTE_STREAM: u32 = 4;
+/// (8, not 4: bit 4 is taken by the hot-restart work's go-away feature on its branch.)
+pub const FEATURE_BYTE_STREAM: u32 = 8;
 const FEATURES: u32 = FEATURE_FALLBACK | FEATURE_INLINE;
 
 const MSG_LEN: usize = 64;

@@ -597,6 +597,7 @@ impl ShmStream {
             theirs,
             wake_me,
             wake_peer,
+            ..
         } = e;
         let layout = sizes.layout();
         let tx_mem: Arc<dyn Memory> = mine;
