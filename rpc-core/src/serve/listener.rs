@@ -74,10 +74,13 @@ struct Bound {
 enum Socket {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
-    /// Connections from elsewhere ([`Listener::incoming`]); in a mutex only to be `Sync` like
-    /// the sockets (the accept loop owns it and never locks: `get_mut`).
-    Incoming(Mutex<futures::stream::BoxStream<'static, io::Result<(IoStream, Peer)>>>),
+    /// Connections from elsewhere ([`Listener::incoming`]); the lock is never contended (one
+    /// accept loop polls it) and makes the source `Sync` like the sockets.
+    Incoming(tokio::sync::Mutex<IncomingConns>),
 }
+
+/// A source of connections for [`Listener::incoming`], boxed.
+type IncomingConns = futures::stream::BoxStream<'static, io::Result<(IoStream, Peer)>>;
 
 impl Listener {
     /// A listener for `server`, with no protocol and no address yet.
@@ -153,21 +156,21 @@ impl Listener {
     /// Serves the connections `incoming` yields as if accepted on a bound address: any byte
     /// streams (a shared-memory `ShmStreamListener`'s, an in-memory pipe's) get this
     /// listener's protocols, detection, limits (`max_connections` applies to the source as to
-    /// an address: at the cap it is not polled) and graceful shutdown. `addr` names the
-    /// source in [`Listener::local_addrs`] and logs. An `Err` item is logged and skipped as
-    /// an accept error is; the source ending stops it (the others go on).
+    /// an address: at the cap it is not polled) and graceful shutdown (which drops the
+    /// source). `addr` names the source in [`Listener::local_addrs`] and logs. An `Err` item
+    /// is logged and skipped as an accept error is; a source that ends serves nothing more.
     pub fn incoming<S, T>(mut self, addr: Address, incoming: S) -> Listener
     where
         S: futures::Stream<Item = io::Result<(T, Peer)>> + Send + 'static,
         T: crate::net::AsyncIo,
     {
         use futures::StreamExt;
-        let stream = incoming
+        let conns = incoming
             .map(|r| r.map(|(io, peer)| (IoStream::Boxed(Box::new(io)), peer)))
             .boxed();
         self.bound.push(Bound {
             addr,
-            socket: Socket::Incoming(Mutex::new(stream)),
+            socket: Socket::Incoming(tokio::sync::Mutex::new(conns)),
             tls: None,
         });
         self
@@ -408,7 +411,7 @@ impl Drop for Slot {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, mut socket: Socket) {
+async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: Socket) {
     let shutdown = shared.shutdown();
     loop {
         // At the cap, stop accepting until a connection closes (see the module docs).
@@ -420,11 +423,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, mut sock
             () = shutdown.reached(Phase::Draining) => break,
         };
         let accepted = tokio::select! {
-            r = next_conn(&mut socket, shared.server.limits()) => match r {
-                Some(r) => r,
-                // An incoming source ended.
-                None => break,
-            },
+            r = accept(&socket, shared.server.limits()) => r,
             () = shutdown.reached(Phase::Draining) => break,
         };
         match accepted {
@@ -444,20 +443,6 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, mut sock
         if let Err(e) = std::fs::remove_file(&path) {
             tracing::debug!(path = %path.display(), error = %e, "could not remove the socket file");
         }
-    }
-}
-
-/// The next connection; `None` once an incoming source ended.
-async fn next_conn(
-    socket: &mut Socket,
-    limits: &ServerLimits,
-) -> Option<io::Result<(IoStream, Peer)>> {
-    match socket {
-        Socket::Incoming(s) => {
-            let s = s.get_mut().unwrap_or_else(|e| e.into_inner());
-            futures::StreamExt::next(s).await
-        }
-        s => Some(accept(s, limits).await),
     }
 }
 
@@ -486,8 +471,11 @@ async fn accept(socket: &Socket, limits: &ServerLimits) -> io::Result<(IoStream,
             let (s, _) = l.accept().await?;
             Ok((IoStream::Unix(s), Peer::Unix(Some(path.clone()))))
         }
-        // Taken by `next_conn` (never reaches here).
-        Socket::Incoming(_) => Err(io::ErrorKind::Unsupported.into()),
+        Socket::Incoming(conns) => match futures::StreamExt::next(&mut *conns.lock().await).await {
+            Some(r) => r,
+            // The source ended: nothing more to accept (until shutdown ends the loop).
+            None => std::future::pending().await,
+        },
     }
 }
 
