@@ -682,8 +682,17 @@ impl ShmStream {
             }
             let n = s.write(&mut tx, bufs).map_err(ring_err)?;
             if n > 0 {
-                if matches!(tx.cur, Some(b) if b.len > 0) && !s.dirty.swap(true, Ordering::AcqRel) {
-                    s.publish_soon.notify_one();
+                if matches!(tx.cur, Some(b) if b.len > 0) {
+                    // Nagle without the delay: with nothing of ours unread in the ring (the
+                    // peer took all we sent), the bytes go now; behind unread descriptors
+                    // they wait for more writes of this burst, and go at the flush, when the
+                    // block fills, or once the writer yields (the pump).
+                    let idle = tx.producer.free().map_err(ring_err)? == tx.producer.capacity();
+                    if idle {
+                        s.publish(&mut tx).map_err(ring_err)?;
+                    } else if !s.dirty.swap(true, Ordering::AcqRel) {
+                        s.publish_soon.notify_one();
+                    }
                 }
                 return Poll::Ready(Ok(n));
             }
