@@ -57,10 +57,11 @@
 //! (TTHeader: `TtHeaderClient::builder(addr).connect_options(ConnectOptions::new()
 //! .connector(Some(stream::connector())))`.) The handshake is the RPC sessions' with the mode
 //! in its features ([`setup::FEATURE_BYTE_STREAM`]): a stream and an RPC session never pair
-//! up (`ConnectionRefused`). A write copies into the current arena block, published when it
-//! fills, on `flush`, or — for protocols that never flush, as sockets allow — by the stream's
-//! task once the writer yields, so a burst of small writes (HTTP/2 frames) is one descriptor;
-//! a full ring or arena makes `poll_write` wait. `poll_read` copies out of the peer's arena
+//! up (`ConnectionRefused`). A write copies into the current arena block, published at once if
+//! the peer has read all we sent before, else when the block fills, on `flush`, or — for
+//! protocols that never flush, as sockets allow — by the stream's task once the writer
+//! yields, so a burst of small writes (HTTP/2 frames) shares descriptors; a full ring or arena
+//! makes `poll_write` wait. `poll_read` copies out of the peer's arena
 //! and returns each block once read whole. `shutdown` is a half-close (the peer reads EOF
 //! after the last byte); a dropped stream reads as EOF too, a killed peer as
 //! `ConnectionReset` (socket EOF or its pidfd; never a hang), and writes to a gone peer fail

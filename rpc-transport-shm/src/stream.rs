@@ -7,13 +7,14 @@
 //! stream and an RPC session never meet by mistake (the other side refuses the mode). What
 //! travels differs: a descriptor carries a chunk of the stream, not a frame.
 //!
-//! - **Write**: bytes are copied into the current block of our arena; the block is published
-//!   (one descriptor) when it is full, on `flush`/`shutdown`, or — for protocols that never
-//!   flush because a socket does not need it (TTHeader's writer) — by the pump once the
-//!   writing task has yielded (a zero-delay Nagle). So the small writes of one burst (HTTP/2
-//!   writes many small frames) cost one descriptor and at most one wake-up. A block is sized
-//!   for the write that opens it (a power of two between [`MIN_CHUNK`] and the builder's
-//!   `max_chunk`).
+//! - **Write**: bytes are copied into the current block of our arena. A write made while the
+//!   peer has read every descriptor we sent goes out at once (nothing to coalesce with: a
+//!   lone request pays no delay); otherwise the block is published (one descriptor) when it
+//!   is full, on `flush`/`shutdown`, or — for protocols that never flush because a socket
+//!   does not need it (TTHeader's writer) — by the pump once the writing task has yielded.
+//!   Nagle's rule without its timer: the small writes of a burst (HTTP/2 writes many small
+//!   frames) share descriptors and wake-ups. A block is sized for the write that opens it (a
+//!   power of two between [`MIN_CHUNK`] and the builder's `max_chunk`).
 //! - **Backpressure**: with the ring or the arena full, `poll_write` returns `Pending` until
 //!   the peer pops descriptors or returns blocks; never an error, never a drop.
 //! - **Read**: a task per stream (the *pump*) pops descriptors: a chunk is queued (it stays
