@@ -30,8 +30,8 @@ use crate::stream::{
     Received, Receiver,
 };
 
-/// A gRPC client transport: calls to one endpoint (`tcp://HOST:PORT` or `unix:///path`)
-/// spread round-robin over [`GrpcClientConfig::connections`] HTTP/2 connections, each made on
+/// A gRPC client transport: calls to one endpoint (`tcp://HOST:PORT` or `unix:///path`, or
+/// any address [`GrpcClientConfig::connector`] dials, e.g. `shm:///path`) spread round-robin over [`GrpcClientConfig::connections`] HTTP/2 connections, each made on
 /// first use and re-made after it fails. Cheap to clone; clones share the connections.
 ///
 /// ```no_run
