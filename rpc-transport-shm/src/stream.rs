@@ -439,8 +439,9 @@ impl Shared {
         tx.producer.set_waiting()
     }
 
-    /// The stream is over (`error`: why, for reads once the queue is empty; `None` keeps an
-    /// end marker's clean EOF). Wakes both sides.
+    /// The stream is over: writes fail with `BrokenPipe`, reads with `kind` once the queue is
+    /// empty — unless the peer's end marker came first (a clean EOF stays one). Wakes both
+    /// sides.
     fn fail(&self, kind: io::ErrorKind, msg: String) {
         self.broken.store(true, Ordering::Release);
         let w = {
@@ -739,15 +740,16 @@ impl ShmStream {
 
 impl Shared {
     /// Publishes a block a write left partly filled (the writer did not flush): what a
-    /// socket would have sent by now.
-    fn publish_dirty(&self, tx: &mut Tx) -> Result<(), RingError> {
+    /// socket would have sent by now. `false` when the ring is full (still dirty; retried
+    /// once the peer pops, which wakes us, or by the writer's flush).
+    fn publish_dirty(&self, tx: &mut Tx) -> Result<bool, RingError> {
         self.dirty.store(false, Ordering::Release);
         if !tx.shut && !self.publish(tx)? {
-            // Ring full: retried when the peer pops (it wakes us) or by the writer's flush.
             self.dirty.store(true, Ordering::Release);
             tx.producer.set_waiting()?;
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Pushes the end marker (after the current block); `false` when the ring is full.
@@ -937,23 +939,27 @@ impl Pump {
     async fn serve(&mut self) -> io::Result<Gone> {
         let shared = self.shared.clone();
         let mut spin = MIN_SPIN * 4;
+        // A dirty block is waiting for ring space: not worth spinning for (the peer's pop
+        // wakes us).
+        let mut stalled = false;
         loop {
             if shared.broken.load(Ordering::Acquire) {
                 return Ok(Gone::Closed);
             }
             let n = self.take(BATCH)?;
             if n > 0 {
+                stalled = false;
                 shared.service().map_err(ring_err)?;
                 if n == BATCH {
                     tokio::task::yield_now().await;
                 }
                 continue;
             }
-            if shared.dirty.load(Ordering::Acquire) {
+            if !stalled && shared.dirty.load(Ordering::Acquire) {
                 // Let the writing task finish its burst first (its writes coalesce), then send
                 // what it did not flush.
                 tokio::task::yield_now().await;
-                shared
+                stalled = !shared
                     .publish_dirty(&mut lock(&shared.tx))
                     .map_err(ring_err)?;
                 continue;
@@ -964,7 +970,7 @@ impl Pump {
             loop {
                 tokio::task::yield_now().await;
                 if !self.consumer.is_empty().map_err(ring_err)?
-                    || shared.dirty.load(Ordering::Acquire)
+                    || (!stalled && shared.dirty.load(Ordering::Acquire))
                 {
                     found = true;
                     break;
@@ -1015,8 +1021,9 @@ impl Pump {
                 }
             };
             self.consumer.unpark();
-            // The peer may have popped our ring (room for a waiting writer) or asked for
-            // blocks back.
+            // The peer may have popped our ring (room for a waiting writer or a dirty block)
+            // or asked for blocks back.
+            stalled = false;
             shared.service().map_err(ring_err)?;
             if let Some(gone) = gone {
                 // What it pushed before it went is still ours to read: at most one ring's
