@@ -94,6 +94,8 @@ mod sync;
 #[cfg(all(target_os = "linux", not(loom)))]
 mod client;
 #[cfg(all(target_os = "linux", not(loom)))]
+pub mod goaway;
+#[cfg(all(target_os = "linux", not(loom)))]
 mod link;
 #[cfg(all(target_os = "linux", not(loom)))]
 mod server;
@@ -103,11 +105,13 @@ pub mod setup;
 mod stats;
 #[cfg(all(target_os = "linux", not(loom)))]
 mod sys;
+#[cfg(all(target_os = "linux", not(loom)))]
+pub mod takeover;
 
 #[cfg(all(target_os = "linux", not(loom)))]
 pub use client::{
     ShmClient, ShmClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE,
-    INITIAL_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF,
+    INITIAL_RECONNECT_BACKOFF, MAX_OPEN_ATTEMPTS, MAX_RECONNECT_BACKOFF,
 };
 #[cfg(all(target_os = "linux", not(loom)))]
 pub use link::{ShmSession, ShmSink};
@@ -117,6 +121,8 @@ pub use server::ShmProtocol;
 pub use setup::{Sizes, DEFAULT_MAX_REGION_BYTES};
 #[cfg(all(target_os = "linux", not(loom)))]
 pub use stats::ShmStats;
+#[cfg(all(target_os = "linux", not(loom)))]
+pub use takeover::{Handover, Takeover};
 
 #[cfg(all(test, target_os = "linux", not(loom)))]
 mod tests;

@@ -279,6 +279,16 @@ impl Link {
         }
     }
 
+    /// Sends the peer a go-away over the socket (see [`crate::goaway`]): it opens no new
+    /// stream on this session and closes it once its streams ended.
+    pub(crate) fn send_goaway(&self) {
+        let msg = Bytes::from_static(&crate::goaway::GOAWAY);
+        self.backlog.fetch_add(msg.len(), Ordering::AcqRel);
+        if self.fallback.send(msg).is_err() {
+            self.unqueued(crate::goaway::GOAWAY.len());
+        }
+    }
+
     /// This session's arena bytes in use.
     pub(crate) fn arena_in_use(&self) -> usize {
         self.in_use.load(Ordering::Relaxed)
@@ -1119,6 +1129,18 @@ pub(crate) async fn socket_reader(
             }
         }
         let n = u32::from_be_bytes(len) as usize;
+        if n == crate::goaway::GOAWAY_BODY.len() {
+            // Too short for a TTHeader frame: a control message (`crate::goaway`).
+            let mut body = [0u8; crate::goaway::GOAWAY_BODY.len()];
+            if let Err(e) = r.read_exact(&mut body).await {
+                break Status::unavailable(format!("shared memory socket: {e}"));
+            }
+            match crate::goaway::decode(&body) {
+                Ok(()) => crate::goaway::on_goaway(&session, &link),
+                Err(e) => break e,
+            }
+            continue;
+        }
         if n > link.max_frame {
             break Status::internal(format!(
                 "shared memory session: fallback frame of {n} bytes over the limit of {}",

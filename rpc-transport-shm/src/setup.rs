@@ -42,7 +42,10 @@ pub const VERSION: u16 = 2;
 pub const FEATURE_FALLBACK: u32 = 1;
 /// Feature bit: small frames inline in descriptors.
 pub const FEATURE_INLINE: u32 = 2;
-const FEATURES: u32 = FEATURE_FALLBACK | FEATURE_INLINE;
+/// Feature bit: the server may send a go-away (`crate::goaway`) when it leaves; a client
+/// without it gets the plain drain (new streams refused).
+pub const FEATURE_GOAWAY: u32 = 4;
+const FEATURES: u32 = FEATURE_FALLBACK | FEATURE_INLINE | FEATURE_GOAWAY;
 
 const MSG_LEN: usize = 64;
 const KIND_HELLO: u16 = 1;
@@ -263,6 +266,8 @@ fn proto_err(msg: impl Into<String>) -> std::io::Error {
 pub(crate) struct Established {
     stream: UnixStream,
     sizes: Sizes,
+    /// The features both sides have.
+    features: u32,
     mine: Arc<Region>,
     theirs: Arc<Region>,
     wake_me: OwnedFd,
@@ -352,6 +357,7 @@ pub(crate) async fn client(stream: UnixStream, want: Sizes) -> std::io::Result<E
     Ok(Established {
         stream,
         sizes,
+        features: accept.features & FEATURES,
         mine,
         theirs,
         wake_me,
@@ -465,6 +471,7 @@ pub(crate) async fn server(
         Established {
             stream,
             sizes,
+            features: accept.features,
             mine,
             theirs,
             wake_me,
@@ -490,6 +497,8 @@ pub fn detect(prefix: &[u8]) -> Option<bool> {
 #[derive(Debug, Clone)]
 pub(crate) struct Running {
     pub(crate) session: Arc<ShmSession>,
+    /// Both sides speak the go-away (`FEATURE_GOAWAY`).
+    pub(crate) goaway: bool,
 }
 
 impl Running {
@@ -510,6 +519,7 @@ pub(crate) fn start(
     let Established {
         stream,
         sizes,
+        features,
         mine,
         theirs,
         wake_me,
@@ -570,7 +580,10 @@ pub(crate) fn start(
             link.add_task(h.abort_handle());
         }
     }
-    Ok(Running { session })
+    Ok(Running {
+        session,
+        goaway: features & FEATURE_GOAWAY != 0,
+    })
 }
 
 #[cfg(test)]
