@@ -219,6 +219,11 @@ struct Msg {
     features: u32,
     sizes: Sizes,
     region_len: u64,
+    /// The sender's pid (ACCEPT; 0 elsewhere and from older servers): the client watches
+    /// this process for the server's death. Not `SO_PEERCRED`: after a hot restart the
+    /// listening socket was made by the old process, and a connect's peer credentials are
+    /// the listener's (`crate::takeover`).
+    pid: u32,
 }
 
 impl Msg {
@@ -231,6 +236,7 @@ impl Msg {
         b[16..20].copy_from_slice(&(self.sizes.ring_slots as u32).to_le_bytes());
         b[24..32].copy_from_slice(&(self.sizes.arena_bytes as u64).to_le_bytes());
         b[32..40].copy_from_slice(&self.region_len.to_le_bytes());
+        b[40..44].copy_from_slice(&self.pid.to_le_bytes());
         b
     }
 
@@ -254,6 +260,7 @@ impl Msg {
                 arena_bytes: usize::try_from(u64_at(24)).map_err(|_| "arena size")?,
             },
             region_len: u64_at(32),
+            pid: u32_at(40),
         })
     }
 }
@@ -268,6 +275,8 @@ pub(crate) struct Established {
     sizes: Sizes,
     /// The features both sides have.
     features: u32,
+    /// The server's pid as its ACCEPT says (client side; `None` from an older server).
+    peer_pid: Option<u32>,
     mine: Arc<Region>,
     theirs: Arc<Region>,
     wake_me: OwnedFd,
@@ -314,6 +323,7 @@ pub(crate) async fn client(stream: UnixStream, want: Sizes) -> std::io::Result<E
         features: FEATURES,
         sizes: want,
         region_len: 0,
+        pid: 0,
     };
     sys::send_with_fds(&stream, &hello.encode(), &[]).await?;
     let mut b = [0u8; MSG_LEN];
@@ -346,6 +356,7 @@ pub(crate) async fn client(stream: UnixStream, want: Sizes) -> std::io::Result<E
     let (mine, memfd, wake_me) = own_region(sizes)?;
     let region = Msg {
         kind: KIND_REGION,
+        pid: 0,
         ..accept
     };
     sys::send_with_fds(
@@ -358,6 +369,7 @@ pub(crate) async fn client(stream: UnixStream, want: Sizes) -> std::io::Result<E
         stream,
         sizes,
         features: accept.features & FEATURES,
+        peer_pid: (accept.pid != 0).then_some(accept.pid),
         mine,
         theirs,
         wake_me,
@@ -408,6 +420,7 @@ pub(crate) async fn server(
             arena_bytes: 0,
         },
         region_len: 0,
+        pid: 0,
     };
     if hello.version != VERSION {
         let _ = sys::send_with_fds(&stream, &reject(REJECT_VERSION).encode(), &[]).await;
@@ -453,6 +466,7 @@ pub(crate) async fn server(
         features: hello.features & FEATURES,
         sizes,
         region_len: sizes.region_len() as u64,
+        pid: std::process::id(),
     };
     sys::send_with_fds(
         &stream,
@@ -472,6 +486,7 @@ pub(crate) async fn server(
             stream,
             sizes,
             features: accept.features,
+            peer_pid: None,
             mine,
             theirs,
             wake_me,
@@ -520,6 +535,7 @@ pub(crate) fn start(
         stream,
         sizes,
         features,
+        peer_pid,
         mine,
         theirs,
         wake_me,
@@ -549,7 +565,10 @@ pub(crate) fn start(
         &stats.sessions,
         server,
     );
-    let pidfd = sys::peer_pidfd(&stream);
+    let pidfd = match peer_pid {
+        Some(pid) => sys::pidfd(pid),
+        None => sys::peer_pidfd(&stream),
+    };
     let (r, w) = stream.into_split();
     let (ftx, frx) = mpsc::channel(1);
     let reader = Reader {
@@ -598,6 +617,7 @@ mod tests {
             features: FEATURES,
             sizes: Sizes::default(),
             region_len: Sizes::default().region_len() as u64,
+            pid: 4242,
         };
         assert_eq!(Msg::decode(&m.encode()).unwrap(), m);
         let mut bad = m.encode();

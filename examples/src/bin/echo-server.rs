@@ -304,12 +304,16 @@ async fn main() -> ExitCode {
     }
     let running = listener.start();
     health.shutdown_on_drain(&running.shutdown_signal());
-    if let Some(p) = predecessor {
-        match hot_restart::ready(p).await {
-            Ok(line) => println!("{line}"),
-            Err(e) => eprintln!("echo-server: takeover: {e}"),
-        }
-    }
+    let took_over = match predecessor {
+        Some(p) => match hot_restart::ready(p).await {
+            Ok(line) => Some(line),
+            Err(e) => {
+                eprintln!("echo-server: takeover: {e}");
+                None
+            }
+        },
+        None => None,
+    };
     let mut handover = control.and_then(|c| match hot_restart::Handover::listen(c, &running) {
         Ok(h) => Some(h),
         Err(e) => {
@@ -319,6 +323,9 @@ async fn main() -> ExitCode {
     });
     for addr in running.local_addrs() {
         println!("listening {addr}");
+    }
+    if let Some(line) = took_over {
+        println!("{line}");
     }
     if let Some(bound) = metrics_bound {
         println!("metrics {bound}");

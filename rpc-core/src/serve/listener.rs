@@ -131,8 +131,17 @@ impl Listener {
     /// disappears, so no client sees a refused connect while servers change. `fd` must be a
     /// listening socket of `addr`'s kind (a TCP socket for `tcp://`, a Unix stream socket for
     /// the others; `InvalidInput` otherwise); it is served without TLS.
+    ///
+    /// The socket is put in listening state again here, with this server's listen backlog:
+    /// on Linux that also makes this process the one whose credentials later connects see
+    /// (`SO_PEERCRED` of a Unix socket names the process that called `listen`, and a client
+    /// watching its server's pid must see the new one).
     pub fn bind_inherited(mut self, addr: Address, fd: OwnedFd) -> io::Result<Listener> {
         let with_addr = |e: io::Error| io::Error::new(e.kind(), format!("adopt {addr}: {e}"));
+        let backlog = i32::try_from(self.server.limits().listen_backlog).unwrap_or(i32::MAX);
+        socket2::SockRef::from(&fd)
+            .listen(backlog)
+            .map_err(with_addr)?;
         let socket = match &addr {
             Address::Tcp { .. } => {
                 let l = std::net::TcpListener::from(fd);

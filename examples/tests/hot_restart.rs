@@ -1,0 +1,263 @@
+//! Hot restart between real processes: `echo-server --listen shm:///p` serves 8 callers making
+//! pingpong calls in a loop; `echo-server --listen shm:///p --takeover` takes the socket over.
+//! No call fails, the old process exits within its grace period, and the calls then go to the
+//! new one. Prints the timeline and the slowest call.
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use examples::idl::Proto;
+use examples::{EchoIdl, EchoRequest};
+use rpc_core::{CallOptions, Client};
+use rpc_transport_shm::ShmClient;
+
+/// Concurrent callers, each with its own client (its own pool of sessions), as 8 client
+/// processes would have.
+const CALLERS: usize = 8;
+/// Calls each caller makes before the takeover starts (every session is warm) and again after
+/// the old process exited (they reach the new one).
+const CALLS_PER_PHASE: u64 = 100;
+/// The old server's grace period (echo-server's `SHUTDOWN_GRACE`) plus the listener's
+/// `CLOSE_TIMEOUT` and slack for process exit on a loaded machine: the old process must be
+/// gone by then.
+const OLD_EXIT_BOUND: Duration = Duration::from_secs(5 + 1 + 4);
+/// Bound on any one call. The issue's goal is 50 ms: measured and printed, not asserted,
+/// because on a shared 2-core machine (two other builds and a fuzzer) a scheduling stall alone
+/// can exceed it; 2 s still catches a call that waited for a timeout or a reconnect backoff.
+const SLOW_CALL_BOUND: Duration = Duration::from_secs(2);
+/// How long any step may take before the test fails.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// How many descriptors of this process map a region of the shared-memory transport.
+fn shm_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("maps")
+        .lines()
+        .filter(|l| l.contains("memfd:rpc-shm"))
+        .count()
+}
+
+#[derive(Default)]
+struct Tally {
+    calls: AtomicU64,
+    failed: Mutex<Vec<String>>,
+    slowest: Mutex<(Duration, &'static str)>,
+}
+
+#[test]
+fn eight_callers_through_a_shm_takeover_fail_no_call() {
+    let path = std::env::temp_dir().join(format!("rpc-hot-restart-{}.shm", std::process::id()));
+    let url = format!("shm://{}", path.display());
+    let (mut old, urls, old_lines) = support::spawn_echo_server(&["--listen", &url], 1);
+    assert_eq!(urls, [url.clone()]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tally = Arc::new(Tally::default());
+    // 0: before the takeover, 1: during it, 2: after the old process exited.
+    let phase = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (report, mut reports) = tokio::sync::mpsc::unbounded_channel::<(usize, u64)>();
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let (tally, phase, stop, report) =
+                (tally.clone(), phase.clone(), stop.clone(), report.clone());
+            let shm = ShmClient::builder(rpc_core::Address::shm(&path))
+                .arena_bytes(1 << 20)
+                .build();
+            rt.spawn(async move {
+                let c = Proto::client(Client::new(shm));
+                let mut in_phase = 0u64;
+                let mut seen_phase = 0;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let p = phase.load(Ordering::Acquire);
+                    if p != seen_phase {
+                        seen_phase = p;
+                        in_phase = 0;
+                    }
+                    let msg = format!("caller {i} call {n}");
+                    let req = EchoRequest {
+                        message: msg.clone(),
+                        ..EchoRequest::default()
+                    };
+                    let t = Instant::now();
+                    let r = tokio::time::timeout(
+                        WAIT,
+                        Proto::ping_pong(&c, req, CallOptions::new()),
+                    )
+                    .await;
+                    let took = t.elapsed();
+                    match r {
+                        Ok(Ok(got)) if got.message == msg => {}
+                        Ok(Ok(got)) => tally
+                            .failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("{msg}: echoed {:?}", got.message)),
+                        Ok(Err(e)) => tally.failed.lock().unwrap().push(format!("{msg}: {e}")),
+                        Err(_) => tally
+                            .failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("{msg}: no answer in {WAIT:?}")),
+                    }
+                    {
+                        let mut s = tally.slowest.lock().unwrap();
+                        if took > s.0 {
+                            *s = (took, ["before", "during", "after"][p as usize]);
+                        }
+                    }
+                    tally.calls.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                    in_phase += 1;
+                    if in_phase == CALLS_PER_PHASE {
+                        let _ = report.send((i, p));
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(report);
+    let wait_phase = |reports: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, u64)>, p| {
+        rt.block_on(async {
+            let mut done = std::collections::HashSet::new();
+            while done.len() < CALLERS {
+                let (i, q) = tokio::time::timeout(WAIT, reports.recv())
+                    .await
+                    .expect("callers progress")
+                    .expect("callers alive");
+                if q == p {
+                    done.insert(i);
+                }
+            }
+        })
+    };
+    wait_phase(&mut reports, 0);
+    let mapped_before = shm_mappings();
+
+    // A stream in flight on the old process across the takeover: it finishes there.
+    let shm = ShmClient::new(rpc_core::Address::shm(&path));
+    let c = Proto::client(Client::new(shm));
+    let mut inflight = rt.block_on(async {
+        let mut call = Proto::echo(&c, CallOptions::new()).await.expect("open");
+        call.send(
+            EchoRequest {
+                message: "before".into(),
+                ..EchoRequest::default()
+            }
+            .into(),
+        )
+        .await
+        .expect("send");
+        assert_eq!(call.recv().await.expect("recv").expect("reply").message, "before");
+        call
+    });
+
+    let t0 = Instant::now();
+    phase.store(1, Ordering::Release);
+    let (mut new, urls, new_lines) =
+        support::spawn_echo_server(&["--listen", &url, "--takeover"], 1);
+    let new_listening = t0.elapsed();
+    assert_eq!(urls, [url.clone()]);
+    // The old process waits for its streams: this one still works, served by it.
+    rt.block_on(async {
+        inflight
+            .send(
+                EchoRequest {
+                    message: "after".into(),
+                    ..EchoRequest::default()
+                }
+                .into(),
+            )
+            .await
+            .expect("send on the old process after the takeover");
+        let got = tokio::time::timeout(WAIT, inflight.recv())
+            .await
+            .expect("in time")
+            .expect("recv")
+            .expect("reply");
+        assert_eq!(got.message, "after");
+        inflight.close_send().expect("close");
+        assert!(tokio::time::timeout(WAIT, inflight.recv())
+            .await
+            .expect("in time")
+            .expect("end")
+            .is_none());
+    });
+    let stream_done = t0.elapsed();
+    drop(inflight);
+    drop(c);
+
+    let (exited_tx, exited) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = old.wait();
+        let _ = exited_tx.send(Instant::now());
+        status
+    });
+    let old_exit = exited
+        .recv_timeout(OLD_EXIT_BOUND)
+        .expect("the old process exits within its grace period");
+    let old_exit = old_exit.duration_since(t0);
+    let status = waiter.join().expect("waiter").expect("wait");
+    assert!(status.success(), "old echo-server: {status}");
+    phase.store(2, Ordering::Release);
+    // The old process is gone: every call from here on is the new one's.
+    wait_phase(&mut reports, 2);
+    stop.store(true, Ordering::Release);
+    rt.block_on(async {
+        for c in callers {
+            tokio::time::timeout(WAIT, c)
+                .await
+                .expect("callers stop")
+                .expect("caller");
+        }
+    });
+    // The sessions to the old process are closed and unmapped here too (its own memory went
+    // with the process): no more regions than before the takeover.
+    let mapped_after = shm_mappings();
+
+    let old_said: Vec<String> = old_lines.try_iter().collect();
+    let new_said: Vec<String> = new_lines.try_iter().collect();
+    let failed = tally.failed.lock().unwrap().clone();
+    let (slowest, when) = *tally.slowest.lock().unwrap();
+    println!(
+        "hot restart: {} calls by {CALLERS} callers, {} failed; slowest call {:.1} ms ({when} \
+         the takeover)",
+        tally.calls.load(Ordering::Relaxed),
+        failed.len(),
+        slowest.as_secs_f64() * 1e3,
+    );
+    println!(
+        "timeline from the takeover start (new process spawned): new process listening at \
+         {} ms, in-flight stream done on the old one at {} ms, old process exited at {} ms",
+        new_listening.as_millis(),
+        stream_done.as_millis(),
+        old_exit.as_millis()
+    );
+    println!("old: {old_said:?}\nnew: {new_said:?}");
+    println!("shm regions mapped by the callers: {mapped_before} before, {mapped_after} after");
+    assert!(failed.is_empty(), "failed calls: {failed:#?}");
+    assert!(
+        old_said.iter().any(|l| l.starts_with("handed over 1 sockets")),
+        "{old_said:?}"
+    );
+    assert!(
+        new_said.iter().any(|l| l.starts_with("took over")),
+        "{new_said:?}"
+    );
+    assert!(slowest < SLOW_CALL_BOUND, "slowest call {slowest:?}");
+    assert!(
+        mapped_after <= mapped_before,
+        "{mapped_after} regions mapped after, {mapped_before} before"
+    );
+    let _ = new.kill();
+    let _ = new.wait();
+    let _ = std::fs::remove_file(&path);
+}
