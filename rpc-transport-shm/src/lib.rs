@@ -47,6 +47,29 @@
 //! [`ShmProtocol::max_sizes`] for many sessions. The ttstream session each carries charges
 //! its own buffers as over TCP (`rpc-transport-ttheader`).
 //!
+//! # Hot restart
+//!
+//! A new server process takes the listening socket over from the running one
+//! ([`takeover`]): the old process answers on a control socket ([`Handover`], at
+//! `PATH.takeover` by [`takeover::control_path`]), stops accepting and passes the new one its
+//! listening sockets (`SCM_RIGHTS`), so the path never disappears and no connect is refused;
+//! once the new process says it serves ([`Takeover::ready`]) the old one shuts down
+//! gracefully. Each of its sessions then gets a go-away ([`goaway`], negotiated at the
+//! handshake): the client opens no new stream on it — its next calls open a session to the
+//! new process — and closes it once its streams ended; the old server keeps serving whatever
+//! still arrives on it, so a call that had not started on the old process starts on the new
+//! one and a call in flight finishes where it started, within the grace period. The old
+//! process exits when its last session closed. The client watches the pid the server's
+//! handshake names for the server's death, not the socket's peer credentials (which name the
+//! process that called `listen`: the old one). `echo-server --takeover` is the command-line
+//! form; `examples/tests/hot_restart.rs` drives 8 callers through it (0 failed calls).
+//!
+//! The handover works for every listener of the process (`unix://` for TTHeader and gRPC,
+//! `tcp://` too); those protocols drain in their own way (gRPC: `GOAWAY`; TTHeader: new
+//! streams refused with a retryable `UNAVAILABLE`, so a call racing the drain can fail there).
+//! It lives in this crate because receiving descriptors needs `unsafe`, which `rpc-core`
+//! forbids; `rpc-core` has the safe halves (`AcceptControl`, `Listener::bind_inherited`).
+//!
 //! # Testing the lock-free and unsafe parts
 //!
 //! The ring is the one lock-free protocol between the two processes, and the ring and memory
