@@ -88,11 +88,9 @@ fn eight_callers_through_a_shm_takeover_fail_no_call() {
                         ..EchoRequest::default()
                     };
                     let t = Instant::now();
-                    let r = tokio::time::timeout(
-                        WAIT,
-                        Proto::ping_pong(&c, req, CallOptions::new()),
-                    )
-                    .await;
+                    let r =
+                        tokio::time::timeout(WAIT, Proto::ping_pong(&c, req, CallOptions::new()))
+                            .await;
                     let took = t.elapsed();
                     match r {
                         Ok(Ok(got)) if got.message == msg => {}
@@ -156,7 +154,10 @@ fn eight_callers_through_a_shm_takeover_fail_no_call() {
         )
         .await
         .expect("send");
-        assert_eq!(call.recv().await.expect("recv").expect("reply").message, "before");
+        assert_eq!(
+            call.recv().await.expect("recv").expect("reply").message,
+            "before"
+        );
         call
     });
 
@@ -245,7 +246,9 @@ fn eight_callers_through_a_shm_takeover_fail_no_call() {
     println!("shm regions mapped by the callers: {mapped_before} before, {mapped_after} after");
     assert!(failed.is_empty(), "failed calls: {failed:#?}");
     assert!(
-        old_said.iter().any(|l| l.starts_with("handed over 1 sockets")),
+        old_said
+            .iter()
+            .any(|l| l.starts_with("handed over 1 sockets")),
         "{old_said:?}"
     );
     assert!(

@@ -482,5 +482,8 @@ async fn a_resumed_listener_accepts_again() {
     expect(&mut s, b"ping\n").await;
     drop(s);
     running.shutdown(WAIT).await;
-    assert!(control.pause().is_err(), "nothing to hand out after shutdown");
+    assert!(
+        control.pause().is_err(),
+        "nothing to hand out after shutdown"
+    );
 }

@@ -89,10 +89,7 @@ mod tests {
         assert!(decode(&GOAWAY_BODY).is_ok());
         let mut other = GOAWAY_BODY;
         other[7] ^= 1;
-        assert_eq!(
-            decode(&other).unwrap_err().code(),
-            rpc_core::Code::Internal
-        );
+        assert_eq!(decode(&other).unwrap_err().code(), rpc_core::Code::Internal);
         // Never mistaken for a TTHeader frame: those carry the magic 0x1000 after the length.
         assert_ne!(&GOAWAY_BODY[..2], &[0x10, 0x00]);
     }

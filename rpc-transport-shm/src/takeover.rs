@@ -246,7 +246,9 @@ impl Message {
             KIND_HANDOVER => {
                 let n = h.count as usize;
                 if n > MAX_SOCKETS {
-                    return Err(invalid(format!("{n} sockets handed over, at most {MAX_SOCKETS}")));
+                    return Err(invalid(format!(
+                        "{n} sockets handed over, at most {MAX_SOCKETS}"
+                    )));
                 }
                 let mut addrs = Vec::with_capacity(n);
                 let mut rest = body;
@@ -272,7 +274,9 @@ impl Message {
                 }
                 Ok(Message::Handover { pid, addrs })
             }
-            k => Err(invalid(format!("unknown takeover control message kind {k}"))),
+            k => Err(invalid(format!(
+                "unknown takeover control message kind {k}"
+            ))),
         }
     }
 }
@@ -532,20 +536,31 @@ async fn answer(
     let uid = stream.peer_cred()?.uid();
     if uid != me {
         tracing::warn!(uid, "takeover request from another user refused");
-        step("refuse", sys::send_with_fds(stream, &refuse(RefuseReason::Permission), &[])).await?;
+        step(
+            "refuse",
+            sys::send_with_fds(stream, &refuse(RefuseReason::Permission), &[]),
+        )
+        .await?;
         return Ok(None);
     }
     let sockets = match control.pause() {
         Ok(s) => s,
         Err(_) => {
-            step("refuse", sys::send_with_fds(stream, &refuse(RefuseReason::ShuttingDown), &[]))
-                .await?;
+            step(
+                "refuse",
+                sys::send_with_fds(stream, &refuse(RefuseReason::ShuttingDown), &[]),
+            )
+            .await?;
             return Ok(None);
         }
     };
     if sockets.len() > MAX_SOCKETS {
         control.resume();
-        step("refuse", sys::send_with_fds(stream, &refuse(RefuseReason::TooMany), &[])).await?;
+        step(
+            "refuse",
+            sys::send_with_fds(stream, &refuse(RefuseReason::TooMany), &[]),
+        )
+        .await?;
         return Ok(None);
     }
     let addrs: Vec<Address> = sockets.iter().map(|(a, _)| a.clone()).collect();
@@ -557,7 +572,10 @@ async fn answer(
     let (msg, _) = tokio::time::timeout(READY_TIMEOUT, read_message(stream, 0))
         .await
         .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "the successor never said ready")
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the successor never said ready",
+            )
         })??;
     match msg {
         Message::Ready { .. } => Ok(Some(HandedOver {
@@ -669,10 +687,7 @@ mod tests {
             .iter()
             .map(|a| a.parse().unwrap())
             .collect();
-        assert_eq!(
-            control_path(&addrs),
-            Some(PathBuf::from("/tmp/p.takeover"))
-        );
+        assert_eq!(control_path(&addrs), Some(PathBuf::from("/tmp/p.takeover")));
         assert_eq!(control_path(&addrs[..1]), None);
     }
 }

@@ -19,7 +19,9 @@ async fn open_chat(c: &Client) -> rpc_core::BidiStreamingClient<Bytes, Bytes> {
 }
 
 async fn finish_chat(mut call: rpc_core::BidiStreamingClient<Bytes, Bytes>) {
-    call.send(blob(20, 2)).await.expect("send after the go-away");
+    call.send(blob(20, 2))
+        .await
+        .expect("send after the go-away");
     assert_eq!(within(call.recv()).await.expect("recv"), Some(blob(20, 2)));
     call.close_send().expect("close");
     assert_eq!(within(call.recv()).await.expect("end"), None);
@@ -44,12 +46,15 @@ async fn a_takeover_moves_new_calls_to_the_new_listener_and_lets_streams_finish(
     assert_eq!(old_stats.live_sessions(), 1);
 
     // The successor: the old listener's socket, served by a new listener.
-    let mut t = within(Takeover::request(control(&p))).await.expect("request");
+    let mut t = within(Takeover::request(control(&p)))
+        .await
+        .expect("request");
     assert_eq!(t.predecessor(), std::process::id());
     assert_eq!(t.addrs(), [rpc_core::Address::shm(&p)]);
     let new_protocol = ShmProtocol::default();
     let new_stats = new_protocol.stats().clone();
-    let listener = Listener::new(Server::builder().add_service(Blob).build()).protocol(new_protocol);
+    let listener =
+        Listener::new(Server::builder().add_service(Blob).build()).protocol(new_protocol);
     let listener = within(t.bind(listener, rpc_core::Address::shm(&p)))
         .await
         .expect("inherited");
@@ -67,7 +72,11 @@ async fn a_takeover_moves_new_calls_to_the_new_listener_and_lets_streams_finish(
         let m = blob(100, i);
         assert_eq!(unary(&c, m.clone()).await.expect("no call fails"), m);
     }
-    assert_eq!(new_stats.live_sessions(), 1, "the calls went to the new listener");
+    assert_eq!(
+        new_stats.live_sessions(),
+        1,
+        "the calls went to the new listener"
+    );
     assert_eq!(old_stats.live_sessions(), 1, "the stream keeps its session");
     finish_chat(call).await;
     // Its last stream done, the client closes the old session and the old listener's shutdown
@@ -97,7 +106,9 @@ async fn a_successor_that_goes_away_before_ready_leaves_the_old_listener_serving
     let (old, p) = serve(ShmProtocol::default()).await;
     let _handover = Handover::listen(control(&p), &old).expect("control socket");
     let accept = old.accept_control();
-    let t = within(Takeover::request(control(&p))).await.expect("request");
+    let t = within(Takeover::request(control(&p)))
+        .await
+        .expect("request");
     assert!(accept.is_paused());
     drop(t);
     eventually("the old listener accepts again", || !accept.is_paused()).await;
@@ -105,7 +116,9 @@ async fn a_successor_that_goes_away_before_ready_leaves_the_old_listener_serving
     let m = blob(10, 3);
     assert_eq!(within(unary(&c, m.clone())).await.expect("served"), m);
     // And a second successor can still take over.
-    let t = within(Takeover::request(control(&p))).await.expect("request");
+    let t = within(Takeover::request(control(&p)))
+        .await
+        .expect("request");
     assert_eq!(t.addrs().len(), 1);
     old.shutdown(Duration::from_secs(1)).await;
     // Paused for a takeover that never finished: the socket file stays (it may be the
@@ -137,7 +150,8 @@ async fn garbage_on_the_control_socket_changes_nothing() {
         let mut got = Vec::new();
         let _ = within(s.read_to_end(&mut got)).await;
         assert!(
-            got.is_empty() || Message::decode(&got).is_ok_and(|m| matches!(m, Message::Refuse { .. })),
+            got.is_empty()
+                || Message::decode(&got).is_ok_and(|m| matches!(m, Message::Refuse { .. })),
             "{got:02x?}"
         );
         assert!(!accept.is_paused());
