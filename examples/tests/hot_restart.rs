@@ -53,7 +53,7 @@ fn eight_callers_through_a_shm_takeover_fail_no_call() {
     let path = std::env::temp_dir().join(format!("rpc-hot-restart-{}.shm", std::process::id()));
     let url = format!("shm://{}", path.display());
     let (mut old, urls, old_lines) = support::spawn_echo_server(&["--listen", &url], 1);
-    assert_eq!(urls, [url.clone()]);
+    assert_eq!(urls, std::slice::from_ref(&url));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -166,7 +166,7 @@ fn eight_callers_through_a_shm_takeover_fail_no_call() {
     let (mut new, urls, new_lines) =
         support::spawn_echo_server(&["--listen", &url, "--takeover"], 1);
     let new_listening = t0.elapsed();
-    assert_eq!(urls, [url.clone()]);
+    assert_eq!(urls, std::slice::from_ref(&url));
     // The old process waits for its streams: this one still works, served by it.
     rt.block_on(async {
         inflight

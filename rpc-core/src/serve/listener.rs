@@ -558,7 +558,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: 
             // The path is the successor's now.
             return;
         }
-        if let Err(e) = std::fs::remove_file(&path) {
+        if let Err(e) = std::fs::remove_file(path) {
             tracing::debug!(path = %path.display(), error = %e, "could not remove the socket file");
         }
     }
