@@ -7,7 +7,7 @@
 //! 8 bytes, so the length alone tells the two apart; an 8-byte message that is not
 //! [`GOAWAY_BODY`] ends the session (`INTERNAL`).
 //!
-//! What each side does with it (the client's draining state):
+//! What each side does with it (the client's draining state, `link::on_goaway`):
 //!
 //! | client session        | on                                 | becomes                  |
 //! |-----------------------|------------------------------------|--------------------------|
@@ -20,11 +20,7 @@
 //! had not started on the old server starts on the new one, and one that had finishes where
 //! it started. The session ends when the client closes it or the grace period is over.
 
-use std::sync::Arc;
-
 use rpc_core::Status;
-
-use crate::link::{lost, Link, ShmSession};
 
 /// The go-away's body: 8 bytes no TTHeader frame can be (a frame's length word is followed by
 /// at least its 14-byte fixed header).
@@ -51,31 +47,6 @@ pub fn decode(body: &[u8; 8]) -> Result<(), Status> {
             "shared memory session: unknown 8-byte control message {body:02x?}"
         )))
     }
-}
-
-/// The peer said go away: no new stream on this session; once its streams ended it is
-/// retired (atomically with `open`, see `Session::retire_idle`) and closed. A second go-away
-/// changes nothing.
-pub(crate) fn on_goaway(session: &Arc<ShmSession>, link: &Arc<Link>) {
-    if !session.is_usable() {
-        return;
-    }
-    session.start_drain();
-    let (s, l) = (session.clone(), link.clone());
-    let task = tokio::spawn(async move {
-        loop {
-            // Resolves once no stream is open (or the session is lost).
-            s.drain().await;
-            if s.lost().is_some() {
-                return;
-            }
-            if s.retire_idle() {
-                lost(&s, &l, Status::unavailable("server went away"));
-                return;
-            }
-        }
-    });
-    link.add_task(task.abort_handle());
 }
 
 #[cfg(test)]

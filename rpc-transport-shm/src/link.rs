@@ -5,7 +5,8 @@
 //! allocates frames from. A frame travels as one descriptor: inline (≤ [`INLINE_MAX`] bytes),
 //! in the sender's arena (the receiver returns the block through its own ring once the last
 //! `Bytes` pointing into it is dropped), or — larger than the arena — over the Unix socket
-//! for that frame only. The socket otherwise only tells us when the peer is gone (EOF).
+//! for that frame only. The socket otherwise carries the server's go-away (`crate::goaway`)
+//! and tells us when the peer is gone (EOF).
 //!
 //! A batch of frames (`FrameSink::append_batch`) travels as one descriptor too, its frames
 //! back to back (`Packer`; protocol version 2): a unary or server-streaming request holds
@@ -1136,7 +1137,7 @@ pub(crate) async fn socket_reader(
                 break Status::unavailable(format!("shared memory socket: {e}"));
             }
             match crate::goaway::decode(&body) {
-                Ok(()) => crate::goaway::on_goaway(&session, &link),
+                Ok(()) => on_goaway(&session, &link),
                 Err(e) => break e,
             }
             continue;
@@ -1158,4 +1159,29 @@ pub(crate) async fn socket_reader(
         }
     };
     lost(&session, &link, status);
+}
+
+/// The peer said go away: no new stream on this session; once its streams ended it is
+/// retired (atomically with `open`, see `Session::retire_idle`) and closed. A second go-away
+/// changes nothing.
+fn on_goaway(session: &Arc<ShmSession>, link: &Arc<Link>) {
+    if !session.is_usable() {
+        return;
+    }
+    session.start_drain();
+    let (s, l) = (session.clone(), link.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            // Resolves once no stream is open (or the session is lost).
+            s.drain().await;
+            if s.lost().is_some() {
+                return;
+            }
+            if s.retire_idle() {
+                lost(&s, &l, Status::unavailable("server went away"));
+                return;
+            }
+        }
+    });
+    link.add_task(task.abort_handle());
 }
