@@ -43,9 +43,11 @@ fn shm_mappings() -> usize {
 
 #[derive(Default)]
 struct Tally {
-    calls: AtomicU64,
+    /// Calls made in each phase: before, during, after the takeover.
+    calls: [AtomicU64; 3],
     failed: Mutex<Vec<String>>,
-    slowest: Mutex<(Duration, &'static str)>,
+    /// The slowest call in each phase: before, during, after the takeover.
+    slowest: Mutex<[Duration; 3]>,
 }
 
 #[test]
@@ -108,11 +110,9 @@ fn eight_callers_through_a_shm_takeover_fail_no_call() {
                     }
                     {
                         let mut s = tally.slowest.lock().unwrap();
-                        if took > s.0 {
-                            *s = (took, ["before", "during", "after"][p as usize]);
-                        }
+                        s[p as usize] = s[p as usize].max(took);
                     }
-                    tally.calls.fetch_add(1, Ordering::Relaxed);
+                    tally.calls[p as usize].fetch_add(1, Ordering::Relaxed);
                     n += 1;
                     in_phase += 1;
                     if in_phase == CALLS_PER_PHASE {
@@ -211,6 +211,9 @@ fn eight_callers_through_a_shm_takeover_fail_no_call() {
     phase.store(2, Ordering::Release);
     // The old process is gone: every call from here on is the new one's.
     wait_phase(&mut reports, 2);
+    // The callers' sessions to the old process are closed and unmapped by now (its own memory
+    // went with the process): no more regions than before the takeover.
+    let mapped_after = shm_mappings();
     stop.store(true, Ordering::Release);
     rt.block_on(async {
         for c in callers {
@@ -220,21 +223,23 @@ fn eight_callers_through_a_shm_takeover_fail_no_call() {
                 .expect("caller");
         }
     });
-    // The sessions to the old process are closed and unmapped here too (its own memory went
-    // with the process): no more regions than before the takeover.
-    let mapped_after = shm_mappings();
 
     let old_said: Vec<String> = old_lines.try_iter().collect();
     let new_said: Vec<String> = new_lines.try_iter().collect();
     let failed = tally.failed.lock().unwrap().clone();
-    let (slowest, when) = *tally.slowest.lock().unwrap();
+    let slowest = *tally.slowest.lock().unwrap();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "hot restart: {} calls by {CALLERS} callers, {} failed; slowest call {:.1} ms ({when} \
-         the takeover)",
-        tally.calls.load(Ordering::Relaxed),
+        "hot restart: {:?} calls (before, during, after the takeover) by {CALLERS} callers, {} \
+         failed; slowest call before the takeover {:.1} ms, during it (until the old process \
+         exited) {:.1} ms, after it {:.1} ms",
+        tally.calls.each_ref().map(|c| c.load(Ordering::Relaxed)),
         failed.len(),
-        slowest.as_secs_f64() * 1e3,
+        ms(slowest[0]),
+        ms(slowest[1]),
+        ms(slowest[2]),
     );
+    let slowest = slowest.into_iter().max().unwrap_or_default();
     println!(
         "timeline from the takeover start (new process spawned): new process listening at \
          {} ms, in-flight stream done on the old one at {} ms, old process exited at {} ms",
