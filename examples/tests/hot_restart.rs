@@ -1,7 +1,7 @@
 //! Hot restart between real processes: `echo-server --listen shm:///p` serves 8 callers making
-//! pingpong calls in a loop; `echo-server --listen shm:///p --takeover` takes the socket over.
-//! No call fails, the old process exits within its grace period, and the calls then go to the
-//! new one. Prints the timeline and the slowest call.
+//! pingpong calls in a loop; `echo-server --listen shm:///p --takeover` takes the socket over,
+//! three times in a row. No call fails, each old process exits within its grace period, and
+//! the calls then go to the new one. Prints each takeover's timeline and the slowest calls.
 #![cfg(target_os = "linux")]
 
 mod support;
@@ -18,9 +18,11 @@ use rpc_transport_shm::ShmClient;
 /// Concurrent callers, each with its own client (its own pool of sessions), as 8 client
 /// processes would have.
 const CALLERS: usize = 8;
-/// Calls each caller makes before the takeover starts (every session is warm) and again after
-/// the old process exited (they reach the new one).
+/// Calls each caller makes before the first takeover starts (every session is warm) and after
+/// each old process exited (they reach the new one) before the next takeover.
 const CALLS_PER_PHASE: u64 = 100;
+/// Takeovers in a row: each new process is the next one's old process.
+const ROUNDS: u64 = 3;
 /// The old server's grace period (echo-server's `SHUTDOWN_GRACE`) plus the listener's
 /// `CLOSE_TIMEOUT` and slack for process exit on a loaded machine: the old process must be
 /// gone by then.
@@ -43,7 +45,8 @@ fn shm_mappings() -> usize {
 
 #[derive(Default)]
 struct Tally {
-    /// Calls made in each phase: before, during, after the takeover.
+    /// Calls made in each kind of phase: before the first takeover, during one (until the old
+    /// process exited), after one.
     calls: [AtomicU64; 3],
     failed: Mutex<Vec<String>>,
     /// The slowest call in each phase: before, during, after the takeover.
@@ -51,10 +54,10 @@ struct Tally {
 }
 
 #[test]
-fn eight_callers_through_a_shm_takeover_fail_no_call() {
+fn eight_callers_through_three_shm_takeovers_fail_no_call() {
     let path = std::env::temp_dir().join(format!("rpc-hot-restart-{}.shm", std::process::id()));
     let url = format!("shm://{}", path.display());
-    let (mut old, urls, old_lines) = support::spawn_echo_server(&["--listen", &url], 1);
+    let (mut old, urls, mut old_lines) = support::spawn_echo_server(&["--listen", &url], 1);
     assert_eq!(urls, std::slice::from_ref(&url));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -62,8 +65,13 @@ fn eight_callers_through_a_shm_takeover_fail_no_call() {
         .build()
         .expect("runtime");
     let tally = Arc::new(Tally::default());
-    // 0: before the takeover, 1: during it, 2: after the old process exited.
+    // 0: before the first takeover; odd: during takeover (phase + 1) / 2; even: after it.
     let phase = Arc::new(AtomicU64::new(0));
+    let kind = |p: u64| match p {
+        0 => 0,
+        p if p % 2 == 1 => 1,
+        _ => 2,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let (report, mut reports) = tokio::sync::mpsc::unbounded_channel::<(usize, u64)>();
     let callers: Vec<_> = (0..CALLERS)
@@ -94,25 +102,21 @@ fn eight_callers_through_a_shm_takeover_fail_no_call() {
                         tokio::time::timeout(WAIT, Proto::ping_pong(&c, req, CallOptions::new()))
                             .await;
                     let took = t.elapsed();
-                    match r {
-                        Ok(Ok(got)) if got.message == msg => {}
-                        Ok(Ok(got)) => tally
-                            .failed
-                            .lock()
-                            .unwrap()
-                            .push(format!("{msg}: echoed {:?}", got.message)),
-                        Ok(Err(e)) => tally.failed.lock().unwrap().push(format!("{msg}: {e}")),
-                        Err(_) => tally
-                            .failed
-                            .lock()
-                            .unwrap()
-                            .push(format!("{msg}: no answer in {WAIT:?}")),
+                    let failure = match r {
+                        Ok(Ok(got)) if got.message == msg => None,
+                        Ok(Ok(got)) => Some(format!("{msg}: echoed {:?}", got.message)),
+                        Ok(Err(e)) => Some(format!("{msg}: {e}")),
+                        Err(_) => Some(format!("{msg}: no answer in {WAIT:?}")),
+                    };
+                    if let Some(f) = failure {
+                        tally.failed.lock().unwrap().push(f);
                     }
+                    let k = kind(p);
                     {
                         let mut s = tally.slowest.lock().unwrap();
-                        s[p as usize] = s[p as usize].max(took);
+                        s[k] = s[k].max(took);
                     }
-                    tally.calls[p as usize].fetch_add(1, Ordering::Relaxed);
+                    tally.calls[k].fetch_add(1, Ordering::Relaxed);
                     n += 1;
                     in_phase += 1;
                     if in_phase == CALLS_PER_PHASE {
@@ -139,81 +143,79 @@ fn eight_callers_through_a_shm_takeover_fail_no_call() {
     };
     wait_phase(&mut reports, 0);
     let mapped_before = shm_mappings();
+    let mut timelines = Vec::new();
+    let mut said = Vec::new();
+    let mut mapped_after = Vec::new();
 
-    // A stream in flight on the old process across the takeover: it finishes there.
-    let shm = ShmClient::new(rpc_core::Address::shm(&path));
-    let c = Proto::client(Client::new(shm));
-    let mut inflight = rt.block_on(async {
-        let mut call = Proto::echo(&c, CallOptions::new()).await.expect("open");
-        call.send(
-            EchoRequest {
-                message: "before".into(),
-                ..EchoRequest::default()
-            }
-            .into(),
-        )
-        .await
-        .expect("send");
-        assert_eq!(
-            call.recv().await.expect("recv").expect("reply").message,
-            "before"
+    for round in 0..ROUNDS {
+        // A stream in flight on the old process across the takeover: it finishes there.
+        let c = Proto::client(Client::new(ShmClient::new(rpc_core::Address::shm(&path))));
+        let mut inflight = rt.block_on(async {
+            let mut call = Proto::echo(&c, CallOptions::new()).await.expect("open");
+            call.send(request("before")).await.expect("send");
+            let got = call.recv().await.expect("recv").expect("reply");
+            assert_eq!(got.message, "before");
+            call
+        });
+
+        let t0 = Instant::now();
+        phase.store(2 * round + 1, Ordering::Release);
+        let (new, urls, new_lines) =
+            support::spawn_echo_server(&["--listen", &url, "--takeover"], 1);
+        let new_listening = t0.elapsed();
+        assert_eq!(urls, std::slice::from_ref(&url));
+        // The old process waits for its streams: this one still works, served by it.
+        rt.block_on(async {
+            inflight
+                .send(request("after"))
+                .await
+                .expect("send on the old process after the takeover");
+            let got = tokio::time::timeout(WAIT, inflight.recv())
+                .await
+                .expect("in time")
+                .expect("recv")
+                .expect("reply");
+            assert_eq!(got.message, "after");
+            inflight.close_send().expect("close");
+            let end = tokio::time::timeout(WAIT, inflight.recv())
+                .await
+                .expect("in time")
+                .expect("end");
+            assert!(end.is_none());
+        });
+        let stream_done = t0.elapsed();
+        drop(inflight);
+        drop(c);
+
+        let (exited_tx, exited) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let status = old.wait();
+            let _ = exited_tx.send(Instant::now());
+            status
+        });
+        let old_exit = exited
+            .recv_timeout(OLD_EXIT_BOUND)
+            .expect("the old process exits within its grace period");
+        let old_exit = old_exit.duration_since(t0);
+        let status = waiter.join().expect("waiter").expect("wait");
+        assert!(status.success(), "old echo-server: {status}");
+        phase.store(2 * round + 2, Ordering::Release);
+        // The old process is gone: every call from here on is the new one's.
+        wait_phase(&mut reports, 2 * round + 2);
+        // The callers' sessions to the old process are closed and unmapped by now (its own
+        // memory went with the process): no more regions than before the takeover.
+        mapped_after.push(shm_mappings());
+        let old_said: Vec<String> = old_lines.try_iter().collect();
+        assert!(
+            old_said
+                .iter()
+                .any(|l| l.starts_with("handed over 1 sockets")),
+            "{old_said:?}"
         );
-        call
-    });
-
-    let t0 = Instant::now();
-    phase.store(1, Ordering::Release);
-    let (mut new, urls, new_lines) =
-        support::spawn_echo_server(&["--listen", &url, "--takeover"], 1);
-    let new_listening = t0.elapsed();
-    assert_eq!(urls, std::slice::from_ref(&url));
-    // The old process waits for its streams: this one still works, served by it.
-    rt.block_on(async {
-        inflight
-            .send(
-                EchoRequest {
-                    message: "after".into(),
-                    ..EchoRequest::default()
-                }
-                .into(),
-            )
-            .await
-            .expect("send on the old process after the takeover");
-        let got = tokio::time::timeout(WAIT, inflight.recv())
-            .await
-            .expect("in time")
-            .expect("recv")
-            .expect("reply");
-        assert_eq!(got.message, "after");
-        inflight.close_send().expect("close");
-        assert!(tokio::time::timeout(WAIT, inflight.recv())
-            .await
-            .expect("in time")
-            .expect("end")
-            .is_none());
-    });
-    let stream_done = t0.elapsed();
-    drop(inflight);
-    drop(c);
-
-    let (exited_tx, exited) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let status = old.wait();
-        let _ = exited_tx.send(Instant::now());
-        status
-    });
-    let old_exit = exited
-        .recv_timeout(OLD_EXIT_BOUND)
-        .expect("the old process exits within its grace period");
-    let old_exit = old_exit.duration_since(t0);
-    let status = waiter.join().expect("waiter").expect("wait");
-    assert!(status.success(), "old echo-server: {status}");
-    phase.store(2, Ordering::Release);
-    // The old process is gone: every call from here on is the new one's.
-    wait_phase(&mut reports, 2);
-    // The callers' sessions to the old process are closed and unmapped by now (its own memory
-    // went with the process): no more regions than before the takeover.
-    let mapped_after = shm_mappings();
+        said.push(old_said);
+        timelines.push((new_listening, stream_done, old_exit));
+        (old, old_lines) = (new, new_lines);
+    }
     stop.store(true, Ordering::Release);
     rt.block_on(async {
         for c in callers {
@@ -224,48 +226,50 @@ fn eight_callers_through_a_shm_takeover_fail_no_call() {
         }
     });
 
-    let old_said: Vec<String> = old_lines.try_iter().collect();
-    let new_said: Vec<String> = new_lines.try_iter().collect();
     let failed = tally.failed.lock().unwrap().clone();
     let slowest = *tally.slowest.lock().unwrap();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "hot restart: {:?} calls (before, during, after the takeover) by {CALLERS} callers, {} \
-         failed; slowest call before the takeover {:.1} ms, during it (until the old process \
-         exited) {:.1} ms, after it {:.1} ms",
+        "hot restart: {:?} calls (before, during, after the takeovers) by {CALLERS} callers, {} \
+         failed; slowest call before the takeovers {:.1} ms, during one (until the old process \
+         exited) {:.1} ms, after one {:.1} ms",
         tally.calls.each_ref().map(|c| c.load(Ordering::Relaxed)),
         failed.len(),
         ms(slowest[0]),
         ms(slowest[1]),
         ms(slowest[2]),
     );
-    let slowest = slowest.into_iter().max().unwrap_or_default();
-    println!(
-        "timeline from the takeover start (new process spawned): new process listening at \
-         {} ms, in-flight stream done on the old one at {} ms, old process exited at {} ms",
-        new_listening.as_millis(),
-        stream_done.as_millis(),
-        old_exit.as_millis()
-    );
-    println!("old: {old_said:?}\nnew: {new_said:?}");
-    println!("shm regions mapped by the callers: {mapped_before} before, {mapped_after} after");
+    for (i, (listening, stream, exit)) in timelines.iter().enumerate() {
+        println!(
+            "takeover {}: from its start (new process spawned): new process listening at {} ms, \
+             in-flight stream done on the old one at {} ms, old process exited at {} ms; old \
+             said {:?}",
+            i + 1,
+            listening.as_millis(),
+            stream.as_millis(),
+            exit.as_millis(),
+            said[i],
+        );
+    }
+    println!("shm regions mapped by the callers: {mapped_before} before, {mapped_after:?} after each takeover");
     assert!(failed.is_empty(), "failed calls: {failed:#?}");
-    assert!(
-        old_said
-            .iter()
-            .any(|l| l.starts_with("handed over 1 sockets")),
-        "{old_said:?}"
-    );
-    assert!(
-        new_said.iter().any(|l| l.starts_with("took over")),
-        "{new_said:?}"
-    );
+    let slowest = slowest.into_iter().max().unwrap_or_default();
     assert!(slowest < SLOW_CALL_BOUND, "slowest call {slowest:?}");
-    assert!(
-        mapped_after <= mapped_before,
-        "{mapped_after} regions mapped after, {mapped_before} before"
-    );
-    let _ = new.kill();
-    let _ = new.wait();
+    for m in &mapped_after {
+        assert!(
+            *m <= mapped_before,
+            "{m} regions mapped after a takeover, {mapped_before} before"
+        );
+    }
+    let _ = old.kill();
+    let _ = old.wait();
     let _ = std::fs::remove_file(&path);
+}
+
+fn request(message: &str) -> <Proto as EchoIdl>::Request {
+    EchoRequest {
+        message: message.into(),
+        ..EchoRequest::default()
+    }
+    .into()
 }
