@@ -65,8 +65,10 @@
 //! form; `examples/tests/hot_restart.rs` drives 8 callers through it (0 failed calls).
 //!
 //! The handover works for every listener of the process (`unix://` for TTHeader and gRPC,
-//! `tcp://` too); those protocols drain in their own way (gRPC: `GOAWAY`; TTHeader: new
-//! streams refused with a retryable `UNAVAILABLE`, so a call racing the drain can fail there).
+//! `tcp://` too); those protocols drain in their own way (gRPC: `GOAWAY`; TTHeader: `crrst`
+//! on unary replies, new streams refused with a retryable `UNAVAILABLE`), and a few calls
+//! racing those drains fail with `UNAVAILABLE` (`examples/tests/hot_restart_uds.rs` prints how
+//! many: up to about 15 of 1,600 per takeover).
 //! It lives in this crate because receiving descriptors needs `unsafe`, which `rpc-core`
 //! forbids; `rpc-core` has the safe halves (`AcceptControl`, `Listener::bind_inherited`).
 //!
