@@ -411,3 +411,79 @@ async fn bind_errors_say_what_is_wrong() {
     let twice = l().bind(busy).await.expect_err("port in use");
     assert_eq!(twice.kind(), std::io::ErrorKind::AddrInUse);
 }
+
+/// A hot restart in one process: the first listener pauses and hands out its sockets, a second
+/// one serves them; connects made while paused wait in the backlog and reach the second.
+#[tokio::test]
+async fn paused_sockets_are_served_by_the_listener_that_inherits_them() {
+    let path = std::env::temp_dir().join(format!("rpc-core-handover-{}.sock", std::process::id()));
+    let old = Listener::new(server(ServerLimits::default()))
+        .protocol(Toy::new("old", b"PING"))
+        .bind(Address::unix(&path))
+        .await
+        .expect("bind")
+        .bind("tcp://127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("bind")
+        .start();
+    let tcp = old.local_addrs()[1].socket_addr().expect("an IP address");
+    let control = old.accept_control();
+    let sockets = control.pause().expect("pause");
+    assert!(control.is_paused());
+    assert_eq!(
+        sockets.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>(),
+        old.local_addrs()
+    );
+    // Paused: a connect is queued, not refused, and nobody answers it yet.
+    let mut waiting = connect(tcp).await;
+    waiting.write_all(b"PING").await.expect("write");
+    expect_silence(&mut waiting).await;
+    // A wrong kind of socket for the address is an error, not a panic.
+    let mismatched = sockets[1].1.try_clone().expect("dup");
+    let e = Listener::new(server(ServerLimits::default()))
+        .bind_inherited(Address::unix(&path), mismatched)
+        .expect_err("a TCP socket is not a Unix one");
+    assert!(e.to_string().contains("adopt"), "{e}");
+    let mut new = Listener::new(server(ServerLimits::default())).protocol(Toy::new("new", b"PING"));
+    for (addr, fd) in sockets {
+        new = new.bind_inherited(addr, fd).expect("inherit");
+    }
+    let new = new.start();
+    assert_eq!(new.local_addrs(), old.local_addrs());
+    expect(&mut waiting, b"new\n").await;
+    // The old listener's shutdown leaves the socket file to the new one.
+    old.shutdown(WAIT).await;
+    assert!(path.exists(), "the socket file is the new listener's");
+    let mut s = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect");
+    s.write_all(b"PINGu").await.expect("write");
+    let mut got = [0u8; 5];
+    tokio::time::timeout(WAIT, s.read_exact(&mut got))
+        .await
+        .expect("reply in time")
+        .expect("read");
+    assert_eq!(&got, b"new\nu");
+    drop((s, waiting));
+    new.shutdown(WAIT).await;
+    assert!(!path.exists(), "socket file removed");
+}
+
+/// A pause undone: the listener accepts again, and its shutdown removes its socket file.
+#[tokio::test]
+async fn a_resumed_listener_accepts_again() {
+    let (running, addr) = start(ServerLimits::default(), vec![Toy::new("ping", b"PING")]).await;
+    let control = running.accept_control();
+    drop(control.pause().expect("pause"));
+    let mut s = connect(addr).await;
+    s.write_all(b"PING").await.expect("write");
+    expect_silence(&mut s).await;
+    control.resume();
+    expect(&mut s, b"ping\n").await;
+    drop(s);
+    running.shutdown(WAIT).await;
+    assert!(
+        control.pause().is_err(),
+        "nothing to hand out after shutdown"
+    );
+}

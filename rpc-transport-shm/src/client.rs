@@ -28,6 +28,11 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const INITIAL_RECONNECT_BACKOFF: Duration = Duration::from_millis(1);
 /// Longest reconnect delay.
 pub const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+/// Sessions a call tries to open its stream on: a session a server's go-away retires between
+/// the pool's pick and the open makes the open fail before anything is sent, and the next pick
+/// skips it. Three covers two such races in a row (two restarts within microseconds); a
+/// session that keeps failing opens is an outage, reported as the last error.
+pub const MAX_OPEN_ATTEMPTS: u32 = 3;
 
 /// Builds a [`ShmClient`].
 #[derive(Debug, Clone)]
@@ -347,8 +352,21 @@ impl ClientTransport for ShmClient {
         let inner = self.inner.clone();
         let ctx = ctx.clone();
         Box::pin(async move {
-            let r = inner.session().await?;
-            r.session.open(&ctx)
+            let mut attempt = 1;
+            loop {
+                let r = inner.session().await?;
+                match r.session.open(&ctx) {
+                    Ok(stream) => return Ok(stream),
+                    // The session went away between the pick and the open (a server's
+                    // go-away retired it, or it was lost): `open` failed before anything was
+                    // sent, so the call is opened on another session.
+                    Err(e) if attempt < MAX_OPEN_ATTEMPTS && !r.session.is_usable() => {
+                        tracing::debug!(%e, attempt, "shm session unusable at open; retrying");
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         })
     }
 }

@@ -5,7 +5,8 @@
 //! allocates frames from. A frame travels as one descriptor: inline (≤ [`INLINE_MAX`] bytes),
 //! in the sender's arena (the receiver returns the block through its own ring once the last
 //! `Bytes` pointing into it is dropped), or — larger than the arena — over the Unix socket
-//! for that frame only. The socket otherwise only tells us when the peer is gone (EOF).
+//! for that frame only. The socket otherwise carries the server's go-away (`crate::goaway`)
+//! and tells us when the peer is gone (EOF).
 //!
 //! A batch of frames (`FrameSink::append_batch`) travels as one descriptor too, its frames
 //! back to back (`Packer`; protocol version 2): a unary or server-streaming request holds
@@ -276,6 +277,16 @@ impl Link {
     fn unqueued(&self, n: usize) {
         if self.backlog.fetch_sub(n, Ordering::AcqRel) == n {
             self.flushed_notify.notify_waiters();
+        }
+    }
+
+    /// Sends the peer a go-away over the socket (see [`crate::goaway`]): it opens no new
+    /// stream on this session and closes it once its streams ended.
+    pub(crate) fn send_goaway(&self) {
+        let msg = Bytes::from_static(&crate::goaway::GOAWAY);
+        self.backlog.fetch_add(msg.len(), Ordering::AcqRel);
+        if self.fallback.send(msg).is_err() {
+            self.unqueued(crate::goaway::GOAWAY.len());
         }
     }
 
@@ -1119,6 +1130,18 @@ pub(crate) async fn socket_reader(
             }
         }
         let n = u32::from_be_bytes(len) as usize;
+        if n == crate::goaway::GOAWAY_BODY.len() {
+            // Too short for a TTHeader frame: a control message (`crate::goaway`).
+            let mut body = [0u8; crate::goaway::GOAWAY_BODY.len()];
+            if let Err(e) = r.read_exact(&mut body).await {
+                break Status::unavailable(format!("shared memory socket: {e}"));
+            }
+            match crate::goaway::decode(&body) {
+                Ok(()) => on_goaway(&session, &link),
+                Err(e) => break e,
+            }
+            continue;
+        }
         if n > link.max_frame {
             break Status::internal(format!(
                 "shared memory session: fallback frame of {n} bytes over the limit of {}",
@@ -1136,4 +1159,29 @@ pub(crate) async fn socket_reader(
         }
     };
     lost(&session, &link, status);
+}
+
+/// The peer said go away: no new stream on this session; once its streams ended it is
+/// retired (atomically with `open`, see `Session::retire_idle`) and closed. A second go-away
+/// changes nothing.
+fn on_goaway(session: &Arc<ShmSession>, link: &Arc<Link>) {
+    if !session.is_usable() {
+        return;
+    }
+    session.start_drain();
+    let (s, l) = (session.clone(), link.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            // Resolves once no stream is open (or the session is lost).
+            s.drain().await;
+            if s.lost().is_some() {
+                return;
+            }
+            if s.retire_idle() {
+                lost(&s, &l, Status::unavailable("server went away"));
+                return;
+            }
+        }
+    });
+    link.add_task(task.abort_handle());
 }

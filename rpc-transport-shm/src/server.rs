@@ -137,10 +137,18 @@ impl Protocol for ShmProtocol {
             };
             let session = running.session.clone();
             let link = running.link().clone();
+            let goaway = running.goaway;
             let _hook = shutdown.on_drain({
                 let s = Arc::downgrade(&session);
+                let l = Arc::downgrade(&link);
                 move || {
-                    if let Some(s) = s.upgrade() {
+                    if goaway {
+                        // The client stops opening streams here and closes the session once
+                        // its streams ended (see `crate::goaway`).
+                        if let Some(l) = l.upgrade() {
+                            l.send_goaway();
+                        }
+                    } else if let Some(s) = s.upgrade() {
                         s.start_drain();
                     }
                 }
@@ -149,11 +157,21 @@ impl Protocol for ShmProtocol {
                 () = link.closed() => return,
                 () = shutdown.draining() => {}
             }
-            session.start_drain();
-            tokio::select! {
-                () = link.closed() => return,
-                () = session.drain() => {}
-                () = shutdown.closed() => {}
+            if goaway {
+                // Every stream that still arrives is served: the client may have opened it
+                // before the go-away reached it. The client closes the session when done.
+                tokio::select! {
+                    () = link.closed() => return,
+                    () = shutdown.closed() => {}
+                }
+                session.start_drain();
+            } else {
+                session.start_drain();
+                tokio::select! {
+                    () = link.closed() => return,
+                    () = session.drain() => {}
+                    () = shutdown.closed() => {}
+                }
             }
             // The last streams' trailers may still wait behind a full ring or arena: they go
             // out before the session closes (within the grace period).

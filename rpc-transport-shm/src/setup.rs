@@ -42,11 +42,13 @@ pub const VERSION: u16 = 2;
 pub const FEATURE_FALLBACK: u32 = 1;
 /// Feature bit: small frames inline in descriptors.
 pub const FEATURE_INLINE: u32 = 2;
+/// Feature bit: the server may send a go-away (`crate::goaway`) when it leaves; a client
+/// without it gets the plain drain (new streams refused).
+pub const FEATURE_GOAWAY: u32 = 4;
 /// Feature bit: the session is a byte stream (`ShmStream`), not a ttstream session. Not a
 /// negotiable option but the mode: a server serves one mode and rejects a hello of the other.
-/// (8, not 4: bit 4 is taken by the hot-restart work's go-away feature on its branch.)
 pub const FEATURE_BYTE_STREAM: u32 = 8;
-const FEATURES: u32 = FEATURE_FALLBACK | FEATURE_INLINE;
+const FEATURES: u32 = FEATURE_FALLBACK | FEATURE_INLINE | FEATURE_GOAWAY;
 
 const MSG_LEN: usize = 64;
 const KIND_HELLO: u16 = 1;
@@ -221,6 +223,11 @@ struct Msg {
     features: u32,
     sizes: Sizes,
     region_len: u64,
+    /// The sender's pid (ACCEPT; 0 elsewhere and from older servers): the client watches
+    /// this process for the server's death. Not `SO_PEERCRED`: after a hot restart the
+    /// listening socket was made by the old process, and a connect's peer credentials are
+    /// the listener's (`crate::takeover`).
+    pid: u32,
 }
 
 impl Msg {
@@ -233,6 +240,7 @@ impl Msg {
         b[16..20].copy_from_slice(&(self.sizes.ring_slots as u32).to_le_bytes());
         b[24..32].copy_from_slice(&(self.sizes.arena_bytes as u64).to_le_bytes());
         b[32..40].copy_from_slice(&self.region_len.to_le_bytes());
+        b[40..44].copy_from_slice(&self.pid.to_le_bytes());
         b
     }
 
@@ -256,6 +264,7 @@ impl Msg {
                 arena_bytes: usize::try_from(u64_at(24)).map_err(|_| "arena size")?,
             },
             region_len: u64_at(32),
+            pid: u32_at(40),
         })
     }
 }
@@ -268,6 +277,10 @@ fn proto_err(msg: impl Into<String>) -> std::io::Error {
 pub(crate) struct Established {
     pub(crate) stream: UnixStream,
     pub(crate) sizes: Sizes,
+    /// The features both sides have.
+    pub(crate) features: u32,
+    /// The server's pid as its ACCEPT says (client side; `None` from an older server).
+    pub(crate) peer_pid: Option<u32>,
     pub(crate) mine: Arc<Region>,
     pub(crate) theirs: Arc<Region>,
     pub(crate) wake_me: OwnedFd,
@@ -324,6 +337,7 @@ pub(crate) async fn client_with(
         features: FEATURES | mode,
         sizes: want,
         region_len: 0,
+        pid: 0,
     };
     sys::send_with_fds(&stream, &hello.encode(), &[]).await?;
     let mut b = [0u8; MSG_LEN];
@@ -362,6 +376,7 @@ pub(crate) async fn client_with(
     let (mine, memfd, wake_me) = own_region(sizes)?;
     let region = Msg {
         kind: KIND_REGION,
+        pid: 0,
         ..accept
     };
     sys::send_with_fds(
@@ -373,6 +388,8 @@ pub(crate) async fn client_with(
     Ok(Established {
         stream,
         sizes,
+        features: accept.features & FEATURES,
+        peer_pid: (accept.pid != 0).then_some(accept.pid),
         mine,
         theirs,
         wake_me,
@@ -435,6 +452,7 @@ pub(crate) async fn server_with(
             arena_bytes: 0,
         },
         region_len: 0,
+        pid: 0,
     };
     if hello.version != VERSION {
         let _ = sys::send_with_fds(&stream, &reject(REJECT_VERSION).encode(), &[]).await;
@@ -486,6 +504,7 @@ pub(crate) async fn server_with(
         features: hello.features & (FEATURES | mode),
         sizes,
         region_len: sizes.region_len() as u64,
+        pid: std::process::id(),
     };
     sys::send_with_fds(
         &stream,
@@ -504,6 +523,8 @@ pub(crate) async fn server_with(
         Established {
             stream,
             sizes,
+            features: accept.features,
+            peer_pid: None,
             mine,
             theirs,
             wake_me,
@@ -529,6 +550,8 @@ pub fn detect(prefix: &[u8]) -> Option<bool> {
 #[derive(Debug, Clone)]
 pub(crate) struct Running {
     pub(crate) session: Arc<ShmSession>,
+    /// Both sides speak the go-away (`FEATURE_GOAWAY`).
+    pub(crate) goaway: bool,
 }
 
 impl Running {
@@ -549,6 +572,8 @@ pub(crate) fn start(
     let Established {
         stream,
         sizes,
+        features,
+        peer_pid,
         mine,
         theirs,
         wake_me,
@@ -578,7 +603,10 @@ pub(crate) fn start(
         &stats.sessions,
         server,
     );
-    let pidfd = sys::peer_pidfd(&stream);
+    let pidfd = match peer_pid {
+        Some(pid) => sys::pidfd(pid),
+        None => sys::peer_pidfd(&stream),
+    };
     let (r, w) = stream.into_split();
     let (ftx, frx) = mpsc::channel(1);
     let reader = Reader {
@@ -609,7 +637,10 @@ pub(crate) fn start(
             link.add_task(h.abort_handle());
         }
     }
-    Ok(Running { session })
+    Ok(Running {
+        session,
+        goaway: features & FEATURE_GOAWAY != 0,
+    })
 }
 
 #[cfg(test)]
@@ -624,6 +655,7 @@ mod tests {
             features: FEATURES,
             sizes: Sizes::default(),
             region_len: Sizes::default().region_len() as u64,
+            pid: 4242,
         };
         assert_eq!(Msg::decode(&m.encode()).unwrap(), m);
         let mut bad = m.encode();

@@ -250,7 +250,14 @@ pub(crate) async fn recv_with_fds(
 /// Linux ≥ 5.3): readable once that process exits, even if the socket stays open (inherited
 /// by a child). `None` where unavailable.
 pub(crate) fn peer_pidfd(stream: &UnixStream) -> Option<OwnedFd> {
-    let pid = stream.peer_cred().ok()?.pid()?;
+    let pid = u32::try_from(stream.peer_cred().ok()?.pid()?).ok()?;
+    pidfd(pid)
+}
+
+/// A pidfd for process `pid` (`pidfd_open`, Linux ≥ 5.3): readable once it exits. `None`
+/// where unavailable or for no such process.
+pub(crate) fn pidfd(pid: u32) -> Option<OwnedFd> {
+    let pid = nix::libc::pid_t::try_from(pid).ok().filter(|p| *p > 0)?;
     // SAFETY: a plain syscall with integer arguments; on success it returns a new descriptor
     // nobody else owns.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };

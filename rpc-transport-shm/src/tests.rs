@@ -563,3 +563,6 @@ async fn frames_in_the_ring_when_the_peer_closes_are_delivered_before_the_loss()
     assert_eq!(within(call.recv()).await.unwrap(), None);
     let _ = std::fs::remove_file(&p);
 }
+
+// Hot restart: the go-away and the takeover of the listening socket.
+mod hot_restart;

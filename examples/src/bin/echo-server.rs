@@ -37,6 +37,16 @@
 //! cascades through it: over TTHeader Streaming the reset it sends downstream carries the
 //! cancel path so far plus its `--name` (default `echo-server-forward`), as Kitex's `ttscp`.
 //!
+//! Hot restart (Linux): a server with a `unix://` or `shm://` listener answers takeovers on
+//! the control socket `PATH.takeover` (PATH: its first such listener). `--takeover` starts a
+//! server that takes the listening sockets over from the one running with the same first
+//! path (`rpc_transport_shm::takeover`: the sockets are passed, so connects are never refused)
+//! and prints `took over sockets from pid P in MS ms`; the old one prints `handed over N
+//! sockets to pid P` and shuts down gracefully: shared-memory clients get a go-away and open
+//! their next sessions to the new process, calls in flight finish within the grace period
+//! (5 s), and it exits (`stopped MS ms after the takeover request`). Without a server to take
+//! over from, `--takeover` binds as usual. TLS listeners are bound afresh, not handed over.
+//!
 //! Metrics: `--metrics HOST:PORT` serves every call's metrics (`rpc_core::observe`) in the
 //! Prometheus text format at `http://HOST:PORT/metrics` and prints `metrics <addr>`; on Linux
 //! the shared-memory listener's counters come with them (`rpc_shm_*`).
@@ -83,7 +93,8 @@ fn usage() -> ExitCode {
          \x20      [--max-frame-bytes N] [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]\n\
          \x20      [--register etcd://HOST:PORT/SERVICE [--lease-ttl-s N] [--weight N] [--advertise-host HOST]]\n\
          \x20      [--tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem]] [--metrics HOST:PORT]\n\
-         \x20      [--forward URL [--protocol ttheader|grpc|shm] [--name NAME]]"
+         \x20      [--forward URL [--protocol ttheader|grpc|shm] [--name NAME]]\n\
+         \x20      [--takeover]   hot restart: take the listening sockets over from the server at the first unix/shm path"
     );
     ExitCode::from(2)
 }
@@ -123,8 +134,13 @@ async fn main() -> ExitCode {
     let mut reg = Register::default();
     let mut conn_limits = rpc_transport_ttheader::Limits::default();
     let (mut forward, mut protocol, mut name) = (None, None, None);
+    let mut takeover = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--takeover" {
+            takeover = true;
+            continue;
+        }
         let number = |v: &Option<String>| v.as_deref().and_then(|v| v.parse::<u64>().ok());
         let next = args.next();
         match (a.as_str(), number(&next)) {
@@ -257,9 +273,25 @@ async fn main() -> ExitCode {
         .protocol(TtHeaderProtocol::new(conn_limits.clone()))
         .protocol(GrpcProtocol::default())
         .protocol(shm);
+    let control = hot_restart::control_path(&addrs);
+    let mut predecessor = match (takeover, &control) {
+        (false, _) => None,
+        (true, None) => {
+            eprintln!("echo-server: --takeover needs a unix:// or shm:// listener");
+            return usage();
+        }
+        (true, Some(c)) => match hot_restart::request(c).await {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("echo-server: takeover: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     for addr in addrs {
-        let bound = match (&tls, &addr) {
-            (Some(tls), Address::Tcp { .. }) => listener.bind_tls(addr, tls.clone()).await,
+        let bound = match (&tls, &addr, &mut predecessor) {
+            (Some(tls), Address::Tcp { .. }, _) => listener.bind_tls(addr, tls.clone()).await,
+            (_, _, Some(p)) => hot_restart::bind(p, listener, addr).await,
             _ => listener.bind(addr).await,
         };
         listener = match bound {
@@ -272,8 +304,28 @@ async fn main() -> ExitCode {
     }
     let running = listener.start();
     health.shutdown_on_drain(&running.shutdown_signal());
+    let took_over = match predecessor {
+        Some(p) => match hot_restart::ready(p).await {
+            Ok(line) => Some(line),
+            Err(e) => {
+                eprintln!("echo-server: takeover: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut handover = control.and_then(|c| match hot_restart::Handover::listen(c, &running) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!("echo-server: takeover control socket: {e}");
+            None
+        }
+    });
     for addr in running.local_addrs() {
         println!("listening {addr}");
+    }
+    if let Some(line) = took_over {
+        println!("{line}");
     }
     if let Some(bound) = metrics_bound {
         println!("metrics {bound}");
@@ -310,6 +362,7 @@ async fn main() -> ExitCode {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            h = hot_restart::handed_over(&mut handover) => println!("{}", hot_restart::describe(&h)),
         }
         // Deregister first (clients' watches drop this instance), then drain.
         if let Err(e) = registered.shutdown(SHUTDOWN_GRACE).await {
@@ -318,11 +371,152 @@ async fn main() -> ExitCode {
         println!("stopped");
         return ExitCode::SUCCESS;
     }
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let handed = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        h = hot_restart::handed_over(&mut handover) => {
+            println!("{}", hot_restart::describe(&h));
+            Some(hot_restart::requested(&h))
+        }
+    };
     running.shutdown(SHUTDOWN_GRACE).await;
-    println!("stopped");
+    match handed {
+        Some(at) => println!(
+            "stopped {} ms after the takeover request",
+            at.elapsed().as_millis()
+        ),
+        None => println!("stopped"),
+    }
     ExitCode::SUCCESS
+}
+
+/// Hot restart through `rpc_transport_shm::takeover` (Linux); elsewhere `--takeover` fails
+/// and no control socket is served.
+#[cfg(target_os = "linux")]
+mod hot_restart {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use rpc_core::serve::Listener;
+    use rpc_core::Address;
+    pub(crate) use rpc_transport_shm::takeover::{control_path, HandedOver};
+    pub(crate) use rpc_transport_shm::Handover;
+    use rpc_transport_shm::Takeover;
+
+    /// When the successor's request arrived.
+    pub(crate) fn requested(h: &HandedOver) -> Instant {
+        h.requested
+    }
+
+    /// The sockets of the server at `control`; `None` (bind as usual) when none listens there.
+    pub(crate) async fn request(control: &Path) -> std::io::Result<Option<Takeover>> {
+        match Takeover::request(control).await {
+            Ok(t) => Ok(Some(t)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                eprintln!(
+                    "echo-server: no server to take over from at {} ({e}); binding",
+                    control.display()
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `addr` on the inherited socket if there is one, else bound.
+    pub(crate) async fn bind(
+        t: &mut Takeover,
+        listener: Listener,
+        addr: Address,
+    ) -> std::io::Result<Listener> {
+        t.bind(listener, addr).await
+    }
+
+    /// Tells the old server to drain; the line to print.
+    pub(crate) async fn ready(t: Takeover) -> std::io::Result<String> {
+        let from = t.predecessor();
+        let unused = t.addrs().len();
+        let took = t.ready().await?;
+        Ok(format!(
+            "took over sockets from pid {from} in {} ms ({unused} not needed)",
+            took.as_millis()
+        ))
+    }
+
+    /// Resolves when a successor took over (never without a control socket).
+    pub(crate) async fn handed_over(h: &mut Option<Handover>) -> HandedOver {
+        match h {
+            Some(h) => h.handed_over().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The line the old server prints.
+    pub(crate) fn describe(h: &HandedOver) -> String {
+        format!(
+            "handed over {} sockets to pid {} ({} ms from request to ready)",
+            h.sockets,
+            h.successor,
+            h.confirmed.duration_since(h.requested).as_millis()
+        )
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod hot_restart {
+    use std::path::{Path, PathBuf};
+    use std::time::Instant;
+
+    use rpc_core::serve::{Listener, Running};
+    use rpc_core::Address;
+
+    pub(crate) enum Takeover {}
+    pub(crate) enum Handover {}
+    pub(crate) enum HandedOver {}
+
+    impl Handover {
+        pub(crate) fn listen(_: PathBuf, _: &Running) -> std::io::Result<Handover> {
+            Err(std::io::ErrorKind::Unsupported.into())
+        }
+    }
+
+    pub(crate) fn requested(h: &HandedOver) -> Instant {
+        match *h {}
+    }
+
+    pub(crate) fn control_path(_: &[Address]) -> Option<PathBuf> {
+        None
+    }
+
+    pub(crate) async fn request(_: &Path) -> std::io::Result<Option<Takeover>> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "hot restart needs Linux",
+        ))
+    }
+
+    pub(crate) async fn bind(
+        t: &mut Takeover,
+        _: Listener,
+        _: Address,
+    ) -> std::io::Result<Listener> {
+        match *t {}
+    }
+
+    pub(crate) async fn ready(t: Takeover) -> std::io::Result<String> {
+        match t {}
+    }
+
+    pub(crate) async fn handed_over(_: &mut Option<Handover>) -> HandedOver {
+        std::future::pending().await
+    }
+
+    pub(crate) fn describe(h: &HandedOver) -> String {
+        match *h {}
+    }
 }

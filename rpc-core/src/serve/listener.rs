@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -129,6 +130,58 @@ impl Listener {
         self.bind_with(addr, Some(tls)).await
     }
 
+    /// Serves `addr` on a listening socket this process inherited instead of binding it: the
+    /// successor's side of a hot restart, where the previous server passed its listening
+    /// sockets over (`AcceptControl::pause` on its side; the fd passing itself is
+    /// `rpc_transport_shm::takeover`). The socket file of a `unix://` or `shm://` address never
+    /// disappears, so no client sees a refused connect while servers change. `fd` must be a
+    /// listening socket of `addr`'s kind (a TCP socket for `tcp://`, a Unix stream socket for
+    /// the others; `InvalidInput` otherwise); it is served without TLS.
+    ///
+    /// The socket is put in listening state again here, with this server's listen backlog:
+    /// on Linux that also makes this process the one whose credentials later connects see
+    /// (`SO_PEERCRED` of a Unix socket names the process that called `listen`, and a client
+    /// watching its server's pid must see the new one).
+    pub fn bind_inherited(mut self, addr: Address, fd: OwnedFd) -> io::Result<Listener> {
+        let with_addr = |e: io::Error| io::Error::new(e.kind(), format!("adopt {addr}: {e}"));
+        let backlog = i32::try_from(self.server.limits().listen_backlog).unwrap_or(i32::MAX);
+        socket2::SockRef::from(&fd)
+            .listen(backlog)
+            .map_err(with_addr)?;
+        let socket = match &addr {
+            Address::Tcp { .. } => {
+                let l = std::net::TcpListener::from(fd);
+                let local = l.local_addr().map_err(with_addr)?;
+                l.set_nonblocking(true).map_err(with_addr)?;
+                let l = TcpListener::from_std(l).map_err(with_addr)?;
+                self.bound.push(Bound {
+                    addr: Address::from(local),
+                    socket: Socket::Tcp(l),
+                    tls: None,
+                });
+                return Ok(self);
+            }
+            Address::Unix(path) | Address::Shm(path) => {
+                let l = std::os::unix::net::UnixListener::from(fd);
+                let local = l.local_addr().map_err(with_addr)?;
+                if local.as_pathname() != Some(path.as_path()) {
+                    return Err(with_addr(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("the inherited socket is bound to {local:?}"),
+                    )));
+                }
+                l.set_nonblocking(true).map_err(with_addr)?;
+                Socket::Unix(UnixListener::from_std(l).map_err(with_addr)?, path.clone())
+            }
+        };
+        self.bound.push(Bound {
+            addr,
+            socket,
+            tls: None,
+        });
+        Ok(self)
+    }
+
     async fn bind_with(
         mut self,
         addr: Address,
@@ -197,6 +250,9 @@ impl Listener {
             tasks: Mutex::new(HashMap::new()),
             sockets: Mutex::new(HashMap::new()),
             next_task: AtomicU64::new(0),
+            accepting: watch::channel(true).0,
+            handed_over: AtomicBool::new(false),
+            listening: Mutex::new(Vec::new()),
         });
         let mut listeners = Vec::new();
         let mut accepts = Vec::new();
@@ -208,7 +264,9 @@ impl Listener {
                 live: AtomicUsize::new(0),
             });
             listeners.push(state.clone());
-            accepts.push(tokio::spawn(accept_loop(shared.clone(), state, b.socket)));
+            let socket = Arc::new(b.socket);
+            lock(&shared.listening).push((state.addr.clone(), socket.clone()));
+            accepts.push(tokio::spawn(accept_loop(shared.clone(), state, socket)));
         }
         Running {
             shared,
@@ -289,6 +347,14 @@ impl Running {
         self.shared.shutdown()
     }
 
+    /// A handle that pauses and resumes the accept loops and hands the listening sockets out,
+    /// for a hot restart (see [`AcceptControl`]).
+    pub fn accept_control(&self) -> AcceptControl {
+        AcceptControl {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Graceful shutdown: stop accepting (Unix socket files are removed), tell every
     /// protocol to drain its connections, wait up to `grace` for them to close, then tell the
     /// protocols to close what is left and abort connection tasks still running
@@ -301,6 +367,8 @@ impl Running {
         for a in self.accepts {
             let _ = a.await;
         }
+        // The listening sockets close now (a handed-over one stays open in its new process).
+        lock(&self.shared.listening).clear();
         if !self.shared.wait_all_closed(grace).await {
             self.shared.phase.send_replace(Phase::Closed);
             if !self.shared.wait_all_closed(CLOSE_TIMEOUT).await {
@@ -341,6 +409,75 @@ struct Shared {
     tasks: Mutex<HashMap<u64, AbortHandle>>,
     sockets: Mutex<HashMap<u64, CloseHandle>>,
     next_task: AtomicU64,
+    /// Whether the accept loops accept (false while paused by [`AcceptControl::pause`]).
+    accepting: watch::Sender<bool>,
+    /// The sockets were handed to a successor: shutdown leaves the socket files in place.
+    handed_over: AtomicBool,
+    /// Every listening socket, for handing over; emptied when shutdown stops accepting.
+    listening: Mutex<Vec<(Address, Arc<Socket>)>>,
+}
+
+/// Pauses and resumes a [`Running`]'s accept loops and hands out its listening sockets: the
+/// predecessor's side of a hot restart. Cheap to clone.
+///
+/// [`AcceptControl::pause`] stops accepting (connects wait in the kernel's backlog; nothing is
+/// refused) and returns a duplicate of every listening socket to pass to the successor, which
+/// serves them with [`Listener::bind_inherited`]. From then on [`Running::shutdown`] leaves
+/// the Unix socket files in place (they are the successor's now). If the successor fails,
+/// [`AcceptControl::resume`] undoes the pause.
+#[derive(Clone)]
+pub struct AcceptControl {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AcceptControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcceptControl")
+            .field("accepting", &*self.shared.accepting.borrow())
+            .finish()
+    }
+}
+
+impl AcceptControl {
+    /// Stops accepting and returns every bound socket address with a duplicate of its listening
+    /// socket, in bind order. A connection the loops accepted before is still served.
+    /// `NotConnected` once shutdown has begun (the sockets are closing).
+    pub fn pause(&self) -> io::Result<Vec<(Address, OwnedFd)>> {
+        let listening = lock(&self.shared.listening);
+        if self.shared.shutdown().is_draining() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the listener is shutting down",
+            ));
+        }
+        self.shared.accepting.send_replace(false);
+        self.shared.handed_over.store(true, Ordering::Release);
+        // A source of connections (`Listener::incoming`) has no listening socket to hand
+        // over: it is paused with the others and left out.
+        listening
+            .iter()
+            .filter_map(|(addr, socket)| {
+                let fd = match &**socket {
+                    Socket::Tcp(l) => l.as_fd().try_clone_to_owned(),
+                    Socket::Unix(l, _) => l.as_fd().try_clone_to_owned(),
+                    Socket::Incoming(_) => return None,
+                };
+                Some(fd.map(|fd| (addr.clone(), fd)))
+            })
+            .collect()
+    }
+
+    /// Accepts again after [`AcceptControl::pause`] (the successor failed): shutdown removes
+    /// the socket files again.
+    pub fn resume(&self) {
+        self.shared.handed_over.store(false, Ordering::Release);
+        self.shared.accepting.send_replace(true);
+    }
+
+    /// Whether the accept loops are paused.
+    pub fn is_paused(&self) -> bool {
+        !*self.shared.accepting.borrow()
+    }
 }
 
 impl Shared {
@@ -411,9 +548,17 @@ impl Drop for Slot {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: Socket) {
+async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: Arc<Socket>) {
     let shutdown = shared.shutdown();
+    let mut accepting = shared.accepting.subscribe();
     loop {
+        // Paused while a successor takes the sockets over (`AcceptControl`): connects wait in
+        // the backlog. Accepting is cancel-safe: a connect not taken stays queued.
+        tokio::select! {
+            r = accepting.wait_for(|a| *a) => if r.is_err() { break },
+            () = shutdown.reached(Phase::Draining) => break,
+        }
+        let mut paused = accepting.clone();
         // At the cap, stop accepting until a connection closes (see the module docs).
         let permit = tokio::select! {
             p = listener.cap.clone().acquire_owned() => match p {
@@ -421,10 +566,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: 
                 Err(_) => break,
             },
             () = shutdown.reached(Phase::Draining) => break,
+            _ = paused.wait_for(|a| !*a) => continue,
         };
         let accepted = tokio::select! {
             r = accept(&socket, shared.server.limits()) => r,
             () = shutdown.reached(Phase::Draining) => break,
+            _ = paused.wait_for(|a| !*a) => continue,
         };
         match accepted {
             Ok((stream, peer)) => spawn_conn(&shared, &listener, stream, peer, permit),
@@ -438,9 +585,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, socket: 
             }
         }
     }
-    if let Socket::Unix(l, path) = socket {
-        drop(l);
-        if let Err(e) = std::fs::remove_file(&path) {
+    if let Socket::Unix(_, path) = &*socket {
+        if shared.handed_over.load(Ordering::Acquire) {
+            // The path is the successor's now.
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(path) {
             tracing::debug!(path = %path.display(), error = %e, "could not remove the socket file");
         }
     }

@@ -61,7 +61,7 @@ use crate::net::Io;
 use crate::transport::BoxFuture;
 use crate::{Peer, Server};
 
-pub use listener::{Listener, Running, CLOSE_TIMEOUT, MAX_PREFACE};
+pub use listener::{AcceptControl, Listener, Running, CLOSE_TIMEOUT, MAX_PREFACE};
 
 /// What a protocol makes of a connection's first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -265,8 +265,11 @@ impl<S: FrameSink> Session<S> {
     }
 
     /// No stream is open: take no new one (the connection is about to close as idle); says
-    /// whether it did. Atomic with [`Session::open`] (both hold the stream table).
-    pub(crate) fn retire_idle(&self) -> bool {
+    /// whether it did. Atomic with [`Session::open`] (both hold the stream table): once it
+    /// returned true, `open` fails without sending anything, so the caller may close the
+    /// connection and retry the open elsewhere (the shared-memory client does after a server's
+    /// go-away).
+    pub fn retire_idle(&self) -> bool {
         let streams = lock(&self.streams);
         if !streams.is_empty() {
             return false;
