@@ -10,7 +10,7 @@ mod memory_bound;
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,14 +22,72 @@ use rpc_core::{Address, Client};
 use rpc_transport_grpc::GrpcClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn start_server() -> (ServerChild, SocketAddr) {
+/// What the server reports charged to its budget (`--report-budget-ms`), in bytes: the
+/// latest report, the highest, and each report with the server's RSS when it arrived.
+#[derive(Default)]
+struct Charged {
+    now: AtomicU64,
+    max: AtomicU64,
+    /// (RSS, charged) at each report.
+    series: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+impl Charged {
+    /// Follows the server's `budget <bytes>` lines.
+    fn watch(pid: u32, lines: std::sync::mpsc::Receiver<String>) -> Arc<Charged> {
+        let charged = Arc::new(Charged::default());
+        let c = charged.clone();
+        std::thread::spawn(move || {
+            for line in lines {
+                if let Some(n) = line.strip_prefix("budget ").and_then(|n| n.parse().ok()) {
+                    c.now.store(n, Ordering::Release);
+                    c.max.fetch_max(n, Ordering::AcqRel);
+                    let rss = examples::measure::rss(pid).unwrap_or(0);
+                    c.series.lock().unwrap_or_else(|e| e.into_inner()).push((rss, n));
+                }
+            }
+        });
+        charged
+    }
+
+    fn now(&self) -> u64 {
+        self.now.load(Ordering::Acquire)
+    }
+
+    /// The RSS over `base` where the charge was highest, and the charge where the RSS was.
+    fn summary(&self, base: u64) -> String {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let at_charge = series.iter().max_by_key(|(_, c)| *c).copied();
+        let at_rss = series.iter().max_by_key(|(r, _)| *r).copied();
+        let show = |p: Option<(u64, u64)>| match p {
+            Some((r, c)) => format!(
+                "RSS over baseline {} KiB, charged {} KiB",
+                r.saturating_sub(base) / KIB,
+                c / KIB
+            ),
+            None => "no reports".to_owned(),
+        };
+        format!(
+            "highest charge: {}; highest RSS: {}",
+            show(at_charge),
+            show(at_rss)
+        )
+    }
+}
+
+/// How often the server reports its charge.
+const REPORT_BUDGET_MS: &str = "10";
+
+fn start_server() -> (ServerChild, SocketAddr, Arc<Charged>) {
     let budget = BUDGET.to_string();
-    let (child, urls, _lines) = support::spawn_echo_server_with_env(
+    let (child, urls, lines) = support::spawn_echo_server_with_env(
         &[
             "--listen",
             "tcp://127.0.0.1:0",
             "--max-buffered-bytes",
             &budget,
+            "--report-budget-ms",
+            REPORT_BUDGET_MS,
         ],
         1,
         SERVER_ENV,
@@ -38,7 +96,8 @@ fn start_server() -> (ServerChild, SocketAddr) {
         .strip_prefix("tcp://")
         .and_then(|a| a.parse().ok())
         .expect("a tcp:// socket address");
-    (ServerChild { child }, addr)
+    let pid = child.id();
+    (ServerChild { child }, addr, Charged::watch(pid, lines))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -57,7 +116,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (server, addr) = start_server();
+    let (server, addr, charged) = start_server();
     let rt = runtime();
     let good = TestServiceClient::new(Client::new(GrpcClient::new(Address::from(addr))));
     // Warm-up: the good client's connection and the server's threads exist before the
@@ -73,7 +132,12 @@ where
         }
     });
     let base = server.rss();
-    let sampler = RssSampler::start(server.pid());
+    let sampler = {
+        let charged = charged.clone();
+        RssSampler::start(server.pid(), move || {
+            format!(", charged {} KiB", charged.now() / KIB)
+        })
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let log = {
         let good = good.clone();
@@ -99,11 +163,17 @@ where
     rt.block_on(async {
         attack(addr).await;
         settle(server.pid()).await;
-        eprintln!("server after the attack: {}", rss_parts(server.pid()));
+        eprintln!(
+            "server after the attack: {}, charged {} KiB (highest {} KiB)",
+            rss_parts(server.pid()),
+            charged.now() / KIB,
+            charged.max.load(Ordering::Acquire) / KIB
+        );
     });
     stop.store(true, Ordering::Release);
     let log = rt.block_on(log).expect("well-behaved client task");
     let max = sampler.finish();
+    eprintln!("{name}: {}", charged.summary(base));
     // The well-behaved connection counts as one of the connections.
     let (over, bound) = report(name, connections + 1, base, max, &log);
     assert!(
@@ -404,15 +474,69 @@ fn idle_streams_on_many_connections() {
     });
 }
 
-/// Many connections that never read flood the server with frames it must answer or keep:
-/// PINGs, SETTINGS, and header blocks split over CONTINUATION frames.
+/// How a flood connection ended, as the client saw it.
+#[derive(Debug, Default, Clone, Copy)]
+struct FloodEnd {
+    /// The server closed the connection (EOF or reset) within [`FLOOD_CLOSE_DEADLINE`].
+    closed: bool,
+    /// It sent `GOAWAY(ENHANCE_YOUR_CALM)` first.
+    calm: bool,
+}
+
+/// How long a flood connection may stay open after its flood (not a speed assertion: a
+/// server that never closes it must not hang the test). The server gives a calmed
+/// connection `CALM_CLOSE_TIMEOUT` (2 s) to take its GOAWAY; the rest is slack for a loaded
+/// machine.
+const FLOOD_CLOSE_DEADLINE: Duration = Duration::from_secs(20);
+
+/// `GOAWAY`'s error code `ENHANCE_YOUR_CALM` (RFC 9113 §7).
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+/// Reads what the server sends until it closes the connection, looking for a GOAWAY.
+async fn read_until_closed(s: &mut tokio::net::TcpStream) -> FloodEnd {
+    let mut end = FloodEnd::default();
+    let mut wire = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let read_all = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => wire.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    end.closed = tokio::time::timeout(FLOOD_CLOSE_DEADLINE, read_all)
+        .await
+        .is_ok();
+    let mut rest = &wire[..];
+    while rest.len() >= 9 {
+        let len = (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
+        if rest.len() < 9 + len {
+            break;
+        }
+        let payload = &rest[9..9 + len];
+        if rest[3] == 0x7 && len >= 8 {
+            let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+            end.calm |= code == ENHANCE_YOUR_CALM;
+        }
+        rest = &rest[9 + len..];
+    }
+    end
+}
+
+/// Many connections that never read (while they send) flood the server with frames it must
+/// answer or keep: PINGs, SETTINGS, and header blocks split over CONTINUATION frames. Each
+/// is closed with `GOAWAY(ENHANCE_YOUR_CALM)` (the PINGs and SETTINGS by the server's flood
+/// limit, the CONTINUATIONs by h2's), read once the flood is sent.
 #[test]
 fn control_and_continuation_floods_on_many_connections() {
     const CONNECTIONS: u64 = 60;
+    let ends = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ends.clone();
     run_attack(
         "PING/SETTINGS/CONTINUATION floods",
         CONNECTIONS,
-        |addr| async move {
+        move |addr| async move {
             let mut tasks = Vec::new();
             for c in 0..CONNECTIONS {
                 tasks.push(tokio::spawn(async move {
@@ -450,16 +574,25 @@ fn control_and_continuation_floods_on_many_connections() {
                         }
                     }
                     let _ = tokio::time::timeout(Duration::from_secs(3), s.write_all(&wire)).await;
-                    Some(s)
+                    Some(read_until_closed(&mut s).await)
                 }));
             }
-            let mut conns = Vec::new();
             for t in tasks {
-                conns.extend(t.await.ok().flatten());
+                let end = t.await.ok().flatten().unwrap_or_default();
+                seen.lock().unwrap_or_else(|e| e.into_inner()).push(end);
             }
-            settle_hold(conns, Vec::<()>::new()).await;
         },
     );
+    let ends = ends.lock().unwrap_or_else(|e| e.into_inner());
+    let closed = ends.iter().filter(|e| e.closed).count();
+    let calm = ends.iter().filter(|e| e.calm).count();
+    eprintln!(
+        "floods: {} connections, {closed} closed by the server, {calm} with GOAWAY(ENHANCE_YOUR_CALM)",
+        ends.len()
+    );
+    assert_eq!(ends.len() as u64, CONNECTIONS, "every flood connection was made");
+    assert_eq!(closed, ends.len(), "every flood connection was closed: {ends:?}");
+    assert_eq!(calm, ends.len(), "every flood connection got GOAWAY(ENHANCE_YOUR_CALM): {ends:?}");
 }
 
 /// Many connections that finish the HTTP/2 handshake and do nothing more: the fixed cost of

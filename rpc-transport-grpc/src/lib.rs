@@ -102,7 +102,33 @@
 //! with glibc's defaults, up to 7 % above it (unread replies on 200 connections).
 //! `examples/tests/memory_bound_grpc.rs` runs the server with the fixed threshold against one
 //! attack per kind, each on many connections: unread request streams, unread replies, partial
-//! 4 MiB messages, idle streams, PING/SETTINGS/CONTINUATION floods, idle connections.
+//! 4 MiB messages, idle streams, PING/SETTINGS/CONTINUATION floods (closed with
+//! `GOAWAY(ENHANCE_YOUR_CALM)`, see "Flood defence"), idle connections.
+//!
+//! # Flood defence
+//!
+//! HTTP/2 lets a client make the server work with frames that carry no call: PINGs and
+//! SETTINGS the server must acknowledge, WINDOW_UPDATEs, empty DATA, PRIORITY, frames of
+//! unknown type (CVE-2019-9512, -9515, -9518). The server counts, per connection, the frames
+//! no call or response accounts for: every SETTINGS, PRIORITY, CONTINUATION and unknown frame,
+//! a PING unless the server wrote HEADERS or DATA since the previous one (grpc-go's rule, so
+//! BDP probes and pings during calls are free), WINDOW_UPDATEs beyond two per DATA frame the
+//! server wrote, and DATA frames with neither data nor `END_STREAM`. More than
+//! [`DEFAULT_MAX_CONTROL_FRAMES`] (1,000) of them within [`DEFAULT_CONTROL_WINDOW`] (10 s)
+//! and the server stops reading the connection, sends `GOAWAY(ENHANCE_YOUR_CALM)`, and closes
+//! it once the client has had [`CALM_CLOSE_TIMEOUT`] (2 s) to read it, reading and dropping
+//! what the client still sends meanwhile so the close is not a reset that discards the
+//! GOAWAY. Real clients send a handful per connection plus keepalive PINGs (grpc-go and
+//! C-core: at most one per 10 s by default); set the limit with
+//! [`GrpcServerConfig::control_frames`]. h2 itself ends a connection with
+//! `ENHANCE_YOUR_CALM` for a header block split over more CONTINUATION frames than the
+//! header list limit needs (CVE-2024-27316) and for more than 20 streams reset before they
+//! were accepted (rapid reset, CVE-2023-44487); what a connection that does not read makes the
+//! server keep is charged to the byte budget (above).
+//!
+//! Reads are cooperative: a connection's task yields after 64 KiB or 256 frames read in one
+//! turn, so a burst on one connection does not hold a worker from the others (tokio's own
+//! budget counts socket reads, 128 per turn, each up to h2's 8 KiB-and-growing read buffer).
 //!
 //! The codecs are pure and tested on bytes in [`codec`].
 
