@@ -67,6 +67,13 @@ impl Charged {
             ),
             None => "no reports".to_owned(),
         };
+        if std::env::var_os("MEMBOUND_SERIES").is_some() {
+            let pts: Vec<String> = series
+                .iter()
+                .map(|(r, c)| format!("{}/{}", r.saturating_sub(base) / KIB, c / KIB))
+                .collect();
+            eprintln!("series (RSS over baseline/charged, KiB): {}", pts.join(" "));
+        }
         format!(
             "highest charge: {}; highest RSS: {}",
             show(at_charge),

@@ -576,6 +576,7 @@ impl ConnCtx {
                 out: Coalesce::new(),
                 gate: Gate::default(),
                 pending: Charge::new(self.ledger.clone(), id),
+                block: None,
                 encoding: None,
                 sent: false,
             }),
@@ -620,9 +621,11 @@ struct SendSide {
     stream: Option<DataOut>,
     /// Holds the handler back while the connection is over its share of a used-up budget.
     gate: Gate,
-    /// Charges what `out.pending` holds (encoded messages not yet handed to h2, and the rest
-    /// of the block they are encoded into).
+    /// Charges what `out.pending` holds: the whole block its messages are encoded into
+    /// (see [`SendSide::settle`]).
     pending: Charge,
+    /// The block `out.pending` is a view of, as (end address, size charged for it).
+    block: Option<(usize, usize)>,
     /// Messages on their way to h2 (see `stream::Outbox`).
     out: Coalesce,
     /// The `grpc-encoding` announced in the response header.
@@ -823,8 +826,30 @@ impl ServerStream {
 
 impl SendSide {
     /// Brings the charge for the pending messages up to date (after every change to them).
+    ///
+    /// `out.pending` is the tail of a block: the messages split off its front were handed to
+    /// h2 (charged as sent DATA until written), but the block stays allocated, written part
+    /// and all, as long as the tail is held. So the charge is the whole block as first seen
+    /// (its size when it was allocated, or reclaimed in place to its full size), not only
+    /// the tail: with streams parked mid-block that uncharged front averaged 8 KiB per stream
+    /// (unread replies, `examples/tests/memory_bound_grpc.rs`). A block is known by its end
+    /// address, which splitting its front does not move.
     fn settle(&mut self) {
-        let held = self.out.pending.capacity();
+        let cap = self.out.pending.capacity();
+        let held = if cap == 0 {
+            self.block = None;
+            0
+        } else {
+            let end = self.out.pending.as_ptr() as usize + cap;
+            match self.block {
+                Some((e, size)) if e == end => size.max(cap),
+                _ => cap,
+            }
+        };
+        if held > 0 {
+            let end = self.out.pending.as_ptr() as usize + cap;
+            self.block = Some((end, held));
+        }
         self.pending.set(held);
     }
 }
