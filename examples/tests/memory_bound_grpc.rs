@@ -56,7 +56,10 @@ impl Charged {
                     return;
                 };
                 let now = c.now();
-                c.series.lock().unwrap_or_else(|e| e.into_inner()).push((rss, now));
+                c.series
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((rss, now));
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
@@ -676,9 +679,21 @@ fn control_and_continuation_floods_on_many_connections() {
         "floods: {} connections, {closed} closed by the server, {calm} with GOAWAY(ENHANCE_YOUR_CALM)",
         ends.len()
     );
-    assert_eq!(ends.len() as u64, CONNECTIONS, "every flood connection was made");
-    assert_eq!(closed, ends.len(), "every flood connection was closed: {ends:?}");
-    assert_eq!(calm, ends.len(), "every flood connection got GOAWAY(ENHANCE_YOUR_CALM): {ends:?}");
+    assert_eq!(
+        ends.len() as u64,
+        CONNECTIONS,
+        "every flood connection was made"
+    );
+    assert_eq!(
+        closed,
+        ends.len(),
+        "every flood connection was closed: {ends:?}"
+    );
+    assert_eq!(
+        calm,
+        ends.len(),
+        "every flood connection got GOAWAY(ENHANCE_YOUR_CALM): {ends:?}"
+    );
 }
 
 /// Many connections that finish the HTTP/2 handshake and do nothing more: the fixed cost of

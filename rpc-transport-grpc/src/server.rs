@@ -20,11 +20,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::calm::{CalmGuard, ReadTurn};
 use crate::codec::{
     content_type_payload, hdr, is_grpc_content_type, parse_encoding, parse_timeout,
 };
 use crate::compression::{AcceptedEncodings, Compression, MessageCompression, ACCEPT_ENCODING};
-use crate::calm::{CalmGuard, ReadTurn};
 use crate::config::{GrpcServerConfig, CALM_CLOSE_TIMEOUT};
 use crate::headers::{append_metadata, append_status, metadata_from, status_trailer};
 use crate::ledger::{Gate, Ledger, STREAM_COST};
@@ -211,8 +211,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
                 this.turn.idle();
                 return Poll::Pending;
             }
-            this.ledger
-                .on_read_seen(&buf.filled()[before..], &mut seen);
+            this.ledger.on_read_seen(&buf.filled()[before..], &mut seen);
             buf.filled().len() - before
         };
         if this.calm.tripped() {
@@ -238,7 +237,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
             return this.pending_write(cx);
         };
         let calm = &mut this.calm;
-        this.ledger.on_write_seen(&buf[..n], &mut |f| calm.outbound(f));
+        this.ledger
+            .on_write_seen(&buf[..n], &mut |f| calm.outbound(f));
         Poll::Ready(Ok(n))
     }
     fn poll_write_vectored(
@@ -257,7 +257,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
                 break;
             }
             let take = left.min(b.len());
-            this.ledger.on_write_seen(&b[..take], &mut |f| calm.outbound(f));
+            this.ledger
+                .on_write_seen(&b[..take], &mut |f| calm.outbound(f));
             left -= take;
         }
         Poll::Ready(Ok(n))
