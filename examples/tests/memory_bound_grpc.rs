@@ -4,7 +4,12 @@
 //! (RSS over baseline ≤ budget + F × connections), while a well-behaved gRPC client on its own
 //! connection keeps being answered (every call within a deadline; its p99 is printed).
 //!
-//! Run with `--nocapture` to see one `MEMBOUND` line per attack.
+//! The bound is checked on the RSS while the attack holds its connections, until what the
+//! server charged for them is stable (`settle_hold`); what the server does when they all
+//! close at once is sampled and printed too, not asserted (see `run_attack`).
+//!
+//! Run with `--nocapture` to see one `MEMBOUND` line per attack, and with `MEMBOUND_SERIES=1`
+//! for the RSS and the server's charge every 50 ms.
 
 mod memory_bound;
 mod support;
