@@ -64,7 +64,7 @@ fn sessions_that_never_return_buffers() {
     });
     let base = server.rss();
     eprintln!("server at the baseline: {}", rss_parts(server.pid()));
-    let sampler = RssSampler::start(server.pid());
+    let sampler = RssSampler::start(server.pid(), String::new);
     let stop = Arc::new(AtomicBool::new(false));
     let log = {
         let good = good.clone();

@@ -38,6 +38,28 @@ pub const DEFAULT_MAX_SEND_BUFFER: usize = 1024 * 1024;
 /// before they are kept.
 pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 
+/// Frames a client connection may send per [`DEFAULT_CONTROL_WINDOW`] that make the server
+/// work without being part of a call or paid for by a response (SETTINGS, PINGs when nothing
+/// was sent since the last, WINDOW_UPDATEs beyond two per DATA frame sent, empty DATA,
+/// PRIORITY, CONTINUATION, unknown types; see the crate docs, "Flood defence"). One more
+/// and the connection gets `GOAWAY(ENHANCE_YOUR_CALM)` and is closed. Real clients send a
+/// handful per connection (their SETTINGS, a WINDOW_UPDATE or two before any response) and
+/// then keepalive PINGs, at most one per 10 s by default in grpc-go and C-core and one per
+/// interval in ours: 1,000 per 10 s (100 a second) is 1,000 times a 10 s keepalive and
+/// still leaves a flood connection closed after 1,000 frames instead of tens of thousands.
+pub const DEFAULT_MAX_CONTROL_FRAMES: u32 = 1000;
+
+/// The window [`DEFAULT_MAX_CONTROL_FRAMES`] is counted over: 10 s, long enough that a burst
+/// (a client starting up, a reconnect) is absorbed, short enough that a slow steady sender
+/// (keepalive PINGs on an idle connection for days) never adds up to the limit.
+pub const DEFAULT_CONTROL_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long a connection closed for a flood is given to write its `GOAWAY` (while what it
+/// sends is read and thrown away, so the close is not a reset that would discard the
+/// `GOAWAY`): a client that reads gets it within a round trip; one that does not is cut
+/// off after this.
+pub const CALM_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// HTTP/2 connections per endpoint in the client. One h2 connection serialises every stream
 /// on one lock and one socket writer; on a 2-core machine 2–4 connections saturate both
 /// cores, and more only costs handshakes and memory. 4 matches the TTHeader client's pool.
@@ -76,6 +98,10 @@ pub struct GrpcServerConfig {
     /// Compression of responses unless the handler chooses otherwise (see
     /// [`MessageCompression`](crate::MessageCompression)); used only when the client accepts it.
     pub send_compression: Compression,
+    /// See [`DEFAULT_MAX_CONTROL_FRAMES`].
+    pub max_control_frames: u32,
+    /// See [`DEFAULT_CONTROL_WINDOW`].
+    pub control_window: Duration,
 }
 
 impl Default for GrpcServerConfig {
@@ -89,11 +115,21 @@ impl Default for GrpcServerConfig {
             max_send_buffer: DEFAULT_MAX_SEND_BUFFER,
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             send_compression: Compression::Identity,
+            max_control_frames: DEFAULT_MAX_CONTROL_FRAMES,
+            control_window: DEFAULT_CONTROL_WINDOW,
         }
     }
 }
 
 impl GrpcServerConfig {
+    /// Sets the flood limit: at most `frames` control frames per `window` (see
+    /// [`DEFAULT_MAX_CONTROL_FRAMES`]).
+    pub fn control_frames(mut self, frames: u32, window: Duration) -> Self {
+        self.max_control_frames = frames;
+        self.control_window = window;
+        self
+    }
+
     /// Sets [`GrpcServerConfig::max_recv_message`].
     pub fn max_recv_message(mut self, bytes: usize) -> Self {
         self.max_recv_message = bytes;

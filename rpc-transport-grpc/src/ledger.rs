@@ -37,6 +37,7 @@ use std::task::{Context, Poll, Waker};
 
 use rpc_core::limits::ByteBudget;
 
+use crate::calm::FrameHead;
 use crate::lock;
 
 /// What a connection may hold without regard to the budget: enough for a few concurrent
@@ -79,6 +80,28 @@ pub(crate) enum Scanned {
         len: usize,
         pad: usize,
     },
+}
+
+impl Scanned {
+    /// The frame's head, if this is a complete frame.
+    fn head(&self) -> Option<FrameHead> {
+        match *self {
+            Scanned::Frame {
+                kind,
+                flags,
+                stream,
+                len,
+                pad,
+            } => Some(FrameHead {
+                kind,
+                flags,
+                stream,
+                len,
+                pad,
+            }),
+            Scanned::Payload(_) => None,
+        }
+    }
 }
 
 /// Splits a byte stream into HTTP/2 frames, reporting each payload's bytes as they pass and
@@ -285,10 +308,22 @@ impl Ledger {
     }
 
     /// Bytes read from the socket, on their way to h2.
+    #[cfg(test)]
     pub(crate) fn on_read(&self, bytes: &[u8]) {
+        self.on_read_seen(bytes, &mut |_| {});
+    }
+
+    /// Bytes read from the socket, on their way to h2; each complete frame is shown to
+    /// `seen` as well.
+    pub(crate) fn on_read_seen(&self, bytes: &[u8], seen: &mut impl FnMut(FrameHead)) {
         let mut g = lock(&self.inner);
         let Inner { inbound, book, .. } = &mut *g;
-        inbound.feed(bytes, &mut |e| self.scanned_in(book, e));
+        inbound.feed(bytes, &mut |e| {
+            if let Some(f) = e.head() {
+                seen(f);
+            }
+            self.scanned_in(book, e)
+        });
     }
 
     fn scanned_in(&self, i: &mut Book, e: Scanned) {
@@ -336,10 +371,21 @@ impl Ledger {
     }
 
     /// Bytes written to the socket by h2.
+    #[cfg(test)]
     pub(crate) fn on_write(&self, bytes: &[u8]) {
+        self.on_write_seen(bytes, &mut |_| {});
+    }
+
+    /// Bytes written to the socket by h2; each complete frame is shown to `seen` as well.
+    pub(crate) fn on_write_seen(&self, bytes: &[u8], seen: &mut impl FnMut(FrameHead)) {
         let mut g = lock(&self.inner);
         let Inner { outbound, book, .. } = &mut *g;
-        outbound.feed(bytes, &mut |e| self.scanned_out(book, e));
+        outbound.feed(bytes, &mut |e| {
+            if let Some(f) = e.head() {
+                seen(f);
+            }
+            self.scanned_out(book, e)
+        });
     }
 
     fn scanned_out(&self, i: &mut Book, e: Scanned) {

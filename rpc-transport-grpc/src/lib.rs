@@ -100,14 +100,45 @@
 //! largest block freed, so freed message buffers stay in its heap. With a fixed
 //! `MALLOC_MMAP_THRESHOLD_` (or jemalloc, mimalloc) the attacks measured within the bound;
 //! with glibc's defaults, up to 7 % above it (unread replies on 200 connections).
+//! The bound holds while the attack holds its connections; when hundreds of them close at
+//! once, the blocked handlers of the others refill the freed budget while the allocator still
+//! holds what was freed, and RSS has been measured up to 6.5 MB above the bound for a moment
+//! (unread replies on 200 connections; it falls back once the churn ends).
 //! `examples/tests/memory_bound_grpc.rs` runs the server with the fixed threshold against one
 //! attack per kind, each on many connections: unread request streams, unread replies, partial
-//! 4 MiB messages, idle streams, PING/SETTINGS/CONTINUATION floods, idle connections.
+//! 4 MiB messages, idle streams, PING/SETTINGS/CONTINUATION floods (closed with
+//! `GOAWAY(ENHANCE_YOUR_CALM)`, see "Flood defence"), idle connections.
+//!
+//! # Flood defence
+//!
+//! HTTP/2 lets a client make the server work with frames that carry no call: PINGs and
+//! SETTINGS the server must acknowledge, WINDOW_UPDATEs, empty DATA, PRIORITY, frames of
+//! unknown type (CVE-2019-9512, -9515, -9518). The server counts, per connection, the frames
+//! no call or response accounts for: every SETTINGS, PRIORITY, CONTINUATION and unknown frame,
+//! a PING unless the server wrote HEADERS or DATA since the previous one (grpc-go's rule, so
+//! BDP probes and pings during calls are free), WINDOW_UPDATEs beyond two per DATA frame the
+//! server wrote, and DATA frames with neither data nor `END_STREAM`. More than
+//! [`DEFAULT_MAX_CONTROL_FRAMES`] (1,000) of them within [`DEFAULT_CONTROL_WINDOW`] (10 s)
+//! and the server stops reading the connection, sends `GOAWAY(ENHANCE_YOUR_CALM)`, and closes
+//! it once the client has had [`CALM_CLOSE_TIMEOUT`] (2 s) to read it, reading and dropping
+//! what the client still sends meanwhile so the close is not a reset that discards the
+//! GOAWAY. Real clients send a handful per connection plus keepalive PINGs (grpc-go and
+//! C-core: at most one per 10 s by default); set the limit with
+//! [`GrpcServerConfig::control_frames`]. h2 itself ends a connection with
+//! `ENHANCE_YOUR_CALM` for a header block split over more CONTINUATION frames than the
+//! header list limit needs (CVE-2024-27316) and for more than 20 streams reset before they
+//! were accepted (rapid reset, CVE-2023-44487); what a connection that does not read makes the
+//! server keep is charged to the byte budget (above).
+//!
+//! Reads are cooperative: a connection's task yields after 64 KiB or 256 frames read in one
+//! turn, so a burst on one connection does not hold a worker from the others (tokio's own
+//! budget counts socket reads, 128 per turn, each up to h2's 8 KiB-and-growing read buffer).
 //!
 //! The codecs are pure and tested on bytes in [`codec`].
 
 #![forbid(unsafe_code)]
 
+mod calm;
 mod client;
 pub mod codec;
 mod compression;
@@ -120,8 +151,9 @@ mod stream;
 pub use client::GrpcClient;
 pub use compression::{Compression, MessageCompression, SUPPORTED};
 pub use config::{
-    GrpcClientConfig, GrpcServerConfig, DEFAULT_CONNECTIONS, DEFAULT_CONNECTION_WINDOW,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_FRAME_SIZE,
+    GrpcClientConfig, GrpcServerConfig, CALM_CLOSE_TIMEOUT, DEFAULT_CONNECTIONS,
+    DEFAULT_CONNECTION_WINDOW, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONTROL_WINDOW,
+    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONTROL_FRAMES, DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_RECV_MESSAGE, DEFAULT_MAX_SEND_BUFFER,
     DEFAULT_STREAM_WINDOW, USER_AGENT,
 };

@@ -17,13 +17,15 @@ use rpc_core::serve::{Accepted, Detect, Protocol};
 use rpc_core::transport::{BoxFuture, Finish, IncomingStream, ServerExt, ServerStreamRaw};
 use rpc_core::{Code, Metadata, Server, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::calm::{CalmGuard, ReadTurn};
 use crate::codec::{
     content_type_payload, hdr, is_grpc_content_type, parse_encoding, parse_timeout,
 };
 use crate::compression::{AcceptedEncodings, Compression, MessageCompression, ACCEPT_ENCODING};
-use crate::config::GrpcServerConfig;
+use crate::config::{GrpcServerConfig, CALM_CLOSE_TIMEOUT};
 use crate::headers::{append_metadata, append_status, metadata_from, status_trailer};
 use crate::ledger::{Gate, Ledger, STREAM_COST};
 use crate::lock;
@@ -111,11 +113,67 @@ impl Protocol for GrpcProtocol {
 /// The socket as h2 sees it: the bytes already read during detection put back in front, and
 /// every byte in and out shown to the connection's [`Ledger`]; reading stops while the
 /// ledger says the connection is over its share of a used-up budget (see `ledger`).
+///
+/// Every frame read is also counted by the connection's [`CalmGuard`]: once it trips, no
+/// more is given to h2, the connection task is told (`calmed`) and sends
+/// `GOAWAY(ENHANCE_YOUR_CALM)`, and while that waits to be written (and after the write half
+/// is shut) what the client still sends is read and thrown away, so that closing the socket
+/// does not reset it (a reset would discard the `GOAWAY` before the client reads it).
+///
+/// Reads are cooperative: after a [`ReadTurn`]'s worth of bytes or frames the reader yields
+/// once, so one connection's burst does not keep the worker from the others (tokio's own
+/// budget counts socket reads, 128 per turn, each up to h2's read buffer: up to a megabyte
+/// of tiny frames).
 struct Rewind<T> {
     prefix: Bytes,
     io: T,
     ledger: Arc<Ledger>,
     gate: Gate,
+    calm: CalmGuard,
+    calmed: Arc<Notify>,
+    turn: ReadTurn,
+    /// The turn is used up: the next read yields first.
+    yield_next: bool,
+    /// The write half was shut down after the `GOAWAY` of a flood.
+    shut: bool,
+}
+
+/// Bytes of a flooding client's input thrown away per poll (see [`Rewind`]): one turn's
+/// worth, then the task yields.
+const DISCARD_CHUNK: usize = 8 * 1024;
+
+impl<T: AsyncRead + Unpin> Rewind<T> {
+    /// Reads and drops what a calmed client sends: `Ready` at its end (EOF or error),
+    /// `Pending` when nothing is left for now or a turn's worth was dropped.
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut scratch = [0u8; DISCARD_CHUNK];
+        let mut dropped = 0;
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            if buf.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            dropped += buf.filled().len();
+            if dropped >= crate::calm::TURN_BYTES {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// After a write half-done because the socket is full: a calmed connection reads and
+    /// drops meanwhile (the `GOAWAY` waits behind what the client does not read); its end
+    /// fails the write.
+    fn pending_write<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        if self.calm.tripped() {
+            if let Poll::Ready(r) = self.poll_discard(cx) {
+                r?;
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+        }
+        Poll::Pending
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
@@ -125,29 +183,62 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.calm.tripped() {
+            // Nothing more for h2: the connection task was told and sends the GOAWAY.
+            return Poll::Pending;
+        }
+        if std::mem::take(&mut this.yield_next) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         std::task::ready!(this.gate.poll_open(&this.ledger, cx));
-        if !this.prefix.is_empty() {
+        let now = std::time::Instant::now();
+        let mut frames = 0;
+        let calm = &mut this.calm;
+        let mut seen = |f| {
+            frames += 1;
+            calm.inbound(f, now);
+        };
+        let n = if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
-            this.ledger.on_read(&this.prefix[..n]);
+            this.ledger.on_read_seen(&this.prefix[..n], &mut seen);
             this.prefix.advance(n);
-            return Poll::Ready(Ok(()));
+            n
+        } else {
+            let before = buf.filled().len();
+            if Pin::new(&mut this.io).poll_read(cx, buf)?.is_pending() {
+                this.turn.idle();
+                return Poll::Pending;
+            }
+            this.ledger.on_read_seen(&buf.filled()[before..], &mut seen);
+            buf.filled().len() - before
+        };
+        if this.calm.tripped() {
+            tracing::debug!(
+                flood = this.calm.worst(),
+                "grpc: a connection sent too many control frames; GOAWAY(ENHANCE_YOUR_CALM)"
+            );
+            this.calmed.notify_one();
         }
-        let before = buf.filled().len();
-        std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        this.ledger.on_read(&buf.filled()[before..]);
+        this.yield_next = this.turn.read(n, frames);
         Poll::Ready(Ok(()))
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
-        self.ledger.on_write(&buf[..n]);
+        let this = &mut *self;
+        let Poll::Ready(n) = Pin::new(&mut this.io).poll_write(cx, buf)? else {
+            return this.pending_write(cx);
+        };
+        let calm = &mut this.calm;
+        this.ledger
+            .on_write_seen(&buf[..n], &mut |f| calm.outbound(f));
         Poll::Ready(Ok(n))
     }
     fn poll_write_vectored(
@@ -155,14 +246,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let n = std::task::ready!(Pin::new(&mut self.io).poll_write_vectored(cx, bufs))?;
+        let this = &mut *self;
+        let Poll::Ready(n) = Pin::new(&mut this.io).poll_write_vectored(cx, bufs)? else {
+            return this.pending_write(cx);
+        };
         let mut left = n;
+        let calm = &mut this.calm;
         for b in bufs {
             if left == 0 {
                 break;
             }
             let take = left.min(b.len());
-            self.ledger.on_write(&b[..take]);
+            this.ledger
+                .on_write_seen(&b[..take], &mut |f| calm.outbound(f));
             left -= take;
         }
         Poll::Ready(Ok(n))
@@ -171,10 +267,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         self.io.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_flush(cx)? {
+            Poll::Ready(()) => Poll::Ready(Ok(())),
+            Poll::Pending => this.pending_write(cx),
+        }
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let this = &mut *self;
+        if !this.calm.tripped() {
+            return Pin::new(&mut this.io).poll_shutdown(cx);
+        }
+        // A calmed connection: the GOAWAY is written; shut the write half (the client reads
+        // the GOAWAY and then the end) and drop what it sends until it closes its side, or
+        // the connection task gives up (`CALM_CLOSE_TIMEOUT`).
+        if !this.shut {
+            match Pin::new(&mut this.io).poll_shutdown(cx)? {
+                Poll::Ready(()) => this.shut = true,
+                Poll::Pending => return this.pending_write(cx),
+            }
+        }
+        this.poll_discard(cx).map(|_| Ok(()))
     }
 }
 
@@ -195,11 +308,17 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
     } = conn;
     let limits = server.limits().clone();
     let ledger = Ledger::new(server.byte_budget().clone());
+    let calmed = Arc::new(Notify::new());
     let io = Rewind {
         prefix: prefix.freeze(),
         io,
         ledger: ledger.clone(),
         gate: Gate::default(),
+        calm: CalmGuard::new(cfg.max_control_frames, cfg.control_window),
+        calmed: calmed.clone(),
+        turn: ReadTurn::new(),
+        yield_next: false,
+        shut: false,
     };
     let max_streams = u32::try_from(limits.max_concurrent_streams).unwrap_or(u32::MAX);
     let mut builder = h2::server::Builder::new();
@@ -278,6 +397,19 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
                 }
                 None => break,
             },
+            () = calmed.notified() => {
+                tracing::debug!(peer = %conn_ctx.peer, "grpc: closing a flooding connection");
+                h2conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                // Driven until the GOAWAY is written and the client closed, or the time is
+                // up; requests still in flight are dropped (h2 resets them).
+                let _ = tokio::time::timeout(CALM_CLOSE_TIMEOUT, async {
+                    while let Some(Ok(req)) = h2conn.accept().await {
+                        drop(req);
+                    }
+                })
+                .await;
+                break;
+            }
             () = &mut drain_signal, if !draining => {
                 draining = true;
                 h2conn.graceful_shutdown();
@@ -445,6 +577,7 @@ impl ConnCtx {
                 out: Coalesce::new(),
                 gate: Gate::default(),
                 pending: Charge::new(self.ledger.clone(), id),
+                block: None,
                 encoding: None,
                 sent: false,
             }),
@@ -489,9 +622,11 @@ struct SendSide {
     stream: Option<DataOut>,
     /// Holds the handler back while the connection is over its share of a used-up budget.
     gate: Gate,
-    /// Charges what `out.pending` holds (encoded messages not yet handed to h2, and the rest
-    /// of the block they are encoded into).
+    /// Charges what `out.pending` holds: the whole block its messages are encoded into
+    /// (see [`SendSide::settle`]).
     pending: Charge,
+    /// The block `out.pending` is a view of, as (end address, size charged for it).
+    block: Option<(usize, usize)>,
     /// Messages on their way to h2 (see `stream::Outbox`).
     out: Coalesce,
     /// The `grpc-encoding` announced in the response header.
@@ -692,8 +827,30 @@ impl ServerStream {
 
 impl SendSide {
     /// Brings the charge for the pending messages up to date (after every change to them).
+    ///
+    /// `out.pending` is the tail of a block: the messages split off its front were handed to
+    /// h2 (charged as sent DATA until written), but the block stays allocated, written part
+    /// and all, as long as the tail is held. So the charge is the whole block as first seen
+    /// (its size when it was allocated, or reclaimed in place to its full size), not only
+    /// the tail: with streams parked mid-block that uncharged front averaged 8 KiB per stream
+    /// (unread replies, `examples/tests/memory_bound_grpc.rs`). A block is known by its end
+    /// address, which splitting its front does not move.
     fn settle(&mut self) {
-        let held = self.out.pending.capacity();
+        let cap = self.out.pending.capacity();
+        let held = if cap == 0 {
+            self.block = None;
+            0
+        } else {
+            let end = self.out.pending.as_ptr() as usize + cap;
+            match self.block {
+                Some((e, size)) if e == end => size.max(cap),
+                _ => cap,
+            }
+        };
+        if held > 0 {
+            let end = self.out.pending.as_ptr() as usize + cap;
+            self.block = Some((end, held));
+        }
         self.pending.set(held);
     }
 }

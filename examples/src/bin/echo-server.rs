@@ -11,7 +11,8 @@
 //!
 //! Limits (defaults: `rpc_core::limits`): `--max-buffered-bytes N` (server-wide budget),
 //! `--max-streams N` (streams or unary calls in flight per connection), `--frame-timeout-ms MS`,
-//! `--idle-timeout-ms MS` (0: never).
+//! `--idle-timeout-ms MS` (0: never). `--report-budget-ms MS` prints `budget <bytes>` (what
+//! is charged to the budget now) every MS milliseconds, for the memory-bound tests.
 //!
 //! Discovery: `--register etcd://HOST:PORT/SERVICE` registers every listener (the port actually
 //! bound) under SERVICE in etcd (Kitex's registry layout, `rpc-registry-etcd`) with a lease kept
@@ -90,7 +91,7 @@ impl Default for Register {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: echo-server --listen URL [--listen URL ...]   (URL: tcp://HOST:PORT, unix:///path, shm:///path)\n\
-         \x20      [--max-frame-bytes N] [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS]\n\
+         \x20      [--max-frame-bytes N] [--max-buffered-bytes N] [--max-streams N] [--frame-timeout-ms MS] [--idle-timeout-ms MS] [--report-budget-ms MS]\n\
          \x20      [--register etcd://HOST:PORT/SERVICE [--lease-ttl-s N] [--weight N] [--advertise-host HOST]]\n\
          \x20      [--tls-cert cert.pem --tls-key key.pem [--tls-client-ca ca.pem]] [--metrics HOST:PORT]\n\
          \x20      [--forward URL [--protocol ttheader|grpc|shm] [--name NAME]]\n\
@@ -130,6 +131,7 @@ async fn main() -> ExitCode {
     let mut addrs = Vec::new();
     let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
     let mut metrics_addr = None;
+    let mut report_budget = None;
     let mut limits = rpc_core::limits::ServerLimits::default();
     let mut reg = Register::default();
     let mut conn_limits = rpc_transport_ttheader::Limits::default();
@@ -162,6 +164,10 @@ async fn main() -> ExitCode {
             }
             ("--idle-timeout-ms", Some(ms)) => {
                 limits = limits.idle_timeout((ms > 0).then(|| Duration::from_millis(ms)));
+                continue;
+            }
+            ("--report-budget-ms", Some(ms)) => {
+                report_budget = (ms > 0).then(|| Duration::from_millis(ms));
                 continue;
             }
             ("--lease-ttl-s", Some(s)) => {
@@ -251,6 +257,16 @@ async fn main() -> ExitCode {
             }
         },
     };
+    if let Some(every) = report_budget {
+        let budget = rpc_core::transport::ServerExt::byte_budget(&server).clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                println!("budget {}", budget.used());
+            }
+        });
+    }
     let shm = rpc_transport_shm::ShmProtocol::default().limits(conn_limits.clone());
     #[cfg(target_os = "linux")]
     let on_scrape: examples::metrics_http::ScrapeHook = {

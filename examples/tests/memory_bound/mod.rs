@@ -66,7 +66,9 @@ pub(crate) struct RssSampler {
 }
 
 impl RssSampler {
-    pub(crate) fn start(pid: u32) -> RssSampler {
+    /// Samples `pid`; `note()` (e.g. what the server has charged) is noted along with the
+    /// parts of the highest RSS.
+    pub(crate) fn start(pid: u32, note: impl Fn() -> String + Send + 'static) -> RssSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let max = Arc::new(AtomicU64::new(0));
         let at_max = Arc::new(Mutex::new(String::new()));
@@ -76,7 +78,8 @@ impl RssSampler {
                 while !stop.load(Ordering::Acquire) {
                     let now = examples::measure::rss(pid).unwrap_or(0);
                     if now > max.fetch_max(now, Ordering::AcqRel) {
-                        *at_max.lock().unwrap_or_else(|e| e.into_inner()) = rss_parts(pid);
+                        let parts = format!("{}{}", rss_parts(pid), note());
+                        *at_max.lock().unwrap_or_else(|e| e.into_inner()) = parts;
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
