@@ -3,7 +3,7 @@
 //! Serves the echo service (both IDL flavours) on every listener given and prints one line
 //! `listening <url>` per listener once it accepts connections. Stops gracefully on SIGINT or
 //! SIGTERM. gRPC, TTHeader unary and TTHeader Streaming share each listener (told apart by the
-//! first bytes of a connection: the HTTP/2 preface is gRPC); shared memory is not available yet.
+//! first bytes of a connection: the HTTP/2 preface is gRPC).
 //!
 //! `shm:///path` listeners serve the shared-memory transport (Linux) through a control socket
 //! at that path; `--max-frame-bytes N` raises the largest frame (default 16 MiB) of every
