@@ -16,6 +16,11 @@
 //!   released as its frames are written to the socket (or the stream is reset).
 //! - **Each stream** costs [`STREAM_COST`] plus its request header list while the server
 //!   side of it lives, and until its last frame (`END_STREAM` or `RST_STREAM`) is written.
+//!   It is charged from the moment its opening HEADERS frame is read ([`STREAM_COST`] plus
+//!   the header block's bytes), before h2 decodes it into its stream state and queues it for
+//!   `accept`, so what h2 holds for streams not accepted yet is within the charge; the
+//!   charge is settled to the decoded header list when the server accepts the stream, and
+//!   released when it is refused or reset.
 //! - A receiver's **partial message** is charged by the receiver (see `stream::Charge`),
 //!   through the ledger, so it counts for the connection too.
 //!
@@ -63,6 +68,7 @@ pub(crate) const PREFACE_LEN: usize = 24;
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
+const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
 const PADDED: u8 = 0x8;
 
@@ -156,8 +162,8 @@ impl FrameScan {
         u32::from_be_bytes([self.head[5], self.head[6], self.head[7], self.head[8]]) & 0x7fff_ffff
     }
 
-    fn complete(&mut self, out: &mut impl FnMut(Scanned)) {
-        out(Scanned::Frame {
+    fn complete(&mut self, out: &mut impl FnMut(Scanned) -> bool) -> bool {
+        let stop = out(Scanned::Frame {
             kind: self.kind(),
             flags: self.flags(),
             stream: self.stream(),
@@ -167,10 +173,25 @@ impl FrameScan {
         self.left = None;
         self.have = 0;
         self.pad = 0;
+        stop
     }
 
     /// Feeds `bytes`, reporting to `out`.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8], out: &mut impl FnMut(Scanned)) {
+    pub(crate) fn feed(&mut self, bytes: &[u8], out: &mut impl FnMut(Scanned)) {
+        self.feed_until(bytes, &mut |e| {
+            out(e);
+            false
+        });
+    }
+
+    /// Feeds `bytes`, reporting to `out`, until `out` returns true for a complete frame:
+    /// returns how many bytes were scanned (all of them, or up to the end of that frame).
+    pub(crate) fn feed_until(
+        &mut self,
+        mut bytes: &[u8],
+        out: &mut impl FnMut(Scanned) -> bool,
+    ) -> usize {
+        let total = bytes.len();
         let skip = self.skip.min(bytes.len());
         self.skip -= skip;
         bytes = &bytes[skip..];
@@ -183,8 +204,8 @@ impl FrameScan {
                     bytes = &bytes[take..];
                     if self.have == 9 {
                         self.left = Some(self.len());
-                        if self.len() == 0 {
-                            self.complete(out);
+                        if self.len() == 0 && self.complete(out) {
+                            return total - bytes.len();
                         }
                     }
                 }
@@ -200,12 +221,13 @@ impl FrameScan {
                     out(Scanned::Payload(take));
                     bytes = &bytes[take..];
                     self.left = Some(left - take);
-                    if left == take {
-                        self.complete(out);
+                    if left == take && self.complete(out) {
+                        return total - bytes.len();
                     }
                 }
             }
         }
+        total
     }
 }
 
@@ -231,6 +253,21 @@ impl Entry {
     }
 }
 
+/// What a stream not accepted yet has charged.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pending {
+    /// Its received DATA (with [`FRAME_COST`] per frame).
+    data: usize,
+    /// [`STREAM_COST`] and its header block's bytes, from its opening HEADERS frame.
+    head: usize,
+}
+
+impl Pending {
+    fn total(&self) -> usize {
+        self.data + self.head
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     inbound: FrameScan,
@@ -245,8 +282,12 @@ struct Book {
     partial: usize,
     /// Streams the server accepted (or whose DATA arrived before it was accepted).
     streams: HashMap<u32, Entry>,
-    /// DATA of streams not accepted yet (h2 queues them for `accept`, or refuses them).
-    pending: BTreeMap<u32, usize>,
+    /// Streams not accepted yet, opened by a HEADERS frame read or with DATA read (h2
+    /// queues them for `accept`, or refuses them).
+    pending: BTreeMap<u32, Pending>,
+    /// The highest stream a HEADERS frame opened: a HEADERS frame on a stream at or below
+    /// it is trailers (or a protocol error h2 answers), not a new stream.
+    headed: u32,
     /// The highest stream the server accepted or answered: DATA of a lower stream that is
     /// not in `streams` is for one h2 no longer keeps (it drops it).
     accepted: u32,
@@ -309,21 +350,26 @@ impl Ledger {
 
     /// Bytes read from the socket, on their way to h2.
     #[cfg(test)]
-    pub(crate) fn on_read(&self, bytes: &[u8]) {
-        self.on_read_seen(bytes, &mut |_| {});
+    pub(crate) fn on_read(&self, bytes: &[u8]) -> usize {
+        self.on_read_seen(bytes, &mut |_| {})
     }
 
     /// Bytes read from the socket, on their way to h2; each complete frame is shown to
-    /// `seen` as well.
-    pub(crate) fn on_read_seen(&self, bytes: &[u8], seen: &mut impl FnMut(FrameHead)) {
+    /// `seen` as well. Stops after the first complete frame that leaves the connection
+    /// [`Ledger::blocked`], and returns how many bytes were scanned: the rest must not be
+    /// given to h2 yet (they are fed again once the connection may take more), so that h2
+    /// decodes no more than the budget allows.
+    pub(crate) fn on_read_seen(&self, bytes: &[u8], seen: &mut impl FnMut(FrameHead)) -> usize {
         let mut g = lock(&self.inner);
         let Inner { inbound, book, .. } = &mut *g;
-        inbound.feed(bytes, &mut |e| {
-            if let Some(f) = e.head() {
+        inbound.feed_until(bytes, &mut |e| {
+            let f = e.head();
+            if let Some(f) = f {
                 seen(f);
             }
-            self.scanned_in(book, e)
-        });
+            self.scanned_in(book, e);
+            f.is_some() && self.budget.is_exhausted() && book.charged > CONN_RESERVE
+        })
     }
 
     fn scanned_in(&self, i: &mut Book, e: Scanned) {
@@ -349,6 +395,20 @@ impl Ledger {
                             self.received(i, stream, data + FRAME_COST);
                         }
                     }
+                    HEADERS if stream % 2 == 1 && stream > i.headed => {
+                        i.headed = stream;
+                        if stream > i.accepted {
+                            let head = STREAM_COST + len;
+                            i.pending.entry(stream).or_default().head += head;
+                            self.charge(i, head);
+                        }
+                    }
+                    CONTINUATION if stream != 0 && stream == i.headed => {
+                        if let Some(p) = i.pending.get_mut(&stream) {
+                            p.head += len;
+                            self.charge(i, len);
+                        }
+                    }
                     RST_STREAM => self.reset(i, stream),
                     _ => {}
                 }
@@ -363,7 +423,7 @@ impl Ledger {
             }
             e.held_in += n;
         } else if stream > i.accepted {
-            *i.pending.entry(stream).or_default() += n;
+            i.pending.entry(stream).or_default().data += n;
         } else {
             return;
         }
@@ -422,8 +482,8 @@ impl Ledger {
 
     /// A stream was reset (either way): h2 drops what it held of it.
     fn reset(&self, i: &mut Book, stream: u32) {
-        if let Some(n) = i.pending.remove(&stream) {
-            self.release(i, n);
+        if let Some(p) = i.pending.remove(&stream) {
+            self.release(i, p.total());
         }
         if let Some(e) = i.streams.get_mut(&stream) {
             let n = e.held_in + e.out;
@@ -448,22 +508,22 @@ impl Ledger {
     }
 
     /// The server accepted `stream` and keeps it (`fixed`: its [`STREAM_COST`] and header
-    /// list). Streams below it that were never accepted were refused by h2: their DATA is
-    /// gone.
+    /// list; what its HEADERS frame charged is settled to the larger of the two). Streams
+    /// below it that were never accepted were refused by h2: what they charged is released.
     pub(crate) fn open(&self, stream: u32, fixed: usize) {
         let mut g = lock(&self.inner);
         let i = &mut g.book;
         self.settle_below(i, stream);
-        let held_in = i.pending.remove(&stream).unwrap_or(0);
+        let Pending { data, head } = i.pending.remove(&stream).unwrap_or_default();
         i.streams.insert(
             stream,
             Entry {
-                held_in,
-                fixed,
+                held_in: data,
+                fixed: fixed.max(head),
                 ..Entry::default()
             },
         );
-        self.charge(i, fixed);
+        self.charge(i, fixed.saturating_sub(head));
     }
 
     /// The server answered `stream` without keeping it (refused, or an error before any
@@ -472,8 +532,8 @@ impl Ledger {
         let mut g = lock(&self.inner);
         let i = &mut g.book;
         self.settle_below(i, stream);
-        if let Some(n) = i.pending.remove(&stream) {
-            self.release(i, n);
+        if let Some(p) = i.pending.remove(&stream) {
+            self.release(i, p.total());
         }
     }
 
@@ -484,7 +544,7 @@ impl Ledger {
             if id >= stream {
                 break;
             }
-            gone += i.pending.remove(&id).unwrap_or(0);
+            gone += i.pending.remove(&id).map_or(0, |p| p.total());
         }
         self.release(i, gone);
     }
@@ -737,6 +797,73 @@ mod tests {
         assert_eq!(budget.used(), 300 + FRAME_COST + 10);
         drop(l);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_stream_is_charged_from_its_headers_frame_and_settled_at_accept() {
+        let budget = ByteBudget::new(1 << 20);
+        let l = Ledger::new(budget.clone());
+        let mut wire = preface();
+        // Stream 1: HEADERS without END_HEADERS, then a CONTINUATION.
+        wire.extend(frame(HEADERS, 0, 1, &[0; 40]));
+        wire.extend(frame(CONTINUATION, 0x4, 1, &[0; 10]));
+        wire.extend(frame(HEADERS, 0x4, 3, &[0; 20]));
+        wire.extend(frame(HEADERS, 0x4, 5, &[0; 30]));
+        wire.extend(frame(DATA, 0, 5, &[0; 100]));
+        assert_eq!(l.on_read(&wire), wire.len());
+        let heads = 3 * STREAM_COST + 50 + 20 + 30;
+        assert_eq!(budget.used(), heads + 100 + FRAME_COST);
+        // Trailers on stream 1 (a HEADERS frame on a stream already open) open nothing.
+        l.on_read(&frame(HEADERS, 0x5, 1, &[0; 5]));
+        assert_eq!(budget.used(), heads + 100 + FRAME_COST);
+        // Stream 1 accepted with a decoded header list larger than its block: charged the
+        // list; stream 3 refused by h2 (its RST_STREAM written): released.
+        l.open(1, STREAM_COST + 200);
+        assert_eq!(budget.used(), heads + 150 + 100 + FRAME_COST);
+        l.on_write(&frame(RST_STREAM, 0, 3, &[0, 0, 0, 7]));
+        assert_eq!(budget.used(), 2 * STREAM_COST + 200 + 30 + 100 + FRAME_COST);
+        // Stream 5 accepted with a smaller list: keeps what its HEADERS frame charged, and
+        // its DATA moves to it.
+        l.open(5, STREAM_COST + 1);
+        assert_eq!(budget.used(), 2 * STREAM_COST + 200 + 30 + 100 + FRAME_COST);
+        l.taken(5, 100);
+        l.close(5);
+        l.on_write(&frame(HEADERS, END_STREAM | 0x4, 5, &[0x88]));
+        assert_eq!(budget.used(), STREAM_COST + 200);
+        // A stream refused by the server releases what its HEADERS frame charged.
+        l.on_read(&frame(HEADERS, 0x4, 7, &[0; 10]));
+        assert_eq!(budget.used(), 2 * STREAM_COST + 210);
+        l.drop_stream(7);
+        assert_eq!(budget.used(), STREAM_COST + 200);
+        drop(l);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn reading_stops_after_the_frame_that_blocks_the_connection() {
+        // Room for the reserve and a little more: the HEADERS frames that use up the budget
+        // end the scan, and what follows is left for later.
+        let budget = ByteBudget::new(CONN_RESERVE + STREAM_COST);
+        let l = Ledger::new(budget.clone());
+        let mut wire = preface();
+        let mut ends = Vec::new();
+        for i in 0..10u32 {
+            wire.extend(frame(HEADERS, 0x4, 2 * i + 1, &[0; 16]));
+            ends.push(wire.len());
+        }
+        let n = l.on_read(&wire);
+        assert!(l.blocked());
+        // The first frame after which the connection is blocked ends the scan.
+        let blocking = (CONN_RESERVE + STREAM_COST) / (STREAM_COST + 16) + 1;
+        assert_eq!(n, ends[blocking - 1]);
+        assert_eq!(l.charged(), blocking * (STREAM_COST + 16));
+        // The rest is scanned once fed again (the server does so when the gate opens).
+        for s in 0..blocking as u32 {
+            l.drop_stream(2 * s + 1);
+        }
+        assert!(!l.blocked());
+        let m = l.on_read(&wire[n..]);
+        assert_eq!(n + m, wire.len());
     }
 
     #[test]

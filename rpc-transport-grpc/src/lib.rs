@@ -81,9 +81,11 @@
 //! the socket (h2 does not expose its buffers): partial frames being read, DATA h2 holds for a
 //! handler that has not taken it, partial messages being assembled, encoded replies not yet
 //! handed to h2 and DATA h2 has not yet written, and each open stream (a fixed 8 KiB for h2's,
-//! the server's and the handler's state, plus its request header list). Each connection may
-//! hold 32 KiB whatever the budget; beyond that, while the budget is used up, the server stops
-//! reading the connection (TCP pushes back), refuses its new streams with `REFUSED_STREAM`
+//! the server's and the handler's state, plus its request header list; charged from the
+//! moment its HEADERS frame is read, before h2 decodes it). Each connection may hold 32 KiB
+//! whatever the budget; beyond that, while the budget is used up, the server stops reading
+//! the connection (TCP pushes back; what was read past the frame that used the budget up is
+//! kept from h2 until it may take more), refuses its new streams with `REFUSED_STREAM`
 //! (the client sees `UNAVAILABLE`, retryable), and holds its handlers' sends — nothing is
 //! dropped, and a connection that holds little (a well-behaved client's) is served on.
 //!

@@ -199,10 +199,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
             frames += 1;
             calm.inbound(f, now);
         };
+        // What the ledger did not scan (the connection became blocked within it) is kept
+        // back in `prefix` and given to h2 once the gate opens again: a complete frame ends
+        // the scan, so at least one byte is given whenever any was read.
         let n = if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
+            let n = this.ledger.on_read_seen(&this.prefix[..n], &mut seen);
             buf.put_slice(&this.prefix[..n]);
-            this.ledger.on_read_seen(&this.prefix[..n], &mut seen);
             this.prefix.advance(n);
             n
         } else {
@@ -211,8 +214,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
                 this.turn.idle();
                 return Poll::Pending;
             }
-            this.ledger.on_read_seen(&buf.filled()[before..], &mut seen);
-            buf.filled().len() - before
+            let got = buf.filled().len() - before;
+            let n = this.ledger.on_read_seen(&buf.filled()[before..], &mut seen);
+            if n < got {
+                this.prefix = Bytes::copy_from_slice(&buf.filled()[before + n..]);
+                buf.set_filled(before + n);
+            }
+            n
         };
         if this.calm.tripped() {
             tracing::debug!(
