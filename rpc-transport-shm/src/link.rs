@@ -72,6 +72,37 @@ pub(crate) const MIN_SPIN: std::time::Duration = std::time::Duration::from_micro
 /// ends in parking, between the two bounds.
 pub(crate) const MAX_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
+/// A reader's spin before it parks on an empty ring, adapted between [`MIN_SPIN`] and
+/// [`MAX_SPIN`] to whether spinning has been catching frames (both data planes use it).
+pub(crate) struct Spin(std::time::Duration);
+
+impl Spin {
+    /// A spin of four times the shortest.
+    pub(crate) fn new() -> Spin {
+        Spin(MIN_SPIN * 4)
+    }
+
+    /// Yields until `ready` holds (true) or the spin's time is up (false); the next spin is
+    /// twice as long after a catch and half as long after a miss.
+    pub(crate) async fn wait<E>(
+        &mut self,
+        mut ready: impl FnMut() -> Result<bool, E>,
+    ) -> Result<bool, E> {
+        let until = std::time::Instant::now() + self.0;
+        loop {
+            tokio::task::yield_now().await;
+            if ready()? {
+                self.0 = (self.0 * 2).min(MAX_SPIN);
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= until {
+                self.0 = (self.0 / 2).max(MIN_SPIN);
+                return Ok(false);
+            }
+        }
+    }
+}
+
 /// The ttstream session over shared memory.
 pub type ShmSession = Session<ShmSink>;
 
@@ -959,7 +990,7 @@ impl Reader {
     }
 
     async fn serve(&mut self) -> Result<(), Status> {
-        let mut spin = MIN_SPIN * 4;
+        let mut spin = Spin::new();
         loop {
             if self.link.is_closed() {
                 return Ok(());
@@ -991,23 +1022,13 @@ impl Reader {
                 continue;
             }
             // Nothing: spin a little (the peer may be about to answer), then park.
-            let mut found = false;
-            let until = std::time::Instant::now() + spin;
-            loop {
-                tokio::task::yield_now().await;
-                if !self.consumer.is_empty().map_err(|e| ring_status(&e))? {
-                    found = true;
-                    break;
-                }
-                if std::time::Instant::now() >= until {
-                    break;
-                }
-            }
-            if found {
-                spin = (spin * 2).min(MAX_SPIN);
+            let consumer = &mut self.consumer;
+            if spin
+                .wait(|| consumer.is_empty().map(|e| !e).map_err(|e| ring_status(&e)))
+                .await?
+            {
                 continue;
             }
-            spin = (spin / 2).max(MIN_SPIN);
             if !self.consumer.park().map_err(|e| ring_status(&e))? {
                 continue;
             }

@@ -53,7 +53,7 @@ use rpc_core::net::{Connector, Io};
 use rpc_core::{Address, Peer};
 
 use crate::arena::{Arena, MIN_ORDER};
-use crate::link::{Layout, BATCH, MAX_SPIN, MIN_SPIN};
+use crate::link::{Layout, Spin, BATCH};
 use crate::mem::Memory;
 use crate::ring::{arena_span, release_offsets, Consumer, Desc, Producer, RingError, Slot};
 use crate::setup::{
@@ -938,7 +938,7 @@ impl Pump {
 
     async fn serve(&mut self) -> io::Result<Gone> {
         let shared = self.shared.clone();
-        let mut spin = MIN_SPIN * 4;
+        let mut spin = Spin::new();
         // A dirty block is waiting for ring space: not worth spinning for (the peer's pop
         // wakes us).
         let mut stalled = false;
@@ -965,25 +965,16 @@ impl Pump {
                 continue;
             }
             // Nothing: spin a little (the peer may be about to answer), then park.
-            let mut found = false;
-            let until = std::time::Instant::now() + spin;
-            loop {
-                tokio::task::yield_now().await;
-                if !self.consumer.is_empty().map_err(ring_err)?
-                    || (!stalled && shared.dirty.load(Ordering::Acquire))
-                {
-                    found = true;
-                    break;
-                }
-                if std::time::Instant::now() >= until {
-                    break;
-                }
-            }
-            if found {
-                spin = (spin * 2).min(MAX_SPIN);
+            let consumer = &mut self.consumer;
+            let ready = || {
+                Ok::<_, io::Error>(
+                    !consumer.is_empty().map_err(ring_err)?
+                        || (!stalled && shared.dirty.load(Ordering::Acquire)),
+                )
+            };
+            if spin.wait(ready).await? {
                 continue;
             }
-            spin = (spin / 2).max(MIN_SPIN);
             if !self.consumer.park().map_err(ring_err)? {
                 continue;
             }
