@@ -369,7 +369,42 @@ async fn unix_listeners_serve_and_remove_their_socket_file() {
         .expect("read");
     assert_eq!(&got, b"ping\nu");
     drop(s);
+
+    // A second server at the same path is refused while this one listens: replacing the
+    // socket file would steal this server's new clients while it keeps running.
+    let second = Listener::new(server(ServerLimits::default()))
+        .protocol(Toy::new("ping", b"PING"))
+        .bind(Address::unix(&path))
+        .await
+        .expect_err("a live server's socket is kept");
+    assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
+    assert!(
+        second.to_string().contains("a server is listening"),
+        "{second}"
+    );
+    let mut s = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("the first server still owns the path");
+    s.write_all(b"PINGv").await.expect("write");
+    tokio::time::timeout(WAIT, s.read_exact(&mut got))
+        .await
+        .expect("reply in time")
+        .expect("read");
+    assert_eq!(&got, b"ping\nv");
+    drop(s);
+
     running.shutdown(WAIT).await;
+    assert!(!path.exists(), "socket file removed");
+
+    // A socket file left by a server that is gone (no shutdown ran) is stale and replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind a stale file"));
+    let again = Listener::new(server(ServerLimits::default()))
+        .protocol(Toy::new("ping", b"PING"))
+        .bind(Address::unix(&path))
+        .await
+        .expect("a stale socket file is replaced")
+        .start();
+    again.shutdown(WAIT).await;
     assert!(!path.exists(), "socket file removed");
 }
 

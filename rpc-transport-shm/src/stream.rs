@@ -241,7 +241,8 @@ impl ShmStreamBuilder {
     }
 
     /// Binds a listener at `path` (a Unix socket; a socket file left there by an earlier run
-    /// is replaced, any other file is an `AddrInUse` error). Needs a tokio runtime.
+    /// is replaced, but one a running server listens on, or any other file, is an `AddrInUse`
+    /// error: see `rpc_core::net::free_unix_path`). Needs a tokio runtime.
     pub fn bind(&self, path: impl AsRef<Path>) -> io::Result<ShmStreamListener> {
         self.check()?;
         ShmStreamListener::bind_with(path.as_ref(), self.clone())
@@ -1046,20 +1047,7 @@ impl ShmStreamListener {
     }
 
     fn bind_with(path: &Path, cfg: ShmStreamBuilder) -> io::Result<ShmStreamListener> {
-        use std::os::unix::fs::FileTypeExt;
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
-                        "{}: a file that is not a socket is in the way",
-                        path.display()
-                    ),
-                ))
-            }
-            Err(_) => {}
-        }
+        rpc_core::net::free_unix_path(path)?;
         let listener = UnixListener::bind(path)?;
         let budget = RegionBudget::new(cfg.max_region_bytes);
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);

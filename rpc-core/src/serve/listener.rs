@@ -104,7 +104,9 @@ impl Listener {
     /// `tcp://`: every address the host resolves to is tried until one binds
     /// (`SO_REUSEADDR` on, so a restarted server does not wait out `TIME_WAIT`); port 0 picks
     /// a free port ([`Listener::local_addrs`] tells which). `unix://`: a socket file left at
-    /// the path by an earlier run is replaced; any other file there is an `AddrInUse` error.
+    /// the path by an earlier run is replaced, but one a running server listens on, or any
+    /// other file there, is an `AddrInUse` error (see [`free_unix_path`](crate::net::free_unix_path);
+    /// take a running server's sockets over with [`Listener::bind_inherited`] instead).
     /// `shm://` binds a Unix socket at the path, like `unix://`: the shared-memory transport's
     /// protocol (`rpc_transport_shm::ShmProtocol`) does its handshake over it.
     pub async fn bind(self, addr: Address) -> io::Result<Listener> {
@@ -294,17 +296,7 @@ async fn bind_tcp(addr: &Address, backlog: u32) -> io::Result<TcpListener> {
 }
 
 fn bind_unix(path: &std::path::Path, backlog: u32) -> io::Result<UnixListener> {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
-        Ok(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "a file that is not a socket is in the way",
-            ))
-        }
-        Err(_) => {}
-    }
+    crate::net::free_unix_path(path)?;
     let socket = UnixSocket::new_stream()?;
     socket.bind(path)?;
     socket.listen(backlog)
