@@ -330,3 +330,172 @@ async fn negative_and_extreme_stream_ids_are_served_in_any_order() {
     }
     h.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A Kitex client with a protobuf IDL calls over TTHeader in Kitex protobuf (its default for
+/// protobuf): `u32 len`, `u32 0x9001_0000 | type`, method, seqid, then the protobuf request
+/// itself. The server routes it to the protobuf flavour of the method, answers in the same
+/// form (id 4, framed, the protobuf response), failures as EXCEPTION + `ErrorProto`, business
+/// statuses in the header with an empty body; streaming methods are refused, and a Thrift call
+/// on the same connection is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kitex_protobuf_calls_are_served_in_their_own_form() {
+    use prost::Message;
+    use rpc_transport_ttheader::proto::{ApplicationException, MessageHeaderRef};
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ErrorProto {
+        #[prost(int32, tag = "1")]
+        type_id: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+    }
+
+    let (server, _probe) = server();
+    let h = serve_tcp(
+        server,
+        "127.0.0.1:0".parse().unwrap(),
+        rpc_transport_ttheader::Limits::default(),
+    )
+    .await
+    .unwrap();
+    let mut peer = Peer::connect(h.local_addr().unwrap()).await;
+    let call = |seq: i32, method: &str, text: &str, id: ProtocolId| {
+        let mut body = BytesMut::new();
+        MessageHeaderRef {
+            name: method,
+            kind: MessageType::Call,
+            seq_id: seq,
+        }
+        .encode_kitex_protobuf(&mut body)
+        .unwrap();
+        PbMsg {
+            text: text.into(),
+            n: seq.into(),
+            data: Bytes::new(),
+        }
+        .encode(&mut body)
+        .unwrap();
+        let mut payload = BytesMut::new();
+        payload.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        payload.extend_from_slice(&body);
+        let mut p = Packet::new(0, seq, id);
+        p.headers.push_str(str_key::IDL_SERVICE_NAME, "PbTest");
+        p.headers.push_str("x-echo", "hello");
+        p.payload = payload.freeze();
+        let mut wire = BytesMut::new();
+        p.encode(&mut wire).unwrap();
+        wire
+    };
+    // What a reply says: its envelope, and the body after it.
+    let open = |reply: &Packet| {
+        assert_eq!(reply.protocol, ProtocolId::KitexProtobuf);
+        let len = u32::from_be_bytes(reply.payload[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, reply.payload.len() - 4, "framed, as Kitex protobuf is");
+        let (mh, used) = MessageHeaderRef::decode_kitex_protobuf(&reply.payload[4..]).unwrap();
+        (
+            (mh.kind, mh.seq_id, mh.name.to_owned()),
+            reply.payload.slice(4 + used..),
+        )
+    };
+
+    // Under Kitex's protocol id 4, and under id 0 (the payload is what tells).
+    for (seq, id) in [
+        (1, ProtocolId::KitexProtobuf),
+        (2, ProtocolId::ThriftBinary),
+    ] {
+        peer.sock
+            .write_all(&call(seq, "Echo", "hi", id))
+            .await
+            .unwrap();
+        let reply = peer.packet().await;
+        assert_eq!(reply.seq_id, seq);
+        let (head, body) = open(&reply);
+        assert_eq!(head, (MessageType::Reply, seq, "Echo".into()));
+        let echoed = PbMsg::decode(body).unwrap();
+        assert_eq!((echoed.text.as_str(), echoed.n), ("hi", i64::from(seq)));
+        assert_eq!(reply.headers.get_str("x-echo"), Some("hello"));
+    }
+
+    // A handler error: EXCEPTION with ErrorProto, the exact code in `rpc-code`.
+    peer.sock
+        .write_all(&call(3, "Echo", "fail", ProtocolId::KitexProtobuf))
+        .await
+        .unwrap();
+    let reply = peer.packet().await;
+    let (head, body) = open(&reply);
+    assert_eq!(head, (MessageType::Exception, 3, "Echo".into()));
+    let err = ErrorProto::decode(body).unwrap();
+    assert_eq!(err.type_id, ApplicationException::INTERNAL_ERROR);
+    assert!(err.message.contains("no such thing"), "{}", err.message);
+    assert_eq!(reply.headers.get_str("rpc-code"), Some("5"));
+
+    // A business status: a REPLY with no body, the status in the header.
+    peer.sock
+        .write_all(&call(4, "Echo", "biz", ProtocolId::KitexProtobuf))
+        .await
+        .unwrap();
+    let reply = peer.packet().await;
+    let (head, body) = open(&reply);
+    assert_eq!(head, (MessageType::Reply, 4, "Echo".into()));
+    assert!(body.is_empty());
+    assert_eq!(reply.headers.get_str(str_key::BIZ_STATUS), Some("4001"));
+
+    // Unknown and streaming methods: EXCEPTION in the caller's form.
+    for (seq, method, kind) in [
+        (5, "Nope", ApplicationException::UNKNOWN_METHOD),
+        (6, "Chat", ApplicationException::INVALID_PROTOCOL),
+    ] {
+        peer.sock
+            .write_all(&call(seq, method, "x", ProtocolId::KitexProtobuf))
+            .await
+            .unwrap();
+        let reply = peer.packet().await;
+        let (head, body) = open(&reply);
+        assert_eq!(head, (MessageType::Exception, seq, method.into()));
+        assert_eq!(ErrorProto::decode(body).unwrap().type_id, kind, "{method}");
+    }
+
+    // A body that is not the method's message: a clean error, the connection lives on.
+    let mut bad = BytesMut::new();
+    MessageHeaderRef {
+        name: "Echo",
+        kind: MessageType::Call,
+        seq_id: 7,
+    }
+    .encode_kitex_protobuf(&mut bad)
+    .unwrap();
+    bad.extend_from_slice(&[0x0a, 0x7f]); // field 1, 127 bytes announced, none there
+    let mut payload = BytesMut::new();
+    payload.extend_from_slice(&(bad.len() as u32).to_be_bytes());
+    payload.extend_from_slice(&bad);
+    let mut p = Packet::new(0, 7, ProtocolId::KitexProtobuf);
+    p.payload = payload.freeze();
+    let mut wire = BytesMut::new();
+    p.encode(&mut wire).unwrap();
+    peer.sock.write_all(&wire).await.unwrap();
+    let reply = peer.packet().await;
+    let (head, _) = open(&reply);
+    assert_eq!((head.0, head.1), (MessageType::Exception, 7));
+
+    // The same connection still serves Thrift.
+    let mut payload = BytesMut::new();
+    MessageHeader {
+        name: "Echo".into(),
+        kind: MessageType::Call,
+        seq_id: 8,
+    }
+    .encode(&mut payload)
+    .unwrap();
+    payload.extend_from_slice(&encode_to_bytes::<ThriftCodec, TMsg>(&msg("th", 8)).unwrap());
+    let mut p = Packet::new(0, 8, ProtocolId::ThriftBinary);
+    p.headers.push_str(str_key::IDL_SERVICE_NAME, "ThTest");
+    p.payload = payload.freeze();
+    let mut wire = BytesMut::new();
+    p.encode(&mut wire).unwrap();
+    peer.sock.write_all(&wire).await.unwrap();
+    let reply = peer.packet().await;
+    assert_eq!(reply.protocol, ProtocolId::ThriftBinary);
+    let (mh, _) = MessageHeader::decode(&reply.payload).unwrap();
+    assert_eq!((mh.kind, mh.seq_id), (MessageType::Reply, 8));
+    h.shutdown(Duration::from_secs(1)).await;
+}

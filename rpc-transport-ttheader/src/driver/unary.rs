@@ -1,5 +1,7 @@
 //! Unary over TTHeader (spec §2): one TTHeader packet carrying a strict Thrift-binary CALL
-//! message each way, framed or unframed, pooled or multiplexed.
+//! message each way, framed or unframed, pooled or multiplexed. The server also reads Kitex
+//! protobuf calls (envelope magic `0x9001`, the protobuf request as the body), routes them to
+//! the protobuf flavour of the method and replies in that form.
 //!
 //! The typed layer sends the method's Args struct and receives its Result struct (codegen wraps
 //! and unwraps them); this module adds the message envelope (method, type, seqid) and turns
@@ -35,8 +37,8 @@ use crate::mapping::{
 };
 use crate::proto::keys::{int_key, str_key, FLAGS_MUX};
 use crate::proto::{
-    ApplicationException, BizStatus, Headers, MessageHeaderRef, MessageType, Packet, PayloadForm,
-    PlainDecoder, PlainFraming, ProtocolId,
+    encode_error_proto, ApplicationException, BizStatus, Headers, MessageHeaderRef, MessageType,
+    Packet, PayloadForm, PlainDecoder, PlainFraming, ProtocolId,
 };
 use crate::session::{append_packet, held_for, keep, Counted, Limits, Stats};
 use rpc_core::limits::STREAM_STATE_BYTES;
@@ -75,7 +77,8 @@ fn unary_exception_of(status: &Status) -> ApplicationException {
     ApplicationException::new(kind, status.message())
 }
 
-/// Appends one unary packet: TTHeader head, optional frame length, message header, body.
+/// Appends one unary packet: TTHeader head, optional frame length, message header, body. A
+/// packet whose protocol is Kitex protobuf gets that envelope (`0x9001....`), always framed.
 fn write_packet(
     buf: &mut BytesMut,
     packet: &Packet,
@@ -84,6 +87,8 @@ fn write_packet(
     max: usize,
     body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
 ) -> Result<(), Status> {
+    let kitex_pb = packet.protocol == ProtocolId::KitexProtobuf;
+    let framing = if kitex_pb { Framing::Framed } else { framing };
     let mut framed_at = 0;
     append_packet(buf, max, |buf| {
         packet
@@ -93,8 +98,12 @@ fn write_packet(
         if framing == Framing::Framed {
             buf.put_u32(0);
         }
-        msg.encode(buf)
-            .map_err(|e| Status::internal(format!("encode message header: {e}")))?;
+        if kitex_pb {
+            msg.encode_kitex_protobuf(buf)
+        } else {
+            msg.encode(buf)
+        }
+        .map_err(|e| Status::internal(format!("encode message header: {e}")))?;
         body(buf)
     })?;
     if framing == Framing::Framed {
@@ -288,6 +297,12 @@ impl UnaryConn {
         }
         let head = parse_message(&packet.payload)
             .map_err(|e| Status::internal(format!("malformed reply: {e}")))?;
+        if head.kitex_pb {
+            // This client sends Thrift calls only (protobuf goes over TTHeader Streaming).
+            return Err(Status::internal(
+                "malformed reply: Kitex protobuf to a Thrift call",
+            ));
+        }
         let (kind, seq_id) = (head.kind, head.seq_id);
         let body = packet.payload.slice(head.body_at..);
         let headers = &packet.headers;
@@ -623,8 +638,11 @@ impl UnaryServerConn {
     }
 
     fn on_call(self: &Arc<Self>, packet: Packet, frame_len: usize) -> Result<(), Status> {
+        // The payload is sniffed, not trusted to the id: Kitex has sent Kitex protobuf
+        // payloads under id 0 as well as under its own id 4.
         if packet.protocol != ProtocolId::ThriftBinary
             && packet.protocol != ProtocolId::ThriftCompactV2
+            && packet.protocol != ProtocolId::KitexProtobuf
         {
             return Err(Status::internal(format!(
                 "unsupported protocol {:?} on a unary connection",
@@ -642,6 +660,7 @@ impl UnaryServerConn {
                     flags: flags & FLAGS_MUX,
                     seq: seq_id,
                     framing: Framing::Unframed,
+                    kitex_pb: false,
                     method: Cow::Borrowed(""),
                     oneway: false,
                 };
@@ -668,6 +687,7 @@ impl UnaryServerConn {
             .map_err(|e| Status::internal(format!("malformed plain thrift message: {e}")))?;
         let msg = MessageAt {
             framing: Framing::Unframed,
+            kitex_pb: false,
             kind: head.kind,
             seq_id: head.seq_id,
             name: head.name,
@@ -706,6 +726,7 @@ impl UnaryServerConn {
             flags: flags & FLAGS_MUX,
             seq: if msg.seq_id != 0 { msg.seq_id } else { seq_id },
             framing: msg.framing,
+            kitex_pb: msg.kitex_pb,
             method: Cow::Borrowed(""),
             oneway,
         };
@@ -719,10 +740,12 @@ impl UnaryServerConn {
                 (service, method) = (s, m);
             }
         }
-        let route = match self
-            .server
-            .resolve_for(service, method, Some(PayloadKind::Thrift))
-        {
+        let payload_kind = if msg.kitex_pb {
+            PayloadKind::Protobuf
+        } else {
+            PayloadKind::Thrift
+        };
+        let route = match self.server.resolve_for(service, method, Some(payload_kind)) {
             // A Thrift CALL is a unary: an unknown-method handler serves it as one.
             Ok(r) => r.framed_as_unary(),
             Err(e) => {
@@ -758,7 +781,7 @@ impl UnaryServerConn {
         incoming.metadata = metadata_of(headers);
         incoming.deadline = deadline;
         incoming.peer = self.peer.clone();
-        incoming.payload = Some(PayloadKind::Thrift);
+        incoming.payload = Some(payload_kind);
         let request_held = Held::new(&self.held, self.server.byte_budget(), held_for(body.len()));
         let state_held = Held::new(&self.held, self.server.byte_budget(), STREAM_STATE_BYTES);
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
@@ -791,7 +814,12 @@ impl UnaryServerConn {
             return;
         }
         let plain = self.plain.as_ref().map(|d| lock(d).framing());
-        let mut packet = Packet::new(to.flags, to.seq, ProtocolId::ThriftBinary);
+        let protocol = if to.kitex_pb {
+            ProtocolId::KitexProtobuf
+        } else {
+            ProtocolId::ThriftBinary
+        };
+        let mut packet = Packet::new(to.flags, to.seq, protocol);
         if plain.is_none() {
             extend_kvs(&mut packet.headers.str_kvs, md);
         }
@@ -814,9 +842,15 @@ impl UnaryServerConn {
                     };
                     (MessageType::Exception, Err(exc))
                 } else if let Some(biz) = biz_of(status) {
-                    // A business status travels on a normal REPLY with an empty Result struct.
+                    // A business status travels on a normal REPLY with an empty Result struct
+                    // (in Kitex protobuf: no bytes, a Result without success).
                     biz.push_to(&mut packet.headers);
-                    (MessageType::Reply, Ok(Body::Bytes(&EMPTY_STRUCT)))
+                    let empty = if to.kitex_pb {
+                        &NO_BYTES
+                    } else {
+                        &EMPTY_STRUCT
+                    };
+                    (MessageType::Reply, Ok(Body::Bytes(empty)))
                 } else {
                     extend_kvs(&mut packet.headers.str_kvs, status.metadata());
                     packet
@@ -840,6 +874,11 @@ impl UnaryServerConn {
                 }
                 // The handler's response is encoded straight into the reply packet.
                 Ok(Body::Message(msg)) => msg.encode(b),
+                // Kitex protobuf carries the exception as `ErrorProto`.
+                Err(exc) if to.kitex_pb => {
+                    encode_error_proto(exc.kind, &exc.message, b);
+                    Ok(())
+                }
                 Err(exc) => exc
                     .encode(b)
                     .map_err(|e| Status::internal(format!("encode exception: {e}"))),
@@ -980,6 +1019,8 @@ static PLAIN_HEADERS: Headers = Headers::new();
 
 /// An empty Thrift struct (STOP): the Result of a REPLY that carries a business status.
 static EMPTY_STRUCT: Bytes = Bytes::from_static(&[0]);
+/// A protobuf message with no field set (a Kitex protobuf Result without success).
+static NO_BYTES: Bytes = Bytes::new();
 
 /// The payload of a successful reply.
 enum Body<'a> {
@@ -994,6 +1035,8 @@ struct ReplyTo {
     flags: u16,
     seq: i32,
     framing: Framing,
+    /// The call came as Kitex protobuf: the reply goes back in that form.
+    kitex_pb: bool,
     /// The routed method's `&'static` name; owned only for a name that did not route.
     method: Cow<'static, str>,
     oneway: bool,
@@ -1003,6 +1046,8 @@ struct ReplyTo {
 /// the packet.
 struct MessageAt<'a> {
     framing: Framing,
+    /// A Kitex protobuf message: the body is the protobuf request (not an Args struct).
+    kitex_pb: bool,
     kind: MessageType,
     seq_id: i32,
     name: &'a str,
@@ -1010,19 +1055,25 @@ struct MessageAt<'a> {
     body_at: usize,
 }
 
-/// Parses the envelope of a request or a reply (Kitex protobuf payloads are refused).
+/// Parses the envelope of a request or a reply: strict Thrift binary, framed or not, or Kitex
+/// protobuf (Kitex's default for a protobuf IDL: the same envelope with magic `0x9001`, after a
+/// `u32` length; the body is the protobuf message itself).
 fn parse_message(payload: &[u8]) -> Result<MessageAt<'_>, String> {
     let (form, message) = PayloadForm::split(payload).map_err(|e| e.to_string())?;
-    let framing = match form {
-        PayloadForm::Unframed => Framing::Unframed,
-        PayloadForm::Framed => Framing::Framed,
-        PayloadForm::KitexProtobuf => {
-            return Err("Kitex protobuf payloads are not supported".into())
-        }
+    let (framing, kitex_pb) = match form {
+        PayloadForm::Unframed => (Framing::Unframed, false),
+        PayloadForm::Framed => (Framing::Framed, false),
+        PayloadForm::KitexProtobuf => (Framing::Framed, true),
     };
-    let (head, used) = MessageHeaderRef::decode(message).map_err(|e| e.to_string())?;
+    let (head, used) = if kitex_pb {
+        MessageHeaderRef::decode_kitex_protobuf(message)
+    } else {
+        MessageHeaderRef::decode(message)
+    }
+    .map_err(|e| e.to_string())?;
     Ok(MessageAt {
         framing,
+        kitex_pb,
         kind: head.kind,
         seq_id: head.seq_id,
         name: head.name,

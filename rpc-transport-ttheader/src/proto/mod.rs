@@ -38,5 +38,6 @@ pub use status::{grpc_to_kitex_code, kitex_code_to_grpc, BizStatus};
 pub use str_kvs::{StrKvs, StrValue};
 pub use stream::{FinishCause, RecvEvent, Role, StreamState};
 pub use thrift_msg::{
-    ApplicationException, MessageHeader, MessageHeaderRef, MessageType, PayloadForm,
+    encode_error_proto, ApplicationException, MessageHeader, MessageHeaderRef, MessageType,
+    PayloadForm,
 };

@@ -112,9 +112,20 @@ pub struct MessageHeaderRef<'a> {
 impl<'a> MessageHeaderRef<'a> {
     /// As [`MessageHeader::decode`], borrowing the name from `buf`.
     pub fn decode(buf: &'a [u8]) -> Result<(Self, usize), ThriftError> {
+        Self::decode_magic(buf, VERSION_1)
+    }
+
+    /// Decodes the envelope of a Kitex protobuf message (after its `u32` length): the same
+    /// layout as a strict Thrift one, with [`KITEX_PROTOBUF_MAGIC`] for the version word. The
+    /// protobuf message (or `ErrorProto`, see [`encode_error_proto`]) follows.
+    pub fn decode_kitex_protobuf(buf: &'a [u8]) -> Result<(Self, usize), ThriftError> {
+        Self::decode_magic(buf, KITEX_PROTOBUF_MAGIC)
+    }
+
+    fn decode_magic(buf: &'a [u8], magic: u32) -> Result<(Self, usize), ThriftError> {
         let mut r = Reader { buf, pos: 0 };
         let word = r.u32()?;
-        if word & VERSION_MASK != VERSION_1 {
+        if word & VERSION_MASK != magic {
             return Err(ThriftError::BadVersion { word });
         }
         // Apache Thrift: type = version & 0xff.
@@ -164,8 +175,18 @@ impl<'a> MessageHeaderRef<'a> {
 
     /// Appends the envelope.
     pub fn encode(&self, dst: &mut impl BufMut) -> Result<(), EncodeError> {
+        self.encode_magic(dst, VERSION_1)
+    }
+
+    /// Appends the envelope of a Kitex protobuf message (see
+    /// [`MessageHeaderRef::decode_kitex_protobuf`]).
+    pub fn encode_kitex_protobuf(&self, dst: &mut impl BufMut) -> Result<(), EncodeError> {
+        self.encode_magic(dst, KITEX_PROTOBUF_MAGIC)
+    }
+
+    fn encode_magic(&self, dst: &mut impl BufMut, magic: u32) -> Result<(), EncodeError> {
         let len = thrift_len(self.name.len())?;
-        let word = VERSION_1 | u32::from(self.kind.as_u8());
+        let word = magic | u32::from(self.kind.as_u8());
         let name = self.name.as_bytes();
         // A name that fits goes out with the rest in one put (each small put into a
         // `BytesMut` is a call to `memcpy`).
@@ -244,6 +265,31 @@ impl PayloadForm {
                 Ok((form, body))
             }
         }
+    }
+}
+
+/// Appends Kitex's `ErrorProto {int32 TypeID = 1; string Message = 2;}`, protobuf-encoded: the
+/// body of an EXCEPTION message in Kitex protobuf, where a Thrift peer gets an
+/// [`ApplicationException`] (`TypeID` takes the same exception types). Written by hand: two
+/// fields, and the transport has no protobuf codec of its own.
+pub fn encode_error_proto(type_id: i32, message: &str, dst: &mut impl BufMut) {
+    fn varint(mut v: u64, dst: &mut impl BufMut) {
+        while v >= 0x80 {
+            dst.put_u8((v as u8) | 0x80);
+            v >>= 7;
+        }
+        dst.put_u8(v as u8);
+    }
+    if type_id != 0 {
+        // Field 1, varint; a negative int32 is sign-extended to 10 bytes, as protobuf says.
+        dst.put_u8(0x08);
+        varint(i64::from(type_id) as u64, dst);
+    }
+    if !message.is_empty() {
+        // Field 2, length-delimited.
+        dst.put_u8(0x12);
+        varint(message.len() as u64, dst);
+        dst.put_slice(message.as_bytes());
     }
 }
 
@@ -710,5 +756,73 @@ mod tests {
             decode_exception_message(&v),
             Err(ThriftError::Truncated { offset, .. }) if offset == v.len()
         ));
+    }
+}
+
+#[cfg(test)]
+mod kitex_protobuf_tests {
+    use super::*;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ErrorProto {
+        #[prost(int32, tag = "1")]
+        type_id: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+    }
+
+    #[test]
+    fn the_envelope_is_thrifts_layout_with_the_kitex_magic() {
+        let head = MessageHeaderRef {
+            name: "Echo",
+            kind: MessageType::Reply,
+            seq_id: -7,
+        };
+        let mut b = Vec::new();
+        head.encode_kitex_protobuf(&mut b).unwrap();
+        // u32 0x9001_0002, i32 4 "Echo", i32 -7 (Kitex's codec writes the same bytes).
+        assert_eq!(
+            b,
+            [0x90, 0x01, 0x00, 0x02, 0, 0, 0, 4, b'E', b'c', b'h', b'o', 0xff, 0xff, 0xff, 0xf9]
+        );
+        let (back, used) = MessageHeaderRef::decode_kitex_protobuf(&b).unwrap();
+        assert_eq!((back, used), (head, b.len()));
+        // Neither decoder takes the other's magic.
+        assert!(matches!(
+            MessageHeaderRef::decode(&b),
+            Err(ThriftError::BadVersion { word: 0x9001_0002 })
+        ));
+        let mut t = Vec::new();
+        head.encode(&mut t).unwrap();
+        assert!(MessageHeaderRef::decode_kitex_protobuf(&t).is_err());
+        // Truncated anywhere: an error, never a panic.
+        for n in 0..b.len() {
+            assert!(
+                MessageHeaderRef::decode_kitex_protobuf(&b[..n]).is_err(),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_proto_is_what_protobuf_decodes() {
+        use prost::Message;
+        for (type_id, message) in [(6, "biz error: boom"), (1, ""), (0, "x"), (-3, "negative")] {
+            let mut b = Vec::new();
+            encode_error_proto(type_id, message, &mut b);
+            let got = ErrorProto::decode(&b[..]).unwrap();
+            assert_eq!(
+                got,
+                ErrorProto {
+                    type_id,
+                    message: message.into()
+                }
+            );
+            assert_eq!(b.len(), got.encoded_len());
+        }
+        let long = "m".repeat(300);
+        let mut b = Vec::new();
+        encode_error_proto(7, &long, &mut b);
+        assert_eq!(ErrorProto::decode(&b[..]).unwrap().message, long);
     }
 }
