@@ -147,6 +147,9 @@ struct Tx {
     releases: Vec<u32>,
     /// Releases were pushed without waking the peer (see `Link::flush`).
     unannounced: bool,
+    /// The peer said it waits for space and we had no block to return then: the next
+    /// releases wake it at once, not after [`ANNOUNCE_DELAY`].
+    peer_waits: bool,
     waiters: Vec<Waker>,
     /// Space came back since the waiters registered (blocks returned, ring slots popped, the
     /// overflow shrank): only then are they woken, so a sender whose peer holds every block
@@ -237,6 +240,7 @@ impl Link {
                 overflow: VecDeque::new(),
                 releases: Vec::new(),
                 unannounced: false,
+                peer_waits: false,
                 waiters: Vec::new(),
                 space_returned: false,
                 free_at_wait: 0,
@@ -583,7 +587,12 @@ impl Link {
         }
         if self.peer_flags.take_waiting() {
             tx.unannounced = false;
+            // Woken with nothing returned, it may wait for blocks we still hold.
+            tx.peer_waits = !returned;
             self.signal_peer();
+        } else if returned && tx.peer_waits {
+            tx.peer_waits = false;
+            self.announce(tx);
         } else if returned && self.peer_flags.peek_parked() {
             // Our reader is parked (we are idle): the next frame we send carries them, or our
             // parked reader announces them after `ANNOUNCE_DELAY` (`announce_later`).
