@@ -6,6 +6,11 @@
 //! allocated now (a bogus or repeated release is an error that ends the session). LIFO reuse
 //! keeps the most recently freed — cache-hot, already faulted — block at the front of its list,
 //! so a steady load touches a handful of pages instead of walking the whole arena.
+//!
+//! [`Arena::alloc_exact`] takes a power-of-two block and gives its unused tail back at once
+//! (as the aligned power-of-two pieces it splits into), so a frame of 64 KiB and its header
+//! holds 65 KiB, not 128 KiB; freeing it frees those pieces, which merge with their buddies as
+//! any block does.
 
 /// Smallest block: 1 KiB (log2). Frames under [`crate::ring::INLINE_MAX`] bytes never reach
 /// the arena, so finer classes would only lengthen the lists.
@@ -31,8 +36,8 @@ pub struct Arena {
     prev: Vec<u32>,
     /// Per block index: order + 1 if a free block of that order starts here, else 0.
     free_order: Vec<u8>,
-    /// Per block index: order + 1 if an allocated block of that order starts here, else 0.
-    used_order: Vec<u8>,
+    /// Per block index: the length in 1 KiB units of the allocation starting here, else 0.
+    used_units: Vec<u32>,
     in_use: usize,
 }
 
@@ -50,7 +55,7 @@ impl Arena {
             next: vec![NIL; blocks],
             prev: vec![NIL; blocks],
             free_order: vec![0; blocks],
-            used_order: vec![0; blocks],
+            used_units: vec![0; blocks],
             in_use: 0,
         };
         a.push(0, max_order);
@@ -104,10 +109,42 @@ impl Arena {
         self.free_order[idx as usize] = 0;
     }
 
-    /// Allocates a block of at least `len` bytes: its offset and size. `None` when no block
-    /// that large is free now (the sender waits for releases) or `len` exceeds the arena.
+    /// Allocates a block of at least `len` bytes: its offset and size (the power of two
+    /// `len` rounds up to). `None` when no block that large is free now (the sender waits for
+    /// releases) or `len` exceeds the arena.
     pub fn alloc(&mut self, len: usize) -> Option<(u32, usize)> {
         let order = order_for(len)?;
+        let idx = self.take(order)?;
+        self.used_units[idx as usize] = 1 << (order - MIN_ORDER);
+        self.in_use += 1 << order;
+        Some((idx << MIN_ORDER, 1 << order))
+    }
+
+    /// Allocates `len` bytes rounded up to whole 1 KiB units only: its offset and size. It
+    /// needs a free block of the power of two `len` rounds up to (as [`Arena::alloc`]), keeps
+    /// its head and frees the rest at once. `None` as for [`Arena::alloc`].
+    pub fn alloc_exact(&mut self, len: usize) -> Option<(u32, usize)> {
+        let order = order_for(len)?;
+        let units = len.max(1).div_ceil(1 << MIN_ORDER);
+        let idx = self.take(order)?;
+        // The tail `[units, 2^(order - MIN_ORDER))` as the aligned power-of-two pieces it splits
+        // into: each piece is as large as its start's alignment and the end allow.
+        let end = 1usize << (order - MIN_ORDER);
+        let mut at = units;
+        while at < end {
+            let piece = (1usize << at.trailing_zeros()).min(end - at);
+            let piece = 1usize << piece.ilog2();
+            self.push(idx + at as u32, MIN_ORDER + piece.trailing_zeros());
+            at += piece;
+        }
+        self.used_units[idx as usize] = units as u32;
+        self.in_use += units << MIN_ORDER;
+        Some((idx << MIN_ORDER, units << MIN_ORDER))
+    }
+
+    /// Takes a free block of `order` off its list (splitting a larger one if need be): its
+    /// index.
+    fn take(&mut self, order: u32) -> Option<u32> {
         if order > self.max_order {
             return None;
         }
@@ -124,9 +161,7 @@ impl Arena {
             k -= 1;
             self.push(idx + (1 << (k - MIN_ORDER)), k);
         }
-        self.used_order[idx as usize] = (order + 1) as u8;
-        self.in_use += 1 << order;
-        Some((idx << MIN_ORDER, 1 << order))
+        Some(idx)
     }
 
     /// Whether a block for `len` bytes is free now.
@@ -143,17 +178,30 @@ impl Arena {
         if offset % (1 << MIN_ORDER) != 0 {
             return Err(bad);
         }
-        let mut idx = offset >> MIN_ORDER;
-        let Some(&used) = self.used_order.get(idx as usize) else {
+        let idx = offset >> MIN_ORDER;
+        let Some(&units) = self.used_units.get(idx as usize) else {
             return Err(bad);
         };
-        if used == 0 {
+        if units == 0 {
             return Err(bad);
         }
-        self.used_order[idx as usize] = 0;
-        let mut order = u32::from(used) - 1;
-        let size = 1usize << order;
-        self.in_use -= size;
+        self.used_units[idx as usize] = 0;
+        self.in_use -= (units as usize) << MIN_ORDER;
+        // The allocation's units, largest power of two first: each piece starts aligned to
+        // its size (the allocation starts aligned to the power of two it rounded up to).
+        let mut at = idx;
+        let mut rest = units;
+        while rest != 0 {
+            let piece = 1u32 << rest.ilog2();
+            self.release(at, MIN_ORDER + piece.trailing_zeros());
+            at += piece;
+            rest -= piece;
+        }
+        Ok((units as usize) << MIN_ORDER)
+    }
+
+    /// Returns the free block `idx` of `order`, merged with its free buddies.
+    fn release(&mut self, mut idx: u32, mut order: u32) {
         while order < self.max_order {
             let buddy = idx ^ (1 << (order - MIN_ORDER));
             if u32::from(self.free_order[buddy as usize]) != order + 1 {
@@ -164,7 +212,6 @@ impl Arena {
             order += 1;
         }
         self.push(idx, order);
-        Ok(size)
     }
 
     /// Forgets every allocation (the peer is gone: whatever it held is ours again).
@@ -237,6 +284,36 @@ mod tests {
         assert_eq!(a.block_size(usize::MAX), None);
     }
 
+    #[test]
+    fn exact_allocation_gives_the_tail_back() {
+        let mut a = Arena::new(1 << 20).unwrap();
+        // A 64 KiB message and its frame header: 65 KiB, not a 128 KiB block.
+        let (x, sx) = a.alloc_exact((64 << 10) + 40).unwrap();
+        assert_eq!((x, sx), (0, 65 << 10));
+        assert_eq!(a.in_use(), 65 << 10);
+        // The tail's pieces serve smaller blocks: 63 KiB of 1..32 KiB blocks fit behind it.
+        let tail: Vec<_> = [32, 16, 8, 4, 2, 1]
+            .iter()
+            .map(|k| a.alloc(k << 10).unwrap())
+            .collect();
+        assert!(tail
+            .iter()
+            .all(|&(o, _)| (65 << 10..128 << 10).contains(&o)));
+        assert_eq!(a.in_use(), 128 << 10);
+        for (o, _) in tail {
+            a.free(o).unwrap();
+        }
+        assert_eq!(a.free(x), Ok(65 << 10));
+        assert_eq!(a.in_use(), 0);
+        assert_eq!(a.alloc(1 << 20), Some((0, 1 << 20)), "merged back whole");
+        // Still needs a free block of the power of two it rounds up to.
+        let mut a = Arena::new(1 << 17).unwrap();
+        assert!(a.alloc_exact((64 << 10) + 1).is_some());
+        assert!(a.alloc_exact((64 << 10) + 1).is_none());
+        assert!(a.alloc_exact((1 << 17) + 1).is_none());
+        assert!(a.alloc_exact(usize::MAX).is_none());
+    }
+
     proptest! {
         /// Any sequence of allocations and frees: blocks never overlap, stay inside the
         /// arena, `in_use` is the sum of live blocks, and freeing everything restores one
@@ -260,6 +337,41 @@ mod tests {
                 } else {
                     let (off, sz) = live.swap_remove(pick.index(live.len()));
                     prop_assert_eq!(a.free(off).unwrap(), sz);
+                }
+                prop_assert_eq!(a.in_use(), live.iter().map(|l| l.1).sum::<usize>());
+            }
+            for (off, _) in live.drain(..) {
+                a.free(off).unwrap();
+            }
+            prop_assert_eq!(a.alloc(len), Some((0, len)));
+        }
+
+        /// The same with exact allocations mixed in: blocks never overlap, `in_use` is the sum
+        /// of live sizes (whole KiB), and freeing everything merges the arena back whole.
+        #[test]
+        #[cfg_attr(miri, ignore = "proptest takes minutes per case under miri; the unit tests cover the allocator")]
+        fn exact_allocations_never_overlap_and_merge(ops in proptest::collection::vec((0u8..3, 1usize..70_000, any::<prop::sample::Index>()), 0..300)) {
+            let len = 1 << 18;
+            let mut a = Arena::new(len).unwrap();
+            let mut live: Vec<(u32, usize)> = Vec::new();
+            for (op, size, pick) in ops {
+                if op < 2 || live.is_empty() {
+                    let got = if op == 0 { a.alloc(size) } else { a.alloc_exact(size) };
+                    if let Some((off, sz)) = got {
+                        prop_assert!(sz >= size && sz % 1024 == 0);
+                        if op == 1 {
+                            prop_assert_eq!(sz, size.div_ceil(1024) * 1024);
+                        }
+                        prop_assert!(off as usize + sz <= len);
+                        for &(o, s) in &live {
+                            prop_assert!(off as usize + sz <= o as usize || o as usize + s <= off as usize);
+                        }
+                        live.push((off, sz));
+                    }
+                } else {
+                    let (off, sz) = live.swap_remove(pick.index(live.len()));
+                    prop_assert_eq!(a.free(off).unwrap(), sz);
+                    prop_assert!(a.free(off).is_err(), "double free");
                 }
                 prop_assert_eq!(a.in_use(), live.iter().map(|l| l.1).sum::<usize>());
             }

@@ -69,8 +69,19 @@ pub(crate) const BATCH: usize = 64;
 /// long on an empty ring before it parks: a peer answering within it costs no wakeup.
 pub(crate) const MIN_SPIN: std::time::Duration = std::time::Duration::from_micros(2);
 /// At most this long: the spin doubles each time it catches a frame and halves each time it
-/// ends in parking, between the two bounds.
-pub(crate) const MAX_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+/// ends in parking, between the two bounds. 200 µs covers a loaded peer's gap between
+/// frames (a 64 KiB message written and read back by 16 streams on a shared core): against
+/// 50 µs, the shm bench's 16 streams made 1.1–1.25× the round trips at 64 KiB on a 2-core
+/// VM at load 6–7 (same run, interleaved). An idle session spins once, at most this long,
+/// then parks (`tests::an_idle_session_parks_and_burns_no_cpu`).
+pub(crate) const MAX_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Blocks returned while our reader is parked (we are idle) are announced to a parked peer
+/// this long after, not at once: a frame we send meanwhile carries them (a request/response
+/// load's next call), so returning a reply's block costs the peer no wake-up of its own; an
+/// idle session's arenas still return to zero. A peer that waits for space says so (its
+/// waiting flag) and is woken at once.
+pub(crate) const ANNOUNCE_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A reader's spin before it parks on an empty ring, adapted between [`MIN_SPIN`] and
 /// [`MAX_SPIN`] to whether spinning has been catching frames (both data planes use it).
@@ -136,6 +147,9 @@ struct Tx {
     releases: Vec<u32>,
     /// Releases were pushed without waking the peer (see `Link::flush`).
     unannounced: bool,
+    /// The peer said it waits for space and we had no block to return then: the next
+    /// releases wake it at once, not after [`ANNOUNCE_DELAY`].
+    peer_waits: bool,
     waiters: Vec<Waker>,
     /// Space came back since the waiters registered (blocks returned, ring slots popped, the
     /// overflow shrank): only then are they woken, so a sender whose peer holds every block
@@ -161,6 +175,9 @@ pub(crate) struct Link {
     gone: OnceLock<Status>,
     gone_notify: Notify,
     progress: Notify,
+    /// Releases were pushed unannounced while our reader was parked: it announces them after
+    /// [`ANNOUNCE_DELAY`] unless a frame we send does first (`Link::announce_later`).
+    lazy: Notify,
     backlog: AtomicUsize,
     /// Woken when the backlog drops to zero (see [`Link::flushed`]).
     flushed_notify: Notify,
@@ -223,6 +240,7 @@ impl Link {
                 overflow: VecDeque::new(),
                 releases: Vec::new(),
                 unannounced: false,
+                peer_waits: false,
                 waiters: Vec::new(),
                 space_returned: false,
                 free_at_wait: 0,
@@ -234,6 +252,7 @@ impl Link {
             gone: OnceLock::new(),
             gone_notify: Notify::new(),
             progress: Notify::new(),
+            lazy: Notify::new(),
             backlog: AtomicUsize::new(0),
             flushed_notify: Notify::new(),
             fallback,
@@ -423,7 +442,7 @@ impl Link {
         let slot = if let Some(s) = Slot::inline(frame) {
             s
         } else if frame.len() <= self.layout.arena_len {
-            let Some((off, _)) = tx.arena.alloc(frame.len()) else {
+            let Some((off, _)) = tx.arena.alloc_exact(frame.len()) else {
                 return Ok(Placed::NoRoom);
             };
             self.note_alloc(tx);
@@ -480,6 +499,20 @@ impl Link {
         Ok(())
     }
 
+    /// While our reader is parked: announces releases left unannounced by `flush` once
+    /// [`ANNOUNCE_DELAY`] passed (a frame sent meanwhile announced them already). Never
+    /// returns; the reader drops it when it wakes.
+    async fn announce_later(&self) {
+        loop {
+            self.lazy.notified().await;
+            tokio::time::sleep(ANNOUNCE_DELAY).await;
+            let mut tx = self.tx();
+            if tx.unannounced {
+                self.announce(&mut tx);
+            }
+        }
+    }
+
     /// A descriptor carrying a frame (or a pack of them) went into the ring.
     fn sent_frame(&self) {
         self.stats.descriptors_sent.fetch_add(1, Ordering::Relaxed);
@@ -500,7 +533,7 @@ impl Link {
             if tx.producer.has_space()? {
                 let slot = if let Some(s) = Slot::inline(pack) {
                     Some(s)
-                } else if let Some((off, _)) = tx.arena.alloc(pack.len()) {
+                } else if let Some((off, _)) = tx.arena.alloc_exact(pack.len()) {
                     self.note_alloc(tx);
                     self.arena_slice(tx, off, pack.len()).copy_from_slice(pack);
                     Some(Slot::arena(off, pack.len() as u32))
@@ -554,10 +587,16 @@ impl Link {
         }
         if self.peer_flags.take_waiting() {
             tx.unannounced = false;
+            // Woken with nothing returned, it may wait for blocks we still hold.
+            tx.peer_waits = !returned;
             self.signal_peer();
-        } else if returned && self.peer_flags.peek_parked() {
-            // Our reader is parked (we are idle): nothing else will carry them soon.
+        } else if returned && tx.peer_waits {
+            tx.peer_waits = false;
             self.announce(tx);
+        } else if returned && self.peer_flags.peek_parked() {
+            // Our reader is parked (we are idle): the next frame we send carries them, or our
+            // parked reader announces them after `ANNOUNCE_DELAY` (`announce_later`).
+            self.lazy.notify_one();
         }
         let mut shrunk = false;
         while let Some(front) = tx.overflow.front() {
@@ -608,9 +647,9 @@ impl Link {
         Ok(())
     }
 
-    /// A received block of the peer's arena is no longer referenced: return it now (one
-    /// descriptor; the peer is woken only if it is parked or waits for space, so its arena
-    /// usage is exact and returns to zero when idle).
+    /// A received block of the peer's arena is no longer referenced: return it (batched; a
+    /// peer waiting for space is woken at once, a parked one by the next frame we send or
+    /// after [`ANNOUNCE_DELAY`], so its arena usage returns to zero when idle).
     fn release(&self, offset: u32) {
         if self.is_closed() {
             return;
@@ -789,7 +828,7 @@ impl FrameSink for ShmSink {
                     });
                 }
                 if total <= link.layout.arena_len {
-                    if let Some((off, _)) = tx.arena.alloc(total) {
+                    if let Some((off, _)) = tx.arena.alloc_exact(total) {
                         link.note_alloc(&tx);
                         let dst = link.arena_slice(&mut tx, off, total);
                         dst[..head.len()].copy_from_slice(head);
@@ -1049,6 +1088,7 @@ impl Reader {
                 }
                 () = self.link.closed() => {}
                 () = self.link.peer_went() => {}
+                () = self.link.announce_later() => {}
             }
             self.consumer.unpark();
         }

@@ -132,6 +132,61 @@ async fn unary(c: &Client, m: Bytes) -> Result<Bytes, Status> {
         .map(|r| r.into_inner())
 }
 
+/// CPU time of the calling thread so far (`/proc/thread-self/stat`, in clock ticks of 10 ms).
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("thread stat");
+    // Fields after the command name (in parentheses): utime is field 14, stime field 15.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 1..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse().expect("ticks"))
+        .collect();
+    Duration::from_millis((f[0] + f[1]) * 10)
+}
+
+/// An idle session burns no CPU: after the last call both readers spin at most `MAX_SPIN`,
+/// the returned blocks are announced within `ANNOUNCE_DELAY`, and then everything parks on
+/// the eventfds. One thread runs the server, the client and both readers (a current-thread
+/// runtime), so its CPU time is the session's whole cost.
+#[tokio::test]
+#[cfg_attr(
+    miri,
+    ignore = "memfd, mmap, eventfds and Unix sockets are system calls miri does not run"
+)]
+async fn an_idle_session_parks_and_burns_no_cpu() {
+    let protocol = ShmProtocol::default();
+    let server_stats = protocol.stats().clone();
+    let (_running, p) = serve(protocol).await;
+    let shm = ShmClient::builder(rpc_core::Address::shm(&p))
+        .pool_size(1)
+        .build();
+    let stats = shm.stats().clone();
+    let c = Client::new(shm.clone());
+    // Busy first, so the spins grow to their longest: inline and arena messages both ways.
+    for i in 0..2000u32 {
+        let m = blob(if i % 2 == 0 { 64 } else { 70_000 }, i as u8);
+        assert_eq!(within(unary(&c, m.clone())).await.unwrap(), m);
+    }
+    let before = thread_cpu();
+    let window = Duration::from_millis(1000);
+    // The measurement window itself (not a synchronisation): nothing runs on this thread
+    // but the session's tasks.
+    tokio::time::sleep(window).await;
+    let used = thread_cpu() - before;
+    assert!(
+        used <= Duration::from_millis(100),
+        "an idle session used {used:?} of CPU in {window:?}"
+    );
+    // Idle means returned too: both arenas are empty again.
+    assert_eq!(server_stats.arena_bytes_in_use(), 0);
+    assert_eq!(stats.arena_bytes_in_use(), 0);
+    // And it still answers.
+    let m = blob(100, 9);
+    assert_eq!(within(unary(&c, m.clone())).await.unwrap(), m);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     miri,

@@ -122,8 +122,9 @@ pub(crate) fn main() {
     if !pin {
         eprintln!("taskset not found: running unpinned");
     }
-    // (kind, size) -> per-run (p50 µs, p99 µs, round trips/s, server µs CPU per round trip)
-    let mut results: BTreeMap<(usize, usize), Vec<[f64; 4]>> = BTreeMap::new();
+    // (kind, size) -> per-run (p50 µs, p99 µs, round trips/s, server and client µs CPU per
+    // round trip)
+    let mut results: BTreeMap<(usize, usize), Vec<[f64; 5]>> = BTreeMap::new();
     for run in 0..runs {
         for &size in &sizes {
             for (k, kind) in KINDS.iter().enumerate() {
@@ -136,8 +137,8 @@ pub(crate) fn main() {
                 match one_row(kind, size, secs, pin) {
                     Ok(r) => {
                         eprintln!(
-                            "run {run} {kind:>10} {size:>8} B: p50 {:>8.1} µs p99 {:>8.1} µs  16 streams {:>9.0}/s  server {:.2} µs/rt",
-                            r[0], r[1], r[2], r[3]
+                            "run {run} {kind:>10} {size:>8} B: p50 {:>8.1} µs p99 {:>8.1} µs  16 streams {:>9.0}/s  server {:.2} µs/rt  client {:.2} µs/rt",
+                            r[0], r[1], r[2], r[3], r[4]
                         );
                         results.entry((size, k)).or_default().push(r);
                     }
@@ -148,9 +149,9 @@ pub(crate) fn main() {
     }
     println!("\nmedians of {runs} runs, {secs} s per scenario (client core 0, server core 1, one tokio worker each)");
     println!(
-        "| size | transport | 1 stream p50 µs | p99 µs | 16 streams rt/s | server CPU µs/rt | vs uds (rt/s) |"
+        "| size | transport | 1 stream p50 µs | p99 µs | 16 streams rt/s | server CPU µs/rt | client CPU µs/rt | vs uds (rt/s) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for &size in &sizes {
         let uds = results.get(&(size, 1)).map(|v| median(v, 2));
         for (k, kind) in KINDS.iter().enumerate() {
@@ -159,12 +160,13 @@ pub(crate) fn main() {
             };
             let ratio = uds.map(|u| median(v, 2) / u).unwrap_or(f64::NAN);
             println!(
-                "| {} | {kind} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2}× |",
+                "| {} | {kind} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2}× |",
                 human(size),
                 median(v, 0),
                 median(v, 1),
                 median(v, 2),
                 median(v, 3),
+                median(v, 4),
                 ratio
             );
         }
@@ -179,13 +181,13 @@ fn human(size: usize) -> String {
     }
 }
 
-fn median(v: &[[f64; 4]], i: usize) -> f64 {
+fn median(v: &[[f64; 5]], i: usize) -> f64 {
     let mut x: Vec<f64> = v.iter().map(|r| r[i]).collect();
     x.sort_by(|a, b| a.total_cmp(b));
     x[x.len() / 2]
 }
 
-fn one_row(kind: &str, size: usize, secs: f64, pin: bool) -> Result<[f64; 4], String> {
+fn one_row(kind: &str, size: usize, secs: f64, pin: bool) -> Result<[f64; 5], String> {
     let path =
         std::env::temp_dir().join(format!("rpc-shm-bench-{}-{kind}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
@@ -467,14 +469,14 @@ fn cpu_us(pid: &str) -> f64 {
 fn client(kind: &str, path: &str, size: &str, secs: &str, server_pid: &str) {
     let size: usize = size.parse().expect("size");
     let secs = Duration::from_secs_f64(secs.parse().expect("secs"));
-    let (p50, p99, rps, cpu) = rt().block_on(async move {
+    let (p50, p99, rps, cpu, own) = rt().block_on(async move {
         if kind.starts_with("shmipc") {
             shmipc_client(kind, path, size, secs, server_pid).await
         } else {
             ours_client(kind, path, size, secs, server_pid).await
         }
     });
-    println!("result {p50} {p99} {rps} {cpu}");
+    println!("result {p50} {p99} {rps} {cpu} {own}");
 }
 
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
@@ -489,7 +491,7 @@ async fn ours_client(
     size: usize,
     secs: Duration,
     server_pid: &str,
-) -> (f64, f64, f64, f64) {
+) -> (f64, f64, f64, f64, f64) {
     let shm = rpc_transport_shm::ShmClient::builder(rpc_core::Address::shm(path))
         .pool_size(1)
         .build();
@@ -535,7 +537,8 @@ async fn ours_client(
     for _ in 0..STREAMS {
         calls.push(open().await);
     }
-    let cpu0 = cpu_us(server_pid);
+    let me = std::process::id().to_string();
+    let (cpu0, own0) = (cpu_us(server_pid), cpu_us(&me));
     let start = Instant::now();
     let tasks: Vec<_> = calls
         .into_iter()
@@ -547,6 +550,7 @@ async fn ours_client(
     }
     let el = start.elapsed().as_secs_f64();
     let cpu = (cpu_us(server_pid) - cpu0) / total as f64;
+    let own = (cpu_us(&me) - own0) / total as f64;
     if kind == "shm" {
         eprintln!(
             "  shm client: {total} round trips (16 streams), wakeups sent {} received {}, sender waits {}, fallbacks {}",
@@ -556,7 +560,7 @@ async fn ours_client(
             stats.fallback_messages()
         );
     }
-    (p50, p99, total as f64 / el, cpu)
+    (p50, p99, total as f64 / el, cpu, own)
 }
 
 async fn shmipc_client(
@@ -565,7 +569,7 @@ async fn shmipc_client(
     size: usize,
     secs: Duration,
     server_pid: &str,
-) -> (f64, f64, f64, f64) {
+) -> (f64, f64, f64, f64, f64) {
     let size = size.max(12);
     let addr = std::os::unix::net::SocketAddr::from_pathname(path).expect("path");
     let sm = shmipc::session::SessionManager::new(
@@ -607,7 +611,8 @@ async fn shmipc_client(
     let _ = round(sm.get_stream().expect("stream"), body.clone()).await;
     let (_, times) = round(sm.get_stream().expect("stream"), body.clone()).await;
     let (p50, p99) = percentiles(times);
-    let cpu0 = cpu_us(server_pid);
+    let me = std::process::id().to_string();
+    let (cpu0, own0) = (cpu_us(server_pid), cpu_us(&me));
     let start = Instant::now();
     let tasks: Vec<_> = (0..STREAMS)
         .map(|_| tokio::spawn(round(sm.get_stream().expect("stream"), body.clone())))
@@ -618,5 +623,6 @@ async fn shmipc_client(
     }
     let el = start.elapsed().as_secs_f64();
     let cpu = (cpu_us(server_pid) - cpu0) / total as f64;
-    (p50, p99, total as f64 / el, cpu)
+    let own = (cpu_us(&me) - own0) / total as f64;
+    (p50, p99, total as f64 / el, cpu, own)
 }

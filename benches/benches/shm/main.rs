@@ -14,7 +14,8 @@
 //! copies it into its slice) and reads every byte of every reply (a checksum); the servers read
 //! every request byte and write every reply byte. Scenarios: one stream, round trips timed one
 //! by one (p50, p99); 16 streams (16 tasks, each its own stream) for round trips per second,
-//! with the server's CPU per round trip from `/proc/PID/stat`. Figures are medians over runs.
+//! with the server's and the client's CPU per round trip from `/proc/PID/stat`. Figures are
+//! medians over runs.
 //! The host is shared with other builds: figures are ratios within one run, not absolutes.
 
 #[cfg(target_os = "linux")]
