@@ -21,6 +21,7 @@
 //! cannot together hold more than the budget plus one reserve each.
 //!
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -42,6 +43,9 @@ pub(crate) const SPARE_MAX: usize = 8 * 1024;
 
 pub(crate) struct WriteQueue {
     state: Mutex<WriteState>,
+    /// The connection's reader is handling what it read (see [`WriteQueue::begin_reader_turn`]):
+    /// appends do not wake the writer task, the reader flushes them when its turn ends.
+    reader_turn: AtomicBool,
     writer: Notify,
     /// Signalled whenever the backlog shrinks (a batch was taken or written): the connection's
     /// reader waits on it while the queue is over its limit.
@@ -65,6 +69,15 @@ struct WriteState {
     held: usize,
     closed: bool,
     waiters: Vec<Waker>,
+    /// The socket while nobody writes to it: whoever writes a batch (the writer task, or the
+    /// reader flushing at the end of its turn) takes it out and puts it back, so batches never
+    /// interleave. `None` before [`WriteQueue::attach`] and after the writer ended.
+    sock: Option<WriteHalf>,
+    /// The part of a batch a reader's flush could not write (the socket was full): the writer
+    /// task writes it before anything queued after it. Counted in `writing`.
+    rest: Option<BytesMut>,
+    /// The reader holds `sock` (flushing at the end of its turn).
+    flushing: bool,
 }
 
 /// The queue was closed (the connection is gone).
@@ -82,7 +95,11 @@ impl WriteQueue {
                 held: 0,
                 closed: false,
                 waiters: Vec::new(),
+                sock: None,
+                rest: None,
+                flushing: false,
             }),
+            reader_turn: AtomicBool::new(false),
             writer: Notify::new(),
             progress: Notify::new(),
             limit,
@@ -165,10 +182,108 @@ impl WriteQueue {
         // Charged under the lock, before the writer can see (and release) the bytes.
         self.recharge(&mut st);
         drop(st);
-        if was_empty && has_bytes {
+        // During the reader's turn the reader flushes when it ends (it clears the flag before
+        // it looks at the queue under the lock, so it sees these bytes: no wakeup is lost).
+        if was_empty && has_bytes && !self.reader_turn.load(Ordering::Acquire) {
             self.writer.notify_one();
         }
         Ok(r)
+    }
+
+    /// The connection's reader starts handling what it read: what handlers that complete at
+    /// once (and the reader itself) append until [`WriteQueue::end_reader_turn`] goes out with
+    /// one write from the reader's task, without waking the writer task.
+    pub(crate) fn begin_reader_turn(&self) {
+        self.reader_turn.store(true, Ordering::Release);
+    }
+
+    /// The reader's turn ends: writes what is queued from this task when nobody else is
+    /// writing, as much as the socket takes now without waiting; what it does not take (or
+    /// what cannot be written from here: a boxed stream, the writer task busy) is left to the
+    /// writer task, woken for it.
+    pub(crate) fn end_reader_turn(&self) {
+        self.reader_turn.store(false, Ordering::Release);
+        let mut st = self.lock();
+        if st.buf.is_empty() {
+            return;
+        }
+        let direct = !st.closed
+            && st.rest.is_none()
+            && st.sock.as_ref().is_some_and(WriteHalf::can_try_write);
+        if !direct {
+            drop(st);
+            self.writer.notify_one();
+            return;
+        }
+        let Some(sock) = st.sock.take() else {
+            return;
+        };
+        st.flushing = true;
+        let mut batch = self.take_batch(&mut st);
+        drop(st);
+        let mut written = 0;
+        while written < batch.len() {
+            match sock.try_write(&batch[written..]) {
+                Ok(n) if n > 0 => written += n,
+                // Full (or failed: the writer task meets the error again and reports it).
+                _ => break,
+            }
+        }
+        let waiters = {
+            let mut st = self.lock();
+            st.sock = Some(sock);
+            st.flushing = false;
+            if written == batch.len() {
+                self.batch_written(&mut st, batch);
+            } else {
+                // The writer task writes the rest first; the whole buffer stays charged.
+                bytes::Buf::advance(&mut batch, written);
+                st.writing = batch.len();
+                st.rest = Some(batch);
+            }
+            let wake_writer = st.rest.is_some() || !st.buf.is_empty() || st.closed;
+            let waiters = std::mem::take(&mut st.waiters);
+            drop(st);
+            if wake_writer {
+                self.writer.notify_one();
+            }
+            waiters
+        };
+        waiters.into_iter().for_each(Waker::wake);
+    }
+
+    /// Takes everything queued as the batch to write (the queue goes on in the spare buffer),
+    /// counted in `writing` until [`WriteQueue::batch_written`].
+    fn take_batch(&self, st: &mut WriteState) -> BytesMut {
+        let spare = std::mem::take(&mut st.spare);
+        let batch = std::mem::replace(&mut st.buf, spare);
+        st.writing = batch.len();
+        st.writing_cap = batch.capacity();
+        self.recharge(st);
+        batch
+    }
+
+    /// A batch went out: it is no longer counted, and its buffer is kept as the spare when
+    /// small enough (or while more is queued), else let go.
+    fn batch_written(&self, st: &mut WriteState, mut batch: BytesMut) {
+        st.writing = 0;
+        st.writing_cap = 0;
+        let keep = if st.buf.is_empty() {
+            SPARE_MAX
+        } else {
+            self.limit.max(SPARE_MAX)
+        };
+        if batch.capacity() <= keep && st.spare.capacity() == 0 {
+            batch.clear();
+            st.spare = batch;
+        }
+        self.recharge(st);
+    }
+
+    /// Hands the socket's write half to the queue (before the writer task and the reader
+    /// start).
+    pub(crate) fn attach(&self, out: WriteHalf) {
+        self.lock().sock = Some(out);
     }
 
     /// Stops accepting bytes; the writer flushes what is queued and exits.
@@ -187,44 +302,55 @@ impl WriteQueue {
     }
 
     /// Writes everything appended, batch by batch, until the queue is closed and drained or the
-    /// socket fails. On return the queue is closed and holds nothing (all charges released).
-    pub(crate) async fn run_writer(&self, out: WriteHalf) -> std::io::Result<()> {
-        let r = self.write_batches(out).await;
-        let waiters = {
+    /// socket fails; the socket is the one [`WriteQueue::attach`] gave (none: returns at
+    /// once). On return the queue is closed and holds nothing (all charges released).
+    pub(crate) async fn run_writer(&self) -> std::io::Result<()> {
+        let r = self.write_batches().await;
+        let (waiters, sock) = {
             let mut st = self.lock();
             st.closed = true;
             st.buf = BytesMut::new();
             st.spare = BytesMut::new();
+            st.rest = None;
             st.writing = 0;
             st.writing_cap = 0;
             self.recharge(&mut st);
-            std::mem::take(&mut st.waiters)
+            (std::mem::take(&mut st.waiters), st.sock.take())
         };
+        drop(sock);
         waiters.into_iter().for_each(Waker::wake);
         self.progress.notify_one();
         r
     }
 
-    async fn write_batches(&self, mut out: WriteHalf) -> std::io::Result<()> {
+    async fn write_batches(&self) -> std::io::Result<()> {
         loop {
-            let batch = loop {
+            let (batch, mut out, whole) = loop {
                 let notified = self.writer.notified();
                 {
                     let mut st = self.lock();
-                    if !st.buf.is_empty() {
-                        // The whole buffer is the batch; the queue goes on in the spare.
-                        let spare = std::mem::take(&mut st.spare);
-                        let batch = std::mem::replace(&mut st.buf, spare);
-                        st.writing = batch.len();
-                        st.writing_cap = batch.capacity();
-                        self.recharge(&mut st);
-                        let waiters = std::mem::take(&mut st.waiters);
-                        drop(st);
-                        waiters.into_iter().for_each(Waker::wake);
-                        break Some(batch);
-                    }
-                    if st.closed {
-                        break None;
+                    // `None` while the reader flushes: it wakes this task when it is done.
+                    if st.sock.is_some() {
+                        if let Some(rest) = st.rest.take() {
+                            let out = st.sock.take();
+                            break (Some(rest), out, false);
+                        }
+                        if !st.buf.is_empty() {
+                            // The whole buffer is the batch; the queue goes on in the spare.
+                            let batch = self.take_batch(&mut st);
+                            let waiters = std::mem::take(&mut st.waiters);
+                            let out = st.sock.take();
+                            drop(st);
+                            waiters.into_iter().for_each(Waker::wake);
+                            break (Some(batch), out, true);
+                        }
+                        if st.closed {
+                            let out = st.sock.take();
+                            break (None, out, true);
+                        }
+                    } else if !st.flushing {
+                        // No socket was attached: nothing can be written.
+                        return Ok(());
                     }
                     // Idle: let large buffers go (a burst's), keep small ones.
                     if st.spare.capacity() > SPARE_MAX {
@@ -240,27 +366,28 @@ impl WriteQueue {
                 // (other handlers finishing) append theirs too, so they share one syscall.
                 tokio::task::yield_now().await;
             };
+            let Some(mut out) = out.take() else {
+                // Checked above: the socket was there.
+                return Ok(());
+            };
             match batch {
-                Some(mut batch) => {
+                Some(batch) => {
                     // On an error the batch stays counted in `writing`; `run_writer` releases it.
                     out.write_all(&batch).await?;
                     let waiters = {
                         let mut st = self.lock();
-                        st.writing = 0;
-                        st.writing_cap = 0;
-                        let keep = if st.buf.is_empty() {
-                            SPARE_MAX
+                        st.sock = Some(out);
+                        if whole {
+                            self.batch_written(&mut st, batch);
                         } else {
-                            self.limit.max(SPARE_MAX)
-                        };
-                        if batch.capacity() <= keep && st.spare.capacity() == 0 {
-                            batch.clear();
-                            st.spare = std::mem::take(&mut batch);
+                            // The rest of a reader's batch (advanced): not reused.
+                            st.writing = 0;
+                            st.writing_cap = 0;
+                            drop(batch);
+                            self.recharge(&mut st);
                         }
-                        self.recharge(&mut st);
                         std::mem::take(&mut st.waiters)
                     };
-                    drop(batch);
                     waiters.into_iter().for_each(Waker::wake);
                     self.progress.notify_one();
                 }
