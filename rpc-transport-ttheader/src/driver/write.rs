@@ -123,6 +123,12 @@ impl WriteQueue {
         st.buf.len() + st.writing
     }
 
+    /// [`WriteQueue::backlog`] and [`WriteQueue::held`] under one lock.
+    pub(crate) fn backlog_and_held(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.buf.len() + st.writing, st.held)
+    }
+
     /// The capacity of the queue's buffers (what it holds, charged to the budget).
     pub(crate) fn held(&self) -> usize {
         self.lock().held
@@ -356,7 +362,8 @@ impl WriteQueue {
                     if st.spare.capacity() > SPARE_MAX {
                         st.spare = BytesMut::new();
                     }
-                    if st.buf.capacity() > SPARE_MAX {
+                    // (Bytes may be queued while the reader holds the socket: those stay.)
+                    if st.buf.is_empty() && st.buf.capacity() > SPARE_MAX {
                         st.buf = BytesMut::new();
                     }
                     self.recharge(&mut st);
@@ -523,6 +530,106 @@ mod tests {
         assert_eq!(budget.used(), held);
         drop(q);
         assert_eq!(budget.used(), 0);
+    }
+
+    /// A queue attached to one end of a Unix socket pair, and the other end.
+    fn attached(budget: Option<&Arc<ByteBudget>>) -> (WriteQueue, tokio::net::UnixStream) {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let q = WriteQueue::for_conn(&Limits::default(), budget);
+        let (_rd, wr) = rpc_core::net::Io::new(rpc_core::net::IoStream::Unix(a)).into_split();
+        q.attach(wr);
+        (q, b)
+    }
+
+    async fn read_exactly(peer: &mut tokio::net::UnixStream, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = vec![0; n];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            peer.read_exact(&mut got),
+        )
+        .await
+        .expect("the bytes arrive")
+        .unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn the_reader_writes_its_turns_replies_itself_without_the_writer_task() {
+        let (q, mut peer) = attached(None);
+        q.begin_reader_turn();
+        q.append(|b| b.put_slice(b"one ")).unwrap();
+        q.append(|b| b.put_slice(b"two")).unwrap();
+        assert_eq!(q.backlog(), 7, "held until the turn ends");
+        q.end_reader_turn();
+        // No writer task runs in this test: the reader's flush wrote them.
+        assert_eq!(read_exactly(&mut peer, 7).await, b"one two");
+        assert_eq!(q.backlog(), 0);
+        let st = q.lock();
+        assert!(st.sock.is_some() && !st.flushing && st.rest.is_none());
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_is_written_by_the_writer_task_in_order() {
+        let budget = ByteBudget::new(1 << 30);
+        let (q, mut peer) = attached(Some(&budget));
+        let q = Arc::new(q);
+        // More than a Unix socket buffers: the flush leaves a rest for the writer task.
+        const TOTAL: usize = 4 << 20;
+        let expected: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
+        q.begin_reader_turn();
+        q.append(|b| b.put_slice(&expected[..TOTAL / 2])).unwrap();
+        q.end_reader_turn();
+        assert!(q.lock().rest.is_some(), "the socket took only part of it");
+        // Queued behind the rest: must follow it on the wire.
+        q.append(|b| b.put_slice(&expected[TOTAL / 2..])).unwrap();
+        let writer = tokio::spawn({
+            let q = q.clone();
+            async move { q.run_writer().await }
+        });
+        assert!(
+            read_exactly(&mut peer, TOTAL).await == expected,
+            "every byte, in order"
+        );
+        q.close();
+        writer.await.unwrap().unwrap();
+        assert_eq!(budget.used(), 0, "all charges released");
+    }
+
+    #[tokio::test]
+    async fn bytes_queued_while_the_reader_holds_the_socket_are_kept_and_written() {
+        let (q, mut peer) = attached(None);
+        let q = Arc::new(q);
+        // The reader holds the socket (mid-flush) when the writer wakes with a large queue:
+        // the writer must wait for it, not take the queue for an idle one.
+        let sock = {
+            let mut st = q.lock();
+            st.flushing = true;
+            st.sock.take().unwrap()
+        };
+        let big = vec![7u8; 4 * SPARE_MAX];
+        q.append(|b| b.put_slice(&big)).unwrap();
+        let writer = tokio::spawn({
+            let q = q.clone();
+            async move { q.run_writer().await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            q.backlog(),
+            big.len(),
+            "still queued while the socket is away"
+        );
+        {
+            let mut st = q.lock();
+            st.sock = Some(sock);
+            st.flushing = false;
+        }
+        q.writer.notify_one();
+        assert!(read_exactly(&mut peer, big.len()).await == big);
+        q.close();
+        writer.await.unwrap().unwrap();
     }
 
     #[test]
