@@ -468,12 +468,13 @@ impl ClientStreamRaw for UnaryClient {
             register(&mut st.waker, cx);
             return Poll::Pending;
         };
-        let md = st.metadata.clone().unwrap_or_default();
+        // The metadata is cloned only for the events that carry it.
+        let md = || st.metadata.clone().unwrap_or_default();
         let event = match (st.delivered, reply) {
-            (0, _) => ClientEvent::Header(md),
+            (0, _) => ClientEvent::Header(md()),
             (1, Ok(body)) => ClientEvent::Message(body.clone()),
-            (_, Ok(_)) => ClientEvent::End(Status::ok(), md),
-            (_, Err(e)) => ClientEvent::End(e.clone(), md),
+            (_, Ok(_)) => ClientEvent::End(Status::ok(), md()),
+            (_, Err(e)) => ClientEvent::End(e.clone(), md()),
         };
         st.delivered = st.delivered.saturating_add(1);
         Poll::Ready(event)
@@ -502,7 +503,11 @@ impl ClientStreamRaw for UnaryClient {
 
 impl Drop for UnaryClient {
     fn drop(&mut self) {
-        self.reset(&Status::cancelled("the client dropped the call"));
+        // Answered (the usual case): nothing to reset, and no status to build for it.
+        let answered = lock(&self.call.st).reply.is_some();
+        if !answered {
+            self.reset(&Status::cancelled("the client dropped the call"));
+        }
         self.conn.release();
     }
 }
@@ -603,12 +608,16 @@ impl UnaryServerConn {
 
     /// Whether the reader must stop reading (type docs). `rx` is what it holds unparsed.
     fn must_pause(&self, rx: usize) -> bool {
-        self.in_flight.load(Ordering::Acquire) >= self.server.limits().max_concurrent_streams
-            || self.limits.writes_block_reading(
-                self.write.backlog(),
-                Some(self.server.byte_budget()),
-                rx + self.held.load(Ordering::Acquire) + self.write.held(),
-            )
+        if self.in_flight.load(Ordering::Acquire) >= self.server.limits().max_concurrent_streams {
+            return true;
+        }
+        // One lock of the queue for both figures (this runs before every call is parsed).
+        let (backlog, queue_held) = self.write.backlog_and_held();
+        self.limits.writes_block_reading(
+            backlog,
+            Some(self.server.byte_budget()),
+            rx + self.held.load(Ordering::Acquire) + queue_held,
+        )
     }
 
     /// A call ended: forget it and let the reader go on.
