@@ -23,7 +23,6 @@ use rpc_core::{CallContext, Code, Error, Metadata, Mode, PayloadKind, Peer, Serv
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::config::Held;
 use super::conn::{self, Connection};
 use super::io::Io;
 use super::write::WriteQueue;
@@ -620,6 +619,20 @@ impl UnaryServerConn {
         )
     }
 
+    /// Charges `n` bytes held for a call to this connection and the server-wide budget.
+    fn charge(&self, n: usize) {
+        self.held.fetch_add(n, Ordering::AcqRel);
+        self.server.byte_budget().charge(n);
+    }
+
+    /// Releases `n` bytes [`UnaryServerConn::charge`]d (nothing for 0).
+    fn release(&self, n: usize) {
+        if n > 0 {
+            self.held.fetch_sub(n, Ordering::AcqRel);
+            self.server.byte_budget().release(n);
+        }
+    }
+
     /// A call ended: forget it and let the reader go on.
     fn call_done(&self, call_id: u64, registered: bool) {
         if registered {
@@ -768,8 +781,10 @@ impl UnaryServerConn {
         incoming.deadline = deadline;
         incoming.peer = self.peer.clone();
         incoming.payload = Some(PayloadKind::Thrift);
-        let request_held = Held::new(&self.held, self.server.byte_budget(), held_for(body.len()));
-        let state_held = Held::new(&self.held, self.server.byte_budget(), STREAM_STATE_BYTES);
+        // The request (until its handler takes it) and the call's state, charged at once and
+        // released by the call itself (no counters cloned into it).
+        let request_charge = held_for(body.len());
+        self.charge(request_charge + STREAM_STATE_BYTES);
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         // One allocation for the call's transport state (the core holds it as its raw stream).
@@ -779,7 +794,7 @@ impl UnaryServerConn {
             reply_to,
             me: me.clone(),
             st: Mutex::new(ServerCallInner {
-                request_held: Some(request_held),
+                request_charge,
                 request: Some(body),
                 response: None,
                 header: Metadata::new(),
@@ -789,7 +804,6 @@ impl UnaryServerConn {
                 registered: false,
             }),
             _counted: Counted::new(&self.stats, |s| &s.streams),
-            _state: state_held,
         });
         self.server.dispatch_route(route, incoming, raw);
         Ok(())
@@ -1040,8 +1054,9 @@ fn parse_message(payload: &[u8]) -> Result<MessageAt<'_>, String> {
 }
 
 struct ServerCallInner {
-    /// The request's charge to the connection and the server-wide budget, until taken.
-    request_held: Option<Held>,
+    /// The request's charge to the connection and the server-wide budget, until taken (0
+    /// once released).
+    request_charge: usize,
     request: Option<Bytes>,
     response: Option<Bytes>,
     header: Metadata,
@@ -1062,8 +1077,6 @@ struct UnaryServer {
     me: Weak<UnaryServer>,
     st: Mutex<ServerCallInner>,
     _counted: Counted,
-    /// The call's state, charged to the connection and the budget while it lives.
-    _state: Held,
 }
 
 impl ServerStreamRaw for UnaryServer {
@@ -1098,7 +1111,7 @@ impl ServerStreamRaw for UnaryServer {
         if let Some(c) = &st.cancelled {
             return Poll::Ready(Err(c.clone()));
         }
-        st.request_held = None;
+        self.conn.release(std::mem::take(&mut st.request_charge));
         Poll::Ready(Ok(st.request.take()))
     }
 
@@ -1139,7 +1152,7 @@ impl ServerStreamRaw for UnaryServer {
         }
         let registered = {
             let mut st = lock(&self.st);
-            st.request_held = None;
+            self.conn.release(std::mem::take(&mut st.request_charge));
             st.registered
         };
         self.conn.call_done(self.call_id, registered);
@@ -1170,14 +1183,17 @@ impl ServerStreamRaw for UnaryServer {
 impl Drop for UnaryServer {
     fn drop(&mut self) {
         // The core always finishes first; this covers raw use without the core.
-        if lock(&self.st).finished {
-            return;
+        if !lock(&self.st).finished {
+            self.finish(Finish {
+                header: None,
+                message: None,
+                status: Status::internal("the server dropped the call"),
+                trailer: Metadata::new(),
+            });
         }
-        self.finish(Finish {
-            header: None,
-            message: None,
-            status: Status::internal("the server dropped the call"),
-            trailer: Metadata::new(),
-        });
+        // The call's state (charged with the request in `on_message`), and the request if
+        // it is still charged.
+        let request = std::mem::take(&mut lock(&self.st).request_charge);
+        self.conn.release(STREAM_STATE_BYTES + request);
     }
 }
