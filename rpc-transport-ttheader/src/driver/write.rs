@@ -10,6 +10,14 @@
 //! limit ([`WriteQueue::backlog`]: one full queue behind one full batch in flight), so a peer that never reads cannot make the server queue
 //! replies or refusals without bound.
 //!
+//! What is appended while the connection's reader handles what it read (handlers that
+//! complete at once reply inside that turn) is written by the reader itself when the turn
+//! ends, with non-blocking writes, if nobody else is writing: no wake of the writer task, no
+//! scheduler round (its `yield_now`, which costs an `epoll_wait(0)` on an idle worker) per
+//! batch. Whoever writes holds the socket's write half (taken out of the queue's state and put
+//! back), so batches never interleave; what the socket does not take is left to the writer
+//! task, which writes it before anything queued after it.
+//!
 //! On the server, the queue's memory is charged to the server-wide
 //! [`ByteBudget`](rpc_core::limits::ByteBudget): the capacity of its buffers (what the process
 //! holds, growth slack included), not only the bytes queued. The writer takes the queued bytes
