@@ -76,10 +76,9 @@ pub(crate) trait Connection: Send + Sync + 'static {
 /// (protocol detection).
 pub(crate) fn start<C: Connection>(conn: &Arc<C>, io: Io, prefix: BytesMut) {
     let (rd, wr) = io.into_split();
-    conn.write_queue().attach(wr);
     let writer = conn.clone();
     tokio::spawn(async move {
-        let status = match writer.write_queue().run_writer().await {
+        let status = match writer.write_queue().run_writer(wr).await {
             Ok(()) => Status::unavailable("connection closed"),
             Err(e) => Status::unavailable(format!("write failed: {e}")),
         };
@@ -97,15 +96,8 @@ async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, prefix: Byte
     let mut clock = ReadClock::new(conn.read_timeouts());
     let mut rb = ReadBuffer::new(prefix, conn.budget().cloned());
     let life = conn.life();
-    let queue = conn.write_queue();
     loop {
-        // What handlers that complete at once reply while the reader parses goes out with one
-        // write from this task at the end (the writer task is woken only if the socket is full
-        // or busy): no task switch and no scheduler round per batch.
-        queue.begin_reader_turn();
-        let parsed = conn.parse(&mut rb.buf);
-        queue.end_reader_turn();
-        let decoded = match parsed {
+        let decoded = match conn.parse(&mut rb.buf) {
             Ok(d) => d,
             Err(status) => return status,
         };
