@@ -328,7 +328,19 @@ impl Inner {
         if self.cfg.mode == ConnectionMode::Pooled {
             return self.plain_conn(deadline).await;
         }
-        let mut slot = self.mux_slots[self.slot()].lock().await;
+        self.mux_conn(self.slot()).await
+    }
+
+    /// Multiplexed mode: the connection of `slot` if it is up and takes the call now (acquired
+    /// for it), without waiting: `None` while the slot is empty, dead or being connected.
+    fn ready_mux_conn(&self, slot: usize) -> Option<Arc<UnaryConn>> {
+        let slot = self.mux_slots[slot].try_lock().ok()?;
+        slot.as_ref().filter(|c| c.try_acquire()).cloned()
+    }
+
+    /// Multiplexed mode: the connection of `slot`, connected first if need be (acquired).
+    async fn mux_conn(&self, slot: usize) -> Result<Arc<UnaryConn>, Status> {
+        let mut slot = self.mux_slots[slot].lock().await;
         if let Some(c) = slot.as_ref().filter(|c| c.try_acquire()) {
             return Ok(c.clone());
         }
@@ -365,6 +377,24 @@ impl ClientTransport for TtHeaderClient {
         &self,
         ctx: &CallContext,
     ) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>> {
+        let method = ctx.method();
+        if method.mode == Mode::Unary
+            && method.payload == PayloadKind::Thrift
+            && self.inner.cfg.mode == ConnectionMode::Multiplexed
+        {
+            let slot = self.inner.slot();
+            // The slot's connection is up: the call opens now, in a future with nothing to
+            // wait for (no copy of the context, no connect future built and moved per call).
+            if let Some(conn) = self.inner.ready_mux_conn(slot) {
+                return Box::pin(std::future::ready(Ok(conn.open(ctx))));
+            }
+            let inner = self.inner.clone();
+            let ctx = ctx.clone();
+            return Box::pin(async move {
+                let conn = inner.mux_conn(slot).await?;
+                Ok(conn.open(&ctx))
+            });
+        }
         let inner = self.inner.clone();
         let ctx = ctx.clone();
         Box::pin(async move {

@@ -2,7 +2,6 @@
 //! a socket connection's reader and unary calls. The limits every session enforces are the
 //! session's ([`crate::session::Limits`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How long a client waits for a TCP or Unix connect.
@@ -21,38 +20,6 @@ pub const DEFAULT_MAX_UNARY_CONNECTIONS: usize = 512;
 /// timeout (`rpc_core::limits::DEFAULT_IDLE_TIMEOUT`, 5 min), so the client closes first and
 /// never picks a connection the server is about to close.
 pub const DEFAULT_UNARY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Bytes a server connection holds for a handle (a received message not yet read), charged to
-/// the connection's count and the server-wide budget until dropped.
-#[derive(Debug)]
-pub(crate) struct Held {
-    counter: std::sync::Arc<AtomicUsize>,
-    budget: std::sync::Arc<rpc_core::limits::ByteBudget>,
-    n: usize,
-}
-
-impl Held {
-    pub(crate) fn new(
-        counter: &std::sync::Arc<AtomicUsize>,
-        budget: &std::sync::Arc<rpc_core::limits::ByteBudget>,
-        n: usize,
-    ) -> Held {
-        counter.fetch_add(n, Ordering::AcqRel);
-        budget.charge(n);
-        Held {
-            counter: counter.clone(),
-            budget: budget.clone(),
-            n,
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.counter.fetch_sub(self.n, Ordering::AcqRel);
-        self.budget.release(self.n);
-    }
-}
 
 /// What a server reader's buffer holds (the capacity of its allocation), charged to the
 /// server-wide budget; released when dropped. Client readers have no budget: nothing is

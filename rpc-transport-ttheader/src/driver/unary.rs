@@ -25,7 +25,6 @@ use rpc_core::{CallContext, Code, Error, Metadata, Mode, PayloadKind, Peer, Serv
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::config::Held;
 use super::conn::{self, Connection};
 use super::io::Io;
 use super::write::WriteQueue;
@@ -483,12 +482,13 @@ impl ClientStreamRaw for UnaryClient {
             register(&mut st.waker, cx);
             return Poll::Pending;
         };
-        let md = st.metadata.clone().unwrap_or_default();
+        // The metadata is cloned only for the events that carry it.
+        let md = || st.metadata.clone().unwrap_or_default();
         let event = match (st.delivered, reply) {
-            (0, _) => ClientEvent::Header(md),
+            (0, _) => ClientEvent::Header(md()),
             (1, Ok(body)) => ClientEvent::Message(body.clone()),
-            (_, Ok(_)) => ClientEvent::End(Status::ok(), md),
-            (_, Err(e)) => ClientEvent::End(e.clone(), md),
+            (_, Ok(_)) => ClientEvent::End(Status::ok(), md()),
+            (_, Err(e)) => ClientEvent::End(e.clone(), md()),
         };
         st.delivered = st.delivered.saturating_add(1);
         Poll::Ready(event)
@@ -517,7 +517,11 @@ impl ClientStreamRaw for UnaryClient {
 
 impl Drop for UnaryClient {
     fn drop(&mut self) {
-        self.reset(&Status::cancelled("the client dropped the call"));
+        // Answered (the usual case): nothing to reset, and no status to build for it.
+        let answered = lock(&self.call.st).reply.is_some();
+        if !answered {
+            self.reset(&Status::cancelled("the client dropped the call"));
+        }
         self.conn.release();
     }
 }
@@ -618,12 +622,30 @@ impl UnaryServerConn {
 
     /// Whether the reader must stop reading (type docs). `rx` is what it holds unparsed.
     fn must_pause(&self, rx: usize) -> bool {
-        self.in_flight.load(Ordering::Acquire) >= self.server.limits().max_concurrent_streams
-            || self.limits.writes_block_reading(
-                self.write.backlog(),
-                Some(self.server.byte_budget()),
-                rx + self.held.load(Ordering::Acquire) + self.write.held(),
-            )
+        if self.in_flight.load(Ordering::Acquire) >= self.server.limits().max_concurrent_streams {
+            return true;
+        }
+        // One lock of the queue for both figures (this runs before every call is parsed).
+        let (backlog, queue_held) = self.write.backlog_and_held();
+        self.limits.writes_block_reading(
+            backlog,
+            Some(self.server.byte_budget()),
+            rx + self.held.load(Ordering::Acquire) + queue_held,
+        )
+    }
+
+    /// Charges `n` bytes held for a call to this connection and the server-wide budget.
+    fn charge(&self, n: usize) {
+        self.held.fetch_add(n, Ordering::AcqRel);
+        self.server.byte_budget().charge(n);
+    }
+
+    /// Releases `n` bytes [`UnaryServerConn::charge`]d (nothing for 0).
+    fn release(&self, n: usize) {
+        if n > 0 {
+            self.held.fetch_sub(n, Ordering::AcqRel);
+            self.server.byte_budget().release(n);
+        }
     }
 
     /// A call ended: forget it and let the reader go on.
@@ -782,8 +804,10 @@ impl UnaryServerConn {
         incoming.deadline = deadline;
         incoming.peer = self.peer.clone();
         incoming.payload = Some(payload_kind);
-        let request_held = Held::new(&self.held, self.server.byte_budget(), held_for(body.len()));
-        let state_held = Held::new(&self.held, self.server.byte_budget(), STREAM_STATE_BYTES);
+        // The request (until its handler takes it) and the call's state, charged at once and
+        // released by the call itself (no counters cloned into it).
+        let request_charge = held_for(body.len());
+        self.charge(request_charge + STREAM_STATE_BYTES);
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         // One allocation for the call's transport state (the core holds it as its raw stream).
@@ -793,7 +817,7 @@ impl UnaryServerConn {
             reply_to,
             me: me.clone(),
             st: Mutex::new(ServerCallInner {
-                request_held: Some(request_held),
+                request_charge,
                 request: Some(body),
                 response: None,
                 header: Metadata::new(),
@@ -803,7 +827,6 @@ impl UnaryServerConn {
                 registered: false,
             }),
             _counted: Counted::new(&self.stats, |s| &s.streams),
-            _state: state_held,
         });
         self.server.dispatch_route(route, incoming, raw);
         Ok(())
@@ -1082,8 +1105,9 @@ fn parse_message(payload: &[u8]) -> Result<MessageAt<'_>, String> {
 }
 
 struct ServerCallInner {
-    /// The request's charge to the connection and the server-wide budget, until taken.
-    request_held: Option<Held>,
+    /// The request's charge to the connection and the server-wide budget, until taken (0
+    /// once released).
+    request_charge: usize,
     request: Option<Bytes>,
     response: Option<Bytes>,
     header: Metadata,
@@ -1104,8 +1128,6 @@ struct UnaryServer {
     me: Weak<UnaryServer>,
     st: Mutex<ServerCallInner>,
     _counted: Counted,
-    /// The call's state, charged to the connection and the budget while it lives.
-    _state: Held,
 }
 
 impl ServerStreamRaw for UnaryServer {
@@ -1140,7 +1162,7 @@ impl ServerStreamRaw for UnaryServer {
         if let Some(c) = &st.cancelled {
             return Poll::Ready(Err(c.clone()));
         }
-        st.request_held = None;
+        self.conn.release(std::mem::take(&mut st.request_charge));
         Poll::Ready(Ok(st.request.take()))
     }
 
@@ -1181,7 +1203,7 @@ impl ServerStreamRaw for UnaryServer {
         }
         let registered = {
             let mut st = lock(&self.st);
-            st.request_held = None;
+            self.conn.release(std::mem::take(&mut st.request_charge));
             st.registered
         };
         self.conn.call_done(self.call_id, registered);
@@ -1212,14 +1234,17 @@ impl ServerStreamRaw for UnaryServer {
 impl Drop for UnaryServer {
     fn drop(&mut self) {
         // The core always finishes first; this covers raw use without the core.
-        if lock(&self.st).finished {
-            return;
+        if !lock(&self.st).finished {
+            self.finish(Finish {
+                header: None,
+                message: None,
+                status: Status::internal("the server dropped the call"),
+                trailer: Metadata::new(),
+            });
         }
-        self.finish(Finish {
-            header: None,
-            message: None,
-            status: Status::internal("the server dropped the call"),
-            trailer: Metadata::new(),
-        });
+        // The call's state (charged with the request in `on_message`), and the request if
+        // it is still charged.
+        let request = std::mem::take(&mut lock(&self.st).request_charge);
+        self.conn.release(STREAM_STATE_BYTES + request);
     }
 }

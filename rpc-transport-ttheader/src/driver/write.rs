@@ -106,6 +106,12 @@ impl WriteQueue {
         st.buf.len() + st.writing
     }
 
+    /// [`WriteQueue::backlog`] and [`WriteQueue::held`] under one lock.
+    pub(crate) fn backlog_and_held(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.buf.len() + st.writing, st.held)
+    }
+
     /// The capacity of the queue's buffers (what it holds, charged to the budget).
     pub(crate) fn held(&self) -> usize {
         self.lock().held
