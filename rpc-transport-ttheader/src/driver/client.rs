@@ -22,7 +22,7 @@ use rpc_core::net::{Address, AddressError, ConnectOptions, TcpKeepalive};
 
 use super::io::Io;
 use super::stream_conn::Conn;
-use super::unary::{ConnectionMode, Framing, UnaryConn};
+use super::unary::{ConnectionMode, Framing, Redial, UnaryConn};
 use crate::proto::Role;
 
 /// Builds a [`TtHeaderClient`].
@@ -279,6 +279,12 @@ impl Inner {
             &self.stats,
             Some(self.plain_freed.clone()),
         );
+        if matches!(self.cfg.endpoint, Address::Unix(_)) {
+            // Over a Unix socket a call the server provably did not read goes again on
+            // another connection (see `unary::Call::send_again`).
+            let pool: Weak<dyn Redial> = Arc::downgrade(self) as Weak<dyn Redial>;
+            conn.set_redial(pool);
+        }
         let acquired = conn.try_acquire();
         debug_assert!(acquired, "a fresh connection is free");
         plain.conns.push(conn.clone());
@@ -345,6 +351,15 @@ impl Inner {
         debug_assert!(acquired, "a fresh connection is usable");
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+}
+
+impl Redial for Inner {
+    fn redial(
+        self: Arc<Self>,
+        deadline: Option<Instant>,
+    ) -> BoxFuture<'static, Result<Arc<UnaryConn>, Status>> {
+        Box::pin(async move { self.plain_conn(deadline).await })
     }
 }
 
