@@ -1005,3 +1005,104 @@ async fn a_client_burst_is_coalesced_into_few_data_frames() {
     assert!(data.is_empty());
     assert!(frames <= 20, "{MESSAGES} messages in {frames} DATA frames");
 }
+
+/// A raw HTTP/2 peer that ends the first `refuse` requests with `reset` and answers the rest
+/// with a gRPC response echoing `message`; counts the requests it received.
+async fn resetting_peer(refuse: usize, reset: h2::Reason) -> (Address, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = Address::from(listener.local_addr().unwrap());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let seen = counter.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(sock).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let n = seen.fetch_add(1, Ordering::SeqCst);
+                    let mut body = req.into_body();
+                    // The whole request first: it was read, so the server may have acted on it.
+                    while let Some(Ok(_)) = body.data().await {}
+                    if n < refuse {
+                        respond.send_reset(reset);
+                        continue;
+                    }
+                    let res = http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/grpc")
+                        .body(())
+                        .unwrap();
+                    let mut out = respond.send_response(res, false).unwrap();
+                    let msg = Response {
+                        message: "pong".into(),
+                        ..Default::default()
+                    }
+                    .encode_to_vec();
+                    let mut frame = BytesMut::new();
+                    frame.put_u8(0);
+                    frame.put_u32(msg.len() as u32);
+                    frame.put_slice(&msg);
+                    let _ = out.send_data(frame.freeze(), false);
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    let _ = out.send_trailers(trailers);
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// gRPC's transparent retry: a stream the server reset with `REFUSED_STREAM` (RFC 9113
+/// §8.7: closed before any processing) is sent again, invisibly to the caller.
+#[tokio::test]
+async fn a_refused_stream_is_sent_again() {
+    let (addr, seen) = resetting_peer(2, h2::Reason::REFUSED_STREAM).await;
+    let c = client(&addr);
+    let res = tokio::time::timeout(WAIT, c.ping_pong(req("ping")))
+        .await
+        .expect("the call ends")
+        .expect("sent again after two refusals");
+    assert_eq!(res.message, "pong");
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+}
+
+/// A stream the server may have processed is never sent again: reset (after it read the
+/// request) with any reason but `REFUSED_STREAM`.
+#[tokio::test]
+async fn a_stream_reset_after_processing_is_not_sent_again() {
+    for reason in [
+        h2::Reason::INTERNAL_ERROR,
+        h2::Reason::CANCEL,
+        h2::Reason::NO_ERROR,
+        h2::Reason::ENHANCE_YOUR_CALM,
+    ] {
+        let (addr, seen) = resetting_peer(1, reason).await;
+        let c = client(&addr);
+        let e = tokio::time::timeout(WAIT, c.ping_pong(req("ping")))
+            .await
+            .expect("the call ends")
+            .expect_err("not sent again");
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "{reason:?}: {e:?}");
+    }
+}
+
+/// Refusals are bounded: a server that refuses every stream fails the call after a few
+/// attempts.
+#[tokio::test]
+async fn refusals_are_retried_a_bounded_number_of_times() {
+    let (addr, seen) = resetting_peer(usize::MAX, h2::Reason::REFUSED_STREAM).await;
+    let c = client(&addr);
+    let e = tokio::time::timeout(WAIT, c.ping_pong(req("ping")))
+        .await
+        .expect("the call ends")
+        .expect_err("refused every time");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        4,
+        "one attempt and three retries"
+    );
+}

@@ -269,6 +269,73 @@ impl Inner {
     }
 }
 
+/// How many times one call is sent again after a server refused it unprocessed.
+const TRANSPARENT_RETRIES: u8 = 3;
+
+/// Whether a stream's error proves the server never processed it, so the call may be sent
+/// again on another connection whatever the method (gRPC's transparent retry): the stream's
+/// id was above the last-stream-id of the server's `GOAWAY` (RFC 9113 §6.8: such streams
+/// "were not and will not be processed"; h2 fails exactly those streams with the remote
+/// `GOAWAY` error — streams at or below it end with the connection instead), or the server
+/// reset it with `REFUSED_STREAM` (§8.7: closed before any processing).
+fn never_processed(e: &h2::Error) -> bool {
+    e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM))
+}
+
+/// What a single-request call needs to be opened again (see [`never_processed`]).
+struct Retry {
+    inner: Arc<Inner>,
+    ctx: CallContext,
+    slot: usize,
+    /// Attempts left.
+    left: u8,
+}
+
+type Reopen = Pin<Box<dyn Future<Output = Result<Opened, Status>> + Send>>;
+type Opened = (ResponseFuture, h2::SendStream<Bytes>, Arc<Outbox>);
+
+impl Inner {
+    /// Opens a stream on the connection of `slot`; a connection found dead or going away
+    /// before the request was handed to h2 (nothing sent) is replaced and the stream opened
+    /// on the new one, a few times at most.
+    async fn open_stream(
+        &self,
+        slot: usize,
+        ctx: &CallContext,
+        encoding: Option<Compression>,
+    ) -> Result<Opened, Status> {
+        let mut again = TRANSPARENT_RETRIES;
+        loop {
+            let mut conn = self.conn(slot).await?;
+            // Unsent: any failure here may go on a fresh connection, unless h2 refused the
+            // request itself (a local stream-level error).
+            let retry = |e: &h2::Error, again: u8| {
+                again > 0 && (e.reason().is_none() || e.is_go_away() || never_processed(e))
+            };
+            if let Err(e) = poll_fn(|cx| conn.send.poll_ready(cx)).await {
+                conn.dead.store(true, Ordering::Release);
+                if retry(&e, again) {
+                    again -= 1;
+                    continue;
+                }
+                return Err(status_from_h2(&e, "open stream"));
+            }
+            let req = self.request(ctx, encoding)?;
+            match conn.send.send_request(req, false) {
+                Ok((response, stream)) => return Ok((response, stream, conn.outbox.clone())),
+                Err(e) => {
+                    conn.dead.store(true, Ordering::Release);
+                    if retry(&e, again) {
+                        again -= 1;
+                        continue;
+                    }
+                    return Err(status_from_h2(&e, "open stream"));
+                }
+            }
+        }
+    }
+}
+
 /// The status of a trailer block (or Trailers-Only header block): the usual `grpc-status: 0`
 /// alone is read without looking up the other status headers.
 fn end_status(headers: &HeaderMap) -> Option<Status> {
@@ -305,31 +372,19 @@ impl ClientTransport for GrpcClient {
         let inner = self.inner.clone();
         let (per_message, announced) = send_choice(ctx, inner.cfg.send_compression);
         let encoding = announced.active();
-        let req = match inner.request(ctx, encoding) {
-            Ok(r) => r,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
         let single = !ctx.method().mode.client_streams();
+        let ctx = ctx.clone();
         Box::pin(async move {
-            let first = inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
-            // One retry on a fresh connection when the pooled one turned out dead or going
-            // away before the stream could be opened (the request is still unsent).
-            let mut conn = inner.conn(first).await?;
-            if let Err(e) = poll_fn(|cx| conn.send.poll_ready(cx)).await {
-                conn.dead.store(true, Ordering::Release);
-                if e.reason().is_some() && !e.is_go_away() {
-                    return Err(status_from_h2(&e, "open stream"));
-                }
-                conn = inner.conn(first).await?;
-                poll_fn(|cx| conn.send.poll_ready(cx))
-                    .await
-                    .map_err(|e| status_from_h2(&e, "open stream"))?;
-            }
-            let (response, stream) = conn.send.send_request(req, false).map_err(|e| {
-                conn.dead.store(true, Ordering::Release);
-                status_from_h2(&e, "open stream")
-            })?;
-            let outbox = conn.outbox.clone();
+            let slot = inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
+            let (response, stream, outbox) = inner.open_stream(slot, &ctx, encoding).await?;
+            // A single-request call keeps what it needs to be sent again on a new connection
+            // if the server refuses it unprocessed (see `never_processed`).
+            let retry = single.then(|| Retry {
+                inner: inner.clone(),
+                ctx,
+                slot,
+                left: TRANSPARENT_RETRIES,
+            });
             Ok(Arc::new_cyclic(|me| ClientStream {
                 me: me.clone(),
                 outbox,
@@ -338,8 +393,10 @@ impl ClientTransport for GrpcClient {
                     out: Coalesce::new(),
                     single,
                     sent: false,
+                    resend: None,
                 }),
                 recv: Mutex::new(RecvState::Waiting(response)),
+                retry: Mutex::new(retry),
                 per_message,
                 fixed: encoding,
                 max_send: inner.cfg.max_send_message,
@@ -367,11 +424,16 @@ struct ClientSend {
     /// for that costs every unary call a round of task wake-ups; one message buffered ahead
     /// of the window keeps the bound (a window plus one message).
     sent: bool,
+    /// A single-request call's request (shared, not copied), kept until the response header
+    /// arrives, to be sent again if the server refuses the stream unprocessed.
+    resend: Option<Bytes>,
 }
 
 enum RecvState {
     /// Waiting for the response header.
     Waiting(ResponseFuture),
+    /// The server refused the stream unprocessed: opening it again on another connection.
+    Reopening(Reopen),
     /// Reading messages, then the trailers.
     Body(Receiver),
     /// The end was delivered.
@@ -384,6 +446,9 @@ struct ClientStream {
     outbox: Arc<Outbox>,
     send: Mutex<ClientSend>,
     recv: Mutex<RecvState>,
+    /// Single-request calls: how to open the stream again (taken when the response header
+    /// arrives).
+    retry: Mutex<Option<Retry>>,
     per_message: Option<MessageCompression>,
     /// The compression announced in the request header.
     fixed: Option<Compression>,
@@ -411,6 +476,7 @@ impl ClientStream {
         s.sent = true;
         if s.single {
             let data = encode(&mut s.out.pending, msg, c, self.max_send, repeat)?;
+            s.resend = Some(data.clone());
             return send_data(&mut s.stream, data, true);
         }
         self.outbox.send(
@@ -562,6 +628,62 @@ impl ClientStreamRaw for ClientStream {
 }
 
 impl ClientStream {
+    /// The response header; while the server refuses the call unprocessed (and attempts are
+    /// left), the call is sent again on another connection first.
+    fn poll_response(
+        &self,
+        st: &mut RecvState,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<http::Response<h2::RecvStream>, ClientEvent>> {
+        let end = |status| ClientEvent::End(status, Metadata::new());
+        loop {
+            match st {
+                RecvState::Waiting(fut) => {
+                    let e = match std::task::ready!(Pin::new(&mut *fut).poll(cx)) {
+                        Ok(res) => return Poll::Ready(Ok(res)),
+                        Err(e) => e,
+                    };
+                    let reopen = never_processed(&e).then(|| self.reopen()).flatten();
+                    let Some(reopen) = reopen else {
+                        return Poll::Ready(Err(end(status_from_h2(&e, "call"))));
+                    };
+                    tracing::debug!(error = %e, "grpc: stream refused unprocessed; sending it again");
+                    *st = RecvState::Reopening(reopen);
+                }
+                RecvState::Reopening(f) => match std::task::ready!(f.as_mut().poll(cx)) {
+                    Ok((response, stream, _)) => {
+                        let mut s = lock(&self.send);
+                        s.stream = DataOut::plain(stream);
+                        if let Some(data) = s.resend.clone() {
+                            if let Err(e) = send_data(&mut s.stream, data, true) {
+                                return Poll::Ready(Err(end(e)));
+                            }
+                        }
+                        drop(s);
+                        *st = RecvState::Waiting(response);
+                    }
+                    Err(e) => return Poll::Ready(Err(end(e))),
+                },
+                RecvState::Body(_) | RecvState::Done => {
+                    return Poll::Ready(Err(end(Status::internal("no response to wait for"))))
+                }
+            }
+        }
+    }
+
+    /// A new attempt of this single-request call, if one is left.
+    fn reopen(&self) -> Option<Reopen> {
+        let mut retry = lock(&self.retry);
+        let r = retry.as_mut().filter(|r| r.left > 0)?;
+        r.left -= 1;
+        let (inner, ctx, slot, encoding) = (r.inner.clone(), r.ctx.clone(), r.slot, self.fixed);
+        Some(Box::pin(async move {
+            inner.open_stream(slot, &ctx, encoding).await
+        }))
+    }
+}
+
+impl ClientStream {
     /// The next event; with `more`, a message comes with up to `max` more that are whole in
     /// the chunk being decoded (see `ClientStreamRaw::poll_event_many`).
     fn poll_event_into(
@@ -571,15 +693,12 @@ impl ClientStream {
     ) -> Poll<ClientEvent> {
         let mut st = lock(&self.recv);
         match &mut *st {
-            RecvState::Waiting(fut) => {
-                let res = match std::task::ready!(Pin::new(fut).poll(cx)) {
+            RecvState::Waiting(_) | RecvState::Reopening(_) => {
+                let res = match std::task::ready!(self.poll_response(&mut st, cx)) {
                     Ok(r) => r,
-                    Err(e) => {
+                    Err(end) => {
                         *st = RecvState::Done;
-                        return Poll::Ready(ClientEvent::End(
-                            status_from_h2(&e, "call"),
-                            Metadata::new(),
-                        ));
+                        return Poll::Ready(end);
                     }
                 };
                 match self.on_response(res) {

@@ -423,6 +423,30 @@ pub struct ReadHalf {
     kill: Option<Arc<KillSwitch>>,
 }
 
+impl ReadHalf {
+    /// Whether this is a Unix socket's read half.
+    pub fn is_unix(&self) -> bool {
+        matches!(self.inner, ReadInner::Unix(_))
+    }
+
+    /// Shuts the socket's read direction down in the kernel (`shutdown(SHUT_RD)`), on a Unix
+    /// socket only; says whether it did. What the peer wrote before stays to be read, then
+    /// reads return end-of-file. On Linux the peer's writes from then on fail with `EPIPE`
+    /// (the kernel queues a write whole or refuses it, under the receiving socket's lock),
+    /// so a byte either reaches this reader or its writer learns it did not: a server's
+    /// race-free way to stop taking requests on a connection it drains.
+    pub fn shutdown_read(&self) -> io::Result<bool> {
+        match &self.inner {
+            ReadInner::Unix(r) => {
+                let stream: &UnixStream = r.as_ref();
+                socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Read)?;
+                Ok(true)
+            }
+            ReadInner::Tcp(_) | ReadInner::Boxed(_) => Ok(false),
+        }
+    }
+}
+
 /// Runs the client's TLS handshake on a connected `io` when `options` ask for TLS.
 #[cfg(feature = "tls")]
 async fn tls_upgrade(

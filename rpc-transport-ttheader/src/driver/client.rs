@@ -5,9 +5,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use rpc_core::transport::{BoxFuture, ClientStreamRaw, ClientTransport};
-use rpc_core::{CallContext, Code, Mode, PayloadKind, Status};
+use std::collections::VecDeque;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rpc_core::codec::Encodable;
+use rpc_core::transport::{BoxFuture, ClientEvent, ClientStreamRaw, ClientTransport};
+use rpc_core::{CallContext, Code, Metadata, Mode, PayloadKind, Status};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -22,8 +26,9 @@ use rpc_core::net::{Address, AddressError, ConnectOptions, TcpKeepalive};
 
 use super::io::Io;
 use super::stream_conn::Conn;
-use super::unary::{ConnectionMode, Framing, UnaryConn};
+use super::unary::{ConnectionMode, Framing, Redial, UnaryConn};
 use crate::proto::Role;
+use crate::session::refused_unprocessed;
 
 /// Builds a [`TtHeaderClient`].
 #[derive(Debug, Clone)]
@@ -279,6 +284,12 @@ impl Inner {
             &self.stats,
             Some(self.plain_freed.clone()),
         );
+        if matches!(self.cfg.endpoint, Address::Unix(_)) {
+            // Over a Unix socket a call the server provably did not read goes again on
+            // another connection (see `unary::Call::send_again`).
+            let pool: Weak<dyn Redial> = Arc::downgrade(self) as Weak<dyn Redial>;
+            conn.set_redial(pool);
+        }
         let acquired = conn.try_acquire();
         debug_assert!(acquired, "a fresh connection is free");
         plain.conns.push(conn.clone());
@@ -360,6 +371,15 @@ impl Inner {
     }
 }
 
+impl Redial for Inner {
+    fn redial(
+        self: Arc<Self>,
+        deadline: Option<Instant>,
+    ) -> BoxFuture<'static, Result<Arc<UnaryConn>, Status>> {
+        Box::pin(async move { self.plain_conn(deadline).await })
+    }
+}
+
 /// `TestServiceClient::connect::<TtHeaderClient>("tcp://127.0.0.1:8888")`: a client in one
 /// line (connections are made on first use).
 impl rpc_core::transport::Connect for TtHeaderClient {
@@ -403,14 +423,179 @@ impl ClientTransport for TtHeaderClient {
                 let conn = inner.unary_conn(ctx.deadline()).await?;
                 Ok(conn.open(&ctx))
             } else {
-                let conn = inner.stream_conn().await?;
-                match conn.open(&ctx) {
-                    // Retired as idle between the pool's check and the open: once more, on a
-                    // new connection (the pool no longer hands this one out).
-                    Err(_) if conn.is_retired() => inner.stream_conn().await?.open(&ctx),
-                    r => r,
+                let raw = inner.open_stream(&ctx).await?;
+                if matches!(inner.cfg.endpoint, Address::Unix(_)) && !method.mode.client_streams() {
+                    // Over a Unix socket a single-request call the server refuses unprocessed
+                    // while it shuts down is opened again elsewhere (see `Resend`).
+                    return Ok(Arc::new(Resend {
+                        inner: inner.clone(),
+                        ctx: ctx.clone(),
+                        st: Mutex::new(ResendState {
+                            cur: raw,
+                            request: None,
+                            closed: false,
+                            delivered: false,
+                            // Each refusal retires one pooled connection: the others may
+                            // be to the same old server.
+                            left: RESEND.saturating_add(inner.stream_slots.len().min(64) as u8),
+                            reopen: None,
+                        }),
+                    }) as Arc<dyn ClientStreamRaw>);
                 }
+                Ok(raw)
             }
         })
+    }
+}
+
+impl Inner {
+    /// Opens a TTHeader Streaming stream on a pooled connection.
+    async fn open_stream(&self, ctx: &CallContext) -> Result<Arc<dyn ClientStreamRaw>, Status> {
+        let conn = self.stream_conn().await?;
+        match conn.open(ctx) {
+            // Retired (as idle, or because its server is shutting down) between the pool's
+            // check and the open: once more, on a new connection (the pool no longer hands
+            // this one out).
+            Err(_) if conn.is_retired() => self.stream_conn().await?.open(ctx),
+            r => r,
+        }
+    }
+}
+
+/// How many times one call is opened again after a server refused it unprocessed, beyond
+/// one per pooled connection.
+const RESEND: u8 = 3;
+
+/// A single-request TTHeader Streaming call (unary, server streaming) that is opened again on
+/// another connection when the server refused it unprocessed: a draining server answers a
+/// new stream with a Header and a Trailer marked `int_key::REFUSED_UNPROCESSED` (before any
+/// handler saw it), which the session turns into a status whose source is
+/// `RefusedUnprocessed` — a local value no peer's metadata can forge. The request is kept
+/// (encoded) until the call ends; nothing was delivered to the caller before the refusal,
+/// so the retry is invisible to it.
+struct Resend {
+    inner: Arc<Inner>,
+    ctx: CallContext,
+    st: Mutex<ResendState>,
+}
+
+struct ResendState {
+    cur: Arc<dyn ClientStreamRaw>,
+    /// The request, encoded.
+    request: Option<Bytes>,
+    /// `close_send` was called.
+    closed: bool,
+    /// An event went to the caller: no more retries.
+    delivered: bool,
+    left: u8,
+    reopen: Option<BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>>>,
+}
+
+impl Resend {
+    fn state(&self) -> MutexGuard<'_, ResendState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Already encoded message bytes, sent as they are.
+struct Encoded<'a>(&'a Bytes);
+
+impl Encodable for Encoded<'_> {
+    fn encode(&mut self, dst: &mut BytesMut) -> Result<(), Status> {
+        dst.extend_from_slice(self.0);
+        Ok(())
+    }
+
+    fn encode_slice(&mut self, dst: &mut [u8]) -> Result<(), Status> {
+        if dst.len() != self.0.len() {
+            return Err(Status::internal("encoded length mismatch"));
+        }
+        dst.copy_from_slice(self.0);
+        Ok(())
+    }
+
+    fn encode_dyn(&mut self, dst: &mut dyn BufMut) -> Result<(), Status> {
+        dst.put_slice(self.0);
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+impl ClientStreamRaw for Resend {
+    fn poll_send_ready(&self, cx: &mut Context<'_>, len: usize) -> Poll<Result<(), Status>> {
+        let cur = self.state().cur.clone();
+        cur.poll_send_ready(cx, len)
+    }
+
+    fn send(&self, msg: &mut dyn Encodable) -> Result<(), Status> {
+        let mut own = BytesMut::with_capacity(msg.encoded_len().unwrap_or(64));
+        msg.encode(&mut own)?;
+        let own = own.freeze();
+        let mut st = self.state();
+        st.request = Some(own.clone());
+        st.cur.send(&mut Encoded(&own))
+    }
+
+    fn close_send(&self) -> Result<(), Status> {
+        let mut st = self.state();
+        st.closed = true;
+        st.cur.close_send()
+    }
+
+    fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ClientEvent> {
+        self.poll_event_many(cx, &mut VecDeque::new(), 0)
+    }
+
+    fn poll_event_many(
+        &self,
+        cx: &mut Context<'_>,
+        more: &mut VecDeque<Bytes>,
+        max: usize,
+    ) -> Poll<ClientEvent> {
+        let mut st = self.state();
+        loop {
+            if let Some(f) = st.reopen.as_mut() {
+                let opened = std::task::ready!(f.as_mut().poll(cx));
+                st.reopen = None;
+                let new = match opened {
+                    Ok(s) => s,
+                    Err(e) => return Poll::Ready(ClientEvent::End(e, Metadata::new())),
+                };
+                let sent = match st.request.clone() {
+                    Some(r) => new.send(&mut Encoded(&r)),
+                    None => Ok(()),
+                };
+                let sent = sent.and_then(|()| if st.closed { new.close_send() } else { Ok(()) });
+                st.cur = new;
+                if let Err(e) = sent {
+                    return Poll::Ready(ClientEvent::End(e, Metadata::new()));
+                }
+            }
+            if st.delivered {
+                return st.cur.poll_event_many(cx, more, max);
+            }
+            let event = std::task::ready!(st.cur.poll_event(cx));
+            match event {
+                ClientEvent::End(status, _) if refused_unprocessed(&status) && st.left > 0 => {
+                    st.left -= 1;
+                    tracing::debug!(%status, "ttstream: stream refused unprocessed; opening it again");
+                    let (inner, ctx) = (self.inner.clone(), self.ctx.clone());
+                    st.reopen = Some(Box::pin(async move { inner.open_stream(&ctx).await }));
+                }
+                event => {
+                    st.delivered = true;
+                    return Poll::Ready(event);
+                }
+            }
+        }
+    }
+
+    fn reset(&self, status: &Status) {
+        let mut st = self.state();
+        st.reopen = None;
+        st.cur.reset(status);
     }
 }

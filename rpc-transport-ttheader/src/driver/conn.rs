@@ -70,7 +70,33 @@ pub(crate) trait Connection: Send + Sync + 'static {
 
     /// Ends the connection and everything it carries with `status` (once).
     fn fail(&self, status: Status);
+
+    /// [`Connection::fail`] when the peer provably did not take the end of what this side
+    /// wrote last: a write failed (its bytes were not all accepted by the kernel), or a Unix
+    /// socket's read failed with a reset (Linux resets the survivor of a Unix stream pair
+    /// only when the closing side left bytes unread in its receive queue).
+    fn fail_unread(&self, status: Status) {
+        self.fail(status);
+    }
+
+    /// Server side: whether the reader should shut the socket's read direction down now
+    /// ([`ReadHalf::shutdown_read`]: a drain on a Unix socket). It then reads what the peer
+    /// sent before, serves it, and at end-of-file waits until [`Connection::is_idle`] (or
+    /// the connection is lost) before it ends the connection.
+    fn shut_reads(&self) -> bool {
+        false
+    }
+
+    /// Client side: whether, when the peer closed, the reader waits (briefly) for the writer
+    /// to finish what it was writing first — so a write the closed peer refused is reported
+    /// as such ([`Connection::fail_unread`]) rather than as the plain end the reader saw.
+    fn settle_writes(&self) -> bool {
+        false
+    }
 }
+
+/// How long a reader waits for the writer at the peer's close ([`Connection::settle_writes`]).
+const SETTLE_WRITES: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Spawns the writer and the reader of `conn` over `io`; `prefix` holds bytes already read
 /// (protocol detection).
@@ -78,28 +104,46 @@ pub(crate) fn start<C: Connection>(conn: &Arc<C>, io: Io, prefix: BytesMut) {
     let (rd, wr) = io.into_split();
     let writer = conn.clone();
     tokio::spawn(async move {
-        let status = match writer.write_queue().run_writer(wr).await {
-            Ok(()) => Status::unavailable("connection closed"),
-            Err(e) => Status::unavailable(format!("write failed: {e}")),
-        };
-        writer.fail(status);
+        match writer.write_queue().run_writer(wr).await {
+            Ok(()) => writer.fail(Status::unavailable("connection closed")),
+            Err(e) => writer.fail_unread(Status::unavailable(format!("write failed: {e}"))),
+        }
     });
     let reader = conn.clone();
     tokio::spawn(async move {
-        let status = run_reader(&reader, rd, prefix).await;
-        reader.fail(status);
+        let (status, unread) = run_reader(&reader, rd, prefix).await;
+        if unread {
+            reader.fail_unread(status);
+        } else {
+            reader.fail(status);
+        }
     });
 }
 
-/// Parses, pauses while it must, reads; until the connection ends. Returns why.
-async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, prefix: BytesMut) -> Status {
+/// Whether a read error says the peer closed a Unix socket with bytes of ours unread.
+fn reset_unread(rd: &ReadHalf, status: &Status) -> bool {
+    rd.is_unix()
+        && status
+            .source_error()
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+/// Parses, pauses while it must, reads; until the connection ends. Returns why, and whether
+/// the peer provably left bytes of ours unread ([`Connection::fail_unread`]).
+async fn run_reader<C: Connection>(
+    conn: &Arc<C>,
+    mut rd: ReadHalf,
+    prefix: BytesMut,
+) -> (Status, bool) {
     let mut clock = ReadClock::new(conn.read_timeouts());
     let mut rb = ReadBuffer::new(prefix, conn.budget().cloned());
     let life = conn.life();
+    let mut shut = false;
     loop {
         let decoded = match conn.parse(&mut rb.buf) {
             Ok(d) => d,
-            Err(status) => return status,
+            Err(status) => return (status, false),
         };
         rb.after_parse();
         clock.after_decode(rb.buf.len(), decoded);
@@ -120,7 +164,16 @@ async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, prefix: Byte
             continue;
         }
         if let Some(s) = life.lost() {
-            return s.clone();
+            return (s.clone(), false);
+        }
+        if !shut && conn.shut_reads() {
+            shut = match rd.shutdown_read() {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::debug!(error = %e, "shutdown(SHUT_RD) failed");
+                    false
+                }
+            };
         }
         let frame_len = conn.frame_len(&rb.buf);
         if rb.grow(frame_len, within) == Room::Wait {
@@ -141,10 +194,28 @@ async fn run_reader<C: Connection>(conn: &Arc<C>, mut rd: ReadHalf, prefix: Byte
         {
             Read::Bytes => rb.after_read(rb.buf.len() - before, spare),
             Read::Woken => {}
-            Read::End(status) => return status,
+            Read::End(status) => {
+                if conn.settle_writes() {
+                    let q = conn.write_queue();
+                    let settled = pause_while(
+                        None,
+                        [&q.progress, life.reader()],
+                        || q.backlog() > 0,
+                        || life.lost().is_some(),
+                    );
+                    let _ = tokio::time::timeout(SETTLE_WRITES, settled).await;
+                }
+                if shut {
+                    // The end of what the peer sent before the shutdown: the calls read
+                    // before it are answered, then the connection ends.
+                    life.drain(|| conn.is_idle()).await;
+                }
+                let unread = reset_unread(&rd, &status);
+                return (status, unread);
+            }
             Read::Idle(status) => {
                 if conn.retire_idle() {
-                    return status;
+                    return (status, false);
                 }
             }
         }

@@ -384,7 +384,8 @@ pub(crate) async fn read_some(
                     clock.silent_since = None;
                     Read::Bytes
                 }
-                Err(e) => Read::End(Status::unavailable(format!("read failed: {e}"))),
+                // The error rides along: a reset says the peer closed with bytes unread.
+                Err(e) => Read::End(Status::unavailable(format!("read failed: {e}")).with_source(e)),
             },
             () = expire => {}
             () = wake.notified() => return Read::Woken,

@@ -32,7 +32,11 @@ impl Session<WriteQueue> {
         server: Option<Server>,
     ) -> Arc<Conn> {
         let write = WriteQueue::for_conn(&limits, server.as_ref().map(ServerExt::byte_budget));
+        let unix = matches!(io.stream(), rpc_core::net::IoStream::Unix(_));
         let conn = Session::new(role, write, limits, peer, stats, server);
+        if role == Role::Server && unix {
+            conn.linger_on_drain();
+        }
         conn::start(&conn, io, prefix);
         conn
     }

@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -20,7 +20,9 @@ use rpc_core::transport::ServerExt;
 
 use super::conn::ReadTimeouts;
 use rpc_core::transport::waker::{register, wake};
-use rpc_core::transport::{ClientEvent, ClientStreamRaw, Finish, IncomingStream, ServerStreamRaw};
+use rpc_core::transport::{
+    BoxFuture, ClientEvent, ClientStreamRaw, Finish, IncomingStream, ServerStreamRaw,
+};
 use rpc_core::{CallContext, Code, Error, Metadata, Mode, PayloadKind, Peer, Server, Status};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -178,7 +180,23 @@ pub(crate) struct UnaryConn {
     freed: Option<Arc<Notify>>,
     stats: Arc<Stats>,
     counted: Counted,
+    /// Pooled mode over a Unix socket: the pool, to send again a call the server provably
+    /// did not read (see [`Call::send_again`]).
+    redial: OnceLock<Weak<dyn Redial>>,
 }
+
+/// The client pool a call that the server provably did not read is sent again through.
+pub(crate) trait Redial: Send + Sync + 'static {
+    /// A pooled connection reserved for one call (as for a new call), waiting until
+    /// `deadline` at most.
+    fn redial(
+        self: Arc<Self>,
+        deadline: Option<Instant>,
+    ) -> BoxFuture<'static, Result<Arc<UnaryConn>, Status>>;
+}
+
+/// How many times one call is sent again after the server provably did not read it.
+const SEND_AGAIN: u8 = 3;
 
 impl UnaryConn {
     pub(crate) fn start(
@@ -205,9 +223,34 @@ impl UnaryConn {
             freed,
             stats: stats.clone(),
             counted: Counted::new(stats, |s| &s.connections),
+            redial: OnceLock::new(),
         });
         conn::start(&conn, io, BytesMut::with_capacity(8 * 1024));
         conn
+    }
+
+    /// Pooled mode over a Unix socket: calls the server provably did not read are sent again
+    /// through `pool` (see [`Call::send_again`] for what is provable).
+    pub(crate) fn set_redial(&self, pool: Weak<dyn Redial>) {
+        if self.mode == ConnectionMode::Pooled {
+            let _ = self.redial.set(pool);
+        }
+    }
+
+    /// Sends a call's encoded request (`packet`, sequence number `seq`) again on this
+    /// connection, reserved for it.
+    fn send_again(&self, seq: i32, packet: &Bytes, call: &Arc<Call>) -> Result<(), Status> {
+        lock(&self.pending).insert(seq, call.clone());
+        self.life.reader().notify_one();
+        if self
+            .write
+            .append(|buf| buf.extend_from_slice(packet))
+            .is_err()
+        {
+            lock(&self.pending).remove(&seq);
+            return Err(self.life.lost_status());
+        }
+        Ok(())
     }
 
     /// Usable for a new call (and, in pooled mode, now reserved for it).
@@ -268,6 +311,12 @@ impl UnaryConn {
     }
 
     fn fail(&self, status: Status) {
+        self.fail_with(status, false);
+    }
+
+    /// Ends the connection; `unread`: the server provably did not read the end of what was
+    /// written last ([`Connection::fail_unread`]).
+    fn fail_with(&self, status: Status, unread: bool) {
         if !self.life.lose(&status) {
             return;
         }
@@ -278,7 +327,15 @@ impl UnaryConn {
             f.notify_one();
         }
         let calls: Vec<_> = lock(&self.pending).drain().map(|(_, c)| c).collect();
+        let redial = unread
+            .then(|| self.redial.get().and_then(Weak::upgrade))
+            .flatten();
         for c in calls {
+            if let Some(pool) = &redial {
+                if Call::send_again(&c, pool.clone()) {
+                    continue;
+                }
+            }
             c.complete(Err(Status::unavailable(format!(
                 "connection lost: {}",
                 status.message()
@@ -370,6 +427,13 @@ struct Call {
 struct CallState {
     seq: Option<i32>,
     sent: bool,
+    /// The encoded request, kept when the connection can send it again (see
+    /// [`Call::send_again`]), with the call's deadline and the attempts used.
+    request: Option<Bytes>,
+    deadline: Option<Instant>,
+    again: u8,
+    /// The connection the call was sent again on (released with the call).
+    moved: Option<Arc<UnaryConn>>,
     reply: Option<Result<Bytes, Status>>,
     /// Events the core took: 0 none, 1 the header, 2 the message too.
     delivered: u8,
@@ -389,6 +453,59 @@ impl Call {
 
     fn set_metadata(&self, md: Metadata) {
         lock(&self.st).metadata = Some(md);
+    }
+
+    /// Sends the call again on another pooled connection, when the connection it was on
+    /// ended and the server provably did not read its request; says whether it did.
+    ///
+    /// Provable, in pooled mode (one call per connection: the request is the last thing
+    /// written on it, nothing follows it until its reply): the request never reached the
+    /// socket (the connection was lost before `send`); or the write carrying it failed (the
+    /// kernel did not accept the end of it); or, on a Unix socket, the read failed with a
+    /// reset (Linux resets a Unix stream's survivor only when the closing side left bytes
+    /// unread, and the unread bytes are the end of what was sent: the request). A server
+    /// cannot have served a request it did not read whole. A plain end of the connection
+    /// (`EOF`) proves nothing — a server may have read the request and died — so such a call
+    /// fails, as does everything over TCP, where a reset may come from an abortive close or
+    /// a middlebox after the request was read.
+    fn send_again(call: &Arc<Call>, pool: Arc<dyn Redial>) -> bool {
+        let (packet, seq, deadline) = {
+            let mut st = lock(&call.st);
+            let (Some(packet), Some(seq)) = (st.request.clone(), st.seq) else {
+                return false;
+            };
+            if st.reply.is_some() || st.again >= SEND_AGAIN {
+                return false;
+            }
+            st.again += 1;
+            if let Some(old) = st.moved.take() {
+                old.release();
+            }
+            (packet, seq, st.deadline)
+        };
+        let call = call.clone();
+        tokio::spawn(async move {
+            let conn = match pool.redial(deadline).await {
+                Ok(c) => c,
+                Err(e) => return call.complete(Err(e)),
+            };
+            let sent = {
+                let mut st = lock(&call.st);
+                if st.reply.is_some() {
+                    // Reset meanwhile.
+                    drop(st);
+                    conn.release();
+                    return;
+                }
+                st.moved = Some(conn.clone());
+                // Under the call's lock, as `reset` looks for it.
+                conn.send_again(seq, &packet, &call)
+            };
+            if let Err(e) = sent {
+                call.complete(Err(e));
+            }
+        });
+        true
     }
 }
 
@@ -450,23 +567,49 @@ impl ClientStreamRaw for UnaryClient {
             }
         }
         let max = conn.limits.max_frame_size;
-        let written = conn.write.append(|buf| {
-            write_packet(buf, &packet, conn.framing, &header, max, |b| msg.encode(b))
-        });
-        match written {
-            Ok(Ok(())) => {
-                st.seq = Some(seq);
-                st.sent = true;
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                lock(&conn.pending).remove(&seq);
-                Err(e)
-            }
-            Err(_) => {
-                lock(&conn.pending).remove(&seq);
-                Err(conn.life.lost_status())
-            }
+        if conn.redial.get().is_none() {
+            let written = conn.write.append(|buf| {
+                write_packet(buf, &packet, conn.framing, &header, max, |b| msg.encode(b))
+            });
+            return match written {
+                Ok(Ok(())) => {
+                    st.seq = Some(seq);
+                    st.sent = true;
+                    Ok(())
+                }
+                Ok(Err(e)) => {
+                    lock(&conn.pending).remove(&seq);
+                    Err(e)
+                }
+                Err(_) => {
+                    lock(&conn.pending).remove(&seq);
+                    Err(conn.life.lost_status())
+                }
+            };
+        }
+        // The request may have to be sent again (see `Call::send_again`): encoded on its own
+        // and kept.
+        let mut own = BytesMut::new();
+        if let Err(e) = write_packet(&mut own, &packet, conn.framing, &header, max, |b| {
+            msg.encode(b)
+        }) {
+            lock(&conn.pending).remove(&seq);
+            return Err(e);
+        }
+        let own = own.freeze();
+        st.seq = Some(seq);
+        st.sent = true;
+        st.request = Some(own.clone());
+        st.deadline = self.timeout.map(|t| Instant::now() + t);
+        if conn.write.append(|buf| buf.extend_from_slice(&own)).is_ok() {
+            return Ok(());
+        }
+        // The connection was lost before the request reached it: on another one.
+        lock(&conn.pending).remove(&seq);
+        drop(st);
+        match conn.redial.get().and_then(Weak::upgrade) {
+            Some(pool) if Call::send_again(&self.call, pool.clone()) => Ok(()),
+            _ => Err(conn.life.lost_status()),
         }
     }
 
@@ -495,21 +638,21 @@ impl ClientStreamRaw for UnaryClient {
     }
 
     fn reset(&self, status: &Status) {
-        let seq = {
+        let (seq, moved) = {
             let mut st = lock(&self.call.st);
             if st.reply.is_some() {
                 return;
             }
             st.reply = Some(Err(status.clone()));
-            st.seq
+            (st.seq, st.moved.clone())
         };
         if let Some(seq) = seq {
-            let was_pending = lock(&self.conn.pending).remove(&seq).is_some();
+            let conn = &moved.unwrap_or_else(|| self.conn.clone());
+            let was_pending = lock(&conn.pending).remove(&seq).is_some();
             // Pooled mode: the reply will still arrive on this connection and would be taken
             // for the next call's; the connection cannot be reused.
-            if was_pending && self.conn.mode == ConnectionMode::Pooled {
-                self.conn
-                    .fail(Status::cancelled("a call on this connection was abandoned"));
+            if was_pending && conn.mode == ConnectionMode::Pooled {
+                conn.fail(Status::cancelled("a call on this connection was abandoned"));
             }
         }
     }
@@ -523,6 +666,9 @@ impl Drop for UnaryClient {
             self.reset(&Status::cancelled("the client dropped the call"));
         }
         self.conn.release();
+        if let Some(moved) = lock(&self.call.st).moved.take() {
+            moved.release();
+        }
     }
 }
 
@@ -559,6 +705,8 @@ pub(crate) struct UnaryServerConn {
     /// Plain Thrift (no TTHeader): how its messages are delimited. Only the reader task
     /// decodes; the lock is uncontended.
     plain: Option<Mutex<PlainDecoder>>,
+    /// A Unix socket: a drain shuts its read direction down (see `start_drain`).
+    shut_on_drain: bool,
     _counted: Counted,
 }
 
@@ -572,7 +720,9 @@ impl UnaryServerConn {
         server: Server,
         plain: Option<PlainFraming>,
     ) -> Arc<UnaryServerConn> {
+        let shut_on_drain = matches!(io.stream(), rpc_core::net::IoStream::Unix(_));
         let conn = Arc::new(UnaryServerConn {
+            shut_on_drain,
             plain: plain.map(|f| Mutex::new(PlainDecoder::new(f, limits.max_frame_size))),
             write: WriteQueue::for_conn(&limits, Some(server.byte_budget())),
             limits,
@@ -604,15 +754,25 @@ impl UnaryServerConn {
         self.life.wake_all();
     }
 
-    /// Shutdown begins: replies from now on carry `crrst`.
+    /// Shutdown begins: replies from now on carry `crrst`. On a Unix socket the reader also
+    /// shuts the socket's read direction down: what the client wrote before is read and
+    /// answered, what it writes after fails at its end with `EPIPE` (never read, so the
+    /// client may send it again elsewhere), and the connection ends once those calls are
+    /// answered. No request is left unanswered in the socket when it closes — the race a
+    /// close of an idle connection has with a request on its way.
     pub(crate) fn start_drain(&self) {
         self.life.start_drain();
+        if self.shut_on_drain {
+            self.life.reader().notify_one();
+        }
     }
 
-    /// Graceful shutdown: later replies carry `crrst`; resolves when no call is in flight.
+    /// Graceful shutdown: later replies carry `crrst`; resolves when no call is in flight
+    /// (on a Unix socket: when the reader ended the connection, see `start_drain`).
     pub(crate) async fn drain(&self) {
+        let shut = self.shut_on_drain;
         self.life
-            .drain(|| self.in_flight.load(Ordering::Acquire) == 0)
+            .drain(|| !shut && self.in_flight.load(Ordering::Acquire) == 0)
             .await;
     }
 
@@ -961,6 +1121,14 @@ impl Connection for UnaryConn {
     fn fail(&self, status: Status) {
         UnaryConn::fail(self, status);
     }
+
+    fn fail_unread(&self, status: Status) {
+        self.fail_with(status, true);
+    }
+
+    fn settle_writes(&self) -> bool {
+        self.redial.get().is_some() && !lock(&self.pending).is_empty()
+    }
 }
 
 impl Connection for UnaryServerConn {
@@ -1034,6 +1202,10 @@ impl Connection for UnaryServerConn {
 
     fn fail(&self, status: Status) {
         UnaryServerConn::fail(self, status);
+    }
+
+    fn shut_reads(&self) -> bool {
+        self.shut_on_drain && self.life.is_draining()
     }
 }
 

@@ -124,6 +124,11 @@ pub mod int_key {
     pub const CLUSTER_SHARD_ID: u16 = 26;
     /// Streaming frame type, one ASCII digit (see [`FrameKind`](crate::proto::frame::FrameKind)).
     pub const FRAME_TYPE: u16 = 27;
+    /// Ours, outside the keys Kitex assigns (peers ignore int keys they do not know): on the
+    /// Header and Trailer of a stream a draining server refused before any handler saw it
+    /// (value `"1"`), so the client may open it again on another connection. An int key,
+    /// so no handler's metadata (string keys) can claim it.
+    pub const REFUSED_UNPROCESSED: u16 = 0x7201;
 }
 
 /// String KV keys with a protocol meaning.

@@ -131,7 +131,7 @@ use crate::common::{
     deadline_of, id_map, lock, pause_while, route_refusal, timeout_ms, IdMap, Lifecycle,
 };
 use crate::mapping::{extend_kvs, metadata_of};
-use crate::proto::keys::{kitex_code, str_key};
+use crate::proto::keys::{int_key, kitex_code, str_key};
 use crate::proto::{
     ApplicationException, BadFrame, FrameError, FrameKind, MethodName, PlainFrame, Role,
     StreamFrame, StreamProtocol, StreamState,
@@ -151,6 +151,7 @@ pub use limits::{
 };
 pub(crate) use sink::append_packet;
 pub use sink::{append_data_frame, BufWriter, FrameSink, FrameWriter, MemorySink, SinkError};
+pub(crate) use stream::refused_unprocessed;
 
 use stream::{Host, Stream};
 
@@ -190,6 +191,8 @@ pub struct Session<S: FrameSink> {
     counted: Counted,
     /// Retired as idle: no new stream (client side; see [`Session::retire_idle`]).
     retired: AtomicBool,
+    /// Server side: a drain waits for the client to close (see [`Session::linger_on_drain`]).
+    linger: AtomicBool,
 }
 
 impl<S: FrameSink> std::fmt::Debug for Session<S> {
@@ -233,6 +236,7 @@ impl<S: FrameSink> Session<S> {
             budget,
             counted: Counted::new(stats, |s| &s.connections),
             retired: AtomicBool::new(false),
+            linger: AtomicBool::new(false),
         })
     }
 
@@ -308,9 +312,48 @@ impl<S: FrameSink> Session<S> {
         self.life.start_drain();
     }
 
-    /// Server shutdown: refuses new streams; resolves once the open ones ended.
+    /// Server shutdown: refuses new streams; resolves once the open ones ended — or, when
+    /// the session lingers ([`Session::linger_on_drain`]), once the connection is gone.
     pub async fn drain(&self) {
-        self.life.drain(|| self.stream_count() == 0).await;
+        let linger = self.linger.load(Ordering::Acquire);
+        self.life
+            .drain(|| !linger && self.stream_count() == 0)
+            .await;
+    }
+
+    /// Server side: a drain keeps the connection, reading and refusing new streams (each
+    /// refusal marked unprocessed), until the client closes it or the grace period ends,
+    /// instead of closing it once its streams ended: a client that opens a stream while the
+    /// server closes cannot know whether the server read it, while a refused stream is known
+    /// unprocessed and opened again elsewhere, and our client closes a connection whose
+    /// streams were refused once its own streams ended. Set for Unix sockets (see
+    /// `stream_conn`).
+    pub(crate) fn linger_on_drain(&self) {
+        self.linger.store(true, Ordering::Release);
+    }
+
+    /// Client side: the server refused a stream because it is shutting down: no new stream
+    /// goes on this session, and it closes once its streams ended.
+    pub(crate) fn peer_draining(&self) {
+        if self.role != Role::Client {
+            return;
+        }
+        self.life.start_drain();
+        let close = Self::retire_drained(self, &lock(&self.streams));
+        if close {
+            self.on_lost(Status::unavailable("the server is shutting down"));
+        }
+    }
+
+    /// Client side, the stream table held: whether a session whose server is shutting down
+    /// carries no stream any more; it then takes no new one (atomically with `open`, which
+    /// fails as on a session retired as idle and is retried elsewhere) and the caller closes
+    /// it.
+    fn retire_drained<T>(&self, streams: &IdMap<i32, T>) -> bool {
+        self.role == Role::Client
+            && self.life.is_draining()
+            && streams.is_empty()
+            && !self.retired.swap(true, Ordering::AcqRel)
     }
 
     // ------------------------------------------------------------------------------- inbound
@@ -625,7 +668,12 @@ impl<S: FrameSink> Session<S> {
             _ => false,
         };
         if streams.is_empty() {
+            let close = self.retire_drained(&streams);
             drop(streams);
+            if close {
+                // The server is shutting down (see `peer_draining`): nothing more goes here.
+                self.on_lost(Status::unavailable("the server is shutting down"));
+            }
             self.life.became_idle();
             // The reader starts the idle clock.
             if removed {
@@ -654,7 +702,8 @@ impl<S: FrameSink> Session<S> {
             server.resolve_for(service, &frame.method, Some(payload))
         };
         let max = server.limits().max_concurrent_streams;
-        let refusal = if self.life.is_draining() {
+        let draining = self.life.is_draining();
+        let refusal = if draining {
             Some((
                 kitex_code::TRANSPORT_CLOSING,
                 "server is shutting down".to_owned(),
@@ -682,7 +731,7 @@ impl<S: FrameSink> Session<S> {
                 .map(|e| (route_refusal(e), e.to_string()))
         };
         if let Some((kind, message)) = refusal {
-            return self.refuse(id, frame.method, protocol, kind, message);
+            return self.refuse(id, frame.method, protocol, kind, message, draining);
         }
         let Ok(route) = route else { return };
         let metadata = metadata_of(&frame.headers);
@@ -720,15 +769,19 @@ impl<S: FrameSink> Session<S> {
         protocol: StreamProtocol,
         kind: i32,
         message: String,
+        unprocessed: bool,
     ) {
         let exc = ApplicationException::new(kind, message);
-        let _ = self.sink.append_frame(&StreamFrame::server_header(
-            id,
-            method.clone(),
-            protocol,
-            [],
-        ));
-        if let Ok(t) = StreamFrame::trailer(id, method, protocol, [], None, Some(&exc)) {
+        let mut header = StreamFrame::server_header(id, method.clone(), protocol, []);
+        let mark = |h: &mut crate::proto::Headers| {
+            if unprocessed {
+                h.push_int(int_key::REFUSED_UNPROCESSED, Bytes::from_static(b"1"));
+            }
+        };
+        mark(&mut header.headers);
+        let _ = self.sink.append_frame(&header);
+        if let Ok(mut t) = StreamFrame::trailer(id, method, protocol, [], None, Some(&exc)) {
+            mark(&mut t.headers);
             let _ = self.sink.append_frame(&t);
         }
     }
@@ -831,6 +884,10 @@ impl<S: FrameSink> Host for Session<S> {
 
     fn remove(&self, id: i32, stream: *const Stream<Self>) {
         Session::remove(self, id, stream);
+    }
+
+    fn peer_draining(&self) {
+        Session::peer_draining(self);
     }
 }
 

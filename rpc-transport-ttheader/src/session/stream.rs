@@ -29,7 +29,7 @@ use crate::mapping::{
     biz_of, exception_of, extend_kvs, metadata_of, status_from_biz, status_from_exception,
     status_from_kitex, RPC_CODE_KEY,
 };
-use crate::proto::keys::kitex_code;
+use crate::proto::keys::{int_key, kitex_code};
 use crate::proto::{
     ApplicationException, BizStatus, FrameKind, MethodName, RecvEvent, Role, StreamError,
     StreamFrame, StreamProtocol, StreamState,
@@ -59,6 +59,30 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn remove(&self, id: i32, stream: *const Stream<Self>)
     where
         Self: Sized;
+    /// Client: the server refused a stream because it is shutting down.
+    fn peer_draining(&self) {}
+}
+
+/// The source of the status a client stream ends with when the server refused it before any
+/// handler saw it, because it is shutting down (the Header and Trailer carry
+/// `int_key::REFUSED_UNPROCESSED`): the call may be opened again on another connection. A
+/// status's source never crosses the wire, so only this transport sets it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefusedUnprocessed;
+
+impl std::fmt::Display for RefusedUnprocessed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server refused the stream unprocessed")
+    }
+}
+
+impl std::error::Error for RefusedUnprocessed {}
+
+/// Whether `status` ended a stream the server refused unprocessed ([`RefusedUnprocessed`]).
+pub(crate) fn refused_unprocessed(status: &Status) -> bool {
+    status
+        .source_error()
+        .is_some_and(|e| e.downcast_ref::<RefusedUnprocessed>().is_some())
 }
 
 /// One stream of a session.
@@ -90,6 +114,9 @@ struct State {
 struct RecvQueue {
     /// Client: the server's Header.
     header: Option<Metadata>,
+    /// Client: the server's Header said the stream was refused unprocessed (the header is
+    /// not delivered; the Trailer ends the stream with [`RefusedUnprocessed`]).
+    refused: bool,
     /// The first queued message, kept inline (a unary request never allocates a queue).
     first: Option<Bytes>,
     /// The messages after `first`.
@@ -119,6 +146,7 @@ impl RecvQueue {
     fn new() -> RecvQueue {
         RecvQueue {
             header: None,
+            refused: false,
             first: None,
             rest: VecDeque::new(),
             queued: 0,
@@ -266,6 +294,12 @@ impl<H: Host> Stream<H> {
         match event {
             Ok(RecvEvent::Data(b)) => self.push(rx, b),
             Ok(RecvEvent::Headers(h)) => {
+                if self.host.role() == Role::Client
+                    && h.get_int(int_key::REFUSED_UNPROCESSED).is_some()
+                {
+                    rx.refused = true;
+                    return;
+                }
                 rx.header = Some(metadata_of(&h));
                 wake(&mut rx.waker);
             }
@@ -284,9 +318,18 @@ impl<H: Host> Stream<H> {
                         .with_transport_code(kitex_code::ILLEGAL_BIZ_ERROR),
                     (None, Ok(None)) => Status::ok(),
                 };
+                let refused = rx.refused && !status.is_ok();
+                let status = if refused {
+                    status.with_source(RefusedUnprocessed)
+                } else {
+                    status
+                };
                 rx.end = Some(RecvEnd::Trailer(status, md));
                 rx.wake_all();
                 drop(st);
+                if refused {
+                    self.host.peer_draining();
+                }
                 self.host.remove(self.id, self);
             }
             Ok(RecvEvent::Reset {
