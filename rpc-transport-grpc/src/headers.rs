@@ -71,6 +71,25 @@ pub fn metadata_from(headers: &HeaderMap) -> Result<Metadata, Status> {
     Ok(md)
 }
 
+/// Whether [`metadata_from`] makes exactly `md` of `headers`: the same user headers in the same
+/// order, each a text value whose bytes are `md`'s (a `-bin` header never matches). So a
+/// connection's calls that carry the same metadata can share one copy of it.
+pub(crate) fn metadata_matches(headers: &HeaderMap, md: &Metadata) -> bool {
+    let mut want = md.iter();
+    for (name, value) in headers {
+        let key = name.as_str();
+        if is_reserved_header(key) {
+            continue;
+        }
+        match want.next() {
+            Some((k, MetadataValue::Text(t)))
+                if k == key && t.as_bytes() == value.as_bytes() && !is_bin_key(key) => {}
+            _ => return false,
+        }
+    }
+    want.next().is_none()
+}
+
 /// Header names that arrive on many calls (clients send `user-agent` on every one): their
 /// metadata keys are these static strings instead of a copy per call.
 const WELL_KNOWN: &[&str] = &[
