@@ -189,6 +189,41 @@ mod tests {
     use bytes::Bytes;
 
     #[test]
+    fn metadata_matches_only_what_metadata_from_would_make() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/grpc"));
+        h.insert("user-agent", HeaderValue::from_static("ua/1"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let md = metadata_from(&h).unwrap();
+        assert!(metadata_matches(&h, &md));
+        assert!(metadata_matches(&h, &md.clone().into_shared()));
+        // A different value, a missing or an extra header, another order: no match.
+        let mut other = h.clone();
+        other.insert("user-agent", HeaderValue::from_static("ua/2"));
+        assert!(!metadata_matches(&other, &md));
+        let mut fewer = h.clone();
+        fewer.remove("x-a");
+        assert!(!metadata_matches(&fewer, &md));
+        let mut more = h.clone();
+        more.insert("x-b", HeaderValue::from_static("3"));
+        assert!(!metadata_matches(&more, &md));
+        let mut order = HeaderMap::new();
+        order.append("x-a", HeaderValue::from_static("2"));
+        order.append("x-a", HeaderValue::from_static("1"));
+        order.insert("user-agent", HeaderValue::from_static("ua/1"));
+        assert!(!metadata_matches(&order, &md));
+        // Reserved headers do not count; binary metadata never matches.
+        let mut reserved = h.clone();
+        reserved.insert("grpc-timeout", HeaderValue::from_static("1S"));
+        assert!(metadata_matches(&reserved, &md));
+        let mut bin = HeaderMap::new();
+        bin.insert("x-d-bin", HeaderValue::from_static("AAE"));
+        assert!(!metadata_matches(&bin, &metadata_from(&bin).unwrap()));
+        assert!(metadata_matches(&HeaderMap::new(), &Metadata::new()));
+    }
+
+    #[test]
     fn metadata_round_trips_with_binary_and_reserved_keys_dropped() {
         let mut md = Metadata::new();
         md.append("X-Text", "hello");
