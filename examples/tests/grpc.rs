@@ -203,6 +203,55 @@ async fn text_and_binary_metadata_and_status_details_round_trip() {
     assert_eq!(&e.details()[..], b"\x00\x01details");
 }
 
+/// Calls of one connection share the request metadata they carry alike (the server keeps one
+/// copy per connection): each call still sees exactly its own — the same, a different value,
+/// none — also across many calls that each carry a different value (the shared copy is
+/// replaced now and then).
+#[tokio::test]
+async fn each_call_of_a_connection_sees_its_own_metadata() {
+    let (_running, addr) = serve(Probe::default()).await;
+    let c = TestServiceClient::new(Client::new(GrpcClient::with_config(
+        addr.clone(),
+        GrpcClientConfig::default().connections(1),
+    )));
+    let call = |text: Option<String>| {
+        let c = c.clone();
+        async move {
+            let opts = match &text {
+                Some(t) => CallOptions::new().metadata("x-text", t.clone()),
+                None => CallOptions::new(),
+            };
+            let res = tokio::time::timeout(WAIT, c.ping_pong_with(req("hi"), opts))
+                .await
+                .expect("the call completes")
+                .expect("the call succeeds");
+            assert_eq!(
+                res.header().get_str("x-text-echo"),
+                text.as_deref(),
+                "the handler sees this call's metadata"
+            );
+        }
+    };
+    let mut plan: Vec<Option<String>> = vec![
+        None,
+        Some("a".into()),
+        Some("a".into()),
+        Some("b".into()),
+        None,
+        Some("a".into()),
+    ];
+    plan.extend((0..40).map(|i| Some(format!("v{i}"))));
+    plan.extend([
+        Some("v39".into()),
+        None,
+        Some("v39".into()),
+        Some("a".into()),
+    ]);
+    for text in plan {
+        call(text).await;
+    }
+}
+
 /// Typed error details reach a gRPC client (`grpc-status-details-bin`); over TTHeader, as with
 /// Kitex, they are not carried: the same call on the same port ends without them.
 #[tokio::test]

@@ -69,52 +69,106 @@ impl From<Vec<u8>> for MetadataValue {
     }
 }
 
+/// One entry: the key (static when the transport knows it) and the value.
+type Entry = (Cow<'static, str>, MetadataValue);
+
 /// An ordered multimap of metadata entries. Empty metadata does not allocate; a key given as
-/// a `&'static str` ([`Metadata::append_static`]) is not copied.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// a `&'static str` ([`Metadata::append_static`]) is not copied; clones of metadata made
+/// [shared](Metadata::into_shared) share one copy of the entries.
+#[derive(Clone, Default)]
 pub struct Metadata {
-    entries: Vec<(Cow<'static, str>, MetadataValue)>,
+    entries: Entries,
 }
+
+/// The entries: owned, or shared by clones until one of them changes (copy on write).
+#[derive(Clone)]
+enum Entries {
+    Own(Vec<Entry>),
+    Shared(std::sync::Arc<Vec<Entry>>),
+}
+
+impl Default for Entries {
+    fn default() -> Entries {
+        Entries::Own(Vec::new())
+    }
+}
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Metadata) -> bool {
+        self.slice() == other.slice()
+    }
+}
+
+impl Eq for Metadata {}
 
 impl Metadata {
     /// Empty metadata.
     pub const fn new() -> Metadata {
         Metadata {
-            entries: Vec::new(),
+            entries: Entries::Own(Vec::new()),
+        }
+    }
+
+    /// This metadata made cheap to clone: its clones share the entries (a reference count per
+    /// clone instead of a copy of every key and value), and a clone that changes copies them
+    /// first. What a transport uses for metadata that many calls receive alike (the same
+    /// `user-agent` on every call of a connection). One allocation, unless already shared.
+    pub fn into_shared(self) -> Metadata {
+        match self.entries {
+            Entries::Own(v) => Metadata {
+                entries: Entries::Shared(std::sync::Arc::new(v)),
+            },
+            shared @ Entries::Shared(_) => Metadata { entries: shared },
+        }
+    }
+
+    /// The entries, read-only.
+    fn slice(&self) -> &[Entry] {
+        match &self.entries {
+            Entries::Own(v) => v,
+            Entries::Shared(v) => v,
+        }
+    }
+
+    /// The entries to change: copied first when shared with another clone.
+    fn vec_mut(&mut self) -> &mut Vec<Entry> {
+        match &mut self.entries {
+            Entries::Own(v) => v,
+            Entries::Shared(v) => std::sync::Arc::make_mut(v),
         }
     }
 
     /// Number of entries (counting every value of a repeated key).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slice().len()
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slice().is_empty()
     }
 
     /// Sets `key` to the single value `value`, removing earlier values of the key.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<MetadataValue>) {
         let key = key.into();
         self.remove(&key);
-        self.entries.push((Cow::Owned(key), value.into()));
+        self.vec_mut().push((Cow::Owned(key), value.into()));
     }
 
     /// Adds a value for `key`, keeping earlier ones.
     pub fn append(&mut self, key: impl Into<String>, value: impl Into<MetadataValue>) {
-        self.entries.push((Cow::Owned(key.into()), value.into()));
+        self.vec_mut().push((Cow::Owned(key.into()), value.into()));
     }
 
     /// As [`Metadata::append`] for a key known at compile time (a transport's well-known
     /// header names): the key is kept as the static string, without an allocation.
     pub fn append_static(&mut self, key: &'static str, value: impl Into<MetadataValue>) {
-        self.entries.push((Cow::Borrowed(key), value.into()));
+        self.vec_mut().push((Cow::Borrowed(key), value.into()));
     }
 
     /// The first value of `key`.
     pub fn get(&self, key: &str) -> Option<&MetadataValue> {
-        self.entries
+        self.slice()
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
             .map(|(_, v)| v)
@@ -127,7 +181,7 @@ impl Metadata {
 
     /// Every value of `key`, in insertion order.
     pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a MetadataValue> + 'a {
-        self.entries
+        self.slice()
             .iter()
             .filter(move |(k, _)| k.eq_ignore_ascii_case(key))
             .map(|(_, v)| v)
@@ -140,11 +194,20 @@ impl Metadata {
 
     /// Removes every value of `key`; returns the first one removed.
     pub fn remove(&mut self, key: &str) -> Option<MetadataValue> {
+        if !self
+            .slice()
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(key))
+        {
+            // Nothing to remove: shared entries stay shared.
+            return None;
+        }
+        let entries = self.vec_mut();
         let mut first = None;
         let mut i = 0;
-        while i < self.entries.len() {
-            if self.entries[i].0.eq_ignore_ascii_case(key) {
-                let (_, v) = self.entries.remove(i);
+        while i < entries.len() {
+            if entries[i].0.eq_ignore_ascii_case(key) {
+                let (_, v) = entries.remove(i);
                 first.get_or_insert(v);
             } else {
                 i += 1;
@@ -155,19 +218,34 @@ impl Metadata {
 
     /// All entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &MetadataValue)> {
-        self.entries.iter().map(|(k, v)| (k.as_ref(), v))
+        self.slice().iter().map(|(k, v)| (k.as_ref(), v))
     }
 
     /// Appends every entry of `other`.
     pub fn extend(&mut self, other: Metadata) {
-        self.entries.extend(other.entries);
+        if other.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            *self = other;
+            return;
+        }
+        self.vec_mut().extend(other.into_vec());
+    }
+
+    /// The entries as an owned vector (copied when shared with other clones).
+    fn into_vec(self) -> Vec<Entry> {
+        match self.entries {
+            Entries::Own(v) => v,
+            Entries::Shared(v) => std::sync::Arc::try_unwrap(v).unwrap_or_else(|v| (*v).clone()),
+        }
     }
 }
 
 impl fmt::Debug for Metadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.entries.iter().map(|(k, v)| (k, v)))
+            .entries(self.slice().iter().map(|(k, v)| (k, v)))
             .finish()
     }
 }
@@ -175,10 +253,11 @@ impl fmt::Debug for Metadata {
 impl<K: Into<String>, V: Into<MetadataValue>> FromIterator<(K, V)> for Metadata {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         Metadata {
-            entries: iter
-                .into_iter()
-                .map(|(k, v)| (Cow::Owned(k.into()), v.into()))
-                .collect(),
+            entries: Entries::Own(
+                iter.into_iter()
+                    .map(|(k, v)| (Cow::Owned(k.into()), v.into()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -196,7 +275,7 @@ impl IntoIterator for Metadata {
         fn owned((k, v): (Cow<'static, str>, MetadataValue)) -> OwnedEntry {
             (k.into_owned(), v)
         }
-        self.entries.into_iter().map(owned as fn(_) -> _)
+        self.into_vec().into_iter().map(owned as fn(_) -> _)
     }
 }
 
@@ -291,5 +370,30 @@ mod tests {
         let owned: Vec<(String, MetadataValue)> = md.into_iter().collect();
         assert_eq!(owned[0].0, "user-agent");
         assert_eq!(owned[1].0, "User-Agent");
+    }
+
+    #[test]
+    fn shared_metadata_is_copied_on_write() {
+        let mut md = Metadata::new();
+        md.append_static("user-agent", "a");
+        md.append("x", "1");
+        let shared = md.clone().into_shared();
+        let mut copy = shared.clone();
+        assert_eq!(copy, md, "equal whatever the storage");
+        copy.append("y", "2");
+        copy.insert("x", "3");
+        assert_eq!(shared, md, "a change to a clone leaves the others alone");
+        assert_eq!(copy.get_str("x"), Some("3"));
+        assert_eq!(copy.len(), 3);
+        let mut other = shared.clone();
+        assert!(other.remove("nope").is_none());
+        assert!(other.remove("X").is_some());
+        assert_eq!(shared.len(), 2);
+        let mut ext = Metadata::new();
+        ext.extend(shared.clone());
+        ext.extend(copy.clone());
+        assert_eq!(ext.len(), 5);
+        let owned: Vec<(String, MetadataValue)> = shared.into_iter().collect();
+        assert_eq!(owned.len(), 2);
     }
 }

@@ -71,6 +71,25 @@ pub fn metadata_from(headers: &HeaderMap) -> Result<Metadata, Status> {
     Ok(md)
 }
 
+/// Whether [`metadata_from`] makes exactly `md` of `headers`: the same user headers in the same
+/// order, each a text value whose bytes are `md`'s (a `-bin` header never matches). So a
+/// connection's calls that carry the same metadata can share one copy of it.
+pub(crate) fn metadata_matches(headers: &HeaderMap, md: &Metadata) -> bool {
+    let mut want = md.iter();
+    for (name, value) in headers {
+        let key = name.as_str();
+        if is_reserved_header(key) {
+            continue;
+        }
+        match want.next() {
+            Some((k, MetadataValue::Text(t)))
+                if k == key && t.as_bytes() == value.as_bytes() && !is_bin_key(key) => {}
+            _ => return false,
+        }
+    }
+    want.next().is_none()
+}
+
 /// Header names that arrive on many calls (clients send `user-agent` on every one): their
 /// metadata keys are these static strings instead of a copy per call.
 const WELL_KNOWN: &[&str] = &[
@@ -168,6 +187,41 @@ pub fn status_from(headers: &HeaderMap) -> Option<Status> {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn metadata_matches_only_what_metadata_from_would_make() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/grpc"));
+        h.insert("user-agent", HeaderValue::from_static("ua/1"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let md = metadata_from(&h).unwrap();
+        assert!(metadata_matches(&h, &md));
+        assert!(metadata_matches(&h, &md.clone().into_shared()));
+        // A different value, a missing or an extra header, another order: no match.
+        let mut other = h.clone();
+        other.insert("user-agent", HeaderValue::from_static("ua/2"));
+        assert!(!metadata_matches(&other, &md));
+        let mut fewer = h.clone();
+        fewer.remove("x-a");
+        assert!(!metadata_matches(&fewer, &md));
+        let mut more = h.clone();
+        more.insert("x-b", HeaderValue::from_static("3"));
+        assert!(!metadata_matches(&more, &md));
+        let mut order = HeaderMap::new();
+        order.append("x-a", HeaderValue::from_static("2"));
+        order.append("x-a", HeaderValue::from_static("1"));
+        order.insert("user-agent", HeaderValue::from_static("ua/1"));
+        assert!(!metadata_matches(&order, &md));
+        // Reserved headers do not count; binary metadata never matches.
+        let mut reserved = h.clone();
+        reserved.insert("grpc-timeout", HeaderValue::from_static("1S"));
+        assert!(metadata_matches(&reserved, &md));
+        let mut bin = HeaderMap::new();
+        bin.insert("x-d-bin", HeaderValue::from_static("AAE"));
+        assert!(!metadata_matches(&bin, &metadata_from(&bin).unwrap()));
+        assert!(metadata_matches(&HeaderMap::new(), &Metadata::new()));
+    }
 
     #[test]
     fn metadata_round_trips_with_binary_and_reserved_keys_dropped() {

@@ -26,7 +26,9 @@ use crate::codec::{
 };
 use crate::compression::{AcceptedEncodings, Compression, MessageCompression, ACCEPT_ENCODING};
 use crate::config::{GrpcServerConfig, CALM_CLOSE_TIMEOUT};
-use crate::headers::{append_metadata, append_status, metadata_from, status_trailer};
+use crate::headers::{
+    append_metadata, append_status, metadata_from, metadata_matches, status_trailer,
+};
 use crate::ledger::{Gate, Ledger, STREAM_COST};
 use crate::lock;
 use crate::stream::{
@@ -360,6 +362,7 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
         activity: activity.clone(),
         outbox: Outbox::new(),
         ledger,
+        metadata: std::cell::RefCell::new(MetadataCache::default()),
     };
     let _close = CloseOutbox(conn_ctx.outbox.clone());
     let mut draining = false;
@@ -446,6 +449,62 @@ struct ConnCtx {
     outbox: Arc<Outbox>,
     /// What the connection holds, charged to the server's budget.
     ledger: Arc<Ledger>,
+    /// The request metadata calls of this connection share (see [`MetadataCache`]).
+    metadata: std::cell::RefCell<MetadataCache>,
+}
+
+/// The metadata of a recent request of a connection, shared (`Metadata::into_shared`) with
+/// every later request whose user headers are the same: most clients send the same few
+/// headers (`user-agent`) on every call of a connection, and those calls then get their
+/// metadata as a reference count instead of a vector and a string per header. Only text
+/// metadata of at most [`SHARED_METADATA_MAX`] bytes is kept (held for the connection's life,
+/// outside the per-stream charges); after [`RESHARE_AFTER`] requests in a row that differ
+/// from it, the next one that qualifies replaces it (so calls that each carry a different
+/// value, a request id, pay for that replacement once per that many calls).
+#[derive(Default)]
+struct MetadataCache {
+    shared: Option<Metadata>,
+    misses: u32,
+}
+
+/// The most bytes (keys and values) of metadata a connection keeps to share (see
+/// [`MetadataCache`]).
+const SHARED_METADATA_MAX: usize = 1024;
+
+/// Requests in a row whose metadata differs from the shared one before it is replaced (see
+/// [`MetadataCache`]).
+const RESHARE_AFTER: u32 = 16;
+
+impl ConnCtx {
+    /// The user metadata of a request's `headers` (shared with earlier requests of the
+    /// connection when it is the same, see [`MetadataCache`]).
+    fn metadata(&self, headers: &HeaderMap) -> Result<Metadata, Status> {
+        let mut cache = self.metadata.borrow_mut();
+        let cache = &mut *cache;
+        if let Some(md) = &cache.shared {
+            if metadata_matches(headers, md) {
+                cache.misses = 0;
+                return Ok(md.clone());
+            }
+        }
+        let md = metadata_from(headers)?;
+        if md.is_empty() {
+            return Ok(md);
+        }
+        if cache.shared.is_some() && cache.misses < RESHARE_AFTER {
+            cache.misses += 1;
+            return Ok(md);
+        }
+        let text = md.iter().all(|(_, v)| v.as_str().is_some());
+        let size: usize = md.iter().map(|(k, v)| k.len() + v.as_bytes().len()).sum();
+        if !text || size > SHARED_METADATA_MAX {
+            return Ok(md);
+        }
+        let md = md.into_shared();
+        cache.shared = Some(md.clone());
+        cache.misses = 0;
+        Ok(md)
+    }
 }
 
 /// Closes the connection's outbox when its task ends (streams then flush themselves).
@@ -556,7 +615,7 @@ impl ConnCtx {
                 return false;
             }
         };
-        let metadata = match metadata_from(h) {
+        let metadata = match self.metadata(h) {
             Ok(m) => m,
             Err(s) => {
                 trailers_only(respond, ct, &s);
