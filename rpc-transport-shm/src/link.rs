@@ -85,32 +85,91 @@ pub(crate) const ANNOUNCE_DELAY: std::time::Duration = std::time::Duration::from
 
 /// A reader's spin before it parks on an empty ring, adapted between [`MIN_SPIN`] and
 /// [`MAX_SPIN`] to whether spinning has been catching frames (both data planes use it).
-pub(crate) struct Spin(std::time::Duration);
+pub(crate) struct Spin {
+    len: std::time::Duration,
+    /// When the last spin that missed began (see [`Spin::woke`]).
+    missed_at: Option<std::time::Instant>,
+}
 
 impl Spin {
     /// A spin of four times the shortest.
     pub(crate) fn new() -> Spin {
-        Spin(MIN_SPIN * 4)
+        Spin {
+            len: MIN_SPIN * 4,
+            missed_at: None,
+        }
     }
 
     /// Yields until `ready` holds (true) or the spin's time is up (false); the next spin is
-    /// twice as long after a catch and half as long after a miss.
+    /// twice as long after a catch and half as long after a miss (but see [`Spin::woke`]).
     pub(crate) async fn wait<E>(
         &mut self,
         mut ready: impl FnMut() -> Result<bool, E>,
     ) -> Result<bool, E> {
-        let until = std::time::Instant::now() + self.0;
+        let start = std::time::Instant::now();
+        let until = start + self.len;
         loop {
             tokio::task::yield_now().await;
             if ready()? {
-                self.0 = (self.0 * 2).min(MAX_SPIN);
+                self.len = (self.len * 2).min(MAX_SPIN);
+                self.missed_at = None;
                 return Ok(true);
             }
             if std::time::Instant::now() >= until {
-                self.0 = (self.0 / 2).max(MIN_SPIN);
+                self.len = (self.len / 2).max(MIN_SPIN);
+                self.missed_at = Some(start);
                 return Ok(false);
             }
         }
+    }
+
+    /// The reader woke from parking after a missed spin. When the frame came within
+    /// [`MAX_SPIN`] of the spin's start, a longer spin would have caught it without the
+    /// peer's wake-up: the next spin is twice that wait. Without this, a ping-pong whose round
+    /// trip includes the peer's own wake-up (tens of µs on a VM) never catches a frame, so both
+    /// sides shrink their spin to the minimum and pay two wake-ups per round trip for good;
+    /// with it, both spin through the round trip and it costs no wake-up at all. An idle
+    /// session's frames come later than that and keep the spin short.
+    pub(crate) fn woke(&mut self) {
+        if let Some(start) = self.missed_at.take() {
+            self.waited(start.elapsed());
+        }
+    }
+
+    /// A frame came `waited` after the start of a spin that missed it.
+    fn waited(&mut self, waited: std::time::Duration) {
+        if waited <= MAX_SPIN {
+            self.len = (waited * 2).clamp(MIN_SPIN, MAX_SPIN);
+        }
+    }
+}
+
+#[cfg(test)]
+mod spin_tests {
+    use super::{Spin, MAX_SPIN, MIN_SPIN};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_spin_grows_on_catches_and_on_frames_it_just_missed_and_shrinks_when_idle() {
+        let mut spin = Spin::new();
+        assert!(spin.wait(|| Ok::<_, ()>(true)).await.unwrap());
+        assert_eq!(spin.len, MIN_SPIN * 8, "a catch doubles it");
+        assert!(!spin.wait(|| Ok::<_, ()>(false)).await.unwrap());
+        assert_eq!(spin.len, MIN_SPIN * 4, "a miss halves it");
+        assert!(spin.missed_at.is_some());
+        // The frame came 30 µs into the spin: next time spin through that.
+        spin.waited(Duration::from_micros(30));
+        assert_eq!(spin.len, Duration::from_micros(60));
+        spin.waited(Duration::from_micros(150));
+        assert_eq!(spin.len, MAX_SPIN, "never beyond the bound");
+        // An idle peer's frame, long after: the spin stays short.
+        spin.len = MIN_SPIN;
+        spin.waited(Duration::from_millis(5));
+        assert_eq!(spin.len, MIN_SPIN);
+        // `woke` without a miss before it changes nothing.
+        spin.missed_at = None;
+        spin.woke();
+        assert_eq!(spin.len, MIN_SPIN);
     }
 }
 
@@ -1091,6 +1150,7 @@ impl Reader {
                 () = self.link.announce_later() => {}
             }
             self.consumer.unpark();
+            spin.woke();
         }
     }
 

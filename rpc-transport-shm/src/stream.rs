@@ -1013,6 +1013,7 @@ impl Pump {
                 }
             };
             self.consumer.unpark();
+            spin.woke();
             // The peer may have popped our ring (room for a waiting writer or a dirty block)
             // or asked for blocks back.
             stalled = false;
