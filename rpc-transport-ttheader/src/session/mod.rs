@@ -313,7 +313,7 @@ impl<S: FrameSink> Session<S> {
     }
 
     /// Server shutdown: refuses new streams; resolves once the open ones ended — or, when
-    /// the session lingers ([`Session::linger_on_drain`]), once the connection is gone.
+    /// the session lingers (the server set it for a Unix socket), once the connection is gone.
     pub async fn drain(&self) {
         let linger = self.linger.load(Ordering::Acquire);
         self.life
