@@ -68,6 +68,26 @@ fn data(id: i32, text: &str, n: i64) -> StreamFrame {
     StreamFrame::data(id, "Chat", StreamProtocol::Thrift, body)
 }
 
+/// An unframed TTHeader unary Thrift call of `ThTest.Echo`, as a Kitex client writes it.
+fn thrift_echo_call(seq: i32, text: &str) -> BytesMut {
+    let mut payload = BytesMut::new();
+    MessageHeader {
+        name: "Echo".into(),
+        kind: MessageType::Call,
+        seq_id: seq,
+    }
+    .encode(&mut payload)
+    .unwrap();
+    payload
+        .extend_from_slice(&encode_to_bytes::<ThriftCodec, TMsg>(&msg(text, seq.into())).unwrap());
+    let mut p = Packet::new(0, seq, ProtocolId::ThriftBinary);
+    p.headers.push_str(str_key::IDL_SERVICE_NAME, "ThTest");
+    p.payload = payload.freeze();
+    let mut wire = BytesMut::new();
+    p.encode(&mut wire).unwrap();
+    wire
+}
+
 fn open(id: i32) -> StreamFrame {
     StreamFrame::client_header(id, "Chat", StreamProtocol::Thrift, "ThTest", [], None)
 }
@@ -225,21 +245,10 @@ async fn a_unary_payload_we_cannot_read_is_answered_and_the_connection_survives(
     );
 
     // Same connection, a proper call.
-    let mut payload = BytesMut::new();
-    MessageHeader {
-        name: "Echo".into(),
-        kind: MessageType::Call,
-        seq_id: 10,
-    }
-    .encode(&mut payload)
-    .unwrap();
-    payload.extend_from_slice(&encode_to_bytes::<ThriftCodec, TMsg>(&msg("ok", 10)).unwrap());
-    let mut p = Packet::new(0, 10, ProtocolId::ThriftBinary);
-    p.headers.push_str(str_key::IDL_SERVICE_NAME, "ThTest");
-    p.payload = payload.freeze();
-    let mut wire = BytesMut::new();
-    p.encode(&mut wire).unwrap();
-    peer.sock.write_all(&wire).await.unwrap();
+    peer.sock
+        .write_all(&thrift_echo_call(10, "ok"))
+        .await
+        .unwrap();
     let reply = peer.packet().await;
     let (mh, _) = MessageHeader::decode(&reply.payload).unwrap();
     assert_eq!((mh.kind, mh.seq_id), (MessageType::Reply, 10));
@@ -478,21 +487,10 @@ async fn kitex_protobuf_calls_are_served_in_their_own_form() {
     assert_eq!((head.0, head.1), (MessageType::Exception, 7));
 
     // The same connection still serves Thrift.
-    let mut payload = BytesMut::new();
-    MessageHeader {
-        name: "Echo".into(),
-        kind: MessageType::Call,
-        seq_id: 8,
-    }
-    .encode(&mut payload)
-    .unwrap();
-    payload.extend_from_slice(&encode_to_bytes::<ThriftCodec, TMsg>(&msg("th", 8)).unwrap());
-    let mut p = Packet::new(0, 8, ProtocolId::ThriftBinary);
-    p.headers.push_str(str_key::IDL_SERVICE_NAME, "ThTest");
-    p.payload = payload.freeze();
-    let mut wire = BytesMut::new();
-    p.encode(&mut wire).unwrap();
-    peer.sock.write_all(&wire).await.unwrap();
+    peer.sock
+        .write_all(&thrift_echo_call(8, "th"))
+        .await
+        .unwrap();
     let reply = peer.packet().await;
     assert_eq!(reply.protocol, ProtocolId::ThriftBinary);
     let (mh, _) = MessageHeader::decode(&reply.payload).unwrap();
