@@ -83,6 +83,12 @@ pub(crate) const MAX_SPIN: std::time::Duration = std::time::Duration::from_micro
 /// waiting flag) and is woken at once.
 pub(crate) const ANNOUNCE_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// A spin reads the clock on every this many turns, not on each: a turn (`yield_now` and one
+/// look at the ring) costs a few hundred ns on a one-worker runtime, and the clock read was
+/// 9% of a 16-stream 4 KiB shm profile. Four turns overshoot a spin's end by at most about a
+/// microsecond on an otherwise idle worker.
+const CLOCK_EVERY: u32 = 4;
+
 /// A reader's spin before it parks on an empty ring, adapted between [`MIN_SPIN`] and
 /// [`MAX_SPIN`] to whether spinning has been catching frames (both data planes use it).
 pub(crate) struct Spin {
@@ -108,6 +114,7 @@ impl Spin {
     ) -> Result<bool, E> {
         let start = std::time::Instant::now();
         let until = start + self.len;
+        let mut turn = 0u32;
         loop {
             tokio::task::yield_now().await;
             if ready()? {
@@ -115,7 +122,8 @@ impl Spin {
                 self.missed_at = None;
                 return Ok(true);
             }
-            if std::time::Instant::now() >= until {
+            turn = turn.wrapping_add(1);
+            if turn % CLOCK_EVERY == 0 && std::time::Instant::now() >= until {
                 self.len = (self.len / 2).max(MIN_SPIN);
                 self.missed_at = Some(start);
                 return Ok(false);
