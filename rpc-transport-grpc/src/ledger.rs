@@ -34,7 +34,7 @@
 //! The protocol logic ([`FrameScan`], [`Ledger`]'s bookkeeping) is synchronous and tested on
 //! bytes; the socket wrapper only moves bytes through it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -275,6 +275,75 @@ struct Inner {
     book: Book,
 }
 
+/// Streams not accepted yet, by id, in order. A client opens streams in increasing order, so
+/// an entry is almost always added at the back and the accepted one is at the front. Unlike a
+/// `BTreeMap` (which allocates a node each time it goes from empty to one entry: once per
+/// call for a connection with a call or two in flight), it keeps its capacity, up to
+/// [`PendingStreams::KEEP`] entries once emptied: at most 1.5 KiB held for the connection's
+/// life outside the per-stream charges, as the server's metadata cache is (a part of the
+/// per-connection term of the memory bound).
+#[derive(Debug, Default)]
+struct PendingStreams(VecDeque<(u32, Pending)>);
+
+impl PendingStreams {
+    /// Entries of capacity kept once the queue is empty (24 bytes each): enough for 64 calls
+    /// opened in one read without growing again.
+    const KEEP: usize = 64;
+
+    fn find(&self, id: u32) -> Result<usize, usize> {
+        // The usual case first: the newest stream, at the back.
+        match self.0.back() {
+            Some((last, _)) if *last < id => Err(self.0.len()),
+            Some((last, _)) if *last == id => Ok(self.0.len() - 1),
+            _ => self.0.binary_search_by_key(&id, |(k, _)| *k),
+        }
+    }
+
+    /// The entry of `id`, added (empty) if it has none.
+    fn entry(&mut self, id: u32) -> &mut Pending {
+        let at = match self.find(id) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (id, Pending::default()));
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    fn get_mut(&mut self, id: u32) -> Option<&mut Pending> {
+        let at = self.find(id).ok()?;
+        Some(&mut self.0[at].1)
+    }
+
+    fn remove(&mut self, id: u32) -> Option<Pending> {
+        let at = self.find(id).ok()?;
+        let p = self.0.remove(at).map(|(_, p)| p);
+        self.emptied();
+        p
+    }
+
+    /// Removes the entries below `id`; returns what they charged.
+    fn remove_below(&mut self, id: u32) -> usize {
+        let mut gone = 0;
+        while let Some((first, p)) = self.0.front() {
+            if *first >= id {
+                break;
+            }
+            gone += p.total();
+            self.0.pop_front();
+        }
+        self.emptied();
+        gone
+    }
+
+    fn emptied(&mut self) {
+        if self.0.is_empty() && self.0.capacity() > Self::KEEP {
+            self.0.shrink_to(Self::KEEP);
+        }
+    }
+}
+
 /// The charges, apart from the scans that feed them.
 #[derive(Debug, Default)]
 struct Book {
@@ -284,7 +353,7 @@ struct Book {
     streams: HashMap<u32, Entry>,
     /// Streams not accepted yet, opened by a HEADERS frame read or with DATA read (h2
     /// queues them for `accept`, or refuses them).
-    pending: BTreeMap<u32, Pending>,
+    pending: PendingStreams,
     /// The highest stream a HEADERS frame opened: a HEADERS frame on a stream at or below
     /// it is trailers (or a protocol error h2 answers), not a new stream.
     headed: u32,
@@ -399,12 +468,12 @@ impl Ledger {
                         i.headed = stream;
                         if stream > i.accepted {
                             let head = STREAM_COST + len;
-                            i.pending.entry(stream).or_default().head += head;
+                            i.pending.entry(stream).head += head;
                             self.charge(i, head);
                         }
                     }
                     CONTINUATION if stream != 0 && stream == i.headed => {
-                        if let Some(p) = i.pending.get_mut(&stream) {
+                        if let Some(p) = i.pending.get_mut(stream) {
                             p.head += len;
                             self.charge(i, len);
                         }
@@ -423,7 +492,7 @@ impl Ledger {
             }
             e.held_in += n;
         } else if stream > i.accepted {
-            i.pending.entry(stream).or_default().data += n;
+            i.pending.entry(stream).data += n;
         } else {
             return;
         }
@@ -482,7 +551,7 @@ impl Ledger {
 
     /// A stream was reset (either way): h2 drops what it held of it.
     fn reset(&self, i: &mut Book, stream: u32) {
-        if let Some(p) = i.pending.remove(&stream) {
+        if let Some(p) = i.pending.remove(stream) {
             self.release(i, p.total());
         }
         if let Some(e) = i.streams.get_mut(&stream) {
@@ -514,7 +583,7 @@ impl Ledger {
         let mut g = lock(&self.inner);
         let i = &mut g.book;
         self.settle_below(i, stream);
-        let Pending { data, head } = i.pending.remove(&stream).unwrap_or_default();
+        let Pending { data, head } = i.pending.remove(stream).unwrap_or_default();
         i.streams.insert(
             stream,
             Entry {
@@ -532,20 +601,14 @@ impl Ledger {
         let mut g = lock(&self.inner);
         let i = &mut g.book;
         self.settle_below(i, stream);
-        if let Some(p) = i.pending.remove(&stream) {
+        if let Some(p) = i.pending.remove(stream) {
             self.release(i, p.total());
         }
     }
 
     fn settle_below(&self, i: &mut Book, stream: u32) {
         i.accepted = i.accepted.max(stream);
-        let mut gone = 0;
-        while let Some((&id, _)) = i.pending.first_key_value() {
-            if id >= stream {
-                break;
-            }
-            gone += i.pending.remove(&id).map_or(0, |p| p.total());
-        }
+        let gone = i.pending.remove_below(stream);
         self.release(i, gone);
     }
 

@@ -871,8 +871,14 @@ impl ServerStream {
                 status = e;
             }
         }
-        let mut trailers = HeaderMap::with_capacity(2 + trailer.len());
-        if status.is_ok() && status.message().is_empty() && status.details().is_empty() {
+        // Room for exactly what goes in (h2 takes the map, so none is reused): `grpc-status`,
+        // `grpc-message` and `grpc-status-details-bin` when there is one, and the metadata.
+        let plain_ok = status.is_ok() && status.message().is_empty() && status.details().is_empty();
+        let status_entries = 1
+            + usize::from(!status.message().is_empty())
+            + usize::from(!status.details().is_empty());
+        let mut trailers = HeaderMap::with_capacity(status_entries + trailer.len());
+        if plain_ok {
             // The usual end, without formatting the code or parsing header names.
             trailers.insert(hdr::grpc_status(), hdr::status_ok());
         } else {

@@ -19,7 +19,8 @@
 //!
 //! With `ALLOC_TRACE=N` set, the first N counted allocations after each row's warm-up are
 //! grouped by their call stack (frames of this workspace only) and printed, most frequent
-//! first: where the remaining allocations come from.
+//! first: where the remaining allocations come from. With `ALLOC_TRACE_DEPS=1` too, the stacks
+//! keep the dependencies' frames (h2, http, tokio): whose allocation it is.
 
 // The one place of the workspace with `unsafe`: a `GlobalAlloc` must be an `unsafe impl`.
 #![allow(unsafe_code)]
@@ -46,6 +47,8 @@ static REALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 /// Allocations still to record call stacks for (`ALLOC_TRACE`).
 static TRACE_LEFT: AtomicUsize = AtomicUsize::new(0);
+/// Whether call stacks keep the dependencies' frames too (`ALLOC_TRACE_DEPS`).
+static TRACE_DEPS: AtomicBool = AtomicBool::new(false);
 /// Whether counting is on (after the warm-up).
 static COUNTING: AtomicBool = AtomicBool::new(false);
 
@@ -81,12 +84,24 @@ fn record(size: usize) {
     }
     IN_TRACE.with(|t| t.set(true));
     let bt = std::backtrace::Backtrace::force_capture().to_string();
-    // Keep the frames of our own crates: they say which line allocated.
+    // Keep the frames of our own crates: they say which line allocated (with
+    // `ALLOC_TRACE_DEPS` set, those of the dependencies too, so h2's own show).
+    let deps = TRACE_DEPS.load(Ordering::Relaxed);
     let key: Vec<&str> = bt
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("at ./") && !l.contains("allocs.rs"))
-        .take(4)
+        .filter_map(|l| {
+            if l.starts_with("at ./") && !l.contains("allocs.rs") {
+                Some(l)
+            } else if deps && l.starts_with("at /") && l.contains("/registry/src/") {
+                l.rfind("/src/index.crates.io-")
+                    .and_then(|i| l[i..].find('/').map(|j| &l[i + j..]))
+                    .or(Some(l))
+            } else {
+                None
+            }
+        })
+        .take(if deps { 8 } else { 4 })
         .collect();
     let key = format!("{size:>6} B  {}", key.join("\n           "));
     *TRACES
@@ -271,6 +286,10 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
 
+    TRACE_DEPS.store(
+        std::env::var_os("ALLOC_TRACE_DEPS").is_some(),
+        Ordering::Relaxed,
+    );
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .on_thread_start(|| SERVER_THREAD.with(|c| c.set(true)))

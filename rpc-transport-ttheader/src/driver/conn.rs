@@ -154,7 +154,7 @@ async fn run_reader<C: Connection>(
         let paused = pause_while(
             conn.budget().map(|b| &**b),
             [life.reader(), &conn.write_queue().progress],
-            || conn.must_pause(rb.charged()) || rb.must_wait(conn.frame_len(&rb.buf), within),
+            || conn.must_pause(rb.held()) || rb.must_wait(conn.frame_len(&rb.buf), within),
             || life.lost().is_some(),
         )
         .await;

@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rpc_core::limits::ServerLimits;
 use rpc_core::Status;
 use tokio::io::AsyncReadExt;
@@ -32,6 +32,12 @@ const MIN_SPARE: usize = 1024;
 ///   exactly that frame when complete and a peer that stops half-way holds at most twice
 ///   what it sent. Growing past the connection's reserve takes room from the budget first
 ///   ([`ReadBuffer::grow`]); without room the reader waits.
+///
+/// Messages are cut from the buffer as slices. A server copies a small message out of it
+/// when the message is kept past the reader's batch (see `session::copies`), so the chunk is
+/// normally free again when the batch ends; an allocation the reader lets go of while a slice
+/// of it is still alive (a handler kept part of a message: a raw-bytes codec, a `Bytes`
+/// field) stays charged, as pinned, until it is freed ([`ReadBuffer::held`]).
 pub(crate) struct ReadBuffer {
     pub(crate) buf: BytesMut,
     /// The capacity of the allocation `buf` reads into, charged.
@@ -39,6 +45,36 @@ pub(crate) struct ReadBuffer {
     /// The end of that allocation (to notice a decoder that reallocated it).
     end: usize,
     chunk: usize,
+    /// Whether the allocation was made for a frame larger than [`MAX_CHUNK`] (its own
+    /// buffer, whose message is kept as a slice of it).
+    large_frame: bool,
+    /// Allocations let go of while still shared.
+    pinned: std::sync::Mutex<Pinned>,
+}
+
+/// Allocations a reader let go of while slices of them were alive elsewhere: each is kept
+/// (a handle on it, which holds no more than they do) and charged with the capacity it was
+/// charged for until the handle is the last one left.
+struct Pinned {
+    chunks: Vec<(Bytes, usize)>,
+    charge: RxCharge,
+}
+
+impl Pinned {
+    /// Lets go of the allocations no one else holds any more; returns the bytes still pinned.
+    fn settle(&mut self) -> usize {
+        if self.chunks.is_empty() {
+            return 0;
+        }
+        self.chunks.retain(|(b, _)| !b.is_unique());
+        let n = self.chunks.iter().map(|(_, n)| n).sum();
+        self.charge.set(n);
+        if self.chunks.is_empty() {
+            // Rare: no spare capacity kept for the next time.
+            self.chunks = Vec::new();
+        }
+        n
+    }
 }
 
 /// Whether a read buffer can grow now.
@@ -58,9 +94,14 @@ impl ReadBuffer {
     ) -> ReadBuffer {
         let mut rb = ReadBuffer {
             buf: prefix,
-            charge: RxCharge::new(budget),
+            charge: RxCharge::new(budget.clone()),
             end: 0,
             chunk: MIN_CHUNK,
+            large_frame: false,
+            pinned: std::sync::Mutex::new(Pinned {
+                chunks: Vec::new(),
+                charge: RxCharge::new(budget),
+            }),
         };
         rb.sync();
         rb
@@ -73,6 +114,41 @@ impl ReadBuffer {
     /// Bytes charged (the buffer's allocation).
     pub(crate) fn charged(&self) -> usize {
         self.charge.get()
+    }
+
+    /// Bytes held: the buffer's allocation and the allocations let go of that slices still
+    /// pin (those freed meanwhile are released first).
+    pub(crate) fn held(&self) -> usize {
+        // (Only the reader's task uses the buffer: the lock is never contended; a `Mutex`
+        // because the reader's pause condition borrows the buffer across an `await`.)
+        let pinned = match self.pinned.try_lock() {
+            Ok(mut p) => p.settle(),
+            Err(_) => 0,
+        };
+        self.charged() + pinned
+    }
+
+    /// Lets go of the buffer's allocation (`charged`: the bytes it was charged for): returns
+    /// its bytes, moved to the front of an allocation of `cap` bytes (at least their length),
+    /// the same one if no one else holds it; else a read chunk stays charged while it is
+    /// pinned ([`Pinned`]). A large frame's own buffer is not: its message is kept as a slice
+    /// of it on purpose and charged by whoever holds it (`session::held_for`).
+    fn let_go(&mut self, cap: usize, charged: usize) -> Vec<u8> {
+        let old = std::mem::take(&mut self.buf).freeze();
+        if charged == 0 || self.large_frame || old.is_unique() {
+            // (`Vec` takes a unique allocation back whole: no copy, no allocation.)
+            let mut v = Vec::from(old);
+            v.reserve_exact(cap.saturating_sub(v.len()));
+            return v;
+        }
+        let mut v = Vec::with_capacity(cap.max(old.len()));
+        v.extend_from_slice(&old);
+        let p = self.pinned.get_mut().unwrap_or_else(|e| e.into_inner());
+        p.settle();
+        p.chunks.push((old, charged));
+        let total = p.charge.get() + charged;
+        p.charge.set(total);
+        v
     }
 
     /// After a decoder ran: if it moved the buffer to a new allocation, charge that one.
@@ -88,10 +164,15 @@ impl ReadBuffer {
     pub(crate) fn after_parse(&mut self) {
         self.sync();
         if self.buf.is_empty() && self.charged() > self.chunk {
+            drop(self.let_go(0, self.charged()));
             self.buf = BytesMut::new();
             self.end = Self::end_of(&self.buf);
             self.charge.set(0);
         }
+        self.pinned
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .settle();
     }
 
     /// After a read of `n` bytes into `spare` bytes of room: the next chunk's size.
@@ -145,6 +226,8 @@ impl ReadBuffer {
             return Room::Ready;
         };
         let len = self.buf.len();
+        let old_charge = self.charged();
+        let large_frame = matches!(frame_len, Some(total) if total > MAX_CHUNK);
         let mut cap = want;
         // What the new allocation adds to the charge (the old one is let go).
         if let Some(budget) = self.charge.budget() {
@@ -172,13 +255,13 @@ impl ReadBuffer {
             // Grown in place where the allocator can (a large buffer is remapped, not copied,
             // and leaves no freed block behind): the bytes move to the front of their own
             // allocation (a copy only if it is shared), which then grows to exactly `cap`.
-            let mut v = Vec::from(std::mem::take(&mut self.buf));
-            v.reserve_exact(cap - v.len());
+            let v = self.let_go(cap, old_charge);
             // (`Bytes` adopts the vector, `BytesMut` takes it back whole: no copy.)
             self.buf = BytesMut::from(bytes::Bytes::from(v));
             self.charge.set(self.buf.capacity());
         }
         self.end = Self::end_of(&self.buf);
+        self.large_frame = large_frame;
         Room::Ready
     }
 
@@ -497,6 +580,37 @@ mod tests {
             rb.after_read(10, MAX_CHUNK);
         }
         assert_eq!(rb.chunk, MIN_CHUNK);
+    }
+
+    #[test]
+    fn a_read_chunk_a_slice_still_pins_stays_charged_until_freed() {
+        let budget = ByteBudget::new(1 << 30);
+        let mut rb = ReadBuffer::new(BytesMut::new(), Some(budget.clone()));
+        assert_eq!(rb.grow(None, |_| true), Room::Ready);
+        let chunk = rb.charged();
+        assert_eq!(chunk, MIN_CHUNK);
+        // Two small frames arrive; a handler keeps a slice of the first one.
+        rb.buf.extend_from_slice(&[1u8; 200]);
+        let first = rb.buf.split_to(100).freeze();
+        let kept = first.slice(10..20);
+        drop(first);
+        drop(rb.buf.split_to(100));
+        rb.after_parse();
+        assert_eq!(rb.held(), chunk, "the chunk, still the buffer's");
+        // The next read needs room: the chunk cannot be reused, a new one is made, and the
+        // old one stays charged while the slice pins it.
+        rb.buf.reserve(0);
+        let spare = rb.buf.capacity() - rb.buf.len();
+        rb.buf.extend_from_slice(&vec![0u8; spare]);
+        drop(rb.buf.split_to(spare));
+        assert_eq!(rb.grow(None, |_| true), Room::Ready);
+        assert_eq!(rb.held(), rb.charged() + chunk, "pinned: charged");
+        assert_eq!(budget.used(), rb.held());
+        drop(kept);
+        assert_eq!(rb.held(), rb.charged(), "freed: released");
+        assert_eq!(budget.used(), rb.charged());
+        drop(rb);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

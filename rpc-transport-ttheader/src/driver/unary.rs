@@ -41,7 +41,7 @@ use crate::proto::{
     encode_error_proto, ApplicationException, BizStatus, Headers, MessageHeaderRef, MessageType,
     Packet, PayloadForm, PlainDecoder, PlainFraming, ProtocolId,
 };
-use crate::session::{append_packet, held_for, keep, Counted, Limits, Stats};
+use crate::session::{append_packet, copies, held_for, keep, Counted, Limits, Stats};
 use rpc_core::limits::STREAM_STATE_BYTES;
 
 /// How a unary message sits in the TTHeader payload.
@@ -953,9 +953,12 @@ impl UnaryServerConn {
             return Ok(());
         }
         let deadline = deadline_of(headers);
-        // Kept until the handler takes it: out of the read chunk unless its frame had a
-        // buffer of its own (`keep`), charged with its overhead, and the call's state with it.
-        let body = keep(payload.slice(msg.body_at..), frame_len);
+        // Kept until the handler takes it, charged with its overhead, and the call's state
+        // with it. Handed over as a slice of the read chunk: a handler that completes in its
+        // inline first poll decodes it from there; one that did not take it gets it copied
+        // out of the chunk after that poll (`keep`), unless its frame had a buffer of its own.
+        let body = payload.slice(msg.body_at..);
+        let copy_after = copies(body.len(), frame_len);
         // Already routed: `dispatch_route` does not need the names again (no allocation).
         // Fields set in place: each builder call would move the whole struct.
         let mut incoming = IncomingStream::new(String::new(), String::new());
@@ -988,7 +991,17 @@ impl UnaryServerConn {
             }),
             _counted: Counted::new(&self.stats, |s| &s.streams),
         });
-        self.server.dispatch_route(route, incoming, raw);
+        if !copy_after {
+            self.server.dispatch_route(route, incoming, raw);
+            return Ok(());
+        }
+        self.server.dispatch_route(route, incoming, raw.clone());
+        // The handler's first poll is over: a request it did not take leaves the read chunk
+        // now (a slice would pin the chunk while it waits to be taken).
+        let mut st = lock(&raw.st);
+        if let Some(request) = st.request.as_mut() {
+            *request = keep(std::mem::take(request), frame_len);
+        }
         Ok(())
     }
 

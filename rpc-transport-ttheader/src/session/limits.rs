@@ -166,12 +166,23 @@ pub(crate) const MAX_CHUNK: usize = 64 * 1024;
 /// ([`MAX_CHUNK`]) and the rest of that frame is small (at most 1/64 of the payload). What a
 /// kept payload may hold is thus at most [`held_for`] of its length.
 pub(crate) fn keep(payload: Bytes, frame_len: usize) -> Bytes {
-    let head = frame_len.saturating_sub(payload.len());
-    if frame_len > MAX_CHUNK && head.saturating_mul(64) <= payload.len() {
-        payload
-    } else {
+    if copies(payload.len(), frame_len) {
         Bytes::copy_from_slice(&payload)
+    } else {
+        payload
     }
+}
+
+/// Whether [`keep`] copies a payload of `len` bytes cut from a frame of `frame_len` bytes
+/// (it came in a shared read chunk). A server hands such a payload to a handler it polls
+/// inline uncopied, and keeps (copies) it only if the handler did not take it during that
+/// poll: a pingpong request is decoded straight out of the read chunk (one allocation per
+/// call fewer), and what stays queued holds only its own bytes. A chunk a handler still
+/// pins past the reader's batch (it kept a slice: a raw-bytes codec, a `Bytes` field) is
+/// charged by the reader until it is freed (`driver::reader::ReadBuffer`).
+pub(crate) fn copies(len: usize, frame_len: usize) -> bool {
+    let head = frame_len.saturating_sub(len);
+    !(frame_len > MAX_CHUNK && head.saturating_mul(64) <= len)
 }
 
 /// What a payload of `len` bytes, kept with [`keep`], is charged: its bytes, the frame head a

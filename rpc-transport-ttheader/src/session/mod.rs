@@ -144,7 +144,7 @@ mod stream;
 mod tests;
 
 use limits::RecvBytes;
-pub(crate) use limits::{held_for, keep, Counted, MAX_CHUNK};
+pub(crate) use limits::{copies, held_for, keep, Counted, MAX_CHUNK};
 pub use limits::{
     Limits, Stats, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_CONN_RECV_BUFFER, DEFAULT_CONN_RESERVE,
     DEFAULT_STREAM_RECV_BUFFER, DEFAULT_WRITE_BUFFER,
@@ -400,7 +400,7 @@ impl<S: FrameSink> Session<S> {
                 if p.kind == FrameKind::Data {
                     decoded = true;
                     let frame = buf.split_to(p.len).freeze();
-                    self.on_data(p.stream_id, self.kept(frame.slice(p.payload_at..), p.len));
+                    self.on_data_read(p.stream_id, frame.slice(p.payload_at..), p.len);
                     continue;
                 }
                 if self.unwanted(&p) {
@@ -439,6 +439,31 @@ impl<S: FrameSink> Session<S> {
             Some(_) => keep(payload, frame_len),
             None => payload,
         }
+    }
+
+    /// A Data frame's payload cut from the reader's buffer (`frame_len` bytes on the wire),
+    /// as [`Session::on_data`]. A server hands a message it would copy ([`copies`]) to a
+    /// stream whose handler is about to be polled inline as a slice of the read chunk, and
+    /// copies it ([`keep`]) only if it is still queued after that poll: a pingpong request
+    /// is decoded straight out of the chunk.
+    fn on_data_read(&self, stream_id: i32, payload: Bytes, frame_len: usize) {
+        let Some(s) = self.stream(stream_id) else {
+            return;
+        };
+        if self.budget.is_none() || !copies(payload.len(), frame_len) {
+            s.on_data(payload);
+        } else if !self.any_pending.load(Ordering::Acquire) {
+            // No handler runs here now: kept at once.
+            s.on_data(keep(payload, frame_len));
+            return;
+        } else {
+            let at = (payload.as_ptr(), payload.len());
+            s.on_data(payload);
+            self.dispatch_pending();
+            s.keep_queued(at, frame_len);
+            return;
+        }
+        self.dispatch_pending();
     }
 
     /// Whether the session would ignore plain frame `p` once parsed: it is for a stream the

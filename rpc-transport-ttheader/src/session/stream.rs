@@ -22,7 +22,7 @@ use rpc_core::transport::{ClientEvent, ClientStreamRaw, Finish, ServerStreamRaw}
 use rpc_core::{CancelKind, Cancellation, Code, Error, Metadata, Status};
 use tokio::sync::Notify;
 
-use super::limits::{held_for, Counted, Limits, RecvBytes, Stats};
+use super::limits::{held_for, keep, Counted, Limits, RecvBytes, Stats};
 use super::sink::{FrameSink, SinkError};
 use crate::common::lock;
 use crate::mapping::{
@@ -282,6 +282,21 @@ impl<H: Host> Stream<H> {
         let mut st = self.lock();
         let event = st.sm.recv_data(payload);
         self.apply(st, event, None);
+    }
+
+    /// After the handler's inline poll: the message the reader queued uncopied (`at`: its
+    /// address and length), if still queued (the last one), is kept as [`keep`] keeps it
+    /// (copied out of the read chunk). Its charge is the same either way.
+    pub(crate) fn keep_queued(&self, at: (*const u8, usize), frame_len: usize) {
+        let mut st = self.lock();
+        let rx = &mut st.rx;
+        let last = match rx.rest.back_mut() {
+            Some(m) => Some(m),
+            None => rx.first.as_mut(),
+        };
+        if let Some(m) = last.filter(|m| (m.as_ptr(), m.len()) == at) {
+            *m = keep(std::mem::take(m), frame_len);
+        }
     }
 
     fn apply(
