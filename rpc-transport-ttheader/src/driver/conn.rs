@@ -18,6 +18,13 @@ use crate::common::{pause_while, Lifecycle};
 use crate::proto::Packet;
 use crate::session::Limits;
 
+/// How often a reader paused while it counts pinned read chunks (see
+/// `ReadBuffer::has_pinned`) looks again whether they were freed: a handler that handed a
+/// slice of a request to another task frees it without a signal the pause waits on. 10 ms
+/// costs nothing measurable while paused and bounds how long a freed chunk keeps the
+/// connection waiting.
+const PINNED_RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// A connection driven by [`start`]'s two tasks.
 pub(crate) trait Connection: Send + Sync + 'static {
     /// The queue the writer task drains.
@@ -151,13 +158,22 @@ async fn run_reader<C: Connection>(
         // connection's `must_pause` says why), or while its buffer must grow and the budget
         // has no room for it.
         let within = |n: usize| conn.within_reserve(n);
-        let paused = pause_while(
+        let recheck = rb.has_pinned();
+        let pause = pause_while(
             conn.budget().map(|b| &**b),
             [life.reader(), &conn.write_queue().progress],
             || conn.must_pause(rb.held()) || rb.must_wait(conn.frame_len(&rb.buf), within),
             || life.lost().is_some(),
-        )
-        .await;
+        );
+        let paused = if recheck {
+            // A pinned chunk is freed by whoever drops the last slice of it, which signals
+            // nothing: a pause that counts one looks again now and then.
+            tokio::time::timeout(PINNED_RECHECK, pause)
+                .await
+                .unwrap_or(true)
+        } else {
+            pause.await
+        };
         if paused {
             clock.after_pause(rb.buf.len());
             // Parse what is buffered before reading more.

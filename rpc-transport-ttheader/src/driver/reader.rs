@@ -128,6 +128,14 @@ impl ReadBuffer {
         self.charged() + pinned
     }
 
+    /// Whether allocations the reader let go of are still pinned (charged until freed).
+    pub(crate) fn has_pinned(&self) -> bool {
+        match self.pinned.try_lock() {
+            Ok(p) => !p.chunks.is_empty(),
+            Err(_) => false,
+        }
+    }
+
     /// Lets go of the buffer's allocation (`charged`: the bytes it was charged for): returns
     /// its bytes, moved to the front of an allocation of `cap` bytes (at least their length),
     /// the same one if no one else holds it; else a read chunk stays charged while it is
