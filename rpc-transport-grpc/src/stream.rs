@@ -756,6 +756,7 @@ pub(crate) struct Batched<'a, F> {
     inner: F,
     yielded: bool,
     outbox: Option<&'a Outbox>,
+    hold: Option<&'a crate::server::WriteHold>,
 }
 
 impl<'a, F> Batched<'a, F> {
@@ -764,7 +765,15 @@ impl<'a, F> Batched<'a, F> {
             inner,
             yielded: false,
             outbox,
+            hold: None,
         }
+    }
+
+    /// Holds the connection's writes while polling (see `server::WriteHold`): what h2 writes
+    /// in one poll goes out with one syscall, on a second poll made when anything was held.
+    pub(crate) fn holding(mut self, hold: &'a crate::server::WriteHold) -> Self {
+        self.hold = Some(hold);
+        self
     }
 }
 
@@ -785,7 +794,16 @@ impl<F: Future + Unpin> Future for Batched<'_, F> {
         if let Some(o) = this.outbox {
             o.flush();
         }
-        Pin::new(&mut this.inner).poll(cx)
+        let Some(hold) = this.hold else {
+            return Pin::new(&mut this.inner).poll(cx);
+        };
+        hold.hold();
+        let r = Pin::new(&mut this.inner).poll(cx);
+        if hold.release() && r.is_pending() {
+            // Writes what the first poll held (ready: whatever a request that arrived since).
+            return Pin::new(&mut this.inner).poll(cx);
+        }
+        r
     }
 }
 
