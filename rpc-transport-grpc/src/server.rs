@@ -134,7 +134,8 @@ impl Protocol for GrpcProtocol {
 struct Rewind<T> {
     prefix: Bytes,
     io: T,
-    /// Bytes h2 wrote while writes were held, not yet written to `io` (from `wpos`).
+    /// Bytes h2 wrote while writes were held, not yet written to `io` (from `wpos`);
+    /// allocated while it holds any.
     wbuf: Vec<u8>,
     wpos: usize,
     hold: Arc<WriteHold>,
@@ -186,6 +187,10 @@ impl WriteHold {
 /// is written out first. Four of h2's largest default frames: one syscall per 64 KiB.
 const WRITE_HOLD_MAX: usize = 64 * 1024;
 
+/// What a hold first allocates (doubling up to [`WRITE_HOLD_MAX`] when a round writes more):
+/// a round of a few small replies does not take the whole bound.
+const WRITE_HOLD_FIRST: usize = 16 * 1024;
+
 impl<T: AsyncRead + AsyncWrite + Unpin> Rewind<T> {
     /// Copies `bufs` into the held bytes when writes are held and they fit (after writing
     /// out what was held, when they do not fit behind it); `None` when they were not taken.
@@ -208,7 +213,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Rewind<T> {
             }
         }
         if self.wbuf.capacity() == 0 {
-            self.wbuf.reserve(WRITE_HOLD_MAX);
+            self.wbuf.reserve(total.max(WRITE_HOLD_FIRST));
         }
         for b in bufs {
             self.wbuf.extend_from_slice(b);
@@ -233,7 +238,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Rewind<T> {
                 });
             self.wpos += n;
         }
-        self.wbuf.clear();
+        // Freed once written: an idle connection holds no write buffer of its own.
+        self.wbuf = Vec::new();
         self.wpos = 0;
         Poll::Ready(Ok(()))
     }
