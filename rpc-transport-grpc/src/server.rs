@@ -184,12 +184,13 @@ impl WriteHold {
 }
 
 /// The most bytes a connection gathers while its writes are held (see [`WriteHold`]); more
-/// is written out first. Four of h2's largest default frames: one syscall per 64 KiB.
-const WRITE_HOLD_MAX: usize = 64 * 1024;
+/// is written out first: one syscall per 32 KiB. What the buffer holds beyond its DATA
+/// (charged to the budget until written) counts in the crate docs' per-connection F.
+const WRITE_HOLD_MAX: usize = 32 * 1024;
 
 /// What a hold first allocates (doubling up to [`WRITE_HOLD_MAX`] when a round writes more):
 /// a round of a few small replies does not take the whole bound.
-const WRITE_HOLD_FIRST: usize = 16 * 1024;
+const WRITE_HOLD_FIRST: usize = 8 * 1024;
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Rewind<T> {
     /// Copies `bufs` into the held bytes when writes are held and they fit (after writing
@@ -212,8 +213,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Rewind<T> {
                 other => return Some(other.map_ok(|()| 0)),
             }
         }
-        if self.wbuf.capacity() == 0 {
-            self.wbuf.reserve(total.max(WRITE_HOLD_FIRST));
+        let need = self.wbuf.len() + total;
+        if need > self.wbuf.capacity() {
+            // Doubling from WRITE_HOLD_FIRST, never past WRITE_HOLD_MAX.
+            let size = need
+                .max(WRITE_HOLD_FIRST)
+                .next_power_of_two()
+                .min(WRITE_HOLD_MAX);
+            self.wbuf.reserve_exact(size - self.wbuf.len());
         }
         for b in bufs {
             self.wbuf.extend_from_slice(b);
@@ -1292,6 +1299,7 @@ mod tests {
         hold.hold();
         write_then_flush(&mut io, &chunks).await;
         assert!(io.wbuf.len() <= WRITE_HOLD_MAX);
+        assert!(io.wbuf.capacity() <= WRITE_HOLD_MAX);
         let total = 40 * 4000;
         assert!(
             io.io.writes >= total / WRITE_HOLD_MAX,
