@@ -33,7 +33,7 @@ use crate::ledger::{Gate, Ledger, STREAM_COST};
 use crate::lock;
 use crate::stream::{
     append, encode, flush, poll_capacity, send_data, status_from_h2, Charge, Coalesce, DataOut,
-    Fanout, Flush, Outbox, Received, Receiver,
+    Fanout, Flush, Outbox, Received, Receiver, WriteHold,
 };
 
 /// Requests taken off a connection before they are handled as one batch (see `serve_conn`):
@@ -153,35 +153,6 @@ struct Rewind<T> {
 /// Bytes of a flooding client's input thrown away per poll (see [`Rewind`]): one turn's
 /// worth, then the task yields.
 const DISCARD_CHUNK: usize = 8 * 1024;
-
-/// Whether the connection's writes are held back (see [`Rewind`]): set by the connection
-/// task (`stream::Batched`) while it polls h2, so that the frames h2 writes in one poll are
-/// gathered, up to [`WRITE_HOLD_MAX`] bytes, and written with one syscall when the task
-/// polls h2 once more without holding (h2's flush at the end of that poll writes them).
-#[derive(Default)]
-pub(crate) struct WriteHold {
-    holding: std::sync::atomic::AtomicBool,
-    /// Something was held at a flush: h2 must be polled again to write it.
-    deferred: std::sync::atomic::AtomicBool,
-}
-
-impl WriteHold {
-    /// Writes are held from now until [`WriteHold::release`].
-    pub(crate) fn hold(&self) {
-        self.holding.store(true, Ordering::Relaxed);
-    }
-
-    /// Writes are no longer held; true when some were held at a flush (the caller polls h2
-    /// again, which writes them).
-    pub(crate) fn release(&self) -> bool {
-        self.holding.store(false, Ordering::Relaxed);
-        self.deferred.swap(false, Ordering::Relaxed)
-    }
-
-    fn holding(&self) -> bool {
-        self.holding.load(Ordering::Relaxed)
-    }
-}
 
 /// The most bytes a connection gathers while its writes are held (see [`WriteHold`]); more
 /// is written out first: one syscall per 32 KiB. What the buffer holds beyond its DATA
@@ -397,7 +368,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         if this.wpos < this.wbuf.len() {
             if this.hold.holding() {
                 // Written when the connection task polls h2 again, not holding.
-                this.hold.deferred.store(true, Ordering::Relaxed);
+                this.hold.defer();
                 return Poll::Ready(Ok(()));
             }
             std::task::ready!(this.poll_drain(cx))?;
