@@ -94,7 +94,9 @@
 //! > RSS over baseline ≤ budget + F × connections, F = 96 KiB
 //!
 //! F is what a connection costs outside the budget: its h2 state and buffers (an idle
-//! connection measures 24 KiB), its 32 KiB reserve, and h2's write buffer. A message being
+//! connection measures 24 KiB), its 32 KiB reserve, h2's write buffer, and the unused room
+//! of the buffer a round's writes are gathered in (up to 16 KiB of its 32 KiB while the
+//! socket does not take them; the DATA in it stays charged until written). A message being
 //! assembled holds the bytes that arrived up to 64 KiB ([`codec::EAGER_ASSEMBLY`]), then its
 //! whole checked length at once, charged as it is reserved: no doubling through every size
 //! below it, whose freed buffers an allocator would keep resident. RSS also depends on the

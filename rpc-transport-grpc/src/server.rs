@@ -33,7 +33,7 @@ use crate::ledger::{Gate, Ledger, STREAM_COST};
 use crate::lock;
 use crate::stream::{
     append, encode, flush, poll_capacity, send_data, status_from_h2, Charge, Coalesce, DataOut,
-    Fanout, Flush, Outbox, Received, Receiver,
+    Fanout, Flush, Outbox, Received, Receiver, WriteHold,
 };
 
 /// Requests taken off a connection before they are handled as one batch (see `serve_conn`):
@@ -126,9 +126,19 @@ impl Protocol for GrpcProtocol {
 /// once, so one connection's burst does not keep the worker from the others (tokio's own
 /// budget counts socket reads, 128 per turn, each up to h2's read buffer: up to a megabyte
 /// of tiny frames).
+///
+/// Writes are gathered while the connection task holds them (see [`WriteHold`]): h2 writes
+/// every DATA frame of more than 256 bytes with a syscall of its own (it flushes before
+/// buffering the next frame), so a round that hands it the coalesced messages of 16 streams
+/// cost a `writev` (and a TCP segment) per stream; held, the round's frames go out together.
 struct Rewind<T> {
     prefix: Bytes,
     io: T,
+    /// Bytes h2 wrote while writes were held, not yet written to `io` (from `wpos`);
+    /// allocated while it holds any.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    hold: Arc<WriteHold>,
     ledger: Arc<Ledger>,
     gate: Gate,
     calm: CalmGuard,
@@ -143,6 +153,75 @@ struct Rewind<T> {
 /// Bytes of a flooding client's input thrown away per poll (see [`Rewind`]): one turn's
 /// worth, then the task yields.
 const DISCARD_CHUNK: usize = 8 * 1024;
+
+/// The most bytes a connection gathers while its writes are held (see [`WriteHold`]); more
+/// is written out first: one syscall per 32 KiB. What the buffer holds beyond its DATA
+/// (charged to the budget until written) counts in the crate docs' per-connection F.
+const WRITE_HOLD_MAX: usize = 32 * 1024;
+
+/// What a hold first allocates (doubling up to [`WRITE_HOLD_MAX`] when a round writes more):
+/// a round of a few small replies does not take the whole bound.
+const WRITE_HOLD_FIRST: usize = 8 * 1024;
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Rewind<T> {
+    /// Copies `bufs` into the held bytes when writes are held and they fit (after writing
+    /// out what was held, when they do not fit behind it); `None` when they were not taken.
+    fn poll_gather(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Option<Poll<io::Result<usize>>> {
+        if !self.hold.holding() {
+            return None;
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total > WRITE_HOLD_MAX {
+            return None;
+        }
+        if self.wbuf.len() + total > WRITE_HOLD_MAX {
+            match self.poll_drain(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return Some(other.map_ok(|()| 0)),
+            }
+        }
+        let need = self.wbuf.len() + total;
+        if need > self.wbuf.capacity() {
+            // Doubling from WRITE_HOLD_FIRST, never past WRITE_HOLD_MAX.
+            let size = need
+                .max(WRITE_HOLD_FIRST)
+                .next_power_of_two()
+                .min(WRITE_HOLD_MAX);
+            self.wbuf.reserve_exact(size - self.wbuf.len());
+        }
+        for b in bufs {
+            self.wbuf.extend_from_slice(b);
+        }
+        Some(Poll::Ready(Ok(total)))
+    }
+
+    /// Writes out the held bytes; `Ready(Ok)` once none is left.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.wpos < self.wbuf.len() {
+            let Poll::Ready(n) = Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..])?
+            else {
+                return self.pending_write(cx);
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let calm = &mut self.calm;
+            self.ledger
+                .on_write_seen(&self.wbuf[self.wpos..self.wpos + n], &mut |f| {
+                    calm.outbound(f)
+                });
+            self.wpos += n;
+        }
+        // Freed once written: an idle connection holds no write buffer of its own.
+        self.wbuf = Vec::new();
+        self.wpos = 0;
+        Poll::Ready(Ok(()))
+    }
+}
 
 impl<T: AsyncRead + Unpin> Rewind<T> {
     /// Reads and drops what a calmed client sends: `Ready` at its end (EOF or error),
@@ -243,6 +322,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if let Some(r) = this.poll_gather(cx, &[io::IoSlice::new(buf)]) {
+            return r;
+        }
+        std::task::ready!(this.poll_drain(cx))?;
         let Poll::Ready(n) = Pin::new(&mut this.io).poll_write(cx, buf)? else {
             return this.pending_write(cx);
         };
@@ -257,6 +340,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if let Some(r) = this.poll_gather(cx, bufs) {
+            return r;
+        }
+        std::task::ready!(this.poll_drain(cx))?;
         let Poll::Ready(n) = Pin::new(&mut this.io).poll_write_vectored(cx, bufs)? else {
             return this.pending_write(cx);
         };
@@ -278,6 +365,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.wpos < this.wbuf.len() {
+            if this.hold.holding() {
+                // Written when the connection task polls h2 again, not holding.
+                this.hold.defer();
+                return Poll::Ready(Ok(()));
+            }
+            std::task::ready!(this.poll_drain(cx))?;
+        }
         match Pin::new(&mut this.io).poll_flush(cx)? {
             Poll::Ready(()) => Poll::Ready(Ok(())),
             Poll::Pending => this.pending_write(cx),
@@ -285,6 +380,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        std::task::ready!(this.poll_drain(cx))?;
         if !this.calm.tripped() {
             return Pin::new(&mut this.io).poll_shutdown(cx);
         }
@@ -319,9 +415,13 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
     let limits = server.limits().clone();
     let ledger = Ledger::new(server.byte_budget().clone());
     let calmed = Arc::new(Notify::new());
+    let hold = Arc::new(WriteHold::default());
     let io = Rewind {
         prefix: prefix.freeze(),
         io,
+        wbuf: Vec::new(),
+        wpos: 0,
+        hold: hold.clone(),
         ledger: ledger.clone(),
         gate: Gate::default(),
         calm: CalmGuard::new(cfg.max_control_frames, cfg.control_window),
@@ -377,7 +477,7 @@ async fn serve_conn(conn: Accepted, cfg: Arc<GrpcServerConfig>) {
     loop {
         tokio::select! {
             biased;
-            next = crate::stream::Batched::new(Box::pin(h2conn.accept()), Some(&*conn_ctx.outbox)) => match next {
+            next = crate::stream::Batched::new(Box::pin(h2conn.accept()), Some(&*conn_ctx.outbox)).holding(&hold) => match next {
                 Some(Ok(first)) => {
                     // Take every request that already arrived before handling any: each
                     // `accept` polls the connection, which flushes what is queued, so
@@ -1072,5 +1172,120 @@ impl ServerStreamRaw for ServerStream {
             Poll::Ready(Err(e)) => Poll::Ready(status_from_h2(&e, "stream")),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+
+    /// A socket that takes every write whole and counts the writes.
+    #[derive(Default)]
+    struct Counting {
+        writes: usize,
+        out: Vec<u8>,
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            self.out.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn rewind(hold: Arc<WriteHold>) -> Rewind<Counting> {
+        Rewind {
+            prefix: Bytes::new(),
+            io: Counting::default(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            hold,
+            ledger: Ledger::new(rpc_core::limits::ByteBudget::new(1 << 20)),
+            gate: Gate::default(),
+            calm: CalmGuard::new(1000, std::time::Duration::from_secs(1)),
+            calmed: Arc::new(Notify::new()),
+            turn: ReadTurn::new(),
+            yield_next: false,
+            shut: false,
+        }
+    }
+
+    async fn write_then_flush(io: &mut Rewind<Counting>, chunks: &[Vec<u8>]) {
+        use tokio::io::AsyncWriteExt;
+        for c in chunks {
+            io.write_all(c).await.expect("write");
+            // h2 flushes after every DATA frame it does not copy.
+            poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx))
+                .await
+                .expect("flush");
+        }
+    }
+
+    /// While held, what h2 writes and flushes frame by frame is gathered and reaches the
+    /// socket in one write at the first flush after the hold is released, in order; unheld,
+    /// each write goes straight through.
+    #[tokio::test]
+    async fn held_writes_go_out_together_after_the_release() {
+        let hold = Arc::new(WriteHold::default());
+        let mut io = rewind(hold.clone());
+        let chunks: Vec<Vec<u8>> = (0..16u8).map(|i| vec![i; 1000]).collect();
+        hold.hold();
+        write_then_flush(&mut io, &chunks).await;
+        assert_eq!(io.io.writes, 0, "nothing written while held");
+        assert!(hold.release(), "the held bytes ask for another poll");
+        assert!(!hold.release(), "asked once");
+        poll_fn(|cx| Pin::new(&mut io).poll_flush(cx))
+            .await
+            .expect("flush");
+        assert_eq!(io.io.writes, 1, "one write for the held frames");
+        assert_eq!(io.io.out, chunks.concat());
+
+        write_then_flush(&mut io, &chunks[..2]).await;
+        assert_eq!(io.io.writes, 3, "not held: each write goes through");
+    }
+
+    /// A hold never gathers more than [`WRITE_HOLD_MAX`]: what does not fit behind the held
+    /// bytes writes them out first, and nothing is lost or reordered.
+    #[tokio::test]
+    async fn a_hold_gathers_at_most_its_bound() {
+        let hold = Arc::new(WriteHold::default());
+        let mut io = rewind(hold.clone());
+        let chunks: Vec<Vec<u8>> = (0..40u32).map(|i| vec![i as u8; 4000]).collect();
+        hold.hold();
+        write_then_flush(&mut io, &chunks).await;
+        assert!(io.wbuf.len() <= WRITE_HOLD_MAX);
+        assert!(io.wbuf.capacity() <= WRITE_HOLD_MAX);
+        let total = 40 * 4000;
+        assert!(
+            io.io.writes >= total / WRITE_HOLD_MAX,
+            "{} writes while held",
+            io.io.writes
+        );
+        hold.release();
+        use tokio::io::AsyncWriteExt;
+        io.shutdown().await.expect("shutdown writes what is held");
+        assert_eq!(io.io.out, chunks.concat());
     }
 }

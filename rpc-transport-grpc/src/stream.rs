@@ -746,6 +746,41 @@ impl Receiver {
     }
 }
 
+/// Whether a server connection's writes are held back: set by the connection task
+/// ([`Batched`]) while it polls h2, so that the frames h2 writes in one poll are gathered by
+/// the server's socket wrapper (up to its bound) and written with one syscall when the task
+/// polls h2 once more without holding (h2's flush at the end of that poll writes them).
+#[derive(Default)]
+pub(crate) struct WriteHold {
+    holding: AtomicBool,
+    /// Something was held at a flush: h2 must be polled again to write it.
+    deferred: AtomicBool,
+}
+
+impl WriteHold {
+    /// Writes are held from now until [`WriteHold::release`].
+    pub(crate) fn hold(&self) {
+        self.holding.store(true, Ordering::Relaxed);
+    }
+
+    /// Writes are no longer held; true when some were held at a flush (the caller polls h2
+    /// again, which writes them).
+    pub(crate) fn release(&self) -> bool {
+        self.holding.store(false, Ordering::Relaxed);
+        self.deferred.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether writes are held now.
+    pub(crate) fn holding(&self) -> bool {
+        self.holding.load(Ordering::Relaxed)
+    }
+
+    /// A flush found held bytes: the caller of [`WriteHold::release`] polls h2 again.
+    pub(crate) fn defer(&self) {
+        self.deferred.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Polls a future (an h2 connection, or the server's `accept`) one scheduler round after it
 /// was woken: streams of other tasks
 /// that are ready to run queue their frames first, so one poll writes them together (h2
@@ -756,6 +791,7 @@ pub(crate) struct Batched<'a, F> {
     inner: F,
     yielded: bool,
     outbox: Option<&'a Outbox>,
+    hold: Option<&'a WriteHold>,
 }
 
 impl<'a, F> Batched<'a, F> {
@@ -764,7 +800,15 @@ impl<'a, F> Batched<'a, F> {
             inner,
             yielded: false,
             outbox,
+            hold: None,
         }
+    }
+
+    /// Holds the connection's writes while polling (see [`WriteHold`]): what h2 writes
+    /// in one poll goes out with one syscall, on a second poll made when anything was held.
+    pub(crate) fn holding(mut self, hold: &'a WriteHold) -> Self {
+        self.hold = Some(hold);
+        self
     }
 }
 
@@ -785,7 +829,16 @@ impl<F: Future + Unpin> Future for Batched<'_, F> {
         if let Some(o) = this.outbox {
             o.flush();
         }
-        Pin::new(&mut this.inner).poll(cx)
+        let Some(hold) = this.hold else {
+            return Pin::new(&mut this.inner).poll(cx);
+        };
+        hold.hold();
+        let r = Pin::new(&mut this.inner).poll(cx);
+        if hold.release() && r.is_pending() {
+            // Writes what the first poll held (ready: whatever a request that arrived since).
+            return Pin::new(&mut this.inner).poll(cx);
+        }
+        r
     }
 }
 
