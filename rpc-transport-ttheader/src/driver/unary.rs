@@ -89,12 +89,32 @@ fn write_packet(
     body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
 ) -> Result<(), Status> {
     let kitex_pb = packet.protocol == ProtocolId::KitexProtobuf;
+    write_packet_with(
+        buf,
+        |buf| packet.encode_head(0, buf),
+        kitex_pb,
+        framing,
+        msg,
+        max,
+        body,
+    )
+}
+
+/// [`write_packet`] with the TTHeader head written by `head` (a placeholder LENGTH, patched
+/// here); `kitex_pb`: the packet's protocol is Kitex protobuf.
+fn write_packet_with(
+    buf: &mut BytesMut,
+    head: impl FnOnce(&mut BytesMut) -> Result<(), crate::proto::EncodeError>,
+    kitex_pb: bool,
+    framing: Framing,
+    msg: &MessageHeaderRef<'_>,
+    max: usize,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
+) -> Result<(), Status> {
     let framing = if kitex_pb { Framing::Framed } else { framing };
     let mut framed_at = 0;
     append_packet(buf, max, |buf| {
-        packet
-            .encode_head(0, buf)
-            .map_err(|e| Status::internal(format!("encode header: {e}")))?;
+        head(buf).map_err(|e| Status::internal(format!("encode header: {e}")))?;
         framed_at = buf.len();
         if framing == Framing::Framed {
             buf.put_u32(0);
@@ -156,6 +176,19 @@ fn write_plain(
 }
 
 // ------------------------------------------------------------------------------------ client
+
+/// `n` in decimal ASCII, written at the end of `buf` (20 bytes hold every `u64`).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
 
 /// A client connection for unary calls.
 pub(crate) struct UnaryConn {
@@ -535,24 +568,36 @@ impl ClientStreamRaw for UnaryClient {
         }
         let conn = &self.conn;
         let seq = next_id(&conn.next_seq);
-        let mut packet = Packet::new(
-            if conn.mode == ConnectionMode::Multiplexed {
-                FLAGS_MUX
-            } else {
-                0
-            },
-            seq,
-            ProtocolId::ThriftBinary,
-        );
-        packet
-            .headers
-            .push_str(str_key::IDL_SERVICE_NAME, self.service);
-        extend_kvs(&mut packet.headers.str_kvs, &self.metadata);
-        if let Some(t) = self.timeout {
-            packet
-                .headers
-                .push_int(int_key::RPC_TIMEOUT, timeout_ms(t).to_string());
-        }
+        let flags = if conn.mode == ConnectionMode::Multiplexed {
+            FLAGS_MUX
+        } else {
+            0
+        };
+        // The head is laid out straight from the call (no `Packet` built per call): the
+        // service name, then the call's metadata, in one string KV block; the timeout as an
+        // int KV, its decimal digits formatted on the stack.
+        let mut headers = Headers::default();
+        extend_kvs(&mut headers.str_kvs, &self.metadata);
+        let service: [(&str, &[u8]); 1] = [(str_key::IDL_SERVICE_NAME, self.service.as_bytes())];
+        let mut digits = [0u8; 20];
+        let timeout = self.timeout.map(|t| decimal(timeout_ms(t), &mut digits));
+        let timeout: [(u16, &[u8]); 1] = [(int_key::RPC_TIMEOUT, timeout.unwrap_or_default())];
+        let ints = if self.timeout.is_some() {
+            &timeout[..]
+        } else {
+            &[]
+        };
+        let head = |buf: &mut BytesMut| {
+            crate::proto::header::encode_head_with(
+                flags,
+                seq,
+                ProtocolId::ThriftBinary,
+                &service,
+                &headers,
+                ints,
+                buf,
+            )
+        };
         let header = MessageHeaderRef {
             name: self.ctx_method,
             kind: MessageType::Call,
@@ -569,7 +614,9 @@ impl ClientStreamRaw for UnaryClient {
         let max = conn.limits.max_frame_size;
         if conn.redial.get().is_none() {
             let written = conn.write.append(|buf| {
-                write_packet(buf, &packet, conn.framing, &header, max, |b| msg.encode(b))
+                write_packet_with(buf, head, false, conn.framing, &header, max, |b| {
+                    msg.encode(b)
+                })
             });
             return match written {
                 Ok(Ok(())) => {
@@ -590,7 +637,7 @@ impl ClientStreamRaw for UnaryClient {
         // The request may have to be sent again (see `Call::send_again`): encoded on its own
         // and kept.
         let mut own = BytesMut::new();
-        if let Err(e) = write_packet(&mut own, &packet, conn.framing, &header, max, |b| {
+        if let Err(e) = write_packet_with(&mut own, head, false, conn.framing, &header, max, |b| {
             msg.encode(b)
         }) {
             lock(&conn.pending).remove(&seq);
@@ -1418,5 +1465,29 @@ impl Drop for UnaryServer {
         // it is still charged.
         let request = std::mem::take(&mut lock(&self.st).request_charge);
         self.conn.release(STREAM_STATE_BYTES + request);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimal_writes_every_u64_as_to_string_does() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            1500,
+            4_294_967_296,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut buf = [0u8; 20];
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
     }
 }

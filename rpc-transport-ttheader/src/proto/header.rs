@@ -330,6 +330,7 @@ impl Packet {
             seq_id: self.seq_id,
             protocol: self.protocol.as_u8(),
             headers: &self.headers,
+            extra_str_kvs: &[],
             extra_int_kvs: &[],
             skip_int_keys: &[],
         };
@@ -344,6 +345,31 @@ impl Packet {
         self.encode_head(0, dst)?;
         Ok(PacketStart { start })
     }
+}
+
+/// Appends the head of a packet (with a placeholder LENGTH, as [`Packet::encode_begin`])
+/// whose string KVs are `extra_str` followed by those of `headers`, and whose int KVs are
+/// `extra_int` followed by those of `headers`: byte for byte what [`Packet::encode_head`]
+/// writes for a packet holding those entries in that order, without building it.
+pub(crate) fn encode_head_with(
+    flags: u16,
+    seq_id: i32,
+    protocol: ProtocolId,
+    extra_str: &[(&str, &[u8])],
+    headers: &Headers,
+    extra_int: &[(u16, &[u8])],
+    dst: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    HeadRef {
+        flags,
+        seq_id,
+        protocol: protocol.as_u8(),
+        headers,
+        extra_str_kvs: extra_str,
+        extra_int_kvs: extra_int,
+        skip_int_keys: &[],
+    }
+    .encode(0, dst)
 }
 
 /// The largest frame a decoder reserves room for as soon as its length is known. A larger
@@ -574,6 +600,8 @@ pub(crate) struct HeadRef<'a> {
     pub(crate) seq_id: i32,
     pub(crate) protocol: u8,
     pub(crate) headers: &'a Headers,
+    /// String KVs written before `headers.str_kvs` (in one block with them).
+    pub(crate) extra_str_kvs: &'a [(&'a str, &'a [u8])],
     /// Int KVs written before `headers.int_kvs`.
     pub(crate) extra_int_kvs: &'a [(u16, &'a [u8])],
     /// Keys of `headers.int_kvs` not written (they are carried by `extra_int_kvs`).
@@ -581,6 +609,11 @@ pub(crate) struct HeadRef<'a> {
 }
 
 impl HeadRef<'_> {
+    /// String KVs written: the extra ones, then those of `headers`.
+    fn str_count(&self) -> usize {
+        self.extra_str_kvs.len() + self.headers.str_kvs.len()
+    }
+
     fn int_kvs(&self) -> impl Iterator<Item = (u16, &[u8])> + '_ {
         self.extra_int_kvs.iter().copied().chain(
             self.headers
@@ -605,14 +638,18 @@ impl HeadRef<'_> {
             n += 1 + str16(Field::AclToken, acl.len())?;
         }
         let strs = &self.headers.str_kvs;
-        if !strs.is_empty() {
-            if strs.len() > MAX_STR16 {
+        let str_count = self.str_count();
+        if str_count > 0 {
+            if str_count > MAX_STR16 {
                 return Err(EncodeError::TooManyEntries {
                     field: Field::StrKvCount,
-                    count: strs.len(),
+                    count: str_count,
                 });
             }
             n += 3;
+            for (k, v) in self.extra_str_kvs {
+                n += str16(Field::StrKey, k.len())? + str16(Field::StrValue, v.len())?;
+            }
             n += strs
                 .encoded_len()
                 .map_err(|(key, len)| EncodeError::Str16TooLong {
@@ -672,9 +709,14 @@ impl HeadRef<'_> {
             w.put_u8(keys::INFO_ACL_TOKEN);
             put_str16(&mut w, acl);
         }
-        if !self.headers.str_kvs.is_empty() {
+        let str_count = self.str_count();
+        if str_count > 0 {
             w.put_u8(keys::INFO_STR_KVS);
-            w.put_u16(self.headers.str_kvs.len() as u16);
+            w.put_u16(str_count as u16);
+            for (k, v) in self.extra_str_kvs {
+                put_str16(&mut w, k.as_bytes());
+                put_str16(&mut w, v);
+            }
             self.headers.str_kvs.encode(&mut w);
         }
         let count = self.int_kvs().count();
@@ -732,6 +774,65 @@ mod tests {
         let mut b = BytesMut::new();
         p.encode(&mut b).unwrap();
         b
+    }
+
+    /// The head a client writes without building a `Packet` is the head of the packet holding
+    /// the same entries, byte for byte: with and without string and int KVs, text and binary
+    /// values, an ACL token, and the padding each length gives.
+    #[test]
+    fn encode_head_with_matches_a_packet_holding_the_same_entries() {
+        let extras: [&[(&str, &[u8])]; 3] = [
+            &[],
+            &[("idl_service_name", b"Svc")],
+            &[("idl_service_name", b"TestService"), ("k", b"\xff\x00")],
+        ];
+        let ints: [&[(u16, &[u8])]; 3] = [&[], &[(int_key::RPC_TIMEOUT, b"1500")], &[(9, b"Echo")]];
+        for extra_str in extras {
+            for extra_int in ints {
+                for metadata in [0, 1, 3] {
+                    for acl in [false, true] {
+                        let mut headers = Headers::default();
+                        for i in 0..metadata {
+                            headers.push_str(format!("key{i}"), "v".repeat(i));
+                        }
+                        headers.acl_token = acl.then(|| Bytes::from_static(b"tok"));
+                        let mut p = Packet::new(keys::FLAGS_MUX, 9, ProtocolId::ThriftBinary);
+                        for (k, v) in extra_str {
+                            p.headers
+                                .str_kvs
+                                .push_bytes(k.to_string(), Bytes::copy_from_slice(v));
+                        }
+                        for (k, v) in headers.str_kvs.iter_raw() {
+                            p.headers
+                                .str_kvs
+                                .push(k.to_string(), std::str::from_utf8(v).unwrap().to_string());
+                        }
+                        p.headers.acl_token = headers.acl_token.clone();
+                        for (k, v) in extra_int {
+                            p.headers.push_int(*k, Bytes::copy_from_slice(v));
+                        }
+                        let mut want = BytesMut::new();
+                        p.encode_head(0, &mut want).unwrap();
+                        let mut got = BytesMut::from(&b"prev"[..]);
+                        encode_head_with(
+                            keys::FLAGS_MUX,
+                            9,
+                            ProtocolId::ThriftBinary,
+                            extra_str,
+                            &headers,
+                            extra_int,
+                            &mut got,
+                        )
+                        .unwrap();
+                        assert_eq!(
+                            &got[4..],
+                            &want[..],
+                            "{extra_str:?} {extra_int:?} {metadata} {acl}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
