@@ -394,26 +394,36 @@ impl Client {
             &self.inner.observers,
         );
         let deadline = ctx.deadline();
-        let open: BoxFuture<'static, Result<OpenStream, Status>> = match &self.inner.open {
-            None => {
-                let stream = self.inner.transport.open(&ctx);
-                Box::pin(async move {
-                    Ok(OpenStream {
-                        ctx,
-                        stream: stream.await?,
-                    })
-                })
-            }
-            Some(svc) => Box::pin(svc.clone().oneshot(ctx)),
+        // Without call layers, a transport that can open the stream at once does (no future).
+        let now = match &self.inner.open {
+            None => self.inner.transport.open_now(&ctx),
+            Some(_) => None,
         };
-        // The deadline covers the whole call, opening (connecting) included.
-        let open = match deadline {
-            None => open.await,
-            Some(d) => tokio::time::timeout_at(d, open).await.unwrap_or_else(|_| {
-                Err(Status::deadline_exceeded(
-                    "deadline exceeded while opening the stream",
-                ))
-            }),
+        let open = match now {
+            Some(stream) => stream.map(|stream| OpenStream { ctx, stream }),
+            None => {
+                let open: BoxFuture<'static, Result<OpenStream, Status>> = match &self.inner.open {
+                    None => {
+                        let stream = self.inner.transport.open(&ctx);
+                        Box::pin(async move {
+                            Ok(OpenStream {
+                                ctx,
+                                stream: stream.await?,
+                            })
+                        })
+                    }
+                    Some(svc) => Box::pin(svc.clone().oneshot(ctx)),
+                };
+                // The deadline covers the whole call, opening (connecting) included.
+                match deadline {
+                    None => open.await,
+                    Some(d) => tokio::time::timeout_at(d, open).await.unwrap_or_else(|_| {
+                        Err(Status::deadline_exceeded(
+                            "deadline exceeded while opening the stream",
+                        ))
+                    }),
+                }
+            }
         }
         .inspect_err(|e| observe.end(e))?;
         let deadline = open.ctx.deadline();

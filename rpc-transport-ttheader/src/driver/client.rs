@@ -393,6 +393,19 @@ impl ClientTransport for TtHeaderClient {
         "ttheader"
     }
 
+    fn open_now(&self, ctx: &CallContext) -> Option<Result<Arc<dyn ClientStreamRaw>, Status>> {
+        let method = ctx.method();
+        if method.mode == Mode::Unary
+            && method.payload == PayloadKind::Thrift
+            && self.inner.cfg.mode == ConnectionMode::Multiplexed
+        {
+            // The slot's connection is up: the call opens now.
+            let conn = self.inner.ready_mux_conn(self.inner.slot())?;
+            return Some(Ok(conn.open(ctx)));
+        }
+        None
+    }
+
     fn open(
         &self,
         ctx: &CallContext,
