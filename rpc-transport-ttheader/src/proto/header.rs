@@ -360,6 +360,11 @@ pub(crate) fn encode_head_with(
     extra_int: &[(u16, &[u8])],
     dst: &mut BytesMut,
 ) -> Result<(), EncodeError> {
+    if headers.acl_token.is_none() && headers.str_kvs.is_empty() && headers.int_kvs.is_empty() {
+        if let Some(()) = encode_small_head(flags, seq_id, protocol, extra_str, extra_int, dst) {
+            return Ok(());
+        }
+    }
     HeadRef {
         flags,
         seq_id,
@@ -371,6 +376,68 @@ pub(crate) fn encode_head_with(
     }
     .encode(0, dst)
 }
+
+/// [`encode_head_with`] for a head made of the extra entries only, laid out on the stack and
+/// appended in one copy; `None` (nothing written) when it would not fit [`SMALL_HEAD`] bytes,
+/// which also keeps every length and count far below the wire's u16 limits.
+fn encode_small_head(
+    flags: u16,
+    seq_id: i32,
+    protocol: ProtocolId,
+    extra_str: &[(&str, &[u8])],
+    extra_int: &[(u16, &[u8])],
+    dst: &mut BytesMut,
+) -> Option<()> {
+    let mut unpadded = 2;
+    if !extra_str.is_empty() {
+        unpadded += 3 + extra_str
+            .iter()
+            .map(|(k, v)| 4 + k.len() + v.len())
+            .sum::<usize>();
+    }
+    if !extra_int.is_empty() {
+        unpadded += 3 + extra_int.iter().map(|(_, v)| 4 + v.len()).sum::<usize>();
+    }
+    let padded = unpadded.div_ceil(4) * 4;
+    let total = FIXED_LEN + padded;
+    if total > SMALL_HEAD || extra_str.len() > SMALL_HEAD || extra_int.len() > SMALL_HEAD {
+        return None;
+    }
+    let mut head = [0u8; SMALL_HEAD];
+    let mut w: &mut [u8] = &mut head[..];
+    // LENGTH of the head alone (as `Packet::encode_head` with no payload): the caller patches
+    // it once the payload is written.
+    w.put_u32((total - 4) as u32);
+    w.put_u16(keys::MAGIC);
+    w.put_u16(flags);
+    w.put_i32(seq_id);
+    // Exact: `padded` < SMALL_HEAD, and so are the lengths and counts below.
+    w.put_u16((padded / 4) as u16);
+    w.put_u8(protocol.as_u8());
+    w.put_u8(0);
+    if !extra_str.is_empty() {
+        w.put_u8(keys::INFO_STR_KVS);
+        w.put_u16(extra_str.len() as u16);
+        for (k, v) in extra_str {
+            put_str16(&mut w, k.as_bytes());
+            put_str16(&mut w, v);
+        }
+    }
+    if !extra_int.is_empty() {
+        w.put_u8(keys::INFO_INT_KVS);
+        w.put_u16(extra_int.len() as u16);
+        for (k, v) in extra_int {
+            w.put_u16(*k);
+            put_str16(&mut w, v);
+        }
+    }
+    // What is left up to `total` is the padding, already zero.
+    dst.extend_from_slice(&head[..total]);
+    Some(())
+}
+
+/// The largest head [`encode_small_head`] lays out on the stack.
+const SMALL_HEAD: usize = 256;
 
 /// The largest frame a decoder reserves room for as soon as its length is known. A larger
 /// frame is not reserved up front (a peer that sends a 16 MiB LENGTH and then a trickle would
@@ -781,10 +848,12 @@ mod tests {
     /// values, an ACL token, and the padding each length gives.
     #[test]
     fn encode_head_with_matches_a_packet_holding_the_same_entries() {
-        let extras: [&[(&str, &[u8])]; 3] = [
+        let extras: [&[(&str, &[u8])]; 4] = [
             &[],
             &[("idl_service_name", b"Svc")],
             &[("idl_service_name", b"TestService"), ("k", b"\xff\x00")],
+            // Past the stack head's size: the general encoder.
+            &[("idl_service_name", &[b'x'; 300])],
         ];
         let ints: [&[(u16, &[u8])]; 3] = [&[], &[(int_key::RPC_TIMEOUT, b"1500")], &[(9, b"Echo")]];
         for extra_str in extras {
