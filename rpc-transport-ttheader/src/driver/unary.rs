@@ -177,6 +177,13 @@ fn write_plain(
 
 // ------------------------------------------------------------------------------------ client
 
+/// The headers of a request without metadata: the call's own entries are written apart.
+static NO_HEADERS: Headers = Headers {
+    acl_token: None,
+    str_kvs: crate::proto::StrKvs::new(),
+    int_kvs: Vec::new(),
+};
+
 /// `n` in decimal ASCII, written at the end of `buf` (20 bytes hold every `u64`).
 fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
@@ -576,8 +583,12 @@ impl ClientStreamRaw for UnaryClient {
         // The head is laid out straight from the call (no `Packet` built per call): the
         // service name, then the call's metadata, in one string KV block; the timeout as an
         // int KV, its decimal digits formatted on the stack.
-        let mut headers = Headers::default();
-        extend_kvs(&mut headers.str_kvs, &self.metadata);
+        let metadata = (!self.metadata.is_empty()).then(|| {
+            let mut headers = Headers::default();
+            extend_kvs(&mut headers.str_kvs, &self.metadata);
+            headers
+        });
+        let headers = metadata.as_ref().unwrap_or(&NO_HEADERS);
         let service: [(&str, &[u8]); 1] = [(str_key::IDL_SERVICE_NAME, self.service.as_bytes())];
         let mut digits = [0u8; 20];
         let timeout = self.timeout.map(|t| decimal(timeout_ms(t), &mut digits));
@@ -593,7 +604,7 @@ impl ClientStreamRaw for UnaryClient {
                 seq,
                 ProtocolId::ThriftBinary,
                 &service,
-                &headers,
+                headers,
                 ints,
                 buf,
             )
