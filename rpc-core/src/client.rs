@@ -429,7 +429,7 @@ impl Client {
         let deadline = open.ctx.deadline();
         let shared = Arc::new(ClientShared {
             raw: open.stream,
-            ctx: Arc::new(open.ctx),
+            ctx: open.ctx,
             middleware: self.inner.middleware.clone(),
             st: Mutex::new(ClientState::default()),
             marks: AtomicU8::new(0),
@@ -636,8 +636,9 @@ struct Timers {
 /// and nowhere else (the transport delivers events once; this remembers them).
 struct ClientShared {
     raw: Arc<dyn ClientStreamRaw>,
-    /// Shared with message middleware (a reference count per message, never a deep clone).
-    ctx: Arc<CallContext>,
+    /// Shared with message middleware through [`ClientCtx`] (a reference count per message,
+    /// never a deep clone, and no allocation of its own).
+    ctx: CallContext,
     middleware: MessageMiddleware,
     st: Mutex<ClientState>,
     /// What of `st` a message's send or receive has to look at ([`EARLY`], [`ENDED`],
@@ -1034,10 +1035,22 @@ impl ClientEnd {
 
 use std::future::Future as _;
 
+/// A client call's context as message middleware hold it: a reference to the call's shared
+/// state (as the server's `SharedCtx`).
+pub(crate) struct ClientCtx(Arc<ClientShared>);
+
+impl std::ops::Deref for ClientCtx {
+    type Target = CallContext;
+
+    fn deref(&self) -> &CallContext {
+        &self.0.ctx
+    }
+}
+
 impl End for ClientEnd {
-    type Ctx = Arc<CallContext>;
-    fn ctx(&self) -> Arc<CallContext> {
-        self.shared.ctx.clone()
+    type Ctx = ClientCtx;
+    fn ctx(&self) -> ClientCtx {
+        ClientCtx(self.shared.clone())
     }
     fn middleware(&self) -> &MessageMiddleware {
         &self.shared.middleware
