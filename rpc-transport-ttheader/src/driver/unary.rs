@@ -203,7 +203,9 @@ pub(crate) struct UnaryConn {
     framing: Framing,
     limits: Limits,
     write: WriteQueue,
-    pending: Mutex<IdMap<i32, Arc<Call>>>,
+    /// The calls sent and not answered, by seqid: not owned (a call the core drops resets
+    /// itself, which takes it out of here).
+    pending: Mutex<IdMap<i32, Weak<UnaryClient>>>,
     next_seq: AtomicI32,
     life: Lifecycle,
     /// The server asked us not to reuse the connection (`crrst`).
@@ -221,7 +223,7 @@ pub(crate) struct UnaryConn {
     stats: Arc<Stats>,
     counted: Counted,
     /// Pooled mode over a Unix socket: the pool, to send again a call the server provably
-    /// did not read (see [`Call::send_again`]).
+    /// did not read (see [`UnaryClient::send_again`]).
     redial: OnceLock<Weak<dyn Redial>>,
 }
 
@@ -270,7 +272,7 @@ impl UnaryConn {
     }
 
     /// Pooled mode over a Unix socket: calls the server provably did not read are sent again
-    /// through `pool` (see [`Call::send_again`] for what is provable).
+    /// through `pool` (see [`UnaryClient::send_again`] for what is provable).
     pub(crate) fn set_redial(&self, pool: Weak<dyn Redial>) {
         if self.mode == ConnectionMode::Pooled {
             let _ = self.redial.set(pool);
@@ -279,8 +281,8 @@ impl UnaryConn {
 
     /// Sends a call's encoded request (`packet`, sequence number `seq`) again on this
     /// connection, reserved for it.
-    fn send_again(&self, seq: i32, packet: &Bytes, call: &Arc<Call>) -> Result<(), Status> {
-        lock(&self.pending).insert(seq, call.clone());
+    fn send_again(&self, seq: i32, packet: &Bytes, call: &Arc<UnaryClient>) -> Result<(), Status> {
+        lock(&self.pending).insert(seq, Arc::downgrade(call));
         self.life.reader().notify_one();
         if self
             .write
@@ -370,19 +372,17 @@ impl UnaryConn {
         let redial = unread
             .then(|| self.redial.get().and_then(Weak::upgrade))
             .flatten();
-        for c in calls {
+        for c in calls.iter().filter_map(Weak::upgrade) {
             if let Some(pool) = &redial {
-                if Call::send_again(&c, pool.clone()) {
+                if UnaryClient::send_again(&c, pool.clone()) {
                     continue;
                 }
             }
-            c.complete(Err(Status::unavailable(format!(
+            c.call.complete(Err(Status::unavailable(format!(
                 "connection lost: {}",
                 status.message()
             ))
-            .with_transport_code(
-                crate::proto::keys::kitex_code::CONNECTION_CLOSED,
-            )));
+            .with_transport_code(crate::proto::keys::kitex_code::CONNECTION_CLOSED)));
         }
         self.life.wake_all();
     }
@@ -391,16 +391,8 @@ impl UnaryConn {
         if packet.headers.get_str(str_key::CONN_RESET).is_some() {
             self.reset_requested.store(true, Ordering::Release);
         }
-        let head = parse_message(&packet.payload)
-            .map_err(|e| Status::internal(format!("malformed reply: {e}")))?;
-        if head.kitex_pb {
-            // This client sends Thrift calls only (protobuf goes over TTHeader Streaming).
-            return Err(Status::internal(
-                "malformed reply: Kitex protobuf to a Thrift call",
-            ));
-        }
-        let (kind, seq_id) = (head.kind, head.seq_id);
-        let body = packet.payload.slice(head.body_at..);
+        let (kind, seq_id, body_at) = parse_reply(&packet.payload)?;
+        let body = packet.payload.slice(body_at..);
         let headers = &packet.headers;
         // Multiplexed control frame: seqid 0, method "none" (graceful shutdown notice).
         if self.mode == ConnectionMode::Multiplexed && seq_id == 0 && kind == MessageType::Reply {
@@ -422,7 +414,9 @@ impl UnaryConn {
                 None => None,
             }
         };
-        let Some(call) = call else {
+        // Upgraded with the pending lock released: the last reference may go here, and the
+        // call's drop takes that lock.
+        let Some(call) = call.and_then(|c| c.upgrade()) else {
             tracing::debug!(seq = seq_id, "reply for no pending call ignored");
             return Ok(());
         };
@@ -440,19 +434,19 @@ impl UnaryConn {
             },
             other => Err(Status::internal(format!("unexpected {other:?} reply"))),
         };
-        call.set_metadata(md);
-        call.complete(outcome);
+        call.call.complete_with(outcome, md);
         Ok(())
     }
 
     pub(crate) fn open(self: &Arc<Self>, ctx: &CallContext) -> Arc<dyn ClientStreamRaw> {
-        Arc::new(UnaryClient {
+        Arc::new_cyclic(|me| UnaryClient {
             conn: self.clone(),
             ctx_method: ctx.method().name,
             service: ctx.method().service,
             metadata: ctx.metadata().clone(),
             timeout: ctx.timeout(),
-            call: Arc::new(Call::default()),
+            call: Call::default(),
+            me: me.clone(),
             _counted: Counted::new(&self.stats, |s| &s.streams),
         })
     }
@@ -468,7 +462,7 @@ struct CallState {
     seq: Option<i32>,
     sent: bool,
     /// The encoded request, kept when the connection can send it again (see
-    /// [`Call::send_again`]), with the call's deadline and the attempts used.
+    /// [`UnaryClient::send_again`]), with the call's deadline and the attempts used.
     request: Option<Bytes>,
     deadline: Option<Instant>,
     again: u8,
@@ -491,10 +485,34 @@ impl Call {
         wake(&mut st.waker);
     }
 
-    fn set_metadata(&self, md: Metadata) {
-        lock(&self.st).metadata = Some(md);
+    /// Completes the call with its reply's outcome and metadata (the metadata is kept even
+    /// when the call already ended: a reset raced with the reply).
+    fn complete_with(&self, outcome: Result<Bytes, Status>, md: Metadata) {
+        let mut st = lock(&self.st);
+        if st.reply.is_none() {
+            st.reply = Some(outcome);
+        }
+        st.metadata = Some(md);
+        wake(&mut st.waker);
     }
+}
 
+/// One unary call as a raw client stream.
+struct UnaryClient {
+    conn: Arc<UnaryConn>,
+    ctx_method: &'static str,
+    service: &'static str,
+    metadata: Metadata,
+    timeout: Option<Duration>,
+    /// The call's state, in the same allocation (the connection's `pending` and a resend's
+    /// task hold a `Weak`).
+    call: Call,
+    /// This call, for the connection's `pending`.
+    me: Weak<UnaryClient>,
+    _counted: Counted,
+}
+
+impl UnaryClient {
     /// Sends the call again on another pooled connection, when the connection it was on
     /// ended and the server provably did not read its request; says whether it did.
     ///
@@ -508,9 +526,9 @@ impl Call {
     /// (`EOF`) proves nothing — a server may have read the request and died — so such a call
     /// fails, as does everything over TCP, where a reset may come from an abortive close or
     /// a middlebox after the request was read.
-    fn send_again(call: &Arc<Call>, pool: Arc<dyn Redial>) -> bool {
+    fn send_again(client: &Arc<UnaryClient>, pool: Arc<dyn Redial>) -> bool {
         let (packet, seq, deadline) = {
-            let mut st = lock(&call.st);
+            let mut st = lock(&client.call.st);
             let (Some(packet), Some(seq)) = (st.request.clone(), st.seq) else {
                 return false;
             };
@@ -523,12 +541,21 @@ impl Call {
             }
             (packet, seq, st.deadline)
         };
-        let call = call.clone();
+        // Not owned by the task: a call the core drops meanwhile resets itself as usual.
+        let client = Arc::downgrade(client);
         tokio::spawn(async move {
-            let conn = match pool.redial(deadline).await {
-                Ok(c) => c,
-                Err(e) => return call.complete(Err(e)),
+            let conn = pool.redial(deadline).await;
+            let Some(client) = client.upgrade() else {
+                if let Ok(conn) = conn {
+                    conn.release();
+                }
+                return;
             };
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => return client.call.complete(Err(e)),
+            };
+            let call = &client.call;
             let sent = {
                 let mut st = lock(&call.st);
                 if st.reply.is_some() {
@@ -539,7 +566,7 @@ impl Call {
                 }
                 st.moved = Some(conn.clone());
                 // Under the call's lock, as `reset` looks for it.
-                conn.send_again(seq, &packet, &call)
+                conn.send_again(seq, &packet, &client)
             };
             if let Err(e) = sent {
                 call.complete(Err(e));
@@ -547,17 +574,6 @@ impl Call {
         });
         true
     }
-}
-
-/// One unary call as a raw client stream.
-struct UnaryClient {
-    conn: Arc<UnaryConn>,
-    ctx_method: &'static str,
-    service: &'static str,
-    metadata: Metadata,
-    timeout: Option<Duration>,
-    call: Arc<Call>,
-    _counted: Counted,
 }
 
 impl ClientStreamRaw for UnaryClient {
@@ -616,7 +632,7 @@ impl ClientStreamRaw for UnaryClient {
         };
         {
             let mut pending = lock(&conn.pending);
-            pending.insert(seq, self.call.clone());
+            pending.insert(seq, self.me.clone());
             if pending.len() == 1 {
                 // The reader may sit in an idle read: its silence clock starts now.
                 conn.life.reader().notify_one();
@@ -645,7 +661,7 @@ impl ClientStreamRaw for UnaryClient {
                 }
             };
         }
-        // The request may have to be sent again (see `Call::send_again`): encoded on its own
+        // The request may have to be sent again (see `UnaryClient::send_again`): encoded on its own
         // and kept.
         let mut own = BytesMut::new();
         if let Err(e) = write_packet_with(&mut own, head, false, conn.framing, &header, max, |b| {
@@ -665,10 +681,14 @@ impl ClientStreamRaw for UnaryClient {
         // The connection was lost before the request reached it: on another one.
         lock(&conn.pending).remove(&seq);
         drop(st);
-        match conn.redial.get().and_then(Weak::upgrade) {
-            Some(pool) if Call::send_again(&self.call, pool.clone()) => Ok(()),
-            _ => Err(conn.life.lost_status()),
+        let (Some(pool), Some(me)) = (conn.redial.get().and_then(Weak::upgrade), self.me.upgrade())
+        else {
+            return Err(conn.life.lost_status());
+        };
+        if UnaryClient::send_again(&me, pool) {
+            return Ok(());
         }
+        Err(conn.life.lost_status())
     }
 
     fn close_send(&self) -> Result<(), Status> {
@@ -1306,6 +1326,24 @@ struct MessageAt<'a> {
     name: &'a str,
     /// Where the Args (or Result) struct starts in the payload.
     body_at: usize,
+}
+
+/// The envelope of a reply to this client: kind, seqid and where the Result struct starts in
+/// the payload. The method name is checked but not kept (replies are matched by seqid).
+fn parse_reply(payload: &[u8]) -> Result<(MessageType, i32, usize), Status> {
+    let malformed = |e: String| Status::internal(format!("malformed reply: {e}"));
+    let (form, message) = PayloadForm::split(payload).map_err(|e| malformed(e.to_string()))?;
+    if form == PayloadForm::KitexProtobuf {
+        // This client sends Thrift calls only (protobuf goes over TTHeader Streaming); the
+        // envelope is still read first, for the same error as a request's.
+        parse_message(payload).map_err(malformed)?;
+        return Err(Status::internal(
+            "malformed reply: Kitex protobuf to a Thrift call",
+        ));
+    }
+    let (kind, seq_id, used) =
+        MessageHeaderRef::decode_unnamed(message).map_err(|e| malformed(e.to_string()))?;
+    Ok((kind, seq_id, payload.len() - message.len() + used))
 }
 
 /// Parses the envelope of a request or a reply: strict Thrift binary, framed or not, or Kitex
