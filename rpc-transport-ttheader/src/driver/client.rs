@@ -409,8 +409,12 @@ impl ClientTransport for TtHeaderClient {
             && method.payload == PayloadKind::Thrift
             && self.inner.cfg.mode == ConnectionMode::Multiplexed
         {
-            // The slot's connection is up: the call opens now.
-            let conn = self.inner.ready_mux_conn(self.inner.slot())?;
+            // The next slot's connection is up: the call opens now, and takes the slot. Else
+            // the slot is left for `open` (which connects it), so a pool's round robin does
+            // not skip the slots still connecting.
+            let next = self.inner.next.load(Ordering::Relaxed);
+            let conn = self.inner.ready_mux_conn(next % self.inner.cfg.pool_size)?;
+            self.inner.next.fetch_add(1, Ordering::Relaxed);
             return Some(Ok(conn.open(ctx)));
         }
         None
