@@ -177,6 +177,18 @@ fn write_plain(
 
 // ------------------------------------------------------------------------------------ client
 
+/// Appends `msg`: into a slice of its length when the codec knows it (its writes are then
+/// plain stores, with no room check per field), else into `buf` as it grows. On an error what
+/// was appended is left for the caller to remove (as `append_packet` does).
+fn encode_body(buf: &mut BytesMut, msg: &mut dyn Encodable) -> Result<(), Status> {
+    let Some(len) = msg.encoded_len() else {
+        return msg.encode(buf);
+    };
+    let at = buf.len();
+    buf.resize(at + len, 0);
+    msg.encode_slice(&mut buf[at..])
+}
+
 /// The headers of a request without metadata: the call's own entries are written apart.
 static NO_HEADERS: Headers = Headers {
     acl_token: None,
@@ -642,7 +654,7 @@ impl ClientStreamRaw for UnaryClient {
         if conn.redial.get().is_none() {
             let written = conn.write.append(|buf| {
                 write_packet_with(buf, head, false, conn.framing, &header, max, |b| {
-                    msg.encode(b)
+                    encode_body(b, msg)
                 })
             });
             return match written {
@@ -665,7 +677,7 @@ impl ClientStreamRaw for UnaryClient {
         // and kept.
         let mut own = BytesMut::new();
         if let Err(e) = write_packet_with(&mut own, head, false, conn.framing, &header, max, |b| {
-            msg.encode(b)
+            encode_body(b, msg)
         }) {
             lock(&conn.pending).remove(&seq);
             return Err(e);
