@@ -36,6 +36,7 @@ use crate::common::{
 use crate::mapping::{
     biz_of, extend_kvs, metadata_of, status_from_biz, status_from_exception, RPC_CODE_KEY,
 };
+use crate::proto::header::{encode_head_of, encode_small_head};
 use crate::proto::keys::{int_key, str_key, FLAGS_MUX};
 use crate::proto::{
     encode_error_proto, ApplicationException, BizStatus, Headers, MessageHeaderRef, MessageType,
@@ -89,32 +90,12 @@ fn write_packet(
     body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
 ) -> Result<(), Status> {
     let kitex_pb = packet.protocol == ProtocolId::KitexProtobuf;
-    write_packet_with(
-        buf,
-        |buf| packet.encode_head(0, buf),
-        kitex_pb,
-        framing,
-        msg,
-        max,
-        body,
-    )
-}
-
-/// [`write_packet`] with the TTHeader head written by `head` (a placeholder LENGTH, patched
-/// here); `kitex_pb`: the packet's protocol is Kitex protobuf.
-fn write_packet_with(
-    buf: &mut BytesMut,
-    head: impl FnOnce(&mut BytesMut) -> Result<(), crate::proto::EncodeError>,
-    kitex_pb: bool,
-    framing: Framing,
-    msg: &MessageHeaderRef<'_>,
-    max: usize,
-    body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
-) -> Result<(), Status> {
     let framing = if kitex_pb { Framing::Framed } else { framing };
     let mut framed_at = 0;
     append_packet(buf, max, |buf| {
-        head(buf).map_err(|e| Status::internal(format!("encode header: {e}")))?;
+        packet
+            .encode_head(0, buf)
+            .map_err(|e| Status::internal(format!("encode header: {e}")))?;
         framed_at = buf.len();
         if framing == Framing::Framed {
             buf.put_u32(0);
@@ -125,6 +106,35 @@ fn write_packet_with(
             msg.encode(buf)
         }
         .map_err(|e| Status::internal(format!("encode message header: {e}")))?;
+        body(buf)
+    })?;
+    if framing == Framing::Framed {
+        let inner = (buf.len() - framed_at - 4) as u32;
+        buf[framed_at..framed_at + 4].copy_from_slice(&inner.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// A client's request packet, as [`write_packet`] writes a Thrift one, with the TTHeader head
+/// written by `head` (a placeholder LENGTH, patched here) instead of from a `Packet` (the
+/// server's replies keep `write_packet`).
+fn write_request(
+    buf: &mut BytesMut,
+    head: impl FnOnce(&mut BytesMut) -> Result<(), crate::proto::EncodeError>,
+    framing: Framing,
+    msg: &MessageHeaderRef<'_>,
+    max: usize,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
+) -> Result<(), Status> {
+    let mut framed_at = 0;
+    append_packet(buf, max, |buf| {
+        head(buf).map_err(|e| Status::internal(format!("encode header: {e}")))?;
+        framed_at = buf.len();
+        if framing == Framing::Framed {
+            buf.put_u32(0);
+        }
+        msg.encode(buf)
+            .map_err(|e| Status::internal(format!("encode message header: {e}")))?;
         body(buf)
     })?;
     if framing == Framing::Framed {
@@ -188,13 +198,6 @@ fn encode_body(buf: &mut BytesMut, msg: &mut dyn Encodable) -> Result<(), Status
     buf.resize(at + len, 0);
     msg.encode_slice(&mut buf[at..])
 }
-
-/// The headers of a request without metadata: the call's own entries are written apart.
-static NO_HEADERS: Headers = Headers {
-    acl_token: None,
-    str_kvs: crate::proto::StrKvs::new(),
-    int_kvs: Vec::new(),
-};
 
 /// `n` in decimal ASCII, written at the end of `buf` (20 bytes hold every `u64`).
 fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
@@ -608,34 +611,33 @@ impl ClientStreamRaw for UnaryClient {
         } else {
             0
         };
-        // The head is laid out straight from the call (no `Packet` built per call): the
-        // service name, then the call's metadata, in one string KV block; the timeout as an
-        // int KV, its decimal digits formatted on the stack.
-        let metadata = (!self.metadata.is_empty()).then(|| {
-            let mut headers = Headers::default();
-            extend_kvs(&mut headers.str_kvs, &self.metadata);
-            headers
-        });
-        let headers = metadata.as_ref().unwrap_or(&NO_HEADERS);
-        let service: [(&str, &[u8]); 1] = [(str_key::IDL_SERVICE_NAME, self.service.as_bytes())];
+        // The head is laid out straight from the call (no `Packet` built per call). Without
+        // metadata (the usual call) it is the service name and the timeout (its digits
+        // formatted on the stack), laid out on the stack; else the headers are built as a
+        // packet's: the service name, then the call's metadata, then the timeout.
         let mut digits = [0u8; 20];
         let timeout = self.timeout.map(|t| decimal(timeout_ms(t), &mut digits));
-        let timeout: [(u16, &[u8]); 1] = [(int_key::RPC_TIMEOUT, timeout.unwrap_or_default())];
-        let ints = if self.timeout.is_some() {
-            &timeout[..]
-        } else {
-            &[]
-        };
+        let timeout_set = timeout.is_some();
         let head = |buf: &mut BytesMut| {
-            crate::proto::header::encode_head_with(
-                flags,
-                seq,
-                ProtocolId::ThriftBinary,
-                &service,
-                headers,
-                ints,
-                buf,
-            )
+            if self.metadata.is_empty() {
+                let service: [(&str, &[u8]); 1] =
+                    [(str_key::IDL_SERVICE_NAME, self.service.as_bytes())];
+                let timeout: [(u16, &[u8]); 1] =
+                    [(int_key::RPC_TIMEOUT, timeout.unwrap_or_default())];
+                let ints = if timeout_set { &timeout[..] } else { &[] };
+                let small =
+                    encode_small_head(flags, seq, ProtocolId::ThriftBinary, &service, ints, buf);
+                if small.is_some() {
+                    return Ok(());
+                }
+            }
+            let mut headers = Headers::default();
+            headers.push_str(str_key::IDL_SERVICE_NAME, self.service);
+            extend_kvs(&mut headers.str_kvs, &self.metadata);
+            if let Some(t) = timeout {
+                headers.push_int(int_key::RPC_TIMEOUT, Bytes::copy_from_slice(t));
+            }
+            encode_head_of(flags, seq, ProtocolId::ThriftBinary, &headers, buf)
         };
         let header = MessageHeaderRef {
             name: self.ctx_method,
@@ -653,7 +655,7 @@ impl ClientStreamRaw for UnaryClient {
         let max = conn.limits.max_frame_size;
         if conn.redial.get().is_none() {
             let written = conn.write.append(|buf| {
-                write_packet_with(buf, head, false, conn.framing, &header, max, |b| {
+                write_request(buf, head, conn.framing, &header, max, |b| {
                     encode_body(b, msg)
                 })
             });
@@ -676,7 +678,7 @@ impl ClientStreamRaw for UnaryClient {
         // The request may have to be sent again (see `UnaryClient::send_again`): encoded on its own
         // and kept.
         let mut own = BytesMut::new();
-        if let Err(e) = write_packet_with(&mut own, head, false, conn.framing, &header, max, |b| {
+        if let Err(e) = write_request(&mut own, head, conn.framing, &header, max, |b| {
             encode_body(b, msg)
         }) {
             lock(&conn.pending).remove(&seq);

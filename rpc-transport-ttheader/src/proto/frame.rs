@@ -449,7 +449,6 @@ impl StreamFrame {
             seq_id: self.stream_id,
             protocol: self.protocol.protocol_id().as_u8(),
             headers: &self.headers,
-            extra_str_kvs: &[],
             extra_int_kvs: &extra,
             skip_int_keys: &[int_key::TO_METHOD, int_key::FRAME_TYPE],
         }
@@ -927,7 +926,6 @@ mod tests {
                 seq_id: f.stream_id,
                 protocol: f.protocol.protocol_id().as_u8(),
                 headers: &f.headers,
-                extra_str_kvs: &[],
                 extra_int_kvs: &extra,
                 skip_int_keys: &[int_key::TO_METHOD, int_key::FRAME_TYPE],
             }

@@ -330,7 +330,6 @@ impl Packet {
             seq_id: self.seq_id,
             protocol: self.protocol.as_u8(),
             headers: &self.headers,
-            extra_str_kvs: &[],
             extra_int_kvs: &[],
             skip_int_keys: &[],
         };
@@ -347,40 +346,32 @@ impl Packet {
     }
 }
 
-/// Appends the head of a packet (with a placeholder LENGTH, as [`Packet::encode_begin`])
-/// whose string KVs are `extra_str` followed by those of `headers`, and whose int KVs are
-/// `extra_int` followed by those of `headers`: byte for byte what [`Packet::encode_head`]
-/// writes for a packet holding those entries in that order, without building it.
-pub(crate) fn encode_head_with(
+/// Appends the head of a packet with these fields and `headers` (with a placeholder LENGTH, as
+/// [`Packet::encode_begin`]), without building the `Packet`.
+pub(crate) fn encode_head_of(
     flags: u16,
     seq_id: i32,
     protocol: ProtocolId,
-    extra_str: &[(&str, &[u8])],
     headers: &Headers,
-    extra_int: &[(u16, &[u8])],
     dst: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    if headers.acl_token.is_none() && headers.str_kvs.is_empty() && headers.int_kvs.is_empty() {
-        if let Some(()) = encode_small_head(flags, seq_id, protocol, extra_str, extra_int, dst) {
-            return Ok(());
-        }
-    }
     HeadRef {
         flags,
         seq_id,
         protocol: protocol.as_u8(),
         headers,
-        extra_str_kvs: extra_str,
-        extra_int_kvs: extra_int,
+        extra_int_kvs: &[],
         skip_int_keys: &[],
     }
     .encode(0, dst)
 }
 
-/// [`encode_head_with`] for a head made of the extra entries only, laid out on the stack and
-/// appended in one copy; `None` (nothing written) when it would not fit [`SMALL_HEAD`] bytes,
-/// which also keeps every length and count far below the wire's u16 limits.
-fn encode_small_head(
+/// Appends the head of a packet whose only entries are `extra_str` (string KVs) and `extra_int`
+/// (int KVs), in that order, laid out on the stack and appended in one copy: byte for byte what
+/// [`Packet::encode_head`] writes for the packet holding them. `None` (nothing written) when it
+/// would not fit [`SMALL_HEAD`] bytes, which also keeps every length and count far below the
+/// wire's u16 limits.
+pub(crate) fn encode_small_head(
     flags: u16,
     seq_id: i32,
     protocol: ProtocolId,
@@ -667,8 +658,6 @@ pub(crate) struct HeadRef<'a> {
     pub(crate) seq_id: i32,
     pub(crate) protocol: u8,
     pub(crate) headers: &'a Headers,
-    /// String KVs written before `headers.str_kvs` (in one block with them).
-    pub(crate) extra_str_kvs: &'a [(&'a str, &'a [u8])],
     /// Int KVs written before `headers.int_kvs`.
     pub(crate) extra_int_kvs: &'a [(u16, &'a [u8])],
     /// Keys of `headers.int_kvs` not written (they are carried by `extra_int_kvs`).
@@ -676,11 +665,6 @@ pub(crate) struct HeadRef<'a> {
 }
 
 impl HeadRef<'_> {
-    /// String KVs written: the extra ones, then those of `headers`.
-    fn str_count(&self) -> usize {
-        self.extra_str_kvs.len() + self.headers.str_kvs.len()
-    }
-
     fn int_kvs(&self) -> impl Iterator<Item = (u16, &[u8])> + '_ {
         self.extra_int_kvs.iter().copied().chain(
             self.headers
@@ -705,18 +689,14 @@ impl HeadRef<'_> {
             n += 1 + str16(Field::AclToken, acl.len())?;
         }
         let strs = &self.headers.str_kvs;
-        let str_count = self.str_count();
-        if str_count > 0 {
-            if str_count > MAX_STR16 {
+        if !strs.is_empty() {
+            if strs.len() > MAX_STR16 {
                 return Err(EncodeError::TooManyEntries {
                     field: Field::StrKvCount,
-                    count: str_count,
+                    count: strs.len(),
                 });
             }
             n += 3;
-            for (k, v) in self.extra_str_kvs {
-                n += str16(Field::StrKey, k.len())? + str16(Field::StrValue, v.len())?;
-            }
             n += strs
                 .encoded_len()
                 .map_err(|(key, len)| EncodeError::Str16TooLong {
@@ -776,14 +756,9 @@ impl HeadRef<'_> {
             w.put_u8(keys::INFO_ACL_TOKEN);
             put_str16(&mut w, acl);
         }
-        let str_count = self.str_count();
-        if str_count > 0 {
+        if !self.headers.str_kvs.is_empty() {
             w.put_u8(keys::INFO_STR_KVS);
-            w.put_u16(str_count as u16);
-            for (k, v) in self.extra_str_kvs {
-                put_str16(&mut w, k.as_bytes());
-                put_str16(&mut w, v);
-            }
+            w.put_u16(self.headers.str_kvs.len() as u16);
             self.headers.str_kvs.encode(&mut w);
         }
         let count = self.int_kvs().count();
@@ -843,63 +818,57 @@ mod tests {
         b
     }
 
-    /// The head a client writes without building a `Packet` is the head of the packet holding
-    /// the same entries, byte for byte: with and without string and int KVs, text and binary
-    /// values, an ACL token, and the padding each length gives.
+    /// The head laid out on the stack is the head of the packet holding the same entries, byte
+    /// for byte: with and without string and int KVs, binary values, and the padding each
+    /// length gives; a head past the stack's size is refused (nothing written).
     #[test]
-    fn encode_head_with_matches_a_packet_holding_the_same_entries() {
+    fn a_small_head_is_the_head_of_a_packet_holding_the_same_entries() {
         let extras: [&[(&str, &[u8])]; 4] = [
             &[],
             &[("idl_service_name", b"Svc")],
             &[("idl_service_name", b"TestService"), ("k", b"\xff\x00")],
-            // Past the stack head's size: the general encoder.
             &[("idl_service_name", &[b'x'; 300])],
         ];
         let ints: [&[(u16, &[u8])]; 3] = [&[], &[(int_key::RPC_TIMEOUT, b"1500")], &[(9, b"Echo")]];
         for extra_str in extras {
             for extra_int in ints {
-                for metadata in [0, 1, 3] {
-                    for acl in [false, true] {
-                        let mut headers = Headers::default();
-                        for i in 0..metadata {
-                            headers.push_str(format!("key{i}"), "v".repeat(i));
-                        }
-                        headers.acl_token = acl.then(|| Bytes::from_static(b"tok"));
-                        let mut p = Packet::new(keys::FLAGS_MUX, 9, ProtocolId::ThriftBinary);
-                        for (k, v) in extra_str {
-                            p.headers
-                                .str_kvs
-                                .push_bytes(k.to_string(), Bytes::copy_from_slice(v));
-                        }
-                        for (k, v) in headers.str_kvs.iter_raw() {
-                            p.headers
-                                .str_kvs
-                                .push(k.to_string(), std::str::from_utf8(v).unwrap().to_string());
-                        }
-                        p.headers.acl_token = headers.acl_token.clone();
-                        for (k, v) in extra_int {
-                            p.headers.push_int(*k, Bytes::copy_from_slice(v));
-                        }
-                        let mut want = BytesMut::new();
-                        p.encode_head(0, &mut want).unwrap();
-                        let mut got = BytesMut::from(&b"prev"[..]);
-                        encode_head_with(
-                            keys::FLAGS_MUX,
-                            9,
-                            ProtocolId::ThriftBinary,
-                            extra_str,
-                            &headers,
-                            extra_int,
-                            &mut got,
-                        )
-                        .unwrap();
-                        assert_eq!(
-                            &got[4..],
-                            &want[..],
-                            "{extra_str:?} {extra_int:?} {metadata} {acl}"
-                        );
-                    }
+                let mut p = Packet::new(keys::FLAGS_MUX, 9, ProtocolId::ThriftBinary);
+                for (k, v) in extra_str {
+                    p.headers
+                        .str_kvs
+                        .push_bytes(k.to_string(), Bytes::copy_from_slice(v));
                 }
+                for (k, v) in extra_int {
+                    p.headers.push_int(*k, Bytes::copy_from_slice(v));
+                }
+                let mut want = BytesMut::new();
+                p.encode_head(0, &mut want).unwrap();
+                let mut got = BytesMut::from(&b"prev"[..]);
+                let small = encode_small_head(
+                    keys::FLAGS_MUX,
+                    9,
+                    ProtocolId::ThriftBinary,
+                    extra_str,
+                    extra_int,
+                    &mut got,
+                );
+                if want.len() > SMALL_HEAD {
+                    assert!(small.is_none());
+                    assert_eq!(&got[..], b"prev");
+                    continue;
+                }
+                assert!(small.is_some());
+                assert_eq!(&got[4..], &want[..], "{extra_str:?} {extra_int:?}");
+                let mut of = BytesMut::new();
+                encode_head_of(
+                    keys::FLAGS_MUX,
+                    9,
+                    ProtocolId::ThriftBinary,
+                    &p.headers,
+                    &mut of,
+                )
+                .unwrap();
+                assert_eq!(of, want);
             }
         }
     }
