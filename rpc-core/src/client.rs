@@ -394,32 +394,42 @@ impl Client {
             &self.inner.observers,
         );
         let deadline = ctx.deadline();
-        let open: BoxFuture<'static, Result<OpenStream, Status>> = match &self.inner.open {
-            None => {
-                let stream = self.inner.transport.open(&ctx);
-                Box::pin(async move {
-                    Ok(OpenStream {
-                        ctx,
-                        stream: stream.await?,
-                    })
-                })
-            }
-            Some(svc) => Box::pin(svc.clone().oneshot(ctx)),
+        // Without call layers, a transport that can open the stream at once does (no future).
+        let now = match &self.inner.open {
+            None => self.inner.transport.open_now(&ctx),
+            Some(_) => None,
         };
-        // The deadline covers the whole call, opening (connecting) included.
-        let open = match deadline {
-            None => open.await,
-            Some(d) => tokio::time::timeout_at(d, open).await.unwrap_or_else(|_| {
-                Err(Status::deadline_exceeded(
-                    "deadline exceeded while opening the stream",
-                ))
-            }),
+        let open = match now {
+            Some(stream) => stream.map(|stream| OpenStream { ctx, stream }),
+            None => {
+                let open: BoxFuture<'static, Result<OpenStream, Status>> = match &self.inner.open {
+                    None => {
+                        let stream = self.inner.transport.open(&ctx);
+                        Box::pin(async move {
+                            Ok(OpenStream {
+                                ctx,
+                                stream: stream.await?,
+                            })
+                        })
+                    }
+                    Some(svc) => Box::pin(svc.clone().oneshot(ctx)),
+                };
+                // The deadline covers the whole call, opening (connecting) included.
+                match deadline {
+                    None => open.await,
+                    Some(d) => tokio::time::timeout_at(d, open).await.unwrap_or_else(|_| {
+                        Err(Status::deadline_exceeded(
+                            "deadline exceeded while opening the stream",
+                        ))
+                    }),
+                }
+            }
         }
         .inspect_err(|e| observe.end(e))?;
         let deadline = open.ctx.deadline();
         let shared = Arc::new(ClientShared {
             raw: open.stream,
-            ctx: Arc::new(open.ctx),
+            ctx: open.ctx,
             middleware: self.inner.middleware.clone(),
             st: Mutex::new(ClientState::default()),
             marks: AtomicU8::new(0),
@@ -626,8 +636,9 @@ struct Timers {
 /// and nowhere else (the transport delivers events once; this remembers them).
 struct ClientShared {
     raw: Arc<dyn ClientStreamRaw>,
-    /// Shared with message middleware (a reference count per message, never a deep clone).
-    ctx: Arc<CallContext>,
+    /// Shared with message middleware through [`ClientCtx`] (a reference count per message,
+    /// never a deep clone, and no allocation of its own).
+    ctx: CallContext,
     middleware: MessageMiddleware,
     st: Mutex<ClientState>,
     /// What of `st` a message's send or receive has to look at ([`EARLY`], [`ENDED`],
@@ -1024,10 +1035,22 @@ impl ClientEnd {
 
 use std::future::Future as _;
 
+/// A client call's context as message middleware hold it: a reference to the call's shared
+/// state (as the server's `SharedCtx`).
+pub(crate) struct ClientCtx(Arc<ClientShared>);
+
+impl std::ops::Deref for ClientCtx {
+    type Target = CallContext;
+
+    fn deref(&self) -> &CallContext {
+        &self.0.ctx
+    }
+}
+
 impl End for ClientEnd {
-    type Ctx = Arc<CallContext>;
-    fn ctx(&self) -> Arc<CallContext> {
-        self.shared.ctx.clone()
+    type Ctx = ClientCtx;
+    fn ctx(&self) -> ClientCtx {
+        ClientCtx(self.shared.clone())
     }
     fn middleware(&self) -> &MessageMiddleware {
         &self.shared.middleware

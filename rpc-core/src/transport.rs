@@ -319,6 +319,15 @@ pub trait ClientTransport: Send + Sync + 'static {
         ctx: &CallContext,
     ) -> BoxFuture<'static, Result<Arc<dyn ClientStreamRaw>, Status>>;
 
+    /// Opens the stream at once, as [`ClientTransport::open`] would, when that needs no
+    /// waiting (say, its connection is already up); `None` when it cannot, and the core then
+    /// calls `open`. The core tries this first, which spares the hot path `open`'s boxed
+    /// future. The default never opens at once.
+    fn open_now(&self, ctx: &CallContext) -> Option<Result<Arc<dyn ClientStreamRaw>, Status>> {
+        let _ = ctx;
+        None
+    }
+
     /// The `rpc.system` the client's spans and metrics name (`ttheader`, `grpc`, ...).
     fn rpc_system(&self) -> &'static str {
         "unknown"

@@ -569,3 +569,24 @@ async fn graceful_shutdown_lets_open_streams_finish_and_refuses_new_ones() {
             .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
 }
+
+/// A multiplexed pool's calls go round its slots, connecting each on its first call: calls made
+/// one after another end up on every connection of the pool (the calls that open at once, on
+/// a connection already up, never make the round robin skip a slot still to connect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multiplexed_pool_connects_every_slot() {
+    let (h, _probe) = tcp_server().await;
+    let mux = TtHeaderClient::builder(endpoint(&h))
+        .connection_mode(ConnectionMode::Multiplexed)
+        .pool_size(4)
+        .build();
+    let client = Client::new(mux.clone());
+    for i in 0..16 {
+        within(client.unary::<ThriftCodec, TMsg, TMsg>(&TH[0], msg("x", i), CallOptions::new()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(mux.stats().connections(), 4);
+    no_leaks(&mux, &h).await;
+    h.shutdown(Duration::from_secs(1)).await;
+}

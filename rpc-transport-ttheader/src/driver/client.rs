@@ -121,6 +121,7 @@ impl ClientBuilder {
                 mux_slots: (0..self.pool_size)
                     .map(|_| tokio::sync::Mutex::new(None))
                     .collect(),
+                mux_ready: (0..self.pool_size).map(|_| Mutex::new(None)).collect(),
                 plain: Mutex::new(Plain::default()),
                 plain_freed: Arc::new(Notify::new()),
                 sweeping: AtomicBool::new(false),
@@ -136,6 +137,10 @@ struct Inner {
     cfg: ClientBuilder,
     stream_slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
     mux_slots: Vec<tokio::sync::Mutex<Option<Arc<UnaryConn>>>>,
+    /// Multiplexed mode: the connection each slot of `mux_slots` holds, for a call to take
+    /// without the slot's async lock (whose release takes a lock of its own); set under that
+    /// lock whenever the slot's connection changes.
+    mux_ready: Vec<Mutex<Option<Arc<UnaryConn>>>>,
     plain: Mutex<Plain>,
     /// Signalled when a plain connection comes free or dies.
     plain_freed: Arc<Notify>,
@@ -345,13 +350,15 @@ impl Inner {
     /// Multiplexed mode: the connection of `slot` if it is up and takes the call now (acquired
     /// for it), without waiting: `None` while the slot is empty, dead or being connected.
     fn ready_mux_conn(&self, slot: usize) -> Option<Arc<UnaryConn>> {
-        let slot = self.mux_slots[slot].try_lock().ok()?;
-        slot.as_ref().filter(|c| c.try_acquire()).cloned()
+        let ready = self.mux_ready[slot]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        ready.as_ref().filter(|c| c.try_acquire()).cloned()
     }
 
     /// Multiplexed mode: the connection of `slot`, connected first if need be (acquired).
-    async fn mux_conn(&self, slot: usize) -> Result<Arc<UnaryConn>, Status> {
-        let mut slot = self.mux_slots[slot].lock().await;
+    async fn mux_conn(&self, slot_index: usize) -> Result<Arc<UnaryConn>, Status> {
+        let mut slot = self.mux_slots[slot_index].lock().await;
         if let Some(c) = slot.as_ref().filter(|c| c.try_acquire()) {
             return Ok(c.clone());
         }
@@ -367,6 +374,9 @@ impl Inner {
         let acquired = conn.try_acquire();
         debug_assert!(acquired, "a fresh connection is usable");
         *slot = Some(conn.clone());
+        *self.mux_ready[slot_index]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
         Ok(conn)
     }
 }
@@ -391,6 +401,23 @@ impl rpc_core::transport::Connect for TtHeaderClient {
 impl ClientTransport for TtHeaderClient {
     fn rpc_system(&self) -> &'static str {
         "ttheader"
+    }
+
+    fn open_now(&self, ctx: &CallContext) -> Option<Result<Arc<dyn ClientStreamRaw>, Status>> {
+        let method = ctx.method();
+        if method.mode == Mode::Unary
+            && method.payload == PayloadKind::Thrift
+            && self.inner.cfg.mode == ConnectionMode::Multiplexed
+        {
+            // The next slot's connection is up: the call opens now, and takes the slot. Else
+            // the slot is left for `open` (which connects it), so a pool's round robin does
+            // not skip the slots still connecting.
+            let next = self.inner.next.load(Ordering::Relaxed);
+            let conn = self.inner.ready_mux_conn(next % self.inner.cfg.pool_size)?;
+            self.inner.next.fetch_add(1, Ordering::Relaxed);
+            return Some(Ok(conn.open(ctx)));
+        }
+        None
     }
 
     fn open(

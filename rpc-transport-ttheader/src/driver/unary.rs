@@ -36,6 +36,7 @@ use crate::common::{
 use crate::mapping::{
     biz_of, extend_kvs, metadata_of, status_from_biz, status_from_exception, RPC_CODE_KEY,
 };
+use crate::proto::header::{encode_head_of, encode_small_head};
 use crate::proto::keys::{int_key, str_key, FLAGS_MUX};
 use crate::proto::{
     encode_error_proto, ApplicationException, BizStatus, Headers, MessageHeaderRef, MessageType,
@@ -114,6 +115,35 @@ fn write_packet(
     Ok(())
 }
 
+/// A client's request packet, as [`write_packet`] writes a Thrift one, with the TTHeader head
+/// written by `head` (a placeholder LENGTH, patched here) instead of from a `Packet` (the
+/// server's replies keep `write_packet`).
+fn write_request(
+    buf: &mut BytesMut,
+    head: impl FnOnce(&mut BytesMut) -> Result<(), crate::proto::EncodeError>,
+    framing: Framing,
+    msg: &MessageHeaderRef<'_>,
+    max: usize,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
+) -> Result<(), Status> {
+    let mut framed_at = 0;
+    append_packet(buf, max, |buf| {
+        head(buf).map_err(|e| Status::internal(format!("encode header: {e}")))?;
+        framed_at = buf.len();
+        if framing == Framing::Framed {
+            buf.put_u32(0);
+        }
+        msg.encode(buf)
+            .map_err(|e| Status::internal(format!("encode message header: {e}")))?;
+        body(buf)
+    })?;
+    if framing == Framing::Framed {
+        let inner = (buf.len() - framed_at - 4) as u32;
+        buf[framed_at..framed_at + 4].copy_from_slice(&inner.to_be_bytes());
+    }
+    Ok(())
+}
+
 /// Appends one plain Thrift reply (no TTHeader): the message, after its `u32` length when
 /// framed. A message over `max` is refused as [`write_packet`] refuses a packet.
 fn write_plain(
@@ -157,13 +187,40 @@ fn write_plain(
 
 // ------------------------------------------------------------------------------------ client
 
+/// Appends `msg`: into a slice of its length when the codec knows it (its writes are then
+/// plain stores, with no room check per field), else into `buf` as it grows. On an error what
+/// was appended is left for the caller to remove (as `append_packet` does).
+fn encode_body(buf: &mut BytesMut, msg: &mut dyn Encodable) -> Result<(), Status> {
+    let Some(len) = msg.encoded_len() else {
+        return msg.encode(buf);
+    };
+    let at = buf.len();
+    buf.resize(at + len, 0);
+    msg.encode_slice(&mut buf[at..])
+}
+
+/// `n` in decimal ASCII, written at the end of `buf` (20 bytes hold every `u64`).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
 /// A client connection for unary calls.
 pub(crate) struct UnaryConn {
     mode: ConnectionMode,
     framing: Framing,
     limits: Limits,
     write: WriteQueue,
-    pending: Mutex<IdMap<i32, Arc<Call>>>,
+    /// The calls sent and not answered, by seqid: not owned (a call the core drops resets
+    /// itself, which takes it out of here).
+    pending: Mutex<IdMap<i32, Weak<UnaryClient>>>,
     next_seq: AtomicI32,
     life: Lifecycle,
     /// The server asked us not to reuse the connection (`crrst`).
@@ -181,7 +238,7 @@ pub(crate) struct UnaryConn {
     stats: Arc<Stats>,
     counted: Counted,
     /// Pooled mode over a Unix socket: the pool, to send again a call the server provably
-    /// did not read (see [`Call::send_again`]).
+    /// did not read (see [`UnaryClient::send_again`]).
     redial: OnceLock<Weak<dyn Redial>>,
 }
 
@@ -230,7 +287,7 @@ impl UnaryConn {
     }
 
     /// Pooled mode over a Unix socket: calls the server provably did not read are sent again
-    /// through `pool` (see [`Call::send_again`] for what is provable).
+    /// through `pool` (see [`UnaryClient::send_again`] for what is provable).
     pub(crate) fn set_redial(&self, pool: Weak<dyn Redial>) {
         if self.mode == ConnectionMode::Pooled {
             let _ = self.redial.set(pool);
@@ -239,8 +296,8 @@ impl UnaryConn {
 
     /// Sends a call's encoded request (`packet`, sequence number `seq`) again on this
     /// connection, reserved for it.
-    fn send_again(&self, seq: i32, packet: &Bytes, call: &Arc<Call>) -> Result<(), Status> {
-        lock(&self.pending).insert(seq, call.clone());
+    fn send_again(&self, seq: i32, packet: &Bytes, call: &Arc<UnaryClient>) -> Result<(), Status> {
+        lock(&self.pending).insert(seq, Arc::downgrade(call));
         self.life.reader().notify_one();
         if self
             .write
@@ -330,19 +387,17 @@ impl UnaryConn {
         let redial = unread
             .then(|| self.redial.get().and_then(Weak::upgrade))
             .flatten();
-        for c in calls {
+        for c in calls.iter().filter_map(Weak::upgrade) {
             if let Some(pool) = &redial {
-                if Call::send_again(&c, pool.clone()) {
+                if UnaryClient::send_again(&c, pool.clone()) {
                     continue;
                 }
             }
-            c.complete(Err(Status::unavailable(format!(
+            c.call.complete(Err(Status::unavailable(format!(
                 "connection lost: {}",
                 status.message()
             ))
-            .with_transport_code(
-                crate::proto::keys::kitex_code::CONNECTION_CLOSED,
-            )));
+            .with_transport_code(crate::proto::keys::kitex_code::CONNECTION_CLOSED)));
         }
         self.life.wake_all();
     }
@@ -351,16 +406,8 @@ impl UnaryConn {
         if packet.headers.get_str(str_key::CONN_RESET).is_some() {
             self.reset_requested.store(true, Ordering::Release);
         }
-        let head = parse_message(&packet.payload)
-            .map_err(|e| Status::internal(format!("malformed reply: {e}")))?;
-        if head.kitex_pb {
-            // This client sends Thrift calls only (protobuf goes over TTHeader Streaming).
-            return Err(Status::internal(
-                "malformed reply: Kitex protobuf to a Thrift call",
-            ));
-        }
-        let (kind, seq_id) = (head.kind, head.seq_id);
-        let body = packet.payload.slice(head.body_at..);
+        let (kind, seq_id, body_at) = parse_reply(&packet.payload)?;
+        let body = packet.payload.slice(body_at..);
         let headers = &packet.headers;
         // Multiplexed control frame: seqid 0, method "none" (graceful shutdown notice).
         if self.mode == ConnectionMode::Multiplexed && seq_id == 0 && kind == MessageType::Reply {
@@ -382,7 +429,9 @@ impl UnaryConn {
                 None => None,
             }
         };
-        let Some(call) = call else {
+        // Upgraded with the pending lock released: the last reference may go here, and the
+        // call's drop takes that lock.
+        let Some(call) = call.and_then(|c| c.upgrade()) else {
             tracing::debug!(seq = seq_id, "reply for no pending call ignored");
             return Ok(());
         };
@@ -400,19 +449,19 @@ impl UnaryConn {
             },
             other => Err(Status::internal(format!("unexpected {other:?} reply"))),
         };
-        call.set_metadata(md);
-        call.complete(outcome);
+        call.call.complete_with(outcome, md);
         Ok(())
     }
 
     pub(crate) fn open(self: &Arc<Self>, ctx: &CallContext) -> Arc<dyn ClientStreamRaw> {
-        Arc::new(UnaryClient {
+        Arc::new_cyclic(|me| UnaryClient {
             conn: self.clone(),
             ctx_method: ctx.method().name,
             service: ctx.method().service,
             metadata: ctx.metadata().clone(),
             timeout: ctx.timeout(),
-            call: Arc::new(Call::default()),
+            call: Call::default(),
+            me: me.clone(),
             _counted: Counted::new(&self.stats, |s| &s.streams),
         })
     }
@@ -428,7 +477,7 @@ struct CallState {
     seq: Option<i32>,
     sent: bool,
     /// The encoded request, kept when the connection can send it again (see
-    /// [`Call::send_again`]), with the call's deadline and the attempts used.
+    /// [`UnaryClient::send_again`]), with the call's deadline and the attempts used.
     request: Option<Bytes>,
     deadline: Option<Instant>,
     again: u8,
@@ -451,10 +500,34 @@ impl Call {
         wake(&mut st.waker);
     }
 
-    fn set_metadata(&self, md: Metadata) {
-        lock(&self.st).metadata = Some(md);
+    /// Completes the call with its reply's outcome and metadata (the metadata is kept even
+    /// when the call already ended: a reset raced with the reply).
+    fn complete_with(&self, outcome: Result<Bytes, Status>, md: Metadata) {
+        let mut st = lock(&self.st);
+        if st.reply.is_none() {
+            st.reply = Some(outcome);
+        }
+        st.metadata = Some(md);
+        wake(&mut st.waker);
     }
+}
 
+/// One unary call as a raw client stream.
+struct UnaryClient {
+    conn: Arc<UnaryConn>,
+    ctx_method: &'static str,
+    service: &'static str,
+    metadata: Metadata,
+    timeout: Option<Duration>,
+    /// The call's state, in the same allocation (the connection's `pending` and a resend's
+    /// task hold a `Weak`).
+    call: Call,
+    /// This call, for the connection's `pending`.
+    me: Weak<UnaryClient>,
+    _counted: Counted,
+}
+
+impl UnaryClient {
     /// Sends the call again on another pooled connection, when the connection it was on
     /// ended and the server provably did not read its request; says whether it did.
     ///
@@ -468,9 +541,9 @@ impl Call {
     /// (`EOF`) proves nothing — a server may have read the request and died — so such a call
     /// fails, as does everything over TCP, where a reset may come from an abortive close or
     /// a middlebox after the request was read.
-    fn send_again(call: &Arc<Call>, pool: Arc<dyn Redial>) -> bool {
+    fn send_again(client: &Arc<UnaryClient>, pool: Arc<dyn Redial>) -> bool {
         let (packet, seq, deadline) = {
-            let mut st = lock(&call.st);
+            let mut st = lock(&client.call.st);
             let (Some(packet), Some(seq)) = (st.request.clone(), st.seq) else {
                 return false;
             };
@@ -483,12 +556,21 @@ impl Call {
             }
             (packet, seq, st.deadline)
         };
-        let call = call.clone();
+        // Not owned by the task: a call the core drops meanwhile resets itself as usual.
+        let client = Arc::downgrade(client);
         tokio::spawn(async move {
-            let conn = match pool.redial(deadline).await {
-                Ok(c) => c,
-                Err(e) => return call.complete(Err(e)),
+            let conn = pool.redial(deadline).await;
+            let Some(client) = client.upgrade() else {
+                if let Ok(conn) = conn {
+                    conn.release();
+                }
+                return;
             };
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => return client.call.complete(Err(e)),
+            };
+            let call = &client.call;
             let sent = {
                 let mut st = lock(&call.st);
                 if st.reply.is_some() {
@@ -499,7 +581,7 @@ impl Call {
                 }
                 st.moved = Some(conn.clone());
                 // Under the call's lock, as `reset` looks for it.
-                conn.send_again(seq, &packet, &call)
+                conn.send_again(seq, &packet, &client)
             };
             if let Err(e) = sent {
                 call.complete(Err(e));
@@ -507,17 +589,6 @@ impl Call {
         });
         true
     }
-}
-
-/// One unary call as a raw client stream.
-struct UnaryClient {
-    conn: Arc<UnaryConn>,
-    ctx_method: &'static str,
-    service: &'static str,
-    metadata: Metadata,
-    timeout: Option<Duration>,
-    call: Arc<Call>,
-    _counted: Counted,
 }
 
 impl ClientStreamRaw for UnaryClient {
@@ -535,24 +606,39 @@ impl ClientStreamRaw for UnaryClient {
         }
         let conn = &self.conn;
         let seq = next_id(&conn.next_seq);
-        let mut packet = Packet::new(
-            if conn.mode == ConnectionMode::Multiplexed {
-                FLAGS_MUX
-            } else {
-                0
-            },
-            seq,
-            ProtocolId::ThriftBinary,
-        );
-        packet
-            .headers
-            .push_str(str_key::IDL_SERVICE_NAME, self.service);
-        extend_kvs(&mut packet.headers.str_kvs, &self.metadata);
-        if let Some(t) = self.timeout {
-            packet
-                .headers
-                .push_int(int_key::RPC_TIMEOUT, timeout_ms(t).to_string());
-        }
+        let flags = if conn.mode == ConnectionMode::Multiplexed {
+            FLAGS_MUX
+        } else {
+            0
+        };
+        // The head is laid out straight from the call (no `Packet` built per call). Without
+        // metadata (the usual call) it is the service name and the timeout (its digits
+        // formatted on the stack), laid out on the stack; else the headers are built as a
+        // packet's: the service name, then the call's metadata, then the timeout.
+        let mut digits = [0u8; 20];
+        let timeout = self.timeout.map(|t| decimal(timeout_ms(t), &mut digits));
+        let timeout_set = timeout.is_some();
+        let head = |buf: &mut BytesMut| {
+            if self.metadata.is_empty() {
+                let service: [(&str, &[u8]); 1] =
+                    [(str_key::IDL_SERVICE_NAME, self.service.as_bytes())];
+                let timeout: [(u16, &[u8]); 1] =
+                    [(int_key::RPC_TIMEOUT, timeout.unwrap_or_default())];
+                let ints = if timeout_set { &timeout[..] } else { &[] };
+                let small =
+                    encode_small_head(flags, seq, ProtocolId::ThriftBinary, &service, ints, buf);
+                if small.is_some() {
+                    return Ok(());
+                }
+            }
+            let mut headers = Headers::default();
+            headers.push_str(str_key::IDL_SERVICE_NAME, self.service);
+            extend_kvs(&mut headers.str_kvs, &self.metadata);
+            if let Some(t) = timeout {
+                headers.push_int(int_key::RPC_TIMEOUT, Bytes::copy_from_slice(t));
+            }
+            encode_head_of(flags, seq, ProtocolId::ThriftBinary, &headers, buf)
+        };
         let header = MessageHeaderRef {
             name: self.ctx_method,
             kind: MessageType::Call,
@@ -560,7 +646,7 @@ impl ClientStreamRaw for UnaryClient {
         };
         {
             let mut pending = lock(&conn.pending);
-            pending.insert(seq, self.call.clone());
+            pending.insert(seq, self.me.clone());
             if pending.len() == 1 {
                 // The reader may sit in an idle read: its silence clock starts now.
                 conn.life.reader().notify_one();
@@ -569,7 +655,9 @@ impl ClientStreamRaw for UnaryClient {
         let max = conn.limits.max_frame_size;
         if conn.redial.get().is_none() {
             let written = conn.write.append(|buf| {
-                write_packet(buf, &packet, conn.framing, &header, max, |b| msg.encode(b))
+                write_request(buf, head, conn.framing, &header, max, |b| {
+                    encode_body(b, msg)
+                })
             });
             return match written {
                 Ok(Ok(())) => {
@@ -587,11 +675,11 @@ impl ClientStreamRaw for UnaryClient {
                 }
             };
         }
-        // The request may have to be sent again (see `Call::send_again`): encoded on its own
+        // The request may have to be sent again (see `UnaryClient::send_again`): encoded on its own
         // and kept.
         let mut own = BytesMut::new();
-        if let Err(e) = write_packet(&mut own, &packet, conn.framing, &header, max, |b| {
-            msg.encode(b)
+        if let Err(e) = write_request(&mut own, head, conn.framing, &header, max, |b| {
+            encode_body(b, msg)
         }) {
             lock(&conn.pending).remove(&seq);
             return Err(e);
@@ -607,10 +695,14 @@ impl ClientStreamRaw for UnaryClient {
         // The connection was lost before the request reached it: on another one.
         lock(&conn.pending).remove(&seq);
         drop(st);
-        match conn.redial.get().and_then(Weak::upgrade) {
-            Some(pool) if Call::send_again(&self.call, pool.clone()) => Ok(()),
-            _ => Err(conn.life.lost_status()),
+        let (Some(pool), Some(me)) = (conn.redial.get().and_then(Weak::upgrade), self.me.upgrade())
+        else {
+            return Err(conn.life.lost_status());
+        };
+        if UnaryClient::send_again(&me, pool) {
+            return Ok(());
         }
+        Err(conn.life.lost_status())
     }
 
     fn close_send(&self) -> Result<(), Status> {
@@ -1263,6 +1355,24 @@ struct MessageAt<'a> {
     body_at: usize,
 }
 
+/// The envelope of a reply to this client: kind, seqid and where the Result struct starts in
+/// the payload. The method name is checked but not kept (replies are matched by seqid).
+fn parse_reply(payload: &[u8]) -> Result<(MessageType, i32, usize), Status> {
+    let malformed = |e: String| Status::internal(format!("malformed reply: {e}"));
+    let (form, message) = PayloadForm::split(payload).map_err(|e| malformed(e.to_string()))?;
+    if form == PayloadForm::KitexProtobuf {
+        // This client sends Thrift calls only (protobuf goes over TTHeader Streaming); the
+        // envelope is still read first, for the same error as a request's.
+        parse_message(payload).map_err(malformed)?;
+        return Err(Status::internal(
+            "malformed reply: Kitex protobuf to a Thrift call",
+        ));
+    }
+    let (kind, seq_id, used) =
+        MessageHeaderRef::decode_unnamed(message).map_err(|e| malformed(e.to_string()))?;
+    Ok((kind, seq_id, payload.len() - message.len() + used))
+}
+
 /// Parses the envelope of a request or a reply: strict Thrift binary, framed or not, or Kitex
 /// protobuf (Kitex's default for a protobuf IDL: the same envelope with magic `0x9001`, after a
 /// `u32` length; the body is the protobuf message itself).
@@ -1431,5 +1541,29 @@ impl Drop for UnaryServer {
         // it is still charged.
         let request = std::mem::take(&mut lock(&self.st).request_charge);
         self.conn.release(STREAM_STATE_BYTES + request);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimal_writes_every_u64_as_to_string_does() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            1500,
+            4_294_967_296,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut buf = [0u8; 20];
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
     }
 }

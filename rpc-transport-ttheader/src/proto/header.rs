@@ -346,6 +346,90 @@ impl Packet {
     }
 }
 
+/// Appends the head of a packet with these fields and `headers` (with a placeholder LENGTH, as
+/// [`Packet::encode_begin`]), without building the `Packet`.
+pub(crate) fn encode_head_of(
+    flags: u16,
+    seq_id: i32,
+    protocol: ProtocolId,
+    headers: &Headers,
+    dst: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    HeadRef {
+        flags,
+        seq_id,
+        protocol: protocol.as_u8(),
+        headers,
+        extra_int_kvs: &[],
+        skip_int_keys: &[],
+    }
+    .encode(0, dst)
+}
+
+/// Appends the head of a packet whose only entries are `extra_str` (string KVs) and `extra_int`
+/// (int KVs), in that order, laid out on the stack and appended in one copy: byte for byte what
+/// [`Packet::encode_head`] writes for the packet holding them. `None` (nothing written) when it
+/// would not fit [`SMALL_HEAD`] bytes, which also keeps every length and count far below the
+/// wire's u16 limits.
+pub(crate) fn encode_small_head(
+    flags: u16,
+    seq_id: i32,
+    protocol: ProtocolId,
+    extra_str: &[(&str, &[u8])],
+    extra_int: &[(u16, &[u8])],
+    dst: &mut BytesMut,
+) -> Option<()> {
+    let mut unpadded = 2;
+    if !extra_str.is_empty() {
+        unpadded += 3 + extra_str
+            .iter()
+            .map(|(k, v)| 4 + k.len() + v.len())
+            .sum::<usize>();
+    }
+    if !extra_int.is_empty() {
+        unpadded += 3 + extra_int.iter().map(|(_, v)| 4 + v.len()).sum::<usize>();
+    }
+    let padded = unpadded.div_ceil(4) * 4;
+    let total = FIXED_LEN + padded;
+    if total > SMALL_HEAD || extra_str.len() > SMALL_HEAD || extra_int.len() > SMALL_HEAD {
+        return None;
+    }
+    let mut head = [0u8; SMALL_HEAD];
+    let mut w: &mut [u8] = &mut head[..];
+    // LENGTH of the head alone (as `Packet::encode_head` with no payload): the caller patches
+    // it once the payload is written.
+    w.put_u32((total - 4) as u32);
+    w.put_u16(keys::MAGIC);
+    w.put_u16(flags);
+    w.put_i32(seq_id);
+    // Exact: `padded` < SMALL_HEAD, and so are the lengths and counts below.
+    w.put_u16((padded / 4) as u16);
+    w.put_u8(protocol.as_u8());
+    w.put_u8(0);
+    if !extra_str.is_empty() {
+        w.put_u8(keys::INFO_STR_KVS);
+        w.put_u16(extra_str.len() as u16);
+        for (k, v) in extra_str {
+            put_str16(&mut w, k.as_bytes());
+            put_str16(&mut w, v);
+        }
+    }
+    if !extra_int.is_empty() {
+        w.put_u8(keys::INFO_INT_KVS);
+        w.put_u16(extra_int.len() as u16);
+        for (k, v) in extra_int {
+            w.put_u16(*k);
+            put_str16(&mut w, v);
+        }
+    }
+    // What is left up to `total` is the padding, already zero.
+    dst.extend_from_slice(&head[..total]);
+    Some(())
+}
+
+/// The largest head [`encode_small_head`] lays out on the stack.
+const SMALL_HEAD: usize = 256;
+
 /// The largest frame a decoder reserves room for as soon as its length is known. A larger
 /// frame is not reserved up front (a peer that sends a 16 MiB LENGTH and then a trickle would
 /// otherwise make the process allocate, and the budget charge, 16 MiB at once): the driver's
@@ -732,6 +816,61 @@ mod tests {
         let mut b = BytesMut::new();
         p.encode(&mut b).unwrap();
         b
+    }
+
+    /// The head laid out on the stack is the head of the packet holding the same entries, byte
+    /// for byte: with and without string and int KVs, binary values, and the padding each
+    /// length gives; a head past the stack's size is refused (nothing written).
+    #[test]
+    fn a_small_head_is_the_head_of_a_packet_holding_the_same_entries() {
+        let extras: [&[(&str, &[u8])]; 4] = [
+            &[],
+            &[("idl_service_name", b"Svc")],
+            &[("idl_service_name", b"TestService"), ("k", b"\xff\x00")],
+            &[("idl_service_name", &[b'x'; 300])],
+        ];
+        let ints: [&[(u16, &[u8])]; 3] = [&[], &[(int_key::RPC_TIMEOUT, b"1500")], &[(9, b"Echo")]];
+        for extra_str in extras {
+            for extra_int in ints {
+                let mut p = Packet::new(keys::FLAGS_MUX, 9, ProtocolId::ThriftBinary);
+                for (k, v) in extra_str {
+                    p.headers
+                        .str_kvs
+                        .push_bytes(k.to_string(), Bytes::copy_from_slice(v));
+                }
+                for (k, v) in extra_int {
+                    p.headers.push_int(*k, Bytes::copy_from_slice(v));
+                }
+                let mut want = BytesMut::new();
+                p.encode_head(0, &mut want).unwrap();
+                let mut got = BytesMut::from(&b"prev"[..]);
+                let small = encode_small_head(
+                    keys::FLAGS_MUX,
+                    9,
+                    ProtocolId::ThriftBinary,
+                    extra_str,
+                    extra_int,
+                    &mut got,
+                );
+                if want.len() > SMALL_HEAD {
+                    assert!(small.is_none());
+                    assert_eq!(&got[..], b"prev");
+                    continue;
+                }
+                assert!(small.is_some());
+                assert_eq!(&got[4..], &want[..], "{extra_str:?} {extra_int:?}");
+                let mut of = BytesMut::new();
+                encode_head_of(
+                    keys::FLAGS_MUX,
+                    9,
+                    ProtocolId::ThriftBinary,
+                    &p.headers,
+                    &mut of,
+                )
+                .unwrap();
+                assert_eq!(of, want);
+            }
+        }
     }
 
     #[test]

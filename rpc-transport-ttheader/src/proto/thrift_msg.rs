@@ -123,6 +123,31 @@ impl<'a> MessageHeaderRef<'a> {
     }
 
     fn decode_magic(buf: &'a [u8], magic: u32) -> Result<(Self, usize), ThriftError> {
+        let mut name = "";
+        let (kind, seq_id, used) = Self::envelope(buf, magic, |bytes| {
+            name = std::str::from_utf8(bytes).ok()?;
+            Some(())
+        })?;
+        Ok((MessageHeaderRef { name, kind, seq_id }, used))
+    }
+
+    /// As [`MessageHeaderRef::decode`] for a reader that has no use for the name (a client
+    /// matching replies by seqid): the same checks, the name's UTF-8 included (an ASCII name,
+    /// the usual one, passes the cheaper ASCII test), returning kind, seqid and the envelope's
+    /// size.
+    pub(crate) fn decode_unnamed(buf: &[u8]) -> Result<(MessageType, i32, usize), ThriftError> {
+        Self::envelope(buf, VERSION_1, |name| {
+            (name.is_ascii() || std::str::from_utf8(name).is_ok()).then_some(())
+        })
+    }
+
+    /// A strict envelope with version word `magic`, its name passed to `name` (`None`: not
+    /// UTF-8): kind, seqid and the envelope's size.
+    fn envelope<'b>(
+        buf: &'b [u8],
+        magic: u32,
+        name: impl FnOnce(&'b [u8]) -> Option<()>,
+    ) -> Result<(MessageType, i32, usize), ThriftError> {
         let mut r = Reader { buf, pos: 0 };
         let word = r.u32()?;
         if word & VERSION_MASK != magic {
@@ -132,12 +157,11 @@ impl<'a> MessageHeaderRef<'a> {
         let ty = (word & 0xff) as u8;
         let kind = MessageType::from_u8(ty).ok_or(ThriftError::UnknownMessageType { ty })?;
         let name_offset = r.pos;
-        let name = r.binary()?;
-        let name = std::str::from_utf8(name).map_err(|_| ThriftError::InvalidUtf8 {
+        name(r.binary()?).ok_or(ThriftError::InvalidUtf8 {
             offset: name_offset,
         })?;
         let seq_id = r.i32()?;
-        Ok((MessageHeaderRef { name, kind, seq_id }, r.pos))
+        Ok((kind, seq_id, r.pos))
     }
 
     /// As [`MessageHeaderRef::decode`], also accepting the old non-strict envelope Apache
