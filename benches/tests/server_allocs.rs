@@ -19,7 +19,6 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use examples::idl::{Proto, Thrift};
@@ -90,41 +89,12 @@ const CALLS: u64 = 5_000;
 /// What amortised growth may add per call (module docs).
 const MARGIN: f64 = 0.25;
 
-/// `IN_FLIGHT` tasks make `calls` pingpong calls between them.
-async fn run_calls<I: EchoIdl>(client: &I::Client, calls: u64) {
-    let left = Arc::new(AtomicU64::new(calls));
-    let tasks: Vec<_> = (0..IN_FLIGHT)
-        .map(|_| {
-            let client = client.clone();
-            let left = left.clone();
-            tokio::spawn(async move {
-                let req = examples::EchoRequest {
-                    message: "x".repeat(100),
-                    ..Default::default()
-                };
-                while left
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok()
-                {
-                    let resp = I::ping_pong(&client, req.clone(), rpc_core::CallOptions::new())
-                        .await
-                        .expect("pingpong");
-                    assert_eq!(resp.message.len(), 100, "echoed message");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("calling task");
-    }
-}
-
 /// The server's allocations per call of flavour `I` through `client`.
 fn per_call<I: EchoIdl>(client_rt: &tokio::runtime::Runtime, client: I::Client) -> f64 {
-    client_rt.block_on(run_calls::<I>(&client, WARM_UP));
+    client_rt.block_on(benches::pingpong_calls::<I>(&client, WARM_UP, IN_FLIGHT));
     ALLOCS.store(0, Ordering::Relaxed);
     COUNTING.store(true, Ordering::Relaxed);
-    client_rt.block_on(run_calls::<I>(&client, CALLS));
+    client_rt.block_on(benches::pingpong_calls::<I>(&client, CALLS, IN_FLIGHT));
     COUNTING.store(false, Ordering::Relaxed);
     ALLOCS.load(Ordering::Relaxed) as f64 / CALLS as f64
 }

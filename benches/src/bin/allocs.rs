@@ -29,7 +29,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use examples::idl::{Proto, Thrift};
@@ -194,35 +194,6 @@ impl Row {
     }
 }
 
-/// `IN_FLIGHT` tasks make `calls` pingpong calls of flavour `I` between them.
-async fn run_calls<I: EchoIdl>(client: &I::Client, calls: u64) {
-    let left = Arc::new(AtomicU64::new(calls));
-    let tasks: Vec<_> = (0..IN_FLIGHT)
-        .map(|_| {
-            let client = client.clone();
-            let left = left.clone();
-            tokio::spawn(async move {
-                let req = examples::EchoRequest {
-                    message: "x".repeat(100),
-                    ..Default::default()
-                };
-                while left
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok()
-                {
-                    let resp = I::ping_pong(&client, req.clone(), rpc_core::CallOptions::new())
-                        .await
-                        .expect("pingpong");
-                    assert_eq!(resp.message.len(), 100, "echoed message");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("calling task");
-    }
-}
-
 /// Counts the server's allocations over `calls` calls of flavour `I` through `client`, after a
 /// warm-up, and prints the row.
 fn measure<I: EchoIdl>(
@@ -232,7 +203,11 @@ fn measure<I: EchoIdl>(
     calls: u64,
     trace: usize,
 ) {
-    client_rt.block_on(run_calls::<I>(&client, WARM_UP_CALLS));
+    client_rt.block_on(benches::pingpong_calls::<I>(
+        &client,
+        WARM_UP_CALLS,
+        IN_FLIGHT,
+    ));
 
     ALLOCS.store(0, Ordering::Relaxed);
     REALLOCS.store(0, Ordering::Relaxed);
@@ -240,7 +215,7 @@ fn measure<I: EchoIdl>(
     TRACE_LEFT.store(trace, Ordering::Relaxed);
     COUNTING.store(true, Ordering::Relaxed);
     let start = Instant::now();
-    client_rt.block_on(run_calls::<I>(&client, calls));
+    client_rt.block_on(benches::pingpong_calls::<I>(&client, calls, IN_FLIGHT));
     let elapsed = start.elapsed();
     COUNTING.store(false, Ordering::Relaxed);
     TRACE_LEFT.store(0, Ordering::Relaxed);

@@ -91,28 +91,8 @@ fn write_packet(
 ) -> Result<(), Status> {
     let kitex_pb = packet.protocol == ProtocolId::KitexProtobuf;
     let framing = if kitex_pb { Framing::Framed } else { framing };
-    let mut framed_at = 0;
-    append_packet(buf, max, |buf| {
-        packet
-            .encode_head(0, buf)
-            .map_err(|e| Status::internal(format!("encode header: {e}")))?;
-        framed_at = buf.len();
-        if framing == Framing::Framed {
-            buf.put_u32(0);
-        }
-        if kitex_pb {
-            msg.encode_kitex_protobuf(buf)
-        } else {
-            msg.encode(buf)
-        }
-        .map_err(|e| Status::internal(format!("encode message header: {e}")))?;
-        body(buf)
-    })?;
-    if framing == Framing::Framed {
-        let inner = (buf.len() - framed_at - 4) as u32;
-        buf[framed_at..framed_at + 4].copy_from_slice(&inner.to_be_bytes());
-    }
-    Ok(())
+    let head = |buf: &mut BytesMut| packet.encode_head(0, buf);
+    write_with_head(buf, head, framing, msg, kitex_pb, max, body)
 }
 
 /// A client's request packet, as [`write_packet`] writes a Thrift one, with the TTHeader head
@@ -126,6 +106,21 @@ fn write_request(
     max: usize,
     body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
 ) -> Result<(), Status> {
+    write_with_head(buf, head, framing, msg, false, max, body)
+}
+
+/// One unary packet with its head written by `head` (a placeholder LENGTH, patched by
+/// `append_packet`), then the frame length when framed, the message header (in Kitex
+/// protobuf's envelope when `kitex_pb`) and the body.
+fn write_with_head(
+    buf: &mut BytesMut,
+    head: impl FnOnce(&mut BytesMut) -> Result<(), crate::proto::EncodeError>,
+    framing: Framing,
+    msg: &MessageHeaderRef<'_>,
+    kitex_pb: bool,
+    max: usize,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
+) -> Result<(), Status> {
     let mut framed_at = 0;
     append_packet(buf, max, |buf| {
         head(buf).map_err(|e| Status::internal(format!("encode header: {e}")))?;
@@ -133,8 +128,12 @@ fn write_request(
         if framing == Framing::Framed {
             buf.put_u32(0);
         }
-        msg.encode(buf)
-            .map_err(|e| Status::internal(format!("encode message header: {e}")))?;
+        if kitex_pb {
+            msg.encode_kitex_protobuf(buf)
+        } else {
+            msg.encode(buf)
+        }
+        .map_err(|e| Status::internal(format!("encode message header: {e}")))?;
         body(buf)
     })?;
     if framing == Framing::Framed {
