@@ -21,12 +21,9 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use benches::{Row, RowClient};
 use examples::idl::{Proto, Thrift};
 use examples::EchoIdl;
-use rpc_core::serve::Listener;
-use rpc_core::Client;
-use rpc_transport_grpc::{GrpcClient, GrpcClientConfig, GrpcProtocol};
-use rpc_transport_ttheader::{ConnectionMode, Framing, TtHeaderClient, TtHeaderProtocol};
 
 /// `alloc` and `alloc_zeroed` calls on the server thread while counting.
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -99,15 +96,6 @@ fn per_call<I: EchoIdl>(client_rt: &tokio::runtime::Runtime, client: I::Client) 
     ALLOCS.load(Ordering::Relaxed) as f64 / CALLS as f64
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Row {
-    TtHeader,
-    TtStream,
-    Grpc,
-    #[cfg(target_os = "linux")]
-    Shm,
-}
-
 #[test]
 fn server_allocations_per_pingpong_call_stay_within_their_bounds() {
     let server_rt = tokio::runtime::Builder::new_multi_thread()
@@ -133,64 +121,14 @@ fn server_allocations_per_pingpong_call_stay_within_their_bounds() {
     ];
     let mut over = Vec::new();
     for (row, bound) in rows {
-        #[cfg(target_os = "linux")]
-        let shm_path =
-            std::env::temp_dir().join(format!("rpc-allocs-test-{}.shm", std::process::id()));
-        let handle = server_rt.block_on(async {
-            let listener = Listener::new(examples::server());
-            let (listener, at) = match row {
-                Row::TtHeader | Row::TtStream => {
-                    (listener.protocol(TtHeaderProtocol::default()), None)
-                }
-                Row::Grpc => (listener.protocol(GrpcProtocol::default()), None),
-                #[cfg(target_os = "linux")]
-                Row::Shm => (
-                    listener.protocol(rpc_transport_shm::ShmProtocol::default()),
-                    Some(rpc_core::Address::Shm(shm_path.clone())),
-                ),
-            };
-            let at = at.unwrap_or_else(|| "tcp://127.0.0.1:0".parse().expect("address"));
-            listener.bind(at).await.expect("listen").start()
+        let per = benches::with_row(row, &server_rt, |client| match client {
+            RowClient::Thrift(c) => per_call::<Thrift>(&client_rt, c),
+            RowClient::Proto(c) => per_call::<Proto>(&client_rt, c),
         });
-        let addr = || {
-            handle.local_addrs()[0]
-                .socket_addr()
-                .expect("a TCP listener has an address")
-        };
-        let tt = || {
-            Client::new(
-                TtHeaderClient::builder(addr())
-                    .pool_size(1)
-                    .connection_mode(ConnectionMode::Multiplexed)
-                    .unary_framing(Framing::Framed)
-                    .build(),
-            )
-        };
-        let per = match row {
-            Row::TtHeader => per_call::<Thrift>(&client_rt, Thrift::client(tt())),
-            Row::TtStream => per_call::<Proto>(&client_rt, Proto::client(tt())),
-            Row::Grpc => {
-                let grpc = Client::new(GrpcClient::with_config(
-                    addr(),
-                    GrpcClientConfig::default().connections(1),
-                ));
-                per_call::<Proto>(&client_rt, Proto::client(grpc))
-            }
-            #[cfg(target_os = "linux")]
-            Row::Shm => {
-                let shm = rpc_transport_shm::ShmClient::builder(rpc_core::Address::shm(&shm_path))
-                    .pool_size(1)
-                    .build();
-                let per = per_call::<Proto>(&client_rt, Proto::client(Client::new(shm)));
-                let _ = std::fs::remove_file(&shm_path);
-                per
-            }
-        };
         println!("{row:?}: {per:.2} server allocations per pingpong call (bound {bound})");
         if per > bound + MARGIN {
             over.push(format!("{row:?}: {per:.2} > {bound} (+{MARGIN})"));
         }
-        server_rt.block_on(handle.shutdown(Duration::from_millis(100)));
     }
     client_rt.shutdown_timeout(Duration::from_millis(100));
     assert!(

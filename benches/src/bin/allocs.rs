@@ -32,12 +32,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use benches::{Row, RowClient};
 use examples::idl::{Proto, Thrift};
 use examples::EchoIdl;
-use rpc_core::serve::Listener;
-use rpc_core::Client;
-use rpc_transport_grpc::{GrpcClient, GrpcClientConfig, GrpcProtocol};
-use rpc_transport_ttheader::{ConnectionMode, Framing, TtHeaderClient, TtHeaderProtocol};
 
 /// `alloc` and `alloc_zeroed` calls on counted threads.
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -160,37 +157,26 @@ const IN_FLIGHT: usize = 64;
 /// Calls before counting starts.
 const WARM_UP_CALLS: u64 = 20_000;
 
-/// One row: a transport's pingpong.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Row {
-    /// Unary TTHeader, thrift payloads.
-    TtHeader,
-    /// TTHeader Streaming, protobuf payloads.
-    TtStream,
-    /// gRPC, protobuf payloads.
-    Grpc,
-    Shm,
+/// Every row, in the order they run.
+const ALL: [Row; 4] = [Row::TtHeader, Row::TtStream, Row::Grpc, Row::Shm];
+
+/// The row's name on the command line.
+fn name(row: Row) -> &'static str {
+    match row {
+        Row::TtHeader => "ttheader",
+        Row::TtStream => "ttstream",
+        Row::Grpc => "grpc",
+        Row::Shm => "shm",
+    }
 }
 
-impl Row {
-    const ALL: [Row; 4] = [Row::TtHeader, Row::TtStream, Row::Grpc, Row::Shm];
-
-    fn name(self) -> &'static str {
-        match self {
-            Row::TtHeader => "ttheader",
-            Row::TtStream => "ttstream",
-            Row::Grpc => "grpc",
-            Row::Shm => "shm",
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Row::TtHeader => "unary TTHeader (thrift, mux, framed)",
-            Row::TtStream => "TTHeader Streaming (protobuf)",
-            Row::Grpc => "gRPC (protobuf, one h2 connection)",
-            Row::Shm => "shared memory (protobuf, one session)",
-        }
+/// What the row measures, for its heading.
+fn describe(row: Row) -> &'static str {
+    match row {
+        Row::TtHeader => "unary TTHeader (thrift, mux, framed)",
+        Row::TtStream => "TTHeader Streaming (protobuf)",
+        Row::Grpc => "gRPC (protobuf, one h2 connection)",
+        Row::Shm => "shared memory (protobuf, one session)",
     }
 }
 
@@ -224,8 +210,8 @@ fn measure<I: EchoIdl>(
     println!(
         "{:<9} server-side heap allocations per pingpong call, {} \
          (100-byte messages, {IN_FLIGHT} in flight, {calls} calls, {:.0} calls/s):",
-        row.name(),
-        row.describe(),
+        name(row),
+        describe(row),
         calls as f64 / elapsed.as_secs_f64()
     );
     println!(
@@ -247,10 +233,10 @@ fn measure<I: EchoIdl>(
 
 fn main() {
     const USAGE: &str = "usage: allocs [ttheader|ttstream|grpc|shm] [CALLS]";
-    let mut rows: Vec<Row> = Row::ALL.to_vec();
+    let mut rows: Vec<Row> = ALL.to_vec();
     let mut calls: u64 = 200_000;
     for arg in std::env::args().skip(1) {
-        if let Some(row) = Row::ALL.into_iter().find(|r| r.name() == arg) {
+        if let Some(row) = ALL.into_iter().find(|r| name(*r) == arg) {
             rows = vec![row];
         } else {
             calls = arg.parse().expect(USAGE);
@@ -283,62 +269,10 @@ fn main() {
             println!("shm: shared memory needs Linux; skipped");
             continue;
         }
-        let shm_path = std::env::temp_dir().join(format!("rpc-allocs-{}.shm", std::process::id()));
-        let handle = server_rt.block_on(async {
-            let listener = Listener::new(examples::server());
-            let (listener, at) = match row {
-                Row::TtHeader | Row::TtStream => {
-                    (listener.protocol(TtHeaderProtocol::default()), None)
-                }
-                Row::Grpc => (listener.protocol(GrpcProtocol::default()), None),
-                Row::Shm => (
-                    listener.protocol(rpc_transport_shm::ShmProtocol::default()),
-                    Some(rpc_core::Address::Shm(shm_path.clone())),
-                ),
-            };
-            let at = at.unwrap_or_else(|| "tcp://127.0.0.1:0".parse().expect("addr"));
-            listener.bind(at).await.expect("listen").start()
+        benches::with_row(row, &server_rt, |client| match client {
+            RowClient::Thrift(c) => measure::<Thrift>(row, &client_rt, c, calls, trace),
+            RowClient::Proto(c) => measure::<Proto>(row, &client_rt, c, calls, trace),
         });
-        let addr = || {
-            handle.local_addrs()[0]
-                .socket_addr()
-                .expect("a TCP listener has an address")
-        };
-        let tt = || {
-            // The client is built inside the client runtime: connections are made on first use.
-            Client::new(
-                TtHeaderClient::builder(addr())
-                    .pool_size(1)
-                    .connection_mode(ConnectionMode::Multiplexed)
-                    .unary_framing(Framing::Framed)
-                    .build(),
-            )
-        };
-        match row {
-            Row::TtHeader => measure::<Thrift>(row, &client_rt, Thrift::client(tt()), calls, trace),
-            Row::TtStream => measure::<Proto>(row, &client_rt, Proto::client(tt()), calls, trace),
-            Row::Shm => {
-                let shm = rpc_transport_shm::ShmClient::builder(rpc_core::Address::shm(&shm_path))
-                    .pool_size(1)
-                    .build();
-                measure::<Proto>(
-                    row,
-                    &client_rt,
-                    Proto::client(Client::new(shm)),
-                    calls,
-                    trace,
-                );
-                let _ = std::fs::remove_file(&shm_path);
-            }
-            Row::Grpc => {
-                let grpc = Client::new(GrpcClient::with_config(
-                    addr(),
-                    GrpcClientConfig::default().connections(1),
-                ));
-                measure::<Proto>(row, &client_rt, Proto::client(grpc), calls, trace)
-            }
-        }
-        server_rt.block_on(handle.shutdown(Duration::from_millis(100)));
     }
     client_rt.shutdown_timeout(Duration::from_millis(100));
 }
