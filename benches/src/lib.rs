@@ -127,3 +127,23 @@ pub fn with_row<R>(
     let _ = std::fs::remove_file(&shm_path);
     out
 }
+
+/// A server runtime and a client runtime of one worker thread each, as the allocation
+/// counters use them: `on_server_thread` runs on the server's threads as they start (to mark
+/// them as the ones whose allocations count).
+pub fn one_worker_runtimes(
+    on_server_thread: impl Fn() + Send + Sync + 'static,
+) -> (tokio::runtime::Runtime, tokio::runtime::Runtime) {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(on_server_thread)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    (server, client)
+}

@@ -98,17 +98,8 @@ fn per_call<I: EchoIdl>(client_rt: &tokio::runtime::Runtime, client: I::Client) 
 
 #[test]
 fn server_allocations_per_pingpong_call_stay_within_their_bounds() {
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .on_thread_start(|| SERVER_THREAD.with(|c| c.set(true)))
-        .enable_all()
-        .build()
-        .expect("server runtime");
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("client runtime");
+    let (server_rt, client_rt) =
+        benches::one_worker_runtimes(|| SERVER_THREAD.with(|c| c.set(true)));
 
     // (row, bound): issue 17's 4 for TTHeader and ttstream; shm's 6 and gRPC's figure are
     // today's (see the `allocs` bench's docs and the guide for what they are made of).

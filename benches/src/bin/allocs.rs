@@ -251,17 +251,8 @@ fn main() {
         std::env::var_os("ALLOC_TRACE_DEPS").is_some(),
         Ordering::Relaxed,
     );
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .on_thread_start(|| SERVER_THREAD.with(|c| c.set(true)))
-        .enable_all()
-        .build()
-        .expect("server runtime");
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("client runtime");
+    let (server_rt, client_rt) =
+        benches::one_worker_runtimes(|| SERVER_THREAD.with(|c| c.set(true)));
 
     for row in rows {
         #[cfg(not(target_os = "linux"))]
