@@ -587,3 +587,30 @@ async fn thrift_and_protobuf_flavours_of_one_service_route_by_payload() {
     within(call.send(msg("pb", 1))).await.unwrap();
     assert_eq!(within(call.recv()).await.unwrap(), Some(msg("pb", 1)));
 }
+
+/// A send that fails because the server ended the stream, then the sender dropped without
+/// `close_send` (what a relay does when its backend answered first): the drop must not turn
+/// the stream into a user cancel, and the receiver still gets the server's own status.
+#[tokio::test]
+async fn dropping_a_sender_whose_send_failed_keeps_the_servers_status() {
+    let h = harness();
+    let call = within(
+        h.client
+            .bidi::<ProstCodec, Msg, Msg>(CHAT, CallOptions::new()),
+    )
+    .await
+    .unwrap();
+    let (mut tx, mut rx) = call.into_split();
+    within(tx.send(msg("fail", 0))).await.unwrap();
+    within(async {
+        while tx.send(msg("x", 0)).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    drop(tx);
+    let err = within(rx.recv()).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    drop(rx);
+    h.assert_no_leaks().await;
+}

@@ -67,6 +67,11 @@ pub(crate) struct Sender<T, E: End> {
     pub(crate) end: E,
     codec: MsgCodec<T>,
     pub(crate) closed: bool,
+    /// The transport refused a send: the stream is ending (the peer ended it, it was reset,
+    /// its connection is gone) even if its end has not been received yet. Dropping the
+    /// sender then abandons nothing: a cancel would replace the end still on its way (the
+    /// server's own status) with a user cancel.
+    failed: bool,
     /// The message sent ends the stream (one-shot reply).
     last: bool,
 }
@@ -77,6 +82,7 @@ impl<T: Send + Sync + 'static, E: End> Sender<T, E> {
             end,
             codec,
             closed: false,
+            failed: false,
             last: false,
         }
     }
@@ -123,14 +129,21 @@ impl<T: Send + Sync + 'static, E: End> Sender<T, E> {
         let hint = (self.codec.encoded_len)(msg);
         let len = hint.unwrap_or(0);
         let mut out = Outgoing::with_len(msg, self.codec, hint);
-        if self.last {
-            poll_fn(|cx| self.end.poll_send_ready(cx, len)).await?;
-            self.closed = true;
-            self.end.start_send_last(&mut out)?;
+        let sent = if self.last {
+            match poll_fn(|cx| self.end.poll_send_ready(cx, len)).await {
+                Ok(()) => {
+                    self.closed = true;
+                    self.end.start_send_last(&mut out)
+                }
+                Err(status) => Err(status),
+            }
         } else {
-            poll_fn(|cx| self.end.poll_send(cx, &mut out, len)).await?;
+            poll_fn(|cx| self.end.poll_send(cx, &mut out, len)).await
+        };
+        if sent.is_err() {
+            self.failed = true;
         }
-        Ok(hint)
+        sent.map(|()| hint)
     }
 }
 
@@ -334,7 +347,7 @@ impl<T: Send + Sync + 'static, E: End> RecvSource for Source<'_, T, E> {
 
 impl<T, E: End> Drop for Sender<T, E> {
     fn drop(&mut self) {
-        if !self.closed {
+        if !self.closed && !self.failed {
             self.end.abandon();
         }
     }
