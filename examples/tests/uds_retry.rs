@@ -72,21 +72,30 @@ macro_rules! serve_conn {
     };
 }
 
+/// Accepts on `listener` until it fails; connection n gets `plan[n]` (the last entry for the
+/// rest). Evaluates to the count of connections accepted.
+macro_rules! accept_loop {
+    ($listener:ident, $plan:ident) => {{
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = $listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let then = $plan[n.min($plan.len() - 1)].clone();
+                serve_conn!(sock, then);
+            }
+        });
+        accepted
+    }};
+}
+
 /// The misbehaving peer on a Unix socket: connection n gets `plan[n]` (the last entry for
 /// the rest). Returns its address and the count of connections it accepted.
 fn unix_peer(tag: &str, plan: Vec<Then>) -> (Address, Arc<AtomicUsize>) {
     let path = sock_path(tag);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            let then = plan[n.min(plan.len() - 1)].clone();
-            serve_conn!(sock, then);
-        }
-    });
+    let accepted = accept_loop!(listener, plan);
     (Address::Unix(path), accepted)
 }
 
@@ -94,15 +103,7 @@ fn unix_peer(tag: &str, plan: Vec<Then>) -> (Address, Arc<AtomicUsize>) {
 async fn tcp_peer(plan: Vec<Then>) -> (Address, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = Address::from(listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            let then = plan[n.min(plan.len() - 1)].clone();
-            serve_conn!(sock, then);
-        }
-    });
+    let accepted = accept_loop!(listener, plan);
     (addr, accepted)
 }
 

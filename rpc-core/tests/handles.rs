@@ -47,12 +47,7 @@ async fn a_failed_stream_yields_its_error_once_then_none() {
 #[tokio::test]
 async fn bidi_send_all_from_a_stream_and_receive_as_a_stream() {
     let h = harness();
-    let call = within(
-        h.client
-            .bidi::<ProstCodec, Msg, Msg>(CHAT, CallOptions::new()),
-    )
-    .await
-    .unwrap();
+    let call = h.chat().await;
     let (mut tx, rx) = call.into_split();
     let sender = tokio::spawn(async move {
         tx.send_all(stream::iter((0..100).map(|i| msg("m", i))))

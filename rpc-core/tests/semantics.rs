@@ -318,12 +318,7 @@ async fn client_streaming_returns_before_any_server_header() {
 #[tokio::test]
 async fn into_split_runs_send_and_recv_in_different_tasks() {
     let h = harness();
-    let call = within(
-        h.client
-            .bidi::<ProstCodec, Msg, Msg>(CHAT, CallOptions::new()),
-    )
-    .await
-    .unwrap();
+    let call = h.chat().await;
     let (mut tx, mut rx) = call.into_split();
     let sender = tokio::spawn(async move {
         for i in 0..100 {
@@ -347,12 +342,7 @@ async fn into_split_runs_send_and_recv_in_different_tasks() {
 #[tokio::test]
 async fn dropping_the_receiver_half_resets_the_stream() {
     let mut h = harness();
-    let call = within(
-        h.client
-            .bidi::<ProstCodec, Msg, Msg>(CHAT, CallOptions::new()),
-    )
-    .await
-    .unwrap();
+    let call = h.chat().await;
     let (mut tx, rx) = call.into_split();
     within(tx.send(msg("wait-cancel", 0))).await.unwrap();
     drop(rx);
@@ -594,12 +584,7 @@ async fn thrift_and_protobuf_flavours_of_one_service_route_by_payload() {
 #[tokio::test]
 async fn dropping_a_sender_whose_send_failed_keeps_the_servers_status() {
     let h = harness();
-    let call = within(
-        h.client
-            .bidi::<ProstCodec, Msg, Msg>(CHAT, CallOptions::new()),
-    )
-    .await
-    .unwrap();
+    let call = h.chat().await;
     let (mut tx, mut rx) = call.into_split();
     within(tx.send(msg("fail", 0))).await.unwrap();
     within(async {

@@ -68,9 +68,13 @@ fn data(id: i32, text: &str, n: i64) -> StreamFrame {
     StreamFrame::data(id, "Chat", StreamProtocol::Thrift, body)
 }
 
-/// An unframed TTHeader unary Thrift call of `ThTest.Echo`, as a Kitex client writes it.
-fn thrift_echo_call(seq: i32, text: &str) -> BytesMut {
+/// A TTHeader unary Thrift call of `ThTest.Echo`, as a Kitex client writes it (`framed`:
+/// with the framed transport's length before the message).
+fn thrift_echo_call(seq: i32, text: &str, framed: bool) -> BytesMut {
     let mut payload = BytesMut::new();
+    if framed {
+        payload.extend_from_slice(&[0; 4]);
+    }
     MessageHeader {
         name: "Echo".into(),
         kind: MessageType::Call,
@@ -80,6 +84,10 @@ fn thrift_echo_call(seq: i32, text: &str) -> BytesMut {
     .unwrap();
     payload
         .extend_from_slice(&encode_to_bytes::<ThriftCodec, TMsg>(&msg(text, seq.into())).unwrap());
+    if framed {
+        let len = (payload.len() - 4) as u32;
+        payload[..4].copy_from_slice(&len.to_be_bytes());
+    }
     let mut p = Packet::new(0, seq, ProtocolId::ThriftBinary);
     p.headers.push_str(str_key::IDL_SERVICE_NAME, "ThTest");
     p.payload = payload.freeze();
@@ -153,35 +161,11 @@ async fn unary_replies_in_the_request_form_and_say_crrst_during_shutdown() {
     .await
     .unwrap();
     let mut peer = Peer::connect(h.local_addr().unwrap()).await;
-    let call = |seq: i32, text: &str, framed: bool| {
-        let mut payload = BytesMut::new();
-        MessageHeader {
-            name: "Echo".into(),
-            kind: MessageType::Call,
-            seq_id: seq,
-        }
-        .encode(&mut payload)
-        .unwrap();
-        payload.extend_from_slice(
-            &encode_to_bytes::<ThriftCodec, TMsg>(&msg(text, seq.into())).unwrap(),
-        );
-        let payload = if framed {
-            let mut f = BytesMut::new();
-            f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-            f.extend_from_slice(&payload);
-            f
-        } else {
-            payload
-        };
-        let mut p = Packet::new(0, seq, ProtocolId::ThriftBinary);
-        p.headers.push_str(str_key::IDL_SERVICE_NAME, "ThTest");
-        p.payload = Bytes::from(payload);
-        let mut wire = BytesMut::new();
-        p.encode(&mut wire).unwrap();
-        wire
-    };
     // framed request → framed reply with the same seqid
-    peer.sock.write_all(&call(5, "x", true)).await.unwrap();
+    peer.sock
+        .write_all(&thrift_echo_call(5, "x", true))
+        .await
+        .unwrap();
     let reply = peer.packet().await;
     assert_eq!(reply.seq_id, 5);
     let len = u32::from_be_bytes(reply.payload[..4].try_into().unwrap()) as usize;
@@ -194,7 +178,10 @@ async fn unary_replies_in_the_request_form_and_say_crrst_during_shutdown() {
     assert!(reply.headers.get_str(str_key::CONN_RESET).is_none());
 
     // A call in flight when shutdown starts is answered, with crrst.
-    peer.sock.write_all(&call(6, "gate", false)).await.unwrap();
+    peer.sock
+        .write_all(&thrift_echo_call(6, "gate", false))
+        .await
+        .unwrap();
     assert!(matches!(probe.event().await, Event::Got(6)));
     let addr = h.local_addr().unwrap();
     let shutdown = tokio::spawn(h.shutdown(Duration::from_secs(5)));
@@ -246,7 +233,7 @@ async fn a_unary_payload_we_cannot_read_is_answered_and_the_connection_survives(
 
     // Same connection, a proper call.
     peer.sock
-        .write_all(&thrift_echo_call(10, "ok"))
+        .write_all(&thrift_echo_call(10, "ok", false))
         .await
         .unwrap();
     let reply = peer.packet().await;
@@ -488,7 +475,7 @@ async fn kitex_protobuf_calls_are_served_in_their_own_form() {
 
     // The same connection still serves Thrift.
     peer.sock
-        .write_all(&thrift_echo_call(8, "th"))
+        .write_all(&thrift_echo_call(8, "th", false))
         .await
         .unwrap();
     let reply = peer.packet().await;

@@ -227,6 +227,16 @@ pub async fn within<F: std::future::Future>(fut: F) -> F::Output {
 }
 
 impl Harness {
+    /// Opens a bidi `CHAT` call (bounded wait).
+    pub async fn chat(&self) -> rpc_core::BidiStreamingClient<Msg, Msg> {
+        within(
+            self.client
+                .bidi::<ProstCodec, Msg, Msg>(CHAT, rpc_core::CallOptions::new()),
+        )
+        .await
+        .expect("the call opens")
+    }
+
     /// The next handler event (bounded wait).
     pub async fn event(&mut self) -> Event {
         within(self.events.recv()).await.expect("service gone")
