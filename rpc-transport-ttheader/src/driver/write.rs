@@ -243,8 +243,10 @@ impl WriteQueue {
                 }
                 notified.await;
                 // Woken by the first frame of a burst: let the tasks that are ready right now
-                // (other handlers finishing) append theirs too, so they share one syscall.
-                tokio::task::yield_now().await;
+                // (other handlers finishing) append theirs too, so they share one syscall. Not
+                // `tokio::task::yield_now`: that one polls the I/O driver first, one more
+                // `epoll_wait` per batch, and what the batch waits for is already queued.
+                rpc_core::transport::yield_to_ready().await;
             };
             match batch {
                 Some(mut batch) => {
