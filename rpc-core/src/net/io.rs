@@ -511,6 +511,36 @@ pub struct WriteHalf {
     kill: Option<Arc<KillSwitch>>,
 }
 
+impl WriteHalf {
+    /// Whether [`WriteHalf::try_write`] can write without a task: a TCP or Unix socket (a
+    /// boxed stream, TLS for one, is written only through [`AsyncWrite`]).
+    pub fn can_try_write(&self) -> bool {
+        !matches!(self.inner, WriteInner::Boxed(_))
+    }
+
+    /// Writes what the socket takes now, without waiting and without a task's waker: the
+    /// bytes written, or `WouldBlock` when it takes none (and always for a boxed stream; see
+    /// [`WriteHalf::can_try_write`]). Fails with `ConnectionAborted` once the connection's
+    /// [`CloseHandle::close`] was called, as [`AsyncWrite`] writes do.
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        if self
+            .kill
+            .as_ref()
+            .is_some_and(|k| k.writes.load(Ordering::Acquire))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection closed by the server",
+            ));
+        }
+        match &self.inner {
+            WriteInner::Tcp(s) => s.try_write(buf),
+            WriteInner::Unix(s) => s.try_write(buf),
+            WriteInner::Boxed(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
 enum WriteInner {
     Tcp(tcp::OwnedWriteHalf),
     Unix(unix::OwnedWriteHalf),

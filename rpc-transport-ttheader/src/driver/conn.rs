@@ -109,9 +109,10 @@ const SETTLE_WRITES: std::time::Duration = std::time::Duration::from_secs(1);
 /// (protocol detection).
 pub(crate) fn start<C: Connection>(conn: &Arc<C>, io: Io, prefix: BytesMut) {
     let (rd, wr) = io.into_split();
+    conn.write_queue().attach(wr);
     let writer = conn.clone();
     tokio::spawn(async move {
-        match writer.write_queue().run_writer(wr).await {
+        match writer.write_queue().run_writer().await {
             Ok(()) => writer.fail(Status::unavailable("connection closed")),
             Err(e) => writer.fail_unread(Status::unavailable(format!("write failed: {e}"))),
         }
@@ -147,8 +148,19 @@ async fn run_reader<C: Connection>(
     let mut rb = ReadBuffer::new(prefix, conn.budget().cloned());
     let life = conn.life();
     let mut shut = false;
+    let queue = conn.write_queue();
+    // The turn ends however the reader does (its replies go out, appends wake the writer).
+    let _turn = TurnEnd(queue);
     loop {
-        let decoded = match conn.parse(&mut rb.buf) {
+        // What handlers that complete at once reply while the reader parses goes out with one
+        // write from this task when the reader next waits (see `flush_before_waiting`), or
+        // at once when it is a batch worth its syscall (`TURN_FLUSH_AT`); the writer task is
+        // woken only if the socket is full or busy: no task switch and no scheduler round per
+        // batch.
+        queue.begin_reader_turn();
+        let parsed = conn.parse(&mut rb.buf);
+        queue.flush_full_turn();
+        let decoded = match parsed {
             Ok(d) => d,
             Err(status) => return (status, false),
         };
@@ -168,11 +180,11 @@ async fn run_reader<C: Connection>(
         let paused = if recheck {
             // A pinned chunk is freed by whoever drops the last slice of it, which signals
             // nothing: a pause that counts one looks again now and then.
-            tokio::time::timeout(PINNED_RECHECK, pause)
+            flush_before_waiting(queue, tokio::time::timeout(PINNED_RECHECK, pause))
                 .await
                 .unwrap_or(true)
         } else {
-            pause.await
+            flush_before_waiting(queue, pause).await
         };
         if paused {
             clock.after_pause(rb.buf.len());
@@ -194,23 +206,24 @@ async fn run_reader<C: Connection>(
         let frame_len = conn.frame_len(&rb.buf);
         if rb.grow(frame_len, within) == Room::Wait {
             // The room went to another connection meanwhile: let it run, then wait again.
+            queue.end_reader_turn();
             tokio::task::yield_now().await;
             continue;
         }
         let spare = rb.buf.capacity() - rb.buf.len();
         let before = rb.buf.len();
-        match read_some(
+        let read = read_some(
             &mut rd,
             &mut rb.buf,
             &mut clock,
             || conn.is_idle(),
             life.reader(),
-        )
-        .await
-        {
+        );
+        match flush_before_waiting(queue, read).await {
             Read::Bytes => rb.after_read(rb.buf.len() - before, spare),
             Read::Woken => {}
             Read::End(status) => {
+                queue.end_reader_turn();
                 if conn.settle_writes() {
                     let q = conn.write_queue();
                     let settled = pause_while(
@@ -235,6 +248,31 @@ async fn run_reader<C: Connection>(
                 }
             }
         }
+    }
+}
+
+/// Awaits `fut`; when it has to wait, the reader's turn ends first
+/// ([`WriteQueue::end_reader_turn`]): the replies to everything read since the reader last
+/// waited go out with one write, and appends from then on wake the writer task.
+async fn flush_before_waiting<F: std::future::Future>(queue: &WriteQueue, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut open = true;
+    std::future::poll_fn(|cx| {
+        let polled = fut.as_mut().poll(cx);
+        if polled.is_pending() && std::mem::take(&mut open) {
+            queue.end_reader_turn();
+        }
+        polled
+    })
+    .await
+}
+
+/// Ends the reader's turn when the reader stops, whatever stops it.
+struct TurnEnd<'q>(&'q WriteQueue);
+
+impl Drop for TurnEnd<'_> {
+    fn drop(&mut self) {
+        self.0.end_reader_turn();
     }
 }
 
