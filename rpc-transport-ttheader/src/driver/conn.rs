@@ -1,8 +1,9 @@
 //! The socket scaffold every TTHeader connection shares (ttstream sessions, unary client and
 //! server connections): a writer task draining the connection's [`WriteQueue`] into the
 //! socket's write half, a reader task parsing what the read half delivers (paused under
-//! backpressure, bounded by the frame and idle timeouts), and one `fail` that ends everything
-//! the connection carries, called by whichever task stops first.
+//! backpressure, bounded by the frame and idle timeouts) that writes the replies of its own
+//! turns itself when the socket takes them (see [`WriteQueue::end_reader_turn`]), and one
+//! `fail` that ends everything the connection carries, called by whichever task stops first.
 
 use std::sync::Arc;
 
