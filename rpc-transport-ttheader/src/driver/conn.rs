@@ -226,11 +226,10 @@ async fn run_reader<C: Connection>(
             Read::End(status) => {
                 queue.end_reader_turn();
                 if conn.settle_writes() {
-                    let q = conn.write_queue();
                     let settled = pause_while(
                         None,
-                        [&q.progress, life.reader()],
-                        || q.backlog() > 0,
+                        [&queue.progress, life.reader()],
+                        || queue.backlog() > 0,
                         || life.lost().is_some(),
                     );
                     let _ = tokio::time::timeout(SETTLE_WRITES, settled).await;

@@ -95,23 +95,10 @@ fn write_packet(
     write_with_head(buf, head, framing, msg, kitex_pb, max, body)
 }
 
-/// A client's request packet, as [`write_packet`] writes a Thrift one, with the TTHeader head
-/// written by `head` (a placeholder LENGTH, patched here) instead of from a `Packet` (the
-/// server's replies keep `write_packet`).
-fn write_request(
-    buf: &mut BytesMut,
-    head: impl FnOnce(&mut BytesMut) -> Result<(), crate::proto::EncodeError>,
-    framing: Framing,
-    msg: &MessageHeaderRef<'_>,
-    max: usize,
-    body: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
-) -> Result<(), Status> {
-    write_with_head(buf, head, framing, msg, false, max, body)
-}
-
-/// One unary packet with its head written by `head` (a placeholder LENGTH, patched by
-/// `append_packet`), then the frame length when framed, the message header (in Kitex
-/// protobuf's envelope when `kitex_pb`) and the body.
+/// One unary packet (a client's request, or a server's reply through [`write_packet`]) with
+/// its head written by `head` (a placeholder LENGTH, patched by `append_packet`), then the
+/// frame length when framed, the message header (in Kitex protobuf's envelope when
+/// `kitex_pb`) and the body.
 fn write_with_head(
     buf: &mut BytesMut,
     head: impl FnOnce(&mut BytesMut) -> Result<(), crate::proto::EncodeError>,
@@ -654,7 +641,7 @@ impl ClientStreamRaw for UnaryClient {
         let max = conn.limits.max_frame_size;
         if conn.redial.get().is_none() {
             let written = conn.write.append(|buf| {
-                write_request(buf, head, conn.framing, &header, max, |b| {
+                write_with_head(buf, head, conn.framing, &header, false, max, |b| {
                     encode_body(b, msg)
                 })
             });
@@ -677,7 +664,7 @@ impl ClientStreamRaw for UnaryClient {
         // The request may have to be sent again (see `UnaryClient::send_again`): encoded on its own
         // and kept.
         let mut own = BytesMut::new();
-        if let Err(e) = write_request(&mut own, head, conn.framing, &header, max, |b| {
+        if let Err(e) = write_with_head(&mut own, head, conn.framing, &header, false, max, |b| {
             encode_body(b, msg)
         }) {
             lock(&conn.pending).remove(&seq);
